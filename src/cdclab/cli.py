@@ -1,0 +1,86 @@
+"""``cdclab``: the lab's command line.
+
+    cdclab lab up [SERVICE...]     start what is not running (idempotent), then print the status table
+    cdclab lab down [SERVICE...]   stop services (data is kept)
+    cdclab lab status [--check]    the status table; --check exits 1 unless everything is healthy
+    cdclab lab logs SERVICE [-n N] the last lines of a service's log
+    cdclab lab clean               stop everything and wipe the state (databases, topics, buckets)
+    cdclab lab env                 print the environment the launcher gives services (for `eval`)
+    cdclab workload ...            drive changes into the shop database (see `cdclab workload -h`)
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+
+def _lab(args: argparse.Namespace) -> int:
+    from cdclab.lab import native
+    from cdclab.lab.config import LabConfig
+
+    cfg = LabConfig.load()
+    if args.action == "up":
+        try:
+            rows = native.up(cfg, args.services)
+        except native.ServiceError as exc:
+            print(f"\ncdclab: {exc}", file=sys.stderr)
+            return 1
+        print()
+        print(native.format_table(rows))
+        print(f"\nAirflow UI: {cfg.airflow_url}  login {cfg['AIRFLOW_ADMIN_USER']} / {cfg['AIRFLOW_ADMIN_PASSWORD']}")
+        print(f"MinIO console: http://{cfg.host}:{cfg.port('minio_console')}  login "
+              f"{cfg['MINIO_ROOT_USER']} / {cfg['MINIO_ROOT_PASSWORD']}")
+        return 0 if native.all_healthy(rows) else 1
+    if args.action == "down":
+        native.down(cfg, args.services)
+        return 0
+    if args.action == "status":
+        rows = native.status(cfg)
+        print(native.format_table(rows))
+        return 0 if (not args.check or native.all_healthy(rows)) else 1
+    if args.action == "logs":
+        svc = native.service(args.services[0]) if args.services else None
+        if svc is None:
+            print("usage: cdclab lab logs SERVICE", file=sys.stderr)
+            return 2
+        path = cfg.log_file(svc.name)
+        if not path.exists():
+            print(f"no log yet at {path}", file=sys.stderr)
+            return 1
+        print(f"==> {path} <==")
+        print("\n".join(path.read_text(errors="replace").splitlines()[-args.lines:]))
+        return 0
+    if args.action == "clean":
+        native.clean(cfg)
+        return 0
+    if args.action == "env":
+        for key, value in sorted(cfg.airflow_env().items()):
+            print(f"export {key}={shlex.quote(value)}")
+        return 0
+    raise AssertionError(args.action)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="cdclab", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    lab = sub.add_parser("lab", help="start, stop and inspect the lab stack")
+    lab.add_argument("action", choices=["up", "down", "status", "logs", "clean", "env"])
+    lab.add_argument("services", nargs="*")
+    lab.add_argument("--check", action="store_true")
+    lab.add_argument("-n", "--lines", type=int, default=60)
+    lab.set_defaults(func=_lab)
+    try:
+        from cdclab import workload
+    except ImportError:
+        workload = None  # type: ignore[assignment]
+    if workload is not None and hasattr(workload, "add_cli"):
+        workload.add_cli(sub)
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

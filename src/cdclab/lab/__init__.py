@@ -1,0 +1,1 @@
+"""The lab stack: configuration shared by both launchers, and the native launcher."""

@@ -1,0 +1,230 @@
+"""One configuration for both launchers.
+
+Vocabulary:
+- *root*: the project checkout (holds ``infra/``, ``connectors/``, ``dags/``).
+- *state*: where a running lab keeps data, pid files and logs (``$CDCLAB_STATE`` or ``<root>/.lab``);
+  ``make down`` keeps it, ``make clean`` wipes it.
+- *cache*: what the native launcher built or downloaded once per machine (``$CDCLAB_CACHE`` or
+  ``~/.cache/cdclab``): Maven jars, the MinIO binary.
+- *env files*: ``infra/versions.env``, ``infra/ports.env`` and ``infra/credentials.env``, read by
+  the native launcher (here), by ``compose.yaml`` (``--env-file``) and by the tests that check both
+  launchers agree.
+
+Nothing here opens a connection; everything is derived from the env files and the environment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from urllib.parse import quote
+
+ENV_FILES = ("versions.env", "ports.env", "credentials.env")
+
+
+def find_root(start: Path | None = None) -> Path:
+    """The project root: ``$CDCLAB_ROOT``, else the first parent holding ``infra/versions.env``."""
+    if os.environ.get("CDCLAB_ROOT"):
+        return Path(os.environ["CDCLAB_ROOT"]).resolve()
+    here = (start or Path(__file__)).resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / "infra" / "versions.env").is_file():
+            return candidate
+    cwd = Path.cwd().resolve()
+    for candidate in (cwd, *cwd.parents):
+        if (candidate / "infra" / "versions.env").is_file():
+            return candidate
+    raise FileNotFoundError("cannot find the cdclab project root (infra/versions.env); set CDCLAB_ROOT")
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """Parse a ``KEY=value`` file as docker compose does for ``--env-file`` (no expansion, # comments)."""
+    values: dict[str, str] = {}
+    for lineno, raw in enumerate(path.read_text().splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if "=" not in line:
+            raise ValueError(f"{path}:{lineno}: expected KEY=value, got {raw!r}")
+        key, value = line.split("=", 1)
+        values[key.strip()] = value.strip().strip('"').strip("'")
+    return values
+
+
+@dataclass(frozen=True)
+class LabConfig:
+    root: Path
+    state: Path
+    cache: Path
+    values: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, root: Path | None = None) -> LabConfig:
+        root = root or find_root()
+        values: dict[str, str] = {}
+        for name in ENV_FILES:
+            values.update(read_env_file(root / "infra" / name))
+        # The environment may override any value (e.g. POSTGRES_PORT=25432 make up).
+        for key in list(values):
+            if key in os.environ:
+                values[key] = os.environ[key]
+        state = Path(os.environ.get("CDCLAB_STATE", root / ".lab")).resolve()
+        cache = Path(os.environ.get("CDCLAB_CACHE", Path.home() / ".cache" / "cdclab")).resolve()
+        return cls(root=root, state=state, cache=cache, values=values)
+
+    def __getitem__(self, key: str) -> str:
+        try:
+            return self.values[key]
+        except KeyError:
+            raise KeyError(f"{key} is not set in infra/{{{','.join(ENV_FILES)}}}") from None
+
+    # ---- addresses -------------------------------------------------------------------------
+    @property
+    def host(self) -> str:
+        return self["LAB_HOST"]
+
+    def port(self, name: str) -> int:
+        return int(self[f"{name.upper()}_PORT"])
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        return f"{self.host}:{self.port('kafka')}"
+
+    @property
+    def connect_url(self) -> str:
+        return f"http://{self.host}:{self.port('connect')}"
+
+    @property
+    def minio_url(self) -> str:
+        return f"http://{self.host}:{self.port('minio')}"
+
+    @property
+    def airflow_url(self) -> str:
+        return f"http://{self.host}:{self.port('airflow')}"
+
+    def pg_dsn(self, database: str, role: str | None = None) -> str:
+        """A libpq DSN for ``database`` as ``role`` (default: the database's owner role)."""
+        role = role or database
+        user, password = self._pg_login(role)
+        return (
+            f"host={self.host} port={self.port('postgres')} dbname={database} "
+            f"user={user} password={password} application_name=cdclab"
+        )
+
+    def pg_uri(self, database: str, role: str | None = None, scheme: str = "postgresql") -> str:
+        user, password = self._pg_login(role or database)
+        return (
+            f"{scheme}://{quote(user)}:{quote(password, safe='')}@{self.host}:{self.port('postgres')}/{database}"
+        )
+
+    def _pg_login(self, role: str) -> tuple[str, str]:
+        logins = {
+            "postgres": ("postgres", self["POSTGRES_SUPERUSER_PASSWORD"]),
+            "shop": (self["SHOP_USER"], self["SHOP_PASSWORD"]),
+            "warehouse": (self["WAREHOUSE_USER"], self["WAREHOUSE_PASSWORD"]),
+            "cdc": (self["CDC_USER"], self["CDC_PASSWORD"]),
+            "airflow": (self["AIRFLOW_DB_USER"], self["AIRFLOW_DB_PASSWORD"]),
+        }
+        if role not in logins:
+            raise KeyError(f"unknown lab role {role!r}; one of {sorted(logins)}")
+        return logins[role]
+
+    # ---- paths -----------------------------------------------------------------------------
+    def log_file(self, service: str) -> Path:
+        return self.state / "logs" / f"{service}.log"
+
+    def pid_file(self, service: str) -> Path:
+        return self.state / "run" / f"{service}.pid"
+
+    @cached_property
+    def pg_data(self) -> Path:
+        """The Postgres data directory.
+
+        Postgres refuses to run as root, so as root the cluster runs as the ``postgres`` OS user,
+        which must be able to reach its directory: it then lives under ``/var/lib/cdclab`` in a
+        folder named after this checkout's state directory.
+        """
+        if os.environ.get("CDCLAB_PG_DATA"):
+            return Path(os.environ["CDCLAB_PG_DATA"])
+        if os.geteuid() == 0:
+            digest = hashlib.sha256(str(self.state).encode()).hexdigest()[:12]
+            return Path("/var/lib/cdclab") / f"pg-{digest}"
+        return self.state / "postgres"
+
+    @property
+    def jars(self) -> Path:
+        return self.cache / "jars" / self.jars_key
+
+    @property
+    def jars_key(self) -> str:
+        """A folder name that changes whenever a version or a pom changes (no stale jars mixed in)."""
+        h = hashlib.sha256()
+        for key in ("KAFKA_VERSION", "SCALA_BINARY", "LOG4J_VERSION", "DEBEZIUM_VERSION",
+                    "DEBEZIUM_JDBC_VERSION", "HIBERNATE_VERSION"):
+            h.update(f"{key}={self[key]}\n".encode())
+        for pom in sorted((self.root / "infra" / "maven").rglob("pom.xml")):
+            h.update(pom.read_bytes())
+        return h.hexdigest()[:16]
+
+    @property
+    def minio_binary(self) -> Path:
+        return self.cache / "bin" / f"minio-{self['MINIO_MODULE_VERSION']}"
+
+    # ---- environment handed to services and DAGs -------------------------------------------
+    def airflow_connections(self) -> dict[str, str]:
+        """``AIRFLOW_CONN_*`` variables: the only way DAGs learn addresses and logins."""
+        kafka = {"conn_type": "kafka", "extra": {"bootstrap.servers": self.kafka_bootstrap,
+                                                  "group.id": "cdclab-airflow"}}
+        minio = {
+            "conn_type": "aws",
+            "login": self["MINIO_ROOT_USER"],
+            "password": self["MINIO_ROOT_PASSWORD"],
+            "extra": {"endpoint_url": self.minio_url, "region_name": "us-east-1"},
+        }
+        return {
+            "AIRFLOW_CONN_SHOP": self.pg_uri("shop"),
+            "AIRFLOW_CONN_WAREHOUSE": self.pg_uri("warehouse"),
+            "AIRFLOW_CONN_KAFKA_DEFAULT": json.dumps(kafka),
+            "AIRFLOW_CONN_MINIO": json.dumps(minio),
+            "AIRFLOW_CONN_KAFKA_CONNECT": json.dumps({"conn_type": "http", "host": self.connect_url}),
+        }
+
+    def airflow_env(self) -> dict[str, str]:
+        home = self.state / "airflow"
+        return {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(self.root / "dags"),
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+            "AIRFLOW__CORE__PARALLELISM": "8",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.airflow_url}/execution/",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{self['AIRFLOW_ADMIN_USER']}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.pg_uri("airflow", scheme="postgresql+psycopg2"),
+            "AIRFLOW__API__HOST": self.host,
+            "AIRFLOW__API__PORT": str(self.port("airflow")),
+            "AIRFLOW__API__WORKERS": "1",
+            "AIRFLOW__API__BASE_URL": self.airflow_url,
+            "AIRFLOW__API_AUTH__JWT_SECRET": self["AIRFLOW_JWT_SECRET"],
+            "AIRFLOW__API__SECRET_KEY": self["AIRFLOW_JWT_SECRET"],
+            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.state / "logs" / "airflow-tasks"),
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+            "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
+            "AIRFLOW__CORE__ALLOWED_DESERIALIZATION_CLASSES_REGEXP": r"(airflow|cdclab)\..*",
+            "CDCLAB_ROOT": str(self.root),
+            **self.airflow_connections(),
+        }
+
+    def service_env(self) -> dict[str, str]:
+        """The environment every lab process gets: the env files, plus Airflow's settings."""
+        env = dict(os.environ)
+        env.update(self.values)
+        env.update(self.airflow_env())
+        env["CDCLAB_STATE"] = str(self.state)
+        env["TZ"] = "UTC"
+        return env
