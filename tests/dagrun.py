@@ -1,0 +1,39 @@
+"""Run a DAG from ``dags/`` with ``dag.test()`` against the lab's metadata database."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+import pendulum
+
+from cdclab.lab.config import LabConfig
+
+
+@cache
+def _bag() -> Any:
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(LabConfig.load().root / "dags"))
+    if bag.import_errors:
+        raise AssertionError(f"DAG import errors: {bag.import_errors}")
+    return bag
+
+
+def get_dag(dag_id: str) -> Any:
+    dag = _bag().get_dag(dag_id)
+    assert dag is not None, f"no DAG {dag_id!r} in dags/"
+    return dag
+
+
+def run_dag(dag_id: str, logical_date: pendulum.DateTime | None = None, conf: dict[str, Any] | None = None,
+            expect: str = "success") -> Any:
+    """Run one DAG run in-process; fail with the task states when its state is not ``expect``."""
+    dag = get_dag(dag_id)
+    logical_date = logical_date or pendulum.now("UTC")
+    dr = dag.test(logical_date=logical_date, run_conf=conf or {})
+    state = str(getattr(dr.state, "value", dr.state))
+    if state != expect:
+        tis = {ti.task_id: str(getattr(ti.state, "value", ti.state)) for ti in dr.get_task_instances()}
+        raise AssertionError(f"{dag_id} run {logical_date} ended {state}, expected {expect}; tasks: {tis}")
+    return dr
