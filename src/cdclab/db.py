@@ -22,11 +22,19 @@ SHOP = "shop"
 WAREHOUSE = "warehouse"
 
 
-def connect(conn_id: str) -> Any:
-    """A new psycopg2 connection for an Airflow connection id (autocommit off)."""
+def connect(conn_id: str, application_name: str = "cdclab") -> Any:
+    """A new psycopg2 connection for an Airflow connection id (autocommit off).
+
+    The connection is looked up through the official Postgres provider's hook; the driver is
+    psycopg2 on purpose (the provider's own ``get_conn`` hands out psycopg 3 when that is installed,
+    and this library builds its SQL with ``psycopg2.sql``).
+    """
+    import psycopg2
     from airflow.providers.postgres.hooks.postgres import PostgresHook
 
-    return PostgresHook(postgres_conn_id=conn_id).get_conn()
+    c = PostgresHook.get_connection(conn_id)
+    return psycopg2.connect(host=c.host, port=c.port or 5432, dbname=c.schema, user=c.login,
+                            password=c.password, application_name=application_name)
 
 
 @contextmanager

@@ -1,0 +1,97 @@
+"""
+# 71.3.1 Database CDC Integration — Debezium (log-based) into the warehouse
+
+**Pattern.** Debezium reads Postgres' write-ahead log through a logical replication slot
+(`pgoutput`, slot `cdclab_shop`, publication `cdclab_shop`) and writes one Kafka topic per table
+(`shop.public.<table>`). This DAG consumes those topics and merges every change into a warehouse
+table of the same shape (`core.<table>`), so the warehouse equals the source — inserts, updates
+*and deletes*, which query-based polling never sees.
+
+**Guarantee.** Exactly-once effect: the consumer's offsets are stored in `warehouse.state.kafka_offsets`
+in the same transaction as the merged rows and read back on start (`cdclab.cdc.consumer`). A killed
+run is re-run from the last committed batch: nothing is lost, nothing applied twice. Changes are
+applied by log position (LSN): a replayed or late older change can never overwrite a newer row
+(`_source_position` guard), and a hard delete is remembered in `core.<table>__deleted` so a late
+insert cannot resurrect the row.
+
+**Change log processing / event handling.** Each Kafka record is parsed into one typed change
+(`cdclab.cdc.events`): op `c/u/d/r/t`, before/after images, LSN, transaction id; tombstones and
+heartbeats are skipped; malformed records, unknown ops and NULL keys go to `warehouse.dlq.kafka_records`
+with the reason, and the pipeline goes on. A column that appears in the source (schema drift) fails
+the run loudly unless `schema_policy` is `evolve`.
+
+**Maxwell.** The MySQL/MariaDB side (Maxwell's JSON `type/data/old/xid`) is parsed by
+`cdclab.cdc.events.parse_maxwell` into the same change record; its pipeline is tracked in issue 4.
+
+**Observe it in the lab.**
+- Connector: `curl -s 127.0.0.1:8083/connectors/shop-postgres-source/status`
+- Slot: `SELECT slot_name, active, confirmed_flush_lsn FROM pg_replication_slots;` (database `shop`)
+- Topic: `make logs S=connect`, or consume `shop.public.customers` with any Kafka client.
+- Offsets: `SELECT * FROM state.kafka_offsets;` and dead letters `SELECT * FROM dlq.kafka_records;`
+  in `warehouse`.
+- Trigger the DAG, then compare `shop.public.customers` with `warehouse.core.customers`.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+
+import pendulum
+from airflow.sdk import Param, dag, get_current_context, task
+
+from cdclab.cdc.pipeline import replicate
+
+DEFAULT_TABLES = ["public.customers", "public.products", "public.orders", "public.order_items", "public.payments"]
+
+
+@dag(
+    dag_id="71_03_01_database_cdc",
+    schedule="*/5 * * * *",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["71.3", "cdc", "debezium", "success"],
+    doc_md=__doc__,
+    params={
+        "tables": Param(DEFAULT_TABLES, type="array", description="source tables (schema.table) to replicate"),
+        "consumer_group": Param("71_03_01_database_cdc", type="string"),
+        "topic_prefix": Param("shop", type="string"),
+        "target_schema": Param("core", type="string"),
+        "target_prefix": Param("", type="string"),
+        "delete_mode": Param("hard", enum=["hard", "soft"]),
+        "schema_policy": Param("fail", enum=["fail", "evolve"]),
+        "connector": Param("shop-postgres-source", type="string"),
+        "batch_size": Param(500, type="integer", minimum=1),
+    },
+)
+def database_cdc():
+    @task
+    def connector_running() -> str:
+        """Fail fast with the connector's own error when Debezium is not streaming."""
+        from airflow.sdk import Connection
+
+        params = get_current_context()["params"]
+        base = Connection.get("kafka_connect").host.rstrip("/")
+        with urllib.request.urlopen(f"{base}/connectors/{params['connector']}/status", timeout=10) as resp:
+            status = json.load(resp)
+        states = [status["connector"]["state"], *(t["state"] for t in status.get("tasks", []))]
+        if any(s != "RUNNING" for s in states) or len(states) < 2:
+            raise RuntimeError(f"connector {params['connector']} is not streaming: {status}")
+        return status["connector"]["state"]
+
+    @task
+    def apply_changes() -> dict:
+        ctx = get_current_context()
+        p = ctx["params"]
+        return replicate(
+            p["tables"], group=p["consumer_group"], topic_prefix=p["topic_prefix"],
+            target_schema=p["target_schema"], target_prefix=p["target_prefix"],
+            delete_mode=p["delete_mode"], schema_policy=p["schema_policy"], batch_size=p["batch_size"],
+            who=f"{ctx['dag'].dag_id}/{ctx['run_id']}",
+        )
+
+    connector_running() >> apply_changes()
+
+
+database_cdc()

@@ -1,0 +1,1 @@
+"""Log-based change data capture: events, exactly-once Kafka consumption, merges into the warehouse."""

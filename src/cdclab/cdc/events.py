@@ -1,0 +1,187 @@
+"""Change events: Debezium envelopes (and Maxwell JSON) turned into one typed record.
+
+Vocabulary:
+- *change*: one row-level change of one source table: ``op`` is ``c`` (insert), ``u`` (update),
+  ``d`` (delete), ``r`` (snapshot read) or ``t`` (truncate).
+- *before* / *after*: the row images. ``before`` is complete only with REPLICA IDENTITY FULL.
+- *position*: where the change sits in the source log: Postgres ``lsn`` (plus ``txId``), MySQL
+  binlog file/position through Maxwell's ``xid``/``position``. Replays and out-of-order delivery are
+  resolved by comparing positions, never by arrival order.
+- *tombstone*: the Kafka record with a key and a null value that follows a delete, so log compaction
+  can forget the key. It carries no change; consumers skip it.
+- *heartbeat* / *transaction metadata*: Debezium's bookkeeping records on their own topics.
+- *unavailable value*: Postgres does not log an unchanged TOASTed column; Debezium puts the
+  placeholder :data:`UNAVAILABLE` there, and the merge keeps the target's current value.
+
+A record that cannot be understood raises :class:`MalformedEvent` with the reason; the consumer
+turns that into a dead-letter row and goes on.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+Op = Literal["c", "u", "d", "r", "t"]
+OPS: frozenset[str] = frozenset({"c", "u", "d", "r", "t"})
+UNAVAILABLE = "__debezium_unavailable_value"
+SKIPPED_KINDS = ("tombstone", "heartbeat", "transaction")
+
+
+class MalformedEvent(ValueError):
+    """A Kafka record is not a change event this library understands. Goes to the dead-letter table."""
+
+
+@dataclass(frozen=True)
+class Change:
+    """One row change, whatever tool captured it."""
+
+    op: Op
+    table: str                       # "schema.table" in the source
+    key: dict[str, Any]
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    position: int                    # LSN (Debezium/Postgres) or a monotonic binlog position
+    tx_id: str | None = None
+    ts_ms: int | None = None
+    snapshot: bool = False
+    source: str = "debezium"
+    unavailable: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def is_delete(self) -> bool:
+        return self.op == "d"
+
+    @property
+    def row(self) -> dict[str, Any]:
+        """The image to write: ``after`` for c/u/r, ``before`` for deletes."""
+        image = self.before if self.op == "d" else self.after
+        return dict(image or {})
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A record that is valid but carries no row change (tombstone, heartbeat, transaction marker)."""
+
+    kind: str
+
+
+def _loads(raw: bytes | str | None, what: str) -> Any:
+    if raw is None or raw == b"" or raw == "":
+        return None
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedEvent(f"{what} is not valid JSON: {exc}") from None
+
+
+def parse_debezium(key: bytes | str | None, value: bytes | str | None, topic: str = "") -> Change | Skipped:
+    """Parse one Kafka record written by Debezium with the JSON converter (schemas on or off)."""
+    if topic.startswith("__debezium-heartbeat") or topic.endswith(".heartbeat"):
+        return Skipped("heartbeat")
+    if topic.endswith(".transaction"):
+        return Skipped("transaction")
+    payload = _loads(value, "value")
+    if payload is None:
+        return Skipped("tombstone")
+    if isinstance(payload, dict) and "payload" in payload and "schema" in payload:
+        payload = payload["payload"]  # schemas.enable=true wrapper
+    if not isinstance(payload, dict):
+        raise MalformedEvent(f"value is {type(payload).__name__}, expected a Debezium envelope object")
+    op = payload.get("op")
+    if op not in OPS:
+        raise MalformedEvent(f"unknown op {op!r}; expected one of {sorted(OPS)}")
+    source = payload.get("source")
+    if not isinstance(source, dict):
+        raise MalformedEvent("envelope has no 'source' block")
+    before, after = payload.get("before"), payload.get("after")
+    if op in ("c", "r", "u") and not isinstance(after, dict):
+        raise MalformedEvent(f"op {op!r} without an 'after' image")
+    if op == "d" and not isinstance(before, dict):
+        raise MalformedEvent("delete without a 'before' image (is REPLICA IDENTITY set?)")
+    lsn = source.get("lsn")
+    if not isinstance(lsn, int):
+        raise MalformedEvent(f"source.lsn is {lsn!r}, expected an integer")
+    table = f"{source.get('schema', 'public')}.{source.get('table', '')}"
+    key_obj = _loads(key, "key") or {}
+    if isinstance(key_obj, dict) and "payload" in key_obj and "schema" in key_obj:
+        key_obj = key_obj["payload"]
+    if op != "t" and not key_obj:
+        raise MalformedEvent("record has no key: the source table needs a primary key")
+    unavailable = frozenset(k for k, v in (after or {}).items() if v == UNAVAILABLE)
+    tx = source.get("txId")
+    return Change(
+        op=op,
+        table=table,
+        key=dict(key_obj) if isinstance(key_obj, dict) else {},
+        before=before,
+        after=after,
+        position=lsn,
+        tx_id=None if tx is None else str(tx),
+        ts_ms=source.get("ts_ms"),
+        snapshot=str(source.get("snapshot", "false")) not in ("false", "False", ""),
+        source="debezium",
+        unavailable=unavailable,
+    )
+
+
+MAXWELL_OPS = {"insert": "c", "update": "u", "delete": "d", "bootstrap-insert": "r"}
+
+
+def parse_maxwell(value: bytes | str | None, key_columns: tuple[str, ...], position: int) -> Change | Skipped:
+    """Parse Maxwell's JSON (``type``, ``database``, ``table``, ``data``, ``old``, ``xid``, ``ts``).
+
+    Maxwell gives no global log position in the value, so the caller passes one (e.g. the Kafka offset
+    of a single-partition topic, or binlog file number * 2**32 + position).
+    """
+    payload = _loads(value, "value")
+    if payload is None:
+        return Skipped("tombstone")
+    if not isinstance(payload, dict):
+        raise MalformedEvent("Maxwell value is not an object")
+    kind = payload.get("type")
+    if kind in ("bootstrap-start", "bootstrap-complete", "table-create", "table-alter", "database-create"):
+        return Skipped(str(kind))
+    if kind not in MAXWELL_OPS:
+        raise MalformedEvent(f"unknown Maxwell type {kind!r}")
+    data = payload.get("data")
+    if not isinstance(data, dict):
+        raise MalformedEvent("Maxwell event without 'data'")
+    old = payload.get("old") or {}
+    missing = [c for c in key_columns if c not in data]
+    if missing:
+        raise MalformedEvent(f"Maxwell event lacks key column(s) {missing}")
+    op = MAXWELL_OPS[str(kind)]
+    before = {**data, **old} if op == "u" else (dict(data) if op == "d" else None)
+    return Change(
+        op=op,  # type: ignore[arg-type]
+        table=f"{payload.get('database')}.{payload.get('table')}",
+        key={c: data[c] for c in key_columns},
+        before=before,
+        after=None if op == "d" else dict(data),
+        position=position,
+        tx_id=None if payload.get("xid") is None else str(payload["xid"]),
+        ts_ms=int(payload["ts"]) * 1000 if isinstance(payload.get("ts"), int) else None,
+        source="maxwell",
+    )
+
+
+def latest_per_key(changes: list[Change]) -> list[Change]:
+    """Keep the change with the highest position per key (later arrival wins a tie).
+
+    When the winner lacks a TOASTed column (:data:`UNAVAILABLE`) and an earlier change of the same
+    key in this batch carried it, the value is taken from there, so the batch does not lose it.
+    """
+    best: dict[tuple[str, tuple[tuple[str, Any], ...]], Change] = {}
+    for change in sorted(changes, key=lambda c: c.position):
+        k = (change.table, tuple(sorted(change.key.items())))
+        current = best.get(k)
+        if current is not None and change.unavailable and current.after:
+            filled = {c: current.after[c] for c in change.unavailable
+                      if c in current.after and current.after[c] != UNAVAILABLE}
+            if filled:
+                change = replace(change, after={**(change.after or {}), **filled},
+                                 unavailable=change.unavailable - frozenset(filled))
+        best[k] = change
+    return list(best.values())
