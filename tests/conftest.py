@@ -106,3 +106,21 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
     if report.when == "call" and report.failed and "integration" in {m.name for m in item.iter_markers()}:
         services = getattr(item.module, "LOG_SERVICES", ["connect", "airflow-scheduler"])
         _print_logs(CFG, services)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """In CI a skipped test, or a run in which no integration test ran, is a failure, not a pass."""
+    if not os.environ.get("CI"):
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None:
+        return
+    skipped = len(reporter.stats.get("skipped", []))
+    passed = reporter.stats.get("passed", [])
+    ran_integration = any("integration" in r.keywords for r in passed if hasattr(r, "keywords"))
+    if skipped:
+        print(f"\ncdclab CI: {skipped} test(s) skipped; skipping is not allowed here")
+        session.exitstatus = 1
+    if not session.config.option.markexpr and not ran_integration:
+        print("\ncdclab CI: no integration test passed; a run that did not touch the stack is not green")
+        session.exitstatus = 1

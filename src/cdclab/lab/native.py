@@ -427,18 +427,28 @@ class Connect(Java):
         register_connectors(cfg)
 
 
-def register_connectors(cfg: LabConfig, names: Iterable[str] | None = None, timeout: float = 120) -> None:
+def register_connectors(cfg: LabConfig, names: Iterable[str] | None = None, timeout: float = 120,
+                        files: Iterable[Path] | None = None) -> None:
     """PUT every ``connectors/*.json`` (idempotent) and wait until connector and tasks are RUNNING."""
-    for path in sorted((cfg.root / "connectors").glob("*.json")):
-        spec = json.loads(path.read_text())
-        name, config = spec["name"], spec["config"]
+    for path in sorted(files if files is not None else (cfg.root / "connectors").glob("*.json")):
+        try:
+            spec = json.loads(path.read_text())
+            name, config = spec["name"], spec["config"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ServiceError("connect", f"{path} is not a connector file of the form "
+                               f'{{"name": ..., "config": {{...}}}}: {exc}') from None
         if names is not None and name not in names:
+            continue
+        current_status, current = http_json("GET", f"{cfg.connect_url}/connectors/{name}/config")
+        if current_status == 200 and current == {**config, "name": name}:
+            wait_connector_running(cfg, name, timeout)  # unchanged: a PUT would restart it for nothing
             continue
         status, body = http_json("PUT", f"{cfg.connect_url}/connectors/{name}/config", config)
         if status not in (200, 201):
             raise ServiceError("connect", f"connector {name} ({path.name}) was refused: HTTP {status}: {body}",
                                cfg.log_file("connect"))
         progress(f"connect: connector {name} registered")
+        time.sleep(2)  # the PUT (re)starts the connector through a rebalance; do not read the old state
         wait_connector_running(cfg, name, timeout)
 
 
