@@ -1,0 +1,139 @@
+"""Idempotent writes into a target table: upsert with a version guard, and key-based deletes.
+
+Vocabulary:
+- *key columns*: the target's primary key (or a unique key); ``ON CONFLICT`` needs a unique index on
+  exactly these columns.
+- *guard column*: a column that orders the versions of one row (``version``, ``updated_at``, an LSN).
+  With a guard the update only happens ``WHERE target.guard < EXCLUDED.guard``: an older change (a
+  late message, a re-read from a lookback window, a replay) can never overwrite a newer one, and
+  re-applying the same version is a no-op. Without a guard every conflict overwrites.
+- *inserted / updated / skipped*: what happened to each input row. ``skipped`` counts rows whose
+  guard value was not newer than the target's, plus input rows collapsed because the same key came
+  twice in one batch (the newest by guard is kept — Postgres refuses to update one row twice in one
+  statement).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg2 import sql
+from psycopg2.extras import execute_values
+
+from cdclab.db import ident
+
+
+class UpsertError(Exception):
+    """Bad upsert input."""
+
+
+class MissingColumnError(UpsertError, KeyError):
+    """An input row lacks a key, guard or listed column."""
+
+
+@dataclass(frozen=True)
+class UpsertResult:
+    inserted: int = 0
+    updated: int = 0
+    skipped: int = 0
+
+    @property
+    def written(self) -> int:
+        return self.inserted + self.updated
+
+    def __add__(self, other: UpsertResult) -> UpsertResult:
+        return UpsertResult(self.inserted + other.inserted, self.updated + other.updated,
+                            self.skipped + other.skipped)
+
+
+def dedupe_by_key(rows: Iterable[Mapping[str, Any]], key_columns: Sequence[str],
+                  guard_column: str | None = None) -> tuple[list[Mapping[str, Any]], int]:
+    """One row per key: the newest by ``guard_column`` (the last one seen without a guard).
+
+    Returns the kept rows in first-seen key order and how many rows were dropped.
+    """
+    kept: dict[tuple[Any, ...], Mapping[str, Any]] = {}
+    dropped = 0
+    for row in rows:
+        try:
+            key = tuple(row[c] for c in key_columns)
+        except KeyError as exc:
+            raise MissingColumnError(f"row {dict(row)!r} has no key column {exc}") from exc
+        if key in kept:
+            dropped += 1
+            if guard_column is not None and kept[key][guard_column] >= row[guard_column]:
+                continue
+        kept[key] = row
+    return list(kept.values()), dropped
+
+
+def build_upsert(table: str, columns: Sequence[str], key_columns: Sequence[str],
+                 guard_column: str | None = None,
+                 update_columns: Sequence[str] | None = None) -> sql.Composed:
+    """``INSERT ... VALUES %s ON CONFLICT (keys) DO UPDATE SET ... [WHERE t.guard < EXCLUDED.guard]
+    RETURNING (xmax = 0)`` for ``execute_values``. ``xmax = 0`` is true for a fresh insert."""
+    if not key_columns:
+        raise UpsertError("an upsert needs key columns (the target's primary or unique key)")
+    missing = [c for c in (*key_columns, *([guard_column] if guard_column else [])) if c not in columns]
+    if missing:
+        raise MissingColumnError(f"columns {list(columns)} do not include {missing}")
+    updates = [c for c in (update_columns or columns) if c not in key_columns]
+    target = ident(table)
+    if updates:
+        action = sql.SQL("DO UPDATE SET {}").format(
+            sql.SQL(", ").join(
+                sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(c), sql.Identifier(c)) for c in updates
+            )
+        )
+        if guard_column:
+            action = sql.SQL("{} WHERE {}.{} < EXCLUDED.{}").format(
+                action, sql.Identifier("t"), sql.Identifier(guard_column), sql.Identifier(guard_column)
+            )
+    else:
+        action = sql.SQL("DO NOTHING")
+    return sql.SQL(
+        "INSERT INTO {} AS t ({}) VALUES %s ON CONFLICT ({}) {} RETURNING (t.xmax = 0) AS inserted"
+    ).format(
+        target,
+        sql.SQL(", ").join(sql.Identifier(c) for c in columns),
+        sql.SQL(", ").join(sql.Identifier(c) for c in key_columns),
+        action,
+    )
+
+
+def upsert_rows(conn: Any, table: str, rows: Sequence[Mapping[str, Any]], key_columns: Sequence[str],
+                guard_column: str | None = None, columns: Sequence[str] | None = None,
+                update_columns: Sequence[str] | None = None, page_size: int = 1000) -> UpsertResult:
+    """Upsert ``rows`` (dicts) into ``table``; does not commit. Returns inserted/updated/skipped."""
+    if not rows:
+        return UpsertResult()
+    cols = list(columns or rows[0].keys())
+    unique, dropped = dedupe_by_key(rows, key_columns, guard_column)
+    try:
+        values = [tuple(r[c] for c in cols) for r in unique]
+    except KeyError as exc:
+        raise MissingColumnError(f"an input row has no column {exc}; columns are {cols}") from exc
+    statement = build_upsert(table, cols, key_columns, guard_column, update_columns)
+    with conn.cursor() as cur:
+        returned = execute_values(cur, statement, values, page_size=page_size, fetch=True)
+    inserted = sum(1 for (flag,) in returned if flag)
+    updated = len(returned) - inserted
+    return UpsertResult(inserted, updated, len(values) - len(returned) + dropped)
+
+
+def delete_keys(conn: Any, table: str, key_columns: Sequence[str], keys: Iterable[Sequence[Any]]) -> int:
+    """Delete the rows whose key tuple is in ``keys``; returns how many were deleted (no commit)."""
+    keys = [tuple(k) for k in keys]
+    if not keys:
+        return 0
+    statement = sql.SQL("DELETE FROM {} WHERE ({}) IN (SELECT * FROM (VALUES %s) AS k)").format(
+        ident(table), sql.SQL(", ").join(sql.Identifier(c) for c in key_columns)
+    )
+    deleted = 0
+    with conn.cursor() as cur:
+        for start in range(0, len(keys), 1000):  # one statement per page, so rowcount adds up
+            execute_values(cur, statement, keys[start:start + 1000], page_size=1000)
+            deleted += int(cur.rowcount)
+    return deleted
