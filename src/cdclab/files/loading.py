@@ -1,0 +1,166 @@
+"""Loading one file into a target table exactly once: lock the manifest row, parse, verify, replace the
+file's rows, mark it loaded — one warehouse transaction.
+
+Vocabulary:
+- *target*: a ``schema.table`` of partner events (:data:`TARGET_DDL`); its primary key is
+  ``(source_bucket, source_key, source_offset)``, so a row is tied to the byte where its record starts.
+- *replace by file*: loading deletes the file's previous rows and inserts the new ones, which makes a
+  reprocess (or a retry after a crash) idempotent.
+- :class:`Outcome`: ``loaded``, ``quarantined``, ``skipped`` (finished or locked by another loader) or
+  ``failed`` (operational error, retried up to ``max_attempts``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from psycopg2 import sql
+from psycopg2.extras import execute_values
+
+from cdclab.db import WAREHOUSE, ident, transaction
+from cdclab.files import archive, state
+from cdclab.files.errors import ChecksumMismatch, CorruptFile, RowCountMismatch
+from cdclab.files.records import Record, parse_object
+from cdclab.files.store import ObjectInfo, ObjectStore
+
+log = logging.getLogger(__name__)
+
+TARGET_DDL = """
+CREATE TABLE IF NOT EXISTS {target} (
+    source_bucket text          NOT NULL,
+    source_key    text          NOT NULL,
+    source_offset bigint        NOT NULL,
+    source_etag   text          NOT NULL,
+    event_id      bigint        NOT NULL,
+    customer_id   bigint        NOT NULL,
+    sku           text          NOT NULL,
+    qty           integer       NOT NULL,
+    amount        numeric(12,2) NOT NULL,
+    event_time    timestamptz   NOT NULL,
+    loaded_at     timestamptz   NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (source_bucket, source_key, source_offset)
+)
+"""
+
+
+def ensure_target(cur: Any, target: str) -> None:
+    state.ensure_tables(cur)
+    cur.execute(sql.SQL(TARGET_DDL).format(target=ident(target)))
+
+
+def insert_records(cur: Any, target: str, obj: ObjectInfo, records: list[Record]) -> None:
+    q = sql.SQL(
+        "INSERT INTO {t} (source_bucket, source_key, source_offset, source_etag, event_id, customer_id,"
+        " sku, qty, amount, event_time) VALUES %s"
+    ).format(t=ident(target))
+    execute_values(
+        cur,
+        q.as_string(cur),
+        [(obj.bucket, obj.key, r.offset, obj.etag, *r.values()) for r in records],
+        page_size=1000,
+    )
+
+
+def delete_file_rows(cur: Any, target: str, obj: ObjectInfo) -> None:
+    cur.execute(
+        sql.SQL("DELETE FROM {t} WHERE source_bucket = %s AND source_key = %s").format(t=ident(target)),
+        (obj.bucket, obj.key),
+    )
+
+
+def verify(obj: ObjectInfo, raw: bytes, records: list[Record], row: state.ManifestRow) -> str:
+    """sha256 of the raw object; raises when the producer's expectations disagree."""
+    digest = hashlib.sha256(raw).hexdigest()
+    if row.expected_sha256 and row.expected_sha256 != digest:
+        raise ChecksumMismatch(
+            f"{obj.uri}: sha256 {digest} != manifest {row.expected_sha256}; "
+            "the upload is incomplete or the manifest is stale"
+        )
+    if row.expected_rows is not None and row.expected_rows != len(records):
+        raise RowCountMismatch(
+            f"{obj.uri}: {len(records)} rows != manifest {row.expected_rows}; "
+            "the producer must re-send file and manifest"
+        )
+    return digest
+
+
+@dataclass(frozen=True)
+class Outcome:
+    obj: ObjectInfo
+    status: Literal["loaded", "quarantined", "skipped", "failed"]
+    rows: int = 0
+    reason: str | None = None
+
+
+def load_file(
+    store: ObjectStore,
+    pipeline: str,
+    obj: ObjectInfo,
+    target: str,
+    quarantine_bucket: str = "quarantine",
+    max_attempts: int = 3,
+    conn_id: str = WAREHOUSE,
+) -> Outcome:
+    """Load one registered object (see module docstring). Never raises for corrupt input."""
+    quarantined = False
+    try:
+        with transaction(conn_id) as cur:
+            row = state.lock_pending(cur, pipeline, obj, max_attempts)
+            if row is None:
+                return Outcome(obj, "skipped")
+            raw = store.get(obj.bucket, obj.key)
+            try:
+                records = parse_object(obj.key, raw)
+                digest = verify(obj, raw, records, row)
+            except CorruptFile as exc:
+                archive.quarantine(cur, store, pipeline, obj, exc, quarantine_bucket)
+                quarantined = True
+                log.warning("quarantined %s: %s", obj.uri, exc)
+                return Outcome(obj, "quarantined", reason=f"{exc.reason}: {exc}")
+            delete_file_rows(cur, target, obj)
+            insert_records(cur, target, obj, records)
+            state.set_status(cur, pipeline, obj, "loaded", sha256=digest, row_count=len(records))
+            log.info("loaded %s: %d rows into %s", obj.uri, len(records), target)
+            return Outcome(obj, "loaded", rows=len(records))
+    except Exception as exc:
+        log.exception("loading %s failed", obj.uri)
+        with transaction(conn_id) as cur:
+            state.set_status(cur, pipeline, obj, "failed", error=f"{type(exc).__name__}: {exc}")
+        return Outcome(obj, "failed", reason=str(exc))
+    finally:
+        if quarantined:
+            archive.delete_source(store, obj)
+
+
+class FilesFailed(Exception):
+    """Some files failed with operational errors (not corrupt input); they stay ``failed`` in
+    ``state.file_manifest`` with the error and are retried by the next run until ``max_attempts``."""
+
+
+def load_all(
+    store: ObjectStore,
+    pipeline: str,
+    objects: list[ObjectInfo],
+    target: str,
+    quarantine_bucket: str = "quarantine",
+    max_attempts: int = 3,
+) -> dict[str, Any]:
+    """Load each object in turn; corrupt ones go to quarantine and the others continue. Raises
+    :class:`FilesFailed` at the end if any had an operational error."""
+    outcomes = [load_file(store, pipeline, o, target, quarantine_bucket, max_attempts) for o in objects]
+    summary: dict[str, Any] = {
+        s: [o.obj.key for o in outcomes if o.status == s]
+        for s in ("loaded", "quarantined", "skipped", "failed")
+    }
+    summary["rows"] = sum(o.rows for o in outcomes)
+    failed = [o for o in outcomes if o.status == "failed"]
+    if failed:
+        raise FilesFailed(
+            f"{len(failed)} file(s) failed: "
+            + "; ".join(f"{o.obj.uri}: {o.reason}" for o in failed)
+            + " — see state.file_manifest.error; the next run retries them"
+        )
+    return summary

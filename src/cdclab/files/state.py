@@ -1,0 +1,314 @@
+"""File-processing state in the ``warehouse`` database: the file manifest, the listing watermark and the
+audit trail.
+
+Vocabulary:
+- ``state.file_manifest``: the *ledger*, one row per (pipeline, bucket, key, etag) with size, ETag,
+  sha256, row count, producer expectations (``expected_rows``, ``expected_sha256``, ``batch_id``),
+  ``status`` (:data:`STATUSES`), ``attempts`` and the last ``error``.
+- *pending*: ``discovered`` rows, and ``failed`` rows with ``attempts < max_attempts``.
+- *finished*: ``loaded``, ``quarantined`` or ``archived``; a finished (key, etag) is never loaded again
+  unless someone asks for a *reprocess* (:func:`reset_for_reprocess`).
+- ``state.file_watermark``: the highest ``LastModified`` registered per pipeline.
+- ``state.file_audit``: one row per action on an object (archive, quarantine, delete, expire, reprocess,
+  receipt) with source, destination and reason.
+- ``dlq.file_quarantine``: one row per quarantined file with its reason.
+
+Claiming works without a separate ``processing`` status: a loader locks the manifest row
+(``FOR UPDATE SKIP LOCKED``) in the same transaction that writes the target rows and the new status, so
+a crash rolls everything back and the file stays pending; two concurrent loaders never load one file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from psycopg2.extras import execute_values
+
+from cdclab.files.store import ObjectInfo
+
+Status = Literal["discovered", "loaded", "quarantined", "failed", "archived"]
+STATUSES: tuple[Status, ...] = ("discovered", "loaded", "quarantined", "failed", "archived")
+FINISHED: tuple[Status, ...] = ("loaded", "quarantined", "archived")
+Kind = Literal["data", "manifest"]
+
+DDL = """
+CREATE TABLE IF NOT EXISTS state.file_manifest (
+    pipeline        text        NOT NULL,
+    bucket          text        NOT NULL,
+    key             text        NOT NULL,
+    etag            text        NOT NULL,
+    kind            text        NOT NULL DEFAULT 'data' CHECK (kind IN ('data', 'manifest')),
+    batch_id        text,
+    size            bigint      NOT NULL,
+    last_modified   timestamptz NOT NULL,
+    sha256          text,
+    row_count       bigint,
+    expected_rows   bigint,
+    expected_sha256 text,
+    status          text        NOT NULL DEFAULT 'discovered'
+                    CHECK (status IN ('discovered', 'loaded', 'quarantined', 'failed', 'archived')),
+    attempts        integer     NOT NULL DEFAULT 0,
+    error           text,
+    discovered_at   timestamptz NOT NULL DEFAULT clock_timestamp(),
+    loaded_at       timestamptz,
+    updated_at      timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (pipeline, bucket, key, etag)
+);
+CREATE INDEX IF NOT EXISTS file_manifest_pending ON state.file_manifest (pipeline, status);
+CREATE TABLE IF NOT EXISTS state.file_watermark (
+    pipeline      text        PRIMARY KEY,
+    last_modified timestamptz NOT NULL,
+    updated_at    timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE TABLE IF NOT EXISTS state.file_audit (
+    id         bigserial   PRIMARY KEY,
+    pipeline   text        NOT NULL,
+    action     text        NOT NULL
+               CHECK (action IN ('archive', 'quarantine', 'delete', 'expire', 'reprocess', 'receipt')),
+    src_bucket text        NOT NULL,
+    src_key    text        NOT NULL,
+    dst_bucket text,
+    dst_key    text,
+    etag       text,
+    size       bigint,
+    reason     text,
+    at         timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE INDEX IF NOT EXISTS file_audit_pipeline ON state.file_audit (pipeline, action, at);
+CREATE TABLE IF NOT EXISTS state.file_chunks (
+    pipeline    text    NOT NULL,
+    bucket      text    NOT NULL,
+    key         text    NOT NULL,
+    etag        text    NOT NULL,
+    chunk_no    integer NOT NULL,
+    start_byte  bigint  NOT NULL,
+    end_byte    bigint  NOT NULL,
+    status      text    NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'loaded', 'failed')),
+    row_count   bigint,
+    attempts    integer NOT NULL DEFAULT 0,
+    error       text,
+    updated_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (pipeline, bucket, key, etag, chunk_no)
+);
+CREATE TABLE IF NOT EXISTS dlq.file_quarantine (
+    id                bigserial   PRIMARY KEY,
+    pipeline          text        NOT NULL,
+    bucket            text        NOT NULL,
+    key               text        NOT NULL,
+    etag              text        NOT NULL,
+    quarantine_bucket text        NOT NULL,
+    quarantine_key    text        NOT NULL,
+    reason            text        NOT NULL,
+    detail            text        NOT NULL,
+    byte_offset       bigint,
+    at                timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+"""
+
+_LOCK_KEY = 71_04_0000  # advisory lock serialising concurrent CREATE ... IF NOT EXISTS
+
+
+def ensure_tables(cur: Any) -> None:
+    """Create the state tables if missing (idempotent, safe when several tasks start at once)."""
+    cur.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+    cur.execute(DDL)
+
+
+@dataclass(frozen=True)
+class ManifestRow:
+    pipeline: str
+    bucket: str
+    key: str
+    etag: str
+    kind: str
+    batch_id: str | None
+    size: int
+    last_modified: datetime
+    sha256: str | None
+    row_count: int | None
+    expected_rows: int | None
+    expected_sha256: str | None
+    status: str
+    attempts: int
+    error: str | None
+
+    @property
+    def obj(self) -> ObjectInfo:
+        return ObjectInfo(self.bucket, self.key, self.size, self.etag, self.last_modified)
+
+
+_COLS = (
+    "pipeline, bucket, key, etag, kind, batch_id, size, last_modified, sha256, row_count, "
+    "expected_rows, expected_sha256, status, attempts, error"
+)
+
+
+def register(
+    cur: Any,
+    pipeline: str,
+    objects: Iterable[ObjectInfo],
+    kind: Kind = "data",
+    batch_id: str | None = None,
+    expectations: dict[str, tuple[int, str]] | None = None,
+) -> list[ObjectInfo]:
+    """Insert objects not yet in the ledger (status ``discovered``); returns the newly registered ones.
+    ``expectations`` maps key -> (expected rows, expected sha256) from a producer manifest."""
+    objs = list(objects)
+    if not objs:
+        return []
+    exp = expectations or {}
+    rows = [
+        (
+            pipeline,
+            o.bucket,
+            o.key,
+            o.etag,
+            kind,
+            batch_id,
+            o.size,
+            o.last_modified,
+            exp.get(o.key, (None, None))[0],
+            exp.get(o.key, (None, None))[1],
+        )
+        for o in objs
+    ]
+    inserted = execute_values(
+        cur,
+        "INSERT INTO state.file_manifest (pipeline, bucket, key, etag, kind, batch_id, size, last_modified,"
+        " expected_rows, expected_sha256) VALUES %s ON CONFLICT DO NOTHING RETURNING key, etag",
+        rows,
+        fetch=True,
+    )
+    new = {(k, e) for k, e in inserted}
+    return [o for o in objs if (o.key, o.etag) in new]
+
+
+def known(cur: Any, pipeline: str, bucket: str, keys: list[str]) -> dict[tuple[str, str], str]:
+    """``{(key, etag): status}`` for the given keys."""
+    if not keys:
+        return {}
+    cur.execute(
+        "SELECT key, etag, status FROM state.file_manifest WHERE pipeline = %s AND bucket = %s"
+        " AND key = ANY(%s)",
+        (pipeline, bucket, keys),
+    )
+    return {(k, e): s for k, e, s in cur.fetchall()}
+
+
+def pending(
+    cur: Any, pipeline: str, kind: Kind = "data", max_attempts: int = 3, batch_id: str | None = None
+) -> list[ManifestRow]:
+    """Rows that still need loading, oldest first."""
+    cur.execute(
+        f"SELECT {_COLS} FROM state.file_manifest WHERE pipeline = %s AND kind = %s"  # noqa: S608
+        " AND (status = 'discovered' OR (status = 'failed' AND attempts < %s))"
+        " AND (%s::text IS NULL OR batch_id = %s) ORDER BY last_modified, key",
+        (pipeline, kind, max_attempts, batch_id, batch_id),
+    )
+    return [ManifestRow(*r) for r in cur.fetchall()]
+
+
+def rows(cur: Any, pipeline: str, status: str | None = None, kind: Kind = "data") -> list[ManifestRow]:
+    cur.execute(
+        f"SELECT {_COLS} FROM state.file_manifest WHERE pipeline = %s AND kind = %s"  # noqa: S608
+        " AND (%s::text IS NULL OR status = %s) ORDER BY last_modified, key",
+        (pipeline, kind, status, status),
+    )
+    return [ManifestRow(*r) for r in cur.fetchall()]
+
+
+def lock_pending(cur: Any, pipeline: str, obj: ObjectInfo, max_attempts: int = 3) -> ManifestRow | None:
+    """Lock one pending manifest row for this transaction; ``None`` if finished or held by another loader."""
+    cur.execute(
+        f"SELECT {_COLS} FROM state.file_manifest WHERE pipeline = %s AND bucket = %s"  # noqa: S608
+        " AND key = %s AND etag = %s"
+        " AND (status = 'discovered' OR (status = 'failed' AND attempts < %s)) FOR UPDATE SKIP LOCKED",
+        (pipeline, obj.bucket, obj.key, obj.etag, max_attempts),
+    )
+    row = cur.fetchone()
+    return ManifestRow(*row) if row else None
+
+
+def set_status(
+    cur: Any,
+    pipeline: str,
+    obj: ObjectInfo,
+    status: Status,
+    *,
+    error: str | None = None,
+    sha256: str | None = None,
+    row_count: int | None = None,
+    count_attempt: bool = True,
+) -> None:
+    cur.execute(
+        "UPDATE state.file_manifest SET status = %s, error = %s,"
+        " sha256 = COALESCE(%s, sha256), row_count = COALESCE(%s, row_count),"
+        " attempts = attempts + %s, updated_at = clock_timestamp(),"
+        " loaded_at = CASE WHEN %s = 'loaded' THEN clock_timestamp() ELSE loaded_at END"
+        " WHERE pipeline = %s AND bucket = %s AND key = %s AND etag = %s",
+        (
+            status,
+            error,
+            sha256,
+            row_count,
+            1 if count_attempt else 0,
+            status,
+            pipeline,
+            obj.bucket,
+            obj.key,
+            obj.etag,
+        ),
+    )
+
+
+def reset_for_reprocess(
+    cur: Any, pipeline: str, keys: list[str] | None = None, batch_id: str | None = None
+) -> list[ManifestRow]:
+    """Put finished files back to ``discovered`` on request (by keys or batch); audited as ``reprocess``."""
+    cur.execute(
+        f"UPDATE state.file_manifest SET status = 'discovered', error = NULL, updated_at = clock_timestamp()"  # noqa: S608
+        " WHERE pipeline = %s AND kind = 'data' AND status IN ('loaded', 'failed')"
+        " AND ((%s::text[] IS NOT NULL AND key = ANY(%s)) OR (%s::text IS NOT NULL AND batch_id = %s))"
+        f" RETURNING {_COLS}",
+        (pipeline, keys, keys, batch_id, batch_id),
+    )
+    out = [ManifestRow(*r) for r in cur.fetchall()]
+    for r in out:
+        audit(cur, pipeline, "reprocess", r.obj, reason="reprocess requested")
+    return out
+
+
+def get_watermark(cur: Any, pipeline: str) -> datetime | None:
+    cur.execute("SELECT last_modified FROM state.file_watermark WHERE pipeline = %s", (pipeline,))
+    row = cur.fetchone()
+    return row[0] if row else None
+
+
+def advance_watermark(cur: Any, pipeline: str, value: datetime) -> None:
+    """Move the watermark forward only (never back)."""
+    cur.execute(
+        "INSERT INTO state.file_watermark (pipeline, last_modified) VALUES (%s, %s)"
+        " ON CONFLICT (pipeline) DO UPDATE SET last_modified = GREATEST(file_watermark.last_modified,"
+        " EXCLUDED.last_modified), updated_at = clock_timestamp()",
+        (pipeline, value),
+    )
+
+
+def audit(
+    cur: Any,
+    pipeline: str,
+    action: str,
+    obj: ObjectInfo,
+    *,
+    dst_bucket: str | None = None,
+    dst_key: str | None = None,
+    reason: str | None = None,
+) -> None:
+    cur.execute(
+        "INSERT INTO state.file_audit (pipeline, action, src_bucket, src_key, dst_bucket, dst_key, etag,"
+        " size, reason) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        (pipeline, action, obj.bucket, obj.key, dst_bucket, dst_key, obj.etag, obj.size, reason),
+    )
