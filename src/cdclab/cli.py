@@ -72,12 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     lab.add_argument("--check", action="store_true")
     lab.add_argument("-n", "--lines", type=int, default=60)
     lab.set_defaults(func=_lab)
-    try:
-        from cdclab import workload
-    except ImportError:
-        workload = None  # type: ignore[assignment]
-    if workload is not None and hasattr(workload, "add_cli"):
-        workload.add_cli(sub)
+    from cdclab import workload
+
+    workload.add_cli(sub)
     args = parser.parse_args(argv)
     return int(args.func(args))
 
