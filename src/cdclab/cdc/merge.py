@@ -4,7 +4,7 @@ Vocabulary:
 - *target*: a warehouse table mirroring one source table: the source's columns and types, the same
   primary key, plus bookkeeping columns ``_source_position`` (LSN of the change that wrote the row),
   ``_source_op``, ``_source_ts`` and ``_loaded_at``.
-- *position guard*: a change is applied only when its position is >= the row's
+- *position guard*: a change is applied only when its position is greater than the row's
   ``_source_position``; a replayed or late older change can never regress a row.
 - *delete ledger*: hard deletes remove the row, and remember the key with its position in
   ``<target>__deleted`` so that a late, older insert of the same key cannot resurrect it.
@@ -151,7 +151,7 @@ def _upsert(cur: Any, target: str, key: Sequence[str], columns: Sequence[str],
         "INSERT INTO {t} AS t ({cols}) SELECT {cols} FROM (VALUES %s) AS v ({cols}) "
         "WHERE NOT EXISTS (SELECT 1 FROM {ledger} d WHERE {ledger_match} AND d._source_position >= v._source_position) "
         "ON CONFLICT ({key}) DO UPDATE SET {sets}, _loaded_at = now() "
-        "WHERE t._source_position <= EXCLUDED._source_position"
+        "WHERE t._source_position < EXCLUDED._source_position"
     ).format(
         t=ident(target),
         ledger=ident(target + "__deleted"),
@@ -194,12 +194,12 @@ def _delete(cur: Any, target: str, key: Sequence[str], changes: Sequence[Change]
     template = "(" + ", ".join([f"%s::{types[k]}" for k in key] + ["%s::bigint", "%s::timestamptz"]) + ")"
     if mode == "hard":
         stmt = sql.SQL("DELETE FROM {t} t USING (VALUES %s) AS v ({cols}) WHERE {match} "
-                       "AND t._source_position <= v._source_position").format(t=ident(target), cols=cols, match=match)
+                       "AND t._source_position < v._source_position").format(t=ident(target), cols=cols, match=match)
     else:
         stmt = sql.SQL("UPDATE {t} t SET _deleted = true, _deleted_at = coalesce(v._source_ts, now()), "
                        "_source_position = v._source_position, _source_op = 'd', _loaded_at = now() "
                        "FROM (VALUES %s) AS v ({cols}) WHERE {match} "
-                       "AND t._source_position <= v._source_position").format(t=ident(target), cols=cols, match=match)
+                       "AND t._source_position < v._source_position").format(t=ident(target), cols=cols, match=match)
     execute_values(cur, stmt.as_string(cur), keyvals, template=template, page_size=len(keyvals))
     deleted = cur.rowcount
     if mode == "hard":
