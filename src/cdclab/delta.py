@@ -110,9 +110,7 @@ class Comparison:
 
 def check_null_policy(policy: str) -> NullPolicy:
     if policy not in NULL_POLICIES:
-        raise InvalidNullPolicyError(
-            f"unknown null_policy {policy!r}; use one of {sorted(NULL_POLICIES)}"
-        )
+        raise InvalidNullPolicyError(f"unknown null_policy {policy!r}; use one of {sorted(NULL_POLICIES)}")
     return policy  # type: ignore[return-value]
 
 
@@ -130,10 +128,18 @@ def _row_tuple(exprs: Sequence[sql.Composable]) -> sql.Composable:
 # cursor (timestamp- or version-) based, keyset paginated
 
 
-def build_keyset_page(table: str, *, cursor: sql.Composable, key_columns: Sequence[str],
-                      columns: Sequence[str] | None = None, lower: Any = None, lower_inclusive: bool = True,
-                      upper: Any = None, after: tuple[Any, Key] | None = None,
-                      limit: int = 1000) -> tuple[sql.Composed, list[Any]]:
+def build_keyset_page(
+    table: str,
+    *,
+    cursor: sql.Composable,
+    key_columns: Sequence[str],
+    columns: Sequence[str] | None = None,
+    lower: Any = None,
+    lower_inclusive: bool = True,
+    upper: Any = None,
+    after: tuple[Any, Key] | None = None,
+    limit: int = 1000,
+) -> tuple[sql.Composed, list[Any]]:
     """One page: ``SELECT cols, cursor FROM table WHERE cursor >= lower AND cursor < upper
     [AND (cursor, keys) > (after)] ORDER BY cursor, keys LIMIT n``; returns (statement, params)."""
     if not key_columns:
@@ -149,13 +155,19 @@ def build_keyset_page(table: str, *, cursor: sql.Composable, key_columns: Sequen
         params.append(upper)
     if after is not None:
         after_cursor, after_key = after
-        where.append(sql.SQL("{} > {}").format(
-            _row_tuple([cursor, *keys]), _row_tuple([sql.Placeholder()] * (1 + len(keys)))
-        ))
+        where.append(
+            sql.SQL("{} > {}").format(
+                _row_tuple([cursor, *keys]), _row_tuple([sql.Placeholder()] * (1 + len(keys)))
+            )
+        )
         params.extend([after_cursor, *after_key])
     statement = sql.SQL("SELECT {}, {} AS {} FROM {} WHERE {} ORDER BY {} LIMIT %s").format(
-        _cols(columns), cursor, sql.Identifier("_cursor"), ident(table),
-        sql.SQL(" AND ").join(where), sql.SQL(", ").join([cursor, *keys]),
+        _cols(columns),
+        cursor,
+        sql.Identifier("_cursor"),
+        ident(table),
+        sql.SQL(" AND ").join(where),
+        sql.SQL(", ").join([cursor, *keys]),
     )
     params.append(limit)
     return statement, params
@@ -166,13 +178,22 @@ def _fetch_dicts(cur: Any) -> list[dict[str, Any]]:
     return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
 
-def _null_rows(conn: Any, table: str, cursor: sql.Composable, key_columns: Sequence[str],
-               columns: Sequence[str] | None, policy: NullPolicy, column_label: str) -> tuple[int, list[dict]]:
+def _null_rows(
+    conn: Any,
+    table: str,
+    cursor: sql.Composable,
+    key_columns: Sequence[str],
+    columns: Sequence[str] | None,
+    policy: NullPolicy,
+    column_label: str,
+) -> tuple[int, list[dict]]:
     with conn.cursor() as cur:
         if policy == "include":
             cur.execute(
                 sql.SQL("SELECT {} FROM {} WHERE {} IS NULL ORDER BY {}").format(
-                    _cols(columns), ident(table), cursor,
+                    _cols(columns),
+                    ident(table),
+                    cursor,
                     sql.SQL(", ").join(sql.Identifier(k) for k in key_columns),
                 )
             )
@@ -189,15 +210,31 @@ def _null_rows(conn: Any, table: str, cursor: sql.Composable, key_columns: Seque
     return count, []
 
 
-def iter_keyset_pages(conn: Any, table: str, *, cursor: sql.Composable, key_columns: Sequence[str],
-                      columns: Sequence[str] | None = None, lower: Any = None, lower_inclusive: bool = True,
-                      upper: Any = None, batch_size: int = 1000) -> Iterator[list[dict[str, Any]]]:
+def iter_keyset_pages(
+    conn: Any,
+    table: str,
+    *,
+    cursor: sql.Composable,
+    key_columns: Sequence[str],
+    columns: Sequence[str] | None = None,
+    lower: Any = None,
+    lower_inclusive: bool = True,
+    upper: Any = None,
+    batch_size: int = 1000,
+) -> Iterator[list[dict[str, Any]]]:
     """Yield pages (lists of row dicts with an extra ``_cursor`` entry) in ``(cursor, key)`` order."""
     after: tuple[Any, Key] | None = None
     while True:
         statement, params = build_keyset_page(
-            table, cursor=cursor, key_columns=key_columns, columns=columns, lower=lower,
-            lower_inclusive=lower_inclusive, upper=upper, after=after, limit=batch_size,
+            table,
+            cursor=cursor,
+            key_columns=key_columns,
+            columns=columns,
+            lower=lower,
+            lower_inclusive=lower_inclusive,
+            upper=upper,
+            after=after,
+            limit=batch_size,
         )
         with conn.cursor() as cur:
             cur.execute(statement, params)
@@ -211,10 +248,20 @@ def iter_keyset_pages(conn: Any, table: str, *, cursor: sql.Composable, key_colu
             return
 
 
-def _read_cursor_delta(conn: Any, table: str, cursor: sql.Composable, column_label: str,
-                       key_columns: Sequence[str], columns: Sequence[str] | None, lower: Any,
-                       lower_inclusive: bool, upper: Any, batch_size: int,
-                       null_policy: str, nullable: bool = True) -> DeltaResult:
+def _read_cursor_delta(
+    conn: Any,
+    table: str,
+    cursor: sql.Composable,
+    column_label: str,
+    key_columns: Sequence[str],
+    columns: Sequence[str] | None,
+    lower: Any,
+    lower_inclusive: bool,
+    upper: Any,
+    batch_size: int,
+    null_policy: str,
+    nullable: bool = True,
+) -> DeltaResult:
     policy = check_null_policy(null_policy)
     if columns:
         columns = list(dict.fromkeys([*columns, *key_columns]))
@@ -222,9 +269,17 @@ def _read_cursor_delta(conn: Any, table: str, cursor: sql.Composable, column_lab
     if nullable:
         null_count, null_rows = _null_rows(conn, table, cursor, key_columns, columns, policy, column_label)
     result = DeltaResult(null_cursor_rows=null_count)
-    for page in iter_keyset_pages(conn, table, cursor=cursor, key_columns=key_columns, columns=columns,
-                                  lower=lower, lower_inclusive=lower_inclusive, upper=upper,
-                                  batch_size=batch_size):
+    for page in iter_keyset_pages(
+        conn,
+        table,
+        cursor=cursor,
+        key_columns=key_columns,
+        columns=columns,
+        lower=lower,
+        lower_inclusive=lower_inclusive,
+        upper=upper,
+        batch_size=batch_size,
+    ):
         result.pages += 1
         for row in page:
             value = row.pop("_cursor")
@@ -235,10 +290,19 @@ def _read_cursor_delta(conn: Any, table: str, cursor: sql.Composable, column_lab
     return result
 
 
-def read_timestamp_delta(conn: Any, table: str, *, cursor_column: str, key_columns: Sequence[str],
-                         since: datetime | None, until: datetime | None = None,
-                         lookback: timedelta = timedelta(0), columns: Sequence[str] | None = None,
-                         batch_size: int = 1000, null_policy: NullPolicy = "raise") -> DeltaResult:
+def read_timestamp_delta(
+    conn: Any,
+    table: str,
+    *,
+    cursor_column: str,
+    key_columns: Sequence[str],
+    since: datetime | None,
+    until: datetime | None = None,
+    lookback: timedelta = timedelta(0),
+    columns: Sequence[str] | None = None,
+    batch_size: int = 1000,
+    null_policy: NullPolicy = "raise",
+) -> DeltaResult:
     """Rows with ``since - lookback <= cursor < until`` (keyset-paginated), plus the NULL policy.
 
     ``since=None`` reads from the beginning (the first load). ``max_cursor`` is the next watermark.
@@ -249,17 +313,48 @@ def read_timestamp_delta(conn: Any, table: str, *, cursor_column: str, key_colum
     if lookback < timedelta(0):
         raise DeltaError(f"lookback {lookback} is negative; use timedelta(0) for no overlap")
     lower = None if since is None else since - lookback
-    return _read_cursor_delta(conn, table, sql.Identifier(cursor_column), cursor_column, key_columns,
-                              columns, lower, True, until, batch_size, null_policy)
+    return _read_cursor_delta(
+        conn,
+        table,
+        sql.Identifier(cursor_column),
+        cursor_column,
+        key_columns,
+        columns,
+        lower,
+        True,
+        until,
+        batch_size,
+        null_policy,
+    )
 
 
-def read_version_delta(conn: Any, table: str, *, version_column: str, key_columns: Sequence[str],
-                       since: int | None, until: int | None = None, columns: Sequence[str] | None = None,
-                       batch_size: int = 1000, null_policy: NullPolicy = "raise") -> DeltaResult:
+def read_version_delta(
+    conn: Any,
+    table: str,
+    *,
+    version_column: str,
+    key_columns: Sequence[str],
+    since: int | None,
+    until: int | None = None,
+    columns: Sequence[str] | None = None,
+    batch_size: int = 1000,
+    null_policy: NullPolicy = "raise",
+) -> DeltaResult:
     """Rows with ``since < version < until`` for a globally monotonic version column (exclusive lower
     bound: a version number is never reused, unlike a timestamp)."""
-    return _read_cursor_delta(conn, table, sql.Identifier(version_column), version_column, key_columns,
-                              columns, since, False, until, batch_size, null_policy)
+    return _read_cursor_delta(
+        conn,
+        table,
+        sql.Identifier(version_column),
+        version_column,
+        key_columns,
+        columns,
+        since,
+        False,
+        until,
+        batch_size,
+        null_policy,
+    )
 
 
 # the row's inserting transaction id as a 64-bit "full" xid (epoch-adjusted against the snapshot)
@@ -277,29 +372,59 @@ def snapshot_xmin(conn: Any) -> int:
         return int(cur.fetchone()[0])
 
 
-def read_xmin_delta(conn: Any, table: str, *, key_columns: Sequence[str], since: int | None,
-                    columns: Sequence[str] | None = None, batch_size: int = 1000) -> DeltaResult:
+def read_xmin_delta(
+    conn: Any,
+    table: str,
+    *,
+    key_columns: Sequence[str],
+    since: int | None,
+    columns: Sequence[str] | None = None,
+    batch_size: int = 1000,
+) -> DeltaResult:
     """Rows written by transactions with full xid ``>= since``; ``max_cursor`` is the snapshot xmin
     taken before the read (the next watermark: nothing the read missed is below it)."""
     watermark = snapshot_xmin(conn)
-    result = _read_cursor_delta(conn, table, FULL_XMIN, "xmin", key_columns, columns, since, True, None,
-                                batch_size, "exclude", nullable=False)
+    result = _read_cursor_delta(
+        conn,
+        table,
+        FULL_XMIN,
+        "xmin",
+        key_columns,
+        columns,
+        since,
+        True,
+        None,
+        batch_size,
+        "exclude",
+        nullable=False,
+    )
     result.max_cursor = watermark
     return result
 
 
-def oldest_open_transaction_start(conn: Any) -> datetime | None:
-    """Start of the oldest open write transaction in the current database (other sessions), or None.
+def oldest_open_transaction_start(conn: Any, table: str | None = None) -> datetime | None:
+    """Start of the oldest open write transaction (other sessions) — on ``table`` when given — or None.
 
     Use ``min(data_interval_end, this)`` as the upper bound of an ``updated_at`` read: a row written
     by a transaction that is still open carries a timestamp at or after its start, and the watermark
-    must not pass it. Sessions of other roles are only visible with ``pg_read_all_stats``.
+    must not pass it. With ``table`` only transactions holding a write lock on that table count (a
+    writer keeps its ``RowExclusiveLock`` until it ends), so a long transaction elsewhere does not stall
+    this pipeline. Sessions of other roles are only visible with ``pg_read_all_stats``.
     """
     with conn.cursor() as cur:
-        cur.execute(
-            "SELECT min(xact_start) FROM pg_stat_activity WHERE datname = current_database() "
-            "AND pid <> pg_backend_pid() AND backend_xid IS NOT NULL"
-        )
+        if table is None:
+            cur.execute(
+                "SELECT min(xact_start) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid() AND backend_xid IS NOT NULL"
+            )
+        else:
+            cur.execute(
+                "SELECT min(a.xact_start) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                "WHERE l.locktype = 'relation' AND l.relation = %s::regclass AND l.pid <> pg_backend_pid() "
+                "AND l.mode IN ('RowExclusiveLock', 'ShareRowExclusiveLock', 'ExclusiveLock', "
+                "'AccessExclusiveLock')",
+                (ident(table).as_string(conn),),
+            )
         value = cur.fetchone()[0]
     return value
 
@@ -356,8 +481,15 @@ def key_from_text(text: str) -> Key:
     return tuple(json.loads(text))
 
 
-def table_hashes(conn: Any, table: str, *, key_columns: Sequence[str], columns: Sequence[str],
-                 where: sql.Composable | None = None, params: Sequence[Any] = ()) -> dict[str, str]:
+def table_hashes(
+    conn: Any,
+    table: str,
+    *,
+    key_columns: Sequence[str],
+    columns: Sequence[str],
+    where: sql.Composable | None = None,
+    params: Sequence[Any] = (),
+) -> dict[str, str]:
     """``{key_text: row_hash}`` of every row (streamed with a server-side cursor when possible)."""
     statement = sql.SQL("SELECT {}, {} FROM {}{}").format(
         sql.SQL(", ").join(sql.Identifier(k) for k in key_columns),
@@ -404,13 +536,19 @@ def ensure_snapshot_table(conn: Any, table: str = ROW_HASHES) -> None:
 
 def load_snapshot(conn: Any, snapshot: str, table: str = ROW_HASHES) -> dict[str, str]:
     with conn.cursor() as cur:
-        cur.execute(sql.SQL("SELECT row_key, row_hash FROM {} WHERE snapshot = %s").format(ident(table)),
-                    (snapshot,))
+        cur.execute(
+            sql.SQL("SELECT row_key, row_hash FROM {} WHERE snapshot = %s").format(ident(table)), (snapshot,)
+        )
         return dict(cur.fetchall())
 
 
-def save_snapshot(conn: Any, snapshot: str, hashes: Mapping[str, str], changes: ChangeSet | None = None,
-                  table: str = ROW_HASHES) -> None:
+def save_snapshot(
+    conn: Any,
+    snapshot: str,
+    hashes: Mapping[str, str],
+    changes: ChangeSet | None = None,
+    table: str = ROW_HASHES,
+) -> None:
     """Store ``hashes`` as the snapshot (does not commit). With ``changes`` only the changed keys are
     written; without, the snapshot is replaced."""
     target = ident(table)
@@ -421,14 +559,18 @@ def save_snapshot(conn: Any, snapshot: str, hashes: Mapping[str, str], changes: 
         else:
             gone = [key_text(k) for k in changes.deleted]
             if gone:
-                cur.execute(sql.SQL("DELETE FROM {} WHERE snapshot = %s AND row_key = ANY(%s)").format(target),
-                            (snapshot, gone))
+                cur.execute(
+                    sql.SQL("DELETE FROM {} WHERE snapshot = %s AND row_key = ANY(%s)").format(target),
+                    (snapshot, gone),
+                )
             upserts = [(key_text(k), hashes[key_text(k)]) for k in (*changes.inserted, *changes.updated)]
         if upserts:
             execute_values(
                 cur,
-                sql.SQL("INSERT INTO {} (snapshot, row_key, row_hash) VALUES %s ON CONFLICT (snapshot, row_key) "
-                        "DO UPDATE SET row_hash = EXCLUDED.row_hash, taken_at = now()").format(target),
+                sql.SQL(
+                    "INSERT INTO {} (snapshot, row_key, row_hash) VALUES %s ON CONFLICT (snapshot, row_key) "
+                    "DO UPDATE SET row_hash = EXCLUDED.row_hash, taken_at = now()"
+                ).format(target),
                 [(snapshot, k, h) for k, h in upserts],
                 page_size=1000,
             )
@@ -443,8 +585,15 @@ def compare_hashes(source: Mapping[str, str], target: Mapping[str, str]) -> Comp
     return Comparison(missing=changes.inserted, extra=changes.deleted, different=changes.updated)
 
 
-def compare_tables(source_conn: Any, source_table: str, target_conn: Any, target_table: str, *,
-                   key_columns: Sequence[str], columns: Sequence[str]) -> Comparison:
+def compare_tables(
+    source_conn: Any,
+    source_table: str,
+    target_conn: Any,
+    target_table: str,
+    *,
+    key_columns: Sequence[str],
+    columns: Sequence[str],
+) -> Comparison:
     """Full comparison of ``columns`` by key between a source and a target table (any two DBs)."""
     return compare_hashes(
         table_hashes(source_conn, source_table, key_columns=key_columns, columns=columns),

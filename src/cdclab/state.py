@@ -118,14 +118,17 @@ class HistoryEntry:
 
 def _check_type_name(value_type: str) -> ValueType:
     if value_type not in VALUE_TYPES:
-        raise WatermarkTypeError(
-            f"unknown watermark type {value_type!r}; use one of {sorted(VALUE_TYPES)}"
-        )
+        raise WatermarkTypeError(f"unknown watermark type {value_type!r}; use one of {sorted(VALUE_TYPES)}")
     return value_type  # type: ignore[return-value]
 
 
-def validate(value: Any, value_type: str, *, now: datetime | None = None,
-             future_tolerance: timedelta | None = DEFAULT_FUTURE_TOLERANCE) -> None:
+def validate(
+    value: Any,
+    value_type: str,
+    *,
+    now: datetime | None = None,
+    future_tolerance: timedelta | None = DEFAULT_FUTURE_TOLERANCE,
+) -> None:
     """Raise unless ``value`` is a valid watermark of ``value_type``.
 
     ``future_tolerance=None`` skips the future check (used for values already stored).
@@ -275,8 +278,14 @@ class TableWatermarkStore:
     warehouse, or right after it. Reads use the connection's snapshot.
     """
 
-    def __init__(self, conn: Any, *, table: str = WATERMARKS, history_table: str = HISTORY,
-                 future_tolerance: timedelta = DEFAULT_FUTURE_TOLERANCE) -> None:
+    def __init__(
+        self,
+        conn: Any,
+        *,
+        table: str = WATERMARKS,
+        history_table: str = HISTORY,
+        future_tolerance: timedelta = DEFAULT_FUTURE_TOLERANCE,
+    ) -> None:
         self.conn = conn
         self.table = ident(table)
         self.history_table = ident(history_table)
@@ -297,6 +306,20 @@ class TableWatermarkStore:
             return None
         text, vt, updated_at, dag_id, run_id = row
         return Watermark(key, decode(text, vt), vt, updated_at, dag_id, run_id)
+
+    def read(self, key: str, value_type: ValueType) -> Any:
+        """The value a pipeline starts from, checked: the stored type must be ``value_type`` and a
+        ``timestamptz`` must not lie in the future; None when the key was never written."""
+        wm = self.get(key)
+        if wm is None:
+            return None
+        if wm.value_type != value_type:
+            raise WatermarkTypeError(
+                f"watermark {key!r} holds a {wm.value_type} value ({wm.value!r}), the pipeline reads a "
+                f"{value_type}; reset(key, value, reason, value_type={value_type!r}) to fix it"
+            )
+        validate(wm.value, value_type, future_tolerance=self.future_tolerance)
+        return wm.value
 
     def get_value(self, key: str, default: Any = None) -> Any:
         wm = self.get(key)
@@ -322,8 +345,17 @@ class TableWatermarkStore:
         validate(value, value_type, future_tolerance=self.future_tolerance)
         return encode(value, value_type)
 
-    def _record(self, cur: Any, key: str, old: str | None, new: str, vt: str, dag_id: str | None,
-                run_id: str | None, reason: str) -> None:
+    def _record(
+        self,
+        cur: Any,
+        key: str,
+        old: str | None,
+        new: str,
+        vt: str,
+        dag_id: str | None,
+        run_id: str | None,
+        reason: str,
+    ) -> None:
         cur.execute(
             sql.SQL(
                 "INSERT INTO {} (key, old_value, new_value, value_type, dag_id, run_id, reason) "
@@ -332,9 +364,17 @@ class TableWatermarkStore:
             (key, old, new, vt, dag_id, run_id, reason),
         )
 
-    def advance(self, key: str, expected_old: Any, new: Any, *, value_type: ValueType,
-                dag_id: str | None = None, run_id: str | None = None,
-                reason: str = "advance") -> Watermark:
+    def advance(
+        self,
+        key: str,
+        expected_old: Any,
+        new: Any,
+        *,
+        value_type: ValueType,
+        dag_id: str | None = None,
+        run_id: str | None = None,
+        reason: str = "advance",
+    ) -> Watermark:
         """Move ``key`` from ``expected_old`` to ``new``; raise if another run moved it first.
 
         ``expected_old=None`` means "the key does not exist yet" (the first run creates it).
@@ -378,11 +418,13 @@ class TableWatermarkStore:
                 self._record(cur, key, old_text, new_text, value_type, dag_id, run_id, reason)
             return Watermark(key, decode(new_text, value_type), value_type, row[0], dag_id, run_id)
 
-    def _conflict(self, cur: Any, key: str, expected_old: Any, new: Any,
-                  value_type: str | None = None) -> None:
+    def _conflict(
+        self, cur: Any, key: str, expected_old: Any, new: Any, value_type: str | None = None
+    ) -> None:
         cur.execute(
-            sql.SQL("SELECT value, value_type, updated_by_dag_id, updated_by_run_id FROM {} WHERE key = %s")
-            .format(self.table),
+            sql.SQL(
+                "SELECT value, value_type, updated_by_dag_id, updated_by_run_id FROM {} WHERE key = %s"
+            ).format(self.table),
             (key,),
         )
         row = cur.fetchone()
@@ -397,8 +439,16 @@ class TableWatermarkStore:
             f"{new!r}: another run moved it. Do not overwrite — rerun this interval from the current value"
         )
 
-    def reset(self, key: str, value: Any, reason: str, *, value_type: ValueType | None = None,
-              dag_id: str | None = None, run_id: str | None = None) -> Watermark:
+    def reset(
+        self,
+        key: str,
+        value: Any,
+        reason: str,
+        *,
+        value_type: ValueType | None = None,
+        dag_id: str | None = None,
+        run_id: str | None = None,
+    ) -> Watermark:
         """Set ``key`` to ``value`` (any direction, type change allowed), audited with ``reason``."""
         if not reason or not reason.strip():
             raise ValueError("reset() needs a reason: it is written to state.watermark_history")
@@ -425,15 +475,17 @@ class TableWatermarkStore:
                 (key, new_text, vt, dag_id, run_id),
             )
             updated_at = cur.fetchone()[0]
-            self._record(cur, key, None if row is None else row[0], new_text, vt, dag_id, run_id,
-                         f"reset: {reason}")
+            self._record(
+                cur, key, None if row is None else row[0], new_text, vt, dag_id, run_id, f"reset: {reason}"
+            )
         return Watermark(key, decode(new_text, vt), vt, updated_at, dag_id, run_id)
 
     def delete(self, key: str, reason: str, *, dag_id: str | None = None, run_id: str | None = None) -> None:
         """Forget ``key`` (tests and decommissioned pipelines); audited like a reset."""
         with self.conn.cursor() as cur:
             cur.execute(
-                sql.SQL("DELETE FROM {} WHERE key = %s RETURNING value, value_type").format(self.table), (key,)
+                sql.SQL("DELETE FROM {} WHERE key = %s RETURNING value, value_type").format(self.table),
+                (key,),
             )
             row = cur.fetchone()
             if row is not None:
@@ -457,8 +509,9 @@ class VariableWatermarkStore:
     from racing. Use inside a task (``Variable.get`` at parse time is forbidden in the lab).
     """
 
-    def __init__(self, prefix: str = "watermark__",
-                 future_tolerance: timedelta = DEFAULT_FUTURE_TOLERANCE) -> None:
+    def __init__(
+        self, prefix: str = "watermark__", future_tolerance: timedelta = DEFAULT_FUTURE_TOLERANCE
+    ) -> None:
         self.prefix = prefix
         self.future_tolerance = future_tolerance
 
@@ -477,8 +530,11 @@ class VariableWatermarkStore:
         from airflow.sdk import Variable
 
         validate(value, value_type, future_tolerance=self.future_tolerance)
-        Variable.set(self.name(key), typed_document(value, value_type),
-                     description=f"cdclab watermark ({value_type}), written by cdclab.state")
+        Variable.set(
+            self.name(key),
+            typed_document(value, value_type),
+            description=f"cdclab watermark ({value_type}), written by cdclab.state",
+        )
 
     def delete(self, key: str) -> None:
         from airflow.sdk import Variable
@@ -548,10 +604,20 @@ class AssetStateWatermarkStore:
 # run metrics
 
 
-def record_run_metrics(conn: Any, *, pipeline: str, strategy: str, rows_read: int, rows_written: int,
-                       duration_ms: float, dag_id: str | None = None, run_id: str | None = None,
-                       interval_start: datetime | None = None, interval_end: datetime | None = None,
-                       table: str = RUN_METRICS) -> None:
+def record_run_metrics(
+    conn: Any,
+    *,
+    pipeline: str,
+    strategy: str,
+    rows_read: int,
+    rows_written: int,
+    duration_ms: float,
+    dag_id: str | None = None,
+    run_id: str | None = None,
+    interval_start: datetime | None = None,
+    interval_end: datetime | None = None,
+    table: str = RUN_METRICS,
+) -> None:
     """Append one row to ``state.run_metrics`` (does not commit)."""
     with conn.cursor() as cur:
         cur.execute(
@@ -559,6 +625,15 @@ def record_run_metrics(conn: Any, *, pipeline: str, strategy: str, rows_read: in
                 "INSERT INTO {} (pipeline, strategy, dag_id, run_id, interval_start, interval_end, "
                 "rows_read, rows_written, duration_ms) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
             ).format(ident(table)),
-            (pipeline, strategy, dag_id, run_id, interval_start, interval_end, rows_read, rows_written,
-             duration_ms),
+            (
+                pipeline,
+                strategy,
+                dag_id,
+                run_id,
+                interval_start,
+                interval_end,
+                rows_read,
+                rows_written,
+                duration_ms,
+            ),
         )

@@ -44,12 +44,14 @@ class UpsertResult:
         return self.inserted + self.updated
 
     def __add__(self, other: UpsertResult) -> UpsertResult:
-        return UpsertResult(self.inserted + other.inserted, self.updated + other.updated,
-                            self.skipped + other.skipped)
+        return UpsertResult(
+            self.inserted + other.inserted, self.updated + other.updated, self.skipped + other.skipped
+        )
 
 
-def dedupe_by_key(rows: Iterable[Mapping[str, Any]], key_columns: Sequence[str],
-                  guard_column: str | None = None) -> tuple[list[Mapping[str, Any]], int]:
+def dedupe_by_key(
+    rows: Iterable[Mapping[str, Any]], key_columns: Sequence[str], guard_column: str | None = None
+) -> tuple[list[Mapping[str, Any]], int]:
     """One row per key: the newest by ``guard_column`` (the last one seen without a guard).
 
     Returns the kept rows in first-seen key order and how many rows were dropped.
@@ -69,9 +71,13 @@ def dedupe_by_key(rows: Iterable[Mapping[str, Any]], key_columns: Sequence[str],
     return list(kept.values()), dropped
 
 
-def build_upsert(table: str, columns: Sequence[str], key_columns: Sequence[str],
-                 guard_column: str | None = None,
-                 update_columns: Sequence[str] | None = None) -> sql.Composed:
+def build_upsert(
+    table: str,
+    columns: Sequence[str],
+    key_columns: Sequence[str],
+    guard_column: str | None = None,
+    update_columns: Sequence[str] | None = None,
+) -> sql.Composed:
     """``INSERT ... VALUES %s ON CONFLICT (keys) DO UPDATE SET ... [WHERE t.guard < EXCLUDED.guard]
     RETURNING (xmax = 0)`` for ``execute_values``. ``xmax = 0`` is true for a fresh insert."""
     if not key_columns:
@@ -103,9 +109,16 @@ def build_upsert(table: str, columns: Sequence[str], key_columns: Sequence[str],
     )
 
 
-def upsert_rows(conn: Any, table: str, rows: Sequence[Mapping[str, Any]], key_columns: Sequence[str],
-                guard_column: str | None = None, columns: Sequence[str] | None = None,
-                update_columns: Sequence[str] | None = None, page_size: int = 1000) -> UpsertResult:
+def upsert_rows(
+    conn: Any,
+    table: str,
+    rows: Sequence[Mapping[str, Any]],
+    key_columns: Sequence[str],
+    guard_column: str | None = None,
+    columns: Sequence[str] | None = None,
+    update_columns: Sequence[str] | None = None,
+    page_size: int = 1000,
+) -> UpsertResult:
     """Upsert ``rows`` (dicts) into ``table``; does not commit. Returns inserted/updated/skipped."""
     if not rows:
         return UpsertResult()
@@ -134,6 +147,48 @@ def delete_keys(conn: Any, table: str, key_columns: Sequence[str], keys: Iterabl
     deleted = 0
     with conn.cursor() as cur:
         for start in range(0, len(keys), 1000):  # one statement per page, so rowcount adds up
-            execute_values(cur, statement, keys[start:start + 1000], page_size=1000)
+            execute_values(cur, statement, keys[start : start + 1000], page_size=1000)
             deleted += int(cur.rowcount)
     return deleted
+
+
+def source_columns(conn: Any, table: str) -> list[tuple[str, str]]:
+    """``[(column, SQL type)]`` of ``table`` in column order, from the catalog."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+            "WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+            (ident(table).as_string(conn),),
+        )
+        return [(str(name), str(type_)) for name, type_ in cur.fetchall()]
+
+
+def ensure_mirror_table(
+    source_conn: Any,
+    source_table: str,
+    target_conn: Any,
+    target_table: str,
+    key_columns: Sequence[str],
+    extra: Sequence[tuple[str, str]] = (),
+) -> list[str]:
+    """Create ``target_table`` (if missing) with the source's columns and types, the key as primary key,
+    plus ``extra`` ``(column, type)`` pairs; commits on ``target_conn``. Returns the source's columns.
+
+    Types come from the source catalog (``format_type``), never from user input."""
+    columns = source_columns(source_conn, source_table)
+    if not columns:
+        raise UpsertError(f"source table {source_table} has no columns (does it exist?)")
+    defs = [sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(t)) for c, t in (*columns, *extra)]
+    with target_conn.cursor() as cur:
+        schema = target_table.split(".")[0] if "." in target_table else None
+        if schema:
+            cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+        cur.execute(
+            sql.SQL("CREATE TABLE IF NOT EXISTS {} ({}, PRIMARY KEY ({}))").format(
+                ident(target_table),
+                sql.SQL(", ").join(defs),
+                sql.SQL(", ").join(sql.Identifier(k) for k in key_columns),
+            )
+        )
+    target_conn.commit()
+    return [c for c, _ in columns]

@@ -14,7 +14,7 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 @pytest.fixture
-def store(lab, warehouse_db):  # type: ignore[no-untyped-def]
+def store(lab, warehouse_db):
     state.ensure_schema(warehouse_db)
     conn = psycopg2.connect(lab.pg_dsn("warehouse"))
     yield state.TableWatermarkStore(conn)
@@ -22,12 +22,12 @@ def store(lab, warehouse_db):  # type: ignore[no-untyped-def]
     conn.close()
 
 
-def test_ensure_schema_is_idempotent(warehouse_db) -> None:  # type: ignore[no-untyped-def]
+def test_ensure_schema_is_idempotent(warehouse_db) -> None:
     state.ensure_schema(warehouse_db)
     state.ensure_schema(warehouse_db)
 
 
-def test_advance_writes_value_type_and_history(store, names) -> None:  # type: ignore[no-untyped-def]
+def test_advance_writes_value_type_and_history(store, names) -> None:
     key = names("wm")
     store.advance(key, None, T0, value_type="timestamptz", dag_id="d", run_id="r1")
     store.advance(key, T0, T0 + timedelta(hours=1), value_type="timestamptz", dag_id="d", run_id="r2")
@@ -38,7 +38,7 @@ def test_advance_writes_value_type_and_history(store, names) -> None:  # type: i
     assert history == [(None, T0, "r1", "init"), (T0, T0 + timedelta(hours=1), "r2", "advance")]
 
 
-def test_advance_from_a_stale_value_raises_a_conflict(store, names) -> None:  # type: ignore[no-untyped-def]
+def test_advance_from_a_stale_value_raises_a_conflict(store, names) -> None:
     key = names("wm")
     store.advance(key, None, 10, value_type="bigint")
     store.advance(key, 10, 20, value_type="bigint")
@@ -52,7 +52,7 @@ def test_advance_from_a_stale_value_raises_a_conflict(store, names) -> None:  # 
     assert store.get_value(key) == 20
 
 
-def test_two_concurrent_runs_cannot_both_advance(lab, store, names) -> None:  # type: ignore[no-untyped-def]
+def test_two_concurrent_runs_cannot_both_advance(lab, store, names) -> None:
     key = names("wm")
     store.advance(key, None, 100, value_type="bigint")
     store.conn.commit()
@@ -85,7 +85,7 @@ def test_two_concurrent_runs_cannot_both_advance(lab, store, names) -> None:  # 
     assert len(store.history(key)) == 2  # init + exactly one advance
 
 
-def test_advance_refuses_to_move_backwards_but_reset_may(store, names) -> None:  # type: ignore[no-untyped-def]
+def test_advance_refuses_to_move_backwards_but_reset_may(store, names) -> None:
     key = names("wm")
     store.advance(key, None, T0, value_type="timestamptz")
     with pytest.raises(state.WatermarkRegressionError, match="reset"):
@@ -95,17 +95,21 @@ def test_advance_refuses_to_move_backwards_but_reset_may(store, names) -> None: 
     assert store.get_value(key) == T0 - timedelta(days=1)
     last = store.history(key)[-1]
     assert (last.old_value, last.new_value, last.reason, last.run_id) == (
-        T0, T0 - timedelta(days=1), "reset: reprocess January", "ops")
+        T0,
+        T0 - timedelta(days=1),
+        "reset: reprocess January",
+        "ops",
+    )
 
 
-def test_reset_needs_a_reason_and_an_existing_key_or_a_type(store, names) -> None:  # type: ignore[no-untyped-def]
+def test_reset_needs_a_reason_and_an_existing_key_or_a_type(store, names) -> None:
     with pytest.raises(ValueError, match="reason"):
         store.reset(names("wm"), 1, " ")
     with pytest.raises(state.WatermarkNotFoundError):
         store.reset(names("wm"), 1, "why not")
 
 
-def test_a_wrong_type_or_future_value_is_refused_and_nothing_is_stored(store, names) -> None:  # type: ignore[no-untyped-def]
+def test_a_wrong_type_or_future_value_is_refused_and_nothing_is_stored(store, names) -> None:
     key = names("wm")
     store.advance(key, None, T0, value_type="timestamptz")
     store.conn.commit()
@@ -120,10 +124,11 @@ def test_a_wrong_type_or_future_value_is_refused_and_nothing_is_stored(store, na
     assert len(store.history(key)) == 1
 
 
-def test_a_corrupted_stored_value_is_reported_on_read(store, names) -> None:  # type: ignore[no-untyped-def]
+def test_a_corrupted_stored_value_is_reported_on_read(store, names) -> None:
     key = names("wm")
     with store.conn.cursor() as cur:
-        cur.execute("INSERT INTO state.watermarks (key, value, value_type) VALUES (%s, 'soon', 'timestamptz')",
-                    (key,))
+        cur.execute(
+            "INSERT INTO state.watermarks (key, value, value_type) VALUES (%s, 'soon', 'timestamptz')", (key,)
+        )
     with pytest.raises(state.WatermarkTypeError, match="not a valid timestamptz"):
         store.get(key)

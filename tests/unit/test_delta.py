@@ -56,6 +56,8 @@ def test_next_watermark_never_moves_back_after_a_lookback_read() -> None:
 
 
 def test_naive_bounds_are_refused_before_any_query() -> None:
+    naive = datetime(2026, 1, 1)  # noqa: DTZ001 - the naive value is the point
     with pytest.raises(delta.DeltaError, match="naive"):
-        delta.read_timestamp_delta(None, "public.t", cursor_column="updated_at", key_columns=["id"],
-                                   since=datetime(2026, 1, 1))  # noqa: DTZ001
+        delta.read_timestamp_delta(
+            None, "public.t", cursor_column="updated_at", key_columns=["id"], since=naive
+        )

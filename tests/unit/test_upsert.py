@@ -8,8 +8,12 @@ from cdclab import upsert
 
 
 def test_the_newest_version_of_a_key_wins_inside_one_batch() -> None:
-    rows = [{"id": 1, "v": 2, "x": "b"}, {"id": 1, "v": 1, "x": "a"}, {"id": 2, "v": 1, "x": "c"},
-            {"id": 1, "v": 3, "x": "c"}]
+    rows = [
+        {"id": 1, "v": 2, "x": "b"},
+        {"id": 1, "v": 1, "x": "a"},
+        {"id": 2, "v": 1, "x": "c"},
+        {"id": 1, "v": 3, "x": "c"},
+    ]
     kept, dropped = upsert.dedupe_by_key(rows, ["id"], "v")
     assert kept == [{"id": 1, "v": 3, "x": "c"}, {"id": 2, "v": 1, "x": "c"}]
     assert dropped == 2

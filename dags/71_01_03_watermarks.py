@@ -1,0 +1,174 @@
+"""
+# 71.1.3 Watermark tracking — store the high watermark only after the load commits
+
+**High watermark.** The largest ``updated_at`` this pipeline has loaded *and committed* into the
+warehouse. Every run reads ``[watermark - lookback, upper)`` from ``shop`` where ``upper`` is the
+source's ``now()``, but never later than the start of the oldest still-open transaction that writes
+the source table (a row it stamped is not visible yet; ``cdclab.delta.oldest_open_transaction_start``), and upserts it into the target.
+
+**Watermark storage.** ``state.watermarks`` in the ``warehouse`` (``cdclab.state.TableWatermarkStore``):
+the value with its declared type (``timestamptz``), who wrote it (DAG id, run id), and every change in
+``state.watermark_history``. A value of the wrong type or later than now (+5 min) is refused with
+``WatermarkTypeError`` / ``WatermarkInFutureError``.
+
+**Update patterns.** ``load`` commits the rows, then ``advance_watermark`` moves the watermark with
+compare-and-set from the value the load started from (``watermark_mode="after_commit"``, default). If
+another run moved it meanwhile the task fails with ``WatermarkConflictError`` instead of overwriting.
+Because target and state share the warehouse, ``watermark_mode="same_transaction"`` commits rows and
+watermark atomically instead — the strongest pattern when it is available.
+
+**Recovery handling.** A crash between "load committed" and "watermark stored" (simulate it with
+``{"fail_after_load": true}``) leaves the old watermark. The rerun reads the same rows again; the
+upsert is guarded by ``version`` so they are counted as ``skipped`` — no gap (the watermark never ran
+ahead of the data) and no duplicate (the target is keyed, the replay is idempotent). The opposite
+order (watermark first, then load) would lose the rows of a crashed run forever.
+
+Observe: ``SELECT * FROM state.watermarks WHERE key LIKE '71_01_03/%'``, the history in
+``state.watermark_history``, the target ``core.customers_71_01_03``; the task logs print rows read,
+inserted, updated and skipped. Trigger with ``{"fail_after_load": true}`` in the UI to see the failed
+run, then trigger again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pendulum
+from airflow.sdk import Param, dag, task
+from airflow.timetables.interval import CronDataIntervalTimetable
+
+DAG_ID = "71_01_03_watermarks"
+KEY_COLUMNS = ["id"]
+
+
+class SimulatedCrashAfterLoad(RuntimeError):
+    """Raised by ``fail_after_load=True`` after the load committed and before the watermark moved."""
+
+
+def _key(params: dict[str, Any]) -> str:
+    return params["watermark_key"] or f"71_01_03/{params['source_table']}->{params['target_table']}"
+
+
+@dag(
+    dag_id=DAG_ID,
+    schedule=CronDataIntervalTimetable("@hourly", timezone="UTC"),
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["71.1", "watermarks", "reference", "core", "intermediate", "success"],
+    doc_md=__doc__,
+    params={
+        "source_table": Param("public.customers", type="string"),
+        "target_table": Param("core.customers_71_01_03", type="string"),
+        "watermark_key": Param("", type="string", description="default: 71_01_03/<source>-><target>"),
+        "lookback_seconds": Param(0, type="integer", minimum=0),
+        "null_policy": Param("raise", enum=["raise", "include", "exclude"]),
+        "watermark_mode": Param("after_commit", enum=["after_commit", "same_transaction"]),
+        "fail_after_load": Param(False, type="boolean"),
+        "batch_size": Param(500, type="integer", minimum=1),
+    },
+)
+def watermarks() -> None:
+    @task
+    def prepare(params: dict[str, Any]) -> None:
+        from cdclab import state, upsert
+        from cdclab.db import SHOP, WAREHOUSE, connect
+
+        shop, wh = connect(SHOP), connect(WAREHOUSE)
+        try:
+            state.ensure_schema(wh)
+            upsert.ensure_mirror_table(shop, params["source_table"], wh, params["target_table"], KEY_COLUMNS)
+        finally:
+            shop.close()
+            wh.close()
+
+    @task
+    def load(params: dict[str, Any], dag_run: Any = None) -> dict[str, Any]:
+        from datetime import timedelta
+
+        from cdclab import delta, state, upsert
+        from cdclab.db import SHOP, WAREHOUSE, connect
+
+        key = _key(params)
+        shop, wh = connect(SHOP), connect(WAREHOUSE)
+        try:
+            store = state.TableWatermarkStore(wh)
+            old = store.read(key, "timestamptz")
+            with shop.cursor() as cur:
+                cur.execute("SELECT now()")
+                upper = cur.fetchone()[0]
+            oldest_open = delta.oldest_open_transaction_start(shop, params["source_table"])
+            if oldest_open is not None and oldest_open < upper:
+                upper = oldest_open
+            result = delta.read_timestamp_delta(
+                shop,
+                params["source_table"],
+                cursor_column="updated_at",
+                key_columns=KEY_COLUMNS,
+                since=old,
+                until=upper,
+                lookback=timedelta(seconds=params["lookback_seconds"]),
+                batch_size=params["batch_size"],
+                null_policy=params["null_policy"],
+            )
+            shop.rollback()
+            new = delta.next_watermark(old, result)
+            with wh:  # commit the rows (and, in same_transaction mode, the watermark) or nothing
+                written = upsert.upsert_rows(wh, params["target_table"], result.rows, KEY_COLUMNS, "version")
+                if params["watermark_mode"] == "same_transaction" and new is not None and new != old:
+                    store.advance(
+                        key, old, new, value_type="timestamptz", dag_id=DAG_ID, run_id=dag_run.run_id
+                    )
+            print(
+                f"watermark {old} -> {new} (upper bound {upper}); read {len(result.rows)} rows, "
+                f"null cursor rows {result.null_cursor_rows}; inserted {written.inserted}, "
+                f"updated {written.updated}, skipped {written.skipped}"
+            )
+        finally:
+            shop.close()
+            wh.close()
+        if params["fail_after_load"]:
+            raise SimulatedCrashAfterLoad(
+                f"simulated crash: {written.written} rows committed into {params['target_table']}, "
+                f"watermark {key!r} still at {old}. Rerun: the same rows are re-read and skipped."
+            )
+        payload = {
+            "key": key,
+            "mode": params["watermark_mode"],
+            "rows_read": len(result.rows),
+            "inserted": written.inserted,
+            "updated": written.updated,
+            "skipped": written.skipped,
+            "old": None if old is None else state.xcom_payload(old, "timestamptz"),
+            "new": None if new is None else state.xcom_payload(new, "timestamptz"),
+        }
+        return payload
+
+    @task
+    def advance_watermark(loaded: dict[str, Any], dag_run: Any = None) -> str | None:
+        from cdclab import state
+        from cdclab.db import WAREHOUSE, connect
+
+        old = state.from_xcom_payload(loaded["old"], "timestamptz")
+        new = state.from_xcom_payload(loaded["new"], "timestamptz")
+        if loaded["mode"] == "same_transaction" or new is None or new == old:
+            print(f"watermark {loaded['key']!r} stays at {new} ({loaded['mode']})")
+            return None if new is None else new.isoformat()
+        wh = connect(WAREHOUSE)
+        try:
+            with wh:
+                state.TableWatermarkStore(wh).advance(
+                    loaded["key"], old, new, value_type="timestamptz", dag_id=DAG_ID, run_id=dag_run.run_id
+                )
+        finally:
+            wh.close()
+        print(f"watermark {loaded['key']!r}: {old} -> {new}")
+        return new.isoformat()
+
+    prepared = prepare()
+    loaded = load()
+    prepared >> loaded
+    advance_watermark(loaded)
+
+
+watermarks()
