@@ -1,0 +1,156 @@
+"""# 71.2.3 Event-time processing: late data, reprocessing windows, clock skew
+
+Hourly revenue **by the hour the order was placed** (`ordered_at`, event time), although orders reach
+`shop` minutes or hours later (`updated_at`, processing time: a phone that was offline, a partner
+batch upload). Target: `marts.orders_hourly_event_time`, one row per event-time hour.
+
+1. **Event vs processing time.** The run for data interval `[s, e)` reads the rows that *arrived* in it
+   (`updated_at` in `[s, e)`: each arrival is seen by exactly one run) but aggregates them into the
+   window of their *event time*: an order placed at 09:30 and arriving at 10:10 belongs to 09:00-10:00.
+2. **Late data handling.** Each arrival is classified (`cdclab.intervals.classify_arrival`):
+   *on time* (arrived before its window ended), *late* (after, but within `allowed_lateness_minutes`:
+   accepted), *too late* (after that). Too-late rows are **not applied and not dropped**: they are written to
+   `dlq.orders_late_events` with their reason, window and the run that saw them.
+3. **Reprocessing windows.** Every window that received an accepted arrival is **recomputed from the
+   source** (`cdclab.windowagg.recompute`), not incremented: the query counts all of the window's accepted
+   events, so a recompute is idempotent and convergent (a rerun of an old interval cannot roll a window back),
+   and a window is final once `window end + allowed lateness` has passed. `late_orders` shows how many of a
+   window's orders came late.
+4. **Time skew.** An event time ahead of its arrival by more than `skew_tolerance_minutes` means a wrong
+   client clock: it is classified `future`, kept out of the aggregate (it would open a window that has not
+   happened yet) and recorded in `dlq.orders_late_events` as well. Skew within the tolerance is accepted.
+
+**Observe it:** `warehouse`: `SELECT * FROM marts.orders_hourly_event_time ORDER BY 1` and
+`SELECT arrival, count(*) FROM dlq.orders_late_events GROUP BY 1`; in the Airflow UI the
+`classify_arrivals` task's return value lists the windows each run recomputed.
+Params: `source`, `target`, `late_log`, `window_minutes`, `allowed_lateness_minutes`, `skew_tolerance_minutes`.
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import CronDataIntervalTimetable, dag, get_current_context, task
+
+
+@dag(
+    dag_id="71_02_03_event_time",
+    schedule=CronDataIntervalTimetable("0 * * * *", timezone="UTC"),
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["71.2", "reference", "patterns", "intermediate", "success"],
+    doc_md=__doc__,
+    params={
+        "source": "public.orders",
+        "target": "marts.orders_hourly_event_time",
+        "late_log": "dlq.orders_late_events",
+        "window_minutes": 60,
+        "allowed_lateness_minutes": 120,
+        "skew_tolerance_minutes": 5,
+    },
+)
+def _71_02_03_event_time():
+    @task
+    def classify_arrivals(params: dict | None = None) -> list[list[str]]:
+        """Classify this interval's arrivals; record too-late and future ones; return windows to recompute."""
+        from datetime import timedelta
+
+        from psycopg2 import sql
+
+        from cdclab.db import SHOP, WAREHOUSE, ident, transaction
+        from cdclab.intervals import WindowSpec, classify_arrival, from_context
+
+        p = params or {}
+        ctx = get_current_context()
+        interval = from_context(ctx)
+        spec = WindowSpec.tumbling(timedelta(minutes=int(p["window_minutes"])))
+        lateness = timedelta(minutes=int(p["allowed_lateness_minutes"]))
+        skew = timedelta(minutes=int(p["skew_tolerance_minutes"]))
+        where, bounds = interval.sql_predicate("updated_at")
+        with transaction(SHOP) as cur:
+            cur.execute(
+                sql.SQL(
+                    "SELECT id, ordered_at, updated_at FROM {src} WHERE {w} ORDER BY updated_at, id"
+                ).format(src=ident(p["source"]), w=where),
+                bounds,
+            )
+            arrivals = cur.fetchall()
+        affected, rejected = set(), []
+        for order_id, event_time, seen_at in arrivals:
+            window = spec.window_for(event_time)
+            arrival = classify_arrival(event_time, seen_at, window, lateness, skew)
+            if arrival in ("on_time", "late"):
+                affected.add(window)
+            else:
+                reason = (
+                    f"arrived {seen_at - window.end} after its window closed (allowed lateness {lateness})"
+                    if arrival == "too_late"
+                    else f"event time {event_time - seen_at} ahead of arrival (skew tolerance {skew})"
+                )
+                rejected.append(
+                    (
+                        order_id,
+                        event_time,
+                        seen_at,
+                        window.start,
+                        window.end,
+                        arrival,
+                        reason,
+                        interval.start,
+                        ctx["run_id"],
+                    )
+                )
+        with transaction(WAREHOUSE) as cur:
+            cur.execute(
+                sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {t} (order_id bigint NOT NULL, event_time timestamptz NOT NULL, "
+                    "seen_at timestamptz NOT NULL, window_start timestamptz, window_end timestamptz, "
+                    "arrival text NOT NULL, reason text NOT NULL, interval_start timestamptz, seen_by_run text, "
+                    "PRIMARY KEY (order_id, seen_at))"
+                ).format(t=ident(p["late_log"]))
+            )
+            cur.executemany(
+                sql.SQL(
+                    "INSERT INTO {t} (order_id, event_time, seen_at, window_start, window_end, arrival, reason, "
+                    "interval_start, seen_by_run) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                    "ON CONFLICT (order_id, seen_at) DO UPDATE SET arrival = EXCLUDED.arrival, "
+                    "reason = EXCLUDED.reason, seen_by_run = EXCLUDED.seen_by_run"
+                ).format(t=ident(p["late_log"])),
+                rejected,
+            )
+        print(
+            f"{len(arrivals)} arrivals, {len(rejected)} recorded as too late / future, "
+            f"{len(affected)} windows to recompute"
+        )
+        return [[w.start.isoformat(), w.end.isoformat()] for w in sorted(affected)]
+
+    @task
+    def recompute_windows(windows: list[list[str]], params: dict | None = None) -> int:
+        """Recompute each affected window from the source: all of its accepted events, whenever they arrived."""
+        from datetime import timedelta
+
+        from cdclab import windowagg
+        from cdclab.db import SHOP, WAREHOUSE, transaction
+        from cdclab.intervals import Window
+
+        p = params or {}
+        ctx = get_current_context()
+        todo = [Window(pendulum.parse(a), pendulum.parse(b)) for a, b in windows]
+        with transaction(SHOP) as src, transaction(WAREHOUSE) as dst:
+            dst.execute(windowagg.create_window_table_sql(p["target"]))
+            windowagg.recompute(
+                src,
+                dst,
+                p["source"],
+                p["target"],
+                todo,
+                ctx["run_id"],
+                lateness=timedelta(minutes=int(p["allowed_lateness_minutes"])),
+                skew=timedelta(minutes=int(p["skew_tolerance_minutes"])),
+            )
+        return len(todo)
+
+    recompute_windows(classify_arrivals())
+
+
+_71_02_03_event_time()
