@@ -6,6 +6,7 @@
     cdclab lab logs SERVICE [-n N] the last lines of a service's log
     cdclab lab clean               stop everything and wipe the state (databases, topics, buckets)
     cdclab lab env                 print the environment the launcher gives services (for `eval`)
+    cdclab offsets show|reset      exactly-once consumer offsets (warehouse.state.kafka_offsets)
     cdclab workload ...            drive changes into the shop database (see `cdclab workload -h`)
 """
 
@@ -62,6 +63,25 @@ def _lab(args: argparse.Namespace) -> int:
     raise AssertionError(args.action)
 
 
+def _offsets(args: argparse.Namespace) -> int:
+    import psycopg2
+
+    from cdclab.cdc import offsets
+    from cdclab.lab.config import LabConfig
+
+    cfg = LabConfig.load()
+    with psycopg2.connect(cfg.pg_dsn("warehouse")) as conn, conn.cursor() as cur:
+        if args.action == "show":
+            print(offsets.format_report(offsets.report(cur, cfg.kafka_bootstrap, args.group)))
+            return 0
+        if not (args.group and args.topic):
+            print("cdclab offsets reset needs --group and --topic", file=sys.stderr)
+            return 2
+        moved = offsets.reset(cur, cfg.kafka_bootstrap, args.group, args.topic, args.to)
+    print(f"{args.group} on {args.topic} now starts at " + ", ".join(f"[{p}] {o}" for p, o in sorted(moved.items())))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cdclab", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -72,6 +92,12 @@ def main(argv: list[str] | None = None) -> int:
     lab.add_argument("--check", action="store_true")
     lab.add_argument("-n", "--lines", type=int, default=60)
     lab.set_defaults(func=_lab)
+    offsets = sub.add_parser("offsets", help="exactly-once consumer offsets kept in warehouse.state.kafka_offsets")
+    offsets.add_argument("action", choices=["show", "reset"])
+    offsets.add_argument("--group", help="consumer group (show: all groups when omitted)")
+    offsets.add_argument("--topic", help="topic to reset")
+    offsets.add_argument("--to", default="earliest", help="earliest | latest | an offset (reset)")
+    offsets.set_defaults(func=_offsets)
     from cdclab import workload
 
     workload.add_cli(sub)

@@ -217,6 +217,17 @@ def consume_into_postgres(
             for key, end in list(pending.items()):
                 if positions.get(key, 0) >= end:
                     del pending[key]
+        # Past the last record there may only be transaction markers: move the stored offsets over them,
+        # so the reported lag of a caught-up group is 0 (no data is involved, nothing can be lost).
+        moved = {}
+        for tp in consumer.position([TopicPartition(t, p) for (t, p) in ends]):
+            key = (tp.topic, tp.partition)
+            if tp.offset >= 0 and tp.offset > result.positions.get(key, 0) and tp.offset <= ends[key]:
+                moved[key] = tp.offset
+        if moved:
+            with conn, conn.cursor() as cur:
+                save_offsets(cur, group, moved, who)
+            result.positions.update(moved)
         # informational only: lets kafka-consumer-groups show the group's progress
         commit = [TopicPartition(t, p, o) for (t, p), o in result.positions.items()]
         if commit:
