@@ -85,3 +85,35 @@ def sha256(data: bytes) -> str:
 
 
 __all__ = ["FIELDS", "corrupt", "drop", "expected", "file_bytes", "make_rows", "sha256"]
+
+
+def drop_batch(
+    store: ObjectStore,
+    bucket: str,
+    folder: str,
+    batch_id: str,
+    files: dict[str, list[dict[str, Any]]],
+    *,
+    write_manifest: bool = True,
+    lie_about: dict[str, dict[str, Any]] | None = None,
+) -> str:
+    """Upload a batch folder's data files, then its ``_manifest.json`` (last: the commit marker).
+    ``lie_about`` overrides manifest fields per file name (to test mismatches). Returns the manifest key."""
+    from cdclab.files.manifest import MANIFEST_NAME, render_manifest
+
+    entries = []
+    for name, rows in files.items():
+        data = drop(store, bucket, f"{folder}{name}", rows)
+        entries.append(
+            {
+                "key": name,
+                "size": len(data),
+                "sha256": sha256(data),
+                "rows": len(rows),
+                **(lie_about or {}).get(name, {}),
+            }
+        )
+    key = f"{folder}{MANIFEST_NAME}"
+    if write_manifest:
+        store.put(bucket, key, render_manifest(batch_id, "partner-sim", datetime.now(UTC), entries))
+    return key

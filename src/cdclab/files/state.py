@@ -108,11 +108,24 @@ CREATE TABLE IF NOT EXISTS dlq.file_quarantine (
 );
 """
 
+TABLES = (
+    "state.file_manifest",
+    "state.file_watermark",
+    "state.file_audit",
+    "state.file_chunks",
+    "dlq.file_quarantine",
+)
 _LOCK_KEY = 71_04_0000  # advisory lock serialising concurrent CREATE ... IF NOT EXISTS
 
 
 def ensure_tables(cur: Any) -> None:
-    """Create the state tables if missing (idempotent, safe when several tasks start at once)."""
+    """Create the state tables if missing (idempotent, safe when several tasks start at once).
+
+    When they all exist no DDL runs: ``CREATE INDEX IF NOT EXISTS`` would still queue for a table lock
+    behind running loaders."""
+    cur.execute("SELECT " + " AND ".join(f"to_regclass('{t}') IS NOT NULL" for t in TABLES))
+    if cur.fetchone()[0]:
+        return
     cur.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
     cur.execute(DDL)
 

@@ -1,0 +1,154 @@
+"""71.4.2 File Manifest Processing — producer manifests drive the loads; every file has a tracked status.
+
+A partner delivers a batch as a folder: data files first, then ``_manifest.json`` naming each file with
+its size, sha256 and row count. The manifest is the commit marker: until it exists the batch is in
+flight and nothing in the folder is touched. The four points:
+
+1. **Manifest files** — the sensor waits for ``<prefix>*/_manifest.json``; each new manifest is parsed and
+   validated (:mod:`cdclab.files.manifest`). An invalid manifest is quarantined with its reason. A
+   manifest naming a file that is not in the bucket yet stays pending and is retried next run.
+2. **File tracking** — every file named by a manifest is registered in ``state.file_manifest`` with its
+   batch id and the producer's expectations (rows, sha256). Files no manifest names are never loaded.
+3. **Processed status** — each file goes ``discovered -> loaded | quarantined`` (sha256 or row count
+   disagreeing with the manifest quarantines it: partial upload or stale manifest); when every file
+   of a batch is finished, a receipt goes to ``manifests/<pipeline>/<batch_id>.receipt.json``.
+4. **Reprocessing** — trigger with ``{"reprocess_keys": [...]}`` or ``{"reprocess_batch": "<id>"}``: the
+   files go back to ``discovered`` (audited as ``reprocess``) and are loaded again by *replacing* their
+   rows (delete by source key + insert in one transaction), so a reprocess never duplicates rows.
+
+Observe: MinIO console bucket ``landing`` folder ``71_04_02_manifest/``, bucket ``manifests`` for
+receipts; in ``warehouse``: ``SELECT kind, batch_id, key, status, expected_rows, row_count, attempts
+FROM state.file_manifest WHERE pipeline = '71_04_02_manifest'``, ``state.file_audit``,
+``staging.partner_events``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+import pendulum
+from airflow.providers.amazon.aws.sensors.s3 import S3KeySensor
+from airflow.sdk import dag, task
+
+PIPELINE = "71_04_02_manifest"
+DEFERRABLE = importlib.util.find_spec("aiobotocore") is not None
+
+
+def _has_work(files: list[dict[str, Any]], **context: Any) -> bool:
+    from cdclab.db import WAREHOUSE, transaction
+    from cdclab.files import detection, state
+
+    p = context["params"]
+    if p["reprocess_keys"] or p["reprocess_batch"]:
+        return True
+    with transaction(WAREHOUSE) as cur:
+        state.ensure_tables(cur)
+        return detection.needs_processing(cur, p["pipeline"], files, p["bucket"]) or bool(
+            state.pending(cur, p["pipeline"], max_attempts=p["max_attempts"])
+        )
+
+
+@dag(
+    dag_id="71_04_02_manifest",
+    schedule="*/5 * * * *",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["71.4", "files", "reference", "patterns", "intermediate", "success"],
+    doc_md=__doc__,
+    params={
+        "pipeline": PIPELINE,
+        "bucket": "landing",
+        "prefix": f"{PIPELINE}/",
+        "target": "staging.partner_events",
+        "quarantine_bucket": "quarantine",
+        "receipts_bucket": "manifests",
+        "max_attempts": 3,
+        "reprocess_keys": [],
+        "reprocess_batch": "",
+    },
+)
+def manifest_71_04_02():
+    wait = S3KeySensor(
+        task_id="wait_for_manifest",
+        aws_conn_id="minio",
+        bucket_key="s3://{{ params.bucket }}/{{ params.prefix }}*/_manifest.json",
+        wildcard_match=True,
+        check_fn=_has_work,
+        metadata_keys=["Key", "Size", "ETag"],
+        deferrable=DEFERRABLE,
+        mode="poke" if DEFERRABLE else "reschedule",
+        poke_interval=10,
+        timeout=300,
+        soft_fail=True,
+    )
+
+    @task
+    def register_batches(**context: Any) -> dict[str, list[str]]:
+        """New manifests -> ledger (kind=manifest); each pending manifest registers its files."""
+        from cdclab.db import WAREHOUSE, transaction
+        from cdclab.files import loading, manifest, state
+        from cdclab.files.store import ObjectStore
+
+        p, store = context["params"], ObjectStore()
+        with transaction(WAREHOUSE) as cur:
+            loading.ensure_target(cur, p["target"])
+        listed = store.list_objects(p["bucket"], p["prefix"], f"*/{manifest.MANIFEST_NAME}")
+        with transaction(WAREHOUSE) as cur:
+            state.register(cur, p["pipeline"], listed, kind="manifest")
+            todo = state.pending(cur, p["pipeline"], kind="manifest")
+        result: dict[str, list[str]] = {}
+        for row in todo:
+            with transaction(WAREHOUSE) as cur:
+                outcome = manifest.register_batch(cur, store, p["pipeline"], row.obj, p["quarantine_bucket"])
+            if outcome == "quarantined":
+                from cdclab.files.archive import delete_source
+
+                delete_source(store, row.obj)
+            result.setdefault(outcome, []).append(row.key)
+        print(f"manifests: {result}")
+        return result
+
+    @task
+    def request_reprocess(**context: Any) -> list[str]:
+        from cdclab.db import WAREHOUSE, transaction
+        from cdclab.files import state
+
+        p = context["params"]
+        if not (p["reprocess_keys"] or p["reprocess_batch"]):
+            return []
+        with transaction(WAREHOUSE) as cur:
+            reset = state.reset_for_reprocess(
+                cur, p["pipeline"], keys=p["reprocess_keys"] or None, batch_id=p["reprocess_batch"] or None
+            )
+        print(f"reprocess requested for {[r.key for r in reset]}")
+        return [r.key for r in reset]
+
+    @task
+    def load_files(**context: Any) -> dict[str, Any]:
+        from cdclab.db import WAREHOUSE, transaction
+        from cdclab.files import loading, state
+        from cdclab.files.store import ObjectStore
+
+        p = context["params"]
+        with transaction(WAREHOUSE) as cur:
+            todo = [r.obj for r in state.pending(cur, p["pipeline"], max_attempts=p["max_attempts"])]
+        return loading.load_all(
+            ObjectStore(), p["pipeline"], todo, p["target"], p["quarantine_bucket"], p["max_attempts"]
+        )
+
+    @task
+    def write_receipts(**context: Any) -> list[str]:
+        from cdclab.db import WAREHOUSE, transaction
+        from cdclab.files import manifest
+        from cdclab.files.store import ObjectStore
+
+        p = context["params"]
+        with transaction(WAREHOUSE) as cur:
+            return manifest.complete_batches(cur, ObjectStore(), p["pipeline"], p["receipts_bucket"])
+
+    wait >> register_batches() >> request_reprocess() >> load_files() >> write_receipts()
+
+
+manifest_71_04_02()
