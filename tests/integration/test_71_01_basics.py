@@ -1,0 +1,85 @@
+"""71_01_01_basics: full and incremental loads of the same table, measured side by side."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.dagrun import run_dag
+from tests.integration._71_01_helpers import (
+    create_customers_copy,
+    drop,
+    execute,
+    hour,
+    insert_customers,
+    rows,
+    scalar,
+)
+
+DAG_ID = "71_01_01_basics"
+
+
+@pytest.fixture
+def setup(shop_db, warehouse_db, names):
+    src = f"public.{names('cust')}"
+    full, incr, pipeline = f"core.{names('full')}", f"core.{names('incr')}", names("71_01_01")
+    create_customers_copy(shop_db, src)
+    conf = {"source_table": src, "full_target": full, "incremental_target": incr, "pipeline": pipeline}
+    yield src, full, incr, pipeline, conf
+    drop(shop_db, src)
+    drop(warehouse_db, full, incr)
+
+
+def metrics(warehouse_db, pipeline):
+    with warehouse_db.cursor() as cur:
+        cur.execute(
+            "SELECT strategy, rows_read, rows_written FROM state.run_metrics WHERE pipeline = %s "
+            "ORDER BY interval_end, strategy",
+            (pipeline,),
+        )
+        return cur.fetchall()
+
+
+def test_full_and_incremental_loads_agree_and_the_metrics_show_the_difference(shop_db, warehouse_db, setup):
+    src, full, incr, pipeline, conf = setup
+    insert_customers(shop_db, src, list(range(1, 41)))  # one transaction per row: distinct updated_at
+    run_dag(DAG_ID, hour(1), conf)
+    assert rows(warehouse_db, full) == rows(shop_db, src)
+    assert rows(warehouse_db, incr) == rows(shop_db, src)
+
+    wm = scalar(shop_db, f"SELECT max(updated_at) FROM {src}")
+    execute(shop_db, f"UPDATE {src} SET tier = 'gold' WHERE id IN (3, 4)")
+    insert_customers(shop_db, src, [41])
+    expected_incremental_read = scalar(shop_db, f"SELECT count(*) FROM {src} WHERE updated_at >= %s", (wm,))
+    run_dag(DAG_ID, hour(2), conf)
+    assert rows(warehouse_db, full) == rows(shop_db, src)
+    assert rows(warehouse_db, incr) == rows(shop_db, src)
+
+    run_dag(DAG_ID, hour(3), conf)  # a quiet hour: nothing changed
+    assert rows(warehouse_db, full) == rows(shop_db, src)
+    assert rows(warehouse_db, incr) == rows(shop_db, src)
+
+    assert expected_incremental_read == 4  # 2 updated + 1 inserted + the row at the old watermark
+    assert metrics(warehouse_db, pipeline) == [
+        ("full", 40, 40),
+        ("incremental", 40, 40),
+        ("full", 41, 41),
+        ("incremental", expected_incremental_read, 3),
+        ("full", 41, 41),
+        ("incremental", 1, 0),  # re-reads the row at the watermark, writes nothing
+    ]
+
+
+def test_a_hard_delete_reaches_the_full_target_but_not_the_incremental_one(shop_db, warehouse_db, setup):
+    src, full, incr, _, conf = setup
+    insert_customers(shop_db, src, [1, 2, 3])
+    run_dag(DAG_ID, hour(1), conf)
+    execute(shop_db, f"DELETE FROM {src} WHERE id = 2")
+    execute(shop_db, f"UPDATE {src} SET tier = 'gold' WHERE id = 3")
+    run_dag(DAG_ID, hour(2), conf)
+    insert_customers(shop_db, src, [4])
+    run_dag(DAG_ID, hour(3), conf)
+    source = rows(shop_db, src)
+    assert rows(warehouse_db, full) == source
+    incremental = rows(warehouse_db, incr)
+    assert [r for r in incremental if r[0] != 2] == source
+    assert [r[0] for r in incremental] == [1, 2, 3, 4]  # the deleted customer lingers
