@@ -99,3 +99,196 @@ def check_coverage(chunks: list[tuple[int, int]], data_start: int, size: int) ->
         pos = end
     if pos != size:
         raise ValueError(f"chunks end at byte {pos}, file size is {size}")
+
+
+# ---- chunk tracking and result assembly (warehouse) -------------------------------------------------
+def plan_object(
+    store: Any, obj: Any, chunk_bytes: int, probe: int = DEFAULT_PROBE
+) -> tuple[int, list[Chunk]]:
+    """``(data_start, chunks)`` for one object; a gzip object is one whole chunk (not splittable)."""
+    from cdclab.files.records import file_format, is_compressed
+
+    if is_compressed(obj.key):
+        return 0, [Chunk(0, 0, obj.size)]
+
+    def read(a: int, b: int) -> bytes:
+        return bytes(store.get_range(obj.bucket, obj.key, a, b))
+
+    start = data_start_of(read, obj.size, file_format(obj.key) == "csv", probe)
+    return start, plan_chunks(read, obj.size, chunk_bytes, start, probe)
+
+
+def register_chunks(cur: Any, pipeline: str, obj: Any, chunks: list[Chunk]) -> None:
+    """Insert chunk rows (``pending``); a re-plan of the same (key, etag) keeps existing rows."""
+    for c in chunks:
+        cur.execute(
+            "INSERT INTO state.file_chunks (pipeline, bucket, key, etag, chunk_no, start_byte, end_byte)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+            (pipeline, obj.bucket, obj.key, obj.etag, c.chunk_no, c.start, c.end),
+        )
+
+
+def chunk_rows(cur: Any, pipeline: str, obj: Any) -> list[dict[str, Any]]:
+    cur.execute(
+        "SELECT chunk_no, start_byte, end_byte, status, row_count, attempts, error FROM state.file_chunks"
+        " WHERE pipeline = %s AND bucket = %s AND key = %s AND etag = %s ORDER BY chunk_no",
+        (pipeline, obj.bucket, obj.key, obj.etag),
+    )
+    cols = ("chunk_no", "start", "end", "status", "rows", "attempts", "error")
+    return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+
+def ensure_chunk_table(cur: Any, chunk_table: str) -> None:
+    from psycopg2 import sql
+
+    from cdclab.db import ident
+    from cdclab.files.loading import TARGET_DDL
+
+    cur.execute(sql.SQL(TARGET_DDL).format(target=ident(chunk_table)))
+
+
+def load_chunk(
+    store: Any,
+    pipeline: str,
+    obj: Any,
+    chunk: Chunk,
+    chunk_table: str,
+    fail_before_commit: bool = False,
+    conn_id: str = "warehouse",
+) -> dict[str, Any]:
+    """Read one chunk with a Range GET, parse it and replace its rows in the chunk table; the chunk row
+    becomes ``loaded`` in the same transaction. A loaded chunk is skipped (a retry redoes only failed
+    ones). Corrupt content marks the chunk ``failed`` with a ``corrupt:`` error and does not raise, so the
+    other chunks finish and assembly quarantines the file."""
+    from psycopg2 import sql
+
+    from cdclab.db import ident, transaction
+    from cdclab.files.errors import CorruptFile
+    from cdclab.files.loading import insert_records
+    from cdclab.files.records import decompress, file_format, header_of, is_compressed, parse
+
+    with transaction(conn_id) as cur:  # count the attempt even if this one dies
+        cur.execute(
+            "UPDATE state.file_chunks SET attempts = attempts + 1, updated_at = clock_timestamp()"
+            " WHERE pipeline = %s AND bucket = %s AND key = %s AND etag = %s AND chunk_no = %s"
+            " AND status <> 'loaded' RETURNING attempts",
+            (pipeline, obj.bucket, obj.key, obj.etag, chunk.chunk_no),
+        )
+        if cur.fetchone() is None:
+            return {"chunk_no": chunk.chunk_no, "status": "skipped"}
+    with transaction(conn_id) as cur:
+        where = (pipeline, obj.bucket, obj.key, obj.etag, chunk.chunk_no)
+        cur.execute(
+            "SELECT status FROM state.file_chunks WHERE pipeline = %s AND bucket = %s AND key = %s"
+            " AND etag = %s AND chunk_no = %s FOR UPDATE",
+            where,
+        )
+        fmt = file_format(obj.key)
+        try:
+            if is_compressed(obj.key):
+                data = decompress(obj.key, store.get(obj.bucket, obj.key))
+                records = parse(obj.key, data, fmt)
+            else:
+                header = (
+                    header_of(store.get_range(obj.bucket, obj.key, 0, min(obj.size, DEFAULT_PROBE)))[0]
+                    if fmt == "csv"
+                    else None
+                )
+                data = store.get_range(obj.bucket, obj.key, chunk.start, chunk.end)
+                records = parse(obj.key, data, fmt, base=chunk.start, header=header)
+        except CorruptFile as exc:
+            cur.execute(
+                "UPDATE state.file_chunks SET status = 'failed', error = %s WHERE pipeline = %s AND bucket = %s"
+                " AND key = %s AND etag = %s AND chunk_no = %s",
+                (f"corrupt:{exc.reason}:{exc.offset}: {exc}", *where),
+            )
+            return {"chunk_no": chunk.chunk_no, "status": "corrupt", "error": str(exc)}
+        cur.execute(
+            sql.SQL(
+                "DELETE FROM {t} WHERE source_bucket = %s AND source_key = %s AND source_etag = %s"
+                " AND source_offset >= %s AND source_offset < %s"
+            ).format(t=ident(chunk_table)),
+            (obj.bucket, obj.key, obj.etag, chunk.start, chunk.end),
+        )
+        insert_records(cur, chunk_table, obj, records)
+        if fail_before_commit:
+            raise RuntimeError(f"simulated failure in chunk {chunk.chunk_no} after inserting, before commit")
+        cur.execute(
+            "UPDATE state.file_chunks SET status = 'loaded', row_count = %s, error = NULL,"
+            " updated_at = clock_timestamp() WHERE pipeline = %s AND bucket = %s AND key = %s AND etag = %s"
+            " AND chunk_no = %s",
+            (len(records), *where),
+        )
+        return {"chunk_no": chunk.chunk_no, "status": "loaded", "rows": len(records)}
+
+
+def assemble(
+    cur: Any,
+    store: Any,
+    pipeline: str,
+    obj: Any,
+    data_start: int,
+    target: str,
+    chunk_table: str,
+    quarantine_bucket: str = "quarantine",
+) -> dict[str, Any]:
+    """Result assembly in ``cur``'s transaction: check every chunk is loaded and the ranges tile the file,
+    replace the file's rows in ``target`` from the chunk table, clear the chunk table, mark the file
+    ``loaded``. A corrupt chunk quarantines the file instead (caller deletes the source after commit)."""
+    from psycopg2 import sql
+
+    from cdclab.db import ident
+    from cdclab.files import archive, state
+    from cdclab.files.errors import BadRecord, ChunkIncomplete, CorruptFile, RowCountMismatch
+
+    row = state.lock_pending(cur, pipeline, obj)
+    if row is None:
+        return {"key": obj.key, "status": "skipped"}
+    chunks = chunk_rows(cur, pipeline, obj)
+    corrupt = [c for c in chunks if c["status"] == "failed" and str(c["error"]).startswith("corrupt:")]
+    if corrupt:
+        _, reason, offset, detail = str(corrupt[0]["error"]).split(":", 3)
+        exc: CorruptFile = BadRecord(
+            detail.strip(), offset=int(offset) if offset not in ("", "None") else None
+        )
+        exc.reason = reason
+        archive.quarantine(cur, store, pipeline, obj, exc, quarantine_bucket)
+        return {"key": obj.key, "status": "quarantined", "reason": reason}
+    not_loaded = [c["chunk_no"] for c in chunks if c["status"] != "loaded"]
+    if not chunks or not_loaded:
+        raise ChunkIncomplete(
+            f"{obj.uri}: chunks {not_loaded or 'none'} not loaded; clear the failed "
+            "load_chunk task instances to rerun only those chunks"
+        )
+    check_coverage([(c["start"], c["end"]) for c in chunks], data_start, obj.size)
+    total = sum(int(c["rows"]) for c in chunks)
+    if row.expected_rows is not None and row.expected_rows != total:
+        exc = RowCountMismatch(f"{obj.uri}: chunks hold {total} rows, manifest says {row.expected_rows}")
+        archive.quarantine(cur, store, pipeline, obj, exc, quarantine_bucket)
+        return {"key": obj.key, "status": "quarantined", "reason": exc.reason}
+    t, ct = ident(target), ident(chunk_table)
+    cur.execute(
+        sql.SQL("DELETE FROM {t} WHERE source_bucket = %s AND source_key = %s").format(t=t),
+        (obj.bucket, obj.key),
+    )
+    cols = sql.SQL(
+        "source_bucket, source_key, source_offset, source_etag, event_id, customer_id, sku, qty,"
+        " amount, event_time"
+    )
+    cur.execute(
+        sql.SQL(
+            "INSERT INTO {t} ({c}) SELECT {c} FROM {ct} WHERE source_bucket = %s AND source_key = %s"
+            " AND source_etag = %s"
+        ).format(t=t, c=cols, ct=ct),
+        (obj.bucket, obj.key, obj.etag),
+    )
+    if cur.rowcount != total:
+        raise ChunkIncomplete(
+            f"{obj.uri}: chunk table holds {cur.rowcount} rows, chunk tracking says {total}"
+        )
+    cur.execute(
+        sql.SQL("DELETE FROM {ct} WHERE source_bucket = %s AND source_key = %s").format(ct=ct),
+        (obj.bucket, obj.key),
+    )
+    state.set_status(cur, pipeline, obj, "loaded", row_count=total)
+    return {"key": obj.key, "status": "loaded", "rows": total, "chunks": len(chunks)}

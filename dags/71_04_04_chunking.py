@@ -1,0 +1,131 @@
+"""71.4.4 Large File Chunking — split a large object into record-aligned byte ranges, load them in
+parallel with dynamic task mapping, track every chunk, assemble the result atomically.
+
+1. **Split large files** — ``plan_chunks`` cuts the object every ``params.chunk_bytes`` bytes and moves
+   each cut to the next record start with a small S3 Range GET (a record starts after a ``\\n``), so no
+   record is split or read twice. The plan costs one probe per boundary, never a full read. A gzip
+   object cannot be entered mid-stream: it becomes one *whole* chunk.
+2. **Parallel processing** — ``load_chunk.expand(...)`` maps one task instance per chunk (up to
+   ``max_active_tis_per_dagrun`` at once); each does one Range GET (``bytes=start-(end-1)``), parses with
+   the chunk's base offset and writes into the chunk staging table ``<target>_chunks``.
+3. **Chunk tracking** — ``state.file_chunks`` keeps each chunk's range, status, rows, attempts and error.
+   A loaded chunk is never redone; a failed one is **retried alone** (task retries, or clearing just
+   that mapped task instance): trigger with ``{"fail_chunk_once": 2}`` to watch chunk 2 fail after
+   inserting its rows, roll back, and succeed on try 2 while the other chunks ran once.
+4. **Result assembly** — ``assemble`` checks every chunk is loaded and the ranges tile
+   ``[data_start, size)`` with no gap or overlap, then in one transaction replaces the file's rows in
+   the target from the chunk table and marks the file ``loaded``: readers never see half a file, and
+   the result equals a single-pass load (``71_04_01``) row for row, offsets included. A corrupt chunk
+   quarantines the whole file.
+
+Observe: put a large CSV under ``landing/71_04_04_chunking/`` (``python -m cdclab.files.bench`` writes
+one), trigger the DAG, watch the mapped ``load_chunk`` instances in the Grid view, then
+``SELECT chunk_no, start_byte, end_byte, status, row_count, attempts FROM state.file_chunks WHERE
+pipeline = '71_04_04_chunking' ORDER BY key, chunk_no``.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pendulum
+from airflow.sdk import dag, task
+
+PIPELINE = "71_04_04_chunking"
+
+
+@dag(
+    dag_id="71_04_04_chunking",
+    schedule="*/15 * * * *",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["71.4", "files", "reference", "patterns", "intermediate", "success"],
+    doc_md=__doc__,
+    params={
+        "pipeline": PIPELINE,
+        "bucket": "landing",
+        "prefix": f"{PIPELINE}/",
+        "pattern": "*",
+        "target": "staging.partner_events",
+        "chunk_table": "",  # default: <target>_chunks
+        "chunk_bytes": 64 * 1024 * 1024,
+        "quarantine_bucket": "quarantine",
+        "fail_chunk_once": -1,  # >= 0: that chunk fails on its first try, after inserting (retry demo)
+    },
+)
+def chunking_71_04_04():
+    @task
+    def plan(**context: Any) -> list[dict[str, Any]]:
+        """Register and return every chunk of every pending file (each item carries its file)."""
+        from cdclab.db import WAREHOUSE, transaction
+        from cdclab.files import chunking, detection, loading, state
+        from cdclab.files.store import ObjectStore
+
+        p, store = context["params"], ObjectStore()
+        chunk_table = p["chunk_table"] or p["target"] + "_chunks"
+        with transaction(WAREHOUSE) as cur:
+            loading.ensure_target(cur, p["target"])
+            chunking.ensure_chunk_table(cur, chunk_table)
+        with transaction(WAREHOUSE) as cur:
+            detection.detect(cur, store, p["pipeline"], p["bucket"], p["prefix"], p["pattern"])
+            todo = [r.obj for r in state.pending(cur, p["pipeline"])]
+        chunks: list[dict[str, Any]] = []
+        for obj in todo:
+            data_start, planned = chunking.plan_object(store, obj, int(p["chunk_bytes"]))
+            with transaction(WAREHOUSE) as cur:
+                chunking.register_chunks(cur, p["pipeline"], obj, planned)
+            chunks += [{"obj": obj.as_dict(), "data_start": data_start, **c.as_dict()} for c in planned]
+            print(f"{obj.uri}: {obj.size} bytes -> {len(planned)} chunk(s) from byte {data_start}")
+        return chunks
+
+    @task(retries=2, retry_delay=timedelta(seconds=1), max_active_tis_per_dagrun=4)
+    def load_chunk(item: dict[str, Any], **context: Any) -> dict[str, Any]:
+        from cdclab.files import chunking
+        from cdclab.files.store import ObjectInfo, ObjectStore
+
+        p = context["params"]
+        chunk = chunking.Chunk(item["chunk_no"], item["start"], item["end"])
+        fail = chunk.chunk_no == int(p["fail_chunk_once"]) and context["ti"].try_number == 1
+        return chunking.load_chunk(
+            ObjectStore(),
+            p["pipeline"],
+            ObjectInfo.from_dict(item["obj"]),
+            chunk,
+            p["chunk_table"] or p["target"] + "_chunks",
+            fail_before_commit=fail,
+        )
+
+    @task
+    def assemble(chunks: list[dict[str, Any]], loaded: list[dict[str, Any]], **context: Any) -> list[Any]:
+        from cdclab.db import WAREHOUSE, transaction
+        from cdclab.files import archive, chunking
+        from cdclab.files.store import ObjectInfo, ObjectStore
+
+        p, store, out = context["params"], ObjectStore(), []
+        files = {c["obj"]["key"]: c for c in chunks}  # one entry per file, in plan order
+        for f in files.values():
+            obj = ObjectInfo.from_dict(f["obj"])
+            with transaction(WAREHOUSE) as cur:
+                result = chunking.assemble(
+                    cur,
+                    store,
+                    p["pipeline"],
+                    obj,
+                    f["data_start"],
+                    p["target"],
+                    p["chunk_table"] or p["target"] + "_chunks",
+                    p["quarantine_bucket"],
+                )
+            if result["status"] == "quarantined":
+                archive.delete_source(store, obj)
+            out.append(result)
+        print(f"assembled {out} from {len(list(loaded))} chunk task(s)")
+        return out
+
+    planned = plan()
+    assemble(planned, load_chunk.expand(item=planned))
+
+
+chunking_71_04_04()
