@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Any
 
 import pendulum
 from pendulum import DateTime
@@ -164,3 +165,26 @@ def local_days_ending_in(start: dt.datetime, end: dt.datetime, tz: str) -> list[
             days.append(bounds)
         day += dt.timedelta(days=1)
     return days
+
+
+def day_totals_sql(orders: str, customers: str | None = None) -> Any:
+    """Order count and revenue of one local day, by UTC bounds (``utc_start``, ``utc_end``).
+
+    With ``customers``: only orders of customers whose ``home_tz`` is ``%(tz)s`` (per-home-zone reporting).
+    The predicate compares the stored UTC instants with the day's UTC bounds, so it uses an index on
+    ``ordered_at`` and is right on 23- and 25-hour days; ``date(ordered_at AT TIME ZONE tz) = day`` gives the
+    same rows but cannot use the index.
+    """
+    from psycopg2 import sql
+
+    from cdclab.db import ident
+
+    if customers is None:
+        return sql.SQL(
+            "SELECT count(*), coalesce(sum(o.total), 0) FROM {o} o "
+            "WHERE o.ordered_at >= %(utc_start)s AND o.ordered_at < %(utc_end)s"
+        ).format(o=ident(orders))
+    return sql.SQL(
+        "SELECT count(*), coalesce(sum(o.total), 0) FROM {o} o JOIN {c} c ON c.id = o.customer_id "
+        "WHERE c.home_tz = %(tz)s AND o.ordered_at >= %(utc_start)s AND o.ordered_at < %(utc_end)s"
+    ).format(o=ident(orders), c=ident(customers))

@@ -1,0 +1,136 @@
+"""# 71.2.5 Time zones: store UTC, report per business day, right on 23- and 25-hour days
+
+Daily order totals per **local day**: for the company (business zone `Europe/Berlin`) and for each
+customer home zone (`shop.customers.home_tz`), in `marts.daily_sales_local`.
+
+1. **UTC storage.** `ordered_at` is a `timestamptz`: Postgres stores the UTC instant; sessions in the lab
+   run with `TimeZone=UTC`. Naive datetimes are refused (`cdclab.timezones.NaiveDatetimeError`): a wall time
+   without a zone names no instant. Zones are applied only when reporting.
+2. **Business time zones.** The DAG's schedule is `CronDataIntervalTimetable("0 0 * * *", "Europe/Berlin")`:
+   each data interval *is* a Berlin business day, from Berlin midnight to Berlin midnight, expressed in UTC.
+   The company row (`scope = 'business'`) totals that interval.
+3. **DST handling.** On change days the interval is 23 h (2026-03-29) or 25 h (2026-10-25) long, and so is
+   every local day built by `cdclab.timezones.local_day_bounds` from two local midnights; the `hours` column
+   shows it. Adding 24 h to a midnight, or `GROUP BY date(ordered_at)` in UTC, misplaces an hour of orders.
+4. **Cross-timezone.** A New York day runs 05:00Z-05:00Z (04:00Z in summer), so one instant falls on
+   different dates in different zones. Each home zone's days are computed with their own UTC bounds
+   (`scope = 'home_tz'`), and a zone's day is reported by the run whose interval contains the day's end
+   (`local_days_ending_in`), so every local day is reported exactly once, when it is complete.
+
+**Observe it:** `warehouse`: `SELECT * FROM marts.daily_sales_local WHERE local_date BETWEEN '2026-03-07'
+AND '2026-03-10' ORDER BY tz, local_date` (New York's 23-hour 2026-03-08). Runs in the UI show the
+interval in UTC: the 2026-03-29 run spans 2026-03-28T23:00Z to 2026-03-29T22:00Z.
+Params: `orders`, `customers` (shop tables), `target`.
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import CronDataIntervalTimetable, dag, get_current_context, task
+
+BUSINESS_TZ = "Europe/Berlin"
+
+
+@dag(
+    dag_id="71_02_05_timezone",
+    schedule=CronDataIntervalTimetable("0 0 * * *", timezone=BUSINESS_TZ),
+    start_date=pendulum.datetime(2026, 1, 1, tz=BUSINESS_TZ),
+    catchup=False,
+    max_active_runs=1,
+    tags=["71.2", "reference", "patterns", "intermediate", "success"],
+    doc_md=__doc__,
+    params={"orders": "public.orders", "customers": "public.customers", "target": "marts.daily_sales_local"},
+)
+def _71_02_05_timezone():
+    @task
+    def home_zones(params: dict | None = None) -> list[str]:
+        """The customers' home zones; an unknown zone fails the run with the customers to fix."""
+        from psycopg2 import sql
+
+        from cdclab.db import SHOP, ident, transaction
+        from cdclab.timezones import UnknownTimeZoneError, zone
+
+        p = params or {}
+        with transaction(SHOP) as cur:
+            cur.execute(
+                sql.SQL("SELECT home_tz, array_agg(id ORDER BY id) FROM {c} GROUP BY 1 ORDER BY 1").format(
+                    c=ident(p["customers"])
+                )
+            )
+            zones = cur.fetchall()
+        bad = []
+        for name, ids in zones:
+            try:
+                zone(name)
+            except UnknownTimeZoneError as exc:
+                bad.append(f"{exc} (customers {ids[:10]})")
+        if bad:
+            raise UnknownTimeZoneError("; ".join(bad))
+        return [name for name, _ in zones]
+
+    @task
+    def report_local_days(zones: list[str], params: dict | None = None) -> list[str]:
+        """Upsert the business day of this interval and every home-zone day that ends inside it."""
+        from psycopg2 import sql
+
+        from cdclab.db import SHOP, WAREHOUSE, ident, transaction
+        from cdclab.intervals import from_context
+        from cdclab.timezones import day_totals_sql, local_date_of, local_day_bounds, local_days_ending_in
+
+        p = params or {}
+        ctx = get_current_context()
+        interval = from_context(ctx)
+        business = local_day_bounds(local_date_of(interval.start, BUSINESS_TZ), BUSINESS_TZ)
+        if (business.utc_start, business.utc_end) != (interval.start, interval.end):
+            raise ValueError(
+                f"data interval {interval} is not the {BUSINESS_TZ} day {business.date}: the "
+                f"schedule must be a daily CronDataIntervalTimetable in {BUSINESS_TZ}"
+            )
+        work = [("business", business, day_totals_sql(p["orders"]))]
+        per_zone = day_totals_sql(p["orders"], p["customers"])
+        work += [
+            ("home_tz", day, per_zone)
+            for tz in zones
+            for day in local_days_ending_in(interval.start, interval.end, tz)
+        ]
+        rows = []
+        with transaction(SHOP) as cur:
+            for scope, day, query in work:
+                cur.execute(query, {"tz": day.tz, "utc_start": day.utc_start, "utc_end": day.utc_end})
+                orders, revenue = cur.fetchone()
+                rows.append(
+                    (
+                        scope,
+                        day.tz,
+                        day.date,
+                        day.utc_start,
+                        day.utc_end,
+                        day.hours,
+                        orders,
+                        revenue,
+                        ctx["run_id"],
+                    )
+                )
+        with transaction(WAREHOUSE) as cur:
+            cur.execute(
+                sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {t} (scope text NOT NULL, tz text NOT NULL, local_date date NOT NULL, "
+                    "utc_start timestamptz NOT NULL, utc_end timestamptz NOT NULL, hours integer NOT NULL, "
+                    "orders integer NOT NULL, revenue numeric(14, 2) NOT NULL, computed_by_run text, "
+                    "PRIMARY KEY (scope, tz, local_date))"
+                ).format(t=ident(p["target"]))
+            )
+            cur.executemany(
+                sql.SQL(
+                    "INSERT INTO {t} VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (scope, tz, local_date) "
+                    "DO UPDATE SET utc_start = EXCLUDED.utc_start, utc_end = EXCLUDED.utc_end, hours = EXCLUDED.hours, "
+                    "orders = EXCLUDED.orders, revenue = EXCLUDED.revenue, computed_by_run = EXCLUDED.computed_by_run"
+                ).format(t=ident(p["target"])),
+                rows,
+            )
+        return [f"{scope} {tz} {d} ({h} h): {n} orders" for scope, tz, d, _, _, h, n, *_ in rows]
+
+    report_local_days(home_zones())
+
+
+_71_02_05_timezone()
