@@ -1,0 +1,111 @@
+"""71.4.5 Archive After Processing — move loaded files out of ``landing/``, keep an audit trail, expire
+old archives by policy.
+
+1. **Move processed files** — after a file is ``loaded``, it is copied to the archive bucket, the copy's
+   size is verified, the manifest row becomes ``archived`` and an ``archive`` audit row is written (one
+   transaction), then the landing object is deleted if it is still the same version (ETag). S3 has no
+   rename: copy-verify-delete means a crash leaves two copies, never none, and rerunning is idempotent.
+2. **Archive patterns** — ``archive/<pipeline>/<yyyy>/<mm>/<dd>/<original key>`` by the run's logical date
+   (not the wall clock): a processing day can be listed, restored (copy back to landing: it is a new
+   ETag, so it is loaded again) or expired as one prefix. Corrupt input goes to
+   ``quarantine/<pipeline>/`` instead, with a ``.reason.json``.
+3. **Cleanup policies** — archived copies older than ``params.retention_days`` before the run's logical
+   date are deleted and audited as ``expire`` exactly once. The same rule could be an S3 lifecycle
+   rule (``Expiration.Days`` on the ``archive/<pipeline>/`` prefix); doing it here keeps every deletion
+   in the audit trail and testable. ``landing/`` keeps only files still to be processed.
+4. **Audit trail** — ``state.file_audit``: action (archive, quarantine, expire, ...), source and
+   destination bucket/key, ETag, size, reason, time — what happened to every object, queryable next to
+   the data it produced.
+
+Observe: MinIO console, buckets ``landing`` (emptied), ``archive`` (dated folders) and ``quarantine``;
+in ``warehouse``: ``SELECT action, src_key, dst_bucket, dst_key, reason, at FROM state.file_audit WHERE
+pipeline = '71_04_05_archive' ORDER BY id``.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pendulum
+from airflow.sdk import dag, task
+
+PIPELINE = "71_04_05_archive"
+
+
+@dag(
+    dag_id="71_04_05_archive",
+    schedule="@hourly",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["71.4", "files", "reference", "patterns", "intermediate", "success"],
+    doc_md=__doc__,
+    params={
+        "pipeline": PIPELINE,
+        "bucket": "landing",
+        "prefix": f"{PIPELINE}/",
+        "pattern": "*",
+        "target": "staging.partner_events",
+        "archive_bucket": "archive",
+        "quarantine_bucket": "quarantine",
+        "retention_days": 30,
+    },
+)
+def archive_71_04_05():
+    @task
+    def load_new_files(**context: Any) -> dict[str, Any]:
+        from cdclab.db import WAREHOUSE, transaction
+        from cdclab.files import detection, loading, state
+        from cdclab.files.store import ObjectStore
+
+        p, store = context["params"], ObjectStore()
+        with transaction(WAREHOUSE) as cur:
+            loading.ensure_target(cur, p["target"])
+        with transaction(WAREHOUSE) as cur:
+            detection.detect(cur, store, p["pipeline"], p["bucket"], p["prefix"], p["pattern"])
+            todo = [r.obj for r in state.pending(cur, p["pipeline"])]
+        return loading.load_all(store, p["pipeline"], todo, p["target"], p["quarantine_bucket"])
+
+    @task
+    def archive_loaded(**context: Any) -> list[str]:
+        from cdclab.db import WAREHOUSE, transaction
+        from cdclab.files import archive, state
+        from cdclab.files.store import ObjectStore
+
+        p, store, moved = context["params"], ObjectStore(), []
+        with transaction(WAREHOUSE) as cur:
+            loaded = state.rows(cur, p["pipeline"], status="loaded")
+        for row in loaded:
+            with transaction(WAREHOUSE) as cur:
+                moved.append(
+                    archive.archive(
+                        cur, store, p["pipeline"], row.obj, context["logical_date"], p["archive_bucket"]
+                    )
+                )
+            archive.delete_source(store, row.obj)  # only after the archive row is committed
+        print(f"archived {len(moved)} file(s): {moved}")
+        return moved
+
+    @task
+    def expire_old_archives(**context: Any) -> list[str]:
+        from cdclab.db import WAREHOUSE, transaction
+        from cdclab.files import archive
+        from cdclab.files.store import ObjectStore
+
+        p = context["params"]
+        with transaction(WAREHOUSE) as cur:
+            gone = archive.expire_archives(
+                cur,
+                ObjectStore(),
+                p["pipeline"],
+                context["logical_date"],
+                timedelta(days=p["retention_days"]),
+            )
+        print(f"expired {len(gone)} archived object(s)")
+        return gone
+
+    load_new_files() >> archive_loaded() >> expire_old_archives()
+
+
+archive_71_04_05()
