@@ -6,7 +6,15 @@ import json
 
 import pytest
 
-from cdclab.cdc.events import UNAVAILABLE, Change, MalformedEvent, Skipped, latest_per_key, parse_debezium, parse_maxwell
+from cdclab.cdc.events import (
+    UNAVAILABLE,
+    Change,
+    MalformedEvent,
+    Skipped,
+    latest_per_key,
+    parse_debezium,
+    parse_maxwell,
+)
 from cdclab.cdc.merge import merge_sql
 
 
@@ -90,3 +98,9 @@ def test_maxwell_unknown_types_and_missing_keys_are_malformed():
 def test_the_merge_statement_guards_by_position_and_handles_deletes():
     text = repr(merge_sql("core.customers", "staging.customers", ["id"], ["id", "email"]))
     assert "MERGE INTO" in text and "_source_position" in text and "THEN DELETE" in text
+
+
+def test_incremental_snapshot_reads_take_their_position_from_the_sequence():
+    c = parse_debezium(b'{"id": 5}', envelope("r", after={"id": 5}, lsn=None, snapshot="incremental",
+                                              sequence='["96028064","96028064"]'))
+    assert isinstance(c, Change) and c.op == "r" and c.position == 96028064 and c.snapshot

@@ -101,6 +101,10 @@ def parse_debezium(key: bytes | str | None, value: bytes | str | None, topic: st
     if op == "d" and not isinstance(before, dict):
         raise MalformedEvent("delete without a 'before' image (is REPLICA IDENTITY set?)")
     lsn = source.get("lsn")
+    if lsn is None and op == "r":
+        # incremental-snapshot reads carry no LSN of their own; their place in the log is the last
+        # LSN the connector had processed when it read the chunk: sequence = [last, current]
+        lsn = _sequence_position(source.get("sequence"))
     if not isinstance(lsn, int):
         raise MalformedEvent(f"source.lsn is {lsn!r}, expected an integer")
     table = f"{source.get('schema', 'public')}.{source.get('table', '')}"
@@ -124,6 +128,14 @@ def parse_debezium(key: bytes | str | None, value: bytes | str | None, topic: st
         source="debezium",
         unavailable=unavailable,
     )
+
+
+def _sequence_position(sequence: object) -> int | None:
+    try:
+        values = json.loads(sequence) if isinstance(sequence, str) else sequence
+        return int(values[0]) if isinstance(values, list) and values and values[0] is not None else None
+    except (ValueError, TypeError):
+        return None
 
 
 MAXWELL_OPS = {"insert": "c", "update": "u", "delete": "d", "bootstrap-insert": "r"}

@@ -18,14 +18,14 @@ def read_topic(bootstrap: str, topic: str, limit: int = 100_000, timeout: float 
         md = consumer.list_topics(topic, timeout=timeout)
         if topic not in md.topics or md.topics[topic].error is not None:
             return []
-        ends = {}
+        ends, starts = {}, {}
         for p in md.topics[topic].partitions:
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
             if high > low:
-                ends[p] = high
+                ends[p], starts[p] = high, low
         if not ends:
             return []
-        consumer.assign([TopicPartition(topic, p, 0) for p in ends])
+        consumer.assign([TopicPartition(topic, p, starts[p]) for p in ends])
         out: list[Any] = []
         idle = 0
         while len(out) < limit and idle < 2:

@@ -10,7 +10,8 @@ Vocabulary:
   ``<target>__deleted`` so that a late, older insert of the same key cannot resurrect it.
 - *delete mode*: ``hard`` (row removed), ``soft`` (``_deleted = true`` + ``_deleted_at``, the row stays).
 - *schema policy*: what to do when a change carries a column the target lacks: ``evolve`` adds the
-  column (type from the source catalog when given, else ``text``), ``fail`` raises
+  column (type and default from the source catalog when given, else ``text``: a default matters,
+  because ``ADD COLUMN ... DEFAULT`` in the source fills existing rows without any change event), ``fail`` raises
   :class:`SchemaDrift`.
 
 The statements are ``INSERT ... ON CONFLICT DO UPDATE ... WHERE`` (the upsert variant) built with
@@ -109,7 +110,7 @@ def _check_drift(cur: Any, target: str, known: list[str], changes: Iterable[Chan
                           "add them to the target (ALTER TABLE) or run with schema_policy='evolve'")
     for col in seen:
         cur.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
-            ident(target), sql.Identifier(col), sql.SQL(types.get(col, "text"))))
+            ident(target), sql.Identifier(col), sql.SQL(types.get(col, "text"))))  # from the source catalog
     return known + list(seen)
 
 

@@ -41,7 +41,7 @@ class TableRoute:
     topic: str         # shop.public.customers
     target: str        # core.customers
     key: tuple[str, ...]
-    types: dict[str, str]
+    types: dict[str, str]   # column -> "type [DEFAULT expr]" from the source, used when the schema evolves
 
 
 def kafka_bootstrap(kafka_conn_id: str) -> str:
@@ -65,12 +65,17 @@ def routes_for(tables: Sequence[str], *, topic_prefix: str, target_schema: str, 
                 qualified = table if "." in table else f"public.{table}"
                 schema, name = qualified.split(".", 1)
                 columns = source_columns(cur, qualified)
+                cur.execute("""SELECT a.attname, pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d
+                               JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum
+                               WHERE d.adrelid = %s::regclass""", (qualified,))
+                defaults = dict(cur.fetchall())
                 key = primary_key(cur, qualified)
                 if not key:
                     raise ValueError(f"source table {qualified} has no primary key: CDC merges need one")
                 routes.append(TableRoute(source=qualified, topic=f"{topic_prefix}.{schema}.{name}",
                                          target=f"{target_schema}.{target_prefix}{name}", key=tuple(key),
-                                         types=dict(columns)))
+                                         types={n: t + (f" DEFAULT {defaults[n]}" if "nextval(" not in defaults.get(n, "nextval(") else "")
+                                                for n, t in columns}))
     finally:
         conn.close()
     return routes

@@ -1,0 +1,125 @@
+"""
+# 71.9.1 Database Replication — CDC setup, schema handling, initial load, ongoing sync
+
+**CDC setup.** The source runs with `wal_level=logical`; Debezium's role `cdc_replicator` has
+`REPLICATION` and `SELECT` only; the publication `cdclab_shop` (created by the superuser, filtered to
+schema `public`) and the slot `cdclab_shop` are named explicitly in `connectors/shop-postgres-source.json`,
+with heartbeats (`public.cdc_heartbeat`) so the slot advances on a quiet database. `check_connector`
+fails fast when the connector or its task is not RUNNING.
+
+**Initial load.** A table whose history is not in Kafka (new to the pipeline, or retention removed it)
+is loaded by a Debezium *incremental snapshot*: `initial_snapshot` inserts an `execute-snapshot` signal
+into `public.debezium_signal` once per table (remembered in `warehouse.state.replication_snapshots`);
+Debezium re-reads the table in key chunks *while writes keep running* and interleaves `op=r` events with
+the stream, so the hand-over has no gap and no stale overwrite. (Copying the table and streaming from the
+copy's LSN would lose changes of transactions open during the copy — see `cdclab.cdc.replication`.)
+
+**Schema handling.** `ALTER TABLE ... ADD COLUMN` in the source shows up as a new field in the events.
+With `schema_policy=fail` (default) the run fails loudly (`SchemaDrift`), nothing is applied and the
+offsets stay put; with `evolve` the column is added to the target with the source's type and the
+batch is applied.
+
+**Ongoing sync.** Each run catches the targets up (`cdclab.cdc.pipeline.replicate`, offsets stored with
+the data), then `compare` computes a checksum of source and target over the source's columns and
+records it in `warehouse.state.replication_checks` (`equal` is true when the tables match).
+
+**Observe it in the lab.** `SELECT * FROM state.replication_checks ORDER BY checked_at DESC;`,
+`SELECT * FROM state.replication_snapshots;` (warehouse), `SELECT * FROM public.debezium_signal;` (shop),
+the connector log `make logs S=connect` ("Incremental snapshot ...").
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import Param, dag, get_current_context, task
+
+DEFAULT_TABLES = ["public.customers", "public.products"]
+
+
+@dag(
+    dag_id="71_09_01_db_replication",
+    schedule="*/15 * * * *",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["71.9", "replication", "cdc", "success"],
+    doc_md=__doc__,
+    params={
+        "tables": Param(DEFAULT_TABLES, type="array"),
+        "consumer_group": Param("71_09_01_db_replication", type="string"),
+        "target_schema": Param("core", type="string"),
+        "target_prefix": Param("repl_", type="string"),
+        "schema_policy": Param("fail", enum=["fail", "evolve"]),
+        "initial_snapshot": Param(True, type="boolean"),
+        "connector": Param("shop-postgres-source", type="string"),
+    },
+)
+def db_replication():
+    @task
+    def check_connector() -> str:
+        from airflow.sdk import Connection
+
+        from cdclab.cdc.replication import require_running
+
+        p = get_current_context()["params"]
+        return require_running(Connection.get("kafka_connect").host, p["connector"])["connector"]["state"]
+
+    @task
+    def initial_snapshot(_state: str) -> dict:
+        from cdclab.cdc.replication import SNAPSHOTS_DDL, request_incremental_snapshot
+        from cdclab.db import transaction
+
+        ctx = get_current_context()
+        p = ctx["params"]
+        if not p["initial_snapshot"]:
+            return {}
+        requested = {}
+        with transaction("warehouse") as wcur, transaction("shop") as scur:
+            wcur.execute(SNAPSHOTS_DDL)
+            for table in p["tables"]:
+                wcur.execute("SELECT signal_id FROM state.replication_snapshots WHERE source_table = %s", (table,))
+                if wcur.fetchone() is None:
+                    signal = request_incremental_snapshot(scur, table)
+                    wcur.execute("INSERT INTO state.replication_snapshots (source_table, signal_id, requested_by) "
+                                 "VALUES (%s, %s, %s)", (table, signal, ctx["run_id"]))
+                    requested[table] = signal
+        return requested
+
+    @task
+    def sync(_requested: dict) -> dict:
+        from cdclab.cdc.pipeline import replicate
+
+        ctx = get_current_context()
+        p = ctx["params"]
+        return replicate(p["tables"], group=p["consumer_group"], target_schema=p["target_schema"],
+                         target_prefix=p["target_prefix"], schema_policy=p["schema_policy"],
+                         who=f"{ctx['dag'].dag_id}/{ctx['run_id']}")
+
+    @task
+    def compare(_summary: dict) -> list[dict]:
+        from cdclab.cdc.merge import primary_key, source_columns
+        from cdclab.cdc.replication import CHECKS_DDL, checksum
+        from cdclab.db import transaction
+
+        ctx = get_current_context()
+        p = ctx["params"]
+        results = []
+        with transaction("shop") as scur, transaction("warehouse") as wcur:
+            wcur.execute(CHECKS_DDL)
+            for table in p["tables"]:
+                target = f"{p['target_schema']}.{p['target_prefix']}{table.split('.')[-1]}"
+                columns = [c for c, _ in source_columns(scur, table)]
+                key = primary_key(scur, table)
+                s_count, s_md5 = checksum(scur, table, columns, key)
+                t_count, t_md5 = checksum(wcur, target, columns, key)
+                equal = (s_count, s_md5) == (t_count, t_md5)
+                wcur.execute("INSERT INTO state.replication_checks (source_table, target_table, source_rows, "
+                             "target_rows, source_md5, target_md5, equal, dag_run) VALUES (%s,%s,%s,%s,%s,%s,%s,%s)",
+                             (table, target, s_count, t_count, s_md5, t_md5, equal, ctx["run_id"]))
+                results.append({"table": table, "equal": equal, "source_rows": s_count, "target_rows": t_count})
+        return results
+
+    compare(sync(initial_snapshot(check_connector())))
+
+
+db_replication()
