@@ -512,6 +512,29 @@ def table_hashes(
     return hashes
 
 
+def fetch_rows_by_keys(
+    conn: Any,
+    table: str,
+    key_columns: Sequence[str],
+    keys: Sequence[Key],
+    columns: Sequence[str] | None = None,
+) -> list[dict[str, Any]]:
+    """The current rows for ``keys`` (e.g. the inserts and updates a hash diff found)."""
+    if not keys:
+        return []
+    statement = sql.SQL(
+        "SELECT {} FROM {} WHERE ({}) IN (SELECT * FROM (VALUES %s) AS k) ORDER BY {}"
+    ).format(
+        _cols(columns),
+        ident(table),
+        sql.SQL(", ").join(sql.Identifier(k) for k in key_columns),
+        sql.SQL(", ").join(sql.Identifier(k) for k in key_columns),
+    )
+    with conn.cursor() as cur:
+        execute_values(cur, statement, [tuple(k) for k in keys], page_size=len(keys))
+        return _fetch_dicts(cur)
+
+
 def diff_hashes(old: Mapping[str, str], new: Mapping[str, str]) -> ChangeSet:
     """Inserts (only in ``new``), updates (hash changed) and deletes (only in ``old``), keys sorted."""
     inserted = sorted(key_from_text(k) for k in new.keys() - old.keys())
