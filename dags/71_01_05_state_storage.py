@@ -1,0 +1,185 @@
+"""
+# 71.1.5 Incremental state storage — Variables, XCom, an external table and the asset state store
+
+Four copies of the same incremental load of ``shop.public.customers``; each keeps its high watermark
+(``updated_at``) somewhere else (``cdclab.state``), so the runs show what each store remembers.
+
+**Variables for state.** ``variable_load`` keeps ``{"type": "timestamptz", "value": ...}`` in the
+Airflow Variable ``<variable_prefix>watermark`` (read with ``airflow.sdk.Variable`` inside the task,
+never at parse time). Persists across runs and shows in *Admin -> Variables*, but last writer wins
+(no compare-and-set), no history, and the metadata DB is now part of your data pipeline's state.
+
+**XCom state.** ``xcom_load`` looks for the watermark a previous run pushed and finds none: an XCom
+belongs to its DAG run (and a cleared task loses it), so the next run starts empty and re-reads the
+whole table every time. Within a run XCom is the right tool: ``xcom_load`` hands its new watermark to
+``report`` (key ``watermark``).
+
+**External state store.** ``table_load`` uses ``state.watermarks`` in the warehouse: typed value,
+``state.watermark_history``, compare-and-set and audited resets, next to the data it describes (the
+recommended store; ``71_01_03_watermarks`` shows its recovery story).
+
+**State persistence.** ``asset_state_load`` uses Airflow 3.3's asset state store
+(``context["asset_state_store"][asset]``, AIP-103): state attached to an asset, kept across runs in the
+metadata DB table ``asset_state_store``, visible under the asset in the UI. It works under ``dag.test()``
+against the lab's metadata DB. (The *task* state store is scoped to one DAG run — only retries of a
+task share it — so it cannot hold a watermark.) ``report`` prints rows read per store: after the first
+run the Variable, table and asset stores read only the changes, XCom reads everything again.
+
+Observe: ``state.watermarks`` / ``state.watermark_history`` (key ``71_01_05/...``), Admin -> Variables
+(``71_01_05__watermark``), the asset ``cdclab-71_01_05-state`` page, the targets
+``core.customers_71_01_05_{variable,xcom,table,asset}`` and the ``report`` task log.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pendulum
+from airflow.sdk import Asset, Param, dag, task
+from airflow.timetables.interval import CronDataIntervalTimetable
+
+DAG_ID = "71_01_05_state_storage"
+KEY_COLUMNS = ["id"]
+STORES = ("variable", "xcom", "table", "asset")
+STATE_ASSET = Asset(name="cdclab-71_01_05-state", uri="cdclab://state/71_01_05")
+
+
+def _target(params: dict[str, Any], store: str) -> str:
+    return f"{params['target_prefix']}_{store}"
+
+
+def _load(params: dict[str, Any], store: str, since: Any) -> tuple[int, Any]:
+    """Read the delta since ``since`` and upsert it into the store's target; returns (rows read, new)."""
+    from cdclab import delta, upsert
+    from cdclab.db import SHOP, WAREHOUSE, connect
+
+    shop, wh = connect(SHOP), connect(WAREHOUSE)
+    try:
+        with shop.cursor() as cur:
+            cur.execute("SELECT now()")
+            upper = cur.fetchone()[0]
+        oldest_open = delta.oldest_open_transaction_start(shop, params["source_table"])
+        upper = min(upper, oldest_open) if oldest_open else upper
+        result = delta.read_timestamp_delta(
+            shop,
+            params["source_table"],
+            cursor_column="updated_at",
+            key_columns=KEY_COLUMNS,
+            since=since,
+            until=upper,
+        )
+        shop.rollback()
+        with wh:
+            upsert.upsert_rows(wh, _target(params, store), result.rows, KEY_COLUMNS, "version")
+    finally:
+        shop.close()
+        wh.close()
+    return len(result.rows), delta.next_watermark(since, result)
+
+
+@dag(
+    dag_id=DAG_ID,
+    schedule=CronDataIntervalTimetable("@hourly", timezone="UTC"),
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["71.1", "state", "reference", "core", "intermediate", "success"],
+    doc_md=__doc__,
+    params={
+        "source_table": Param("public.customers", type="string"),
+        "target_prefix": Param("core.customers_71_01_05", type="string"),
+        "state_key": Param(
+            "71_01_05",
+            type="string",
+            description="watermark key (table, asset) and Variable prefix <state_key>__",
+        ),
+    },
+)
+def state_storage() -> None:
+    @task
+    def prepare(params: dict[str, Any]) -> None:
+        from cdclab import state, upsert
+        from cdclab.db import SHOP, WAREHOUSE, connect
+
+        shop, wh = connect(SHOP), connect(WAREHOUSE)
+        try:
+            state.ensure_schema(wh)
+            for store in STORES:
+                upsert.ensure_mirror_table(
+                    shop, params["source_table"], wh, _target(params, store), KEY_COLUMNS
+                )
+        finally:
+            shop.close()
+            wh.close()
+
+    @task
+    def variable_load(params: dict[str, Any]) -> dict[str, Any]:
+        from cdclab import state
+
+        store = state.VariableWatermarkStore(prefix=f"{params['state_key']}__")
+        old = store.get("watermark", "timestamptz")
+        read, new = _load(params, "variable", old)
+        if new is not None:
+            store.set("watermark", new, "timestamptz")
+        return {"read": read, "found": old is not None}
+
+    @task
+    def xcom_load(params: dict[str, Any], ti: Any = None) -> dict[str, Any]:
+        from cdclab import state
+
+        # what a previous run pushed is not visible: XCom is scoped to this DAG run
+        old = state.from_xcom_payload(ti.xcom_pull(task_ids="xcom_load", key="watermark"), "timestamptz")
+        read, new = _load(params, "xcom", old)
+        if new is not None:
+            ti.xcom_push(key="watermark", value=state.xcom_payload(new, "timestamptz"))
+        return {"read": read, "found": old is not None}
+
+    @task
+    def table_load(params: dict[str, Any], dag_run: Any = None) -> dict[str, Any]:
+        from cdclab import state
+        from cdclab.db import WAREHOUSE, connect
+
+        key = f"{params['state_key']}/watermark"
+        wh = connect(WAREHOUSE)
+        try:
+            store = state.TableWatermarkStore(wh)
+            old = store.read(key, "timestamptz")
+            wh.rollback()
+            read, new = _load(params, "table", old)
+            if new is not None and new != old:
+                with wh:
+                    store.advance(
+                        key, old, new, value_type="timestamptz", dag_id=DAG_ID, run_id=dag_run.run_id
+                    )
+        finally:
+            wh.close()
+        return {"read": read, "found": old is not None}
+
+    @task(inlets=[STATE_ASSET], outlets=[STATE_ASSET])
+    def asset_load(params: dict[str, Any], asset_state_store: Any = None) -> dict[str, Any]:
+        from cdclab import state
+
+        store = state.AssetStateWatermarkStore(asset_state_store[STATE_ASSET])
+        key = f"{params['state_key']}/watermark"
+        old = store.get(key, "timestamptz")
+        read, new = _load(params, "asset", old)
+        if new is not None:
+            store.set(key, new, "timestamptz")
+        return {"read": read, "found": old is not None}
+
+    @task
+    def report(loads: list[dict[str, Any]], ti: Any = None) -> dict[str, Any]:
+        summary = dict(zip(STORES, loads, strict=True))
+        handed_over = ti.xcom_pull(task_ids="xcom_load", key="watermark")
+        for store, m in summary.items():
+            print(f"{store:<9} found a previous watermark: {m['found']!s:<5} rows read: {m['read']}")
+        print(f"watermark handed over by XCom within this run: {handed_over}")
+        return {"loads": summary, "xcom_handover": handed_over}
+
+    prepared = prepare()
+    loads = [variable_load(), xcom_load(), table_load(), asset_load()]
+    prepared >> loads
+    report(loads)
+
+
+state_storage()
