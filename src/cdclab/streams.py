@@ -1,0 +1,681 @@
+"""Event stream processing: tumbling event-time windows with allowed lateness, exactly once.
+
+A stream of click events is read from one Kafka topic and folded into per-window counts in the
+warehouse. Everything a batch changes — the de-duplication ledger, the window counts, the too-late
+records, the checkpoint and the consumer offsets — is written in ONE Postgres transaction
+(:func:`cdclab.cdc.consumer.consume_into_postgres`), so a consumer killed at any point resumes from
+a state that matches its offsets exactly: no event is lost and none is counted twice.
+
+Vocabulary:
+- *event time*: when the event happened (``event_time``, set by the client); windows are in event time.
+- *ingest time*: when the pipeline got it (``ingest_time``); recorded, never used to place an event.
+  Ingest order is the Kafka offset order, which is the order this module reads events in.
+- *window*: a tumbling, half-open event-time interval ``[start, start + size)`` aligned to the Unix epoch
+  (:class:`cdclab.intervals.WindowSpec`); each event belongs to exactly one window.
+- *watermark*: ``max event time seen - allowed lateness``: the stream's claim that no event older than
+  this will still be accepted. It only moves forward, and only when newer events arrive: a stream that
+  goes quiet does not close its last windows.
+- *allowed lateness*: how far behind the newest event an event may be and still count.
+- *verdict* of one delivered event (:data:`Verdict`), decided in offset order:
+  ``duplicate`` (its ``event_id`` was seen before: a producer retry; not counted again),
+  ``too_late`` (its window ends at or before the watermark: the window is final; recorded with the
+  reason, not counted), ``future`` (its event time is more than the skew tolerance ahead of its ingest
+  time: a wrong client clock that would otherwise drag the watermark forward; recorded, not counted),
+  ``late`` (its window already ended in event time, ``window end <= max event time``, but not beyond
+  the allowed lateness: counted, and the window changes) or ``on_time`` (counted).
+- *final*: a window whose end is at or before the watermark; its counts can no longer change.
+- *checkpoint*: the window state (counts per window and event type, the ``final`` flags, the seen
+  event ids, the max event time and the watermark) stored next to the consumer offsets, in the same
+  transaction. Counts are *incremented* per batch; that is only correct because the increments and
+  the offsets commit together — an increment outside that transaction double-counts after a crash.
+
+Ordering: the verdicts depend on the order events are read in, so the topic must have exactly one
+partition (:class:`MultiPartitionTopicError` otherwise); a multi-partition stream needs one watermark per
+partition and the minimum of them, which this lab leaves out.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from psycopg2 import sql
+from psycopg2.extras import execute_values
+
+from cdclab.intervals import Window, WindowSpec
+from cdclab.timezones import require_aware
+
+log = logging.getLogger(__name__)
+
+Verdict = Literal["on_time", "late", "duplicate", "too_late", "future"]
+COUNTED: frozenset[str] = frozenset({"on_time", "late"})
+RECORDED: frozenset[str] = frozenset({"too_late", "future"})
+EVENT_FIELDS = ("event_id", "user_id", "event_type", "event_time")
+
+
+class MalformedClickEventError(ValueError):
+    """A record that is not a click event (bad JSON, a missing field, a naive timestamp)."""
+
+
+class MultiPartitionTopicError(RuntimeError):
+    """The topic has more than one partition, so offset order is not one order of the stream."""
+
+    def __init__(self, topic: str, partitions: int) -> None:
+        super().__init__(
+            f"topic {topic!r} has {partitions} partitions; event-time verdicts here are decided in offset "
+            f"order, which only exists for one partition. Use a topic with one partition "
+            f"(streams.ensure_topic creates one) or a new topic name."
+        )
+
+
+class StateConfigMismatchError(RuntimeError):
+    """The checkpoint was built with another window size or allowed lateness."""
+
+    def __init__(self, group: str, stored: tuple[dt.timedelta, dt.timedelta], wanted: StreamConfig) -> None:
+        super().__init__(
+            f"consumer group {group!r} checkpointed its windows with size={stored[0]} "
+            f"allowed_lateness={stored[1]}, but this run asks for size={wanted.window} "
+            f"allowed_lateness={wanted.allowed_lateness}. Windows of two sizes cannot share state: use "
+            f"a new table prefix and consumer group, or keep the old settings."
+        )
+
+
+class FinalWindowChangedError(RuntimeError):
+    """A count was about to change in a window already marked final (a broken invariant: a bug)."""
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """How events become windows: tumbling ``window`` size, ``allowed_lateness``, ``skew_tolerance``."""
+
+    window: dt.timedelta = dt.timedelta(minutes=5)
+    allowed_lateness: dt.timedelta = dt.timedelta(minutes=2)
+    skew_tolerance: dt.timedelta = dt.timedelta(minutes=5)
+
+    def __post_init__(self) -> None:
+        if self.window <= dt.timedelta(0):
+            raise ValueError(f"window size must be positive, got {self.window}")
+        if self.allowed_lateness < dt.timedelta(0) or self.skew_tolerance < dt.timedelta(0):
+            raise ValueError(
+                f"allowed lateness and skew tolerance must not be negative, got "
+                f"{self.allowed_lateness} and {self.skew_tolerance}"
+            )
+
+    @property
+    def spec(self) -> WindowSpec:
+        return WindowSpec.tumbling(self.window)
+
+    def window_of(self, event_time: dt.datetime) -> Window:
+        return self.spec.window_for(event_time)
+
+
+@dataclass(frozen=True)
+class ClickEvent:
+    """One delivered event; ``partition``/``offset`` say where it was read."""
+
+    event_id: str
+    user_id: int
+    event_type: str
+    event_time: dt.datetime
+    ingest_time: dt.datetime | None = None
+    partition: int = 0
+    offset: int = -1
+
+
+def _instant(value: Any, name: str) -> dt.datetime:
+    if not isinstance(value, str):
+        raise MalformedClickEventError(f"{name} must be an ISO 8601 string, got {value!r}")
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise MalformedClickEventError(f"{name} is not ISO 8601: {value!r}") from exc
+    if parsed.tzinfo is None or parsed.utcoffset() is None:
+        raise MalformedClickEventError(f"{name} {value!r} has no UTC offset; write e.g. 2026-03-01T00:00:00Z")
+    return parsed.astimezone(dt.UTC)
+
+
+def parse_event(value: bytes | str | None, partition: int = 0, offset: int = -1) -> ClickEvent:
+    """A Kafka record value (JSON with ``event_id, user_id, event_type, event_time[, ingest_time]``)."""
+    if value is None:
+        raise MalformedClickEventError("record has no value (a tombstone is not a click event)")
+    try:
+        doc = json.loads(value)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedClickEventError(f"value is not JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise MalformedClickEventError(f"value is JSON {type(doc).__name__}, expected an object")
+    missing = [f for f in EVENT_FIELDS if doc.get(f) in (None, "")]
+    if missing:
+        raise MalformedClickEventError(f"missing field(s) {missing}")
+    if not isinstance(doc["user_id"], int) or isinstance(doc["user_id"], bool):
+        raise MalformedClickEventError(f"user_id must be an integer, got {doc['user_id']!r}")
+    ingest = doc.get("ingest_time")
+    return ClickEvent(
+        event_id=str(doc["event_id"]),
+        user_id=doc["user_id"],
+        event_type=str(doc["event_type"]),
+        event_time=_instant(doc["event_time"], "event_time"),
+        ingest_time=None if ingest is None else _instant(ingest, "ingest_time"),
+        partition=partition,
+        offset=offset,
+    )
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """The running state of one stream: max event time seen and what happened to every delivery."""
+
+    max_event_time: dt.datetime | None = None
+    deliveries: int = 0
+    on_time: int = 0
+    late: int = 0
+    duplicates: int = 0
+    too_late: int = 0
+    future: int = 0
+
+    def watermark(self, config: StreamConfig) -> dt.datetime | None:
+        """``max event time - allowed lateness``; ``None`` before the first event."""
+        return None if self.max_event_time is None else self.max_event_time - config.allowed_lateness
+
+
+@dataclass(frozen=True)
+class Decision:
+    event: ClickEvent
+    verdict: Verdict
+    window: Window
+    watermark: dt.datetime | None
+    """The watermark when the event was read (before it could move it)."""
+
+    @property
+    def reason(self) -> str:
+        if self.verdict == "too_late":
+            return (
+                f"too late: window [{self.window.start.isoformat()}, {self.window.end.isoformat()}) is final, "
+                f"the watermark was {self.watermark.isoformat() if self.watermark else None}"
+            )
+        if self.verdict == "future":
+            return (
+                f"future: event time {self.event.event_time.isoformat()} is ahead of ingest time "
+                f"{self.event.ingest_time.isoformat() if self.event.ingest_time else None} by more than "
+                f"the skew tolerance"
+            )
+        return self.verdict
+
+
+WindowKey = tuple[dt.datetime, dt.datetime, str]  # (window start, window end, event type)
+
+
+@dataclass
+class BatchOutcome:
+    """What :func:`assign` decided for a batch: a verdict per event, count deltas, the next checkpoint."""
+
+    decisions: list[Decision] = field(default_factory=list)
+    counts: dict[WindowKey, tuple[int, int]] = field(default_factory=dict)  # -> (events, late events)
+    checkpoint: Checkpoint = field(default_factory=Checkpoint)
+
+    def by_verdict(self) -> Counter[str]:
+        return Counter(d.verdict for d in self.decisions)
+
+
+def assign(
+    events: Iterable[ClickEvent],
+    checkpoint: Checkpoint,
+    config: StreamConfig,
+    already_seen: Callable[[str], bool] | set[str] | frozenset[str] = frozenset(),
+) -> BatchOutcome:
+    """Decide every event in order (see *verdict*) and fold the counted ones into window counts.
+
+    Pure: ``already_seen`` answers whether an ``event_id`` was seen in an earlier batch; ids seen
+    earlier in this batch are tracked here. The result does not depend on how a stream is cut into
+    batches, only on the order of the events.
+    """
+    seen_before = already_seen if callable(already_seen) else already_seen.__contains__
+    seen_now: set[str] = set()
+    counts: Counter[WindowKey] = Counter()
+    late_counts: Counter[WindowKey] = Counter()
+    state = checkpoint
+    out = BatchOutcome()
+    for event in events:
+        require_aware(event.event_time, "event time")
+        window = config.window_of(event.event_time)
+        watermark = state.watermark(config)
+        verdict: Verdict
+        if event.event_id in seen_now or seen_before(event.event_id):
+            verdict = "duplicate"
+        elif event.ingest_time is not None and event.event_time > event.ingest_time + config.skew_tolerance:
+            verdict = "future"
+        elif watermark is not None and window.end <= watermark:
+            verdict = "too_late"
+        elif state.max_event_time is not None and window.end <= state.max_event_time:
+            verdict = "late"
+        else:
+            verdict = "on_time"
+        if verdict != "duplicate":
+            seen_now.add(event.event_id)
+        if verdict in COUNTED:
+            key = (_py(window.start), _py(window.end), event.event_type)
+            counts[key] += 1
+            if verdict == "late":
+                late_counts[key] += 1
+            newest = state.max_event_time
+            if newest is None or event.event_time > newest:
+                state = replace(state, max_event_time=event.event_time)
+        field_name = {"duplicate": "duplicates"}.get(verdict, verdict)
+        state = replace(
+            state, deliveries=state.deliveries + 1, **{field_name: getattr(state, field_name) + 1}
+        )
+        out.decisions.append(Decision(event, verdict, window, watermark))
+    out.counts = {k: (n, late_counts[k]) for k, n in counts.items()}
+    out.checkpoint = state
+    return out
+
+
+def _py(value: dt.datetime) -> dt.datetime:
+    """A plain ``datetime`` in UTC (pendulum instances compare and hash the same, but print differently)."""
+    return dt.datetime.fromtimestamp(value.timestamp(), tz=dt.UTC)
+
+
+# --------------------------------------------------------------------------------------------------
+# the checkpoint in the warehouse
+
+
+@dataclass(frozen=True)
+class StreamTables:
+    """``<schema>.<prefix>seen | windows | too_late | checkpoint``: one stream's state."""
+
+    schema: str = "marts"
+    prefix: str = "clickstream_"
+
+    def name(self, what: str) -> sql.Identifier:
+        return sql.Identifier(self.schema, f"{self.prefix}{what}")
+
+    @property
+    def seen(self) -> sql.Identifier:
+        return self.name("seen")
+
+    @property
+    def windows(self) -> sql.Identifier:
+        return self.name("windows")
+
+    @property
+    def too_late(self) -> sql.Identifier:
+        return self.name("too_late")
+
+    @property
+    def checkpoint(self) -> sql.Identifier:
+        return self.name("checkpoint")
+
+
+_DDL = """
+CREATE SCHEMA IF NOT EXISTS {schema};
+CREATE TABLE IF NOT EXISTS {seen} (
+    event_id        text PRIMARY KEY,
+    event_type      text NOT NULL,
+    event_time      timestamptz NOT NULL,
+    ingest_time     timestamptz,
+    verdict         text NOT NULL CHECK (verdict IN ('on_time', 'late', 'too_late', 'future')),
+    kafka_partition integer NOT NULL,
+    kafka_offset    bigint NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {windows} (
+    window_start timestamptz NOT NULL,
+    window_end   timestamptz NOT NULL,
+    event_type   text NOT NULL,
+    events       bigint NOT NULL CHECK (events > 0),
+    late_events  bigint NOT NULL DEFAULT 0,
+    final        boolean NOT NULL DEFAULT false,
+    finalized_at timestamptz,
+    updated_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (window_start, event_type)
+);
+CREATE TABLE IF NOT EXISTS {too_late} (
+    event_id        text NOT NULL,
+    event_type      text NOT NULL,
+    event_time      timestamptz NOT NULL,
+    ingest_time     timestamptz,
+    window_start    timestamptz NOT NULL,
+    window_end      timestamptz NOT NULL,
+    watermark       timestamptz,
+    verdict         text NOT NULL,
+    reason          text NOT NULL,
+    kafka_partition integer NOT NULL,
+    kafka_offset    bigint NOT NULL,
+    recorded_at     timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (event_id)
+);
+CREATE TABLE IF NOT EXISTS {checkpoint} (
+    consumer_group   text PRIMARY KEY,
+    window_size      interval NOT NULL,
+    allowed_lateness interval NOT NULL,
+    max_event_time   timestamptz,
+    watermark        timestamptz,
+    deliveries       bigint NOT NULL DEFAULT 0,
+    on_time          bigint NOT NULL DEFAULT 0,
+    late             bigint NOT NULL DEFAULT 0,
+    duplicates       bigint NOT NULL DEFAULT 0,
+    too_late         bigint NOT NULL DEFAULT 0,
+    future           bigint NOT NULL DEFAULT 0,
+    updated_at       timestamptz NOT NULL DEFAULT now(),
+    updated_by       text
+);
+"""
+
+
+def ensure_tables(cur: Any, tables: StreamTables) -> None:
+    cur.execute(
+        sql.SQL(_DDL).format(
+            schema=sql.Identifier(tables.schema),
+            seen=tables.seen,
+            windows=tables.windows,
+            too_late=tables.too_late,
+            checkpoint=tables.checkpoint,
+        )
+    )
+
+
+def load_checkpoint(cur: Any, tables: StreamTables, group: str, config: StreamConfig) -> Checkpoint:
+    """The stored checkpoint of ``group`` (locked for this transaction); a fresh one on first use."""
+    cur.execute(
+        sql.SQL(
+            "SELECT window_size, allowed_lateness, max_event_time, deliveries, on_time, late, duplicates, "
+            "too_late, future FROM {} WHERE consumer_group = %s FOR UPDATE"
+        ).format(tables.checkpoint),
+        (group,),
+    )
+    row = cur.fetchone()
+    if row is None:
+        return Checkpoint()
+    size, lateness, newest, *numbers = row
+    if (size, lateness) != (config.window, config.allowed_lateness):
+        raise StateConfigMismatchError(group, (size, lateness), config)
+    return Checkpoint(newest, *(int(n) for n in numbers))
+
+
+def save_checkpoint(
+    cur: Any, tables: StreamTables, group: str, config: StreamConfig, cp: Checkpoint, who: str = ""
+) -> None:
+    cur.execute(
+        sql.SQL("""INSERT INTO {t} AS t (consumer_group, window_size, allowed_lateness, max_event_time, watermark,
+                       deliveries, on_time, late, duplicates, too_late, future, updated_by)
+                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                   ON CONFLICT (consumer_group) DO UPDATE SET max_event_time = EXCLUDED.max_event_time,
+                       watermark = EXCLUDED.watermark, deliveries = EXCLUDED.deliveries,
+                       on_time = EXCLUDED.on_time, late = EXCLUDED.late, duplicates = EXCLUDED.duplicates,
+                       too_late = EXCLUDED.too_late, future = EXCLUDED.future, updated_at = now(),
+                       updated_by = EXCLUDED.updated_by""").format(t=tables.checkpoint),
+        (
+            group,
+            config.window,
+            config.allowed_lateness,
+            cp.max_event_time,
+            cp.watermark(config),
+            cp.deliveries,
+            cp.on_time,
+            cp.late,
+            cp.duplicates,
+            cp.too_late,
+            cp.future,
+            who or None,
+        ),
+    )
+
+
+def seen_ids(cur: Any, tables: StreamTables, event_ids: Sequence[str]) -> set[str]:
+    if not event_ids:
+        return set()
+    cur.execute(
+        sql.SQL("SELECT event_id FROM {} WHERE event_id = ANY(%s)").format(tables.seen), (list(event_ids),)
+    )
+    return {r[0] for r in cur.fetchall()}
+
+
+def apply_outcome(
+    cur: Any, tables: StreamTables, group: str, config: StreamConfig, outcome: BatchOutcome, who: str = ""
+) -> int:
+    """Write one batch's decisions, count deltas and checkpoint; mark windows final. Returns how many
+    windows became final."""
+    fresh = [d for d in outcome.decisions if d.verdict != "duplicate"]
+    if fresh:
+        execute_values(
+            cur,
+            sql.SQL(
+                "INSERT INTO {} (event_id, event_type, event_time, ingest_time, verdict, kafka_partition, "
+                "kafka_offset) VALUES %s"
+            )
+            .format(tables.seen)
+            .as_string(cur),
+            [
+                (
+                    d.event.event_id,
+                    d.event.event_type,
+                    d.event.event_time,
+                    d.event.ingest_time,
+                    d.verdict,
+                    d.event.partition,
+                    d.event.offset,
+                )
+                for d in fresh
+            ],
+        )
+    rejected = [d for d in fresh if d.verdict in RECORDED]
+    if rejected:
+        execute_values(
+            cur,
+            sql.SQL(
+                "INSERT INTO {} (event_id, event_type, event_time, ingest_time, window_start, window_end, "
+                "watermark, verdict, reason, kafka_partition, kafka_offset) VALUES %s"
+            )
+            .format(tables.too_late)
+            .as_string(cur),
+            [
+                (
+                    d.event.event_id,
+                    d.event.event_type,
+                    d.event.event_time,
+                    d.event.ingest_time,
+                    _py(d.window.start),
+                    _py(d.window.end),
+                    d.watermark,
+                    d.verdict,
+                    d.reason,
+                    d.event.partition,
+                    d.event.offset,
+                )
+                for d in rejected
+            ],
+        )
+    if outcome.counts:
+        rows = [(s, e, t, n, late) for (s, e, t), (n, late) in sorted(outcome.counts.items())]
+        changed = execute_values(
+            cur,
+            sql.SQL("""INSERT INTO {w} AS w (window_start, window_end, event_type, events, late_events)
+                       VALUES %s
+                       ON CONFLICT (window_start, event_type) DO UPDATE
+                       SET events = w.events + EXCLUDED.events, late_events = w.late_events + EXCLUDED.late_events,
+                           updated_at = now()
+                       WHERE NOT w.final
+                       RETURNING 1""")
+            .format(w=tables.windows)
+            .as_string(cur),
+            rows,
+            fetch=True,
+        )
+        if len(changed) != len(rows):
+            raise FinalWindowChangedError(
+                f"{len(rows) - len(changed)} count(s) targeted a final window in {tables.windows.strings}; "
+                f"a final window must never change. Is another consumer group writing to these tables?"
+            )
+    save_checkpoint(cur, tables, group, config, outcome.checkpoint, who)
+    watermark = outcome.checkpoint.watermark(config)
+    if watermark is None:
+        return 0
+    cur.execute(
+        sql.SQL(
+            "UPDATE {} SET final = true, finalized_at = now() WHERE NOT final AND window_end <= %s"
+        ).format(tables.windows),
+        (watermark,),
+    )
+    return int(cur.rowcount)
+
+
+def batch_handler(
+    tables: StreamTables, group: str, config: StreamConfig, who: str = "", totals: Counter[str] | None = None
+) -> Callable[[Any, list[Any]], list[tuple[Any, str]]]:
+    """A :data:`cdclab.cdc.consumer.BatchHandler`: parse, decide, write — all in the consumer's transaction.
+    Malformed records are returned as rejects (the consumer dead-letters them in ``dlq.kafka_records``)."""
+    tally: Counter[str] = totals if totals is not None else Counter()
+
+    def handle(cur: Any, batch: list[Any]) -> list[tuple[Any, str]]:
+        rejects: list[tuple[Any, str]] = []
+        events: list[ClickEvent] = []
+        for msg in batch:
+            try:
+                events.append(parse_event(msg.value(), msg.partition(), msg.offset()))
+            except MalformedClickEventError as exc:
+                rejects.append((msg, f"malformed click event: {exc}"))
+        checkpoint = load_checkpoint(cur, tables, group, config)
+        known = seen_ids(cur, tables, [e.event_id for e in events])
+        outcome = assign(events, checkpoint, config, known)
+        tally["finalized_windows"] += apply_outcome(cur, tables, group, config, outcome, who)
+        tally.update(outcome.by_verdict())
+        tally["malformed"] += len(rejects)
+        return rejects
+
+    return handle
+
+
+# --------------------------------------------------------------------------------------------------
+# Kafka: the topic, a producer and the bounded consumer run
+
+
+def topic_partitions(bootstrap: str, topic: str, timeout: float = 10.0) -> int | None:
+    """How many partitions ``topic`` has; ``None`` when it does not exist."""
+    from confluent_kafka.admin import AdminClient
+
+    md = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic=topic, timeout=timeout)
+    meta = md.topics.get(topic)
+    if meta is None or meta.error is not None:
+        return None
+    return len(meta.partitions)
+
+
+def ensure_topic(bootstrap: str, topic: str, timeout: float = 30.0) -> None:
+    """Create ``topic`` with one partition unless it exists; refuse one with more partitions."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    partitions = topic_partitions(bootstrap, topic)
+    if partitions is None:
+        admin = AdminClient({"bootstrap.servers": bootstrap})  # keep a reference until the future resolves
+        futures = admin.create_topics(
+            [NewTopic(topic, num_partitions=1, replication_factor=1)], operation_timeout=timeout
+        )
+        try:
+            futures[topic].result(timeout)
+        except KafkaException as exc:
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise
+        partitions = topic_partitions(bootstrap, topic) or 1
+    if partitions != 1:
+        raise MultiPartitionTopicError(topic, partitions)
+
+
+def produce_events(
+    bootstrap: str, topic: str, events: Iterable[dict[str, Any]], timeout: float = 60.0
+) -> int:
+    """Write events (``ClickEvent`` dicts) to ``topic`` in order, keyed by user; idempotent producer, acks=all.
+    Returns how many were acknowledged; raises when any delivery failed."""
+    from confluent_kafka import KafkaException, Producer
+
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 5}
+    )
+    errors: list[str] = []
+    sent = 0
+
+    def delivered(err: Any, _msg: Any) -> None:
+        if err is not None:
+            errors.append(str(err))
+
+    for event in events:
+        producer.produce(
+            topic,
+            key=str(event.get("user_id", "")).encode(),
+            value=json.dumps(event).encode(),
+            on_delivery=delivered,
+        )
+        producer.poll(0)
+        sent += 1
+    left = producer.flush(timeout)
+    if left or errors:
+        raise KafkaException(
+            f"{left} event(s) not delivered to {topic} within {timeout}s; errors: {errors[:3]}"
+        )
+    return sent
+
+
+def process_stream(
+    *,
+    bootstrap: str,
+    topic: str,
+    group: str,
+    connect: Callable[[], Any],
+    tables: StreamTables = StreamTables(),
+    config: StreamConfig = StreamConfig(),
+    batch_size: int = 200,
+    max_seconds: float = 300.0,
+    who: str = "",
+) -> dict[str, Any]:
+    """Catch the windows up with ``topic`` (to its end as of the start), exactly once; returns a summary."""
+    from cdclab.cdc.consumer import consume_into_postgres
+
+    partitions = topic_partitions(bootstrap, topic)
+    if partitions is not None and partitions != 1:
+        raise MultiPartitionTopicError(topic, partitions)
+    conn = connect()
+    try:
+        with conn, conn.cursor() as cur:
+            ensure_tables(cur, tables)
+    finally:
+        conn.close()
+    tally: Counter[str] = Counter()
+    result = consume_into_postgres(
+        bootstrap=bootstrap,
+        topics=[topic],
+        group=group,
+        connect=connect,
+        handler=batch_handler(tables, group, config, who, tally),
+        batch_size=batch_size,
+        max_seconds=max_seconds,
+        who=who,
+    )
+    conn = connect()
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                sql.SQL("SELECT max_event_time, watermark FROM {} WHERE consumer_group = %s").format(
+                    tables.checkpoint
+                ),
+                (group,),
+            )
+            row = cur.fetchone()
+    finally:
+        conn.close()
+    summary = {
+        "records": result.records,
+        "batches": result.batches,
+        "dead_letters": result.dead_letters,
+        "verdicts": {k: v for k, v in tally.items() if k not in {"finalized_windows", "malformed"}},
+        "finalized_windows": tally["finalized_windows"],
+        "max_event_time": row[0].isoformat() if row and row[0] else None,
+        "watermark": row[1].isoformat() if row and row[1] else None,
+        "positions": {f"{t}[{p}]": o for (t, p), o in result.positions.items()},
+        "seconds": round(result.seconds, 3),
+    }
+    log.info("event stream %s -> %s: %s", topic, tables.windows.strings, summary)
+    return summary
