@@ -1,0 +1,122 @@
+"""
+# 71.3.4 SCD Type 2 Implementation — a dimension's full history, built from Debezium change events
+
+**Slowly changing dimensions.** `marts.dim_customers` keeps one row per *version* of each customer
+instead of overwriting it. The changes come from the Debezium topic `shop.public.customers`; every
+change of a *tracked* column (`tracked_columns`, by default email, full_name and tier) closes the
+current version and opens a new one. A change of untracked columns only (e.g. `home_tz`, or the
+trigger-maintained `updated_at`/`version`) is applied in place to the current version.
+
+**History tracking.** A batch is written with two statements, as dlt does: *retire* (one UPDATE
+closing the current versions of changed keys) then *insert* (one INSERT of the new versions,
+including versions opened and closed within the same batch). Each version carries the position
+(LSN) of the change that opened it (`_source_position`) and of the last change applied to it
+(`_last_position`); changes at or below a key's highest position are stale, so a replay from offset
+0 writes nothing.
+
+**Effective dates.** `valid_from` is the source commit time of the opening change (Debezium
+`source.ts_ms`), `valid_to` that of the closing change: the source's clock, not the loader's, so a
+late or repeated load writes the same dates. Ranges are half-open, `[valid_from, valid_to)`.
+
+**Current flag.** `is_current` is true on exactly one version of each live key (a partial unique
+index enforces it). A delete closes the current version (`valid_to` set, `is_current = false`,
+`_deleted = true`); a later re-insert opens a new current version. The `verify` task fails when any
+key's versions overlap or leave a gap that no delete explains.
+
+**Observe it in the lab.** Update a customer's tier in `shop` a few times, trigger the DAG, then:
+`SELECT id, tier, valid_from, valid_to, is_current, _deleted FROM marts.dim_customers WHERE id = 1
+ORDER BY _source_position;` in `warehouse`. "As of" queries: `... WHERE valid_from <= t AND
+(valid_to IS NULL OR valid_to > t)`. The `apply` task's XCom shows opened/retired/touched/stale
+counts; offsets are in `state.kafka_offsets` under the group `71_03_04_scd2`.
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import Param, dag, get_current_context, task
+
+DEFAULT_TABLES = ["public.customers"]
+DEFAULT_TRACKED = {"public.customers": ["email", "full_name", "tier"]}
+
+
+@dag(
+    dag_id="71_03_04_scd2",
+    schedule="*/5 * * * *",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["71.3", "scd2", "reference", "patterns", "advanced", "success"],
+    doc_md=__doc__,
+    params={
+        "tables": Param(DEFAULT_TABLES, type="array", description="source tables (schema.table)"),
+        "tracked_columns": Param(
+            DEFAULT_TRACKED,
+            type="object",
+            description="per source table, the columns whose change opens a new version (absent: all non-key)",
+        ),
+        "consumer_group": Param("71_03_04_scd2", type="string"),
+        "topic_prefix": Param("shop", type="string"),
+        "target_schema": Param("marts", type="string"),
+        "target_prefix": Param("dim_", type="string"),
+        "batch_size": Param(500, type="integer", minimum=1),
+    },
+)
+def scd2():
+    @task
+    def apply() -> dict:
+        from cdclab.cdc.merge_variants import replicate_with
+        from cdclab.cdc.scd2 import apply_scd2, ensure_dimension
+
+        ctx = get_current_context()
+        p = ctx["params"]
+        tracked = p["tracked_columns"]
+
+        def prepare(cur, route) -> None:
+            ensure_dimension(cur, route.target, list(route.types.items()), route.key)
+
+        def hook(cur, route, changes) -> dict:
+            return apply_scd2(cur, route.target, route.key, changes, tracked.get(route.source)).as_dict()
+
+        summary = replicate_with(
+            p["tables"],
+            hook,
+            prepare=prepare,
+            group=p["consumer_group"],
+            topic_prefix=p["topic_prefix"],
+            target_schema=p["target_schema"],
+            target_prefix=p["target_prefix"],
+            batch_size=p["batch_size"],
+            who=f"{ctx['dag'].dag_id}/{ctx['run_id']}",
+        )
+        return summary.as_dict()
+
+    @task
+    def verify() -> dict:
+        """Every key's versions chain without overlap; gaps only after a delete."""
+        from cdclab.cdc.pipeline import routes_for
+        from cdclab.cdc.scd2 import HistoryBroken, history_violations
+        from cdclab.db import WAREHOUSE, transaction
+
+        p = get_current_context()["params"]
+        routes = routes_for(
+            p["tables"],
+            topic_prefix=p["topic_prefix"],
+            target_schema=p["target_schema"],
+            target_prefix=p["target_prefix"],
+        )
+        broken = {}
+        with transaction(WAREHOUSE) as cur:
+            for r in routes:
+                bad = history_violations(cur, r.target, r.key)
+                if bad:
+                    broken[r.target] = bad[:20]
+        if broken:
+            raise HistoryBroken(
+                f"broken histories (overlap, open non-last version or unexplained gap): {broken}"
+            )
+        return {"verified": [r.target for r in routes]}
+
+    apply() >> verify()
+
+
+scd2()
