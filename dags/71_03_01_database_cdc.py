@@ -20,8 +20,13 @@ heartbeats are skipped; malformed records, unknown ops and NULL keys go to `ware
 with the reason, and the pipeline goes on. A column that appears in the source (schema drift) fails
 the run loudly unless `schema_policy` is `evolve`.
 
-**Maxwell.** The MySQL/MariaDB side (Maxwell's JSON `type/data/old/xid`) is parsed by
-`cdclab.cdc.events.parse_maxwell` into the same change record; its pipeline is tracked in issue 4.
+**Maxwell integration.** The MySQL side: MariaDB (row-based binlog, `infra/mariadb/my.cnf`) is read by
+the lab's `maxwell` service, which writes Maxwell's JSON (`type`, `data`, `old`, `xid`, `xoffset`,
+`commit`, `position`) to `maxwell.<database>.<table>` in Kafka transactions together with its binlog
+checkpoint (`cdclab.cdc.maxwell`; the Maxwell daemon itself, `com.zendesk:maxwell` 1.22.6 on Maven
+Central, needs Nashorn, which Java 15+ lacks). `apply_maxwell_changes` parses those records into the
+same change record (`parse_maxwell`, position = binlog file/offset/xoffset) and merges them into
+`core.mysql_<table>`, a table of the same warehouse model as the Debezium path.
 
 **Observe it in the lab.**
 - Connector: `curl -s 127.0.0.1:8083/connectors/shop-postgres-source/status`
@@ -29,13 +34,12 @@ the run loudly unless `schema_policy` is `evolve`.
 - Topic: `make logs S=connect`, or consume `shop.public.customers` with any Kafka client.
 - Offsets: `SELECT * FROM state.kafka_offsets;` and dead letters `SELECT * FROM dlq.kafka_records;`
   in `warehouse`.
+- MySQL side: `mysql -h127.0.0.1 -P13306 -ushop -pshop shop`, change `customers`, then compare with
+  `warehouse.core.mysql_customers`; the producer's state: `.lab/maxwell/status.json`.
 - Trigger the DAG, then compare `shop.public.customers` with `warehouse.core.customers`.
 """
 
 from __future__ import annotations
-
-import json
-import urllib.request
 
 import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
@@ -63,6 +67,9 @@ DEFAULT_TABLES = ["public.customers", "public.products", "public.orders", "publi
         "schema_policy": Param("fail", enum=["fail", "evolve"]),
         "connector": Param("shop-postgres-source", type="string"),
         "batch_size": Param(500, type="integer", minimum=1),
+        "maxwell_tables": Param(["shop.customers"], type="array", description="MariaDB tables (database.table)"),
+        "maxwell_group": Param("71_03_01_database_cdc_maxwell", type="string"),
+        "maxwell_target_prefix": Param("mysql_", type="string"),
     },
 )
 def database_cdc():
@@ -71,14 +78,10 @@ def database_cdc():
         """Fail fast with the connector's own error when Debezium is not streaming."""
         from airflow.sdk import Connection
 
+        from cdclab.cdc.replication import require_running
+
         params = get_current_context()["params"]
-        base = Connection.get("kafka_connect").host.rstrip("/")
-        with urllib.request.urlopen(f"{base}/connectors/{params['connector']}/status", timeout=10) as resp:
-            status = json.load(resp)
-        states = [status["connector"]["state"], *(t["state"] for t in status.get("tasks", []))]
-        if any(s != "RUNNING" for s in states) or len(states) < 2:
-            raise RuntimeError(f"connector {params['connector']} is not streaming: {status}")
-        return status["connector"]["state"]
+        return require_running(Connection.get("kafka_connect").host, params["connector"])["connector"]["state"]
 
     @task
     def apply_changes() -> dict:
@@ -91,7 +94,18 @@ def database_cdc():
             who=f"{ctx['dag'].dag_id}/{ctx['run_id']}",
         )
 
+    @task
+    def apply_maxwell_changes() -> dict:
+        from cdclab.cdc.pipeline import replicate_maxwell
+
+        ctx = get_current_context()
+        p = ctx["params"]
+        return replicate_maxwell(p["maxwell_tables"], group=p["maxwell_group"], target_schema=p["target_schema"],
+                                 target_prefix=p["maxwell_target_prefix"], delete_mode=p["delete_mode"],
+                                 batch_size=p["batch_size"], who=f"{ctx['dag'].dag_id}/{ctx['run_id']}")
+
     connector_running() >> apply_changes()
+    apply_maxwell_changes()
 
 
 database_cdc()

@@ -16,6 +16,7 @@ t0=$SECONDS
 need_apt=()
 dpkg -s "postgresql-$POSTGRES_MAJOR" >/dev/null 2>&1 || need_apt+=("postgresql-$POSTGRES_MAJOR" "postgresql-client-$POSTGRES_MAJOR")
 dpkg -s "postgresql-$POSTGRES_MAJOR-wal2json" >/dev/null 2>&1 || need_apt+=("postgresql-$POSTGRES_MAJOR-wal2json")
+command -v mariadbd >/dev/null || need_apt+=(mariadb-server mariadb-client)
 command -v java >/dev/null || need_apt+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || need_apt+=(maven)
 command -v go >/dev/null || need_apt+=(golang-go)
@@ -27,7 +28,7 @@ if ((${#need_apt[@]})); then
   # do not let the package start a distribution cluster on 5432
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
 else
-  step "Debian packages: present (postgresql-$POSTGRES_MAJOR, wal2json, java, maven, go)"
+  step "Debian packages: present (postgresql-$POSTGRES_MAJOR, wal2json, mariadb, java, maven, go)"
 fi
 
 # --- Python: uv + the locked virtual environment --------------------------------------------

@@ -20,7 +20,8 @@ def test_every_service_is_healthy_and_the_connector_streams(lab):
     rows = native.status(lab)
     assert native.all_healthy(rows), native.format_table(rows)
     names = [r[0].strip() for r in rows]
-    for service in ("postgres", "kafka", "connect", "minio", "airflow-api-server", "airflow-scheduler",
+    for service in ("postgres", "kafka", "connect", "minio", "mariadb", "maxwell", "airflow-api-server",
+                    "airflow-scheduler",
                     "airflow-dag-processor", "airflow-triggerer", "connector shop-postgres-source"):
         assert service in names
 
@@ -104,3 +105,16 @@ def test_a_taken_port_gives_a_clear_error_and_starts_nothing(lab, tmp_path):
     assert f"[minio] port {port} (MINIO_PORT in infra/ports.env) is already taken" in out.stderr
     assert str(tmp_path / "state" / "logs" / "minio.log") in out.stderr
     assert not list((tmp_path / "state" / "run").glob("*.pid")), "a failed start must leave no pid behind"
+
+
+def test_mariadb_writes_a_full_row_based_binlog(lab):
+    import pymysql
+
+    conn = pymysql.connect(host=lab.host, port=lab.port("mariadb"), user="root",
+                           password=lab["MARIADB_ROOT_PASSWORD"])
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT @@log_bin, @@binlog_format, @@binlog_row_image, @@character_set_server")
+            assert cur.fetchone() == (1, "ROW", "FULL", "utf8mb4")
+    finally:
+        conn.close()

@@ -141,11 +141,13 @@ def _sequence_position(sequence: object) -> int | None:
 MAXWELL_OPS = {"insert": "c", "update": "u", "delete": "d", "bootstrap-insert": "r"}
 
 
-def parse_maxwell(value: bytes | str | None, key_columns: tuple[str, ...], position: int) -> Change | Skipped:
+def parse_maxwell(value: bytes | str | None, key_columns: tuple[str, ...], position: int | None = None
+                  ) -> Change | Skipped:
     """Parse Maxwell's JSON (``type``, ``database``, ``table``, ``data``, ``old``, ``xid``, ``ts``).
 
-    Maxwell gives no global log position in the value, so the caller passes one (e.g. the Kafka offset
-    of a single-partition topic, or binlog file number * 2**32 + position).
+    The position comes from Maxwell's ``position`` (``binlog.000003:1234``, written with
+    ``output_binlog_position``) and ``xoffset``; a caller without them passes one (e.g. the Kafka offset
+    of a single-partition topic).
     """
     payload = _loads(value, "value")
     if payload is None:
@@ -164,6 +166,15 @@ def parse_maxwell(value: bytes | str | None, key_columns: tuple[str, ...], posit
     missing = [c for c in key_columns if c not in data]
     if missing:
         raise MalformedEvent(f"Maxwell event lacks key column(s) {missing}")
+    if position is None:
+        from cdclab.cdc.maxwell import parse_position
+
+        if not isinstance(payload.get("position"), str):
+            raise MalformedEvent("Maxwell event without 'position' (enable output_binlog_position)")
+        try:
+            position = parse_position(payload["position"], int(payload.get("xoffset") or 0))
+        except ValueError as exc:
+            raise MalformedEvent(f"bad Maxwell position {payload['position']!r}: {exc}") from None
     op = MAXWELL_OPS[str(kind)]
     before = {**data, **old} if op == "u" else (dict(data) if op == "d" else None)
     return Change(

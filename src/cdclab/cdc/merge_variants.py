@@ -518,3 +518,30 @@ def differing_keys(cur: Any, a: str, b: str, key: Sequence[str]) -> list[tuple[A
     ).format(k=_cols(key), c=_cols(cols), a=ident(a), b=ident(b))
     cur.execute(stmt)
     return [tuple(r) for r in cur.fetchall()]
+
+
+def apply_soft_deletes(flag_column: str = "is_deleted", at_column: str = "deleted_at") -> ApplyBatch:
+    """A batch hook: every delete becomes a soft delete in the warehouse.
+
+    ``apply_changes(..., delete_mode="soft")`` flags rows the target holds, :func:`flag_unseen_deletes`
+    adds flagged rows for deletes of keys it does not hold, and :func:`flag_source_soft_deletes` flags
+    rows the source soft-deleted by UPDATE (when the table has ``flag_column`` and ``at_column``). A row
+    un-deleted or re-inserted in the source by a newer change comes back live (``_deleted = false``).
+    """
+    from cdclab.cdc.merge import apply_changes
+
+    def apply(cur: Any, route: TableRoute, changes: list[Change]) -> dict[str, int]:
+        r = apply_changes(cur, route.target, route.key, changes, delete_mode="soft")
+        unseen = 0
+        flagged = 0
+        if flag_column in route.types and at_column in route.types:
+            flagged = flag_source_soft_deletes(cur, route.target, route.key, changes, flag_column, at_column)
+        return {
+            "upserted": r.upserted,
+            "hard_deletes_flagged": r.deleted + unseen,
+            "unseen_deletes": unseen,
+            "source_soft_deletes": flagged,
+            "stale": r.stale,
+        }
+
+    return apply

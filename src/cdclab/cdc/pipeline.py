@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from cdclab.cdc import consumer as kc
-from cdclab.cdc.events import Change, MalformedEvent, Skipped, parse_debezium
+from cdclab.cdc.events import Change, MalformedEvent, Skipped, parse_debezium, parse_maxwell
 from cdclab.cdc.merge import (
     DeleteMode,
     MergeResult,
@@ -81,6 +81,17 @@ def routes_for(tables: Sequence[str], *, topic_prefix: str, target_schema: str, 
     return routes
 
 
+Parser = Callable[[Any, TableRoute], "Change | Skipped"]
+
+
+def _debezium(msg: Any, route: TableRoute) -> Change | Skipped:
+    return parse_debezium(msg.key(), msg.value(), msg.topic())
+
+
+def _maxwell(msg: Any, route: TableRoute) -> Change | Skipped:
+    return parse_maxwell(msg.value(), route.key)
+
+
 def replicate(
     tables: Sequence[str],
     *,
@@ -97,9 +108,44 @@ def replicate(
     kafka_conn_id: str = "kafka_default",
     who: str = "",
 ) -> dict[str, Any]:
-    """Catch ``tables`` up from their topics into the warehouse; returns counts for logs and XCom."""
+    """Catch ``tables`` up from their Debezium topics into the warehouse; returns counts for logs and XCom."""
     routes = routes_for(tables, topic_prefix=topic_prefix, target_schema=target_schema,
                         target_prefix=target_prefix, source_conn_id=source_conn_id)
+    return _run(routes, _debezium, group=group, delete_mode=delete_mode, schema_policy=schema_policy,
+                batch_size=batch_size, max_seconds=max_seconds, target_conn_id=target_conn_id,
+                kafka_conn_id=kafka_conn_id, who=who)
+
+
+def replicate_maxwell(
+    tables: Sequence[str],
+    *,
+    group: str,
+    model: str = "public.customers",
+    topic_prefix: str = "maxwell",
+    target_schema: str = "core",
+    target_prefix: str = "mysql_",
+    delete_mode: DeleteMode = "hard",
+    batch_size: int = 500,
+    max_seconds: float = 300.0,
+    model_conn_id: str = SHOP,
+    target_conn_id: str = WAREHOUSE,
+    kafka_conn_id: str = "kafka_default",
+    who: str = "",
+) -> dict[str, Any]:
+    """Catch MariaDB tables (``database.table``) up from their Maxwell topics into the warehouse.
+
+    The target takes the columns, types and key of ``model``, a table of the Postgres ``shop`` with the
+    same logical shape, so both CDC paths land in the same warehouse model."""
+    (model_route,) = routes_for([model], topic_prefix="-", target_schema=target_schema, source_conn_id=model_conn_id)
+    routes = [TableRoute(source=t, topic=f"{topic_prefix}.{t}", target=f"{target_schema}.{target_prefix}{t.split('.')[-1]}",
+                         key=model_route.key, types=model_route.types) for t in tables]
+    return _run(routes, _maxwell, group=group, delete_mode=delete_mode, schema_policy="fail", batch_size=batch_size,
+                max_seconds=max_seconds, target_conn_id=target_conn_id, kafka_conn_id=kafka_conn_id, who=who)
+
+
+def _run(routes: Sequence[TableRoute], parse: Parser, *, group: str, delete_mode: DeleteMode,
+         schema_policy: SchemaPolicy, batch_size: int, max_seconds: float, target_conn_id: str,
+         kafka_conn_id: str, who: str) -> dict[str, Any]:
     by_topic = {r.topic: r for r in routes}
     conn = connect(target_conn_id)
     try:
@@ -115,15 +161,15 @@ def replicate(
         rejects: list[tuple[Any, str]] = []
         per_topic: dict[str, list[Change]] = defaultdict(list)
         for msg in batch:
+            route = by_topic[msg.topic()]
             try:
-                event = parse_debezium(msg.key(), msg.value(), msg.topic())
+                event = parse(msg, route)
             except MalformedEvent as exc:
                 rejects.append((msg, f"malformed: {exc}"))
                 continue
             if isinstance(event, Skipped):
                 skipped[event.kind] += 1
                 continue
-            route = by_topic[msg.topic()]
             missing = [k for k in route.key if event.key.get(k) is None]
             if missing and event.op != "t":
                 rejects.append((msg, f"NULL key column(s) {missing}"))

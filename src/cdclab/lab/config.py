@@ -155,6 +155,16 @@ class LabConfig:
             return Path("/var/lib/cdclab") / f"pg-{digest}"
         return self.state / "postgres"
 
+    @cached_property
+    def mariadb_data(self) -> Path:
+        """MariaDB's data directory (as root it runs as the ``mysql`` OS user, like Postgres above)."""
+        if os.environ.get("CDCLAB_MARIADB_DATA"):
+            return Path(os.environ["CDCLAB_MARIADB_DATA"])
+        if os.geteuid() == 0:
+            digest = hashlib.sha256(str(self.state).encode()).hexdigest()[:12]
+            return Path("/var/lib/cdclab") / f"mariadb-{digest}"
+        return self.state / "mariadb"
+
     @property
     def jars(self) -> Path:
         return self.cache / "jars" / self.jars_key

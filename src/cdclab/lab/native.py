@@ -62,7 +62,7 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
 
 def http_get(url: str, timeout: float = 3.0) -> tuple[int, bytes]:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (lab-local URL)
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
             return resp.status, resp.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
@@ -74,7 +74,7 @@ def http_json(method: str, url: str, body: object | None = None, timeout: float 
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
             raw = resp.read()
             return resp.status, json.loads(raw) if raw else None
     except urllib.error.HTTPError as exc:
@@ -518,6 +518,121 @@ def create_buckets(cfg: LabConfig) -> None:
     progress(f"minio: buckets {', '.join(BUCKETS)}")
 
 
+class MariaDB(Service):
+    """The MySQL side of CDC: MariaDB from Debian packages with a row-based binlog."""
+
+    def __init__(self) -> None:
+        super().__init__("mariadb", ("mariadb",), 60)
+
+    def address(self, cfg: LabConfig) -> str:
+        return f"mysql://{cfg.host}:{cfg.port('mariadb')} (shop)"
+
+    def socket(self, cfg: LabConfig) -> Path:
+        return cfg.mariadb_data / "mariadb.sock"
+
+    def healthy(self, cfg: LabConfig) -> bool:
+        import pymysql
+
+        try:
+            conn = pymysql.connect(host=cfg.host, port=cfg.port("mariadb"), user="root",
+                                   password=cfg["MARIADB_ROOT_PASSWORD"], connect_timeout=2)
+        except pymysql.MySQLError:
+            return False
+        conn.close()
+        return True
+
+    def start(self, cfg: LabConfig) -> None:
+        data = cfg.mariadb_data
+        runas: list[str] = []
+        if os.geteuid() == 0:
+            runas = ["runuser", "-u", "mysql", "--"]
+        self.check_ports_free(cfg)
+        log = cfg.log_file(self.name)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        fresh = not (data / "mysql").exists()
+        if fresh:
+            progress(f"mariadb: mariadb-install-db into {data}")
+            data.mkdir(parents=True, exist_ok=True)
+            if runas:
+                shutil.chown(data, "mysql", "mysql")
+            # as root, root@localhost logs in through the unix socket (no password to manage)
+            auth = "socket" if runas else "normal"
+            out = subprocess.run([*runas, "mariadb-install-db", f"--datadir={data}",
+                                  f"--auth-root-authentication-method={auth}", "--skip-test-db"],
+                                 capture_output=True, text=True)
+            if out.returncode != 0:
+                with open(log, "a") as fh:
+                    fh.write(out.stdout + out.stderr)
+                raise ServiceError("mariadb", "mariadb-install-db failed", log)
+        progress("mariadb: starting")
+        pid = self.spawn(cfg, [*runas, "mariadbd", f"--defaults-file={cfg.root / 'infra' / 'mariadb' / 'my.cnf'}",
+                               f"--datadir={data}", f"--port={cfg.port('mariadb')}", f"--socket={self.socket(cfg)}",
+                               f"--pid-file={data / 'mariadb.pid'}", f"--log-bin={data / 'binlog'}"])
+        if not wait_for(lambda: self.socket(cfg).exists(), self.start_timeout, alive=lambda: pid_alive(pid)):
+            raise ServiceError("mariadb", "failed to start (no socket)", log)
+        # the TCP login the lab uses: root@127.0.0.1 with the password from infra/credentials.env
+        pw = cfg["MARIADB_ROOT_PASSWORD"].replace("'", "''")
+        statements = (f"CREATE USER IF NOT EXISTS 'root'@'127.0.0.1' IDENTIFIED BY '{pw}'; "
+                      f"ALTER USER 'root'@'127.0.0.1' IDENTIFIED BY '{pw}'; "
+                      "GRANT ALL ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;")
+        for _ in range(20):
+            out = subprocess.run(["mariadb", "-uroot", f"--socket={self.socket(cfg)}", "-e", statements],
+                                 capture_output=True, text=True)
+            if out.returncode == 0:
+                break
+            time.sleep(0.5)
+        else:
+            raise ServiceError("mariadb", f"setting the root login failed: {out.stderr.strip()}", log)
+        self.wait_ready(cfg, pid)
+        self.initialise(cfg)
+
+    def initialise(self, cfg: LabConfig) -> None:
+        import pymysql
+
+        text = (cfg.root / "infra" / "mariadb" / "init.sql").read_text()
+        for key in ("SHOP_PASSWORD", "MAXWELL_PASSWORD"):
+            text = text.replace("${" + key + "}", cfg[key])
+        conn = pymysql.connect(host=cfg.host, port=cfg.port("mariadb"), user="root",
+                               password=cfg["MARIADB_ROOT_PASSWORD"], autocommit=True)
+        try:
+            with conn.cursor() as cur:
+                for statement in _sql_statements(text):
+                    cur.execute(statement)
+        finally:
+            conn.close()
+
+
+def _sql_statements(text: str) -> list[str]:
+    lines = [line for line in text.splitlines() if not line.strip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+class MaxwellProducer(Service):
+    """Maxwell-format change events from MariaDB's binlog into Kafka (``cdclab.cdc.maxwell``)."""
+
+    def __init__(self) -> None:
+        super().__init__("maxwell", (), 60)
+
+    def address(self, cfg: LabConfig) -> str:
+        return "topics maxwell.shop.<table>"
+
+    def status(self, cfg: LabConfig) -> dict[str, object]:
+        try:
+            return dict(json.loads((cfg.state / "maxwell" / "status.json").read_text()))
+        except (OSError, ValueError):
+            return {}
+
+    def healthy(self, cfg: LabConfig) -> bool:
+        st = self.status(cfg)
+        pid = self.pid(cfg)
+        return bool(st) and st.get("pid") == pid and time.time() - float(st.get("at", 0)) < 15  # type: ignore[arg-type]
+
+    def start(self, cfg: LabConfig) -> None:
+        progress("maxwell: starting the binlog -> Kafka producer")
+        pid = self.spawn(cfg, [sys.executable, "-m", "cdclab.cdc.maxwell"])
+        self.wait_ready(cfg, pid)
+
+
 class Airflow(Service):
     """One Airflow 3 component run from this virtual environment's ``airflow`` command."""
 
@@ -583,6 +698,8 @@ SERVICES: list[Service] = [
     Kafka(),
     Connect(),
     MinIO(),
+    MariaDB(),
+    MaxwellProducer(),
     Airflow("api-server"),
     Airflow("scheduler"),
     Airflow("dag-processor"),
@@ -610,9 +727,9 @@ def up(cfg: LabConfig, only: Iterable[str] | None = None) -> list[tuple[str, str
     t0 = time.monotonic()
     try:
         for svc in select(only):
-            if svc.healthy(cfg) and (svc.pid(cfg) is not None or svc.name == "postgres"):
+            if svc.healthy(cfg) and svc.pid(cfg) is not None:
                 progress(f"{svc.name}: already healthy")
-                if svc.name == "postgres":
+                if svc.name in ("postgres", "mariadb"):
                     svc.initialise(cfg)  # type: ignore[attr-defined]
                 elif svc.name == "connect":
                     register_connectors(cfg)
