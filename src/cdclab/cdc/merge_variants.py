@@ -532,7 +532,7 @@ def apply_soft_deletes(flag_column: str = "is_deleted", at_column: str = "delete
 
     def apply(cur: Any, route: TableRoute, changes: list[Change]) -> dict[str, int]:
         r = apply_changes(cur, route.target, route.key, changes, delete_mode="soft")
-        unseen = 0
+        unseen = flag_unseen_deletes(cur, route.target, route.key, changes)
         flagged = 0
         if flag_column in route.types and at_column in route.types:
             flagged = flag_source_soft_deletes(cur, route.target, route.key, changes, flag_column, at_column)
