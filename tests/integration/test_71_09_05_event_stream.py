@@ -156,6 +156,7 @@ def assert_state(db, prefix: str, group: str, delivered: list[dict]) -> dict:
 @pytest.fixture
 def stream(lab, names, warehouse_db):
     topic, group, prefix = names("clicks"), names("grp"), names("es") + "_"
+    # every param, every run: dag.test() in one process keeps the previous run's conf in the DAG's Params
     conf = {
         "topic": topic,
         "consumer_group": group,
@@ -163,7 +164,12 @@ def stream(lab, names, warehouse_db):
         "table_prefix": prefix,
         "window_seconds": WINDOW,
         "allowed_lateness_seconds": LATENESS,
+        "skew_tolerance_seconds": 300,
         "batch_size": 40,
+        **produce_conf(0),
+        "produce_events": 0,
+        "produce_seed": None,
+        "produce_start": None,
     }
     yield topic, group, prefix, conf
     with warehouse_db.cursor() as cur:
@@ -208,8 +214,11 @@ def test_window_counts_equal_an_independent_count_after_each_of_three_runs(lab, 
 
     # a run with nothing new changes nothing
     before = windows(warehouse_db, prefix)
-    run_dag(DAG_ID, pendulum.datetime(2026, 3, 2, 10, 20, tz="UTC"), conf)
+    dr = run_dag(DAG_ID, pendulum.datetime(2026, 3, 2, 10, 20, tz="UTC"), conf)
+    states = {ti.task_id: str(getattr(ti.state, "value", ti.state)) for ti in dr.get_task_instances()}
+    assert states == {"produce": "skipped", "consume": "success"}
     assert windows(warehouse_db, prefix) == before
+    assert checkpoint(warehouse_db, prefix, group)["deliveries"] == len(delivered)
 
 
 KILL_SCRIPT = """
