@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import ast
 import base64
+import configparser
+import inspect
 import json
 import re
 import shlex
@@ -42,6 +44,8 @@ NATIVE_NAME = {
     "kafka": "kafka",
     "connect": "connect",
     "minio": "minio",
+    "mariadb": "mariadb",
+    "maxwell": "maxwell",
     "airflow-api-server": "airflow-api-server",
     "airflow-scheduler": "airflow-scheduler",
     "airflow-dag-processor": "airflow-dag-processor",
@@ -52,6 +56,7 @@ ONE_SHOT_OWNER = {
     "postgres-init": "postgres",  # Postgres.initialise(): infra/postgres/initdb.sh
     "connect-init": "connect",  # register_connectors()
     "minio-init": "minio",  # create_buckets()
+    "mariadb-init": "mariadb",  # MariaDB.initialise(): infra/mariadb/init.sql, placeholders substituted
     "airflow-init": "airflow-api-server",  # prepare_airflow(): airflow db migrate
 }
 # Keys of LabConfig.airflow_env() whose value is a path on the host; compose points them into the
@@ -70,6 +75,10 @@ PATH_VALUED = {
 DEBEZIUM_IMAGE_PLUGIN_DIR = "/kafka/connect"
 # the official Airflow image's AIRFLOW_HOME
 AIRFLOW_IMAGE_HOME = "/opt/airflow"
+# The official mariadb image includes this folder after its packaged configuration (later files win).
+MARIADB_IMAGE_CONF_DIR = PurePosixPath("/etc/mysql/conf.d")
+# MinIO removed minio/minio from Docker Hub (September 2026); its released images stay on quay.io.
+MINIO_IMAGE_REPOSITORY = "quay.io/minio/minio"
 
 
 class UnknownVariable(KeyError):
@@ -198,6 +207,13 @@ def properties(path: Path) -> dict[str, str]:
     return values
 
 
+def mariadb_server_options() -> dict[str, str]:
+    """The [mariadbd] group of infra/mariadb/my.cnf (``skip-name-resolve`` style flags map to "")."""
+    parser = configparser.ConfigParser(allow_no_value=True, interpolation=None)
+    parser.read_string((ROOT / "infra" / "mariadb" / "my.cnf").read_text())
+    return {key: value or "" for key, value in parser["mariadbd"].items()}
+
+
 def owner(name: str) -> str:
     return NATIVE_NAME.get(name) or ONE_SHOT_OWNER[name]
 
@@ -240,7 +256,8 @@ def test_every_image_is_pinned_by_versions_env() -> None:
         "postgres-init": f"postgres:{v['POSTGRES_MAJOR']}",
         "kafka": f"apache/kafka:{v['KAFKA_VERSION']}",
         "connect": f"quay.io/debezium/connect:{v['DEBEZIUM_VERSION']}",
-        "minio": f"minio/minio:{v['MINIO_RELEASE']}",
+        "minio": f"{MINIO_IMAGE_REPOSITORY}:{v['MINIO_RELEASE']}",
+        "mariadb": f"mariadb:{v['MARIADB_MAJOR']}",
     }
     built = {name for name, svc in SERVICES.items() if "build" in svc}
     assert set(expected) | built == set(SERVICES)
@@ -270,8 +287,9 @@ def test_compose_yaml_holds_no_literal_version_port_or_secret() -> None:
         assert not re.search(rf"(?<![\d.]){re.escape(value)}(?![\d.])", text), f"literal {key}={value}"
     for key, value in ports.items():
         assert not re.search(rf"(?<![\d.]){re.escape(value)}(?![\d.])", text), f"literal {key}={value}"
-    # a password that equals a role name ("shop", "postgres") cannot be told apart from that name
-    names = {value for key, value in credentials.items() if key.endswith("_USER")} | {"postgres"}
+    # a password that equals a role or service name ("shop", "postgres", "mariadb") cannot be told
+    # apart from that name
+    names = {value for key, value in credentials.items() if key.endswith("_USER")} | set(SERVICES_RAW)
     for key, value in credentials.items():
         if re.search(r"PASSWORD|SECRET", key) and value not in names:
             assert value not in text, f"literal {key}"
@@ -311,6 +329,10 @@ def test_the_shared_config_files_listen_where_ports_env_says() -> None:
     assert worker["rest.advertised.port"] == VARS["CONNECT_PORT"]
     pg = properties(ROOT / "infra" / "postgres" / "postgresql.conf")
     assert pg["listen_addresses"].strip("'") == host
+    mariadb = mariadb_server_options()
+    assert mariadb["bind-address"] == host
+    # both launchers pass --port (an override from the environment works); the file keeps the default
+    assert mariadb["port"] == read_env_file(ROOT / "infra" / "ports.env")["MARIADB_PORT"]
     for path in sorted((ROOT / "connectors").glob("*.json")):
         assert json.loads(path.read_text())["config"].get("database.hostname", host) == host, path.name
 
@@ -444,6 +466,76 @@ def test_minio_init_creates_the_native_buckets_with_the_native_function() -> Non
         VARS["MINIO_ROOT_USER"],
         VARS["MINIO_ROOT_PASSWORD"],
     )
+
+
+def test_mariadb_runs_the_shared_my_cnf_on_the_ports_env_port_with_the_native_root_login() -> None:
+    mariadb = SERVICES["mariadb"]
+    my_cnf = ROOT / "infra" / "mariadb" / "my.cnf"
+    included = [(h, t) for h, t, _ in bind_mounts("mariadb") if t.parent == MARIADB_IMAGE_CONF_DIR]
+    assert [h for h, _ in included] == [my_cnf], f"my.cnf must be mounted into {MARIADB_IMAGE_CONF_DIR}"
+    assert included[0][1].suffix == ".cnf", "the server reads only *.cnf files of an included folder"
+    assert not my_cnf.stat().st_mode & 0o002, "MariaDB ignores a world-writable option file"
+    options = mariadb_server_options()
+    assert options.get("log-bin") and options["binlog-format"].upper() == "ROW", "Maxwell reads row events"
+    command = mariadb["command"]
+    assert command[0] == "mariadbd"
+    assert f"--port={VARS['MARIADB_PORT']}" in command, "the native launcher passes --port too"
+    env = environment(mariadb)
+    assert env["MARIADB_ROOT_PASSWORD"] == VARS["MARIADB_ROOT_PASSWORD"]
+    # natively the lab logs in as root@127.0.0.1 over TCP (MariaDB.healthy, MariaDB.initialise)
+    assert env["MARIADB_ROOT_HOST"] == VARS["LAB_HOST"]
+    assert PurePosixPath("/var/lib/mysql") in named_volume_targets("mariadb"), "the data must be a volume"
+    assert mariadb["healthcheck"]["test"] == ["CMD", "healthcheck.sh", "--connect", "--innodb_initialized"]
+
+
+def test_mariadb_init_runs_the_native_initialise_with_every_placeholder_of_init_sql() -> None:
+    job = SERVICES["mariadb-init"]
+    assert "MariaDB().initialise(LabConfig.load())" in " ".join(job["entrypoint"])
+    initialise = inspect.getsource(native.MariaDB.initialise)
+    init_sql = ROOT / "infra" / "mariadb" / "init.sql"
+    root = environment(job)["CDCLAB_ROOT"]
+    assert host_path("mariadb-init", f"{root}/infra/mariadb/init.sql") == init_sql
+    for name in ENV_FILES:
+        assert host_path("mariadb-init", f"{root}/infra/{name}") == ROOT / "infra" / name
+    placeholders = set(re.findall(r"\$\{([A-Z0-9_]+)\}", init_sql.read_text()))
+    assert placeholders, "init.sql has ${...} placeholders"
+    env = environment(job)
+    for key in sorted(placeholders):
+        assert f'"{key}"' in initialise, f"native MariaDB.initialise does not substitute ${{{key}}}"
+        assert env[key] == VARS[key], key
+    for key in ("LAB_HOST", "MARIADB_PORT", "MARIADB_ROOT_PASSWORD"):
+        assert env[key] == VARS[key], key
+    assert job["depends_on"]["mariadb"]["condition"] == "service_healthy"
+
+
+def test_maxwell_runs_the_native_producer_and_is_healthy_by_the_native_check() -> None:
+    maxwell = SERVICES["maxwell"]
+    module = "cdclab.cdc.maxwell"
+    assert f'"-m", "{module}"' in inspect.getsource(native.MaxwellProducer.start)
+    script = maxwell["entrypoint"][-1]
+    assert script.rstrip().endswith(f"exec python -m {module}"), "exec: the producer keeps the pid written"
+    env = environment(maxwell)
+    state = PurePosixPath(env["CDCLAB_STATE"])
+    assert state.is_absolute()
+    assert host_path("maxwell", str(state)) is None, "the state is the container's, not a project file"
+    tmpfs = {PurePosixPath(entry.split(":")[0]) for entry in maxwell.get("tmpfs", [])}
+    assert state in tmpfs, "CDCLAB_STATE must be writable and empty at every start (no stale status)"
+    pid_file = LabConfig(root=ROOT, state=Path(state), cache=CFG.cache, values=VARS).pid_file("maxwell")
+    assert f'echo $$ > "$CDCLAB_STATE/{pid_file.relative_to(state)}"' in script
+    health = maxwell["healthcheck"]["test"]
+    assert health[:3] == ["CMD", "python", "-c"]
+    assert "MaxwellProducer().healthy(LabConfig.load())" in health[3]
+    assert host_path("maxwell", env["PYTHONPATH"]) == ROOT / "src"
+    for name in ENV_FILES:
+        assert host_path("maxwell", f"{env['CDCLAB_ROOT']}/infra/{name}") == ROOT / "infra" / name
+    for key in ("LAB_HOST", "KAFKA_PORT", "MARIADB_PORT", "MAXWELL_USER", "MAXWELL_PASSWORD"):
+        assert env[key] == VARS[key], key
+    waits = {dep: spec["condition"] for dep, spec in maxwell["depends_on"].items()}
+    assert waits == {
+        "kafka": "service_healthy",
+        "mariadb": "service_healthy",
+        "mariadb-init": "service_completed_successfully",
+    }
 
 
 AIRFLOW_SERVICES = sorted(name for name in SERVICES if name.startswith("airflow-"))
