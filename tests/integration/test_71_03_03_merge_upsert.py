@@ -58,7 +58,15 @@ def test_merge_and_upsert_targets_equal_the_source_through_three_intervals_and_a
 ):
     table, group = names("mu"), names("grp")
     topic = f"shop.public.{table}"
-    conf = {"tables": [f"public.{table}"], "consumer_group": group, "target_schema": "core"}
+    conf = {  # every param that matters, every run: dag.test() can carry conf over between runs
+        "tables": [f"public.{table}"],
+        "consumer_group": group,
+        "target_schema": "core",
+        "target_prefix": "",
+        "variants": ["merge", "upsert"],
+        "delivery": "log",
+        "batch_size": 500,
+    }
     make_source_table(shop_db, table)
 
     n = write_changes(shop_db, table, 1, 30, update_ids=[2, 4, 6, 4], delete_ids=[7, 8])
@@ -112,7 +120,15 @@ def test_merge_and_upsert_targets_equal_the_source_through_three_intervals_and_a
 def test_a_single_variant_run_uses_its_own_group_and_matches_the_source(lab, names, shop_db, warehouse_db):
     table, group = names("mo"), names("grp")
     topic = f"shop.public.{table}"
-    conf = {"tables": [f"public.{table}"], "consumer_group": group, "variants": ["merge"]}
+    conf = {
+        "tables": [f"public.{table}"],
+        "consumer_group": group,
+        "target_schema": "core",
+        "target_prefix": "",
+        "variants": ["merge"],
+        "delivery": "log",
+        "batch_size": 500,
+    }
     make_source_table(shop_db, table)
     n = write_changes(shop_db, table, 1, 8, update_ids=[1, 2], delete_ids=[3])
     wait_for_records(lab.kafka_bootstrap, topic, n, timeout=120)

@@ -140,6 +140,9 @@ def test_the_dimension_holds_every_tracked_version_with_source_commit_times_thro
         "tables": [f"public.{table}"],
         "consumer_group": group,
         "tracked_columns": {f"public.{table}": list(TRACKED)},
+        "target_schema": "marts",
+        "target_prefix": "dim_",
+        "batch_size": 500,
     }
     make_source_table(shop_db, table)
     src = Source(shop_db, table)
@@ -201,6 +204,9 @@ def test_a_tracked_column_that_the_source_lacks_fails_the_run(lab, names, shop_d
         "tables": [f"public.{table}"],
         "consumer_group": names("grp"),
         "tracked_columns": {f"public.{table}": ["nope"]},
+        "target_schema": "marts",
+        "target_prefix": "dim_",
+        "batch_size": 500,
     }
     run_dag(DAG_ID, T0, conf, expect="failed")
     with warehouse_db.cursor() as cur:

@@ -111,7 +111,14 @@ def test_soft_and_hard_deletes_become_flags_old_ones_are_archived_and_undeletes_
 ):
     table, group = names("sd"), names("grp")
     topic = f"shop.public.{table}"
-    conf = {"tables": [f"public.{table}"], "consumer_group": group, "target_prefix": "soft_"}
+    conf = {  # every param that matters, every run: dag.test() can carry conf over between runs
+        "tables": [f"public.{table}"],
+        "consumer_group": group,
+        "target_schema": "core",
+        "target_prefix": "soft_",
+        "archive_after_days": 30,
+        "batch_size": 500,
+    }
     base = pendulum.now("UTC").start_of("day")
     make_source_table(shop_db, table)
     src = Source(shop_db, table)
