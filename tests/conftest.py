@@ -29,6 +29,8 @@ ROOT = CFG.root
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # tests that restart shared services run last, so they cannot disturb the others
+    items.sort(key=lambda item: item.get_closest_marker("disruptive") is not None)
     for item in items:
         path = Path(str(item.fspath))
         if "integration" in path.parts:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import cache
 from typing import Any
 
 import pendulum
@@ -10,7 +9,6 @@ import pendulum
 from cdclab.lab.config import LabConfig
 
 
-@cache
 def _bag(path: str) -> Any:
     from airflow.dag_processing.dagbag import DagBag
 
@@ -22,7 +20,10 @@ def _bag(path: str) -> Any:
 
 def get_dag(dag_id: str) -> Any:
     """Parse only the DAG's own file (``dags/<dag_id>.py``) when there is one, the whole folder otherwise,
-    so a broken neighbour does not fail every test (the integrity test reports it)."""
+    so a broken neighbour does not fail every test (the integrity test reports it).
+
+    The file is parsed anew for every run: ``dag.test()`` resolves a run's conf into the DAG's own
+    ``Param`` objects, so a DAG object reused across runs would carry one run's conf into the next."""
     folder = LabConfig.load().root / "dags"
     own = folder / f"{dag_id}.py"
     dag = _bag(str(own if own.exists() else folder)).get_dag(dag_id)

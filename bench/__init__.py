@@ -1,0 +1,1 @@
+"""``make bench``: throughput and latency as ratios against a baseline run side by side."""

@@ -1,0 +1,110 @@
+"""Faults on the shared stack: Kafka Connect and the Kafka broker restarted while changes keep coming.
+
+These tests restart shared services, so they are marked ``disruptive`` and run after every other test
+(tests/conftest.py orders them last); each one leaves the stack healthy again.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+
+import pytest
+
+from cdclab.cdc.inspect import read_topic, wait_for_records
+from cdclab.cdc.pipeline import replicate
+from cdclab.lab import native
+from tests.integration.test_cdc_end_to_end import make_source_table, source_rows, target_rows, write_changes
+
+pytestmark = pytest.mark.disruptive
+LOG_SERVICES = ["connect", "kafka"]
+
+
+def writer(lab, table: str, start: int, count: int, done: dict, pause: float = 0.03) -> threading.Thread:
+    def run() -> None:
+        import psycopg2
+
+        conn = psycopg2.connect(lab.pg_dsn("shop"))
+        conn.autocommit = True
+        n = 0
+        for i in range(start, start + count):
+            n += write_changes(conn, table, i, 1, update_ids=[i - 1] if i > start else [], delete_ids=[])
+            time.sleep(pause)
+        done["records"] = n
+        conn.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def duplicates_by_key_and_lsn(lab, topic: str) -> int:
+    seen = Counter()
+    for m in read_topic(lab.kafka_bootstrap, topic):
+        if m.value():
+            v = json.loads(m.value())
+            seen[(m.key(), v["source"]["lsn"])] += 1
+    return sum(c - 1 for c in seen.values() if c > 1)
+
+
+def ensure_connector_running(lab) -> None:
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        state, tasks, _ = native.connector_state(lab, "shop-postgres-source")
+        if state == "RUNNING" and tasks and all(t == "RUNNING" for t in tasks):
+            return
+        if "FAILED" in tasks or state == "FAILED":
+            native.http_json("POST", f"{lab.connect_url}/connectors/shop-postgres-source/restart"
+                                     "?includeTasks=true&onlyFailed=true")
+        time.sleep(2)
+    raise AssertionError(f"connector not RUNNING again: {native.connector_state(lab, 'shop-postgres-source')}")
+
+
+def test_a_kafka_connect_restart_mid_stream_loses_and_duplicates_nothing(lab, names, shop_db, warehouse_db):
+    table, group = names("crs"), names("grp")
+    topic = f"shop.public.{table}"
+    make_source_table(shop_db, table)
+    done: dict = {}
+    thread = writer(lab, table, 1, 150, done)
+    time.sleep(1.5)
+    connect = native.service("connect")
+    connect.stop(lab)
+    time.sleep(2)
+    native.up(lab, ["connect"])
+    thread.join()
+    ensure_connector_running(lab)
+    wait_for_records(lab.kafka_bootstrap, topic, done["records"], timeout=180)
+
+    replicate([f"public.{table}"], group=group, target_schema="core")
+
+    assert target_rows(warehouse_db, table) == source_rows(shop_db, table)
+    assert len(source_rows(shop_db, table)) == 150
+    assert duplicates_by_key_and_lsn(lab, topic) == 0, "exactly-once source support must not re-send events"
+
+
+def test_a_kafka_broker_restart_mid_stream_loses_and_duplicates_nothing(lab, names, shop_db, warehouse_db):
+    table, group = names("krs"), names("grp")
+    topic = f"shop.public.{table}"
+    make_source_table(shop_db, table)
+    done: dict = {}
+    thread = writer(lab, table, 1, 150, done)
+    time.sleep(1.5)
+    kafka = native.service("kafka")
+    kafka.stop(lab)
+    time.sleep(3)  # writes go on in Postgres; the slot keeps their WAL
+    native.up(lab, ["kafka"])
+    thread.join()
+    ensure_connector_running(lab)
+    wait_for_records(lab.kafka_bootstrap, topic, done["records"], timeout=240)
+    # a consumer that was mid-way when the broker went away resumes from the stored offsets
+    replicate([f"public.{table}"], group=group, target_schema="core", batch_size=20)
+
+    assert target_rows(warehouse_db, table) == source_rows(shop_db, table)
+    with warehouse_db.cursor() as cur:
+        cur.execute(f'SELECT count(*), count(DISTINCT id) FROM core."{table}"')  # noqa: S608 (test-owned name)
+        total, distinct = cur.fetchone()
+    assert total == distinct == 150
+    rows = native.status(lab)
+    assert native.all_healthy(rows), native.format_table(rows)
