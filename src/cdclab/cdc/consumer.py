@@ -76,6 +76,21 @@ class ConsumeResult:
     seconds: float = 0.0
 
 
+def watermarks(consumer: Any, topic: str, partition: int, timeout: float = 10.0, attempts: int = 20) -> tuple[int, int]:
+    """(earliest, end) offsets of a partition, riding out a leader election (e.g. a broker restart)."""
+    from confluent_kafka import KafkaException, TopicPartition
+
+    for attempt in range(attempts):
+        try:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
+            return int(low), int(high)
+        except KafkaException as exc:
+            if attempt == attempts - 1 or (not exc.args[0].retriable() and exc.args[0].code() not in (6, 3, 5)):
+                raise
+            time.sleep(min(0.5 * (attempt + 1), 3))
+    raise AssertionError("unreachable")
+
+
 def ensure_schema(cur: Any) -> None:
     cur.execute(OFFSETS_DDL)
 
@@ -157,7 +172,7 @@ def consume_into_postgres(
             if topic not in md.topics or md.topics[topic].error is not None:
                 continue  # the topic does not exist yet: nothing to read
             for partition in md.topics[topic].partitions:
-                low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+                low, high = watermarks(consumer, topic, partition)
                 start = stored[topic].get(partition)
                 if start is not None and start < low:
                     raise OffsetOutOfRange(

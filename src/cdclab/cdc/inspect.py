@@ -6,6 +6,8 @@ import time
 import uuid
 from typing import Any
 
+from cdclab.cdc.consumer import watermarks
+
 
 def read_topic(bootstrap: str, topic: str, limit: int = 100_000, timeout: float = 5.0) -> list[Any]:
     """Every committed record of ``topic`` (all partitions) from the beginning, up to ``limit``."""
@@ -20,7 +22,7 @@ def read_topic(bootstrap: str, topic: str, limit: int = 100_000, timeout: float 
             return []
         ends, starts = {}, {}
         for p in md.topics[topic].partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
+            low, high = watermarks(consumer, topic, p, timeout)
             if high > low:
                 ends[p], starts[p] = high, low
         if not ends:

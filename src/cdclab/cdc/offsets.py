@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from cdclab.cdc.consumer import ensure_schema, reset_offsets
+from cdclab.cdc.consumer import ensure_schema, reset_offsets, watermarks
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class OffsetRow:
 
 def end_offsets(bootstrap: str, topic: str) -> dict[int, tuple[int, int]]:
     """partition -> (earliest, end) offsets of ``topic``; empty when the topic does not exist."""
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import Consumer
 
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "cdclab-offsets-inspect",
                          "enable.auto.commit": False})
@@ -42,8 +42,7 @@ def end_offsets(bootstrap: str, topic: str) -> dict[int, tuple[int, int]]:
         md = consumer.list_topics(topic, timeout=10)
         if topic not in md.topics or md.topics[topic].error is not None:
             return {}
-        return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-                for p in md.topics[topic].partitions}
+        return {p: watermarks(consumer, topic, p) for p in md.topics[topic].partitions}
     finally:
         consumer.close()
 
