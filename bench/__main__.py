@@ -22,13 +22,27 @@ RESULTS = Path(__file__).parent / "results"
 def files() -> bool:
     from cdclab.files import bench as files_bench
 
-    print(f"[bench files] chunked vs single-pass load of a {os.environ.get('BENCH_FILE_MB', '100')} MB CSV",
-          flush=True)
-    figures = files_bench.main(["--mb", os.environ.get("BENCH_FILE_MB", "100"),
-                                "--workers", os.environ.get("BENCH_WORKERS", "2"), "--chunk-mb", "16"])
-    figures = {"benchmark": "files_chunking", "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-               "cores": os.cpu_count(), **figures,
-               "ratio_mb_s_chunked_over_single": figures["speedup"]}
+    print(
+        f"[bench files] chunked vs single-pass load of a {os.environ.get('BENCH_FILE_MB', '100')} MB CSV",
+        flush=True,
+    )
+    figures = files_bench.main(
+        [
+            "--mb",
+            os.environ.get("BENCH_FILE_MB", "100"),
+            "--workers",
+            os.environ.get("BENCH_WORKERS", "2"),
+            "--chunk-mb",
+            "16",
+        ]
+    )
+    figures = {
+        "benchmark": "files_chunking",
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "cores": os.cpu_count(),
+        **figures,
+        "ratio_mb_s_chunked_over_single": figures["speedup"],
+    }
     RESULTS.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     for name in (f"files_chunking-{stamp}.json", "files_chunking-latest.json"):

@@ -42,7 +42,7 @@ def main() -> bool:
     run = uuid.uuid4().hex[:6]
     table, slot, prefix = f"bench_{run}", f"bench_{run}", f"bench{run}"
     topic = f"{prefix}.public.{table}"
-    ours, jdbc = f"bench_ours_{run}", f"bench_jdbc_{run}"
+    jdbc = f"bench_jdbc_{run}"
     su = psycopg2.connect(cfg.pg_dsn("shop", "postgres"))
     su.autocommit = True
     wh = psycopg2.connect(cfg.pg_dsn("warehouse"))
@@ -50,38 +50,68 @@ def main() -> bool:
     source_name, sink_name = f"bench-source-{run}", f"bench-jdbc-{run}"
     try:
         with su.cursor() as cur:
-            cur.execute(sql.SQL("CREATE TABLE public.{t} (id bigint PRIMARY KEY, payload text NOT NULL, "
-                                "amount numeric(12,2) NOT NULL, committed_at timestamptz NOT NULL DEFAULT clock_timestamp())"
-                                ).format(t=sql.Identifier(table)))
+            cur.execute(
+                sql.SQL(
+                    "CREATE TABLE public.{t} (id bigint PRIMARY KEY, payload text NOT NULL, "
+                    "amount numeric(12,2) NOT NULL, committed_at timestamptz NOT NULL DEFAULT clock_timestamp())"
+                ).format(t=sql.Identifier(table))
+            )
             cur.execute(sql.SQL("ALTER TABLE public.{t} OWNER TO shop").format(t=sql.Identifier(table)))
-            cur.execute(sql.SQL("GRANT SELECT ON public.{t} TO cdc_replicator").format(t=sql.Identifier(table)))
-            cur.execute(sql.SQL("CREATE PUBLICATION {p} FOR TABLE public.{t}").format(
-                p=sql.Identifier(slot), t=sql.Identifier(table)))
+            cur.execute(
+                sql.SQL("GRANT SELECT ON public.{t} TO cdc_replicator").format(t=sql.Identifier(table))
+            )
+            cur.execute(
+                sql.SQL("CREATE PUBLICATION {p} FOR TABLE public.{t}").format(
+                    p=sql.Identifier(slot), t=sql.Identifier(table)
+                )
+            )
         with wh.cursor() as cur:
-            cur.execute(sql.SQL("CREATE TABLE core.{t} (id bigint PRIMARY KEY, payload text NOT NULL, "
-                                "amount numeric(12,2) NOT NULL, committed_at timestamptz NOT NULL, "
-                                "_loaded_at timestamptz NOT NULL DEFAULT clock_timestamp())").format(t=sql.Identifier(jdbc)))
+            cur.execute(
+                sql.SQL(
+                    "CREATE TABLE core.{t} (id bigint PRIMARY KEY, payload text NOT NULL, "
+                    "amount numeric(12,2) NOT NULL, committed_at timestamptz NOT NULL, "
+                    "_loaded_at timestamptz NOT NULL DEFAULT clock_timestamp())"
+                ).format(t=sql.Identifier(jdbc))
+            )
         base = json.loads((cfg.root / "connectors" / "shop-postgres-source.json").read_text())["config"]
-        source = {**base, "topic.prefix": prefix, "slot.name": slot, "publication.name": slot,
-                  "table.include.list": f"public.{table}", "snapshot.mode": "no_data",
-                  "key.converter.schemas.enable": "true", "value.converter.schemas.enable": "true",
-                  "key.converter": "org.apache.kafka.connect.json.JsonConverter",
-                  "value.converter": "org.apache.kafka.connect.json.JsonConverter",
-                  "heartbeat.interval.ms": "0", "signal.enabled.channels": "source", "provide.transaction.metadata": "false",
-                  "time.precision.mode": "adaptive_time_microseconds",
-                  # the JDBC sink needs a numeric type (not the lab default "string"); "double" is plain JSON for us too
-                  "decimal.handling.mode": "double"}
+        source = {
+            **base,
+            "topic.prefix": prefix,
+            "slot.name": slot,
+            "publication.name": slot,
+            "table.include.list": f"public.{table}",
+            "snapshot.mode": "no_data",
+            "key.converter.schemas.enable": "true",
+            "value.converter.schemas.enable": "true",
+            "key.converter": "org.apache.kafka.connect.json.JsonConverter",
+            "value.converter": "org.apache.kafka.connect.json.JsonConverter",
+            "heartbeat.interval.ms": "0",
+            "signal.enabled.channels": "source",
+            "provide.transaction.metadata": "false",
+            "time.precision.mode": "adaptive_time_microseconds",
+            # the JDBC sink needs a numeric type (not the lab default "string"); "double" is plain JSON for us too
+            "decimal.handling.mode": "double",
+        }
         source.pop("heartbeat.action.query", None)
         source.pop("schema.include.list", None)
         sink = {
-            "connector.class": "io.debezium.connector.jdbc.JdbcSinkConnector", "tasks.max": "1",
+            "connector.class": "io.debezium.connector.jdbc.JdbcSinkConnector",
+            "tasks.max": "1",
             "connection.url": f"jdbc:postgresql://{cfg.host}:{cfg.port('postgres')}/warehouse",
-            "connection.username": "${env:WAREHOUSE_USER}", "connection.password": "${env:WAREHOUSE_PASSWORD}",
-            "topics": topic, "insert.mode": "upsert", "delete.enabled": "true", "primary.key.mode": "record_key",
-            "schema.evolution": "none", "collection.name.format": f"core.{jdbc}",
-            "key.converter": "org.apache.kafka.connect.json.JsonConverter", "key.converter.schemas.enable": "true",
-            "value.converter": "org.apache.kafka.connect.json.JsonConverter", "value.converter.schemas.enable": "true",
-            "batch.size": "500", "consumer.override.max.poll.records": "500",
+            "connection.username": "${env:WAREHOUSE_USER}",
+            "connection.password": "${env:WAREHOUSE_PASSWORD}",
+            "topics": topic,
+            "insert.mode": "upsert",
+            "delete.enabled": "true",
+            "primary.key.mode": "record_key",
+            "schema.evolution": "none",
+            "collection.name.format": f"core.{jdbc}",
+            "key.converter": "org.apache.kafka.connect.json.JsonConverter",
+            "key.converter.schemas.enable": "true",
+            "value.converter": "org.apache.kafka.connect.json.JsonConverter",
+            "value.converter.schemas.enable": "true",
+            "batch.size": "500",
+            "consumer.override.max.poll.records": "500",
         }
         for name, config in ((source_name, source), (sink_name, sink)):
             status, body = http_json("PUT", f"{cfg.connect_url}/connectors/{name}/config", config)
@@ -100,10 +130,21 @@ def main() -> bool:
             from cdclab.cdc.pipeline import replicate
 
             while not stop.is_set():
-                replicate([f"public.{table}"], group=f"bench-{run}", topic_prefix=prefix, target_schema="core",
-                          target_prefix="bench_ours_", batch_size=2000, max_seconds=600)
+                replicate(
+                    [f"public.{table}"],
+                    group=f"bench-{run}",
+                    topic_prefix=prefix,
+                    target_schema="core",
+                    target_prefix="bench_ours_",
+                    batch_size=2000,
+                    max_seconds=600,
+                )
                 with psycopg2.connect(cfg.pg_dsn("warehouse")) as c, c.cursor() as cur:
-                    cur.execute(sql.SQL("SELECT count(*) FROM core.{t}").format(t=sql.Identifier(f"bench_ours_{table}")))
+                    cur.execute(
+                        sql.SQL("SELECT count(*) FROM core.{t}").format(
+                            t=sql.Identifier(f"bench_ours_{table}")
+                        )
+                    )
                     if cur.fetchone()[0] >= N:
                         done["ours"] = time.monotonic()
                         return
@@ -114,10 +155,17 @@ def main() -> bool:
         consumer.start()
         with shop.cursor() as cur:
             for start in range(1, N + 1, BATCH):
-                rows = [(i, f"payload-{i}-" + "x" * 64, i % 1000 + 0.99) for i in range(start, min(start + BATCH, N + 1))]
+                rows = [
+                    (i, f"payload-{i}-" + "x" * 64, i % 1000 + 0.99)
+                    for i in range(start, min(start + BATCH, N + 1))
+                ]
                 args = ",".join(cur.mogrify("(%s,%s,%s)", r).decode() for r in rows)
-                cur.execute(sql.SQL("INSERT INTO public.{t} (id, payload, amount) VALUES ").format(
-                    t=sql.Identifier(table)).as_string(cur) + args)
+                cur.execute(
+                    sql.SQL("INSERT INTO public.{t} (id, payload, amount) VALUES ")
+                    .format(t=sql.Identifier(table))
+                    .as_string(cur)
+                    + args
+                )
                 shop.commit()
                 if start % 5000 == 1:
                     say(f"  written {start + BATCH - 1}/{N}")
@@ -138,24 +186,42 @@ def main() -> bool:
 
         def latency(target: str) -> dict[str, float]:
             with wh.cursor() as cur:
-                cur.execute(sql.SQL("SELECT extract(epoch FROM _loaded_at - committed_at) * 1000 FROM core.{t}").format(
-                    t=sql.Identifier(target)))
+                cur.execute(
+                    sql.SQL(
+                        "SELECT extract(epoch FROM _loaded_at - committed_at) * 1000 FROM core.{t}"
+                    ).format(t=sql.Identifier(target))
+                )
                 ms = sorted(float(r[0]) for r in cur.fetchall())
-            return {"p50_ms": round(statistics.median(ms), 1), "p99_ms": round(ms[int(len(ms) * 0.99) - 1], 1)}
+            return {
+                "p50_ms": round(statistics.median(ms), 1),
+                "p99_ms": round(ms[int(len(ms) * 0.99) - 1], 1),
+            }
 
         result: dict[str, Any] = {
-            "benchmark": "cdc_sink", "rows": N, "rows_per_source_tx": BATCH, "run": run,
-            "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cores": os.cpu_count(),
+            "benchmark": "cdc_sink",
+            "rows": N,
+            "rows_per_source_tx": BATCH,
+            "run": run,
+            "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "cores": os.cpu_count(),
             "source_write_seconds": round(t_written - t0, 2),
-            "ours": {"seconds": round(done["ours"] - t0, 2), "events_per_s": round(N / (done["ours"] - t0), 1),
-                     **latency(f"bench_ours_{table}")},
-            "jdbc_sink": {"seconds": round(done["jdbc"] - t0, 2), "events_per_s": round(N / (done["jdbc"] - t0), 1),
-                          **latency(jdbc)},
+            "ours": {
+                "seconds": round(done["ours"] - t0, 2),
+                "events_per_s": round(N / (done["ours"] - t0), 1),
+                **latency(f"bench_ours_{table}"),
+            },
+            "jdbc_sink": {
+                "seconds": round(done["jdbc"] - t0, 2),
+                "events_per_s": round(N / (done["jdbc"] - t0), 1),
+                **latency(jdbc),
+            },
         }
         result["ratio_events_per_s_ours_over_jdbc"] = round(
-            result["ours"]["events_per_s"] / result["jdbc_sink"]["events_per_s"], 3)
+            result["ours"]["events_per_s"] / result["jdbc_sink"]["events_per_s"], 3
+        )
         result["ratio_p50_latency_ours_over_jdbc"] = round(
-            result["ours"]["p50_ms"] / max(result["jdbc_sink"]["p50_ms"], 0.1), 3)
+            result["ours"]["p50_ms"] / max(result["jdbc_sink"]["p50_ms"], 0.1), 3
+        )
         RESULTS.mkdir(exist_ok=True)
         out = RESULTS / f"cdc_sink-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
         out.write_text(json.dumps(result, indent=2) + "\n")
@@ -168,8 +234,11 @@ def main() -> bool:
             http_json("DELETE", f"{cfg.connect_url}/connectors/{name}")
         time.sleep(3)
         with su.cursor() as cur:
-            cur.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-                        "WHERE slot_name = %s AND NOT active", (slot,))
+            cur.execute(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                "WHERE slot_name = %s AND NOT active",
+                (slot,),
+            )
             cur.execute(sql.SQL("DROP PUBLICATION IF EXISTS {p}").format(p=sql.Identifier(slot)))
             cur.execute(sql.SQL("DROP TABLE IF EXISTS public.{t}").format(t=sql.Identifier(table)))
         with wh.cursor() as cur:

@@ -46,7 +46,13 @@ from airflow.sdk import Param, dag, get_current_context, task
 
 from cdclab.cdc.pipeline import replicate
 
-DEFAULT_TABLES = ["public.customers", "public.products", "public.orders", "public.order_items", "public.payments"]
+DEFAULT_TABLES = [
+    "public.customers",
+    "public.products",
+    "public.orders",
+    "public.order_items",
+    "public.payments",
+]
 
 
 @dag(
@@ -58,7 +64,9 @@ DEFAULT_TABLES = ["public.customers", "public.products", "public.orders", "publi
     tags=["71.3", "cdc", "debezium", "success"],
     doc_md=__doc__,
     params={
-        "tables": Param(DEFAULT_TABLES, type="array", description="source tables (schema.table) to replicate"),
+        "tables": Param(
+            DEFAULT_TABLES, type="array", description="source tables (schema.table) to replicate"
+        ),
         "consumer_group": Param("71_03_01_database_cdc", type="string"),
         "topic_prefix": Param("shop", type="string"),
         "target_schema": Param("core", type="string"),
@@ -67,7 +75,9 @@ DEFAULT_TABLES = ["public.customers", "public.products", "public.orders", "publi
         "schema_policy": Param("fail", enum=["fail", "evolve"]),
         "connector": Param("shop-postgres-source", type="string"),
         "batch_size": Param(500, type="integer", minimum=1),
-        "maxwell_tables": Param(["shop.customers"], type="array", description="MariaDB tables (database.table)"),
+        "maxwell_tables": Param(
+            ["shop.customers"], type="array", description="MariaDB tables (database.table)"
+        ),
         "maxwell_group": Param("71_03_01_database_cdc_maxwell", type="string"),
         "maxwell_target_prefix": Param("mysql_", type="string"),
     },
@@ -81,16 +91,23 @@ def database_cdc():
         from cdclab.cdc.replication import require_running
 
         params = get_current_context()["params"]
-        return require_running(Connection.get("kafka_connect").host, params["connector"])["connector"]["state"]
+        return require_running(Connection.get("kafka_connect").host, params["connector"])["connector"][
+            "state"
+        ]
 
     @task
     def apply_changes() -> dict:
         ctx = get_current_context()
         p = ctx["params"]
         return replicate(
-            p["tables"], group=p["consumer_group"], topic_prefix=p["topic_prefix"],
-            target_schema=p["target_schema"], target_prefix=p["target_prefix"],
-            delete_mode=p["delete_mode"], schema_policy=p["schema_policy"], batch_size=p["batch_size"],
+            p["tables"],
+            group=p["consumer_group"],
+            topic_prefix=p["topic_prefix"],
+            target_schema=p["target_schema"],
+            target_prefix=p["target_prefix"],
+            delete_mode=p["delete_mode"],
+            schema_policy=p["schema_policy"],
+            batch_size=p["batch_size"],
             who=f"{ctx['dag'].dag_id}/{ctx['run_id']}",
         )
 
@@ -100,9 +117,15 @@ def database_cdc():
 
         ctx = get_current_context()
         p = ctx["params"]
-        return replicate_maxwell(p["maxwell_tables"], group=p["maxwell_group"], target_schema=p["target_schema"],
-                                 target_prefix=p["maxwell_target_prefix"], delete_mode=p["delete_mode"],
-                                 batch_size=p["batch_size"], who=f"{ctx['dag'].dag_id}/{ctx['run_id']}")
+        return replicate_maxwell(
+            p["maxwell_tables"],
+            group=p["maxwell_group"],
+            target_schema=p["target_schema"],
+            target_prefix=p["maxwell_target_prefix"],
+            delete_mode=p["delete_mode"],
+            batch_size=p["batch_size"],
+            who=f"{ctx['dag'].dag_id}/{ctx['run_id']}",
+        )
 
     connector_running() >> apply_changes()
     apply_maxwell_changes()

@@ -57,8 +57,11 @@ CREATE TABLE IF NOT EXISTS state.kafka_lag (
         "consumer_group": Param("71_03_02_kafka_cdc", type="string"),
         "target_schema": Param("core", type="string"),
         "target_prefix": Param("kcdc_", type="string"),
-        "replay_from": Param(None, type=["null", "string", "integer"],
-                             description="earliest | latest | an offset: move the group there before processing"),
+        "replay_from": Param(
+            None,
+            type=["null", "string", "integer"],
+            description="earliest | latest | an offset: move the group there before processing",
+        ),
         "batch_size": Param(200, type="integer", minimum=1),
     },
 )
@@ -70,8 +73,10 @@ def kafka_cdc():
 
         p = get_current_context()["params"]
         bootstrap = kafka_bootstrap("kafka_default")
-        return {f"shop.{t}": {str(k): list(v) for k, v in end_offsets(bootstrap, f"shop.{t}").items()}
-                for t in p["tables"]}
+        return {
+            f"shop.{t}": {str(k): list(v) for k, v in end_offsets(bootstrap, f"shop.{t}").items()}
+            for t in p["tables"]
+        }
 
     @task
     def replay_if_asked(topics: dict) -> dict:
@@ -86,17 +91,28 @@ def kafka_cdc():
         with transaction("warehouse") as cur:
             for topic in topics:
                 if topics[topic]:
-                    moved[topic] = offsets.reset(cur, kafka_bootstrap("kafka_default"), p["consumer_group"], topic,
-                                                 p["replay_from"], who="71_03_02_kafka_cdc replay_from")
+                    moved[topic] = offsets.reset(
+                        cur,
+                        kafka_bootstrap("kafka_default"),
+                        p["consumer_group"],
+                        topic,
+                        p["replay_from"],
+                        who="71_03_02_kafka_cdc replay_from",
+                    )
         return moved
 
     @task
     def process(_moved: dict) -> dict:
         ctx = get_current_context()
         p = ctx["params"]
-        return replicate(p["tables"], group=p["consumer_group"], target_schema=p["target_schema"],
-                         target_prefix=p["target_prefix"], batch_size=p["batch_size"],
-                         who=f"{ctx['dag'].dag_id}/{ctx['run_id']}")
+        return replicate(
+            p["tables"],
+            group=p["consumer_group"],
+            target_schema=p["target_schema"],
+            target_prefix=p["target_prefix"],
+            batch_size=p["batch_size"],
+            who=f"{ctx['dag'].dag_id}/{ctx['run_id']}",
+        )
 
     @task
     def report_lag(_summary: dict) -> list[dict]:
@@ -109,9 +125,11 @@ def kafka_cdc():
             rows = offsets.report(cur, kafka_bootstrap("kafka_default"), ctx["params"]["consumer_group"])
             cur.execute(LAG_DDL)
             for r in rows:
-                cur.execute("INSERT INTO state.kafka_lag (consumer_group, topic, kafka_partition, next_offset, "
-                            "end_offset, lag, dag_run) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                            (r.group, r.topic, r.partition, r.next_offset, r.end_offset, r.lag, ctx["run_id"]))
+                cur.execute(
+                    "INSERT INTO state.kafka_lag (consumer_group, topic, kafka_partition, next_offset, "
+                    "end_offset, lag, dag_run) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                    (r.group, r.topic, r.partition, r.next_offset, r.end_offset, r.lag, ctx["run_id"]),
+                )
         return [{"topic": r.topic, "partition": r.partition, "lag": r.lag} for r in rows]
 
     report_lag(process(replay_if_asked(describe_topics())))

@@ -77,11 +77,16 @@ def db_replication():
         with transaction("warehouse") as wcur, transaction("shop") as scur:
             wcur.execute(SNAPSHOTS_DDL)
             for table in p["tables"]:
-                wcur.execute("SELECT signal_id FROM state.replication_snapshots WHERE source_table = %s", (table,))
+                wcur.execute(
+                    "SELECT signal_id FROM state.replication_snapshots WHERE source_table = %s", (table,)
+                )
                 if wcur.fetchone() is None:
                     signal = request_incremental_snapshot(scur, table)
-                    wcur.execute("INSERT INTO state.replication_snapshots (source_table, signal_id, requested_by) "
-                                 "VALUES (%s, %s, %s)", (table, signal, ctx["run_id"]))
+                    wcur.execute(
+                        "INSERT INTO state.replication_snapshots (source_table, signal_id, requested_by) "
+                        "VALUES (%s, %s, %s)",
+                        (table, signal, ctx["run_id"]),
+                    )
                     requested[table] = signal
         return requested
 
@@ -91,9 +96,14 @@ def db_replication():
 
         ctx = get_current_context()
         p = ctx["params"]
-        return replicate(p["tables"], group=p["consumer_group"], target_schema=p["target_schema"],
-                         target_prefix=p["target_prefix"], schema_policy=p["schema_policy"],
-                         who=f"{ctx['dag'].dag_id}/{ctx['run_id']}")
+        return replicate(
+            p["tables"],
+            group=p["consumer_group"],
+            target_schema=p["target_schema"],
+            target_prefix=p["target_prefix"],
+            schema_policy=p["schema_policy"],
+            who=f"{ctx['dag'].dag_id}/{ctx['run_id']}",
+        )
 
     @task
     def compare(_summary: dict) -> list[dict]:
@@ -113,10 +123,14 @@ def db_replication():
                 s_count, s_md5 = checksum(scur, table, columns, key)
                 t_count, t_md5 = checksum(wcur, target, columns, key)
                 equal = (s_count, s_md5) == (t_count, t_md5)
-                wcur.execute("INSERT INTO state.replication_checks (source_table, target_table, source_rows, "
-                             "target_rows, source_md5, target_md5, equal, dag_run) VALUES (%s,%s,%s,%s,%s,%s,%s,%s)",
-                             (table, target, s_count, t_count, s_md5, t_md5, equal, ctx["run_id"]))
-                results.append({"table": table, "equal": equal, "source_rows": s_count, "target_rows": t_count})
+                wcur.execute(
+                    "INSERT INTO state.replication_checks (source_table, target_table, source_rows, "
+                    "target_rows, source_md5, target_md5, equal, dag_run) VALUES (%s,%s,%s,%s,%s,%s,%s,%s)",
+                    (table, target, s_count, t_count, s_md5, t_md5, equal, ctx["run_id"]),
+                )
+                results.append(
+                    {"table": table, "equal": equal, "source_rows": s_count, "target_rows": t_count}
+                )
         return results
 
     compare(sync(initial_snapshot(check_connector())))

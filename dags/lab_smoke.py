@@ -4,8 +4,13 @@ import pendulum
 from airflow.sdk import dag, task
 
 
-@dag(schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False,
-     tags=["lab", "success"], doc_md=__doc__)
+@dag(
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    tags=["lab", "success"],
+    doc_md=__doc__,
+)
 def lab_smoke():
     @task
     def hello() -> str:

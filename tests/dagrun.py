@@ -31,8 +31,12 @@ def get_dag(dag_id: str) -> Any:
     return dag
 
 
-def run_dag(dag_id: str, logical_date: pendulum.DateTime | None = None, conf: dict[str, Any] | None = None,
-            expect: str = "success") -> Any:
+def run_dag(
+    dag_id: str,
+    logical_date: pendulum.DateTime | None = None,
+    conf: dict[str, Any] | None = None,
+    expect: str = "success",
+) -> Any:
     """Run one DAG run in-process; fail with the task states when its state is not ``expect``."""
     dag = get_dag(dag_id)
     logical_date = logical_date or pendulum.now("UTC")

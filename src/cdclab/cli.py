@@ -1,13 +1,13 @@
 """``cdclab``: the lab's command line.
 
-    cdclab lab up [SERVICE...]     start what is not running (idempotent), then print the status table
-    cdclab lab down [SERVICE...]   stop services (data is kept)
-    cdclab lab status [--check]    the status table; --check exits 1 unless everything is healthy
-    cdclab lab logs SERVICE [-n N] the last lines of a service's log
-    cdclab lab clean               stop everything and wipe the state (databases, topics, buckets)
-    cdclab lab env                 print the environment the launcher gives services (for `eval`)
-    cdclab offsets show|reset      exactly-once consumer offsets (warehouse.state.kafka_offsets)
-    cdclab workload ...            drive changes into the shop database (see `cdclab workload -h`)
+cdclab lab up [SERVICE...]     start what is not running (idempotent), then print the status table
+cdclab lab down [SERVICE...]   stop services (data is kept)
+cdclab lab status [--check]    the status table; --check exits 1 unless everything is healthy
+cdclab lab logs SERVICE [-n N] the last lines of a service's log
+cdclab lab clean               stop everything and wipe the state (databases, topics, buckets)
+cdclab lab env                 print the environment the launcher gives services (for `eval`)
+cdclab offsets show|reset      exactly-once consumer offsets (warehouse.state.kafka_offsets)
+cdclab workload ...            drive changes into the shop database (see `cdclab workload -h`)
 """
 
 from __future__ import annotations
@@ -30,9 +30,13 @@ def _lab(args: argparse.Namespace) -> int:
             return 1
         print()
         print(native.format_table(rows))
-        print(f"\nAirflow UI: {cfg.airflow_url}  login {cfg['AIRFLOW_ADMIN_USER']} / {cfg['AIRFLOW_ADMIN_PASSWORD']}")
-        print(f"MinIO console: http://{cfg.host}:{cfg.port('minio_console')}  login "
-              f"{cfg['MINIO_ROOT_USER']} / {cfg['MINIO_ROOT_PASSWORD']}")
+        print(
+            f"\nAirflow UI: {cfg.airflow_url}  login {cfg['AIRFLOW_ADMIN_USER']} / {cfg['AIRFLOW_ADMIN_PASSWORD']}"
+        )
+        print(
+            f"MinIO console: http://{cfg.host}:{cfg.port('minio_console')}  login "
+            f"{cfg['MINIO_ROOT_USER']} / {cfg['MINIO_ROOT_PASSWORD']}"
+        )
         return 0 if native.all_healthy(rows) else 1
     if args.action == "down":
         native.down(cfg, args.services)
@@ -51,7 +55,7 @@ def _lab(args: argparse.Namespace) -> int:
             print(f"no log yet at {path}", file=sys.stderr)
             return 1
         print(f"==> {path} <==")
-        print("\n".join(path.read_text(errors="replace").splitlines()[-args.lines:]))
+        print("\n".join(path.read_text(errors="replace").splitlines()[-args.lines :]))
         return 0
     if args.action == "clean":
         native.clean(cfg)
@@ -78,13 +82,17 @@ def _offsets(args: argparse.Namespace) -> int:
             print("cdclab offsets reset needs --group and --topic", file=sys.stderr)
             return 2
         moved = offsets.reset(cur, cfg.kafka_bootstrap, args.group, args.topic, args.to)
-    print(f"{args.group} on {args.topic} now starts at " + ", ".join(f"[{p}] {o}" for p, o in sorted(moved.items())))
+    print(
+        f"{args.group} on {args.topic} now starts at "
+        + ", ".join(f"[{p}] {o}" for p, o in sorted(moved.items()))
+    )
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="cdclab", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="cdclab", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     lab = sub.add_parser("lab", help="start, stop and inspect the lab stack")
     lab.add_argument("action", choices=["up", "down", "status", "logs", "clean", "env"])
@@ -92,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     lab.add_argument("--check", action="store_true")
     lab.add_argument("-n", "--lines", type=int, default=60)
     lab.set_defaults(func=_lab)
-    offsets = sub.add_parser("offsets", help="exactly-once consumer offsets kept in warehouse.state.kafka_offsets")
+    offsets = sub.add_parser(
+        "offsets", help="exactly-once consumer offsets kept in warehouse.state.kafka_offsets"
+    )
     offsets.add_argument("action", choices=["show", "reset"])
     offsets.add_argument("--group", help="consumer group (show: all groups when omitted)")
     offsets.add_argument("--topic", help="topic to reset")

@@ -33,8 +33,14 @@ def connect(conn_id: str, application_name: str = "cdclab") -> Any:
     from airflow.providers.postgres.hooks.postgres import PostgresHook
 
     c = PostgresHook.get_connection(conn_id)
-    return psycopg2.connect(host=c.host, port=c.port or 5432, dbname=c.schema, user=c.login,
-                            password=c.password, application_name=application_name)
+    return psycopg2.connect(
+        host=c.host,
+        port=c.port or 5432,
+        dbname=c.schema,
+        user=c.login,
+        password=c.password,
+        application_name=application_name,
+    )
 
 
 @contextmanager

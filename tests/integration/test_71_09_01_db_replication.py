@@ -20,32 +20,46 @@ LOG_SERVICES = ["connect"]
 
 
 def rows(cur, table, columns):
-    cur.execute(sql.SQL("SELECT {c} FROM {t} ORDER BY id").format(
-        c=sql.SQL(", ").join(map(sql.Identifier, columns)),
-        t=sql.SQL(".").join(map(sql.Identifier, table.split(".")))))
+    cur.execute(
+        sql.SQL("SELECT {c} FROM {t} ORDER BY id").format(
+            c=sql.SQL(", ").join(map(sql.Identifier, columns)),
+            t=sql.SQL(".").join(map(sql.Identifier, table.split("."))),
+        )
+    )
     return cur.fetchall()
 
 
 def columns_of(shop_db, table):
     with shop_db.cursor() as cur:
-        cur.execute("SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 "
-                    "AND NOT attisdropped ORDER BY attnum", (f"public.{table}",))
+        cur.execute(
+            "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 "
+            "AND NOT attisdropped ORDER BY attnum",
+            (f"public.{table}",),
+        )
         return [r[0] for r in cur.fetchall()]
 
 
 def last_check(warehouse_db, table):
     with warehouse_db.cursor() as cur:
-        cur.execute("SELECT equal, source_rows, target_rows FROM state.replication_checks "
-                    "WHERE source_table = %s ORDER BY checked_at DESC LIMIT 1", (f"public.{table}",))
+        cur.execute(
+            "SELECT equal, source_rows, target_rows FROM state.replication_checks "
+            "WHERE source_table = %s ORDER BY checked_at DESC LIMIT 1",
+            (f"public.{table}",),
+        )
         return cur.fetchone()
 
 
 def snapshot_reads(lab, topic):
-    return {json.loads(m.key())["id"] for m in read_topic(lab.kafka_bootstrap, topic)
-            if m.value() and json.loads(m.value())["op"] == "r"}
+    return {
+        json.loads(m.key())["id"]
+        for m in read_topic(lab.kafka_bootstrap, topic)
+        if m.value() and json.loads(m.value())["op"] == "r"
+    }
 
 
-def test_initial_snapshot_schema_change_and_ongoing_sync_end_equal_by_checksum(lab, names, shop_db, warehouse_db):
+def test_initial_snapshot_schema_change_and_ongoing_sync_end_equal_by_checksum(
+    lab, names, shop_db, warehouse_db
+):
     table, group = names("repl"), names("grp")
     topic, target = f"shop.public.{table}", f"core.repl_{table}"
     make_source_table(shop_db, table)
@@ -56,8 +70,12 @@ def test_initial_snapshot_schema_change_and_ongoing_sync_end_equal_by_checksum(l
     end = read_topic(lab.kafka_bootstrap, topic)[-1].offset() + 1
     for fut in admin.delete_records([TopicPartition(topic, 0, end)]).values():
         fut.result(30)
-    conf = {"tables": [f"public.{table}"], "consumer_group": group, "target_schema": "core",
-            "target_prefix": "repl_"}
+    conf = {
+        "tables": [f"public.{table}"],
+        "consumer_group": group,
+        "target_schema": "core",
+        "target_prefix": "repl_",
+    }
 
     # run 1 asks Debezium for an incremental snapshot while a writer keeps changing the table
     stop = threading.Event()
@@ -70,8 +88,9 @@ def test_initial_snapshot_schema_change_and_ongoing_sync_end_equal_by_checksum(l
         conn.autocommit = True
         i = 100
         while not stop.is_set() and i < 160:
-            written["n"] += write_changes(conn, table, i, 1, update_ids=[i - 1] if i > 100 else [5],
-                                          delete_ids=[])
+            written["n"] += write_changes(
+                conn, table, i, 1, update_ids=[i - 1] if i > 100 else [5], delete_ids=[]
+            )
             i += 1
             stop.wait(0.05)
         conn.close()
@@ -103,10 +122,16 @@ def test_initial_snapshot_schema_change_and_ongoing_sync_end_equal_by_checksum(l
 
     # a column appears in the source: policy "fail" stops loudly and applies nothing
     with shop_db.cursor() as cur:
-        cur.execute(sql.SQL("ALTER TABLE public.{t} ADD COLUMN loyalty_points integer NOT NULL DEFAULT 0")
-                    .format(t=sql.Identifier(table)))
-        cur.execute(sql.SQL("UPDATE public.{t} SET loyalty_points = id * 10 WHERE id IN (1, 2, 4)")
-                    .format(t=sql.Identifier(table)))
+        cur.execute(
+            sql.SQL("ALTER TABLE public.{t} ADD COLUMN loyalty_points integer NOT NULL DEFAULT 0").format(
+                t=sql.Identifier(table)
+            )
+        )
+        cur.execute(
+            sql.SQL("UPDATE public.{t} SET loyalty_points = id * 10 WHERE id IN (1, 2, 4)").format(
+                t=sql.Identifier(table)
+            )
+        )
     base = len(read_topic(lab.kafka_bootstrap, topic))
     wait_for_records(lab.kafka_bootstrap, topic, base + 3 if base < 3 else 3, timeout=120)
     with warehouse_db.cursor() as cur:
@@ -130,8 +155,11 @@ def test_initial_snapshot_schema_change_and_ongoing_sync_end_equal_by_checksum(l
     cols = columns_of(shop_db, table)
     assert "loyalty_points" in cols
     with shop_db.cursor() as s, warehouse_db.cursor() as w:
-        w.execute("SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = %s::regclass "
-                  "AND attname = 'loyalty_points'", (target,))
+        w.execute(
+            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = %s::regclass "
+            "AND attname = 'loyalty_points'",
+            (target,),
+        )
         assert w.fetchone() == ("integer",)
         assert rows(w, target, cols) == rows(s, f"public.{table}", cols)
     assert last_check(warehouse_db, table)[0] is True

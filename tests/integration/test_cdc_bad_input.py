@@ -15,7 +15,9 @@ from tests.integration.test_cdc_end_to_end import make_source_table, source_rows
 LOG_SERVICES = ["connect", "kafka"]
 
 
-def test_malformed_and_keyless_records_go_to_dead_letters_while_the_rest_flows_on(lab, names, shop_db, warehouse_db):
+def test_malformed_and_keyless_records_go_to_dead_letters_while_the_rest_flows_on(
+    lab, names, shop_db, warehouse_db
+):
     table, group = names("dlq"), names("grp")
     topic = f"shop.public.{table}"
     make_source_table(shop_db, table)
@@ -25,10 +27,28 @@ def test_malformed_and_keyless_records_go_to_dead_letters_while_the_rest_flows_o
     bad = [
         (b'{"id": 99}', b"this is not json"),
         (b'{"id": 98}', json.dumps({"op": "x", "source": {"lsn": 1}, "after": {"id": 98}}).encode()),
-        (None, json.dumps({"op": "c", "before": None, "after": {"id": 97},
-                           "source": {"schema": "public", "table": table, "lsn": 5}}).encode()),
-        (b'{"id": null}', json.dumps({"op": "c", "before": None, "after": {"id": None},
-                                      "source": {"schema": "public", "table": table, "lsn": 6}}).encode()),
+        (
+            None,
+            json.dumps(
+                {
+                    "op": "c",
+                    "before": None,
+                    "after": {"id": 97},
+                    "source": {"schema": "public", "table": table, "lsn": 5},
+                }
+            ).encode(),
+        ),
+        (
+            b'{"id": null}',
+            json.dumps(
+                {
+                    "op": "c",
+                    "before": None,
+                    "after": {"id": None},
+                    "source": {"schema": "public", "table": table, "lsn": 6},
+                }
+            ).encode(),
+        ),
     ]
     for key, value in bad:
         producer.produce(topic, key=key, value=value)
@@ -41,8 +61,10 @@ def test_malformed_and_keyless_records_go_to_dead_letters_while_the_rest_flows_o
     assert summary["dead_letters"] == 4
     assert target_rows(warehouse_db, table) == source_rows(shop_db, table)
     with warehouse_db.cursor() as cur:
-        cur.execute("SELECT record_key, reason FROM dlq.kafka_records WHERE consumer_group = %s ORDER BY kafka_offset",
-                    (group,))
+        cur.execute(
+            "SELECT record_key, reason FROM dlq.kafka_records WHERE consumer_group = %s ORDER BY kafka_offset",
+            (group,),
+        )
         reasons = cur.fetchall()
     assert [r[0] for r in reasons] == ['{"id": 99}', '{"id": 98}', None, '{"id": null}']
     assert "not valid JSON" in reasons[0][1]
@@ -57,15 +79,20 @@ def test_a_large_toasted_value_survives_an_update_of_another_column(lab, names, 
     t = sql.Identifier(table)
     with shop_db.cursor() as cur:
         cur.execute(sql.SQL("CREATE TABLE public.{t} (LIKE public.products INCLUDING ALL)").format(t=t))
-        cur.execute(sql.SQL("INSERT INTO public.{t} (id, sku, name, price, description) "
-                            "SELECT 1, 'sku-1', 'Big', 10, string_agg(md5(g::text), '') FROM generate_series(1, 4000) g")
-                    .format(t=t))
+        cur.execute(
+            sql.SQL(
+                "INSERT INTO public.{t} (id, sku, name, price, description) "
+                "SELECT 1, 'sku-1', 'Big', 10, string_agg(md5(g::text), '') FROM generate_series(1, 4000) g"
+            ).format(t=t)
+        )
     wait_for_records(lab.kafka_bootstrap, topic, 1)
     replicate([f"public.{table}"], group=group, target_schema="core")  # the insert lands first
     with shop_db.cursor() as cur:
         cur.execute(sql.SQL("UPDATE public.{t} SET price = 12.50 WHERE id = 1").format(t=t))
     records = wait_for_records(lab.kafka_bootstrap, topic, 2)
-    assert b"__debezium_unavailable_value" in records[1].value(), "the update must carry the TOAST placeholder"
+    assert b"__debezium_unavailable_value" in records[1].value(), (
+        "the update must carry the TOAST placeholder"
+    )
 
     replicate([f"public.{table}"], group=group, target_schema="core")
 
@@ -93,5 +120,7 @@ def test_replaying_a_topic_from_offset_zero_changes_no_row(lab, names, shop_db, 
     summary = replicate([f"public.{table}"], group=group, target_schema="core")
 
     assert summary["records"] == len(read_topic(lab.kafka_bootstrap, topic))
-    assert target_rows(warehouse_db, table) == before, "old changes replayed must not regress or resurrect rows"
+    assert target_rows(warehouse_db, table) == before, (
+        "old changes replayed must not regress or resurrect rows"
+    )
     assert sum(t["upserted"] + t["deleted"] for t in summary["targets"].values()) == 0

@@ -14,18 +14,35 @@ from cdclab.cdc.inspect import wait_for_records
 from tests.dagrun import run_dag
 
 LOG_SERVICES = ["connect", "kafka", "postgres"]
-COLUMNS = ["id", "email", "full_name", "home_tz", "tier", "created_at", "updated_at", "version",
-           "is_deleted", "deleted_at"]
+COLUMNS = [
+    "id",
+    "email",
+    "full_name",
+    "home_tz",
+    "tier",
+    "created_at",
+    "updated_at",
+    "version",
+    "is_deleted",
+    "deleted_at",
+]
 DAG_ID = "71_03_01_database_cdc"
 
 
 def make_source_table(shop_db, table: str) -> None:
     with shop_db.cursor() as cur:
-        cur.execute(sql.SQL("CREATE TABLE public.{t} (LIKE public.customers INCLUDING ALL)").format(
-            t=sql.Identifier(table)))
+        cur.execute(
+            sql.SQL("CREATE TABLE public.{t} (LIKE public.customers INCLUDING ALL)").format(
+                t=sql.Identifier(table)
+            )
+        )
         cur.execute(sql.SQL("ALTER TABLE public.{t} REPLICA IDENTITY FULL").format(t=sql.Identifier(table)))
-        cur.execute(sql.SQL("CREATE TRIGGER touch_row BEFORE UPDATE ON public.{t} "
-                            "FOR EACH ROW EXECUTE FUNCTION public.touch_row()").format(t=sql.Identifier(table)))
+        cur.execute(
+            sql.SQL(
+                "CREATE TRIGGER touch_row BEFORE UPDATE ON public.{t} "
+                "FOR EACH ROW EXECUTE FUNCTION public.touch_row()"
+            ).format(t=sql.Identifier(table))
+        )
 
 
 def write_changes(shop_db, table: str, start: int, inserts: int, update_ids, delete_ids) -> int:
@@ -33,12 +50,19 @@ def write_changes(shop_db, table: str, start: int, inserts: int, update_ids, del
     t = sql.Identifier(table)
     with shop_db.cursor() as cur:
         for i in range(start, start + inserts):
-            cur.execute(sql.SQL("INSERT INTO public.{t} (id, email, full_name, home_tz) VALUES (%s, %s, %s, %s)")
-                        .format(t=t), (i, f"c{i}@shop.test", f"Customer {i}",
-                                       ["UTC", "Europe/Berlin", "America/New_York"][i % 3]))
+            cur.execute(
+                sql.SQL(
+                    "INSERT INTO public.{t} (id, email, full_name, home_tz) VALUES (%s, %s, %s, %s)"
+                ).format(t=t),
+                (i, f"c{i}@shop.test", f"Customer {i}", ["UTC", "Europe/Berlin", "America/New_York"][i % 3]),
+            )
         for i in update_ids:
-            cur.execute(sql.SQL("UPDATE public.{t} SET tier = 'gold', full_name = full_name || ' *' WHERE id = %s")
-                        .format(t=t), (i,))
+            cur.execute(
+                sql.SQL(
+                    "UPDATE public.{t} SET tier = 'gold', full_name = full_name || ' *' WHERE id = %s"
+                ).format(t=t),
+                (i,),
+            )
         for i in delete_ids:
             cur.execute(sql.SQL("DELETE FROM public.{t} WHERE id = %s").format(t=t), (i,))
     return inserts + len(update_ids) + 2 * len(delete_ids)  # a delete is an event plus a tombstone
@@ -46,15 +70,21 @@ def write_changes(shop_db, table: str, start: int, inserts: int, update_ids, del
 
 def source_rows(shop_db, table: str):
     with shop_db.cursor() as cur:
-        cur.execute(sql.SQL("SELECT {c} FROM public.{t} ORDER BY id").format(
-            c=sql.SQL(", ").join(map(sql.Identifier, COLUMNS)), t=sql.Identifier(table)))
+        cur.execute(
+            sql.SQL("SELECT {c} FROM public.{t} ORDER BY id").format(
+                c=sql.SQL(", ").join(map(sql.Identifier, COLUMNS)), t=sql.Identifier(table)
+            )
+        )
         return cur.fetchall()
 
 
 def target_rows(warehouse_db, table: str):
     with warehouse_db.cursor() as cur:
-        cur.execute(sql.SQL("SELECT {c} FROM core.{t} ORDER BY id").format(
-            c=sql.SQL(", ").join(map(sql.Identifier, COLUMNS)), t=sql.Identifier(table)))
+        cur.execute(
+            sql.SQL("SELECT {c} FROM core.{t} ORDER BY id").format(
+                c=sql.SQL(", ").join(map(sql.Identifier, COLUMNS)), t=sql.Identifier(table)
+            )
+        )
         return cur.fetchall()
 
 
@@ -77,8 +107,11 @@ def test_inserts_updates_and_deletes_reach_the_warehouse_row_by_row(lab, names, 
     # second interval: more inserts, updates of fresh and old rows, deletes — and one re-insert of a deleted key
     expected_records += write_changes(shop_db, table, 41, 10, update_ids=[1, 41, 45], delete_ids=[2, 42])
     with shop_db.cursor() as cur:
-        cur.execute(sql.SQL("INSERT INTO public.{t} (id, email, full_name) VALUES (10, 'back@shop.test', 'Back')")
-                    .format(t=sql.Identifier(table)))
+        cur.execute(
+            sql.SQL(
+                "INSERT INTO public.{t} (id, email, full_name) VALUES (10, 'back@shop.test', 'Back')"
+            ).format(t=sql.Identifier(table))
+        )
     expected_records += 1
     wait_for_records(lab.kafka_bootstrap, topic, expected_records)
     run_dag(DAG_ID, pendulum.datetime(2026, 3, 1, 10, 5, tz="UTC"), conf(table, group))
@@ -90,8 +123,10 @@ def test_inserts_updates_and_deletes_reach_the_warehouse_row_by_row(lab, names, 
     run_dag(DAG_ID, pendulum.datetime(2026, 3, 1, 10, 10, tz="UTC"), conf(table, group))
     assert target_rows(warehouse_db, table) == second
     with warehouse_db.cursor() as cur:
-        cur.execute("SELECT next_offset FROM state.kafka_offsets WHERE consumer_group = %s AND topic = %s",
-                    (group, topic))
+        cur.execute(
+            "SELECT next_offset FROM state.kafka_offsets WHERE consumer_group = %s AND topic = %s",
+            (group, topic),
+        )
         (next_offset,) = cur.fetchone()
     assert next_offset >= expected_records
 
@@ -111,8 +146,13 @@ def test_a_consumer_killed_mid_stream_resumes_without_loss_or_duplicates(lab, na
     wait_for_records(lab.kafka_bootstrap, topic, n)
 
     env = {**os.environ, "CDCLAB_FAIL_AFTER_BATCHES": "3"}
-    killed = subprocess.run([sys.executable, "-c", KILL_SCRIPT, f"public.{table}", group, "7"], env=env,
-                            capture_output=True, text=True, timeout=120)
+    killed = subprocess.run(
+        [sys.executable, "-c", KILL_SCRIPT, f"public.{table}", group, "7"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert killed.returncode == -9, killed.stderr[-2000:]
     with warehouse_db.cursor() as cur:
         cur.execute("SELECT next_offset FROM state.kafka_offsets WHERE consumer_group = %s", (group,))
@@ -122,12 +162,18 @@ def test_a_consumer_killed_mid_stream_resumes_without_loss_or_duplicates(lab, na
     assert 0 < mid < n, "the kill must land mid-stream"
     assert 0 < partial < 57
 
-    resumed = subprocess.run([sys.executable, "-c", KILL_SCRIPT, f"public.{table}", group, "7"],
-                             capture_output=True, text=True, timeout=120)
+    resumed = subprocess.run(
+        [sys.executable, "-c", KILL_SCRIPT, f"public.{table}", group, "7"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert target_rows(warehouse_db, table) == source_rows(shop_db, table)
     with warehouse_db.cursor() as cur:
         # each row was last written by the newest change of its key: nothing was applied out of order
-        cur.execute(sql.SQL("SELECT count(*), count(DISTINCT id) FROM core.{t}").format(t=sql.Identifier(table)))
+        cur.execute(
+            sql.SQL("SELECT count(*), count(DISTINCT id) FROM core.{t}").format(t=sql.Identifier(table))
+        )
         total, distinct = cur.fetchone()
     assert total == distinct == 57

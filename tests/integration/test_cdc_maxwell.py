@@ -15,8 +15,14 @@ COLUMNS = ["id", "email", "full_name", "home_tz", "tier", "version", "is_deleted
 
 @pytest.fixture
 def mysql(lab):
-    conn = pymysql.connect(host=lab.host, port=lab.port("mariadb"), user="shop", password=lab["SHOP_PASSWORD"],
-                           database="shop", autocommit=True)
+    conn = pymysql.connect(
+        host=lab.host,
+        port=lab.port("mariadb"),
+        user="shop",
+        password=lab["SHOP_PASSWORD"],
+        database="shop",
+        autocommit=True,
+    )
     yield conn
     conn.close()
 
@@ -38,13 +44,24 @@ def test_mariadb_changes_reach_the_warehouse_through_maxwell_records(lab, names,
     topic = f"maxwell.shop.{table}"
     with mysql.cursor() as cur:
         cur.execute(f"CREATE TABLE `{table}` LIKE customers")
-    conf = {"tables": [], "maxwell_tables": [f"shop.{table}"], "maxwell_group": group, "target_schema": "core"}
+    conf = {
+        "tables": [],
+        "maxwell_tables": [f"shop.{table}"],
+        "maxwell_group": group,
+        "target_schema": "core",
+    }
     expected = 0
-    rounds = [(range(1, 21), [1, 2, 3], [4, 5]), (range(21, 31), [1, 21, 22], [6, 21]), (range(31, 36), [2], [1])]
+    rounds = [
+        (range(1, 21), [1, 2, 3], [4, 5]),
+        (range(21, 31), [1, 21, 22], [6, 21]),
+        (range(31, 36), [2], [1]),
+    ]
     for i, (ids, updates, deletes) in enumerate(rounds):
         with mysql.cursor() as cur:
-            cur.executemany(f"INSERT INTO `{table}` (id, email, full_name, home_tz) VALUES (%s, %s, %s, %s)",
-                            [(j, f"m{j}@shop.test", f"Maria {j}", "Europe/Berlin") for j in ids])
+            cur.executemany(
+                f"INSERT INTO `{table}` (id, email, full_name, home_tz) VALUES (%s, %s, %s, %s)",
+                [(j, f"m{j}@shop.test", f"Maria {j}", "Europe/Berlin") for j in ids],
+            )
             for j in updates:
                 cur.execute(f"UPDATE `{table}` SET tier = 'gold', version = version + 1 WHERE id = %s", (j,))
             for j in deletes:

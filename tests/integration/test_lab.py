@@ -20,9 +20,19 @@ def test_every_service_is_healthy_and_the_connector_streams(lab):
     rows = native.status(lab)
     assert native.all_healthy(rows), native.format_table(rows)
     names = [r[0].strip() for r in rows]
-    for service in ("postgres", "kafka", "connect", "minio", "mariadb", "maxwell", "airflow-api-server",
-                    "airflow-scheduler",
-                    "airflow-dag-processor", "airflow-triggerer", "connector shop-postgres-source"):
+    for service in (
+        "postgres",
+        "kafka",
+        "connect",
+        "minio",
+        "mariadb",
+        "maxwell",
+        "airflow-api-server",
+        "airflow-scheduler",
+        "airflow-dag-processor",
+        "airflow-triggerer",
+        "connector shop-postgres-source",
+    ):
         assert service in names
 
 
@@ -42,8 +52,10 @@ def test_postgres_is_set_up_for_logical_replication(lab):
         assert cur.fetchone() == ("logical",)
         cur.execute("SELECT slot_type, plugin FROM pg_replication_slots WHERE slot_name = 'cdclab_shop'")
         assert cur.fetchone() == ("logical", "pgoutput")
-        cur.execute("SELECT count(*) FROM pg_available_extensions WHERE name = 'wal2json'"
-                    " UNION ALL SELECT count(*) FROM pg_publication WHERE pubname = 'cdclab_shop'")
+        cur.execute(
+            "SELECT count(*) FROM pg_available_extensions WHERE name = 'wal2json'"
+            " UNION ALL SELECT count(*) FROM pg_publication WHERE pubname = 'cdclab_shop'"
+        )
         cur.execute("SELECT pubname FROM pg_publication")
         assert ("cdclab_shop",) in cur.fetchall()
     # the replication role may stream and read, but not write the shop tables
@@ -57,15 +69,21 @@ def test_postgres_is_set_up_for_logical_replication(lab):
 def test_minio_has_the_lab_buckets(lab):
     import boto3
 
-    s3 = boto3.client("s3", endpoint_url=lab.minio_url, aws_access_key_id=lab["MINIO_ROOT_USER"],
-                      aws_secret_access_key=lab["MINIO_ROOT_PASSWORD"], region_name="us-east-1")
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=lab.minio_url,
+        aws_access_key_id=lab["MINIO_ROOT_USER"],
+        aws_secret_access_key=lab["MINIO_ROOT_PASSWORD"],
+        region_name="us-east-1",
+    )
     assert set(native.BUCKETS) <= {b["Name"] for b in s3.list_buckets()["Buckets"]}
 
 
 def test_up_a_second_time_changes_nothing(lab):
     before = {s.name: s.pid(lab) for s in native.SERVICES}
-    out = subprocess.run([sys.executable, "-m", "cdclab.cli", "lab", "up"], capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "cdclab.cli", "lab", "up"], capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.count("already healthy") == len(native.SERVICES)
     assert {s.name: s.pid(lab) for s in native.SERVICES} == before
@@ -74,10 +92,20 @@ def test_up_a_second_time_changes_nothing(lab):
 def test_an_invalid_connector_config_names_the_service_and_its_log(lab, tmp_path, names):
     bad = tmp_path / "bad.json"
     name = names("bad-connector")
-    bad.write_text(json.dumps({"name": name, "config": {
-        "connector.class": "io.debezium.connector.postgresql.PostgresConnector",
-        "database.hostname": "127.0.0.1", "database.port": "1", "topic.prefix": name,
-        "plugin.name": "no-such-decoder"}}))
+    bad.write_text(
+        json.dumps(
+            {
+                "name": name,
+                "config": {
+                    "connector.class": "io.debezium.connector.postgresql.PostgresConnector",
+                    "database.hostname": "127.0.0.1",
+                    "database.port": "1",
+                    "topic.prefix": name,
+                    "plugin.name": "no-such-decoder",
+                },
+            }
+        )
+    )
     try:
         with pytest.raises(ServiceError) as err:
             native.register_connectors(lab, files=[bad], timeout=30)
@@ -94,11 +122,20 @@ def test_a_taken_port_gives_a_clear_error_and_starts_nothing(lab, tmp_path):
     blocker.bind(("127.0.0.1", 0))
     blocker.listen(1)
     port = blocker.getsockname()[1]
-    env = {**os.environ, "CDCLAB_STATE": str(tmp_path / "state"), "MINIO_PORT": str(port),
-           "MINIO_CONSOLE_PORT": str(port + 1 if port < 65000 else port - 1)}
+    env = {
+        **os.environ,
+        "CDCLAB_STATE": str(tmp_path / "state"),
+        "MINIO_PORT": str(port),
+        "MINIO_CONSOLE_PORT": str(port + 1 if port < 65000 else port - 1),
+    }
     try:
-        out = subprocess.run([sys.executable, "-m", "cdclab.cli", "lab", "up", "minio"], env=env,
-                             capture_output=True, text=True, timeout=120)
+        out = subprocess.run(
+            [sys.executable, "-m", "cdclab.cli", "lab", "up", "minio"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     finally:
         blocker.close()
     assert out.returncode == 1
@@ -110,8 +147,9 @@ def test_a_taken_port_gives_a_clear_error_and_starts_nothing(lab, tmp_path):
 def test_mariadb_writes_a_full_row_based_binlog(lab):
     import pymysql
 
-    conn = pymysql.connect(host=lab.host, port=lab.port("mariadb"), user="root",
-                           password=lab["MARIADB_ROOT_PASSWORD"])
+    conn = pymysql.connect(
+        host=lab.host, port=lab.port("mariadb"), user="root", password=lab["MARIADB_ROOT_PASSWORD"]
+    )
     try:
         with conn.cursor() as cur:
             cur.execute("SELECT @@log_bin, @@binlog_format, @@binlog_row_image, @@character_set_server")

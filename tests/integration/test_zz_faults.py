@@ -56,10 +56,15 @@ def ensure_connector_running(lab) -> None:
         if state == "RUNNING" and tasks and all(t == "RUNNING" for t in tasks):
             return
         if "FAILED" in tasks or state == "FAILED":
-            native.http_json("POST", f"{lab.connect_url}/connectors/shop-postgres-source/restart"
-                                     "?includeTasks=true&onlyFailed=true")
+            native.http_json(
+                "POST",
+                f"{lab.connect_url}/connectors/shop-postgres-source/restart"
+                "?includeTasks=true&onlyFailed=true",
+            )
         time.sleep(2)
-    raise AssertionError(f"connector not RUNNING again: {native.connector_state(lab, 'shop-postgres-source')}")
+    raise AssertionError(
+        f"connector not RUNNING again: {native.connector_state(lab, 'shop-postgres-source')}"
+    )
 
 
 def test_a_kafka_connect_restart_mid_stream_loses_and_duplicates_nothing(lab, names, shop_db, warehouse_db):
@@ -103,7 +108,7 @@ def test_a_kafka_broker_restart_mid_stream_loses_and_duplicates_nothing(lab, nam
 
     assert target_rows(warehouse_db, table) == source_rows(shop_db, table)
     with warehouse_db.cursor() as cur:
-        cur.execute(f'SELECT count(*), count(DISTINCT id) FROM core."{table}"')  # noqa: S608 (test-owned name)
+        cur.execute(f'SELECT count(*), count(DISTINCT id) FROM core."{table}"')
         total, distinct = cur.fetchone()
     assert total == distinct == 150
     rows = native.status(lab)

@@ -19,16 +19,38 @@ from cdclab.cdc.merge import merge_sql
 
 
 def envelope(op: str, before=None, after=None, lsn: int = 100, table: str = "customers", **source) -> bytes:
-    return json.dumps({"op": op, "before": before, "after": after, "ts_ms": 1,
-                       "source": {"schema": "public", "table": table, "lsn": lsn, "txId": 7, "ts_ms": 1000,
-                                  "snapshot": "false", **source}}).encode()
+    return json.dumps(
+        {
+            "op": op,
+            "before": before,
+            "after": after,
+            "ts_ms": 1,
+            "source": {
+                "schema": "public",
+                "table": table,
+                "lsn": lsn,
+                "txId": 7,
+                "ts_ms": 1000,
+                "snapshot": "false",
+                **source,
+            },
+        }
+    ).encode()
 
 
 def test_an_insert_becomes_a_change_with_its_after_image_and_lsn():
-    c = parse_debezium(b'{"id": 1}', envelope("c", after={"id": 1, "email": "a"}, lsn=42), "shop.public.customers")
+    c = parse_debezium(
+        b'{"id": 1}', envelope("c", after={"id": 1, "email": "a"}, lsn=42), "shop.public.customers"
+    )
     assert isinstance(c, Change)
-    assert (c.op, c.table, c.key, c.row, c.position, c.tx_id) == ("c", "public.customers", {"id": 1},
-                                                                  {"id": 1, "email": "a"}, 42, "7")
+    assert (c.op, c.table, c.key, c.row, c.position, c.tx_id) == (
+        "c",
+        "public.customers",
+        {"id": 1},
+        {"id": 1, "email": "a"},
+        42,
+        "7",
+    )
 
 
 def test_a_delete_writes_its_before_image():
@@ -44,20 +66,25 @@ def test_tombstones_heartbeats_and_transaction_markers_are_skipped_not_lost():
 
 def test_the_schemas_enabled_wrapper_is_unwrapped():
     inner = json.loads(envelope("u", before={"id": 1}, after={"id": 1, "x": 2}))
-    c = parse_debezium(json.dumps({"schema": {}, "payload": {"id": 1}}).encode(),
-                       json.dumps({"schema": {}, "payload": inner}).encode())
+    c = parse_debezium(
+        json.dumps({"schema": {}, "payload": {"id": 1}}).encode(),
+        json.dumps({"schema": {}, "payload": inner}).encode(),
+    )
     assert isinstance(c, Change) and c.key == {"id": 1} and c.after == {"id": 1, "x": 2}
 
 
-@pytest.mark.parametrize(("key", "value", "reason"), [
-    (b'{"id": 1}', b"not json", "not valid JSON"),
-    (b'{"id": 1}', b"[1, 2]", "expected a Debezium envelope"),
-    (b'{"id": 1}', envelope("x", after={"id": 1}), "unknown op"),
-    (b'{"id": 1}', envelope("c"), "without an 'after' image"),
-    (b'{"id": 1}', envelope("d"), "delete without a 'before' image"),
-    (b'{"id": 1}', envelope("c", after={"id": 1}, lsn="abc"), "source.lsn"),  # type: ignore[arg-type]
-    (None, envelope("c", after={"id": 1}), "no key"),
-])
+@pytest.mark.parametrize(
+    ("key", "value", "reason"),
+    [
+        (b'{"id": 1}', b"not json", "not valid JSON"),
+        (b'{"id": 1}', b"[1, 2]", "expected a Debezium envelope"),
+        (b'{"id": 1}', envelope("x", after={"id": 1}), "unknown op"),
+        (b'{"id": 1}', envelope("c"), "without an 'after' image"),
+        (b'{"id": 1}', envelope("d"), "delete without a 'before' image"),
+        (b'{"id": 1}', envelope("c", after={"id": 1}, lsn="abc"), "source.lsn"),  # type: ignore[arg-type]
+        (None, envelope("c", after={"id": 1}), "no key"),
+    ],
+)
 def test_malformed_records_raise_with_a_reason(key, value, reason):
     with pytest.raises(MalformedEvent, match=reason):
         parse_debezium(key, value)
@@ -65,8 +92,9 @@ def test_malformed_records_raise_with_a_reason(key, value, reason):
 
 def test_unavailable_toast_values_are_marked_and_filled_from_an_earlier_change_in_the_batch():
     insert = parse_debezium(b'{"id": 1}', envelope("c", after={"id": 1, "doc": "big", "n": 1}, lsn=1))
-    update = parse_debezium(b'{"id": 1}', envelope("u", before={"id": 1}, after={"id": 1, "doc": UNAVAILABLE, "n": 2},
-                                                  lsn=2))
+    update = parse_debezium(
+        b'{"id": 1}', envelope("u", before={"id": 1}, after={"id": 1, "doc": UNAVAILABLE, "n": 2}, lsn=2)
+    )
     assert isinstance(update, Change) and update.unavailable == {"doc"}
     (winner,) = latest_per_key([insert, update])  # type: ignore[list-item]
     assert winner.after == {"id": 1, "doc": "big", "n": 2} and not winner.unavailable
@@ -80,12 +108,29 @@ def test_the_latest_position_wins_whatever_the_arrival_order():
 
 
 def test_maxwell_updates_carry_the_old_values_as_before_image():
-    value = json.dumps({"database": "shop", "table": "customers", "type": "update", "ts": 1700000000,
-                        "xid": 99, "commit": True, "data": {"id": 1, "tier": "gold"}, "old": {"tier": "basic"}})
+    value = json.dumps(
+        {
+            "database": "shop",
+            "table": "customers",
+            "type": "update",
+            "ts": 1700000000,
+            "xid": 99,
+            "commit": True,
+            "data": {"id": 1, "tier": "gold"},
+            "old": {"tier": "basic"},
+        }
+    )
     c = parse_maxwell(value, ("id",), position=5)
     assert isinstance(c, Change)
     assert (c.op, c.table, c.key, c.before, c.after, c.tx_id, c.source) == (
-        "u", "shop.customers", {"id": 1}, {"id": 1, "tier": "basic"}, {"id": 1, "tier": "gold"}, "99", "maxwell")
+        "u",
+        "shop.customers",
+        {"id": 1},
+        {"id": 1, "tier": "basic"},
+        {"id": 1, "tier": "gold"},
+        "99",
+        "maxwell",
+    )
 
 
 def test_maxwell_unknown_types_and_missing_keys_are_malformed():
@@ -101,6 +146,8 @@ def test_the_merge_statement_guards_by_position_and_handles_deletes():
 
 
 def test_incremental_snapshot_reads_take_their_position_from_the_sequence():
-    c = parse_debezium(b'{"id": 5}', envelope("r", after={"id": 5}, lsn=None, snapshot="incremental",
-                                              sequence='["96028064","96028064"]'))
+    c = parse_debezium(
+        b'{"id": 5}',
+        envelope("r", after={"id": 5}, lsn=None, snapshot="incremental", sequence='["96028064","96028064"]'),
+    )
     assert isinstance(c, Change) and c.op == "r" and c.position == 96028064 and c.snapshot

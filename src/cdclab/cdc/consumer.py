@@ -72,11 +72,13 @@ class ConsumeResult:
     records: int = 0
     batches: int = 0
     dead_letters: int = 0
-    positions: dict[tuple[str, int], int] = field(default_factory=dict)   # (topic, partition) -> next offset
+    positions: dict[tuple[str, int], int] = field(default_factory=dict)  # (topic, partition) -> next offset
     seconds: float = 0.0
 
 
-def watermarks(consumer: Any, topic: str, partition: int, timeout: float = 10.0, attempts: int = 20) -> tuple[int, int]:
+def watermarks(
+    consumer: Any, topic: str, partition: int, timeout: float = 10.0, attempts: int = 20
+) -> tuple[int, int]:
     """(earliest, end) offsets of a partition, riding out a leader election (e.g. a broker restart)."""
     from confluent_kafka import KafkaException, TopicPartition
 
@@ -85,7 +87,9 @@ def watermarks(consumer: Any, topic: str, partition: int, timeout: float = 10.0,
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
             return int(low), int(high)
         except KafkaException as exc:
-            if attempt == attempts - 1 or (not exc.args[0].retriable() and exc.args[0].code() not in (6, 3, 5)):
+            if attempt == attempts - 1 or (
+                not exc.args[0].retriable() and exc.args[0].code() not in (6, 3, 5)
+            ):
                 raise
             time.sleep(min(0.5 * (attempt + 1), 3))
     raise AssertionError("unreachable")
@@ -96,8 +100,11 @@ def ensure_schema(cur: Any) -> None:
 
 
 def stored_offsets(cur: Any, group: str, topic: str) -> dict[int, int]:
-    cur.execute("SELECT kafka_partition, next_offset FROM state.kafka_offsets "
-                "WHERE consumer_group = %s AND topic = %s", (group, topic))
+    cur.execute(
+        "SELECT kafka_partition, next_offset FROM state.kafka_offsets "
+        "WHERE consumer_group = %s AND topic = %s",
+        (group, topic),
+    )
     return {int(p): int(o) for p, o in cur.fetchall()}
 
 
@@ -108,7 +115,8 @@ def save_offsets(cur: Any, group: str, positions: dict[tuple[str, int], int], wh
                VALUES (%s, %s, %s, %s, %s)
                ON CONFLICT (consumer_group, topic, kafka_partition)
                DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = now(), updated_by = EXCLUDED.updated_by""",
-            (group, topic, partition, offset, who or None))
+            (group, topic, partition, offset, who or None),
+        )
 
 
 def reset_offsets(cur: Any, group: str, topic: str, offsets: dict[int, int], who: str = "reset") -> None:
@@ -126,8 +134,16 @@ def dead_letter(cur: Any, group: str, record: Record, reason: str) -> None:
                                           record_value, reason)
            VALUES (%s, %s, %s, %s, %s, %s, %s)
            ON CONFLICT (consumer_group, topic, kafka_partition, kafka_offset) DO UPDATE SET reason = EXCLUDED.reason""",
-        (group, record.topic(), record.partition(), record.offset(), text(record.key()), text(record.value()),
-         reason[:2000]))
+        (
+            group,
+            record.topic(),
+            record.partition(),
+            record.offset(),
+            text(record.key()),
+            text(record.value()),
+            reason[:2000],
+        ),
+    )
 
 
 def consume_into_postgres(
@@ -152,15 +168,17 @@ def consume_into_postgres(
     fail_after = int(os.environ.get("CDCLAB_FAIL_AFTER_BATCHES", "0") or 0)
     conn = connect()
     result = ConsumeResult()
-    consumer = Consumer({
-        "bootstrap.servers": bootstrap,
-        "group.id": group,
-        "enable.auto.commit": False,
-        "enable.auto.offset.store": False,
-        "isolation.level": "read_committed",
-        "auto.offset.reset": "earliest",
-        **(kafka_config or {}),
-    })
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "isolation.level": "read_committed",
+            "auto.offset.reset": "earliest",
+            **(kafka_config or {}),
+        }
+    )
     try:
         with conn, conn.cursor() as cur:
             ensure_schema(cur)
@@ -178,11 +196,13 @@ def consume_into_postgres(
                     raise OffsetOutOfRange(
                         f"{group}: stored offset {start} for {topic}[{partition}] is below the earliest "
                         f"offset {low} still in Kafka (retention removed records); reset the offsets and "
-                        f"reload the target from a snapshot")
+                        f"reload the target from a snapshot"
+                    )
                 if start is not None and start > high:
                     raise OffsetOutOfRange(
                         f"{group}: stored offset {start} for {topic}[{partition}] is beyond the end {high}; "
-                        "was the topic recreated? reset the offsets (cdclab offsets reset)")
+                        "was the topic recreated? reset the offsets (cdclab offsets reset)"
+                    )
                 first = OFFSET_BEGINNING if start is None else start
                 result.positions[(topic, partition)] = low if start is None else start
                 if (start if start is not None else low) < high:
@@ -198,10 +218,11 @@ def consume_into_postgres(
             batch: list[Any] = []
             polled = consumer.consume(num_messages=batch_size, timeout=poll_timeout)
             for msg in polled:
-                if msg.error() is not None:
-                    if msg.error().code() == -191:  # _PARTITION_EOF
+                error = msg.error()
+                if error is not None:
+                    if error.code() == -191:  # _PARTITION_EOF
                         continue
-                    raise KafkaException(msg.error())
+                    raise KafkaException(error)
                 batch.append(msg)
             if not batch:
                 # Transaction markers occupy offsets but are never delivered, so the last records'

@@ -38,11 +38,11 @@ class Change:
     """One row change, whatever tool captured it."""
 
     op: Op
-    table: str                       # "schema.table" in the source
+    table: str  # "schema.table" in the source
     key: dict[str, Any]
     before: dict[str, Any] | None
     after: dict[str, Any] | None
-    position: int                    # LSN (Debezium/Postgres) or a monotonic binlog position
+    position: int  # LSN (Debezium/Postgres) or a monotonic binlog position
     tx_id: str | None = None
     ts_ms: int | None = None
     snapshot: bool = False
@@ -141,8 +141,9 @@ def _sequence_position(sequence: object) -> int | None:
 MAXWELL_OPS = {"insert": "c", "update": "u", "delete": "d", "bootstrap-insert": "r"}
 
 
-def parse_maxwell(value: bytes | str | None, key_columns: tuple[str, ...], position: int | None = None
-                  ) -> Change | Skipped:
+def parse_maxwell(
+    value: bytes | str | None, key_columns: tuple[str, ...], position: int | None = None
+) -> Change | Skipped:
     """Parse Maxwell's JSON (``type``, ``database``, ``table``, ``data``, ``old``, ``xid``, ``ts``).
 
     The position comes from Maxwell's ``position`` (``binlog.000003:1234``, written with
@@ -201,10 +202,16 @@ def latest_per_key(changes: list[Change]) -> list[Change]:
         k = (change.table, tuple(sorted(change.key.items())))
         current = best.get(k)
         if current is not None and change.unavailable and current.after:
-            filled = {c: current.after[c] for c in change.unavailable
-                      if c in current.after and current.after[c] != UNAVAILABLE}
+            filled = {
+                c: current.after[c]
+                for c in change.unavailable
+                if c in current.after and current.after[c] != UNAVAILABLE
+            }
             if filled:
-                change = replace(change, after={**(change.after or {}), **filled},
-                                 unavailable=change.unavailable - frozenset(filled))
+                change = replace(
+                    change,
+                    after={**(change.after or {}), **filled},
+                    unavailable=change.unavailable - frozenset(filled),
+                )
         best[k] = change
     return list(best.values())

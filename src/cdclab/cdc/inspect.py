@@ -13,9 +13,15 @@ def read_topic(bootstrap: str, topic: str, limit: int = 100_000, timeout: float 
     """Every committed record of ``topic`` (all partitions) from the beginning, up to ``limit``."""
     from confluent_kafka import Consumer, TopicPartition
 
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"cdclab-inspect-{uuid.uuid4().hex[:8]}",
-                         "enable.auto.commit": False, "isolation.level": "read_committed",
-                         "auto.offset.reset": "earliest"})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"cdclab-inspect-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+            "auto.offset.reset": "earliest",
+        }
+    )
     try:
         md = consumer.list_topics(topic, timeout=timeout)
         if topic not in md.topics or md.topics[topic].error is not None:
@@ -35,9 +41,15 @@ def read_topic(bootstrap: str, topic: str, limit: int = 100_000, timeout: float 
             real = [m for m in batch if m.error() is None]
             out.extend(real)
             idle = 0 if real else idle + 1
-            if all(pos.offset >= ends[pos.partition]
-                   for pos in consumer.position([TopicPartition(topic, p) for p in ends]) if pos.offset >= 0) \
-                    and len(consumer.position([TopicPartition(topic, p) for p in ends])) == len(ends) and real == []:
+            if (
+                all(
+                    pos.offset >= ends[pos.partition]
+                    for pos in consumer.position([TopicPartition(topic, p) for p in ends])
+                    if pos.offset >= 0
+                )
+                and len(consumer.position([TopicPartition(topic, p) for p in ends])) == len(ends)
+                and real == []
+            ):
                 break
         return out[:limit]
     finally:
@@ -53,4 +65,6 @@ def wait_for_records(bootstrap: str, topic: str, count: int, timeout: float = 60
         if len(records) >= count:
             return records
         time.sleep(0.5)
-    raise TimeoutError(f"{topic} holds {len(records)} records after {timeout:.0f}s, expected at least {count}")
+    raise TimeoutError(
+        f"{topic} holds {len(records)} records after {timeout:.0f}s, expected at least {count}"
+    )

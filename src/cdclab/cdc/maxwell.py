@@ -59,8 +59,17 @@ def _json_value(value: Any) -> Any:
     return value
 
 
-def maxwell_records(database: str, table: str, kind: str, rows: list[dict[str, Any]], primary_key: list[str],
-                    ts: int, log_file: str, pos: int, first_xoffset: int) -> list[tuple[bytes, bytes]]:
+def maxwell_records(
+    database: str,
+    table: str,
+    kind: str,
+    rows: list[dict[str, Any]],
+    primary_key: list[str],
+    ts: int,
+    log_file: str,
+    pos: int,
+    first_xoffset: int,
+) -> list[tuple[bytes, bytes]]:
     """Maxwell (key, value) pairs for the rows of one binlog row event."""
     out = []
     for i, row in enumerate(rows):
@@ -70,8 +79,15 @@ def maxwell_records(database: str, table: str, kind: str, rows: list[dict[str, A
         else:
             data, old = row["values"], None
         clean = {k: _json_value(v) for k, v in data.items()}
-        value: dict[str, Any] = {"database": database, "table": table, "type": kind, "ts": ts,
-                                 "xoffset": first_xoffset + i, "position": f"{log_file}:{pos}", "data": clean}
+        value: dict[str, Any] = {
+            "database": database,
+            "table": table,
+            "type": kind,
+            "ts": ts,
+            "xoffset": first_xoffset + i,
+            "position": f"{log_file}:{pos}",
+            "data": clean,
+        }
         if old is not None:
             value["old"] = old
         key = {"database": database, "table": table, **{f"pk.{c}": clean.get(c) for c in primary_key}}
@@ -82,8 +98,14 @@ def maxwell_records(database: str, table: str, kind: str, rows: list[dict[str, A
 def _last_checkpoint(bootstrap: str, server: str) -> dict[str, Any] | None:
     from confluent_kafka import Consumer, TopicPartition
 
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"cdclab-maxwell-resume-{os.getpid()}",
-                  "enable.auto.commit": False, "isolation.level": "read_committed"})
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"cdclab-maxwell-resume-{os.getpid()}",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+        }
+    )
     try:
         md = c.list_topics(POSITIONS_TOPIC, timeout=10)
         if POSITIONS_TOPIC not in md.topics or md.topics[POSITIONS_TOPIC].error is not None:
@@ -100,15 +122,26 @@ def _last_checkpoint(bootstrap: str, server: str) -> dict[str, Any] | None:
                 real = [m for m in msgs if m.error() is None]
                 idle = 0 if real else idle + 1
                 for m in real:
-                    if m.key() == server.encode() and m.value():
-                        found = json.loads(m.value())
+                    value = m.value()
+                    if m.key() == server.encode() and value:
+                        found = json.loads(value)
         return found
     finally:
         c.close()
 
 
-def run(*, host: str, port: int, user: str, password: str, bootstrap: str, schemas: list[str],
-        status_file: Path, topic_prefix: str = "maxwell", server_id: int = 8401) -> None:
+def run(
+    *,
+    host: str,
+    port: int,
+    user: str,
+    password: str,
+    bootstrap: str,
+    schemas: list[str],
+    status_file: Path,
+    topic_prefix: str = "maxwell",
+    server_id: int = 8401,
+) -> None:
     """Stream row events of ``schemas`` to ``<topic_prefix>.<db>.<table>`` until SIGTERM."""
     from confluent_kafka import Producer
     from pymysqlreplication import BinLogStreamReader
@@ -118,8 +151,14 @@ def run(*, host: str, port: int, user: str, password: str, bootstrap: str, schem
     server = f"{host}:{port}"
     stop = {"now": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
-    producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": f"cdclab-maxwell-{server}",
-                         "enable.idempotence": True, "linger.ms": 5})
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "transactional.id": f"cdclab-maxwell-{server}",
+            "enable.idempotence": True,
+            "linger.ms": 5,
+        }
+    )
     producer.init_transactions(30)
     checkpoint = _last_checkpoint(bootstrap, server)
     resume: dict[str, Any] = {}
@@ -127,9 +166,20 @@ def run(*, host: str, port: int, user: str, password: str, bootstrap: str, schem
         resume = {"log_file": checkpoint["log_file"], "log_pos": checkpoint["log_pos"], "resume_stream": True}
     stream = BinLogStreamReader(
         connection_settings={"host": host, "port": port, "user": user, "passwd": password},
-        server_id=server_id, blocking=True, slave_heartbeat=2.0, only_schemas=schemas,
-        only_events=[WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent, XidEvent, RotateEvent, HeartbeatLogEvent],
-        **resume)
+        server_id=server_id,
+        blocking=True,
+        slave_heartbeat=2.0,
+        only_schemas=schemas,
+        only_events=[
+            WriteRowsEvent,
+            UpdateRowsEvent,
+            DeleteRowsEvent,
+            XidEvent,
+            RotateEvent,
+            HeartbeatLogEvent,
+        ],
+        **resume,
+    )
     pending: list[tuple[str, bytes, bytes]] = []
     xoffset = 0
     status_file.parent.mkdir(parents=True, exist_ok=True)
@@ -145,11 +195,22 @@ def run(*, host: str, port: int, user: str, password: str, bootstrap: str, schem
             if stop["now"]:
                 break
             if isinstance(event, WriteRowsEvent | UpdateRowsEvent | DeleteRowsEvent):
-                kind = {WriteRowsEvent: "insert", UpdateRowsEvent: "update", DeleteRowsEvent: "delete"}[type(event)]
+                kind = {WriteRowsEvent: "insert", UpdateRowsEvent: "update", DeleteRowsEvent: "delete"}[
+                    type(event)
+                ]
                 pk = event.primary_key
                 keys = [pk] if isinstance(pk, str) else list(pk or [])
-                records = maxwell_records(event.schema, event.table, kind, event.rows, keys,
-                                          event.timestamp, stream.log_file, event.packet.log_pos, xoffset)
+                records = maxwell_records(
+                    event.schema,
+                    event.table,
+                    kind,
+                    event.rows,
+                    keys,
+                    event.timestamp,
+                    stream.log_file,
+                    event.packet.log_pos,
+                    xoffset,
+                )
                 xoffset += len(records)
                 pending += [(f"{topic_prefix}.{event.schema}.{event.table}", k, v) for k, v in records]
             elif isinstance(event, XidEvent):
@@ -161,8 +222,13 @@ def run(*, host: str, port: int, user: str, password: str, bootstrap: str, schem
                         if i == len(pending) - 1:
                             doc["commit"] = True
                         producer.produce(topic, key=key, value=json.dumps(doc).encode())
-                    producer.produce(POSITIONS_TOPIC, key=server.encode(), value=json.dumps(
-                        {"log_file": stream.log_file, "log_pos": stream.log_pos, "xid": event.xid}).encode())
+                    producer.produce(
+                        POSITIONS_TOPIC,
+                        key=server.encode(),
+                        value=json.dumps(
+                            {"log_file": stream.log_file, "log_pos": stream.log_pos, "xid": event.xid}
+                        ).encode(),
+                    )
                     producer.commit_transaction(30)
                 pending, xoffset = [], 0
                 beat({"state": "streaming", "log_file": stream.log_file, "log_pos": stream.log_pos})
@@ -177,8 +243,15 @@ def main() -> None:
     from cdclab.lab.config import LabConfig
 
     cfg = LabConfig.load()
-    run(host=cfg.host, port=cfg.port("mariadb"), user=cfg["MAXWELL_USER"], password=cfg["MAXWELL_PASSWORD"],
-        bootstrap=cfg.kafka_bootstrap, schemas=["shop"], status_file=cfg.state / "maxwell" / "status.json")
+    run(
+        host=cfg.host,
+        port=cfg.port("mariadb"),
+        user=cfg["MAXWELL_USER"],
+        password=cfg["MAXWELL_PASSWORD"],
+        bootstrap=cfg.kafka_bootstrap,
+        schemas=["shop"],
+        status_file=cfg.state / "maxwell" / "status.json",
+    )
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ class SchemaDrift(RuntimeError):
 class MergeResult:
     upserted: int = 0
     deleted: int = 0
-    stale: int = 0          # changes older than the row they would have written
+    stale: int = 0  # changes older than the row they would have written
 
     def __iadd__(self, other: MergeResult) -> MergeResult:
         self.upserted += other.upserted
@@ -78,26 +78,46 @@ def ensure_target(cur: Any, target: str, columns: Sequence[tuple[str, str]], key
     if not key:
         raise ValueError(f"{target}: a CDC target needs a primary key; the source table has none")
     cols = [sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t)) for n, t in columns]
-    cols += [sql.SQL(c) for c in (
-        "_source_position bigint NOT NULL", "_source_op char(1) NOT NULL", "_source_ts timestamptz",
-        "_loaded_at timestamptz NOT NULL DEFAULT now()", "_deleted boolean NOT NULL DEFAULT false",
-        "_deleted_at timestamptz")]
+    cols += [
+        sql.SQL(c)
+        for c in (
+            "_source_position bigint NOT NULL",
+            "_source_op char(1) NOT NULL",
+            "_source_ts timestamptz",
+            "_loaded_at timestamptz NOT NULL DEFAULT now()",
+            "_deleted boolean NOT NULL DEFAULT false",
+            "_deleted_at timestamptz",
+        )
+    ]
     pk = sql.SQL(", ").join(map(sql.Identifier, key))
-    cur.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} ({}, PRIMARY KEY ({}))").format(
-        ident(target), sql.SQL(", ").join(cols), pk))
+    cur.execute(
+        sql.SQL("CREATE TABLE IF NOT EXISTS {} ({}, PRIMARY KEY ({}))").format(
+            ident(target), sql.SQL(", ").join(cols), pk
+        )
+    )
     key_cols = sql.SQL(", ").join(
-        sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t)) for n, t in columns if n in key)
-    cur.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} ({}, _source_position bigint NOT NULL, "
-                        "_deleted_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY ({}))").format(
-        ident(target + "__deleted"), key_cols, pk))
+        sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t)) for n, t in columns if n in key
+    )
+    cur.execute(
+        sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} ({}, _source_position bigint NOT NULL, "
+            "_deleted_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY ({}))"
+        ).format(ident(target + "__deleted"), key_cols, pk)
+    )
 
 
 def target_columns(cur: Any, target: str) -> list[str]:
     return [n for n, _ in source_columns(cur, target) if n not in BOOKKEEPING]
 
 
-def _check_drift(cur: Any, target: str, known: list[str], changes: Iterable[Change], policy: SchemaPolicy,
-                 types: Mapping[str, str]) -> list[str]:
+def _check_drift(
+    cur: Any,
+    target: str,
+    known: list[str],
+    changes: Iterable[Change],
+    policy: SchemaPolicy,
+    types: Mapping[str, str],
+) -> list[str]:
     seen: dict[str, None] = {}
     for change in changes:
         for col in change.row:
@@ -106,23 +126,36 @@ def _check_drift(cur: Any, target: str, known: list[str], changes: Iterable[Chan
     if not seen:
         return known
     if policy == "fail":
-        raise SchemaDrift(f"{target}: changes carry column(s) {sorted(seen)} that the target lacks; "
-                          "add them to the target (ALTER TABLE) or run with schema_policy='evolve'")
+        raise SchemaDrift(
+            f"{target}: changes carry column(s) {sorted(seen)} that the target lacks; "
+            "add them to the target (ALTER TABLE) or run with schema_policy='evolve'"
+        )
     for col in seen:
-        cur.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
-            ident(target), sql.Identifier(col), sql.SQL(types.get(col, "text"))))  # from the source catalog
+        cur.execute(
+            sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
+                ident(target), sql.Identifier(col), sql.SQL(types.get(col, "text"))
+            )
+        )  # from the source catalog
     return known + list(seen)
 
 
-def apply_changes(cur: Any, target: str, key: Sequence[str], changes: Sequence[Change],
-                  delete_mode: DeleteMode = "hard", schema_policy: SchemaPolicy = "fail",
-                  source_types: Mapping[str, str] | None = None) -> MergeResult:
+def apply_changes(
+    cur: Any,
+    target: str,
+    key: Sequence[str],
+    changes: Sequence[Change],
+    delete_mode: DeleteMode = "hard",
+    schema_policy: SchemaPolicy = "fail",
+    source_types: Mapping[str, str] | None = None,
+) -> MergeResult:
     """Apply a batch of changes of one source table to ``target`` in the caller's transaction."""
     result = MergeResult()
     rows = [c for c in latest_per_key([c for c in changes if c.op != "t"])]
     if any(c.op == "t" for c in changes):
-        raise SchemaDrift(f"{target}: a TRUNCATE arrived; truncate the target deliberately and reset "
-                          "its offsets, the merge will not guess")
+        raise SchemaDrift(
+            f"{target}: a TRUNCATE arrived; truncate the target deliberately and reset "
+            "its offsets, the merge will not guess"
+        )
     if not rows:
         return result
     columns = _check_drift(cur, target, target_columns(cur, target), rows, schema_policy, source_types or {})
@@ -139,12 +172,12 @@ def apply_changes(cur: Any, target: str, key: Sequence[str], changes: Sequence[C
     return result
 
 
-def _upsert(cur: Any, target: str, key: Sequence[str], columns: Sequence[str],
-            changes: Sequence[Change]) -> MergeResult:
+def _upsert(
+    cur: Any, target: str, key: Sequence[str], columns: Sequence[str], changes: Sequence[Change]
+) -> MergeResult:
     cols = [*columns, "_source_position", "_source_op", "_source_ts", "_deleted", "_deleted_at"]
     values = [
-        tuple(c.row.get(col) for col in columns)
-        + (c.position, c.op, _ts(c.ts_ms), False, None)
+        tuple(c.row.get(col) for col in columns) + (c.position, c.op, _ts(c.ts_ms), False, None)
         for c in changes
     ]
     non_key = [c for c in cols if c not in key]
@@ -157,8 +190,7 @@ def _upsert(cur: Any, target: str, key: Sequence[str], columns: Sequence[str],
         t=ident(target),
         ledger=ident(target + "__deleted"),
         cols=sql.SQL(", ").join(map(sql.Identifier, cols)),
-        ledger_match=sql.SQL(" AND ").join(
-            sql.SQL("d.{k} = v.{k}").format(k=sql.Identifier(k)) for k in key),
+        ledger_match=sql.SQL(" AND ").join(sql.SQL("d.{k} = v.{k}").format(k=sql.Identifier(k)) for k in key),
         key=sql.SQL(", ").join(map(sql.Identifier, key)),
         sets=sql.SQL(", ").join(sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in non_key),
     )
@@ -175,44 +207,65 @@ def _upsert(cur: Any, target: str, key: Sequence[str], columns: Sequence[str],
 
 
 def _clear_ledger(cur: Any, target: str, key: Sequence[str], changes: Sequence[Change]) -> None:
-    stmt = sql.SQL("DELETE FROM {ledger} d USING (VALUES %s) AS v ({cols}) WHERE {match} "
-                   "AND d._source_position < v._source_position").format(
+    stmt = sql.SQL(
+        "DELETE FROM {ledger} d USING (VALUES %s) AS v ({cols}) WHERE {match} "
+        "AND d._source_position < v._source_position"
+    ).format(
         ledger=ident(target + "__deleted"),
         cols=sql.SQL(", ").join(map(sql.Identifier, [*key, "_source_position"])),
-        match=sql.SQL(" AND ").join(sql.SQL("d.{k} = v.{k}").format(k=sql.Identifier(k)) for k in key))
+        match=sql.SQL(" AND ").join(sql.SQL("d.{k} = v.{k}").format(k=sql.Identifier(k)) for k in key),
+    )
     types = dict(source_columns(cur, target))
     template = "(" + ", ".join([f"%s::{types[k]}" for k in key] + ["%s::bigint"]) + ")"
-    execute_values(cur, stmt.as_string(cur), [tuple(c.key.get(k) for k in key) + (c.position,) for c in changes],
-                   template=template, page_size=len(changes))
+    execute_values(
+        cur,
+        stmt.as_string(cur),
+        [tuple(c.key.get(k) for k in key) + (c.position,) for c in changes],
+        template=template,
+        page_size=len(changes),
+    )
 
 
-def _delete(cur: Any, target: str, key: Sequence[str], changes: Sequence[Change],
-            mode: DeleteMode) -> MergeResult:
+def _delete(
+    cur: Any, target: str, key: Sequence[str], changes: Sequence[Change], mode: DeleteMode
+) -> MergeResult:
     types = dict(source_columns(cur, target))
     keyvals = [tuple(c.key.get(k) for k in key) + (c.position, _ts(c.ts_ms)) for c in changes]
     cols = sql.SQL(", ").join(map(sql.Identifier, [*key, "_source_position", "_source_ts"]))
     match = sql.SQL(" AND ").join(sql.SQL("t.{k} = v.{k}").format(k=sql.Identifier(k)) for k in key)
     template = "(" + ", ".join([f"%s::{types[k]}" for k in key] + ["%s::bigint", "%s::timestamptz"]) + ")"
     if mode == "hard":
-        stmt = sql.SQL("DELETE FROM {t} t USING (VALUES %s) AS v ({cols}) WHERE {match} "
-                       "AND t._source_position < v._source_position").format(t=ident(target), cols=cols, match=match)
+        stmt = sql.SQL(
+            "DELETE FROM {t} t USING (VALUES %s) AS v ({cols}) WHERE {match} "
+            "AND t._source_position < v._source_position"
+        ).format(t=ident(target), cols=cols, match=match)
     else:
-        stmt = sql.SQL("UPDATE {t} t SET _deleted = true, _deleted_at = coalesce(v._source_ts, now()), "
-                       "_source_position = v._source_position, _source_op = 'd', _loaded_at = now() "
-                       "FROM (VALUES %s) AS v ({cols}) WHERE {match} "
-                       "AND t._source_position < v._source_position").format(t=ident(target), cols=cols, match=match)
+        stmt = sql.SQL(
+            "UPDATE {t} t SET _deleted = true, _deleted_at = coalesce(v._source_ts, now()), "
+            "_source_position = v._source_position, _source_op = 'd', _loaded_at = now() "
+            "FROM (VALUES %s) AS v ({cols}) WHERE {match} "
+            "AND t._source_position < v._source_position"
+        ).format(t=ident(target), cols=cols, match=match)
     execute_values(cur, stmt.as_string(cur), keyvals, template=template, page_size=len(keyvals))
     deleted = cur.rowcount
     if mode == "hard":
         ledger_cols = sql.SQL(", ").join(map(sql.Identifier, [*key, "_source_position"]))
-        stmt = sql.SQL("INSERT INTO {ledger} ({cols}) VALUES %s ON CONFLICT ({key}) DO UPDATE "
-                       "SET _source_position = greatest({ledger}._source_position, EXCLUDED._source_position), "
-                       "_deleted_at = now()").format(
-            ledger=ident(target + "__deleted"), cols=ledger_cols,
-            key=sql.SQL(", ").join(map(sql.Identifier, key)))
-        execute_values(cur, stmt.as_string(cur), [kv[:-1] for kv in keyvals],
-                       template="(" + ", ".join([f"%s::{types[k]}" for k in key] + ["%s::bigint"]) + ")",
-                       page_size=len(keyvals))
+        stmt = sql.SQL(
+            "INSERT INTO {ledger} ({cols}) VALUES %s ON CONFLICT ({key}) DO UPDATE "
+            "SET _source_position = greatest({ledger}._source_position, EXCLUDED._source_position), "
+            "_deleted_at = now()"
+        ).format(
+            ledger=ident(target + "__deleted"),
+            cols=ledger_cols,
+            key=sql.SQL(", ").join(map(sql.Identifier, key)),
+        )
+        execute_values(
+            cur,
+            stmt.as_string(cur),
+            [kv[:-1] for kv in keyvals],
+            template="(" + ", ".join([f"%s::{types[k]}" for k in key] + ["%s::bigint"]) + ")",
+            page_size=len(keyvals),
+        )
     return MergeResult(deleted=deleted)
 
 
@@ -236,18 +289,24 @@ def merge_sql(target: str, staging: str, key: Sequence[str], columns: Sequence[s
         "_source_position = s._source_position, _source_op = s._source_op, _loaded_at = now() "
         "WHEN NOT MATCHED AND s._source_op <> 'd' THEN INSERT ({cols}) VALUES ({vals})"
     ).format(
-        t=ident(target), s=ident(staging), on=on,
+        t=ident(target),
+        s=ident(staging),
+        on=on,
         sets=sql.SQL(", ").join(sql.SQL("{c} = s.{c}").format(c=sql.Identifier(c)) for c in non_key),
         cols=sql.SQL(", ").join(map(sql.Identifier, all_cols)),
         vals=sql.SQL(", ").join(sql.SQL("s.{c}").format(c=sql.Identifier(c)) for c in all_cols),
     )
 
 
-def rows_of(cur: Any, table: str, columns: Sequence[str], key: Sequence[str],
-            where: sql.Composable | None = None) -> list[tuple[Any, ...]]:
+def rows_of(
+    cur: Any, table: str, columns: Sequence[str], key: Sequence[str], where: sql.Composable | None = None
+) -> list[tuple[Any, ...]]:
     """Rows of ``table`` restricted to ``columns`` and ordered by ``key`` (for comparisons)."""
     stmt = sql.SQL("SELECT {cols} FROM {t} {where} ORDER BY {key}").format(
-        cols=sql.SQL(", ").join(map(sql.Identifier, columns)), t=ident(table), where=where or sql.SQL(""),
-        key=sql.SQL(", ").join(map(sql.Identifier, key)))
+        cols=sql.SQL(", ").join(map(sql.Identifier, columns)),
+        t=ident(table),
+        where=where or sql.SQL(""),
+        key=sql.SQL(", ").join(map(sql.Identifier, key)),
+    )
     cur.execute(stmt)
     return [tuple(r) for r in cur.fetchall()]

@@ -36,8 +36,9 @@ def end_offsets(bootstrap: str, topic: str) -> dict[int, tuple[int, int]]:
     """partition -> (earliest, end) offsets of ``topic``; empty when the topic does not exist."""
     from confluent_kafka import Consumer
 
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "cdclab-offsets-inspect",
-                         "enable.auto.commit": False})
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "cdclab-offsets-inspect", "enable.auto.commit": False}
+    )
     try:
         md = consumer.list_topics(topic, timeout=10)
         if topic not in md.topics or md.topics[topic].error is not None:
@@ -50,9 +51,12 @@ def end_offsets(bootstrap: str, topic: str) -> dict[int, tuple[int, int]]:
 def report(cur: Any, bootstrap: str, group: str | None = None) -> list[OffsetRow]:
     """Every stored offset (of one group, or all) with the topic's end offset and the lag."""
     ensure_schema(cur)
-    cur.execute("SELECT consumer_group, topic, kafka_partition, next_offset, updated_at, updated_by "
-                "FROM state.kafka_offsets WHERE %s::text IS NULL OR consumer_group = %s "
-                "ORDER BY consumer_group, topic, kafka_partition", (group, group))
+    cur.execute(
+        "SELECT consumer_group, topic, kafka_partition, next_offset, updated_at, updated_by "
+        "FROM state.kafka_offsets WHERE %s::text IS NULL OR consumer_group = %s "
+        "ORDER BY consumer_group, topic, kafka_partition",
+        (group, group),
+    )
     rows = cur.fetchall()
     ends: dict[str, dict[int, tuple[int, int]]] = {}
     out = []
@@ -60,13 +64,17 @@ def report(cur: Any, bootstrap: str, group: str | None = None) -> list[OffsetRow
         if topic not in ends:
             ends[topic] = end_offsets(bootstrap, topic)
         end = ends[topic].get(partition)
-        out.append(OffsetRow(g, topic, partition, next_offset, None if end is None else end[1], updated_at,
-                             updated_by))
+        out.append(
+            OffsetRow(
+                g, topic, partition, next_offset, None if end is None else end[1], updated_at, updated_by
+            )
+        )
     return out
 
 
-def reset(cur: Any, bootstrap: str, group: str, topic: str, to: str | int, who: str = "cdclab offsets reset"
-          ) -> dict[int, int]:
+def reset(
+    cur: Any, bootstrap: str, group: str, topic: str, to: str | int, who: str = "cdclab offsets reset"
+) -> dict[int, int]:
     """Move ``group`` on ``topic`` to ``earliest``, ``latest`` or an explicit offset (every partition)."""
     ensure_schema(cur)
     bounds = end_offsets(bootstrap, topic)
@@ -89,7 +97,19 @@ def reset(cur: Any, bootstrap: str, group: str, topic: str, to: str | int, who: 
 
 def format_report(rows: list[OffsetRow]) -> str:
     header = ("GROUP", "TOPIC", "PART", "NEXT", "END", "LAG", "UPDATED BY")
-    body = [(r.group, r.topic, str(r.partition), str(r.next_offset), "-" if r.end_offset is None else str(r.end_offset),
-             "-" if r.lag is None else str(r.lag), r.updated_by or "") for r in rows]
+    body = [
+        (
+            r.group,
+            r.topic,
+            str(r.partition),
+            str(r.next_offset),
+            "-" if r.end_offset is None else str(r.end_offset),
+            "-" if r.lag is None else str(r.lag),
+            r.updated_by or "",
+        )
+        for r in rows
+    ]
     widths = [max(len(x[i]) for x in [header, *body]) for i in range(len(header))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) for line in [header, *body])
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) for line in [header, *body]
+    )

@@ -37,11 +37,11 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TableRoute:
-    source: str        # public.customers
-    topic: str         # shop.public.customers
-    target: str        # core.customers
+    source: str  # public.customers
+    topic: str  # shop.public.customers
+    target: str  # core.customers
     key: tuple[str, ...]
-    types: dict[str, str]   # column -> "type [DEFAULT expr]" from the source, used when the schema evolves
+    types: dict[str, str]  # column -> "type [DEFAULT expr]" from the source, used when the schema evolves
 
 
 def kafka_bootstrap(kafka_conn_id: str) -> str:
@@ -54,8 +54,14 @@ def kafka_bootstrap(kafka_conn_id: str) -> str:
     return str(servers)
 
 
-def routes_for(tables: Sequence[str], *, topic_prefix: str, target_schema: str, target_prefix: str = "",
-               source_conn_id: str = SHOP) -> list[TableRoute]:
+def routes_for(
+    tables: Sequence[str],
+    *,
+    topic_prefix: str,
+    target_schema: str,
+    target_prefix: str = "",
+    source_conn_id: str = SHOP,
+) -> list[TableRoute]:
     """Look the source tables up in the source catalog (columns, types, primary key)."""
     routes = []
     conn = connect(source_conn_id)
@@ -65,17 +71,33 @@ def routes_for(tables: Sequence[str], *, topic_prefix: str, target_schema: str, 
                 qualified = table if "." in table else f"public.{table}"
                 schema, name = qualified.split(".", 1)
                 columns = source_columns(cur, qualified)
-                cur.execute("""SELECT a.attname, pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d
+                cur.execute(
+                    """SELECT a.attname, pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d
                                JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum
-                               WHERE d.adrelid = %s::regclass""", (qualified,))
+                               WHERE d.adrelid = %s::regclass""",
+                    (qualified,),
+                )
                 defaults = dict(cur.fetchall())
                 key = primary_key(cur, qualified)
                 if not key:
                     raise ValueError(f"source table {qualified} has no primary key: CDC merges need one")
-                routes.append(TableRoute(source=qualified, topic=f"{topic_prefix}.{schema}.{name}",
-                                         target=f"{target_schema}.{target_prefix}{name}", key=tuple(key),
-                                         types={n: t + (f" DEFAULT {defaults[n]}" if "nextval(" not in defaults.get(n, "nextval(") else "")
-                                                for n, t in columns}))
+                routes.append(
+                    TableRoute(
+                        source=qualified,
+                        topic=f"{topic_prefix}.{schema}.{name}",
+                        target=f"{target_schema}.{target_prefix}{name}",
+                        key=tuple(key),
+                        types={
+                            n: t
+                            + (
+                                f" DEFAULT {defaults[n]}"
+                                if "nextval(" not in defaults.get(n, "nextval(")
+                                else ""
+                            )
+                            for n, t in columns
+                        },
+                    )
+                )
     finally:
         conn.close()
     return routes
@@ -109,11 +131,25 @@ def replicate(
     who: str = "",
 ) -> dict[str, Any]:
     """Catch ``tables`` up from their Debezium topics into the warehouse; returns counts for logs and XCom."""
-    routes = routes_for(tables, topic_prefix=topic_prefix, target_schema=target_schema,
-                        target_prefix=target_prefix, source_conn_id=source_conn_id)
-    return _run(routes, _debezium, group=group, delete_mode=delete_mode, schema_policy=schema_policy,
-                batch_size=batch_size, max_seconds=max_seconds, target_conn_id=target_conn_id,
-                kafka_conn_id=kafka_conn_id, who=who)
+    routes = routes_for(
+        tables,
+        topic_prefix=topic_prefix,
+        target_schema=target_schema,
+        target_prefix=target_prefix,
+        source_conn_id=source_conn_id,
+    )
+    return _run(
+        routes,
+        _debezium,
+        group=group,
+        delete_mode=delete_mode,
+        schema_policy=schema_policy,
+        batch_size=batch_size,
+        max_seconds=max_seconds,
+        target_conn_id=target_conn_id,
+        kafka_conn_id=kafka_conn_id,
+        who=who,
+    )
 
 
 def replicate_maxwell(
@@ -136,16 +172,46 @@ def replicate_maxwell(
 
     The target takes the columns, types and key of ``model``, a table of the Postgres ``shop`` with the
     same logical shape, so both CDC paths land in the same warehouse model."""
-    (model_route,) = routes_for([model], topic_prefix="-", target_schema=target_schema, source_conn_id=model_conn_id)
-    routes = [TableRoute(source=t, topic=f"{topic_prefix}.{t}", target=f"{target_schema}.{target_prefix}{t.split('.')[-1]}",
-                         key=model_route.key, types=model_route.types) for t in tables]
-    return _run(routes, _maxwell, group=group, delete_mode=delete_mode, schema_policy="fail", batch_size=batch_size,
-                max_seconds=max_seconds, target_conn_id=target_conn_id, kafka_conn_id=kafka_conn_id, who=who)
+    (model_route,) = routes_for(
+        [model], topic_prefix="-", target_schema=target_schema, source_conn_id=model_conn_id
+    )
+    routes = [
+        TableRoute(
+            source=t,
+            topic=f"{topic_prefix}.{t}",
+            target=f"{target_schema}.{target_prefix}{t.split('.')[-1]}",
+            key=model_route.key,
+            types=model_route.types,
+        )
+        for t in tables
+    ]
+    return _run(
+        routes,
+        _maxwell,
+        group=group,
+        delete_mode=delete_mode,
+        schema_policy="fail",
+        batch_size=batch_size,
+        max_seconds=max_seconds,
+        target_conn_id=target_conn_id,
+        kafka_conn_id=kafka_conn_id,
+        who=who,
+    )
 
 
-def _run(routes: Sequence[TableRoute], parse: Parser, *, group: str, delete_mode: DeleteMode,
-         schema_policy: SchemaPolicy, batch_size: int, max_seconds: float, target_conn_id: str,
-         kafka_conn_id: str, who: str) -> dict[str, Any]:
+def _run(
+    routes: Sequence[TableRoute],
+    parse: Parser,
+    *,
+    group: str,
+    delete_mode: DeleteMode,
+    schema_policy: SchemaPolicy,
+    batch_size: int,
+    max_seconds: float,
+    target_conn_id: str,
+    kafka_conn_id: str,
+    who: str,
+) -> dict[str, Any]:
     by_topic = {r.topic: r for r in routes}
     conn = connect(target_conn_id)
     try:
@@ -177,14 +243,27 @@ def _run(routes: Sequence[TableRoute], parse: Parser, *, group: str, delete_mode
             per_topic[msg.topic()].append(event)
         for topic, changes in per_topic.items():
             route = by_topic[topic]
-            totals[route.target] += apply_changes(cur, route.target, route.key, changes, delete_mode=delete_mode,
-                                                  schema_policy=schema_policy, source_types=route.types)
+            totals[route.target] += apply_changes(
+                cur,
+                route.target,
+                route.key,
+                changes,
+                delete_mode=delete_mode,
+                schema_policy=schema_policy,
+                source_types=route.types,
+            )
         return rejects
 
     result = kc.consume_into_postgres(
-        bootstrap=kafka_bootstrap(kafka_conn_id), topics=list(by_topic), group=group,
-        connect=lambda: connect(target_conn_id), handler=handle, batch_size=batch_size,
-        max_seconds=max_seconds, who=who)
+        bootstrap=kafka_bootstrap(kafka_conn_id),
+        topics=list(by_topic),
+        group=group,
+        connect=lambda: connect(target_conn_id),
+        handler=handle,
+        batch_size=batch_size,
+        max_seconds=max_seconds,
+        who=who,
+    )
     summary = {
         "records": result.records,
         "batches": result.batches,

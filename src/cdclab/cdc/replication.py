@@ -55,25 +55,33 @@ def require_running(connect_url: str, name: str) -> dict[str, Any]:
     states = [status["connector"]["state"], *(t["state"] for t in status.get("tasks", []))]
     if len(states) < 2 or any(s != "RUNNING" for s in states):
         traces = [t.get("trace", "") for t in status.get("tasks", []) if t.get("trace")]
-        raise ConnectorNotRunning(f"connector {name} is {states}; {traces[0].splitlines()[0] if traces else ''} "
-                                  "— see `make logs S=connect`, then `make up` re-registers it")
+        raise ConnectorNotRunning(
+            f"connector {name} is {states}; {traces[0].splitlines()[0] if traces else ''} "
+            "— see `make logs S=connect`, then `make up` re-registers it"
+        )
     return status
 
 
 def request_incremental_snapshot(shop_cur: Any, table: str) -> str:
     """Insert Debezium's ``execute-snapshot`` signal for ``schema.table``; returns the signal id."""
     signal_id = f"cdclab-{uuid.uuid4()}"
-    shop_cur.execute("INSERT INTO public.debezium_signal (id, type, data) VALUES (%s, 'execute-snapshot', %s)",
-                     (signal_id, json.dumps({"data-collections": [table], "type": "incremental"})))
+    shop_cur.execute(
+        "INSERT INTO public.debezium_signal (id, type, data) VALUES (%s, 'execute-snapshot', %s)",
+        (signal_id, json.dumps({"data-collections": [table], "type": "incremental"})),
+    )
     return signal_id
 
 
-def checksum(cur: Any, table: str, columns: Sequence[str], key: Sequence[str],
-             where: sql.Composable | None = None) -> tuple[int, str | None]:
+def checksum(
+    cur: Any, table: str, columns: Sequence[str], key: Sequence[str], where: sql.Composable | None = None
+) -> tuple[int, str | None]:
     """(row count, md5 of the ordered rows' text) over ``columns``; comparable across databases."""
     row = sql.SQL("ROW({})::text").format(sql.SQL(", ").join(map(sql.Identifier, columns)))
     order = sql.SQL(", ").join(map(sql.Identifier, key))
-    cur.execute(sql.SQL("SELECT count(*), md5(string_agg({row}, E'\\n' ORDER BY {order})) FROM {t} {where}").format(
-        row=row, order=order, t=ident(table), where=where or sql.SQL("")))
+    cur.execute(
+        sql.SQL("SELECT count(*), md5(string_agg({row}, E'\\n' ORDER BY {order})) FROM {t} {where}").format(
+            row=row, order=order, t=ident(table), where=where or sql.SQL("")
+        )
+    )
     count, digest = cur.fetchone()
     return int(count), digest

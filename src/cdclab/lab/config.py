@@ -117,9 +117,7 @@ class LabConfig:
 
     def pg_uri(self, database: str, role: str | None = None, scheme: str = "postgresql") -> str:
         user, password = self._pg_login(role or database)
-        return (
-            f"{scheme}://{quote(user)}:{quote(password, safe='')}@{self.host}:{self.port('postgres')}/{database}"
-        )
+        return f"{scheme}://{quote(user)}:{quote(password, safe='')}@{self.host}:{self.port('postgres')}/{database}"
 
     def _pg_login(self, role: str) -> tuple[str, str]:
         logins = {
@@ -173,8 +171,14 @@ class LabConfig:
     def jars_key(self) -> str:
         """A folder name that changes whenever a version or a pom changes (no stale jars mixed in)."""
         h = hashlib.sha256()
-        for key in ("KAFKA_VERSION", "SCALA_BINARY", "LOG4J_VERSION", "DEBEZIUM_VERSION",
-                    "DEBEZIUM_JDBC_VERSION", "HIBERNATE_VERSION"):
+        for key in (
+            "KAFKA_VERSION",
+            "SCALA_BINARY",
+            "LOG4J_VERSION",
+            "DEBEZIUM_VERSION",
+            "DEBEZIUM_JDBC_VERSION",
+            "HIBERNATE_VERSION",
+        ):
             h.update(f"{key}={self[key]}\n".encode())
         for pom in sorted((self.root / "infra" / "maven").rglob("pom.xml")):
             h.update(pom.read_bytes())
@@ -187,8 +191,10 @@ class LabConfig:
     # ---- environment handed to services and DAGs -------------------------------------------
     def airflow_connections(self) -> dict[str, str]:
         """``AIRFLOW_CONN_*`` variables: the only way DAGs learn addresses and logins."""
-        kafka = {"conn_type": "kafka", "extra": {"bootstrap.servers": self.kafka_bootstrap,
-                                                  "group.id": "cdclab-airflow"}}
+        kafka = {
+            "conn_type": "kafka",
+            "extra": {"bootstrap.servers": self.kafka_bootstrap, "group.id": "cdclab-airflow"},
+        }
         minio = {
             "conn_type": "aws",
             "login": self["MINIO_ROOT_USER"],

@@ -100,8 +100,9 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
-def wait_for(check: Callable[[], bool], timeout: float, interval: float = 0.5,
-             alive: Callable[[], bool] | None = None) -> bool:
+def wait_for(
+    check: Callable[[], bool], timeout: float, interval: float = 0.5, alive: Callable[[], bool] | None = None
+) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():
@@ -127,7 +128,7 @@ def port_owner(port: int) -> str:
 @dataclass
 class Service:
     name: str
-    ports: tuple[str, ...]          # keys of ports.env, e.g. ("kafka", "kafka_controller")
+    ports: tuple[str, ...]  # keys of ports.env, e.g. ("kafka", "kafka_controller")
     start_timeout: float
 
     def address(self, cfg: LabConfig) -> str:
@@ -174,25 +175,38 @@ class Service:
                     cfg.log_file(self.name),
                 )
 
-    def spawn(self, cfg: LabConfig, argv: list[str], env: dict[str, str] | None = None,
-              cwd: Path | None = None) -> int:
+    def spawn(
+        self, cfg: LabConfig, argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> int:
         log = cfg.log_file(self.name)
         log.parent.mkdir(parents=True, exist_ok=True)
         cfg.pid_file(self.name).parent.mkdir(parents=True, exist_ok=True)
         with open(log, "ab") as fh:
-            fh.write(f"\n==== cdclab: starting {self.name} at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}"
-                     f"\n==== {' '.join(argv)}\n".encode())
+            fh.write(
+                f"\n==== cdclab: starting {self.name} at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}"
+                f"\n==== {' '.join(argv)}\n".encode()
+            )
             fh.flush()
-            proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    env=env or cfg.service_env(), cwd=cwd or cfg.root,
-                                    start_new_session=True)
+            proc = subprocess.Popen(
+                argv,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env or cfg.service_env(),
+                cwd=cwd or cfg.root,
+                start_new_session=True,
+            )
         cfg.pid_file(self.name).write_text(str(proc.pid))
         return proc.pid
 
     def wait_ready(self, cfg: LabConfig, pid: int | None = None) -> None:
         alive = (lambda: pid_alive(pid)) if pid is not None else None
         if not wait_for(lambda: self.healthy(cfg), self.start_timeout, alive=alive):
-            state = "exited" if pid is not None and not pid_alive(pid) else f"not ready after {self.start_timeout:.0f}s"
+            state = (
+                "exited"
+                if pid is not None and not pid_alive(pid)
+                else f"not ready after {self.start_timeout:.0f}s"
+            )
             raise ServiceError(self.name, f"failed to start ({state})", cfg.log_file(self.name))
 
 
@@ -203,8 +217,9 @@ def _as_postgres_user() -> list[str]:
     try:
         pwd.getpwnam("postgres")
     except KeyError:
-        raise ServiceError("postgres", "running as root needs the 'postgres' OS user "
-                           "(apt-get install postgresql creates it)") from None
+        raise ServiceError(
+            "postgres", "running as root needs the 'postgres' OS user (apt-get install postgresql creates it)"
+        ) from None
     return ["runuser", "-u", "postgres", "--"]
 
 
@@ -220,8 +235,9 @@ class Postgres(Service):
         found = shutil.which(tool)
         if found:
             return found
-        raise ServiceError("postgres", f"{tool} not found: install postgresql-{cfg['POSTGRES_MAJOR']} "
-                           "(make bootstrap does)")
+        raise ServiceError(
+            "postgres", f"{tool} not found: install postgresql-{cfg['POSTGRES_MAJOR']} (make bootstrap does)"
+        )
 
     def address(self, cfg: LabConfig) -> str:
         return f"postgresql://{cfg.host}:{cfg.port('postgres')} (shop, warehouse, airflow)"
@@ -268,9 +284,24 @@ class Postgres(Service):
             os.chmod(data, 0o700)
             try:
                 out = subprocess.run(
-                    [*runas, self.bin(cfg, "initdb"), "-D", str(data), "-U", "postgres", "--pwfile", str(pwfile),
-                     "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8"],
-                    capture_output=True, text=True)
+                    [
+                        *runas,
+                        self.bin(cfg, "initdb"),
+                        "-D",
+                        str(data),
+                        "-U",
+                        "postgres",
+                        "--pwfile",
+                        str(pwfile),
+                        "--auth-local=trust",
+                        "--auth-host=scram-sha-256",
+                        "-E",
+                        "UTF8",
+                        "--locale=C.UTF-8",
+                    ],
+                    capture_output=True,
+                    text=True,
+                )
             finally:
                 pwfile.unlink(missing_ok=True)
             if out.returncode != 0:
@@ -283,11 +314,27 @@ class Postgres(Service):
         self.check_ports_free(cfg)
         progress("postgres: starting")
         out = subprocess.run(
-            [*runas, self.bin(cfg, "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60",
-             "-o", f"-p {cfg.port('postgres')} -k {data}", "start"],
-            capture_output=True, text=True)
+            [
+                *runas,
+                self.bin(cfg, "pg_ctl"),
+                "-D",
+                str(data),
+                "-l",
+                str(log),
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                f"-p {cfg.port('postgres')} -k {data}",
+                "start",
+            ],
+            capture_output=True,
+            text=True,
+        )
         if out.returncode != 0:
-            raise ServiceError("postgres", f"pg_ctl start failed: {out.stderr.strip() or out.stdout.strip()}", log)
+            raise ServiceError(
+                "postgres", f"pg_ctl start failed: {out.stderr.strip() or out.stdout.strip()}", log
+            )
         self.wait_ready(cfg)
         self.initialise(cfg)
 
@@ -301,21 +348,43 @@ class Postgres(Service):
 
     def initialise(self, cfg: LabConfig) -> None:
         env = cfg.service_env()
-        env.update(PGHOST=cfg.host, PGPORT=str(cfg.port("postgres")), PGUSER="postgres",
-                   PGPASSWORD=cfg["POSTGRES_SUPERUSER_PASSWORD"])
-        out = subprocess.run(["bash", str(cfg.root / "infra" / "postgres" / "initdb.sh")],
-                             capture_output=True, text=True, env=env)
+        env.update(
+            PGHOST=cfg.host,
+            PGPORT=str(cfg.port("postgres")),
+            PGUSER="postgres",
+            PGPASSWORD=cfg["POSTGRES_SUPERUSER_PASSWORD"],
+        )
+        out = subprocess.run(
+            ["bash", str(cfg.root / "infra" / "postgres" / "initdb.sh")],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
         if out.returncode != 0:
             with open(self._log(cfg), "a") as fh:
                 fh.write(out.stdout + out.stderr)
-            raise ServiceError("postgres", f"creating roles/databases failed: {out.stderr.strip()[-500:]}",
-                               self._log(cfg))
+            raise ServiceError(
+                "postgres", f"creating roles/databases failed: {out.stderr.strip()[-500:]}", self._log(cfg)
+            )
 
     def stop(self, cfg: LabConfig, timeout: float = 60.0) -> None:
         if self.pid(cfg) is None:
             return
-        subprocess.run([*_as_postgres_user(), self.bin(cfg, "pg_ctl"), "-D", str(cfg.pg_data), "-m", "fast",
-                        "-w", "-t", str(int(timeout)), "stop"], capture_output=True)
+        subprocess.run(
+            [
+                *_as_postgres_user(),
+                self.bin(cfg, "pg_ctl"),
+                "-D",
+                str(cfg.pg_data),
+                "-m",
+                "fast",
+                "-w",
+                "-t",
+                str(int(timeout)),
+                "stop",
+            ],
+            capture_output=True,
+        )
 
 
 class Java(Service):
@@ -326,16 +395,26 @@ class Java(Service):
     def classpath(self, cfg: LabConfig) -> str:
         folder = cfg.jars / "kafka"
         if not folder.is_dir() or not any(folder.glob("kafka_*.jar")):
-            raise ServiceError(self.name, f"jars missing in {folder}: run make bootstrap "
-                               "(mvn -f infra/maven/pom.xml package)")
+            raise ServiceError(
+                self.name,
+                f"jars missing in {folder}: run make bootstrap (mvn -f infra/maven/pom.xml package)",
+            )
         return f"{folder}/*"
 
     def java_cmd(self, cfg: LabConfig, heap: str, *args: str) -> list[str]:
         java = os.path.join(os.environ["JAVA_HOME"], "bin", "java") if os.environ.get("JAVA_HOME") else "java"
-        return [java, f"-Xmx{heap}", f"-Xms{heap}" if heap.endswith("m") and int(heap[:-1]) <= 256 else "-Xms128m",
-                "-XX:+UseG1GC", "-Djava.awt.headless=true",
-                f"-Dlog4j2.configurationFile={cfg.root / 'infra' / 'kafka' / 'log4j2.properties'}",
-                "-cp", self.classpath(cfg), self.main_class, *args]
+        return [
+            java,
+            f"-Xmx{heap}",
+            f"-Xms{heap}" if heap.endswith("m") and int(heap[:-1]) <= 256 else "-Xms128m",
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={cfg.root / 'infra' / 'kafka' / 'log4j2.properties'}",
+            "-cp",
+            self.classpath(cfg),
+            self.main_class,
+            *args,
+        ]
 
     @staticmethod
     def render_properties(source: Path, target: Path, overrides: dict[str, str]) -> None:
@@ -370,19 +449,32 @@ class Kafka(Java):
         self.check_ports_free(cfg)
         data = cfg.state / "kafka" / "data"
         props = cfg.state / "kafka" / "server.properties"
-        self.render_properties(cfg.root / "infra" / "kafka" / "server.properties", props,
-                               {"log.dirs": str(data)})
+        self.render_properties(
+            cfg.root / "infra" / "kafka" / "server.properties", props, {"log.dirs": str(data)}
+        )
         if not (data / "meta.properties").exists():
             progress("kafka: formatting KRaft storage")
             data.mkdir(parents=True, exist_ok=True)
-            cluster_id = (cfg.state / "kafka" / "cluster.id")
+            cluster_id = cfg.state / "kafka" / "cluster.id"
             if not cluster_id.exists():
                 cluster_id.write_text(_kafka_cluster_id())
             self.main_class = "kafka.tools.StorageTool"
             try:
-                out = subprocess.run(self.java_cmd(cfg, "256m", "format", "--standalone", "-t",
-                                                   cluster_id.read_text().strip(), "-c", str(props)),
-                                     capture_output=True, text=True, env=cfg.service_env())
+                out = subprocess.run(
+                    self.java_cmd(
+                        cfg,
+                        "256m",
+                        "format",
+                        "--standalone",
+                        "-t",
+                        cluster_id.read_text().strip(),
+                        "-c",
+                        str(props),
+                    ),
+                    capture_output=True,
+                    text=True,
+                    env=cfg.service_env(),
+                )
             finally:
                 self.main_class = "kafka.Kafka"
             if out.returncode != 0:
@@ -419,24 +511,33 @@ class Connect(Java):
         if not plugins.is_dir():
             raise ServiceError("connect", f"connector plugins missing in {plugins}: run make bootstrap")
         props = cfg.state / "connect" / "connect-distributed.properties"
-        self.render_properties(cfg.root / "infra" / "kafka" / "connect-distributed.properties", props,
-                               {"plugin.path": str(plugins)})
+        self.render_properties(
+            cfg.root / "infra" / "kafka" / "connect-distributed.properties",
+            props,
+            {"plugin.path": str(plugins)},
+        )
         progress("connect: starting Kafka Connect (distributed) with Debezium")
         pid = self.spawn(cfg, self.java_cmd(cfg, "1g", str(props)))
         self.wait_ready(cfg, pid)
         register_connectors(cfg)
 
 
-def register_connectors(cfg: LabConfig, names: Iterable[str] | None = None, timeout: float = 120,
-                        files: Iterable[Path] | None = None) -> None:
+def register_connectors(
+    cfg: LabConfig,
+    names: Iterable[str] | None = None,
+    timeout: float = 120,
+    files: Iterable[Path] | None = None,
+) -> None:
     """PUT every ``connectors/*.json`` (idempotent) and wait until connector and tasks are RUNNING."""
     for path in sorted(files if files is not None else (cfg.root / "connectors").glob("*.json")):
         try:
             spec = json.loads(path.read_text())
             name, config = spec["name"], spec["config"]
         except (ValueError, KeyError, TypeError) as exc:
-            raise ServiceError("connect", f"{path} is not a connector file of the form "
-                               f'{{"name": ..., "config": {{...}}}}: {exc}') from None
+            raise ServiceError(
+                "connect",
+                f'{path} is not a connector file of the form {{"name": ..., "config": {{...}}}}: {exc}',
+            ) from None
         if names is not None and name not in names:
             continue
         current_status, current = http_json("GET", f"{cfg.connect_url}/connectors/{name}/config")
@@ -445,8 +546,11 @@ def register_connectors(cfg: LabConfig, names: Iterable[str] | None = None, time
             continue
         status, body = http_json("PUT", f"{cfg.connect_url}/connectors/{name}/config", config)
         if status not in (200, 201):
-            raise ServiceError("connect", f"connector {name} ({path.name}) was refused: HTTP {status}: {body}",
-                               cfg.log_file("connect"))
+            raise ServiceError(
+                "connect",
+                f"connector {name} ({path.name}) was refused: HTTP {status}: {body}",
+                cfg.log_file("connect"),
+            )
         progress(f"connect: connector {name} registered")
         time.sleep(2)  # the PUT (re)starts the connector through a rebalance; do not read the old state
         wait_connector_running(cfg, name, timeout)
@@ -463,7 +567,8 @@ def connector_state(cfg: LabConfig, name: str) -> tuple[str, list[str], str]:
 
 def wait_connector_running(cfg: LabConfig, name: str, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
-    state, tasks, trace = "MISSING", [], ""
+    state, trace = "MISSING", ""
+    tasks: list[str] = []
     while time.monotonic() < deadline:
         state, tasks, trace = connector_state(cfg, name)
         if state == "RUNNING" and tasks and all(t == "RUNNING" for t in tasks):
@@ -471,8 +576,12 @@ def wait_connector_running(cfg: LabConfig, name: str, timeout: float = 120) -> N
         if state == "FAILED" or "FAILED" in tasks:
             break
         time.sleep(1)
-    raise ServiceError("connect", f"connector {name} is {state} (tasks: {tasks or 'none'}) "
-                       f"{trace.strip().splitlines()[0] if trace.strip() else ''}", cfg.log_file("connect"))
+    raise ServiceError(
+        "connect",
+        f"connector {name} is {state} (tasks: {tasks or 'none'}) "
+        f"{trace.strip().splitlines()[0] if trace.strip() else ''}",
+        cfg.log_file("connect"),
+    )
 
 
 class MinIO(Service):
@@ -494,11 +603,27 @@ class MinIO(Service):
         data = cfg.state / "minio"
         data.mkdir(parents=True, exist_ok=True)
         env = cfg.service_env()
-        env.update(MINIO_ROOT_USER=cfg["MINIO_ROOT_USER"], MINIO_ROOT_PASSWORD=cfg["MINIO_ROOT_PASSWORD"],
-                   MINIO_BROWSER="on", MINIO_UPDATE="off")
+        env.update(
+            MINIO_ROOT_USER=cfg["MINIO_ROOT_USER"],
+            MINIO_ROOT_PASSWORD=cfg["MINIO_ROOT_PASSWORD"],
+            MINIO_BROWSER="on",
+            MINIO_UPDATE="off",
+        )
         progress("minio: starting")
-        pid = self.spawn(cfg, [str(binary), "server", str(data), "--address", f"{cfg.host}:{cfg.port('minio')}",
-                               "--console-address", f"{cfg.host}:{cfg.port('minio_console')}", "--quiet"], env=env)
+        pid = self.spawn(
+            cfg,
+            [
+                str(binary),
+                "server",
+                str(data),
+                "--address",
+                f"{cfg.host}:{cfg.port('minio')}",
+                "--console-address",
+                f"{cfg.host}:{cfg.port('minio_console')}",
+                "--quiet",
+            ],
+            env=env,
+        )
         self.wait_ready(cfg, pid)
         create_buckets(cfg)
 
@@ -509,8 +634,13 @@ BUCKETS = ("landing", "archive", "quarantine", "manifests", "lab-tests")
 def create_buckets(cfg: LabConfig) -> None:
     import boto3
 
-    s3 = boto3.client("s3", endpoint_url=cfg.minio_url, aws_access_key_id=cfg["MINIO_ROOT_USER"],
-                      aws_secret_access_key=cfg["MINIO_ROOT_PASSWORD"], region_name="us-east-1")
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=cfg.minio_url,
+        aws_access_key_id=cfg["MINIO_ROOT_USER"],
+        aws_secret_access_key=cfg["MINIO_ROOT_PASSWORD"],
+        region_name="us-east-1",
+    )
     existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
     for bucket in BUCKETS:
         if bucket not in existing:
@@ -534,8 +664,13 @@ class MariaDB(Service):
         import pymysql
 
         try:
-            conn = pymysql.connect(host=cfg.host, port=cfg.port("mariadb"), user="root",
-                                   password=cfg["MARIADB_ROOT_PASSWORD"], connect_timeout=2)
+            conn = pymysql.connect(
+                host=cfg.host,
+                port=cfg.port("mariadb"),
+                user="root",
+                password=cfg["MARIADB_ROOT_PASSWORD"],
+                connect_timeout=2,
+            )
         except pymysql.MySQLError:
             return False
         conn.close()
@@ -557,27 +692,50 @@ class MariaDB(Service):
                 shutil.chown(data, "mysql", "mysql")
             # as root, root@localhost logs in through the unix socket (no password to manage)
             auth = "socket" if runas else "normal"
-            out = subprocess.run([*runas, "mariadb-install-db", f"--datadir={data}",
-                                  f"--auth-root-authentication-method={auth}", "--skip-test-db"],
-                                 capture_output=True, text=True)
+            out = subprocess.run(
+                [
+                    *runas,
+                    "mariadb-install-db",
+                    f"--datadir={data}",
+                    f"--auth-root-authentication-method={auth}",
+                    "--skip-test-db",
+                ],
+                capture_output=True,
+                text=True,
+            )
             if out.returncode != 0:
                 with open(log, "a") as fh:
                     fh.write(out.stdout + out.stderr)
                 raise ServiceError("mariadb", "mariadb-install-db failed", log)
         progress("mariadb: starting")
-        pid = self.spawn(cfg, [*runas, "mariadbd", f"--defaults-file={cfg.root / 'infra' / 'mariadb' / 'my.cnf'}",
-                               f"--datadir={data}", f"--port={cfg.port('mariadb')}", f"--socket={self.socket(cfg)}",
-                               f"--pid-file={data / 'mariadb.pid'}", f"--log-bin={data / 'binlog'}"])
+        pid = self.spawn(
+            cfg,
+            [
+                *runas,
+                "mariadbd",
+                f"--defaults-file={cfg.root / 'infra' / 'mariadb' / 'my.cnf'}",
+                f"--datadir={data}",
+                f"--port={cfg.port('mariadb')}",
+                f"--socket={self.socket(cfg)}",
+                f"--pid-file={data / 'mariadb.pid'}",
+                f"--log-bin={data / 'binlog'}",
+            ],
+        )
         if not wait_for(lambda: self.socket(cfg).exists(), self.start_timeout, alive=lambda: pid_alive(pid)):
             raise ServiceError("mariadb", "failed to start (no socket)", log)
         # the TCP login the lab uses: root@127.0.0.1 with the password from infra/credentials.env
         pw = cfg["MARIADB_ROOT_PASSWORD"].replace("'", "''")
-        statements = (f"CREATE USER IF NOT EXISTS 'root'@'127.0.0.1' IDENTIFIED BY '{pw}'; "
-                      f"ALTER USER 'root'@'127.0.0.1' IDENTIFIED BY '{pw}'; "
-                      "GRANT ALL ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;")
+        statements = (
+            f"CREATE USER IF NOT EXISTS 'root'@'127.0.0.1' IDENTIFIED BY '{pw}'; "
+            f"ALTER USER 'root'@'127.0.0.1' IDENTIFIED BY '{pw}'; "
+            "GRANT ALL ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;"
+        )
         for _ in range(20):
-            out = subprocess.run(["mariadb", "-uroot", f"--socket={self.socket(cfg)}", "-e", statements],
-                                 capture_output=True, text=True)
+            out = subprocess.run(
+                ["mariadb", "-uroot", f"--socket={self.socket(cfg)}", "-e", statements],
+                capture_output=True,
+                text=True,
+            )
             if out.returncode == 0:
                 break
             time.sleep(0.5)
@@ -592,8 +750,13 @@ class MariaDB(Service):
         text = (cfg.root / "infra" / "mariadb" / "init.sql").read_text()
         for key in ("SHOP_PASSWORD", "MAXWELL_PASSWORD"):
             text = text.replace("${" + key + "}", cfg[key])
-        conn = pymysql.connect(host=cfg.host, port=cfg.port("mariadb"), user="root",
-                               password=cfg["MARIADB_ROOT_PASSWORD"], autocommit=True)
+        conn = pymysql.connect(
+            host=cfg.host,
+            port=cfg.port("mariadb"),
+            user="root",
+            password=cfg["MARIADB_ROOT_PASSWORD"],
+            autocommit=True,
+        )
         try:
             with conn.cursor() as cur:
                 for statement in _sql_statements(text):
@@ -657,8 +820,12 @@ class Airflow(Service):
         health = self.health(cfg)
         if not health:
             return False
-        key = {"api-server": "metadatabase", "scheduler": "scheduler", "dag-processor": "dag_processor",
-               "triggerer": "triggerer"}[self.component]
+        key = {
+            "api-server": "metadatabase",
+            "scheduler": "scheduler",
+            "dag-processor": "dag_processor",
+            "triggerer": "triggerer",
+        }[self.component]
         part = health.get(key)
         if not isinstance(part, dict):
             return False
