@@ -59,7 +59,7 @@ else
 endif
 
 test: bootstrap ## run every test; starts the lab first if it is not healthy
-	@$(PY) -m pytest $(PYTEST_ARGS)
+	@LAB_BACKEND=$(LAB_BACKEND) $(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: bootstrap ## only the tests that need no running service
 	@$(PY) -m pytest -m unit $(PYTEST_ARGS)

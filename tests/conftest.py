@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from cdclab.lab.config import LabConfig
+from cdclab.lab.config import ENV_FILES, LabConfig
 
 CFG = LabConfig.load()
 os.environ.update(CFG.airflow_env())
@@ -47,13 +47,29 @@ def _print_logs(cfg: LabConfig, services: list[str]) -> None:
             print(f"\n==> last lines of {path} <==\n" + "\n".join(tail))
 
 
+def _backend() -> str:
+    """``LAB_BACKEND`` if set, else compose when a Docker engine answers, else native (as ``make up``)."""
+    if os.environ.get("LAB_BACKEND"):
+        return os.environ["LAB_BACKEND"]
+    try:
+        engine = subprocess.run(["docker", "info"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        engine = False
+    return "compose" if engine else "native"
+
+
 @pytest.fixture(scope="session")
 def lab() -> LabConfig:
     from cdclab.lab import native
 
-    backend = os.environ.get("LAB_BACKEND", "native")
-    if backend == "compose":
-        subprocess.run(["make", "up", "LAB_BACKEND=compose"], cwd=ROOT, check=True)
+    if _backend() == "compose":
+        # A Docker engine answers: the same stack from official images, started and awaited by
+        # testcontainers (docker compose up --wait on compose.yaml with the same env files).
+        from testcontainers.compose import DockerCompose
+
+        compose = DockerCompose(context=str(ROOT), compose_file_name="compose.yaml", build=True, wait=True,
+                                env_file=[f"infra/{name}" for name in ENV_FILES])
+        compose.start()
         return CFG
     rows = native.status(CFG)
     if not native.all_healthy(rows):

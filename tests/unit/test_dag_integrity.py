@@ -13,7 +13,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 DAG_FILES = sorted((ROOT / "dags").glob("*.py"))
-SEED = ROOT.parent / "shared" / "spec" / "seed-71-incremental-processing.md"
+SEED = ROOT / "docs" / "curriculum" / "seed-71-incremental-processing.md"
+SHARED_SEED = ROOT.parent / "shared" / "spec" / "seed-71-incremental-processing.md"
 
 
 class ParseTimeIO(AssertionError):
@@ -66,6 +67,8 @@ def test_dag_file_imports_without_io_and_is_documented(path: Path, no_io: None) 
 def test_curriculum_file_names_come_from_the_seed() -> None:
     if not SEED.exists():
         pytest.fail(f"the curriculum seed is missing at {SEED}")
+    if SHARED_SEED.exists():  # the team's copy beside the checkout: ours must not drift from it
+        assert SEED.read_text() == SHARED_SEED.read_text(), f"{SEED} differs from {SHARED_SEED}: copy it again"
     names = set(re.findall(r"Filename: `([^`]+)`", SEED.read_text()))
     assert len(names) == 50
     present = {p.name for p in DAG_FILES if re.match(r"7\d_", p.name)}
