@@ -1,0 +1,128 @@
+"""
+# 71.10.1 Incremental strategy selection — profile the source, then choose with reasons
+
+There is no best incremental strategy, only the best one *for a table*. This DAG profiles every source
+table in the `tables` param and records a recommendation with every reason in
+``state.strategy_recommendations`` (``cdclab.strategy``), then loads one table (`load_table`) with the
+strategy it just recommended.
+
+**Data characteristics.** Row count, primary key, hard deletes (observed in ``pg_stat_user_tables`` or
+declared). Without a key nothing can be matched, so the answer is a full reload; hard deletes rule out
+cursor polling (a deleted row has no ``updated_at`` to find).
+
+**Source capabilities.** A cursor column (``updated_at``) *with an index*, a monotonic version column
+(``change_seq`` fed by a sequence; the per-row ``version`` counter is not monotonic across rows), replica
+identity and membership in the Debezium publication ``cdclab_shop``. Log-based CDC needs the publication
+and a WAL image with the key (REPLICA IDENTITY NOTHING rules it out).
+
+**Business requirements.** `hard_delete_tables` (tables known to delete rows) and
+`max_staleness_seconds`: staleness below the schedule's period asks for streaming (log-based CDC).
+
+**Resource constraints.** `full_load_max_rows`: up to that size a full reload is the simplest correct
+strategy; above it load only changes: version > timestamp (indexed) > hash (reads every row, but sees
+deletes).
+
+Rule order: no key -> full; deletes -> log_cdc if CDC-capable, else full if small, else hash; staleness ->
+log_cdc; small -> full; version; indexed timestamp; hash. ``log_cdc`` tables are loaded by 71_03_02.
+
+Observe: ``SELECT source_table, strategy, reasons FROM state.strategy_recommendations WHERE pipeline =
+'71_10_01' ORDER BY id DESC``; the target ``core.strategy_71_10_01``; ``state.run_metrics`` (strategy,
+rows read/written) and ``state.watermarks WHERE key LIKE '71_10_01/%'``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pendulum
+from airflow.sdk import Param, dag, task
+from airflow.timetables.interval import CronDataIntervalTimetable
+
+DAG_ID = "71_10_01_strategy_selection"
+
+
+@dag(
+    dag_id=DAG_ID,
+    schedule=CronDataIntervalTimetable("@hourly", timezone="UTC"),
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["71.10", "best-practice", "reference", "beginner", "success"],
+    doc_md=__doc__,
+    params={
+        "tables": Param(
+            ["public.customers", "public.products", "public.orders", "public.order_items", "public.payments"],
+            type="array",
+        ),
+        "load_table": Param("public.products", type=["string", "null"]),
+        "target_table": Param("core.strategy_71_10_01", type="string"),
+        "pipeline": Param("71_10_01", type="string"),
+        "hard_delete_tables": Param([], type="array"),
+        "max_staleness_seconds": Param(3600, type="integer", minimum=0),
+        "schedule_seconds": Param(3600, type="integer", minimum=1),
+        "full_load_max_rows": Param(10_000, type="integer", minimum=0),
+    },
+)
+def strategy_selection() -> None:
+    @task
+    def recommend(params: dict[str, Any], dag_run: Any = None) -> dict[str, str]:
+        from cdclab import state, strategy
+        from cdclab.db import SHOP, WAREHOUSE, connect
+
+        req = strategy.Requirements(
+            hard_delete_tables=params["hard_delete_tables"],
+            max_staleness_seconds=params["max_staleness_seconds"],
+            schedule_seconds=params["schedule_seconds"],
+            full_load_max_rows=params["full_load_max_rows"],
+        )
+        shop, wh = connect(SHOP), connect(WAREHOUSE)
+        try:
+            state.ensure_schema(wh)
+            strategy.ensure_schema(wh)
+            chosen = {}
+            with wh:
+                for table in params["tables"]:
+                    prof = strategy.profile(shop, table)
+                    rec = strategy.recommend(prof, req)
+                    strategy.record(wh, params["pipeline"], dag_run.run_id, prof, rec)
+                    chosen[prof.table] = rec.strategy
+                    print(f"{prof.table}: {rec.strategy} because " + "; ".join(rec.reasons))
+        finally:
+            shop.close()
+            wh.close()
+        return chosen
+
+    @task
+    def load(chosen: dict[str, str], params: dict[str, Any], dag_run: Any = None) -> dict[str, Any] | None:
+        from dataclasses import asdict
+
+        from cdclab import strategy
+        from cdclab.db import SHOP, WAREHOUSE, connect
+
+        table = params["load_table"]
+        if not table:
+            return None
+        shop, wh = connect(SHOP), connect(WAREHOUSE)
+        try:
+            prof = strategy.profile(shop, table)
+            chosen_strategy = chosen[prof.table]
+            result = strategy.load(
+                shop,
+                wh,
+                prof,
+                chosen_strategy,
+                params["target_table"],
+                watermark_key=f"{params['pipeline']}/{prof.table}->{params['target_table']}/{chosen_strategy}",
+                dag_id=DAG_ID,
+                run_id=dag_run.run_id,
+            )
+        finally:
+            shop.close()
+            wh.close()
+        print(result)
+        return asdict(result)
+
+    load(recommend())
+
+
+strategy_selection()

@@ -1,0 +1,147 @@
+"""
+# 71.10.3 Error recovery — retry, dead-letter, fill the gaps, validate
+
+An hourly interval load of a source table (``id, event_time, amount``) into a target
+(``cdclab.recovery``). Every interval's outcome is written to a ledger, so nothing that failed stays
+failed unnoticed.
+
+**Failure handling.** Transient errors (``TransientSourceError``, dropped connections) are retried in the
+task with exponential backoff (`retry_attempts`, `retry_base_delay`); a row that can never load (amount
+NULL, not a number, negative) is a poison row: it goes to ``dlq.rejected_rows`` with its reason and the
+rest of the interval loads. An interval that still fails after every retry is marked ``failed`` in
+``state.interval_ledger``; later intervals still run, then the task fails (``IntervalsFailedError``) so
+the run shows red.
+
+**Reprocessing strategies.** An interval load replaces the interval in the target (delete + insert in
+one transaction): re-running any interval, manually (clear the task) or by gap filling, is idempotent.
+
+**Gap filling.** Each run first re-runs the failed intervals and the missing ones (runs that never
+happened) since the pipeline's first interval, oldest first, then its own.
+
+**Validation.** After loading, each interval is checked: source rows == target rows + dead letters and
+the checksum of the valid source rows == the target's; results in ``state.validation_results``; a
+mismatch fails the run (``ValidationError``).
+
+Inject faults from the trigger form: `transient_failures` ``{"<interval start ISO>": n}`` fails the first
+n attempts of that interval; `hard_failures` ``["<interval start ISO>"]`` fails every attempt.
+
+Observe: ``SELECT * FROM state.interval_ledger WHERE pipeline = '71_10_03' ORDER BY interval_start``,
+``dlq.rejected_rows``, ``state.validation_results``; the target ``core.events_71_10_03``; the `load`
+task log shows every attempt and backoff.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pendulum
+from airflow.sdk import Param, dag, task
+from airflow.timetables.interval import CronDataIntervalTimetable
+
+DAG_ID = "71_10_03_error_recovery"
+
+
+@dag(
+    dag_id=DAG_ID,
+    schedule=CronDataIntervalTimetable("@hourly", timezone="UTC"),
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["71.10", "best-practice", "reference", "intermediate", "success"],
+    doc_md=__doc__,
+    params={
+        "source_table": Param("public.events_71_10_03", type="string"),
+        "target_table": Param("core.events_71_10_03", type="string"),
+        "pipeline": Param("71_10_03", type="string"),
+        "retry_attempts": Param(3, type="integer", minimum=1),
+        "retry_base_delay": Param(0.2, type="number", minimum=0),
+        "transient_failures": Param({}, type="object"),
+        "hard_failures": Param([], type="array"),
+    },
+)
+def error_recovery() -> None:
+    @task
+    def load(
+        params: dict[str, Any],
+        data_interval_start: Any = None,
+        data_interval_end: Any = None,
+        dag_run: Any = None,
+    ) -> list[dict[str, Any]]:
+        from dataclasses import asdict
+
+        from cdclab import recovery
+        from cdclab.db import SHOP, WAREHOUSE, connect
+
+        transient = {pendulum.parse(k).isoformat(): int(v) for k, v in params["transient_failures"].items()}
+        hard = {pendulum.parse(k).isoformat() for k in params["hard_failures"]}
+
+        def fault(interval: recovery.Interval, attempt: int) -> None:
+            at = pendulum.instance(interval.start).in_tz("UTC").isoformat()
+            if at in hard or attempt <= transient.get(at, 0):
+                raise recovery.TransientSourceError(f"injected failure for {at}, attempt {attempt}")
+
+        shop, wh = connect(SHOP), connect(WAREHOUSE)
+        try:
+            recovery.ensure_schema(wh, params["target_table"])
+            current = recovery.Interval(data_interval_start, data_interval_end)
+            results = [
+                recovery.load_interval(
+                    shop,
+                    wh,
+                    pipeline=params["pipeline"],
+                    source=params["source_table"],
+                    target=params["target_table"],
+                    interval=interval,
+                    run_id=dag_run.run_id,
+                    fault=fault,
+                    attempts=params["retry_attempts"],
+                    base_delay=params["retry_base_delay"],
+                )
+                for interval in recovery.plan(wh, params["pipeline"], current)
+            ]
+        finally:
+            shop.close()
+            wh.close()
+        for r in results:
+            print(r)
+        failed = [r.start for r in results if r.status == "failed"]
+        if failed:
+            raise recovery.IntervalsFailedError(
+                f"intervals {failed} failed after {params['retry_attempts']} attempts; they are 'failed' in "
+                "state.interval_ledger and the next run re-runs them (or clear this task)"
+            )
+        return [asdict(r) for r in results]
+
+    @task
+    def validate(loaded: list[dict[str, Any]], params: dict[str, Any]) -> int:
+        from cdclab import recovery
+        from cdclab.db import SHOP, WAREHOUSE, connect
+
+        shop, wh = connect(SHOP), connect(WAREHOUSE)
+        bad = []
+        try:
+            for r in loaded:
+                interval = recovery.Interval(pendulum.parse(r["start"]), pendulum.parse(r["end"]))
+                if not recovery.validate(
+                    shop,
+                    wh,
+                    pipeline=params["pipeline"],
+                    source=params["source_table"],
+                    target=params["target_table"],
+                    interval=interval,
+                ):
+                    bad.append(r["start"])
+        finally:
+            shop.close()
+            wh.close()
+        if bad:
+            raise recovery.ValidationError(
+                f"intervals {bad} differ between source and target (see state.validation_results); "
+                "re-run them by clearing the load task"
+            )
+        return len(loaded)
+
+    validate(load())
+
+
+error_recovery()
