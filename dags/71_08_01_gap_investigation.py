@@ -1,0 +1,255 @@
+"""
+# 71.8.1 Data gap investigation — find the missing rows, say why they are missing, backfill exactly them
+
+A pipeline that skips an interval does not fail: the target just lacks rows. This DAG investigates a
+target against its source and leaves the whole investigation in a findings table.
+
+**Gap detection.** ``detect`` compares the keys of the source (``shop``) with the keys of the target
+(``warehouse``) and groups the missing keys by the grid window (``grain_minutes``) of their cursor
+column: each group is a *gap* ``[start, end)`` with its keys (``cdclab.diagnostics.find_gaps``).
+
+**Root cause analysis.** ``root_cause`` explains each gap from two pieces of state: the
+processed-interval ledger (``state.processed_intervals``: which windows the pipeline loaded, when, by
+which run, how many rows) and the watermark history (``state.watermark_history``):
+``loaded_incompletely`` — the ledger covers the window, so the rows were committed after it was
+processed (late commits); ``watermark_jumped`` — a watermark move spans the window but no load read it
+(a manual reset, a watermark set to ``now()``); ``interval_never_run`` — neither (a paused DAG, a run
+marked success by hand, ``catchup=False`` after an outage).
+
+**Recovery procedures.** ``repair`` backfills exactly the gap windows (an idempotent upsert of the
+source rows of each window) and writes a ``backfill`` ledger entry in the same transaction, so the
+ledger tells the truth afterwards.
+
+**Prevention strategies.** ``verify`` proves no gap remains (``GapRemainsError`` otherwise) and checks
+that the ledger is contiguous (no window between the first and the last one unprocessed). The
+prevention that makes this DAG unnecessary: interval timetables with ``catchup=True`` (a skipped
+interval is run later), a ledger written in the load's transaction, a watermark that only moves by
+compare-and-set after the load (``71_01_03``) and this reconciliation scheduled after every load.
+
+Observe: ``SELECT check_name, subject, verdict, detail FROM state.findings_71_08_01 ORDER BY id``;
+``SELECT * FROM state.processed_intervals WHERE pipeline = '<pipeline>' ORDER BY interval_start``;
+``state.watermark_history``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pendulum
+from airflow.sdk import Param, dag, task
+from airflow.timetables.interval import CronDataIntervalTimetable
+
+DAG_ID = "71_08_01_gap_investigation"
+
+
+def _grain(params: dict[str, Any]) -> Any:
+    import datetime as dt
+
+    return dt.timedelta(minutes=params["grain_minutes"])
+
+
+def _finding(cur: Any, params: dict[str, Any], run_id: str, **kw: Any) -> None:
+    from cdclab.diagnostics import record_finding
+
+    record_finding(cur, params["findings_table"], dag_id=DAG_ID, run_id=run_id, **kw)
+
+
+@dag(
+    dag_id=DAG_ID,
+    schedule=CronDataIntervalTimetable("@hourly", timezone="UTC"),
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["71.8", "debugging", "reference", "intermediate", "success"],
+    doc_md=__doc__,
+    params={
+        "source_table": Param("public.events_71_08_01", type="string"),
+        "target_table": Param("core.events_71_08_01", type="string"),
+        "key_column": Param("id", type="string"),
+        "cursor_column": Param("event_at", type="string"),
+        "pipeline": Param("71_08_01/events", type="string", description="ledger name of the load"),
+        "watermark_key": Param("", type="string", description="watermark of the load, if it has one"),
+        "grain_minutes": Param(60, type="integer", minimum=1),
+        "findings_table": Param("state.findings_71_08_01", type="string"),
+        "ledger_table": Param("state.processed_intervals", type="string"),
+    },
+)
+def gap_investigation() -> None:
+    @task
+    def detect(params: dict[str, Any], dag_run: Any = None) -> list[dict[str, Any]]:
+        from cdclab import diagnostics as d
+        from cdclab import state
+        from cdclab.db import SHOP, WAREHOUSE, connect
+
+        shop, wh = connect(SHOP), connect(WAREHOUSE)
+        try:
+            state.ensure_schema(wh)
+            with wh, wh.cursor() as cur, shop.cursor() as scur:
+                d.ensure_findings(cur, params["findings_table"])
+                d.ensure_ledger(cur, params["ledger_table"])
+                gaps = d.find_gaps(
+                    scur,
+                    cur,
+                    params["source_table"],
+                    params["target_table"],
+                    params["key_column"],
+                    params["cursor_column"],
+                    _grain(params),
+                )
+                for g in gaps:
+                    _finding(
+                        cur,
+                        params,
+                        dag_run.run_id,
+                        check="gap_detection",
+                        subject=f"[{g.start.isoformat()}, {g.end.isoformat()})",
+                        verdict="gap",
+                        detail={"missing": len(g.missing_keys), "keys": g.missing_keys},
+                    )
+                if not gaps:
+                    _finding(
+                        cur,
+                        params,
+                        dag_run.run_id,
+                        check="gap_detection",
+                        subject=params["target_table"],
+                        verdict="ok",
+                    )
+        finally:
+            shop.close()
+            wh.close()
+        print(f"{len(gaps)} gap(s): " + "; ".join(f"{g.start}..{g.end}: {g.missing_keys}" for g in gaps))
+        return [g.as_dict() for g in gaps]
+
+    @task
+    def root_cause(gaps: list[dict[str, Any]], params: dict[str, Any], dag_run: Any = None) -> list[str]:
+        from cdclab import diagnostics as d
+        from cdclab import state
+        from cdclab.db import WAREHOUSE, connect
+
+        causes = []
+        wh = connect(WAREHOUSE)
+        try:
+            with wh, wh.cursor() as cur:
+                entries = d.ledger(cur, params["pipeline"], params["ledger_table"])
+                history = (
+                    state.TableWatermarkStore(wh).history(params["watermark_key"])
+                    if params["watermark_key"]
+                    else []
+                )
+                for raw in gaps:
+                    g = d.Gap.from_dict(raw)
+                    cause, detail = d.classify_gap(g, entries, history)
+                    causes.append(cause)
+                    _finding(
+                        cur,
+                        params,
+                        dag_run.run_id,
+                        check="root_cause",
+                        subject=f"[{g.start.isoformat()}, {g.end.isoformat()})",
+                        verdict=cause,
+                        detail=detail,
+                    )
+        finally:
+            wh.close()
+        return causes
+
+    @task
+    def repair(
+        gaps: list[dict[str, Any]], causes: list[str], params: dict[str, Any], dag_run: Any = None
+    ) -> int:
+        from cdclab import diagnostics as d
+        from cdclab.db import SHOP, WAREHOUSE, connect
+
+        total = 0
+        shop, wh = connect(SHOP), connect(WAREHOUSE)
+        try:
+            for raw, cause in zip(gaps, causes, strict=True):
+                g = d.Gap.from_dict(raw)
+                with wh, wh.cursor() as cur:  # the rows and their ledger entry commit together
+                    n = d.load_window(
+                        shop,
+                        wh,
+                        params["source_table"],
+                        params["target_table"],
+                        params["key_column"],
+                        params["cursor_column"],
+                        g.start,
+                        g.end,
+                    )
+                    d.record_interval(
+                        cur,
+                        params["pipeline"],
+                        g.start,
+                        g.end,
+                        n,
+                        run_id=dag_run.run_id,
+                        kind="backfill",
+                        table=params["ledger_table"],
+                    )
+                    _finding(
+                        cur,
+                        params,
+                        dag_run.run_id,
+                        check="recovery",
+                        subject=f"[{g.start.isoformat()}, {g.end.isoformat()})",
+                        verdict="backfilled",
+                        detail={"rows": n, "cause": cause},
+                    )
+                total += n
+        finally:
+            shop.close()
+            wh.close()
+        return total
+
+    @task
+    def verify(repaired: int, params: dict[str, Any], dag_run: Any = None) -> None:
+        from cdclab import diagnostics as d
+        from cdclab.db import SHOP, WAREHOUSE, connect
+
+        shop, wh = connect(SHOP), connect(WAREHOUSE)
+        try:
+            with wh, wh.cursor() as cur, shop.cursor() as scur:
+                left = d.find_gaps(
+                    scur,
+                    cur,
+                    params["source_table"],
+                    params["target_table"],
+                    params["key_column"],
+                    params["cursor_column"],
+                    _grain(params),
+                )
+                holes = d.ledger_holes(d.ledger(cur, params["pipeline"], params["ledger_table"]))
+                _finding(
+                    cur,
+                    params,
+                    dag_run.run_id,
+                    check="verify",
+                    subject=params["target_table"],
+                    verdict="gap" if left else "ok",
+                    detail={"repaired": repaired, "gaps": len(left)},
+                )
+                _finding(
+                    cur,
+                    params,
+                    dag_run.run_id,
+                    check="prevention",
+                    subject=params["pipeline"],
+                    verdict="ledger_holes" if holes else "ledger_contiguous",
+                    detail={"holes": [[s.isoformat(), e.isoformat()] for s, e in holes]},
+                )
+        finally:
+            shop.close()
+            wh.close()
+        if left:
+            raise d.GapRemainsError(
+                f"{len(left)} gap(s) remain in {params['target_table']} after the backfill: "
+                f"{[g.as_dict() for g in left]}; rows keep arriving in those windows — rerun, then check the load"
+            )
+
+    gaps = detect()
+    causes = root_cause(gaps)
+    verify(repair(gaps, causes))
+
+
+gap_investigation()
