@@ -1,0 +1,134 @@
+"""
+# 71.10.4 Incremental monitoring — progress, lag and gaps as graded rows for a dashboard
+
+Each run measures the pipelines named in its params and appends one row per check to
+``marts.pipeline_health`` with the value, the thresholds (from params) and a status ``ok | warn | alert``
+(``cdclab.health``).
+
+**Progress tracking.** ``watermark_age_seconds``: how far each watermark in `watermark_keys`
+(``state.watermarks``) is behind this run's ``data_interval_end``, the scheduler's clock, not the wall
+clock, so a backfill grades the past correctly. No watermark at all is an alert.
+
+**Lag detection.** ``kafka_lag`` per consumer group in `consumer_groups`: the topic's end offset minus the
+group's next offset in ``state.kafka_offsets`` (``cdclab.cdc.offsets.report``), per partition.
+
+**Gap alerting.** ``missing_intervals`` per pipeline in `ledger_pipelines`: intervals absent from or failed
+in ``state.interval_ledger`` (written by 71_10_03) between its first interval and this run's start.
+``row_count_drift`` per `row_count_pairs` entry compares source and target row counts.
+
+**Dashboard design.** History in a narrow, append-only table (one metric per row, thresholds stored
+with the value, so a later threshold change does not rewrite the past), and a view
+``marts.pipeline_health_dashboard`` with the latest row per (scope, metric, subject) and a numeric
+``severity`` to sort and colour by. Point a BI tool (or ``psql``) at the view; the `report` task log
+prints it.
+
+Observe: ``SELECT metric, subject, status, value, detail FROM marts.pipeline_health_dashboard WHERE
+scope = '71_10_04' ORDER BY severity DESC``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pendulum
+from airflow.sdk import Param, dag, task
+from airflow.timetables.interval import CronDataIntervalTimetable
+
+DAG_ID = "71_10_04_monitoring"
+
+
+@dag(
+    dag_id=DAG_ID,
+    schedule=CronDataIntervalTimetable("@hourly", timezone="UTC"),
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["71.10", "best-practice", "reference", "intermediate", "success"],
+    doc_md=__doc__,
+    params={
+        "scope": Param("71_10_04", type="string"),
+        "watermark_keys": Param(["71_01_03/public.customers->core.customers_71_01_03"], type="array"),
+        "watermark_age_warn_seconds": Param(7200, type="number", minimum=0),
+        "watermark_age_alert_seconds": Param(86400, type="number", minimum=0),
+        "consumer_groups": Param([], type="array"),
+        "lag_warn": Param(100, type="number", minimum=0),
+        "lag_alert": Param(1000, type="number", minimum=0),
+        "ledger_pipelines": Param(["71_10_03"], type="array"),
+        "ledger_step_seconds": Param(3600, type="integer", minimum=1),
+        "gap_warn": Param(1, type="number", minimum=0),
+        "gap_alert": Param(3, type="number", minimum=0),
+        "row_count_pairs": Param(
+            [], type="array", description='[{"source": "public.x", "target": "core.x"}]'
+        ),
+        "drift_warn": Param(0.01, type="number", minimum=0),
+        "drift_alert": Param(0.1, type="number", minimum=0),
+    },
+)
+def monitoring() -> None:
+    @task
+    def measure(
+        params: dict[str, Any],
+        data_interval_start: Any = None,
+        data_interval_end: Any = None,
+        dag_run: Any = None,
+    ) -> dict[str, int]:
+        from datetime import timedelta
+
+        from cdclab import health, recovery, state
+        from cdclab.cdc.pipeline import kafka_bootstrap
+        from cdclab.db import SHOP, WAREHOUSE, connect
+
+        p = params
+        shop, wh = connect(SHOP), connect(WAREHOUSE)
+        try:
+            state.ensure_schema(wh)
+            recovery.ensure_schema(wh)
+            health.ensure_schema(wh)
+            checks = [
+                *health.watermark_ages(
+                    wh,
+                    p["watermark_keys"],
+                    data_interval_end,
+                    p["watermark_age_warn_seconds"],
+                    p["watermark_age_alert_seconds"],
+                ),
+                *health.kafka_lags(
+                    wh, kafka_bootstrap("kafka_default"), p["consumer_groups"], p["lag_warn"], p["lag_alert"]
+                ),
+                *health.missing_intervals(
+                    wh,
+                    p["ledger_pipelines"],
+                    data_interval_start,
+                    timedelta(seconds=p["ledger_step_seconds"]),
+                    p["gap_warn"],
+                    p["gap_alert"],
+                ),
+                *health.row_count_drift(shop, wh, p["row_count_pairs"], p["drift_warn"], p["drift_alert"]),
+            ]
+            health.record(wh, p["scope"], dag_run.run_id, data_interval_end, checks)
+        finally:
+            shop.close()
+            wh.close()
+        counts = {s: sum(c.status == s for c in checks) for s in ("ok", "warn", "alert")}
+        for c in checks:
+            print(f"{c.status:5} {c.metric} {c.subject}: {c.value} ({c.detail})")
+        return counts
+
+    @task
+    def report(counts: dict[str, int], params: dict[str, Any]) -> None:
+        from cdclab.db import WAREHOUSE, transaction
+
+        with transaction(WAREHOUSE) as cur:
+            cur.execute(
+                "SELECT severity, metric, subject, status, value FROM marts.pipeline_health_dashboard "
+                "WHERE scope = %s ORDER BY severity DESC, metric, subject",
+                (params["scope"],),
+            )
+            for row in cur.fetchall():
+                print(*row[1:])
+        print(f"{counts['alert']} alert(s), {counts['warn']} warning(s), {counts['ok']} ok")
+
+    report(measure())
+
+
+monitoring()

@@ -1,0 +1,87 @@
+"""
+# 71.10.5 Incremental documentation — generated from the live system, so it cannot go stale
+
+Hand-written pipeline docs drift the day after they are written. This DAG generates the operations
+documentation of every incremental pipeline from what actually exists (``cdclab.opsdocs``) and
+publishes it as Markdown to MinIO, with its table of contents in ``state.docs_index``.
+
+**Strategy documentation.** Every DAG file in the DAG folder is read with ``ast``, never imported (no DB
+access, no side effects): its ``dag_id``, the schedule/timetable as written, its tags and the strategy
+section of its docstring (title and first paragraph), one table row and one section per DAG.
+
+**State schema.** Every table in the warehouse schema ``state`` with its columns and types, read from
+``information_schema`` when the task runs: a new state table appears in the next generation.
+
+**Recovery runbook.** The procedures for a lost watermark (restore from the 71_10_02 snapshot or an audited
+reset), a lagging or broken consumer group (offsets report/reset, dead letters), failed or missing
+intervals (ledger, gap filling, validation) and dead-lettered rows.
+
+**Operations guide.** Where to look day to day: the health dashboard view, lab status, backups, strategy
+recommendations, run metrics.
+
+Observe: the object `lab-tests/docs/incremental-operations.md` (MinIO console, port 9001) and
+``SELECT position, level, title, anchor FROM state.docs_index ORDER BY doc_uri, position``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pendulum
+from airflow.sdk import Param, dag, task
+
+DAG_ID = "71_10_05_documentation"
+DAGS_FOLDER = str(Path(__file__).parent)  # a path computation, no I/O
+
+
+@dag(
+    dag_id=DAG_ID,
+    schedule="@daily",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["71.10", "best-practice", "reference", "beginner", "success"],
+    doc_md=__doc__,
+    params={
+        "dags_folder": Param("", type="string", description="default: the folder of this file"),
+        "bucket": Param("lab-tests", type="string"),
+        "prefix": Param("docs", type="string"),
+        "document": Param("incremental-operations.md", type="string"),
+    },
+)
+def documentation() -> None:
+    @task
+    def collect(params: dict[str, Any]) -> list[dict[str, Any]]:
+        from dataclasses import asdict
+
+        from cdclab import opsdocs
+
+        cards = opsdocs.read_dag_folder(Path(params["dags_folder"] or DAGS_FOLDER))
+        print(f"{len(cards)} DAGs: {[c.dag_id for c in cards]}")
+        return [asdict(c) for c in cards]
+
+    @task
+    def publish(cards: list[dict[str, Any]], params: dict[str, Any], dag_run: Any = None) -> dict[str, Any]:
+        from cdclab import opsdocs
+        from cdclab.db import WAREHOUSE, connect
+        from cdclab.files.store import ObjectStore
+
+        key = f"{params['prefix'].strip('/')}/{params['document']}"
+        uri = f"s3://{params['bucket']}/{key}"
+        wh = connect(WAREHOUSE)
+        try:
+            opsdocs.ensure_schema(wh)
+            schema = opsdocs.state_schema(wh)
+            markdown = opsdocs.render([opsdocs.DagCard(**c) for c in cards], schema, dag_run.run_id)
+            ObjectStore().put(params["bucket"], key, markdown.encode())
+            entries = opsdocs.write_index(wh, uri, markdown, dag_run.run_id)
+        finally:
+            wh.close()
+        print(f"wrote {uri}: {len(markdown)} characters, {entries} headings, {len(schema)} state tables")
+        return {"uri": uri, "dags": len(cards), "state_tables": len(schema), "headings": entries}
+
+    publish(collect())
+
+
+documentation()

@@ -1,0 +1,206 @@
+"""Pipeline health metrics with thresholds: progress, lag, gaps and drift as rows a dashboard can read.
+
+Vocabulary:
+- *check*: one measurement of one *subject* (a watermark key, a consumer group's topic partition, a
+  ledger pipeline, a source/target pair) for one *metric*:
+  ``watermark_age_seconds`` (progress tracking: how far the stored watermark is behind the run's
+  ``data_interval_end``, never the wall clock), ``kafka_lag`` (lag detection: topic end offset - the
+  group's next offset in ``state.kafka_offsets``), ``missing_intervals`` (gap alerting: intervals
+  missing from or failed in ``state.interval_ledger`` between its first interval and the run's interval
+  start) and ``row_count_drift`` (|source rows - target rows| / source rows).
+- *status*: ``ok`` below ``warn``, ``warn`` from ``warn``, ``alert`` from ``alert``; a subject that cannot
+  be measured (no watermark, no offsets, unknown topic) is an ``alert`` with the reason in ``detail``.
+- *scope*: the monitoring run's name; every check row carries it, so several dashboards share a table.
+- ``marts.pipeline_health`` keeps every check (history); the view ``marts.pipeline_health_dashboard``
+  shows the latest check per (scope, metric, subject), worst status first: the dashboard's source.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from psycopg2 import sql
+
+from cdclab import state
+from cdclab.cdc import offsets
+from cdclab.db import ident
+
+Status = Literal["ok", "warn", "alert"]
+
+DDL = """
+CREATE SCHEMA IF NOT EXISTS marts;
+CREATE TABLE IF NOT EXISTS marts.pipeline_health (
+    id              bigserial PRIMARY KEY,
+    scope           text NOT NULL,
+    run_id          text,
+    measured_for    timestamptz NOT NULL,
+    metric          text NOT NULL,
+    subject         text NOT NULL,
+    value           double precision,
+    warn_threshold  double precision NOT NULL,
+    alert_threshold double precision NOT NULL,
+    status          text NOT NULL CHECK (status IN ('ok', 'warn', 'alert')),
+    detail          text NOT NULL,
+    checked_at      timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE INDEX IF NOT EXISTS pipeline_health_latest_idx
+    ON marts.pipeline_health (scope, metric, subject, id DESC);
+CREATE OR REPLACE VIEW marts.pipeline_health_dashboard AS
+SELECT DISTINCT ON (scope, metric, subject)
+       scope, metric, subject, status, value, warn_threshold, alert_threshold, detail, measured_for,
+       checked_at, CASE status WHEN 'alert' THEN 2 WHEN 'warn' THEN 1 ELSE 0 END AS severity
+FROM marts.pipeline_health
+ORDER BY scope, metric, subject, id DESC;
+"""
+
+
+class HealthConfigError(ValueError):
+    """Thresholds are inconsistent (alert below warn); fix the DAG params."""
+
+
+@dataclass(frozen=True)
+class Check:
+    metric: str
+    subject: str
+    value: float | None
+    warn: float
+    alert: float
+    status: Status
+    detail: str
+
+
+def grade(value: float | None, warn: float, alert: float) -> Status:
+    if alert < warn:
+        raise HealthConfigError(f"alert threshold {alert} is below warn threshold {warn}; swap them")
+    if value is None or value >= alert:
+        return "alert"
+    return "warn" if value >= warn else "ok"
+
+
+def _check(metric: str, subject: str, value: float | None, warn: float, alert: float, detail: str) -> Check:
+    return Check(metric, subject, value, warn, alert, grade(value, warn, alert), detail)
+
+
+def ensure_schema(conn: Any) -> None:
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_advisory_xact_lock(hashtext('cdclab.health.ensure_schema'))")
+        cur.execute(
+            "SELECT to_regclass('marts.pipeline_health') IS NOT NULL "
+            "AND to_regclass('marts.pipeline_health_dashboard') IS NOT NULL"
+        )
+        if not cur.fetchone()[0]:
+            cur.execute(DDL)
+    conn.commit()
+
+
+def watermark_ages(conn: Any, keys: Sequence[str], at: datetime, warn: float, alert: float) -> list[Check]:
+    store = state.TableWatermarkStore(conn)
+    out = []
+    for key in keys:
+        wm = store.get(key)
+        if wm is None:
+            out.append(_check("watermark_age_seconds", key, None, warn, alert, "no watermark stored"))
+            continue
+        # a timestamp watermark ages with its value; any other type with its last update
+        since = wm.value if wm.value_type == "timestamptz" else wm.updated_at
+        age = (at - since).total_seconds()
+        out.append(_check("watermark_age_seconds", key, age, warn, alert, f"watermark {since.isoformat()}"))
+    conn.rollback()
+    return out
+
+
+def kafka_lags(conn: Any, bootstrap: str, groups: Sequence[str], warn: float, alert: float) -> list[Check]:
+    out = []
+    with conn.cursor() as cur:
+        for group in groups:
+            rows = offsets.report(cur, bootstrap, group)
+            if not rows:
+                out.append(_check("kafka_lag", group, None, warn, alert, "no offsets stored for the group"))
+            for r in rows:
+                subject = f"{group}/{r.topic}[{r.partition}]"
+                detail = f"next {r.next_offset}, end {r.end_offset}"
+                if r.end_offset is None:
+                    detail = f"topic {r.topic} partition {r.partition} not found in Kafka"
+                out.append(_check("kafka_lag", subject, r.lag, warn, alert, detail))
+    conn.rollback()
+    return out
+
+
+def missing_intervals(
+    conn: Any, pipelines: Sequence[str], until: datetime, step: timedelta, warn: float, alert: float
+) -> list[Check]:
+    out = []
+    with conn.cursor() as cur:
+        for pipeline in pipelines:
+            cur.execute(
+                "SELECT interval_start, status FROM state.interval_ledger WHERE pipeline = %s "
+                "AND interval_start < %s ORDER BY interval_start",
+                (pipeline, until),
+            )
+            ledger = dict(cur.fetchall())
+            if not ledger:
+                out.append(_check("missing_intervals", pipeline, None, warn, alert, "no ledger rows"))
+                continue
+            gaps, failed = [], []
+            at = min(ledger)
+            while at < until:
+                if at not in ledger:
+                    gaps.append(at)
+                elif ledger[at] == "failed":
+                    failed.append(at)
+                at += step
+            detail = (
+                f"missing {[g.isoformat() for g in gaps]}, failed {[f.isoformat() for f in failed]}"
+                if gaps or failed
+                else f"{len(ledger)} intervals, none missing"
+            )
+            out.append(_check("missing_intervals", pipeline, len(gaps) + len(failed), warn, alert, detail))
+    conn.rollback()
+    return out
+
+
+def row_count_drift(
+    shop: Any, wh: Any, pairs: Sequence[dict[str, str]], warn: float, alert: float
+) -> list[Check]:
+    out = []
+    for pair in pairs:
+        counts = []
+        for conn, table in ((shop, pair["source"]), (wh, pair["target"])):
+            with conn.cursor() as cur:
+                cur.execute(sql.SQL("SELECT count(*) FROM {}").format(ident(table)))
+                counts.append(int(cur.fetchone()[0]))
+            conn.rollback()
+        src, tgt = counts
+        drift = abs(src - tgt) / max(src, 1)
+        subject = f"{pair['source']}->{pair['target']}"
+        out.append(
+            _check("row_count_drift", subject, round(drift, 6), warn, alert, f"source {src}, target {tgt}")
+        )
+    return out
+
+
+def record(
+    conn: Any, scope: str, run_id: str | None, measured_for: datetime, checks: Sequence[Check]
+) -> None:
+    """Append the checks to ``marts.pipeline_health`` in one transaction."""
+    with conn, conn.cursor() as cur:
+        for c in checks:
+            cur.execute(
+                "INSERT INTO marts.pipeline_health (scope, run_id, measured_for, metric, subject, value, "
+                "warn_threshold, alert_threshold, status, detail) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (
+                    scope,
+                    run_id,
+                    measured_for,
+                    c.metric,
+                    c.subject,
+                    c.value,
+                    c.warn,
+                    c.alert,
+                    c.status,
+                    c.detail,
+                ),
+            )

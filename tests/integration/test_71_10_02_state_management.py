@@ -1,0 +1,169 @@
+"""71_10_02_state_management: state is snapshotted to MinIO after every load; after state loss the next run
+restores the latest snapshot and continues without a gap or a duplicate; freshness is recorded."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cdclab import state
+from cdclab.cdc.consumer import ensure_schema as ensure_offsets
+from cdclab.files.store import ObjectStore
+from tests.dagrun import run_dag
+from tests.integration._71_01_helpers import (
+    create_customers_copy,
+    drop,
+    execute,
+    hour,
+    insert_customers,
+    rows,
+    xcom,
+)
+
+DAG_ID = "71_10_02_state_management"
+
+
+@pytest.fixture
+def setup(shop_db, warehouse_db, names):
+    src, target, pipeline = f"public.{names('cust')}", f"staging.{names('chg')}", names("71_10_02")
+    group = names("grp")
+    create_customers_copy(shop_db, src)
+    state.ensure_schema(warehouse_db)
+    with warehouse_db.cursor() as cur:
+        ensure_offsets(cur)
+    conf = {
+        "source_table": src,
+        "target_table": target,
+        "pipeline": pipeline,
+        "consumer_groups": [group],
+        "bucket": "lab-tests",
+        "prefix": f"{names.suffix}/state",
+        "restore": "auto",
+        "restore_version": None,
+        "watermark_age_warn_seconds": 7200,
+        "watermark_age_alert_seconds": 86400,
+        "backup_age_warn_seconds": 7200,
+        "backup_age_alert_seconds": 86400,
+    }
+    yield src, target, pipeline, group, conf
+    store = ObjectStore()
+    store.delete("lab-tests", [o.key for o in store.list_objects("lab-tests", f"{names.suffix}/")])
+    drop(shop_db, src)
+    drop(warehouse_db, target)
+    execute(warehouse_db, "DELETE FROM state.watermarks WHERE key LIKE %s", (pipeline + "/%",))
+    execute(warehouse_db, "DELETE FROM state.kafka_offsets WHERE consumer_group = %s", (group,))
+    execute(warehouse_db, "DELETE FROM state.state_backups WHERE scope = %s", (pipeline,))
+    execute(warehouse_db, "DELETE FROM marts.pipeline_health WHERE scope = %s", (pipeline,))
+
+
+def wm_key(conf):
+    return f"{conf['pipeline']}/{conf['source_table']}->{conf['target_table']}"
+
+
+def offsets(warehouse_db, group):
+    return rows(
+        warehouse_db,
+        f"state.kafka_offsets WHERE consumer_group = '{group}'",
+        "topic, kafka_partition, next_offset",
+        "topic, kafka_partition",
+    )
+
+
+def test_state_lost_after_a_backup_is_restored_and_the_next_load_has_no_gap_and_no_duplicate(
+    shop_db, warehouse_db, setup
+) -> None:
+    src, target, pipeline, group, conf = setup
+    execute(
+        warehouse_db,
+        "INSERT INTO state.kafka_offsets (consumer_group, topic, kafka_partition, next_offset) "
+        "VALUES (%s, 'shop.public.a', 0, 17), (%s, 'shop.public.a', 1, 4)",
+        (group, group),
+    )
+    insert_customers(shop_db, src, [1, 2, 3])
+    dr1 = run_dag(DAG_ID, hour(1), conf)
+    assert xcom(dr1, "recover") is None  # first run: nothing to restore
+    assert xcom(dr1, "backup")["version"] == 1
+
+    execute(shop_db, f"UPDATE {src} SET tier = 'gold' WHERE id = 1")
+    insert_customers(shop_db, src, [4])
+    dr2 = run_dag(DAG_ID, hour(2), conf)
+    assert xcom(dr2, "load")["appended"] == 2
+    assert xcom(dr2, "backup") == {
+        "version": 2,
+        "object_key": f"{conf['prefix']}/v000002.json",
+        "sha256": xcom(dr2, "backup")["sha256"],
+        "watermarks": 1,
+        "offsets": 2,
+    }
+    backed_up_wm = state.TableWatermarkStore(warehouse_db).get_value(wm_key(conf))
+    snapshot = json.loads(ObjectStore().get("lab-tests", f"{conf['prefix']}/v000002.json"))
+    assert [w["key"] for w in snapshot["watermarks"]] == [wm_key(conf)]
+    assert [(o["topic"], o["kafka_partition"], o["next_offset"]) for o in snapshot["kafka_offsets"]] == [
+        ("shop.public.a", 0, 17),
+        ("shop.public.a", 1, 4),
+    ]
+
+    # changes arrive, then the state is lost
+    insert_customers(shop_db, src, [5])
+    execute(shop_db, f"UPDATE {src} SET tier = 'silver' WHERE id = 2")
+    execute(warehouse_db, "DELETE FROM state.watermarks WHERE key = %s", (wm_key(conf),))
+    execute(warehouse_db, "DELETE FROM state.kafka_offsets WHERE consumer_group = %s", (group,))
+
+    dr3 = run_dag(DAG_ID, hour(3), conf)
+    assert xcom(dr3, "recover") == {
+        "version": 2,
+        "watermarks_restored": [wm_key(conf)],
+        "offsets_restored": 2,
+    }
+    assert offsets(warehouse_db, group) == [("shop.public.a", 0, 17), ("shop.public.a", 1, 4)]
+    restored = [
+        h for h in state.TableWatermarkStore(warehouse_db).history(wm_key(conf)) if h.reason == "restore"
+    ]
+    assert [h.new_value for h in restored] == [backed_up_wm]
+    # the load continued from the restored watermark: the new rows plus the boundary row, not everything
+    assert xcom(dr3, "load") == {"read": 3, "appended": 2}
+
+    execute(shop_db, f"UPDATE {src} SET tier = 'platinum' WHERE id IN (3, 5)")
+    dr4 = run_dag(DAG_ID, hour(4), conf)
+    assert xcom(dr4, "load")["appended"] == 2
+    assert xcom(dr4, "backup")["version"] == 4
+
+    # no gap, no duplicate: the change log holds each version of each row exactly once
+    assert rows(warehouse_db, target, "id, version, tier", "id, version") == [
+        (1, 1, "basic"),
+        (1, 2, "gold"),
+        (2, 1, "basic"),
+        (2, 2, "silver"),
+        (3, 1, "basic"),
+        (3, 2, "platinum"),
+        (4, 1, "basic"),
+        (5, 1, "basic"),
+        (5, 2, "platinum"),
+    ]
+    assert [o.key for o in ObjectStore().list_objects("lab-tests", conf["prefix"] + "/")] == [
+        f"{conf['prefix']}/v00000{v}.json" for v in (1, 2, 3, 4)
+    ]
+    assert rows(
+        warehouse_db,
+        f"marts.pipeline_health WHERE scope = '{pipeline}' AND run_id = '{dr4.run_id}'",
+        "metric, status",
+        "metric",
+    ) == [("backup_age_seconds", "ok"), ("watermark_age_seconds", "ok")]
+
+
+def test_never_restore_reloads_from_the_beginning_and_the_change_log_key_absorbs_the_replay(
+    shop_db, warehouse_db, setup
+) -> None:
+    src, target, _, _, conf = setup
+    insert_customers(shop_db, src, [1, 2])
+    run_dag(DAG_ID, hour(1), conf)
+    execute(warehouse_db, "DELETE FROM state.watermarks WHERE key = %s", (wm_key(conf),))
+    insert_customers(shop_db, src, [3])
+    dr = run_dag(DAG_ID, hour(2), {**conf, "restore": "never"})
+    assert xcom(dr, "recover") is None
+    assert xcom(dr, "load") == {"read": 3, "appended": 1}
+    assert rows(warehouse_db, target, "id, version", "id") == [(1, 1), (2, 1), (3, 1)]
+    dr = run_dag(DAG_ID, hour(3), {**conf, "restore": "force", "restore_version": 1})
+    assert xcom(dr, "recover")["version"] == 1  # overwrite: the watermark goes back to v1's, rows re-read
+    assert xcom(dr, "load") == {"read": 2, "appended": 0}  # rows 2 (v1's boundary) and 3
