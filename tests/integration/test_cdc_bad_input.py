@@ -124,3 +124,18 @@ def test_replaying_a_topic_from_offset_zero_changes_no_row(lab, names, shop_db, 
         "old changes replayed must not regress or resurrect rows"
     )
     assert sum(t["upserted"] + t["deleted"] for t in summary["targets"].values()) == 0
+
+
+def test_soft_mode_flags_a_key_inserted_and_deleted_between_two_runs(lab, names, shop_db, warehouse_db):
+    table, group = names("soft"), names("grp")
+    topic = f"shop.public.{table}"
+    make_source_table(shop_db, table)
+    n = write_changes(shop_db, table, 1, 3, update_ids=[], delete_ids=[2])
+    wait_for_records(lab.kafka_bootstrap, topic, n)
+
+    replicate([f"public.{table}"], group=group, target_schema="core", delete_mode="soft")
+
+    with warehouse_db.cursor() as cur:
+        cur.execute(sql.SQL("SELECT id, _deleted, _deleted_at IS NOT NULL FROM core.{t} ORDER BY id").format(
+            t=sql.Identifier(table)))
+        assert cur.fetchall() == [(1, False, False), (2, True, True), (3, False, False)]

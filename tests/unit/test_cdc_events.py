@@ -15,7 +15,7 @@ from cdclab.cdc.events import (
     parse_debezium,
     parse_maxwell,
 )
-from cdclab.cdc.merge import merge_sql
+from cdclab.cdc.merge_variants import merge_statement
 
 
 def envelope(op: str, before=None, after=None, lsn: int = 100, table: str = "customers", **source) -> bytes:
@@ -141,7 +141,7 @@ def test_maxwell_unknown_types_and_missing_keys_are_malformed():
 
 
 def test_the_merge_statement_guards_by_position_and_handles_deletes():
-    text = repr(merge_sql("core.customers", "staging.customers", ["id"], ["id", "email"]))
+    text = repr(merge_statement("core.customers", "staging.customers", ["id"], ["id", "email"]))
     assert "MERGE INTO" in text and "_source_position" in text and "THEN DELETE" in text
 
 

@@ -15,7 +15,8 @@ Vocabulary:
   :class:`SchemaDrift`.
 
 The statements are ``INSERT ... ON CONFLICT DO UPDATE ... WHERE`` (the upsert variant) built with
-``psycopg2.sql``; :func:`merge_sql` gives the ``MERGE`` variant for comparison.
+``psycopg2.sql``; :func:`cdclab.cdc.merge_variants.merge_statement` is the staged ``MERGE`` variant with
+the same guarantees (71_03_03 runs both and checks they agree).
 """
 
 from __future__ import annotations
@@ -248,6 +249,8 @@ def _delete(
         ).format(t=ident(target), cols=cols, match=match)
     execute_values(cur, stmt.as_string(cur), keyvals, template=template, page_size=len(keyvals))
     deleted = cur.rowcount
+    if mode == "soft":
+        deleted += flag_unseen_deletes(cur, target, key, changes)
     if mode == "hard":
         ledger_cols = sql.SQL(", ").join(map(sql.Identifier, [*key, "_source_position"]))
         stmt = sql.SQL(
@@ -269,33 +272,43 @@ def _delete(
     return MergeResult(deleted=deleted)
 
 
+def flag_unseen_deletes(cur: Any, target: str, key: Sequence[str], changes: Sequence[Change]) -> int:
+    """Soft mode: a delete of a key the target never held (inserted and deleted between two batches'
+    cut points) still leaves a flagged row, its before image — so the end state does not depend on where
+    batches split. A key the ledger remembers at the delete's position or later (an archived row) is
+    left alone."""
+    deletes = [c for c in latest_per_key([c for c in changes if c.op != "t"]) if c.op == "d"]
+    if not deletes:
+        return 0
+    columns = target_columns(cur, target)
+    types = dict(source_columns(cur, target))
+    cols = [*columns, "_source_position", "_source_op", "_source_ts", "_deleted", "_deleted_at"]
+    values = [
+        (*(c.row.get(col) for col in columns), c.position, "d", _ts(c.ts_ms), True, _ts(c.ts_ms) or "now")
+        for c in deletes
+    ]
+    stmt = sql.SQL(
+        "INSERT INTO {t} ({cols}) SELECT {cols} FROM (VALUES %s) AS v ({cols}) "
+        "WHERE NOT EXISTS (SELECT 1 FROM {ledger} d WHERE {m} AND d._source_position >= v._source_position) "
+        "ON CONFLICT ({k}) DO NOTHING"
+    ).format(
+        t=ident(target),
+        cols=sql.SQL(", ").join(map(sql.Identifier, cols)),
+        ledger=ident(target + "__deleted"),
+        m=sql.SQL(" AND ").join(sql.SQL("d.{k} = v.{k}").format(k=sql.Identifier(k)) for k in key),
+        k=sql.SQL(", ").join(map(sql.Identifier, key)),
+    )
+    template = "(" + ", ".join(f"%s::{types[c]}" for c in cols) + ")"
+    execute_values(cur, stmt.as_string(cur), values, template=template, page_size=len(values))
+    return int(cur.rowcount)
+
+
 def _ts(ts_ms: int | None) -> str | None:
     if ts_ms is None:
         return None
     import datetime as dt
 
     return dt.datetime.fromtimestamp(ts_ms / 1000, tz=dt.UTC).isoformat()
-
-
-def merge_sql(target: str, staging: str, key: Sequence[str], columns: Sequence[str]) -> sql.Composed:
-    """The ``MERGE`` variant (Postgres 15+): staging rows carry ``_source_position`` and ``_source_op``."""
-    on = sql.SQL(" AND ").join(sql.SQL("t.{k} = s.{k}").format(k=sql.Identifier(k)) for k in key)
-    non_key = [c for c in columns if c not in key]
-    all_cols = [*columns, "_source_position", "_source_op"]
-    return sql.SQL(
-        "MERGE INTO {t} AS t USING {s} AS s ON {on} "
-        "WHEN MATCHED AND s._source_op = 'd' AND t._source_position <= s._source_position THEN DELETE "
-        "WHEN MATCHED AND t._source_position <= s._source_position THEN UPDATE SET {sets}, "
-        "_source_position = s._source_position, _source_op = s._source_op, _loaded_at = now() "
-        "WHEN NOT MATCHED AND s._source_op <> 'd' THEN INSERT ({cols}) VALUES ({vals})"
-    ).format(
-        t=ident(target),
-        s=ident(staging),
-        on=on,
-        sets=sql.SQL(", ").join(sql.SQL("{c} = s.{c}").format(c=sql.Identifier(c)) for c in non_key),
-        cols=sql.SQL(", ").join(map(sql.Identifier, all_cols)),
-        vals=sql.SQL(", ").join(sql.SQL("s.{c}").format(c=sql.Identifier(c)) for c in all_cols),
-    )
 
 
 def rows_of(

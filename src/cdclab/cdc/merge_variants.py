@@ -42,7 +42,14 @@ from psycopg2.extras import execute_values
 
 from cdclab.cdc import consumer as kc
 from cdclab.cdc.events import UNAVAILABLE, Change, MalformedEvent, Skipped, latest_per_key, parse_debezium
-from cdclab.cdc.merge import BOOKKEEPING, DeleteMode, MergeResult, SchemaDrift, source_columns, target_columns
+from cdclab.cdc.merge import (
+    BOOKKEEPING,
+    DeleteMode,
+    MergeResult,
+    SchemaDrift,
+    flag_unseen_deletes,
+    source_columns,
+)
 from cdclab.cdc.pipeline import TableRoute, kafka_bootstrap, routes_for
 from cdclab.db import SHOP, WAREHOUSE, connect, ident
 
@@ -110,7 +117,7 @@ def merge_statement(
 ) -> sql.Composed:
     """``MERGE`` the staged latest change per key into ``target``.
 
-    Differences from :func:`cdclab.cdc.merge.merge_sql`: the position guard is strict (a replayed
+    Like :func:`cdclab.cdc.merge.apply_changes`: the position guard is strict (a replayed
     change is a no-op, not a rewrite), a staged insert/update older than the key's entry in the delete
     ledger is not inserted (no resurrection), TOASTed columns the change did not carry keep the target's
     value, ``_source_ts`` is written, and ``soft`` deletes flag the row (an unseen delete inserts the
@@ -238,38 +245,6 @@ def merge_changes(
 
 
 # --------------------------------------------------------------------------- soft-delete hooks
-
-
-def flag_unseen_deletes(cur: Any, target: str, key: Sequence[str], changes: Sequence[Change]) -> int:
-    """Soft mode: insert the before image, flagged deleted, for deletes of keys the target lacks.
-
-    Runs after ``apply_changes(..., delete_mode="soft")`` in the same transaction. A key the ledger
-    remembers at the delete's position or later (an archived row) is left alone.
-    """
-    deletes = [c for c in latest_per_key([c for c in changes if c.op != "t"]) if c.op == "d"]
-    if not deletes:
-        return 0
-    columns = target_columns(cur, target)
-    types = dict(source_columns(cur, target))
-    cols = [*columns, "_source_position", "_source_op", "_source_ts", "_deleted", "_deleted_at"]
-    values = [
-        tuple(c.row.get(col) for col in columns) + (c.position, "d", _ts(c.ts_ms), True, _ts(c.ts_ms))
-        for c in deletes
-    ]
-    stmt = sql.SQL(
-        "INSERT INTO {t} ({cols}) SELECT {cols} FROM (VALUES %s) AS v ({cols}) "
-        "WHERE NOT EXISTS (SELECT 1 FROM {ledger} d WHERE {m} AND d._source_position >= v._source_position) "
-        "ON CONFLICT ({k}) DO NOTHING"
-    ).format(
-        t=ident(target),
-        cols=_cols(cols),
-        ledger=ident(target + "__deleted"),
-        m=_keys_match("d", "v", key),
-        k=_cols(key),
-    )
-    template = "(" + ", ".join(f"%s::{types[c]}" for c in cols) + ")"
-    execute_values(cur, stmt.as_string(cur), values, template=template, page_size=len(values))
-    return int(cur.rowcount)
 
 
 def flag_source_soft_deletes(
@@ -531,8 +506,12 @@ def apply_soft_deletes(flag_column: str = "is_deleted", at_column: str = "delete
     from cdclab.cdc.merge import apply_changes
 
     def apply(cur: Any, route: TableRoute, changes: list[Change]) -> dict[str, int]:
-        r = apply_changes(cur, route.target, route.key, changes, delete_mode="soft")
-        unseen = flag_unseen_deletes(cur, route.target, route.key, changes)
+        r = apply_changes(
+            cur, route.target, route.key, changes, delete_mode="soft"
+        )  # flags unseen deletes too
+        unseen = flag_unseen_deletes(
+            cur, route.target, route.key, changes
+        )  # 0 unless apply_changes missed one
         flagged = 0
         if flag_column in route.types and at_column in route.types:
             flagged = flag_source_soft_deletes(cur, route.target, route.key, changes, flag_column, at_column)
