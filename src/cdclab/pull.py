@@ -1,0 +1,68 @@
+"""Watermarked pull: the one incremental read the 71.5 DAGs share.
+
+Vocabulary:
+- *pull*: one read of the rows of a source table whose cursor (``updated_at``) lies in
+  ``[watermark, upper)``; ``watermark`` is the stored high watermark (``state.watermarks``, closed lower
+  bound, so the rows stamped exactly at the watermark are read again and the consumer must be idempotent),
+  ``upper`` is the source's ``now()`` capped at the start of the oldest open transaction writing the table.
+- *commit*: :func:`advance` moves the watermark by compare-and-set on the caller's warehouse connection,
+  inside the transaction that writes the pulled rows, so data and watermark commit together or not at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from cdclab import delta, state
+
+
+@dataclass
+class Pull:
+    key: str
+    old: datetime | None
+    new: datetime | None
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+def pull(
+    shop: Any,
+    wh: Any,
+    table: str,
+    key: str,
+    *,
+    key_columns: tuple[str, ...] = ("id",),
+    cursor_column: str = "updated_at",
+    batch_size: int = 1000,
+    null_policy: delta.NullPolicy = "raise",
+) -> Pull:
+    """Read the rows of ``table`` (on ``shop``) changed since the watermark ``key`` (on ``wh``)."""
+    store = state.TableWatermarkStore(wh)
+    old = store.read(key, "timestamptz")
+    with shop.cursor() as cur:
+        cur.execute("SELECT now()")
+        upper = cur.fetchone()[0]
+    oldest_open = delta.oldest_open_transaction_start(shop, table)
+    if oldest_open is not None and oldest_open < upper:
+        upper = oldest_open
+    result = delta.read_timestamp_delta(
+        shop,
+        table,
+        cursor_column=cursor_column,
+        key_columns=list(key_columns),
+        since=old,
+        until=upper,
+        batch_size=batch_size,
+        null_policy=null_policy,
+    )
+    shop.rollback()
+    return Pull(key, old, delta.next_watermark(old, result), result.rows)
+
+
+def advance(wh: Any, p: Pull, *, dag_id: str, run_id: str | None) -> None:
+    """Move the watermark of ``p`` (no commit: the caller's transaction decides)."""
+    if p.new is not None and p.new != p.old:
+        state.TableWatermarkStore(wh).advance(
+            p.key, p.old, p.new, value_type="timestamptz", dag_id=dag_id, run_id=run_id
+        )
