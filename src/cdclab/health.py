@@ -105,7 +105,10 @@ def watermark_ages(conn: Any, keys: Sequence[str], at: datetime, warn: float, al
             out.append(_check("watermark_age_seconds", key, None, warn, alert, "no watermark stored"))
             continue
         # a timestamp watermark ages with its value; any other type with its last update
-        since = wm.value if wm.value_type == "timestamptz" else wm.updated_at
+        since: datetime | None = wm.value if wm.value_type == "timestamptz" else wm.updated_at
+        if since is None:
+            out.append(_check("watermark_age_seconds", key, None, warn, alert, "watermark has no timestamp"))
+            continue
         age = (at - since).total_seconds()
         out.append(_check("watermark_age_seconds", key, age, warn, alert, f"watermark {since.isoformat()}"))
     conn.rollback()
