@@ -124,7 +124,6 @@ def gap_investigation() -> None:
     @task
     def root_cause(gaps: list[dict[str, Any]], params: dict[str, Any], dag_run: Any = None) -> list[str]:
         from cdclab import diagnostics as d
-        from cdclab import state
         from cdclab.db import WAREHOUSE, connect
 
         causes = []
@@ -132,11 +131,7 @@ def gap_investigation() -> None:
         try:
             with wh, wh.cursor() as cur:
                 entries = d.ledger(cur, params["pipeline"], params["ledger_table"])
-                history = (
-                    state.TableWatermarkStore(wh).history(params["watermark_key"])
-                    if params["watermark_key"]
-                    else []
-                )
+                history = d.watermark_history(cur, params["watermark_key"]) if params["watermark_key"] else []
                 for raw in gaps:
                     g = d.Gap.from_dict(raw)
                     cause, detail = d.classify_gap(g, entries, history)

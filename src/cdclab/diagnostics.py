@@ -352,6 +352,40 @@ def check_watermark(
     return WatermarkCheck("ok", wm.value, wm.value_type, max_loaded, skipped)
 
 
+def _decode_any(text: str | None, value_type: str) -> Any:
+    from cdclab.state import VALUE_TYPES, WatermarkTypeError, decode
+
+    if text is None or text == "":
+        return None
+    for vt in [value_type, *sorted(VALUE_TYPES - {value_type, "text"}), "text"]:
+        try:
+            return decode(text, vt)
+        except WatermarkTypeError:
+            continue
+    return text
+
+
+def watermark_history(cur: Any, key: str, table: str = "state.watermark_history") -> list[Any]:
+    """``state.HistoryEntry`` rows of ``key``, tolerant of type changes.
+
+    A row records one ``value_type`` (the new value's); when a reset changed the type, the old value is
+    of the previous type, so it is decoded with whichever type parses it (``TableWatermarkStore.history``
+    decodes both with the new type and raises on exactly the rows a debugger needs to read)."""
+    from cdclab.state import HistoryEntry
+
+    cur.execute(
+        sql.SQL(
+            "SELECT old_value, new_value, value_type, changed_at, dag_id, run_id, reason FROM {} "
+            "WHERE key = %s ORDER BY id"
+        ).format(ident(table)),
+        (key,),
+    )
+    return [
+        HistoryEntry(key, _decode_any(old, vt), _decode_any(new, vt), vt, at, d, r, why)
+        for old, new, vt, at, d, r, why in cur.fetchall()
+    ]
+
+
 def regressions(history: Sequence[Any]) -> list[Any]:
     """History entries that moved an ordered watermark backwards (only ``reset`` can)."""
     out = []
