@@ -1,0 +1,152 @@
+"""
+# 71.6.1 Lost watermarks (anti-pattern) — state that vanishes leaves a silent gap
+
+**State loss scenarios.** The watermark of ``variant="anti_pattern"`` lives in an Airflow Variable
+(``<source>__71_06_01_watermark``). Variables disappear: ``airflow db reset``, a new Airflow deployment
+with a fresh metadata DB, someone tidying *Admin -> Variables*, a retention job. The param
+``lose_state=true`` simulates it: the run deletes the state before loading (the Variable for the
+anti-pattern, the ``state.watermarks`` row for the fix — the harshest loss the fix can meet).
+
+**Recovery challenges.** With no watermark the anti-pattern cannot tell "first run" from "state lost".
+It does what many pipelines do: start from *now* (the data interval's start, ``anti_cold_start=
+"interval_start"``, default) or reload everything (``"everything"``: correct, but a full read).
+
+**Data gaps.** Starting from "now" silently skips every change made between the last loaded row and the
+current interval (e.g. while the pipeline was paused). Nothing fails; the rows are simply never read.
+The ``load`` task logs the gap and returns it: the keys in the source before the interval end and not
+in the target.
+
+**Persistence strategies (the fix).** ``variant="fixed"`` keeps the watermark in the warehouse next to
+the data (``state.watermarks``, typed, compare-and-set, every change in ``state.watermark_history``).
+When that row is lost too it *recovers* instead of guessing: the watermark is rebuilt from
+``max(updated_at)`` of the target (the data already loaded is the ground truth), stored with an audited
+``reset``, and the read continues from there — no gap, and only the delta is read.
+
+Observe: Admin -> Variables (``..._71_06_01_watermark``), ``SELECT * FROM state.watermark_history WHERE
+key LIKE '71_06_01/%' ORDER BY id`` (``reset: recovered ...`` after a loss), the target
+``core.rows_71_06_01_<variant>``, ``state.run_metrics WHERE pipeline LIKE '71_06_01/%'`` (rows read and
+the strategy) and the ``load`` log (``gap: [...]``). Trigger once with ``{"lose_state": true}`` after a
+pause to see the gap in the anti-pattern and none in the fix.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pendulum
+from airflow.sdk import Param, dag, task
+from airflow.timetables.interval import CronDataIntervalTimetable
+
+DAG_ID = "71_06_01_lost_watermarks"
+
+
+def _key(params: dict[str, Any]) -> str:
+    return f"71_06_01/{params['source_table']}->{params['target_table']}"
+
+
+@dag(
+    dag_id=DAG_ID,
+    schedule=CronDataIntervalTimetable("@hourly", timezone="UTC"),
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["71.6", "anti-pattern", "reference", "intermediate", "failure"],
+    doc_md=__doc__,
+    params={
+        "variant": Param("anti_pattern", enum=["anti_pattern", "fixed"]),
+        "source_table": Param("public.rows_71_06_01", type="string"),
+        "target_table": Param("core.rows_71_06_01_anti_pattern", type="string"),
+        "lose_state": Param(False, type="boolean", description="delete the watermark before loading"),
+        "anti_cold_start": Param("interval_start", enum=["interval_start", "everything"]),
+    },
+)
+def lost_watermarks() -> None:
+    @task
+    def load(
+        params: dict[str, Any],
+        data_interval_start: Any = None,
+        data_interval_end: Any = None,
+        dag_run: Any = None,
+    ) -> dict[str, Any]:
+        import time
+
+        from cdclab import antipatterns as ap
+        from cdclab import state
+        from cdclab.db import SHOP, WAREHOUSE, connect
+
+        variant = ap.check_variant(params["variant"])
+        source, target, key = params["source_table"], params["target_table"], _key(params)
+        shop, wh = connect(SHOP), connect(WAREHOUSE)
+        started = time.monotonic()
+        try:
+            state.ensure_schema(wh)
+            ap.ensure_source(shop, source, "rows")
+            ap.ensure_rows_target(wh, target)
+            table_store = state.TableWatermarkStore(wh)
+            variable_store = state.VariableWatermarkStore(prefix=f"{source}__")
+            variable_key = "71_06_01_watermark"
+            if params["lose_state"]:
+                if variant == "anti_pattern":
+                    variable_store.delete(variable_key)
+                else:
+                    with wh:
+                        table_store.delete(key, "lose_state=true", dag_id=DAG_ID, run_id=dag_run.run_id)
+                print(f"state lost on purpose ({variant})")
+
+            if variant == "anti_pattern":
+                since = variable_store.get(variable_key, "timestamptz")
+                strategy = "incremental"
+                if since is None:  # first run or lost state: the pipeline cannot tell
+                    if params["anti_cold_start"] == "interval_start":
+                        since, strategy = data_interval_start - pendulum.duration(microseconds=1), "from_now"
+                    else:
+                        strategy = "everything"
+            else:
+                since = table_store.read(key, "timestamptz")
+                strategy = "incremental"
+                if since is None:
+                    with wh:
+                        since = ap.recover_watermark(
+                            wh, table_store, key, target, dag_id=DAG_ID, run_id=dag_run.run_id
+                        )
+                    strategy = "recovered" if since is not None else "initial"
+
+            rows = ap.read_rows_after(shop, source, since, data_interval_end)
+            shop.rollback()
+            new = max((r["updated_at"] for r in rows), default=since)
+            with wh:
+                written = ap.upsert_by_updated_at(wh, target, rows)
+                if variant == "fixed" and new is not None and new != since:
+                    old = table_store.read(key, "timestamptz")
+                    table_store.advance(
+                        key, old, new, value_type="timestamptz", dag_id=DAG_ID, run_id=dag_run.run_id
+                    )
+                state.record_run_metrics(
+                    wh,
+                    pipeline=key,
+                    strategy=f"{variant}:{strategy}",
+                    rows_read=len(rows),
+                    rows_written=written,
+                    duration_ms=(time.monotonic() - started) * 1000,
+                    dag_id=DAG_ID,
+                    run_id=dag_run.run_id,
+                    interval_start=data_interval_start,
+                    interval_end=data_interval_end,
+                )
+            if variant == "anti_pattern" and new is not None:
+                variable_store.set(variable_key, new, "timestamptz")
+            source_keys = [r["id"] for r in ap.read_rows_after(shop, source, None, data_interval_end)]
+            shop.rollback()
+            target_keys = ap.keys_of(wh, target)
+            wh.rollback()
+        finally:
+            shop.close()
+            wh.close()
+        gap = ap.missing_keys(source_keys, target_keys)
+        print(f"{variant}/{strategy}: read {len(rows)} rows since {since}; watermark now {new}; gap: {gap}")
+        return {"variant": variant, "strategy": strategy, "rows_read": len(rows), "gap": gap}
+
+    load()
+
+
+lost_watermarks()

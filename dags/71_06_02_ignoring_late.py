@@ -1,0 +1,108 @@
+"""
+# 71.6.2 Ignoring late data (anti-pattern) — each interval computed once, late rows never counted
+
+**Data completeness issues.** Hourly totals by *event time*: ``variant="anti_pattern"`` sums the events
+with ``event_time`` in the run's data interval ``[start, end)`` once and never looks at that hour
+again. An event that *arrives* after its hour was computed (a phone back online, a retried batch, a
+slow upstream job) is in the source but never in the totals. Nothing fails.
+
+**Reconciliation problems.** The ``reconcile`` task compares every hour in the target with the source as
+it is *now* and writes each difference (target total, source total, difference) to
+``<target>__reconciliation``. For the anti-pattern the differences are exactly the late amounts, and
+they stay there: no later run repairs them.
+
+**Business impact.** Daily revenue, order counts, billing: the dashboard under-reports by the late
+amount, finance's reconciliation against the source system fails, and a rerun "fixes" the number only
+by accident (whoever backfills the hour happens to count the late rows).
+
+**Late handling patterns (the fix).** ``variant="fixed"`` recomputes a *reprocessing window*: the
+current interval plus ``lookback_intervals`` earlier ones (``cdclab.intervals.Window.widen``), and
+replaces those buckets idempotently (delete + insert in one transaction). Late rows that arrive within the
+lookback are counted on the next run; anything later than the lookback shows up in
+``<target>__reconciliation`` (the safety net) instead of vanishing — size the lookback from the observed
+lateness, or trigger a backfill for the hours listed there.
+
+Observe: ``SELECT * FROM marts.totals_71_06_02_<variant> ORDER BY bucket_start``, ``SELECT * FROM
+marts.totals_71_06_02_<variant>__reconciliation ORDER BY id`` and the ``aggregate`` / ``reconcile`` logs
+(buckets recomputed, differences found).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pendulum
+from airflow.sdk import Param, dag, task
+from airflow.timetables.interval import CronDataIntervalTimetable
+
+DAG_ID = "71_06_02_ignoring_late"
+GRAIN = pendulum.duration(hours=1)
+
+
+@dag(
+    dag_id=DAG_ID,
+    schedule=CronDataIntervalTimetable("@hourly", timezone="UTC"),
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["71.6", "anti-pattern", "reference", "intermediate", "failure"],
+    doc_md=__doc__,
+    params={
+        "variant": Param("anti_pattern", enum=["anti_pattern", "fixed"]),
+        "source_table": Param("public.events_71_06_02", type="string"),
+        "target_table": Param("marts.totals_71_06_02_anti_pattern", type="string"),
+        "lookback_intervals": Param(2, type="integer", minimum=0, description="fixed variant only"),
+    },
+)
+def ignoring_late() -> None:
+    @task
+    def aggregate(
+        params: dict[str, Any], data_interval_start: Any = None, data_interval_end: Any = None
+    ) -> dict[str, Any]:
+        from cdclab import antipatterns as ap
+        from cdclab.db import SHOP, WAREHOUSE, connect
+        from cdclab.intervals import Window
+
+        variant = ap.check_variant(params["variant"])
+        window = Window(data_interval_start, data_interval_end)
+        if variant == "fixed":
+            window = window.widen(before=GRAIN * params["lookback_intervals"])
+        shop, wh = connect(SHOP), connect(WAREHOUSE)
+        try:
+            ap.ensure_source(shop, params["source_table"], "events")
+            ap.ensure_totals(wh, params["target_table"])
+            totals = ap.source_totals(shop, params["source_table"], window.start, window.end, GRAIN)
+            shop.rollback()
+            with wh:
+                buckets = ap.write_totals(wh, params["target_table"], totals, window.start, window.end)
+        finally:
+            shop.close()
+            wh.close()
+        print(f"{variant}: recomputed {buckets} bucket(s) in {window}")
+        return {"variant": variant, "window": str(window), "buckets": buckets}
+
+    @task
+    def reconcile(params: dict[str, Any], dag_run: Any = None) -> list[list[str | None]]:
+        from cdclab import antipatterns as ap
+        from cdclab.db import SHOP, WAREHOUSE, connect
+
+        shop, wh = connect(SHOP), connect(WAREHOUSE)
+        try:
+            with wh:
+                diffs = ap.reconcile_totals(
+                    shop, wh, params["source_table"], params["target_table"], GRAIN, dag_run.run_id
+                )
+        finally:
+            shop.close()
+            wh.close()
+        for bucket, have, truth in diffs:
+            print(f"bucket {bucket}: target {have}, source {truth} -> late rows not counted")
+        print(f"{len(diffs)} bucket(s) differ from the source")
+        return [
+            [b.isoformat(), None if h is None else str(h), None if t is None else str(t)] for b, h, t in diffs
+        ]
+
+    aggregate() >> reconcile()
+
+
+ignoring_late()

@@ -1,0 +1,431 @@
+"""Incremental anti-patterns (curriculum 71.6) next to their fixes, each small enough to read in one go.
+
+Every pattern here exists twice: the *anti-pattern* (what pipelines really do and why it bites) and the
+*fix*. The DAGs ``dags/71_06_0N_*.py`` choose with the param ``variant`` (:data:`Variant`); the tests run
+both on the same input and show the failure happening in one and not in the other.
+
+Vocabulary:
+- *source table*: a small table in ``shop`` with explicit time columns (``updated_at``, ``event_time``,
+  ``arrived_at``) so a test controls exactly which interval a row belongs to. :func:`ensure_source`
+  creates the shape each lesson needs.
+- *gap*: keys present in the source (up to the interval end) and missing in the target after a run.
+  :func:`missing_keys` lists them; a gap is the silent failure of a lost watermark.
+- *late row*: a row whose ``event_time`` falls in an interval that has already been processed; it
+  *arrived* (``arrived_at``) after that run. *Lookback*: how many intervals before the current one are
+  recomputed on every run (the reprocessing window).
+- *full-load fallback*: "when in doubt, reload everything" — recovery that is correct but reads the
+  whole source on every run once it is triggered. *Bounded recovery*: rebuild the watermark from the
+  data already loaded (``max(updated_at)`` in the target) and read only the delta after it.
+- *seen-state*: the keys a deduplicating pipeline remembers. *Unbounded*: kept forever (grows with
+  total input). *TTL-bounded*: kept for ``ttl`` after first sighting, then deleted; dedup is exact for
+  re-deliveries that arrive within the TTL.
+- *arrival order* vs *version order*: a change stream can deliver an older version after a newer one
+  (retries, parallel producers, partition rebalances). *Regressed row*: a target row whose version is
+  lower than the newest version the stream delivered for its key.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any, Literal, get_args
+
+from psycopg2 import sql
+from psycopg2.extras import execute_values
+
+from cdclab import state, upsert
+from cdclab.db import ident
+
+Variant = Literal["anti_pattern", "fixed"]
+VARIANTS: frozenset[str] = frozenset(get_args(Variant))
+
+
+class UnknownVariantError(ValueError):
+    def __init__(self, variant: str) -> None:
+        super().__init__(f"unknown variant {variant!r}; use one of {sorted(VARIANTS)}")
+
+
+def check_variant(variant: str) -> Variant:
+    if variant not in VARIANTS:
+        raise UnknownVariantError(variant)
+    return variant  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------------------------------------------
+# shared: tables
+
+
+SOURCE_SHAPES: dict[str, str] = {
+    # 71.6.1 / 71.6.3: a mutable table read by updated_at
+    "rows": "id bigint PRIMARY KEY, amount numeric(12,2) NOT NULL, updated_at timestamptz NOT NULL",
+    # 71.6.2: events with an event time and an arrival time
+    "events": (
+        "id bigint PRIMARY KEY, amount numeric(12,2) NOT NULL, event_time timestamptz NOT NULL, "
+        "arrived_at timestamptz NOT NULL"
+    ),
+    # 71.6.4: a delivery log: the same event_id can be delivered more than once
+    "deliveries": (
+        "seq bigint PRIMARY KEY, event_id text NOT NULL, event_time timestamptz NOT NULL, "
+        "arrived_at timestamptz NOT NULL, payload text NOT NULL"
+    ),
+    # 71.6.5: a change stream landed in staging; arrival order is seq, version order is version
+    "changes": (
+        "seq bigint PRIMARY KEY, id bigint NOT NULL, version bigint NOT NULL, status text NOT NULL, "
+        "arrived_at timestamptz NOT NULL"
+    ),
+}
+
+
+def ensure_source(conn: Any, table: str, shape: str) -> None:
+    """Create ``table`` with one of :data:`SOURCE_SHAPES` (and an index on its time column); commits."""
+    if shape not in SOURCE_SHAPES:
+        raise ValueError(f"unknown source shape {shape!r}; use one of {sorted(SOURCE_SHAPES)}")
+    with conn.cursor() as cur:
+        cur.execute(
+            sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(ident(table), sql.SQL(SOURCE_SHAPES[shape]))
+        )
+    conn.commit()
+
+
+def _create(conn: Any, table: str, columns: str) -> None:
+    with conn.cursor() as cur:
+        schema = table.split(".")[0]
+        cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+        cur.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(ident(table), sql.SQL(columns)))
+
+
+def _fetch(conn: Any, statement: sql.Composable, params: Any = None) -> list[tuple[Any, ...]]:
+    with conn.cursor() as cur:
+        cur.execute(statement, params)
+        return list(cur.fetchall())
+
+
+def keys_of(conn: Any, table: str, column: str = "id") -> list[Any]:
+    """Every value of ``column`` in ``table`` (small lab tables only)."""
+    return [
+        r[0] for r in _fetch(conn, sql.SQL("SELECT {} FROM {}").format(sql.Identifier(column), ident(table)))
+    ]
+
+
+def missing_keys(source_keys: Sequence[Any], target_keys: Sequence[Any]) -> list[Any]:
+    """Keys in the source and not in the target, sorted: the gap."""
+    return sorted(set(source_keys) - set(target_keys))
+
+
+# ---------------------------------------------------------------------------------------------------
+# 71.6.1 lost watermarks and 71.6.3 full-load fallback: a mutable table read by updated_at
+
+ROWS_TARGET_COLUMNS = "id bigint PRIMARY KEY, amount numeric(12,2) NOT NULL, updated_at timestamptz NOT NULL"
+
+
+def ensure_rows_target(conn: Any, table: str) -> None:
+    _create(conn, table, ROWS_TARGET_COLUMNS)
+    conn.commit()
+
+
+def read_rows_after(
+    shop: Any, source: str, since: dt.datetime | None, until: dt.datetime
+) -> list[dict[str, Any]]:
+    """Rows with ``since < updated_at < until`` (``since=None``: everything before ``until``)."""
+    statement = sql.SQL(
+        "SELECT id, amount, updated_at FROM {} WHERE updated_at < %s AND (%s::timestamptz IS NULL "
+        "OR updated_at > %s) ORDER BY updated_at, id"
+    ).format(ident(source))
+    return [
+        {"id": i, "amount": a, "updated_at": u} for i, a, u in _fetch(shop, statement, (until, since, since))
+    ]
+
+
+def max_updated_at(conn: Any, table: str) -> dt.datetime | None:
+    """The newest ``updated_at`` already in ``table``: the watermark rebuilt from the loaded data."""
+    return _fetch(conn, sql.SQL("SELECT max(updated_at) FROM {}").format(ident(table)))[0][0]
+
+
+def upsert_by_updated_at(wh: Any, target: str, rows: Sequence[dict[str, Any]]) -> int:
+    """Upsert guarded by ``updated_at`` (an older row never overwrites a newer one); no commit."""
+    return upsert.upsert_rows(wh, target, rows, ["id"], "updated_at").written
+
+
+def replace_all(wh: Any, target: str, rows: Sequence[dict[str, Any]]) -> int:
+    """Full reload: ``TRUNCATE`` and insert every row (one transaction with the caller's commit)."""
+    with wh.cursor() as cur:
+        cur.execute(sql.SQL("TRUNCATE {}").format(ident(target)))
+    return upsert.upsert_rows(wh, target, rows, ["id"]).written
+
+
+def recover_watermark(
+    wh: Any, store: state.TableWatermarkStore, key: str, target: str, *, dag_id: str, run_id: str
+) -> dt.datetime | None:
+    """Rebuild a lost or unreadable watermark from ``max(updated_at)`` of the target and store it with an
+    audited ``reset`` (``state.watermark_history`` says why). None when the target is empty too."""
+    value = max_updated_at(wh, target)
+    if value is not None:
+        store.reset(
+            key,
+            value,
+            "recovered from max(updated_at) of the target after the watermark was lost",
+            value_type="timestamptz",
+            dag_id=dag_id,
+            run_id=run_id,
+        )
+    return value
+
+
+def corrupt_watermark(wh: Any, key: str, table: str = state.WATERMARKS) -> None:
+    """Overwrite ``key`` with a wrongly typed value (``bigint 42``), bypassing the store's checks, as a
+    bad manual edit or a buggy deploy would; the next ``read`` raises ``WatermarkTypeError``. No commit."""
+    with wh.cursor() as cur:
+        cur.execute(
+            sql.SQL("UPDATE {} SET value = '42', value_type = 'bigint' WHERE key = %s").format(ident(table)),
+            (key,),
+        )
+
+
+# ---------------------------------------------------------------------------------------------------
+# 71.6.2 ignoring late data: hourly totals by event time
+
+
+TOTALS_COLUMNS = (
+    "bucket_start timestamptz PRIMARY KEY, events bigint NOT NULL, total numeric(14,2) NOT NULL, "
+    "computed_at timestamptz NOT NULL DEFAULT clock_timestamp()"
+)
+RECONCILIATION_COLUMNS = (
+    "id bigserial PRIMARY KEY, run_id text, bucket_start timestamptz NOT NULL, target_total numeric(14,2), "
+    "source_total numeric(14,2), difference numeric(14,2) NOT NULL, "
+    "checked_at timestamptz NOT NULL DEFAULT clock_timestamp()"
+)
+
+
+def ensure_totals(conn: Any, table: str) -> None:
+    _create(conn, table, TOTALS_COLUMNS)
+    _create(conn, f"{table}__reconciliation", RECONCILIATION_COLUMNS)
+    conn.commit()
+
+
+def source_totals(
+    shop: Any, source: str, start: dt.datetime, end: dt.datetime, grain: dt.timedelta
+) -> dict[dt.datetime, tuple[int, Decimal]]:
+    """``{bucket_start: (events, total)}`` of events with ``start <= event_time < end`` as the source
+    holds them *now* (late rows included), buckets of ``grain`` aligned to the epoch."""
+    statement = sql.SQL(
+        "SELECT to_timestamp(floor(extract(epoch FROM event_time) / %(g)s) * %(g)s) AS b, count(*), "
+        "sum(amount) FROM {} WHERE event_time >= %(s)s AND event_time < %(e)s GROUP BY b"
+    ).format(ident(source))
+    rows = _fetch(shop, statement, {"g": grain.total_seconds(), "s": start, "e": end})
+    return {b: (int(n), Decimal(t)) for b, n, t in rows}
+
+
+def write_totals(
+    wh: Any,
+    target: str,
+    totals: dict[dt.datetime, tuple[int, Decimal]],
+    start: dt.datetime,
+    end: dt.datetime,
+) -> int:
+    """Replace the buckets in ``[start, end)`` with ``totals`` (idempotent); no commit."""
+    with wh.cursor() as cur:
+        cur.execute(
+            sql.SQL("DELETE FROM {} WHERE bucket_start >= %s AND bucket_start < %s").format(ident(target)),
+            (start, end),
+        )
+        if totals:
+            execute_values(
+                cur,
+                sql.SQL("INSERT INTO {} (bucket_start, events, total) VALUES %s").format(ident(target)),
+                [(b, n, t) for b, (n, t) in sorted(totals.items())],
+            )
+    return len(totals)
+
+
+def reconcile_totals(
+    shop: Any, wh: Any, source: str, target: str, grain: dt.timedelta, run_id: str
+) -> list[tuple[dt.datetime, Decimal | None, Decimal | None]]:
+    """Compare every bucket in the target with the source as it is now; record each difference in
+    ``<target>__reconciliation`` (no commit) and return ``[(bucket, target_total, source_total)]``."""
+    have = {
+        b: t
+        for b, _, t in _fetch(wh, sql.SQL("SELECT bucket_start, events, total FROM {}").format(ident(target)))
+    }
+    if not have:
+        return []
+    lo, hi = min(have), max(have) + grain
+    truth = {b: t for b, (_, t) in source_totals(shop, source, lo, hi, grain).items()}
+    diffs = [
+        (b, have.get(b), truth.get(b))
+        for b in sorted(set(have) | set(truth))
+        if have.get(b, Decimal(0)) != truth.get(b, Decimal(0))
+    ]
+    if diffs:
+        with wh.cursor() as cur:
+            execute_values(
+                cur,
+                sql.SQL(
+                    "INSERT INTO {} (run_id, bucket_start, target_total, source_total, difference) VALUES %s"
+                ).format(ident(f"{target}__reconciliation")),
+                [(run_id, b, t, s, (s or Decimal(0)) - (t or Decimal(0))) for b, t, s in diffs],
+            )
+    return diffs
+
+
+# ---------------------------------------------------------------------------------------------------
+# 71.6.4 unbounded state: deduplication of re-delivered events
+
+
+SEEN_COLUMNS = "event_id text PRIMARY KEY, first_seen timestamptz NOT NULL"
+EVENTS_COLUMNS = (
+    "event_id text NOT NULL, event_time timestamptz NOT NULL, payload text NOT NULL, "
+    "loaded_at timestamptz NOT NULL DEFAULT clock_timestamp()"
+)
+STATE_SIZE_COLUMNS = (
+    "id bigserial PRIMARY KEY, run_id text, variant text NOT NULL, interval_end timestamptz NOT NULL, "
+    "delivered bigint NOT NULL, emitted bigint NOT NULL, expired bigint NOT NULL, state_rows bigint NOT NULL, "
+    "state_bytes bigint NOT NULL"
+)
+
+
+def ensure_dedup_tables(conn: Any, target: str, seen: str) -> None:
+    """The append-only target (no unique key: the dedup state is the only guard), the seen-state and
+    ``<seen>__size`` (state rows and bytes after every run)."""
+    _create(conn, target, EVENTS_COLUMNS)
+    _create(conn, seen, SEEN_COLUMNS)
+    _create(conn, f"{seen}__size", STATE_SIZE_COLUMNS)
+    conn.commit()
+
+
+def read_deliveries(shop: Any, source: str, start: dt.datetime, end: dt.datetime) -> list[tuple[Any, ...]]:
+    """``[(seq, event_id, event_time, arrived_at, payload)]`` delivered in ``[start, end)``, in order."""
+    return _fetch(
+        shop,
+        sql.SQL(
+            "SELECT seq, event_id, event_time, arrived_at, payload FROM {} "
+            "WHERE arrived_at >= %s AND arrived_at < %s ORDER BY seq"
+        ).format(ident(source)),
+        (start, end),
+    )
+
+
+def dedupe_into(
+    wh: Any,
+    target: str,
+    seen: str,
+    deliveries: Sequence[tuple[Any, ...]],
+    *,
+    expire_before: dt.datetime | None,
+) -> tuple[int, int]:
+    """Emit each delivery whose ``event_id`` is not in ``seen`` and remember it; then, when
+    ``expire_before`` is set, delete state first seen before it (TTL). Returns ``(emitted, expired)``;
+    no commit. ``expire_before=None`` is the unbounded anti-pattern."""
+    emitted = 0
+    with wh.cursor() as cur:
+        for _seq, event_id, event_time, arrived_at, payload in deliveries:
+            cur.execute(
+                sql.SQL(
+                    "INSERT INTO {} (event_id, first_seen) VALUES (%s, %s) ON CONFLICT DO NOTHING RETURNING 1"
+                ).format(ident(seen)),
+                (event_id, arrived_at),
+            )
+            if cur.fetchone() is None:
+                continue  # a re-delivery of an event already emitted
+            cur.execute(
+                sql.SQL("INSERT INTO {} (event_id, event_time, payload) VALUES (%s, %s, %s)").format(
+                    ident(target)
+                ),
+                (event_id, event_time, payload),
+            )
+            emitted += 1
+        expired = 0
+        if expire_before is not None:
+            cur.execute(sql.SQL("DELETE FROM {} WHERE first_seen < %s").format(ident(seen)), (expire_before,))
+            expired = int(cur.rowcount)
+    return emitted, expired
+
+
+def record_state_size(
+    wh: Any,
+    seen: str,
+    *,
+    run_id: str,
+    variant: str,
+    interval_end: dt.datetime,
+    delivered: int,
+    emitted: int,
+    expired: int,
+) -> tuple[int, int]:
+    """Append the seen-state's row count and size (``pg_total_relation_size``) to ``<seen>__size``."""
+    rows = int(_fetch(wh, sql.SQL("SELECT count(*) FROM {}").format(ident(seen)))[0][0])
+    size = int(
+        _fetch(wh, sql.SQL("SELECT pg_total_relation_size(%s::regclass)"), (ident(seen).as_string(wh),))[0][0]
+    )
+    with wh.cursor() as cur:
+        cur.execute(
+            sql.SQL(
+                "INSERT INTO {} (run_id, variant, interval_end, delivered, emitted, expired, state_rows, "
+                "state_bytes) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+            ).format(ident(f"{seen}__size")),
+            (run_id, variant, interval_end, delivered, emitted, expired, rows, size),
+        )
+    return rows, size
+
+
+# ---------------------------------------------------------------------------------------------------
+# 71.6.5 assuming order: applying a change stream
+
+
+STATUS_TARGET_COLUMNS = "id bigint PRIMARY KEY, version bigint NOT NULL, status text NOT NULL"
+
+
+def ensure_status_target(conn: Any, table: str) -> None:
+    _create(conn, table, STATUS_TARGET_COLUMNS)
+    conn.commit()
+
+
+def read_changes(conn: Any, source: str, start: dt.datetime, end: dt.datetime) -> list[dict[str, Any]]:
+    """Changes that arrived in ``[start, end)``, in arrival order (``seq``)."""
+    rows = _fetch(
+        conn,
+        sql.SQL(
+            "SELECT seq, id, version, status FROM {} WHERE arrived_at >= %s AND arrived_at < %s ORDER BY seq"
+        ).format(ident(source)),
+        (start, end),
+    )
+    return [{"seq": s, "id": i, "version": v, "status": st} for s, i, v, st in rows]
+
+
+def apply_in_arrival_order(wh: Any, target: str, changes: Sequence[dict[str, Any]]) -> int:
+    """The anti-pattern: every change overwrites the row, the last *arrival* wins; no commit."""
+    with wh.cursor() as cur:
+        for c in changes:
+            cur.execute(
+                sql.SQL(
+                    "INSERT INTO {} (id, version, status) VALUES (%s, %s, %s) ON CONFLICT (id) DO UPDATE "
+                    "SET version = EXCLUDED.version, status = EXCLUDED.status"
+                ).format(ident(target)),
+                (c["id"], c["version"], c["status"]),
+            )
+    return len(changes)
+
+
+def apply_version_guarded(wh: Any, target: str, changes: Sequence[dict[str, Any]]) -> upsert.UpsertResult:
+    """The fix: the newest *version* wins whatever the arrival order (``cdclab.upsert`` with a guard:
+    inside the batch the newest version per key is kept, against the target ``WHERE t.version <
+    EXCLUDED.version``); no commit."""
+    rows = [{"id": c["id"], "version": c["version"], "status": c["status"]} for c in changes]
+    return upsert.upsert_rows(wh, target, rows, ["id"], "version")
+
+
+def id_versions(cur: Any, target: str) -> list[tuple[int, int]]:
+    """``[(id, version)]`` of the target, by id."""
+    cur.execute(sql.SQL("SELECT id, version FROM {} ORDER BY id").format(ident(target)))
+    return [(int(i), int(v)) for i, v in cur.fetchall()]
+
+
+def regressed_rows(
+    target_rows: Sequence[tuple[int, int]], changes: Sequence[tuple[int, int]]
+) -> list[tuple[int, int, int]]:
+    """``[(id, target_version, newest_version)]`` where the target holds an older version than the newest
+    the stream delivered; inputs are ``(id, version)`` pairs."""
+    newest: dict[int, int] = {}
+    for key, version in changes:
+        newest[key] = max(version, newest.get(key, version))
+    return sorted((k, v, newest[k]) for k, v in target_rows if k in newest and v < newest[k])
