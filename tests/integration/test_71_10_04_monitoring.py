@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient
 
 from cdclab import recovery, state
 from cdclab.cdc.consumer import ensure_schema as ensure_offsets
@@ -84,6 +85,8 @@ def setup(lab, shop_db, warehouse_db, names):
     drop(shop_db, src)
     drop(warehouse_db, *tgt.values())
     execute(warehouse_db, "DELETE FROM marts.pipeline_health WHERE scope = %s", (scope,))
+    for future in AdminClient({"bootstrap.servers": lab.kafka_bootstrap}).delete_topics([topic]).values():
+        future.exception(30)  # the topic may not exist if the test failed early
     execute(warehouse_db, "DELETE FROM state.watermarks WHERE key = ANY(%s)", (list(wm.values()),))
     execute(
         warehouse_db,
