@@ -1,0 +1,143 @@
+"""
+# 71.5.5 Incremental testing — a self-check suite of the incremental load, run as a DAG
+
+**Test incremental logic.** The load under test is ``cdclab.selfcheck.load_step``: a watermarked pull
+(closed lower bound) upserted with a ``version`` guard, rows and watermark in one transaction. The check
+``logic_reload_is_idempotent`` loads, loads again, and expects no second write.
+
+**State simulation.** ``state_preset_watermark`` does not replay history to reach a state: it presets the
+watermark with an audited ``reset`` (``state.watermark_history`` keeps the reason) and expects only the rows
+after it.
+
+**Edge cases.** ``edge_empty_interval`` (no change: nothing written, the watermark and its history stay),
+``edge_equal_timestamps`` (five rows on one instant read in pages of two, then a sixth on the same instant
+committed later: all six, none twice), ``edge_null_cursor`` (``raise`` refuses the load and leaves no state,
+``exclude`` loads the rest).
+
+**Integration tests.** Each check runs against its own scratch tables (``public.<scratch_prefix>_<check>``
+in ``shop``, ``staging.<scratch_prefix>_<check>`` in ``warehouse``), created fresh and dropped afterwards.
+``integration_end_to_end`` runs one real load step of ``source_table`` into ``target_table`` and compares
+both tables in full. Each run writes one row per check to ``results_table``; ``verdict`` fails the run with
+``SelfCheckFailedError`` when any check failed.
+
+Observe: ``SELECT run_id, check_name, passed, detail FROM state.selfcheck_71_05_05 ORDER BY id``; the
+Graph view shows one task per check; the target ``staging.customers_71_05_05``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pendulum
+from airflow.sdk import Param, dag, task
+from airflow.timetables.interval import CronDataIntervalTimetable
+
+DAG_ID = "71_05_05_testing"
+CHECKS = [
+    "logic_reload_is_idempotent",
+    "state_preset_watermark",
+    "edge_empty_interval",
+    "edge_equal_timestamps",
+    "edge_null_cursor",
+]
+
+
+@dag(
+    dag_id=DAG_ID,
+    schedule=CronDataIntervalTimetable("@hourly", timezone="UTC"),
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["71.5", "testing", "reference", "intermediate", "success"],
+    doc_md=__doc__,
+    params={
+        "source_table": Param("public.customers", type="string"),
+        "target_table": Param("staging.customers_71_05_05", type="string"),
+        "watermark_key": Param("", type="string", description="default: 71_05_05/<source>-><target>"),
+        "results_table": Param("state.selfcheck_71_05_05", type="string"),
+        "scratch_prefix": Param("selfcheck_71_05_05", type="string"),
+    },
+)
+def testing() -> None:
+    @task
+    def prepare(params: dict[str, Any]) -> None:
+        from cdclab import selfcheck, state, upsert
+        from cdclab.db import SHOP, WAREHOUSE, connect
+
+        shop, wh = connect(SHOP), connect(WAREHOUSE)
+        try:
+            state.ensure_schema(wh)
+            selfcheck.ensure_results(wh, params["results_table"])
+            upsert.ensure_mirror_table(shop, params["source_table"], wh, params["target_table"], ["id"])
+        finally:
+            shop.close()
+            wh.close()
+
+    def make_check(check: str) -> Any:
+        @task(task_id=check)
+        def run_one(params: dict[str, Any], dag_run: Any = None) -> dict[str, Any]:
+            from cdclab import selfcheck
+            from cdclab.db import SHOP, WAREHOUSE, connect
+
+            shop, wh = connect(SHOP), connect(WAREHOUSE)
+            try:
+                passed, detail = selfcheck.run_check(shop, wh, check, params["scratch_prefix"])
+                selfcheck.record(wh, params["results_table"], dag_run.run_id, check, passed, detail)
+            finally:
+                shop.close()
+                wh.close()
+            print(f"{check}: {'passed' if passed else 'FAILED'} - {detail}")
+            return {"check": check, "passed": passed}
+
+        return run_one()
+
+    @task
+    def integration_end_to_end(params: dict[str, Any], dag_run: Any = None) -> dict[str, Any]:
+        from cdclab import delta, selfcheck, upsert
+        from cdclab.db import SHOP, WAREHOUSE, connect
+
+        src, tgt = params["source_table"], params["target_table"]
+        key = params["watermark_key"] or f"71_05_05/{src}->{tgt}"
+        shop, wh = connect(SHOP), connect(WAREHOUSE)
+        try:
+            loaded = selfcheck.load_step(
+                shop, wh, src, tgt, key, ["id"], dag_id=DAG_ID, run_id=dag_run.run_id
+            )
+            columns = [c for c, _ in upsert.source_columns(shop, src)]
+            cmp = delta.compare_tables(shop, src, wh, tgt, key_columns=["id"], columns=columns)
+            shop.rollback()
+            wh.rollback()
+            passed = cmp.equal
+            detail = f"{loaded}; missing {cmp.missing}, extra {cmp.extra}, different {cmp.different}"
+            selfcheck.record(
+                wh, params["results_table"], dag_run.run_id, "integration_end_to_end", passed, detail
+            )
+        finally:
+            shop.close()
+            wh.close()
+        print(f"integration_end_to_end: {detail}")
+        return {"check": "integration_end_to_end", "passed": passed, **loaded}
+
+    @task
+    def verdict(outcomes: list[dict[str, Any]], params: dict[str, Any]) -> int:
+        from cdclab.selfcheck import SelfCheckFailedError
+
+        failed = [o["check"] for o in outcomes if not o["passed"]]
+        if failed:
+            raise SelfCheckFailedError(
+                f"self-checks failed: {failed}; read their detail in {params['results_table']} for this run"
+            )
+        return len(outcomes)
+
+    prepared = prepare()
+    outcomes = []
+    for check in CHECKS:
+        out = make_check(check)
+        prepared >> out
+        outcomes.append(out)
+    e2e = integration_end_to_end()
+    prepared >> e2e
+    verdict([*outcomes, e2e])
+
+
+testing()
