@@ -6,7 +6,8 @@ Vocabulary:
   connection). :func:`retry` retries it with exponential backoff (``base_delay * factor**n``) and gives up
   after ``attempts``; any other error fails at once.
 - *poison row*: a row that will never load (an unparseable or negative amount). It goes to
-  ``dlq.rejected_rows`` with its reason and the rest of the interval loads.
+  ``dlq.rejected_rows`` with its reason and the rest of the interval loads. When the source row is fixed
+  and its interval re-runs, the dead letter gets ``resolved_at`` (kept as the audit trail).
 - *ledger*: ``state.interval_ledger``, one row per (pipeline, interval) with status
   ``succeeded | failed``, attempts, rows loaded and rejected, last error.
 - *gap*: an interval between the pipeline's first ledger interval and the current one that is missing
@@ -115,6 +116,7 @@ def ensure_schema(conn: Any, target: str | None = None) -> None:
                 UNIQUE (pipeline, source_table, row_key)
             )"""
         )
+        cur.execute("ALTER TABLE dlq.rejected_rows ADD COLUMN IF NOT EXISTS resolved_at timestamptz")
         cur.execute(
             """
             CREATE TABLE IF NOT EXISTS state.validation_results (
@@ -256,7 +258,7 @@ def load_interval(
                     "INSERT INTO dlq.rejected_rows (pipeline, source_table, row_key, row_data, reason, "
                     "interval_start) VALUES (%s, %s, %s, %s, %s, %s) "
                     "ON CONFLICT (pipeline, source_table, row_key) DO UPDATE SET row_data = EXCLUDED.row_data, "
-                    "reason = EXCLUDED.reason, rejected_at = clock_timestamp()",
+                    "reason = EXCLUDED.reason, rejected_at = clock_timestamp(), resolved_at = NULL",
                     (
                         pipeline,
                         source,
@@ -266,6 +268,12 @@ def load_interval(
                         interval.start,
                     ),
                 )
+            # dead letters of this interval that now load (the source row was fixed) are resolved, not deleted
+            cur.execute(
+                "UPDATE dlq.rejected_rows SET resolved_at = clock_timestamp() WHERE pipeline = %s "
+                "AND source_table = %s AND interval_start = %s AND resolved_at IS NULL AND NOT (row_key = ANY(%s))",
+                (pipeline, source, interval.start, [str(r["id"]) for r, _ in bad]),
+            )
             _ledger(cur, pipeline, interval, "succeeded", n, len(good), len(bad), None, run_id)
         return len(good), len(bad)
 
@@ -327,7 +335,7 @@ def validate(shop: Any, wh: Any, *, pipeline: str, source: str, target: str, int
         in_target = [(i, a) for i, a in cur.fetchall()]
         cur.execute(
             "SELECT count(*) FROM dlq.rejected_rows WHERE pipeline = %s AND source_table = %s "
-            "AND interval_start = %s",
+            "AND interval_start = %s AND resolved_at IS NULL",
             (pipeline, source, interval.start),
         )
         rejected = int(cur.fetchone()[0])

@@ -106,3 +106,24 @@ def test_transient_errors_poison_rows_and_failed_or_missing_intervals_all_end_in
     # re-running a loaded interval changes nothing (the interval is replaced, not appended)
     run(2, conf)
     assert rows(warehouse_db, target, "id") == [(1,), (2,), (4,), (5,), (7,), (8,), (9,)]
+
+    # the poison row of hour 1 is fixed at the source; re-running hour 1 loads it and resolves its dead letter
+    execute(shop_db, f"UPDATE {src} SET amount = '12' WHERE id = 3")
+    run(1, conf)
+    assert rows(warehouse_db, target, "id, amount", "id")[:3] == [
+        (1, Decimal("10.50")),
+        (2, Decimal("3.00")),
+        (3, Decimal("12.00")),
+    ]
+    assert rows(
+        warehouse_db,
+        f"dlq.rejected_rows WHERE pipeline = '{pipeline}'",
+        "row_key, resolved_at IS NOT NULL",
+        "row_key::int",
+    ) == [("3", True), ("6", False), ("10", False)]
+    assert rows(
+        warehouse_db,
+        f"state.validation_results WHERE pipeline = '{pipeline}'",
+        "source_rows, target_rows, rejected_rows, ok",
+        "id DESC LIMIT 1",
+    ) == [(3, 3, 0, True)]
