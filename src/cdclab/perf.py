@@ -233,12 +233,12 @@ def break_even(points: Sequence[tuple[float, float, float]]) -> BreakEven:
     if not pts:
         raise PerfError("break_even needs at least one (ratio, full, incremental) point")
     diffs = [i - f for _, f, i in pts]
-    if diffs[0] >= 0 and all(d >= 0 for d in diffs):
-        return BreakEven(None, "full_cheaper", pts)
     for (r0, _, _), d0, (r1, _, _), d1 in zip(pts, diffs, pts[1:], diffs[1:], strict=False):
-        if d0 < 0 <= d1:
+        if (d0 < 0) != (d1 < 0):  # the sign of incremental - full changes between r0 and r1
             ratio = r0 + (r1 - r0) * (-d0) / (d1 - d0)
             return BreakEven(round(ratio, 6), "crosses", pts)
+    if diffs[0] >= 0:
+        return BreakEven(None, "full_cheaper", pts)
     return BreakEven(None, "incremental_cheaper", pts)
 
 

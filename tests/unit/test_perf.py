@@ -71,3 +71,8 @@ def test_stopwatch_measures_milliseconds() -> None:
     with perf.Stopwatch() as sw:
         sum(range(1000))
     assert sw.ms >= 0.0
+
+
+def test_break_even_also_finds_a_crossing_in_the_other_direction() -> None:
+    result = perf.break_even([(0.01, 10, 12), (0.5, 10, 8)])
+    assert result.side == "crosses" and result.ratio == pytest.approx(0.01 + 0.49 * 2 / 4)
