@@ -67,7 +67,8 @@ def index(warehouse_db, conf):
 
 def test_the_generated_document_follows_dags_and_state_tables_as_they_change(warehouse_db, setup) -> None:
     conf, folder, extra = setup
-    dag_ids = sorted(f.stem for f in folder.glob("*.py"))
+    # every file that declares a DAG (the integrity test makes dag_id == file stem)
+    dag_ids = sorted(f.stem for f in folder.glob("*.py") if "dag(" in f.read_text().lower())
     tables = state_tables(warehouse_db)
     dr1 = run_dag(DAG_ID, None, conf)
     doc = document(conf)
