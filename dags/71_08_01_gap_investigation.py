@@ -26,6 +26,9 @@ prevention that makes this DAG unnecessary: interval timetables with ``catchup=T
 interval is run later), a ledger written in the load's transaction, a watermark that only moves by
 compare-and-set after the load (``71_01_03``) and this reconciliation scheduled after every load.
 
+Set-up: the default table names are placeholders the lab does not create; ``tests/integration/test_71_08_01_gap_investigation.py`` builds the
+broken situation (tables, ledger, watermark) and triggers this DAG with its own names as params.
+
 Observe: ``SELECT check_name, subject, verdict, detail FROM state.findings_71_08_01 ORDER BY id``;
 ``SELECT * FROM state.processed_intervals WHERE pipeline = '<pipeline>' ORDER BY interval_start``;
 ``state.watermark_history``.

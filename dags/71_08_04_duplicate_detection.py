@@ -24,6 +24,9 @@ same rerun now fails loudly with a unique violation instead of duplicating; the 
 upsert (``INSERT ... ON CONFLICT``, ``cdclab.upsert``) to be idempotent. It then proves no key has two
 rows (``DuplicatesRemainError`` otherwise).
 
+Set-up: the default table names are placeholders the lab does not create; ``tests/integration/test_71_08_04_duplicate_detection.py`` builds the
+broken situation (tables, ledger, watermark) and triggers this DAG with its own names as params.
+
 Observe: ``SELECT check_name, subject, verdict, detail FROM state.findings_71_08_04 ORDER BY id``;
 ``SELECT _load_run_id, count(*) FROM core.customers_71_08_04 GROUP BY 1``; ``\\d core.customers_71_08_04``
 shows the constraint.

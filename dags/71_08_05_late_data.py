@@ -26,6 +26,9 @@ is *reprocessed* (recomputed with everything arrived so far, a ``reprocess`` led
 the row goes to ``dlq.late_events_71_08_05`` with the reason — recorded, never silently dropped, and
 never changing a window that consumers consider final.
 
+Set-up: the default table names are placeholders the lab does not create; ``tests/integration/test_71_08_05_late_data.py`` builds the
+broken situation (tables, ledger, watermark) and triggers this DAG with its own names as params.
+
 Observe: ``SELECT check_name, subject, verdict, detail FROM state.findings_71_08_05 ORDER BY id``;
 ``SELECT * FROM state.processed_intervals WHERE pipeline = '71_08_05/events' ORDER BY id``;
 ``marts.events_hourly_71_08_05``; ``dlq.late_events_71_08_05``.
