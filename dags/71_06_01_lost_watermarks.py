@@ -40,8 +40,8 @@ from airflow.timetables.interval import CronDataIntervalTimetable
 DAG_ID = "71_06_01_lost_watermarks"
 
 
-def _key(params: dict[str, Any]) -> str:
-    return f"71_06_01/{params['source_table']}->{params['target_table']}"
+def _key(params: dict[str, Any], target: str) -> str:
+    return f"71_06_01/{params['source_table']}->{target}"
 
 
 @dag(
@@ -55,7 +55,9 @@ def _key(params: dict[str, Any]) -> str:
     params={
         "variant": Param("anti_pattern", enum=["anti_pattern", "fixed"]),
         "source_table": Param("public.rows_71_06_01", type="string"),
-        "target_table": Param("core.rows_71_06_01_anti_pattern", type="string"),
+        "target_table": Param(
+            "core.rows_71_06_01_{variant}", type="string", description="{variant} is replaced by the variant"
+        ),
         "lose_state": Param(False, type="boolean", description="delete the watermark before loading"),
         "anti_cold_start": Param("interval_start", enum=["interval_start", "everything"]),
     },
@@ -75,7 +77,8 @@ def lost_watermarks() -> None:
         from cdclab.db import SHOP, WAREHOUSE, connect
 
         variant = ap.check_variant(params["variant"])
-        source, target, key = params["source_table"], params["target_table"], _key(params)
+        source, target = params["source_table"], ap.for_variant(params["target_table"], variant)
+        key = _key(params, target)
         shop, wh = connect(SHOP), connect(WAREHOUSE)
         started = time.monotonic()
         try:

@@ -50,7 +50,11 @@ GRAIN = pendulum.duration(hours=1)
     params={
         "variant": Param("anti_pattern", enum=["anti_pattern", "fixed"]),
         "source_table": Param("public.events_71_06_02", type="string"),
-        "target_table": Param("marts.totals_71_06_02_anti_pattern", type="string"),
+        "target_table": Param(
+            "marts.totals_71_06_02_{variant}",
+            type="string",
+            description="{variant} is replaced by the variant",
+        ),
         "lookback_intervals": Param(2, type="integer", minimum=0, description="fixed variant only"),
     },
 )
@@ -64,17 +68,18 @@ def ignoring_late() -> None:
         from cdclab.intervals import Window
 
         variant = ap.check_variant(params["variant"])
+        target = ap.for_variant(params["target_table"], variant)
         window = Window(data_interval_start, data_interval_end)
         if variant == "fixed":
             window = window.widen(before=GRAIN * params["lookback_intervals"])
         shop, wh = connect(SHOP), connect(WAREHOUSE)
         try:
             ap.ensure_source(shop, params["source_table"], "events")
-            ap.ensure_totals(wh, params["target_table"])
+            ap.ensure_totals(wh, target)
             totals = ap.source_totals(shop, params["source_table"], window.start, window.end, GRAIN)
             shop.rollback()
             with wh:
-                buckets = ap.write_totals(wh, params["target_table"], totals, window.start, window.end)
+                buckets = ap.write_totals(wh, target, totals, window.start, window.end)
         finally:
             shop.close()
             wh.close()
@@ -90,7 +95,12 @@ def ignoring_late() -> None:
         try:
             with wh:
                 diffs = ap.reconcile_totals(
-                    shop, wh, params["source_table"], params["target_table"], GRAIN, dag_run.run_id
+                    shop,
+                    wh,
+                    params["source_table"],
+                    ap.for_variant(params["target_table"], params["variant"]),
+                    GRAIN,
+                    dag_run.run_id,
                 )
         finally:
             shop.close()

@@ -52,6 +52,12 @@ def check_variant(variant: str) -> Variant:
     return variant  # type: ignore[return-value]
 
 
+def for_variant(name: str, variant: str) -> str:
+    """A table name param with ``{variant}`` in it (the DAG defaults) made concrete, so the two variants
+    never share a target: ``core.rows_{variant}`` -> ``core.rows_fixed``. Names without it stay as given."""
+    return name.replace("{variant}", check_variant(variant))
+
+
 # ---------------------------------------------------------------------------------------------------
 # shared: tables
 

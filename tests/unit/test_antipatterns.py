@@ -27,3 +27,8 @@ def test_an_unknown_variant_is_refused_with_the_allowed_ones() -> None:
 def test_an_unknown_source_shape_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown source shape"):
         ap.ensure_source(None, "public.x", "nope")
+
+
+def test_default_table_names_are_made_per_variant_and_explicit_names_stay() -> None:
+    assert ap.for_variant("core.rows_71_06_01_{variant}", "fixed") == "core.rows_71_06_01_fixed"
+    assert ap.for_variant("core.mine", "anti_pattern") == "core.mine"

@@ -1,0 +1,136 @@
+"""
+# 71.6.3 Full-load fallback (anti-pattern) — "when in doubt, reload everything", on every run
+
+**Unnecessary processing.** ``variant="anti_pattern"`` wraps its incremental path in ``try: ... except
+Exception: full reload``. Any problem — here an unreadable watermark (``corrupt_state=true`` writes a
+``bigint`` into the ``timestamptz`` key, as a bad manual edit or a buggy deploy would) — sends it to
+``TRUNCATE`` + reload of the whole source. The fallback *hides* the error, so nobody repairs the state,
+and every later run falls back again.
+
+**Resource waste / performance impact.** Each fallback run reads and rewrites every row of the source,
+however small the change: I/O, WAL, locks on the target, vacuum work and a target that is briefly
+rebuilt. Rows read and written per run go to ``state.run_metrics`` (strategy ``anti_pattern:full``);
+the cost grows with the table, not with the change. (Timings are recorded there too; ratios belong to
+``make bench``, the tests assert rows read, never durations.)
+
+**Proper recovery patterns (the fix).** ``variant="fixed"`` catches only the errors it can recover from
+(``WatermarkTypeError``, ``WatermarkInFutureError``, a missing key), logs them, rebuilds the watermark
+from the data already loaded (``max(updated_at)`` of the target — a bounded backfill starting where the
+target ends), repairs the state with an audited ``reset`` (``state.watermark_history``) and reads only
+the delta. Every other error fails the task: a real failure should page someone, not trigger a reload.
+
+Observe: ``SELECT strategy, rows_read, rows_written FROM state.run_metrics WHERE pipeline LIKE
+'71_06_03/%' ORDER BY id`` (the anti-pattern's ``rows_read`` follows the table size after the trigger,
+the fix's follows the change), ``state.watermark_history`` (``reset: recovered ...``), the target
+``core.rows_71_06_03_<variant>``. Trigger once with ``{"corrupt_state": true}``, then normally.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pendulum
+from airflow.sdk import Param, dag, task
+from airflow.timetables.interval import CronDataIntervalTimetable
+
+DAG_ID = "71_06_03_full_fallback"
+
+
+def _key(params: dict[str, Any], target: str) -> str:
+    return f"71_06_03/{params['source_table']}->{target}"
+
+
+@dag(
+    dag_id=DAG_ID,
+    schedule=CronDataIntervalTimetable("@hourly", timezone="UTC"),
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["71.6", "anti-pattern", "reference", "intermediate", "failure"],
+    doc_md=__doc__,
+    params={
+        "variant": Param("anti_pattern", enum=["anti_pattern", "fixed"]),
+        "source_table": Param("public.rows_71_06_03", type="string"),
+        "target_table": Param(
+            "core.rows_71_06_03_{variant}", type="string", description="{variant} is replaced by the variant"
+        ),
+        "corrupt_state": Param(False, type="boolean", description="store a wrongly typed watermark first"),
+    },
+)
+def full_fallback() -> None:
+    @task
+    def load(
+        params: dict[str, Any],
+        data_interval_start: Any = None,
+        data_interval_end: Any = None,
+        dag_run: Any = None,
+    ) -> dict[str, Any]:
+        import time
+
+        from cdclab import antipatterns as ap
+        from cdclab import state
+        from cdclab.db import SHOP, WAREHOUSE, connect
+
+        variant = ap.check_variant(params["variant"])
+        source, target = params["source_table"], ap.for_variant(params["target_table"], variant)
+        key = _key(params, target)
+        shop, wh = connect(SHOP), connect(WAREHOUSE)
+        started = time.monotonic()
+        try:
+            state.ensure_schema(wh)
+            ap.ensure_source(shop, source, "rows")
+            ap.ensure_rows_target(wh, target)
+            store = state.TableWatermarkStore(wh)
+            if params["corrupt_state"]:
+                with wh:
+                    ap.corrupt_watermark(wh, key)
+            full = False
+            try:
+                since = store.read(key, "timestamptz")
+                strategy = "incremental" if since is not None else "initial"
+            except (state.WatermarkTypeError, state.WatermarkInFutureError) as exc:
+                wh.rollback()
+                if variant == "anti_pattern":
+                    print(f"watermark unreadable ({exc}); falling back to a full reload")
+                    since, strategy, full = None, "full", True
+                else:
+                    print(f"watermark unreadable ({exc}); recovering it from the target")
+                    with wh:
+                        since = ap.recover_watermark(
+                            wh, store, key, target, dag_id=DAG_ID, run_id=dag_run.run_id
+                        )
+                    strategy = "recovered"
+            rows = ap.read_rows_after(shop, source, since, data_interval_end)
+            shop.rollback()
+            new = max((r["updated_at"] for r in rows), default=since)
+            with wh:
+                if full:
+                    written = ap.replace_all(wh, target, rows)  # the watermark stays unreadable
+                else:
+                    written = ap.upsert_by_updated_at(wh, target, rows)
+                    if new is not None and new != since:
+                        store.advance(
+                            key, since, new, value_type="timestamptz", dag_id=DAG_ID, run_id=dag_run.run_id
+                        )
+                state.record_run_metrics(
+                    wh,
+                    pipeline=key,
+                    strategy=f"{variant}:{strategy}",
+                    rows_read=len(rows),
+                    rows_written=written,
+                    duration_ms=(time.monotonic() - started) * 1000,
+                    dag_id=DAG_ID,
+                    run_id=dag_run.run_id,
+                    interval_start=data_interval_start,
+                    interval_end=data_interval_end,
+                )
+        finally:
+            shop.close()
+            wh.close()
+        print(f"{variant}/{strategy}: read {len(rows)} rows, wrote {written}; watermark {since} -> {new}")
+        return {"variant": variant, "strategy": strategy, "rows_read": len(rows), "rows_written": written}
+
+    load()
+
+
+full_fallback()

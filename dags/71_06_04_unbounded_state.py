@@ -1,0 +1,117 @@
+"""
+# 71.6.4 Unbounded incremental state (anti-pattern) — a dedup table that only ever grows
+
+**State growth.** Events are delivered at least once: a producer retry or a replayed batch delivers the
+same ``event_id`` again, a little later. To emit each event once into an append-only target, the
+pipeline remembers the ids it has seen. ``variant="anti_pattern"`` keeps every id forever: the
+seen-state grows with the *total* input since the first run, not with the traffic that can still be
+duplicated.
+
+**Memory issues.** The same mistake in memory (a Python ``set`` of seen keys, a stream processor's keyed
+state without TTL, a growing Variable or XCom) ends in an out-of-memory kill; in a table it ends in
+ever slower lookups and inserts (the index outgrows the cache) and ever longer backups.
+
+**Storage costs.** Rows and bytes of the seen-state after every run are recorded in
+``<seen_table>__size`` (``state_rows``, ``state_bytes`` from ``pg_total_relation_size``): the
+anti-pattern's line rises with every run, forever.
+
+**State management (the fix).** ``variant="fixed"`` bounds the state by a *time-to-live*: after every run
+the ids first seen before ``data_interval_end - ttl_minutes`` are deleted. Dedup stays exact for every
+re-delivery that arrives within ``ttl`` of the first one — the contract to size the TTL from (the
+producer's retry horizon, the broker's redelivery window). The state then holds about ``ttl`` worth
+of traffic whatever the history. Other bounded designs: a key derived from the interval (dedup per
+partition), a keyed target (``ON CONFLICT DO NOTHING``) when the target itself can be the state, or
+compaction of the state into a Bloom filter per period.
+
+Observe: ``SELECT variant, interval_end, delivered, emitted, expired, state_rows, state_bytes FROM
+state.seen_71_06_04_<variant>__size ORDER BY id``, the seen-state ``state.seen_71_06_04_<variant>`` and
+the target ``core.events_71_06_04_<variant>`` (one row per event id).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pendulum
+from airflow.sdk import Param, dag, task
+from airflow.timetables.interval import CronDataIntervalTimetable
+
+DAG_ID = "71_06_04_unbounded_state"
+
+
+@dag(
+    dag_id=DAG_ID,
+    schedule=CronDataIntervalTimetable("@hourly", timezone="UTC"),
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["71.6", "anti-pattern", "reference", "advanced", "failure"],
+    doc_md=__doc__,
+    params={
+        "variant": Param("anti_pattern", enum=["anti_pattern", "fixed"]),
+        "source_table": Param("public.deliveries_71_06_04", type="string"),
+        "target_table": Param(
+            "core.events_71_06_04_{variant}",
+            type="string",
+            description="{variant} is replaced by the variant",
+        ),
+        "seen_table": Param(
+            "state.seen_71_06_04_{variant}", type="string", description="{variant} is replaced by the variant"
+        ),
+        "ttl_minutes": Param(60, type="integer", minimum=1, description="fixed variant only"),
+    },
+)
+def unbounded_state() -> None:
+    @task
+    def deduplicate(
+        params: dict[str, Any],
+        data_interval_start: Any = None,
+        data_interval_end: Any = None,
+        dag_run: Any = None,
+    ) -> dict[str, Any]:
+        from cdclab import antipatterns as ap
+        from cdclab.db import SHOP, WAREHOUSE, connect
+
+        variant = ap.check_variant(params["variant"])
+        target, seen = (
+            ap.for_variant(params["target_table"], variant),
+            ap.for_variant(params["seen_table"], variant),
+        )
+        expire_before = (
+            data_interval_end - pendulum.duration(minutes=params["ttl_minutes"])
+            if variant == "fixed"
+            else None
+        )
+        shop, wh = connect(SHOP), connect(WAREHOUSE)
+        try:
+            ap.ensure_source(shop, params["source_table"], "deliveries")
+            ap.ensure_dedup_tables(wh, target, seen)
+            deliveries = ap.read_deliveries(
+                shop, params["source_table"], data_interval_start, data_interval_end
+            )
+            shop.rollback()
+            with wh:
+                emitted, expired = ap.dedupe_into(wh, target, seen, deliveries, expire_before=expire_before)
+                rows, size = ap.record_state_size(
+                    wh,
+                    seen,
+                    run_id=dag_run.run_id,
+                    variant=variant,
+                    interval_end=data_interval_end,
+                    delivered=len(deliveries),
+                    emitted=emitted,
+                    expired=expired,
+                )
+        finally:
+            shop.close()
+            wh.close()
+        print(
+            f"{variant}: {len(deliveries)} delivered, {emitted} emitted, {len(deliveries) - emitted} duplicates "
+            f"dropped, {expired} expired; state now {rows} rows / {size} bytes"
+        )
+        return {"delivered": len(deliveries), "emitted": emitted, "expired": expired, "state_rows": rows}
+
+    deduplicate()
+
+
+unbounded_state()

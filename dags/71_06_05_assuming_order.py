@@ -1,0 +1,93 @@
+"""
+# 71.6.5 Assuming order (anti-pattern) — the last change to arrive is not the newest change
+
+**Out-of-order data.** A change stream lands in ``staging.changes_71_06_05`` (``seq`` = arrival order,
+``version`` = the row's version at the source, like an LSN or the shop's ``version`` column). Arrival
+order and version order differ: producer retries, several producers or partitions, a replayed batch, a
+slow consumer catching up after a rebalance all deliver an older change after a newer one.
+
+**Race conditions.** ``variant="anti_pattern"`` applies each run's changes in arrival order with a plain
+upsert: *last arrival wins*. Within one run an older version that arrives second overwrites the newer
+one; across runs a delayed old change arriving hours later overwrites the current row.
+
+**Missed updates.** The overwritten newer version is gone from the target, though the source and the
+stream both have it; no error, no dead letter. The ``apply`` task returns the *regressed rows*: target
+rows whose version is older than the newest version the stream delivered for that key.
+
+**Order-independent design (the fix).** ``variant="fixed"`` makes the result independent of arrival
+order: ``cdclab.upsert.upsert_rows`` with ``version`` as the guard keeps the newest version per key
+within the batch and updates the target only ``WHERE t.version < EXCLUDED.version``. Applying the same
+changes in any order, or twice, gives the same table (commutative, idempotent). For Debezium streams
+``cdclab.cdc.merge.apply_changes`` does the same with the LSN and also guards deletes (71.3.3).
+
+Observe: ``SELECT * FROM staging.changes_71_06_05 ORDER BY seq`` next to ``SELECT * FROM
+core.status_71_06_05_<variant> ORDER BY id``; the ``apply`` log lists ``regressed: [(id, version in
+target, newest version)]``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pendulum
+from airflow.sdk import Param, dag, task
+from airflow.timetables.interval import CronDataIntervalTimetable
+
+DAG_ID = "71_06_05_assuming_order"
+
+
+@dag(
+    dag_id=DAG_ID,
+    schedule=CronDataIntervalTimetable("@hourly", timezone="UTC"),
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["71.6", "anti-pattern", "reference", "intermediate", "failure"],
+    doc_md=__doc__,
+    params={
+        "variant": Param("anti_pattern", enum=["anti_pattern", "fixed"]),
+        "source_table": Param("staging.changes_71_06_05", type="string", description="in the warehouse"),
+        "target_table": Param(
+            "core.status_71_06_05_{variant}",
+            type="string",
+            description="{variant} is replaced by the variant",
+        ),
+    },
+)
+def assuming_order() -> None:
+    @task
+    def apply(
+        params: dict[str, Any], data_interval_start: Any = None, data_interval_end: Any = None
+    ) -> dict[str, Any]:
+        from cdclab import antipatterns as ap
+        from cdclab.db import WAREHOUSE, connect
+
+        variant = ap.check_variant(params["variant"])
+        source, target = params["source_table"], ap.for_variant(params["target_table"], variant)
+        wh = connect(WAREHOUSE)
+        try:
+            ap.ensure_source(wh, source, "changes")
+            ap.ensure_status_target(wh, target)
+            changes = ap.read_changes(wh, source, data_interval_start, data_interval_end)
+            with wh:
+                if variant == "anti_pattern":
+                    ap.apply_in_arrival_order(wh, target, changes)
+                else:
+                    ap.apply_version_guarded(wh, target, changes)
+            delivered = ap.read_changes(
+                wh, source, pendulum.datetime(1970, 1, 1, tz="UTC"), data_interval_end
+            )
+            with wh.cursor() as cur:
+                regressed = ap.regressed_rows(
+                    ap.id_versions(cur, target), [(c["id"], c["version"]) for c in delivered]
+                )
+            wh.rollback()
+        finally:
+            wh.close()
+        print(f"{variant}: applied {len(changes)} change(s) in arrival order of seq; regressed: {regressed}")
+        return {"variant": variant, "applied": len(changes), "regressed": [list(r) for r in regressed]}
+
+    apply()
+
+
+assuming_order()
