@@ -185,6 +185,17 @@ def encode(value: Any, value_type: str) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
+def _decode_history(text: str | None, value_type: str) -> Any:
+    """History is an audit trail, not a cursor: a deleted value (``''``) reads as None, and a value
+    written under another type (before a type-changing reset) comes back as its stored text."""
+    if text is None or text == "":
+        return None
+    try:
+        return decode(text, value_type)
+    except WatermarkTypeError:
+        return text
+
+
 def decode(text: str, value_type: str) -> Any:
     """Parse the stored text back into a Python value; a malformed text raises WatermarkTypeError."""
     vt = _check_type_name(value_type)
@@ -336,7 +347,7 @@ class TableWatermarkStore:
             )
             rows = cur.fetchall()
         return [
-            HistoryEntry(key, None if old is None else decode(old, vt), decode(new, vt), vt, at, d, r, why)
+            HistoryEntry(key, _decode_history(old, vt), _decode_history(new, vt), vt, at, d, r, why)
             for old, new, vt, at, d, r, why in rows
         ]
 
