@@ -95,6 +95,18 @@ def watermarks(
     raise AssertionError("unreachable")
 
 
+def reached(consumer: Any, pending: dict[tuple[str, int], int]) -> None:
+    """Drop from ``pending`` the partitions whose fetch position has reached their end offset."""
+    from confluent_kafka import TopicPartition
+
+    if not pending:
+        return
+    for tp in consumer.position([TopicPartition(t, p) for (t, p) in list(pending)]):
+        key = (tp.topic, tp.partition)
+        if key in pending and tp.offset >= 0 and tp.offset >= pending[key]:
+            del pending[key]
+
+
 def ensure_schema(cur: Any) -> None:
     cur.execute(OFFSETS_DDL)
 
@@ -154,9 +166,9 @@ def consume_into_postgres(
     connect: Callable[[], Any],
     handler: BatchHandler,
     batch_size: int = 500,
-    poll_timeout: float = 1.0,
+    poll_timeout: float = 0.5,
     max_seconds: float = 300.0,
-    idle_polls: int = 2,
+    idle_polls: int = 20,
     who: str = "",
     kafka_config: dict[str, Any] | None = None,
 ) -> ConsumeResult:
@@ -225,15 +237,12 @@ def consume_into_postgres(
                     raise KafkaException(error)
                 batch.append(msg)
             if not batch:
-                # Transaction markers occupy offsets but are never delivered, so the last records'
-                # offsets can stay below the end offsets: an idle poll means there is nothing left.
+                # Transaction markers occupy offsets but are never delivered: the consumer's position
+                # (not the last record's offset) says whether a partition has reached its end offset.
                 idle += 1
-                for tp in consumer.position([TopicPartition(t, p) for (t, p) in list(pending)]):
-                    key = (tp.topic, tp.partition)
-                    if tp.offset >= 0 and tp.offset >= pending[key]:
-                        del pending[key]
-                if idle >= idle_polls:
-                    break
+                reached(consumer, pending)
+                if pending and idle >= idle_polls:
+                    break  # records are due but none came for idle_polls polls: stop, the next run resumes
                 continue
             idle = 0
             if fail_after and result.batches >= fail_after:
@@ -253,6 +262,7 @@ def consume_into_postgres(
             for key, end in list(pending.items()):
                 if positions.get(key, 0) >= end:
                     del pending[key]
+            reached(consumer, pending)
         # Past the last record there may only be transaction markers: move the stored offsets over them,
         # so the reported lag of a caught-up group is 0 (no data is involved, nothing can be lost).
         moved = {}
