@@ -1,0 +1,132 @@
+"""71.9.3 API Data Sync — pull a partner's accounts through its HTTP API, incrementally and politely.
+
+1. **Cursor-based pagination** — ``GET /accounts`` returns pages ordered by ``(modified_at, id)`` and an
+   opaque ``next_cursor`` (base64 of the last record's ``modified_at`` and ``id``). The run follows
+   cursors until ``next_cursor`` is null. Because the cursor is a keyset position and not an offset,
+   records sharing one ``modified_at`` across a page boundary are neither skipped nor repeated, and
+   records changing between two page reads cannot shift the pages.
+2. **Modified since** — each run asks for ``modified_since = watermark - overlap`` and
+   ``modified_before = data interval end`` (a manual run with logical date H covers up to H). The
+   watermark (``state.watermarks``, key ``71_09_03/<pipeline>``) is the largest ``modified_at`` loaded
+   and moves only after the load committed; the overlap re-reads a little so a record stamped just
+   before the previous read but visible only after it is not lost. Re-read records are harmless: the
+   upsert is guarded by ``modified_at`` (an older or equal version never overwrites a newer one).
+   Soft deletes arrive as changes (``deleted = true``) and become flagged rows.
+3. **Rate limiting** — the API has a per-client token bucket; an empty bucket answers ``429`` with
+   ``Retry-After``. The client sleeps exactly that long (capped) and retries the same page.
+4. **Error recovery** — ``5xx`` answers and connection errors are retried with bounded exponential
+   backoff; after ``max_attempts`` the task fails with ``PartnerAPIUnavailableError`` *before* anything is
+   loaded or the watermark moves, so the next run (or a retry) re-reads the same window. Every run writes
+   pages, requests, retries, 429s and 5xx counts to the stats table.
+
+Observe: the lab service ``partner-api`` serves ``http://127.0.0.1:8099/accounts`` (Airflow connection
+``partner_api``; ``curl '127.0.0.1:8099/accounts?limit=3'``, follow ``next_cursor``). Change data with
+``curl -X PATCH 127.0.0.1:8099/accounts/3 -d '{"tier":"gold"}'`` or ``curl -X DELETE ...``, inject
+faults with ``curl -X POST 127.0.0.1:8099/admin/faults -d '{"fail_next":2}'``, then trigger the DAG and
+look at ``core.partner_accounts`` and ``state.api_sync_runs`` (retries / throttled columns) and the task log.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pendulum
+from airflow.sdk import Param, dag, task
+from airflow.timetables.interval import CronDataIntervalTimetable
+
+DAG_ID = "71_09_03_api_sync"
+
+
+@dag(
+    dag_id=DAG_ID,
+    schedule=CronDataIntervalTimetable("@hourly", timezone="UTC"),
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["71.9", "api", "reference", "intermediate", "success"],
+    doc_md=__doc__,
+    params={
+        "pipeline": Param("partner_accounts", type="string"),
+        "base_url": Param("", type="string", description="default: the Airflow connection partner_api"),
+        "target": Param("core.partner_accounts", type="string"),
+        "stats_table": Param("state.api_sync_runs", type="string"),
+        "page_size": Param(100, type="integer", minimum=1, maximum=1000),
+        "overlap_seconds": Param(60, type="integer", minimum=0),
+        "max_attempts": Param(8, type="integer", minimum=1),
+        "backoff_seconds": Param(0.2, type="number", minimum=0),
+        "max_retry_after_seconds": Param(30, type="number", minimum=0),
+    },
+)
+def api_sync() -> None:
+    @task
+    def sync(
+        params: dict[str, Any],
+        data_interval_start: Any = None,
+        data_interval_end: Any = None,
+        dag_run: Any = None,
+    ) -> dict[str, Any]:
+        from datetime import timedelta
+
+        from cdclab import partner_api, state
+        from cdclab.db import WAREHOUSE, connect
+
+        base_url = params["base_url"].rstrip("/")
+        if not base_url:
+            from airflow.sdk import Connection
+
+            base_url = partner_api.base_url_of(Connection.get("partner_api"))
+        key = f"71_09_03/{params['pipeline']}"
+        wh = connect(WAREHOUSE)
+        try:
+            state.ensure_schema(wh)
+            with wh, wh.cursor() as cur:
+                partner_api.ensure_tables(cur, params["target"], params["stats_table"])
+            store = state.TableWatermarkStore(wh)
+            old = store.read(key, "timestamptz")
+            wh.rollback()
+            since = old - timedelta(seconds=params["overlap_seconds"]) if old is not None else None
+            policy = partner_api.RetryPolicy(
+                max_attempts=params["max_attempts"],
+                backoff_seconds=params["backoff_seconds"],
+                max_retry_after_seconds=params["max_retry_after_seconds"],
+            )
+            rows, stats = partner_api.fetch_changes(
+                base_url,
+                since,
+                data_interval_end,
+                page_size=params["page_size"],
+                policy=policy,
+                client_id=f"cdclab-{params['pipeline']}",
+            )
+            newest = partner_api.max_modified(rows)
+            new = max(old, newest) if old is not None and newest is not None else (newest or old)
+            with wh, wh.cursor() as cur:  # the load commits first ...
+                written = partner_api.upsert_accounts(cur, params["target"], rows)
+            with wh:  # ... then the watermark moves, and the run's numbers are recorded
+                if new is not None and new != old:
+                    store.advance(
+                        key, old, new, value_type="timestamptz", dag_id=DAG_ID, run_id=dag_run.run_id
+                    )
+                with wh.cursor() as cur:
+                    partner_api.record_run(
+                        cur,
+                        params["stats_table"],
+                        params["pipeline"],
+                        dag_run.run_id,
+                        (data_interval_start, data_interval_end),
+                        since,
+                        stats,
+                        written,
+                        old,
+                        new,
+                    )
+        finally:
+            wh.close()
+        result = {**stats.as_dict(), "written": written, "since": str(since), "watermark": str(new)}
+        print(f"synced from {base_url}: {result}")
+        return result
+
+    sync()
+
+
+api_sync()
