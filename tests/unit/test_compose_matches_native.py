@@ -46,6 +46,7 @@ NATIVE_NAME = {
     "minio": "minio",
     "mariadb": "mariadb",
     "maxwell": "maxwell",
+    "partner-api": "partner-api",
     "airflow-api-server": "airflow-api-server",
     "airflow-scheduler": "airflow-scheduler",
     "airflow-dag-processor": "airflow-dag-processor",

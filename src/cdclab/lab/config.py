@@ -207,6 +207,9 @@ class LabConfig:
             "AIRFLOW_CONN_KAFKA_DEFAULT": json.dumps(kafka),
             "AIRFLOW_CONN_MINIO": json.dumps(minio),
             "AIRFLOW_CONN_KAFKA_CONNECT": json.dumps({"conn_type": "http", "host": self.connect_url}),
+            "AIRFLOW_CONN_PARTNER_API": json.dumps(
+                {"conn_type": "http", "host": f"http://{self.host}:{self.port('partner_api')}"}
+            ),
         }
 
     def airflow_env(self) -> dict[str, str]:

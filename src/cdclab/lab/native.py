@@ -796,6 +796,29 @@ class MaxwellProducer(Service):
         self.wait_ready(cfg, pid)
 
 
+class PartnerAPI(Service):
+    """The partner HTTP API that 71_09_03 syncs from (``cdclab.partner_api``): cursor pagination,
+    ``modified_since``, rate limiting, injectable faults."""
+
+    def __init__(self) -> None:
+        super().__init__("partner-api", ("partner_api",), 30)
+
+    def address(self, cfg: LabConfig) -> str:
+        return f"http://{cfg.host}:{cfg.port('partner_api')}/accounts"
+
+    def healthy(self, cfg: LabConfig) -> bool:
+        status, _ = http_get(f"http://{cfg.host}:{cfg.port('partner_api')}/accounts?limit=1")
+        return status in (200, 429)
+
+    def start(self, cfg: LabConfig) -> None:
+        self.check_ports_free(cfg)
+        progress("partner-api: starting")
+        env = cfg.service_env()
+        env.update(PARTNER_API_HOST=cfg.host, PARTNER_API_PORT=str(cfg.port("partner_api")))
+        pid = self.spawn(cfg, [sys.executable, "-m", "cdclab.partner_api"], env=env)
+        self.wait_ready(cfg, pid)
+
+
 class Airflow(Service):
     """One Airflow 3 component run from this virtual environment's ``airflow`` command."""
 
@@ -867,6 +890,7 @@ SERVICES: list[Service] = [
     MinIO(),
     MariaDB(),
     MaxwellProducer(),
+    PartnerAPI(),
     Airflow("api-server"),
     Airflow("scheduler"),
     Airflow("dag-processor"),
