@@ -67,8 +67,13 @@ def lab() -> LabConfig:
         # testcontainers (docker compose up --wait on compose.yaml with the same env files).
         from testcontainers.compose import DockerCompose
 
-        compose = DockerCompose(context=str(ROOT), compose_file_name="compose.yaml", build=True, wait=True,
-                                env_file=[f"infra/{name}" for name in ENV_FILES])
+        compose = DockerCompose(
+            context=str(ROOT),
+            compose_file_name="compose.yaml",
+            build=True,
+            wait=True,
+            env_file=[f"infra/{name}" for name in ENV_FILES],
+        )
         compose.start()
         return CFG
     rows = native.status(CFG)

@@ -136,6 +136,9 @@ def test_soft_mode_flags_a_key_inserted_and_deleted_between_two_runs(lab, names,
     replicate([f"public.{table}"], group=group, target_schema="core", delete_mode="soft")
 
     with warehouse_db.cursor() as cur:
-        cur.execute(sql.SQL("SELECT id, _deleted, _deleted_at IS NOT NULL FROM core.{t} ORDER BY id").format(
-            t=sql.Identifier(table)))
+        cur.execute(
+            sql.SQL("SELECT id, _deleted, _deleted_at IS NOT NULL FROM core.{t} ORDER BY id").format(
+                t=sql.Identifier(table)
+            )
+        )
         assert cur.fetchall() == [(1, False, False), (2, True, True), (3, False, False)]

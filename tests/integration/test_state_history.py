@@ -18,12 +18,17 @@ def test_history_reads_deleted_and_retyped_values(lab, warehouse_db, names) -> N
     key = names("wm")
     try:
         store.advance(key, None, T0, value_type="timestamptz", dag_id="d", run_id="r1")
-        store.reset(key, 42, value_type="bigint", reason="switch to a version cursor", dag_id="d", run_id="r2")
+        store.reset(
+            key, 42, value_type="bigint", reason="switch to a version cursor", dag_id="d", run_id="r2"
+        )
         store.delete(key, "pipeline retired", dag_id="d", run_id="r3")
         conn.commit()
         history = [(h.old_value, h.new_value) for h in store.history(key)]
     finally:
         conn.close()
     assert history[0] == (None, T0)
-    assert history[1] == ("2026-01-01T00:00:00.000000+00:00", 42)  # the old timestamp, under the new type: its text
+    assert history[1] == (
+        "2026-01-01T00:00:00.000000+00:00",
+        42,
+    )  # the old timestamp, under the new type: its text
     assert history[2][1] is None  # the delete

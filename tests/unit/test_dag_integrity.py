@@ -68,7 +68,9 @@ def test_curriculum_file_names_come_from_the_seed() -> None:
     if not SEED.exists():
         pytest.fail(f"the curriculum seed is missing at {SEED}")
     if SHARED_SEED.exists():  # the team's copy beside the checkout: ours must not drift from it
-        assert SEED.read_text() == SHARED_SEED.read_text(), f"{SEED} differs from {SHARED_SEED}: copy it again"
+        assert SEED.read_text() == SHARED_SEED.read_text(), (
+            f"{SEED} differs from {SHARED_SEED}: copy it again"
+        )
     names = set(re.findall(r"Filename: `([^`]+)`", SEED.read_text()))
     assert len(names) == 50
     present = {p.name for p in DAG_FILES if re.match(r"7\d_", p.name)}
