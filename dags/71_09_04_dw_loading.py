@@ -102,7 +102,7 @@ def _finish(
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    tags=["71.9", "dw", "scd", "success"],
+    tags=["71.9", "dw", "success"],
     doc_md=__doc__,
     params={
         "customers_table": Param("public.customers", type="string"),
