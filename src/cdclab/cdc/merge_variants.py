@@ -41,7 +41,7 @@ from psycopg2 import sql
 from psycopg2.extras import execute_values
 
 from cdclab.cdc import consumer as kc
-from cdclab.cdc.events import UNAVAILABLE, Change, MalformedEvent, Skipped, latest_per_key, parse_debezium
+from cdclab.cdc.events import UNAVAILABLE, Change, latest_per_key
 from cdclab.cdc.merge import (
     BOOKKEEPING,
     DeleteMode,
@@ -50,7 +50,7 @@ from cdclab.cdc.merge import (
     flag_unseen_deletes,
     source_columns,
 )
-from cdclab.cdc.pipeline import TableRoute, kafka_bootstrap, routes_for
+from cdclab.cdc.pipeline import TableRoute, debezium_parser, kafka_bootstrap, routes_for, sort_batch
 from cdclab.db import SHOP, WAREHOUSE, connect, ident
 
 log = logging.getLogger(__name__)
@@ -389,23 +389,8 @@ def replicate_with(
     summary = StreamSummary()
 
     def handle(cur: Any, batch: list[Any]) -> list[tuple[Any, str]]:
-        rejects: list[tuple[Any, str]] = []
-        per_topic: dict[str, list[Change]] = defaultdict(list)
-        for msg in reversed(batch) if delivery == "reversed" else batch:
-            try:
-                event = parse_debezium(msg.key(), msg.value(), msg.topic())
-            except MalformedEvent as exc:
-                rejects.append((msg, f"malformed: {exc}"))
-                continue
-            if isinstance(event, Skipped):
-                summary.skipped[event.kind] += 1
-                continue
-            route = by_topic[msg.topic()]
-            missing = [k for k in route.key if event.key.get(k) is None]
-            if missing and event.op != "t":
-                rejects.append((msg, f"NULL key column(s) {missing}"))
-                continue
-            per_topic[msg.topic()].append(event)
+        ordered = reversed(batch) if delivery == "reversed" else batch
+        per_topic, rejects = sort_batch(ordered, by_topic, debezium_parser, summary.skipped)
         for topic, changes in per_topic.items():
             route = by_topic[topic]
             for name, n in apply(cur, route, changes).items():

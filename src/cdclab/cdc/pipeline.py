@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,10 +106,6 @@ def routes_for(
 Parser = Callable[[Any, TableRoute], "Change | Skipped"]
 
 
-def _debezium(msg: Any, route: TableRoute) -> Change | Skipped:
-    return parse_debezium(msg.key(), msg.value(), msg.topic())
-
-
 def _maxwell(msg: Any, route: TableRoute) -> Change | Skipped:
     return parse_maxwell(msg.value(), route.key)
 
@@ -140,7 +136,7 @@ def replicate(
     )
     return _run(
         routes,
-        _debezium,
+        debezium_parser,
         group=group,
         delete_mode=delete_mode,
         schema_policy=schema_policy,
@@ -199,6 +195,37 @@ def replicate_maxwell(
     )
 
 
+def sort_batch(
+    batch: Iterable[Any], by_topic: Mapping[str, TableRoute], parse: Parser, skipped: dict[str, int]
+) -> tuple[dict[str, list[Change]], list[tuple[Any, str]]]:
+    """Parse a batch of Kafka records into changes per topic, in the order given. Tombstones, heartbeats
+    and transaction markers are counted in ``skipped``; malformed and key-less records come back as
+    (record, reason) rejects for the dead-letter table."""
+    rejects: list[tuple[Any, str]] = []
+    per_topic: dict[str, list[Change]] = defaultdict(list)
+    for msg in batch:
+        route = by_topic[msg.topic()]
+        try:
+            event = parse(msg, route)
+        except MalformedEvent as exc:
+            rejects.append((msg, f"malformed: {exc}"))
+            continue
+        if isinstance(event, Skipped):
+            skipped[event.kind] = skipped.get(event.kind, 0) + 1
+            continue
+        missing = [k for k in route.key if event.key.get(k) is None]
+        if missing and event.op != "t":
+            rejects.append((msg, f"NULL key column(s) {missing}"))
+            continue
+        per_topic[msg.topic()].append(event)
+    return per_topic, rejects
+
+
+def debezium_parser(msg: Any, route: TableRoute) -> Change | Skipped:
+    """The :data:`Parser` for Debezium topics."""
+    return parse_debezium(msg.key(), msg.value(), msg.topic())
+
+
 def _run(
     routes: Sequence[TableRoute],
     parse: Parser,
@@ -224,23 +251,7 @@ def _run(
     skipped: dict[str, int] = defaultdict(int)
 
     def handle(cur: Any, batch: list[Any]) -> list[tuple[Any, str]]:
-        rejects: list[tuple[Any, str]] = []
-        per_topic: dict[str, list[Change]] = defaultdict(list)
-        for msg in batch:
-            route = by_topic[msg.topic()]
-            try:
-                event = parse(msg, route)
-            except MalformedEvent as exc:
-                rejects.append((msg, f"malformed: {exc}"))
-                continue
-            if isinstance(event, Skipped):
-                skipped[event.kind] += 1
-                continue
-            missing = [k for k in route.key if event.key.get(k) is None]
-            if missing and event.op != "t":
-                rejects.append((msg, f"NULL key column(s) {missing}"))
-                continue
-            per_topic[msg.topic()].append(event)
+        per_topic, rejects = sort_batch(batch, by_topic, parse, skipped)
         for topic, changes in per_topic.items():
             route = by_topic[topic]
             totals[route.target] += apply_changes(
