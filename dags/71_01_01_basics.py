@@ -31,6 +31,10 @@ soft deletes fix that, see ``71_01_02_cdc_concepts``), and a wrong watermark sil
 Observe: ``SELECT strategy, rows_read, rows_written, duration_ms FROM state.run_metrics WHERE pipeline
 LIKE '71_01_01/%' ORDER BY id``; the targets ``core.customers_71_01_01_full`` and
 ``core.customers_71_01_01_incremental``; the ``compare`` task log prints the side-by-side numbers.
+
+**Run without a logical date** (REST API / `airflow dags trigger` without `--logical-date`): treated as a UI
+Trigger at the same moment: logical date = the run's `run_after`, data interval = the timetable's last
+complete interval before it (`cdclab.intervals.run_interval`, docs/runs_without_interval.md).
 """
 
 from __future__ import annotations
@@ -83,11 +87,15 @@ def basics() -> None:
     def full_load(params: dict[str, Any], dag_run: Any = None) -> dict[str, Any]:
         import time
 
+        from airflow.sdk import get_current_context
         from psycopg2 import sql
         from psycopg2.extras import execute_values
 
         from cdclab import state
         from cdclab.db import SHOP, WAREHOUSE, connect, ident
+        from cdclab.intervals import run_interval
+
+        iv = run_interval(get_current_context())  # derived from the timetable if the run has none
 
         started = time.perf_counter()
         shop, wh = connect(SHOP), connect(WAREHOUSE)
@@ -119,8 +127,8 @@ def basics() -> None:
                     strategy="full",
                     dag_id=DAG_ID,
                     run_id=dag_run.run_id,
-                    interval_start=dag_run.data_interval_start,
-                    interval_end=dag_run.data_interval_end,
+                    interval_start=iv.start,
+                    interval_end=iv.end,
                     **metrics,
                 )
         finally:
@@ -133,8 +141,13 @@ def basics() -> None:
     def incremental_load(params: dict[str, Any], dag_run: Any = None) -> dict[str, Any]:
         import time
 
+        from airflow.sdk import get_current_context
+
         from cdclab import delta, state, upsert
         from cdclab.db import SHOP, WAREHOUSE, connect
+        from cdclab.intervals import run_interval
+
+        iv = run_interval(get_current_context())  # derived from the timetable if the run has none
 
         started = time.perf_counter()
         key = _pipeline(params)
@@ -176,8 +189,8 @@ def basics() -> None:
                     strategy="incremental",
                     dag_id=DAG_ID,
                     run_id=dag_run.run_id,
-                    interval_start=dag_run.data_interval_start,
-                    interval_end=dag_run.data_interval_end,
+                    interval_start=iv.start,
+                    interval_end=iv.end,
                     **metrics,
                 )
         finally:

@@ -21,14 +21,19 @@ so backfills and reruns load the same rows every time.
    and rows deleted in the source disappear.
 4. **Template usage.** `extract_interval` reads the interval in Python (from the task context);
    `replace_partition` is a `SQLExecuteQueryOperator` whose SQL is a Jinja template:
-   `{{ data_interval_start }}` / `{{ data_interval_end }}` go in as *bound parameters*
-   (`parameters=` is a templated field) and the partition name comes from a `partition_table` macro,
+   the interval's bounds go in as *bound parameters* (`parameters=` is a templated field), read with the
+   `run_interval_of(dag, dag_run)` macro rather than `{{ data_interval_start }}`, which a run without a
+   logical date does not have) and the partition name comes from a `partition_table` macro,
    quoted by the `ident` macro. Rendered SQL is visible on the task's *Rendered Template* tab.
 
 **Observe it:** Airflow UI → `71_02_01_execution_date` → a run → `replace_partition` → Rendered Template;
 in `warehouse`: `\\d+ core.orders_by_day` lists the partitions,
 `SELECT tableoid::regclass, count(*) FROM core.orders_by_day GROUP BY 1` shows rows per day.
 Params: `source` (shop table), `target`, `staging` (warehouse tables) — tests pass their own.
+
+**Run without a logical date** (REST API / `airflow dags trigger` without `--logical-date`): treated as a UI
+Trigger at the same moment: logical date = the run's `run_after`, data interval = the timetable's last
+complete interval before it (`cdclab.intervals.run_interval`, docs/runs_without_interval.md).
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from airflow.providers.common.sql.operators.sql import SQLExecuteQueryOperator
 from airflow.sdk import CronDataIntervalTimetable, dag, get_current_context, task
 
 from cdclab import partitioning
-from cdclab.intervals import partition_of
+from cdclab.intervals import interval_for_run, partition_of
 
 COLUMNS = [
     ("id", "bigint"),
@@ -66,7 +71,7 @@ def _partition_table(parent: str, interval_start: pendulum.DateTime) -> str:
 REPLACE_PARTITION_SQL = """
 -- one transaction (the hook commits once, after the last statement):
 -- empty the interval's partition, refill it from the staged interval
-TRUNCATE {{ ident(partition_table(params.target, data_interval_start)) }};
+TRUNCATE {{ ident(partition_table(params.target, run_interval_of(dag, dag_run).start)) }};
 INSERT INTO {{ ident(params.target) }} (id, customer_id, status, ordered_at, total, updated_at, loaded_by_run)
 SELECT id, customer_id, status, ordered_at, total, updated_at, %(run_id)s
 FROM {{ ident(params.staging) }}
@@ -83,7 +88,11 @@ WHERE ordered_at >= %(start)s AND ordered_at < %(end)s;
     tags=["71.2", "reference", "core", "intermediate", "success"],
     doc_md=__doc__,
     params={"source": "public.orders", "target": "core.orders_by_day", "staging": "staging.orders_by_day"},
-    user_defined_macros={"ident": _ident, "partition_table": _partition_table},
+    user_defined_macros={
+        "ident": _ident,
+        "partition_table": _partition_table,
+        "run_interval_of": interval_for_run,
+    },
 )
 def _71_02_01_execution_date():
     @task
@@ -149,8 +158,8 @@ def _71_02_01_execution_date():
         sql=REPLACE_PARTITION_SQL,
         split_statements=True,  # psycopg 3 binds server-side: one statement per execute, one transaction
         parameters={
-            "start": "{{ data_interval_start }}",
-            "end": "{{ data_interval_end }}",
+            "start": "{{ run_interval_of(dag, dag_run).start }}",
+            "end": "{{ run_interval_of(dag, dag_run).end }}",
             "run_id": "{{ run_id }}",
         },
     )

@@ -26,6 +26,10 @@ into `staging.orders_last_modified`, an upsert keyed by `id`.
 **Observe it:** `warehouse`: `SELECT * FROM state.last_modified_runs ORDER BY logged_at DESC` (rows read,
 written, batches, plan); `shop`: `EXPLAIN SELECT ... FROM orders WHERE updated_at >= ... ORDER BY updated_at, id
 LIMIT 1000`. Params: `source`, `target`, `run_log`, `batch_size`, `lookback_minutes`, `cursor_mode`.
+
+**Run without a logical date** (REST API / `airflow dags trigger` without `--logical-date`): treated as a UI
+Trigger at the same moment: logical date = the run's `run_after`, data interval = the timetable's last
+complete interval before it (`cdclab.intervals.run_interval`, docs/runs_without_interval.md).
 """
 
 from __future__ import annotations

@@ -24,6 +24,10 @@ batch upload). Target: `marts.orders_hourly_event_time`, one row per event-time 
 `SELECT arrival, count(*) FROM dlq.orders_late_events GROUP BY 1`; in the Airflow UI the
 `classify_arrivals` task's return value lists the windows each run recomputed.
 Params: `source`, `target`, `late_log`, `window_minutes`, `allowed_lateness_minutes`, `skew_tolerance_minutes`.
+
+**Run without a logical date** (REST API / `airflow dags trigger` without `--logical-date`): treated as a UI
+Trigger at the same moment: logical date = the run's `run_after`, data interval = the timetable's last
+complete interval before it (`cdclab.intervals.run_interval`, docs/runs_without_interval.md).
 """
 
 from __future__ import annotations

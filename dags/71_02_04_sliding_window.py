@@ -21,6 +21,10 @@ Every hour the DAG publishes the revenue of the last **3 hours** (by `ordered_at
 **Observe it:** `warehouse`: `SELECT * FROM marts.orders_revenue_3h ORDER BY window_start` next to
 `SELECT * FROM marts.orders_revenue_panes ORDER BY window_start` (each window = sum of 3 panes).
 Params: `source`, `target`, `panes`, `size_hours`, `slide_hours`.
+
+**Run without a logical date** (REST API / `airflow dags trigger` without `--logical-date`): treated as a UI
+Trigger at the same moment: logical date = the run's `run_after`, data interval = the timetable's last
+complete interval before it (`cdclab.intervals.run_interval`, docs/runs_without_interval.md).
 """
 
 from __future__ import annotations

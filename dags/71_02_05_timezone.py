@@ -21,6 +21,10 @@ customer home zone (`shop.customers.home_tz`), in `marts.daily_sales_local`.
 AND '2026-03-10' ORDER BY tz, local_date` (New York's 23-hour 2026-03-08). Runs in the UI show the
 interval in UTC: the 2026-03-29 run spans 2026-03-28T23:00Z to 2026-03-29T22:00Z.
 Params: `orders`, `customers` (shop tables), `target`.
+
+**Run without a logical date** (REST API / `airflow dags trigger` without `--logical-date`): treated as a UI
+Trigger at the same moment: logical date = the run's `run_after`, data interval = the timetable's last
+complete interval before it (`cdclab.intervals.run_interval`, docs/runs_without_interval.md).
 """
 
 from __future__ import annotations

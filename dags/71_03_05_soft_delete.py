@@ -29,6 +29,10 @@ WHERE id = 1; DELETE FROM payments WHERE id = 1;` — trigger the DAG and look a
 `SELECT id, _deleted, _deleted_at FROM core.soft_customers WHERE _deleted` in `warehouse`, at
 `core.soft_customers__archive` after a run whose interval ends `archive_after_days` later, and at the
 tombstones in topic `shop.public.customers` (records with a null value).
+
+**Run without a logical date** (REST API / `airflow dags trigger` without `--logical-date`): treated as a UI
+Trigger at the same moment: logical date = the run's `run_after`, data interval = the timetable's last
+complete interval before it (`cdclab.intervals.run_interval`, docs/runs_without_interval.md).
 """
 
 from __future__ import annotations
@@ -90,10 +94,11 @@ def soft_delete():
         from cdclab.cdc.merge_variants import archive_deleted
         from cdclab.cdc.pipeline import routes_for
         from cdclab.db import WAREHOUSE, transaction
+        from cdclab.intervals import run_interval
 
         ctx = get_current_context()
         p = ctx["params"]
-        cutoff = ctx["data_interval_end"] - pendulum.duration(days=p["archive_after_days"])
+        cutoff = run_interval(ctx).end - pendulum.duration(days=p["archive_after_days"])
         routes = routes_for(
             p["tables"],
             topic_prefix=p["topic_prefix"],

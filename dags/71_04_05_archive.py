@@ -20,6 +20,10 @@ old archives by policy.
 Observe: MinIO console, buckets ``landing`` (emptied), ``archive`` (dated folders) and ``quarantine``;
 in ``warehouse``: ``SELECT action, src_key, dst_bucket, dst_key, reason, at FROM state.file_audit WHERE
 pipeline = '71_04_05_archive' ORDER BY id``.
+
+**Run without a logical date** (REST API / `airflow dags trigger` without `--logical-date`): treated as a UI
+Trigger at the same moment: logical date = the run's `run_after`, data interval = the timetable's last
+complete interval before it (`cdclab.intervals.run_interval`, docs/runs_without_interval.md).
 """
 
 from __future__ import annotations
@@ -72,6 +76,7 @@ def archive_71_04_05():
         from cdclab.db import WAREHOUSE, transaction
         from cdclab.files import archive, state
         from cdclab.files.store import ObjectStore
+        from cdclab.intervals import run_interval
 
         p, store, moved = context["params"], ObjectStore(), []
         with transaction(WAREHOUSE) as cur:
@@ -80,7 +85,12 @@ def archive_71_04_05():
             with transaction(WAREHOUSE) as cur:
                 moved.append(
                     archive.archive(
-                        cur, store, p["pipeline"], row.obj, context["logical_date"], p["archive_bucket"]
+                        cur,
+                        store,
+                        p["pipeline"],
+                        row.obj,
+                        run_interval(context).logical_date,
+                        p["archive_bucket"],
                     )
                 )
             archive.delete_source(store, row.obj)  # only after the archive row is committed
@@ -92,6 +102,7 @@ def archive_71_04_05():
         from cdclab.db import WAREHOUSE, transaction
         from cdclab.files import archive
         from cdclab.files.store import ObjectStore
+        from cdclab.intervals import run_interval
 
         p = context["params"]
         with transaction(WAREHOUSE) as cur:
@@ -99,7 +110,7 @@ def archive_71_04_05():
                 cur,
                 ObjectStore(),
                 p["pipeline"],
-                context["logical_date"],
+                run_interval(context).logical_date,
                 timedelta(days=p["retention_days"]),
             )
         print(f"expired {len(gone)} archived object(s)")

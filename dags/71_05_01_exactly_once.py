@@ -31,6 +31,10 @@ Either way the events table is right, because layer 1 absorbs what layer 2 lets 
 - `SELECT count(*) FROM marts.exactly_once_transactional_events;` (= distinct event ids on the topic)
 - `SELECT * FROM state.kafka_offsets WHERE consumer_group LIKE '71_05_01%';`
 - the `report` task's log and XCom: the four layers' counts for the mode.
+
+**Run without a logical date** (REST API / `airflow dags trigger` without `--logical-date`): treated as a UI
+Trigger at the same moment: logical date = the run's `run_after`, data interval = the timetable's last
+complete interval before it (`cdclab.intervals.run_interval`, docs/runs_without_interval.md).
 """
 
 from __future__ import annotations
@@ -92,11 +96,12 @@ def exactly_once():
     @task
     def produce() -> dict:
         """Write generated events, some of them twice (producer retries), to the topic."""
+        from cdclab.intervals import run_interval
         from cdclab.workload import clickstream_events
 
         ctx = get_current_context()
         p = ctx["params"]
-        start = (ctx.get("logical_date") or ctx["dag_run"].run_after).in_timezone("UTC")
+        start = run_interval(ctx).logical_date  # run_after when the run has no logical date
         seed = p["produce_seed"] if p["produce_seed"] is not None else int(start.timestamp())
         events = clickstream_events(
             seed,

@@ -23,6 +23,10 @@ stale payments whose order exists (e.g. a dead-lettered payment whose order arri
 Observe: ``SELECT * FROM core.ooo_71_05_02_buffer``, ``core.ooo_71_05_02_payments`` (column ``via``),
 ``dlq.payments_71_05_02`` (reason, ``resolved_at``), ``core.ooo_71_05_02_reconciliation ORDER BY id``;
 the task logs print counts. Vocabulary in ``cdclab.outoforder``.
+
+**Run without a logical date** (REST API / `airflow dags trigger` without `--logical-date`): treated as a UI
+Trigger at the same moment: logical date = the run's `run_after`, data interval = the timetable's last
+complete interval before it (`cdclab.intervals.run_interval`, docs/runs_without_interval.md).
 """
 
 from __future__ import annotations
@@ -74,9 +78,15 @@ def out_of_order() -> None:
             wh.close()
 
     @task
-    def ingest(params: dict[str, Any], data_interval_end: Any = None, dag_run: Any = None) -> dict[str, int]:
+    def ingest(params: dict[str, Any], dag_run: Any = None) -> dict[str, int]:
+        from airflow.sdk import get_current_context
+
         from cdclab import outoforder, pull
         from cdclab.db import SHOP, WAREHOUSE, connect
+        from cdclab.intervals import run_interval
+
+        iv = run_interval(get_current_context())  # derived from the timetable if the run has none
+        data_interval_end = iv.end
 
         shop, wh = connect(SHOP), connect(WAREHOUSE)
         try:
@@ -108,11 +118,17 @@ def out_of_order() -> None:
         return released
 
     @task
-    def expire(params: dict[str, Any], data_interval_end: Any = None) -> list[int]:
+    def expire(params: dict[str, Any]) -> list[int]:
         from datetime import timedelta
+
+        from airflow.sdk import get_current_context
 
         from cdclab import outoforder
         from cdclab.db import WAREHOUSE, connect
+        from cdclab.intervals import run_interval
+
+        iv = run_interval(get_current_context())  # derived from the timetable if the run has none
+        data_interval_end = iv.end
 
         wh = connect(WAREHOUSE)
         try:
@@ -125,11 +141,15 @@ def out_of_order() -> None:
         return expired
 
     @task
-    def reconcile(
-        params: dict[str, Any], data_interval_end: Any = None, dag_run: Any = None
-    ) -> dict[str, Any]:
+    def reconcile(params: dict[str, Any], dag_run: Any = None) -> dict[str, Any]:
+        from airflow.sdk import get_current_context
+
         from cdclab import outoforder
         from cdclab.db import SHOP, WAREHOUSE, connect
+        from cdclab.intervals import run_interval
+
+        iv = run_interval(get_current_context())  # derived from the timetable if the run has none
+        data_interval_end = iv.end
 
         shop, wh = connect(SHOP), connect(WAREHOUSE)
         try:

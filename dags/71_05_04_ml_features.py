@@ -22,6 +22,10 @@ backfills every customer; a run older than the version's ``last_as_of`` is refus
 
 Observe: ``SELECT * FROM marts.features_71_05_04_offline ORDER BY customer_id, feature_version, valid_from``,
 ``..._online``, ``..._registry``, ``..._training``; vocabulary in ``cdclab.features``.
+
+**Run without a logical date** (REST API / `airflow dags trigger` without `--logical-date`): treated as a UI
+Trigger at the same moment: logical date = the run's `run_after`, data interval = the timetable's last
+complete interval before it (`cdclab.intervals.run_interval`, docs/runs_without_interval.md).
 """
 
 from __future__ import annotations
@@ -65,11 +69,15 @@ def ml_features() -> None:
             wh.close()
 
     @task
-    def update_features(
-        params: dict[str, Any], data_interval_end: Any = None, dag_run: Any = None
-    ) -> dict[str, Any]:
+    def update_features(params: dict[str, Any], dag_run: Any = None) -> dict[str, Any]:
+        from airflow.sdk import get_current_context
+
         from cdclab import features, pull
         from cdclab.db import SHOP, WAREHOUSE, connect
+        from cdclab.intervals import run_interval
+
+        iv = run_interval(get_current_context())  # derived from the timetable if the run has none
+        data_interval_end = iv.end
 
         key = params["watermark_key"] or f"71_05_04/{params['orders_table']}"
         shop, wh = connect(SHOP), connect(WAREHOUSE)
@@ -92,9 +100,15 @@ def ml_features() -> None:
         return result
 
     @task
-    def training_set(params: dict[str, Any], data_interval_end: Any = None) -> dict[str, Any]:
+    def training_set(params: dict[str, Any]) -> dict[str, Any]:
+        from airflow.sdk import get_current_context
+
         from cdclab import features
         from cdclab.db import WAREHOUSE, connect
+        from cdclab.intervals import run_interval
+
+        iv = run_interval(get_current_context())  # derived from the timetable if the run has none
+        data_interval_end = iv.end
 
         label_time = (
             pendulum.parse(params["training_as_of"]) if params["training_as_of"] else data_interval_end

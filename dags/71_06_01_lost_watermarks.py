@@ -27,6 +27,10 @@ key LIKE '71_06_01/%' ORDER BY id`` (``reset: recovered ...`` after a loss), the
 ``core.rows_71_06_01_<variant>``, ``state.run_metrics WHERE pipeline LIKE '71_06_01/%'`` (rows read and
 the strategy) and the ``load`` log (``gap: [...]``). Trigger once with ``{"lose_state": true}`` after a
 pause to see the gap in the anti-pattern and none in the fix.
+
+**Run without a logical date** (REST API / `airflow dags trigger` without `--logical-date`): treated as a UI
+Trigger at the same moment: logical date = the run's `run_after`, data interval = the timetable's last
+complete interval before it (`cdclab.intervals.run_interval`, docs/runs_without_interval.md).
 """
 
 from __future__ import annotations
@@ -66,15 +70,19 @@ def lost_watermarks() -> None:
     @task
     def load(
         params: dict[str, Any],
-        data_interval_start: Any = None,
-        data_interval_end: Any = None,
         dag_run: Any = None,
     ) -> dict[str, Any]:
         import time
 
+        from airflow.sdk import get_current_context
+
         from cdclab import antipatterns as ap
         from cdclab import state
         from cdclab.db import SHOP, WAREHOUSE, connect
+        from cdclab.intervals import run_interval
+
+        iv = run_interval(get_current_context())  # derived from the timetable if the run has none
+        data_interval_start, data_interval_end = iv.start, iv.end
 
         variant = ap.check_variant(params["variant"])
         source, target = params["source_table"], ap.for_variant(params["target_table"], variant)

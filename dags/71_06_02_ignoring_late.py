@@ -25,6 +25,10 @@ lateness, or trigger a backfill for the hours listed there.
 Observe: ``SELECT * FROM marts.totals_71_06_02_<variant> ORDER BY bucket_start``, ``SELECT * FROM
 marts.totals_71_06_02_<variant>__reconciliation ORDER BY id`` and the ``aggregate`` / ``reconcile`` logs
 (buckets recomputed, differences found).
+
+**Run without a logical date** (REST API / `airflow dags trigger` without `--logical-date`): treated as a UI
+Trigger at the same moment: logical date = the run's `run_after`, data interval = the timetable's last
+complete interval before it (`cdclab.intervals.run_interval`, docs/runs_without_interval.md).
 """
 
 from __future__ import annotations
@@ -60,12 +64,15 @@ GRAIN = pendulum.duration(hours=1)
 )
 def ignoring_late() -> None:
     @task
-    def aggregate(
-        params: dict[str, Any], data_interval_start: Any = None, data_interval_end: Any = None
-    ) -> dict[str, Any]:
+    def aggregate(params: dict[str, Any]) -> dict[str, Any]:
+        from airflow.sdk import get_current_context
+
         from cdclab import antipatterns as ap
         from cdclab.db import SHOP, WAREHOUSE, connect
-        from cdclab.intervals import Window
+        from cdclab.intervals import Window, run_interval
+
+        iv = run_interval(get_current_context())  # derived from the timetable if the run has none
+        data_interval_start, data_interval_end = iv.start, iv.end
 
         variant = ap.check_variant(params["variant"])
         target = ap.for_variant(params["target_table"], variant)

@@ -23,6 +23,10 @@ Observe: ``SELECT strategy, rows_read, rows_written FROM state.run_metrics WHERE
 '71_06_03/%' ORDER BY id`` (the anti-pattern's ``rows_read`` follows the table size after the trigger,
 the fix's follows the change), ``state.watermark_history`` (``reset: recovered ...``), the target
 ``core.rows_71_06_03_<variant>``. Trigger once with ``{"corrupt_state": true}``, then normally.
+
+**Run without a logical date** (REST API / `airflow dags trigger` without `--logical-date`): treated as a UI
+Trigger at the same moment: logical date = the run's `run_after`, data interval = the timetable's last
+complete interval before it (`cdclab.intervals.run_interval`, docs/runs_without_interval.md).
 """
 
 from __future__ import annotations
@@ -61,15 +65,19 @@ def full_fallback() -> None:
     @task
     def load(
         params: dict[str, Any],
-        data_interval_start: Any = None,
-        data_interval_end: Any = None,
         dag_run: Any = None,
     ) -> dict[str, Any]:
         import time
 
+        from airflow.sdk import get_current_context
+
         from cdclab import antipatterns as ap
         from cdclab import state
         from cdclab.db import SHOP, WAREHOUSE, connect
+        from cdclab.intervals import run_interval
+
+        iv = run_interval(get_current_context())  # derived from the timetable if the run has none
+        data_interval_start, data_interval_end = iv.start, iv.end
 
         variant = ap.check_variant(params["variant"])
         source, target = params["source_table"], ap.for_variant(params["target_table"], variant)

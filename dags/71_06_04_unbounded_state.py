@@ -26,6 +26,10 @@ compaction of the state into a Bloom filter per period.
 Observe: ``SELECT variant, interval_end, delivered, emitted, expired, state_rows, state_bytes FROM
 state.seen_71_06_04_<variant>__size ORDER BY id``, the seen-state ``state.seen_71_06_04_<variant>`` and
 the target ``core.events_71_06_04_<variant>`` (one row per event id).
+
+**Run without a logical date** (REST API / `airflow dags trigger` without `--logical-date`): treated as a UI
+Trigger at the same moment: logical date = the run's `run_after`, data interval = the timetable's last
+complete interval before it (`cdclab.intervals.run_interval`, docs/runs_without_interval.md).
 """
 
 from __future__ import annotations
@@ -65,12 +69,16 @@ def unbounded_state() -> None:
     @task
     def deduplicate(
         params: dict[str, Any],
-        data_interval_start: Any = None,
-        data_interval_end: Any = None,
         dag_run: Any = None,
     ) -> dict[str, Any]:
+        from airflow.sdk import get_current_context
+
         from cdclab import antipatterns as ap
         from cdclab.db import SHOP, WAREHOUSE, connect
+        from cdclab.intervals import run_interval
+
+        iv = run_interval(get_current_context())  # derived from the timetable if the run has none
+        data_interval_start, data_interval_end = iv.start, iv.end
 
         variant = ap.check_variant(params["variant"])
         target, seen = (

@@ -23,6 +23,10 @@ changes in any order, or twice, gives the same table (commutative, idempotent). 
 Observe: ``SELECT * FROM staging.changes_71_06_05 ORDER BY seq`` next to ``SELECT * FROM
 core.status_71_06_05_<variant> ORDER BY id``; the ``apply`` log lists ``regressed: [(id, version in
 target, newest version)]``.
+
+**Run without a logical date** (REST API / `airflow dags trigger` without `--logical-date`): treated as a UI
+Trigger at the same moment: logical date = the run's `run_after`, data interval = the timetable's last
+complete interval before it (`cdclab.intervals.run_interval`, docs/runs_without_interval.md).
 """
 
 from __future__ import annotations
@@ -56,11 +60,15 @@ DAG_ID = "71_06_05_assuming_order"
 )
 def assuming_order() -> None:
     @task
-    def apply(
-        params: dict[str, Any], data_interval_start: Any = None, data_interval_end: Any = None
-    ) -> dict[str, Any]:
+    def apply(params: dict[str, Any]) -> dict[str, Any]:
+        from airflow.sdk import get_current_context
+
         from cdclab import antipatterns as ap
         from cdclab.db import WAREHOUSE, connect
+        from cdclab.intervals import run_interval
+
+        iv = run_interval(get_current_context())  # derived from the timetable if the run has none
+        data_interval_start, data_interval_end = iv.start, iv.end
 
         variant = ap.check_variant(params["variant"])
         source, target = params["source_table"], ap.for_variant(params["target_table"], variant)

@@ -28,6 +28,10 @@ Observe: ``SELECT variant, rows_read, details->'plan'->'scan_nodes', details->'p
 details->'plan'->'plan_rows', details->'plan'->'actual_rows' FROM state.perf_runs WHERE experiment =
 '71_07_02' ORDER BY id``; the target ``core.perf_71_07_02``; the watermark ``71_07_02/...`` in
 ``state.watermarks``. Seed: ``table_rows`` rows spread evenly over the 24 hours around the first run.
+
+**Run without a logical date** (REST API / `airflow dags trigger` without `--logical-date`): treated as a UI
+Trigger at the same moment: logical date = the run's `run_after`, data interval = the timetable's last
+complete interval before it (`cdclab.intervals.run_interval`, docs/runs_without_interval.md).
 """
 
 from __future__ import annotations
@@ -76,11 +80,16 @@ def _index_name(source: str) -> str:
 )
 def watermark_efficiency() -> None:
     @task
-    def prepare(params: dict[str, Any], data_interval_start: Any = None) -> None:
+    def prepare(params: dict[str, Any]) -> None:
+        from airflow.sdk import get_current_context
         from psycopg2 import sql
 
         from cdclab import perf, state
         from cdclab.db import SHOP, WAREHOUSE, connect, ident
+        from cdclab.intervals import run_interval
+
+        iv = run_interval(get_current_context())  # derived from the timetable if the run has none
+        data_interval_start = iv.start
 
         src = ident(params["source_table"])
         shop, wh = connect(SHOP), connect(WAREHOUSE)
@@ -123,13 +132,17 @@ def watermark_efficiency() -> None:
 
     @task
     def explain(params: dict[str, Any], dag_run: Any = None) -> list[dict[str, Any]]:
+        from airflow.sdk import get_current_context
         from psycopg2 import sql
 
         from cdclab import perf
         from cdclab.db import SHOP, WAREHOUSE, connect, ident
+        from cdclab.intervals import run_interval
+
+        iv = run_interval(get_current_context())  # derived from the timetable if the run has none
 
         source = params["source_table"]
-        bounds = {"start": dag_run.data_interval_start, "end": dag_run.data_interval_end}
+        bounds = {"start": iv.start, "end": iv.end}
         shop, wh = connect(SHOP), connect(WAREHOUSE)
         out = []
         try:
@@ -170,12 +183,17 @@ def watermark_efficiency() -> None:
 
     @task
     def load(params: dict[str, Any], dag_run: Any = None) -> dict[str, Any]:
+        from airflow.sdk import get_current_context
+
         from cdclab import perf, state, upsert
         from cdclab.db import SHOP, WAREHOUSE, connect
+        from cdclab.intervals import run_interval
+
+        iv = run_interval(get_current_context())  # derived from the timetable if the run has none
 
         source, target = params["source_table"], params["target_table"]
         key = f"{params['experiment']}/{source}->{target}"
-        start, end = dag_run.data_interval_start, dag_run.data_interval_end
+        start, end = iv.start, iv.end
         shop, wh = connect(SHOP), connect(WAREHOUSE)
         try:
             with perf.Stopwatch() as sw:

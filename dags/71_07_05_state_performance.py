@@ -28,6 +28,10 @@ history needs retention from day one.
 Observe: ``SELECT variant, rows_read, rows_written, round(duration_ms::numeric, 2), details FROM
 state.perf_runs WHERE experiment = '71_07_05' ORDER BY id``; ``state.watermarks`` / ``state.watermark_history``
 ``WHERE key LIKE '71_07_05/%'``; Admin -> Variables ``71_07_05__*``; ``state.perf_71_07_05_kv``.
+
+**Run without a logical date** (REST API / `airflow dags trigger` without `--logical-date`): treated as a UI
+Trigger at the same moment: logical date = the run's `run_after`, data interval = the timetable's last
+complete interval before it (`cdclab.intervals.run_interval`, docs/runs_without_interval.md).
 """
 
 from __future__ import annotations
@@ -102,10 +106,15 @@ def state_performance() -> None:
 
     @task
     def table_store(params: dict[str, Any], dag_run: Any = None) -> dict[str, Any]:
+        from airflow.sdk import get_current_context
+
         from cdclab import perf, state
         from cdclab.db import WAREHOUSE, connect
+        from cdclab.intervals import run_interval
 
-        exp, end = params["experiment"], dag_run.data_interval_end
+        iv = run_interval(get_current_context())  # derived from the timetable if the run has none
+
+        exp, end = params["experiment"], iv.end
         keys = [f"{exp}/k{i}" for i in range(params["watermark_keys"])]
         wh = connect(WAREHOUSE)
         try:
@@ -147,10 +156,15 @@ def state_performance() -> None:
 
     @task
     def variable_store(params: dict[str, Any], dag_run: Any = None) -> dict[str, Any]:
+        from airflow.sdk import get_current_context
+
         from cdclab import perf, state
         from cdclab.db import WAREHOUSE, connect
+        from cdclab.intervals import run_interval
 
-        exp, end = params["experiment"], dag_run.data_interval_end
+        iv = run_interval(get_current_context())  # derived from the timetable if the run has none
+
+        exp, end = params["experiment"], iv.end
         store = state.VariableWatermarkStore(prefix=params["variable_prefix"])
         keys = [f"k{i}" for i in range(params["watermark_keys"])]
         with perf.Stopwatch() as w:
@@ -182,13 +196,17 @@ def state_performance() -> None:
 
     @task
     def kv_store(params: dict[str, Any], dag_run: Any = None) -> dict[str, Any]:
+        from airflow.sdk import get_current_context
         from psycopg2 import sql
         from psycopg2.extras import execute_values
 
         from cdclab import perf
         from cdclab.db import WAREHOUSE, connect, ident
+        from cdclab.intervals import run_interval
 
-        exp, end, n = params["experiment"], dag_run.data_interval_end, params["kv_keys"]
+        iv = run_interval(get_current_context())  # derived from the timetable if the run has none
+
+        exp, end, n = params["experiment"], iv.end, params["kv_keys"]
         t, h = ident(params["kv_table"]), ident(params["kv_table"] + "_history")
         keys = [f"{exp}/p{i:05d}" for i in range(n)]
         half = n // 2

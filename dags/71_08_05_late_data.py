@@ -32,6 +32,10 @@ broken situation (tables, ledger, watermark) and triggers this DAG with its own 
 Observe: ``SELECT check_name, subject, verdict, detail FROM state.findings_71_08_05 ORDER BY id``;
 ``SELECT * FROM state.processed_intervals WHERE pipeline = '71_08_05/events' ORDER BY id``;
 ``marts.events_hourly_71_08_05``; ``dlq.late_events_71_08_05``.
+
+**Run without a logical date** (REST API / `airflow dags trigger` without `--logical-date`): treated as a UI
+Trigger at the same moment: logical date = the run's `run_after`, data interval = the timetable's last
+complete interval before it (`cdclab.intervals.run_interval`, docs/runs_without_interval.md).
 """
 
 from __future__ import annotations

@@ -24,6 +24,10 @@ Observe: the lab service ``partner-api`` serves ``http://127.0.0.1:8099/accounts
 ``curl -X PATCH 127.0.0.1:8099/accounts/3 -d '{"tier":"gold"}'`` or ``curl -X DELETE ...``, inject
 faults with ``curl -X POST 127.0.0.1:8099/admin/faults -d '{"fail_next":2}'``, then trigger the DAG and
 look at ``core.partner_accounts`` and ``state.api_sync_runs`` (retries / throttled columns) and the task log.
+
+**Run without a logical date** (REST API / `airflow dags trigger` without `--logical-date`): treated as a UI
+Trigger at the same moment: logical date = the run's `run_after`, data interval = the timetable's last
+complete interval before it (`cdclab.intervals.run_interval`, docs/runs_without_interval.md).
 """
 
 from __future__ import annotations
@@ -61,14 +65,18 @@ def api_sync() -> None:
     @task
     def sync(
         params: dict[str, Any],
-        data_interval_start: Any = None,
-        data_interval_end: Any = None,
         dag_run: Any = None,
     ) -> dict[str, Any]:
         from datetime import timedelta
 
+        from airflow.sdk import get_current_context
+
         from cdclab import partner_api, state
         from cdclab.db import WAREHOUSE, connect
+        from cdclab.intervals import run_interval
+
+        iv = run_interval(get_current_context())  # derived from the timetable if the run has none
+        data_interval_start, data_interval_end = iv.start, iv.end
 
         base_url = params["base_url"].rstrip("/")
         if not base_url:

@@ -30,6 +30,10 @@ rows), ``core.dim_product_71_09_04``, ``core.fact_order_line_71_09_04`` joined t
 ``customer_sk``/``product_sk``; ``SELECT pipeline, rows_read, rows_written FROM state.run_metrics WHERE
 pipeline LIKE '71_09_04/%' ORDER BY id``; ``state.watermarks WHERE key LIKE '71_09_04/%'``. Table names are
 params: tests point the DAG at their own copies of the shop tables.
+
+**Run without a logical date** (REST API / `airflow dags trigger` without `--logical-date`): treated as a UI
+Trigger at the same moment: logical date = the run's `run_after`, data interval = the timetable's last
+complete interval before it (`cdclab.intervals.run_interval`, docs/runs_without_interval.md).
 """
 
 from __future__ import annotations

@@ -40,6 +40,10 @@ stream (seed from the run's date unless `produce_seed` is set) to the topic, the
 - Rejected: `SELECT verdict, reason, event_time FROM marts.clickstream_too_late;`
 - Offsets: `SELECT * FROM state.kafka_offsets WHERE consumer_group = '71_09_05_event_stream';`
 - The topic: Kafka at 127.0.0.1:9092, topic `clickstream.events`.
+
+**Run without a logical date** (REST API / `airflow dags trigger` without `--logical-date`): treated as a UI
+Trigger at the same moment: logical date = the run's `run_after`, data interval = the timetable's last
+complete interval before it (`cdclab.intervals.run_interval`, docs/runs_without_interval.md).
 """
 
 from __future__ import annotations
@@ -103,6 +107,7 @@ def event_stream():
     @task
     def produce() -> dict:
         """Write a deterministic clickstream (late, duplicate, out-of-order events) to the topic."""
+        from cdclab.intervals import run_interval
         from cdclab.workload import clickstream_events
 
         ctx = get_current_context()
@@ -114,7 +119,7 @@ def event_stream():
                     f"produce_start {p['produce_start']!r} needs a date, a time and a UTC offset"
                 )
         else:
-            start = (ctx.get("logical_date") or ctx["dag_run"].run_after).in_timezone("UTC")
+            start = run_interval(ctx).logical_date  # run_after when the run has no logical date
         seed = p["produce_seed"] if p["produce_seed"] is not None else int(start.timestamp())
         events = clickstream_events(
             seed,

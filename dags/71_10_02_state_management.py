@@ -28,6 +28,10 @@ thresholds, the same table 71_10_04 reads.
 Observe: ``state.state_backups``, the objects under ``lab-tests/71_10_02/state/``,
 ``state.watermark_history`` (reason ``restore``), ``marts.pipeline_health_dashboard WHERE scope =
 '71_10_02'``. Simulate state loss with ``DELETE FROM state.watermarks WHERE key LIKE '71_10_02/%'``.
+
+**Run without a logical date** (REST API / `airflow dags trigger` without `--logical-date`): treated as a UI
+Trigger at the same moment: logical date = the run's `run_after`, data interval = the timetable's last
+complete interval before it (`cdclab.intervals.run_interval`, docs/runs_without_interval.md).
 """
 
 from __future__ import annotations
@@ -193,9 +197,15 @@ def state_management() -> None:
         return asdict(info)
 
     @task
-    def monitor(params: dict[str, Any], data_interval_end: Any = None, dag_run: Any = None) -> dict[str, str]:
+    def monitor(params: dict[str, Any], dag_run: Any = None) -> dict[str, str]:
+        from airflow.sdk import get_current_context
+
         from cdclab import health
         from cdclab.db import WAREHOUSE, connect
+        from cdclab.intervals import run_interval
+
+        iv = run_interval(get_current_context())  # derived from the timetable if the run has none
+        data_interval_end = iv.end
 
         wh = connect(WAREHOUSE)
         try:

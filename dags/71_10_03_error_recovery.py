@@ -28,6 +28,10 @@ n attempts of that interval; `hard_failures` ``["<interval start ISO>"]`` fails 
 Observe: ``SELECT * FROM state.interval_ledger WHERE pipeline = '71_10_03' ORDER BY interval_start``,
 ``dlq.rejected_rows``, ``state.validation_results``; the target ``core.events_71_10_03``; the `load`
 task log shows every attempt and backoff.
+
+**Run without a logical date** (REST API / `airflow dags trigger` without `--logical-date`): treated as a UI
+Trigger at the same moment: logical date = the run's `run_after`, data interval = the timetable's last
+complete interval before it (`cdclab.intervals.run_interval`, docs/runs_without_interval.md).
 """
 
 from __future__ import annotations
@@ -63,14 +67,18 @@ def error_recovery() -> None:
     @task
     def load(
         params: dict[str, Any],
-        data_interval_start: Any = None,
-        data_interval_end: Any = None,
         dag_run: Any = None,
     ) -> list[dict[str, Any]]:
         from dataclasses import asdict
 
+        from airflow.sdk import get_current_context
+
         from cdclab import recovery
         from cdclab.db import SHOP, WAREHOUSE, connect
+        from cdclab.intervals import run_interval
+
+        iv = run_interval(get_current_context())  # derived from the timetable if the run has none
+        data_interval_start, data_interval_end = iv.start, iv.end
 
         transient = {pendulum.parse(k).isoformat(): int(v) for k, v in params["transient_failures"].items()}
         hard = {pendulum.parse(k).isoformat() for k in params["hard_failures"]}

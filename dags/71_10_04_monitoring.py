@@ -24,6 +24,10 @@ prints it.
 
 Observe: ``SELECT metric, subject, status, value, detail FROM marts.pipeline_health_dashboard WHERE
 scope = '71_10_04' ORDER BY severity DESC``.
+
+**Run without a logical date** (REST API / `airflow dags trigger` without `--logical-date`): treated as a UI
+Trigger at the same moment: logical date = the run's `run_after`, data interval = the timetable's last
+complete interval before it (`cdclab.intervals.run_interval`, docs/runs_without_interval.md).
 """
 
 from __future__ import annotations
@@ -68,15 +72,19 @@ def monitoring() -> None:
     @task
     def measure(
         params: dict[str, Any],
-        data_interval_start: Any = None,
-        data_interval_end: Any = None,
         dag_run: Any = None,
     ) -> dict[str, int]:
         from datetime import timedelta
 
+        from airflow.sdk import get_current_context
+
         from cdclab import health, recovery, state
         from cdclab.cdc.pipeline import kafka_bootstrap
         from cdclab.db import SHOP, WAREHOUSE, connect
+        from cdclab.intervals import run_interval
+
+        iv = run_interval(get_current_context())  # derived from the timetable if the run has none
+        data_interval_start, data_interval_end = iv.start, iv.end
 
         p = params
         shop, wh = connect(SHOP), connect(WAREHOUSE)

@@ -6,7 +6,9 @@ Vocabulary:
   exactly ``end`` belongs to the next window. The SQL form is ``col >= start AND col < end``
   (:meth:`Window.sql_predicate`); ``BETWEEN`` is closed on both sides and double-counts boundaries.
 - *data interval*: the window Airflow hands a run as ``data_interval_start`` / ``data_interval_end``
-  (:func:`from_context`). Only *interval* timetables produce a real window:
+  (:func:`from_context`, :func:`run_interval`). A run triggered without a logical date carries none; it
+  gets the interval the UI's Trigger would have given it at ``run_after``: the last complete interval
+  before the run started, derived from the DAG's timetable (:func:`infer_interval`). Only *interval* timetables produce a real window:
   ``CronDataIntervalTimetable`` / ``DeltaDataIntervalTimetable``. In Airflow 3 a cron string schedule is a
   ``CronTriggerTimetable`` whose runs have ``start == end``: an empty window that would load nothing,
   so :class:`EmptyIntervalError` is raised instead.
@@ -88,13 +90,16 @@ class UnalignedIntervalError(ValueError):
 
 
 class MissingIntervalError(ValueError):
-    """The run has no data interval at all (``schedule=None`` or an asset-triggered run)."""
+    """The run has no data interval and none can be derived (no ``dag`` / ``dag_run`` in the context, or a
+    timetable that cannot infer one)."""
 
-    def __init__(self, start: object, end: object) -> None:
+    def __init__(self, start: object, end: object, why: str = "", dag_id: str = "<dag_id>") -> None:
         super().__init__(
-            f"this run has no data interval (data_interval_start={start!r}, data_interval_end={end!r}): "
-            f"unscheduled and asset-triggered runs carry none. Give the DAG an interval timetable "
-            f"(CronDataIntervalTimetable / DeltaDataIntervalTimetable) or pass explicit bounds."
+            f"this run has no data interval (data_interval_start={start!r}, data_interval_end={end!r})"
+            f"{': ' + why if why else ''}, and none could be derived from the DAG's interval timetable. "
+            f"Trigger it with a logical date: in the UI press Trigger (the logical date defaults to now), or "
+            f"`airflow dags trigger {dag_id} --logical-date 2026-03-29T05:00:00+00:00`, or POST "
+            f'/api/v2/dags/{dag_id}/dagRuns with a "logical_date"; or pass explicit bounds.'
         )
 
 
@@ -162,12 +167,100 @@ class Window:
         return text, {"window_start": self.start, "window_end": self.end}
 
 
-def from_context(context: Mapping[str, Any]) -> Window:
-    """The run's data interval as a :class:`Window` (raises :class:`EmptyIntervalError` for ``start == end``)."""
+NO_INTERVAL_BEHAVIOUR = (
+    "A run without a logical date (REST API / CLI trigger without one) gets the interval the UI's Trigger "
+    "would give it at the same moment: timetable.infer_manual_data_interval(run_after), i.e. the last "
+    "complete interval before the run started (cdclab.intervals.run_interval)."
+)
+
+
+@dataclass(frozen=True)
+class RunInterval:
+    """A run's logical date and data interval ``[start, end)``, as the run carried them or, for a run without a
+    logical date, as derived from the DAG's timetable (``derived=True``).
+
+    ``start == end`` is possible here (a cron-string / ``schedule=None`` DAG: a point in time, not a window);
+    :attr:`window` refuses that with :class:`EmptyIntervalError`."""
+
+    logical_date: DateTime
+    start: DateTime
+    end: DateTime
+    derived: bool = False
+
+    @property
+    def window(self) -> Window:
+        return Window(self.start, self.end)
+
+
+def _utc(value: dt.datetime) -> DateTime:
+    return pendulum.instance(require_aware(value, "run time")).in_timezone("UTC")
+
+
+def infer_interval(
+    timetable: Any, run_after: dt.datetime, dag_id: str = "<dag_id>"
+) -> tuple[DateTime, DateTime]:
+    """``[start, end)`` that Airflow gives a manual run at ``run_after`` (what the UI's Trigger does with its
+    default logical date = now): ``infer_manual_data_interval`` of the core form of the DAG's timetable.
+
+    - ``CronDataIntervalTimetable``: the last complete cron period that ends at or before ``run_after``
+      (``@hourly``, run_after 05:17 -> ``[04:00, 05:00)``), in the timetable's time zone;
+    - ``DeltaDataIntervalTimetable(d)``: ``[run_after - d, run_after)``;
+    - cron string (``CronTriggerTimetable``), ``schedule=None``: the point ``[run_after, run_after]``."""
+    from airflow.serialization.encoders import coerce_to_core_timetable  # worker-side, lazily
+
+    core = coerce_to_core_timetable(timetable)
+    infer = getattr(core, "infer_manual_data_interval", None)
+    if infer is None:
+        why = f"timetable {type(timetable).__name__} cannot infer one"
+        raise MissingIntervalError(None, None, why, dag_id)
+    interval = infer(run_after=_utc(run_after))
+    return _utc(interval.start), _utc(interval.end)
+
+
+def interval_for_run(dag: Any, dag_run: Any) -> RunInterval:
+    """The run's logical date and interval from the Task SDK's ``dag`` and ``dag_run`` (usable from Jinja:
+    ``{{ run_interval_of(dag, dag_run).start }}``): carried when the run has a logical date and an interval,
+    derived from ``dag.timetable`` at ``dag_run.run_after`` when it has none."""
+    logical = getattr(dag_run, "logical_date", None)
+    start = getattr(dag_run, "data_interval_start", None)
+    end = getattr(dag_run, "data_interval_end", None)
+    dag_id = getattr(dag, "dag_id", None) or getattr(dag_run, "dag_id", None) or "<dag_id>"
+    if start is not None and end is not None:
+        return RunInterval(_utc(logical if logical is not None else end), _utc(start), _utc(end))
+    run_after = getattr(dag_run, "run_after", None)
+    timetable = getattr(dag, "timetable", None)
+    if run_after is None or timetable is None:
+        raise MissingIntervalError(
+            start, end, "no dag_run.run_after / dag.timetable to derive it from", dag_id
+        )
+    d_start, d_end = infer_interval(timetable, run_after, dag_id)
+    return RunInterval(_utc(logical if logical is not None else run_after), d_start, d_end, derived=True)
+
+
+def run_interval(context: Mapping[str, Any]) -> RunInterval:
+    """The run's logical date and data interval from a task context; the one rule for runs without one.
+
+    A context with ``data_interval_start`` / ``data_interval_end`` (a run with a logical date) gives them
+    unchanged. A run triggered without a logical date (REST API or ``airflow dags trigger`` without
+    ``--logical-date``, asset-triggered runs) carries neither key: its interval is *derived* from the DAG's
+    timetable at ``dag_run.run_after`` with :func:`infer_interval`, i.e. exactly what the UI's Trigger button
+    would have given a run started at that moment (the last complete interval before the run started), and
+    its logical date is ``run_after``. When there is nothing to derive from, :class:`MissingIntervalError`
+    says how to trigger the DAG."""
     start, end = context.get("data_interval_start"), context.get("data_interval_end")
-    if start is None or end is None:
-        raise MissingIntervalError(start, end)
-    return Window(start, end)
+    if start is not None and end is not None:
+        logical = context.get("logical_date")
+        return RunInterval(_utc(logical if logical is not None else end), _utc(start), _utc(end))
+    dag, dag_run = context.get("dag"), context.get("dag_run")
+    if dag is None or dag_run is None:
+        raise MissingIntervalError(start, end, "the context has no dag / dag_run to derive it from")
+    return interval_for_run(dag, dag_run)
+
+
+def from_context(context: Mapping[str, Any]) -> Window:
+    """The run's data interval as a :class:`Window` (:func:`run_interval`; raises :class:`EmptyIntervalError`
+    for ``start == end``)."""
+    return run_interval(context).window
 
 
 # --- partitions ---------------------------------------------------------------------------------
