@@ -4,62 +4,49 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 CDCLAB := $(VENV)/bin/cdclab
-# compose where a Docker engine answers, native elsewhere; LAB_BACKEND=compose|native overrides.
-LAB_BACKEND ?= $(shell docker info >/dev/null 2>&1 && echo compose || echo native)
-COMPOSE := docker compose --env-file infra/versions.env --env-file infra/ports.env --env-file infra/credentials.env
+# compose where a Docker engine and its Compose plugin answer, native elsewhere;
+# LAB_BACKEND=compose|native overrides. `make up` never installs a Docker engine by itself.
+LAB_BACKEND ?= $(shell docker info >/dev/null 2>&1 && docker compose version >/dev/null 2>&1 && echo compose || echo native)
+export LAB_BACKEND
 S ?= postgres
+N ?= 100
 PYTEST_ARGS ?=
 
-.PHONY: help bootstrap up down status logs clean test test-unit lint format bench lock
+.PHONY: help engine bootstrap up down status logs clean kill test test-unit lint format bench lock
 
 help: ## list every target
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "} {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
 
-bootstrap: ## install what is missing (Debian packages, uv + .venv, Maven jars, MinIO) — cached
+engine: ## (machines without an image registry) install Docker's engine + Compose, make the base image
+	@bash infra/engine/engine.sh
+
+bootstrap: ## install what is missing (native: Debian packages, Maven jars, MinIO; both: uv + .venv) — cached
 ifeq ($(LAB_BACKEND),native)
 	@bash infra/native/bootstrap.sh
 else
-	@command -v uv >/dev/null || python3 -m pip install -q uv
-	@uv sync --frozen --extra dev -q
+	@bash infra/native/bootstrap.sh --python-only
 endif
 
-up: bootstrap ## start the whole lab (idempotent) and print the status table
-ifeq ($(LAB_BACKEND),native)
+up: bootstrap ## start the whole lab (idempotent; compose builds the images first) and print the status table
 	@$(CDCLAB) lab up
-else
-	@$(COMPOSE) up -d --wait && $(COMPOSE) ps
-endif
 
 down: ## stop the lab, keep its data
-ifeq ($(LAB_BACKEND),native)
 	@$(CDCLAB) lab down
-else
-	@$(COMPOSE) down
-endif
 
-status: ## a table of services, addresses and states
-ifeq ($(LAB_BACKEND),native)
+status: ## a table of services, addresses and states (the same under both backends)
 	@$(CDCLAB) lab status
-else
-	@$(COMPOSE) ps
-endif
 
-logs: ## the last lines of one service's log: make logs S=kafka
-ifeq ($(LAB_BACKEND),native)
-	@$(CDCLAB) lab logs $(S)
-else
-	@$(COMPOSE) logs --tail 100 $(S)
-endif
+logs: ## the last lines of one service's log: make logs S=kafka [N=200]
+	@$(CDCLAB) lab logs $(S) -n $(N)
 
-clean: ## stop everything and wipe all lab data (databases, topics, buckets)
-ifeq ($(LAB_BACKEND),native)
+kill: ## SIGKILL one service, for fault drills: make kill S=connect (make up brings it back)
+	@$(CDCLAB) lab kill $(S)
+
+clean: bootstrap ## stop everything and wipe all lab data (databases, topics, buckets)
 	@$(CDCLAB) lab clean
-else
-	@$(COMPOSE) down -v
-endif
 
 test: bootstrap ## run every test; starts the lab first if it is not healthy
-	@LAB_BACKEND=$(LAB_BACKEND) $(PY) -m pytest $(PYTEST_ARGS)
+	@$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: bootstrap ## only the tests that need no running service
 	@$(PY) -m pytest -m unit $(PYTEST_ARGS)

@@ -2,8 +2,8 @@
 
 - The lab's environment (AIRFLOW_HOME, metadata DB, AIRFLOW_CONN_*) is exported at import time, before
   anything imports Airflow, so ``dag.test()`` runs against the lab's own metadata database.
-- ``lab`` (session): uses the running lab when every service is healthy, otherwise starts it
-  (native launcher; through compose when LAB_BACKEND=compose).
+- ``lab`` (session): uses the running lab when every service is healthy, otherwise starts it through
+  the backend interface (compose via testcontainers, or the native launcher); see ``lab`` below.
 - Tests under ``tests/unit`` get the ``unit`` marker, tests under ``tests/integration`` get
   ``integration``; ``pytest -m unit`` needs no running service.
 - ``names`` gives each test its own table, topic and consumer-group names.
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,50 +39,59 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def _print_logs(cfg: LabConfig, services: list[str]) -> None:
+    """The last lines of each service's log, from whichever backend runs the lab."""
+    from cdclab.lab.backend import backend
+
+    lab = backend(cfg)
     for name in services:
-        path = cfg.log_file(name)
-        if path.exists():
-            tail = path.read_text(errors="replace").splitlines()[-40:]
-            print(f"\n==> last lines of {path} <==\n" + "\n".join(tail))
-
-
-def _backend() -> str:
-    """``LAB_BACKEND`` if set, else compose when a Docker engine answers, else native (as ``make up``)."""
-    if os.environ.get("LAB_BACKEND"):
-        return os.environ["LAB_BACKEND"]
-    try:
-        engine = subprocess.run(["docker", "info"], capture_output=True, timeout=10).returncode == 0
-    except (OSError, subprocess.SubprocessError):
-        engine = False
-    return "compose" if engine else "native"
+        try:
+            text = lab.logs(name, 40)
+        except Exception as exc:  # a failing log read must not hide the test's own failure
+            text = f"(could not read the log: {exc})"
+        print(f"\n==> last lines of {name} ({lab.name}) <==\n{text}")
 
 
 @pytest.fixture(scope="session")
-def lab() -> LabConfig:
-    from cdclab.lab import native
+def lab() -> Iterator[LabConfig]:
+    """The running lab, through the backend interface (src/cdclab/lab/backend.py).
 
-    if _backend() == "compose":
-        # A Docker engine answers: the same stack from official images, started and awaited by
-        # testcontainers (docker compose up --wait on compose.yaml with the same env files).
-        from testcontainers.compose import DockerCompose
+    A healthy lab is reused as it is. Otherwise: under compose, testcontainers' ``DockerCompose``
+    starts compose.yaml with the env files (``up --build --wait``) and stops what it started at the
+    end of the session; under native, the native launcher starts it (and leaves it running, as
+    ``make up`` would).
+    """
+    from cdclab.lab.backend import ComposeBackend, all_healthy, backend, format_table
 
-        compose = DockerCompose(
-            context=str(ROOT),
-            compose_file_name="compose.yaml",
-            build=True,
-            wait=True,
-            env_file=[f"infra/{name}" for name in ENV_FILES],
+    lab = backend(CFG)
+    started = None
+    if not all_healthy(lab.status()):
+        if isinstance(lab, ComposeBackend):
+            from testcontainers.compose import DockerCompose
+
+            started = DockerCompose(
+                context=str(ROOT),
+                compose_file_name="compose.yaml",
+                build=True,
+                wait=True,
+                env_file=[f"infra/{name}" for name in ENV_FILES],
+            )
+            try:
+                started.start()
+            except Exception:
+                stdout, stderr = started.get_logs()
+                print("\n".join((stdout + stderr).splitlines()[-200:]))
+                raise
+        else:
+            lab.up()
+    rows = lab.status()
+    if not all_healthy(rows):
+        _print_logs(
+            CFG, [r[0] for r in rows if not r[2].startswith(("healthy", "RUNNING")) and r[0][0] != " "]
         )
-        compose.start()
-        return CFG
-    rows = native.status(CFG)
-    if not native.all_healthy(rows):
-        native.up(CFG)
-        rows = native.status(CFG)
-    if not native.all_healthy(rows):
-        _print_logs(CFG, [s.name for s in native.SERVICES])
-        pytest.fail("the lab is not healthy:\n" + native.format_table(rows))
-    return CFG
+        pytest.fail(f"the lab ({lab.name}) is not healthy:\n" + format_table(rows))
+    yield CFG
+    if started is not None:
+        started.stop(down=True)
 
 
 class Names:

@@ -12,8 +12,12 @@ mkdir -p "$cache/bin"
 step() { printf '\n==> %s\n' "$*"; }
 t0=$SECONDS
 
+python_only=false
+[ "${1:-}" = "--python-only" ] && python_only=true  # the compose backend needs only the host venv
+
 # --- Debian packages ------------------------------------------------------------------------
 need_apt=()
+if ! $python_only; then
 dpkg -s "postgresql-$POSTGRES_MAJOR" >/dev/null 2>&1 || need_apt+=("postgresql-$POSTGRES_MAJOR" "postgresql-client-$POSTGRES_MAJOR")
 dpkg -s "postgresql-$POSTGRES_MAJOR-wal2json" >/dev/null 2>&1 || need_apt+=("postgresql-$POSTGRES_MAJOR-wal2json")
 command -v mariadbd >/dev/null || need_apt+=(mariadb-server mariadb-client)
@@ -30,6 +34,7 @@ if ((${#need_apt[@]})); then
 else
   step "Debian packages: present (postgresql-$POSTGRES_MAJOR, wal2json, mariadb, java, maven, go)"
 fi
+fi
 
 # --- Python: uv + the locked virtual environment --------------------------------------------
 if ! command -v uv >/dev/null || [ "$(uv --version | awk '{print $2}')" != "$UV_VERSION" ]; then
@@ -38,6 +43,11 @@ if ! command -v uv >/dev/null || [ "$(uv --version | awk '{print $2}')" != "$UV_
 fi
 step "uv sync --frozen (Airflow $AIRFLOW_VERSION and the providers, from uv.lock)"
 uv sync --frozen --extra dev --python "$PYTHON_VERSION" -q
+
+if $python_only; then
+  step "bootstrap (host virtual environment for the compose backend) done in $((SECONDS - t0))s"
+  exit 0
+fi
 
 # --- Maven: Kafka, Kafka Connect, Debezium ---------------------------------------------------
 jars_key=$(.venv/bin/python -c 'from cdclab.lab.config import LabConfig; print(LabConfig.load().jars_key)')

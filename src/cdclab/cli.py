@@ -4,7 +4,9 @@ cdclab lab up [SERVICE...]     start what is not running (idempotent), then prin
 cdclab lab down [SERVICE...]   stop services (data is kept)
 cdclab lab status [--check]    the status table; --check exits 1 unless everything is healthy
 cdclab lab logs SERVICE [-n N] the last lines of a service's log
+cdclab lab start|stop|restart|kill SERVICE...   one service (kill = SIGKILL, for fault drills)
 cdclab lab clean               stop everything and wipe the state (databases, topics, buckets)
+The backend is $LAB_BACKEND (compose | native), else compose where a Docker engine answers.
 cdclab lab env                 print the environment the launcher gives services (for `eval`)
 cdclab offsets show|reset      exactly-once consumer offsets (warehouse.state.kafka_offsets)
 cdclab workload ...            drive changes into the shop database (see `cdclab workload -h`)
@@ -19,51 +21,57 @@ import sys
 
 def _lab(args: argparse.Namespace) -> int:
     from cdclab.lab import native
+    from cdclab.lab.backend import LabError, all_healthy, backend, format_table
     from cdclab.lab.config import LabConfig
 
     cfg = LabConfig.load()
-    if args.action == "up":
-        try:
-            rows = native.up(cfg, args.services)
-        except native.ServiceError as exc:
-            print(f"\ncdclab: {exc}", file=sys.stderr)
-            return 1
-        print()
-        print(native.format_table(rows))
-        print(
-            f"\nAirflow UI: {cfg.airflow_url}  login {cfg['AIRFLOW_ADMIN_USER']} / {cfg['AIRFLOW_ADMIN_PASSWORD']}"
-        )
-        print(
-            f"MinIO console: http://{cfg.host}:{cfg.port('minio_console')}  login "
-            f"{cfg['MINIO_ROOT_USER']} / {cfg['MINIO_ROOT_PASSWORD']}"
-        )
-        return 0 if native.all_healthy(rows) else 1
-    if args.action == "down":
-        native.down(cfg, args.services)
-        return 0
-    if args.action == "status":
-        rows = native.status(cfg)
-        print(native.format_table(rows))
-        return 0 if (not args.check or native.all_healthy(rows)) else 1
-    if args.action == "logs":
-        svc = native.service(args.services[0]) if args.services else None
-        if svc is None:
-            print("usage: cdclab lab logs SERVICE", file=sys.stderr)
-            return 2
-        path = cfg.log_file(svc.name)
-        if not path.exists():
-            print(f"no log yet at {path}", file=sys.stderr)
-            return 1
-        print(f"==> {path} <==")
-        print("\n".join(path.read_text(errors="replace").splitlines()[-args.lines :]))
-        return 0
-    if args.action == "clean":
-        native.clean(cfg)
-        return 0
     if args.action == "env":
         for key, value in sorted(cfg.airflow_env().items()):
             print(f"export {key}={shlex.quote(value)}")
         return 0
+    lab = backend(cfg)
+    try:
+        if args.action == "up":
+            print(f"cdclab: starting the lab ({lab.name} backend)", flush=True)
+            rows = lab.up(args.services)
+            print()
+            print(format_table(rows))
+            print(
+                f"\nAirflow UI: {cfg.airflow_public_url}  login {cfg['AIRFLOW_ADMIN_USER']} / "
+                f"{cfg['AIRFLOW_ADMIN_PASSWORD']}"
+            )
+            print(
+                f"MinIO console: http://{cfg.host}:{cfg.port('minio_console')}  login "
+                f"{cfg['MINIO_ROOT_USER']} / {cfg['MINIO_ROOT_PASSWORD']}"
+            )
+            return 0 if all_healthy(rows) else 1
+        if args.action == "down":
+            lab.down(args.services)
+            return 0
+        if args.action == "status":
+            rows = lab.status()
+            print(f"backend: {lab.name}")
+            print(format_table(rows))
+            return 0 if (not args.check or all_healthy(rows)) else 1
+        if args.action in ("start", "stop", "restart", "kill"):
+            if not args.services:
+                print(f"usage: cdclab lab {args.action} SERVICE...", file=sys.stderr)
+                return 2
+            for name in args.services:
+                getattr(lab, args.action)(name)
+            return 0
+        if args.action == "logs":
+            if not args.services:
+                print("usage: cdclab lab logs SERVICE", file=sys.stderr)
+                return 2
+            print(lab.logs(args.services[0], args.lines))
+            return 0
+        if args.action == "clean":
+            lab.clean()
+            return 0
+    except (native.ServiceError, LabError) as exc:
+        print(f"\ncdclab: {exc}", file=sys.stderr)
+        return 1
     raise AssertionError(args.action)
 
 
@@ -95,7 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     lab = sub.add_parser("lab", help="start, stop and inspect the lab stack")
-    lab.add_argument("action", choices=["up", "down", "status", "logs", "clean", "env"])
+    lab.add_argument(
+        "action", choices=["up", "down", "status", "logs", "clean", "env", "start", "stop", "restart", "kill"]
+    )
     lab.add_argument("services", nargs="*")
     lab.add_argument("--check", action="store_true")
     lab.add_argument("-n", "--lines", type=int, default=60)

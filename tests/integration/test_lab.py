@@ -11,14 +11,15 @@ import sys
 import pytest
 
 from cdclab.lab import native
+from cdclab.lab.backend import ComposeBackend, all_healthy, backend, format_table
 from cdclab.lab.native import ServiceError, http_json
 
 LOG_SERVICES = ["connect"]
 
 
 def test_every_service_is_healthy_and_the_connector_streams(lab):
-    rows = native.status(lab)
-    assert native.all_healthy(rows), native.format_table(rows)
+    rows = backend(lab).status()
+    assert all_healthy(rows), format_table(rows)
     names = [r[0].strip() for r in rows]
     for service in (
         "postgres",
@@ -27,6 +28,7 @@ def test_every_service_is_healthy_and_the_connector_streams(lab):
         "minio",
         "mariadb",
         "maxwell",
+        "partner-api",
         "airflow-api-server",
         "airflow-scheduler",
         "airflow-dag-processor",
@@ -80,13 +82,18 @@ def test_minio_has_the_lab_buckets(lab):
 
 
 def test_up_a_second_time_changes_nothing(lab):
-    before = {s.name: s.pid(lab) for s in native.SERVICES}
+    """`make up` on a healthy lab restarts nothing: the same processes (native) or the same
+    containers, started at the same moment (compose: the images rebuild from cache, unchanged)."""
+    lab_backend = backend(lab)
+    before = lab_backend.instances()
+    assert set(before) == {s.name for s in native.SERVICES}, before
     out = subprocess.run(
-        [sys.executable, "-m", "cdclab.cli", "lab", "up"], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "cdclab.cli", "lab", "up"], capture_output=True, text=True, timeout=900
     )
     assert out.returncode == 0, out.stdout + out.stderr
-    assert out.stdout.count("already healthy") == len(native.SERVICES)
-    assert {s.name: s.pid(lab) for s in native.SERVICES} == before
+    if lab_backend.name == "native":
+        assert out.stdout.count("already healthy") == len(native.SERVICES)
+    assert lab_backend.instances() == before
 
 
 def test_an_invalid_connector_config_names_the_service_and_its_log(lab, tmp_path, names):
@@ -112,36 +119,55 @@ def test_an_invalid_connector_config_names_the_service_and_its_log(lab, tmp_path
         message = str(err.value)
         assert message.startswith("[connect]")
         assert name in message
-        assert str(lab.log_file("connect")) in message
+        assert "make logs S=connect" in message
+        if backend(lab).name == "native":
+            assert str(lab.log_file("connect")) in message
     finally:
         http_json("DELETE", f"{lab.connect_url}/connectors/{name}")
 
 
 def test_a_taken_port_gives_a_clear_error_and_starts_nothing(lab, tmp_path):
+    """MinIO's port is taken by another program: `cdclab lab up minio` fails, names the service and
+    the port, and leaves nothing running. Under compose this runs as a separate compose project, so
+    the shared stack is not touched."""
     blocker = socket.socket()
     blocker.bind(("127.0.0.1", 0))
     blocker.listen(1)
     port = blocker.getsockname()[1]
+    project = f"cdclab-porttest-{os.getpid()}"
     env = {
         **os.environ,
         "CDCLAB_STATE": str(tmp_path / "state"),
         "MINIO_PORT": str(port),
         "MINIO_CONSOLE_PORT": str(port + 1 if port < 65000 else port - 1),
+        "COMPOSE_PROJECT_NAME": project,
     }
+    compose = isinstance(backend(lab), ComposeBackend)
     try:
         out = subprocess.run(
             [sys.executable, "-m", "cdclab.cli", "lab", "up", "minio"],
             env=env,
             capture_output=True,
             text=True,
-            timeout=120,
+            timeout=600,
         )
     finally:
         blocker.close()
-    assert out.returncode == 1
-    assert f"[minio] port {port} (MINIO_PORT in infra/ports.env) is already taken" in out.stderr
-    assert str(tmp_path / "state" / "logs" / "minio.log") in out.stderr
-    assert not list((tmp_path / "state" / "run").glob("*.pid")), "a failed start must leave no pid behind"
+        if compose:
+            subprocess.run(
+                [*ComposeBackend(lab).command("down", "-v"), "--remove-orphans"],
+                env=env,
+                capture_output=True,
+                timeout=120,
+            )
+    assert out.returncode == 1, out.stdout + out.stderr
+    if compose:
+        assert "[minio] `docker compose up` failed" in out.stderr, out.stdout + out.stderr
+        assert str(port) in out.stdout + out.stderr, out.stdout + out.stderr
+    else:
+        assert f"[minio] port {port} (MINIO_PORT in infra/ports.env) is already taken" in out.stderr
+        assert "more: make logs S=minio" in out.stderr
+        assert not list((tmp_path / "state" / "run").glob("*.pid")), "a failed start must leave no pid behind"
 
 
 def test_mariadb_writes_a_full_row_based_binlog(lab):

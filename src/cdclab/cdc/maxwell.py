@@ -244,7 +244,7 @@ def main() -> None:
 
     cfg = LabConfig.load()
     run(
-        host=cfg.host,
+        host=cfg.host_of("mariadb"),
         port=cfg.port("mariadb"),
         user=cfg["MAXWELL_USER"],
         password=cfg["MAXWELL_PASSWORD"],

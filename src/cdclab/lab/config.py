@@ -85,39 +85,60 @@ class LabConfig:
     # ---- addresses -------------------------------------------------------------------------
     @property
     def host(self) -> str:
+        """The address users and host tools reach every service on (``LAB_HOST``, 127.0.0.1)."""
         return self["LAB_HOST"]
+
+    def host_of(self, service: str) -> str:
+        """Where a client reaches ``service``: ``$<SERVICE>_HOST`` if set, else ``LAB_HOST``.
+
+        On the host both launchers answer on 127.0.0.1. Inside the compose network the containers
+        set ``POSTGRES_HOST=postgres``, ``KAFKA_HOST=kafka`` and so on (compose.yaml, ``x-network``),
+        so the same code reaches the services by name there.
+        """
+        return os.environ.get(f"{service.upper().replace('-', '_')}_HOST") or self.host
 
     def port(self, name: str) -> int:
         return int(self[f"{name.upper()}_PORT"])
 
     @property
     def kafka_bootstrap(self) -> str:
-        return f"{self.host}:{self.port('kafka')}"
+        return f"{self.host_of('kafka')}:{self.port('kafka')}"
 
     @property
     def connect_url(self) -> str:
-        return f"http://{self.host}:{self.port('connect')}"
+        return f"http://{self.host_of('connect')}:{self.port('connect')}"
 
     @property
     def minio_url(self) -> str:
-        return f"http://{self.host}:{self.port('minio')}"
+        return f"http://{self.host_of('minio')}:{self.port('minio')}"
 
     @property
     def airflow_url(self) -> str:
-        return f"http://{self.host}:{self.port('airflow')}"
+        """Where lab processes reach the api-server (inside compose: the service name)."""
+        return f"http://{self.host_of('airflow')}:{self.port('airflow')}"
+
+    @property
+    def airflow_public_url(self) -> str:
+        """The UI's address in the user's browser: ``LAB_HOST`` and the published port (inside a
+        container ``AIRFLOW_PUBLIC_PORT``, as the api-server listens on its own port there)."""
+        return f"http://{self.host}:{os.environ.get('AIRFLOW_PUBLIC_PORT') or self.port('airflow')}"
+
+    @property
+    def partner_api_url(self) -> str:
+        return f"http://{self.host_of('partner_api')}:{self.port('partner_api')}"
 
     def pg_dsn(self, database: str, role: str | None = None) -> str:
         """A libpq DSN for ``database`` as ``role`` (default: the database's owner role)."""
         role = role or database
         user, password = self._pg_login(role)
         return (
-            f"host={self.host} port={self.port('postgres')} dbname={database} "
+            f"host={self.host_of('postgres')} port={self.port('postgres')} dbname={database} "
             f"user={user} password={password} application_name=cdclab"
         )
 
     def pg_uri(self, database: str, role: str | None = None, scheme: str = "postgresql") -> str:
         user, password = self._pg_login(role or database)
-        return f"{scheme}://{quote(user)}:{quote(password, safe='')}@{self.host}:{self.port('postgres')}/{database}"
+        return f"{scheme}://{quote(user)}:{quote(password, safe='')}@{self.host_of('postgres')}:{self.port('postgres')}/{database}"
 
     def _pg_login(self, role: str) -> tuple[str, str]:
         logins = {
@@ -207,9 +228,7 @@ class LabConfig:
             "AIRFLOW_CONN_KAFKA_DEFAULT": json.dumps(kafka),
             "AIRFLOW_CONN_MINIO": json.dumps(minio),
             "AIRFLOW_CONN_KAFKA_CONNECT": json.dumps({"conn_type": "http", "host": self.connect_url}),
-            "AIRFLOW_CONN_PARTNER_API": json.dumps(
-                {"conn_type": "http", "host": f"http://{self.host}:{self.port('partner_api')}"}
-            ),
+            "AIRFLOW_CONN_PARTNER_API": json.dumps({"conn_type": "http", "host": self.partner_api_url}),
         }
 
     def airflow_env(self) -> dict[str, str]:
@@ -225,10 +244,11 @@ class LabConfig:
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{self['AIRFLOW_ADMIN_USER']}:admin",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.pg_uri("airflow", scheme="postgresql+psycopg2"),
-            "AIRFLOW__API__HOST": self.host,
+            # inside a container the api-server listens on every interface (CDCLAB_BIND_HOST=0.0.0.0)
+            "AIRFLOW__API__HOST": os.environ.get("CDCLAB_BIND_HOST") or self.host,
             "AIRFLOW__API__PORT": str(self.port("airflow")),
             "AIRFLOW__API__WORKERS": "1",
-            "AIRFLOW__API__BASE_URL": self.airflow_url,
+            "AIRFLOW__API__BASE_URL": self.airflow_public_url,
             "AIRFLOW__API_AUTH__JWT_SECRET": self["AIRFLOW_JWT_SECRET"],
             "AIRFLOW__API__SECRET_KEY": self["AIRFLOW_JWT_SECRET"],
             "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.state / "logs" / "airflow-tasks"),
@@ -245,5 +265,7 @@ class LabConfig:
         env.update(self.values)
         env.update(self.airflow_env())
         env["CDCLAB_STATE"] = str(self.state)
+        # what connectors/*.json reference as ${env:POSTGRES_HOST} (Kafka Connect's EnvVarConfigProvider)
+        env["POSTGRES_HOST"] = self.host_of("postgres")
         env["TZ"] = "UTC"
         return env

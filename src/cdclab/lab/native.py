@@ -42,7 +42,8 @@ class ServiceError(RuntimeError):
         if log_file is not None and log_file.exists():
             text = log_file.read_text(errors="replace").splitlines()[-tail:]
             lines = "\n".join(f"    {line}" for line in text)
-        where = f"\n  log file: {log_file}" if log_file else ""
+        where = f"\n  log file: {log_file}" if log_file is not None and log_file.exists() else ""
+        where += f"\n  more: make logs S={service}"
         last = f"\n  last lines of the log:\n{lines}" if lines else ""
         super().__init__(f"[{service}] {problem}{where}{last}")
 
@@ -349,7 +350,7 @@ class Postgres(Service):
     def initialise(self, cfg: LabConfig) -> None:
         env = cfg.service_env()
         env.update(
-            PGHOST=cfg.host,
+            PGHOST=cfg.host_of("postgres"),
             PGPORT=str(cfg.port("postgres")),
             PGUSER="postgres",
             PGPASSWORD=cfg["POSTGRES_SUPERUSER_PASSWORD"],
@@ -435,7 +436,7 @@ class Kafka(Java):
         return f"kafka://{cfg.kafka_bootstrap}"
 
     def healthy(self, cfg: LabConfig) -> bool:
-        if not port_open(cfg.host, cfg.port("kafka")):
+        if not port_open(cfg.host_of("kafka"), cfg.port("kafka")):
             return False
         from confluent_kafka.admin import AdminClient
 
@@ -665,7 +666,7 @@ class MariaDB(Service):
 
         try:
             conn = pymysql.connect(
-                host=cfg.host,
+                host=cfg.host_of("mariadb"),
                 port=cfg.port("mariadb"),
                 user="root",
                 password=cfg["MARIADB_ROOT_PASSWORD"],
@@ -751,7 +752,7 @@ class MariaDB(Service):
         for key in ("SHOP_PASSWORD", "MAXWELL_PASSWORD"):
             text = text.replace("${" + key + "}", cfg[key])
         conn = pymysql.connect(
-            host=cfg.host,
+            host=cfg.host_of("mariadb"),
             port=cfg.port("mariadb"),
             user="root",
             password=cfg["MARIADB_ROOT_PASSWORD"],
@@ -807,7 +808,7 @@ class PartnerAPI(Service):
         return f"http://{cfg.host}:{cfg.port('partner_api')}/accounts"
 
     def healthy(self, cfg: LabConfig) -> bool:
-        status, _ = http_get(f"http://{cfg.host}:{cfg.port('partner_api')}/accounts?limit=1")
+        status, _ = http_get(f"{cfg.partner_api_url}/accounts?limit=1")
         return status in (200, 429)
 
     def start(self, cfg: LabConfig) -> None:
@@ -829,30 +830,8 @@ class Airflow(Service):
     def address(self, cfg: LabConfig) -> str:
         return cfg.airflow_url if self.component == "api-server" else "-"
 
-    def health(self, cfg: LabConfig) -> dict[str, object]:
-        status, body = http_get(f"{cfg.airflow_url}/api/v2/monitor/health")
-        if status != 200:
-            return {}
-        try:
-            data = json.loads(body)
-        except ValueError:
-            return {}
-        return data if isinstance(data, dict) else {}
-
     def healthy(self, cfg: LabConfig) -> bool:
-        health = self.health(cfg)
-        if not health:
-            return False
-        key = {
-            "api-server": "metadatabase",
-            "scheduler": "scheduler",
-            "dag-processor": "dag_processor",
-            "triggerer": "triggerer",
-        }[self.component]
-        part = health.get(key)
-        if not isinstance(part, dict):
-            return False
-        if part.get("status") != "healthy":
+        if not airflow_component_healthy(cfg, self.component):
             return False
         # a heartbeat recorded by an earlier run of the component is not enough: it must be ours
         return self.component == "api-server" or self.pid(cfg) is not None
@@ -865,6 +844,25 @@ class Airflow(Service):
         progress(f"airflow: starting {self.component}")
         pid = self.spawn(cfg, [airflow, self.component])
         self.wait_ready(cfg, pid)
+
+
+def airflow_component_healthy(cfg: LabConfig, component: str) -> bool:
+    """The api-server's health endpoint says ``component`` (api-server, scheduler, ...) is healthy."""
+    status, body = http_get(f"{cfg.airflow_url}/api/v2/monitor/health")
+    if status != 200:
+        return False
+    try:
+        health = json.loads(body)
+    except ValueError:
+        return False
+    key = {
+        "api-server": "metadatabase",
+        "scheduler": "scheduler",
+        "dag-processor": "dag_processor",
+        "triggerer": "triggerer",
+    }[component]
+    part = health.get(key) if isinstance(health, dict) else None
+    return isinstance(part, dict) and part.get("status") == "healthy"
 
 
 def prepare_airflow(cfg: LabConfig) -> None:
