@@ -123,6 +123,11 @@ def test_every_image_is_built_from_the_projects_dockerfile_and_tagged_with_its_v
     for name, svc in services.items():
         repo, key = IMAGES.get(name, LAB_IMAGE)
         assert svc["image"] == f"{repo}:{CFG[key]}", name
+        if "build" not in svc:
+            # the project image is built once, by airflow-init; nobody pulls it from a registry
+            assert svc["image"] == services["airflow-init"]["image"], name
+            assert svc["pull_policy"] == "never", name
+            continue
         build = svc["build"]
         assert Path(build["context"]).resolve() == ROOT, name
         dockerfile = ROOT / build["dockerfile"]
@@ -132,10 +137,12 @@ def test_every_image_is_built_from_the_projects_dockerfile_and_tagged_with_its_v
         stages = set(re.findall(r"^FROM\s+\S+\s+AS\s+(\S+)", text, re.M | re.I))
         assert all(f == "debian:bookworm-slim" or f in stages for f in froms), f"{name}: {froms}"
         # every build argument the Dockerfile declares gets the versions.env value
-        for arg in re.findall(r"^ARG\s+(.+)$", text, re.M):
-            for item in arg.split():
-                var = item.split("=")[0]
-                assert build["args"].get(var) == CFG[var], f"{name}: build arg {var}"
+        declared = {
+            item.split("=")[0] for arg in re.findall(r"^ARG\s+(.+)$", text, re.M) for item in arg.split()
+        }
+        assert set(build.get("args", {})) == declared, name
+        for var in declared:
+            assert build["args"][var] == CFG[var], f"{name}: build arg {var}"
 
 
 def test_services_reach_each_other_by_name_and_host_tools_by_127_0_0_1(services):
