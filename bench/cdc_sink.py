@@ -97,7 +97,8 @@ def main() -> bool:
         sink = {
             "connector.class": "io.debezium.connector.jdbc.JdbcSinkConnector",
             "tasks.max": "1",
-            "connection.url": f"jdbc:postgresql://{cfg.host}:{cfg.port('postgres')}/warehouse",
+            # resolved by the Connect worker: postgres:5432 inside compose, 127.0.0.1:15432 natively
+            "connection.url": "jdbc:postgresql://${env:POSTGRES_HOST}:${env:POSTGRES_PORT}/warehouse",
             "connection.username": "${env:WAREHOUSE_USER}",
             "connection.password": "${env:WAREHOUSE_PASSWORD}",
             "topics": topic,
