@@ -76,8 +76,13 @@ def _loads(raw: bytes | str | None, what: str) -> Any:
         raise MalformedEvent(f"{what} is not valid JSON: {exc}") from None
 
 
-def parse_debezium(key: bytes | str | None, value: bytes | str | None, topic: str = "") -> Change | Skipped:
-    """Parse one Kafka record written by Debezium with the JSON converter (schemas on or off)."""
+def parse_debezium(
+    key: bytes | str | None, value: bytes | str | None, topic: str = "", require_key: bool = True
+) -> Change | Skipped:
+    """Parse one Kafka record written by Debezium with the JSON converter (schemas on or off).
+
+    ``require_key=False`` accepts the key-less records of a table without a primary key (append mode,
+    :mod:`cdclab.cdc.append`)."""
     if topic.startswith("__debezium-heartbeat") or topic.endswith(".heartbeat"):
         return Skipped("heartbeat")
     if topic.endswith(".transaction"):
@@ -111,7 +116,7 @@ def parse_debezium(key: bytes | str | None, value: bytes | str | None, topic: st
     key_obj = _loads(key, "key") or {}
     if isinstance(key_obj, dict) and "payload" in key_obj and "schema" in key_obj:
         key_obj = key_obj["payload"]
-    if op != "t" and not key_obj:
+    if op != "t" and not key_obj and require_key:
         raise MalformedEvent("record has no key: the source table needs a primary key")
     unavailable = frozenset(k for k, v in (after or {}).items() if v == UNAVAILABLE)
     tx = source.get("txId")

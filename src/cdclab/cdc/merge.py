@@ -122,7 +122,8 @@ def _check_drift(
     seen: dict[str, None] = {}
     for change in changes:
         for col in change.row:
-            if col not in known:
+            if col not in known and not (policy == "evolve" and types and col not in types):
+                # (with evolve, a column the source catalog no longer has was dropped since: ignored)
                 seen[col] = None
     if not seen:
         return known
@@ -162,12 +163,15 @@ def apply_changes(
     columns = _check_drift(cur, target, target_columns(cur, target), rows, schema_policy, source_types or {})
     upserts = [c for c in rows if c.op != "d"]
     deletes = [c for c in rows if c.op == "d"]
-    full = [c for c in upserts if not c.unavailable]
-    partial = [c for c in upserts if c.unavailable]
+    full = [c for c in upserts if not c.unavailable and c.row.keys() >= set(columns)]
+    partial = [c for c in upserts if c.unavailable or not c.row.keys() >= set(columns)]
     if full:
         result += _upsert(cur, target, key, columns, full)
-    for change in partial:  # an unchanged TOASTed column: keep the target's value
-        result += _upsert(cur, target, key, [c for c in columns if c not in change.unavailable], [change])
+    for change in partial:
+        # an unchanged TOASTed column keeps the target's value; so does a column the change does not
+        # carry because it was written before an ADD COLUMN in the source (a new row gets the default)
+        keep = change.unavailable | (set(columns) - change.row.keys())
+        result += _upsert(cur, target, key, [c for c in columns if c not in keep], [change])
     if deletes:
         result += _delete(cur, target, key, deletes, delete_mode)
     return result
@@ -197,7 +201,7 @@ def _upsert(
     )
     # VALUES needs typed columns: cast each to the target's type
     types = dict(source_columns(cur, target))
-    template = "(" + ", ".join(f"%s::{types[c]}" for c in cols) + ")"
+    template = "(" + ", ".join(f"(%s)::{types[c]}" for c in cols) + ")"
     execute_values(cur, stmt.as_string(cur), values, template=template, page_size=len(values))
     written = cur.rowcount
     # rows neither inserted nor updated were stale (older than the target row) or already deleted
@@ -217,7 +221,7 @@ def _clear_ledger(cur: Any, target: str, key: Sequence[str], changes: Sequence[C
         match=sql.SQL(" AND ").join(sql.SQL("d.{k} = v.{k}").format(k=sql.Identifier(k)) for k in key),
     )
     types = dict(source_columns(cur, target))
-    template = "(" + ", ".join([f"%s::{types[k]}" for k in key] + ["%s::bigint"]) + ")"
+    template = "(" + ", ".join([f"(%s)::{types[k]}" for k in key] + ["%s::bigint"]) + ")"
     execute_values(
         cur,
         stmt.as_string(cur),
@@ -234,7 +238,7 @@ def _delete(
     keyvals = [tuple(c.key.get(k) for k in key) + (c.position, _ts(c.ts_ms)) for c in changes]
     cols = sql.SQL(", ").join(map(sql.Identifier, [*key, "_source_position", "_source_ts"]))
     match = sql.SQL(" AND ").join(sql.SQL("t.{k} = v.{k}").format(k=sql.Identifier(k)) for k in key)
-    template = "(" + ", ".join([f"%s::{types[k]}" for k in key] + ["%s::bigint", "%s::timestamptz"]) + ")"
+    template = "(" + ", ".join([f"(%s)::{types[k]}" for k in key] + ["%s::bigint", "%s::timestamptz"]) + ")"
     if mode == "hard":
         stmt = sql.SQL(
             "DELETE FROM {t} t USING (VALUES %s) AS v ({cols}) WHERE {match} "
@@ -266,7 +270,7 @@ def _delete(
             cur,
             stmt.as_string(cur),
             [kv[:-1] for kv in keyvals],
-            template="(" + ", ".join([f"%s::{types[k]}" for k in key] + ["%s::bigint"]) + ")",
+            template="(" + ", ".join([f"(%s)::{types[k]}" for k in key] + ["%s::bigint"]) + ")",
             page_size=len(keyvals),
         )
     return MergeResult(deleted=deleted)
@@ -298,7 +302,7 @@ def flag_unseen_deletes(cur: Any, target: str, key: Sequence[str], changes: Sequ
         m=sql.SQL(" AND ").join(sql.SQL("d.{k} = v.{k}").format(k=sql.Identifier(k)) for k in key),
         k=sql.SQL(", ").join(map(sql.Identifier, key)),
     )
-    template = "(" + ", ".join(f"%s::{types[c]}" for c in cols) + ")"
+    template = "(" + ", ".join(f"(%s)::{types[c]}" for c in cols) + ")"
     execute_values(cur, stmt.as_string(cur), values, template=template, page_size=len(values))
     return int(cur.rowcount)
 

@@ -210,7 +210,7 @@ def merge_changes(
             tuple(None if col in missing else image.get(col) for col in columns)
             + (c.position, c.op, _ts(c.ts_ms), missing)
         )
-    template = "(" + ", ".join(f"%s::{types[c]}" for c in stage_cols) + ")"
+    template = "(" + ", ".join(f"(%s)::{types[c]}" for c in stage_cols) + ")"
     execute_values(
         cur,
         sql.SQL("INSERT INTO {} ({}) VALUES %s").format(ident(staging), _cols(stage_cols)).as_string(cur),
@@ -275,7 +275,7 @@ def flag_source_soft_deletes(
         k=_cols(key),
         m=_keys_match("t", "v", key),
     )
-    template = "(" + ", ".join(f"%s::{types[k]}" for k in key) + ")"
+    template = "(" + ", ".join(f"(%s)::{types[k]}" for k in key) + ")"
     execute_values(cur, stmt.as_string(cur), sorted(keys), template=template, page_size=len(keys))
     return int(cur.rowcount)
 

@@ -14,13 +14,15 @@ Vocabulary:
 from __future__ import annotations
 
 import logging
+import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from cdclab.cdc import coltypes, ddl
 from cdclab.cdc import consumer as kc
-from cdclab.cdc.events import Change, MalformedEvent, Skipped, parse_debezium, parse_maxwell
+from cdclab.cdc.events import UNAVAILABLE, Change, MalformedEvent, Skipped, parse_debezium, parse_maxwell
 from cdclab.cdc.merge import (
     DeleteMode,
     MergeResult,
@@ -28,7 +30,6 @@ from cdclab.cdc.merge import (
     apply_changes,
     ensure_target,
     primary_key,
-    source_columns,
 )
 from cdclab.db import SHOP, WAREHOUSE, connect
 
@@ -42,6 +43,10 @@ class TableRoute:
     target: str  # core.customers
     key: tuple[str, ...]
     types: dict[str, str]  # column -> "type [DEFAULT expr]" from the source, used when the schema evolves
+    # column -> codec name (cdclab.cdc.coltypes.CODECS): how Debezium's JSON value becomes the source value
+    codecs: dict[str, str] = field(default_factory=dict)
+    # column -> its number in the source table (survives RENAME COLUMN); see cdclab.cdc.ddl
+    attnums: dict[str, int] = field(default_factory=dict)
 
 
 def kafka_bootstrap(kafka_conn_id: str) -> str:
@@ -70,7 +75,9 @@ def routes_for(
             for table in tables:
                 qualified = table if "." in table else f"public.{table}"
                 schema, name = qualified.split(".", 1)
-                columns = source_columns(cur, qualified)
+                # refuses a column whose type cannot be replicated losslessly, before anything is written
+                columns = coltypes.table_columns(cur, qualified)
+                plans = coltypes.plan_table(qualified, columns)
                 cur.execute(
                     """SELECT a.attname, pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d
                                JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum
@@ -80,7 +87,11 @@ def routes_for(
                 defaults = dict(cur.fetchall())
                 key = primary_key(cur, qualified)
                 if not key:
-                    raise ValueError(f"source table {qualified} has no primary key: CDC merges need one")
+                    raise ValueError(
+                        f"source table {qualified} has no primary key: CDC merges need one; add a primary "
+                        "key, or replicate it as an insert-only ledger in append mode "
+                        "(cdclab.cdc.append.replicate_append)"
+                    )
                 routes.append(
                     TableRoute(
                         source=qualified,
@@ -88,19 +99,44 @@ def routes_for(
                         target=f"{target_schema}.{target_prefix}{name}",
                         key=tuple(key),
                         types={
-                            n: t
-                            + (
-                                f" DEFAULT {defaults[n]}"
-                                if "nextval(" not in defaults.get(n, "nextval(")
-                                else ""
-                            )
-                            for n, t in columns
+                            p.name: p.target_type
+                            + _default(defaults.get(p.name), p.target_type, p.target_type != c.sql_type)
+                            for p, c in zip(plans, columns, strict=True)
                         },
+                        codecs={p.name: p.codec for p in plans if p.codec != "identity"},
+                        attnums={c.name: c.attnum for c in columns},
                     )
                 )
     finally:
         conn.close()
     return routes
+
+
+def _default(expr: str | None, target_type: str, mapped: bool) -> str:
+    """`` DEFAULT expr`` for the target, or ``""``. Sequences stay in the source. For a column whose type
+    is mapped (an enum becomes text, a domain its base type) a constant cast to the source's type
+    (``'happy'::mood``) is cast to the target type instead; any other default of such a column is left
+    out, since it may name types or functions the warehouse lacks."""
+    if expr is None or "nextval(" in expr:
+        return ""
+    if not mapped:
+        return f" DEFAULT {expr}"
+    literal = re.fullmatch(r"('(?:[^']|'')*')(?:::[\w.\" ]+(?:\[\])?)?", expr)
+    return f" DEFAULT {literal.group(1)}::{target_type}" if literal else ""
+
+
+def decode_change(change: Change, codecs: Mapping[str, str]) -> Change:
+    """Turn Debezium's JSON values of a change back into the source's values (see :mod:`cdclab.cdc.coltypes`)."""
+    if not codecs:
+        return change
+    after = coltypes.decode_row(change.after, codecs)
+    return replace(
+        change,
+        key=coltypes.decode_row(change.key, codecs) or {},
+        before=coltypes.decode_row(change.before, codecs),
+        after=after,
+        unavailable=frozenset(k for k, v in (after or {}).items() if v == UNAVAILABLE),
+    )
 
 
 Parser = Callable[[Any, TableRoute], "Change | Skipped"]
@@ -213,6 +249,11 @@ def sort_batch(
         if isinstance(event, Skipped):
             skipped[event.kind] = skipped.get(event.kind, 0) + 1
             continue
+        try:
+            event = decode_change(event, route.codecs)
+        except (ValueError, TypeError) as exc:
+            rejects.append((msg, f"undecodable value: {exc}"))
+            continue
         missing = [k for k in route.key if event.key.get(k) is None]
         if missing and event.op != "t":
             rejects.append((msg, f"NULL key column(s) {missing}"))
@@ -245,6 +286,8 @@ def _run(
         with conn, conn.cursor() as cur:
             for r in routes:
                 ensure_target(cur, r.target, list(r.types.items()), r.key)
+            # DDL the source ran since the last run: `fail` stops here, `evolve` alters the target
+            renames = {r.topic: ddl.reconcile(cur, r, schema_policy) for r in routes if r.attnums}
     finally:
         conn.close()
     totals: dict[str, MergeResult] = defaultdict(MergeResult)
@@ -254,6 +297,8 @@ def _run(
         per_topic, rejects = sort_batch(batch, by_topic, parse, skipped)
         for topic, changes in per_topic.items():
             route = by_topic[topic]
+            if renames.get(topic):
+                changes = [ddl.rename_columns(c, renames[topic]) for c in changes]
             totals[route.target] += apply_changes(
                 cur,
                 route.target,
