@@ -26,8 +26,11 @@ prevention that makes this DAG unnecessary: interval timetables with ``catchup=T
 interval is run later), a ledger written in the load's transaction, a watermark that only moves by
 compare-and-set after the load (``71_01_03``) and this reconciliation scheduled after every load.
 
-Set-up: the default table names are placeholders the lab does not create; ``tests/integration/test_71_08_01_gap_investigation.py`` builds the
-broken situation (tables, ledger, watermark) and triggers this DAG with its own names as params.
+Set-up: with the default params the DAG investigates its own demo tables, and its ``setup`` task first
+(re)builds the broken situation there (``cdclab.demos.build_gap``, idempotent): ``public.events_71_08_01``
+in ``shop`` with five events over 2026-01-01 10:00-13:00, ``core.events_71_08_01`` and the ledger
+holding only 10:00 and 12:00 — the 11:00 run never happened. Every run then finds, explains and
+backfills that gap (rows 3 and 4). With other table names ``setup`` does nothing.
 
 Observe: ``SELECT check_name, subject, verdict, detail FROM state.findings_71_08_01 ORDER BY id``;
 ``SELECT * FROM state.processed_intervals WHERE pipeline = '<pipeline>' ORDER BY interval_start``;
@@ -43,6 +46,12 @@ from airflow.sdk import Param, dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 DAG_ID = "71_08_01_gap_investigation"
+DEMO = {
+    "source_table": "public.events_71_08_01",
+    "target_table": "core.events_71_08_01",
+    "pipeline": "71_08_01/events",
+    "ledger_table": "state.processed_intervals",
+}
 
 
 def _grain(params: dict[str, Any]) -> Any:
@@ -66,18 +75,38 @@ def _finding(cur: Any, params: dict[str, Any], run_id: str, **kw: Any) -> None:
     tags=["71.8", "debugging", "reference", "intermediate", "success"],
     doc_md=__doc__,
     params={
-        "source_table": Param("public.events_71_08_01", type="string"),
-        "target_table": Param("core.events_71_08_01", type="string"),
+        "source_table": Param(DEMO["source_table"], type="string"),
+        "target_table": Param(DEMO["target_table"], type="string"),
         "key_column": Param("id", type="string"),
         "cursor_column": Param("event_at", type="string"),
-        "pipeline": Param("71_08_01/events", type="string", description="ledger name of the load"),
+        "pipeline": Param(DEMO["pipeline"], type="string", description="ledger name of the load"),
         "watermark_key": Param("", type="string", description="watermark of the load, if it has one"),
         "grain_minutes": Param(60, type="integer", minimum=1),
         "findings_table": Param("state.findings_71_08_01", type="string"),
-        "ledger_table": Param("state.processed_intervals", type="string"),
+        "ledger_table": Param(DEMO["ledger_table"], type="string"),
     },
 )
 def gap_investigation() -> None:
+    @task
+    def setup(params: dict[str, Any]) -> bool:
+        """Default params: (re)build the demo gap in the demo tables. Other tables: nothing to do."""
+        from cdclab import demos
+        from cdclab.db import SHOP, WAREHOUSE, connect
+
+        if not demos.uses_demo_tables(params, DEMO, DEMO):
+            print("custom tables: setup leaves them as they are")
+            return False
+        shop, wh = connect(SHOP), connect(WAREHOUSE)
+        try:
+            demos.build_gap(
+                shop, wh, DEMO["source_table"], DEMO["target_table"], DEMO["pipeline"], DEMO["ledger_table"]
+            )
+        finally:
+            shop.close()
+            wh.close()
+        print("demo: the 11:00 interval of 2026-01-01 was never run; rows 3 and 4 are missing")
+        return True
+
     @task
     def detect(params: dict[str, Any], dag_run: Any = None) -> list[dict[str, Any]]:
         from cdclab import diagnostics as d
@@ -246,6 +275,7 @@ def gap_investigation() -> None:
             )
 
     gaps = detect()
+    setup() >> gaps
     causes = root_cause(gaps)
     verify(repair(gaps, causes))
 

@@ -26,6 +26,13 @@ verdict and the run). The load then re-reads from there and ``recheck`` proves t
 target's high watermark and no source row below it is missing (``WatermarkInconsistentError``
 otherwise). ``{"auto_reset": false}`` only reports.
 
+Set-up: with the default params the DAG's ``setup`` task first breaks the demo watermark
+(``71_08_02/public.customers->core.customers_71_08_02``) the way a bad deploy does — a bigint where a
+``timestamptz`` belongs, an audited move in ``state.watermark_history`` (``cdclab.demos.break_watermark``)
+— so every run shows ``wrong_type`` -> ``reset`` -> load -> ``ok``. With other tables or an explicit
+``watermark_key`` it does nothing. An empty source (a fresh lab before the workload) is consistent: the
+post-load check records ``empty_source`` instead of failing.
+
 Observe: ``SELECT check_name, verdict, detail FROM state.findings_71_08_02 ORDER BY id``;
 ``SELECT * FROM state.watermark_history WHERE key = '71_08_02/...' ORDER BY id``; target
 ``core.customers_71_08_02``.
@@ -43,6 +50,7 @@ DAG_ID = "71_08_02_watermark_debug"
 KEY = "id"
 CURSOR = "updated_at"
 INCONSISTENT = {"ahead_of_data", "wrong_type"}
+DEMO = {"source_table": "public.customers", "target_table": "core.customers_71_08_02", "watermark_key": ""}
 
 
 def _wm_key(params: dict[str, Any]) -> str:
@@ -77,6 +85,18 @@ def _check(shop: Any, wh: Any, params: dict[str, Any]) -> Any:
     )
 
 
+def _source_empty(shop: Any, params: dict[str, Any]) -> bool:
+    from psycopg2 import sql
+
+    from cdclab.db import ident
+
+    with shop.cursor() as cur:
+        cur.execute(sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(ident(params["source_table"])))
+        empty = bool(cur.fetchone()[0])
+    shop.rollback()
+    return empty
+
+
 def _finding(cur: Any, params: dict[str, Any], run_id: str, **kw: Any) -> None:
     from cdclab.diagnostics import record_finding
 
@@ -92,14 +112,31 @@ def _finding(cur: Any, params: dict[str, Any], run_id: str, **kw: Any) -> None:
     tags=["71.8", "debugging", "reference", "intermediate", "success"],
     doc_md=__doc__,
     params={
-        "source_table": Param("public.customers", type="string"),
-        "target_table": Param("core.customers_71_08_02", type="string"),
+        "source_table": Param(DEMO["source_table"], type="string"),
+        "target_table": Param(DEMO["target_table"], type="string"),
         "watermark_key": Param("", type="string", description="default: 71_08_02/<source>-><target>"),
         "findings_table": Param("state.findings_71_08_02", type="string"),
         "auto_reset": Param(True, type="boolean"),
     },
 )
 def watermark_debug() -> None:
+    @task
+    def setup(params: dict[str, Any], dag_run: Any = None) -> bool:
+        """Default params: break the demo watermark (wrong type, audited). Other tables: nothing to do."""
+        from cdclab import demos
+        from cdclab.db import WAREHOUSE, connect
+
+        if not demos.uses_demo_tables(params, DEMO, DEMO):
+            print("custom tables: setup leaves the watermark as it is")
+            return False
+        wh = connect(WAREHOUSE)
+        try:
+            demos.break_watermark(wh, _wm_key(params), DAG_ID, dag_run.run_id)
+        finally:
+            wh.close()
+        print(f"demo: watermark {_wm_key(params)!r} now holds a bigint")
+        return True
+
     @task
     def diagnose(params: dict[str, Any], dag_run: Any = None) -> dict[str, Any]:
         from cdclab import diagnostics as d
@@ -249,25 +286,29 @@ def watermark_debug() -> None:
         try:
             with wh, wh.cursor() as cur:
                 check = _check(shop, wh, params)
+                verdict = check.verdict
+                if verdict == "missing" and check.max_loaded is None and _source_empty(shop, params):
+                    verdict = "empty_source"  # nothing to load yet, nothing loaded: consistent
                 _finding(
                     cur,
                     params,
                     dag_run.run_id,
                     check="post_load_verification",
                     subject=_wm_key(params),
-                    verdict=check.verdict,
+                    verdict=verdict,
                     detail={**check.as_dict(), **loaded},
                 )
         finally:
             shop.close()
             wh.close()
-        if check.verdict != "ok":
+        if verdict not in ("ok", "empty_source"):
             raise d.WatermarkInconsistentError(
                 f"after reset and load the watermark is still {check.verdict}: {check.as_dict()}; "
                 "inspect state.watermark_history and the target's max(updated_at)"
             )
 
     diagnosis = diagnose()
+    setup() >> diagnosis
     loaded = load()
     reset(diagnosis) >> loaded
     recheck(loaded)

@@ -24,8 +24,12 @@ same rerun now fails loudly with a unique violation instead of duplicating; the 
 upsert (``INSERT ... ON CONFLICT``, ``cdclab.upsert``) to be idempotent. It then proves no key has two
 rows (``DuplicatesRemainError`` otherwise).
 
-Set-up: the default table names are placeholders the lab does not create; ``tests/integration/test_71_08_04_duplicate_detection.py`` builds the
-broken situation (tables, ledger, watermark) and triggers this DAG with its own names as params.
+Set-up: with the default params the DAG's ``setup`` task first rebuilds the demo target
+``core.customers_71_08_04`` as the broken load left it (``cdclab.demos.build_duplicates``, idempotent):
+customers 1-5 appended by ``demo-load-1``, 1-3 appended again by its retry ``demo-load-1-retry``
+(exact duplicates) and a changed customer 2 appended by ``demo-load-2`` (a version duplicate). Every
+run then finds 3 keys, charges them to the two loads, keeps 5 rows and adds the unique key. With
+another ``target_table`` it does nothing.
 
 Observe: ``SELECT check_name, subject, verdict, detail FROM state.findings_71_08_04 ORDER BY id``;
 ``SELECT _load_run_id, count(*) FROM core.customers_71_08_04 GROUP BY 1``; ``\\d core.customers_71_08_04``
@@ -41,6 +45,7 @@ from airflow.sdk import Param, dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 DAG_ID = "71_08_04_duplicate_detection"
+DEMO = {"target_table": "core.customers_71_08_04"}
 
 
 def _finding(cur: Any, params: dict[str, Any], run_id: str, **kw: Any) -> None:
@@ -67,7 +72,7 @@ def _count(cur: Any, table: str) -> int:
     tags=["71.8", "debugging", "reference", "intermediate", "success"],
     doc_md=__doc__,
     params={
-        "target_table": Param("core.customers_71_08_04", type="string"),
+        "target_table": Param(DEMO["target_table"], type="string"),
         "key_column": Param("id", type="string"),
         "order_columns": Param(["version", "updated_at"], type="array", description="latest first"),
         "findings_table": Param("state.findings_71_08_04", type="string"),
@@ -75,6 +80,23 @@ def _count(cur: Any, table: str) -> int:
     },
 )
 def duplicate_detection() -> None:
+    @task
+    def setup(params: dict[str, Any]) -> bool:
+        """Default params: rebuild the demo target with its duplicates. Other tables: nothing to do."""
+        from cdclab import demos
+        from cdclab.db import WAREHOUSE, connect
+
+        if not demos.uses_demo_tables(params, DEMO, DEMO):
+            print("custom table: setup leaves it as it is")
+            return False
+        wh = connect(WAREHOUSE)
+        try:
+            demos.build_duplicates(wh, DEMO["target_table"])
+        finally:
+            wh.close()
+        print("demo: 9 rows, 3 keys duplicated by a retried append and an appended change")
+        return True
+
     @task
     def find(params: dict[str, Any], dag_run: Any = None) -> list[dict[str, Any]]:
         from cdclab import diagnostics as d
@@ -196,6 +218,7 @@ def duplicate_detection() -> None:
             )
 
     found = find()
+    setup() >> found
     attribute(found) >> (removed := deduplicate())
     prevent(removed)
 

@@ -26,8 +26,11 @@ is *reprocessed* (recomputed with everything arrived so far, a ``reprocess`` led
 the row goes to ``dlq.late_events_71_08_05`` with the reason — recorded, never silently dropped, and
 never changing a window that consumers consider final.
 
-Set-up: the default table names are placeholders the lab does not create; ``tests/integration/test_71_08_05_late_data.py`` builds the
-broken situation (tables, ledger, watermark) and triggers this DAG with its own names as params.
+Set-up: with the default params the DAG's ``setup`` task first writes the demo arrivals for the run's
+window into ``staging.events_71_08_05`` (``cdclab.demos.build_late_events``, idempotent, ids derived from
+the window): three on-time events, and two events of the previous window (whose computation it records
+in the ledger if no run did) that arrived after it was computed — a ``pos`` one 30 min after the window
+end (reprocessed) and a ``mobile`` one 65 min after it (dead-lettered). With other tables it does nothing.
 
 Observe: ``SELECT check_name, subject, verdict, detail FROM state.findings_71_08_05 ORDER BY id``;
 ``SELECT * FROM state.processed_intervals WHERE pipeline = '71_08_05/events' ORDER BY id``;
@@ -47,6 +50,11 @@ from airflow.sdk import Param, dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 DAG_ID = "71_08_05_late_data"
+DEMO = {
+    "events_table": "staging.events_71_08_05",
+    "ledger_table": "state.processed_intervals",
+    "pipeline": "71_08_05/events",
+}
 WINDOW = "1 hour"
 
 
@@ -59,9 +67,11 @@ def _finding(cur: Any, params: dict[str, Any], run_id: str, **kw: Any) -> None:
 def _bounds(params: dict[str, Any], ctx: dict[str, Any]) -> tuple[Any, Any, Any]:
     import datetime as dt
 
+    from airflow.sdk import get_current_context
+
     from cdclab.intervals import from_context
 
-    w = from_context(ctx)
+    w = from_context(get_current_context())  # the whole context: ``ctx`` lacks the dag_run argument
     return w.start, w.end, w.end + dt.timedelta(minutes=params["grace_minutes"])
 
 
@@ -99,17 +109,35 @@ def _recompute(cur: Any, params: dict[str, Any], start: Any, end: Any, cutoff: A
     tags=["71.8", "debugging", "reference", "intermediate", "success"],
     doc_md=__doc__,
     params={
-        "events_table": Param("staging.events_71_08_05", type="string"),
+        "events_table": Param(DEMO["events_table"], type="string"),
         "target_table": Param("marts.events_hourly_71_08_05", type="string"),
         "dead_letter_table": Param("dlq.late_events_71_08_05", type="string"),
         "findings_table": Param("state.findings_71_08_05", type="string"),
-        "ledger_table": Param("state.processed_intervals", type="string"),
-        "pipeline": Param("71_08_05/events", type="string"),
+        "ledger_table": Param(DEMO["ledger_table"], type="string"),
+        "pipeline": Param(DEMO["pipeline"], type="string"),
         "grace_minutes": Param(10, type="integer", minimum=0),
         "allowed_lateness_minutes": Param(60, type="integer", minimum=0),
     },
 )
 def late_data() -> None:
+    @task
+    def setup(params: dict[str, Any]) -> bool:
+        """Default params: the demo arrivals of this window (two of them late). Other tables: nothing."""
+        from cdclab import demos
+        from cdclab.db import WAREHOUSE, connect
+
+        if not demos.uses_demo_tables(params, DEMO, DEMO):
+            print("custom tables: setup leaves them as they are")
+            return False
+        start, _, _ = _bounds(params, {})
+        wh = connect(WAREHOUSE)
+        try:
+            demos.build_late_events(wh, DEMO["events_table"], DEMO["ledger_table"], DEMO["pipeline"], start)
+        finally:
+            wh.close()
+        print(f"demo: arrivals for the window starting {start.isoformat()}, two of the previous window late")
+        return True
+
     @task
     def identify(params: dict[str, Any], dag_run: Any = None, **ctx: Any) -> list[dict[str, Any]]:
         import datetime as dt
@@ -305,6 +333,7 @@ def late_data() -> None:
             )
 
     late = identify()
+    setup() >> late
     delays = source_delays()
     late >> delays
     delays >> handle(late) >> process_window()

@@ -25,6 +25,12 @@ mismatch fails the run (``ValidationError``).
 Inject faults from the trigger form: `transient_failures` ``{"<interval start ISO>": n}`` fails the first
 n attempts of that interval; `hard_failures` ``["<interval start ISO>"]`` fails every attempt.
 
+Set-up: with the default params the DAG's ``setup`` task first creates the source
+``public.events_71_10_03`` in ``shop`` if needed and writes four events into the run's interval (ids
+derived from it, idempotent; ``cdclab.demos.build_recovery_source``), one of them a poison row
+(amount ``'n/a'``): every run loads three rows into ``core.events_71_10_03`` and dead-letters one into
+``dlq.rejected_rows``. With another ``source_table`` it does nothing.
+
 Observe: ``SELECT * FROM state.interval_ledger WHERE pipeline = '71_10_03' ORDER BY interval_start``,
 ``dlq.rejected_rows``, ``state.validation_results``; the target ``core.events_71_10_03``; the `load`
 task log shows every attempt and backoff.
@@ -43,6 +49,7 @@ from airflow.sdk import Param, dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 DAG_ID = "71_10_03_error_recovery"
+DEMO = {"source_table": "public.events_71_10_03"}
 
 
 @dag(
@@ -54,7 +61,7 @@ DAG_ID = "71_10_03_error_recovery"
     tags=["71.10", "best-practice", "reference", "intermediate", "success"],
     doc_md=__doc__,
     params={
-        "source_table": Param("public.events_71_10_03", type="string"),
+        "source_table": Param(DEMO["source_table"], type="string"),
         "target_table": Param("core.events_71_10_03", type="string"),
         "pipeline": Param("71_10_03", type="string"),
         "retry_attempts": Param(3, type="integer", minimum=1),
@@ -64,6 +71,27 @@ DAG_ID = "71_10_03_error_recovery"
     },
 )
 def error_recovery() -> None:
+    @task
+    def setup(params: dict[str, Any]) -> bool:
+        """Default params: the demo source rows of this interval (one poison row). Other tables: nothing."""
+        from airflow.sdk import get_current_context
+
+        from cdclab import demos
+        from cdclab.db import SHOP, connect
+        from cdclab.intervals import run_interval
+
+        if not demos.uses_demo_tables(params, DEMO, DEMO):
+            print("custom source: setup leaves it as it is")
+            return False
+        start = run_interval(get_current_context()).start
+        shop = connect(SHOP)
+        try:
+            demos.build_recovery_source(shop, DEMO["source_table"], start)
+        finally:
+            shop.close()
+        print(f"demo: 4 source events in the interval starting {start.isoformat()}, one poison row")
+        return True
+
     @task
     def load(
         params: dict[str, Any],
@@ -149,7 +177,9 @@ def error_recovery() -> None:
             )
         return len(loaded)
 
-    validate(load())
+    loaded = load()
+    setup() >> loaded
+    validate(loaded)
 
 
 error_recovery()
