@@ -12,13 +12,16 @@ S ?= postgres
 N ?= 100
 PYTEST_ARGS ?=
 
-.PHONY: help engine bootstrap up down status logs clean kill test test-unit lint format bench lock
+.PHONY: help engine images bootstrap up down status logs clean kill test test-unit lint format bench lock
 
 help: ## list every target
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "} {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
 
 engine: ## (machines without an image registry) install Docker's engine + Compose, make the base image
 	@bash infra/engine/engine.sh
+
+images: ## (compose) build every image from infra/*/Dockerfile, with progress (make up does it too)
+	@docker compose --env-file infra/versions.env --env-file infra/ports.env --env-file infra/credentials.env build
 
 bootstrap: ## install what is missing (native: Debian packages, Maven jars, MinIO; both: uv + .venv) — cached
 ifeq ($(LAB_BACKEND),native)
