@@ -99,17 +99,20 @@ def _71_02_01_execution_date():
     def prepare_partition(params: dict | None = None) -> list[str]:
         """Create the partitioned parent and the partition(s) the data interval fills (policy: raise)."""
         from cdclab.db import WAREHOUSE, transaction
+        from cdclab.ddl import ensure as ensure_ddl
         from cdclab.intervals import from_context, partitions_for
 
         p = params or {}
         window = from_context(get_current_context())
         parts = partitions_for(window, grain="day", policy="raise")
         with transaction(WAREHOUSE) as cur:
-            cur.execute(
-                partitioning.create_parent_sql(p["target"], COLUMNS, "ordered_at", ["id", "ordered_at"])
+            ensure_ddl(
+                cur,
+                p["target"],
+                partitioning.create_parent_sql(p["target"], COLUMNS, "ordered_at", ["id", "ordered_at"]),
             )
             for part in parts:
-                cur.execute(*partitioning.create_partition_sql(p["target"], part))
+                ensure_ddl(cur, p["target"], partitioning.create_partition_sql(p["target"], part))
         return [partitioning.partition_table(p["target"], part) for part in parts]
 
     @task

@@ -135,13 +135,14 @@ def _71_02_03_event_time():
 
         from cdclab import windowagg
         from cdclab.db import SHOP, WAREHOUSE, transaction
+        from cdclab.ddl import ensure as ensure_ddl
         from cdclab.intervals import Window
 
         p = params or {}
         ctx = get_current_context()
         todo = [Window(pendulum.parse(a), pendulum.parse(b)) for a, b in windows]
         with transaction(SHOP) as src, transaction(WAREHOUSE) as dst:
-            dst.execute(windowagg.create_window_table_sql(p["target"]))
+            ensure_ddl(dst, p["target"], windowagg.create_window_table_sql(p["target"]))
             windowagg.recompute(
                 src,
                 dst,

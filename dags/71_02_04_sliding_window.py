@@ -86,6 +86,7 @@ def _71_02_04_sliding_window():
 
         from cdclab import windowagg
         from cdclab.db import SHOP, WAREHOUSE, transaction
+        from cdclab.ddl import ensure as ensure_ddl
         from cdclab.intervals import Window, WindowSpec
 
         p = params or {}
@@ -105,8 +106,8 @@ def _71_02_04_sliding_window():
             }
         )
         with transaction(SHOP) as src, transaction(WAREHOUSE) as dst:
-            dst.execute(windowagg.create_window_table_sql(p["panes"]))
-            dst.execute(windowagg.create_window_table_sql(p["target"]))
+            for table in (p["panes"], p["target"]):
+                ensure_ddl(dst, table, windowagg.create_window_table_sql(table))
             windowagg.recompute(src, dst, p["source"], p["panes"], panes, run_id)
             combine = windowagg.sliding_from_panes_sql(p["panes"])
             for w in todo:

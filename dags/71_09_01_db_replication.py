@@ -68,6 +68,7 @@ def db_replication():
     def initial_snapshot(_state: str) -> dict:
         from cdclab.cdc.replication import SNAPSHOTS_DDL, request_incremental_snapshot
         from cdclab.db import transaction
+        from cdclab.ddl import ensure as ensure_ddl
 
         ctx = get_current_context()
         p = ctx["params"]
@@ -75,7 +76,7 @@ def db_replication():
             return {}
         requested = {}
         with transaction("warehouse") as wcur, transaction("shop") as scur:
-            wcur.execute(SNAPSHOTS_DDL)
+            ensure_ddl(wcur, "state.replication_snapshots", SNAPSHOTS_DDL)
             for table in p["tables"]:
                 wcur.execute(
                     "SELECT signal_id FROM state.replication_snapshots WHERE source_table = %s", (table,)
@@ -110,12 +111,13 @@ def db_replication():
         from cdclab.cdc.merge import primary_key, source_columns
         from cdclab.cdc.replication import CHECKS_DDL, checksum
         from cdclab.db import transaction
+        from cdclab.ddl import ensure as ensure_ddl
 
         ctx = get_current_context()
         p = ctx["params"]
         results = []
         with transaction("shop") as scur, transaction("warehouse") as wcur:
-            wcur.execute(CHECKS_DDL)
+            ensure_ddl(wcur, "state.replication_checks", CHECKS_DDL)
             for table in p["tables"]:
                 target = f"{p['target_schema']}.{p['target_prefix']}{table.split('.')[-1]}"
                 columns = [c for c, _ in source_columns(scur, table)]

@@ -34,6 +34,7 @@ from psycopg2.extras import execute_values
 
 from cdclab import upsert
 from cdclab.db import ident
+from cdclab.ddl import ensure as ensure_ddl
 
 Group = tuple[int, date]
 Totals = dict[Group, tuple[int, Decimal]]
@@ -81,7 +82,9 @@ class Applied:
 def ensure(wh: Any, t: Tables) -> None:
     daily = "customer_id bigint, day date, orders integer NOT NULL, amount numeric(14,2) NOT NULL, "
     with wh.cursor() as cur:
-        cur.execute(
+        ensure_ddl(
+            cur,
+            t.orders,
             sql.SQL(
                 "CREATE TABLE IF NOT EXISTS {o} (id bigint PRIMARY KEY, customer_id bigint NOT NULL, "
                 "status text NOT NULL, total numeric(12,2) NOT NULL, ordered_at timestamptz NOT NULL, "
@@ -99,7 +102,7 @@ def ensure(wh: Any, t: Tables) -> None:
                 r=ident(t.daily_replace),
                 w=ident(t.rolling_7d),
                 m=ident(t.metrics),
-            )
+            ),
         )
     wh.commit()
 

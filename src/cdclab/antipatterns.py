@@ -36,6 +36,7 @@ from psycopg2.extras import execute_values
 
 from cdclab import state, upsert
 from cdclab.db import ident
+from cdclab.ddl import ensure as ensure_ddl
 
 Variant = Literal["anti_pattern", "fixed"]
 VARIANTS: frozenset[str] = frozenset(get_args(Variant))
@@ -88,8 +89,10 @@ def ensure_source(conn: Any, table: str, shape: str) -> None:
     if shape not in SOURCE_SHAPES:
         raise ValueError(f"unknown source shape {shape!r}; use one of {sorted(SOURCE_SHAPES)}")
     with conn.cursor() as cur:
-        cur.execute(
-            sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(ident(table), sql.SQL(SOURCE_SHAPES[shape]))
+        ensure_ddl(
+            cur,
+            table,
+            sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(ident(table), sql.SQL(SOURCE_SHAPES[shape])),
         )
     conn.commit()
 
@@ -97,8 +100,10 @@ def ensure_source(conn: Any, table: str, shape: str) -> None:
 def _create(conn: Any, table: str, columns: str) -> None:
     with conn.cursor() as cur:
         schema = table.split(".")[0]
-        cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
-        cur.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(ident(table), sql.SQL(columns)))
+        ensure_ddl(cur, table, sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+        ensure_ddl(
+            cur, table, sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(ident(table), sql.SQL(columns))
+        )
 
 
 def _fetch(conn: Any, statement: sql.Composable, params: Any = None) -> list[tuple[Any, ...]]:

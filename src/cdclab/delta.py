@@ -54,6 +54,7 @@ from psycopg2 import sql
 from psycopg2.extras import execute_values
 
 from cdclab.db import ident
+from cdclab.ddl import ensure as ensure_ddl
 
 NullPolicy = Literal["raise", "include", "exclude"]
 NULL_POLICIES: frozenset[str] = frozenset(get_args(NullPolicy))
@@ -546,13 +547,14 @@ def diff_hashes(old: Mapping[str, str], new: Mapping[str, str]) -> ChangeSet:
 def ensure_snapshot_table(conn: Any, table: str = ROW_HASHES) -> None:
     """Create ``state.row_hashes (snapshot, row_key, row_hash)`` if missing; commits."""
     with conn.cursor() as cur:
-        cur.execute("SELECT pg_advisory_xact_lock(hashtext('cdclab.delta.ensure_snapshot_table'))")
-        cur.execute(
+        ensure_ddl(
+            cur,
+            table,
             sql.SQL(
                 "CREATE TABLE IF NOT EXISTS {} (snapshot text NOT NULL, row_key text NOT NULL, "
                 "row_hash text NOT NULL, taken_at timestamptz NOT NULL DEFAULT now(), "
                 "PRIMARY KEY (snapshot, row_key))"
-            ).format(ident(table))
+            ).format(ident(table)),
         )
     conn.commit()
 

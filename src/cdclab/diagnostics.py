@@ -35,6 +35,7 @@ from psycopg2 import sql
 from psycopg2.extras import Json
 
 from cdclab.db import ident
+from cdclab.ddl import ensure as ensure_ddl
 from cdclab.delta import row_hash
 
 LEDGER = "state.processed_intervals"
@@ -74,8 +75,9 @@ def _aware(value: dt.datetime) -> dt.datetime:
 
 def ensure_findings(cur: Any, table: str) -> None:
     """Create the findings table ``table`` if missing (idempotent, serialised by an advisory lock)."""
-    cur.execute("SELECT pg_advisory_xact_lock(hashtext('cdclab.diagnostics.ddl'))")
-    cur.execute(
+    ensure_ddl(
+        cur,
+        table,
         sql.SQL(
             """CREATE TABLE IF NOT EXISTS {} (
                 id          bigserial PRIMARY KEY,
@@ -86,7 +88,7 @@ def ensure_findings(cur: Any, table: str) -> None:
                 verdict     text NOT NULL,
                 detail      jsonb NOT NULL DEFAULT '{{}}',
                 recorded_at timestamptz NOT NULL DEFAULT clock_timestamp())"""
-        ).format(ident(table))
+        ).format(ident(table)),
     )
 
 
@@ -118,9 +120,10 @@ def _dumps(value: Any) -> str:
 
 def ensure_ledger(cur: Any, table: str = LEDGER) -> None:
     """Create the processed-interval ledger if missing."""
-    cur.execute("SELECT pg_advisory_xact_lock(hashtext('cdclab.diagnostics.ddl'))")
-    cur.execute("CREATE SCHEMA IF NOT EXISTS state")
-    cur.execute(
+    ensure_ddl(cur, table, "CREATE SCHEMA IF NOT EXISTS state")
+    ensure_ddl(
+        cur,
+        table,
         sql.SQL(
             """CREATE TABLE IF NOT EXISTS {} (
                 id             bigserial PRIMARY KEY,
@@ -132,7 +135,7 @@ def ensure_ledger(cur: Any, table: str = LEDGER) -> None:
                 run_id         text,
                 kind           text NOT NULL DEFAULT 'load',
                 CHECK (interval_start < interval_end))"""
-        ).format(ident(table))
+        ).format(ident(table)),
     )
 
 

@@ -33,6 +33,7 @@ from psycopg2.extras import execute_values
 
 from cdclab import upsert
 from cdclab.db import ident
+from cdclab.ddl import ensure as ensure_ddl
 
 CUSTOMER_TRACKED = ("email", "full_name", "home_tz", "tier")
 CUSTOMER_STAGE = (
@@ -94,7 +95,9 @@ def _i(name: str) -> sql.Composable:
 def ensure_star(conn: Any, dim_customer: str, dim_product: str, fact: str) -> None:
     """Create the three tables and their natural-key indexes (idempotent, no commit)."""
     with conn.cursor() as cur:
-        cur.execute(
+        ensure_ddl(
+            cur,
+            fact,
             sql.SQL(
                 """
                 CREATE TABLE IF NOT EXISTS {dc} (
@@ -145,7 +148,7 @@ def ensure_star(conn: Any, dim_customer: str, dim_product: str, fact: str) -> No
                 dp=ident(dim_product),
                 f=ident(fact),
                 f_ord=_i(fact.split(".")[-1] + "_ordered_at"),
-            )
+            ),
         )
 
 

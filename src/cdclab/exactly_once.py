@@ -43,6 +43,7 @@ from psycopg2 import sql
 from psycopg2.extras import execute_values
 
 from cdclab.cdc import consumer as kc
+from cdclab.ddl import ensure as ensure_ddl
 from cdclab.streams import ClickEvent, MalformedClickEventError, parse_event
 
 log = logging.getLogger(__name__)
@@ -110,10 +111,12 @@ CREATE TABLE IF NOT EXISTS {events} (
 
 
 def ensure_tables(cur: Any, tables: SinkTables) -> None:
-    cur.execute(
+    ensure_ddl(
+        cur,
+        f"{tables.schema}.sink",
         sql.SQL(_DDL).format(
             schema=sql.Identifier(tables.schema), deliveries=tables.deliveries, events=tables.events
-        )
+        ),
     )
 
 

@@ -32,6 +32,7 @@ from psycopg2 import sql
 
 from cdclab import upsert
 from cdclab.db import ident
+from cdclab.ddl import ensure as ensure_ddl
 
 VERSIONS: dict[str, str] = {
     "v1": "orders and amount over 7 and 30 days before as_of; cancelled orders excluded",
@@ -86,7 +87,9 @@ def ensure(wh: Any, t: Tables) -> None:
     vec = "orders_7d integer NOT NULL, amount_7d numeric(14,2) NOT NULL, orders_30d integer NOT NULL, "
     vec += "amount_30d numeric(14,2) NOT NULL"
     with wh.cursor() as cur:
-        cur.execute(
+        ensure_ddl(
+            cur,
+            t.orders,
             sql.SQL(
                 "CREATE TABLE IF NOT EXISTS {o} (id bigint PRIMARY KEY, customer_id bigint NOT NULL, "
                 "status text NOT NULL, total numeric(12,2) NOT NULL, ordered_at timestamptz NOT NULL, "
@@ -106,7 +109,7 @@ def ensure(wh: Any, t: Tables) -> None:
                 n=ident(t.online),
                 r=ident(t.registry),
                 x=ident(t.training),
-            )
+            ),
         )
     wh.commit()
 

@@ -27,6 +27,7 @@ from psycopg2 import sql
 from cdclab import state
 from cdclab.cdc import offsets
 from cdclab.db import ident
+from cdclab.ddl import ensure as ensure_ddl
 
 Status = Literal["ok", "warn", "alert"]
 
@@ -86,13 +87,12 @@ def _check(metric: str, subject: str, value: float | None, warn: float, alert: f
 
 def ensure_schema(conn: Any) -> None:
     with conn.cursor() as cur:
-        cur.execute("SELECT pg_advisory_xact_lock(hashtext('cdclab.health.ensure_schema'))")
         cur.execute(
             "SELECT to_regclass('marts.pipeline_health') IS NOT NULL "
             "AND to_regclass('marts.pipeline_health_dashboard') IS NOT NULL"
         )
         if not cur.fetchone()[0]:
-            cur.execute(DDL)
+            ensure_ddl(cur, "marts.pipeline_health", DDL)
     conn.commit()
 
 

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cdclab.ddl import ensure as ensure_ddl
+
 
 class DocsError(Exception):
     """Base class of this module's errors."""
@@ -195,8 +197,9 @@ def headings(markdown: str) -> Iterable[tuple[int, str]]:
 
 def ensure_schema(conn: Any) -> None:
     with conn.cursor() as cur:
-        cur.execute("SELECT pg_advisory_xact_lock(hashtext('cdclab.opsdocs.ensure_schema'))")
-        cur.execute(
+        ensure_ddl(
+            cur,
+            "state.docs_index",
             """
             CREATE TABLE IF NOT EXISTS state.docs_index (
                 doc_uri      text NOT NULL,
@@ -207,7 +210,7 @@ def ensure_schema(conn: Any) -> None:
                 run_id       text,
                 generated_at timestamptz NOT NULL DEFAULT clock_timestamp(),
                 PRIMARY KEY (doc_uri, position)
-            )"""
+            )""",
         )
     conn.commit()
 

@@ -28,6 +28,7 @@ from psycopg2 import sql
 
 from cdclab import upsert
 from cdclab.db import ident
+from cdclab.ddl import ensure as ensure_ddl
 
 ORDER_COLUMNS = ["id", "customer_id", "status", "total", "ordered_at", "version"]
 PAYMENT_COLUMNS = ["id", "order_id", "amount", "method", "paid_at", "version"]
@@ -62,7 +63,9 @@ class Tables:
 def ensure(wh: Any, t: Tables) -> None:
     """Create the tables (idempotent) and commit."""
     with wh.cursor() as cur:
-        cur.execute(
+        ensure_ddl(
+            cur,
+            t.orders,
             sql.SQL(
                 "CREATE TABLE IF NOT EXISTS {o} (id bigint PRIMARY KEY, customer_id bigint NOT NULL, "
                 "status text NOT NULL, total numeric(12,2) NOT NULL, ordered_at timestamptz NOT NULL, "
@@ -86,7 +89,7 @@ def ensure(wh: Any, t: Tables) -> None:
                 b=ident(t.buffer),
                 d=ident(t.dead_letters),
                 r=ident(t.reconciliation),
-            )
+            ),
         )
     wh.commit()
 

@@ -52,6 +52,7 @@ from typing import Any
 from psycopg2 import sql
 
 from cdclab.db import ident
+from cdclab.ddl import ensure as ensure_ddl
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8099
@@ -520,15 +521,19 @@ def iter_pages(
 
 def ensure_tables(cur: Any, target: str, stats_table: str) -> None:
     schema = target.split(".")[0] if "." in target else "public"
-    cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
-    cur.execute(
+    ensure_ddl(cur, target, sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+    ensure_ddl(
+        cur,
+        target,
         sql.SQL(
             "CREATE TABLE IF NOT EXISTS {} (id bigint PRIMARY KEY, name text, email text, tier text, "
             "modified_at timestamptz NOT NULL, deleted boolean NOT NULL DEFAULT false, "
             "synced_at timestamptz NOT NULL DEFAULT now())"
-        ).format(ident(target))
+        ).format(ident(target)),
     )
-    cur.execute(
+    ensure_ddl(
+        cur,
+        target,
         sql.SQL(
             "CREATE TABLE IF NOT EXISTS {} (pipeline text NOT NULL, run_id text NOT NULL, "
             "interval_start timestamptz, interval_end timestamptz, modified_since timestamptz, "
@@ -536,7 +541,7 @@ def ensure_tables(cur: Any, target: str, stats_table: str) -> None:
             "server_errors int NOT NULL, records int NOT NULL, written int NOT NULL, "
             "watermark_before timestamptz, watermark_after timestamptz, "
             "finished_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (pipeline, run_id))"
-        ).format(ident(stats_table))
+        ).format(ident(stats_table)),
     )
 
 

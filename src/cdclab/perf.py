@@ -32,6 +32,7 @@ from typing import Any
 from psycopg2 import sql
 
 from cdclab.db import ident
+from cdclab.ddl import ensure as ensure_ddl
 
 PERF_RUNS = "state.perf_runs"
 INDEX_SCANS: frozenset[str] = frozenset({"Index Scan", "Index Only Scan", "Bitmap Index Scan"})
@@ -48,9 +49,10 @@ class NotAPlanError(PerfError, ValueError):
 def ensure_schema(conn: Any, table: str = PERF_RUNS) -> None:
     """Create ``state.perf_runs`` if missing; idempotent, commits on ``conn``."""
     with conn.cursor() as cur:
-        cur.execute("SELECT pg_advisory_xact_lock(hashtext('cdclab.perf.ensure_schema'))")
-        cur.execute("CREATE SCHEMA IF NOT EXISTS state")
-        cur.execute(
+        ensure_ddl(cur, table, "CREATE SCHEMA IF NOT EXISTS state")
+        ensure_ddl(
+            cur,
+            table,
             sql.SQL(
                 """
                 CREATE TABLE IF NOT EXISTS {} (
@@ -65,12 +67,14 @@ def ensure_schema(conn: Any, table: str = PERF_RUNS) -> None:
                     details      jsonb NOT NULL DEFAULT '{{}}',
                     recorded_at  timestamptz NOT NULL DEFAULT clock_timestamp()
                 )"""
-            ).format(ident(table))
+            ).format(ident(table)),
         )
-        cur.execute(
+        ensure_ddl(
+            cur,
+            table,
             sql.SQL("CREATE INDEX IF NOT EXISTS perf_runs_experiment_idx ON {} (experiment, id)").format(
                 ident(table)
-            )
+            ),
         )
     conn.commit()
 

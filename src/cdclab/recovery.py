@@ -34,6 +34,7 @@ from psycopg2 import sql
 from psycopg2.extras import Json
 
 from cdclab.db import ident
+from cdclab.ddl import ensure as ensure_ddl
 
 T = TypeVar("T")
 
@@ -83,10 +84,11 @@ def retry(
 def ensure_schema(conn: Any, target: str | None = None) -> None:
     """Create the ledger, the dead-letter and validation tables and (if given) the target; commits."""
     with conn.cursor() as cur:
-        cur.execute("SELECT pg_advisory_xact_lock(hashtext('cdclab.recovery.ensure_schema'))")
-        cur.execute("CREATE SCHEMA IF NOT EXISTS state")
-        cur.execute("CREATE SCHEMA IF NOT EXISTS dlq")
-        cur.execute(
+        ensure_ddl(cur, "state.interval_ledger", "CREATE SCHEMA IF NOT EXISTS state")
+        ensure_ddl(cur, "state.interval_ledger", "CREATE SCHEMA IF NOT EXISTS dlq")
+        ensure_ddl(
+            cur,
+            "state.interval_ledger",
             """
             CREATE TABLE IF NOT EXISTS state.interval_ledger (
                 pipeline       text NOT NULL,
@@ -100,9 +102,11 @@ def ensure_schema(conn: Any, target: str | None = None) -> None:
                 run_id         text,
                 updated_at     timestamptz NOT NULL DEFAULT clock_timestamp(),
                 PRIMARY KEY (pipeline, interval_start)
-            )"""
+            )""",
         )
-        cur.execute(
+        ensure_ddl(
+            cur,
+            "state.interval_ledger",
             """
             CREATE TABLE IF NOT EXISTS dlq.rejected_rows (
                 id             bigserial PRIMARY KEY,
@@ -114,10 +118,16 @@ def ensure_schema(conn: Any, target: str | None = None) -> None:
                 interval_start timestamptz NOT NULL,
                 rejected_at    timestamptz NOT NULL DEFAULT clock_timestamp(),
                 UNIQUE (pipeline, source_table, row_key)
-            )"""
+            )""",
         )
-        cur.execute("ALTER TABLE dlq.rejected_rows ADD COLUMN IF NOT EXISTS resolved_at timestamptz")
-        cur.execute(
+        ensure_ddl(
+            cur,
+            "state.interval_ledger",
+            "ALTER TABLE dlq.rejected_rows ADD COLUMN IF NOT EXISTS resolved_at timestamptz",
+        )
+        ensure_ddl(
+            cur,
+            "state.interval_ledger",
             """
             CREATE TABLE IF NOT EXISTS state.validation_results (
                 id              bigserial PRIMARY KEY,
@@ -130,14 +140,16 @@ def ensure_schema(conn: Any, target: str | None = None) -> None:
                 target_checksum text NOT NULL,
                 ok              boolean NOT NULL,
                 checked_at      timestamptz NOT NULL DEFAULT clock_timestamp()
-            )"""
+            )""",
         )
         if target is not None:
-            cur.execute(
+            ensure_ddl(
+                cur,
+                "state.interval_ledger",
                 sql.SQL(
                     "CREATE TABLE IF NOT EXISTS {} (id integer PRIMARY KEY, event_time timestamptz NOT NULL, "
                     "amount numeric(12, 2) NOT NULL, interval_start timestamptz NOT NULL)"
-                ).format(ident(target))
+                ).format(ident(target)),
             )
     conn.commit()
 

@@ -25,6 +25,7 @@ from psycopg2 import sql
 
 from cdclab import delta, pull, state, upsert
 from cdclab.db import ident
+from cdclab.ddl import ensure as ensure_ddl
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 CHECKS = [
@@ -200,12 +201,14 @@ CHECK_FUNCTIONS: dict[str, Callable[[Scratch], str]] = {
 
 def ensure_results(wh: Any, results: str) -> None:
     with wh, wh.cursor() as cur:
-        cur.execute(
+        ensure_ddl(
+            cur,
+            results,
             sql.SQL(
                 "CREATE TABLE IF NOT EXISTS {} (id bigserial PRIMARY KEY, run_id text NOT NULL, "
                 "check_name text NOT NULL, passed boolean NOT NULL, detail text NOT NULL, "
                 "checked_at timestamptz NOT NULL DEFAULT now())"
-            ).format(ident(results))
+            ).format(ident(results)),
         )
 
 

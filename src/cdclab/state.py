@@ -55,6 +55,7 @@ from typing import Any, Literal, get_args
 from psycopg2 import sql
 
 from cdclab.db import ident
+from cdclab.ddl import ensure as ensure_ddl
 
 ValueType = Literal["timestamptz", "bigint", "text", "json"]
 VALUE_TYPES: frozenset[str] = frozenset(get_args(ValueType))
@@ -231,9 +232,10 @@ def ensure_schema(conn: Any) -> None:
     lock serialises the DDL).
     """
     with conn.cursor() as cur:
-        cur.execute("SELECT pg_advisory_xact_lock(hashtext('cdclab.state.ensure_schema'))")
-        cur.execute("CREATE SCHEMA IF NOT EXISTS state")
-        cur.execute(
+        ensure_ddl(cur, "state.watermarks", "CREATE SCHEMA IF NOT EXISTS state")
+        ensure_ddl(
+            cur,
+            "state.watermarks",
             """
             CREATE TABLE IF NOT EXISTS state.watermarks (
                 key                text PRIMARY KEY,
@@ -243,9 +245,11 @@ def ensure_schema(conn: Any) -> None:
                 updated_at         timestamptz NOT NULL DEFAULT now(),
                 updated_by_dag_id  text,
                 updated_by_run_id  text
-            )"""
+            )""",
         )
-        cur.execute(
+        ensure_ddl(
+            cur,
+            "state.watermarks",
             """
             CREATE TABLE IF NOT EXISTS state.watermark_history (
                 id          bigserial PRIMARY KEY,
@@ -257,12 +261,16 @@ def ensure_schema(conn: Any) -> None:
                 dag_id      text,
                 run_id      text,
                 reason      text NOT NULL
-            )"""
+            )""",
         )
-        cur.execute(
-            "CREATE INDEX IF NOT EXISTS watermark_history_key_idx ON state.watermark_history (key, id)"
+        ensure_ddl(
+            cur,
+            "state.watermarks",
+            "CREATE INDEX IF NOT EXISTS watermark_history_key_idx ON state.watermark_history (key, id)",
         )
-        cur.execute(
+        ensure_ddl(
+            cur,
+            "state.watermarks",
             """
             CREATE TABLE IF NOT EXISTS state.run_metrics (
                 id             bigserial PRIMARY KEY,
@@ -276,7 +284,7 @@ def ensure_schema(conn: Any) -> None:
                 rows_written   bigint NOT NULL,
                 duration_ms    double precision NOT NULL,
                 recorded_at    timestamptz NOT NULL DEFAULT clock_timestamp()
-            )"""
+            )""",
         )
     conn.commit()
 

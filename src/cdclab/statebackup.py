@@ -21,6 +21,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from cdclab.ddl import ensure as ensure_ddl
 from cdclab.files.store import ObjectStore
 
 RestoreMode = Literal["missing", "overwrite"]
@@ -41,8 +42,9 @@ class CorruptBackupError(BackupError, ValueError):
 
 def ensure_schema(conn: Any) -> None:
     with conn.cursor() as cur:
-        cur.execute("SELECT pg_advisory_xact_lock(hashtext('cdclab.statebackup.ensure_schema'))")
-        cur.execute(
+        ensure_ddl(
+            cur,
+            "state.state_backups",
             """
             CREATE TABLE IF NOT EXISTS state.state_backups (
                 scope        text NOT NULL,
@@ -55,7 +57,7 @@ def ensure_schema(conn: Any) -> None:
                 run_id       text,
                 taken_at     timestamptz NOT NULL DEFAULT clock_timestamp(),
                 PRIMARY KEY (scope, version)
-            )"""
+            )""",
         )
     conn.commit()
 

@@ -29,6 +29,7 @@ from psycopg2.extras import Json
 
 from cdclab import delta, state, upsert
 from cdclab.db import ident
+from cdclab.ddl import ensure as ensure_ddl
 
 Strategy = Literal["full", "timestamp", "version", "hash", "log_cdc"]
 STRATEGIES: tuple[str, ...] = ("full", "timestamp", "version", "hash", "log_cdc")
@@ -233,9 +234,10 @@ def recommend(p: TableProfile, req: Requirements) -> Recommendation:
 
 def ensure_schema(conn: Any) -> None:
     with conn.cursor() as cur:
-        cur.execute("SELECT pg_advisory_xact_lock(hashtext('cdclab.strategy.ensure_schema'))")
-        cur.execute("CREATE SCHEMA IF NOT EXISTS state")
-        cur.execute(
+        ensure_ddl(cur, "state.strategy_recommendations", "CREATE SCHEMA IF NOT EXISTS state")
+        ensure_ddl(
+            cur,
+            "state.strategy_recommendations",
             """
             CREATE TABLE IF NOT EXISTS state.strategy_recommendations (
                 id           bigserial PRIMARY KEY,
@@ -246,7 +248,7 @@ def ensure_schema(conn: Any) -> None:
                 reasons      jsonb NOT NULL,
                 profile      jsonb NOT NULL,
                 decided_at   timestamptz NOT NULL DEFAULT clock_timestamp()
-            )"""
+            )""",
         )
     conn.commit()
 

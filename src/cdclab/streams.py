@@ -47,6 +47,7 @@ from typing import Any, Literal
 from psycopg2 import sql
 from psycopg2.extras import execute_values
 
+from cdclab.ddl import ensure as ensure_ddl
 from cdclab.intervals import Window, WindowSpec
 from cdclab.timezones import require_aware
 
@@ -367,14 +368,16 @@ CREATE TABLE IF NOT EXISTS {checkpoint} (
 
 
 def ensure_tables(cur: Any, tables: StreamTables) -> None:
-    cur.execute(
+    ensure_ddl(
+        cur,
+        f"{tables.schema}.stream",
         sql.SQL(_DDL).format(
             schema=sql.Identifier(tables.schema),
             seen=tables.seen,
             windows=tables.windows,
             too_late=tables.too_late,
             checkpoint=tables.checkpoint,
-        )
+        ),
     )
 
 

@@ -23,6 +23,7 @@ from psycopg2 import sql
 from psycopg2.extras import execute_values
 
 from cdclab.db import ident
+from cdclab.ddl import ensure as ensure_ddl
 
 
 class UpsertError(Exception):
@@ -182,13 +183,17 @@ def ensure_mirror_table(
     with target_conn.cursor() as cur:
         schema = target_table.split(".")[0] if "." in target_table else None
         if schema:
-            cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
-        cur.execute(
+            ensure_ddl(
+                cur, target_table, sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema))
+            )
+        ensure_ddl(
+            cur,
+            target_table,
             sql.SQL("CREATE TABLE IF NOT EXISTS {} ({}, PRIMARY KEY ({}))").format(
                 ident(target_table),
                 sql.SQL(", ").join(defs),
                 sql.SQL(", ").join(sql.Identifier(k) for k in key_columns),
-            )
+            ),
         )
     target_conn.commit()
     return [c for c, _ in columns]

@@ -35,6 +35,7 @@ from cdclab.cdc.events import UNAVAILABLE, MalformedEvent, Skipped, parse_debezi
 from cdclab.cdc.merge import SchemaDrift, _ts, source_columns
 from cdclab.cdc.pipeline import decode_change, kafka_bootstrap
 from cdclab.db import SHOP, WAREHOUSE, connect, ident
+from cdclab.ddl import ensure as ensure_ddl
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,11 @@ def ensure_ledger(cur: Any, target: str, types: dict[str, str]) -> None:
             "PRIMARY KEY (_kafka_topic, _kafka_partition, _kafka_offset)",
         )
     ]
-    cur.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(ident(target), sql.SQL(", ").join(cols)))
+    ensure_ddl(
+        cur,
+        target,
+        sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(ident(target), sql.SQL(", ").join(cols)),
+    )
 
 
 def ledger_row(route: AppendRoute, msg: Any) -> tuple[Any, ...] | str | Skipped:

@@ -32,6 +32,8 @@ from typing import Any
 
 from psycopg2.extras import Json
 
+from cdclab.ddl import ensure as ensure_ddl
+
 OFFSETS_DDL = """
 CREATE SCHEMA IF NOT EXISTS state;
 CREATE SCHEMA IF NOT EXISTS dlq;
@@ -108,7 +110,7 @@ def reached(consumer: Any, pending: dict[tuple[str, int], int]) -> None:
 
 
 def ensure_schema(cur: Any) -> None:
-    cur.execute(OFFSETS_DDL)
+    ensure_ddl(cur, "state.kafka_offsets", OFFSETS_DDL)
 
 
 def stored_offsets(cur: Any, group: str, topic: str) -> dict[int, int]:

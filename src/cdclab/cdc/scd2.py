@@ -41,6 +41,7 @@ from psycopg2.extras import execute_values
 
 from cdclab.cdc.events import UNAVAILABLE, Change
 from cdclab.db import ident
+from cdclab.ddl import ensure as ensure_ddl
 
 SCD_COLUMNS = (
     "valid_from",
@@ -278,7 +279,7 @@ def ensure_dimension(
     cur: Any, dimension: str, source_types: Sequence[tuple[str, str]], key: Sequence[str]
 ) -> None:
     for stmt in dimension_ddl(dimension, source_types, key):
-        cur.execute(stmt)
+        ensure_ddl(cur, dimension, stmt)
 
 
 def _types(cur: Any, table: str) -> list[tuple[str, str]]:

@@ -24,6 +24,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from cdclab.ddl import ensure as ensure_ddl
+
 RangeReader = Callable[[int, int], bytes]
 """``read(start, end)`` returns bytes ``[start, end)`` of the object (an S3 Range GET)."""
 
@@ -144,7 +146,7 @@ def ensure_chunk_table(cur: Any, chunk_table: str) -> None:
     from cdclab.db import ident
     from cdclab.files.loading import TARGET_DDL
 
-    cur.execute(sql.SQL(TARGET_DDL).format(target=ident(chunk_table)))
+    ensure_ddl(cur, chunk_table, sql.SQL(TARGET_DDL).format(target=ident(chunk_table)))
 
 
 def load_chunk(

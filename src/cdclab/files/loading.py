@@ -21,6 +21,7 @@ from psycopg2 import sql
 from psycopg2.extras import execute_values
 
 from cdclab.db import WAREHOUSE, ident, transaction
+from cdclab.ddl import ensure as ensure_ddl
 from cdclab.files import archive, state
 from cdclab.files.errors import ChecksumMismatch, CorruptFile, RowCountMismatch
 from cdclab.files.records import Record, parse_object
@@ -48,7 +49,7 @@ CREATE TABLE IF NOT EXISTS {target} (
 
 def ensure_target(cur: Any, target: str) -> None:
     state.ensure_tables(cur)
-    cur.execute(sql.SQL(TARGET_DDL).format(target=ident(target)))
+    ensure_ddl(cur, target, sql.SQL(TARGET_DDL).format(target=ident(target)))
 
 
 def insert_records(cur: Any, target: str, obj: ObjectInfo, records: list[Record]) -> None:

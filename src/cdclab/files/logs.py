@@ -31,6 +31,7 @@ from psycopg2 import sql
 from psycopg2.extras import execute_values
 
 from cdclab.db import ident
+from cdclab.ddl import ensure as ensure_ddl
 
 DDL = """
 CREATE TABLE IF NOT EXISTS state.log_cursor (
@@ -187,9 +188,8 @@ def parse_line(text: str) -> tuple[datetime, str, str, str]:
 
 # ---- warehouse ---------------------------------------------------------------------------------------
 def ensure_tables(cur: Any, target: str) -> None:
-    cur.execute("SELECT pg_advisory_xact_lock(%s)", (71_09_0002,))
-    cur.execute(DDL)
-    cur.execute(sql.SQL(TARGET_DDL).format(target=ident(target)))
+    ensure_ddl(cur, target, DDL)
+    ensure_ddl(cur, target, sql.SQL(TARGET_DDL).format(target=ident(target)))
 
 
 def get_cursor(cur: Any, pipeline: str, log: Path) -> Cursor | None:

@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 from psycopg2.extras import execute_values
 
+from cdclab.ddl import ensure as ensure_ddl
 from cdclab.files.store import ObjectInfo
 
 Status = Literal["discovered", "loaded", "quarantined", "failed", "archived"]
@@ -126,8 +127,7 @@ def ensure_tables(cur: Any) -> None:
     cur.execute("SELECT " + " AND ".join(f"to_regclass('{t}') IS NOT NULL" for t in TABLES))
     if cur.fetchone()[0]:
         return
-    cur.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
-    cur.execute(DDL)
+    ensure_ddl(cur, "state.file_manifest", DDL)
 
 
 @dataclass(frozen=True)

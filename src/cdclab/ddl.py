@@ -1,0 +1,112 @@
+"""Create shared tables at task time, safely when many runs start at the same moment.
+
+``CREATE TABLE IF NOT EXISTS`` is not safe under concurrency in Postgres: two sessions that both find the
+table missing both insert its catalog rows, and the one that commits second fails with
+``UniqueViolation ... pg_type_typname_nsp_index`` (``pg_namespace_nspname_index`` for a schema,
+``pg_class_relname_nsp_index`` for an index). The same happens across *different* functions that
+create the same schema (``state``, ``dlq``, ...), so a lock per function is not enough.
+
+Every ``ensure_*`` function of the library runs its DDL through :func:`ensure`:
+
+- when the connection has no transaction open (autocommit, or idle), the DDL runs in **its own short
+  transaction** under ``pg_advisory_xact_lock(hashtext('cdclab.ddl:<name>'))`` (``name`` = the
+  ``schema.table`` it creates), then commits: creators of the same object wait for each other for a few
+  milliseconds instead of failing, and the lock is not held while the caller works;
+- when the caller is inside a transaction (the DDL must commit with its work), the DDL runs in a
+  ``SAVEPOINT`` without a lock (a lock would be held until the caller commits);
+- in both cases a duplicate-object error (a concurrent creator in a path that took no lock, or a
+  schema shared with another table) or a deadlock rolls back only the DDL and runs it again: by then the
+  other session has committed, ``IF NOT EXISTS`` sees its object and skips.
+
+The DDL statements must be idempotent (``IF NOT EXISTS``). The schema of ``name`` is created first.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Sequence
+from typing import Any, TypeAlias
+
+from psycopg2 import sql
+
+Statement: TypeAlias = str | sql.Composable | tuple[str | sql.Composable, Any]
+
+# unique_violation, duplicate_table, duplicate_object, duplicate_schema, deadlock_detected
+RETRY_SQLSTATES = frozenset({"23505", "42P07", "42710", "42P06", "40P01"})
+
+
+class DDLRaceError(RuntimeError):
+    """The DDL kept colliding with concurrent creators after every attempt."""
+
+
+def _retryable(exc: BaseException) -> bool:
+    code = getattr(exc, "pgcode", None)
+    if code in RETRY_SQLSTATES:
+        return True
+    return code == "XX000" and "concurrently" in str(
+        exc
+    )  # "tuple concurrently updated" (ALTER ... IF NOT EXISTS)
+
+
+def _connection(target: Any) -> Any:
+    """The psycopg2 connection of a cursor or a connection."""
+    return target if hasattr(target, "cursor") else target.connection
+
+
+def _run(cur: Any, schema: str | None, statements: Sequence[Statement]) -> None:
+    if schema:
+        cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+    for stmt in statements:
+        if isinstance(stmt, tuple):
+            cur.execute(stmt[0], stmt[1])
+        else:
+            cur.execute(stmt)
+
+
+def _end(conn: Any, cur: Any, how: str) -> None:
+    if conn.autocommit:
+        cur.execute(how)
+    elif how == "COMMIT":
+        conn.commit()
+    else:
+        conn.rollback()
+
+
+def ensure(target: Any, name: str, *statements: Statement, attempts: int = 8) -> None:
+    """Run idempotent DDL creating ``name`` (``schema.table``, or any lock name) safely under concurrency.
+
+    ``target`` is a psycopg2 connection or cursor. With no transaction open on it, the DDL commits in its
+    own transaction; inside the caller's transaction it stays part of it (see the module doc)."""
+    import psycopg2.extensions as ext
+
+    conn = _connection(target)
+    schema = name.split(".", 1)[0] if "." in name else None
+    own = conn.autocommit or conn.info.transaction_status == ext.TRANSACTION_STATUS_IDLE
+    last: BaseException | None = None
+    for attempt in range(1, attempts + 1):
+        with conn.cursor() as cur:
+            try:
+                if own:
+                    if conn.autocommit:
+                        cur.execute("BEGIN")
+                    cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"cdclab.ddl:{name}",))
+                    _run(cur, schema, statements)
+                    _end(conn, cur, "COMMIT")
+                else:
+                    cur.execute("SAVEPOINT cdclab_ddl")
+                    _run(cur, schema, statements)
+                    cur.execute("RELEASE SAVEPOINT cdclab_ddl")
+                return
+            except Exception as exc:
+                if own:
+                    _end(conn, cur, "ROLLBACK")
+                if not _retryable(exc):
+                    raise
+                last = exc
+                if not own:
+                    cur.execute("ROLLBACK TO SAVEPOINT cdclab_ddl")
+        time.sleep(random.uniform(0.01, 0.05) * attempt)
+    raise DDLRaceError(
+        f"creating {name} collided with concurrent creators {attempts} times: {last}"
+    ) from last
