@@ -240,3 +240,39 @@ def test_a_type_that_cannot_be_replicated_is_refused_before_any_row_is_written(
         assert cur.fetchone() == (None,), "no target was created"
         cur.execute("SELECT count(*) FROM state.kafka_offsets WHERE consumer_group = %s", (group,))
         assert cur.fetchone() == (0,), "no offset was stored"
+
+
+def test_a_value_debezium_cannot_carry_is_dead_lettered_not_written_wrong(lab, names, shop_db, warehouse_db):
+    """Two values no column type announces: a two-dimensional text array (Debezium writes Java object
+    names as its elements) and a timestamp past 294247-01-10 (its microseconds overflow a Java long)."""
+    table, group = names("values"), names("grp")
+    execute(shop_db, "CREATE TABLE public.{} (id integer PRIMARY KEY, tags text[], at timestamp)", table)
+    with shop_db.cursor() as cur:
+        cur.execute(
+            sql.SQL("INSERT INTO public.{} VALUES (1, %s, %s), (2, %s, %s), (3, %s, %s)").format(
+                sql.Identifier(table)
+            ),
+            (
+                ["a", None],
+                "2026-01-01 00:00:00.000001",
+                [["a", "b"], ["c", None]],
+                None,
+                None,
+                "294270-01-01",
+            ),
+        )
+    wait_for_records(lab.kafka_bootstrap, f"shop.public.{table}", 3, timeout=120)
+    summary = replicate([f"public.{table}"], group=group, target_schema="core")
+    assert summary["dead_letters"] == 2, summary
+    with warehouse_db.cursor() as cur:
+        cur.execute(
+            "SELECT record_key, reason FROM dlq.kafka_records WHERE consumer_group = %s ORDER BY kafka_offset",
+            (group,),
+        )
+        letters = cur.fetchall()
+        cur.execute(
+            sql.SQL("SELECT id, tags::text, at::text FROM core.{} ORDER BY id").format(sql.Identifier(table))
+        )
+        assert cur.fetchall() == [(1, "{a,NULL}", "2026-01-01 00:00:00.000001")]
+    assert '"id":2' in letters[0][0] and "multi-dimensional" in letters[0][1]
+    assert '"id":3' in letters[1][0] and "overflowed" in letters[1][1]

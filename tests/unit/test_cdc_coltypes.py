@@ -65,6 +65,8 @@ def test_times_and_timestamps_keep_microseconds():
     # what Debezium wrote for '294276-12-31 23:59:59.999999' (a Java long overflow): refused, not written
     with pytest.raises(ValueError, match="overflowed"):
         timestamp_from_micros(-9223372036853775810)
+    with pytest.raises(ValueError, match="overflowed"):
+        timestamp_from_micros(2**63 - 1)  # what it wrote for 294270-01-01
 
 
 def test_zoned_timestamps_get_postgres_years():
@@ -95,6 +97,12 @@ def test_numeric_special_values_get_postgres_spelling():
         "-Infinity",
         "-1.50",
     ]
+
+
+def test_a_garbled_multidimensional_text_array_is_refused():
+    assert coltypes.text_array(["a", None, "[L not java"]) == ["a", None, "[L not java"]
+    with pytest.raises(ValueError, match="multi-dimensional"):
+        coltypes.text_array(["[Ljava.lang.String;@3f8c94d9", "[Ljava.lang.String;@c143e1d"])
 
 
 def test_decode_row_leaves_nulls_and_toast_placeholders_alone():
@@ -145,6 +153,8 @@ def test_plans_map_enums_to_text_and_domains_to_their_base_type():
         "integer[]",
         "identity",
     )
+    texts = col(base="_text", sql_type="text[]", element="text", element_kind="b")
+    assert plan_column("public.t", texts).codec == "text_array"
     assert plan_column("public.t", col(base="timestamp", typmod=3)).codec == "timestamp_millis"
     assert plan_column("public.t", col(base="timestamp", typmod=-1)).codec == "timestamp_micros"
     assert plan_column("public.t", col(base="timestamp", typmod=6)).codec == "timestamp_micros"

@@ -99,6 +99,8 @@ def days_from_civil(year: int, month: int, day: int) -> int:
 
 PG_MIN_TIMESTAMP_MICROS = -210866803200000000  # 4714-11-24 00:00:00 BC
 PG_MAX_TIMESTAMP_MICROS = 9224318015999999999  # 294276-12-31 23:59:59.999999
+# Debezium saturates some overflowing timestamps to Long.MAX_VALUE (294247-01-10 04:00:54.775807)
+JAVA_LONG_LIMITS = (2**63 - 1, -(2**63))
 
 
 def _pg_date(year: int, month: int, day: int) -> tuple[str, str]:
@@ -134,7 +136,7 @@ def time_from_micros(value: Any) -> Any:
 
 
 def _timestamp(micros: int) -> str:
-    if not PG_MIN_TIMESTAMP_MICROS <= micros <= PG_MAX_TIMESTAMP_MICROS:
+    if not PG_MIN_TIMESTAMP_MICROS <= micros <= PG_MAX_TIMESTAMP_MICROS or micros in JAVA_LONG_LIMITS:
         # Debezium computes microseconds in a Java long: past 294247-01-10 the value overflows into
         # nonsense rather than failing; such a record is dead-lettered, never written wrong
         raise ValueError(
@@ -226,6 +228,18 @@ def numeric_text(value: Any) -> Any:
     return NUMERIC_SPECIALS.get(value, value) if isinstance(value, str) else value
 
 
+_JAVA_ARRAY = re.compile(r"^\[+L[\w.$]+;@[0-9a-f]+$")
+
+
+def text_array(value: Any) -> Any:
+    """A one-dimensional text/varchar/char array as it is. Debezium cannot carry a multi-dimensional
+    array: it writes Java object names (``[Ljava.lang.String;@3f8c94d9``) as the elements; such a record
+    is refused (dead-lettered) rather than written wrong."""
+    if isinstance(value, list) and any(isinstance(v, str) and _JAVA_ARRAY.match(v) for v in value):
+        raise ValueError("a multi-dimensional array: Debezium sends only one-dimensional arrays intact")
+    return value
+
+
 def identity(value: Any) -> Any:
     return value
 
@@ -233,6 +247,7 @@ def identity(value: Any) -> Any:
 CODECS: dict[str, Callable[[Any], Any]] = {
     "identity": identity,
     "numeric": numeric_text,
+    "text_array": text_array,
     "date": date_from_days,
     "time": time_from_micros,
     "timestamp_micros": timestamp_from_micros,
@@ -303,7 +318,8 @@ def plan_column(table: str, col: SourceColumn) -> ColumnPlan:
         return ColumnPlan(col.name, "text", "identity")
     if col.element is not None:
         if col.element in ARRAY_ELEMENTS:
-            return ColumnPlan(col.name, col.base_sql_type, "identity")
+            codec = "text_array" if col.element in ("text", "varchar", "bpchar") else "identity"
+            return ColumnPlan(col.name, col.base_sql_type, codec)
         raise _refuse(
             table,
             col,
