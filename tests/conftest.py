@@ -75,7 +75,9 @@ def lab() -> Iterator[LabConfig]:
                 wait=True,
                 env_file=[f"infra/{name}" for name in ENV_FILES],
             )
-            print("\ncdclab: no healthy lab; testcontainers starts compose.yaml (up --build --wait)", flush=True)
+            print(
+                "\ncdclab: no healthy lab; testcontainers starts compose.yaml (up --build --wait)", flush=True
+            )
             try:
                 started.start()
             except Exception:
