@@ -19,6 +19,13 @@ With `schema_policy=fail` (default) the run fails loudly (`SchemaDrift`), nothin
 offsets stay put; with `evolve` the column is added to the target with the source's type and the
 batch is applied.
 
+**Column types and key-less tables.** Every column is replicated so that `col::text` equals the
+source's, or the run fails before writing with the table, column, type and remedy
+(`cdclab.cdc.coltypes`; enums become `text`, domains their base type; see `docs/cdc_types.md`). A table
+without a primary key is refused in `tables`; list it in `keyless_tables` to keep it as an insert-only
+ledger of its change events instead (`cdclab.cdc.append`: one row per event with its LSN and Kafka
+position, so a replay appends nothing twice).
+
 **Ongoing sync.** Each run catches the targets up (`cdclab.cdc.pipeline.replicate`, offsets stored with
 the data), then `compare` computes a checksum of source and target over the source's columns and
 records it in `warehouse.state.replication_checks` (`equal` is true when the tables match).
@@ -52,6 +59,7 @@ DEFAULT_TABLES = ["public.customers", "public.products"]
         "schema_policy": Param("fail", enum=["fail", "evolve"]),
         "initial_snapshot": Param(True, type="boolean"),
         "connector": Param("shop-postgres-source", type="string"),
+        "keyless_tables": Param([], type="array"),
     },
 )
 def db_replication():
@@ -97,14 +105,30 @@ def db_replication():
 
         ctx = get_current_context()
         p = ctx["params"]
-        return replicate(
-            p["tables"],
-            group=p["consumer_group"],
-            target_schema=p["target_schema"],
-            target_prefix=p["target_prefix"],
-            schema_policy=p["schema_policy"],
-            who=f"{ctx['dag'].dag_id}/{ctx['run_id']}",
+        who = f"{ctx['dag'].dag_id}/{ctx['run_id']}"
+        summary = (
+            replicate(
+                p["tables"],
+                group=p["consumer_group"],
+                target_schema=p["target_schema"],
+                target_prefix=p["target_prefix"],
+                schema_policy=p["schema_policy"],
+                who=who,
+            )
+            if p["tables"]
+            else {}
         )
+        if p["keyless_tables"]:
+            from cdclab.cdc.append import replicate_append
+
+            summary["append"] = replicate_append(
+                p["keyless_tables"],
+                group=p["consumer_group"],
+                target_schema=p["target_schema"],
+                target_prefix=p["target_prefix"],
+                who=who,
+            )
+        return summary
 
     @task
     def compare(_summary: dict) -> list[dict]:

@@ -95,3 +95,41 @@ def test_keyless_table_is_refused_in_key_mode_and_kept_as_a_ledger_in_append_mod
     wait_for_records(lab.kafka_bootstrap, topic, events + 2, timeout=120)
     replicate_append([f"public.{table}"], group=group, target_schema="core")
     assert ledger() == [*expected, ("u", 9, 9, 9, None, None), ("u", 9, 9, 9, None, None)]
+
+
+def test_71_09_01_replicates_a_keyless_table_listed_in_keyless_tables_as_a_ledger(
+    lab, names, shop_db, warehouse_db
+):
+    import pendulum
+
+    from tests.dagrun import run_dag
+
+    table, group = names("audit"), names("grp")
+    execute(shop_db, "CREATE TABLE public.{} (who text, what text, at date)", table)
+    execute(shop_db, "ALTER TABLE public.{} REPLICA IDENTITY FULL", table)
+    execute(
+        shop_db,
+        "INSERT INTO public.{} VALUES ('ann', 'login', '2026-03-01'), ('ann', 'login', '2026-03-01')",
+        table,
+    )
+    execute(shop_db, "DELETE FROM public.{} WHERE who = 'ann'", table)
+    wait_for_records(lab.kafka_bootstrap, f"shop.public.{table}", 4, timeout=120)
+    conf = {
+        "tables": [],
+        "keyless_tables": [f"public.{table}"],
+        "consumer_group": group,
+        "target_prefix": "ledger_",
+        "initial_snapshot": False,
+    }
+    run_dag("71_09_01_db_replication", pendulum.datetime(2026, 6, 1, 10, tz="UTC"), conf)
+    run_dag("71_09_01_db_replication", pendulum.datetime(2026, 6, 1, 10, 15, tz="UTC"), conf)  # nothing twice
+    with warehouse_db.cursor() as cur:
+        cur.execute(
+            sql.SQL("SELECT _source_op, who, what, at::text FROM core.{} ORDER BY _kafka_offset").format(
+                sql.Identifier(f"ledger_{table}")
+            )
+        )
+        assert (
+            cur.fetchall()
+            == [("c", "ann", "login", "2026-03-01")] * 2 + [("d", "ann", "login", "2026-03-01")] * 2
+        )
