@@ -51,6 +51,31 @@ def _print_logs(cfg: LabConfig, services: list[str]) -> None:
         print(f"\n==> last lines of {name} ({lab.name}) <==\n{text}")
 
 
+def _wait_for_dag_processor(cfg: LabConfig, timeout: float = 300) -> None:
+    """Wait until the dag-processor has registered every file of dags/ (a fresh lab parses them in
+    its first minute). ``dag.test()`` writes the same ``dag`` rows; racing the first parse fails with
+    a duplicate key on ``dag_id``."""
+    import time
+
+    import psycopg2
+
+    expected = len(list((cfg.root / "dags").glob("*.py")))
+    deadline = time.monotonic() + timeout
+    count = 0
+    while time.monotonic() < deadline:
+        conn = psycopg2.connect(cfg.pg_dsn("airflow"))
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT count(*) FROM dag WHERE NOT is_stale")
+                count = cur.fetchone()[0]
+        finally:
+            conn.close()
+        if count >= expected:
+            return
+        time.sleep(3)
+    print(f"\ncdclab: the dag-processor registered {count} of {expected} DAG files in {timeout:.0f} s")
+
+
 @pytest.fixture(scope="session")
 def lab() -> Iterator[LabConfig]:
     """The running lab, through the backend interface (src/cdclab/lab/backend.py).
@@ -92,6 +117,7 @@ def lab() -> Iterator[LabConfig]:
             CFG, [r[0] for r in rows if not r[2].startswith(("healthy", "RUNNING")) and r[0][0] != " "]
         )
         pytest.fail(f"the lab ({lab.name}) is not healthy:\n" + format_table(rows))
+    _wait_for_dag_processor(CFG)
     yield CFG
     if started is not None:
         started.stop(down=True)
