@@ -61,7 +61,7 @@ DEFAULT_TABLES = [
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    tags=["71.3", "cdc", "debezium", "success"],
+    tags=["71.3", "cdc", "debezium", "success", "reference", "patterns", "advanced"],
     doc_md=__doc__,
     params={
         "tables": Param(

@@ -50,7 +50,7 @@ CREATE TABLE IF NOT EXISTS state.kafka_lag (
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    tags=["71.3", "cdc", "kafka", "success"],
+    tags=["71.3", "cdc", "kafka", "success", "reference", "patterns", "advanced"],
     doc_md=__doc__,
     params={
         "tables": Param(["public.customers", "public.products"], type="array"),

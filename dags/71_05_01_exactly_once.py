@@ -60,7 +60,7 @@ def _wants_events(context: dict) -> bool:
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    tags=["71.5", "exactly-once", "idempotency", "success"],
+    tags=["71.5", "exactly-once", "idempotency", "success", "reference", "patterns", "advanced"],
     doc_md=__doc__,
     params={
         "mode": Param(

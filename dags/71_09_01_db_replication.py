@@ -49,7 +49,7 @@ DEFAULT_TABLES = ["public.customers", "public.products"]
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    tags=["71.9", "replication", "cdc", "success"],
+    tags=["71.9", "replication", "cdc", "success", "reference", "example", "intermediate"],
     doc_md=__doc__,
     params={
         "tables": Param(DEFAULT_TABLES, type="array"),

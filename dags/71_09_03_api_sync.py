@@ -47,7 +47,7 @@ DAG_ID = "71_09_03_api_sync"
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    tags=["71.9", "api", "reference", "intermediate", "success"],
+    tags=["71.9", "api", "reference", "intermediate", "success", "example"],
     doc_md=__doc__,
     params={
         "pipeline": Param("partner_accounts", type="string"),

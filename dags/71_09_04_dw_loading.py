@@ -106,7 +106,7 @@ def _finish(
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    tags=["71.9", "dw", "success"],
+    tags=["71.9", "dw", "success", "reference", "example", "advanced"],
     doc_md=__doc__,
     params={
         "customers_table": Param("public.customers", type="string"),

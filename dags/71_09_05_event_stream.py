@@ -68,7 +68,7 @@ def _wants_events(context: dict) -> bool:
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    tags=["71.9", "streaming", "windowing", "exactly-once", "success"],
+    tags=["71.9", "streaming", "windowing", "exactly-once", "success", "reference", "example", "advanced"],
     doc_md=__doc__,
     params={
         "topic": Param("clickstream.events", type="string", description="Kafka topic (one partition)"),
