@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from cdclab.lab.config import ENV_FILES, LabConfig
+from cdclab.lab.config import LabConfig
 
 CFG = LabConfig.load()
 os.environ.update(CFG.airflow_env())
@@ -77,7 +77,7 @@ def _wait_for_dag_processor(cfg: LabConfig, timeout: float = 300) -> None:
 
 
 @pytest.fixture(scope="session")
-def lab() -> Iterator[LabConfig]:
+def lab(request: pytest.FixtureRequest) -> Iterator[LabConfig]:
     """The running lab, through the backend interface (src/cdclab/lab/backend.py).
 
     A healthy lab is reused as it is. Otherwise: under compose, testcontainers' ``DockerCompose``
@@ -91,18 +91,16 @@ def lab() -> Iterator[LabConfig]:
     started = None
     if not all_healthy(lab.status()):
         if isinstance(lab, ComposeBackend):
-            from testcontainers.compose import DockerCompose
+            from cdclab.lab.backend import testcontainers_compose
 
-            started = DockerCompose(
-                context=str(ROOT),
-                compose_file_name="compose.yaml",
-                build=True,
-                wait=True,
-                env_file=[f"infra/{name}" for name in ENV_FILES],
-            )
-            print(
-                "\ncdclab: no healthy lab; testcontainers starts compose.yaml (up --build --wait)", flush=True
-            )
+            reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+
+            def echo(line: str) -> None:  # past pytest's capture, so a first start shows progress
+                if reporter is not None:
+                    reporter.write_line(line)
+
+            echo("cdclab: no healthy lab; testcontainers starts compose.yaml (up --build --wait)")
+            started = testcontainers_compose(CFG, echo)
             try:
                 started.start()
             except Exception:

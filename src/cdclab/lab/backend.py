@@ -21,8 +21,8 @@ import os
 import shutil
 import signal
 import subprocess
-from collections.abc import Iterable, Sequence
-from typing import Protocol
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol
 
 from cdclab.lab import native
 from cdclab.lab.config import ENV_FILES, LabConfig
@@ -261,6 +261,39 @@ class ComposeBackend:
     def logs(self, service: str, lines: int = 100) -> str:
         out = self.run("logs", "--no-color", "--tail", str(lines), _check_name(service), check=False)
         return out.stdout + out.stderr
+
+
+def testcontainers_compose(cfg: LabConfig, echo: Callable[[str], None]) -> Any:
+    """testcontainers' ``DockerCompose`` for the lab's compose.yaml and env files (``up --build
+    --wait``), with the progress of ``up`` (image builds, containers created, healthy) sent line by
+    line to ``echo`` as it comes: testcontainers itself captures the output until the command ends,
+    which on a first start means minutes of silence."""
+    from testcontainers.compose import DockerCompose
+
+    class _Streaming(DockerCompose):
+        def _run_command(self, cmd: Any, context: str | None = None) -> subprocess.CompletedProcess[bytes]:
+            if not (isinstance(cmd, list) and "up" in cmd):
+                return super()._run_command(cmd, context)
+            lines: list[bytes] = []
+            with subprocess.Popen(
+                cmd, cwd=context or str(self.context), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+            ) as proc:
+                assert proc.stdout is not None
+                for raw in proc.stdout:
+                    lines.append(raw)
+                    echo("  · " + raw.decode(errors="replace").rstrip())
+            out = b"".join(lines)
+            if proc.returncode != 0:
+                raise subprocess.CalledProcessError(proc.returncode, cmd, output=out, stderr=b"")
+            return subprocess.CompletedProcess(cmd, proc.returncode, out, b"")
+
+    return _Streaming(
+        context=str(cfg.root),
+        compose_file_name="compose.yaml",
+        build=True,
+        wait=True,
+        env_file=[f"infra/{name}" for name in ENV_FILES],
+    )
 
 
 def engine_answers() -> bool:
