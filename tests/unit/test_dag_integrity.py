@@ -36,8 +36,19 @@ def no_io(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Variable, "get", staticmethod(refuse))
 
 
-@pytest.mark.parametrize("path", DAG_FILES, ids=[p.name for p in DAG_FILES])
-def test_dag_file_imports_without_io_and_is_documented(path: Path, no_io: None) -> None:
+def _curriculum() -> dict[str, set[str]]:
+    """file name -> tags, as the seed lists them (``Filename: `x.py` | Tags: `['a', 'b']```)."""
+    text = SEED.read_text() if SEED.exists() else ""
+    return {
+        name: set(re.findall(r"'([^']+)'", tags))
+        for name, tags in re.findall(r"Filename: `([^`]+)` \| Tags: `(\[[^]]*\])`", text)
+    }
+
+
+CURRICULUM = _curriculum()
+
+
+def _load_dags(path: Path) -> list:
     from airflow.sdk import DAG
 
     spec = importlib.util.spec_from_file_location(f"dagfile_{path.stem}", path)
@@ -55,6 +66,12 @@ def test_dag_file_imports_without_io_and_is_documented(path: Path, no_io: None) 
         bag = DagBag(dag_folder=str(path))
         assert not bag.import_errors, bag.import_errors
         dags = list(bag.dags.values())
+    return dags
+
+
+@pytest.mark.parametrize("path", DAG_FILES, ids=[p.name for p in DAG_FILES])
+def test_dag_file_imports_without_io_and_is_documented(path: Path, no_io: None) -> None:
+    dags = _load_dags(path)
     assert dags, f"{path.name} defines no DAG"
     for dag in dags:
         assert dag.tags, f"{dag.dag_id}: no tags"
@@ -75,3 +92,16 @@ def test_curriculum_file_names_come_from_the_seed() -> None:
     assert len(names) == 50
     present = {p.name for p in DAG_FILES if re.match(r"7\d_", p.name)}
     assert present <= names, f"DAG files not in the curriculum: {present - names}"
+
+
+@pytest.mark.parametrize("name", sorted(CURRICULUM) or ["<seed missing>"])
+def test_every_curriculum_dag_exists_with_its_dag_id_and_every_tag_the_curriculum_gives(
+    name: str, no_io: None
+) -> None:
+    assert len(CURRICULUM) == 50, f"the seed at {SEED} lists {len(CURRICULUM)} DAGs with tags, not 50"
+    path = ROOT / "dags" / name
+    assert path.exists(), f"the curriculum's {name} is missing from dags/"
+    dags = _load_dags(path)
+    assert [d.dag_id for d in dags] == [path.stem], f"{name} must define one DAG with dag_id {path.stem}"
+    missing = CURRICULUM[name] - set(dags[0].tags)
+    assert not missing, f"{dags[0].dag_id} lacks the curriculum's tags {sorted(missing)}"
