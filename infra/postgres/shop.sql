@@ -103,5 +103,7 @@ CREATE TABLE IF NOT EXISTS lab.workload (
     applied    bigint NOT NULL DEFAULT 0 CHECK (applied >= 0),
     rate       double precision NOT NULL CHECK (rate >= 0),
     paused     boolean NOT NULL DEFAULT false,
+    -- items written to the 71.6 lessons' source tables (cdclab.lab.lesson_feed)
+    feed_applied bigint NOT NULL DEFAULT 0 CHECK (feed_applied >= 0),
     updated_at timestamptz NOT NULL DEFAULT now()
 );

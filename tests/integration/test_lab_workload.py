@@ -15,6 +15,7 @@ row of the test's own name:
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import subprocess
 import sys
@@ -26,17 +27,22 @@ from typing import Any
 import psycopg2
 import pytest
 
+from cdclab.lab import lesson_feed
 from cdclab.lab import shop_workload as sw
 from cdclab.workload import TABLES, actual_state, create_table_copy, expected_state
 
 # what the lab's seed (seed 71, 10,000 operations) leaves in the shop: fixed by the seed
 SEED_COUNTS = {"customers": 1053, "products": 578, "orders": 1737, "order_items": 2010, "payments": 994}
+# what the lesson feed's seed (720 items) holds: fixed by the items' numbers
+SEED_LATE, SEED_REDELIVERED, SEED_OUT_OF_ORDER = 147, 93, 78
 DEADLINE = 600  # seconds: generous, the machine is shared; only a bound for polling, never asserted
 
 
 @pytest.fixture
 def runner_schema(lab: Any, names: Any) -> Iterator[tuple[Any, str]]:
-    """A schema with empty copies of the five shop tables, and the name of the test's runner."""
+    """A schema with empty copies of the five shop tables, and the name of the test's runner.
+
+    The lesson feed's tables go to a schema of the same name in the shop and in the warehouse."""
     schema = names("wl")
     conn = psycopg2.connect(lab.pg_dsn("shop"))
     with conn.cursor() as cur:
@@ -51,6 +57,10 @@ def runner_schema(lab: Any, names: Any) -> Iterator[tuple[Any, str]]:
         cur.execute("DELETE FROM lab.workload WHERE name = %s", (schema,))
     conn.commit()
     conn.close()
+    wh = psycopg2.connect(lab.pg_dsn("warehouse"))
+    with wh, wh.cursor() as cur:
+        cur.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    wh.close()
 
 
 def _workload(schema: str) -> Any:
@@ -63,7 +73,10 @@ def _snapshot(conn: Any, schema: str) -> dict[str, list[tuple[Any, ...]]]:
     conn.rollback()
     conn.set_session(isolation_level="REPEATABLE READ")
     with conn.cursor() as cur:
-        for table in TABLES:
+        cur.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s ORDER BY 1", (schema,)
+        )
+        for (table,) in cur.fetchall():  # the shop's five and the lesson feed's four
             cur.execute(f"SELECT * FROM {schema}.{table} ORDER BY 1, 2")
             out[table] = cur.fetchall()
         cur.execute("SELECT applied FROM lab.workload WHERE name = %s", (schema,))
@@ -91,7 +104,7 @@ def test_seeding_loads_the_fixed_shop_and_seeding_again_changes_nothing(runner_s
     sw.ensure_control(conn, schema, sw.LAB_SEED, rate=0)
     assert sw.Runner(conn, _workload(schema), schema).seed() == sw.SEED_OPS
 
-    counts = {t: len(rows) for t, rows in _snapshot(conn, schema).items() if t != "applied"}
+    counts = {t: len(rows) for t, rows in _snapshot(conn, schema).items() if t in TABLES}
     assert counts == SEED_COUNTS
     assert _state_matches_model(conn, schema) == sw.SEED_OPS
     before = _snapshot(conn, schema)
@@ -178,3 +191,46 @@ def test_the_service_changes_rows_while_running_and_none_while_paused(runner_sch
         log.close()
         print((tmp_path / "workload.log").read_text()[-3000:])
     assert proc.returncode == 0  # SIGTERM: finishes its transaction and exits cleanly
+
+
+def test_the_lesson_feed_seeds_the_71_6_sources_once_with_late_duplicate_and_out_of_order_rows(
+    lab, runner_schema
+) -> None:
+    conn, schema = runner_schema
+    wh = psycopg2.connect(lab.pg_dsn("warehouse"))
+    tables = lesson_feed.FeedTables.in_schemas(schema, schema)
+    try:
+        sw.ensure_control(conn, schema, sw.LAB_SEED, rate=0)
+        runner = sw.Runner(conn, _workload(schema), schema, feed=(wh, tables))
+        lesson_feed.ensure_tables(conn, wh, tables)
+        assert runner.seed_feed() == lesson_feed.SEED_ITEMS
+        shop_rows = _snapshot(conn, schema)
+        with wh.cursor() as cur:
+            cur.execute(f"SELECT * FROM {tables.changes_71_06_05} ORDER BY seq")
+            changes = cur.fetchall()
+        wh.rollback()
+
+        items = lesson_feed.SEED_ITEMS
+        assert len(shop_rows["rows_71_06_01"]) == len(shop_rows["rows_71_06_03"]) == lesson_feed.ROW_IDS
+        assert (
+            len(shop_rows["events_71_06_02"])
+            == len(shop_rows["deliveries_71_06_04"])
+            == len(changes)
+            == items
+        )
+        late = [e for e in shop_rows["events_71_06_02"] if e[3] - e[2] >= dt.timedelta(minutes=90)]
+        assert len(late) == SEED_LATE
+        event_ids = [d[1] for d in shop_rows["deliveries_71_06_04"]]
+        assert len(event_ids) - len(set(event_ids)) == SEED_REDELIVERED
+        newest: dict[int, int] = {}
+        out_of_order = 0
+        for _seq, cid, version, _status, _at in changes:
+            out_of_order += version < newest.get(cid, 0)
+            newest[cid] = max(newest.get(cid, 0), version)
+        assert out_of_order == SEED_OUT_OF_ORDER
+
+        # a restart: nothing written twice
+        assert sw.Runner(conn, _workload(schema), schema, feed=(wh, tables)).seed_feed() == 0
+        assert _snapshot(conn, schema) == shop_rows
+    finally:
+        wh.close()

@@ -17,6 +17,9 @@ Vocabulary:
   **in the same transaction** as the rows it changed, so a restart (or a crash) resumes exactly where it
   stopped and seeding twice changes nothing. ``rate`` and ``paused`` are what ``make workload RATE=...``,
   ``make workload-pause`` and ``make workload-resume`` set; the running service reads them every tick.
+- *lesson feed* (:mod:`cdclab.lab.lesson_feed`): the 71.6 anti-pattern lessons' own source tables get a
+  seed of rows over the last day and then one item per :data:`FEED_EVERY` operations (late events,
+  re-deliveries, out-of-order changes included), counted in ``lab.workload.feed_applied``.
 - *divergence*: a row changed by someone else (a user deleting an order by hand) makes an operation
   miss (:class:`cdclab.workload.WorkloadDivergedError`); the service logs it, skips that operation and
   goes on (``skipped`` in its status).
@@ -39,6 +42,8 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+from cdclab.lab import lesson_feed
+from cdclab.lab.lesson_feed import FeedTables
 from cdclab.workload import (
     ID_SPAN,
     TABLES,
@@ -55,6 +60,7 @@ SEED_OPS = 10_000
 DEFAULT_RATE = 1.0
 LAB_RUNNER = "shop"
 BATCH = 500  # operations per transaction while seeding
+FEED_EVERY = 10  # live: one lesson-feed item (lesson_feed) per this many shop operations
 
 
 def lab_workload(seed: int = LAB_SEED, tables: Mapping[str, str] | None = None) -> Workload:
@@ -78,6 +84,7 @@ class Control:
     applied: int
     rate: float
     paused: bool
+    feed_applied: int = 0
 
 
 class ControlRowMissingError(RuntimeError):
@@ -89,10 +96,12 @@ class SeedMismatchError(RuntimeError):
 
 
 def _control(cur: Any, name: str, lock: bool = False) -> Control | None:
-    query = "SELECT name, seed, applied, rate, paused FROM lab.workload WHERE name = %s"
+    query = "SELECT name, seed, applied, rate, paused, feed_applied FROM lab.workload WHERE name = %s"
     cur.execute(f"{query} FOR UPDATE" if lock else query, (name,))
     row = cur.fetchone()
-    return Control(row[0], int(row[1]), int(row[2]), float(row[3]), bool(row[4])) if row else None
+    return (
+        Control(row[0], int(row[1]), int(row[2]), float(row[3]), bool(row[4]), int(row[5])) if row else None
+    )
 
 
 def ensure_control(conn: Any, name: str, seed: int, rate: float) -> Control:
@@ -149,9 +158,15 @@ class Runner:
     """Applies the plan's operations in order, each batch committed with ``applied`` in ``lab.workload``."""
 
     def __init__(
-        self, conn: Any, workload: Workload, name: str = LAB_RUNNER, log: Callable[[str], None] = print
+        self,
+        conn: Any,
+        workload: Workload,
+        name: str = LAB_RUNNER,
+        log: Callable[[str], None] = print,
+        feed: tuple[Any, FeedTables] | None = None,
     ):
-        self.conn, self.workload, self.name, self.log = conn, workload, name, log
+        """``feed``: (warehouse connection, tables) to also write the 71.6 lessons' rows (lesson_feed)."""
+        self.conn, self.workload, self.name, self.log, self.feed = conn, workload, name, log, feed
         self.position = -1
         self.ops: Iterator[Operation] = iter(())
         self.skipped = 0
@@ -215,6 +230,48 @@ class Runner:
             "UPDATE lab.workload SET applied = %s, updated_at = now() WHERE name = %s", (applied, self.name)
         )
 
+    def feed_step(self, seeding: bool) -> int:
+        """Write the next lesson-feed items (seed: up to 100 of them, dated over the last day; live: one,
+        dated now); warehouse first (idempotent), then the shop with ``feed_applied``. Returns how many."""
+        if self.feed is None:
+            return 0
+        wh, tables = self.feed
+        try:
+            with self.conn.cursor() as cur, wh.cursor() as wcur:
+                ctl = _control(cur, self.name, lock=True)
+                if ctl is None:
+                    raise ControlRowMissingError(f"lab.workload row {self.name!r} disappeared")
+                cur.execute("SELECT now()")
+                now = cur.fetchone()[0]
+                done = ctl.feed_applied
+                items = (
+                    lesson_feed.seed_times(now, done, done + 100)
+                    if seeding
+                    else [(max(done, lesson_feed.SEED_ITEMS), now)]
+                )
+                if not items:
+                    self.conn.rollback()
+                    return 0
+                lesson_feed.write_items(cur, wcur, tables, items)
+                wh.commit()
+                cur.execute(
+                    "UPDATE lab.workload SET feed_applied = %s WHERE name = %s", (items[-1][0] + 1, self.name)
+                )
+            self.conn.commit()
+        except BaseException:
+            for c in (self.conn, wh):
+                if not c.closed:
+                    c.rollback()
+            raise
+        return len(items)
+
+    def seed_feed(self) -> int:
+        """The lesson feed's seed (:data:`lesson_feed.SEED_ITEMS` items), none when it is in already."""
+        done = 0
+        while n := self.feed_step(seeding=True):
+            done += n
+        return done
+
     def seed(self, seed_ops: int = SEED_OPS) -> int:
         """Apply operations until ``seed_ops`` are in (none when they already are); returns how many."""
         done = 0
@@ -235,9 +292,15 @@ class Runner:
         report = report or (lambda status: None)
         report(self._status(read_control(self.conn, self.name), seeded=False))
         seeded = self.seed(seed_ops)
+        if self.feed is not None:
+            lesson_feed.ensure_tables(self.conn, self.feed[0], self.feed[1])
+        fed = self.seed_feed()
         ctl = read_control(self.conn, self.name)
-        self.log(f"workload: seed in place ({ctl.applied} operations, {seeded} applied now)")
-        credit, last = 0.0, time.monotonic()
+        self.log(
+            f"workload: seed in place ({ctl.applied} operations, {seeded} applied now; "
+            f"{ctl.feed_applied} lesson items, {fed} now)"
+        )
+        credit, last, since_feed = 0.0, time.monotonic(), 0
         while not stop.is_set():
             ctl = read_control(self.conn, self.name)
             now = time.monotonic()
@@ -247,7 +310,12 @@ class Runner:
                 credit = min(credit + ctl.rate * (now - last), max(1.0, ctl.rate * 5))
                 due = int(credit)
                 if due:
-                    credit -= self.step(due)
+                    applied = self.step(due)
+                    credit -= applied
+                    since_feed += applied
+                    if since_feed >= FEED_EVERY:
+                        since_feed = 0
+                        self.feed_step(seeding=False)
             last = now
             report(self._status(read_control(self.conn, self.name), seeded=True))
             stop.wait(tick if ctl.paused or ctl.rate <= 0 else min(tick, max(0.05, (1 - credit) / ctl.rate)))
@@ -286,6 +354,15 @@ def _serve(args: argparse.Namespace) -> int:
 
     tables: dict[str, str] = {t: f"{args.schema}.{t}" for t in TABLES} if args.schema != "public" else {}
     conn = _connect(args)
+    feed = None
+    if not args.no_lesson_feed:
+        import psycopg2
+
+        wh = psycopg2.connect(args.warehouse_dsn or LabConfig.load().pg_dsn("warehouse"))
+        feed = (
+            wh,
+            FeedTables() if args.schema == "public" else FeedTables.in_schemas(args.schema, args.schema),
+        )
     rate = args.rate if args.rate is not None else float(os.environ.get("CDCLAB_WORKLOAD_RATE", DEFAULT_RATE))
     ensure_control(conn, args.name, LAB_SEED, rate)
     stop = threading.Event()
@@ -299,10 +376,12 @@ def _serve(args: argparse.Namespace) -> int:
     log(
         f"workload: runner {args.name!r}, seed {LAB_SEED}, {args.seed_ops} seed operations, tables {tables or 'public.*'}"
     )
-    Runner(conn, lab_workload(tables=tables), args.name, log).serve(
+    Runner(conn, lab_workload(tables=tables), args.name, log, feed).serve(
         stop, args.seed_ops, lambda status: _write_status(path, status)
     )
     conn.close()
+    if feed is not None:
+        feed[0].close()
     log("workload: stopped")
     return 0
 
@@ -330,6 +409,12 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--seed-ops", type=int, default=SEED_OPS, help=f"operations in the seed ({SEED_OPS})")
     serve.add_argument(
         "--state-dir", default=None, help="where status.json goes (default: the lab's state dir)"
+    )
+    serve.add_argument(
+        "--warehouse-dsn", default=None, help="libpq DSN of the warehouse (default: the lab's)"
+    )
+    serve.add_argument(
+        "--no-lesson-feed", action="store_true", help="do not write the 71.6 lessons' source tables"
     )
     actions.add_parser("status", help="print the rate, pause flag and operations applied")
     set_p = actions.add_parser("set", help="change the rate (and resume)")
