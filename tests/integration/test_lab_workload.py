@@ -168,12 +168,13 @@ def test_the_service_changes_rows_while_running_and_none_while_paused(runner_sch
         assert _snapshot(conn, schema) != seeded
         _state_matches_model(conn, schema)
 
-        # paused: once the service has read the flag and reported three more times, nothing changes
+        # paused: once set_control has returned, nothing changes (the flag is read under the row's
+        # lock); checked after the service has read the flag and reported three more times
         sw.set_control(conn, schema, paused=True)
+        paused = _snapshot(conn, schema)
         first = _poll(
             "the pause to be seen", lambda: _status(status) if _status(status).get("paused") else None, proc
         )
-        paused = _snapshot(conn, schema)
         _poll("three paused reports", lambda: _status(status).get("at", 0) > first["at"] + 2.5, proc)
         assert _status(status)["paused"] is True
         assert _snapshot(conn, schema) == paused

@@ -176,21 +176,27 @@ class Runner:
             self.ops = islice(iter_plan(self.workload), applied, None)
             self.position = applied
 
-    def step(self, n: int) -> int:
-        """Apply the next ``n`` operations in one transaction; returns how many were applied."""
+    def step(self, n: int, seeding: bool = False) -> int:
+        """Apply the next ``n`` operations in one transaction; returns how many were applied.
+
+        Outside the seed, a paused runner applies none: the flag is read under the control row's lock,
+        so once :func:`set_control` ``(paused=True)`` has returned, nothing more changes."""
         try:
-            return self._step(n)
+            return self._step(n, seeding)
         except BaseException:
             self.position = -1  # the plan iterator ran ahead of what was committed: seek again
             if not self.conn.closed:
                 self.conn.rollback()
             raise
 
-    def _step(self, n: int) -> int:
+    def _step(self, n: int, seeding: bool) -> int:
         with self.conn.cursor() as cur:
             ctl = _control(cur, self.name, lock=True)
             if ctl is None:
                 raise ControlRowMissingError(f"lab.workload row {self.name!r} disappeared")
+            if ctl.paused and not seeding:
+                self.conn.rollback()
+                return 0
             self._seek(ctl.applied)
             batch = list(islice(self.ops, max(0, min(n, self.workload.ops - ctl.applied))))
             if not batch:
@@ -241,6 +247,9 @@ class Runner:
                 ctl = _control(cur, self.name, lock=True)
                 if ctl is None:
                     raise ControlRowMissingError(f"lab.workload row {self.name!r} disappeared")
+                if ctl.paused and not seeding:
+                    self.conn.rollback()
+                    return 0
                 cur.execute("SELECT now()")
                 now = cur.fetchone()[0]
                 done = ctl.feed_applied
@@ -279,7 +288,7 @@ class Runner:
             ctl = read_control(self.conn, self.name)
             if ctl.applied >= seed_ops:
                 return done
-            done += self.step(min(BATCH, seed_ops - ctl.applied))
+            done += self.step(min(BATCH, seed_ops - ctl.applied), seeding=True)
 
     def serve(
         self,
