@@ -281,14 +281,17 @@ class Runner:
             done += n
         return done
 
-    def seed(self, seed_ops: int = SEED_OPS) -> int:
-        """Apply operations until ``seed_ops`` are in (none when they already are); returns how many."""
+    def seed(self, seed_ops: int = SEED_OPS, stop: threading.Event | None = None) -> int:
+        """Apply operations until ``seed_ops`` are in (none when they already are); returns how many.
+
+        ``stop`` set: return after the current batch (the next start goes on from there)."""
         done = 0
-        while True:
+        while stop is None or not stop.is_set():
             ctl = read_control(self.conn, self.name)
             if ctl.applied >= seed_ops:
                 return done
             done += self.step(min(BATCH, seed_ops - ctl.applied), seeding=True)
+        return done
 
     def serve(
         self,
@@ -300,7 +303,9 @@ class Runner:
         """Seed, then apply operations at the control row's rate until ``stop`` is set."""
         report = report or (lambda status: None)
         report(self._status(read_control(self.conn, self.name), seeded=False))
-        seeded = self.seed(seed_ops)
+        seeded = self.seed(seed_ops, stop)
+        if stop.is_set():
+            return
         if self.feed is not None:
             lesson_feed.ensure_tables(self.conn, self.feed[0], self.feed[1])
         fed = self.seed_feed()
@@ -359,21 +364,14 @@ def _connect(args: argparse.Namespace) -> Any:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    """The service: (re)connects and serves until SIGTERM; a lost connection is retried, not fatal."""
+    import psycopg2
+
     from cdclab.lab.config import LabConfig
 
     tables: dict[str, str] = {t: f"{args.schema}.{t}" for t in TABLES} if args.schema != "public" else {}
-    conn = _connect(args)
-    feed = None
-    if not args.no_lesson_feed:
-        import psycopg2
-
-        wh = psycopg2.connect(args.warehouse_dsn or LabConfig.load().pg_dsn("warehouse"))
-        feed = (
-            wh,
-            FeedTables() if args.schema == "public" else FeedTables.in_schemas(args.schema, args.schema),
-        )
+    feed_tables = FeedTables() if args.schema == "public" else FeedTables.in_schemas(args.schema, args.schema)
     rate = args.rate if args.rate is not None else float(os.environ.get("CDCLAB_WORKLOAD_RATE", DEFAULT_RATE))
-    ensure_control(conn, args.name, LAB_SEED, rate)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -383,14 +381,30 @@ def _serve(args: argparse.Namespace) -> int:
         print(msg, flush=True)
 
     log(
-        f"workload: runner {args.name!r}, seed {LAB_SEED}, {args.seed_ops} seed operations, tables {tables or 'public.*'}"
+        f"workload: runner {args.name!r}, seed {LAB_SEED}, {args.seed_ops} seed operations, "
+        f"tables {tables or 'public.*'}, lesson feed {'off' if args.no_lesson_feed else 'on'}"
     )
-    Runner(conn, lab_workload(tables=tables), args.name, log, feed).serve(
-        stop, args.seed_ops, lambda status: _write_status(path, status)
-    )
-    conn.close()
-    if feed is not None:
-        feed[0].close()
+    while not stop.is_set():
+        conns: list[Any] = []
+        try:
+            conn = _connect(args)
+            conns.append(conn)
+            feed = None
+            if not args.no_lesson_feed:
+                wh = psycopg2.connect(args.warehouse_dsn or LabConfig.load().pg_dsn("warehouse"))
+                conns.append(wh)
+                feed = (wh, feed_tables)
+            ensure_control(conn, args.name, LAB_SEED, rate)
+            Runner(conn, lab_workload(tables=tables), args.name, log, feed).serve(
+                stop, args.seed_ops, lambda status: _write_status(path, status)
+            )
+        except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+            log(f"workload: lost the database ({str(exc).strip()}); reconnecting in 5 s")
+            stop.wait(5)
+        finally:
+            for c in conns:
+                if not c.closed:
+                    c.close()
     log("workload: stopped")
     return 0
 
