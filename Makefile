@@ -12,10 +12,10 @@ S ?= postgres
 N ?= 100
 PYTEST_ARGS ?=
 
-.PHONY: help engine images bootstrap up down status logs clean kill test test-unit lint format bench lock
+.PHONY: help engine images bootstrap up down status logs clean kill workload workload-pause workload-resume test test-unit lint format bench lock
 
 help: ## list every target
-	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "} {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "} {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
 
 engine: ## (machines without an image registry) install Docker's engine + Compose, make the base image
 	@bash infra/engine/engine.sh
@@ -44,6 +44,19 @@ logs: ## the last lines of one service's log: make logs S=kafka [N=200]
 
 kill: ## SIGKILL one service, for fault drills: make kill S=connect (make up brings it back)
 	@$(CDCLAB) lab kill $(S)
+
+workload: ## the shop's workload: status, or set its rate and resume: make workload RATE=5 (operations/s)
+ifdef RATE
+	@$(PY) -m cdclab.lab.shop_workload set --rate $(RATE)
+else
+	@$(PY) -m cdclab.lab.shop_workload status
+endif
+
+workload-pause: ## stop changing the shop (the workload service keeps running)
+	@$(PY) -m cdclab.lab.shop_workload pause
+
+workload-resume: ## change the shop again, at the rate set last
+	@$(PY) -m cdclab.lab.shop_workload resume
 
 clean: bootstrap ## stop everything and wipe all lab data (databases, topics, buckets)
 	@$(CDCLAB) lab clean

@@ -148,6 +148,31 @@ def shop_db(lab: LabConfig) -> Iterator[object]:
 
 
 @pytest.fixture
+def lab_workload_paused(lab: LabConfig) -> Iterator[None]:
+    """The lab's workload service (cdclab.lab.shop_workload) changes nothing while the test runs.
+
+    For tests that compare the shop's own tables (``public.customers`` ...) with a target. Once the pause
+    has committed, the service applies nothing more (it reads the flag under the row's lock); the
+    previous state is restored after. A lab without the service is left alone."""
+    import psycopg2
+
+    from cdclab.lab import shop_workload as sw
+
+    conn = psycopg2.connect(lab.pg_dsn("shop"))
+    try:
+        was: bool | None = sw.read_control(conn).paused
+    except (sw.ControlRowMissingError, psycopg2.errors.UndefinedTable):
+        conn.rollback()
+        was = None
+    if was is False:
+        sw.set_control(conn, paused=True)
+    yield
+    if was is False:
+        sw.set_control(conn, paused=False)
+    conn.close()
+
+
+@pytest.fixture
 def warehouse_db(lab: LabConfig) -> Iterator[object]:
     import psycopg2
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# cdclab: create roles, databases, the shop schema and the publication. Idempotent.
+# cdclab: create roles, databases, the shop schema and the publication, then apply the warehouse's
+# versioned schema files (infra/postgres/warehouse, by migrate.sh). Idempotent.
 # Used by both launchers: compose mounts it into /docker-entrypoint-initdb.d, the native launcher runs
 # it against its own cluster. Needs PGHOST/PGPORT/PGUSER(superuser)/PGPASSWORD and the *_PASSWORD
 # variables of infra/credentials.env in the environment.
@@ -12,3 +13,5 @@ psql -X -q -v ON_ERROR_STOP=1 -d postgres \
 # The schema belongs to the shop role: run it as that role.
 psql -X -q -v ON_ERROR_STOP=1 -d shop -c 'SET ROLE shop' -f "$here/shop.sql"
 psql -X -q -v ON_ERROR_STOP=1 -d shop -f "$here/publication.sql"
+# the warehouse's shared tables (state.*, dlq.*, lab-wide targets): versioned files, each applied once
+bash "$here/migrate.sh" warehouse "$here/warehouse" warehouse

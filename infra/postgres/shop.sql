@@ -91,3 +91,19 @@ GRANT SELECT ON ALL TABLES IN SCHEMA public TO cdc_replicator;
 ALTER DEFAULT PRIVILEGES FOR ROLE shop IN SCHEMA public GRANT SELECT ON TABLES TO cdc_replicator;
 GRANT INSERT, UPDATE ON public.cdc_heartbeat TO cdc_replicator;
 GRANT SELECT, INSERT, DELETE ON public.debezium_signal TO cdc_replicator;
+
+-- The lab's workload service (cdclab.lab.shop_workload): one row per runner, `shop` for the lab's own.
+-- `applied` counts the operations of the runner's plan already committed (in the same transaction as
+-- the changes); `rate` (operations per second) and `paused` are what `make workload RATE=...`,
+-- `make workload-pause` and `make workload-resume` set. Outside `public`: Debezium does not capture it.
+CREATE SCHEMA IF NOT EXISTS lab;
+CREATE TABLE IF NOT EXISTS lab.workload (
+    name       text PRIMARY KEY,
+    seed       integer NOT NULL,
+    applied    bigint NOT NULL DEFAULT 0 CHECK (applied >= 0),
+    rate       double precision NOT NULL CHECK (rate >= 0),
+    paused     boolean NOT NULL DEFAULT false,
+    -- items written to the 71.6 lessons' source tables (cdclab.lab.lesson_feed)
+    feed_applied bigint NOT NULL DEFAULT 0 CHECK (feed_applied >= 0),
+    updated_at timestamptz NOT NULL DEFAULT now()
+);

@@ -19,6 +19,15 @@ Every ``ensure_*`` function of the library runs its DDL through :func:`ensure`:
   other session has committed, ``IF NOT EXISTS`` sees its object and skips.
 
 The DDL statements must be idempotent (``IF NOT EXISTS``). The schema of ``name`` is created first.
+
+**Shared tables are not created here.** The lab's shared tables (``state.*``, ``dlq.*``, lab-wide targets
+such as ``marts.pipeline_health``) are declared by the versioned files ``infra/postgres/warehouse/V<n>__*.sql``,
+which ``infra/postgres/migrate.sh`` applies once at lab start (both launchers, through ``initdb.sh``) and
+records in ``public.schema_version``. :data:`SHARED` names the ``ensure`` calls that create them and the
+version that declares them: once that version is recorded, :func:`ensure` returns at once, without DDL
+and without a lock, so two DAGs starting together never race on a shared table. On a warehouse that has
+not been migrated (an older lab; a test's scratch database) the same DDL still runs, as a fallback.
+Tables named by a DAG's or a test's params are created here, at task time.
 """
 
 from __future__ import annotations
@@ -34,6 +43,48 @@ Statement: TypeAlias = str | sql.Composable | tuple[str | sql.Composable, Any]
 
 # unique_violation, duplicate_table, duplicate_object, duplicate_schema, deadlock_detected
 RETRY_SQLSTATES = frozenset({"23505", "42P07", "42710", "42P06", "40P01"})
+
+
+#: ``ensure`` names whose DDL the versioned warehouse files declare -> the version that declares all of it
+#: (tests/unit/test_schema_files.py keeps this in step with infra/postgres/warehouse).
+SHARED: dict[str, int] = {
+    "state.watermarks": 1,  # cdclab.state: watermarks, watermark_history, run_metrics
+    "state.processed_intervals": 1,  # cdclab.diagnostics
+    "state.row_hashes": 1,  # cdclab.delta
+    "state.strategy_recommendations": 1,  # cdclab.strategy
+    "state.state_backups": 1,  # cdclab.statebackup
+    "state.perf_runs": 1,  # cdclab.perf
+    "state.docs_index": 1,  # cdclab.opsdocs
+    "state.interval_ledger": 2,  # cdclab.recovery: + validation_results, dlq.rejected_rows
+    "state.kafka_offsets": 2,  # cdclab.cdc.consumer: + dlq.kafka_records
+    "state.file_manifest": 2,  # cdclab.files.state: + file_watermark/audit/chunks, dlq.file_quarantine
+    "state.log_cursor": 2,  # cdclab.files.logs: + dlq.log_gap, dlq.log_bad_lines
+    "state.replication_snapshots": 1,  # cdclab.cdc.replication (71_09_01)
+    "state.replication_checks": 1,  # cdclab.cdc.replication (71_09_01)
+    "marts.pipeline_health": 3,  # cdclab.health: + the view marts.pipeline_health_dashboard
+}
+
+
+def migrated(target: Any, name: str) -> bool:
+    """True when ``name`` is a shared table and the warehouse has applied the version declaring it.
+
+    Reads ``public.schema_version``; leaves no transaction open that was not open before."""
+    import psycopg2.extensions as ext
+
+    version = SHARED.get(name)
+    if version is None:
+        return False
+    conn = _connection(target)
+    idle = not conn.autocommit and conn.info.transaction_status == ext.TRANSACTION_STATUS_IDLE
+    with conn.cursor() as cur:
+        cur.execute("SELECT to_regclass('public.schema_version') IS NOT NULL")
+        applied = 0
+        if cur.fetchone()[0]:
+            cur.execute("SELECT coalesce(max(version), 0) FROM public.schema_version")
+            applied = int(cur.fetchone()[0])
+    if idle:
+        conn.rollback()
+    return applied >= version
 
 
 class DDLRaceError(RuntimeError):
@@ -77,10 +128,13 @@ def ensure(target: Any, name: str, *statements: Statement, attempts: int = 8) ->
     """Run idempotent DDL creating ``name`` (``schema.table``, or any lock name) safely under concurrency.
 
     ``target`` is a psycopg2 connection or cursor. With no transaction open on it, the DDL commits in its
-    own transaction; inside the caller's transaction it stays part of it (see the module doc)."""
+    own transaction; inside the caller's transaction it stays part of it (see the module doc). A shared
+    table (:data:`SHARED`) on a migrated warehouse needs no DDL: nothing runs."""
     import psycopg2.extensions as ext
 
     conn = _connection(target)
+    if migrated(conn, name):
+        return
     schema = name.split(".", 1)[0] if "." in name else None
     own = conn.autocommit or conn.info.transaction_status == ext.TRANSACTION_STATUS_IDLE
     last: BaseException | None = None

@@ -145,7 +145,7 @@ def ensure_schema(conn: Any, target: str | None = None) -> None:
         if target is not None:
             ensure_ddl(
                 cur,
-                "state.interval_ledger",
+                target,
                 sql.SQL(
                     "CREATE TABLE IF NOT EXISTS {} (id integer PRIMARY KEY, event_time timestamptz NOT NULL, "
                     "amount numeric(12, 2) NOT NULL, interval_start timestamptz NOT NULL)"

@@ -855,6 +855,14 @@ def _apply(cur: Any, workload: Workload, op: Operation) -> None:
         raise WorkloadDivergedError(op, workload.physical(op.table), cur.rowcount)
 
 
+def apply_operation(cur: Any, workload: Workload, op: Operation) -> None:
+    """Apply one operation (with an order's cascade) on ``cur``, in the caller's transaction.
+
+    For a runner that commits its own bookkeeping with the changes (the lab's workload service);
+    raises :class:`WorkloadDivergedError` when the row is not where the plan expects it."""
+    _apply(cur, workload, op)
+
+
 @dataclass
 class LongTransaction:
     """A long transaction as it happened: ``started_at`` is the row's ``updated_at`` (``now()``),

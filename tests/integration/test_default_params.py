@@ -67,7 +67,9 @@ def test_71_08_01_default_params_find_explain_and_backfill_the_demo_gap(shop_db,
         )
 
 
-def test_71_08_02_default_params_repair_the_broken_demo_watermark(shop_db, warehouse_db) -> None:
+def test_71_08_02_default_params_repair_the_broken_demo_watermark(
+    shop_db, warehouse_db, lab_workload_paused
+) -> None:
     key = "71_08_02/public.customers->core.customers_71_08_02"
     setup_reason = "reset: demo (setup): a bad deploy wrote the watermark as a bigint"
     for dr in twice("71_08_02_watermark_debug"):

@@ -78,7 +78,7 @@ def test_a_lookback_catches_a_transaction_that_committed_late(shop_db, src) -> N
     assert delta.next_watermark(watermark, with_lookback) == watermark
 
 
-def test_the_oldest_open_transaction_bounds_the_read(lab, shop_db, src) -> None:
+def test_the_oldest_open_transaction_bounds_the_read(lab, shop_db, src, lab_workload_paused) -> None:
     writer = psycopg2.connect(lab.pg_dsn("shop"))
     try:
         with writer.cursor() as cur:

@@ -29,6 +29,7 @@ def test_every_service_is_healthy_and_the_connector_streams(lab):
         "mariadb",
         "maxwell",
         "partner-api",
+        "workload",
         "airflow-api-server",
         "airflow-scheduler",
         "airflow-dag-processor",

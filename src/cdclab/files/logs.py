@@ -188,7 +188,7 @@ def parse_line(text: str) -> tuple[datetime, str, str, str]:
 
 # ---- warehouse ---------------------------------------------------------------------------------------
 def ensure_tables(cur: Any, target: str) -> None:
-    ensure_ddl(cur, target, DDL)
+    ensure_ddl(cur, "state.log_cursor", DDL)  # shared: infra/postgres/warehouse declares it
     ensure_ddl(cur, target, sql.SQL(TARGET_DDL).format(target=ident(target)))
 
 

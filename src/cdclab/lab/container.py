@@ -1,6 +1,7 @@
 """What the lab's containers run (compose.yaml): ``python -m cdclab.lab.container ACTION SERVICE``.
 
-- ``serve SERVICE``  run one long-lived lab service in the foreground (maxwell, partner-api, airflow-*)
+- ``serve SERVICE``  run one long-lived lab service in the foreground (maxwell, partner-api, workload,
+                     airflow-*)
 - ``init JOB``       a one-shot job: ``connectors``, ``buckets`` or ``airflow`` (db migrate + login)
 - ``check SERVICE``  the healthcheck: exit 0 when the service is healthy
 
@@ -39,6 +40,12 @@ def serve(cfg: LabConfig, name: str) -> None:
         bind = os.environ.get("CDCLAB_BIND_HOST") or cfg.host
         partner_api.main(["--host", bind, "--port", str(cfg.port("partner_api"))])
         return
+    if name == "workload":
+        cfg.pid_file(name).parent.mkdir(parents=True, exist_ok=True)
+        cfg.pid_file(name).write_text(str(os.getpid()))  # WorkloadService.healthy() compares it
+        from cdclab.lab import shop_workload
+
+        raise SystemExit(shop_workload.main(["serve"]))
     if name in AIRFLOW:
         env = cfg.service_env()
         airflow = shutil.which("airflow", path=env.get("PATH")) or "airflow"

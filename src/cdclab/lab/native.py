@@ -820,6 +820,33 @@ class PartnerAPI(Service):
         self.wait_ready(cfg, pid)
 
 
+class WorkloadService(Service):
+    """The shop's workload (``cdclab.lab.shop_workload``): seeds the shop, then keeps changing it.
+
+    Healthy once the seed is in (so ``make up`` returns with a loaded shop) and while it reports."""
+
+    def __init__(self) -> None:
+        super().__init__("workload", (), 600)  # seeding takes a while on a busy machine
+
+    def address(self, cfg: LabConfig) -> str:
+        return "shop lab.workload (make workload)"
+
+    def healthy(self, cfg: LabConfig) -> bool:
+        from cdclab.lab.shop_workload import status_file
+
+        try:
+            st = json.loads(status_file(cfg.state).read_text())
+        except (OSError, ValueError):
+            return False
+        fresh = time.time() - float(st.get("at", 0)) < 30
+        return bool(st.get("seeded")) and fresh and st.get("pid") == self.pid(cfg)
+
+    def start(self, cfg: LabConfig) -> None:
+        progress("workload: seeding the shop (first start only), then changing it gently")
+        pid = self.spawn(cfg, [sys.executable, "-m", "cdclab.lab.shop_workload", "serve"])
+        self.wait_ready(cfg, pid)
+
+
 class Airflow(Service):
     """One Airflow 3 component run from this virtual environment's ``airflow`` command."""
 
@@ -889,6 +916,7 @@ SERVICES: list[Service] = [
     MariaDB(),
     MaxwellProducer(),
     PartnerAPI(),
+    WorkloadService(),
     Airflow("api-server"),
     Airflow("scheduler"),
     Airflow("dag-processor"),

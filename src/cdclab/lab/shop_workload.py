@@ -1,0 +1,465 @@
+"""The lab's workload service: seed the shop once, then keep changing it at a gentle rate.
+
+``make up`` starts it under both launchers (compose service ``workload``; the native launcher's
+``workload`` service), so CDC topics, warehouse tables and the UI have something to show.
+
+Vocabulary:
+- *the lab's plan* (:func:`lab_workload`): one deterministic :class:`cdclab.workload.Workload` (seed
+  :data:`LAB_SEED`, id range 1..1,000,000, the lab's own range) with a realistic mix: inserts, updates,
+  deletes, soft deletes and restores, a few duplicate updates and customers/orders around DST changes.
+- *seed*: its first :data:`SEED_OPS` operations, applied as fast as possible on the first start
+  (about 1,050 customers, 580 products, 1,740 orders, 2,010 order items and 990 payments). The service
+  reports healthy only once the seed is in, so ``make up`` returns with a loaded shop.
+- *live*: the following operations of the same plan, at ``rate`` operations per second
+  (:data:`DEFAULT_RATE` unless changed), forever (a million operations: eleven days at 1/s).
+- *control row*: ``lab.workload`` in the ``shop`` database (infra/postgres/shop.sql), one row per
+  runner (``shop`` for the lab's own). ``applied`` is the number of plan operations committed, updated
+  **in the same transaction** as the rows it changed, so a restart (or a crash) resumes exactly where it
+  stopped and seeding twice changes nothing. ``rate`` and ``paused`` are what ``make workload RATE=...``,
+  ``make workload-pause`` and ``make workload-resume`` set; the running service reads them every tick.
+- *lesson feed* (:mod:`cdclab.lab.lesson_feed`): the 71.6 anti-pattern lessons' own source tables get a
+  seed of rows over the last day and then one item per :data:`FEED_EVERY` operations (late events,
+  re-deliveries, out-of-order changes included), counted in ``lab.workload.feed_applied``.
+- *divergence*: a row changed by someone else (a user deleting an order by hand) makes an operation
+  miss (:class:`cdclab.workload.WorkloadDivergedError`); the service logs it, skips that operation and
+  goes on (``skipped`` in its status).
+
+Usage: ``python -m cdclab.lab.shop_workload serve|status|set|pause|resume`` (``-h`` for options).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+from cdclab.lab import lesson_feed
+from cdclab.lab.lesson_feed import FeedTables
+from cdclab.workload import (
+    ID_SPAN,
+    TABLES,
+    Operation,
+    OpMix,
+    Workload,
+    WorkloadDivergedError,
+    apply_operation,
+    iter_plan,
+)
+
+LAB_SEED = 71
+SEED_OPS = 10_000
+DEFAULT_RATE = 1.0
+LAB_RUNNER = "shop"
+BATCH = 500  # operations per transaction while seeding
+FEED_EVERY = 10  # live: one lesson-feed item (lesson_feed) per this many shop operations
+
+
+def lab_workload(seed: int = LAB_SEED, tables: Mapping[str, str] | None = None) -> Workload:
+    """The lab's plan (``tables`` maps the five tables elsewhere, e.g. to a test's copies)."""
+    return Workload(
+        seed=seed,
+        ops=ID_SPAN,
+        tables=dict(tables or {}),
+        mix=OpMix(insert=0.6, update=0.3, delete=0.1),
+        soft_deletes=0.5,
+        restores=0.1,
+        duplicates=0.02,
+        dst=0.05,
+    )
+
+
+@dataclass(frozen=True)
+class Control:
+    name: str
+    seed: int
+    applied: int
+    rate: float
+    paused: bool
+    feed_applied: int = 0
+
+
+class ControlRowMissingError(RuntimeError):
+    """No ``lab.workload`` row for this runner."""
+
+
+class SeedMismatchError(RuntimeError):
+    """The control row was written by a plan with another seed."""
+
+
+def _control(cur: Any, name: str, lock: bool = False) -> Control | None:
+    query = "SELECT name, seed, applied, rate, paused, feed_applied FROM lab.workload WHERE name = %s"
+    cur.execute(f"{query} FOR UPDATE" if lock else query, (name,))
+    row = cur.fetchone()
+    return (
+        Control(row[0], int(row[1]), int(row[2]), float(row[3]), bool(row[4]), int(row[5])) if row else None
+    )
+
+
+def ensure_control(conn: Any, name: str, seed: int, rate: float) -> Control:
+    """The runner's control row, created (``applied`` 0, ``rate``) if missing; commits."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO lab.workload (name, seed, rate) VALUES (%s, %s, %s) ON CONFLICT (name) DO NOTHING",
+            (name, seed, rate),
+        )
+        ctl = _control(cur, name)
+    conn.commit()
+    assert ctl is not None
+    if ctl.seed != seed:
+        raise SeedMismatchError(
+            f"lab.workload row {name!r} was written by a plan with seed {ctl.seed}, this one has seed {seed}: "
+            f"its rows are not this plan's. Delete the row (and the shop rows) or use another name."
+        )
+    return ctl
+
+
+def read_control(conn: Any, name: str = LAB_RUNNER) -> Control:
+    with conn.cursor() as cur:
+        ctl = _control(cur, name)
+    conn.rollback()
+    if ctl is None:
+        raise ControlRowMissingError(
+            f"no lab.workload row {name!r}: the workload service has not started yet (make up starts it)"
+        )
+    return ctl
+
+
+def set_control(
+    conn: Any, name: str = LAB_RUNNER, *, rate: float | None = None, paused: bool | None = None
+) -> Control:
+    """Change the running service's rate or pause flag; it picks them up within a second; commits."""
+    if rate is not None and rate < 0:
+        raise ValueError(f"rate is operations per second, >= 0; got {rate}")
+    with conn.cursor() as cur:
+        cur.execute(
+            "UPDATE lab.workload SET rate = coalesce(%s, rate), paused = coalesce(%s, paused), "
+            "updated_at = now() WHERE name = %s",
+            (rate, paused, name),
+        )
+        found = cur.rowcount == 1
+    conn.commit()
+    if not found:
+        raise ControlRowMissingError(
+            f"no lab.workload row {name!r}: the workload service has not started yet (make up starts it)"
+        )
+    return read_control(conn, name)
+
+
+class Runner:
+    """Applies the plan's operations in order, each batch committed with ``applied`` in ``lab.workload``."""
+
+    def __init__(
+        self,
+        conn: Any,
+        workload: Workload,
+        name: str = LAB_RUNNER,
+        log: Callable[[str], None] = print,
+        feed: tuple[Any, FeedTables] | None = None,
+    ):
+        """``feed``: (warehouse connection, tables) to also write the 71.6 lessons' rows (lesson_feed)."""
+        self.conn, self.workload, self.name, self.log, self.feed = conn, workload, name, log, feed
+        self.position = -1
+        self.ops: Iterator[Operation] = iter(())
+        self.skipped = 0
+
+    def _seek(self, applied: int) -> None:
+        if applied != self.position:
+            self.ops = islice(iter_plan(self.workload), applied, None)
+            self.position = applied
+
+    def step(self, n: int, seeding: bool = False) -> int:
+        """Apply the next ``n`` operations in one transaction; returns how many were applied.
+
+        Outside the seed, a paused runner applies none: the flag is read under the control row's lock,
+        so once :func:`set_control` ``(paused=True)`` has returned, nothing more changes."""
+        try:
+            return self._step(n, seeding)
+        except BaseException:
+            self.position = -1  # the plan iterator ran ahead of what was committed: seek again
+            if not self.conn.closed:
+                self.conn.rollback()
+            raise
+
+    def _step(self, n: int, seeding: bool) -> int:
+        with self.conn.cursor() as cur:
+            ctl = _control(cur, self.name, lock=True)
+            if ctl is None:
+                raise ControlRowMissingError(f"lab.workload row {self.name!r} disappeared")
+            if ctl.paused and not seeding:
+                self.conn.rollback()
+                return 0
+            self._seek(ctl.applied)
+            batch = list(islice(self.ops, max(0, min(n, self.workload.ops - ctl.applied))))
+            if not batch:
+                self.conn.rollback()
+                return 0
+            try:
+                for op in batch:
+                    apply_operation(cur, self.workload, op)
+            except WorkloadDivergedError:
+                self.conn.rollback()
+                return self._careful(batch)
+            self._advance(cur, ctl.applied + len(batch))
+        self.conn.commit()
+        self.position += len(batch)
+        return len(batch)
+
+    def _careful(self, batch: list[Operation]) -> int:
+        """The batch again, one savepoint per operation, skipping those whose row is not there."""
+        with self.conn.cursor() as cur:
+            ctl = _control(cur, self.name, lock=True)
+            assert ctl is not None and ctl.applied == self.position
+            for op in batch:
+                cur.execute("SAVEPOINT op")
+                try:
+                    apply_operation(cur, self.workload, op)
+                except WorkloadDivergedError as exc:
+                    cur.execute("ROLLBACK TO SAVEPOINT op")
+                    self.skipped += 1
+                    self.log(f"workload: skipped operation {op.seq}: {exc}")
+            self._advance(cur, ctl.applied + len(batch))
+        self.conn.commit()
+        self.position += len(batch)
+        return len(batch)
+
+    def _advance(self, cur: Any, applied: int) -> None:
+        cur.execute(
+            "UPDATE lab.workload SET applied = %s, updated_at = now() WHERE name = %s", (applied, self.name)
+        )
+
+    def feed_step(self, seeding: bool) -> int:
+        """Write the next lesson-feed items (seed: up to 100 of them, dated over the last day; live: one,
+        dated now); warehouse first (idempotent), then the shop with ``feed_applied``. Returns how many."""
+        if self.feed is None:
+            return 0
+        wh, tables = self.feed
+        try:
+            with self.conn.cursor() as cur, wh.cursor() as wcur:
+                ctl = _control(cur, self.name, lock=True)
+                if ctl is None:
+                    raise ControlRowMissingError(f"lab.workload row {self.name!r} disappeared")
+                if ctl.paused and not seeding:
+                    self.conn.rollback()
+                    return 0
+                cur.execute("SELECT now()")
+                now = cur.fetchone()[0]
+                done = ctl.feed_applied
+                items = (
+                    lesson_feed.seed_times(now, done, done + 100)
+                    if seeding
+                    else [(max(done, lesson_feed.SEED_ITEMS), now)]
+                )
+                if not items:
+                    self.conn.rollback()
+                    return 0
+                lesson_feed.write_items(cur, wcur, tables, items)
+                wh.commit()
+                cur.execute(
+                    "UPDATE lab.workload SET feed_applied = %s WHERE name = %s", (items[-1][0] + 1, self.name)
+                )
+            self.conn.commit()
+        except BaseException:
+            for c in (self.conn, wh):
+                if not c.closed:
+                    c.rollback()
+            raise
+        return len(items)
+
+    def seed_feed(self) -> int:
+        """The lesson feed's seed (:data:`lesson_feed.SEED_ITEMS` items), none when it is in already."""
+        done = 0
+        while n := self.feed_step(seeding=True):
+            done += n
+        return done
+
+    def seed(self, seed_ops: int = SEED_OPS, stop: threading.Event | None = None) -> int:
+        """Apply operations until ``seed_ops`` are in (none when they already are); returns how many.
+
+        ``stop`` set: return after the current batch (the next start goes on from there)."""
+        done = 0
+        while stop is None or not stop.is_set():
+            ctl = read_control(self.conn, self.name)
+            if ctl.applied >= seed_ops:
+                return done
+            done += self.step(min(BATCH, seed_ops - ctl.applied), seeding=True)
+        return done
+
+    def serve(
+        self,
+        stop: threading.Event,
+        seed_ops: int = SEED_OPS,
+        report: Callable[[dict[str, Any]], None] | None = None,
+        tick: float = 1.0,
+    ) -> None:
+        """Seed, then apply operations at the control row's rate until ``stop`` is set."""
+        report = report or (lambda status: None)
+        report(self._status(read_control(self.conn, self.name), seeded=False))
+        seeded = self.seed(seed_ops, stop)
+        if stop.is_set():
+            return
+        if self.feed is not None:
+            lesson_feed.ensure_tables(self.conn, self.feed[0], self.feed[1])
+        fed = self.seed_feed()
+        ctl = read_control(self.conn, self.name)
+        self.log(
+            f"workload: seed in place ({ctl.applied} operations, {seeded} applied now; "
+            f"{ctl.feed_applied} lesson items, {fed} now)"
+        )
+        credit, last, since_feed = 0.0, time.monotonic(), 0
+        while not stop.is_set():
+            ctl = read_control(self.conn, self.name)
+            now = time.monotonic()
+            if ctl.paused or ctl.rate <= 0:
+                credit = 0.0
+            else:
+                credit = min(credit + ctl.rate * (now - last), max(1.0, ctl.rate * 5))
+                due = int(credit)
+                if due:
+                    applied = self.step(due)
+                    credit -= applied
+                    since_feed += applied
+                    if since_feed >= FEED_EVERY:
+                        since_feed = 0
+                        self.feed_step(seeding=False)
+            last = now
+            report(self._status(read_control(self.conn, self.name), seeded=True))
+            stop.wait(tick if ctl.paused or ctl.rate <= 0 else min(tick, max(0.05, (1 - credit) / ctl.rate)))
+
+    def _status(self, ctl: Control, seeded: bool) -> dict[str, Any]:
+        return {
+            **asdict(ctl),
+            "seeded": seeded,
+            "skipped": self.skipped,
+            "pid": os.getpid(),
+            "at": time.time(),
+        }
+
+
+def status_file(state_dir: Path) -> Path:
+    return state_dir / "workload" / "status.json"
+
+
+def _write_status(path: Path, status: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(status))
+    tmp.replace(path)
+
+
+def _connect(args: argparse.Namespace) -> Any:
+    import psycopg2
+
+    from cdclab.lab.config import LabConfig
+
+    return psycopg2.connect(args.dsn or LabConfig.load().pg_dsn("shop"))
+
+
+def _serve(args: argparse.Namespace) -> int:
+    """The service: (re)connects and serves until SIGTERM; a lost connection is retried, not fatal."""
+    import psycopg2
+
+    from cdclab.lab.config import LabConfig
+
+    tables: dict[str, str] = {t: f"{args.schema}.{t}" for t in TABLES} if args.schema != "public" else {}
+    feed_tables = FeedTables() if args.schema == "public" else FeedTables.in_schemas(args.schema, args.schema)
+    rate = args.rate if args.rate is not None else float(os.environ.get("CDCLAB_WORKLOAD_RATE", DEFAULT_RATE))
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    path = status_file(Path(args.state_dir) if args.state_dir else LabConfig.load().state)
+
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+
+    log(
+        f"workload: runner {args.name!r}, seed {LAB_SEED}, {args.seed_ops} seed operations, "
+        f"tables {tables or 'public.*'}, lesson feed {'off' if args.no_lesson_feed else 'on'}"
+    )
+    while not stop.is_set():
+        conns: list[Any] = []
+        try:
+            conn = _connect(args)
+            conns.append(conn)
+            feed = None
+            if not args.no_lesson_feed:
+                wh = psycopg2.connect(args.warehouse_dsn or LabConfig.load().pg_dsn("warehouse"))
+                conns.append(wh)
+                feed = (wh, feed_tables)
+            ensure_control(conn, args.name, LAB_SEED, rate)
+            Runner(conn, lab_workload(tables=tables), args.name, log, feed).serve(
+                stop, args.seed_ops, lambda status: _write_status(path, status)
+            )
+        except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+            log(f"workload: lost the database ({str(exc).strip()}); reconnecting in 5 s")
+            stop.wait(5)
+        finally:
+            for c in conns:
+                if not c.closed:
+                    c.close()
+    log("workload: stopped")
+    return 0
+
+
+def _show(ctl: Control) -> int:
+    state = "paused" if ctl.paused else f"running at {ctl.rate:g} operations/s"
+    print(
+        f"workload {ctl.name!r}: {state}; {ctl.applied} operations applied (seed {ctl.seed}, {SEED_OPS} in the initial shop)"
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m cdclab.lab.shop_workload",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--name", default=LAB_RUNNER, help="the runner's lab.workload row (default: shop)")
+    parser.add_argument("--dsn", default=None, help="libpq DSN of the shop database (default: the lab's)")
+    actions = parser.add_subparsers(dest="action", required=True)
+    serve = actions.add_parser("serve", help="seed the shop, then keep changing it (the lab service)")
+    serve.add_argument("--schema", default="public", help="where the five tables are (default: public)")
+    serve.add_argument("--rate", type=float, default=None, help="initial operations/s for a new runner")
+    serve.add_argument("--seed-ops", type=int, default=SEED_OPS, help=f"operations in the seed ({SEED_OPS})")
+    serve.add_argument(
+        "--state-dir", default=None, help="where status.json goes (default: the lab's state dir)"
+    )
+    serve.add_argument(
+        "--warehouse-dsn", default=None, help="libpq DSN of the warehouse (default: the lab's)"
+    )
+    serve.add_argument(
+        "--no-lesson-feed", action="store_true", help="do not write the 71.6 lessons' source tables"
+    )
+    actions.add_parser("status", help="print the rate, pause flag and operations applied")
+    set_p = actions.add_parser("set", help="change the rate (and resume)")
+    set_p.add_argument("--rate", type=float, required=True, help="operations per second (0 stops changes)")
+    actions.add_parser("pause", help="stop changing the shop (the service keeps running)")
+    actions.add_parser("resume", help="start changing it again")
+    args = parser.parse_args(argv)
+    if args.action == "serve":
+        return _serve(args)
+    conn = _connect(args)
+    try:
+        if args.action == "status":
+            return _show(read_control(conn, args.name))
+        if args.action == "set":
+            return _show(set_control(conn, args.name, rate=args.rate, paused=False))
+        return _show(set_control(conn, args.name, paused=args.action == "pause"))
+    except ControlRowMissingError as exc:
+        print(f"cdclab: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        conn.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

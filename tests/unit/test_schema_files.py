@@ -1,0 +1,118 @@
+"""The shared warehouse tables are declared once, by the versioned files of infra/postgres/warehouse.
+
+A table is *shared* when the library names it (``src/cdclab``) or two or more DAGs do: it must be
+declared by a ``V<n>__<name>.sql`` file, so the lab creates it at start and no task has to. A table
+that only one DAG names (its own default param, e.g. ``state.findings_71_08_01``) may stay created at
+task time. ``cdclab.ddl.SHARED`` (the ``ensure`` calls that skip their DDL on a migrated warehouse)
+must only name declared tables, with the version that declares them.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+from cdclab import ddl
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parents[2]
+WAREHOUSE = ROOT / "infra" / "postgres" / "warehouse"
+SHARED_SCHEMAS = ("state", "dlq", "marts")
+NAME = re.compile(r"\b(" + "|".join(SHARED_SCHEMAS) + r")\.([a-z_][a-z0-9_]*)\b")
+DECLARES = re.compile(
+    r"CREATE\s+(?:TABLE\s+IF\s+NOT\s+EXISTS|OR\s+REPLACE\s+VIEW)\s+([a-z_]+\.[a-z_][a-z0-9_]*)", re.I
+)
+NOT_TABLES = {"state.py"}  # a module path in prose, not a table
+
+
+def _versions() -> list[tuple[int, str, Path]]:
+    out = []
+    for path in sorted(WAREHOUSE.glob("*.sql")):
+        m = re.fullmatch(r"V(\d+)__([a-z0-9_]+)\.sql", path.name)
+        assert m, f"{path.name}: versioned files are named V<n>__<name>.sql"
+        out.append((int(m[1]), m[2], path))
+    return sorted(out)
+
+
+def declared() -> dict[str, int]:
+    """Every table or view the versioned files create -> the version that creates it."""
+    found: dict[str, int] = {}
+    for version, _, path in _versions():
+        for name in DECLARES.findall(path.read_text()):
+            assert name not in found, f"{name} is declared twice ({found[name]} and {version})"
+            found[name] = version
+    return found
+
+
+def _named_in(path: Path) -> set[str]:
+    """Shared-schema table names in the string literals of a module (SQL, params, docstrings)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            names |= {f"{s}.{t}" for s, t in NAME.findall(node.value)}
+    return names - NOT_TABLES
+
+
+def shared_names() -> dict[str, list[str]]:
+    """Tables of the shared schemas named by the library or by two or more DAGs -> who names them."""
+    by: dict[str, list[str]] = {}
+    for path in sorted((ROOT / "src" / "cdclab").rglob("*.py")):
+        for name in _named_in(path):
+            by.setdefault(name, []).append(str(path.relative_to(ROOT)))
+    dag_users: dict[str, list[str]] = {}
+    for path in sorted((ROOT / "dags").glob("*.py")):
+        for name in _named_in(path):
+            dag_users.setdefault(name, []).append(path.name)
+    for name, users in dag_users.items():
+        if len(users) > 1 or name in by:
+            by.setdefault(name, []).extend(users)
+    return by
+
+
+def test_versions_are_numbered_one_by_one_from_one() -> None:
+    versions = [v for v, _, _ in _versions()]
+    assert versions, "infra/postgres/warehouse holds no V<n>__<name>.sql"
+    assert versions == list(range(1, len(versions) + 1))
+
+
+def test_every_statement_is_idempotent() -> None:
+    for _, _, path in _versions():
+        text = re.sub(r"--[^\n]*", "", path.read_text())
+        for stmt in filter(None, (s.strip() for s in text.split(";"))):
+            head = " ".join(stmt.split()).upper()
+            assert "IF NOT EXISTS" in head or head.startswith(("CREATE OR REPLACE", "SET ")), (
+                f"{path.name}: not idempotent: {stmt[:80]}"
+            )
+
+
+def test_every_shared_table_the_library_or_several_dags_name_is_declared() -> None:
+    tables = declared()
+    missing = {name: users for name, users in shared_names().items() if name not in tables}
+    assert not missing, (
+        "shared tables with no CREATE in infra/postgres/warehouse (add them to a new V<n>__<name>.sql): "
+        f"{missing}"
+    )
+
+
+def test_the_ensure_fast_path_names_only_declared_tables_with_their_version() -> None:
+    tables = declared()
+    for name, version in ddl.SHARED.items():
+        assert name in tables, f"ddl.SHARED names {name}, which no versioned file declares"
+        assert version >= tables[name], f"{name} is declared by V{tables[name]}, SHARED says V{version}"
+        assert version <= max(tables.values())
+
+
+def test_the_known_shared_tables_are_found() -> None:
+    """The scan is not vacuous: it sees the tables everybody knows are shared."""
+    found = shared_names()
+    for name in (
+        "state.watermarks",
+        "state.kafka_offsets",
+        "state.processed_intervals",
+        "dlq.file_quarantine",
+    ):
+        assert name in found
