@@ -25,10 +25,36 @@ Vocabulary:
 from __future__ import annotations
 
 import base64
+import json
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+# The Debezium source settings the codecs assume, and Debezium's defaults for those a config leaves out.
+# The lab connector (connectors/shop-postgres-source.json) and `make bench` (bench/cdc_sink.py) use them;
+# tests/unit/test_cdc_type_settings.py holds both to them.
+TYPE_SETTINGS: dict[str, str] = {
+    "time.precision.mode": "adaptive_time_microseconds",
+    "decimal.handling.mode": "string",
+    "interval.handling.mode": "string",
+    "binary.handling.mode": "bytes",
+    "hstore.handling.mode": "json",
+}
+DEBEZIUM_DEFAULTS: dict[str, str] = {
+    "time.precision.mode": "adaptive",
+    "decimal.handling.mode": "precise",
+    "interval.handling.mode": "numeric",
+    "binary.handling.mode": "bytes",
+    "hstore.handling.mode": "json",
+}
+
+
+def type_settings(config: Mapping[str, Any]) -> dict[str, str]:
+    """The type settings a Debezium source config ends up with (Debezium's default where it sets none)."""
+    return {key: str(config.get(key, DEBEZIUM_DEFAULTS[key])) for key in TYPE_SETTINGS}
+
 
 UNAVAILABLE = "__debezium_unavailable_value"  # same as cdclab.cdc.events.UNAVAILABLE (no import cycle)
 UNAVAILABLE_B64 = base64.b64encode(UNAVAILABLE.encode()).decode()
@@ -240,12 +266,48 @@ def text_array(value: Any) -> Any:
     return value
 
 
+def float_value(value: Any) -> Any:
+    """real / double precision: JSON numbers as they are, except negative zero, which PostgreSQL reads as
+    ``0`` when written as the literal ``-0.0`` (unary minus of a numeric zero): sent as the text ``-0``."""
+    if isinstance(value, float) and value == 0.0 and math.copysign(1.0, value) < 0:
+        return "-0"
+    return value
+
+
+HSTORE_TYPE = "hstore"
+# Debezium's placeholder for an unchanged TOASTed hstore (hstore.handling.mode=json): a one-pair map
+_HSTORE_UNAVAILABLE = {UNAVAILABLE: UNAVAILABLE}
+
+
+def _hstore_quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def hstore_from_json(value: Any) -> Any:
+    """hstore with ``hstore.handling.mode=json`` (Debezium's default): a JSON object as a string, values
+    text or null (``map`` mode arrives as the object itself) -> hstore's text form, every key and value
+    quoted and escaped (``"k"=>"v", "n"=>NULL``); ``{}`` -> the empty hstore. hstore prints its pairs in
+    its own order, so the order of the JSON object does not matter."""
+    if value is None:
+        return None
+    pairs = json.loads(value) if isinstance(value, str) else value
+    if not isinstance(pairs, dict) or not all(isinstance(v, str) or v is None for v in pairs.values()):
+        raise ValueError(f"an hstore value is not a JSON object of text or null values: {value!r:.200}")
+    if pairs == _HSTORE_UNAVAILABLE:
+        return UNAVAILABLE
+    return ", ".join(
+        f"{_hstore_quote(k)}=>{'NULL' if v is None else _hstore_quote(v)}" for k, v in pairs.items()
+    )
+
+
 def identity(value: Any) -> Any:
     return value
 
 
 CODECS: dict[str, Callable[[Any], Any]] = {
     "identity": identity,
+    "float": float_value,
+    "hstore": hstore_from_json,
     "numeric": numeric_text,
     "text_array": text_array,
     "date": date_from_days,
@@ -284,7 +346,7 @@ def decode_row(row: Mapping[str, Any] | None, codecs: Mapping[str, str]) -> dict
 IDENTITY_TYPES = frozenset(
     {
         "int2", "int4", "int8", "oid",
-        "float4", "float8", "money", "bool",
+        "money", "bool",
         "text", "varchar", "bpchar", "name",
         "uuid", "json", "jsonb", "xml",
         "inet", "cidr", "macaddr", "macaddr8",
@@ -326,6 +388,10 @@ def plan_column(table: str, col: SourceColumn) -> ColumnPlan:
             f"arrays of {col.element} are not among the arrays the lab replicates exactly "
             f"({', '.join(sorted(ARRAY_ELEMENTS))}; Debezium sends arrays of enums as NULL)",
         )
+    if col.base == HSTORE_TYPE and col.kind == "b":
+        # the hstore extension's type (Debezium recognises it by this name): the warehouse needs the
+        # extension too (infra/postgres/init.sql creates it in both databases)
+        return ColumnPlan(col.name, HSTORE_TYPE, "hstore")
     if col.schema != "pg_catalog" or col.kind not in ("b", "r"):
         raise _refuse(
             table,
@@ -336,6 +402,8 @@ def plan_column(table: str, col: SourceColumn) -> ColumnPlan:
     target = col.base_sql_type
     if col.base in IDENTITY_TYPES:
         return ColumnPlan(col.name, target, "identity")
+    if col.base in ("float4", "float8"):
+        return ColumnPlan(col.name, target, "float")
     if col.base == "numeric":
         return ColumnPlan(col.name, target, "numeric")
     if col.base == "bytea":
