@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from bench.cdc_sink import source_config
+
 from cdclab.cdc.coltypes import DEBEZIUM_DEFAULTS, TYPE_SETTINGS, type_settings
 
 ROOT = Path(__file__).resolve().parents[2]
