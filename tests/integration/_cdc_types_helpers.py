@@ -121,28 +121,35 @@ class GroupTable:
         self.run(conn, "DELETE FROM {t} WHERE id = 1")
 
 
-def columns_as_text(conn, table: str) -> tuple[list[str], list[tuple]]:
-    """(column names, rows of ``col::text`` ordered by id) of a table, in UTC."""
+def source_columns(conn, table: str) -> list[str]:
     with conn.cursor() as cur:
         cur.execute(
             "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 "
             "AND NOT attisdropped ORDER BY attnum",
             (table,),
         )
-        columns = [r[0] for r in cur.fetchall()]
+        return [r[0] for r in cur.fetchall()]
+
+
+def columns_as_text(conn, table: str, columns: list[str]) -> list[tuple]:
+    """Rows of ``col::text`` for ``columns`` (the first is the key ``id``), in UTC, ordered by id."""
+    with conn.cursor() as cur:
         cur.execute("SET TIME ZONE 'UTC'")
         as_text = sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c)) for c in columns)
-        cur.execute(sql.SQL("SELECT {} FROM {} ORDER BY id").format(as_text, ident(table)))
-        return columns, cur.fetchall()
+        cur.execute(sql.SQL("SELECT {} FROM {}").format(as_text, ident(table)))
+        return sorted(cur.fetchall(), key=lambda r: int(r[0]))
 
 
 def text_differences(shop_db, warehouse_db, source: str, target: str) -> tuple[list[str], list[str]]:
-    """(source ids, readable differences) between a source and its target, column by column as text."""
-    columns, source_rows = columns_as_text(shop_db, source)
-    target_columns, target_rows = columns_as_text(warehouse_db, target)
+    """(source ids, readable differences) between a source and its target, every source column as text
+    (the target's own bookkeeping columns, ``_source_position`` and the like, are not compared)."""
+    columns = source_columns(shop_db, source)
+    missing = sorted(set(columns) - set(source_columns(warehouse_db, target)))
+    if missing:
+        return [], [f"the target {target} lacks the columns {missing}"]
+    source_rows = columns_as_text(shop_db, source, columns)
+    target_rows = columns_as_text(warehouse_db, target, columns)
     diffs = []
-    if target_columns != columns:
-        diffs.append(f"columns differ: source {columns}, target {target_columns}")
     source_by_id = {r[0]: r for r in source_rows}
     target_by_id = {r[0]: r for r in target_rows}
     for row_id in sorted(source_by_id.keys() | target_by_id.keys(), key=int):
@@ -152,7 +159,7 @@ def text_differences(shop_db, warehouse_db, source: str, target: str) -> tuple[l
             continue
         diffs.extend(
             f"id={row_id} {c}: source {sv!r:.160} != target {tv!r:.160}"
-            for c, sv, tv in zip(columns, s, t, strict=False)
+            for c, sv, tv in zip(columns, s, t, strict=True)
             if sv != tv
         )
     return [r[0] for r in source_rows], diffs
