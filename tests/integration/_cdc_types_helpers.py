@@ -6,33 +6,25 @@ connector, not one per group); each test asserts its own group's table."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from psycopg2 import sql
 
+from cdclab.cdc.coltypes import TYPE_SETTINGS, type_settings
 from cdclab.lab.native import http_json
 
 CONNECTOR = "shop-postgres-source"
-# the settings the decoding in cdclab.cdc.coltypes relies on
-TYPE_SETTINGS = (
-    "time.precision.mode",
-    "decimal.handling.mode",
-    "interval.handling.mode",
-    "binary.handling.mode",
-    "hstore.handling.mode",
-)
 
 
 def require_lab_connector_settings(lab) -> None:
-    """The running connector must use the settings of connectors/shop-postgres-source.json."""
-    wanted = json.loads((lab.root / "connectors" / f"{CONNECTOR}.json").read_text())["config"]
+    """The running connector must have the type settings the codecs assume (cdclab.cdc.coltypes)."""
     status, running = http_json("GET", f"{lab.connect_url}/connectors/{CONNECTOR}/config")
     assert status == 200, f"connector {CONNECTOR} is not registered: {running}"
-    differ = {k: (running.get(k), wanted.get(k)) for k in TYPE_SETTINGS if running.get(k) != wanted.get(k)}
+    differ = {k: (v, TYPE_SETTINGS[k]) for k, v in type_settings(running).items() if v != TYPE_SETTINGS[k]}
     assert not differ, (
-        f"the running connector's settings {differ} (running, file) differ: `make up` re-registers it"
+        f"the running connector's type settings {differ} (running, expected) differ: `make up` "
+        "re-registers it from connectors/shop-postgres-source.json"
     )
 
 
@@ -173,15 +165,3 @@ def dead_letters(warehouse_db, group: str, topic: str) -> list[str]:
             (group, topic),
         )
         return [f"dead letter {key}: {reason}" for key, reason in cur.fetchall()]
-
-
-def delete_topics(bootstrap: str, topics: list[str]) -> None:
-    from confluent_kafka.admin import AdminClient
-
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    for future in admin.delete_topics(topics, operation_timeout=30).values():
-        try:
-            future.result(60)
-        except Exception as exc:  # a topic that is already gone (or never made) is fine
-            if "UNKNOWN_TOPIC" not in str(exc):
-                print(f"cdclab: could not delete a topic: {exc}")

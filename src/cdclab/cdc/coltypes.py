@@ -11,11 +11,13 @@ Vocabulary:
   User-defined **enums map to ``text``** (an explicit choice: the warehouse needs no copy of the
   source's types, a label added in the source needs no DDL in the warehouse, and ``col::text`` is the
   same; the enum's sort order is not kept). **Domains map to their base type** (the source enforces
-  the domain's constraints; the warehouse keeps the values).
+  the domain's constraints; the warehouse keeps the values). The **hstore** extension's type stays
+  ``hstore`` (the warehouse has the extension too).
 - *codec*: the function that turns a value as Debezium wrote it into a literal PostgreSQL reads back as
   the same value (see :data:`CODECS`). The settings they assume are the lab connector's:
   ``time.precision.mode=adaptive_time_microseconds``, ``decimal.handling.mode=string``,
-  ``interval.handling.mode=string``, ``binary.handling.mode=bytes`` (base64 in JSON).
+  ``interval.handling.mode=string``, ``binary.handling.mode=bytes`` (base64 in JSON),
+  ``hstore.handling.mode=json`` (:data:`TYPE_SETTINGS`).
 - *refusal*: a type the lab cannot replicate losslessly raises :class:`UnsupportedColumnType` naming
   the table, the column, the type and the remedy, before the target is created or a row written.
   Debezium silently *drops* columns of types it does not know, so anything not in the allowlist is
