@@ -20,7 +20,7 @@ import psycopg2
 import pytest
 from psycopg2 import sql
 
-from cdclab.cdc.coltypes import UnsupportedColumnType
+from cdclab.cdc.coltypes import UnsupportedColumnType, require_target_types
 from cdclab.cdc.inspect import wait_for_records
 from cdclab.cdc.pipeline import replicate
 
@@ -322,9 +322,13 @@ def types_run(lab) -> Iterator[TypesRun]:
     warehouse = psycopg2.connect(lab.pg_dsn("warehouse"))
     warehouse.autocommit = True
     try:
-        with shop.cursor() as cur:
-            cur.execute("SELECT 1 FROM pg_extension WHERE extname = 'hstore'")
-            assert cur.fetchone(), "the shop database lacks the hstore extension (infra/postgres/init.sql)"
+        for db in (shop, warehouse):
+            with db.cursor() as cur:
+                cur.execute("SELECT current_database() FROM pg_extension WHERE extname = 'hstore'")
+                assert cur.fetchone(), (
+                    f"the {db.info.dbname} database lacks the hstore extension: infra/postgres/init.sql "
+                    "creates it at lab start"
+                )
         _create_types(shop, run)
         for g in [*GROUPS, NULLS, TOAST]:
             gt = GroupTable(g, f"types_{g.name}_{run.suffix}")
@@ -471,6 +475,21 @@ def test_one_megabyte_toasted_values_stay_when_another_column_is_updated(types_r
         )
         assert cur.fetchone() == (2, TOAST_ROWS * 32, TOAST_ROWS * 16)
     assert all(s["dead_letters"] == 0 for s in types_run.summaries), types_run.summaries
+
+
+def test_an_hstore_target_in_a_database_without_the_extension_is_refused_with_the_remedy(lab, warehouse_db):
+    """The check runs before the target is created; the airflow database has no hstore."""
+    types = {"id": "integer", "h": "hstore"}
+    with warehouse_db.cursor() as cur:
+        require_target_types(cur, "core.t", types)  # the warehouse has it: no error
+    conn = psycopg2.connect(lab.pg_dsn("airflow"))
+    try:
+        with conn.cursor() as cur, pytest.raises(UnsupportedColumnType) as err:
+            require_target_types(cur, "core.t", types)
+    finally:
+        conn.close()
+    assert "core.t.h has type hstore" in str(err.value)
+    assert "CREATE EXTENSION IF NOT EXISTS hstore" in str(err.value)
 
 
 def execute(conn, statement: str, *idents: str) -> None:

@@ -430,6 +430,21 @@ def plan_column(table: str, col: SourceColumn) -> ColumnPlan:
     raise _refuse(table, col, why)
 
 
+def require_target_types(cur: Any, target: str, types: Mapping[str, str]) -> None:
+    """The warehouse must know every extension type a target uses (hstore): otherwise
+    :class:`UnsupportedColumnType` with the remedy, before the target is created."""
+    for name, sql_type in types.items():
+        if sql_type.split()[0] != HSTORE_TYPE:
+            continue
+        cur.execute("SELECT to_regtype(%s)", (HSTORE_TYPE,))
+        if cur.fetchone()[0] is None:
+            raise UnsupportedColumnType(
+                f"{target}.{name} has type hstore, which the target database does not have. Remedy: "
+                "CREATE EXTENSION IF NOT EXISTS hstore in the target database (infra/postgres/init.sql "
+                "does it at lab start), then replicate again."
+            )
+
+
 def plan_table(table: str, columns: list[SourceColumn]) -> list[ColumnPlan]:
     """Plans for every column; one error listing every refused column, so it is fixed in one go."""
     plans, errors = [], []
