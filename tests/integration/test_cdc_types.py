@@ -362,8 +362,9 @@ def types_run(lab) -> Iterator[TypesRun]:
     finally:
         tables = [gt.table for gt in run.tables.values()]
         with warehouse.cursor() as cur:
-            for t in tables:
-                cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(ident(f"core.{t}")))
+            for t in tables:  # the target and its delete ledger (cdclab.cdc.merge.ensure_target)
+                for name in (t, f"{t}__deleted"):
+                    cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(ident(f"core.{name}")))
             cur.execute("DELETE FROM state.kafka_offsets WHERE consumer_group = %s", (run.group,))
             cur.execute("DELETE FROM dlq.kafka_records WHERE consumer_group = %s", (run.group,))
         with shop.cursor() as cur:
@@ -569,4 +570,5 @@ def test_a_value_debezium_cannot_carry_is_dead_lettered_not_written_wrong(lab, n
     finally:
         execute(shop_db, "DROP TABLE IF EXISTS public.{}", table)
         with warehouse_db.cursor() as cur:
-            cur.execute(sql.SQL("DROP TABLE IF EXISTS core.{}").format(sql.Identifier(table)))
+            for name in (table, f"{table}__deleted"):
+                cur.execute(sql.SQL("DROP TABLE IF EXISTS core.{}").format(sql.Identifier(name)))
