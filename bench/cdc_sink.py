@@ -36,6 +36,31 @@ def say(msg: str) -> None:
     print(f"[bench cdc] {msg}", flush=True)
 
 
+def source_config(base: dict[str, Any], *, prefix: str, slot: str, table: str) -> dict[str, Any]:
+    """The bench's Debezium source: the lab connector's config (``base``) on its own slot, publication and
+    topic prefix, with schemas in the JSON (the JDBC sink needs them). The type settings (time precision,
+    decimal, interval, binary, hstore handling) stay the lab connector's, so both sinks decode what the
+    lab's DAGs decode (tests/unit/test_cdc_type_settings.py)."""
+    source = {
+        **base,
+        "topic.prefix": prefix,
+        "slot.name": slot,
+        "publication.name": slot,
+        "table.include.list": f"public.{table}",
+        "snapshot.mode": "no_data",
+        "key.converter.schemas.enable": "true",
+        "value.converter.schemas.enable": "true",
+        "key.converter": "org.apache.kafka.connect.json.JsonConverter",
+        "value.converter": "org.apache.kafka.connect.json.JsonConverter",
+        "heartbeat.interval.ms": "0",
+        "signal.enabled.channels": "source",
+        "provide.transaction.metadata": "false",
+    }
+    source.pop("heartbeat.action.query", None)
+    source.pop("schema.include.list", None)
+    return source
+
+
 def main() -> bool:
     os.environ.update(LabConfig.load().airflow_env())
     cfg = LabConfig.load()
@@ -74,31 +99,15 @@ def main() -> bool:
                 ).format(t=sql.Identifier(jdbc))
             )
         base = json.loads((cfg.root / "connectors" / "shop-postgres-source.json").read_text())["config"]
-        source = {
-            **base,
-            "topic.prefix": prefix,
-            "slot.name": slot,
-            "publication.name": slot,
-            "table.include.list": f"public.{table}",
-            "snapshot.mode": "no_data",
-            "key.converter.schemas.enable": "true",
-            "value.converter.schemas.enable": "true",
-            "key.converter": "org.apache.kafka.connect.json.JsonConverter",
-            "value.converter": "org.apache.kafka.connect.json.JsonConverter",
-            "heartbeat.interval.ms": "0",
-            "signal.enabled.channels": "source",
-            "provide.transaction.metadata": "false",
-            "time.precision.mode": "adaptive_time_microseconds",
-            # the JDBC sink needs a numeric type (not the lab default "string"); "double" is plain JSON for us too
-            "decimal.handling.mode": "double",
-        }
-        source.pop("heartbeat.action.query", None)
-        source.pop("schema.include.list", None)
+        source = source_config(base, prefix=prefix, slot=slot, table=table)
         sink = {
             "connector.class": "io.debezium.connector.jdbc.JdbcSinkConnector",
             "tasks.max": "1",
             # resolved by the Connect worker: postgres:5432 inside compose, 127.0.0.1:15432 natively
-            "connection.url": "jdbc:postgresql://${env:POSTGRES_HOST}:${env:POSTGRES_PORT}/warehouse",
+            # stringtype=unspecified: decimals arrive as strings (the lab's decimal.handling.mode=string) and
+            # the server, not the driver, types them for the numeric column
+            "connection.url": "jdbc:postgresql://${env:POSTGRES_HOST}:${env:POSTGRES_PORT}/warehouse"
+            "?stringtype=unspecified",
             "connection.username": "${env:WAREHOUSE_USER}",
             "connection.password": "${env:WAREHOUSE_PASSWORD}",
             "topics": topic,

@@ -23,6 +23,8 @@ CREATE SCHEMA IF NOT EXISTS core AUTHORIZATION warehouse;
 CREATE SCHEMA IF NOT EXISTS marts AUTHORIZATION warehouse;
 CREATE SCHEMA IF NOT EXISTS state AUTHORIZATION warehouse;
 CREATE SCHEMA IF NOT EXISTS dlq AUTHORIZATION warehouse;
+-- hstore columns of shop tables replicate into hstore columns here (docs/cdc_types.md)
+CREATE EXTENSION IF NOT EXISTS hstore WITH SCHEMA public;
 
 \connect airflow
 ALTER SCHEMA public OWNER TO airflow;
@@ -31,3 +33,5 @@ ALTER SCHEMA public OWNER TO airflow;
 ALTER SCHEMA public OWNER TO shop;
 GRANT USAGE ON SCHEMA public TO cdc_replicator;
 GRANT CREATE ON DATABASE shop TO cdc_replicator;
+-- hstore ships with PostgreSQL (contrib); Debezium sends its values as JSON objects (docs/cdc_types.md)
+CREATE EXTENSION IF NOT EXISTS hstore WITH SCHEMA public;

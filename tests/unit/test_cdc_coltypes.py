@@ -18,6 +18,8 @@ from cdclab.cdc.coltypes import (
     date_from_days,
     days_from_civil,
     decode_row,
+    float_value,
+    hstore_from_json,
     plan_column,
     plan_table,
     time_from_micros,
@@ -170,7 +172,7 @@ def test_unsupported_types_are_refused_with_table_column_type_and_remedy():
                 col("flags", "varbit", sql_type="bit varying(8)"),
                 col("at", "timetz", sql_type="time with time zone"),
                 col("pt", "point"),
-                col("tags", "hstore", schema="public"),
+                col("name", "citext", schema="public"),
                 col("spots", "_point", sql_type="point[]", element="point", element_kind="b"),
                 col("moods", "_mood", sql_type="mood[]", schema="public", element="mood", element_kind="e"),
             ],
@@ -180,7 +182,7 @@ def test_unsupported_types_are_refused_with_table_column_type_and_remedy():
         ("flags", "bit varying(8)"),
         ("at", "time with time zone"),
         ("pt", "point"),
-        ("tags", "hstore"),
+        ("name", "citext"),
         ("spots", "point[]"),
         ("moods", "mood[]"),
     ]:
@@ -195,3 +197,27 @@ def test_target_defaults_of_mapped_columns():
     assert _default("now()", "timestamp with time zone", mapped=False) == " DEFAULT now()"
     assert _default("nextval('s'::regclass)", "bigint", mapped=False) == ""
     assert _default(None, "text", mapped=True) == ""
+
+
+def test_hstore_json_becomes_hstore_text_with_quotes_backslashes_and_nulls():
+    assert hstore_from_json(None) is None
+    assert hstore_from_json("{}") == ""
+    assert hstore_from_json('{"a":"1","n":null}') == '"a"=>"1", "n"=>NULL'
+    # a NULL value is not the text 'NULL'; quotes and backslashes are escaped; empty key and value kept
+    assert hstore_from_json('{"NULL":"NULL","q\\"k":"b\\\\s","":""}') == (
+        '"NULL"=>"NULL", "q\\"k"=>"b\\\\s", ""=>""'
+    )
+    assert hstore_from_json({"ü 🐘": "=>,"}) == '"ü 🐘"=>"=>,"'  # hstore.handling.mode=map
+    assert hstore_from_json(f'{{"{UNAVAILABLE}":"{UNAVAILABLE}"}}') == UNAVAILABLE
+    with pytest.raises(ValueError, match="JSON object"):
+        hstore_from_json('{"a": 1}')
+    plan = plan_column("public.t", col("tags", "hstore", schema="public"))
+    assert (plan.target_type, plan.codec) == ("hstore", "hstore")
+
+
+def test_negative_zero_float_is_sent_as_text():
+    assert float_value(-0.0) == "-0"
+    assert float_value(0.0) == 0.0
+    assert float_value(1.5) == 1.5
+    assert float_value("NaN") == "NaN"
+    assert plan_column("public.t", col("f", "float8")).codec == "float"

@@ -177,6 +177,7 @@ def replicate_append(
     try:
         with conn, conn.cursor() as cur:
             for r in routes:
+                coltypes.require_target_types(cur, r.target, r.types)
                 ensure_ledger(cur, r.target, r.types)
     finally:
         conn.close()

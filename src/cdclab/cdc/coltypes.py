@@ -11,11 +11,13 @@ Vocabulary:
   User-defined **enums map to ``text``** (an explicit choice: the warehouse needs no copy of the
   source's types, a label added in the source needs no DDL in the warehouse, and ``col::text`` is the
   same; the enum's sort order is not kept). **Domains map to their base type** (the source enforces
-  the domain's constraints; the warehouse keeps the values).
+  the domain's constraints; the warehouse keeps the values). The **hstore** extension's type stays
+  ``hstore`` (the warehouse has the extension too).
 - *codec*: the function that turns a value as Debezium wrote it into a literal PostgreSQL reads back as
   the same value (see :data:`CODECS`). The settings they assume are the lab connector's:
   ``time.precision.mode=adaptive_time_microseconds``, ``decimal.handling.mode=string``,
-  ``interval.handling.mode=string``, ``binary.handling.mode=bytes`` (base64 in JSON).
+  ``interval.handling.mode=string``, ``binary.handling.mode=bytes`` (base64 in JSON),
+  ``hstore.handling.mode=json`` (:data:`TYPE_SETTINGS`).
 - *refusal*: a type the lab cannot replicate losslessly raises :class:`UnsupportedColumnType` naming
   the table, the column, the type and the remedy, before the target is created or a row written.
   Debezium silently *drops* columns of types it does not know, so anything not in the allowlist is
@@ -25,10 +27,36 @@ Vocabulary:
 from __future__ import annotations
 
 import base64
+import json
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+# The Debezium source settings the codecs assume, and Debezium's defaults for those a config leaves out.
+# The lab connector (connectors/shop-postgres-source.json) and `make bench` (bench/cdc_sink.py) use them;
+# tests/unit/test_cdc_type_settings.py holds both to them.
+TYPE_SETTINGS: dict[str, str] = {
+    "time.precision.mode": "adaptive_time_microseconds",
+    "decimal.handling.mode": "string",
+    "interval.handling.mode": "string",
+    "binary.handling.mode": "bytes",
+    "hstore.handling.mode": "json",
+}
+DEBEZIUM_DEFAULTS: dict[str, str] = {
+    "time.precision.mode": "adaptive",
+    "decimal.handling.mode": "precise",
+    "interval.handling.mode": "numeric",
+    "binary.handling.mode": "bytes",
+    "hstore.handling.mode": "json",
+}
+
+
+def type_settings(config: Mapping[str, Any]) -> dict[str, str]:
+    """The type settings a Debezium source config ends up with (Debezium's default where it sets none)."""
+    return {key: str(config.get(key, DEBEZIUM_DEFAULTS[key])) for key in TYPE_SETTINGS}
+
 
 UNAVAILABLE = "__debezium_unavailable_value"  # same as cdclab.cdc.events.UNAVAILABLE (no import cycle)
 UNAVAILABLE_B64 = base64.b64encode(UNAVAILABLE.encode()).decode()
@@ -240,12 +268,48 @@ def text_array(value: Any) -> Any:
     return value
 
 
+def float_value(value: Any) -> Any:
+    """real / double precision: JSON numbers as they are, except negative zero, which PostgreSQL reads as
+    ``0`` when written as the literal ``-0.0`` (unary minus of a numeric zero): sent as the text ``-0``."""
+    if isinstance(value, float) and value == 0.0 and math.copysign(1.0, value) < 0:
+        return "-0"
+    return value
+
+
+HSTORE_TYPE = "hstore"
+# Debezium's placeholder for an unchanged TOASTed hstore (hstore.handling.mode=json): a one-pair map
+_HSTORE_UNAVAILABLE = {UNAVAILABLE: UNAVAILABLE}
+
+
+def _hstore_quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def hstore_from_json(value: Any) -> Any:
+    """hstore with ``hstore.handling.mode=json`` (Debezium's default): a JSON object as a string, values
+    text or null (``map`` mode arrives as the object itself) -> hstore's text form, every key and value
+    quoted and escaped (``"k"=>"v", "n"=>NULL``); ``{}`` -> the empty hstore. hstore prints its pairs in
+    its own order, so the order of the JSON object does not matter."""
+    if value is None:
+        return None
+    pairs = json.loads(value) if isinstance(value, str) else value
+    if not isinstance(pairs, dict) or not all(isinstance(v, str) or v is None for v in pairs.values()):
+        raise ValueError(f"an hstore value is not a JSON object of text or null values: {value!r:.200}")
+    if pairs == _HSTORE_UNAVAILABLE:
+        return UNAVAILABLE
+    return ", ".join(
+        f"{_hstore_quote(k)}=>{'NULL' if v is None else _hstore_quote(v)}" for k, v in pairs.items()
+    )
+
+
 def identity(value: Any) -> Any:
     return value
 
 
 CODECS: dict[str, Callable[[Any], Any]] = {
     "identity": identity,
+    "float": float_value,
+    "hstore": hstore_from_json,
     "numeric": numeric_text,
     "text_array": text_array,
     "date": date_from_days,
@@ -284,7 +348,7 @@ def decode_row(row: Mapping[str, Any] | None, codecs: Mapping[str, str]) -> dict
 IDENTITY_TYPES = frozenset(
     {
         "int2", "int4", "int8", "oid",
-        "float4", "float8", "money", "bool",
+        "money", "bool",
         "text", "varchar", "bpchar", "name",
         "uuid", "json", "jsonb", "xml",
         "inet", "cidr", "macaddr", "macaddr8",
@@ -326,6 +390,10 @@ def plan_column(table: str, col: SourceColumn) -> ColumnPlan:
             f"arrays of {col.element} are not among the arrays the lab replicates exactly "
             f"({', '.join(sorted(ARRAY_ELEMENTS))}; Debezium sends arrays of enums as NULL)",
         )
+    if col.base == HSTORE_TYPE and col.kind == "b":
+        # the hstore extension's type (Debezium recognises it by this name): the warehouse needs the
+        # extension too (infra/postgres/init.sql creates it in both databases)
+        return ColumnPlan(col.name, HSTORE_TYPE, "hstore")
     if col.schema != "pg_catalog" or col.kind not in ("b", "r"):
         raise _refuse(
             table,
@@ -336,6 +404,8 @@ def plan_column(table: str, col: SourceColumn) -> ColumnPlan:
     target = col.base_sql_type
     if col.base in IDENTITY_TYPES:
         return ColumnPlan(col.name, target, "identity")
+    if col.base in ("float4", "float8"):
+        return ColumnPlan(col.name, target, "float")
     if col.base == "numeric":
         return ColumnPlan(col.name, target, "numeric")
     if col.base == "bytea":
@@ -358,6 +428,21 @@ def plan_column(table: str, col: SourceColumn) -> ColumnPlan:
         return ColumnPlan(col.name, target, "identity")
     why = REFUSALS.get(col.base) or "Debezium has no lossless representation of it in the lab's settings"
     raise _refuse(table, col, why)
+
+
+def require_target_types(cur: Any, target: str, types: Mapping[str, str]) -> None:
+    """The warehouse must know every extension type a target uses (hstore): otherwise
+    :class:`UnsupportedColumnType` with the remedy, before the target is created."""
+    for name, sql_type in types.items():
+        if sql_type.split()[0] != HSTORE_TYPE:
+            continue
+        cur.execute("SELECT to_regtype(%s)", (HSTORE_TYPE,))
+        if cur.fetchone()[0] is None:
+            raise UnsupportedColumnType(
+                f"{target}.{name} has type hstore, which the target database does not have. Remedy: "
+                "CREATE EXTENSION IF NOT EXISTS hstore in the target database (infra/postgres/init.sql "
+                "does it at lab start), then replicate again."
+            )
 
 
 def plan_table(table: str, columns: list[SourceColumn]) -> list[ColumnPlan]:

@@ -285,6 +285,7 @@ def _run(
     try:
         with conn, conn.cursor() as cur:
             for r in routes:
+                coltypes.require_target_types(cur, r.target, r.types)
                 ensure_target(cur, r.target, list(r.types.items()), r.key)
             # DDL the source ran since the last run: `fail` stops here, `evolve` alters the target
             renames = {r.topic: ddl.reconcile(cur, r, schema_policy) for r in routes if r.attnums}
