@@ -160,7 +160,7 @@ def lab() -> Iterator[LabConfig]:
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:
-    outcome = yield
+    outcome: Any = yield
     report = outcome.get_result()
     uses_lab = "lab" in getattr(item, "fixturenames", ()) or item.get_closest_marker("integration")
     if report.when == "call" and report.failed and uses_lab and _CONFIG is not None:
