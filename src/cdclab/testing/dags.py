@@ -70,9 +70,13 @@ class DagRunResult:
             f"{self.dag_id} run {self.run_id} ({self.via}) ended {self.state}; tasks: {self.task_states}"
         ]
         for task in self.tasks.values():
-            if task.state not in ("success", "skipped") and task.log:
+            if task.state in ("success", "skipped"):
+                continue
+            if task.log:
                 tail = "\n".join(task.log.splitlines()[-30:])
                 lines.append(f"--- log of {task.task_id} (try {task.try_number}), last lines ---\n{tail}")
+            elif self.via == "test":
+                lines.append(f"--- {task.task_id}: dag.test() logs to the test's captured stdout (above) ---")
         return "\n".join(lines)
 
 
@@ -84,25 +88,33 @@ def _state(value: Any) -> str | None:
 # parsing
 
 
-def load_dag(ref: Any, dag_id: str | None = None, cfg: LabConfig | None = None) -> Any:
+def _is_path(ref: Any) -> bool:
+    return isinstance(ref, Path) or str(ref).endswith(".py") or "/" in str(ref)
+
+
+def load_dag(ref: Any, dag_id: str | None = None, cfg: LabConfig | None = None, *, sync: bool = False) -> Any:
     """The DAG object for a DAG reference, parsed anew (see the module docstring).
 
     A fresh parse per run matters: ``dag.test()`` resolves a run's conf into the DAG's own ``Param``
-    objects, so a DAG object reused across runs would carry one run's conf into the next."""
+    objects, so a DAG object reused across runs would carry one run's conf into the next.
+
+    ``sync``: write a DAG *file's* parse result to the metadata database, as the dag-processor does
+    for the lab's own folder; ``dag.test()`` creates its run from the serialized DAG, which exists
+    only for files the dag-processor has seen."""
     if hasattr(ref, "dag_id") and hasattr(ref, "test"):
         return ref
     path = Path(ref)
-    if isinstance(ref, Path) or str(ref).endswith(".py") or "/" in str(ref):
+    if _is_path(ref):
         if not path.exists():
             raise DagImportError(f"DAG file {path} does not exist")
-        return _from_file(path, dag_id)
+        return _from_file(path, dag_id, sync=sync)
     folder = (cfg or LabConfig.load()).root / "dags"
     own = folder / f"{ref}.py"
     return _from_file(own if own.exists() else folder, dag_id or str(ref))
 
 
-def _from_file(path: Path, dag_id: str | None) -> Any:
-    from airflow.dag_processing.dagbag import DagBag
+def _from_file(path: Path, dag_id: str | None, sync: bool = False) -> Any:
+    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
 
     bag = DagBag(dag_folder=str(path))
     if bag.import_errors:
@@ -118,6 +130,8 @@ def _from_file(path: Path, dag_id: str | None) -> Any:
     dag = bag.get_dag(dag_id)
     if dag is None:
         raise DagImportError(f"no DAG {dag_id!r} in {path}; it defines {sorted(bag.dag_ids)}")
+    if sync:
+        sync_bag_to_db(bag, "dags-folder", None)
     return dag
 
 
@@ -127,7 +141,7 @@ def dag_id_of(ref: Any, dag_id: str | None = None) -> str:
         return dag_id
     if hasattr(ref, "dag_id"):
         return str(ref.dag_id)
-    if isinstance(ref, Path) or str(ref).endswith(".py") or "/" in str(ref):
+    if _is_path(ref):
         return str(load_dag(ref).dag_id)
     return str(ref)
 
@@ -154,7 +168,7 @@ def run_with_test(
     import pendulum
 
     cfg = cfg or LabConfig.load()
-    dag = load_dag(ref, dag_id, cfg)
+    dag = load_dag(ref, dag_id, cfg, sync=_is_path(ref))
     logical_date = logical_date or pendulum.now("UTC")
     dr = dag.test(logical_date=logical_date, run_conf=conf or {})
     result = DagRunResult(

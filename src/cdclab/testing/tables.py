@@ -192,7 +192,9 @@ def table_columns(conn: Any, table: str) -> list[str]:
 Connect = Callable[[str], Any]
 
 
-def resolve(ref: TableRef, connect: Connect | None, columns: Sequence[str] | None) -> tuple[str, list[Row]]:
+def resolve(
+    ref: TableRef, connect: Connect | None, columns: Sequence[str] | None, side: str = "given"
+) -> tuple[str, list[Row]]:
     """``(display name, rows)`` of a table reference (see the module docstring)."""
     if isinstance(ref, str):
         if ":" not in ref:
@@ -211,7 +213,7 @@ def resolve(ref: TableRef, connect: Connect | None, columns: Sequence[str] | Non
         conn, table = ref
         database = database_of(conn)
         return f"{database}:{table}", _read_checked(conn, table, columns, database)
-    return "rows", [dict(r) for r in ref]
+    return f"the {side} rows", [dict(r) for r in ref]
 
 
 def _read_checked(conn: Any, table: str, columns: Sequence[str] | None, database: str) -> list[Row]:
@@ -236,7 +238,7 @@ def assert_tables_equal(
     (empty) diff, whose counts a test may assert on too."""
     key_t = (key,) if isinstance(key, str) else tuple(key)
     wanted = None if columns is None else list(dict.fromkeys([*key_t, *columns]))
-    source_name, source_rows = resolve(source, connect, wanted)
+    source_name, source_rows = resolve(source, connect, wanted, "source")
     if wanted is None and source_rows:
         wanted = list(source_rows[0])
     elif wanted is None and isinstance(source, str) and connect is not None:
@@ -246,7 +248,7 @@ def assert_tables_equal(
             wanted = table_columns(conn, table)
         finally:
             conn.close()
-    target_name, target_rows = resolve(target, connect, wanted)
+    target_name, target_rows = resolve(target, connect, wanted, "target")
     diff = diff_rows(source_rows, target_rows, key_t, wanted)
     if not diff.equal:
         raise TablesDiffer(format_diff(diff, source_name, target_name), diff)
