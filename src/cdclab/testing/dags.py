@@ -101,6 +101,7 @@ def load_dag(ref: Any, dag_id: str | None = None, cfg: LabConfig | None = None, 
     ``sync``: write a DAG *file's* parse result to the metadata database, as the dag-processor does
     for the lab's own folder; ``dag.test()`` creates its run from the serialized DAG, which exists
     only for files the dag-processor has seen."""
+    __tracebackhide__ = True
     if hasattr(ref, "dag_id") and hasattr(ref, "test"):
         return ref
     path = Path(ref)
@@ -114,6 +115,7 @@ def load_dag(ref: Any, dag_id: str | None = None, cfg: LabConfig | None = None, 
 
 
 def _from_file(path: Path, dag_id: str | None, sync: bool = False) -> Any:
+    __tracebackhide__ = True
     from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
 
     bag = DagBag(dag_folder=str(path))
@@ -165,6 +167,7 @@ def run_with_test(
     dag_id: str | None = None,
     cfg: LabConfig | None = None,
 ) -> DagRunResult:
+    __tracebackhide__ = True
     import pendulum
 
     cfg = cfg or LabConfig.load()
@@ -308,6 +311,7 @@ def run_dag(
 ) -> DagRunResult:
     """Run one DAG run; fail with :class:`DagRunFailed` (task states, failed tasks' log tails) when
     its state is not ``expect`` (``expect=None``: return whatever happened)."""
+    __tracebackhide__ = True
     if via not in VIA:
         raise ValueError(f"via must be one of {VIA}, got {via!r}")
     if via == "test":

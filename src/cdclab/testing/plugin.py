@@ -340,6 +340,7 @@ def run_dag(lab: LabConfig) -> Callable[..., _dags.DagRunResult]:
         dag_id: str | None = None,
         timeout: float = 600,
     ) -> _dags.DagRunResult:
+        __tracebackhide__ = True
         return _dags.run_dag(
             lab, dag, logical_date, conf, via=via, expect=expect, dag_id=dag_id, timeout=timeout
         )

@@ -165,6 +165,7 @@ def read_table(conn: Any, table: str, columns: Sequence[str] | None = None) -> l
 
     Fails with :class:`TableNotFoundError` naming the table and the database when it does not exist.
     The read runs in its own transaction when the connection is not in autocommit mode (then rolled back)."""
+    __tracebackhide__ = True
     if not table_exists(conn, table):
         raise TableNotFoundError(f"table {table} does not exist in database {database_of(conn)!r}")
     cols = sql.SQL("*") if columns is None else sql.SQL(", ").join(map(sql.Identifier, columns))
@@ -196,6 +197,7 @@ def resolve(
     ref: TableRef, connect: Connect | None, columns: Sequence[str] | None, side: str = "given"
 ) -> tuple[str, list[Row]]:
     """``(display name, rows)`` of a table reference (see the module docstring)."""
+    __tracebackhide__ = True
     if isinstance(ref, str):
         if ":" not in ref:
             raise ValueError(
@@ -217,6 +219,7 @@ def resolve(
 
 
 def _read_checked(conn: Any, table: str, columns: Sequence[str] | None, database: str) -> list[Row]:
+    __tracebackhide__ = True
     if columns is not None and table_exists(conn, table):
         absent = [c for c in columns if c not in table_columns(conn, table)]
         if absent:
@@ -236,6 +239,7 @@ def assert_tables_equal(
 
     ``columns`` default: the source's columns; the target must have each of them. Returns the
     (empty) diff, whose counts a test may assert on too."""
+    __tracebackhide__ = True
     key_t = (key,) if isinstance(key, str) else tuple(key)
     wanted = None if columns is None else list(dict.fromkeys([*key_t, *columns]))
     source_name, source_rows = resolve(source, connect, wanted, "source")
