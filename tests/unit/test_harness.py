@@ -85,3 +85,45 @@ def test_a_dag_file_that_does_not_parse_fails_with_the_file_and_the_error(tmp_pa
     assert "the DAG file is broken" in str(info.value)
     with pytest.raises(dags.DagImportError, match="does not exist"):
         dags.load_dag(tmp_path / "missing.py")
+
+
+def test_the_default_lab_sets_no_dag_bundles_and_a_user_folder_adds_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from cdclab.lab.config import LabConfig
+
+    for name in ("CDCLAB_USER_DAGS", "CDCLAB_USER_PYTHONPATH", "CDCLAB_BUNDLED_DAGS"):
+        monkeypatch.delenv(name, raising=False)
+    env = LabConfig.load().airflow_env()
+    assert "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST" not in env, "the default lab is unchanged"
+
+    (tmp_path / "dags").mkdir()
+    monkeypatch.setenv("CDCLAB_USER_DAGS", str(tmp_path / "dags"))
+    monkeypatch.setenv("CDCLAB_USER_PYTHONPATH", str(tmp_path / "src"))
+    env = LabConfig.load().airflow_env()
+    bundles = json.loads(env["AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST"])
+    assert [b["name"] for b in bundles] == ["dags-folder", "user-dags"]
+    assert bundles[1]["kwargs"] == {"path": str(tmp_path / "dags")}
+    assert env["PYTHONPATH"].split(":")[0] == str(tmp_path / "src")
+
+    monkeypatch.setenv("CDCLAB_BUNDLED_DAGS", "false")
+    bundles = json.loads(LabConfig.load().airflow_env()["AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST"])
+    assert [b["name"] for b in bundles] == ["user-dags"]
+
+
+def test_bad_user_dag_settings_are_clear_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cdclab.lab.config import LabConfig
+
+    monkeypatch.delenv("CDCLAB_USER_DAGS", raising=False)
+    monkeypatch.setenv("CDCLAB_BUNDLED_DAGS", "false")
+    with pytest.raises(ValueError, match="CDCLAB_BUNDLED_DAGS=false needs CDCLAB_USER_DAGS"):
+        LabConfig.load().airflow_env()
+    monkeypatch.setenv("CDCLAB_BUNDLED_DAGS", "maybe")
+    with pytest.raises(ValueError, match="must be true or false"):
+        LabConfig.load().airflow_env()
+    monkeypatch.setenv("CDCLAB_BUNDLED_DAGS", "true")
+    monkeypatch.setenv("CDCLAB_USER_DAGS", str(tmp_path / "nope"))
+    with pytest.raises(FileNotFoundError, match="is not a folder"):
+        LabConfig.load().airflow_env()

@@ -133,7 +133,9 @@ def _from_file(path: Path, dag_id: str | None, sync: bool = False) -> Any:
     if dag is None:
         raise DagImportError(f"no DAG {dag_id!r} in {path}; it defines {sorted(bag.dag_ids)}")
     if sync:
-        sync_bag_to_db(bag, "dags-folder", None)
+        user = LabConfig.load().user_dags
+        inside_user_dags = user is not None and path.resolve().is_relative_to(user)
+        sync_bag_to_db(bag, "user-dags" if inside_user_dags else "dags-folder", None)
     return dag
 
 

@@ -84,12 +84,13 @@ def print_logs(cfg: LabConfig, services: Sequence[str], lines: int = 40) -> None
 
 
 def wait_for_dag_processor(cfg: LabConfig, timeout: float = 300) -> None:
-    """Wait until the dag-processor has registered every file of the lab's dags/ (a fresh lab parses
-    them in its first minute). ``dag.test()`` writes the same ``dag`` rows; racing the first parse fails
+    """Wait until the dag-processor has registered every file of the lab's dags/ and of the user's DAG
+    folder (``CDCLAB_USER_DAGS``), if set (a fresh lab parses them in its first minute). ``dag.test()`` writes the same ``dag`` rows; racing the first parse fails
     with a duplicate key on ``dag_id``."""
     import psycopg2
 
-    expected = len(list((cfg.root / "dags").glob("*.py")))
+    folders = ([cfg.root / "dags"] if cfg.bundled_dags else []) + ([cfg.user_dags] if cfg.user_dags else [])
+    expected = sum(len(list(folder.glob("*.py"))) for folder in folders)
     deadline = time.monotonic() + timeout
     count = 0
     while time.monotonic() < deadline:
