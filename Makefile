@@ -12,7 +12,7 @@ S ?= postgres
 N ?= 100
 PYTEST_ARGS ?=
 
-.PHONY: help engine images bootstrap up down status logs clean kill workload workload-pause workload-resume test test-unit lint format bench lock
+.PHONY: help engine images bootstrap up down status logs clean kill workload workload-pause workload-resume test test-unit harness-example lint format bench lock
 
 help: ## list every target
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "} {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -66,6 +66,9 @@ test: bootstrap ## run every test; starts the lab first if it is not healthy
 
 test-unit: bootstrap ## only the tests that need no running service
 	@$(PY) -m pytest -m unit $(PYTEST_ARGS)
+
+harness-example: bootstrap ## run examples/harness (a user's repository) against the lab with the cdclab pytest plugin
+	@$(PY) -m pytest examples/harness/tests -p no:cacheprovider $(PYTEST_ARGS)
 
 lint: ## ruff, ruff format --check, mypy on src/, uv lock --check
 	@$(VENV)/bin/ruff check src tests dags

@@ -1,4 +1,7 @@
-"""Run a DAG from ``dags/`` with ``dag.test()`` against the lab's metadata database."""
+"""Run a DAG from ``dags/`` with ``dag.test()`` against the lab's metadata database.
+
+``run_dag`` here returns Airflow's ``DagRun`` (what the curriculum tests use); the plugin's ``run_dag``
+fixture (src/cdclab/testing/plugin.py) returns a ``DagRunResult`` with task states and logs."""
 
 from __future__ import annotations
 
@@ -7,28 +10,14 @@ from typing import Any
 import pendulum
 
 from cdclab.lab.config import LabConfig
-
-
-def _bag(path: str) -> Any:
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=path)
-    if bag.import_errors:
-        raise AssertionError(f"DAG import errors: {bag.import_errors}")
-    return bag
+from cdclab.testing.dags import load_dag
 
 
 def get_dag(dag_id: str) -> Any:
-    """Parse only the DAG's own file (``dags/<dag_id>.py``) when there is one, the whole folder otherwise,
-    so a broken neighbour does not fail every test (the integrity test reports it).
-
-    The file is parsed anew for every run: ``dag.test()`` resolves a run's conf into the DAG's own
-    ``Param`` objects, so a DAG object reused across runs would carry one run's conf into the next."""
-    folder = LabConfig.load().root / "dags"
-    own = folder / f"{dag_id}.py"
-    dag = _bag(str(own if own.exists() else folder)).get_dag(dag_id)
-    assert dag is not None, f"no DAG {dag_id!r} in dags/"
-    return dag
+    """The lab's DAG ``dags/<dag_id>.py``, parsed anew for every run (the plugin's
+    :func:`cdclab.testing.dags.load_dag`: only the DAG's own file, so a broken neighbour does not fail
+    every test; a file that does not parse fails with the import error and the file)."""
+    return load_dag(dag_id, cfg=LabConfig.load())
 
 
 def run_dag(

@@ -8,14 +8,14 @@ import pendulum
 
 from cdclab.cdc.inspect import wait_for_records
 from tests.dagrun import run_dag
-from tests.integration.test_cdc_end_to_end import make_source_table, source_rows, target_rows, write_changes
+from tests.integration.test_cdc_end_to_end import COLUMNS, make_source_table, write_changes
 
 LOG_SERVICES = ["connect", "kafka", "postgres"]
 DAG_ID = "71_08_03_cdc_debug"
 
 
 def test_a_key_is_traced_offsets_verified_messages_inspected_and_a_replay_matches(
-    lab, names, shop_db, warehouse_db
+    lab, names, shop_db, warehouse_db, assert_tables_equal
 ):
     from confluent_kafka import Producer
 
@@ -60,7 +60,7 @@ def test_a_key_is_traced_offsets_verified_messages_inspected_and_a_replay_matche
     assert [(v, det) for _, v, det in of(dr, "message_inspection")] == [("ok", {"c": 5, "u": 1})]
     assert [v for _, v, _ in of(dr, "dead_letter")] == ["none"]
     assert [(v, det["changes"], det["keys"]) for _, v, det in of(dr, "replay_test")] == [("identical", 6, 5)]
-    assert target_rows(warehouse_db, f"dbg_{table}") == source_rows(shop_db, table)
+    assert_tables_equal(f"shop:public.{table}", f"warehouse:core.dbg_{table}", key="id", columns=COLUMNS)
 
     # round 2: inserts, updates (key 1 again), a delete, and a record nobody can parse
     n2 = write_changes(shop_db, table, 6, 2, [1, 6], [2])
@@ -93,7 +93,7 @@ def test_a_key_is_traced_offsets_verified_messages_inspected_and_a_replay_matche
     assert [(v, det["changes"], det["keys"], det["malformed"]) for _, v, det in of(dr, "replay_test")] == [
         ("identical", 11, 7, 1)
     ]
-    assert target_rows(warehouse_db, f"dbg_{table}") == source_rows(shop_db, table)
+    assert_tables_equal(f"shop:public.{table}", f"warehouse:core.dbg_{table}", key="id", columns=COLUMNS)
 
     # round 3: key 1 is deleted; replay only the new offsets
     n3 = write_changes(shop_db, table, 8, 1, [], [1])
@@ -111,4 +111,4 @@ def test_a_key_is_traced_offsets_verified_messages_inspected_and_a_replay_matche
     assert [(v, det["lag"]) for _, v, det in after] == [("caught_up", 0)]
     assert after[0][2]["next_offset"] > position_2
     assert [(v, det["changes"], det["keys"]) for _, v, det in of(dr, "replay_test")] == [("identical", 2, 2)]
-    assert target_rows(warehouse_db, f"dbg_{table}") == source_rows(shop_db, table)
+    assert_tables_equal(f"shop:public.{table}", f"warehouse:core.dbg_{table}", key="id", columns=COLUMNS)

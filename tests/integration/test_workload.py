@@ -14,23 +14,19 @@ import psycopg2
 import pytest
 
 from cdclab import workload as wk
+from cdclab.testing import assert_tables_equal
 from cdclab.workload import Workload
 
 LOG_SERVICES = ["postgres"]
 
 
-def _assert_same_rows(actual: list[dict[str, Any]], expected: list[dict[str, Any]], table: str) -> None:
-    assert len(actual) == len(expected), (
-        f"{table}: {len(actual)} rows in Postgres, model expects {len(expected)}"
-    )
-    for got, want in zip(actual, expected, strict=True):
-        assert got == want, f"{table}: row differs"
-
-
 def _assert_state(conn: Any, workload: Workload, upto: int | None = None) -> None:
+    """The model's rows (source) against Postgres's (target), table by table, as a readable diff."""
     expected = wk.expected_state(workload, upto)
     for table in workload.touched:
-        _assert_same_rows(wk.actual_state(conn, workload, table), expected[table], table)
+        assert_tables_equal(
+            expected[table], wk.actual_state(conn, workload, table), key=wk.KEY_COLUMNS[table]
+        )
 
 
 @pytest.fixture

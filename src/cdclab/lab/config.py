@@ -209,6 +209,53 @@ class LabConfig:
     def minio_binary(self) -> Path:
         return self.cache / "bin" / f"minio-{self['MINIO_MODULE_VERSION']}"
 
+    # ---- the user's DAGs (docs/harness.md) ---------------------------------------------------
+    @property
+    def user_dags(self) -> Path | None:
+        """``$CDCLAB_USER_DAGS``: a folder of the user's DAGs the lab's Airflow parses and schedules
+        beside (or instead of) the bundled ones; inside compose it is mounted at a fixed path."""
+        value = os.environ.get("CDCLAB_USER_DAGS", "").strip()
+        return Path(value).resolve() if value else None
+
+    @property
+    def user_pythonpath(self) -> list[Path]:
+        """``$CDCLAB_USER_PYTHONPATH``: folders holding the user's own Python package (``src/``),
+        importable by their DAGs; ``:``-separated."""
+        value = os.environ.get("CDCLAB_USER_PYTHONPATH", "").strip()
+        return [Path(p).resolve() for p in value.split(os.pathsep) if p]
+
+    @property
+    def bundled_dags(self) -> bool:
+        """``$CDCLAB_BUNDLED_DAGS`` (default true): whether the lab's own fifty DAGs are loaded."""
+        value = os.environ.get("CDCLAB_BUNDLED_DAGS", "true").strip().lower()
+        if value not in ("true", "1", "yes", "on", "false", "0", "no", "off"):
+            raise ValueError(f"CDCLAB_BUNDLED_DAGS must be true or false, got {value!r}")
+        return value in ("true", "1", "yes", "on")
+
+    def dag_bundles(self) -> list[dict[str, object]]:
+        """Airflow's DAG bundles: ``dags-folder`` (the bundled DAGs, ``dags/``) and ``user-dags``."""
+        local = "airflow.dag_processing.bundles.local.LocalDagBundle"
+        bundles: list[dict[str, object]] = []
+        if self.bundled_dags:
+            bundles.append({"name": "dags-folder", "classpath": local, "kwargs": {}})
+        if self.user_dags is not None:
+            if not self.user_dags.is_dir():
+                raise FileNotFoundError(f"CDCLAB_USER_DAGS={self.user_dags} is not a folder")
+            bundles.append({"name": "user-dags", "classpath": local, "kwargs": {"path": str(self.user_dags)}})
+        if not bundles:
+            raise ValueError("CDCLAB_BUNDLED_DAGS=false needs CDCLAB_USER_DAGS (a folder of your DAGs)")
+        return bundles
+
+    def _user_dag_env(self) -> dict[str, str]:
+        """Only set when the user configured something: the default lab's environment is unchanged."""
+        env: dict[str, str] = {}
+        if self.user_dags is not None or not self.bundled_dags:
+            env["AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST"] = json.dumps(self.dag_bundles())
+        if self.user_pythonpath:
+            inherited = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+            env["PYTHONPATH"] = os.pathsep.join([*map(str, self.user_pythonpath), *inherited])
+        return env
+
     # ---- environment handed to services and DAGs -------------------------------------------
     def airflow_connections(self) -> dict[str, str]:
         """``AIRFLOW_CONN_*`` variables: the only way DAGs learn addresses and logins."""
@@ -257,6 +304,7 @@ class LabConfig:
             "AIRFLOW__CORE__ALLOWED_DESERIALIZATION_CLASSES_REGEXP": r"(airflow|cdclab)\..*",
             "CDCLAB_ROOT": str(self.root),
             **self.airflow_connections(),
+            **self._user_dag_env(),
         }
 
     def service_env(self) -> dict[str, str]:

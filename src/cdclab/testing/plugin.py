@@ -1,0 +1,368 @@
+"""The cdclab pytest plugin: the lab as an integration-test harness for your own pipelines.
+
+Installed with the ``cdclab`` package, pytest loads it through the ``pytest11`` entry point
+(``-p no:cdclab`` turns it off). It exports the lab's Airflow environment (``AIRFLOW_HOME``, the
+metadata database, ``AIRFLOW_CONN_*``) when pytest starts, before a test imports Airflow, so
+``dag.test()`` runs against the lab's own metadata database and DAGs find the lab's connections.
+
+Fixtures (docs/harness.md has an example of each):
+- ``lab`` (session): the running lab's :class:`~cdclab.lab.config.LabConfig`; reuses a healthy lab or
+  starts one (compose: testcontainers' ``DockerCompose``; native: the native launcher). A lab that
+  stays unhealthy fails the test with each unhealthy service's log tail, never skips it.
+- ``names``: per-test unique names for tables, topics, consumer groups and buckets.
+- ``shop_db``, ``warehouse_db``: psycopg2 connections in **autocommit** mode (each statement is its
+  own transaction, visible to Debezium and DAG runs at once), closed afterwards.
+- ``workload``: a factory of deterministic shop changes in a test-owned id range, with their expected
+  end state; the id ranges are deleted afterwards.
+- ``kafka_topic``: a new topic (1 partition), deleted afterwards.
+- ``s3_bucket``: a new MinIO bucket, emptied and deleted afterwards; ``s3`` is a boto3 client.
+- ``cdc_fence``: ``cdc_fence()`` blocks until Debezium has published every change committed so far.
+- ``run_dag``: ``run_dag(dag_or_path, logical_date=..., conf=..., via="test"|"scheduler")``.
+- ``assert_tables_equal``: ``assert_tables_equal("shop:public.x", "warehouse:core.x", key="id")``.
+
+A failed test that used ``lab`` prints the log tails of the services named by the test module's
+``LOG_SERVICES`` list (default: connect and airflow-scheduler).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import pytest
+
+from cdclab.lab.config import LabConfig
+from cdclab.testing import dags as _dags
+from cdclab.testing import tables as _tables
+from cdclab.testing.fence import cdc_fence as _fence
+
+DEFAULT_LOG_SERVICES = ["connect", "airflow-scheduler"]
+_CONFIG: LabConfig | None = None
+_CONFIG_ERROR: Exception | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _CONFIG, _CONFIG_ERROR
+    try:
+        _CONFIG = LabConfig.load()
+    except Exception as exc:  # reported by the first fixture that needs the lab, as a failure
+        _CONFIG_ERROR = exc
+        return
+    os.environ.update(_CONFIG.airflow_env())
+    os.environ.setdefault("TZ", "UTC")
+
+
+def lab_config() -> LabConfig:
+    """The lab's configuration; a clear failure when pytest cannot find the lab."""
+    if _CONFIG is None:
+        raise pytest.fail.Exception(
+            f"cdclab: cannot load the lab's configuration ({_CONFIG_ERROR}); set CDCLAB_ROOT to a cdclab "
+            "checkout (the folder holding infra/versions.env)"
+        )
+    return _CONFIG
+
+
+# --------------------------------------------------------------------------------------------------
+# the lab
+
+
+def print_logs(cfg: LabConfig, services: Sequence[str], lines: int = 40) -> None:
+    """The last lines of each service's log, from whichever backend runs the lab."""
+    from cdclab.lab.backend import backend
+
+    lab = backend(cfg)
+    for name in services:
+        try:
+            text = lab.logs(name, lines)
+        except Exception as exc:  # a failing log read must not hide the test's own failure
+            text = f"(could not read the log: {exc})"
+        print(f"\n==> last lines of {name} ({lab.name}) <==\n{text}")
+
+
+def wait_for_dag_processor(cfg: LabConfig, timeout: float = 300) -> None:
+    """Wait until the dag-processor has registered every file of the lab's dags/ and of the user's DAG
+    folder (``CDCLAB_USER_DAGS``), if set (a fresh lab parses them in its first minute). ``dag.test()`` writes the same ``dag`` rows; racing the first parse fails
+    with a duplicate key on ``dag_id``."""
+    import psycopg2
+
+    folders = ([cfg.root / "dags"] if cfg.bundled_dags else []) + ([cfg.user_dags] if cfg.user_dags else [])
+    expected = sum(len(list(folder.glob("*.py"))) for folder in folders)
+    deadline = time.monotonic() + timeout
+    count = 0
+    while time.monotonic() < deadline:
+        conn = psycopg2.connect(cfg.pg_dsn("airflow"))
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT count(*) FROM dag WHERE NOT is_stale")
+                count = cur.fetchone()[0]
+        finally:
+            conn.close()
+        if count >= expected:
+            return
+        time.sleep(3)
+    print(f"\ncdclab: the dag-processor registered {count} of {expected} DAG files in {timeout:.0f} s")
+
+
+def _unhealthy(rows: list[tuple[str, str, str]]) -> list[str]:
+    return [r[0] for r in rows if not r[2].startswith(("healthy", "RUNNING")) and r[0][0] != " "]
+
+
+@pytest.fixture(scope="session")
+def lab(request: pytest.FixtureRequest) -> Iterator[LabConfig]:
+    """The running lab, through the backend interface (src/cdclab/lab/backend.py).
+
+    A healthy lab is reused as it is. Otherwise: under compose, testcontainers' ``DockerCompose``
+    starts compose.yaml with the env files (``up --build --wait``) and stops what it started at the
+    end of the session; under native, the native launcher starts it (and leaves it running, as
+    ``make up`` would). A lab still unhealthy then fails the test: the unhealthy services, their log
+    tails and the status table.
+    """
+    from cdclab.lab.backend import ComposeBackend, all_healthy, backend, format_table
+
+    cfg = lab_config()
+    lab = backend(cfg)
+    started = None
+    if not all_healthy(lab.status()):
+        if isinstance(lab, ComposeBackend):
+            from cdclab.lab.backend import testcontainers_compose
+
+            reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+
+            def echo(line: str) -> None:  # past pytest's capture, so a first start shows progress
+                if reporter is not None:
+                    reporter.write_line(line)
+                else:
+                    print(line, flush=True)
+
+            echo("cdclab: no healthy lab; testcontainers starts compose.yaml (up --build --wait)")
+            started = testcontainers_compose(cfg, echo)
+            try:
+                started.start()
+            except Exception:
+                stdout, stderr = started.get_logs()
+                print("\n".join((stdout + stderr).splitlines()[-200:]))
+                raise
+        else:
+            lab.up()
+    rows = lab.status()
+    if not all_healthy(rows):
+        bad = _unhealthy(rows)
+        print_logs(cfg, bad)
+        pytest.fail(f"the lab ({lab.name}) is not healthy: {', '.join(bad)}\n" + format_table(rows))
+    wait_for_dag_processor(cfg)
+    yield cfg
+    if started is not None:
+        started.stop(down=True)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:
+    outcome: Any = yield
+    report = outcome.get_result()
+    uses_lab = "lab" in getattr(item, "fixturenames", ()) or item.get_closest_marker("integration")
+    if report.when == "call" and report.failed and uses_lab and _CONFIG is not None:
+        module = getattr(item, "module", None)
+        print_logs(_CONFIG, getattr(module, "LOG_SERVICES", DEFAULT_LOG_SERVICES))
+
+
+# --------------------------------------------------------------------------------------------------
+# names and connections
+
+
+class Names:
+    """Per-test names: tables, topics and consumer groups that no other test uses."""
+
+    def __init__(self, test_name: str) -> None:
+        slug = re.sub(r"[^a-z0-9]+", "_", test_name.lower()).strip("_")[-24:].strip("_")
+        self.suffix = f"{slug}_{uuid.uuid4().hex[:6]}"
+
+    def __call__(self, prefix: str) -> str:
+        return f"{prefix}_{self.suffix}"[:63]
+
+
+@pytest.fixture
+def names(request: pytest.FixtureRequest) -> Names:
+    return Names(request.node.name)
+
+
+def _connect(cfg: LabConfig, database: str) -> Any:
+    import psycopg2
+
+    conn = psycopg2.connect(cfg.pg_dsn(database))
+    conn.autocommit = True
+    return conn
+
+
+@pytest.fixture
+def shop_db(lab: LabConfig) -> Iterator[Any]:
+    """The shop (source) database, autocommit."""
+    conn = _connect(lab, "shop")
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+def warehouse_db(lab: LabConfig) -> Iterator[Any]:
+    """The warehouse (target) database, autocommit."""
+    conn = _connect(lab, "warehouse")
+    yield conn
+    conn.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# workload
+
+
+class LabWorkload:
+    """A :class:`~cdclab.workload.Workload` bound to the shop database: apply it, read its end state."""
+
+    def __init__(self, conn: Any, spec: Any) -> None:
+        self.conn = conn
+        self.spec = spec
+
+    @property
+    def id_range(self) -> tuple[int, int]:
+        return self.spec.id_range
+
+    def apply(self, start: int = 0, stop: int | None = None, **kwargs: Any) -> Any:
+        """Apply operations ``start .. stop-1`` (:func:`cdclab.workload.run_workload`)."""
+        from cdclab import workload as wk
+
+        return wk.run_workload(self.conn, self.spec, start=start, stop=stop, **kwargs)
+
+    def expected(self, table: str, upto: int | None = None) -> list[dict[str, Any]]:
+        """The rows the model says ``table`` holds in this id range after ``upto`` operations."""
+        from cdclab import workload as wk
+
+        return wk.expected_state(self.spec, upto)[table]  # type: ignore[index]
+
+    def actual(self, table: str) -> list[dict[str, Any]]:
+        """The rows Postgres holds for ``table`` in this id range (same columns as :meth:`expected`)."""
+        from cdclab import workload as wk
+
+        return wk.actual_state(self.conn, self.spec, table)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def workload(shop_db: Any, names: Names) -> Iterator[Callable[..., LabWorkload]]:
+    """``workload(seed=1, ops=100, **fields)``: a workload in an id range of its own (every call gets
+    another one); every range is deleted from the shop tables after the test."""
+    from cdclab import workload as wk
+
+    made: list[LabWorkload] = []
+
+    def make(seed: int = 1, ops: int = 100, **fields: Any) -> LabWorkload:
+        spec = wk.Workload(seed=seed, ops=ops, id_base=wk.id_base_for(names(f"wl{len(made)}")), **fields)
+        made.append(LabWorkload(shop_db, spec))
+        return made[-1]
+
+    yield make
+    for w in reversed(made):
+        wk.reset_range(shop_db, w.spec)
+
+
+# --------------------------------------------------------------------------------------------------
+# Kafka and MinIO
+
+
+@pytest.fixture
+def kafka_topic(lab: LabConfig, names: Names) -> Iterator[str]:
+    """A new topic with one partition, deleted after the test."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": lab.kafka_bootstrap})
+    topic = names("topic")
+    for future in admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)]).values():
+        future.result(30)
+    yield topic
+    for future in admin.delete_topics([topic], operation_timeout=30).values():
+        future.result(60)
+
+
+@pytest.fixture
+def s3(lab: LabConfig) -> Any:
+    """A boto3 S3 client for the lab's MinIO."""
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=lab.minio_url,
+        aws_access_key_id=lab["MINIO_ROOT_USER"],
+        aws_secret_access_key=lab["MINIO_ROOT_PASSWORD"],
+        region_name="us-east-1",
+    )
+
+
+@pytest.fixture
+def s3_bucket(s3: Any, names: Names) -> Iterator[str]:
+    """A new MinIO bucket, emptied and deleted after the test."""
+    bucket = names("bkt").replace("_", "-")[:63].strip("-")
+    s3.create_bucket(Bucket=bucket)
+    yield bucket
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+        if keys:
+            s3.delete_objects(Bucket=bucket, Delete={"Objects": keys})
+    s3.delete_bucket(Bucket=bucket)
+
+
+# --------------------------------------------------------------------------------------------------
+# CDC, DAG runs, comparisons
+
+
+@pytest.fixture
+def cdc_fence(lab: LabConfig) -> Callable[..., str]:
+    """``cdc_fence(timeout=180)``: returns once Debezium has published every change committed in
+    ``shop`` before the call (see :mod:`cdclab.testing.fence`)."""
+
+    def fence(timeout: float = 180) -> str:
+        return _fence(lab, timeout=timeout)
+
+    return fence
+
+
+@pytest.fixture
+def run_dag(lab: LabConfig) -> Callable[..., _dags.DagRunResult]:
+    """``run_dag(dag_or_path, logical_date=None, conf=None, via="test", expect="success", dag_id=None)``:
+    one DAG run; returns a :class:`~cdclab.testing.dags.DagRunResult` (state, tasks with states and
+    logs); fails with the task states and the failed tasks' log tails when the state is not ``expect``."""
+
+    def run(
+        dag: Any,
+        logical_date: Any = None,
+        conf: dict[str, Any] | None = None,
+        *,
+        via: _dags.Via = "test",
+        expect: str | None = "success",
+        dag_id: str | None = None,
+        timeout: float = 600,
+    ) -> _dags.DagRunResult:
+        __tracebackhide__ = True
+        return _dags.run_dag(
+            lab, dag, logical_date, conf, via=via, expect=expect, dag_id=dag_id, timeout=timeout
+        )
+
+    return run
+
+
+@pytest.fixture
+def assert_tables_equal(lab: LabConfig) -> Callable[..., _tables.TableDiff]:
+    """``assert_tables_equal(source, target, key="id", columns=None)``: tables as
+    ``"database:schema.table"`` (a lab database), ``(connection, "schema.table")`` or lists of dict rows."""
+
+    def check(
+        source: _tables.TableRef,
+        target: _tables.TableRef,
+        key: str | Sequence[str] = "id",
+        columns: Sequence[str] | None = None,
+    ) -> _tables.TableDiff:
+        __tracebackhide__ = True
+        return _tables.assert_tables_equal(
+            source, target, key, columns, connect=lambda database: _connect(lab, database)
+        )
+
+    return check

@@ -1,0 +1,129 @@
+"""The harness plugin's pure parts: the table diff and its message, DAG references that do not parse."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from cdclab.testing import dags, tables
+from cdclab.testing.tables import DuplicateKeyError, TablesDiffer, diff_rows, format_diff
+
+
+def _rows(*specs: tuple[int, str, str]) -> list[dict[str, object]]:
+    return [{"id": i, "tier": tier, "email": email} for i, tier, email in specs]
+
+
+def test_equal_tables_give_an_empty_diff_whatever_the_row_order() -> None:
+    source = _rows((1, "basic", "a@x"), (2, "gold", "b@x"))
+    diff = diff_rows(source, list(reversed(source)), key="id")
+    assert diff.equal
+    assert (diff.source_count, diff.target_count) == (2, 2)
+
+
+def test_the_diff_counts_missing_extra_and_changed_rows_and_lists_changed_columns() -> None:
+    source = _rows((1, "basic", "a@x"), (2, "gold", "b@x"), (3, "basic", "c@x"), (4, "basic", "d@x"))
+    target = _rows((1, "basic", "a@x"), (2, "basic", "b@x"), (4, "basic", "D@x"), (9, "gold", "z@x"))
+    diff = diff_rows(source, target, key="id")
+    assert diff.missing == [(3,)]
+    assert diff.extra == [(9,)]
+    assert diff.changed == [((2,), {"tier": ("gold", "basic")}), ((4,), {"email": ("d@x", "D@x")})]
+
+    message = format_diff(diff, "shop:public.c", "warehouse:core.c")
+    assert message.splitlines() == [
+        "shop:public.c and warehouse:core.c differ (key id; compared 2 column(s): tier, email)",
+        "  4 source row(s), 4 target row(s): 1 missing, 1 extra, 2 changed",
+        "  missing in the target: id=3",
+        "  extra in the target: id=9",
+        "  changed (source -> target):",
+        "    id=2:",
+        "      tier  'gold' -> 'basic'",
+        "    id=4:",
+        "      email  'd@x' -> 'D@x'",
+    ]
+
+
+def test_only_the_given_columns_are_compared_and_composite_keys_are_named_column_by_column() -> None:
+    source = [{"order_id": 1, "line": 2, "qty": 1, "price": Decimal("9.50")}]
+    target = [{"order_id": 1, "line": 2, "qty": 5, "price": Decimal("9.5")}]
+    assert diff_rows(source, target, key=("order_id", "line"), columns=["price"]).equal
+    diff = diff_rows(source, target, key=("order_id", "line"))
+    assert "    order_id=1, line=2:\n      qty  1 -> 5" in format_diff(diff)
+
+
+def test_a_long_diff_shows_the_first_keys_and_how_many_more() -> None:
+    source = [{"id": i, "v": i} for i in range(1, 31)]
+    target = [{"id": i, "v": -i} for i in range(1, 31)]
+    message = format_diff(diff_rows(source, target, key="id"))
+    assert "0 missing, 0 extra, 30 changed" in message
+    assert "id=10:" in message and "id=11:" not in message
+    assert "(and 20 more changed rows)" in message
+
+
+def test_a_duplicated_key_or_a_missing_column_is_an_error_not_a_diff() -> None:
+    with pytest.raises(DuplicateKeyError, match="target: key id=1 occurs more than once"):
+        diff_rows(_rows((1, "a", "x")), _rows((1, "a", "x"), (1, "b", "y")), key="id")
+    with pytest.raises(KeyError, match=r"no column\(s\) \['tier'\]"):
+        diff_rows(_rows((1, "a", "x")), [{"id": 1, "email": "x"}], key="id")
+
+
+def test_assert_tables_equal_on_rows_raises_the_formatted_diff() -> None:
+    with pytest.raises(TablesDiffer, match=r"1 missing, 0 extra, 0 changed") as info:
+        tables.assert_tables_equal(_rows((1, "a", "x")), [], key="id")
+    assert info.value.diff.missing == [(1,)]
+    with pytest.raises(ValueError, match=r"database:schema\.table"):
+        tables.assert_tables_equal("public.customers", [], key="id")
+
+
+def test_a_dag_file_that_does_not_parse_fails_with_the_file_and_the_error(tmp_path: Path) -> None:
+    broken = tmp_path / "broken_dag.py"
+    broken.write_text("from airflow.sdk import DAG\nraise RuntimeError('the DAG file is broken')\n")
+    with pytest.raises(dags.DagImportError) as info:
+        dags.load_dag(broken)
+    assert str(broken) in str(info.value)
+    assert "the DAG file is broken" in str(info.value)
+    with pytest.raises(dags.DagImportError, match="does not exist"):
+        dags.load_dag(tmp_path / "missing.py")
+
+
+def test_the_default_lab_sets_no_dag_bundles_and_a_user_folder_adds_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from cdclab.lab.config import LabConfig
+
+    for name in ("CDCLAB_USER_DAGS", "CDCLAB_USER_PYTHONPATH", "CDCLAB_BUNDLED_DAGS"):
+        monkeypatch.delenv(name, raising=False)
+    env = LabConfig.load().airflow_env()
+    assert "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST" not in env, "the default lab is unchanged"
+
+    (tmp_path / "dags").mkdir()
+    monkeypatch.setenv("CDCLAB_USER_DAGS", str(tmp_path / "dags"))
+    monkeypatch.setenv("CDCLAB_USER_PYTHONPATH", str(tmp_path / "src"))
+    env = LabConfig.load().airflow_env()
+    bundles = json.loads(env["AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST"])
+    assert [b["name"] for b in bundles] == ["dags-folder", "user-dags"]
+    assert bundles[1]["kwargs"] == {"path": str(tmp_path / "dags")}
+    assert env["PYTHONPATH"].split(":")[0] == str(tmp_path / "src")
+
+    monkeypatch.setenv("CDCLAB_BUNDLED_DAGS", "false")
+    bundles = json.loads(LabConfig.load().airflow_env()["AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST"])
+    assert [b["name"] for b in bundles] == ["user-dags"]
+
+
+def test_bad_user_dag_settings_are_clear_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cdclab.lab.config import LabConfig
+
+    monkeypatch.delenv("CDCLAB_USER_DAGS", raising=False)
+    monkeypatch.setenv("CDCLAB_BUNDLED_DAGS", "false")
+    with pytest.raises(ValueError, match="CDCLAB_BUNDLED_DAGS=false needs CDCLAB_USER_DAGS"):
+        LabConfig.load().airflow_env()
+    monkeypatch.setenv("CDCLAB_BUNDLED_DAGS", "maybe")
+    with pytest.raises(ValueError, match="must be true or false"):
+        LabConfig.load().airflow_env()
+    monkeypatch.setenv("CDCLAB_BUNDLED_DAGS", "true")
+    monkeypatch.setenv("CDCLAB_USER_DAGS", str(tmp_path / "nope"))
+    with pytest.raises(FileNotFoundError, match="is not a folder"):
+        LabConfig.load().airflow_env()
