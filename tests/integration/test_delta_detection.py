@@ -104,7 +104,9 @@ def _load(shop_db, src, since):
     return ids(result), delta.next_watermark(since, result)
 
 
-def test_a_transaction_open_across_a_load_that_writes_the_table_later_is_not_missed(lab, shop_db, src) -> None:
+def test_a_transaction_open_across_a_load_that_writes_the_table_later_is_not_missed(
+    lab, shop_db, src
+) -> None:
     """A long transaction starts (``now()`` = its start), touches nothing yet, and inserts into ``src``
     only after a load has run; it commits after that load. A row stamped later commits first. The rows
     of both loads together are every row: the open transaction held the first load's bound back even
