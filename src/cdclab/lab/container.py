@@ -41,7 +41,7 @@ def serve(cfg: LabConfig, name: str) -> None:
     if name in AIRFLOW:
         env = cfg.service_env()
         airflow = shutil.which("airflow", path=env.get("PATH")) or "airflow"
-        os.execvpe(airflow, [airflow, name.removeprefix("airflow-")], env)
+        os.execvpe(airflow, native.airflow_command(airflow, name.removeprefix("airflow-")), env)
     raise SystemExit(f"cdclab: no such lab service to serve: {name!r}")
 
 

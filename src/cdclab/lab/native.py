@@ -948,8 +948,10 @@ class PartnerAPI(Service):
 class Airflow(Service):
     """One Airflow 3 component run from this virtual environment's ``airflow`` command."""
 
+    PORTS = {"api-server": ("airflow",), "scheduler": ("airflow_scheduler_health",)}
+
     def __init__(self, component: str, timeout: float = 180) -> None:
-        super().__init__(f"airflow-{component}", ("airflow",) if component == "api-server" else (), timeout)
+        super().__init__(f"airflow-{component}", self.PORTS.get(component, ()), timeout)
         self.component = component
 
     def address(self, cfg: LabConfig) -> str:
@@ -962,13 +964,20 @@ class Airflow(Service):
         return self.component == "api-server" or self.pid(cfg) is not None
 
     def start(self, cfg: LabConfig) -> None:
-        airflow = str(Path(sys.executable).parent / "airflow")
         if self.component == "api-server":
             prepare_airflow(cfg)
-            self.check_ports_free(cfg)
+        self.check_ports_free(cfg)
         progress(f"airflow: starting {self.component}")
-        pid = self.spawn(cfg, [airflow, self.component])
+        pid = self.spawn(cfg, airflow_command(str(Path(sys.executable).parent / "airflow"), self.component))
         self.wait_ready(cfg, pid)
+
+
+def airflow_command(airflow: str, component: str) -> list[str]:
+    """The command line of an Airflow component. The scheduler and the triggerer run without their log
+    servers: Airflow's ``serve_logs`` listens on every interface and has no host setting, and with the
+    LocalExecutor the api-server reads task and trigger logs from the shared log folder anyway."""
+    skip = ["--skip-serve-logs"] if component in ("scheduler", "triggerer") else []
+    return [airflow, component, *skip]
 
 
 def airflow_component_healthy(cfg: LabConfig, component: str) -> bool:
@@ -990,11 +999,21 @@ def airflow_component_healthy(cfg: LabConfig, component: str) -> bool:
     return isinstance(part, dict) and part.get("status") == "healthy"
 
 
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by its owner only (0600), also when the file existed before."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+
+
 def prepare_airflow(cfg: LabConfig) -> None:
     home = cfg.state / "airflow"
     home.mkdir(parents=True, exist_ok=True)
-    pw = home / "passwords.json"
-    pw.write_text(json.dumps({cfg["AIRFLOW_ADMIN_USER"]: cfg["AIRFLOW_ADMIN_PASSWORD"]}))
+    cfg.airflow_secrets()  # generated at the first up, kept in the state directory
+    write_private(
+        home / "passwords.json", json.dumps({cfg["AIRFLOW_ADMIN_USER"]: cfg["AIRFLOW_ADMIN_PASSWORD"]})
+    )
     progress("airflow: migrating the metadata database (airflow db migrate)")
     airflow = str(Path(sys.executable).parent / "airflow")
     out = subprocess.run([airflow, "db", "migrate"], capture_output=True, text=True, env=cfg.service_env())
