@@ -372,7 +372,9 @@ class Postgres(Service):
         # postmaster.pid is Postgres' own lock file (it checks it at start): only a postgres server
         # on this data directory is ours, a reused pid is not
         cmdline = proc_cmdline(pid) or []
-        ours = any(os.path.basename(p) == "postgres" for p in cmdline[:1]) and str(cfg.pg_data) in cmdline
+        ours = any(os.path.basename(p) == "postgres" for p in cmdline[:1]) and any(
+            str(cfg.pg_data).rstrip("/") in part for part in cmdline
+        )
         return pid if pid_alive(pid) and ours else None
 
     def healthy(self, cfg: LabConfig) -> bool:
