@@ -5,6 +5,11 @@ a readiness check with a timeout, and on failure a :class:`ServiceError` that na
 log file and the log's last lines. ``up`` is idempotent (a healthy service is left alone) and, when a
 service fails to start, stops what this call started, so nothing is left half-started.
 
+Only processes the launcher started are ever signalled: next to each pid file a record
+(``<name>.pid.json``, :class:`ProcessRecord`) keeps the process's start time (``/proc/<pid>/stat``
+field 22) and command line. A pid file whose process is not that one any more (the pid was reused) is
+removed and the process left alone. Every server binds ``LAB_HOST`` (127.0.0.1).
+
 What must already be on the machine (``infra/native/bootstrap.sh`` installs it): PostgreSQL server
 binaries with wal2json, Java 17+, the Kafka/Connect/Debezium jars under the cache, the MinIO binary,
 and this virtual environment (Airflow).
