@@ -257,7 +257,11 @@ class Service:
             return None
         record = read_record(cfg, self.name)
         if record is None or record.pid != pid or not record.is_running():
-            why = "has no start record" if record is None or record.pid != pid else "is another process now"
+            why = (
+                f"has no start record (a lab started by an older cdclab? then stop it yourself: kill {pid})"
+                if record is None or record.pid != pid
+                else "is another process now"
+            )
             print(
                 f"  ! {self.name}: {path} points at pid {pid}, which {why} (command line "
                 f"{' '.join(proc_cmdline(pid) or [])!r}): removed the stale pid file, left the process alone",
