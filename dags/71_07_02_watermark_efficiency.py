@@ -19,10 +19,13 @@ so adjacent intervals neither overlap nor leave a gap) reads one interval's rows
 and scan the table, because "everything after start" is a large share when the load lags behind. The
 record shows both plans and row counts side by side.
 
-**Update strategies.** ``load`` reads the closed window in keyset order, upserts it into the target
-guarded by ``updated_at`` (an older version never overwrites a newer one) and stores the window end as
-the watermark in the same warehouse transaction (``state.watermarks``, compare-and-set): the next run
-starts exactly where this one ended.
+**Update strategies.** ``load`` reads the closed window in keyset order (``cdclab.delta``), upserts it
+into the target guarded by ``updated_at`` (an older version never overwrites a newer one) and stores the
+window end as the watermark in the same warehouse transaction (``state.watermarks``, compare-and-set): the
+next run starts exactly where this one ended. The end is held back to the start of the oldest transaction
+still open in the shop (``delta.read_upper_bound``): ``updated_at`` is a transaction's *start*, so a long
+transaction commits rows stamped inside a window that is already read; the watermark stops before them
+and the next run reads from the watermark (or its window start, whichever is earlier).
 
 Observe: ``SELECT variant, rows_read, details->'plan'->'scan_nodes', details->'plan'->'shared_hit',
 details->'plan'->'plan_rows', details->'plan'->'actual_rows' FROM state.perf_runs WHERE experiment =
@@ -185,7 +188,7 @@ def watermark_efficiency() -> None:
     def load(params: dict[str, Any], dag_run: Any = None) -> dict[str, Any]:
         from airflow.sdk import get_current_context
 
-        from cdclab import perf, state, upsert
+        from cdclab import delta, perf, state, upsert
         from cdclab.db import SHOP, WAREHOUSE, connect
         from cdclab.intervals import run_interval
 
@@ -193,19 +196,22 @@ def watermark_efficiency() -> None:
 
         source, target = params["source_table"], params["target_table"]
         key = f"{params['experiment']}/{source}->{target}"
-        start, end = iv.start, iv.end
         shop, wh = connect(SHOP), connect(WAREHOUSE)
         try:
             with perf.Stopwatch() as sw:
-                with shop.cursor() as cur:
-                    cur.execute(_window_query(source, "closed"), {"start": start, "end": end})
-                    names = [d.name for d in cur.description]
-                    rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
-                shop.rollback()
                 store = state.TableWatermarkStore(wh)
+                old = store.read(key, "timestamptz")
+                # from the watermark (or the window start, whichever is earlier: a watermark held back by
+                # an open transaction) to the window end, held back to the oldest open transaction's start
+                start = iv.start if old is None else min(old, iv.start)
+                end = delta.read_upper_bound(shop, iv.end)
+                result = delta.read_timestamp_delta(
+                    shop, source, cursor_column="updated_at", key_columns=KEY_COLUMNS, since=start, until=end
+                )
+                rows = result.rows
+                shop.rollback()
                 with wh:  # rows and watermark commit together
                     written = upsert.upsert_rows(wh, target, rows, KEY_COLUMNS, "updated_at")
-                    old = store.read(key, "timestamptz")
                     if old is None or end > old:
                         store.advance(
                             key, old, end, value_type="timestamptz", dag_id=DAG_ID, run_id=dag_run.run_id

@@ -6,7 +6,10 @@ A star schema fed from the shop every hour: ``dim_customer`` (SCD2), ``dim_produ
 changes with ``updated_at < H`` that the watermarks have not seen yet ([H-1h, H) on schedule).
 
 **Incremental facts.** The orders and order_items changed since their watermarks (``cdclab.delta``
-timestamp read, upper bound = the interval end) name the affected orders; all their lines are re-read
+timestamp read, upper bound = the interval end, held back to the start of the oldest transaction still
+open in the shop, ``delta.read_upper_bound``: ``updated_at`` is a transaction's start, so a long
+transaction commits rows stamped before a watermark the load would otherwise already have stored) name
+the affected orders; all their lines are re-read
 with one join on the source and upserted into the fact keyed ``(order_id, line_no)``. Each line carries
 the customer *version valid at ``ordered_at``* (``valid_from <= ordered_at < valid_to``) and the product's
 surrogate key. The watermarks (``state.watermarks``, one per source table) move in the same warehouse
@@ -59,8 +62,10 @@ def _read(shop: Any, wh: Any, params: dict[str, Any], source: str, until: Any) -
     key = _key(params, source)
     old = state.TableWatermarkStore(wh).read(key, "timestamptz")
     keys = ["order_id", "line_no"] if source == "items_table" else ["id"]
+    # never past a transaction still open in the shop: it commits rows stamped with its (earlier) start
+    bound = delta.read_upper_bound(shop, until)
     result = delta.read_timestamp_delta(
-        shop, params[source], cursor_column="updated_at", key_columns=keys, since=old, until=until
+        shop, params[source], cursor_column="updated_at", key_columns=keys, since=old, until=bound
     )
     shop.rollback()
     return key, old, result, delta.next_watermark(old, result)

@@ -2,7 +2,9 @@
 # 71.10.2 State management — persist, back up, restore and watch the state that says "where we are"
 
 A timestamp-incremental load appends every new row version of a source table to a change log
-(``staging.customer_changes_71_10_02``, key ``(id, version)``). Its watermark, plus the Kafka offsets of
+(``staging.customer_changes_71_10_02``, key ``(id, version)``). It reads up to now, held back to the start
+of the oldest transaction still open in the shop (``cdclab.delta.read_upper_bound``), so a long
+transaction that commits rows stamped with its early start is read by the next run, not skipped. Its watermark, plus the Kafka offsets of
 the groups in `consumer_groups`, are the pipeline's *state* (``cdclab.statebackup``).
 
 **Persistence options.** Airflow Variables and XCom are metadata-DB rows without history; the asset state
@@ -135,9 +137,9 @@ def state_management() -> None:
                 )
             store = state.TableWatermarkStore(wh)
             old = store.read(key, "timestamptz")
-            with shop.cursor() as cur:
-                cur.execute("SELECT now()")
-                upper = cur.fetchone()[0]
+            # now, held back to the start of the oldest transaction still open in the shop (it commits
+            # rows stamped with that start later): the watermark never passes a row not committed yet
+            upper = delta.read_upper_bound(shop)
             result = delta.read_timestamp_delta(
                 shop,
                 params["source_table"],

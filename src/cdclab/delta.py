@@ -7,8 +7,9 @@ Vocabulary:
 - *range*: the half-open ``[lower, upper)`` a read covers. ``lower`` is the stored watermark minus
   the *lookback*; it is **closed** (``>=``) because rows that share the watermark's timestamp may have
   committed after the previous read. ``upper`` is exclusive: the data interval's end, and never later
-  than the start of the oldest open transaction in the source (:func:`oldest_open_transaction_start`)
-  so the watermark never passes a transaction that has not committed yet.
+  than the start of the oldest transaction open in the source database (:func:`read_upper_bound`),
+  so the watermark never passes a transaction that has not committed yet — whichever table it
+  writes, and whether or not it has written anything so far.
 - *lookback* (overlap): how far before the watermark a read starts again. ``updated_at = now()`` is
   the *transaction's start*, so a long transaction that commits late writes a timestamp below a
   watermark already stored; a lookback longer than the longest transaction catches it. Rows read twice
@@ -403,31 +404,84 @@ def read_xmin_delta(
     return result
 
 
-def oldest_open_transaction_start(conn: Any, table: str | None = None) -> datetime | None:
-    """Start of the oldest open write transaction (other sessions) — on ``table`` when given — or None.
+# Sessions that never write a table row stamped with their own ``now()``: they do not hold a read back.
+_NON_WRITERS = ("walsender", "autovacuum worker", "autovacuum launcher")
 
-    Use ``min(data_interval_end, this)`` as the upper bound of an ``updated_at`` read: a row written
-    by a transaction that is still open carries a timestamp at or after its start, and the watermark
-    must not pass it. With ``table`` only transactions holding a write lock on that table count (a
-    writer keeps its ``RowExclusiveLock`` until it ends), so a long transaction elsewhere does not stall
-    this pipeline. Sessions of other roles are only visible with ``pg_read_all_stats``.
+
+class UnsafeReadBoundError(DeltaError):
+    """The read bound cannot be computed safely (a repeatable-read snapshot, a prepared transaction)."""
+
+
+def oldest_open_transaction_start(conn: Any, table: str | None = None) -> datetime | None:
+    """Start of the oldest transaction open in the source database (other sessions), or None.
+
+    ``updated_at = now()`` is the *transaction's start*: a transaction that began at ``T`` and commits
+    later writes rows stamped ``T`` that no read can see before the commit. Any open transaction may
+    still write to any table, even one it has not touched yet (it may hold no lock on it, and no xid if
+    it has only read so far), so every client transaction open in this database counts — not only those
+    holding a lock on the table or an xid. ``table`` is accepted for compatibility and ignored: counting
+    only the lock holders of the table let a transaction that began before the read, and wrote the
+    table after it, commit rows below a watermark already stored (issue 11, item 9).
+
+    The price: an idle-in-transaction session holds back every timestamp read of the database until it
+    ends (``idle_in_transaction_session_timeout`` is the server's remedy); the read is delayed, never
+    wrong. Sessions of other roles are only visible with ``pg_read_all_stats`` (the lab grants it to the
+    ``shop`` role); replication senders and autovacuum never stamp rows and are not counted.
+    Use :func:`read_upper_bound`, which also caps the bound at the moment of the check.
     """
+    del table  # see the docstring: every open transaction counts
+    return _open_transaction_bound(conn)[1]
+
+
+def read_upper_bound(conn: Any, until: datetime | None = None) -> datetime:
+    """The exclusive upper bound of an ``updated_at`` read that misses no row committed late.
+
+    ``min(until, check time, start of the oldest open transaction)`` where *check time* is the start of
+    the statement that looked at ``pg_stat_activity`` (``statement_timestamp()``) on ``conn``. Call it
+    right *before* the read, on the connection that reads, in READ COMMITTED (each later statement takes
+    a new snapshot). Why nothing is missed: a row stamped ``t < bound`` belongs to a transaction that
+    started at ``t``, before the check. If it was still open at the check, ``bound <= t``; so it had
+    ended before the check, and a snapshot taken after the check sees it (a transaction leaves
+    ``pg_stat_activity`` only after its commit is visible). A transaction that starts after the check
+    stamps ``t >= bound``. Storing the largest cursor read (or this bound) as the watermark is therefore
+    safe; the next read resumes at it (closed lower bound), with no lookback needed.
+
+    A repeatable-read or serializable transaction reads with the snapshot of its first statement, which
+    can predate the check: :class:`UnsafeReadBoundError`. So does a prepared transaction in this
+    database (its start time is unknown): commit or roll it back first (``COMMIT PREPARED 'gid'``).
+    """
+    if until is not None and (until.tzinfo is None or until.utcoffset() is None):
+        raise DeltaError(f"until={until!r} is naive; pass a timezone-aware datetime (UTC)")
+    checked_at, oldest = _open_transaction_bound(conn)
+    bound = checked_at if oldest is None else min(checked_at, oldest)
+    return bound if until is None else min(until, bound)
+
+
+def _open_transaction_bound(conn: Any) -> tuple[datetime, datetime | None]:
+    """``(statement_timestamp(), oldest open xact_start)`` from a fresh look at ``pg_stat_activity``."""
     with conn.cursor() as cur:
-        if table is None:
-            cur.execute(
-                "SELECT min(xact_start) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND pid <> pg_backend_pid() AND backend_xid IS NOT NULL"
-            )
-        else:
-            cur.execute(
-                "SELECT min(a.xact_start) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-                "WHERE l.locktype = 'relation' AND l.relation = %s::regclass AND l.pid <> pg_backend_pid() "
-                "AND l.mode IN ('RowExclusiveLock', 'ShareRowExclusiveLock', 'ExclusiveLock', "
-                "'AccessExclusiveLock')",
-                (ident(table).as_string(conn),),
-            )
-        value = cur.fetchone()[0]
-    return value
+        # pg_stat_activity is cached for the rest of a transaction after the first look: drop the cache,
+        # so a second call in the same transaction cannot use a picture older than its own timestamp
+        cur.execute("SELECT pg_stat_clear_snapshot()")
+        cur.execute(
+            "SELECT statement_timestamp(), current_setting('transaction_isolation'), "
+            "(SELECT min(xact_start) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid() AND xact_start IS NOT NULL AND backend_type <> ALL(%s)), "
+            "(SELECT string_agg(gid, ', ') FROM pg_prepared_xacts WHERE database = current_database())",
+            (list(_NON_WRITERS),),
+        )
+        checked_at, isolation, oldest, prepared = cur.fetchone()
+    if isolation != "read committed":
+        raise UnsafeReadBoundError(
+            f"the read bound needs READ COMMITTED, the connection runs {isolation.upper()}: its snapshot "
+            "may predate the check of open transactions; read in a READ COMMITTED transaction"
+        )
+    if prepared:
+        raise UnsafeReadBoundError(
+            f"prepared transaction(s) {prepared} are open in this database and their start is unknown, "
+            "so a timestamp read cannot be bounded safely; COMMIT PREPARED or ROLLBACK PREPARED them"
+        )
+    return checked_at, oldest
 
 
 def next_watermark(old: Any, result: DeltaResult) -> Any:

@@ -4,7 +4,8 @@ Vocabulary:
 - *pull*: one read of the rows of a source table whose cursor (``updated_at``) lies in
   ``[watermark, upper)``; ``watermark`` is the stored high watermark (``state.watermarks``, closed lower
   bound, so the rows stamped exactly at the watermark are read again and the consumer must be idempotent),
-  ``upper`` is the source's ``now()`` capped at the start of the oldest open transaction writing the table.
+  ``upper`` is the source's ``now()`` capped at the start of the oldest transaction open in the source
+  database (any table: :func:`cdclab.delta.oldest_open_transaction_start`).
 - *commit*: :func:`advance` moves the watermark by compare-and-set on the caller's warehouse connection,
   inside the transaction that writes the pulled rows, so data and watermark commit together or not at all.
 """

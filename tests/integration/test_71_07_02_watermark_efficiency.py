@@ -3,6 +3,8 @@ show a sequential scan without the index, an index scan with it, and the open ra
 
 from __future__ import annotations
 
+import pendulum
+import psycopg2
 import pytest
 
 from cdclab import perf, state
@@ -73,3 +75,42 @@ def test_closed_windows_load_each_interval_and_the_index_plan_is_used(shop_db, w
     )
     key = f"{exp}/{src}->{target}"
     assert state.TableWatermarkStore(warehouse_db).get_value(key) == hour(4)
+
+
+def test_a_transaction_open_across_a_run_commits_late_and_the_next_run_still_loads_it(
+    lab, shop_db, warehouse_db, setup
+) -> None:
+    """``updated_at`` is a transaction's start. A transaction opens, the run for the hour holding its
+    start passes while it is still open, then it inserts a row (stamped at its start, inside the hour
+    already read) and commits. The run held its watermark back at that start, so the next hour's run
+    reads the row: the target ends equal to the source."""
+    conf = setup
+    src, target = conf["source_table"], conf["target_table"]
+    execute(
+        shop_db,
+        f"CREATE TABLE {src} (id bigint PRIMARY KEY, updated_at timestamptz NOT NULL, payload text NOT NULL)",
+    )
+    writer = psycopg2.connect(lab.pg_dsn("shop"))
+    try:
+        with writer.cursor() as cur:
+            cur.execute("SELECT now()")  # the long transaction is open from here on
+            started = cur.fetchone()[0]
+        hour_start = pendulum.instance(started).start_of("hour")
+        execute(shop_db, f"INSERT INTO {src} VALUES (1, %s, 'committed before')", (hour_start,))
+        execute(shop_db, f"INSERT INTO {src} VALUES (3, now(), 'committed after its start')")
+        run_dag(DAG_ID, hour_start.add(hours=1), conf)  # the hour holding the open transaction's start
+        first = rows(warehouse_db, target, COLS)
+        key = f"{conf['experiment']}/{src}->{target}"
+        held_back = state.TableWatermarkStore(warehouse_db).get_value(key)
+        with writer.cursor() as cur:  # the long transaction writes the table only now, stamped `started`
+            cur.execute(f"INSERT INTO {src} VALUES (2, now(), 'long transaction')")
+        writer.commit()
+    finally:
+        writer.rollback()
+        writer.close()
+    run_dag(DAG_ID, hour_start.add(hours=2), conf)  # the next hour
+
+    assert [r[0] for r in first] == [1]
+    assert held_back <= started
+    assert [r[0] for r in rows(warehouse_db, target, COLS)] == [1, 2, 3]
+    assert rows(warehouse_db, target, COLS) == rows(shop_db, src, COLS)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import psycopg2
 import pytest
 
 from cdclab import state
@@ -167,3 +168,34 @@ def test_never_restore_reloads_from_the_beginning_and_the_change_log_key_absorbs
     dr = run_dag(DAG_ID, hour(3), {**conf, "restore": "force", "restore_version": 1})
     assert xcom(dr, "recover")["version"] == 1  # overwrite: the watermark goes back to v1's, rows re-read
     assert xcom(dr, "load") == {"read": 2, "appended": 0}  # rows 2 (v1's boundary) and 3
+
+
+def test_a_transaction_open_across_a_run_is_loaded_by_the_next_run(lab, shop_db, warehouse_db, setup) -> None:
+    """``updated_at`` is a transaction's start. A transaction opens; a row committed after that start is
+    read by the first run while the transaction is still open; then the transaction inserts a row (stamped
+    at its start, before the first run's newest row) and commits. The first run's watermark stopped at
+    the open transaction's start, so the second run reads the late row: nothing is missed."""
+    src, target, _, _, conf = setup
+    insert_customers(shop_db, src, [1])
+    writer = psycopg2.connect(lab.pg_dsn("shop"))
+    try:
+        with writer.cursor() as cur:
+            cur.execute("SELECT now()")  # the long transaction is open from here on
+            started = cur.fetchone()[0]
+        insert_customers(shop_db, src, [3])  # stamped after `started`, committed before the run
+        dr1 = run_dag(DAG_ID, hour(1), conf)
+        held_back = state.TableWatermarkStore(warehouse_db).get_value(wm_key(conf))
+        insert_customers(writer, src, [2])  # stamped `started`, committed after the run
+        writer.commit()
+    finally:
+        writer.rollback()
+        writer.close()
+    dr2 = run_dag(DAG_ID, hour(2), conf)
+
+    assert xcom(dr1, "load")["appended"] == 1  # row 3 waits: it is stamped after the open transaction
+    assert held_back < started
+    assert xcom(dr2, "load")["appended"] == 2
+    assert rows(warehouse_db, target, "id, version, tier, updated_at", "id") == rows(
+        shop_db, src, "id, version, tier, updated_at", "id"
+    )
+    assert [r[0] for r in rows(warehouse_db, target, "id", "id")] == [1, 2, 3]

@@ -79,17 +79,67 @@ def test_a_lookback_catches_a_transaction_that_committed_late(shop_db, src) -> N
 
 
 def test_the_oldest_open_transaction_bounds_the_read(lab, shop_db, src, lab_workload_paused) -> None:
+    """Every open transaction counts, whichever table it writes: it may write ``src`` later."""
     writer = psycopg2.connect(lab.pg_dsn("shop"))
     try:
         with writer.cursor() as cur:
             cur.execute(f"INSERT INTO {src} (id, name, updated_at) VALUES (1, 'open', now()) RETURNING now()")
             started = cur.fetchone()[0]
         assert delta.oldest_open_transaction_start(shop_db) <= started
-        assert delta.oldest_open_transaction_start(shop_db, src) == started
-        assert delta.oldest_open_transaction_start(shop_db, "public.customers") is None
+        assert delta.oldest_open_transaction_start(shop_db, src) <= started
+        assert delta.oldest_open_transaction_start(shop_db, "public.customers") <= started
+        assert delta.read_upper_bound(shop_db, T0) == T0  # an earlier `until` wins
+        assert delta.read_upper_bound(shop_db) <= started
     finally:
         writer.rollback()
         writer.close()
+
+
+def _load(shop_db, src, since):
+    """One timestamp load as the DAGs do it: bound, read, next watermark."""
+    until = delta.read_upper_bound(shop_db)
+    result = delta.read_timestamp_delta(
+        shop_db, src, cursor_column="updated_at", key_columns=["id"], since=since, until=until
+    )
+    return ids(result), delta.next_watermark(since, result)
+
+
+def test_a_transaction_open_across_a_load_that_writes_the_table_later_is_not_missed(
+    lab, shop_db, src
+) -> None:
+    """A long transaction starts (``now()`` = its start), touches nothing yet, and inserts into ``src``
+    only after a load has run; it commits after that load. A row stamped later commits first. The rows
+    of both loads together are every row: the open transaction held the first load's bound back even
+    though it held no lock on ``src`` and no xid when the load ran."""
+    insert(shop_db, src, [(1, "before", T0, 1)])
+    writer = psycopg2.connect(lab.pg_dsn("shop"))
+    try:
+        with writer.cursor() as cur:
+            cur.execute("SELECT now()")  # the transaction is open from here on
+            started = cur.fetchone()[0]
+        with shop_db.cursor() as cur:  # a row stamped after the open transaction's start commits first
+            cur.execute(f"INSERT INTO {src} (id, name, updated_at, seq) VALUES (2, 'later', now(), 2)")
+        first, watermark = _load(shop_db, src, None)
+        with writer.cursor() as cur:  # now the long transaction writes the table, stamped at its start
+            cur.execute(f"INSERT INTO {src} (id, name, updated_at, seq) VALUES (3, 'long', now(), 3)")
+        writer.commit()
+    finally:
+        writer.rollback()
+        writer.close()
+    second, _ = _load(shop_db, src, watermark)
+    assert first == [1]
+    assert watermark < started
+    assert sorted(set(first) | set(second)) == [1, 2, 3]
+
+
+def test_the_read_bound_refuses_a_repeatable_read_snapshot(lab, src) -> None:
+    conn = psycopg2.connect(lab.pg_dsn("shop"))
+    try:
+        conn.set_session(isolation_level="REPEATABLE READ")
+        with pytest.raises(delta.UnsafeReadBoundError, match="READ COMMITTED"):
+            delta.read_upper_bound(conn)
+    finally:
+        conn.close()
 
 
 @pytest.mark.parametrize("policy", ["raise", "include", "exclude"])

@@ -7,11 +7,13 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from cdclab.lab import native
 from cdclab.lab.backend import ComposeBackend, all_healthy, backend, format_table
+from cdclab.lab.config import read_env_file
 from cdclab.lab.native import ServiceError, http_json
 
 LOG_SERVICES = ["connect"]
@@ -183,3 +185,75 @@ def test_mariadb_writes_a_full_row_based_binlog(lab):
             assert cur.fetchone() == (1, "ROW", "FULL", "utf8mb4")
     finally:
         conn.close()
+
+
+def _listeners() -> list[tuple[str, int, set[int]]]:
+    """Every listening TCP socket on the machine: (address, port, pids owning it) from ``ss -ltnpH``."""
+    import re
+
+    out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, timeout=30, check=True).stdout
+    rows = []
+    for line in out.splitlines():
+        parts = line.split()
+        host, _, port = parts[3].rpartition(":")
+        rows.append(
+            (host.strip("[]").split("%")[0], int(port), {int(p) for p in re.findall(r"pid=(\d+)", line)})
+        )
+    assert rows, "ss listed no listening socket at all"
+    return rows
+
+
+def _descendants(roots: set[int]) -> set[int]:
+    """``roots`` and every process below them (by parent pid, from /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat_file.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat_file.parent.name))
+    found, todo = set(), list(roots)
+    while todo:
+        pid = todo.pop()
+        if pid not in found:
+            found.add(pid)
+            todo.extend(children.get(pid, []))
+    return found
+
+
+def _loopback(address: str) -> bool:
+    return address.startswith("127.") or address == "::1"
+
+
+def test_the_lab_listens_on_127_0_0_1_only(lab):
+    """Exposure (issue 11, item 6). On the host, every listener on a port of infra/ports.env is on the
+    loopback. Natively, every socket the lab's processes listen on is (``ss -ltnp`` matched to the
+    service pids and their children), the scheduler's health server listens on its ports.env port, and
+    no Airflow log server listens at all. Under compose, every published port is on 127.0.0.1."""
+    ports_env = read_env_file(lab.root / "infra" / "ports.env")
+    lab_ports = {int(v) for k, v in ports_env.items() if k.endswith("_PORT")}
+    listeners = _listeners()
+    exposed = [(a, p) for a, p, _ in listeners if p in lab_ports and not _loopback(a)]
+    assert not exposed, f"lab ports listening beyond the loopback: {exposed}"
+    lab_backend = backend(lab)
+    if isinstance(lab_backend, ComposeBackend):
+        published = [
+            (name, pub)
+            for name, c in lab_backend.containers().items()
+            for pub in (c.get("Publishers") or [])  # type: ignore[union-attr]
+            if pub.get("PublishedPort")
+        ]
+        internal = {"kafka_controller", "airflow_scheduler_health"}  # not published (test_compose.py)
+        wanted = {lab.port(k) for s in native.SERVICES for k in s.ports if k not in internal}
+        assert {pub["PublishedPort"] for _, pub in published} == wanted, published
+        assert all(pub["URL"] == "127.0.0.1" for _, pub in published), published
+        return
+    roots = {pid for svc in native.SERVICES if (pid := svc.pid(lab)) is not None}
+    assert len(roots) == len(native.SERVICES), roots
+    ours = _descendants(roots)
+    owned = [(a, p) for a, p, pids in listeners if pids & ours]
+    assert owned, "no listening socket matched the lab's processes (does ss -p see them?)"
+    assert [(a, p) for a, p in owned if not _loopback(a)] == [], owned
+    assert ("127.0.0.1", lab.port("airflow_scheduler_health")) in owned, owned
+    log_ports = {lab.port("airflow_worker_log"), lab.port("airflow_trigger_log")}
+    assert not [(a, p) for a, p in owned if p in log_ports], owned

@@ -36,8 +36,9 @@ IMAGES = {
     "mariadb": ("cdclab/mariadb", "MARIADB_MAJOR"),
 }
 LAB_IMAGE = ("cdclab/airflow", "AIRFLOW_VERSION")  # the project's image: Airflow and the lab's own services
-# ports a user needs, per native service (ports.env keys); the KRaft controller stays inside
-INTERNAL_PORTS = {"kafka_controller"}
+# ports a user needs, per native service (ports.env keys); the KRaft controller and the scheduler's
+# health check server stay inside
+INTERNAL_PORTS = {"kafka_controller", "airflow_scheduler_health"}
 
 
 def _compose_config() -> tuple[dict[str, Any], str]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -278,8 +279,53 @@ class LabConfig:
             "AIRFLOW_CONN_PARTNER_API": json.dumps({"conn_type": "http", "host": self.partner_api_url}),
         }
 
+    @property
+    def bind_host(self) -> str:
+        """The address servers listen on: ``LAB_HOST`` (127.0.0.1) natively; inside a container every
+        interface (``CDCLAB_BIND_HOST=0.0.0.0``), published by compose on 127.0.0.1 only."""
+        return os.environ.get("CDCLAB_BIND_HOST") or self.host
+
+    @property
+    def airflow_secrets_file(self) -> Path:
+        return self.state / "airflow" / "secrets.json"
+
+    def airflow_secrets(self) -> dict[str, str]:
+        """Airflow's secret keys for this install, generated once and kept in the state directory.
+
+        ``jwt_secret`` signs the API's tokens, ``secret_key`` the log servers' and the UI's requests.
+        No fernet key is set (Variables stay unencrypted in the metadata DB, as before): every process
+        that writes Variables would need the same key, and under compose the tests' ``dag.test()`` runs
+        on the host, which cannot read the ``lab-state`` volume. They are created at
+        the first ``up`` (the first call), mode 0600, never committed; ``make clean`` wipes them with the
+        state. Under compose every Airflow container reads the same file on the ``lab-state`` volume
+        (``airflow-init`` runs first). Creation is atomic (a hard link that fails if the file exists), so
+        two processes starting at once end up with the same keys.
+        """
+        path = self.airflow_secrets_file
+        try:
+            return dict(json.loads(path.read_text()))
+        except FileNotFoundError:
+            pass
+        path.parent.mkdir(parents=True, exist_ok=True)
+        keys = {
+            "jwt_secret": secrets.token_urlsafe(48),
+            "secret_key": secrets.token_urlsafe(32),
+        }
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as fh:
+                json.dump(keys, fh)
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another process created it first: use its keys
+        finally:
+            tmp.unlink(missing_ok=True)
+        return dict(json.loads(path.read_text()))
+
     def airflow_env(self) -> dict[str, str]:
         home = self.state / "airflow"
+        keys = self.airflow_secrets()
         return {
             "AIRFLOW_HOME": str(home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(self.root / "dags"),
@@ -291,16 +337,26 @@ class LabConfig:
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{self['AIRFLOW_ADMIN_USER']}:admin",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.pg_uri("airflow", scheme="postgresql+psycopg2"),
-            # inside a container the api-server listens on every interface (CDCLAB_BIND_HOST=0.0.0.0)
-            "AIRFLOW__API__HOST": os.environ.get("CDCLAB_BIND_HOST") or self.host,
+            # natively on 127.0.0.1 only; inside a container on every interface (CDCLAB_BIND_HOST=0.0.0.0)
+            "AIRFLOW__API__HOST": self.bind_host,
             "AIRFLOW__API__PORT": str(self.port("airflow")),
             "AIRFLOW__API__WORKERS": "1",
             "AIRFLOW__API__BASE_URL": self.airflow_public_url,
-            "AIRFLOW__API_AUTH__JWT_SECRET": self["AIRFLOW_JWT_SECRET"],
-            "AIRFLOW__API__SECRET_KEY": self["AIRFLOW_JWT_SECRET"],
+            "AIRFLOW__API_AUTH__JWT_SECRET": keys["jwt_secret"],
+            "AIRFLOW__API__SECRET_KEY": keys["secret_key"],
             "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.state / "logs" / "airflow-tasks"),
+            # the log servers (scheduler: worker logs, triggerer: trigger logs) would listen on every
+            # interface (Airflow's serve_logs has no host setting): the launchers start both components
+            # with --skip-serve-logs (native.airflow_command) and the UI reads the shared log folder; the
+            # ports stay set to ports.env so nothing falls back to an unlisted default
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(self.port("airflow_worker_log")),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(self.port("airflow_trigger_log")),
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
             "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST": self.bind_host,
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(
+                self.port("airflow_scheduler_health")
+            ),
             "AIRFLOW__CORE__ALLOWED_DESERIALIZATION_CLASSES_REGEXP": r"(airflow|cdclab)\..*",
             "CDCLAB_ROOT": str(self.root),
             **self.airflow_connections(),

@@ -28,8 +28,7 @@ def serve(cfg: LabConfig, name: str) -> None:
     if name == "maxwell":
         # the pid file the native launcher writes: MaxwellProducer.healthy() compares it with the
         # pid in the producer's status file
-        cfg.pid_file(name).parent.mkdir(parents=True, exist_ok=True)
-        cfg.pid_file(name).write_text(str(os.getpid()))
+        native.write_record(cfg, name, native.ProcessRecord.of(os.getpid(), [sys.executable, *sys.argv]))
         from cdclab.cdc import maxwell
 
         maxwell.main()
@@ -49,7 +48,7 @@ def serve(cfg: LabConfig, name: str) -> None:
     if name in AIRFLOW:
         env = cfg.service_env()
         airflow = shutil.which("airflow", path=env.get("PATH")) or "airflow"
-        os.execvpe(airflow, [airflow, name.removeprefix("airflow-")], env)
+        os.execvpe(airflow, native.airflow_command(airflow, name.removeprefix("airflow-")), env)
     raise SystemExit(f"cdclab: no such lab service to serve: {name!r}")
 
 

@@ -5,6 +5,11 @@ a readiness check with a timeout, and on failure a :class:`ServiceError` that na
 log file and the log's last lines. ``up`` is idempotent (a healthy service is left alone) and, when a
 service fails to start, stops what this call started, so nothing is left half-started.
 
+Only processes the launcher started are ever signalled: next to each pid file a record
+(``<name>.pid.json``, :class:`ProcessRecord`) keeps the process's start time (``/proc/<pid>/stat``
+field 22) and command line. A pid file whose process is not that one any more (the pid was reused) is
+removed and the process left alone. Every server binds ``LAB_HOST`` (127.0.0.1).
+
 What must already be on the machine (``infra/native/bootstrap.sh`` installs it): PostgreSQL server
 binaries with wal2json, Java 17+, the Kafka/Connect/Debezium jars under the cache, the MinIO binary,
 and this virtual environment (Airflow).
@@ -101,6 +106,101 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
+def proc_start_ticks(pid: int) -> int | None:
+    """When ``pid`` started, in clock ticks since boot (``/proc/<pid>/stat`` field 22), or None.
+
+    A pid is reused once its process is gone; ``(pid, start ticks)`` names one process for the whole
+    uptime of the machine."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # field 2 (comm) is in parentheses and may hold spaces: count the fields after its closing one
+    fields = text.rsplit(")", 1)[1].split()
+    try:
+        return int(fields[22 - 3])
+    except (IndexError, ValueError):
+        return None
+
+
+def proc_cmdline(pid: int) -> list[str] | None:
+    """The command line of ``pid`` (``/proc/<pid>/cmdline``), or None when it is gone."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return [part.decode(errors="replace") for part in raw.split(b"\0")[:-1]] if raw else []
+
+
+@dataclass(frozen=True)
+class ProcessRecord:
+    """What the launcher knows of a process it started, stored next to its pid file
+    (``<state>/run/<name>.pid.json``): the pid, its start time, the argv it was started with and the
+    command line the kernel reported just after the start."""
+
+    pid: int
+    start_ticks: int
+    argv: tuple[str, ...]
+    cmdline: tuple[str, ...]
+
+    @classmethod
+    def of(cls, pid: int, argv: Iterable[str]) -> ProcessRecord:
+        ticks = proc_start_ticks(pid)
+        if ticks is None:
+            raise ProcessLookupError(f"pid {pid} is gone before its start could be recorded")
+        return cls(pid, ticks, tuple(argv), tuple(proc_cmdline(pid) or ()))
+
+    def is_running(self) -> bool:
+        """The recorded process is alive: same pid, same start time, and the command line we started
+        (or, for a program that retitles itself with setproctitle, one that still names it)."""
+        if not pid_alive(self.pid) or proc_start_ticks(self.pid) != self.start_ticks:
+            return False
+        current = proc_cmdline(self.pid)
+        if current is None:
+            return False
+        if tuple(current) == self.cmdline:
+            return True
+        program = os.path.basename(self.argv[0]) if self.argv else ""
+        return bool(program) and any(program in part for part in current)
+
+
+def record_file(cfg: LabConfig, service: str) -> Path:
+    pid_file = cfg.pid_file(service)
+    return pid_file.with_name(pid_file.name + ".json")
+
+
+def write_record(cfg: LabConfig, service: str, record: ProcessRecord) -> None:
+    """Write the pid file and its record (the record first: a pid file is never without one)."""
+    pid_file = cfg.pid_file(service)
+    pid_file.parent.mkdir(parents=True, exist_ok=True)
+    record_file(cfg, service).write_text(
+        json.dumps(
+            {
+                "pid": record.pid,
+                "start_ticks": record.start_ticks,
+                "argv": list(record.argv),
+                "cmdline": list(record.cmdline),
+            }
+        )
+    )
+    pid_file.write_text(str(record.pid))
+
+
+def read_record(cfg: LabConfig, service: str) -> ProcessRecord | None:
+    try:
+        data = json.loads(record_file(cfg, service).read_text())
+        return ProcessRecord(
+            int(data["pid"]), int(data["start_ticks"]), tuple(data["argv"]), tuple(data["cmdline"])
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def forget(cfg: LabConfig, service: str) -> None:
+    cfg.pid_file(service).unlink(missing_ok=True)
+    record_file(cfg, service).unlink(missing_ok=True)
+
+
 def wait_for(
     check: Callable[[], bool], timeout: float, interval: float = 0.5, alive: Callable[[], bool] | None = None
 ) -> bool:
@@ -142,12 +242,39 @@ class Service:
         raise NotImplementedError
 
     def pid(self, cfg: LabConfig) -> int | None:
+        """The pid of the lab's running process, or None.
+
+        Only a process the launcher started counts: the pid file's record (:class:`ProcessRecord`) must
+        match the live process's start time and command line. A pid file whose pid is now another
+        program's (the lab's process died and the pid was reused), or that has no record, is removed;
+        that process is never signalled."""
         path = cfg.pid_file(self.name)
         try:
             pid = int(path.read_text().strip())
         except (OSError, ValueError):
             return None
-        return pid if pid_alive(pid) else None
+        if not pid_alive(pid):
+            return None
+        record = read_record(cfg, self.name)
+        if record is None or record.pid != pid or not record.is_running():
+            why = (
+                f"has no start record (a lab started by an older cdclab? then stop it yourself: kill {pid})"
+                if record is None or record.pid != pid
+                else "is another process now"
+            )
+            print(
+                f"  ! {self.name}: {path} points at pid {pid}, which {why} (command line "
+                f"{' '.join(proc_cmdline(pid) or [])!r}): removed the stale pid file, left the process alone",
+                file=sys.stderr,
+            )
+            forget(cfg, self.name)
+            return None
+        return pid
+
+    def instance(self, cfg: LabConfig) -> tuple[int, int | None] | None:
+        """``(pid, start ticks)`` of the lab's running process: changes whenever it is restarted."""
+        pid = self.pid(cfg)
+        return None if pid is None else (pid, proc_start_ticks(pid))
 
     def stop(self, cfg: LabConfig, timeout: float = 30.0) -> None:
         pid = self.pid(cfg)
@@ -162,7 +289,7 @@ class Service:
                 except ProcessLookupError:
                     pass
                 wait_for(lambda: not pid_alive(pid), 10)
-        cfg.pid_file(self.name).unlink(missing_ok=True)
+        forget(cfg, self.name)
 
     def check_ports_free(self, cfg: LabConfig) -> None:
         for key in self.ports:
@@ -197,7 +324,10 @@ class Service:
                 cwd=cwd or cfg.root,
                 start_new_session=True,
             )
-        cfg.pid_file(self.name).write_text(str(proc.pid))
+        try:
+            write_record(cfg, self.name, ProcessRecord.of(proc.pid, argv))
+        except ProcessLookupError:
+            pass  # it exited at once: wait_ready reports it with its log
         return proc.pid
 
     def wait_ready(self, cfg: LabConfig, pid: int | None = None) -> None:
@@ -248,7 +378,13 @@ class Postgres(Service):
             pid = int((cfg.pg_data / "postmaster.pid").read_text().splitlines()[0])
         except (OSError, ValueError, IndexError):
             return None
-        return pid if pid_alive(pid) else None
+        # postmaster.pid is Postgres' own lock file (it checks it at start): only a postgres server
+        # on this data directory is ours, a reused pid is not
+        cmdline = proc_cmdline(pid) or []
+        ours = any(os.path.basename(p) == "postgres" for p in cmdline[:1]) and any(
+            str(cfg.pg_data).rstrip("/") in part for part in cmdline
+        )
+        return pid if pid_alive(pid) and ours else None
 
     def healthy(self, cfg: LabConfig) -> bool:
         import psycopg2
@@ -850,8 +986,10 @@ class WorkloadService(Service):
 class Airflow(Service):
     """One Airflow 3 component run from this virtual environment's ``airflow`` command."""
 
+    PORTS = {"api-server": ("airflow",), "scheduler": ("airflow_scheduler_health",)}
+
     def __init__(self, component: str, timeout: float = 180) -> None:
-        super().__init__(f"airflow-{component}", ("airflow",) if component == "api-server" else (), timeout)
+        super().__init__(f"airflow-{component}", self.PORTS.get(component, ()), timeout)
         self.component = component
 
     def address(self, cfg: LabConfig) -> str:
@@ -864,13 +1002,20 @@ class Airflow(Service):
         return self.component == "api-server" or self.pid(cfg) is not None
 
     def start(self, cfg: LabConfig) -> None:
-        airflow = str(Path(sys.executable).parent / "airflow")
         if self.component == "api-server":
             prepare_airflow(cfg)
-            self.check_ports_free(cfg)
+        self.check_ports_free(cfg)
         progress(f"airflow: starting {self.component}")
-        pid = self.spawn(cfg, [airflow, self.component])
+        pid = self.spawn(cfg, airflow_command(str(Path(sys.executable).parent / "airflow"), self.component))
         self.wait_ready(cfg, pid)
+
+
+def airflow_command(airflow: str, component: str) -> list[str]:
+    """The command line of an Airflow component. The scheduler and the triggerer run without their log
+    servers: Airflow's ``serve_logs`` listens on every interface and has no host setting, and with the
+    LocalExecutor the api-server reads task and trigger logs from the shared log folder anyway."""
+    skip = ["--skip-serve-logs"] if component in ("scheduler", "triggerer") else []
+    return [airflow, component, *skip]
 
 
 def airflow_component_healthy(cfg: LabConfig, component: str) -> bool:
@@ -892,11 +1037,21 @@ def airflow_component_healthy(cfg: LabConfig, component: str) -> bool:
     return isinstance(part, dict) and part.get("status") == "healthy"
 
 
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by its owner only (0600), also when the file existed before."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+
+
 def prepare_airflow(cfg: LabConfig) -> None:
     home = cfg.state / "airflow"
     home.mkdir(parents=True, exist_ok=True)
-    pw = home / "passwords.json"
-    pw.write_text(json.dumps({cfg["AIRFLOW_ADMIN_USER"]: cfg["AIRFLOW_ADMIN_PASSWORD"]}))
+    cfg.airflow_secrets()  # generated at the first up, kept in the state directory
+    write_private(
+        home / "passwords.json", json.dumps({cfg["AIRFLOW_ADMIN_USER"]: cfg["AIRFLOW_ADMIN_PASSWORD"]})
+    )
     progress("airflow: migrating the metadata database (airflow db migrate)")
     airflow = str(Path(sys.executable).parent / "airflow")
     out = subprocess.run([airflow, "db", "migrate"], capture_output=True, text=True, env=cfg.service_env())
@@ -941,9 +1096,12 @@ def select(only: Iterable[str] | None) -> list[Service]:
 def up(cfg: LabConfig, only: Iterable[str] | None = None) -> list[tuple[str, str, str]]:
     """Start every service that is not healthy yet; on failure stop what this call started."""
     started: list[Service] = []
+    current: Service | None = None
+    before: tuple[int, int | None] | None = None
     t0 = time.monotonic()
     try:
         for svc in select(only):
+            current, before = svc, svc.instance(cfg)
             if svc.healthy(cfg) and svc.pid(cfg) is not None:
                 progress(f"{svc.name}: already healthy")
                 if svc.name in ("postgres", "mariadb"):
@@ -959,8 +1117,10 @@ def up(cfg: LabConfig, only: Iterable[str] | None = None) -> list[tuple[str, str
             started.append(svc)
             progress(f"{svc.name}: ready in {time.monotonic() - t:.1f}s")
     except BaseException:
-        # the failing service may have left a process behind before it raised
-        failing = [s for s in select(only) if s not in started and s.pid(cfg) is not None and s is svc]
+        # the failing service may have left a process behind before it raised: stop it only when this
+        # call started it (a new instance), never a process that ran before or one that is not ours
+        now = current.instance(cfg) if current is not None and current not in started else None
+        failing = [current] if current is not None and now is not None and now != before else []
         for svc in reversed(started + failing):
             try:
                 svc.stop(cfg)
