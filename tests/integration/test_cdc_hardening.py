@@ -80,7 +80,7 @@ def own_topic(lab: Any, made: Made, name: str, records: int, start: int = 0, siz
     producer = Producer({"bootstrap.servers": lab.kafka_bootstrap})
     for i in range(start, start + records):
         producer.produce(name, key=str(i).encode(), value=(f"{i}:" + "x" * size).encode())
-    assert producer.flush(30) == 0
+        assert producer.flush(30) == 0  # one record per record batch: a fetch can stop after any of them
     return name
 
 
@@ -377,8 +377,9 @@ def test_records_removed_by_retention_during_a_run_stop_it_instead_of_skipping(
 
     # fetch one record at a time, so the deleted ones are not already in the consumer's queue
     small = {
-        "fetch.max.bytes": 1,
-        "max.partition.fetch.bytes": 1,
+        "message.max.bytes": 1000,
+        "fetch.max.bytes": 1000,
+        "max.partition.fetch.bytes": 1000,
         "queued.min.messages": 1,
         "queued.max.messages.kbytes": 1,
         "fetch.wait.max.ms": 10,
