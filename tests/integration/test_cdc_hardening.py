@@ -47,7 +47,8 @@ def made(lab: Any) -> Iterator[Made]:
     m = Made()
     yield m
     if m.topics:
-        AdminClient({"bootstrap.servers": lab.kafka_bootstrap}).delete_topics(m.topics)
+        for f in AdminClient({"bootstrap.servers": lab.kafka_bootstrap}).delete_topics(m.topics).values():
+            f.result(30)
     for dsn, statements in ((lab.pg_dsn("warehouse"), m.warehouse), (lab.pg_dsn("shop"), m.shop)):
         if not statements:
             continue
