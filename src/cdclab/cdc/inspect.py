@@ -40,8 +40,11 @@ def read_topic(bootstrap: str, topic: str, limit: int = 100_000, timeout: float 
             batch = consumer.consume(num_messages=1000, timeout=0.5)
             for m in batch:
                 err = m.error()
-                if err is not None and err.code() != KafkaError._PARTITION_EOF:
-                    raise KafkaException(err)  # e.g. retention removed records while reading
+                if err is not None and err.code() in (
+                    KafkaError._AUTO_OFFSET_RESET,
+                    KafkaError.OFFSET_OUT_OF_RANGE,
+                ):
+                    raise KafkaException(err)  # retention removed records while reading: never skip them
             real = [m for m in batch if m.error() is None]
             out.extend(real)
             idle = 0 if real else idle + 1
