@@ -47,7 +47,8 @@ def made(lab: Any) -> Iterator[Made]:
     m = Made()
     yield m
     if m.topics:
-        for f in AdminClient({"bootstrap.servers": lab.kafka_bootstrap}).delete_topics(m.topics).values():
+        admin = AdminClient({"bootstrap.servers": lab.kafka_bootstrap})  # kept alive until the futures end
+        for f in admin.delete_topics(m.topics).values():
             f.result(30)
     for dsn, statements in ((lab.pg_dsn("warehouse"), m.warehouse), (lab.pg_dsn("shop"), m.shop)):
         if not statements:
@@ -227,6 +228,33 @@ def test_an_offsets_reset_made_during_a_run_is_not_overwritten(lab, names, made,
     assert 0 < rows_before < 40
     assert count(warehouse_db, target) == 40
     assert stored(warehouse_db, group) == {(topic, 0): 40}
+
+
+def test_a_run_that_cannot_get_its_groups_lock_in_time_fails_clearly_and_touches_nothing(
+    lab, names, made, warehouse_db
+):
+    group = names("grp")
+    topic = own_topic(lab, made, names("t"), 5)
+    target, insert = sink(warehouse_db, made, names("sink"))
+    holder = psycopg2.connect(lab.pg_dsn("warehouse"))
+    try:
+        kc.lock_group(holder, group, 5)  # another run of the group is busy
+        with pytest.raises(kc.GroupBusy, match=group):
+            kc.consume_into_postgres(
+                bootstrap=lab.kafka_bootstrap,
+                topics=[topic],
+                group=group,
+                connect=connector(lab),
+                handler=insert,
+                lock_wait_seconds=1,
+            )
+        assert stored(warehouse_db, group) == {} and count(warehouse_db, target) == 0
+    finally:
+        holder.close()  # the lock goes with the session
+    kc.consume_into_postgres(
+        bootstrap=lab.kafka_bootstrap, topics=[topic], group=group, connect=connector(lab), handler=insert
+    )
+    assert count(warehouse_db, target) == 5
 
 
 def test_a_group_bound_to_one_target_refuses_a_run_into_another(lab, names, made, shop_db, warehouse_db):
