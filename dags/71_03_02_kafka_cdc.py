@@ -19,6 +19,13 @@ as the merged rows, and the consumer *seeks* to it on start (`assign`, auto-comm
 `cdclab offsets reset --group 71_03_02_kafka_cdc --topic shop.public.customers --to earliest`.
 `report_lag` records end offset, next offset and lag per partition in `state.kafka_lag`.
 
+**One run per group, one target per group.** A run holds the consumer group's advisory lock (a second
+run of the group waits), moves offsets compare-and-set (a reset made during a run is never
+overwritten), and the group is bound to its targets in `state.kafka_group_targets`: triggering this DAG
+with another DAG's `consumer_group` and another target is refused (also before a `replay_from` reset),
+instead of advancing that DAG's offsets past changes its table never got. A record that fails to apply
+is dead-lettered with the database error; a TRUNCATE in the source stops the run with the remedy.
+
 **Exactly once.** Debezium's source side runs with `exactly.once.source.support=enabled` (records and
 source offsets in one Kafka transaction); this side stores consumer offsets with the data. A replay
 or a crash re-reads records, and the LSN guard makes re-applied changes no-ops: the warehouse ends
@@ -80,6 +87,7 @@ def kafka_cdc():
 
     @task
     def replay_if_asked(topics: dict) -> dict:
+        from cdclab.cdc import consumer as kc
         from cdclab.cdc import offsets
         from cdclab.cdc.pipeline import kafka_bootstrap
         from cdclab.db import transaction
@@ -89,6 +97,16 @@ def kafka_cdc():
             return {}
         moved = {}
         with transaction("warehouse") as cur:
+            # refuse to move another target's group (the same check the consuming run makes)
+            kc.ensure_schema(cur)
+            kc.bind_targets(
+                cur,
+                p["consumer_group"],
+                {
+                    f"shop.{t}": f"{p['target_schema']}.{p['target_prefix']}{t.split('.')[-1]}"
+                    for t in p["tables"]
+                },
+            )
             for topic in topics:
                 if topics[topic]:
                     moved[topic] = offsets.reset(

@@ -208,7 +208,7 @@ def consume_at_least_once(
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
             "isolation.level": "read_committed",
-            "auto.offset.reset": "earliest",
+            "auto.offset.reset": "error",  # a checkpoint outside the log stops the run, see below
         }
     )
     conn = connect()
@@ -222,8 +222,17 @@ def consume_at_least_once(
         committed = {tp.partition: tp.offset for tp in consumer.committed(parts, timeout=10)}
         assignment, pending = [], {}
         for tp in parts:
-            low, high = consumer.get_watermark_offsets(tp, timeout=10)
+            low, high = kc.watermarks(consumer, topic, tp.partition)
             start = committed.get(tp.partition, -1)
+            kc.check_start(
+                group,
+                topic,
+                tp.partition,
+                start if start >= 0 else None,
+                low,
+                high,
+                reset_hint=f"kafka-consumer-groups --reset-offsets --group {group} --topic {topic} --to-earliest",
+            )
             result.positions[(topic, tp.partition)] = start if start >= 0 else low
             if (start if start >= 0 else low) < high:
                 assignment.append(
@@ -241,6 +250,11 @@ def consume_at_least_once(
                 if err is not None:
                     if err.code() == -191:  # _PARTITION_EOF
                         continue
+                    if err.code() in (-140, 1):  # _AUTO_OFFSET_RESET, OFFSET_OUT_OF_RANGE
+                        raise kc.OffsetOutOfRange(
+                            f"{group}: {msg.topic()}[{msg.partition()}]: the next offset is no longer in "
+                            f"Kafka ({err.str()}); reload the target and reset the group's offsets"
+                        )
                     raise KafkaException(err)
                 batch.append(msg)
             if not batch:
@@ -381,6 +395,7 @@ def run(
             batch_size=batch_size,
             max_seconds=max_seconds,
             who=who,
+            targets={topic: f"{tables.schema}.{tables.prefix}{tables.mode}_events"},
         )
     else:
         result = consume_at_least_once(

@@ -217,6 +217,7 @@ def replicate_append(
         batch_size=batch_size,
         max_seconds=max_seconds,
         who=who,
+        targets={r.topic: r.target for r in routes},
     )
     summary = {
         "records": result.records,

@@ -10,6 +10,27 @@ Vocabulary:
 - *dead letter*: a record that cannot be parsed or applied goes to ``dlq.kafka_records`` with the
   reason, in the same transaction, and its offset advances with the others: nothing is lost silently
   and one bad record does not block the partition.
+- *poison record*: a record that parses but fails to *apply* (a bad cast, a constraint the target has
+  and the source lacks): the batch is rolled back and applied again record by record, each under a
+  ``SAVEPOINT``; the failing record is dead-lettered with the database error and its topic, partition
+  and offset, the good ones land, exactly once. Schema drift, a TRUNCATE and connection errors are not
+  poison: they stop the run with a clear error.
+
+Guards (what keeps two runs, or a run and an operator, from losing or doubling a change):
+- *group lock*: a run holds ``pg_advisory_lock`` for its consumer group for its whole duration, on the
+  warehouse connection that applies the batches. A second run of the same group *waits* for it (up to
+  ``lock_wait_seconds``) and then starts where the first stopped; if the wait times out it fails with
+  :class:`GroupBusy`. Two groups never wait for each other.
+- *compare-and-set offsets*: a batch moves a partition's stored offset only from the value this run read
+  (or last wrote) and only forward; if someone else moved it (``cdclab offsets reset`` during the run),
+  the batch is rolled back and the run stops with :class:`OffsetConflict`, leaving their value alone.
+- *group binding*: ``state.kafka_group_targets`` records, on a group's first run, which target each
+  topic of the group writes to; a run of the same group that writes a topic to another target is
+  refused with :class:`GroupTargetMismatch` before it reads anything (a group's offsets only describe
+  its own target).
+- *no silent offset jump*: ``auto.offset.reset=error``; a stored offset below the topic's earliest offset
+  (retention removed records) and a *new* group on a topic whose earliest offset is above 0 (the
+  snapshot is gone) both stop with :class:`OffsetOutOfRange` and the remedy.
 
 Why not Kafka's committed offsets: a consumer that commits to Kafka after writing to Postgres
 duplicates on a crash between the two; one that commits before loses. Storing the offset with the
@@ -23,6 +44,7 @@ no cleanup) after applying N batches but before committing the N+1th — a crash
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import time
@@ -30,9 +52,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg2
 from psycopg2.extras import Json
 
 from cdclab.ddl import ensure as ensure_ddl
+
+log = logging.getLogger(__name__)
 
 OFFSETS_DDL = """
 CREATE SCHEMA IF NOT EXISTS state;
@@ -58,7 +83,18 @@ CREATE TABLE IF NOT EXISTS dlq.kafka_records (
     failed_at       timestamptz NOT NULL DEFAULT now(),
     UNIQUE (consumer_group, topic, kafka_partition, kafka_offset)
 );
+CREATE TABLE IF NOT EXISTS state.kafka_group_targets (
+    consumer_group text NOT NULL,
+    topic          text NOT NULL,
+    target         text NOT NULL,
+    bound_at       timestamptz NOT NULL DEFAULT now(),
+    bound_by       text,
+    PRIMARY KEY (consumer_group, topic)
+);
 """
+
+# the errors of one record's data, not of the run: 22xxx (bad cast, out of range) and 23xxx (constraints)
+POISON_ERRORS: tuple[type[BaseException], ...] = (psycopg2.DataError, psycopg2.IntegrityError)
 
 Record = Any  # confluent_kafka.Message
 BatchHandler = Callable[[Any, list[Record]], list[tuple[Record, str]]]
@@ -66,7 +102,20 @@ BatchHandler = Callable[[Any, list[Record]], list[tuple[Record, str]]]
 
 
 class OffsetOutOfRange(RuntimeError):
-    """A stored offset is outside what the topic still holds (retention deleted it, or it was reset)."""
+    """A stored offset is outside what the topic still holds (retention deleted it, or it was reset),
+    or a new group would start above offset 0 (the records before, the snapshot, are gone)."""
+
+
+class OffsetConflict(RuntimeError):
+    """A stored offset was moved by someone else during the run (an ``offsets reset``, another consumer)."""
+
+
+class GroupBusy(RuntimeError):
+    """Another run holds the consumer group's lock and did not release it in time."""
+
+
+class GroupTargetMismatch(RuntimeError):
+    """The consumer group is bound to another target for this topic."""
 
 
 @dataclass
@@ -109,6 +158,76 @@ def reached(consumer: Any, pending: dict[tuple[str, int], int]) -> None:
             del pending[key]
 
 
+def check_start(
+    group: str, topic: str, partition: int, start: int | None, low: int, high: int, reset_hint: str = ""
+) -> None:
+    """Refuse a start position that would skip records silently (see the module doc)."""
+    hint = reset_hint or f"cdclab offsets reset --group {group} --topic {topic} --to earliest"
+    if start is None and low > 0:
+        raise OffsetOutOfRange(
+            f"{group}: a new consumer group on {topic}[{partition}], whose earliest offset is {low}, not 0: "
+            f"the records before it (the snapshot) are gone, starting there would miss them silently. "
+            f"Remedy: re-snapshot the source into a fresh target (Debezium incremental snapshot), or, if "
+            f"the target already holds those rows, accept the start explicitly: {hint}"
+        )
+    if start is not None and start < low:
+        raise OffsetOutOfRange(
+            f"{group}: stored offset {start} for {topic}[{partition}] is below the earliest offset {low} "
+            f"still in Kafka (retention removed {low - start} record(s) this group never read). Remedy: "
+            f"reload the target from a snapshot, then move the group explicitly: {hint}"
+        )
+    if start is not None and start > high:
+        raise OffsetOutOfRange(
+            f"{group}: stored offset {start} for {topic}[{partition}] is beyond the end {high}; "
+            f"was the topic recreated? reload the target from a snapshot and reset the offsets: {hint}"
+        )
+
+
+def lock_group(conn: Any, group: str, wait_seconds: float) -> None:
+    """Take the session-level advisory lock of ``group`` on ``conn`` (held until the connection closes
+    or :func:`unlock_group`); wait up to ``wait_seconds`` for a run that holds it."""
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                "SELECT set_config('lock_timeout', %s, true)", (f"{max(int(wait_seconds * 1000), 1)}ms",)
+            )
+            cur.execute("SELECT pg_advisory_lock(hashtext('cdclab.kafka_offsets'), hashtext(%s))", (group,))
+    except psycopg2.errors.LockNotAvailable:
+        raise GroupBusy(
+            f"consumer group {group!r} is in use by another run, which still held its lock after "
+            f"{wait_seconds:.0f}s; two runs of one group never consume at the same time. Wait for that run "
+            "(see pg_stat_activity in warehouse) or use another consumer group"
+        ) from None
+
+
+def unlock_group(conn: Any, group: str) -> None:
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT pg_advisory_unlock(hashtext('cdclab.kafka_offsets'), hashtext(%s))", (group,))
+
+
+def bind_targets(cur: Any, group: str, targets: dict[str, str], who: str = "") -> None:
+    """Record (on first use) and check which target each topic of ``group`` writes to."""
+    for topic, target in targets.items():
+        cur.execute(
+            "INSERT INTO state.kafka_group_targets (consumer_group, topic, target, bound_by) "
+            "VALUES (%s, %s, %s, %s) ON CONFLICT (consumer_group, topic) DO NOTHING",
+            (group, topic, target, who or None),
+        )
+        cur.execute(
+            "SELECT target, bound_by, bound_at FROM state.kafka_group_targets "
+            "WHERE consumer_group = %s AND topic = %s",
+            (group, topic),
+        )
+        bound, by, at = cur.fetchone()
+        if bound != target:
+            raise GroupTargetMismatch(
+                f"consumer group {group!r} replicates {topic} into {bound} (bound by {by or '?'} at {at}); "
+                f"this run would write it into {target}. A group's offsets describe one target: use another "
+                f"consumer group for {target} (or, to move the group on purpose, delete its row from "
+                "state.kafka_group_targets and reload the new target from the beginning)"
+            )
+
+
 def ensure_schema(cur: Any) -> None:
     ensure_ddl(cur, "state.kafka_offsets", OFFSETS_DDL)
 
@@ -131,6 +250,51 @@ def save_offsets(cur: Any, group: str, positions: dict[tuple[str, int], int], wh
                DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = now(), updated_by = EXCLUDED.updated_by""",
             (group, topic, partition, offset, who or None),
         )
+
+
+def advance_offsets(
+    cur: Any,
+    group: str,
+    positions: dict[tuple[str, int], int],
+    expected: dict[tuple[str, int], int | None],
+    who: str = "",
+) -> None:
+    """Compare-and-set: move each partition's stored offset from ``expected`` (what this run read or last
+    wrote; None = no row) to ``positions``, forward only. Raises :class:`OffsetConflict` when the stored
+    value is not the expected one (the caller's transaction must then roll back)."""
+    for (topic, partition), offset in positions.items():
+        before = expected.get((topic, partition))
+        if before == offset:
+            continue
+        if before is not None and offset < before:
+            raise OffsetConflict(
+                f"{group}: refusing to move {topic}[{partition}] backwards from {before} to {offset}"
+            )
+        if before is None:
+            cur.execute(
+                "INSERT INTO state.kafka_offsets (consumer_group, topic, kafka_partition, next_offset, "
+                "updated_by) VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                (group, topic, partition, offset, who or None),
+            )
+        else:
+            cur.execute(
+                "UPDATE state.kafka_offsets SET next_offset = %s, updated_at = now(), updated_by = %s "
+                "WHERE consumer_group = %s AND topic = %s AND kafka_partition = %s AND next_offset = %s",
+                (offset, who or None, group, topic, partition, before),
+            )
+        if cur.rowcount != 1:
+            cur.execute(
+                "SELECT next_offset, updated_by, updated_at FROM state.kafka_offsets "
+                "WHERE consumer_group = %s AND topic = %s AND kafka_partition = %s",
+                (group, topic, partition),
+            )
+            now = cur.fetchone() or (None, None, None)
+            raise OffsetConflict(
+                f"{group}: the stored offset of {topic}[{partition}] is {now[0]} (written by {now[1] or '?'} "
+                f"at {now[2]}), not {before} as this run read it: someone moved it during the run (an "
+                "offsets reset, or a consumer outside the group lock). This batch is rolled back and their "
+                "value kept; run again to continue from it"
+            )
 
 
 def reset_offsets(cur: Any, group: str, topic: str, offsets: dict[int, int], who: str = "reset") -> None:
@@ -173,10 +337,15 @@ def consume_into_postgres(
     idle_polls: int = 20,
     who: str = "",
     kafka_config: dict[str, Any] | None = None,
+    targets: dict[str, str] | None = None,
+    lock_wait_seconds: float = 600.0,
 ) -> ConsumeResult:
     """Read ``topics`` from the offsets stored for ``group`` up to their current end, apply each batch
-    with ``handler`` and store the next offsets in the same transaction. Returns what it did."""
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+    with ``handler`` and store the next offsets in the same transaction. Returns what it did.
+
+    ``targets`` (topic -> target table) binds the group to its targets on first use and refuses a run
+    that writes a topic elsewhere. The run holds the group's lock throughout (see the module doc)."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
     t0 = time.monotonic()
     fail_after = int(os.environ.get("CDCLAB_FAIL_AFTER_BATCHES", "0") or 0)
@@ -189,34 +358,32 @@ def consume_into_postgres(
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
             "isolation.level": "read_committed",
-            "auto.offset.reset": "earliest",
+            # never jump silently: a position outside the log is an error, not "start somewhere else"
+            "auto.offset.reset": "error",
             **(kafka_config or {}),
         }
     )
     try:
         with conn, conn.cursor() as cur:
             ensure_schema(cur)
+        lock_group(conn, group, lock_wait_seconds)
+        with conn, conn.cursor() as cur:
+            if targets:
+                bind_targets(cur, group, targets, who)
             stored = {t: stored_offsets(cur, group, t) for t in topics}
         md = consumer.list_topics(timeout=10)
         assignment: list[Any] = []
         ends: dict[tuple[str, int], int] = {}
+        # what the offset store holds as far as this run knows (None: no row): the compare-and-set base
+        expected: dict[tuple[str, int], int | None] = {}
         for topic in topics:
             if topic not in md.topics or md.topics[topic].error is not None:
                 continue  # the topic does not exist yet: nothing to read
             for partition in md.topics[topic].partitions:
                 low, high = watermarks(consumer, topic, partition)
                 start = stored[topic].get(partition)
-                if start is not None and start < low:
-                    raise OffsetOutOfRange(
-                        f"{group}: stored offset {start} for {topic}[{partition}] is below the earliest "
-                        f"offset {low} still in Kafka (retention removed records); reset the offsets and "
-                        f"reload the target from a snapshot"
-                    )
-                if start is not None and start > high:
-                    raise OffsetOutOfRange(
-                        f"{group}: stored offset {start} for {topic}[{partition}] is beyond the end {high}; "
-                        "was the topic recreated? reset the offsets (cdclab offsets reset)"
-                    )
+                check_start(group, topic, partition, start, low, high)
+                expected[(topic, partition)] = start
                 first = OFFSET_BEGINNING if start is None else start
                 result.positions[(topic, partition)] = low if start is None else start
                 if (start if start is not None else low) < high:
@@ -234,8 +401,15 @@ def consume_into_postgres(
             for msg in polled:
                 error = msg.error()
                 if error is not None:
-                    if error.code() == -191:  # _PARTITION_EOF
+                    if error.code() == KafkaError._PARTITION_EOF:
                         continue
+                    if error.code() in (KafkaError._AUTO_OFFSET_RESET, KafkaError.OFFSET_OUT_OF_RANGE):
+                        raise OffsetOutOfRange(
+                            f"{group}: {msg.topic()}[{msg.partition()}]: the next offset is no longer in "
+                            f"Kafka ({error.str()}): retention removed records during the run. Nothing past "
+                            f"the stored offset was skipped. Remedy: reload the target from a snapshot, then "
+                            f"cdclab offsets reset --group {group} --topic {msg.topic()} --to earliest"
+                        )
                     raise KafkaException(error)
                 batch.append(msg)
             if not batch:
@@ -252,11 +426,23 @@ def consume_into_postgres(
             positions = dict(result.positions)
             for msg in batch:
                 positions[(msg.topic(), msg.partition())] = msg.offset() + 1
-            with conn, conn.cursor() as cur:
-                rejects = handler(cur, batch)
-                for record, reason in rejects:
-                    dead_letter(cur, group, record, reason)
-                save_offsets(cur, group, positions, who)
+            try:
+                with conn, conn.cursor() as cur:
+                    rejects = handler(cur, batch)
+                    for record, reason in rejects:
+                        dead_letter(cur, group, record, reason)
+                    advance_offsets(cur, group, positions, expected, who)
+            except POISON_ERRORS as exc:
+                # the batch is rolled back; apply it again record by record to isolate the poison
+                log.warning(
+                    "%s: batch of %d failed to apply (%s); retrying record by record", group, len(batch), exc
+                )
+                with conn, conn.cursor() as cur:
+                    rejects = apply_one_by_one(cur, handler, batch)
+                    for record, reason in rejects:
+                        dead_letter(cur, group, record, reason)
+                    advance_offsets(cur, group, positions, expected, who)
+            expected.update(positions)
             result.positions = positions
             result.records += len(batch)
             result.batches += 1
@@ -274,7 +460,8 @@ def consume_into_postgres(
                 moved[key] = tp.offset
         if moved:
             with conn, conn.cursor() as cur:
-                save_offsets(cur, group, moved, who)
+                advance_offsets(cur, group, moved, expected, who)
+            expected.update(moved)
             result.positions.update(moved)
         # informational only: lets kafka-consumer-groups show the group's progress
         commit = [TopicPartition(t, p, o) for (t, p), o in result.positions.items()]
@@ -285,9 +472,32 @@ def consume_into_postgres(
                 pass
     finally:
         consumer.close()
-        conn.close()
+        conn.close()  # also releases the group lock
     result.seconds = time.monotonic() - t0
     return result
+
+
+def apply_one_by_one(cur: Any, handler: BatchHandler, batch: list[Record]) -> list[tuple[Record, str]]:
+    """Apply ``batch`` one record at a time, each under a SAVEPOINT; a record whose apply fails with a
+    data error (:data:`POISON_ERRORS`) is rolled back alone and comes back as a reject with the error."""
+    rejects: list[tuple[Record, str]] = []
+    for msg in batch:
+        cur.execute("SAVEPOINT cdclab_record")
+        try:
+            rejects.extend(handler(cur, [msg]))
+        except POISON_ERRORS as exc:
+            cur.execute("ROLLBACK TO SAVEPOINT cdclab_record")
+            code = getattr(exc, "pgcode", None) or "?"
+            text = " ".join(str(exc).split())
+            rejects.append(
+                (
+                    msg,
+                    f"apply failed at {msg.topic()}[{msg.partition()}]@{msg.offset()}: SQLSTATE {code}: {text}",
+                )
+            )
+            log.warning("dead-lettered %s[%s]@%s: %s", msg.topic(), msg.partition(), msg.offset(), text)
+        cur.execute("RELEASE SAVEPOINT cdclab_record")
+    return rejects
 
 
 def payload_json(value: Any) -> Json:

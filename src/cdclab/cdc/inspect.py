@@ -11,7 +11,7 @@ from cdclab.cdc.consumer import watermarks
 
 def read_topic(bootstrap: str, topic: str, limit: int = 100_000, timeout: float = 5.0) -> list[Any]:
     """Every committed record of ``topic`` (all partitions) from the beginning, up to ``limit``."""
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
     consumer = Consumer(
         {
@@ -19,7 +19,7 @@ def read_topic(bootstrap: str, topic: str, limit: int = 100_000, timeout: float 
             "group.id": f"cdclab-inspect-{uuid.uuid4().hex[:8]}",
             "enable.auto.commit": False,
             "isolation.level": "read_committed",
-            "auto.offset.reset": "earliest",
+            "auto.offset.reset": "error",
         }
     )
     try:
@@ -38,6 +38,13 @@ def read_topic(bootstrap: str, topic: str, limit: int = 100_000, timeout: float 
         idle = 0
         while len(out) < limit and idle < 2:
             batch = consumer.consume(num_messages=1000, timeout=0.5)
+            for m in batch:
+                err = m.error()
+                if err is not None and err.code() in (
+                    KafkaError._AUTO_OFFSET_RESET,
+                    KafkaError.OFFSET_OUT_OF_RANGE,
+                ):
+                    raise KafkaException(err)  # retention removed records while reading: never skip them
             real = [m for m in batch if m.error() is None]
             out.extend(real)
             idle = 0 if real else idle + 1

@@ -407,6 +407,7 @@ def replicate_with(
         batch_size=batch_size,
         max_seconds=max_seconds,
         who=who,
+        targets={r.topic: r.target for r in routes},
     )
     summary.records, summary.batches, summary.dead_letters = (
         result.records,

@@ -26,6 +26,7 @@ from cdclab.cdc.events import UNAVAILABLE, Change, MalformedEvent, Skipped, pars
 from cdclab.cdc.merge import (
     DeleteMode,
     MergeResult,
+    SchemaDrift,
     SchemaPolicy,
     apply_changes,
     ensure_target,
@@ -34,6 +35,11 @@ from cdclab.cdc.merge import (
 from cdclab.db import SHOP, WAREHOUSE, connect
 
 log = logging.getLogger(__name__)
+
+
+class TruncateArrived(SchemaDrift):
+    """A TRUNCATE event (op ``t``) reached a merge: an explicit stop, naming the table, topic, offset and
+    the remedy. (Append mode keeps it as a ledger row instead, :mod:`cdclab.cdc.append`.)"""
 
 
 @dataclass(frozen=True)
@@ -236,7 +242,7 @@ def sort_batch(
 ) -> tuple[dict[str, list[Change]], list[tuple[Any, str]]]:
     """Parse a batch of Kafka records into changes per topic, in the order given. Tombstones, heartbeats
     and transaction markers are counted in ``skipped``; malformed and key-less records come back as
-    (record, reason) rejects for the dead-letter table."""
+    (record, reason) rejects for the dead-letter table; a TRUNCATE event raises :class:`TruncateArrived`."""
     rejects: list[tuple[Any, str]] = []
     per_topic: dict[str, list[Change]] = defaultdict(list)
     for msg in batch:
@@ -254,8 +260,17 @@ def sort_batch(
         except (ValueError, TypeError) as exc:
             rejects.append((msg, f"undecodable value: {exc}"))
             continue
+        if event.op == "t":
+            raise TruncateArrived(
+                f"{route.source} was TRUNCATEd in the source: the event is at {msg.topic()}"
+                f"[{msg.partition()}] offset {msg.offset()}. A merge does not guess what a TRUNCATE means for "
+                f"{route.target}, so the run stops here (nothing of this batch is applied). Remedy: reload "
+                f"{route.target} from a snapshot of the source (TRUNCATE it, then a Debezium incremental "
+                f"snapshot), and move the group past the event: cdclab offsets reset --group <group> "
+                f"--topic {msg.topic()} --to {msg.offset() + 1}"
+            )
         missing = [k for k in route.key if event.key.get(k) is None]
-        if missing and event.op != "t":
+        if missing:
             rejects.append((msg, f"NULL key column(s) {missing}"))
             continue
         per_topic[msg.topic()].append(event)
@@ -320,6 +335,7 @@ def _run(
         batch_size=batch_size,
         max_seconds=max_seconds,
         who=who,
+        targets={r.topic: r.target for r in routes},
     )
     summary = {
         "records": result.records,
