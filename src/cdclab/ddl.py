@@ -56,7 +56,7 @@ SHARED: dict[str, int] = {
     "state.perf_runs": 1,  # cdclab.perf
     "state.docs_index": 1,  # cdclab.opsdocs
     "state.interval_ledger": 2,  # cdclab.recovery: + validation_results, dlq.rejected_rows
-    "state.kafka_offsets": 2,  # cdclab.cdc.consumer: + dlq.kafka_records
+    "state.kafka_offsets": 4,  # cdclab.cdc.consumer: + dlq.kafka_records (2), state.kafka_group_targets (4)
     "state.file_manifest": 2,  # cdclab.files.state: + file_watermark/audit/chunks, dlq.file_quarantine
     "state.log_cursor": 2,  # cdclab.files.logs: + dlq.log_gap, dlq.log_bad_lines
     "state.replication_snapshots": 1,  # cdclab.cdc.replication (71_09_01)

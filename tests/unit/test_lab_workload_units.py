@@ -54,10 +54,11 @@ def test_the_service_is_healthy_once_seeded_and_while_it_reports(tmp_path: Path,
     cfg = LabConfig.load()
     svc = native.service("workload")
     assert not svc.healthy(cfg)  # never started
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    argv = [sys.executable, "-c", "import time; time.sleep(60)"]
+    proc = subprocess.Popen(argv)
     try:
-        cfg.pid_file("workload").parent.mkdir(parents=True)
-        cfg.pid_file("workload").write_text(str(proc.pid))
+        # as the launcher records what it started (pid + start time + command line)
+        native.write_record(cfg, "workload", native.ProcessRecord.of(proc.pid, argv))
         status = sw.status_file(cfg.state)
         status.parent.mkdir(parents=True)
 
