@@ -13,8 +13,10 @@ Each test drives the real stack into the situation the issue describes and asser
 
 from __future__ import annotations
 
+import json
 import re
 import threading
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -433,6 +435,12 @@ def test_records_removed_by_retention_during_a_run_stop_it_instead_of_skipping(
 
 def test_a_truncate_in_the_source_stops_the_merge_loudly(lab, names, made, shop_db, warehouse_db):
     table, group = names("trunc"), names("grp")
+    with urllib.request.urlopen(f"{lab.connect_url}/connectors/shop-postgres-source/config", timeout=30) as r:
+        running = json.load(r)
+    assert running.get("skipped.operations") == "none", (
+        "the running connector skips TRUNCATE events: register connectors/shop-postgres-source.json again "
+        "(cdclab lab up does it)"
+    )
     topic = f"shop.public.{table}"
     make_source_table(shop_db, table)
     made.shop.append(f'DROP TABLE IF EXISTS public."{table}"')
