@@ -44,6 +44,7 @@ from psycopg2.extras import execute_values
 
 from cdclab.cdc import consumer as kc
 from cdclab.ddl import ensure as ensure_ddl
+from cdclab.options import one_of
 from cdclab.streams import ClickEvent, MalformedClickEventError, parse_event
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,9 @@ class SinkTables:
     schema: str
     prefix: str
     mode: Mode
+
+    def __post_init__(self) -> None:
+        one_of("mode", self.mode, Mode)
 
     def name(self, what: str) -> sql.Identifier:
         return sql.Identifier(self.schema, f"{self.prefix}{self.mode}_{what}")
@@ -312,6 +316,7 @@ def rewind(
     mode: Mode, *, bootstrap: str, topic: str, group: str, connect: Callable[[], Any]
 ) -> dict[int, int]:
     """Replay: move ``group``'s checkpoint back to the earliest offsets (in Postgres or in Kafka)."""
+    one_of("mode", mode, Mode)
     from confluent_kafka import Consumer, TopicPartition
 
     earliest = _earliest(bootstrap, topic)

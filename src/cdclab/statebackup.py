@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from cdclab.ddl import ensure as ensure_ddl
 from cdclab.files.store import ObjectStore
+from cdclab.options import one_of
 
 RestoreMode = Literal["missing", "overwrite"]
 FORMAT = 1
@@ -168,6 +169,7 @@ def restore(
     run_id: str | None = None,
 ) -> RestoreResult:
     """Restore a snapshot (latest when ``version`` is None) in one transaction (commits)."""
+    one_of("mode", mode, RestoreMode)
     with conn.cursor() as cur:
         cur.execute(
             "SELECT version, bucket, object_key, sha256 FROM state.state_backups WHERE scope = %s "

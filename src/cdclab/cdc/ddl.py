@@ -36,6 +36,7 @@ from cdclab.cdc import coltypes
 from cdclab.cdc.events import Change
 from cdclab.cdc.merge import BOOKKEEPING, SchemaDrift
 from cdclab.db import ident
+from cdclab.options import one_of
 
 COMMENT = "cdclab:source_attnum="
 _COMMENT_RE = re.compile(re.escape(COMMENT) + r"(\d+)")
@@ -98,6 +99,7 @@ def reconcile(cur: Any, route: Any, policy: str) -> dict[str, str]:
     """Check (``fail``) or align (``evolve``) ``route.target`` with the source; returns the renames
     (old name -> new name) to apply to in-flight events. ``route`` is a
     :class:`cdclab.cdc.pipeline.TableRoute` with ``attnums``."""
+    one_of("schema_policy", policy, ("fail", "evolve"))
     target_cols = _target_columns(cur, route.target)
     for name, (_type, num) in target_cols.items():  # targets made before columns were numbered
         if num is None and name in route.attnums:

@@ -30,6 +30,7 @@ from psycopg2.extras import execute_values
 
 from cdclab.cdc.events import Change, latest_per_key
 from cdclab.db import ident
+from cdclab.options import one_of
 
 DeleteMode = Literal["hard", "soft"]
 SchemaPolicy = Literal["evolve", "fail"]
@@ -151,6 +152,8 @@ def apply_changes(
     source_types: Mapping[str, str] | None = None,
 ) -> MergeResult:
     """Apply a batch of changes of one source table to ``target`` in the caller's transaction."""
+    one_of("delete_mode", delete_mode, DeleteMode)
+    one_of("schema_policy", schema_policy, SchemaPolicy)
     result = MergeResult()
     rows = [c for c in latest_per_key([c for c in changes if c.op != "t"])]
     if any(c.op == "t" for c in changes):

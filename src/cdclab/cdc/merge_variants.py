@@ -52,6 +52,7 @@ from cdclab.cdc.merge import (
 )
 from cdclab.cdc.pipeline import TableRoute, debezium_parser, kafka_bootstrap, routes_for, sort_batch
 from cdclab.db import SHOP, WAREHOUSE, connect, ident
+from cdclab.options import one_of
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,7 @@ def merge_statement(
     value, ``_source_ts`` is written, and ``soft`` deletes flag the row (an unseen delete inserts the
     before image, flagged).
     """
+    one_of("delete_mode", delete_mode, DeleteMode)
     non_key = [c for c in columns if c not in key]
     ledger = ident(target + "__deleted")
 
@@ -182,6 +184,7 @@ def merge_changes(
     cur: Any, target: str, key: Sequence[str], changes: Sequence[Change], delete_mode: DeleteMode = "hard"
 ) -> MergeResult:
     """Stage the latest change per key of ``changes`` with its position, then ``MERGE`` (one batch)."""
+    one_of("delete_mode", delete_mode, DeleteMode)
     if any(c.op == "t" for c in changes):
         raise TruncateArrived(
             f"{target}: a TRUNCATE arrived; truncate the target deliberately and reset "
@@ -448,6 +451,7 @@ def apply_variants(variants: Sequence[str], delete_mode: DeleteMode = "hard") ->
     (``INSERT ... ON CONFLICT``, :func:`cdclab.cdc.merge.apply_changes`) in the same transaction."""
     from cdclab.cdc.merge import apply_changes
 
+    one_of("delete_mode", delete_mode, DeleteMode)
     chosen = [v for v in VARIANTS if v in variants]
 
     def apply(cur: Any, route: TableRoute, changes: list[Change]) -> dict[str, int]:

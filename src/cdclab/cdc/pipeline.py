@@ -33,6 +33,7 @@ from cdclab.cdc.merge import (
     primary_key,
 )
 from cdclab.db import SHOP, WAREHOUSE, connect
+from cdclab.options import one_of
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +170,8 @@ def replicate(
     who: str = "",
 ) -> dict[str, Any]:
     """Catch ``tables`` up from their Debezium topics into the warehouse; returns counts for logs and XCom."""
+    one_of("delete_mode", delete_mode, DeleteMode)
+    one_of("schema_policy", schema_policy, SchemaPolicy)
     routes = routes_for(
         tables,
         topic_prefix=topic_prefix,
@@ -210,6 +213,7 @@ def replicate_maxwell(
 
     The target takes the columns, types and key of ``model``, a table of the Postgres ``shop`` with the
     same logical shape, so both CDC paths land in the same warehouse model."""
+    one_of("delete_mode", delete_mode, DeleteMode)
     (model_route,) = routes_for(
         [model], topic_prefix="-", target_schema=target_schema, source_conn_id=model_conn_id
     )
@@ -295,6 +299,8 @@ def _run(
     kafka_conn_id: str,
     who: str,
 ) -> dict[str, Any]:
+    one_of("delete_mode", delete_mode, DeleteMode)  # before anything is read or written
+    one_of("schema_policy", schema_policy, SchemaPolicy)
     by_topic = {r.topic: r for r in routes}
     conn = connect(target_conn_id)
     try:
