@@ -135,6 +135,7 @@ def lab(request: pytest.FixtureRequest) -> Iterator[LabConfig]:
             def echo(line: str) -> None:  # past pytest's capture, so a first start shows progress
                 if reporter is not None:
                     reporter.write_line(line)
+                    reporter.flush()  # stdout is block-buffered when it is a file (CI logs)
                 else:
                     print(line, flush=True)
 
