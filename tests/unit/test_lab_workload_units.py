@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import os
 import subprocess
 import sys
 import time
@@ -86,3 +87,18 @@ def test_the_container_serves_and_checks_the_workload(monkeypatch, tmp_path: Pat
 
     monkeypatch.setenv("CDCLAB_STATE", str(tmp_path))
     assert container.main(["check", "workload"]) == 1  # not running here
+
+
+def test_the_container_entry_point_records_the_workload_process_as_the_launcher_does(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """Under compose the healthcheck compares the runner's status pid with the recorded process: a bare
+    pid file (no record) counts as stale, so the container must write the record too."""
+    from cdclab.lab import container
+
+    monkeypatch.setenv("CDCLAB_STATE", str(tmp_path))
+    cfg = LabConfig.load()
+    monkeypatch.setattr(sw, "main", lambda argv: 0)  # the runner itself needs the database
+    with pytest.raises(SystemExit):
+        container.serve(cfg, "workload")
+    assert native.service("workload").pid(cfg) == os.getpid()

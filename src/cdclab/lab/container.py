@@ -40,8 +40,9 @@ def serve(cfg: LabConfig, name: str) -> None:
         partner_api.main(["--host", bind, "--port", str(cfg.port("partner_api"))])
         return
     if name == "workload":
-        cfg.pid_file(name).parent.mkdir(parents=True, exist_ok=True)
-        cfg.pid_file(name).write_text(str(os.getpid()))  # WorkloadService.healthy() compares it
+        # the pid file + record the native launcher writes: WorkloadService.healthy() compares it with
+        # the pid in the runner's status file (a bare pid file counts as stale and is removed)
+        native.write_record(cfg, name, native.ProcessRecord.of(os.getpid(), [sys.executable, *sys.argv]))
         from cdclab.lab import shop_workload
 
         raise SystemExit(shop_workload.main(["serve"]))
