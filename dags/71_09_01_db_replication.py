@@ -114,6 +114,9 @@ def db_replication():
                 target_prefix=p["target_prefix"],
                 schema_policy=p["schema_policy"],
                 who=who,
+                # a new group on a topic whose history retention removed is refused, unless the
+                # initial_snapshot task has requested the snapshot that re-reads those rows
+                snapshotted=p["tables"] if p["initial_snapshot"] else [],
             )
             if p["tables"]
             else {}

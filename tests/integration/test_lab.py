@@ -222,7 +222,16 @@ def _descendants(roots: set[int]) -> set[int]:
 
 
 def _loopback(address: str) -> bool:
-    return address.startswith("127.") or address == "::1"
+    """127.0.0.0/8, ::1, and IPv4-mapped loopback (``::ffff:127.0.0.1``: how a JVM bound to 127.0.0.1
+    shows on a dual-stack socket); a wildcard or any other address is not."""
+    import ipaddress
+
+    try:
+        ip = ipaddress.ip_address(address.strip("[]").split("%")[0])
+    except ValueError:
+        return False
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return (mapped or ip).is_loopback
 
 
 def test_the_lab_listens_on_127_0_0_1_only(lab):

@@ -75,3 +75,13 @@ def test_offsets_never_jump_silently():
 def test_the_connector_emits_truncate_events_for_the_consumer_to_stop_on():
     config = json.loads((ROOT / "connectors" / "shop-postgres-source.json").read_text())["config"]
     assert config["skipped.operations"] == "none"
+
+
+def test_a_new_group_may_start_above_zero_only_when_a_snapshot_was_requested() -> None:
+    from cdclab.cdc.consumer import OffsetOutOfRange, check_start
+
+    with pytest.raises(OffsetOutOfRange, match="earliest offset is 34"):
+        check_start("g", "shop.public.t", 0, None, 34, 90)
+    check_start("g", "shop.public.t", 0, None, 34, 90, snapshotted=True)  # the snapshot re-reads the rows
+    with pytest.raises(OffsetOutOfRange, match="below the earliest"):  # a stored offset is never excused
+        check_start("g", "shop.public.t", 0, 10, 34, 90, snapshotted=True)

@@ -48,7 +48,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -159,11 +159,30 @@ def reached(consumer: Any, pending: dict[tuple[str, int], int]) -> None:
 
 
 def check_start(
-    group: str, topic: str, partition: int, start: int | None, low: int, high: int, reset_hint: str = ""
+    group: str,
+    topic: str,
+    partition: int,
+    start: int | None,
+    low: int,
+    high: int,
+    reset_hint: str = "",
+    snapshotted: bool = False,
 ) -> None:
-    """Refuse a start position that would skip records silently (see the module doc)."""
+    """Refuse a start position that would skip records silently (see the module doc).
+
+    ``snapshotted``: the caller has requested a snapshot of the topic's table (a Debezium incremental
+    snapshot re-reads every row into the topic), so a new group starting at a log start above 0 misses
+    nothing the snapshot does not bring back."""
     hint = reset_hint or f"cdclab offsets reset --group {group} --topic {topic} --to earliest"
-    if start is None and low > 0:
+    if start is None and low > 0 and snapshotted:
+        log.info(
+            "%s: new group starts %s[%d] at its log start %d; a snapshot was requested",
+            group,
+            topic,
+            partition,
+            low,
+        )
+    elif start is None and low > 0:
         raise OffsetOutOfRange(
             f"{group}: a new consumer group on {topic}[{partition}], whose earliest offset is {low}, not 0: "
             f"the records before it (the snapshot) are gone, starting there would miss them silently. "
@@ -339,12 +358,14 @@ def consume_into_postgres(
     kafka_config: dict[str, Any] | None = None,
     targets: dict[str, str] | None = None,
     lock_wait_seconds: float = 600.0,
+    snapshotted: Collection[str] = (),
 ) -> ConsumeResult:
     """Read ``topics`` from the offsets stored for ``group`` up to their current end, apply each batch
     with ``handler`` and store the next offsets in the same transaction. Returns what it did.
 
     ``targets`` (topic -> target table) binds the group to its targets on first use and refuses a run
-    that writes a topic elsewhere. The run holds the group's lock throughout (see the module doc)."""
+    that writes a topic elsewhere. The run holds the group's lock throughout (see the module doc).
+    ``snapshotted``: topics whose table has a requested snapshot (see :func:`check_start`)."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
     t0 = time.monotonic()
@@ -382,7 +403,7 @@ def consume_into_postgres(
             for partition in md.topics[topic].partitions:
                 low, high = watermarks(consumer, topic, partition)
                 start = stored[topic].get(partition)
-                check_start(group, topic, partition, start, low, high)
+                check_start(group, topic, partition, start, low, high, snapshotted=topic in snapshotted)
                 expected[(topic, partition)] = start
                 first = OFFSET_BEGINNING if start is None else start
                 result.positions[(topic, partition)] = low if start is None else start

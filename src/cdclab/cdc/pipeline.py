@@ -168,8 +168,12 @@ def replicate(
     target_conn_id: str = WAREHOUSE,
     kafka_conn_id: str = "kafka_default",
     who: str = "",
+    snapshotted: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Catch ``tables`` up from their Debezium topics into the warehouse; returns counts for logs and XCom."""
+    """Catch ``tables`` up from their Debezium topics into the warehouse; returns counts for logs and XCom.
+
+    ``snapshotted``: tables whose snapshot has been requested (71_09_01's initial snapshot), for which a
+    new consumer group may start at a log start above 0: the snapshot re-reads their rows."""
     one_of("delete_mode", delete_mode, DeleteMode)
     one_of("schema_policy", schema_policy, SchemaPolicy)
     routes = routes_for(
@@ -190,6 +194,7 @@ def replicate(
         target_conn_id=target_conn_id,
         kafka_conn_id=kafka_conn_id,
         who=who,
+        snapshotted=snapshotted,
     )
 
 
@@ -298,6 +303,7 @@ def _run(
     target_conn_id: str,
     kafka_conn_id: str,
     who: str,
+    snapshotted: Sequence[str] = (),
 ) -> dict[str, Any]:
     one_of("delete_mode", delete_mode, DeleteMode)  # before anything is read or written
     one_of("schema_policy", schema_policy, SchemaPolicy)
@@ -342,6 +348,7 @@ def _run(
         max_seconds=max_seconds,
         who=who,
         targets={r.topic: r.target for r in routes},
+        snapshotted={r.topic for r in routes if r.source in snapshotted},
     )
     summary = {
         "records": result.records,
