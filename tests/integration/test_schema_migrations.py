@@ -31,7 +31,12 @@ from tests.unit.test_schema_files import WAREHOUSE, _versions, declared
 ROOT = Path(__file__).resolve().parents[2]
 MIGRATE = ROOT / "infra" / "postgres" / "migrate.sh"
 
-pytestmark = pytest.mark.skipif(shutil.which("psql") is None, reason="needs psql (postgresql-client)")
+
+@pytest.fixture(autouse=True)
+def _psql() -> None:
+    """migrate.sh runs psql, as the launchers do: a machine without it fails here, clearly (never a skip)."""
+    if shutil.which("psql") is None:
+        pytest.fail("these tests run infra/postgres/migrate.sh, which needs psql: install postgresql-client")
 
 
 def _migrate(lab: Any, database: str, directory: Path = WAREHOUSE) -> subprocess.CompletedProcess[str]:
