@@ -12,6 +12,22 @@ mkdir -p "$cache/bin"
 step() { printf '\n==> %s\n' "$*"; }
 t0=$SECONDS
 
+# from_image IMAGE DEST SRC...: on a machine where the Dockerised lab's images are already built
+# (CI builds them first), copy the same pinned artifacts out of an image instead of building them a
+# second time. The image and the native build come from the same versions.env; any failure falls
+# back to the native build.
+from_image() {
+  local image=$1 dest=$2; shift 2
+  command -v docker >/dev/null && docker image inspect "$image" >/dev/null 2>&1 || return 1
+  local cid src
+  cid=$(docker create "$image" true 2>/dev/null) || return 1
+  mkdir -p "$dest"
+  for src in "$@"; do
+    docker cp -q "$cid:${src%%=*}" "$dest/${src#*=}" 2>/dev/null || { docker rm -f "$cid" >/dev/null; return 1; }
+  done
+  docker rm -f "$cid" >/dev/null
+}
+
 python_only=false
 [ "${1:-}" = "--python-only" ] && python_only=true  # the compose backend needs only the host venv
 
@@ -52,7 +68,11 @@ fi
 # --- Maven: Kafka, Kafka Connect, Debezium ---------------------------------------------------
 jars_key=$(.venv/bin/python -c 'from cdclab.lab.config import LabConfig; print(LabConfig.load().jars_key)')
 jars="$cache/jars/$jars_key"
-if [ ! -f "$jars/.complete" ]; then
+if [ ! -f "$jars/.complete" ] && rm -rf "$jars" \
+   && from_image "cdclab/connect:$DEBEZIUM_VERSION" "$jars" /opt/kafka/libs=kafka /opt/connect/plugins=plugins; then
+  touch "$jars/.complete"
+  step "jars: copied from the image cdclab/connect:$DEBEZIUM_VERSION (same pom, same versions) -> $jars"
+elif [ ! -f "$jars/.complete" ]; then
   step "mvn package: Kafka $KAFKA_VERSION, Debezium $DEBEZIUM_VERSION (jdbc sink $DEBEZIUM_JDBC_VERSION) -> $jars"
   rm -rf "$jars"
   mvn -B -ntp -q -f infra/maven/pom.xml package \
@@ -66,7 +86,12 @@ fi
 
 # --- Go module proxy: MinIO -------------------------------------------------------------------
 minio="$cache/bin/minio-$MINIO_MODULE_VERSION"
-if [ ! -x "$minio" ]; then
+if [ ! -x "$minio" ] && tmp=$(mktemp -d) \
+   && from_image "cdclab/minio:$MINIO_MODULE_VERSION" "$tmp" /usr/local/bin/minio=minio; then
+  mv "$tmp/minio" "$minio" && rmdir "$tmp"
+  step "minio: copied from the image cdclab/minio:$MINIO_MODULE_VERSION (same module version) -> $minio"
+elif [ ! -x "$minio" ]; then
+  rm -rf "${tmp:-/nonexistent}"
   step "go install github.com/minio/minio@$MINIO_MODULE_VERSION (a few minutes the first time)"
   tmp=$(mktemp -d)
   GOBIN="$tmp" GOFLAGS=-trimpath go install "github.com/minio/minio@$MINIO_MODULE_VERSION"
