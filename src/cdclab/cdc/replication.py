@@ -19,13 +19,14 @@ changes as "older than the copy" and lose them. Debezium's incremental snapshot 
 from __future__ import annotations
 
 import json
-import urllib.request
 import uuid
 from collections.abc import Sequence
 from typing import Any
 
 from psycopg2 import sql
 
+from cdclab.cdc.connect import ConnectClient
+from cdclab.cdc.connect import ConnectorNotRunning as ConnectorNotRunning  # raised here; DAGs catch it
 from cdclab.db import ident
 
 SNAPSHOTS_DDL = """
@@ -41,25 +42,16 @@ CREATE TABLE IF NOT EXISTS state.replication_checks (
 """
 
 
-class ConnectorNotRunning(RuntimeError):
-    """The Debezium connector (or one of its tasks) is not RUNNING; CDC events are not flowing."""
-
-
 def connector_status(connect_url: str, name: str) -> dict[str, Any]:
-    with urllib.request.urlopen(f"{connect_url.rstrip('/')}/connectors/{name}/status", timeout=10) as resp:
-        return dict(json.load(resp))
+    status = ConnectClient(connect_url).status(name)
+    if status is None:
+        raise ConnectorNotRunning(f"connector {name} is not registered in {connect_url}")
+    return status
 
 
 def require_running(connect_url: str, name: str) -> dict[str, Any]:
-    status = connector_status(connect_url, name)
-    states = [status["connector"]["state"], *(t["state"] for t in status.get("tasks", []))]
-    if len(states) < 2 or any(s != "RUNNING" for s in states):
-        traces = [t.get("trace", "") for t in status.get("tasks", []) if t.get("trace")]
-        raise ConnectorNotRunning(
-            f"connector {name} is {states}; {traces[0].splitlines()[0] if traces else ''} "
-            "— see `make logs S=connect`, then `make up` re-registers it"
-        )
-    return status
+    """The connector's status if it and its tasks are RUNNING (see :meth:`ConnectClient.require_running`)."""
+    return ConnectClient(connect_url).require_running(name)
 
 
 def request_incremental_snapshot(shop_cur: Any, table: str) -> str:

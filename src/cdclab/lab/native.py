@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from cdclab.cdc.connect import ConnectClient, ConnectError
 from cdclab.lab.config import LabConfig
 
 PG_BIN_CANDIDATES = ("/usr/lib/postgresql/{major}/bin",)
@@ -666,6 +667,7 @@ def register_connectors(
     files: Iterable[Path] | None = None,
 ) -> None:
     """PUT every ``connectors/*.json`` (idempotent) and wait until connector and tasks are RUNNING."""
+    client = ConnectClient(cfg.connect_url)
     for path in sorted(files if files is not None else (cfg.root / "connectors").glob("*.json")):
         try:
             spec = json.loads(path.read_text())
@@ -677,48 +679,24 @@ def register_connectors(
             ) from None
         if names is not None and name not in names:
             continue
-        current_status, current = http_json("GET", f"{cfg.connect_url}/connectors/{name}/config")
-        if current_status == 200 and current == {**config, "name": name}:
-            wait_connector_running(cfg, name, timeout)  # unchanged: a PUT would restart it for nothing
-            continue
-        status, body = http_json("PUT", f"{cfg.connect_url}/connectors/{name}/config", config)
-        if status not in (200, 201):
+        try:
+            if client.register(name, config, timeout):
+                progress(f"connect: connector {name} registered")
+        except ConnectError as exc:
             raise ServiceError(
-                "connect",
-                f"connector {name} ({path.name}) was refused: HTTP {status}: {body}",
-                cfg.log_file("connect"),
-            )
-        progress(f"connect: connector {name} registered")
-        time.sleep(2)  # the PUT (re)starts the connector through a rebalance; do not read the old state
-        wait_connector_running(cfg, name, timeout)
+                "connect", f"connector {name} ({path.name}): {exc}", cfg.log_file("connect")
+            ) from None
 
 
 def connector_state(cfg: LabConfig, name: str) -> tuple[str, list[str], str]:
-    status, body = http_json("GET", f"{cfg.connect_url}/connectors/{name}/status")
-    if status != 200 or not isinstance(body, dict):
-        return "MISSING", [], str(body)
-    tasks = [t.get("state", "?") for t in body.get("tasks", [])]
-    trace = "\n".join(t.get("trace", "") for t in body.get("tasks", []) if t.get("trace"))
-    return body["connector"]["state"], tasks, trace or body["connector"].get("trace", "")
+    return ConnectClient(cfg.connect_url).state(name)
 
 
 def wait_connector_running(cfg: LabConfig, name: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    state, trace = "MISSING", ""
-    tasks: list[str] = []
-    while time.monotonic() < deadline:
-        state, tasks, trace = connector_state(cfg, name)
-        if state == "RUNNING" and tasks and all(t == "RUNNING" for t in tasks):
-            return
-        if state == "FAILED" or "FAILED" in tasks:
-            break
-        time.sleep(1)
-    raise ServiceError(
-        "connect",
-        f"connector {name} is {state} (tasks: {tasks or 'none'}) "
-        f"{trace.strip().splitlines()[0] if trace.strip() else ''}",
-        cfg.log_file("connect"),
-    )
+    try:
+        ConnectClient(cfg.connect_url).wait_running(name, timeout)
+    except ConnectError as exc:
+        raise ServiceError("connect", str(exc), cfg.log_file("connect")) from None
 
 
 class MinIO(Service):

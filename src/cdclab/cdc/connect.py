@@ -1,0 +1,174 @@
+"""The one Kafka Connect REST client of the lab: the launcher, the replication DAGs and the tests use it.
+
+Kafka Connect's REST API (https://kafka.apache.org/documentation/#connect_rest) is small; this client
+covers what the lab does with it: read a connector's status and config, register (PUT) a config
+idempotently, delete, restart, and wait until a connector and all its tasks are ``RUNNING``.
+
+It takes a base URL, not the launcher's configuration: inside Airflow the URL comes from the
+``kafka_connect`` connection (:func:`from_airflow`), on the host from ``LabConfig.connect_url``.
+Standard library only (``urllib``), so the launcher can use it before the virtual environment holds
+anything else.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+RUNNING = "RUNNING"
+
+
+class ConnectError(RuntimeError):
+    """Kafka Connect refused a request, did not answer, or a connector did not reach ``RUNNING``."""
+
+
+class ConnectorNotRunning(ConnectError):
+    """The connector (or one of its tasks) is not RUNNING; its change events are not flowing."""
+
+
+class ConnectClient:
+    def __init__(self, url: str, timeout: float = 30.0) -> None:
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+
+    def __repr__(self) -> str:
+        return f"ConnectClient({self.url!r})"
+
+    # -- transport -------------------------------------------------------------------------------
+    def request(self, method: str, path: str, body: object | None = None) -> tuple[int, Any]:
+        """(HTTP status, decoded JSON body); status 0 when Connect does not answer at all."""
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(
+            f"{self.url}{path}", data=data, method=method, headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                raw = resp.read()
+                return resp.status, json.loads(raw) if raw else None
+        except urllib.error.HTTPError as exc:
+            raw = exc.read()
+            try:
+                return exc.code, json.loads(raw)
+            except ValueError:
+                return exc.code, raw.decode(errors="replace")
+        except (urllib.error.URLError, OSError, TimeoutError) as exc:
+            return 0, f"Kafka Connect at {self.url} does not answer: {exc}"
+
+    def _ok(self, method: str, path: str, body: object | None = None, ok: tuple[int, ...] = (200,)) -> Any:
+        status, answer = self.request(method, path, body)
+        if status not in ok:
+            raise ConnectError(f"{method} {self.url}{path}: HTTP {status}: {answer}")
+        return answer
+
+    # -- reads -----------------------------------------------------------------------------------
+    def plugins(self) -> list[dict[str, Any]]:
+        return list(self._ok("GET", "/connector-plugins"))
+
+    def connectors(self) -> list[str]:
+        return list(self._ok("GET", "/connectors"))
+
+    def status(self, name: str) -> dict[str, Any] | None:
+        """The connector's status document, or None when no such connector is registered."""
+        status, body = self.request("GET", f"/connectors/{name}/status")
+        if status == 404:
+            return None
+        if status != 200 or not isinstance(body, dict):
+            raise ConnectError(f"GET {self.url}/connectors/{name}/status: HTTP {status}: {body}")
+        return body
+
+    def config(self, name: str) -> dict[str, Any] | None:
+        status, body = self.request("GET", f"/connectors/{name}/config")
+        if status == 404:
+            return None
+        if status != 200 or not isinstance(body, dict):
+            raise ConnectError(f"GET {self.url}/connectors/{name}/config: HTTP {status}: {body}")
+        return body
+
+    def state(self, name: str) -> tuple[str, list[str], str]:
+        """(connector state, task states, first trace); ``MISSING`` when not registered or not answering."""
+        try:
+            body = self.status(name)
+        except ConnectError as exc:
+            return "MISSING", [], str(exc)
+        if body is None:
+            return "MISSING", [], f"no connector {name} in {self.url}"
+        return state_of(body)
+
+    # -- writes ----------------------------------------------------------------------------------
+    def put_config(self, name: str, config: dict[str, Any]) -> Any:
+        return self._ok("PUT", f"/connectors/{name}/config", config, ok=(200, 201))
+
+    def delete(self, name: str, missing_ok: bool = True) -> None:
+        status, body = self.request("DELETE", f"/connectors/{name}")
+        if status in (200, 204) or (missing_ok and status == 404):
+            return
+        raise ConnectError(f"DELETE {self.url}/connectors/{name}: HTTP {status}: {body}")
+
+    def restart(self, name: str, include_tasks: bool = True, only_failed: bool = False) -> None:
+        query = f"?includeTasks={str(include_tasks).lower()}&onlyFailed={str(only_failed).lower()}"
+        self._ok("POST", f"/connectors/{name}/restart{query}", ok=(200, 202, 204))
+
+    def register(self, name: str, config: dict[str, Any], timeout: float = 120) -> bool:
+        """PUT ``config`` unless the running one equals it, then wait for RUNNING; True if it was (re)written.
+
+        An unchanged config is not PUT again: a PUT restarts the connector through a rebalance.
+        """
+        if self.config(name) == {**config, "name": name}:
+            self.wait_running(name, timeout)
+            return False
+        self.put_config(name, config)
+        time.sleep(2)  # the PUT (re)starts the connector through a rebalance; do not read the old state
+        self.wait_running(name, timeout)
+        return True
+
+    def wait_running(self, name: str, timeout: float = 120, poll: float = 1.0) -> dict[str, Any]:
+        """Wait until the connector and every task are RUNNING; stop early on FAILED."""
+        deadline = time.monotonic() + timeout
+        state, tasks, trace = "MISSING", list[str](), ""
+        while True:
+            state, tasks, trace = self.state(name)
+            if state == RUNNING and tasks and all(t == RUNNING for t in tasks):
+                return self.status(name) or {}
+            if state == "FAILED" or "FAILED" in tasks or time.monotonic() >= deadline:
+                break
+            time.sleep(poll)
+        first = trace.strip().splitlines()[0] if trace.strip() else ""
+        raise ConnectorNotRunning(f"connector {name} is {state} (tasks: {tasks or 'none'}) {first}".rstrip())
+
+    def require_running(self, name: str) -> dict[str, Any]:
+        """The status document if connector and tasks are RUNNING, else :class:`ConnectorNotRunning`."""
+        body = self.status(name)
+        if body is None:
+            raise ConnectorNotRunning(
+                f"connector {name} is not registered in {self.url} — `make up` registers connectors/*.json"
+            )
+        state, tasks, trace = state_of(body)
+        if state != RUNNING or not tasks or any(t != RUNNING for t in tasks):
+            first = trace.strip().splitlines()[0] if trace.strip() else ""
+            raise ConnectorNotRunning(
+                f"connector {name} is {[state, *tasks]}; {first} "
+                "— see `make logs S=connect`, then `make up` re-registers it"
+            )
+        return body
+
+
+def state_of(status: dict[str, Any]) -> tuple[str, list[str], str]:
+    """(connector state, task states, first trace) of a ``/connectors/<name>/status`` document."""
+    tasks = [str(t.get("state", "?")) for t in status.get("tasks", [])]
+    trace = "\n".join(t.get("trace", "") for t in status.get("tasks", []) if t.get("trace"))
+    connector = status.get("connector", {})
+    return str(connector.get("state", "?")), tasks, trace or str(connector.get("trace", ""))
+
+
+def from_airflow(conn_id: str = "kafka_connect") -> ConnectClient:
+    """The client for Airflow connection ``conn_id`` (an http connection whose host is the base URL)."""
+    from airflow.sdk import BaseHook
+
+    conn = BaseHook.get_connection(conn_id)
+    host = conn.host or ""
+    if "://" not in host:
+        host = f"{conn.schema or 'http'}://{host}" + (f":{conn.port}" if conn.port else "")
+    return ConnectClient(host)

@@ -1,0 +1,38 @@
+"""Pure logic of the one Kafka Connect client: reading status documents, a Connect that does not answer."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from cdclab.cdc.connect import ConnectClient, ConnectError, ConnectorNotRunning, state_of
+
+
+def test_state_of_reads_connector_and_task_states_and_the_first_trace():
+    doc = {
+        "name": "x",
+        "connector": {"state": "RUNNING", "worker_id": "w"},
+        "tasks": [{"id": 0, "state": "RUNNING"}, {"id": 1, "state": "FAILED", "trace": "boom\n at y"}],
+    }
+    assert state_of(doc) == ("RUNNING", ["RUNNING", "FAILED"], "boom\n at y")
+    assert state_of({"connector": {"state": "FAILED", "trace": "bad"}, "tasks": []}) == ("FAILED", [], "bad")
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_a_connect_that_does_not_answer_is_status_0_missing_and_a_clear_error():
+    client = ConnectClient(f"http://127.0.0.1:{_closed_port()}/", timeout=2)
+    assert not client.url.endswith("/")
+    status, body = client.request("GET", "/connectors")
+    assert status == 0 and "does not answer" in body
+    state, tasks, why = client.state("shop")
+    assert (state, tasks) == ("MISSING", []) and "does not answer" in why
+    with pytest.raises(ConnectError, match="HTTP 0"):
+        client.connectors()
+    with pytest.raises(ConnectorNotRunning, match="connector shop is MISSING"):
+        client.wait_running("shop", timeout=0, poll=0)
