@@ -149,7 +149,16 @@ class ProcessRecord:
         ticks = proc_start_ticks(pid)
         if ticks is None:
             raise ProcessLookupError(f"pid {pid} is gone before its start could be recorded")
-        return cls(pid, ticks, tuple(argv), tuple(proc_cmdline(pid) or ()))
+        # Popen returns once exec has closed its error pipe, which the kernel does before it sets up
+        # the new program's arguments: for a moment /proc/<pid>/cmdline reads empty (seen under load).
+        # An empty record would never match the running process again, so wait for the real one.
+        cmdline: list[str] | None = None
+        for _ in range(200):
+            cmdline = proc_cmdline(pid)
+            if cmdline or not pid_alive(pid):
+                break
+            time.sleep(0.01)
+        return cls(pid, ticks, tuple(argv), tuple(cmdline or ()))
 
     def is_running(self) -> bool:
         """The recorded process is alive: same pid, same start time, and the command line we started
