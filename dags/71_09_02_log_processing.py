@@ -17,7 +17,7 @@ losses recorded.
    Lines that do not parse go to ``dlq.log_bad_lines`` with the reason.
 
 Observe: the lab writes logs under ``<lab state>/applogs/71_09_02_log_processing/app.log`` (or pass
-``{"log_dir": ...}``); after a run look at ``state.log_cursor``, ``staging.app_logs``, ``dlq.log_gap``.
+``{"log_dir": ...}``; the folder is the Airflow connection `applogs`); after a run look at ``state.log_cursor``, ``staging.app_logs``, ``dlq.log_gap``.
 Rotate by hand (``mv app.log app.log.1``) between runs to watch the cursor follow the fingerprint.
 """
 
@@ -51,12 +51,16 @@ def log_processing_71_09_02():
     def ingest_new_lines(**context: Any) -> dict[str, Any]:
         from pathlib import Path
 
+        from airflow.providers.standard.hooks.filesystem import FSHook
+
         from cdclab.db import WAREHOUSE, transaction
         from cdclab.files import logs
-        from cdclab.lab.config import LabConfig
 
         p = context["params"]
-        folder = Path(p["log_dir"]) if p["log_dir"] else LabConfig.load().state / "applogs" / p["pipeline"]
+        if p["log_dir"]:
+            folder = Path(p["log_dir"])
+        else:  # the lab's log folder: the `applogs` connection (File (path)) that the launcher sets
+            folder = Path(FSHook(fs_conn_id="applogs").get_path()) / p["pipeline"]
         with transaction(WAREHOUSE) as cur:
             logs.ensure_tables(cur, p["target"])
         with transaction(WAREHOUSE) as cur:

@@ -277,6 +277,11 @@ class LabConfig:
             "AIRFLOW_CONN_MINIO": json.dumps(minio),
             "AIRFLOW_CONN_KAFKA_CONNECT": json.dumps({"conn_type": "http", "host": self.connect_url}),
             "AIRFLOW_CONN_PARTNER_API": json.dumps({"conn_type": "http", "host": self.partner_api_url}),
+            # where the lab's applications write their log files (71.9.2): a File (path) connection
+            # (the standard provider's FSHook), so DAGs never read the launcher's configuration
+            "AIRFLOW_CONN_APPLOGS": json.dumps(
+                {"conn_type": "fs", "extra": {"path": str(self.state / "applogs")}}
+            ),
         }
 
     @property
