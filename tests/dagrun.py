@@ -10,7 +10,7 @@ from typing import Any
 import pendulum
 
 from cdclab.lab.config import LabConfig
-from cdclab.testing.dags import load_dag
+from cdclab.testing.dags import dag_test, load_dag
 
 
 def get_dag(dag_id: str) -> Any:
@@ -29,7 +29,7 @@ def run_dag(
     """Run one DAG run in-process; fail with the task states when its state is not ``expect``."""
     dag = get_dag(dag_id)
     logical_date = logical_date or pendulum.now("UTC")
-    dr = dag.test(logical_date=logical_date, run_conf=conf or {})
+    dr = dag_test(dag, logical_date=logical_date, run_conf=conf or {})
     state = str(getattr(dr.state, "value", dr.state))
     if state != expect:
         tis = {ti.task_id: str(getattr(ti.state, "value", ti.state)) for ti in dr.get_task_instances()}
@@ -96,7 +96,7 @@ def run_dag_without_logical_date(
         mock.patch.object(SerializedDAG, "clear_dags", return_value=0),
         mock.patch.object(dagrun_module, "get_or_create_dagrun", replace_same_run_id),
     ):
-        dr = dag.test(logical_date=None, run_after=run_after, run_conf=conf or {})
+        dr = dag_test(dag, logical_date=None, run_after=run_after, run_conf=conf or {})
     assert dr.logical_date is None and dr.data_interval_start is None, "the run must carry no interval"
     state = str(getattr(dr.state, "value", dr.state))
     if state != expect:
