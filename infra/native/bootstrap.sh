@@ -58,7 +58,9 @@ if ! command -v uv >/dev/null || [ "$(uv --version | awk '{print $2}')" != "$UV_
   python3 -m pip install -q --disable-pip-version-check "uv==$UV_VERSION"
 fi
 step "uv sync --frozen (Airflow $AIRFLOW_VERSION and the providers, from uv.lock)"
-uv sync --frozen --extra dev --python "$PYTHON_VERSION" -q
+# --compile-bytecode: the .pyc files ship with the venv; this machine sets PYTHONDONTWRITEBYTECODE=1,
+# and without them every Python process (each test run, each Airflow task) compiled Airflow anew
+uv sync --frozen --extra dev --python "$PYTHON_VERSION" -q --compile-bytecode
 
 if $python_only; then
   step "bootstrap (host virtual environment for the compose backend) done in $((SECONDS - t0))s"
