@@ -21,6 +21,23 @@ from typing import Any
 RUNNING = "RUNNING"
 
 
+def http_json(method: str, url: str, body: object | None = None, timeout: float = 30.0) -> tuple[int, Any]:
+    """One JSON request: (HTTP status, decoded body; text when the body is not JSON). An HTTP error
+    status is returned, not raised; a server that does not answer raises ``URLError``/``OSError``."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            raw = resp.read()
+            return resp.status, json.loads(raw) if raw else None
+    except urllib.error.HTTPError as exc:
+        raw = exc.read()
+        try:
+            return exc.code, json.loads(raw)
+        except ValueError:
+            return exc.code, raw.decode(errors="replace")
+
+
 class ConnectError(RuntimeError):
     """Kafka Connect refused a request, did not answer, or a connector did not reach ``RUNNING``."""
 
@@ -40,20 +57,8 @@ class ConnectClient:
     # -- transport -------------------------------------------------------------------------------
     def request(self, method: str, path: str, body: object | None = None) -> tuple[int, Any]:
         """(HTTP status, decoded JSON body); status 0 when Connect does not answer at all."""
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(
-            f"{self.url}{path}", data=data, method=method, headers={"Content-Type": "application/json"}
-        )
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                raw = resp.read()
-                return resp.status, json.loads(raw) if raw else None
-        except urllib.error.HTTPError as exc:
-            raw = exc.read()
-            try:
-                return exc.code, json.loads(raw)
-            except ValueError:
-                return exc.code, raw.decode(errors="replace")
+            return http_json(method, f"{self.url}{path}", body, self.timeout)
         except (urllib.error.URLError, OSError, TimeoutError) as exc:
             return 0, f"Kafka Connect at {self.url} does not answer: {exc}"
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cdclab.cdc.connect import ConnectClient, ConnectError
+from cdclab.cdc.connect import http_json as http_json  # the launcher's and the tests' JSON requests
 from cdclab.lab.config import LabConfig
 
 PG_BIN_CANDIDATES = ("/usr/lib/postgresql/{major}/bin",)
@@ -75,21 +76,6 @@ def http_get(url: str, timeout: float = 3.0) -> tuple[int, bytes]:
         return exc.code, exc.read()
     except (urllib.error.URLError, OSError, TimeoutError):
         return 0, b""
-
-
-def http_json(method: str, url: str, body: object | None = None, timeout: float = 30.0) -> tuple[int, object]:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            raw = resp.read()
-            return resp.status, json.loads(raw) if raw else None
-    except urllib.error.HTTPError as exc:
-        raw = exc.read()
-        try:
-            return exc.code, json.loads(raw)
-        except ValueError:
-            return exc.code, raw.decode(errors="replace")
 
 
 def pid_alive(pid: int) -> bool:
