@@ -75,22 +75,22 @@ class ConnectClient:
     def connectors(self) -> list[str]:
         return list(self._ok("GET", "/connectors"))
 
-    def status(self, name: str) -> dict[str, Any] | None:
-        """The connector's status document, or None when no such connector is registered."""
-        status, body = self.request("GET", f"/connectors/{name}/status")
+    def _document(self, path: str) -> dict[str, Any] | None:
+        """A JSON object from ``GET path``, or None when Connect answers 404 (no such connector)."""
+        status, body = self.request("GET", path)
         if status == 404:
             return None
         if status != 200 or not isinstance(body, dict):
-            raise ConnectError(f"GET {self.url}/connectors/{name}/status: HTTP {status}: {body}")
+            raise ConnectError(f"GET {self.url}{path}: HTTP {status}: {body}")
         return body
 
+    def status(self, name: str) -> dict[str, Any] | None:
+        """The connector's status document, or None when no such connector is registered."""
+        return self._document(f"/connectors/{name}/status")
+
     def config(self, name: str) -> dict[str, Any] | None:
-        status, body = self.request("GET", f"/connectors/{name}/config")
-        if status == 404:
-            return None
-        if status != 200 or not isinstance(body, dict):
-            raise ConnectError(f"GET {self.url}/connectors/{name}/config: HTTP {status}: {body}")
-        return body
+        """The connector's config, or None when no such connector is registered."""
+        return self._document(f"/connectors/{name}/config")
 
     def state(self, name: str) -> tuple[str, list[str], str]:
         """(connector state, task states, first trace); ``MISSING`` when not registered or not answering."""
