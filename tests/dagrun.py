@@ -31,9 +31,18 @@ def run_dag(
     logical_date = logical_date or pendulum.now("UTC")
     dr = dag_test(dag, logical_date=logical_date, run_conf=conf or {})
     state = str(getattr(dr.state, "value", dr.state))
+    tis = {ti.task_id: str(getattr(ti.state, "value", ti.state)) for ti in dr.get_task_instances()}
     if state != expect:
-        tis = {ti.task_id: str(getattr(ti.state, "value", ti.state)) for ti in dr.get_task_instances()}
         raise AssertionError(f"{dag_id} run {logical_date} ended {state}, expected {expect}; tasks: {tis}")
+    if expect == "success" and not tis:
+        raise AssertionError(f"{dag_id} run {dr.run_id} succeeded without any task instance")
+    if expect == "success" and (ran := [t for t, s in tis.items() if s == "success"]) != list(tis):
+        # a success with tasks that never ran (removed, skipped by a broken dependency) is not a pass
+        # unless the DAG skips on purpose; say which, so a "succeeded but wrote nothing" reads clearly
+        print(
+            f"{dag_id} run {dr.run_id} ({dr.conf}): tasks that did not run: "
+            f"{ {t: s for t, s in tis.items() if t not in ran} }"
+        )
     return dr
 
 
