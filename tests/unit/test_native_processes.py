@@ -179,3 +179,18 @@ def test_a_failed_up_stops_only_what_it_started(cfg, processes, monkeypatch) -> 
     assert len(broken.pids) == 1 and native.wait_for(lambda: not alive(broken.pids[0]), 10)
     assert native.read_record(cfg, "broken") is None and not cfg.pid_file("broken").exists()
     assert alive(running) and alive(foreign)
+
+
+def test_backend_choice_keeps_a_running_native_lab(tmp_path, monkeypatch):
+    """With no LAB_BACKEND, a state folder without live native processes is not a running native lab."""
+    from cdclab.lab import backend
+    from cdclab.lab.config import LabConfig
+
+    monkeypatch.setenv("CDCLAB_STATE", str(tmp_path))
+    assert backend.native_lab_running(LabConfig.load()) is False
+    monkeypatch.delenv("LAB_BACKEND", raising=False)
+    monkeypatch.setattr(backend, "native_lab_running", lambda cfg=None: True)
+    monkeypatch.setattr(backend, "engine_answers", lambda: True)
+    assert backend.backend_name() == "native"
+    monkeypatch.setattr(backend, "native_lab_running", lambda cfg=None: False)
+    assert backend.backend_name() == "compose"

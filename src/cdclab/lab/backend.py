@@ -309,8 +309,18 @@ def engine_answers() -> bool:
     return True
 
 
+def native_lab_running(cfg: LabConfig | None = None) -> bool:
+    """A process the native launcher started is alive (its pid record names a live process of ours)."""
+    cfg = cfg or LabConfig.load()
+    return any(svc.pid(cfg) is not None for svc in native.SERVICES)
+
+
 def backend_name() -> str:
-    name = os.environ.get("LAB_BACKEND") or ("compose" if engine_answers() else "native")
+    """``$LAB_BACKEND``; else native when a native lab is running here (a user who installed Docker
+    later keeps the lab they started), else compose when an engine answers, else native."""
+    name = os.environ.get("LAB_BACKEND") or (
+        "native" if native_lab_running() else "compose" if engine_answers() else "native"
+    )
     if name not in ("compose", "native"):
         raise LabError(f"LAB_BACKEND={name!r}: use compose or native")
     return name
