@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 MOUNT = "/cdclab"
 TITLE = "CDC lab"
 SERVICE_TIMEOUT_S = 5.0
+SCROLL_ROWS = 12  # a table longer than this scrolls inside its section (CSS max-height)
 HEALTH_DAYS = 7
 
 Row = tuple[Any, ...]
@@ -563,8 +564,8 @@ def _cell(value: Any) -> str:
     if value is None:
         return '<td class="null">—</td>'
     if isinstance(value, dt.datetime):
-        text = value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if value.tzinfo else str(value)
-        return f"<td>{html.escape(text)}</td>"
+        text = value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S") if value.tzinfo else str(value)
+        return f'<td class="time">{html.escape(text)}</td>'
     text = str(value)
     cls = f' class="state-{text.lower()}"' if text in STATE_CLASSES else ""
     return f"<td{cls}>{html.escape(text)}</td>"
@@ -594,7 +595,11 @@ def render_section(section: Section) -> str:
     if section.rows:
         head = "".join(f"<th>{_ESC(c)}</th>" for c in section.columns)
         body = "\n".join("<tr>" + "".join(_cell(v) for v in row) + "</tr>" for row in section.rows)
-        parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>\n{body}\n</tbody></table>")
+        parts.append(
+            f'<div class="table-wrap"><table><thead><tr>{head}</tr></thead><tbody>\n{body}\n</tbody></table></div>'
+        )
+        if len(section.rows) > SCROLL_ROWS:
+            parts.append(f'<p class="meta">{len(section.rows)} rows (scroll the table)</p>')
     else:
         parts.append(f'<p class="empty">{_ESC(section.empty)}</p>')
     parts.append("</section>")
@@ -610,7 +615,9 @@ nav a{margin-right:.8rem}
 h2{font-size:1.1rem;margin:.2rem 0 .5rem}
 table{border-collapse:collapse;font-size:.85rem}
 th,td{border-bottom:1px solid #e2e8f0;padding:.2rem .6rem;text-align:left;vertical-align:top}
-th{background:#edf2f7}
+th{background:#edf2f7;position:sticky;top:0}
+.table-wrap{max-height:22rem;overflow:auto;display:inline-block;max-width:100%}
+td.time{white-space:nowrap}
 .note,.empty,.meta{color:#4a5568;font-size:.85rem}
 .service-down{color:#c53030;font-weight:600}
 .state-running,.state-ok{color:#276749;font-weight:600}
@@ -642,7 +649,7 @@ def render_page(sections: Sequence[Section], generated_at: dt.datetime) -> str:
 <title>{_ESC(TITLE)}</title><style>{CSS}</style></head>
 <body>
 <h1 id="cdclab-title">{_ESC(TITLE)}</h1>
-<p class="meta">generated {generated_at.astimezone(dt.UTC):%Y-%m-%d %H:%M:%S} UTC — reload for fresh numbers</p>
+<p class="meta">generated {generated_at.astimezone(dt.UTC):%Y-%m-%d %H:%M:%S} UTC (all times UTC) — reload for fresh numbers</p>
 {summary}
 <nav>{nav}</nav>
 {body}

@@ -115,6 +115,8 @@ def test_the_lab_page_shows_every_section_and_the_charts(lab, browser, page_data
     _login(browser, base, lab["AIRFLOW_ADMIN_USER"], lab["AIRFLOW_ADMIN_PASSWORD"])
     assert browser.current_url.rstrip("/").endswith(MOUNT)
     shot = tmp_path / "cdclab_page.png"
+    height = int(browser.execute_script("return document.documentElement.scrollHeight"))
+    browser.set_window_size(1400, min(height + 120, 10000))  # the whole page in one screenshot
     browser.save_screenshot(str(shot))
     print(f"\nscreenshot of the CDC lab page: {shot}")
 
