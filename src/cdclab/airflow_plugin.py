@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow.plugins_manager import AirflowPlugin
+from airflow.sdk.plugins_manager import AirflowPlugin
 
 MOUNT = "/cdclab"  # the same as cdclab.labpage.MOUNT, which this module does not import (cheap import)
 

@@ -168,7 +168,7 @@ def test_the_app_serves_the_page_and_never_a_500_when_everything_is_down():
 def test_importing_the_plugin_imports_no_web_or_database_client():
     """Every Airflow process imports the plugin: beyond Airflow itself it loads only its own module."""
     code = (
-        "import sys, airflow.plugins_manager; before = set(sys.modules);"
+        "import sys, airflow.sdk.plugins_manager; before = set(sys.modules);"
         "import cdclab.airflow_plugin as p;"
         "print(sorted(set(sys.modules) - before));"
         "print(p.CdcLabPlugin.name, p.CdcLabPlugin.external_views[0]['href'])"
