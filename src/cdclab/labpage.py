@@ -114,7 +114,9 @@ def _kafka_bootstrap() -> str | None:
 
 def _down(key: str, title: str, service: str, exc: BaseException) -> Section:
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return Section(key, title, error=f"{service} does not answer: {first[:300]}")
+    # a client's own message may already say who did not answer (the Connect client's does)
+    message = first if "does not answer" in first else f"{service} does not answer: {first}"
+    return Section(key, title, error=message[:400])
 
 
 def guarded(key: str, title: str, service: str, gather: Callable[[], Section]) -> Section:
@@ -315,6 +317,8 @@ def gather_db_offsets(
                 ends = _end_offsets(bootstrap, sorted({(r[1], r[2]) for r in raw}), timeout)
             except Exception as exc:
                 note = f"Kafka at {bootstrap} does not answer ({exc}): end offsets and lag unknown"
+            if not ends and not note:
+                note = f"Kafka at {bootstrap} gave no end offset (down, or the topics are gone): lag unknown"
         rows = []
         for group, topic, partition, nxt, updated_at, updated_by in raw:
             end = ends.get((topic, partition))

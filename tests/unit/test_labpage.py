@@ -64,6 +64,18 @@ def test_guarded_turns_an_exception_into_a_down_section():
     assert s.down and s.error == "Kafka at 127.0.0.1:1 does not answer: connection refused"
 
 
+def test_a_message_that_already_names_the_service_is_not_repeated():
+    def boom() -> Section:
+        raise RuntimeError(
+            "GET http://c:1/connectors: HTTP 0: Kafka Connect at http://c:1 does not answer: refused"
+        )
+
+    s = labpage.guarded("k", "T", "Kafka Connect at http://c:1", boom)
+    assert (
+        s.error == "GET http://c:1/connectors: HTTP 0: Kafka Connect at http://c:1 does not answer: refused"
+    )
+
+
 def test_every_database_section_degrades_when_the_database_refuses():
     def refuse() -> object:
         raise OSError("could not connect to server: Connection refused")
