@@ -12,7 +12,7 @@ S ?= postgres
 N ?= 100
 PYTEST_ARGS ?=
 
-.PHONY: help engine images bootstrap up down status logs clean kill workload workload-pause workload-resume test test-unit harness-example lint format bench lock
+.PHONY: help engine images bootstrap up down status logs clean kill workload workload-pause workload-resume test test-tools test-unit harness-example lint format bench lock
 
 help: ## list every target
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "} {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -61,8 +61,14 @@ workload-resume: ## change the shop again, at the rate set last
 clean: bootstrap ## stop everything and wipe all lab data (databases, topics, buckets)
 	@$(CDCLAB) lab clean
 
-test: bootstrap ## run every test; starts the lab first if it is not healthy
+test: bootstrap test-tools ## run every test; starts the lab first if it is not healthy
 	@$(PY) -m pytest $(PYTEST_ARGS)
+
+test-tools: ## what the browser test needs beyond the venv: Debian's chromium + chromium-driver (apt, if missing)
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  sudo=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$sudo apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends chromium chromium-driver; }
 
 test-unit: bootstrap ## only the tests that need no running service
 	@$(PY) -m pytest -m unit $(PYTEST_ARGS)
