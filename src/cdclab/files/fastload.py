@@ -68,10 +68,6 @@ class FastResult:
     sha256: str
 
 
-def _raw_chunks(store: Any, obj: ObjectInfo) -> Iterator[bytes]:
-    return store.stream(obj.bucket, obj.key, READ_BYTES)
-
-
 def _gunzip(chunks: Iterable[bytes]) -> Iterator[bytes]:
     """Decompress gzip members one after another; a truncated or corrupt stream declines."""
     d = zlib.decompressobj(wbits=31)
@@ -98,10 +94,15 @@ class CopySource:
 
     Hashes the raw (stored) bytes as they pass; ``header`` and ``lines`` are known once drained."""
 
-    def __init__(self, key: str, raw: Iterable[bytes]) -> None:
+    def __init__(
+        self, key: str, raw: Iterable[bytes], *, base: int = 0, header: list[str] | None = None
+    ) -> None:
+        """``raw`` yields the stored bytes; for a chunk (a byte range of an uncompressed file) ``base`` is
+        its first byte's offset and ``header`` the file's header, read once."""
         self.key = key
         self.sha = hashlib.sha256()
-        self.header: list[str] | None = None
+        self.header = header
+        self.base = base
         self.lines = 0
         self._raw = iter(raw)
 
@@ -116,7 +117,7 @@ class CopySource:
 
     def _generate(self) -> Iterator[bytes]:
         pending = b""
-        base = 0
+        base = self.base
         for data in self._data:
             pending += data
             if self.header is None:
@@ -193,19 +194,36 @@ def _cast(field: str, col: sql.Composable, guard_numbers: bool) -> sql.Composabl
     return sql.SQL("{c}::{t}").format(c=col, t=sql.SQL(cast))
 
 
-def load(cur: Any, store: Any, obj: ObjectInfo, target: str) -> FastResult:
-    """Stream ``obj`` into the staging table and insert its rows into ``target`` (whose rows of this file
-    the caller has deleted) in ``cur``'s transaction; raises :class:`Declined` or a database error when the
-    strict path must decide. Run it inside a savepoint."""
+def load(
+    cur: Any,
+    store: Any,
+    obj: ObjectInfo,
+    target: str,
+    *,
+    byte_range: tuple[int, int] | None = None,
+    header: list[str] | None = None,
+) -> FastResult:
+    """Stream ``obj`` (or the chunk ``byte_range`` of it, whose file ``header`` the caller read) into the
+    staging table and insert its rows into ``target`` (whose rows of this file or chunk the caller has
+    deleted) in ``cur``'s transaction; raises :class:`Declined` or a database error when the strict path
+    must decide. Run it inside a savepoint."""
     if file_format(obj.key) != "csv":
         raise Declined("only CSV takes the COPY path")
+    if byte_range is None:
+        src = CopySource(obj.key, store.stream(obj.bucket, obj.key, READ_BYTES))
+    else:
+        if is_compressed(obj.key) or header is None:
+            raise Declined("a byte range needs an uncompressed CSV and its header")
+        start, end = byte_range
+        src = CopySource(
+            obj.key, [store.get_range(obj.bucket, obj.key, start, end)], base=start, header=header
+        )
     cols = [sql.Identifier(f"f{i}") for i in range(len(FIELDS))]
     cur.execute(
         sql.SQL("CREATE TEMP TABLE {s} (source_offset bigint, {c}) ON COMMIT DROP").format(
             s=sql.Identifier(STAGE), c=sql.SQL(", ").join(sql.SQL("{} text").format(c) for c in cols)
         )
     )
-    src = CopySource(obj.key, _raw_chunks(store, obj))
     cur.copy_expert(
         sql.SQL("COPY {s} FROM STDIN WITH (FORMAT csv)").format(s=sql.Identifier(STAGE)).as_string(cur),
         src,
