@@ -44,6 +44,15 @@ FILES: dict[str, tuple[bytes, str]] = {
         H + b"1,2,A,3,4.5,2026-01-01T00:00:00+00:00\n\n\n" + b"2,2,B,3,1e2,2026-01-01T00:00:00Z",
         "fast",
     ),
+    "time_first.csv": (  # event_time not last: the insert checks its shape in SQL
+        b"event_time,event_id,customer_id,sku,qty,amount\n2026-01-01T00:00:00+01:00,1,2,A,3,4.50\n"
+        b"2026-01-01 00:00:00.25-05:30,2,2,A,3,4.50\n",
+        "fast",
+    ),
+    "time_first_naive.csv": (
+        b"event_time,event_id,customer_id,sku,qty,amount\n2026-01-01T00:00:00,1,2,A,3,4.50\n",
+        "strict",
+    ),
     "whitespace_int.csv": (with_line(b" 99 ,1,S,+2,  3.5 ,2026-01-01T00:00:00+00:00\n"), "fast"),
     "nan_amount.csv": (with_line(b"99,1,S,2,NaN,2026-01-01T00:00:00+00:00\n"), "fast"),
     # declined by the fast path; the strict path loads them
@@ -194,7 +203,7 @@ def test_fast_and_strict_paths_end_in_the_same_rows_ledger_and_dead_letters(
     assert {k for k, o in outcomes["auto"].items() if o.status == "quarantined"} == {
         "naive_time.csv", "leap_second.csv", "bad_id.csv", "empty_sku.csv", "extra_column.csv",
         "wrong_header.csv", "truncated.csv.gz", "empty.csv", "wrong_rows.csv",
-        "wrong_sha.csv", "not_utf8.csv", "bad_date.csv",
+        "wrong_sha.csv", "not_utf8.csv", "bad_date.csv", "time_first_naive.csv",
     }  # fmt: skip
     # a value the database refuses is an operational failure on both paths, retried by the next run
     assert {k for k, o in outcomes["auto"].items() if o.status == "failed"} == {"overflow_amount.csv"}

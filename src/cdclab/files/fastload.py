@@ -54,6 +54,10 @@ TS_RE = (
 """ISO 8601 with seconds and an explicit offset: read alike by ``datetime.fromisoformat`` and
 ``timestamptz`` (no leap second, no 24:00, at most microseconds; year 0 and impossible days make the cast
 raise, which declines)."""
+TS_LAST_RE = re.compile(rb"," + TS_RE[1:-1].encode() + rb"\r?$", re.M)
+"""A line whose last field has the :data:`TS_RE` shape; counted per block in Python while PostgreSQL runs the
+COPY, so the insert can skip its per-row regex when ``event_time`` is the last column and every line has
+it."""
 INT_RE = r"^\s*[+-]?[0-9]+\s*$"
 NUM_RE = r"^\s*[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\s*$"
 
@@ -104,6 +108,8 @@ class CopySource:
         self.header = header
         self.base = base
         self.lines = 0
+        self.ts_checked = 0
+        """Lines whose last field has the timestamp shape (counted when ``event_time`` is the last column)."""
         self._raw = iter(raw)
 
         def hashed() -> Iterator[bytes]:
@@ -159,6 +165,8 @@ class CopySource:
                 if b'"' in line and LINE_RE.fullmatch(line) is None:
                     raise Declined(f"quoting at byte {base}.. may parse differently")
         out = list(map(b"%d,%s".__mod__, itertools.compress(zip(offsets, lines, strict=False), lines)))
+        if self.header is not None and self.header[-1] == "event_time":
+            self.ts_checked += len(TS_LAST_RE.findall(block))
         self.lines += len(out)
         return b"\n".join(out) + b"\n" if out else b""
 
@@ -175,7 +183,7 @@ class CopySource:
         return next(self._out, None) is None
 
 
-def _cast(field: str, col: sql.Composable, guard_numbers: bool) -> sql.Composable:
+def _cast(field: str, col: sql.Composable, guard_numbers: bool, ts_checked: bool = False) -> sql.Composable:
     """The validating expression for one field read from staging column ``col``: NULL when the text has
     a shape the two parsers might read differently (the NOT NULL target then rejects the statement)."""
     cast, regex = {
@@ -187,6 +195,8 @@ def _cast(field: str, col: sql.Composable, guard_numbers: bool) -> sql.Composabl
     }.get(field, ("text", ""))
     if field == "sku":
         return sql.SQL("NULLIF({c}, '')").format(c=col)
+    if field == "event_time" and ts_checked:
+        return sql.SQL("{c}::timestamptz").format(c=col)
     if field == "event_time" or guard_numbers:
         return sql.SQL("CASE WHEN {c} ~ {r} THEN {c}::{t} END").format(
             c=col, r=sql.Literal(regex), t=sql.SQL(cast)
@@ -241,7 +251,9 @@ def load(
         ).format(
             t=ident(target),
             fields=sql.SQL(", ").join(sql.Identifier(f) for f in FIELDS),
-            values=sql.SQL(", ").join(_cast(f, position[f], guard) for f in FIELDS),
+            values=sql.SQL(", ").join(
+                _cast(f, position[f], guard, src.ts_checked == src.lines) for f in FIELDS
+            ),
             s=sql.Identifier(STAGE),
         ),
         (obj.bucket, obj.key, obj.etag),
