@@ -99,3 +99,33 @@ def test_what_the_parsers_could_read_differently_declines(key: str, data: bytes)
 )
 def test_timestamp_shape_accepted_by_the_fast_path(value: str, ok: bool) -> None:
     assert bool(re.match(TS_RE, value)) is ok
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2026-03-29T01:30:00+00:00",
+        "2026-03-29 01:30:00.123456Z",
+        "2026-03-29T01:30:00.1234567+00:00",
+        "2026-03-29T23:59:60+00:00",
+        "2026-03-29T01:30:00",
+        '"2026-03-29T01:30:00+00:00"',
+        "x2026-03-29T01:30:00+00:00",
+    ],
+)
+def test_the_per_block_timestamp_check_agrees_with_the_shape(value: str) -> None:
+    """A block's lines are counted as checked exactly when their last field has the :data:`TS_RE` shape."""
+    from cdclab.files.fastload import TS_LAST_RE
+
+    ok = bool(re.match(TS_RE, value))
+    block = f"1,2,A,3,4.50,{value}\r\n1,2,A,3,4.50,{value}".encode()
+    assert len(TS_LAST_RE.findall(block)) == (2 if ok else 0)
+
+
+def test_a_file_with_event_time_last_is_fully_checked_while_streaming() -> None:
+    data = producer.file_bytes(producer.make_rows(30, 4), "a.csv")
+    src, _ = drain("a.csv", data, 13)
+    assert src.ts_checked == src.lines == 30
+    bad = data + b"31,1,S,2,3.50,2026-01-01T00:00:00\n"
+    src, _ = drain("a.csv", bad, 13)
+    assert (src.ts_checked, src.lines) == (30, 31)
