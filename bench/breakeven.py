@@ -228,6 +228,7 @@ class Bench:
             )
         return {
             "benchmark": "breakeven",
+            "settings": {"rows": self.n, "repeats": self.repeats, "fractions": self.fractions},
             "rows": self.n,
             "repeats": self.repeats,
             "points": points,

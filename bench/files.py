@@ -289,6 +289,15 @@ class Bench:
         med = {k: v["median_s"] for k, v in stats.items()}
         return {
             "benchmark": "files",
+            "settings": {
+                "file_mb": self.mb,
+                "repeats": self.repeats,
+                "workers": self.workers,
+                "chunk_mb": self.chunk_mb,
+                "io_mb_s_per_get": self.io_mbps,
+                "io_workers": self.io_workers,
+                "raw_copy": "COPY t (six columns) FROM STDIN (FORMAT csv, HEADER), same shape and primary key",
+            },
             "file_mb": round(mb, 1),
             "rows": len(rows),
             "repeats": self.repeats,

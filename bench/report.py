@@ -76,7 +76,10 @@ def run(name: str, quick: bool) -> bool:
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "duration_s": round(time.time() - started, 1),
         "quick": quick,
-        "config": {k: v for k, v in os.environ.items() if k.startswith("BENCH_")},
+        "config": {
+            **result.get("settings", {}),
+            "env": {k: v for k, v in os.environ.items() if k.startswith("BENCH_")},
+        },
         "machine": {**facts, "loadavg_at_end": os.getloadavg()},
     }
     RESULTS.mkdir(exist_ok=True)
