@@ -12,7 +12,7 @@ S ?= postgres
 N ?= 100
 PYTEST_ARGS ?=
 
-.PHONY: help engine images bootstrap up down status logs clean kill workload workload-pause workload-resume test test-tools test-unit harness-example lint format bench lock
+.PHONY: help engine images bootstrap up down status logs clean kill workload workload-pause workload-resume test test-tools test-unit harness-example lint format bench bench-quick lock
 
 help: ## list every target
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "} {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -88,6 +88,9 @@ format: ## apply ruff's formatting and safe fixes
 
 bench: up ## measure throughput ratios against side-by-side baselines; writes bench/results/
 	@$(PY) -m bench
+
+bench-quick: up ## the benchmarks at small sizes (a smoke check, under 5 minutes)
+	@$(PY) -m bench --quick
 
 lock: ## re-resolve uv.lock after changing pyproject.toml
 	@uv lock

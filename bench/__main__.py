@@ -1,62 +1,31 @@
 """Entry point of ``make bench``: every benchmark, each a ratio against a baseline run side by side.
 
 - ``cdc_sink``: our exactly-once Kafka->Postgres sink vs Debezium's JDBC sink, same topic, same run.
-- ``files``: chunked parallel file load vs single-pass load of the same object (MB/s ratio).
+- ``files``: our file load vs a raw COPY of the same object into the same table; chunked vs single-pass.
+- ``breakeven``: incremental load vs full reload over changed fractions 0.1% .. 50%.
 Results go to ``bench/results/<name>-<UTC time>.json`` and ``<name>-latest.json``.
 Sizes: BENCH_ROWS (default 20000), BENCH_FILE_MB (default 100), BENCH_WORKERS (default 2).
+``--quick`` (small sizes), ``--only files,breakeven`` (see bench/report.py).
 """
 
 from __future__ import annotations
 
-import json
-import os
 import sys
-import time
 from pathlib import Path
 
-from bench import cdc_sink
+from bench import cdc_sink, report
 
 RESULTS = Path(__file__).parent / "results"
 
 
-def files() -> bool:
-    from cdclab.files import bench as files_bench
-
-    print(
-        f"[bench files] chunked vs single-pass load of a {os.environ.get('BENCH_FILE_MB', '100')} MB CSV",
-        flush=True,
-    )
-    figures = files_bench.main(
-        [
-            "--mb",
-            os.environ.get("BENCH_FILE_MB", "100"),
-            "--workers",
-            os.environ.get("BENCH_WORKERS", "2"),
-            "--chunk-mb",
-            "16",
-        ]
-    )
-    figures = {
-        "benchmark": "files_chunking",
-        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "cores": os.cpu_count(),
-        **figures,
-        "ratio_mb_s_chunked_over_single": figures["speedup"],
-    }
-    RESULTS.mkdir(exist_ok=True)
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    for name in (f"files_chunking-{stamp}.json", "files_chunking-latest.json"):
-        (RESULTS / name).write_text(json.dumps(figures, indent=2) + "\n")
-    return bool(figures["same_rows"])
-
-
 def main() -> int:
-    only = set(sys.argv[1:])
+    only, quick = report.parse_args(sys.argv[1:])
     results = []
     if not only or "cdc_sink" in only:
         results.append(cdc_sink.main())
-    if not only or "files" in only:
-        results.append(files())
+    for name in ("files", "breakeven"):
+        if not only or name in only:
+            results.append(report.run(name, quick))
     return 0 if all(results) else 1
 
 

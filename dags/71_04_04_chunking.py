@@ -18,7 +18,7 @@ parallel with dynamic task mapping, track every chunk, assemble the result atomi
    the result equals a single-pass load (``71_04_01``) row for row, offsets included. A corrupt chunk
    quarantines the whole file.
 
-Observe: put a large CSV under ``landing/71_04_04_chunking/`` (``python -m cdclab.files.bench`` writes
+Observe: put a large CSV under ``landing/71_04_04_chunking/`` (``cdclab.files.producer.drop`` writes
 one), trigger the DAG, watch the mapped ``load_chunk`` instances in the Grid view, then
 ``SELECT chunk_no, start_byte, end_byte, status, row_count, attempts FROM state.file_chunks WHERE
 pipeline = '71_04_04_chunking' ORDER BY key, chunk_no``.

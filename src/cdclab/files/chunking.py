@@ -149,6 +149,38 @@ def ensure_chunk_table(cur: Any, chunk_table: str) -> None:
     ensure_ddl(cur, chunk_table, sql.SQL(TARGET_DDL).format(target=ident(chunk_table)))
 
 
+def _delete_chunk_rows(cur: Any, obj: Any, chunk: Chunk, chunk_table: str) -> None:
+    from psycopg2 import sql
+
+    from cdclab.db import ident
+
+    cur.execute(
+        sql.SQL(
+            "DELETE FROM {t} WHERE source_bucket = %s AND source_key = %s AND source_etag = %s"
+            " AND source_offset >= %s AND source_offset < %s"
+        ).format(t=ident(chunk_table)),
+        (obj.bucket, obj.key, obj.etag, chunk.start, chunk.end),
+    )
+
+
+def _fast_chunk(
+    cur: Any, store: Any, obj: Any, chunk: Chunk, chunk_table: str, header: list[str] | None
+) -> int | None:
+    """Rows of the chunk loaded by the COPY path (:mod:`cdclab.files.fastload`) in a savepoint, or ``None``
+    when it declines (the caller then parses the chunk strictly and reports what the strict parser says)."""
+    from cdclab.files import fastload
+
+    cur.execute("SAVEPOINT fast_chunk")
+    try:
+        _delete_chunk_rows(cur, obj, chunk, chunk_table)
+        res = fastload.load(cur, store, obj, chunk_table, byte_range=(chunk.start, chunk.end), header=header)
+    except Exception:  # any doubt goes to the strict parser, which decides
+        cur.execute("ROLLBACK TO SAVEPOINT fast_chunk")
+        return None
+    cur.execute("RELEASE SAVEPOINT fast_chunk")
+    return res.rows
+
+
 def load_chunk(
     store: Any,
     pipeline: str,
@@ -160,11 +192,11 @@ def load_chunk(
 ) -> dict[str, Any]:
     """Read one chunk with a Range GET, parse it and replace its rows in the chunk table; the chunk row
     becomes ``loaded`` in the same transaction. A loaded chunk is skipped (a retry redoes only failed
-    ones). Corrupt content marks the chunk ``failed`` with a ``corrupt:`` error and does not raise, so the
-    other chunks finish and assembly quarantines the file."""
-    from psycopg2 import sql
-
-    from cdclab.db import ident, transaction
+    ones). An uncompressed CSV chunk goes through the COPY path (:mod:`cdclab.files.fastload`) unless it
+    declines; then, and for other formats, the strict parser reads it. Corrupt content marks the chunk
+    ``failed`` with a ``corrupt:`` error and does not raise, so the other chunks finish and assembly
+    quarantines the file."""
+    from cdclab.db import transaction
     from cdclab.files.errors import CorruptFile
     from cdclab.files.loading import insert_records
     from cdclab.files.records import decompress, file_format, header_of, is_compressed, parse
@@ -186,6 +218,8 @@ def load_chunk(
             where,
         )
         fmt = file_format(obj.key)
+        records: list[Any] | None = None
+        n: int | None = None
         try:
             if is_compressed(obj.key):
                 data = decompress(obj.key, store.get(obj.bucket, obj.key))
@@ -196,8 +230,11 @@ def load_chunk(
                     if fmt == "csv"
                     else None
                 )
-                data = store.get_range(obj.bucket, obj.key, chunk.start, chunk.end)
-                records = parse(obj.key, data, fmt, base=chunk.start, header=header)
+                if fmt == "csv":
+                    n = _fast_chunk(cur, store, obj, chunk, chunk_table, header)
+                if n is None:
+                    data = store.get_range(obj.bucket, obj.key, chunk.start, chunk.end)
+                    records = parse(obj.key, data, fmt, base=chunk.start, header=header)
         except CorruptFile as exc:
             cur.execute(
                 "UPDATE state.file_chunks SET status = 'failed', error = %s WHERE pipeline = %s AND bucket = %s"
@@ -205,23 +242,19 @@ def load_chunk(
                 (f"corrupt:{exc.reason}:{exc.offset}: {exc}", *where),
             )
             return {"chunk_no": chunk.chunk_no, "status": "corrupt", "error": str(exc)}
-        cur.execute(
-            sql.SQL(
-                "DELETE FROM {t} WHERE source_bucket = %s AND source_key = %s AND source_etag = %s"
-                " AND source_offset >= %s AND source_offset < %s"
-            ).format(t=ident(chunk_table)),
-            (obj.bucket, obj.key, obj.etag, chunk.start, chunk.end),
-        )
-        insert_records(cur, chunk_table, obj, records)
+        if records is not None:  # the strict parser's records (the COPY path has inserted its rows)
+            _delete_chunk_rows(cur, obj, chunk, chunk_table)
+            insert_records(cur, chunk_table, obj, records)
+            n = len(records)
         if fail_before_commit:
             raise RuntimeError(f"simulated failure in chunk {chunk.chunk_no} after inserting, before commit")
         cur.execute(
             "UPDATE state.file_chunks SET status = 'loaded', row_count = %s, error = NULL,"
             " updated_at = clock_timestamp() WHERE pipeline = %s AND bucket = %s AND key = %s AND etag = %s"
             " AND chunk_no = %s",
-            (len(records), *where),
+            (n, *where),
         )
-        return {"chunk_no": chunk.chunk_no, "status": "loaded", "rows": len(records)}
+        return {"chunk_no": chunk.chunk_no, "status": "loaded", "rows": n}
 
 
 def assemble(

@@ -7,7 +7,10 @@ Vocabulary:
 - *replace by file*: loading deletes the file's previous rows and inserts the new ones, which makes a
   reprocess (or a retry after a crash) idempotent.
 - :class:`Outcome`: ``loaded``, ``quarantined``, ``skipped`` (finished or locked by another loader) or
-  ``failed`` (operational error, retried up to ``max_attempts``).
+  ``failed`` (operational error, retried up to ``max_attempts``); ``path`` says which parser loaded it.
+- *mode* (:data:`MODES`): ``auto`` tries the COPY fast path (:mod:`cdclab.files.fastload`) inside a
+  savepoint and falls back to the strict row-by-row path for that file when the fast path declines;
+  ``strict`` always parses in Python. Both end in the same rows, manifest row and quarantine.
 """
 
 from __future__ import annotations
@@ -22,12 +25,15 @@ from psycopg2.extras import execute_values
 
 from cdclab.db import WAREHOUSE, ident, transaction
 from cdclab.ddl import ensure as ensure_ddl
-from cdclab.files import archive, state
+from cdclab.files import archive, fastload, state
 from cdclab.files.errors import ChecksumMismatch, CorruptFile, RowCountMismatch
 from cdclab.files.records import Record, parse_object
 from cdclab.files.store import ObjectInfo, ObjectStore
 
 log = logging.getLogger(__name__)
+
+Mode = Literal["auto", "strict"]
+MODES: tuple[Mode, ...] = ("auto", "strict")
 
 TARGET_DDL = """
 CREATE TABLE IF NOT EXISTS {target} (
@@ -94,6 +100,30 @@ class Outcome:
     status: Literal["loaded", "quarantined", "skipped", "failed"]
     rows: int = 0
     reason: str | None = None
+    path: Literal["fast", "strict", ""] = ""
+
+
+def _try_fast(
+    cur: Any, store: ObjectStore, obj: ObjectInfo, target: str, row: state.ManifestRow
+) -> int | None:
+    """Rows loaded by the COPY fast path in a savepoint, or ``None`` (rolled back) when it declines."""
+    cur.execute("SAVEPOINT fast_load")
+    try:
+        delete_file_rows(cur, target, obj)
+        res = fastload.load(cur, store, obj, target)
+        if row.expected_sha256 and row.expected_sha256 != res.sha256:
+            raise fastload.Declined("sha256 differs from the producer manifest")
+        if row.expected_rows is not None and row.expected_rows != res.rows:
+            raise fastload.Declined("row count differs from the producer manifest")
+    except Exception as exc:  # any doubt goes to the strict path, which decides
+        cur.execute("ROLLBACK TO SAVEPOINT fast_load")
+        log.info("fast path declined %s (%s: %s); loading it strictly", obj.uri, type(exc).__name__, exc)
+        return None
+    cur.execute("RELEASE SAVEPOINT fast_load")
+    state.set_status(
+        cur, pipeline=row.pipeline, obj=obj, status="loaded", sha256=res.sha256, row_count=res.rows
+    )
+    return res.rows
 
 
 def load_file(
@@ -104,14 +134,22 @@ def load_file(
     quarantine_bucket: str = "quarantine",
     max_attempts: int = 3,
     conn_id: str = WAREHOUSE,
+    mode: Mode = "auto",
 ) -> Outcome:
     """Load one registered object (see module docstring). Never raises for corrupt input."""
+    if mode not in MODES:
+        raise ValueError(f"mode={mode!r}; choose one of {MODES}")
     quarantined = False
     try:
         with transaction(conn_id) as cur:
             row = state.lock_pending(cur, pipeline, obj, max_attempts)
             if row is None:
                 return Outcome(obj, "skipped")
+            if mode == "auto":
+                n = _try_fast(cur, store, obj, target, row)
+                if n is not None:
+                    log.info("loaded %s: %d rows into %s (COPY path)", obj.uri, n, target)
+                    return Outcome(obj, "loaded", rows=n, path="fast")
             raw = store.get(obj.bucket, obj.key)
             try:
                 records = parse_object(obj.key, raw)
@@ -120,12 +158,12 @@ def load_file(
                 archive.quarantine(cur, store, pipeline, obj, exc, quarantine_bucket)
                 quarantined = True
                 log.warning("quarantined %s: %s", obj.uri, exc)
-                return Outcome(obj, "quarantined", reason=f"{exc.reason}: {exc}")
+                return Outcome(obj, "quarantined", reason=f"{exc.reason}: {exc}", path="strict")
             delete_file_rows(cur, target, obj)
             insert_records(cur, target, obj, records)
             state.set_status(cur, pipeline, obj, "loaded", sha256=digest, row_count=len(records))
             log.info("loaded %s: %d rows into %s", obj.uri, len(records), target)
-            return Outcome(obj, "loaded", rows=len(records))
+            return Outcome(obj, "loaded", rows=len(records), path="strict")
     except Exception as exc:
         log.exception("loading %s failed", obj.uri)
         with transaction(conn_id) as cur:
@@ -148,10 +186,13 @@ def load_all(
     target: str,
     quarantine_bucket: str = "quarantine",
     max_attempts: int = 3,
+    mode: Mode = "auto",
 ) -> dict[str, Any]:
     """Load each object in turn; corrupt ones go to quarantine and the others continue. Raises
     :class:`FilesFailed` at the end if any had an operational error."""
-    outcomes = [load_file(store, pipeline, o, target, quarantine_bucket, max_attempts) for o in objects]
+    outcomes = [
+        load_file(store, pipeline, o, target, quarantine_bucket, max_attempts, mode=mode) for o in objects
+    ]
     summary: dict[str, Any] = {
         s: [o.obj.key for o in outcomes if o.status == s]
         for s in ("loaded", "quarantined", "skipped", "failed")

@@ -13,6 +13,7 @@ client (``Range: bytes=a-b``).
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -100,6 +101,14 @@ class ObjectStore:
 
     def get(self, bucket: str, key: str) -> bytes:
         return bytes(self.client.get_object(Bucket=bucket, Key=key)["Body"].read())
+
+    def stream(self, bucket: str, key: str, chunk_bytes: int = 1 << 20) -> Iterator[bytes]:
+        """The object's bytes in pieces of up to ``chunk_bytes`` as they arrive (one GET, no full copy)."""
+        body = self.client.get_object(Bucket=bucket, Key=key)["Body"]
+        try:
+            yield from body.iter_chunks(chunk_bytes)
+        finally:
+            body.close()
 
     def get_range(self, bucket: str, key: str, start: int, end: int) -> bytes:
         """Bytes ``[start, end)`` of an object with one Range GET (``end`` is exclusive)."""

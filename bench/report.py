@@ -1,0 +1,102 @@
+"""Shared output of the benchmarks that register here (``files``, ``breakeven``): run one, write its JSON with
+the configuration and machine facts to ``bench/results/<name>-<UTC stamp>.json`` and ``<name>-latest.json``,
+print its ratio table, draw its PNG chart when matplotlib is installed (a dev dependency).
+
+``python -m bench [--quick] [--only files,breakeven]``: ``--quick`` uses small sizes (a smoke check well
+under 5 minutes); the knobs each module documents (``BENCH_*``) override both sizes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def parse_args(argv: list[str]) -> tuple[set[str], bool]:
+    """``(only, quick)``; bare names (``python -m bench files``) still select benchmarks."""
+    ap = argparse.ArgumentParser(prog="python -m bench")
+    ap.add_argument("names", nargs="*", help="benchmarks to run (default: all)")
+    ap.add_argument("--only", default="", help="comma list: cdc_sink, files, breakeven")
+    ap.add_argument("--quick", action="store_true", help="small sizes: a smoke check in under 5 minutes")
+    a = ap.parse_args(argv)
+    only = {n for n in a.only.split(",") if n} | set(a.names)
+    return only, a.quick
+
+
+def machine() -> dict[str, Any]:
+    facts: dict[str, Any] = {
+        "cores": os.cpu_count(),
+        "loadavg_at_start": os.getloadavg(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
+    try:
+        mem = Path("/proc/meminfo").read_text().split("\n", 1)[0]
+        facts["mem_total"] = mem.split(":", 1)[1].strip()
+        facts["cpu_model"] = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
+    except (OSError, StopIteration, IndexError):
+        pass
+    try:
+        facts["git_commit"] = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=RESULTS.parent,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return facts
+
+
+def run(name: str, quick: bool) -> bool:
+    """Run ``bench.<name>.main(quick)``; True when its outputs were checked equal."""
+    from cdclab.lab.config import LabConfig
+
+    os.environ.update(LabConfig.load().airflow_env())  # connections for the library, as in a task
+    module = importlib.import_module(f"bench.{name}")
+    facts = machine()
+    started = time.time()
+    result = module.main(quick=quick)
+    doc = {
+        **result,
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "duration_s": round(time.time() - started, 1),
+        "quick": quick,
+        "config": {
+            **result.get("settings", {}),
+            "env": {k: v for k, v in os.environ.items() if k.startswith("BENCH_")},
+        },
+        "machine": {**facts, "loadavg_at_end": os.getloadavg()},
+    }
+    RESULTS.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(started))
+    for fname in (f"{name}-{stamp}.json", f"{name}-latest.json"):
+        (RESULTS / fname).write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    print(module.table(doc), flush=True)
+    chart = getattr(module, "chart", None)
+    if chart is not None:
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+        except ImportError:
+            print(f"[bench {name}] matplotlib is not installed: no chart (uv sync --extra dev)", flush=True)
+        else:
+            for fname in (f"{name}-{stamp}.png", f"{name}-latest.png"):
+                chart(doc, RESULTS / fname)
+            print(f"[bench {name}] chart: {RESULTS / f'{name}-latest.png'}", flush=True)
+    return bool(result["outputs_equal"])
