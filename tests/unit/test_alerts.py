@@ -96,3 +96,24 @@ def test_a_connector_is_an_alert_unless_it_and_all_its_tasks_run() -> None:
         == "connector RUNNING, tasks ['FAILED']: java.lang.IllegalStateException: boom"
     )
     assert got["gone"].detail == "no connector gone"
+
+
+def test_a_connect_that_does_not_answer_is_an_alert_with_the_reason() -> None:
+    """What ``make kill S=connect`` leaves: nothing listens on Connect's port (here a port nobody uses)."""
+    import socket
+
+    from cdclab.cdc.connect import ConnectClient
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound, not listening: connections are refused
+        [c] = health.connector_states(
+            ConnectClient(f"http://127.0.0.1:{port}", timeout=5), ["shop-postgres-source"]
+        )
+    assert (c.metric, c.subject, c.status, c.value) == (
+        "connector_state",
+        "shop-postgres-source",
+        "alert",
+        None,
+    )
+    assert "does not answer" in c.detail
