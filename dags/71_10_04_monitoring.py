@@ -22,7 +22,7 @@ in ``state.interval_ledger`` (written by 71_10_03) between its first interval an
 = false records it and stays green) and is delivered by an Airflow notifier
 (``cdclab.alerts.HealthAlertNotifier``, the ``report`` task's success/failure callback) to
 ``marts.alerts`` (one row per run, check and subject) and to the ``report`` task's log
-(``CRITICAL ALERT ...`` lines). If ``measure`` itself fails, its failure is the alert
+(``ALERT critical ...`` lines). If ``measure`` itself fails, its failure is the alert
 (``monitoring_failed``). Try it: ``make kill S=connect``, trigger this DAG, see the red run and
 ``SELECT raised_at, run_id, check_name, subject, summary FROM marts.alerts ORDER BY id DESC``;
 ``make up`` brings Connect back and the next run is green.

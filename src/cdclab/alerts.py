@@ -6,7 +6,7 @@ Vocabulary:
   Its *severity* is ``critical``; warnings stay on the dashboard (``marts.pipeline_health_dashboard``).
 - *sink*: where an alert is delivered: the table ``marts.alerts`` (``infra/postgres/warehouse/V005``; one
   row per run, check and subject, ``acknowledged`` for the person who handled it) and the task log of the
-  task whose callback delivered it (a ``CRITICAL ...`` line per alert).
+  task whose callback delivered it (an ``ALERT critical <summary>`` line per alert).
 - :class:`HealthAlertNotifier`: an Airflow notifier (``airflow.sdk.BaseNotifier``) for a task's
   ``on_success_callback`` / ``on_failure_callback``. Task callbacks run in the task's own process after it
   ends (``airflow/sdk/execution_time/task_runner.py``, ``finalize``), so what it logs is in that task's log.
@@ -155,7 +155,7 @@ class HealthAlertNotifier(BaseNotifier):
         finally:
             conn.close()
         for a in alerts:
-            self.log.critical("ALERT %s %s %s: %s", a.severity, a.check_name, a.subject, a.summary)
+            self.log.critical("ALERT %s %s", a.severity, a.summary)
         self.log.warning(
             "%d alert(s) for run %s of %s, %d new in marts.alerts",
             len(alerts),
