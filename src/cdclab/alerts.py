@@ -42,13 +42,19 @@ class Alert:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
+def _number(value: float) -> str:
+    """2595600.0 -> '2,595,600', 0.2 -> '0.2', 10.0 -> '10'."""
+    text = f"{value:,.3f}".rstrip("0").rstrip(".")
+    return text if text not in ("", "-0") else "0"
+
+
 def from_checks(rows: Sequence[Mapping[str, Any]]) -> list[Alert]:
     """Alerts for the ``alert``-status rows of ``marts.pipeline_health`` (dicts of its columns)."""
     out = []
     for r in rows:
         if r["status"] != "alert":
             continue
-        value = "not measurable" if r["value"] is None else f"{r['value']:g}"
+        value = "not measurable" if r["value"] is None else _number(r["value"])
         summary = f"{r['metric']} {r['subject']}: {value} (alert at {r['alert_threshold']:g}): {r['detail']}"
         detail = {
             "value": r["value"],

@@ -39,6 +39,10 @@ def test_only_alert_checks_become_critical_alerts() -> None:
     ]
     assert got[0].summary == "kafka_lag g/t[0]: 10 (alert at 5): next 0, end 10"
     assert "not measurable" in got[1].summary
+    assert alerts.from_checks([check("alert", 2595600.0)])[0].summary.startswith(
+        "kafka_lag g/t[0]: 2,595,600 ("
+    )
+    assert alerts.from_checks([check("alert", 0.2)])[0].summary.startswith("kafka_lag g/t[0]: 0.2 (")
     assert got[0].detail["value"] == 10 and got[0].detail["alert_threshold"] == 5.0
 
 
