@@ -353,6 +353,12 @@ def _result(
     return result
 
 
+def _unfinished(api: AirflowAPI, dag_id: str) -> list[str]:
+    """Run ids of the DAG's queued or running runs."""
+    runs = api.call("GET", f"/api/v2/dags/{dag_id}/dagRuns?state=queued&state=running")["dag_runs"]
+    return [r["dag_run_id"] for r in runs]
+
+
 def trigger_many(
     cfg: LabConfig,
     dag_ids: list[str],
@@ -367,7 +373,8 @@ def trigger_many(
 
     Unpausing a scheduled DAG also lets the scheduler create its own latest-interval run, as it does
     for the user; only the triggered runs are returned. DAGs that were paused are paused again at the
-    end unless ``keep_unpaused``. Logs are fetched only for tasks that did not succeed or skip."""
+    end unless ``keep_unpaused``, once none of their runs is queued or running any more (a run left
+    running on a paused DAG would stay so). Logs are fetched only for tasks that did not succeed or skip."""
     import pendulum
 
     api = AirflowAPI.for_lab(cfg)
@@ -396,6 +403,12 @@ def trigger_many(
                 if states[dag_id] not in FINISHED:
                     quoted = urllib.parse.quote(run_id, safe="")
                     states[dag_id] = api.call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{quoted}")["state"]
+        # the scheduler's own runs (started by the unpause) end before the DAG is paused again: a run left
+        # running on a paused DAG would hold max_active_runs=1 DAGs until someone unpauses them
+        while time.monotonic() < deadline and paused and not keep_unpaused:
+            if not any(_unfinished(api, dag_id) for dag_id in paused):
+                break
+            time.sleep(poll)
     finally:
         if not keep_unpaused:
             for dag_id in paused:
