@@ -367,6 +367,7 @@ def trigger_many(
     timeout: float = 3600,
     poll: float = 10,
     keep_unpaused: bool = False,
+    settle_timeout: float = 600,
 ) -> dict[str, DagRunResult]:
     """Trigger one run of each DAG at once, as a user pressing Trigger in the UI on each (unpaused first,
     logical date = now, ``conf`` or the DAG's default params), and wait until all have ended.
@@ -374,7 +375,7 @@ def trigger_many(
     Unpausing a scheduled DAG also lets the scheduler create its own latest-interval run, as it does
     for the user; only the triggered runs are returned. DAGs that were paused are paused again at the
     end unless ``keep_unpaused``, once the runs that were still going when the triggered ones ended have
-    ended too (a run left running on a paused DAG would stay so). Logs are fetched only for tasks that did not succeed or skip."""
+    ended too, for at most ``settle_timeout`` seconds (a run left running on a paused DAG would stay so). Logs are fetched only for tasks that did not succeed or skip."""
     import pendulum
 
     api = AirflowAPI.for_lab(cfg)
@@ -407,7 +408,8 @@ def trigger_many(
         # before the DAG is paused again: a run left running on a paused DAG stays so, and holds a
         # max_active_runs=1 DAG until someone unpauses it. Runs created later are not waited for.
         others = {d: set(_unfinished(api, d)) for d in ([] if keep_unpaused else paused)}
-        while time.monotonic() < deadline and any(others.values()):
+        settle = min(deadline, time.monotonic() + settle_timeout)
+        while time.monotonic() < settle and any(others.values()):
             time.sleep(poll)
             others = {d: ids & set(_unfinished(api, d)) for d, ids in others.items()}
     finally:
