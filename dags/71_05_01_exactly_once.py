@@ -26,7 +26,8 @@ that retries writes an event twice. This DAG consumes the same kind of events in
 mode shows that batch's offsets twice in the delivery log; the transactional mode shows none.
 Either way the events table is right, because layer 1 absorbs what layer 2 lets through.
 
-**Observe it in the lab** (database `warehouse`), after triggering with `produce_events = 200` in each mode:
+**Observe it in the lab** (database `warehouse`), after a Trigger with the defaults (`produce_events = 200`:
+each run first writes 200 new events, seeded by its date; 0 consumes only) in each mode:
 - `SELECT kafka_offset, count(*) FROM marts.exactly_once_at_least_once_deliveries GROUP BY 1 HAVING count(*) > 1;`
 - `SELECT count(*) FROM marts.exactly_once_transactional_events;` (= distinct event ids on the topic)
 - `SELECT * FROM state.kafka_offsets WHERE consumer_group LIKE '71_05_01%';`
@@ -80,7 +81,7 @@ def _wants_events(context: dict) -> bool:
             False, type="boolean", description="move the checkpoint to the start first (idempotence demo)"
         ),
         "produce_events": Param(
-            0,
+            200,
             type="integer",
             minimum=0,
             description="> 0: first write this many generated events to the topic",

@@ -33,8 +33,9 @@ and `marts.clickstream_checkpoint` (max event time, watermark, counts per verdic
 they are committed with the offsets, so the stream can stop after any batch and resume. The watermark
 only moves when newer events arrive: the last windows of a quiet stream stay open.
 
-**Try it in the lab.** Trigger with `produce_events = 300`: the `produce` task writes a deterministic
-stream (seed from the run's date unless `produce_seed` is set) to the topic, then `consume` processes it.
+**Try it in the lab.** Trigger with the defaults (`produce_events = 300`; 0 consumes only): the
+`produce` task writes a deterministic stream (seed from the run's date unless `produce_seed` is set) to
+the topic, then `consume` processes it.
 - Windows: `SELECT * FROM marts.clickstream_windows ORDER BY window_start, event_type;` (database `warehouse`)
 - Watermark and verdict counts: `SELECT * FROM marts.clickstream_checkpoint;`
 - Rejected: `SELECT verdict, reason, event_time FROM marts.clickstream_too_late;`
@@ -82,7 +83,7 @@ def _wants_events(context: dict) -> bool:
         ),
         "batch_size": Param(200, type="integer", minimum=1),
         "produce_events": Param(
-            0,
+            300,
             type="integer",
             minimum=0,
             description="> 0: first write this many generated events to the topic",

@@ -15,6 +15,23 @@ group's next offset in ``state.kafka_offsets`` (``cdclab.cdc.offsets.report``), 
 **Gap alerting.** ``missing_intervals`` per pipeline in `ledger_pipelines`: intervals absent from or failed
 in ``state.interval_ledger`` (written by 71_10_03) between its first interval and this run's start.
 ``row_count_drift`` per `row_count_pairs` entry compares source and target row counts.
+``connector_state`` per Kafka Connect connector in `connectors` (default: the lab's own
+``shop-postgres-source``): any part (connector, task) not ``RUNNING``, or Connect not answering, is an alert.
+
+**Alerts.** A critical finding (status ``alert``) turns the run red (``report`` fails; `fail_on_alert`
+= false records it and stays green) and is delivered by an Airflow notifier
+(``cdclab.alerts.HealthAlertNotifier``, the ``report`` task's success/failure callback) to
+``marts.alerts`` (one row per run, check and subject) and to the ``report`` task's log
+(``ALERT critical ...`` lines). If ``measure`` itself fails, its failure is the alert
+(``monitoring_failed``). Try it: ``make kill S=connect``, trigger this DAG, see the red run and
+``SELECT raised_at, run_id, check_name, subject, summary FROM marts.alerts ORDER BY id DESC``;
+``make up`` brings Connect back and the next run is green.
+
+**Defaults.** On a freshly started lab the defaults measure only what the lab itself keeps running (the
+connector); watermarks, consumer groups, ledgers and row-count pairs of the pipelines you run are added
+through the Trigger form's conf, e.g. ``{"watermark_keys": ["71_01_03/public.customers->core.customers_71_01_03"],
+"ledger_pipelines": ["71_10_03"]}`` once 71_01_03 and 71_10_03 have run (a key with no watermark, or a
+ledger with no rows, is an alert: the pipeline never ran).
 
 **Dashboard design.** History in a narrow, append-only table (one metric per row, thresholds stored
 with the value, so a later threshold change does not rewrite the past), and a view
@@ -23,7 +40,7 @@ with the value, so a later threshold change does not rewrite the past), and a vi
 prints it.
 
 Observe: ``SELECT metric, subject, status, value, detail FROM marts.pipeline_health_dashboard WHERE
-scope = '71_10_04' ORDER BY severity DESC``.
+scope = '71_10_04' ORDER BY severity DESC`` (a new row per check and run: the history grows every run).
 
 **Run without a logical date** (REST API / `airflow dags trigger` without `--logical-date`): treated as a UI
 Trigger at the same moment: logical date = the run's `run_after`, data interval = the timetable's last
@@ -38,6 +55,8 @@ import pendulum
 from airflow.sdk import Param, dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
+from cdclab.alerts import HealthAlertNotifier
+
 DAG_ID = "71_10_04_monitoring"
 
 
@@ -51,13 +70,13 @@ DAG_ID = "71_10_04_monitoring"
     doc_md=__doc__,
     params={
         "scope": Param("71_10_04", type="string"),
-        "watermark_keys": Param(["71_01_03/public.customers->core.customers_71_01_03"], type="array"),
+        "watermark_keys": Param([], type="array"),
         "watermark_age_warn_seconds": Param(7200, type="number", minimum=0),
         "watermark_age_alert_seconds": Param(86400, type="number", minimum=0),
         "consumer_groups": Param([], type="array"),
         "lag_warn": Param(100, type="number", minimum=0),
         "lag_alert": Param(1000, type="number", minimum=0),
-        "ledger_pipelines": Param(["71_10_03"], type="array"),
+        "ledger_pipelines": Param([], type="array"),
         "ledger_step_seconds": Param(3600, type="integer", minimum=1),
         "gap_warn": Param(1, type="number", minimum=0),
         "gap_alert": Param(3, type="number", minimum=0),
@@ -66,10 +85,14 @@ DAG_ID = "71_10_04_monitoring"
         ),
         "drift_warn": Param(0.01, type="number", minimum=0),
         "drift_alert": Param(0.1, type="number", minimum=0),
+        "connectors": Param(["shop-postgres-source"], type="array"),
+        "fail_on_alert": Param(True, type="boolean"),
     },
 )
 def monitoring() -> None:
-    @task
+    notifier = HealthAlertNotifier(scope="{{ params.scope }}")
+
+    @task(on_failure_callback=notifier)
     def measure(
         params: dict[str, Any],
         dag_run: Any = None,
@@ -79,6 +102,7 @@ def monitoring() -> None:
         from airflow.sdk import get_current_context
 
         from cdclab import health, recovery, state
+        from cdclab.cdc.connect import from_airflow
         from cdclab.cdc.pipeline import kafka_bootstrap
         from cdclab.db import SHOP, WAREHOUSE, connect
         from cdclab.intervals import run_interval
@@ -112,6 +136,7 @@ def monitoring() -> None:
                     p["gap_alert"],
                 ),
                 *health.row_count_drift(shop, wh, p["row_count_pairs"], p["drift_warn"], p["drift_alert"]),
+                *health.connector_states(from_airflow("kafka_connect"), p["connectors"]),
             ]
             health.record(wh, p["scope"], dag_run.run_id, data_interval_end, checks)
         finally:
@@ -122,8 +147,9 @@ def monitoring() -> None:
             print(f"{c.status:5} {c.metric} {c.subject}: {c.value} ({c.detail})")
         return counts
 
-    @task
+    @task(on_success_callback=notifier, on_failure_callback=notifier)
     def report(counts: dict[str, int], params: dict[str, Any]) -> None:
+        from cdclab.alerts import raise_on_critical
         from cdclab.db import WAREHOUSE, transaction
 
         with transaction(WAREHOUSE) as cur:
@@ -135,6 +161,7 @@ def monitoring() -> None:
             for row in cur.fetchall():
                 print(*row[1:])
         print(f"{counts['alert']} alert(s), {counts['warn']} warning(s), {counts['ok']} ok")
+        raise_on_critical(counts, params["fail_on_alert"], params["scope"])
 
     report(measure())
 

@@ -7,7 +7,8 @@ Vocabulary:
   ``data_interval_end``, never the wall clock), ``kafka_lag`` (lag detection: topic end offset - the
   group's next offset in ``state.kafka_offsets``), ``missing_intervals`` (gap alerting: intervals
   missing from or failed in ``state.interval_ledger`` between its first interval and the run's interval
-  start) and ``row_count_drift`` (|source rows - target rows| / source rows).
+  start), ``row_count_drift`` (|source rows - target rows| / source rows) and ``connector_state``
+  (how many of a Kafka Connect connector's parts, the connector and its tasks, are not ``RUNNING``).
 - *status*: ``ok`` below ``warn``, ``warn`` from ``warn``, ``alert`` from ``alert``; a subject that cannot
   be measured (no watermark, no offsets, unknown topic) is an ``alert`` with the reason in ``detail``.
 - *scope*: the monitoring run's name; every check row carries it, so several dashboards share a table.
@@ -162,6 +163,25 @@ def missing_intervals(
             )
             out.append(_check("missing_intervals", pipeline, len(gaps) + len(failed), warn, alert, detail))
     conn.rollback()
+    return out
+
+
+def connector_states(client: Any, names: Sequence[str]) -> list[Check]:
+    """One check per Kafka Connect connector: the value counts its parts (connector, tasks) that are not
+    ``RUNNING``, so any of them down is an alert (thresholds 1/1); a connector that is not registered, or a
+    Connect that does not answer, cannot be measured: an alert with the reason. ``client`` is a
+    :class:`cdclab.cdc.connect.ConnectClient`."""
+    out = []
+    for name in names:
+        connector, tasks, trace = client.state(name)
+        if connector == "MISSING":
+            out.append(_check("connector_state", name, None, 1, 1, trace))
+            continue
+        down = int(connector != "RUNNING") + sum(t != "RUNNING" for t in tasks) + int(not tasks)
+        detail = f"connector {connector}, tasks {tasks or 'none'}"
+        if down and trace:
+            detail += f": {trace.splitlines()[0][:300]}"
+        out.append(_check("connector_state", name, down, 1, 1, detail))
     return out
 
 

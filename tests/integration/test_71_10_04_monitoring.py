@@ -80,11 +80,14 @@ def setup(lab, shop_db, warehouse_db, names):
         "row_count_pairs": [{"source": src, "target": t} for t in tgt.values()],
         "drift_warn": 0.01,
         "drift_alert": 0.1,
+        "connectors": [],  # the connector check: tests/integration/test_71_10_04_alerts.py
+        "fail_on_alert": False,  # grade and deliver, stay green: the lesson's runs are compared below
     }
     yield conf, topic, wm, groups, ledgers, src, tgt
     drop(shop_db, src)
     drop(warehouse_db, *tgt.values())
     execute(warehouse_db, "DELETE FROM marts.pipeline_health WHERE scope = %s", (scope,))
+    execute(warehouse_db, "DELETE FROM marts.alerts WHERE scope = %s", (scope,))
     for future in AdminClient({"bootstrap.servers": lab.kafka_bootstrap}).delete_topics([topic]).values():
         future.exception(30)  # the topic may not exist if the test failed early
     execute(warehouse_db, "DELETE FROM state.watermarks WHERE key = ANY(%s)", (list(wm.values()),))
@@ -143,6 +146,20 @@ def test_lag_gaps_staleness_and_drift_are_graded_row_by_row_across_runs(lab, war
         ("row_count_drift", pairs["alert"]): ("alert", 0.2),
     }
     assert xcom(dr1, "measure") == {"ok": 4, "warn": 4, "alert": 4}
+    # fail_on_alert=false: the run stays green, the notifier still delivers the four critical findings
+    assert rows(
+        warehouse_db,
+        f"marts.alerts WHERE run_id = '{dr1.run_id}' AND scope = '{conf['scope']}'",
+        "check_name, subject, severity, task_id",
+        "check_name, subject",
+    ) == sorted(
+        [
+            ("watermark_age_seconds", wm["dead"], "critical", "report"),
+            ("watermark_age_seconds", wm["missing"], "critical", "report"),
+            ("kafka_lag", g["alert"], "critical", "report"),
+            ("row_count_drift", pairs["alert"], "critical", "report"),
+        ]
+    )
 
     # the lagging group catches up, the gaps are filled, the target is reloaded
     set_offset(warehouse_db, groups["alert"], topic, 10)

@@ -123,6 +123,7 @@ def test_71_10_04_measures_against_the_derived_interval_end(warehouse_db, names)
         "consumer_groups": [],
         "ledger_pipelines": [],
         "row_count_pairs": [],
+        "connectors": [],
     }
     try:
         # started 06:17, no logical date: interval [05:00, 06:00), ages measured at 06:00

@@ -322,6 +322,21 @@ def run_with_scheduler(
     finally:
         if was_paused:
             api.call("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": True})
+    return _result(api, dag_id, run_id, state, logical_date, timeout)
+
+
+def _result(
+    api: AirflowAPI,
+    dag_id: str,
+    run_id: str,
+    state: str,
+    logical_date: Any,
+    timeout: float,
+    logs: bool = True,
+) -> DagRunResult:
+    """The run's :class:`DagRunResult` from the REST API: task states, and the logs of every task
+    (``logs=False``: only of the tasks that did not succeed or skip)."""
+    quoted = urllib.parse.quote(run_id, safe="")
     tasks = api.call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{quoted}/taskInstances")["task_instances"]
     result = DagRunResult(
         dag_id=dag_id,
@@ -332,10 +347,82 @@ def run_with_scheduler(
     )
     for t in tasks:
         tries = int(t.get("try_number") or 0)
-        result.tasks[t["task_id"]] = TaskResult(
-            t["task_id"], t["state"], tries, api.task_log(dag_id, run_id, t["task_id"], tries)
-        )
+        wanted = logs or t["state"] not in ("success", "skipped")
+        log = api.task_log(dag_id, run_id, t["task_id"], tries) if wanted else ""
+        result.tasks[t["task_id"]] = TaskResult(t["task_id"], t["state"], tries, log)
     return result
+
+
+def _unfinished(api: AirflowAPI, dag_id: str) -> list[str]:
+    """Run ids of the DAG's queued or running runs."""
+    runs = api.call("GET", f"/api/v2/dags/{dag_id}/dagRuns?state=queued&state=running")["dag_runs"]
+    return [r["dag_run_id"] for r in runs]
+
+
+def trigger_many(
+    cfg: LabConfig,
+    dag_ids: list[str],
+    conf: dict[str, Any] | None = None,
+    *,
+    timeout: float = 3600,
+    poll: float = 10,
+    keep_unpaused: bool = False,
+    settle_timeout: float = 600,
+) -> dict[str, DagRunResult]:
+    """Trigger one run of each DAG at once, as a user pressing Trigger in the UI on each (unpaused first,
+    logical date = now, ``conf`` or the DAG's default params), and wait until all have ended.
+
+    Unpausing a scheduled DAG also lets the scheduler create its own latest-interval run, as it does
+    for the user; only the triggered runs are returned. DAGs that were paused are paused again at the
+    end unless ``keep_unpaused``, once the runs that were still going when the triggered ones ended have
+    ended too, for at most ``settle_timeout`` seconds (a run left running on a paused DAG would stay so). Logs are fetched only for tasks that did not succeed or skip."""
+    import pendulum
+
+    api = AirflowAPI.for_lab(cfg)
+    paused: list[str] = []
+    runs: dict[str, tuple[str, Any]] = {}
+    states: dict[str, str] = {}
+    try:
+        for dag_id in dag_ids:
+            api.wait_for_dag(dag_id)
+            if api.call("GET", f"/api/v2/dags/{dag_id}")["is_paused"]:
+                api.call("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
+                paused.append(dag_id)
+        for dag_id in dag_ids:
+            logical_date = pendulum.now("UTC")
+            run = api.call(
+                "POST",
+                f"/api/v2/dags/{dag_id}/dagRuns",
+                {"logical_date": logical_date.isoformat(), "conf": conf or {}},
+            )
+            runs[dag_id] = (run["dag_run_id"], logical_date)
+            states[dag_id] = run["state"]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and any(s not in FINISHED for s in states.values()):
+            time.sleep(poll)
+            for dag_id, (run_id, _) in runs.items():
+                if states[dag_id] not in FINISHED:
+                    quoted = urllib.parse.quote(run_id, safe="")
+                    states[dag_id] = api.call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{quoted}")["state"]
+        # the runs still going when ours have ended (the scheduler's own, started by the unpause) end
+        # before the DAG is paused again: a run left running on a paused DAG stays so, and holds a
+        # max_active_runs=1 DAG until someone unpauses it. Runs created later are not waited for.
+        others = {d: set(_unfinished(api, d)) for d in ([] if keep_unpaused else paused)}
+        settle = min(deadline, time.monotonic() + settle_timeout)
+        while time.monotonic() < settle and any(others.values()):
+            time.sleep(poll)
+            others = {d: ids & set(_unfinished(api, d)) for d, ids in others.items()}
+    finally:
+        if not keep_unpaused:
+            for dag_id in paused:
+                try:
+                    api.call("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": True})
+                except (urllib.error.URLError, OSError) as exc:  # do not hide the error that got us here
+                    print(f"cdclab: could not pause {dag_id} again ({exc}); it was paused before the test")
+    return {
+        dag_id: _result(api, dag_id, run_id, states[dag_id], logical_date, timeout, logs=False)
+        for dag_id, (run_id, logical_date) in runs.items()
+    }
 
 
 def run_dag(
