@@ -5,25 +5,33 @@ Hourly revenue **by the hour the order was placed** (`ordered_at`, event time), 
 batch upload). Target: `marts.orders_hourly_event_time`, one row per event-time hour.
 
 1. **Event vs processing time.** The run for data interval `[s, e)` reads the rows that *arrived* in it
-   (`updated_at` in `[s, e)`: each arrival is seen by exactly one run) but aggregates them into the
-   window of their *event time*: an order placed at 09:30 and arriving at 10:10 belongs to 09:00-10:00.
-2. **Late data handling.** Each arrival is classified (`cdclab.intervals.classify_arrival`):
-   *on time* (arrived before its window ended), *late* (after, but within `allowed_lateness_minutes`:
-   accepted), *too late* (after that). Too-late rows are **not applied and not dropped**: they are written to
-   `dlq.orders_late_events` with their reason, window and the run that saw them.
+   (`updated_at` in `[s, e)`) but aggregates them into the window of their *event time*: an order placed
+   at 09:30 and arriving at 10:10 belongs to 09:00-10:00. `updated_at` is a poor *arrival* time, though:
+   every UPDATE resets it, so an order placed and received at 10:05 whose status changes at 15:00 would
+   look five hours late. Each order's **first arrival** is therefore written once to an arrivals ledger
+   (`arrivals`, default `state.orders_arrivals_71_02_03`, key `order_id`, `INSERT ... ON CONFLICT DO
+   NOTHING`, `cdclab.arrivals`): the time this pipeline first saw it. Later updates re-read the order
+   (so its window picks up the new total) but never move its first arrival.
+2. **Late data handling.** Each order is classified by its first arrival (`cdclab.intervals.classify_arrival`,
+   stored in the ledger): *on time* (arrived before its window ended), *late* (after, but within
+   `allowed_lateness_minutes`: accepted), *too late* (after that). The verdict never changes: an on-time
+   order updated later stays on time. Too-late rows are **not applied and not dropped**: they are written
+   to `dlq.orders_late_events` with their reason, window and the run that saw them.
 3. **Reprocessing windows.** Every window that received an accepted arrival is **recomputed from the
-   source** (`cdclab.windowagg.recompute`), not incremented: the query counts all of the window's accepted
-   events, so a recompute is idempotent and convergent (a rerun of an old interval cannot roll a window back),
-   and a window is final once `window end + allowed lateness` has passed. `late_orders` shows how many of a
-   window's orders came late.
+   source** (`cdclab.windowagg.recompute_accepted`), not incremented: it sums the current source values of
+   all the orders the ledger accepted for the window, so a recompute is idempotent and convergent. A
+   rerun of an old interval finds the same ledger rows and writes the same window rows (with
+   `updated_at` as the arrival, a rerun after an update would drop the order from its window). `late_orders`
+   shows how many of a window's orders came late.
 4. **Time skew.** An event time ahead of its arrival by more than `skew_tolerance_minutes` means a wrong
    client clock: it is classified `future`, kept out of the aggregate (it would open a window that has not
    happened yet) and recorded in `dlq.orders_late_events` as well. Skew within the tolerance is accepted.
 
-**Observe it:** `warehouse`: `SELECT * FROM marts.orders_hourly_event_time ORDER BY 1` and
+**Observe it:** `warehouse`: `SELECT * FROM marts.orders_hourly_event_time ORDER BY 1`,
+`SELECT arrival, count(*) FROM state.orders_arrivals_71_02_03 GROUP BY 1` and
 `SELECT arrival, count(*) FROM dlq.orders_late_events GROUP BY 1`; in the Airflow UI the
 `classify_arrivals` task's return value lists the windows each run recomputed.
-Params: `source`, `target`, `late_log`, `window_minutes`, `allowed_lateness_minutes`, `skew_tolerance_minutes`.
+Params: `source`, `target`, `late_log`, `arrivals`, `window_minutes`, `allowed_lateness_minutes`, `skew_tolerance_minutes`.
 
 **Run without a logical date** (REST API / `airflow dags trigger` without `--logical-date`): treated as a UI
 Trigger at the same moment: logical date = the run's `run_after`, data interval = the timetable's last
@@ -48,6 +56,7 @@ from airflow.sdk import CronDataIntervalTimetable, dag, get_current_context, tas
         "source": "public.orders",
         "target": "marts.orders_hourly_event_time",
         "late_log": "dlq.orders_late_events",
+        "arrivals": "state.orders_arrivals_71_02_03",
         "window_minutes": 60,
         "allowed_lateness_minutes": 120,
         "skew_tolerance_minutes": 5,
@@ -61,8 +70,9 @@ def _71_02_03_event_time():
 
         from psycopg2 import sql
 
+        from cdclab import arrivals
         from cdclab.db import SHOP, WAREHOUSE, ident, transaction
-        from cdclab.intervals import WindowSpec, classify_arrival, from_context
+        from cdclab.intervals import WindowSpec, from_context
 
         p = params or {}
         ctx = get_current_context()
@@ -78,27 +88,29 @@ def _71_02_03_event_time():
                 ).format(src=ident(p["source"]), w=where),
                 bounds,
             )
-            arrivals = cur.fetchall()
+            seen = cur.fetchall()
+        with transaction(WAREHOUSE) as cur:
+            # classify by the first arrival the ledger holds, not by updated_at (every UPDATE resets it)
+            firsts = arrivals.record(cur, p["arrivals"], seen, spec, lateness, skew, ctx["run_id"])
         affected, rejected = set(), []
-        for order_id, event_time, seen_at in arrivals:
-            window = spec.window_for(event_time)
-            arrival = classify_arrival(event_time, seen_at, window, lateness, skew)
-            if arrival in ("on_time", "late"):
-                affected.add(window)
+        for a in firsts:
+            if a.arrival in arrivals.ACCEPTED:
+                affected.add(a.window)
             else:
                 reason = (
-                    f"arrived {seen_at - window.end} after its window closed (allowed lateness {lateness})"
-                    if arrival == "too_late"
-                    else f"event time {event_time - seen_at} ahead of arrival (skew tolerance {skew})"
+                    f"first arrived {a.first_seen_at - a.window.end} after its window closed "
+                    f"(allowed lateness {lateness})"
+                    if a.arrival == "too_late"
+                    else f"event time {a.event_time - a.first_seen_at} ahead of arrival (skew tolerance {skew})"
                 )
                 rejected.append(
                     (
-                        order_id,
-                        event_time,
-                        seen_at,
-                        window.start,
-                        window.end,
-                        arrival,
+                        a.key,
+                        a.event_time,
+                        a.first_seen_at,
+                        a.window.start,
+                        a.window.end,
+                        a.arrival,
                         reason,
                         interval.start,
                         ctx["run_id"],
@@ -123,16 +135,14 @@ def _71_02_03_event_time():
                 rejected,
             )
         print(
-            f"{len(arrivals)} arrivals, {len(rejected)} recorded as too late / future, "
+            f"{len(seen)} arrivals, {len(rejected)} recorded as too late / future, "
             f"{len(affected)} windows to recompute"
         )
         return [[w.start.isoformat(), w.end.isoformat()] for w in sorted(affected)]
 
     @task
     def recompute_windows(windows: list[list[str]], params: dict | None = None) -> int:
-        """Recompute each affected window from the source: all of its accepted events, whenever they arrived."""
-        from datetime import timedelta
-
+        """Recompute each affected window from the source: all of its events the ledger accepted."""
         from cdclab import windowagg
         from cdclab.db import SHOP, WAREHOUSE, transaction
         from cdclab.ddl import ensure as ensure_ddl
@@ -143,15 +153,8 @@ def _71_02_03_event_time():
         todo = [Window(pendulum.parse(a), pendulum.parse(b)) for a, b in windows]
         with transaction(SHOP) as src, transaction(WAREHOUSE) as dst:
             ensure_ddl(dst, p["target"], windowagg.create_window_table_sql(p["target"]))
-            windowagg.recompute(
-                src,
-                dst,
-                p["source"],
-                p["target"],
-                todo,
-                ctx["run_id"],
-                lateness=timedelta(minutes=int(p["allowed_lateness_minutes"])),
-                skew=timedelta(minutes=int(p["skew_tolerance_minutes"])),
+            windowagg.recompute_accepted(
+                src, dst, p["source"], p["target"], p["arrivals"], todo, ctx["run_id"]
             )
         return len(todo)
 

@@ -9,10 +9,17 @@ old archives by policy.
    (not the wall clock): a processing day can be listed, restored (copy back to landing: it is a new
    ETag, so it is loaded again) or expired as one prefix. Corrupt input goes to
    ``quarantine/<pipeline>/`` instead, with a ``.reason.json``.
-3. **Cleanup policies** — archived copies older than ``params.retention_days`` before the run's logical
-   date are deleted and audited as ``expire`` exactly once. The same rule could be an S3 lifecycle
-   rule (``Expiration.Days`` on the ``archive/<pipeline>/`` prefix); doing it here keeps every deletion
-   in the audit trail and testable. ``landing/`` keeps only files still to be processed.
+3. **Cleanup policies** — an archived copy is deleted and audited as ``expire`` exactly once when its
+   *archive day* (the ``yyyy/mm/dd`` in its key: the logical date of the run that archived it) is more
+   than ``params.retention_days`` before the expiring run's logical date. Both sides of the comparison
+   are logical dates, never the audit row's wall-clock time: a backfill of March, run in December,
+   archives March's files under March and expires them by March's calendar; a rerun of an old day
+   expires what was due on that day and nothing newer. (With wall-clock audit times, the backfilled
+   files would outlive every backfill run, and a run whose logical date is ahead of the wall clock would
+   expire files archived minutes ago.) The same rule could be an S3 lifecycle rule (``Expiration.Days``
+   on the ``archive/<pipeline>/`` prefix), which counts from each object's wall-clock creation and so has
+   the backfill problem; doing it here keeps every deletion in the audit trail and testable.
+   ``landing/`` keeps only files still to be processed.
 4. **Audit trail** — ``state.file_audit``: action (archive, quarantine, expire, ...), source and
    destination bucket/key, ETag, size, reason, time — what happened to every object, queryable next to
    the data it produced.

@@ -20,6 +20,17 @@ in ``shop``, ``staging.<scratch_prefix>_<check>`` in ``warehouse``), created fre
 both tables in full. Each run writes one row per check to ``results_table``; ``verdict`` fails the run with
 ``SelfCheckFailedError`` when any check failed.
 
+**A suite that can fail.** A test that never fails proves nothing, so the load under test can be broken on
+purpose with the `defect` param (``none`` by default): ``drop_rows`` loses the last row of every read while
+the watermark moves past it (a silent gap: ``logic_reload_is_idempotent``, ``state_preset_watermark``,
+``edge_equal_timestamps``, ``edge_null_cursor`` and ``integration_end_to_end`` fail), ``duplicate_rows``
+applies every row twice without the version guard (a redelivered or re-read row is written again:
+``logic_reload_is_idempotent`` and ``edge_empty_interval`` fail), ``corrupt_values`` truncates text values
+(only the full comparison, ``integration_end_to_end``, sees it: checks of counts and keys alone would pass
+a corrupt load). Trigger the DAG with ``{"defect": "drop_rows"}`` (on a scratch `target_table` and
+`watermark_key`, as the real load is broken too) and watch the run go red in ``verdict`` with the failed
+checks' names, each with a ``passed = false`` row and its reason in `results_table`.
+
 Observe: ``SELECT run_id, check_name, passed, detail FROM state.selfcheck_71_05_05 ORDER BY id``; the
 Graph view shows one task per check; the target ``staging.customers_71_05_05``.
 """
@@ -56,6 +67,11 @@ CHECKS = [
         "watermark_key": Param("", type="string", description="default: 71_05_05/<source>-><target>"),
         "results_table": Param("state.selfcheck_71_05_05", type="string"),
         "scratch_prefix": Param("selfcheck_71_05_05", type="string"),
+        "defect": Param(
+            "none",
+            enum=["none", "drop_rows", "duplicate_rows", "corrupt_values"],
+            description="break the load under test on purpose, to see the checks catch it",
+        ),
     },
 )
 def testing() -> None:
@@ -81,7 +97,9 @@ def testing() -> None:
 
             shop, wh = connect(SHOP), connect(WAREHOUSE)
             try:
-                passed, detail = selfcheck.run_check(shop, wh, check, params["scratch_prefix"])
+                passed, detail = selfcheck.run_check(
+                    shop, wh, check, params["scratch_prefix"], params["defect"]
+                )
                 selfcheck.record(wh, params["results_table"], dag_run.run_id, check, passed, detail)
             finally:
                 shop.close()
@@ -101,7 +119,7 @@ def testing() -> None:
         shop, wh = connect(SHOP), connect(WAREHOUSE)
         try:
             loaded = selfcheck.load_step(
-                shop, wh, src, tgt, key, ["id"], dag_id=DAG_ID, run_id=dag_run.run_id
+                shop, wh, src, tgt, key, ["id"], dag_id=DAG_ID, run_id=dag_run.run_id, defect=params["defect"]
             )
             columns = [c for c, _ in upsert.source_columns(shop, src)]
             cmp = delta.compare_tables(shop, src, wh, tgt, key_columns=["id"], columns=columns)

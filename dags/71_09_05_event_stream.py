@@ -17,6 +17,16 @@ records, the checkpoint and the offsets. Kill the task anywhere and the rerun st
 matches its offsets: no event is lost, none counted twice. A duplicate delivery (same `event_id`) is
 recognised by the ledger and counted in `duplicates`, not in a window.
 
+**Bounded de-duplication state.** The seen-ids ledger must not grow with every event ever read — that
+is the unbounded-state anti-pattern of 71.6.4 (`71_06_04_unbounded_state`). Each batch, in its
+transaction, deletes the ids whose event time is more than `dedup_horizon_seconds` (default 1 hour, at
+least one window; `null` keeps every id) behind the watermark. The guarantee: a duplicate delivered
+within the horizon is recognised and not counted; a redelivery of a pruned id is older than the
+watermark by more than a window, so its window is final and it is rejected as `too_late` (recorded,
+never counted) — the counts stay exactly once, only the label changes. Duplicates later than the
+horizon are therefore *not caught as duplicates*; events older than the watermark are rejected as late
+anyway. The `consume` task's return value says how many ids it pruned (`pruned_seen_ids`).
+
 **Windowing.** An event belongs to the window `[start, start + size)` of its *event time* (not its
 ingest time). The *watermark* is `max event time seen - allowed lateness` (default 2 minutes):
 - an event whose window has ended in event time but not beyond the watermark is *late* — still counted
@@ -38,6 +48,8 @@ only moves when newer events arrive: the last windows of a quiet stream stay ope
 the topic, then `consume` processes it.
 - Windows: `SELECT * FROM marts.clickstream_windows ORDER BY window_start, event_type;` (database `warehouse`)
 - Watermark and verdict counts: `SELECT * FROM marts.clickstream_checkpoint;`
+- The bounded ledger: `SELECT count(*), min(event_time) FROM marts.clickstream_seen;` (min stays within the
+  horizon of the watermark)
 - Rejected: `SELECT verdict, reason, event_time FROM marts.clickstream_too_late;`
 - Offsets: `SELECT * FROM state.kafka_offsets WHERE consumer_group = '71_09_05_event_stream';`
 - The topic: Kafka at 127.0.0.1:9092, topic `clickstream.events`.
@@ -82,6 +94,13 @@ def _wants_events(context: dict) -> bool:
             300, type="integer", minimum=0, description="event time may be this far ahead of ingest time"
         ),
         "batch_size": Param(200, type="integer", minimum=1),
+        "dedup_horizon_seconds": Param(
+            3600,
+            type=["null", "integer"],
+            minimum=0,
+            description="seen ids further than this behind the watermark are pruned (>= window_seconds); "
+            "null keeps every id",
+        ),
         "produce_events": Param(
             300,
             type="integer",
@@ -145,6 +164,9 @@ def event_stream():
             window=dt.timedelta(seconds=p["window_seconds"]),
             allowed_lateness=dt.timedelta(seconds=p["allowed_lateness_seconds"]),
             skew_tolerance=dt.timedelta(seconds=p["skew_tolerance_seconds"]),
+            dedup_horizon=None
+            if p["dedup_horizon_seconds"] is None
+            else dt.timedelta(seconds=p["dedup_horizon_seconds"]),
         )
         return process_stream(
             bootstrap=kafka_bootstrap("kafka_default"),

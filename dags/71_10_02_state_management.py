@@ -25,7 +25,13 @@ the next load re-reads from there: no gap; the change log's key makes the re-rea
 
 **Monitoring setup.** The `monitor` task writes ``watermark_age_seconds`` and ``backup_age_seconds``
 (against the run's ``data_interval_end``) to ``marts.pipeline_health`` (scope = `pipeline`), graded by
-thresholds, the same table 71_10_04 reads.
+thresholds, the same table 71_10_04 reads. An age is only meaningful if it is positive: a watermark
+*after* the run's interval end (a backfill or rerun of an old interval behind a watermark that is
+already newer, a skewed clock, a value set by hand) gives a negative age that a plain threshold would
+grade ``ok`` — the one state a freshness check must not pass silently. It is an ``alert`` whose detail
+starts with ``future_watermark``. The load reads up to *now*, so a scheduled run that starts a little
+after its interval end may legitimately store a watermark a few seconds past it:
+`watermark_future_tolerance_seconds` (default 15 min) absorbs that delay.
 
 Observe: ``state.state_backups``, the objects under ``lab-tests/71_10_02/state/``,
 ``state.watermark_history`` (reason ``restore``), ``marts.pipeline_health_dashboard WHERE scope =
@@ -70,6 +76,7 @@ def _wm_key(params: dict[str, Any]) -> str:
         "restore_version": Param(None, type=["integer", "null"]),
         "watermark_age_warn_seconds": Param(7200, type="number", minimum=0),
         "watermark_age_alert_seconds": Param(86400, type="number", minimum=0),
+        "watermark_future_tolerance_seconds": Param(900, type="number", minimum=0),
         "backup_age_warn_seconds": Param(7200, type="number", minimum=0),
         "backup_age_alert_seconds": Param(86400, type="number", minimum=0),
     },
@@ -218,6 +225,7 @@ def state_management() -> None:
                 data_interval_end,
                 params["watermark_age_warn_seconds"],
                 params["watermark_age_alert_seconds"],
+                future_tolerance=params["watermark_future_tolerance_seconds"],
             )
             with wh.cursor() as cur:
                 cur.execute(

@@ -11,6 +11,11 @@ Vocabulary:
   (how many of a Kafka Connect connector's parts, the connector and its tasks, are not ``RUNNING``).
 - *status*: ``ok`` below ``warn``, ``warn`` from ``warn``, ``alert`` from ``alert``; a subject that cannot
   be measured (no watermark, no offsets, unknown topic) is an ``alert`` with the reason in ``detail``.
+- *future watermark*: a negative ``watermark_age_seconds`` (the watermark is after the measurement time:
+  the load read past its interval, a backfill runs behind a newer watermark, clocks disagree or the value
+  was set by hand) is never ``ok``: it is an ``alert`` whose ``detail`` starts with ``future_watermark``.
+  ``future_tolerance`` seconds of it are allowed (a load that reads up to *now* runs a little after its
+  interval's end); within it the age counts as 0.
 - *scope*: the monitoring run's name; every check row carries it, so several dashboards share a table.
 - ``marts.pipeline_health`` keeps every check (history); the view ``marts.pipeline_health_dashboard``
   shows the latest check per (scope, metric, subject), worst status first: the dashboard's source.
@@ -97,7 +102,18 @@ def ensure_schema(conn: Any) -> None:
     conn.commit()
 
 
-def watermark_ages(conn: Any, keys: Sequence[str], at: datetime, warn: float, alert: float) -> list[Check]:
+FUTURE_WATERMARK = "future_watermark"
+
+
+def watermark_ages(
+    conn: Any,
+    keys: Sequence[str],
+    at: datetime,
+    warn: float,
+    alert: float,
+    *,
+    future_tolerance: float = 0.0,
+) -> list[Check]:
     store = state.TableWatermarkStore(conn)
     out = []
     for key in keys:
@@ -111,6 +127,15 @@ def watermark_ages(conn: Any, keys: Sequence[str], at: datetime, warn: float, al
             out.append(_check("watermark_age_seconds", key, None, warn, alert, "watermark has no timestamp"))
             continue
         age = (at - since).total_seconds()
+        if age < -future_tolerance:
+            detail = (
+                f"{FUTURE_WATERMARK}: watermark {since.isoformat()} is {-age:.0f}s after the measurement time "
+                f"{at.isoformat()} (tolerance {future_tolerance:.0f}s): the load read past its interval, a "
+                "backfill runs behind a newer watermark, or the value was set by hand"
+            )
+            out.append(Check("watermark_age_seconds", key, age, warn, alert, "alert", detail))
+            continue
+        age = max(age, 0.0)
         out.append(_check("watermark_age_seconds", key, age, warn, alert, f"watermark {since.isoformat()}"))
     conn.rollback()
     return out

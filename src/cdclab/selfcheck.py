@@ -10,6 +10,11 @@ Vocabulary:
 - *edge cases*: an empty interval, many rows with one equal timestamp across pages, a NULL cursor.
 - *integration check*: one load step of a real source into a real target, then a full comparison
   (``cdclab.delta.compare_tables``).
+- *defect*: a deliberate bug in the load step (:data:`DEFECTS`), to see the suite catch it: a test suite
+  that never fails proves nothing. ``drop_rows`` loses the last row of every read while the watermark
+  still moves past it (a silent gap); ``duplicate_rows`` applies every row twice with the version guard
+  off (a redelivery or a re-read boundary row is written again); ``corrupt_values`` truncates text values
+  to three characters (a wrong column width or mapping). ``none`` is the correct load.
 - *result*: one row per check and run in the results table (``check``, ``passed``, ``detail``); a failed
   check is recorded, and :class:`SelfCheckFailedError` is raised by the DAG's verdict.
 """
@@ -19,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal, get_args
 
 from psycopg2 import sql
 
@@ -37,6 +42,20 @@ CHECKS = [
 ]
 
 
+Defect = Literal["none", "drop_rows", "duplicate_rows", "corrupt_values"]
+DEFECTS: tuple[str, ...] = get_args(Defect)
+
+
+class UnknownDefectError(ValueError):
+    """The ``defect`` is not one of :data:`DEFECTS`; pick one of them (``none`` for the correct load)."""
+
+
+def check_defect(defect: str) -> Defect:
+    if defect not in DEFECTS:
+        raise UnknownDefectError(f"unknown defect {defect!r}; choose one of {list(DEFECTS)}")
+    return defect  # type: ignore[return-value]
+
+
 class SelfCheckFailedError(AssertionError):
     """At least one self-check failed; the results table names it and says why."""
 
@@ -48,6 +67,7 @@ class Scratch:
     source: str
     target: str
     key: str
+    defect: Defect = "none"
 
     def insert(self, rows: list[tuple[int, str, datetime | None]]) -> None:
         with self.shop, self.shop.cursor() as cur:
@@ -77,6 +97,7 @@ class Scratch:
             batch_size=batch_size,
             null_policy=null_policy,
             dag_id="selfcheck",
+            defect=self.defect,
         )
 
     def target_rows(self) -> list[tuple[Any, ...]]:
@@ -104,13 +125,27 @@ def load_step(
     null_policy: delta.NullPolicy = "raise",
     dag_id: str,
     run_id: str | None = None,
+    defect: Defect = "none",
 ) -> dict[str, int]:
-    """Pull ``source`` since the watermark and upsert it into ``target``; rows and watermark commit together."""
+    """Pull ``source`` since the watermark and upsert it into ``target``; rows and watermark commit together.
+    ``defect`` other than ``none`` breaks the step on purpose (module doc)."""
+    check_defect(defect)
     p = pull.pull(
         shop, wh, source, key, key_columns=tuple(key_columns), batch_size=batch_size, null_policy=null_policy
     )
+    rows, guard = list(p.rows), "version"
+    if defect == "drop_rows":
+        rows = rows[:-1]  # the watermark below still moves past the dropped row
+    elif defect == "corrupt_values":
+        rows = [
+            {c: v[:3] if isinstance(v, str) and c not in key_columns else v for c, v in r.items()}
+            for r in rows
+        ]
     with wh:
-        written = upsert.upsert_rows(wh, target, p.rows, key_columns, "version")
+        written = upsert.upsert_rows(wh, target, rows, key_columns, guard)
+        if defect == "duplicate_rows":  # applied a second time, unguarded
+            again = upsert.upsert_rows(wh, target, rows, key_columns, None)
+            written = upsert.UpsertResult(written.inserted, written.updated + again.updated, written.skipped)
         pull.advance(wh, p, dag_id=dag_id, run_id=run_id)
     return {
         "read": len(p.rows),
@@ -230,10 +265,18 @@ def _drop(shop: Any, wh: Any, s: Scratch) -> None:
         state.TableWatermarkStore(wh).delete(s.key, "self-check scratch")
 
 
-def run_check(shop: Any, wh: Any, check: str, scratch: str) -> tuple[bool, str]:
-    """Run one check on fresh scratch tables; returns (passed, detail) and always drops the scratch."""
+def run_check(shop: Any, wh: Any, check: str, scratch: str, defect: str = "none") -> tuple[bool, str]:
+    """Run one check on fresh scratch tables against the load step with ``defect``; returns (passed,
+    detail) and always drops the scratch."""
     fn = CHECK_FUNCTIONS[check]
-    s = Scratch(shop, wh, f"public.{scratch}_{check}", f"staging.{scratch}_{check}", f"{scratch}/{check}")
+    s = Scratch(
+        shop,
+        wh,
+        f"public.{scratch}_{check}",
+        f"staging.{scratch}_{check}",
+        f"{scratch}/{check}",
+        check_defect(defect),
+    )
     _drop(shop, wh, s)
     with shop, shop.cursor() as cur:
         cur.execute(

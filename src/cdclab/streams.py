@@ -28,6 +28,14 @@ Vocabulary:
   event ids, the max event time and the watermark) stored next to the consumer offsets, in the same
   transaction. Counts are *incremented* per batch; that is only correct because the increments and
   the offsets commit together — an increment outside that transaction double-counts after a crash.
+- *de-duplication horizon* (``StreamConfig.dedup_horizon``): the seen-ids ledger would otherwise grow
+  with every event ever read (the unbounded-state anti-pattern of 71.6.4). Each batch, in its
+  transaction, deletes the ids whose event time is more than the horizon behind the watermark. The
+  horizon must be at least one window, and that is the guarantee: a redelivery of a pruned id has an
+  event time ``< watermark - horizon <= watermark - window``, so its window has ended before the
+  watermark, is final, and the redelivery is ``too_late`` (recorded, never counted). Counts stay exactly
+  once; what a pruned id loses is only its label: a duplicate later than the horizon is recorded as
+  ``too_late``, not recognised as a ``duplicate``. ``None`` keeps every id (unbounded).
 
 Ordering: the verdicts depend on the order events are read in, so the topic must have exactly one
 partition (:class:`MultiPartitionTopicError` otherwise); a multi-partition stream needs one watermark per
@@ -92,11 +100,13 @@ class FinalWindowChangedError(RuntimeError):
 
 @dataclass(frozen=True)
 class StreamConfig:
-    """How events become windows: tumbling ``window`` size, ``allowed_lateness``, ``skew_tolerance``."""
+    """How events become windows: tumbling ``window`` size, ``allowed_lateness``, ``skew_tolerance``, and
+    how long seen ids are kept for de-duplication (``dedup_horizon``, behind the watermark; ``None``: forever)."""
 
     window: dt.timedelta = dt.timedelta(minutes=5)
     allowed_lateness: dt.timedelta = dt.timedelta(minutes=2)
     skew_tolerance: dt.timedelta = dt.timedelta(minutes=5)
+    dedup_horizon: dt.timedelta | None = None
 
     def __post_init__(self) -> None:
         if self.window <= dt.timedelta(0):
@@ -105,6 +115,12 @@ class StreamConfig:
             raise ValueError(
                 f"allowed lateness and skew tolerance must not be negative, got "
                 f"{self.allowed_lateness} and {self.skew_tolerance}"
+            )
+        if self.dedup_horizon is not None and self.dedup_horizon < self.window:
+            raise ValueError(
+                f"dedup horizon {self.dedup_horizon} is shorter than a window ({self.window}): a redelivery "
+                f"of a pruned id could land in a window that is still open and be counted twice. Use a "
+                f"horizon of at least one window, or none to keep every id."
             )
 
     @property
@@ -323,6 +339,7 @@ CREATE TABLE IF NOT EXISTS {seen} (
     kafka_partition integer NOT NULL,
     kafka_offset    bigint NOT NULL
 );
+CREATE INDEX IF NOT EXISTS {seen_by_time} ON {seen} (event_time);
 CREATE TABLE IF NOT EXISTS {windows} (
     window_start timestamptz NOT NULL,
     window_end   timestamptz NOT NULL,
@@ -374,6 +391,7 @@ def ensure_tables(cur: Any, tables: StreamTables) -> None:
         sql.SQL(_DDL).format(
             schema=sql.Identifier(tables.schema),
             seen=tables.seen,
+            seen_by_time=sql.Identifier(f"{tables.prefix}seen_event_time_idx"),
             windows=tables.windows,
             too_late=tables.too_late,
             checkpoint=tables.checkpoint,
@@ -471,7 +489,8 @@ def apply_outcome(
             cur,
             sql.SQL(
                 "INSERT INTO {} (event_id, event_type, event_time, ingest_time, window_start, window_end, "
-                "watermark, verdict, reason, kafka_partition, kafka_offset) VALUES %s"
+                "watermark, verdict, reason, kafka_partition, kafka_offset) VALUES %s "
+                "ON CONFLICT (event_id) DO NOTHING"  # a pruned id, rejected again when redelivered
             )
             .format(tables.too_late)
             .as_string(cur),
@@ -526,6 +545,19 @@ def apply_outcome(
     return int(cur.rowcount)
 
 
+def prune_seen(cur: Any, tables: StreamTables, config: StreamConfig, cp: Checkpoint) -> int:
+    """Delete the seen ids whose event time is more than ``config.dedup_horizon`` behind the watermark of
+    ``cp`` (in the caller's transaction); returns how many. Nothing without a horizon or a watermark."""
+    watermark = cp.watermark(config)
+    if config.dedup_horizon is None or watermark is None:
+        return 0
+    cur.execute(
+        sql.SQL("DELETE FROM {} WHERE event_time < %s").format(tables.seen),
+        (watermark - config.dedup_horizon,),
+    )
+    return int(cur.rowcount)
+
+
 def batch_handler(
     tables: StreamTables, group: str, config: StreamConfig, who: str = "", totals: Counter[str] | None = None
 ) -> Callable[[Any, list[Any]], list[tuple[Any, str]]]:
@@ -545,6 +577,7 @@ def batch_handler(
         known = seen_ids(cur, tables, [e.event_id for e in events])
         outcome = assign(events, checkpoint, config, known)
         tally["finalized_windows"] += apply_outcome(cur, tables, group, config, outcome, who)
+        tally["pruned_seen_ids"] += prune_seen(cur, tables, config, outcome.checkpoint)
         tally.update(outcome.by_verdict())
         tally["malformed"] += len(rejects)
         return rejects
@@ -673,8 +706,11 @@ def process_stream(
         "records": result.records,
         "batches": result.batches,
         "dead_letters": result.dead_letters,
-        "verdicts": {k: v for k, v in tally.items() if k not in {"finalized_windows", "malformed"}},
+        "verdicts": {
+            k: v for k, v in tally.items() if k not in {"finalized_windows", "malformed", "pruned_seen_ids"}
+        },
         "finalized_windows": tally["finalized_windows"],
+        "pruned_seen_ids": tally["pruned_seen_ids"],
         "max_event_time": row[0].isoformat() if row and row[0] else None,
         "watermark": row[1].isoformat() if row and row[1] else None,
         "positions": {f"{t}[{p}]": o for (t, p), o in result.positions.items()},

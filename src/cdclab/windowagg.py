@@ -14,6 +14,10 @@ Vocabulary (windows, lateness and skew are defined in :mod:`cdclab.intervals`):
   (``processing time < window end + allowed lateness``) and not from the future
   (``event time <= processing time + skew tolerance``): the same rules as
   :func:`cdclab.intervals.classify_arrival`, applied in SQL.
+- *accepted by the ledger*: with an arrivals ledger (:mod:`cdclab.arrivals`) acceptance is decided by the
+  *first* arrival the ledger recorded, not by ``updated_at``, which every UPDATE resets
+  (:func:`recompute_accepted`): an on-time order updated hours later still counts in its window, and a
+  rerun of an old interval recomputes the window to the same row.
 - *pane*: a tumbling window of the slide's size; a sliding window is the sum of its panes, so every event
   is aggregated once (in its pane) and never summed twice across overlapping windows.
 """
@@ -25,6 +29,7 @@ from typing import Any
 
 from psycopg2 import sql
 
+from cdclab import arrivals
 from cdclab.db import ident
 from cdclab.intervals import Window
 
@@ -122,6 +127,47 @@ def recompute(
             "orders": orders,
             "revenue": revenue,
             "late_orders": late,
+            "run_id": run_id,
+        }
+        cur_dst.execute(upsert_window_sql(target), row)
+        out.append(row)
+    return out
+
+
+def recompute_accepted(
+    cur_src: Any,
+    cur_dst: Any,
+    source: str,
+    target: str,
+    ledger: str,
+    windows: list[Window],
+    run_id: str,
+    key_col: str = "id",
+    event_col: str = "ordered_at",
+    value_col: str = "total",
+) -> list[dict[str, Any]]:
+    """Recompute ``windows`` into ``target`` from the source events that the arrivals ``ledger`` (in the
+    ``cur_dst`` database) accepted for each window; ``late_orders`` counts those whose first arrival was late.
+    The source gives the current values (a changed total is picked up), the ledger decides membership."""
+    query = sql.SQL(
+        "SELECT {k}, {v} FROM {src} WHERE {k} = ANY(%(keys)s) AND {e} >= %(w_start)s AND {e} < %(w_end)s"
+    ).format(
+        k=sql.Identifier(key_col),
+        v=sql.Identifier(value_col),
+        e=sql.Identifier(event_col),
+        src=ident(source),
+    )
+    out = []
+    for w in windows:
+        accepted = arrivals.accepted_in(cur_dst, ledger, w)
+        cur_src.execute(query, {"keys": list(accepted), "w_start": w.start, "w_end": w.end})
+        events = cur_src.fetchall()
+        row = {
+            "w_start": w.start,
+            "w_end": w.end,
+            "orders": len(events),
+            "revenue": sum((v for _, v in events), start=0),
+            "late_orders": sum(1 for k, _ in events if accepted[k]),
             "run_id": run_id,
         }
         cur_dst.execute(upsert_window_sql(target), row)

@@ -21,13 +21,27 @@ def at(h: int, m: int = 0) -> pendulum.DateTime:
 def tables(shop_db, warehouse_db, names):
     src = "public." + names("orders")
     target, late_log = "marts." + names("oet"), "dlq." + names("oet_late")
+    ledger = "state." + names("oet_arrivals")
     with shop_db.cursor() as cur:
         cur.execute(f"CREATE TABLE {src} (LIKE public.orders INCLUDING ALL)")
-    yield src, target, late_log
+    yield src, target, late_log, ledger
     with shop_db.cursor() as cur:
         cur.execute(f"DROP TABLE IF EXISTS {src}")
     with warehouse_db.cursor() as cur:
-        cur.execute(f"DROP TABLE IF EXISTS {target}, {late_log}")
+        cur.execute(f"DROP TABLE IF EXISTS {target}, {late_log}, {ledger}")
+
+
+def _conf(tables):
+    src, target, late_log, ledger = tables
+    return {
+        "source": src,
+        "target": target,
+        "late_log": late_log,
+        "arrivals": ledger,
+        "window_minutes": 60,
+        "allowed_lateness_minutes": LATENESS_MIN,
+        "skew_tolerance_minutes": SKEW_MIN,
+    }
 
 
 def _arrive(shop_db, src, events):
@@ -59,15 +73,8 @@ def _expected(events):
 def test_windows_follow_event_time_late_rows_are_reprocessed_and_too_late_rows_recorded(
     tables, shop_db, warehouse_db
 ):
-    src, target, late_log = tables
-    conf = {
-        "source": src,
-        "target": target,
-        "late_log": late_log,
-        "window_minutes": 60,
-        "allowed_lateness_minutes": LATENESS_MIN,
-        "skew_tolerance_minutes": SKEW_MIN,
-    }
+    src, target, late_log, _ = tables
+    conf = _conf(tables)
     batches = [
         [  # arrive during [10:00, 11:00)
             (1, at(10, 5), at(10, 6)),  # on time
@@ -125,3 +132,56 @@ def test_windows_follow_event_time_late_rows_are_reprocessed_and_too_late_rows_r
         assert cur.fetchall() == rows
         cur.execute(f"SELECT count(*) FROM {late_log}")
         assert cur.fetchone() == (4,)
+
+
+def test_an_update_does_not_move_an_orders_arrival_and_a_rerun_of_an_old_interval_changes_nothing(
+    tables, shop_db, warehouse_db
+):
+    """``updated_at`` is reset by every UPDATE: an order placed and received on time whose status changes
+    hours later must stay on time in its window (not be dead-lettered as too late), and rerunning the
+    interval it first arrived in must give the same windows."""
+    src, target, late_log, ledger = tables
+    conf = _conf(tables)
+    cols = "window_start, window_end, orders, revenue, late_orders"
+
+    def windows():
+        with warehouse_db.cursor() as cur:
+            cur.execute(f"SELECT {cols} FROM {target} ORDER BY window_start")
+            return cur.fetchall()
+
+    _arrive(
+        shop_db,
+        src,
+        [
+            (1, at(10, 5), at(10, 6)),  # on time in 10-11
+            (2, at(10, 20), at(10, 30)),  # on time in 10-11
+            (3, at(9, 30), at(10, 10)),  # late (accepted) in 09-10
+        ],
+    )
+    run_dag(DAG_ID, logical_date=at(11), conf=conf)  # [10:00, 11:00)
+    first = windows()
+    assert first == [(at(9), at(10), 1, Decimal(3), 1), (at(10), at(11), 2, Decimal(1 + 2), 0)]
+
+    # hours later, orders 1 and 3 are shipped and order 1's total corrected: updated_at moves to 13:30,
+    # past every window's end + allowed lateness (11:00 + 60 min), as the shop's touch_row trigger does
+    with shop_db.cursor() as cur:
+        cur.execute(f"UPDATE {src} SET status = 'shipped', updated_at = %s WHERE id IN (1, 3)", (at(13, 30),))
+        cur.execute(f"UPDATE {src} SET total = 10 WHERE id = 1")
+    run_dag(DAG_ID, logical_date=at(14), conf=conf)  # [13:00, 14:00) reads the updates
+    after_update = [(at(9), at(10), 1, Decimal(3), 1), (at(10), at(11), 2, Decimal(10 + 2), 0)]
+    assert windows() == after_update  # still counted, with the new total; order 3 still late, not too late
+    with warehouse_db.cursor() as cur:
+        cur.execute(f"SELECT count(*) FROM {late_log}")
+        assert cur.fetchone() == (0,)  # nothing dead-lettered
+        cur.execute(f"SELECT order_id, first_seen_at, arrival FROM {ledger} ORDER BY order_id")
+        assert cur.fetchall() == [
+            (1, at(10, 6), "on_time"),
+            (2, at(10, 30), "on_time"),
+            (3, at(10, 10), "late"),
+        ]
+
+    # rerunning the old interval (as a backfill or a clear would) changes no window
+    run_dag(DAG_ID, logical_date=at(11), conf=conf)
+    assert windows() == after_update
+    run_dag(DAG_ID, logical_date=at(14), conf=conf)
+    assert windows() == after_update

@@ -84,10 +84,41 @@ def test_loaded_files_are_archived_once_audited_and_expired_after_retention(conf
     assert actions == ["quarantine", "archive", "archive", "archive"], "nothing archived twice"
     assert store.head("archive", f"{q}/{day2:%Y/%m/%d}/{p}c.csv") is not None
 
-    run_dag(DAG, day1.add(days=31), conf=conf)  # day-1 archives are past retention, day-2 ones... too
-    run_dag(DAG, day1.add(days=32), conf=conf)  # a second cleanup expires nothing again
+    # retention counts from each file's archive day (its logical date), not from when it was archived
+    run_dag(DAG, day1.add(days=31), conf=conf)  # day-1 archives are 31 days old: expired; day-2 ones not
+    assert sorted(a[2] for a in audit(warehouse_db, q) if a[0] == "expire") == [
+        dated + f"{p}a.csv",
+        dated + f"{p}b.jsonl",
+    ]
+    run_dag(DAG, day1.add(days=31), conf=conf)  # a rerun expires nothing again
+    run_dag(DAG, day1.add(days=32), conf=conf)  # now day 2's
     expired = [a for a in audit(warehouse_db, q) if a[0] == "expire"]
     assert sorted(a[2] for a in expired) == sorted(
         [dated + f"{p}a.csv", dated + f"{p}b.jsonl", f"{q}/{day2:%Y/%m/%d}/{p}c.csv"]
     )
     assert store.list_objects("archive", q + "/") == []
+
+
+def test_a_backfill_in_the_past_expires_by_archive_day_and_a_rerun_expires_nothing_newer(
+    conf, store, warehouse_db
+):
+    """Logical dates in January, archived today: retention compares the archive day with the logical date
+    (with the audit rows' wall-clock time, nothing would ever expire in a backfill)."""
+    p, q = conf["prefix"], conf["pipeline"]
+    days = [pendulum.datetime(2026, 1, d, 6, tz="UTC") for d in (1, 10, 20)]
+    for i, day in enumerate(days):
+        producer.drop(store, "landing", f"{p}f{i}.csv", producer.make_rows(3, i + 1, 100 * i))
+        run_dag(DAG, day, conf=conf)
+    keys = [f"{q}/{day:%Y/%m/%d}/{p}f{i}.csv" for i, day in enumerate(days)]
+    assert sorted(o.key for o in store.list_objects("archive", q + "/")) == keys
+    assert [a[2] for a in audit(warehouse_db, q) if a[0] == "expire"] == []  # none was 30 days old
+
+    run_dag(DAG, pendulum.datetime(2026, 2, 15, 6, tz="UTC"), conf=conf)  # cutoff 2026-01-16
+    assert [a[2] for a in audit(warehouse_db, q) if a[0] == "expire"] == keys[:2]
+    assert [o.key for o in store.list_objects("archive", q + "/")] == keys[2:]
+
+    # a rerun of an older day (a clear or a backfill after the fact) expires nothing that was not due then
+    run_dag(DAG, days[1], conf=conf)
+    run_dag(DAG, pendulum.datetime(2026, 2, 15, 6, tz="UTC"), conf=conf)
+    assert [a[2] for a in audit(warehouse_db, q) if a[0] == "expire"] == keys[:2]
+    assert [o.key for o in store.list_objects("archive", q + "/")] == keys[2:]

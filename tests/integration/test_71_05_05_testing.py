@@ -75,6 +75,48 @@ def test_every_self_check_passes_on_each_interval_and_the_target_follows_the_sou
     assert scalar(warehouse_db, "SELECT count(*) FROM pg_tables WHERE tablename LIKE %s", (pattern,)) == 0
 
 
+CAUGHT_BY = {
+    "drop_rows": [
+        "edge_equal_timestamps",
+        "edge_null_cursor",
+        "integration_end_to_end",
+        "logic_reload_is_idempotent",
+        "state_preset_watermark",
+    ],
+    "duplicate_rows": ["edge_empty_interval", "logic_reload_is_idempotent"],
+    "corrupt_values": ["integration_end_to_end"],
+}
+
+
+BROKEN_TARGET = {
+    "drop_rows": [(1, "Customer 1"), (2, "Customer 2")],  # row 3 lost, the watermark moved past it
+    "duplicate_rows": [(1, "Customer 1"), (2, "Customer 2"), (3, "Customer 3")],  # right, but written twice
+    "corrupt_values": [(1, "Cus"), (2, "Cus"), (3, "Cus")],
+}
+
+
+@pytest.mark.parametrize("defect", list(CAUGHT_BY))
+def test_a_broken_load_is_caught_by_the_self_checks_and_the_run_fails_naming_them(
+    shop_db, warehouse_db, setup, defect
+) -> None:
+    src, target, results, _, conf = setup
+    insert_customers(shop_db, src, [1, 2, 3])
+    dr = run_dag(DAG_ID, hour(1), {**conf, "defect": defect}, expect="failed")
+
+    failed = rows(
+        warehouse_db, f"{results} WHERE run_id = '{dr.run_id}' AND NOT passed", "check_name", "check_name"
+    )
+    assert [c for (c,) in failed] == CAUGHT_BY[defect]
+    states = {ti.task_id: str(getattr(ti.state, "value", ti.state)) for ti in dr.get_task_instances()}
+    assert states.pop("verdict") == "failed"
+    assert set(states.values()) == {"success"}, states  # the checks ran; the verdict turned the run red
+    with warehouse_db.cursor() as cur:
+        cur.execute(f"SELECT count(*) FROM {results} WHERE run_id = %s", (dr.run_id,))
+        assert cur.fetchone() == (len(CHECKS),)  # every check recorded a row, passed or not
+    # the real load was broken the same way: what the checks caught is really in the target
+    assert rows(warehouse_db, target, "id, full_name", "id") == BROKEN_TARGET[defect]
+
+
 def test_the_dag_lists_the_library_checks() -> None:
     from cdclab.selfcheck import CHECKS as LIBRARY_CHECKS
 

@@ -267,3 +267,54 @@ def test_a_consumer_killed_mid_stream_counts_every_event_exactly_once(lab, strea
             )
         )
         assert cur.fetchone() == (len(want["seen"]), len(want["seen"]))
+
+
+HORIZON = 120  # seconds behind the watermark that seen ids are kept (two windows)
+
+
+def seen(db, prefix: str) -> set:
+    return scalar_set(db, sql.SQL("SELECT event_id FROM {}").format(sql.Identifier("marts", f"{prefix}seen")))
+
+
+def test_seen_ids_beyond_the_horizon_are_pruned_and_duplicates_within_it_are_still_caught(
+    lab, stream, warehouse_db
+):
+    """The de-duplication ledger keeps only the ids within ``dedup_horizon_seconds`` of the watermark; the
+    windows still equal the independent count (no duplicate counted), and a late redelivery of a pruned id
+    is rejected as too late, not counted."""
+    topic, group, prefix, conf = stream
+    conf = {**conf, "dedup_horizon_seconds": HORIZON}
+    delivered: list[dict] = []
+    for k in range(3):
+        run_dag(DAG_ID, pendulum.datetime(2026, 3, 2, 12, 5 * k, tz="UTC"), {**conf, **produce_conf(k)})
+        delivered += part(k)
+    want = expected(delivered)
+    assert windows(warehouse_db, prefix) == want["windows"]  # every duplicate recognised, none counted
+    cp = checkpoint(warehouse_db, prefix, group)
+    assert cp["watermark"] == want["max_event_time"] - dt.timedelta(seconds=LATENESS)
+    horizon_start = cp["watermark"] - dt.timedelta(seconds=HORIZON)
+    when = {e["event_id"]: dt.datetime.fromisoformat(e["event_time"]) for e in delivered}
+    kept = {i for i, t in when.items() if t >= horizon_start}
+    assert seen(warehouse_db, prefix) == kept
+    assert 0 < len(kept) < len(want["seen"]) / 2, "most ids must have been pruned"
+    assert cp["duplicates"] + cp["too_late"] + cp["future"] == want["duplicates"] + len(want["too_late"])
+
+    # redeliver one counted event from before the horizon and one from within it
+    counted = [e for e in delivered if e["event_id"] not in want["too_late"]]
+    old = next(e for e in counted if when[e["event_id"]] < horizon_start - dt.timedelta(seconds=WINDOW))
+    recent = next(e for e in reversed(counted) if when[e["event_id"]] >= horizon_start)
+    produce_events(lab.kafka_bootstrap, topic, [old, recent])
+    before = windows(warehouse_db, prefix)
+    run_dag(DAG_ID, pendulum.datetime(2026, 3, 2, 12, 15, tz="UTC"), conf)
+    assert windows(warehouse_db, prefix) == before  # neither counted again
+    after = checkpoint(warehouse_db, prefix, group)
+    assert (after["duplicates"], after["too_late"]) == (cp["duplicates"] + 1, cp["too_late"] + 1)
+    with warehouse_db.cursor() as cur:
+        cur.execute(
+            sql.SQL("SELECT reason FROM {} WHERE event_id = %s").format(
+                sql.Identifier("marts", f"{prefix}too_late")
+            ),
+            (old["event_id"],),
+        )
+        assert "is final" in cur.fetchone()[0]
+    assert seen(warehouse_db, prefix) == kept  # the old id, recorded again, was pruned again

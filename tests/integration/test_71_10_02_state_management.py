@@ -145,12 +145,48 @@ def test_state_lost_after_a_backup_is_restored_and_the_next_load_has_no_gap_and_
     assert [o.key for o in ObjectStore().list_objects("lab-tests", conf["prefix"] + "/")] == [
         f"{conf['prefix']}/v00000{v}.json" for v in (1, 2, 3, 4)
     ]
+    # the rows were written today, the runs are for March 2026: the watermark is months after the
+    # run's interval end, a negative age that must not pass as fresh
     assert rows(
         warehouse_db,
         f"marts.pipeline_health WHERE scope = '{pipeline}' AND run_id = '{dr4.run_id}'",
-        "metric, status",
+        "metric, status, value < 0, detail LIKE 'future_watermark:%%'",
         "metric",
-    ) == [("backup_age_seconds", "ok"), ("watermark_age_seconds", "ok")]
+    ) == [("backup_age_seconds", "ok", False, False), ("watermark_age_seconds", "alert", True, True)]
+
+
+def test_watermark_age_is_graded_at_the_interval_end_and_a_watermark_after_it_is_a_future_watermark_alert(
+    shop_db, warehouse_db, setup
+) -> None:
+    src, _, pipeline, _, conf = setup
+    with shop_db.cursor() as cur:  # rows stamped inside the interval [01:00, 02:00), not by the wall clock
+        cur.executemany(
+            f"INSERT INTO {src} (id, email, full_name, tier, updated_at) VALUES (%s, %s, %s, 'basic', %s)",
+            [
+                (1, "c1@example.com", "C 1", hour(1).add(minutes=10)),
+                (2, "c2@example.com", "C 2", hour(1).add(minutes=40)),
+            ],
+        )
+
+    def health(dr):
+        return rows(
+            warehouse_db,
+            f"marts.pipeline_health WHERE scope = '{pipeline}' AND run_id = '{dr.run_id}' "
+            "AND metric = 'watermark_age_seconds'",
+            "status, value, split_part(detail, ':', 1)",
+            "id",
+        )
+
+    dr = run_dag(DAG_ID, hour(2), conf)  # measures at 02:00: the watermark 01:40 is 20 minutes old
+    assert state.TableWatermarkStore(warehouse_db).get_value(wm_key(conf)) == hour(1).add(minutes=40)
+    assert health(dr) == [("ok", 1200.0, "watermark 2026-03-01T01")]
+    # a rerun of the older interval [00:00, 01:00) measures at 01:00, 40 minutes before the watermark:
+    # a negative age, beyond the 15 minutes of tolerance, is flagged, not graded ok
+    dr = run_dag(DAG_ID, hour(1), conf)
+    assert health(dr) == [("alert", -2400.0, "future_watermark")]
+    # within the tolerance (a load that ran a little after its interval end) the age counts as 0
+    dr = run_dag(DAG_ID, hour(1), {**conf, "watermark_future_tolerance_seconds": 3600})
+    assert health(dr) == [("ok", 0.0, "watermark 2026-03-01T01")]
 
 
 def test_never_restore_reloads_from_the_beginning_and_the_change_log_key_absorbs_the_replay(

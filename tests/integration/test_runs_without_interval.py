@@ -160,7 +160,7 @@ def test_71_04_05_archives_under_the_run_after_date(store, warehouse_db, names) 
         "target": f"staging.{names('pe')}",
         "retention_days": 30,
     }
-    run_after = pendulum.now("UTC")  # retention counts from the audit time, which is the wall clock
+    run_after = pendulum.now("UTC")  # the archive day is run_after's date; retention counts from it
     try:
         rows_a = producer.make_rows(6, 1, 1)
         data = producer.drop(store, "landing", f"{prefix}a.csv", rows_a)
@@ -176,7 +176,7 @@ def test_71_04_05_archives_under_the_run_after_date(store, warehouse_db, names) 
             "action, src_key, dst_bucket, dst_key",
             "id",
         ) == [("archive", f"{prefix}a.csv", "archive", key)]
-        # 31 days later the archive is past retention: expired, measured from that run's run_after
+        # 31 days later the archive is past retention: expired, archive day vs that run's run_after
         run_dag_without_logical_date("71_04_05_archive", run_after.add(days=31), conf)
         assert store.list_objects("archive", pipeline + "/") == []
         assert [

@@ -60,3 +60,9 @@ def test_an_unknown_feature_version_is_refused_with_the_known_ones() -> None:
 
 def test_every_self_check_has_a_function() -> None:
     assert list(selfcheck.CHECK_FUNCTIONS) == selfcheck.CHECKS
+
+
+def test_an_unknown_self_check_defect_is_refused_with_the_choices() -> None:
+    assert selfcheck.check_defect("drop_rows") == "drop_rows"
+    with pytest.raises(selfcheck.UnknownDefectError, match="choose one of"):
+        selfcheck.check_defect("drop_row")

@@ -200,3 +200,9 @@ def test_a_negative_lateness_or_empty_window_is_refused() -> None:
         StreamConfig(window=dt.timedelta(0))
     with pytest.raises(ValueError, match="negative"):
         StreamConfig(allowed_lateness=dt.timedelta(seconds=-1))
+
+
+def test_a_dedup_horizon_shorter_than_a_window_is_refused() -> None:
+    with pytest.raises(ValueError, match="at least one window"):
+        StreamConfig(window=dt.timedelta(seconds=60), dedup_horizon=dt.timedelta(seconds=59))
+    assert StreamConfig(window=dt.timedelta(seconds=60), dedup_horizon=dt.timedelta(seconds=60))

@@ -9,15 +9,22 @@ Vocabulary:
   processing day and a whole day can be expired or restored at once.
 - *quarantine layout*: ``<quarantine bucket>/<pipeline>/<original key>`` plus ``<...>.reason.json``
   (reason, detail, byte offset, etag) next to it.
-- *retention* (cleanup policy): archived objects older than ``retention_days`` relative to the run's
-  logical date are deleted (``expire`` audit rows). The same policy could be an S3 lifecycle rule on the
-  archive bucket (``Expiration.Days`` per prefix); doing it in the DAG keeps the audit trail complete.
+- *archive day*: the ``<yyyy>/<mm>/<dd>`` of the archive key: the logical date of the run that archived
+  the file, i.e. the processing day the file belongs to. It is the one date both sides of retention agree
+  on: the run that archives writes it, the run that expires compares its own logical date with it.
+- *retention* (cleanup policy): archived objects whose archive day is more than ``retention`` before the
+  expiring run's logical day are deleted (``expire`` audit rows), once each. Never the audit row's
+  wall-clock ``at``: a backfill archives March's files today, and a rerun of an old day runs long after
+  it; comparing wall-clock times with a logical date would keep files forever in the first case and
+  expire another day's files in the second. The same policy could be an S3 lifecycle rule on the archive
+  bucket (``Expiration.Days`` per prefix, which counts from the object's wall-clock creation, with the
+  same backfill problem); doing it in the DAG keeps the audit trail complete.
 """
 
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from cdclab.files import state
@@ -110,26 +117,41 @@ def archive(
     return akey
 
 
+def archive_day(pipeline: str, key: str) -> date:
+    """The archive day of an archive key written by :func:`archive_key` for ``pipeline``."""
+    head = f"{pipeline}/"
+    if not key.startswith(head):
+        raise ValueError(f"archive key {key!r} is not under {head!r}")
+    y, m, d = key[len(head) : len(head) + 10].split("/")
+    return date(int(y), int(m), int(d))
+
+
 def expire_archives(
-    cur: Any, store: ObjectStore, pipeline: str, now: datetime, retention: timedelta
+    cur: Any, store: ObjectStore, pipeline: str, logical_date: datetime, retention: timedelta
 ) -> list[str]:
-    """Delete archived copies archived before ``now - retention`` (once each) and audit ``expire``."""
+    """Delete the archived copies whose archive day is before ``logical_date``'s day minus ``retention``
+    (once each) and audit ``expire``. Both dates are logical dates, so backfills and reruns agree."""
+    cutoff = (logical_date - retention).date()
     cur.execute(
         "SELECT a.src_bucket, a.src_key, a.etag, a.size, a.dst_bucket, a.dst_key FROM state.file_audit a"
-        " WHERE a.pipeline = %s AND a.action = 'archive' AND a.at < %s AND NOT EXISTS ("
+        " WHERE a.pipeline = %s AND a.action = 'archive' AND NOT EXISTS ("
         "   SELECT 1 FROM state.file_audit e WHERE e.pipeline = a.pipeline AND e.action = 'expire'"
-        "   AND e.src_bucket = a.dst_bucket AND e.src_key = a.dst_key) ORDER BY a.at",
-        (pipeline, now - retention),
+        "   AND e.src_bucket = a.dst_bucket AND e.src_key = a.dst_key) ORDER BY a.id",
+        (pipeline,),
     )
     expired: list[str] = []
     for src_bucket, src_key, etag, size, dst_bucket, dst_key in cur.fetchall():
+        day = archive_day(pipeline, dst_key)
+        if day >= cutoff or dst_key in expired:
+            continue
         store.delete(dst_bucket, [dst_key])
         state.audit(
             cur,
             pipeline,
             "expire",
-            ObjectInfo(dst_bucket, dst_key, size or 0, etag, now),
-            reason=f"retention {retention} elapsed (source s3://{src_bucket}/{src_key})",
+            ObjectInfo(dst_bucket, dst_key, size or 0, etag, logical_date),
+            reason=f"archive day {day} is before {cutoff} (retention {retention} before the logical date "
+            f"{logical_date.date()}; source s3://{src_bucket}/{src_key})",
         )
         expired.append(dst_key)
     return expired
