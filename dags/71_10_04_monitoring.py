@@ -16,6 +16,13 @@ group's next offset in ``state.kafka_offsets`` (``cdclab.cdc.offsets.report``), 
 in ``state.interval_ledger`` (written by 71_10_03) between its first interval and this run's start.
 ``row_count_drift`` per `row_count_pairs` entry compares source and target row counts.
 
+**Retained WAL per replication slot.** ``slot_retained_wal_bytes`` for every slot of the source
+server: the WAL it keeps (``pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)``), graded by
+`slot_wal_warn_bytes` / `slot_wal_alert_bytes` (`slots_report_all=false`: only the listed slots). A slot
+in `replication_slots` that does not exist, or any slot invalidated by ``max_slot_wal_keep_size``
+(``wal_status = 'lost'``), is an alert marked CRITICAL:
+its connector has lost changes, and only a re-snapshot repairs it (``cdclab.cdc.slots.recover``).
+
 **Dashboard design.** History in a narrow, append-only table (one metric per row, thresholds stored
 with the value, so a later threshold change does not rewrite the past), and a view
 ``marts.pipeline_health_dashboard`` with the latest row per (scope, metric, subject) and a numeric
@@ -66,6 +73,10 @@ DAG_ID = "71_10_04_monitoring"
         ),
         "drift_warn": Param(0.01, type="number", minimum=0),
         "drift_alert": Param(0.1, type="number", minimum=0),
+        "replication_slots": Param(["cdclab_shop"], type="array", description="slots that must exist"),
+        "slot_wal_warn_bytes": Param(256 * 1024**2, type="number", minimum=0),
+        "slot_wal_alert_bytes": Param(2 * 1024**3, type="number", minimum=0),
+        "slots_report_all": Param(True, type="boolean", description="also grade slots not listed"),
     },
 )
 def monitoring() -> None:
@@ -112,6 +123,13 @@ def monitoring() -> None:
                     p["gap_alert"],
                 ),
                 *health.row_count_drift(shop, wh, p["row_count_pairs"], p["drift_warn"], p["drift_alert"]),
+                *health.replication_slots(
+                    shop,
+                    p["replication_slots"],
+                    p["slot_wal_warn_bytes"],
+                    p["slot_wal_alert_bytes"],
+                    p["slots_report_all"],
+                ),
             ]
             health.record(wh, p["scope"], dag_run.run_id, data_interval_end, checks)
         finally:
