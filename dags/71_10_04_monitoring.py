@@ -23,6 +23,10 @@ in `replication_slots` that does not exist, or any slot invalidated by ``max_slo
 (``wal_status = 'lost'``), is an alert marked CRITICAL:
 its connector has lost changes, and only a re-snapshot repairs it (``cdclab.cdc.slots.recover``).
 
+**Files no longer retried.** ``files_exhausted`` per file pipeline in `file_pipelines`: files of
+``state.file_manifest`` in status ``exhausted`` (their attempts are used up, or the object changed after it
+was planned); the detail names each with its last error.
+
 **Dashboard design.** History in a narrow, append-only table (one metric per row, thresholds stored
 with the value, so a later threshold change does not rewrite the past), and a view
 ``marts.pipeline_health_dashboard`` with the latest row per (scope, metric, subject) and a numeric
@@ -77,6 +81,9 @@ DAG_ID = "71_10_04_monitoring"
         "slot_wal_warn_bytes": Param(256 * 1024**2, type="number", minimum=0),
         "slot_wal_alert_bytes": Param(2 * 1024**3, type="number", minimum=0),
         "slots_report_all": Param(True, type="boolean", description="also grade slots not listed"),
+        "file_pipelines": Param([], type="array", description="file pipelines (state.file_manifest)"),
+        "files_exhausted_warn": Param(1, type="number", minimum=0),
+        "files_exhausted_alert": Param(1, type="number", minimum=0),
     },
 )
 def monitoring() -> None:
@@ -129,6 +136,9 @@ def monitoring() -> None:
                     p["slot_wal_warn_bytes"],
                     p["slot_wal_alert_bytes"],
                     p["slots_report_all"],
+                ),
+                *health.files_exhausted(
+                    wh, p["file_pipelines"], p["files_exhausted_warn"], p["files_exhausted_alert"]
                 ),
             ]
             health.record(wh, p["scope"], dag_run.run_id, data_interval_end, checks)

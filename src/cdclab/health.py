@@ -9,7 +9,9 @@ Vocabulary:
   missing from or failed in ``state.interval_ledger`` between its first interval and the run's interval
   start), ``row_count_drift`` (|source rows - target rows| / source rows) and
   ``slot_retained_wal_bytes`` (per replication slot: ``pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)``,
-  the WAL the slot keeps on the source's disk; :func:`replication_slots`).
+  the WAL the slot keeps on the source's disk; :func:`replication_slots`) and ``files_exhausted`` (per file
+  pipeline: files in ``state.file_manifest`` that used up their attempts and are no longer retried;
+  :func:`files_exhausted`).
 - *status*: ``ok`` below ``warn``, ``warn`` from ``warn``, ``alert`` from ``alert``; a subject that cannot
   be measured (no watermark, no offsets, unknown topic) is an ``alert`` with the reason in ``detail``.
   ``alert`` is the highest status: a replication slot that is expected but missing, or invalidated
@@ -226,6 +228,29 @@ def replication_slots(
         if retained is None:  # created but never used: it holds nothing yet
             retained, detail = 0, f"{detail} (no restart_lsn yet)"
         out.append(_check("slot_retained_wal_bytes", name, retained, warn, alert, detail))
+    return out
+
+
+def files_exhausted(conn: Any, pipelines: Sequence[str], warn: float, alert: float) -> list[Check]:
+    """Exhausted files per file pipeline (``state.file_manifest``, status ``exhausted``): each one is a
+    file nobody loads any more until someone acts; the detail names them with their last error."""
+    out = []
+    with conn.cursor() as cur:
+        for pipeline in pipelines:
+            cur.execute(
+                "SELECT bucket, key, attempts, error FROM state.file_manifest "
+                "WHERE pipeline = %s AND status = 'exhausted' ORDER BY last_modified, key",
+                (pipeline,),
+            )
+            rows = cur.fetchall()
+            detail = (
+                "; ".join(f"s3://{b}/{k} after {a} attempt(s): {(e or '')[:200]}" for b, k, a, e in rows[:10])
+                + (f"; and {len(rows) - 10} more" if len(rows) > 10 else "")
+                if rows
+                else "no exhausted files"
+            )
+            out.append(_check("files_exhausted", pipeline, len(rows), warn, alert, detail))
+    conn.rollback()
     return out
 
 
