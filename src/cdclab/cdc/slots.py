@@ -10,10 +10,12 @@ Vocabulary:
 - *lost slot*: *missing* (dropped by hand, a restored or upgraded cluster, ``slot.drop.on.stop``) or
   *invalidated* (``wal_status = 'lost'``: the WAL it needed is removed). The changes committed after the
   connector's last streamed position are then not in Kafka and never will be: only a snapshot repairs it.
-- *why loud*: Debezium restarted with its stored offset and no slot creates a new slot at the *current*
-  WAL position and streams from there (``snapshot.mode=initial`` takes no snapshot when offsets exist):
-  the changes in between are skipped without an error. :func:`check_connector` raises :class:`SlotLost`
-  before that can happen, and names the remedy.
+- *why loud, and why not just restart*: the gap cannot be read from anywhere, so it must be said before
+  anyone restarts the connector, with the remedy. A plain restart does not repair it: Debezium 3.6 in
+  ``snapshot.mode=initial`` fails the task ("... no longer available on the server. Reconfigure the
+  connector to use a snapshot mode when needed", seen in the drill); in ``when_needed`` it re-snapshots
+  by itself, but a snapshot carries no deletes, so rows deleted during the gap stay in the warehouse and
+  the consumer is not told to rebuild. :func:`check_connector` raises :class:`SlotLost` with the remedy.
 - *re-snapshot* (:func:`resnapshot`): stop the connector (its task releases the slot), drop an
   invalidated slot, forget the connector's source offsets (Kafka Connect's ``DELETE .../offsets``), resume.
   With no offsets Debezium's ``initial`` and ``when_needed`` modes both do a first start: create the slot
@@ -101,8 +103,8 @@ def remedy(connector: str) -> str:
         f"Remedy: re-snapshot the connector and rebuild its targets — cdclab.cdc.slots.recover(...) "
         f"(stops {connector}, drops an invalidated slot, resets its source offsets, resumes it with a "
         "snapshot, empties the targets and points the consumer group at the snapshot), then run the "
-        "replication. Do NOT just restart the connector: with its stored offset it would create a new slot "
-        "at the current WAL position and skip the lost changes silently."
+        "replication. Do NOT just restart the connector: with snapshot.mode=initial its task fails, with "
+        "when_needed it re-snapshots by itself but the rows deleted during the gap stay in the targets."
     )
 
 
