@@ -22,6 +22,11 @@ exactly once into a staging table. The four points:
    ``discovered`` and the next run loads it; a file that lands while a run is listing or loading is not
    in that run's snapshot and is new for the next run. Corrupt files (bad row, truncated gzip, empty
    object) are moved to ``quarantine/<pipeline>/`` with a ``.reason.json``; the other files continue.
+   An operational failure leaves the file ``failed`` and the next run retries it; after `max_attempts`
+   it is ``exhausted`` — not retried, and loud: the task raises ``FilesExhausted`` every run (and
+   71_10_04's ``files_exhausted`` alerts) until it is fixed and reprocessed. Reads are pinned to the
+   registered ETag (``If-Match``): an object replaced after registration raises ``ObjectChanged``,
+   nothing of it is loaded, and the new version is a new file.
 
 Observe in the running lab: drop files with the MinIO console (http://127.0.0.1:9001, bucket
 ``landing``, folder ``71_04_01_file_detection/``), trigger the DAG, then in ``warehouse``:

@@ -11,7 +11,9 @@ flight and nothing in the folder is touched. The four points:
    batch id and the producer's expectations (rows, sha256). Files no manifest names are never loaded.
 3. **Processed status** — each file goes ``discovered -> loaded | quarantined`` (sha256 or row count
    disagreeing with the manifest quarantines it: partial upload or stale manifest); when every file
-   of a batch is finished, a receipt goes to ``manifests/<pipeline>/<batch_id>.receipt.json``.
+   of a batch is finished, a receipt goes to ``manifests/<pipeline>/<batch_id>.receipt.json``. A file
+   that keeps failing for operational reasons ends ``exhausted`` after `max_attempts` (the load task
+   raises ``FilesExhausted`` until someone reprocesses it), never parked silently.
 4. **Reprocessing** — trigger with ``{"reprocess_keys": [...]}`` or ``{"reprocess_batch": "<id>"}``: the
    files go back to ``discovered`` (audited as ``reprocess``) and are loaded again by *replacing* their
    rows (delete by source key + insert in one transaction), so a reprocess never duplicates rows.

@@ -33,6 +33,17 @@ through the Trigger form's conf, e.g. ``{"watermark_keys": ["71_01_03/public.cus
 "ledger_pipelines": ["71_10_03"]}`` once 71_01_03 and 71_10_03 have run (a key with no watermark, or a
 ledger with no rows, is an alert: the pipeline never ran).
 
+**Retained WAL per replication slot.** ``slot_retained_wal_bytes`` for every slot of the source
+server: the WAL it keeps (``pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)``), graded by
+`slot_wal_warn_bytes` / `slot_wal_alert_bytes` (`slots_report_all=false`: only the listed slots). A slot
+in `replication_slots` that does not exist, or any slot invalidated by ``max_slot_wal_keep_size``
+(``wal_status = 'lost'``), is an alert marked CRITICAL:
+its connector has lost changes, and only a re-snapshot repairs it (``cdclab.cdc.slots.recover``).
+
+**Files no longer retried.** ``files_exhausted`` per file pipeline in `file_pipelines`: files of
+``state.file_manifest`` in status ``exhausted`` (their attempts are used up, or the object changed after it
+was planned); the detail names each with its last error.
+
 **Dashboard design.** History in a narrow, append-only table (one metric per row, thresholds stored
 with the value, so a later threshold change does not rewrite the past), and a view
 ``marts.pipeline_health_dashboard`` with the latest row per (scope, metric, subject) and a numeric
@@ -87,6 +98,13 @@ DAG_ID = "71_10_04_monitoring"
         "drift_alert": Param(0.1, type="number", minimum=0),
         "connectors": Param(["shop-postgres-source"], type="array"),
         "fail_on_alert": Param(True, type="boolean"),
+        "replication_slots": Param(["cdclab_shop"], type="array", description="slots that must exist"),
+        "slot_wal_warn_bytes": Param(256 * 1024**2, type="number", minimum=0),
+        "slot_wal_alert_bytes": Param(2 * 1024**3, type="number", minimum=0),
+        "slots_report_all": Param(True, type="boolean", description="also grade slots not listed"),
+        "file_pipelines": Param([], type="array", description="file pipelines (state.file_manifest)"),
+        "files_exhausted_warn": Param(1, type="number", minimum=0),
+        "files_exhausted_alert": Param(1, type="number", minimum=0),
     },
 )
 def monitoring() -> None:
@@ -137,6 +155,16 @@ def monitoring() -> None:
                 ),
                 *health.row_count_drift(shop, wh, p["row_count_pairs"], p["drift_warn"], p["drift_alert"]),
                 *health.connector_states(from_airflow("kafka_connect"), p["connectors"]),
+                *health.replication_slots(
+                    shop,
+                    p["replication_slots"],
+                    p["slot_wal_warn_bytes"],
+                    p["slot_wal_alert_bytes"],
+                    p["slots_report_all"],
+                ),
+                *health.files_exhausted(
+                    wh, p["file_pipelines"], p["files_exhausted_warn"], p["files_exhausted_alert"]
+                ),
             ]
             health.record(wh, p["scope"], dag_run.run_id, data_interval_end, checks)
         finally:

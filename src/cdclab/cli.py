@@ -9,6 +9,8 @@ cdclab lab clean               stop everything and wipe the state (databases, to
 The backend is $LAB_BACKEND (compose | native), else compose where a Docker engine answers.
 cdclab lab env                 print the environment the launcher gives services (for `eval`)
 cdclab offsets show|reset      exactly-once consumer offsets (warehouse.state.kafka_offsets)
+cdclab slots show|check        replication slots: retained WAL; check: exit 1 (SlotLost) when a
+                               connector's slot is missing or invalidated (cdclab.cdc.slots)
 cdclab workload ...            drive changes into the shop database (see `cdclab workload -h`)
 """
 
@@ -97,6 +99,48 @@ def _offsets(args: argparse.Namespace) -> int:
     return 0
 
 
+def _slots(args: argparse.Namespace) -> int:
+    import psycopg2
+
+    from cdclab.cdc import slots
+    from cdclab.cdc.connect import ConnectClient
+    from cdclab.lab.config import LabConfig
+
+    cfg = LabConfig.load()
+    conn = psycopg2.connect(cfg.pg_dsn("shop"))
+    try:
+        with conn.cursor() as cur:
+            if args.action == "show":
+                header = ("SLOT", "PLUGIN", "DATABASE", "ACTIVE", "WAL_STATUS", "RESTART_LSN", "RETAINED")
+                body = [
+                    (
+                        s.name,
+                        s.plugin or "",
+                        s.database or "",
+                        str(s.active),
+                        s.wal_status or "",
+                        s.restart_lsn or "",
+                        "-" if s.retained_bytes is None else f"{s.retained_bytes:,} B",
+                    )
+                    for s in slots.slot_states(cur).values()
+                ]
+                widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
+                for line in [header, *body]:
+                    print("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)))
+                return 0
+            try:
+                state = slots.check_connector(ConnectClient(cfg.connect_url), cur, args.connector)
+            except slots.SlotLost as exc:
+                print(f"cdclab: {exc}", file=sys.stderr)
+                return 1
+            print(
+                f"{args.connector}: slot {state.name} is {state.wal_status}, retains {state.retained_bytes} B"
+            )
+            return 0
+    finally:
+        conn.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="cdclab", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -118,6 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     offsets.add_argument("--topic", help="topic to reset")
     offsets.add_argument("--to", default="earliest", help="earliest | latest | an offset (reset)")
     offsets.set_defaults(func=_offsets)
+    slots = sub.add_parser("slots", help="replication slots: retained WAL, a lost slot (cdclab.cdc.slots)")
+    slots.add_argument("action", choices=["show", "check"])
+    slots.add_argument("--connector", default="shop-postgres-source", help="check: the connector whose slot")
+    slots.set_defaults(func=_slots)
     from cdclab import workload
 
     workload.add_cli(sub)

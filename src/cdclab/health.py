@@ -7,10 +7,17 @@ Vocabulary:
   ``data_interval_end``, never the wall clock), ``kafka_lag`` (lag detection: topic end offset - the
   group's next offset in ``state.kafka_offsets``), ``missing_intervals`` (gap alerting: intervals
   missing from or failed in ``state.interval_ledger`` between its first interval and the run's interval
-  start), ``row_count_drift`` (|source rows - target rows| / source rows) and ``connector_state``
-  (how many of a Kafka Connect connector's parts, the connector and its tasks, are not ``RUNNING``).
+  start), ``row_count_drift`` (|source rows - target rows| / source rows), ``connector_state``
+  (how many of a Kafka Connect connector's parts, the connector and its tasks, are not ``RUNNING``),
+  ``slot_retained_wal_bytes`` (per replication slot: ``pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)``,
+  the WAL the slot keeps on the source's disk; :func:`replication_slots`) and ``files_exhausted`` (per file
+  pipeline: files in ``state.file_manifest`` that used up their attempts and are no longer retried;
+  :func:`files_exhausted`).
 - *status*: ``ok`` below ``warn``, ``warn`` from ``warn``, ``alert`` from ``alert``; a subject that cannot
   be measured (no watermark, no offsets, unknown topic) is an ``alert`` with the reason in ``detail``.
+  ``alert`` is the highest status: a replication slot that is expected but missing, or invalidated
+  (``wal_status = 'lost'``), is an ``alert`` whose detail starts with ``CRITICAL`` and names the remedy
+  (changes are already lost; see :mod:`cdclab.cdc.slots`).
 - *future watermark*: a negative ``watermark_age_seconds`` (the watermark is after the measurement time:
   the load read past its interval, a backfill runs behind a newer watermark, clocks disagree or the value
   was set by hand) is never ``ok``: it is an ``alert`` whose ``detail`` starts with ``future_watermark``.
@@ -31,7 +38,7 @@ from typing import Any, Literal
 from psycopg2 import sql
 
 from cdclab import state
-from cdclab.cdc import offsets
+from cdclab.cdc import offsets, slots
 from cdclab.db import ident
 from cdclab.ddl import ensure as ensure_ddl
 
@@ -227,6 +234,68 @@ def row_count_drift(
         out.append(
             _check("row_count_drift", subject, round(drift, 6), warn, alert, f"source {src}, target {tgt}")
         )
+    return out
+
+
+def replication_slots(
+    conn: Any, expected: Sequence[str], warn: float, alert: float, all_slots: bool = True
+) -> list[Check]:
+    """Retained WAL per replication slot of the server (every slot, plus the ``expected`` ones; only the
+    expected ones when ``all_slots`` is false), graded against ``warn``/``alert`` bytes. An expected slot that is missing, or any slot that is invalidated
+    (``wal_status = 'lost'``), is an ``alert`` with a ``CRITICAL`` detail: its connector has lost changes."""
+    with conn.cursor() as cur:
+        states = slots.slot_states(cur)
+    conn.rollback()
+    out = []
+    for name in sorted(set(expected) | (set(states) if all_slots else set())):
+        state = states.get(name)
+        reason = slots.lost_reason(name, state)
+        if reason is not None:
+            out.append(
+                Check(
+                    "slot_retained_wal_bytes",
+                    name,
+                    None,
+                    warn,
+                    alert,
+                    "alert",
+                    f"CRITICAL: {reason}; changes since its connector's last position are lost. "
+                    + slots.remedy("its connector"),
+                )
+            )
+            continue
+        assert state is not None
+        detail = (
+            f"{'active' if state.active else 'INACTIVE'}, wal_status {state.wal_status}, "
+            f"restart_lsn {state.restart_lsn}, confirmed_flush_lsn {state.confirmed_flush_lsn}"
+        )
+        retained = state.retained_bytes
+        if retained is None:  # created but never used: it holds nothing yet
+            retained, detail = 0, f"{detail} (no restart_lsn yet)"
+        out.append(_check("slot_retained_wal_bytes", name, retained, warn, alert, detail))
+    return out
+
+
+def files_exhausted(conn: Any, pipelines: Sequence[str], warn: float, alert: float) -> list[Check]:
+    """Exhausted files per file pipeline (``state.file_manifest``, status ``exhausted``): each one is a
+    file nobody loads any more until someone acts; the detail names them with their last error."""
+    out = []
+    with conn.cursor() as cur:
+        for pipeline in pipelines:
+            cur.execute(
+                "SELECT bucket, key, attempts, error FROM state.file_manifest "
+                "WHERE pipeline = %s AND status = 'exhausted' ORDER BY last_modified, key",
+                (pipeline,),
+            )
+            rows = cur.fetchall()
+            detail = (
+                "; ".join(f"s3://{b}/{k} after {a} attempt(s): {(e or '')[:200]}" for b, k, a, e in rows[:10])
+                + (f"; and {len(rows) - 10} more" if len(rows) > 10 else "")
+                if rows
+                else "no exhausted files"
+            )
+            out.append(_check("files_exhausted", pipeline, len(rows), warn, alert, detail))
+    conn.rollback()
     return out
 
 

@@ -232,3 +232,66 @@ def test_star_schema_tracks_scd2_versions_scd1_overwrites_and_completes_inferred
     assert steps == ["dim_customer", "dim_product", "fact_order_line"] * 3
     assert metrics[0][1:] == (2, 2)  # run 1 read and inserted two customers
     assert all(r >= 0 and w >= 0 for _, r, w in metrics)
+
+
+def test_a_transaction_open_across_a_run_commits_late_and_the_next_run_loads_its_order(
+    lab, names, shop_db, warehouse_db
+):
+    """``updated_at`` is a transaction's start. A transaction opens; an order committed after that start is
+    there when the first run reads, the open transaction is not; then it inserts an order (stamped at its
+    start, before the first order) and commits. The first run's watermarks stopped at the open
+    transaction's start, so the second run loads both orders: no fact line is missed or doubled."""
+    import psycopg2
+
+    tables = make_sources(shop_db, names)
+    dim_c, dim_p, fact = names("core.dimc"), names("core.dimp"), names("core.fact")
+    conf = {
+        "customers_table": f"public.{tables['customers']}",
+        "products_table": f"public.{tables['products']}",
+        "orders_table": f"public.{tables['orders']}",
+        "items_table": f"public.{tables['order_items']}",
+        "dim_customer": dim_c,
+        "dim_product": dim_p,
+        "fact_table": fact,
+        "watermark_prefix": names("71_09_04"),
+    }
+    now = pendulum.now("UTC")
+    insert(
+        shop_db,
+        tables["customers"],
+        {k: v for k, v in customer(1, "basic", now).items() if k != "updated_at"},
+    )
+    insert(shop_db, tables["products"], {"id": 10, "sku": "SKU10", "name": "P10", "price": Decimal("5.00")})
+    writer = psycopg2.connect(lab.pg_dsn("shop"))
+    try:
+        with writer.cursor() as cur:
+            cur.execute("SELECT now()")  # the long transaction is open from here on
+            (started,) = cur.fetchone()
+        # committed before the run, stamped after the open transaction's start (updated_at = now())
+        insert(shop_db, tables["orders"], {"id": 200, "customer_id": 1})
+        insert(
+            shop_db,
+            tables["order_items"],
+            {"order_id": 200, "line_no": 1, "product_id": 10, "quantity": 2, "unit_price": Decimal("5.00")},
+        )
+        end = now.start_of("hour").add(hours=2)  # the run's interval ends in the future: the bound decides
+        run_dag(DAG_ID, end, conf)
+        first = fetch(warehouse_db, "SELECT order_id, line_no FROM {} ORDER BY 1, 2", fact)
+        insert(writer, tables["orders"], {"id": 201, "customer_id": 1})  # stamped `started`
+        insert(
+            writer,
+            tables["order_items"],
+            {"order_id": 201, "line_no": 1, "product_id": 10, "quantity": 1, "unit_price": Decimal("5.00")},
+        )
+        writer.commit()
+    finally:
+        writer.rollback()
+        writer.close()
+    run_dag(DAG_ID, end.add(hours=1), conf)
+
+    assert first == []  # order 200 waited: it is stamped after the transaction still open at the read
+    with shop_db.cursor() as cur:
+        cur.execute(sql.SQL("SELECT min(updated_at) FROM public.{}").format(sql.Identifier(tables["orders"])))
+        assert cur.fetchone()[0] == started  # the late order is the older one
+    facts = fetch(warehouse_db, "SELECT order_id, line_no, quantity FROM {} ORDER BY 1, 2", fact)
+    assert facts == [(200, 1, 2), (201, 1, 1)]

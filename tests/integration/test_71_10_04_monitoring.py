@@ -82,6 +82,8 @@ def setup(lab, shop_db, warehouse_db, names):
         "drift_alert": 0.1,
         "connectors": [],  # the connector check: tests/integration/test_71_10_04_alerts.py
         "fail_on_alert": False,  # grade and deliver, stay green: the lesson's runs are compared below
+        "replication_slots": [],  # slots are graded by their own test below
+        "slots_report_all": False,
     }
     yield conf, topic, wm, groups, ledgers, src, tgt
     drop(shop_db, src)
@@ -195,3 +197,65 @@ def test_lag_gaps_staleness_and_drift_are_graded_row_by_row_across_runs(lab, war
     assert len(board) == 12
     assert {(m, s): st for m, s, st, _ in board} == {k: v[0] for k, v in c3.items()}
     assert [sev for *_, sev in board] == sorted((sev for *_, sev in board), reverse=True)
+
+
+def test_retained_wal_per_slot_is_graded_and_a_missing_slot_is_critical(lab, names, warehouse_db) -> None:
+    """A slot of our own that holds WAL nobody reads is graded by its retained bytes; an expected slot that
+    does not exist is an alert marked CRITICAL with the remedy. (An invalidated slot, wal_status = 'lost',
+    takes the same path: cdclab.cdc.slots.lost_reason, unit-tested.)"""
+    import psycopg2
+
+    slot, missing, scope = names("slot7110"), names("gone7110"), names("scope")
+    admin = psycopg2.connect(lab.pg_dsn("shop", role="postgres"))
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cur:
+            cur.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (slot,))
+            # ~1 MB of WAL after the slot's restart_lsn, in a schema outside the lab's publication
+            cur.execute(f"CREATE SCHEMA {slot}")
+            cur.execute(
+                f"CREATE TABLE {slot}.pad AS SELECT g, repeat('x', 200) AS pad FROM generate_series(1, 4000) g"
+            )
+            cur.execute(f"DROP SCHEMA {slot} CASCADE")
+            cur.execute(
+                "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn) FROM pg_replication_slots "
+                "WHERE slot_name = %s",
+                (slot,),
+            )
+            (held,) = cur.fetchone()
+        assert held > 500_000
+        conf = {
+            "scope": scope,
+            "watermark_keys": [],
+            "consumer_groups": [],
+            "ledger_pipelines": [],
+            "row_count_pairs": [],
+            "replication_slots": [slot, missing],
+            "slots_report_all": False,
+            "slot_wal_warn_bytes": 100_000,
+            "slot_wal_alert_bytes": 100_000_000,
+        }
+        dr = run_dag(DAG_ID, hour(6), conf)
+        graded = {
+            subject: (status, value, detail)
+            for subject, status, value, detail in rows(
+                warehouse_db,
+                f"marts.pipeline_health WHERE run_id = '{dr.run_id}' AND metric = 'slot_retained_wal_bytes'",
+                "subject, status, value, detail",
+                "id",
+            )
+        }
+        assert set(graded) == {slot, missing}
+        status, value, detail = graded[slot]
+        assert status == "warn" and value >= held and "INACTIVE" in detail
+        status, value, detail = graded[missing]
+        assert status == "alert" and value is None
+        assert detail.startswith("CRITICAL: replication slot") and "re-snapshot" in detail
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %s",
+                (slot,),
+            )
+        admin.close()
+        execute(warehouse_db, "DELETE FROM marts.pipeline_health WHERE scope = %s", (scope,))

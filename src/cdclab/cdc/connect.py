@@ -2,7 +2,8 @@
 
 Kafka Connect's REST API (https://kafka.apache.org/documentation/#connect_rest) is small; this client
 covers what the lab does with it: read a connector's status and config, register (PUT) a config
-idempotently, delete, restart, and wait until a connector and all its tasks are ``RUNNING``.
+idempotently, delete, restart, stop and resume, read and reset its source offsets, and wait until a
+connector and all its tasks are ``RUNNING``.
 
 It takes a base URL, not the launcher's configuration: inside Airflow the URL comes from the
 ``kafka_connect`` connection (:func:`from_airflow`), on the host from ``LabConfig.connect_url``.
@@ -115,6 +116,36 @@ class ConnectClient:
     def restart(self, name: str, include_tasks: bool = True, only_failed: bool = False) -> None:
         query = f"?includeTasks={str(include_tasks).lower()}&onlyFailed={str(only_failed).lower()}"
         self._ok("POST", f"/connectors/{name}/restart{query}", ok=(200, 202, 204))
+
+    def stop(self, name: str) -> None:
+        """Stop the connector and its tasks (``PUT /connectors/<name>/stop``, Kafka 3.5+): unlike a pause,
+        the tasks shut down, so a Debezium task closes its replication connection and releases its slot."""
+        self._ok("PUT", f"/connectors/{name}/stop", ok=(200, 202, 204))
+
+    def resume(self, name: str) -> None:
+        """Start a paused or stopped connector again (``PUT /connectors/<name>/resume``)."""
+        self._ok("PUT", f"/connectors/{name}/resume", ok=(200, 202, 204))
+
+    def offsets(self, name: str) -> list[dict[str, Any]]:
+        """The connector's committed source offsets: ``[{"partition": {...}, "offset": {...}}, ...]``."""
+        body = self._ok("GET", f"/connectors/{name}/offsets")
+        return list((body or {}).get("offsets", []))
+
+    def reset_offsets(self, name: str) -> None:
+        """Forget the connector's source offsets (``DELETE /connectors/<name>/offsets``, Kafka 3.6+).
+        Connect accepts it only for a STOPPED connector; the next start is a first start."""
+        self._ok("DELETE", f"/connectors/{name}/offsets", ok=(200,))
+
+    def wait_stopped(self, name: str, timeout: float = 60, poll: float = 1.0) -> None:
+        """Wait until the connector reports ``STOPPED`` (its tasks are gone)."""
+        deadline = time.monotonic() + timeout
+        state, tasks = "MISSING", list[str]()
+        while time.monotonic() < deadline:
+            state, tasks, _ = self.state(name)
+            if state == "STOPPED" and not tasks:
+                return
+            time.sleep(poll)
+        raise ConnectError(f"connector {name} did not stop within {timeout:.0f}s: {state} (tasks: {tasks})")
 
     def register(self, name: str, config: dict[str, Any], timeout: float = 120) -> bool:
         """PUT ``config`` unless the running one equals it, then wait for RUNNING; True if it was (re)written.

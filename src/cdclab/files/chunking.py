@@ -114,7 +114,7 @@ def plan_object(
         return 0, [Chunk(0, 0, obj.size)]
 
     def read(a: int, b: int) -> bytes:
-        return bytes(store.get_range(obj.bucket, obj.key, a, b))
+        return bytes(store.get_range(obj.bucket, obj.key, a, b, etag=obj.etag))
 
     start = data_start_of(read, obj.size, file_format(obj.key) == "csv", probe)
     return start, plan_chunks(read, obj.size, chunk_bytes, start, probe)
@@ -222,18 +222,20 @@ def load_chunk(
         n: int | None = None
         try:
             if is_compressed(obj.key):
-                data = decompress(obj.key, store.get(obj.bucket, obj.key))
+                data = decompress(obj.key, store.get(obj.bucket, obj.key, etag=obj.etag))
                 records = parse(obj.key, data, fmt)
             else:
                 header = (
-                    header_of(store.get_range(obj.bucket, obj.key, 0, min(obj.size, DEFAULT_PROBE)))[0]
+                    header_of(
+                        store.get_range(obj.bucket, obj.key, 0, min(obj.size, DEFAULT_PROBE), etag=obj.etag)
+                    )[0]
                     if fmt == "csv"
                     else None
                 )
                 if fmt == "csv":
                     n = _fast_chunk(cur, store, obj, chunk, chunk_table, header)
                 if n is None:
-                    data = store.get_range(obj.bucket, obj.key, chunk.start, chunk.end)
+                    data = store.get_range(obj.bucket, obj.key, chunk.start, chunk.end, etag=obj.etag)
                     records = parse(obj.key, data, fmt, base=chunk.start, header=header)
         except CorruptFile as exc:
             cur.execute(

@@ -62,3 +62,14 @@ class ChunkIncomplete(FileProcessingError):
 
 class LogGap(FileProcessingError):
     """Log lines were lost: the file holding the saved position rotated away before it was read."""
+
+
+class ObjectChanged(FileProcessingError):
+    """The object was replaced (or deleted) after it was planned: a read pinned to the planned ETag
+    (S3 ``If-Match``) was refused. Nothing of it is loaded; the new version is another ledger row once
+    detection lists it."""
+
+
+class FilesExhausted(FileProcessingError):
+    """Files used up their attempts: they are ``exhausted`` in ``state.file_manifest`` with the last error
+    and are not retried any more until someone acts (fix the cause, then reprocess them)."""

@@ -220,13 +220,16 @@ def load(
     if file_format(obj.key) != "csv":
         raise Declined("only CSV takes the COPY path")
     if byte_range is None:
-        src = CopySource(obj.key, store.stream(obj.bucket, obj.key, READ_BYTES))
+        src = CopySource(obj.key, store.stream(obj.bucket, obj.key, READ_BYTES, etag=obj.etag))
     else:
         if is_compressed(obj.key) or header is None:
             raise Declined("a byte range needs an uncompressed CSV and its header")
         start, end = byte_range
         src = CopySource(
-            obj.key, [store.get_range(obj.bucket, obj.key, start, end)], base=start, header=header
+            obj.key,
+            [store.get_range(obj.bucket, obj.key, start, end, etag=obj.etag)],
+            base=start,
+            header=header,
         )
     cols = [sql.Identifier(f"f{i}") for i in range(len(FIELDS))]
     cur.execute(

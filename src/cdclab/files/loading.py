@@ -6,11 +6,16 @@ Vocabulary:
   ``(source_bucket, source_key, source_offset)``, so a row is tied to the byte where its record starts.
 - *replace by file*: loading deletes the file's previous rows and inserts the new ones, which makes a
   reprocess (or a retry after a crash) idempotent.
-- :class:`Outcome`: ``loaded``, ``quarantined``, ``skipped`` (finished or locked by another loader) or
-  ``failed`` (operational error, retried up to ``max_attempts``); ``path`` says which parser loaded it.
+- :class:`Outcome`: ``loaded``, ``quarantined``, ``skipped`` (finished or locked by another loader),
+  ``failed`` (operational error, retried by the next run) or ``exhausted`` (its last attempt failed, or the
+  object changed after it was planned: not retried, see :mod:`cdclab.files.state`); ``path`` says which
+  parser loaded it.
 - *mode* (:data:`MODES`): ``auto`` tries the COPY fast path (:mod:`cdclab.files.fastload`) inside a
   savepoint and falls back to the strict row-by-row path for that file when the fast path declines;
   ``strict`` always parses in Python. Both end in the same rows, manifest row and quarantine.
+- *pinned read*: the file is read with ``If-Match`` on the ETag registered in the manifest ledger (both
+  paths); a newer upload under the same key raises :class:`~cdclab.files.errors.ObjectChanged` instead
+  of being loaded under the old version's row (its rows would carry the wrong ETag and checksum).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from psycopg2.extras import execute_values
 from cdclab.db import WAREHOUSE, ident, transaction
 from cdclab.ddl import ensure as ensure_ddl
 from cdclab.files import archive, fastload, state
-from cdclab.files.errors import ChecksumMismatch, CorruptFile, RowCountMismatch
+from cdclab.files.errors import ChecksumMismatch, CorruptFile, FilesExhausted, ObjectChanged, RowCountMismatch
 from cdclab.files.records import Record, parse_object
 from cdclab.files.store import ObjectInfo, ObjectStore
 
@@ -97,7 +102,7 @@ def verify(obj: ObjectInfo, raw: bytes, records: list[Record], row: state.Manife
 @dataclass(frozen=True)
 class Outcome:
     obj: ObjectInfo
-    status: Literal["loaded", "quarantined", "skipped", "failed"]
+    status: Literal["loaded", "quarantined", "skipped", "failed", "exhausted"]
     rows: int = 0
     reason: str | None = None
     path: Literal["fast", "strict", ""] = ""
@@ -150,7 +155,7 @@ def load_file(
                 if n is not None:
                     log.info("loaded %s: %d rows into %s (COPY path)", obj.uri, n, target)
                     return Outcome(obj, "loaded", rows=n, path="fast")
-            raw = store.get(obj.bucket, obj.key)
+            raw = store.get(obj.bucket, obj.key, etag=obj.etag)  # the planned version, or ObjectChanged
             try:
                 records = parse_object(obj.key, raw)
                 digest = verify(obj, raw, records, row)
@@ -164,11 +169,16 @@ def load_file(
             state.set_status(cur, pipeline, obj, "loaded", sha256=digest, row_count=len(records))
             log.info("loaded %s: %d rows into %s", obj.uri, len(records), target)
             return Outcome(obj, "loaded", rows=len(records), path="strict")
+    except ObjectChanged as exc:
+        log.error("%s", exc)
+        with transaction(conn_id) as cur:  # no attempt can load the planned bytes any more
+            state.record_failure(cur, pipeline, obj, f"ObjectChanged: {exc}", max_attempts=0)
+        return Outcome(obj, "exhausted", reason=f"ObjectChanged: {exc}")
     except Exception as exc:
         log.exception("loading %s failed", obj.uri)
         with transaction(conn_id) as cur:
-            state.set_status(cur, pipeline, obj, "failed", error=f"{type(exc).__name__}: {exc}")
-        return Outcome(obj, "failed", reason=str(exc))
+            status = state.record_failure(cur, pipeline, obj, f"{type(exc).__name__}: {exc}", max_attempts)
+        return Outcome(obj, "exhausted" if status == "exhausted" else "failed", reason=str(exc))
     finally:
         if quarantined:
             archive.delete_source(store, obj)
@@ -179,6 +189,18 @@ class FilesFailed(Exception):
     ``state.file_manifest`` with the error and are retried by the next run until ``max_attempts``."""
 
 
+def exhausted_message(pipeline: str, rows: list[state.ManifestRow]) -> str:
+    listed = "; ".join(
+        f"s3://{r.bucket}/{r.key} (etag {r.etag}, {r.attempts} attempt(s)): {r.error}" for r in rows
+    )
+    return (
+        f"{len(rows)} file(s) of pipeline {pipeline} are exhausted and no longer retried: {listed}. "
+        "They are the rows of state.file_manifest with status 'exhausted' (error: the last failure). Fix the cause, then reprocess them (reset_for_reprocess in cdclab.files.state: "
+        "attempts start from 0); a version replaced in the bucket (ObjectChanged) is superseded by the new "
+        "version's own row: delete its ledger row once that one is loaded"
+    )
+
+
 def load_all(
     store: ObjectStore,
     pipeline: str,
@@ -186,18 +208,34 @@ def load_all(
     target: str,
     quarantine_bucket: str = "quarantine",
     max_attempts: int = 3,
+    conn_id: str = WAREHOUSE,
     mode: Mode = "auto",
 ) -> dict[str, Any]:
-    """Load each object in turn; corrupt ones go to quarantine and the others continue. Raises
-    :class:`FilesFailed` at the end if any had an operational error."""
+    """Load each object in turn; corrupt ones go to quarantine and the others continue. At the end it
+    raises :class:`ObjectChanged` if an object changed after it was planned, else
+    :class:`FilesExhausted` if the pipeline has exhausted files (this run's or earlier ones: they stay
+    loud until someone acts), else :class:`FilesFailed` if any had an operational error."""
+    with transaction(conn_id) as cur:
+        state.sweep_exhausted(cur, pipeline, max_attempts)
     outcomes = [
-        load_file(store, pipeline, o, target, quarantine_bucket, max_attempts, mode=mode) for o in objects
+        load_file(store, pipeline, o, target, quarantine_bucket, max_attempts, conn_id, mode=mode)
+        for o in objects
     ]
     summary: dict[str, Any] = {
         s: [o.obj.key for o in outcomes if o.status == s]
-        for s in ("loaded", "quarantined", "skipped", "failed")
+        for s in ("loaded", "quarantined", "skipped", "failed", "exhausted")
     }
     summary["rows"] = sum(o.rows for o in outcomes)
+    changed = [o for o in outcomes if str(o.reason or "").startswith("ObjectChanged")]
+    if changed:
+        raise ObjectChanged(
+            f"{len(changed)} file(s) changed after they were planned, nothing of them was loaded: "
+            + "; ".join(f"{o.obj.uri} (planned etag {o.obj.etag}): {o.reason}" for o in changed)
+        )
+    with transaction(conn_id) as cur:
+        parked = state.exhausted(cur, pipeline)
+    if parked:
+        raise FilesExhausted(exhausted_message(pipeline, parked))
     failed = [o for o in outcomes if o.status == "failed"]
     if failed:
         raise FilesFailed(

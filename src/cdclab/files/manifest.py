@@ -133,7 +133,9 @@ def register_batch(cur: Any, store: Any, pipeline: str, manifest_obj: Any, quara
     if row is None:
         return "skipped"
     try:
-        m = parse_manifest(manifest_obj.key, store.get(manifest_obj.bucket, manifest_obj.key))
+        m = parse_manifest(
+            manifest_obj.key, store.get(manifest_obj.bucket, manifest_obj.key, etag=manifest_obj.etag)
+        )
     except ManifestInvalid as exc:
         archive.quarantine(cur, store, pipeline, manifest_obj, exc, quarantine_bucket)
         return "quarantined"

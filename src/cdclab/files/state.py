@@ -6,6 +6,11 @@ Vocabulary:
   sha256, row count, producer expectations (``expected_rows``, ``expected_sha256``, ``batch_id``),
   ``status`` (:data:`STATUSES`), ``attempts`` and the last ``error``.
 - *pending*: ``discovered`` rows, and ``failed`` rows with ``attempts < max_attempts``.
+- *exhausted*: a file whose last attempt failed with ``attempts >= max_attempts`` (or whose object was
+  replaced after it was planned, :class:`~cdclab.files.errors.ObjectChanged`): it is not retried any more,
+  and it is said so — status ``exhausted`` with the last ``error`` (warehouse V006), ``load_all`` raising
+  :class:`~cdclab.files.errors.FilesExhausted` and the health check ``files_exhausted`` — never parked
+  silently as ``failed``. Fix the cause, then :func:`reset_for_reprocess` puts it back (attempts from 0).
 - *finished*: ``loaded``, ``quarantined`` or ``archived``; a finished (key, etag) is never loaded again
   unless someone asks for a *reprocess* (:func:`reset_for_reprocess`).
 - ``state.file_watermark``: the highest ``LastModified`` registered per pipeline.
@@ -30,8 +35,8 @@ from psycopg2.extras import execute_values
 from cdclab.ddl import ensure as ensure_ddl
 from cdclab.files.store import ObjectInfo
 
-Status = Literal["discovered", "loaded", "quarantined", "failed", "archived"]
-STATUSES: tuple[Status, ...] = ("discovered", "loaded", "quarantined", "failed", "archived")
+Status = Literal["discovered", "loaded", "quarantined", "failed", "exhausted", "archived"]
+STATUSES: tuple[Status, ...] = ("discovered", "loaded", "quarantined", "failed", "exhausted", "archived")
 FINISHED: tuple[Status, ...] = ("loaded", "quarantined", "archived")
 Kind = Literal["data", "manifest"]
 
@@ -50,7 +55,7 @@ CREATE TABLE IF NOT EXISTS state.file_manifest (
     expected_rows   bigint,
     expected_sha256 text,
     status          text        NOT NULL DEFAULT 'discovered'
-                    CHECK (status IN ('discovered', 'loaded', 'quarantined', 'failed', 'archived')),
+                    CHECK (status IN ('discovered', 'loaded', 'quarantined', 'failed', 'exhausted', 'archived')),
     attempts        integer     NOT NULL DEFAULT 0,
     error           text,
     discovered_at   timestamptz NOT NULL DEFAULT clock_timestamp(),
@@ -277,13 +282,50 @@ def set_status(
     )
 
 
+def record_failure(cur: Any, pipeline: str, obj: ObjectInfo, error: str, max_attempts: int) -> Status:
+    """Count a failed attempt; the row becomes ``exhausted`` when it reached ``max_attempts``, else
+    ``failed`` (retried by the next run). Returns the new status."""
+    cur.execute(
+        "UPDATE state.file_manifest SET attempts = attempts + 1, error = %s, updated_at = clock_timestamp(),"
+        " status = CASE WHEN attempts + 1 >= %s THEN 'exhausted' ELSE 'failed' END"
+        " WHERE pipeline = %s AND bucket = %s AND key = %s AND etag = %s RETURNING status",
+        (error, max_attempts, pipeline, obj.bucket, obj.key, obj.etag),
+    )
+    row = cur.fetchone()
+    return row[0] if row else "failed"
+
+
+def sweep_exhausted(cur: Any, pipeline: str, max_attempts: int) -> list[ManifestRow]:
+    """``failed`` rows that already used ``max_attempts`` (parked by an older version, or a lowered
+    ``max_attempts``) become ``exhausted``; returns them."""
+    cur.execute(
+        f"UPDATE state.file_manifest SET status = 'exhausted', updated_at = clock_timestamp()"  # noqa: S608
+        " WHERE pipeline = %s AND status = 'failed' AND attempts >= %s"
+        f" RETURNING {_COLS}",
+        (pipeline, max_attempts),
+    )
+    return [ManifestRow(*r) for r in cur.fetchall()]
+
+
+def exhausted(cur: Any, pipeline: str) -> list[ManifestRow]:
+    """The pipeline's exhausted files (every kind), oldest first."""
+    cur.execute(
+        f"SELECT {_COLS} FROM state.file_manifest WHERE pipeline = %s AND status = 'exhausted'"  # noqa: S608
+        " ORDER BY last_modified, key",
+        (pipeline,),
+    )
+    return [ManifestRow(*r) for r in cur.fetchall()]
+
+
 def reset_for_reprocess(
     cur: Any, pipeline: str, keys: list[str] | None = None, batch_id: str | None = None
 ) -> list[ManifestRow]:
-    """Put finished files back to ``discovered`` on request (by keys or batch); audited as ``reprocess``."""
+    """Put finished, failed or exhausted files back to ``discovered`` on request (by keys or batch); a
+    failed or exhausted one starts again from 0 attempts. Audited as ``reprocess``."""
     cur.execute(
-        f"UPDATE state.file_manifest SET status = 'discovered', error = NULL, updated_at = clock_timestamp()"  # noqa: S608
-        " WHERE pipeline = %s AND kind = 'data' AND status IN ('loaded', 'failed')"
+        f"UPDATE state.file_manifest SET status = 'discovered', error = NULL, updated_at = clock_timestamp(),"  # noqa: S608
+        " attempts = CASE WHEN status IN ('failed', 'exhausted') THEN 0 ELSE attempts END"
+        " WHERE pipeline = %s AND kind = 'data' AND status IN ('loaded', 'failed', 'exhausted')"
         " AND ((%s::text[] IS NOT NULL AND key = ANY(%s)) OR (%s::text IS NOT NULL AND batch_id = %s))"
         f" RETURNING {_COLS}",
         (pipeline, keys, keys, batch_id, batch_id),

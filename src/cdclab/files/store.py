@@ -8,6 +8,11 @@ Why S3Hook and not ``airflow.sdk.ObjectStoragePath``: the ``s3://`` scheme of Ob
 ``s3fs`` (``apache-airflow-providers-amazon[s3fs]``), which the lab's environment does not install; the
 hook speaks the same S3 API through boto3 and the same connection id. Range GETs use the hook's boto3
 client (``Range: bytes=a-b``).
+
+*Pinned reads*: ``get``/``get_range`` with ``etag=`` send ``If-Match: "<etag>"``, so they return the bytes
+of the version that was planned (listed, registered, chunked) or raise
+:class:`~cdclab.files.errors.ObjectChanged` — never the bytes of a newer upload under the same key, and
+never half of one version and half of another across several range reads.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+from cdclab.files.errors import ObjectChanged
 
 MINIO_CONN_ID = "minio"
 
@@ -99,23 +106,50 @@ class ObjectStore:
             return None
         return ObjectInfo.from_listing(bucket, {"Key": key, **meta})
 
-    def get(self, bucket: str, key: str) -> bytes:
-        return bytes(self.client.get_object(Bucket=bucket, Key=key)["Body"].read())
+    def _body(self, bucket: str, key: str, etag: str | None, **extra: Any) -> Any:
+        """The object's streaming body; with ``etag``, of that version or :class:`ObjectChanged`."""
+        from botocore.exceptions import ClientError
 
-    def stream(self, bucket: str, key: str, chunk_bytes: int = 1 << 20) -> Iterator[bytes]:
-        """The object's bytes in pieces of up to ``chunk_bytes`` as they arrive (one GET, no full copy)."""
-        body = self.client.get_object(Bucket=bucket, Key=key)["Body"]
+        if etag:
+            extra["IfMatch"] = f'"{etag.strip(chr(34))}"'
+        try:
+            return self.client.get_object(Bucket=bucket, Key=key, **extra)["Body"]
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if etag and code in ("PreconditionFailed", "412", "NoSuchKey", "404"):
+                now = self.head(bucket, key)
+                raise ObjectChanged(
+                    f"s3://{bucket}/{key} changed after it was planned: planned ETag {etag}, now "
+                    + (f"ETag {now.etag} ({now.size} bytes)" if now else "the object is gone")
+                    + ". Nothing of it was loaded from this read; the new version is a new file in the "
+                    "manifest once detection lists it"
+                ) from None
+            raise
+
+    def _get(self, bucket: str, key: str, etag: str | None, **extra: Any) -> bytes:
+        return bytes(self._body(bucket, key, etag, **extra).read())
+
+    def get(self, bucket: str, key: str, etag: str | None = None) -> bytes:
+        """The whole object; with ``etag``, that version or :class:`ObjectChanged`."""
+        return self._get(bucket, key, etag)
+
+    def stream(
+        self, bucket: str, key: str, chunk_bytes: int = 1 << 20, etag: str | None = None
+    ) -> Iterator[bytes]:
+        """The object's bytes in pieces of up to ``chunk_bytes`` as they arrive (one GET, no full copy);
+        with ``etag``, of that version or :class:`ObjectChanged` (raised before the first piece)."""
+        body = self._body(bucket, key, etag)
         try:
             yield from body.iter_chunks(chunk_bytes)
         finally:
             body.close()
 
-    def get_range(self, bucket: str, key: str, start: int, end: int) -> bytes:
-        """Bytes ``[start, end)`` of an object with one Range GET (``end`` is exclusive)."""
+    def get_range(self, bucket: str, key: str, start: int, end: int, etag: str | None = None) -> bytes:
+        """Bytes ``[start, end)`` of an object with one Range GET (``end`` is exclusive); with ``etag``,
+        of that version or :class:`ObjectChanged`."""
         if end <= start:
             return b""
-        resp = self.client.get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{end - 1}")
-        return bytes(resp["Body"].read())
+        return self._get(bucket, key, etag, Range=f"bytes={start}-{end - 1}")
 
     def put(self, bucket: str, key: str, data: bytes) -> None:
         self.hook.load_bytes(data, key=key, bucket_name=bucket, replace=True)
