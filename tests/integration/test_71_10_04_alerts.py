@@ -54,11 +54,15 @@ def alerts(warehouse_db: Any, scope: str) -> list[tuple[Any, ...]]:
     )
 
 
+# slots are graded by their own test (test_71_10_04_monitoring.py); these compare alerts exactly
+NO_SLOTS = {"replication_slots": [], "slots_report_all": False}
+
+
 def test_a_healthy_lab_gives_a_green_run_and_no_alert(warehouse_db: Any, scope: Any) -> None:
     scope, key = scope
     # the run at 08:00 on day 2 grades ages at its data_interval_end (08:00): 10 minutes is fresh
     set_watermark(warehouse_db, key, hour(7, 2).add(minutes=50))
-    dr = run_dag(DAG_ID, hour(8, 2), {"scope": scope, "watermark_keys": [key]})
+    dr = run_dag(DAG_ID, hour(8, 2), {"scope": scope, "watermark_keys": [key], **NO_SLOTS})
     # the default connectors param is the lab's own Debezium source, which the running lab keeps RUNNING
     assert health(warehouse_db, scope, dr.run_id) == {
         ("watermark_age_seconds", key): "ok",
@@ -73,7 +77,12 @@ def test_a_critical_finding_turns_the_run_red_and_lands_in_marts_alerts(
     scope, key = scope
     missing = names("no-such-connector")
     set_watermark(warehouse_db, key, hour(8, 2).subtract(days=30))  # a pipeline that stopped a month ago
-    conf = {"scope": scope, "watermark_keys": [key], "connectors": ["shop-postgres-source", missing]}
+    conf = {
+        "scope": scope,
+        "watermark_keys": [key],
+        "connectors": ["shop-postgres-source", missing],
+        **NO_SLOTS,
+    }
     dr = run_dag(DAG_ID, hour(9, 2), conf, expect="failed")
     states = {ti.task_id: str(getattr(ti.state, "value", ti.state)) for ti in dr.get_task_instances()}
     assert states == {"measure": "success", "report": "failed"}  # measured everything, then turned red
@@ -107,7 +116,10 @@ def test_a_monitor_that_cannot_measure_alerts_that_it_failed(
     scope, _ = scope
     pair = {"source": f"public.{names('absent')}", "target": f"core.{names('absent')}"}
     dr = run_dag(
-        DAG_ID, hour(11, 2), {"scope": scope, "connectors": [], "row_count_pairs": [pair]}, expect="failed"
+        DAG_ID,
+        hour(11, 2),
+        {"scope": scope, "connectors": [], "row_count_pairs": [pair], **NO_SLOTS},
+        expect="failed",
     )
     [row] = alerts(warehouse_db, scope)
     assert row == (DAG_ID, dr.run_id, "measure", "monitoring_failed", "measure", "critical", False)
