@@ -12,7 +12,7 @@ S ?= postgres
 N ?= 100
 PYTEST_ARGS ?=
 
-.PHONY: help engine images bootstrap up down status logs clean kill workload workload-pause workload-resume test test-unit harness-example lint format bench lock
+.PHONY: help engine images bootstrap up down status logs clean kill workload workload-pause workload-resume test test-unit harness-example lint format bench bench-quick lock
 
 help: ## list every target
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "} {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -80,8 +80,11 @@ format: ## apply ruff's formatting and safe fixes
 	@$(VENV)/bin/ruff format src tests dags
 	@$(VENV)/bin/ruff check --fix src tests dags
 
-bench: up ## measure throughput ratios against side-by-side baselines; writes bench/results/
-	@$(PY) -m bench
+bench: up ## measure throughput ratios against side-by-side baselines (1,000,000 CDC events); writes bench/results/
+	@$(PY) -m bench --events 1000000 --runs 3
+
+bench-quick: up ## smoke run of the CDC sink benchmark (20,000 events, 3 runs per batch size; a few minutes)
+	@$(PY) -m bench cdc_sink --events 20000 --runs 3
 
 lock: ## re-resolve uv.lock after changing pyproject.toml
 	@uv lock

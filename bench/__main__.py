@@ -1,9 +1,12 @@
 """Entry point of ``make bench``: every benchmark, each a ratio against a baseline run side by side.
 
-- ``cdc_sink``: our exactly-once Kafka->Postgres sink vs Debezium's JDBC sink, same topic, same run.
+- ``cdc_sink``: our exactly-once Kafka->Postgres sink vs Debezium's JDBC sink, each draining the same
+  pre-filled topic from offset 0 (see :mod:`bench.cdc_sink`).
 - ``files``: chunked parallel file load vs single-pass load of the same object (MB/s ratio).
 Results go to ``bench/results/<name>-<UTC time>.json`` and ``<name>-latest.json``.
-Sizes: BENCH_ROWS (default 20000), BENCH_FILE_MB (default 100), BENCH_WORKERS (default 2).
+
+``python -m bench [cdc_sink] [files] [--events N] [--runs R] [--batch-sizes 500,2000,5000]``;
+sizes also from BENCH_EVENTS (default 1,000,000), BENCH_FILE_MB (default 100), BENCH_WORKERS (default 2).
 """
 
 from __future__ import annotations
@@ -51,10 +54,11 @@ def files() -> bool:
 
 
 def main() -> int:
-    only = set(sys.argv[1:])
+    only = {a for a in sys.argv[1:] if a in ("cdc_sink", "files")}
+    options = [a for a in sys.argv[1:] if a not in ("cdc_sink", "files")]
     results = []
     if not only or "cdc_sink" in only:
-        results.append(cdc_sink.main())
+        results.append(cdc_sink.main(options))
     if not only or "files" in only:
         results.append(files())
     return 0 if all(results) else 1
