@@ -179,8 +179,8 @@ def prefill(shop: Any, table: str, events: int) -> dict[str, int]:
     t = sql.Identifier(table)
     insert = sql.SQL(
         "INSERT INTO public.{t} (id, customer_id, status, total, placed_on, note) "
-        "SELECT g, g % 5000, 'new', (g % 100000) / 100.0, date '2026-01-01' + (g % 365)::int, "
-        "repeat('n', 20 + (g % 50)::int) FROM generate_series(%s::bigint, %s::bigint) g"
+        "SELECT g, mod(g, 5000), 'new', mod(g, 100000) / 100.0, date '2026-01-01' + mod(g, 365)::int, "
+        "repeat('n', 20 + mod(g, 50)::int) FROM generate_series(%s::bigint, %s::bigint) g"
     ).format(t=t)
     spread = sql.SQL(
         "UPDATE public.{t} SET status = 'paid', total = total + 1, version = version + 1, "
