@@ -86,7 +86,8 @@ def get_connection(conn_id: str) -> Any:
 
 
 def connect(conn_id: str, application_name: str = "cdclab") -> Any:
-    """A new psycopg2 connection for an Airflow connection id (autocommit off).
+    """A new psycopg2 connection for an Airflow connection id (autocommit off). Its
+    ``application_name`` (pg_stat_activity) is ``cdclab`` unless ``CDCLAB_APPLICATION_NAME`` names it.
 
     The connection comes from :func:`get_connection`; the driver is psycopg2 on purpose (the provider's
     own ``get_conn`` hands out psycopg 3 when that is installed, and this library builds its SQL with
@@ -95,6 +96,8 @@ def connect(conn_id: str, application_name: str = "cdclab") -> Any:
     import psycopg2
 
     c = get_connection(conn_id)
+    if application_name == "cdclab":  # an operator's (or the benchmark's) name for this run's sessions
+        application_name = os.environ.get("CDCLAB_APPLICATION_NAME") or application_name
     return psycopg2.connect(
         host=c.host,
         port=c.port or 5432,
