@@ -240,7 +240,8 @@ def latest_per_key(changes: list[Change]) -> list[Change]:
     """
     best: dict[tuple[str, tuple[tuple[str, Any], ...]], Change] = {}
     for change in sorted(changes, key=lambda c: c.position):
-        k = (change.table, tuple(sorted(change.key.items())))
+        items = change.key.items()
+        k = (change.table, tuple(items) if len(items) == 1 else tuple(sorted(items)))
         current = best.get(k)
         if current is not None and change.unavailable and current.after:
             filled = {

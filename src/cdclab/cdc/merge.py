@@ -259,7 +259,9 @@ def copy_text(value: Any) -> str:
         return "\\N"
     kind = type(value)
     if kind is str:
-        return value.translate(_COPY_ESCAPES)
+        if "\\" in value or "\n" in value or "\t" in value or "\r" in value:
+            return value.translate(_COPY_ESCAPES)
+        return value
     if kind is int:
         return str(value)
     return _plain_text(value).translate(_COPY_ESCAPES)
