@@ -1,11 +1,14 @@
 """Entry point of ``make bench``: every benchmark, each a ratio against a baseline run side by side.
 
-- ``cdc_sink``: our exactly-once Kafka->Postgres sink vs Debezium's JDBC sink, same topic, same run.
+- ``cdc_sink``: our exactly-once Kafka->Postgres sink vs Debezium's JDBC sink, each draining the same
+  pre-filled topic from offset 0 (see :mod:`bench.cdc_sink`).
 - ``files``: our file load vs a raw COPY of the same object into the same table; chunked vs single-pass.
 - ``breakeven``: incremental load vs full reload over changed fractions 0.1% .. 50%.
 Results go to ``bench/results/<name>-<UTC time>.json`` and ``<name>-latest.json``.
-Sizes: BENCH_ROWS (default 20000), BENCH_FILE_MB (default 100), BENCH_WORKERS (default 2).
-``--quick`` (small sizes), ``--only files,breakeven`` (see bench/report.py).
+
+``python -m bench [cdc_sink] [files] [breakeven] [--only a,b] [--quick] [--events N] [--runs R]
+[--batch-sizes 500,2000,5000]``; sizes also from BENCH_EVENTS (default 1,000,000), BENCH_ROWS,
+BENCH_FILE_MB (default 100), BENCH_WORKERS (default 2). ``--quick``: small sizes (20,000 CDC events).
 """
 
 from __future__ import annotations
@@ -19,10 +22,12 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def main() -> int:
-    only, quick = report.parse_args(sys.argv[1:])
+    only, quick, options = report.parse_args(sys.argv[1:])
+    if quick and not any(o.startswith("--events") for o in options):
+        options = ["--events", "20000", *options]
     results = []
     if not only or "cdc_sink" in only:
-        results.append(cdc_sink.main())
+        results.append(cdc_sink.main(options))
     for name in ("files", "breakeven"):
         if not only or name in only:
             results.append(report.run(name, quick))

@@ -21,15 +21,16 @@ from typing import Any
 RESULTS = Path(__file__).parent / "results"
 
 
-def parse_args(argv: list[str]) -> tuple[set[str], bool]:
-    """``(only, quick)``; bare names (``python -m bench files``) still select benchmarks."""
+def parse_args(argv: list[str]) -> tuple[set[str], bool, list[str]]:
+    """``(only, quick, the other options)``; bare names (``python -m bench files``) still select
+    benchmarks; options this parser does not know (``--events``...) go to the CDC sink bench."""
     ap = argparse.ArgumentParser(prog="python -m bench")
     ap.add_argument("names", nargs="*", help="benchmarks to run (default: all)")
     ap.add_argument("--only", default="", help="comma list: cdc_sink, files, breakeven")
     ap.add_argument("--quick", action="store_true", help="small sizes: a smoke check in under 5 minutes")
-    a = ap.parse_args(argv)
+    a, rest = ap.parse_known_args(argv)
     only = {n for n in a.only.split(",") if n} | set(a.names)
-    return only, a.quick
+    return only, a.quick, rest
 
 
 def machine() -> dict[str, Any]:

@@ -321,9 +321,14 @@ CODECS: dict[str, Callable[[Any], Any]] = {
 }
 
 
+_BITS: dict[str, Callable[[Any], Any]] = {}
+
+
 def codec(name: str) -> Callable[[Any], Any]:
     if name.startswith("bits:"):
-        return bits_codec(int(name.split(":", 1)[1]))
+        if name not in _BITS:
+            _BITS[name] = bits_codec(int(name.split(":", 1)[1]))
+        return _BITS[name]
     return CODECS[name]
 
 

@@ -23,10 +23,13 @@ import json
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+import orjson
+
 Op = Literal["c", "u", "d", "r", "t"]
 OPS: frozenset[str] = frozenset({"c", "u", "d", "r", "t"})
 UNAVAILABLE = "__debezium_unavailable_value"
 SKIPPED_KINDS = ("tombstone", "heartbeat", "transaction")
+_U64_LIMIT = 2.0**64
 
 
 class MalformedEvent(ValueError):
@@ -70,10 +73,43 @@ class Skipped:
 def _loads(raw: bytes | str | None, what: str) -> Any:
     if raw is None or raw == b"" or raw == "":
         return None
+    # orjson refuses what the standard library reads (NaN/Infinity tokens): then the standard library
+    # decides. It reads an integer past 64 bits as a float: see _inexact, the caller checks the images.
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        pass
     try:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedEvent(f"{what} is not valid JSON: {exc}") from None
+
+
+def _inexact(image: Any) -> bool:
+    """Whether a decoded row image holds a float that may be an integer orjson could not hold exactly
+    (an integral value of 2**64 or more: JSON ``18446744073709551616`` and ``1.8446744073709552e19``
+    decode alike). Such a record is decoded again by the standard library, which keeps big integers."""
+    if not isinstance(image, dict):
+        return False
+    for v in image.values():
+        if type(v) is float and abs(v) >= _U64_LIMIT and v.is_integer():
+            return True
+        if type(v) is list and any(type(e) is float and abs(e) >= _U64_LIMIT for e in v):
+            return True
+    return False
+
+
+def _exact_loads(raw: bytes | str | None, what: str) -> Any:
+    try:
+        return json.loads(raw) if raw else None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedEvent(f"{what} is not valid JSON: {exc}") from None
+
+
+def _unwrap(doc: Any) -> Any:
+    if isinstance(doc, dict) and "payload" in doc and "schema" in doc:
+        return doc["payload"]  # schemas.enable=true wrapper
+    return doc
 
 
 def parse_debezium(
@@ -87,11 +123,11 @@ def parse_debezium(
         return Skipped("heartbeat")
     if topic.endswith(".transaction"):
         return Skipped("transaction")
-    payload = _loads(value, "value")
+    payload = _unwrap(_loads(value, "value"))
     if payload is None:
         return Skipped("tombstone")
-    if isinstance(payload, dict) and "payload" in payload and "schema" in payload:
-        payload = payload["payload"]  # schemas.enable=true wrapper
+    if isinstance(payload, dict) and (_inexact(payload.get("after")) or _inexact(payload.get("before"))):
+        payload = _unwrap(_exact_loads(value, "value"))
     if not isinstance(payload, dict):
         raise MalformedEvent(f"value is {type(payload).__name__}, expected a Debezium envelope object")
     op = payload.get("op")
@@ -113,9 +149,9 @@ def parse_debezium(
     if not isinstance(lsn, int):
         raise MalformedEvent(f"source.lsn is {lsn!r}, expected an integer")
     table = f"{source.get('schema', 'public')}.{source.get('table', '')}"
-    key_obj = _loads(key, "key") or {}
-    if isinstance(key_obj, dict) and "payload" in key_obj and "schema" in key_obj:
-        key_obj = key_obj["payload"]
+    key_obj = _unwrap(_loads(key, "key")) or {}
+    if _inexact(key_obj):
+        key_obj = _unwrap(_exact_loads(key, "key")) or {}
     if op != "t" and not key_obj and require_key:
         raise MalformedEvent("record has no key: the source table needs a primary key")
     unavailable = frozenset(k for k, v in (after or {}).items() if v == UNAVAILABLE)
@@ -204,7 +240,8 @@ def latest_per_key(changes: list[Change]) -> list[Change]:
     """
     best: dict[tuple[str, tuple[tuple[str, Any], ...]], Change] = {}
     for change in sorted(changes, key=lambda c: c.position):
-        k = (change.table, tuple(sorted(change.key.items())))
+        items = change.key.items()
+        k = (change.table, tuple(items) if len(items) == 1 else tuple(sorted(items)))
         current = best.get(k)
         if current is not None and change.unavailable and current.after:
             filled = {

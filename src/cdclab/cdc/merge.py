@@ -14,15 +14,28 @@ Vocabulary:
   because ``ADD COLUMN ... DEFAULT`` in the source fills existing rows without any change event), ``fail`` raises
   :class:`SchemaDrift`.
 
-The statements are ``INSERT ... ON CONFLICT DO UPDATE ... WHERE`` (the upsert variant) built with
-``psycopg2.sql``; :func:`cdclab.cdc.merge_variants.merge_statement` is the staged ``MERGE`` variant with
-the same guarantees (71_03_03 runs both and checks they agree).
+- *staging table*: a batch's rows (the last change per key, by position) are written with ``COPY`` into
+  a session-local temporary table of text columns (:func:`stage`), then applied by set-based
+  statements that cast each column to the target's type: one ``INSERT ... ON CONFLICT DO UPDATE ...
+  WHERE`` for the upserts, one ``DELETE``/``UPDATE`` for the deletes, one statement each for the delete
+  ledger. The casts are the ones the row-by-row ``VALUES`` statements used (text input of the target
+  type), so values, errors and their SQLSTATEs are the same; only the Python-side SQL text building is
+  gone. A change that lacks columns (an unchanged TOASTed value, a column added after it was written)
+  keeps its own statement over the columns it carries.
+
+The statements are built with ``psycopg2.sql``; :func:`cdclab.cdc.merge_variants.merge_statement` is
+the staged ``MERGE`` variant with the same guarantees (71_03_03 runs both and checks they agree).
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, Literal
 
 from psycopg2 import sql
@@ -164,20 +177,263 @@ def apply_changes(
     if not rows:
         return result
     columns = _check_drift(cur, target, target_columns(cur, target), rows, schema_policy, source_types or {})
+    types = dict(source_columns(cur, target))
     upserts = [c for c in rows if c.op != "d"]
     deletes = [c for c in rows if c.op == "d"]
-    full = [c for c in upserts if not c.unavailable and c.row.keys() >= set(columns)]
-    partial = [c for c in upserts if c.unavailable or not c.row.keys() >= set(columns)]
-    if full:
-        result += _upsert(cur, target, key, columns, full)
+    wanted = set(columns)
+    full = [c for c in upserts if not c.unavailable and c.row.keys() >= wanted]
+    partial = [c for c in upserts if c.unavailable or not c.row.keys() >= wanted]
+    staged = [*full, *deletes]
+    stage_name = stage(cur, target, key, columns, staged) if staged else None
+    if full and stage_name:
+        result += _upsert_staged(cur, target, key, columns, types, stage_name, len(full))
     for change in partial:
         # an unchanged TOASTed column keeps the target's value; so does a column the change does not
         # carry because it was written before an ADD COLUMN in the source (a new row gets the default)
-        keep = change.unavailable | (set(columns) - change.row.keys())
+        keep = change.unavailable | (wanted - change.row.keys())
         result += _upsert(cur, target, key, [c for c in columns if c not in keep], [change])
-    if deletes:
-        result += _delete(cur, target, key, deletes, delete_mode)
+    if deletes and stage_name:
+        result += _delete_staged(cur, target, key, columns, types, stage_name, delete_mode)
     return result
+
+
+# ----------------------------------------------------------------------------- staging (COPY) and set-based apply
+
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
+_STAGE_META = ("_source_position", "_source_op", "_source_ts")
+
+
+def _float_text(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    return repr(value)  # what psycopg2 sends: the shortest text that reads back as the same double
+
+
+def _array_element(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, list):
+        return _array_literal(value)
+    text = _plain_text(value)
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _array_literal(values: list[Any]) -> str:
+    """PostgreSQL's array input form (``{"a","b",NULL}``), every element quoted: what ``ARRAY[...]`` of
+    the same Python list reads as after the cast to the column's array type."""
+    return "{" + ",".join(_array_element(v) for v in values) + "}"
+
+
+def _plain_text(value: Any) -> str:
+    """The text a value is read from by the target type's input function (before COPY escaping)."""
+    kind = type(value)
+    if kind is str:
+        return value
+    if kind is bool:
+        return "true" if value else "false"
+    if kind is int or kind is Decimal:
+        return str(value)
+    if kind is float:
+        return _float_text(value)
+    if kind in (bytes, bytearray, memoryview):
+        return "\\x" + bytes(value).hex()
+    if kind is list:
+        return _array_literal(value)
+    if kind is dict:
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, bool):  # subclasses (enums, numpy scalars are not expected) read as their base
+        return "true" if value else "false"
+    if isinstance(value, int | str):
+        return str(value) if isinstance(value, str) else str(int(value))
+    if isinstance(value, float):
+        return _float_text(float(value))
+    raise TypeError(f"cannot stage a value of type {kind.__name__}: {value!r:.200}")
+
+
+def copy_text(value: Any) -> str:
+    """One field of ``COPY ... FROM STDIN`` text format: ``\\N`` for NULL, else the value's text with
+    backslash, newline, carriage return and tab escaped."""
+    if value is None:
+        return "\\N"
+    kind = type(value)
+    if kind is str:
+        if "\\" in value or "\n" in value or "\t" in value or "\r" in value:
+            return value.translate(_COPY_ESCAPES)
+        return value
+    if kind is int:
+        return str(value)
+    return _plain_text(value).translate(_COPY_ESCAPES)
+
+
+def stage_table(target: str, columns: Sequence[str]) -> str:
+    """The name of the session's temporary staging table for ``target`` with ``columns`` (a column added
+    by schema evolution gives a new table)."""
+    digest = hashlib.md5("\x00".join([target, *columns]).encode(), usedforsecurity=False).hexdigest()
+    return f"cdclab_stage_{digest[:20]}"
+
+
+def stage(
+    cur: Any, target: str, key: Sequence[str], columns: Sequence[str], changes: Sequence[Change]
+) -> str:
+    """COPY ``changes`` (at most one per key) into the session's staging table for ``target``; returns
+    its name. Every data column is ``text``: the casts to the target's types happen in the set-based
+    statements, exactly as the row-by-row ``VALUES`` statements did. A delete stages its key and its
+    before image. The table lives for the session and is emptied at commit (``ON COMMIT DELETE ROWS``)
+    and at the start of each use (a per-record retry stages again in the same transaction)."""
+    name = stage_table(target, columns)
+    ident_ = sql.Identifier(name)
+    cols = sql.SQL(", ").join(sql.SQL("{} text").format(sql.Identifier(c)) for c in columns)
+    cur.execute(
+        sql.SQL(
+            "CREATE TEMP TABLE IF NOT EXISTS {s} ({cols}, _source_position bigint NOT NULL, "
+            "_source_op text NOT NULL, _source_ts text) ON COMMIT DELETE ROWS"
+        ).format(s=ident_, cols=cols)
+    )
+    cur.execute(sql.SQL("DELETE FROM {s}").format(s=ident_))
+    key_set = set(key)
+    lines = []
+    for c in changes:
+        row = c.row
+        if c.op == "d":
+            row = {**row, **{k: v for k, v in c.key.items() if k in key_set}}
+        ts = None if c.ts_ms is None else _ts(c.ts_ms)
+        fields = [copy_text(row.get(col)) for col in columns]
+        fields += [str(c.position), c.op, "\\N" if ts is None else ts]
+        lines.append("\t".join(fields))
+    buf = io.StringIO("\n".join(lines) + "\n")
+    copy = sql.SQL("COPY {s} ({cols}) FROM STDIN").format(
+        s=ident_, cols=sql.SQL(", ").join(map(sql.Identifier, [*columns, *_STAGE_META]))
+    )
+    cur.copy_expert(copy.as_string(cur), buf)
+    return name
+
+
+def _typed(columns: Sequence[str], types: Mapping[str, str]) -> sql.Composable:
+    """``s.c::type AS c, ...``: each staged text column read as the target's type."""
+    return sql.SQL(", ").join(
+        sql.SQL("s.{c}::{t} AS {c}").format(c=sql.Identifier(c), t=sql.SQL(types[c])) for c in columns
+    )
+
+
+def _upsert_staged(
+    cur: Any,
+    target: str,
+    key: Sequence[str],
+    columns: Sequence[str],
+    types: Mapping[str, str],
+    stage_name: str,
+    count: int,
+) -> MergeResult:
+    cols = [*columns, "_source_position", "_source_op", "_source_ts", "_deleted", "_deleted_at"]
+    non_key = [c for c in cols if c not in key]
+    source = sql.SQL(
+        "SELECT {typed}, s._source_position, s._source_op::char(1) AS _source_op, "
+        "s._source_ts::timestamptz AS _source_ts, false AS _deleted, NULL::timestamptz AS _deleted_at "
+        "FROM {s} s WHERE s._source_op <> 'd'"
+    ).format(typed=_typed(columns, types), s=sql.Identifier(stage_name))
+    stmt = sql.SQL(
+        "INSERT INTO {t} AS t ({cols}) SELECT {cols} FROM ({source}) AS v "
+        "WHERE NOT EXISTS (SELECT 1 FROM {ledger} d WHERE {ledger_match} AND d._source_position >= v._source_position) "
+        "ON CONFLICT ({key}) DO UPDATE SET {sets}, _loaded_at = now() "
+        "WHERE t._source_position < EXCLUDED._source_position"
+    ).format(
+        t=ident(target),
+        ledger=ident(target + "__deleted"),
+        cols=sql.SQL(", ").join(map(sql.Identifier, cols)),
+        source=source,
+        ledger_match=sql.SQL(" AND ").join(sql.SQL("d.{k} = v.{k}").format(k=sql.Identifier(k)) for k in key),
+        key=sql.SQL(", ").join(map(sql.Identifier, key)),
+        sets=sql.SQL(", ").join(sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in non_key),
+    )
+    cur.execute(stmt)
+    written = cur.rowcount
+    if written:
+        cur.execute(
+            sql.SQL(
+                "DELETE FROM {ledger} d USING (SELECT {typed}, s._source_position FROM {s} s "
+                "WHERE s._source_op <> 'd') AS v WHERE {match} AND d._source_position < v._source_position"
+            ).format(
+                ledger=ident(target + "__deleted"),
+                typed=_typed(key, types),
+                s=sql.Identifier(stage_name),
+                match=_match("d", key),
+            )
+        )
+    return MergeResult(upserted=written, stale=max(count - written, 0))
+
+
+def _match(alias: str, key: Sequence[str]) -> sql.Composable:
+    return sql.SQL(" AND ").join(
+        sql.SQL("{a}.{k} = v.{k}").format(a=sql.Identifier(alias), k=sql.Identifier(k)) for k in key
+    )
+
+
+def _delete_staged(
+    cur: Any,
+    target: str,
+    key: Sequence[str],
+    columns: Sequence[str],
+    types: Mapping[str, str],
+    stage_name: str,
+    mode: DeleteMode,
+) -> MergeResult:
+    s = sql.Identifier(stage_name)
+    deletes = sql.SQL(
+        "(SELECT {typed}, s._source_position, s._source_ts::timestamptz AS _source_ts FROM {s} s "
+        "WHERE s._source_op = 'd') AS v"
+    ).format(typed=_typed(key, types), s=s)
+    if mode == "hard":
+        stmt = sql.SQL(
+            "DELETE FROM {t} t USING {v} WHERE {match} AND t._source_position < v._source_position"
+        ).format(t=ident(target), v=deletes, match=_match("t", key))
+    else:
+        stmt = sql.SQL(
+            "UPDATE {t} t SET _deleted = true, _deleted_at = coalesce(v._source_ts, now()), "
+            "_source_position = v._source_position, _source_op = 'd', _loaded_at = now() "
+            "FROM {v} WHERE {match} AND t._source_position < v._source_position"
+        ).format(t=ident(target), v=deletes, match=_match("t", key))
+    cur.execute(stmt)
+    deleted = int(cur.rowcount)
+    if mode == "soft":
+        # a delete of a key the target never held still leaves a flagged row (see flag_unseen_deletes)
+        cols = [*columns, "_source_position", "_source_op", "_source_ts", "_deleted", "_deleted_at"]
+        cur.execute(
+            sql.SQL(
+                "INSERT INTO {t} ({cols}) SELECT {cols} FROM (SELECT {typed}, s._source_position, "
+                "'d'::char(1) AS _source_op, s._source_ts::timestamptz AS _source_ts, true AS _deleted, "
+                "coalesce(s._source_ts::timestamptz, now()) AS _deleted_at FROM {s} s "
+                "WHERE s._source_op = 'd') AS v "
+                "WHERE NOT EXISTS (SELECT 1 FROM {ledger} d WHERE {m} AND d._source_position >= v._source_position) "
+                "ON CONFLICT ({k}) DO NOTHING"
+            ).format(
+                t=ident(target),
+                cols=sql.SQL(", ").join(map(sql.Identifier, cols)),
+                typed=_typed(columns, types),
+                s=s,
+                ledger=ident(target + "__deleted"),
+                m=_match("d", key),
+                k=sql.SQL(", ").join(map(sql.Identifier, key)),
+            )
+        )
+        deleted += int(cur.rowcount)
+    else:
+        cur.execute(
+            sql.SQL(
+                "INSERT INTO {ledger} AS l ({cols}) SELECT {typed}, s._source_position FROM {s} s "
+                "WHERE s._source_op = 'd' ON CONFLICT ({k}) DO UPDATE "
+                "SET _source_position = greatest(l._source_position, EXCLUDED._source_position), "
+                "_deleted_at = now()"
+            ).format(
+                ledger=ident(target + "__deleted"),
+                cols=sql.SQL(", ").join(map(sql.Identifier, [*key, "_source_position"])),
+                typed=_typed(key, types),
+                s=s,
+                k=sql.SQL(", ").join(map(sql.Identifier, key)),
+            )
+        )
+    return MergeResult(deleted=deleted)
 
 
 def _upsert(
@@ -232,51 +488,6 @@ def _clear_ledger(cur: Any, target: str, key: Sequence[str], changes: Sequence[C
         template=template,
         page_size=len(changes),
     )
-
-
-def _delete(
-    cur: Any, target: str, key: Sequence[str], changes: Sequence[Change], mode: DeleteMode
-) -> MergeResult:
-    types = dict(source_columns(cur, target))
-    keyvals = [tuple(c.key.get(k) for k in key) + (c.position, _ts(c.ts_ms)) for c in changes]
-    cols = sql.SQL(", ").join(map(sql.Identifier, [*key, "_source_position", "_source_ts"]))
-    match = sql.SQL(" AND ").join(sql.SQL("t.{k} = v.{k}").format(k=sql.Identifier(k)) for k in key)
-    template = "(" + ", ".join([f"(%s)::{types[k]}" for k in key] + ["%s::bigint", "%s::timestamptz"]) + ")"
-    if mode == "hard":
-        stmt = sql.SQL(
-            "DELETE FROM {t} t USING (VALUES %s) AS v ({cols}) WHERE {match} "
-            "AND t._source_position < v._source_position"
-        ).format(t=ident(target), cols=cols, match=match)
-    else:
-        stmt = sql.SQL(
-            "UPDATE {t} t SET _deleted = true, _deleted_at = coalesce(v._source_ts, now()), "
-            "_source_position = v._source_position, _source_op = 'd', _loaded_at = now() "
-            "FROM (VALUES %s) AS v ({cols}) WHERE {match} "
-            "AND t._source_position < v._source_position"
-        ).format(t=ident(target), cols=cols, match=match)
-    execute_values(cur, stmt.as_string(cur), keyvals, template=template, page_size=len(keyvals))
-    deleted = cur.rowcount
-    if mode == "soft":
-        deleted += flag_unseen_deletes(cur, target, key, changes)
-    if mode == "hard":
-        ledger_cols = sql.SQL(", ").join(map(sql.Identifier, [*key, "_source_position"]))
-        stmt = sql.SQL(
-            "INSERT INTO {ledger} ({cols}) VALUES %s ON CONFLICT ({key}) DO UPDATE "
-            "SET _source_position = greatest({ledger}._source_position, EXCLUDED._source_position), "
-            "_deleted_at = now()"
-        ).format(
-            ledger=ident(target + "__deleted"),
-            cols=ledger_cols,
-            key=sql.SQL(", ").join(map(sql.Identifier, key)),
-        )
-        execute_values(
-            cur,
-            stmt.as_string(cur),
-            [kv[:-1] for kv in keyvals],
-            template="(" + ", ".join([f"(%s)::{types[k]}" for k in key] + ["%s::bigint"]) + ")",
-            page_size=len(keyvals),
-        )
-    return MergeResult(deleted=deleted)
 
 
 def flag_unseen_deletes(cur: Any, target: str, key: Sequence[str], changes: Sequence[Change]) -> int:

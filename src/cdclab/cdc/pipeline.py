@@ -32,7 +32,7 @@ from cdclab.cdc.merge import (
     ensure_target,
     primary_key,
 )
-from cdclab.db import SHOP, WAREHOUSE, connect
+from cdclab.db import SHOP, WAREHOUSE, connect, get_connection
 from cdclab.options import one_of
 
 log = logging.getLogger(__name__)
@@ -57,9 +57,7 @@ class TableRoute:
 
 
 def kafka_bootstrap(kafka_conn_id: str) -> str:
-    from airflow.providers.apache.kafka.hooks.base import KafkaBaseHook
-
-    extra = KafkaBaseHook.get_connection(kafka_conn_id).extra_dejson
+    extra = get_connection(kafka_conn_id).extra_dejson
     servers = extra.get("bootstrap.servers")
     if not servers:
         raise ValueError(f"Airflow connection {kafka_conn_id!r} has no 'bootstrap.servers' in its extra")
