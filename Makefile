@@ -12,7 +12,7 @@ S ?= postgres
 N ?= 100
 PYTEST_ARGS ?=
 
-.PHONY: help engine images bootstrap up down status logs clean kill workload workload-pause workload-resume test test-tools test-unit harness-example lint format bench bench-quick lock
+.PHONY: help engine images bootstrap up down status logs clean kill workload workload-pause workload-resume test test-tools test-all-dags test-unit harness-example lint format bench bench-quick lock
 
 help: ## list every target
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "} {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -69,6 +69,9 @@ test-tools: ## what the browser test needs beyond the venv: Debian's chromium + 
 	  sudo=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$sudo apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends chromium chromium-driver; }
+
+test-all-dags: bootstrap ## every DAG of dags/ triggered through the lab's scheduler as the UI does, all at once, twice
+	@CDCLAB_ALL_DAGS=1 $(PY) -m pytest tests/integration/test_all_dags_scheduler.py $(PYTEST_ARGS)
 
 test-unit: bootstrap ## only the tests that need no running service
 	@$(PY) -m pytest -m unit $(PYTEST_ARGS)
