@@ -106,6 +106,12 @@ def strategy_selection() -> None:
         try:
             prof = strategy.profile(shop, table)
             chosen_strategy = chosen[prof.table]
+            if chosen_strategy == "log_cdc":  # Kafka Connect streams it; 71_03_02 merges it
+                print(
+                    f"{prof.table}: the recommendation is log_cdc, which runs continuously on Kafka Connect "
+                    f"(topic shop.{prof.table}); load it with 71_03_02_kafka_cdc. Nothing loaded here."
+                )
+                return {"table": prof.table, "strategy": chosen_strategy, "loaded_by": "71_03_02_kafka_cdc"}
             result = strategy.load(
                 shop,
                 wh,

@@ -142,3 +142,21 @@ def test_each_table_gets_the_strategy_its_profile_calls_for_and_the_loader_follo
     }
     assert rows(warehouse_db, target) == rows(shop_db, t["plain"])
     assert [r[0] for r in rows(warehouse_db, target, CUSTOMER_COLS)] == [2, 3, 4, 5, 6, 7, 8, 9, 10]
+
+
+def test_a_table_recommended_for_log_cdc_is_left_to_the_cdc_pipeline_and_the_run_stays_green(
+    shop_db, warehouse_db, tables
+) -> None:
+    """The default `load_table` (public.products) is a log_cdc table on the lab: a UI trigger must not
+    fail on it. The run records its recommendations and names the pipeline that loads it; no target."""
+    t, target, pipeline = tables
+    dr = run_dag(DAG_ID, hour(5), conf(t, target, pipeline, load_table=t["deleting"]))
+    assert recommendations(warehouse_db, pipeline, dr.run_id)[t["deleting"]][0] == "log_cdc"
+    assert xcom(dr, "load") == {
+        "table": t["deleting"],
+        "strategy": "log_cdc",
+        "loaded_by": "71_03_02_kafka_cdc",
+    }
+    with warehouse_db.cursor() as cur:
+        cur.execute("SELECT to_regclass(%s)", (target,))
+        assert cur.fetchone() == (None,)
