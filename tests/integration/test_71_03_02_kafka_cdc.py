@@ -10,7 +10,7 @@ from psycopg2 import sql
 
 from cdclab.cdc.inspect import wait_for_records
 from tests.dagrun import run_dag
-from tests.integration.test_cdc_end_to_end import make_source_table, source_rows, write_changes
+from tests.integration._cdc_helpers import make_source_table, source_rows, write_changes
 
 DAG_ID = "71_03_02_kafka_cdc"
 COLUMNS = ["id", "email", "full_name", "home_tz", "tier", "version", "is_deleted"]

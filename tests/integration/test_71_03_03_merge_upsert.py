@@ -14,7 +14,7 @@ from cdclab.cdc.merge import ensure_target, primary_key, source_columns
 from cdclab.cdc.merge_variants import apply_variants, variants_group
 from cdclab.cdc.pipeline import TableRoute
 from tests.dagrun import run_dag
-from tests.integration.test_cdc_end_to_end import COLUMNS, make_source_table, source_rows, write_changes
+from tests.integration._cdc_helpers import COLUMNS, make_source_table, source_rows, write_changes
 
 LOG_SERVICES = ["connect", "kafka", "postgres"]
 DAG_ID = "71_03_03_merge_upsert"

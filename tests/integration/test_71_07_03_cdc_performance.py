@@ -12,7 +12,7 @@ from psycopg2 import sql
 from cdclab import perf
 from cdclab.cdc.inspect import wait_for_records
 from tests.dagrun import run_dag
-from tests.integration.test_cdc_end_to_end import COLUMNS, make_source_table, source_rows, write_changes
+from tests.integration._cdc_helpers import COLUMNS, make_source_table, source_rows, write_changes
 
 LOG_SERVICES = ["connect", "kafka", "postgres"]
 DAG_ID = "71_07_03_cdc_performance"

@@ -13,7 +13,7 @@ from psycopg2 import sql
 
 from cdclab.cdc.inspect import read_topic, wait_for_records
 from tests.dagrun import run_dag
-from tests.integration.test_cdc_end_to_end import make_source_table, write_changes
+from tests.integration._cdc_helpers import make_source_table, write_changes
 
 DAG_ID = "71_09_01_db_replication"
 LOG_SERVICES = ["connect"]

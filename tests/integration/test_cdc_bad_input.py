@@ -10,7 +10,7 @@ from psycopg2 import sql
 from cdclab.cdc.consumer import reset_offsets
 from cdclab.cdc.inspect import read_topic, wait_for_records
 from cdclab.cdc.pipeline import replicate
-from tests.integration.test_cdc_end_to_end import make_source_table, source_rows, target_rows, write_changes
+from tests.integration._cdc_helpers import make_source_table, source_rows, target_rows, write_changes
 
 LOG_SERVICES = ["connect", "kafka"]
 

@@ -17,7 +17,6 @@ import json
 import re
 import threading
 import urllib.request
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg2
@@ -30,48 +29,19 @@ from cdclab.cdc import consumer as kc
 from cdclab.cdc import offsets
 from cdclab.cdc.inspect import wait_for_records
 from cdclab.cdc.pipeline import TruncateArrived, replicate
-from tests.integration.test_cdc_end_to_end import make_source_table, source_rows, target_rows, write_changes
+from tests.integration._cdc_helpers import (
+    Made,
+    made,
+    make_source_table,
+    source_rows,
+    stored,
+    target_rows,
+    write_changes,
+)
+
+__all__ = ["made"]  # the fixture, imported for pytest
 
 LOG_SERVICES = ["connect", "kafka"]
-
-
-class Made:
-    """What a test created, dropped at its end (topics, warehouse and shop tables, a trigger)."""
-
-    def __init__(self) -> None:
-        self.topics: list[str] = []
-        self.warehouse: list[str] = []  # SQL run at the end, in reverse order
-        self.shop: list[str] = []
-
-
-@pytest.fixture
-def made(lab: Any) -> Iterator[Made]:
-    m = Made()
-    yield m
-    if m.topics:
-        admin = AdminClient({"bootstrap.servers": lab.kafka_bootstrap})  # kept alive until the futures end
-        for f in admin.delete_topics(m.topics).values():
-            f.result(30)
-    for dsn, statements in ((lab.pg_dsn("warehouse"), m.warehouse), (lab.pg_dsn("shop"), m.shop)):
-        if not statements:
-            continue
-        conn = psycopg2.connect(dsn)
-        conn.autocommit = True
-        try:
-            with conn.cursor() as cur:
-                for stmt in reversed(statements):
-                    cur.execute(stmt)
-        finally:
-            conn.close()
-
-
-def stored(warehouse_db: Any, group: str) -> dict[tuple[str, int], int]:
-    with warehouse_db.cursor() as cur:
-        cur.execute(
-            "SELECT topic, kafka_partition, next_offset FROM state.kafka_offsets WHERE consumer_group = %s",
-            (group,),
-        )
-        return {(t, p): o for t, p, o in cur.fetchall()}
 
 
 def own_topic(lab: Any, made: Made, name: str, records: int, start: int = 0, size: int = 10) -> str:
