@@ -14,21 +14,11 @@ from cdclab.cdc.merge import ensure_target, primary_key, source_columns
 from cdclab.cdc.merge_variants import apply_variants, variants_group
 from cdclab.cdc.pipeline import TableRoute
 from tests.dagrun import run_dag
-from tests.integration.test_cdc_end_to_end import COLUMNS, make_source_table, source_rows, write_changes
+from tests.integration._cdc_helpers import COLUMNS, make_source_table, source_rows, write_changes
 
 LOG_SERVICES = ["connect", "kafka", "postgres"]
 DAG_ID = "71_03_03_merge_upsert"
 T0 = pendulum.datetime(2026, 5, 4, 9, tz="UTC")
-
-
-def rows(warehouse_db, table: str, columns=COLUMNS):
-    with warehouse_db.cursor() as cur:
-        cur.execute(
-            sql.SQL("SELECT {c} FROM core.{t} ORDER BY id").format(
-                c=sql.SQL(", ").join(map(sql.Identifier, columns)), t=sql.Identifier(table)
-            )
-        )
-        return cur.fetchall()
 
 
 def full_rows(warehouse_db, table: str):
@@ -46,15 +36,17 @@ def ledger_ids(warehouse_db, table: str) -> list[int]:
         return [r[0] for r in cur.fetchall()]
 
 
-def assert_both_equal_source(shop_db, warehouse_db, table: str):
-    expected = source_rows(shop_db, table)
-    assert rows(warehouse_db, f"{table}__merge") == expected
-    assert rows(warehouse_db, f"{table}__upsert") == expected
-    return expected
+def assert_both_equal_source(assert_tables_equal, shop_db, table: str):
+    """Both targets equal the source on its columns; returns the source rows (ordered by id)."""
+    for variant in ("merge", "upsert"):
+        assert_tables_equal(
+            f"shop:public.{table}", f"warehouse:core.{table}__{variant}", key="id", columns=COLUMNS
+        )
+    return source_rows(shop_db, table)
 
 
 def test_merge_and_upsert_targets_equal_the_source_through_three_intervals_and_a_full_replay(
-    lab, names, shop_db, warehouse_db
+    lab, names, shop_db, warehouse_db, assert_tables_equal
 ):
     table, group = names("mu"), names("grp")
     topic = f"shop.public.{table}"
@@ -72,7 +64,7 @@ def test_merge_and_upsert_targets_equal_the_source_through_three_intervals_and_a
     n = write_changes(shop_db, table, 1, 30, update_ids=[2, 4, 6, 4], delete_ids=[7, 8])
     wait_for_records(lab.kafka_bootstrap, topic, n, timeout=120)
     run_dag(DAG_ID, T0, conf)
-    assert len(assert_both_equal_source(shop_db, warehouse_db, table)) == 28
+    assert len(assert_both_equal_source(assert_tables_equal, shop_db, table)) == 28
     assert (
         ledger_ids(warehouse_db, f"{table}__merge") == ledger_ids(warehouse_db, f"{table}__upsert") == [7, 8]
     )
@@ -88,7 +80,7 @@ def test_merge_and_upsert_targets_equal_the_source_through_three_intervals_and_a
     n += 1
     wait_for_records(lab.kafka_bootstrap, topic, n, timeout=120)
     run_dag(DAG_ID, T0.add(minutes=5), {**conf, "delivery": "reversed", "batch_size": 4})
-    second = assert_both_equal_source(shop_db, warehouse_db, table)
+    second = assert_both_equal_source(assert_tables_equal, shop_db, table)
     assert 7 in [r[0] for r in second], "a newer re-insert must pass the delete ledger"
     assert (
         ledger_ids(warehouse_db, f"{table}__merge")
@@ -100,7 +92,7 @@ def test_merge_and_upsert_targets_equal_the_source_through_three_intervals_and_a
     n += write_changes(shop_db, table, 36, 3, update_ids=[7, 36, 3], delete_ids=[37, 3])
     wait_for_records(lab.kafka_bootstrap, topic, n, timeout=120)
     run_dag(DAG_ID, T0.add(minutes=10), conf)
-    third = assert_both_equal_source(shop_db, warehouse_db, table)
+    third = assert_both_equal_source(assert_tables_equal, shop_db, table)
     assert len(third) == 28 + 5 - 2 + 1 + 3 - 2
 
     # replay every record from offset 0: the strict guard makes it a no-op (not even a rewrite)
@@ -117,7 +109,9 @@ def test_merge_and_upsert_targets_equal_the_source_through_three_intervals_and_a
         assert cur.fetchone()[0] >= n
 
 
-def test_a_single_variant_run_uses_its_own_group_and_matches_the_source(lab, names, shop_db, warehouse_db):
+def test_a_single_variant_run_uses_its_own_group_and_matches_the_source(
+    lab, names, shop_db, warehouse_db, assert_tables_equal
+):
     table, group = names("mo"), names("grp")
     topic = f"shop.public.{table}"
     conf = {
@@ -133,7 +127,7 @@ def test_a_single_variant_run_uses_its_own_group_and_matches_the_source(lab, nam
     n = write_changes(shop_db, table, 1, 8, update_ids=[1, 2], delete_ids=[3])
     wait_for_records(lab.kafka_bootstrap, topic, n, timeout=120)
     run_dag(DAG_ID, T0, conf)
-    assert rows(warehouse_db, f"{table}__merge") == source_rows(shop_db, table)
+    assert_tables_equal(f"shop:public.{table}", f"warehouse:core.{table}__merge", key="id", columns=COLUMNS)
     with warehouse_db.cursor() as cur:
         cur.execute(
             "SELECT to_regclass(%s), to_regclass(%s)", (f"core.{table}__upsert", f"core.{table}__merge")
@@ -146,7 +140,7 @@ def test_a_single_variant_run_uses_its_own_group_and_matches_the_source(lab, nam
 
 
 def test_batches_applied_newest_first_leave_both_variants_equal_to_the_source(
-    lab, names, shop_db, warehouse_db
+    lab, names, shop_db, warehouse_db, assert_tables_equal
 ):
     """Out-of-order delivery at batch granularity: every batch of the topic, newest batch first."""
     table = names("rv")
@@ -186,5 +180,5 @@ def test_batches_applied_newest_first_leave_both_variants_equal_to_the_source(
         for v in stale:
             stale[v] += counts[f"{v}_stale"]
     assert min(stale.values()) > 0, f"older batches applied after newer ones must count as stale: {stale}"
-    assert_both_equal_source(shop_db, warehouse_db, table)
+    assert_both_equal_source(assert_tables_equal, shop_db, table)
     assert read_topic(lab.kafka_bootstrap, topic)  # the topic itself is untouched by the test

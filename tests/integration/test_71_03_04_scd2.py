@@ -13,7 +13,7 @@ from cdclab.cdc.consumer import reset_offsets
 from cdclab.cdc.events import Change, parse_debezium
 from cdclab.cdc.inspect import wait_for_records
 from tests.dagrun import run_dag
-from tests.integration.test_cdc_end_to_end import COLUMNS, make_source_table, source_rows
+from tests.integration._cdc_helpers import COLUMNS, make_source_table, source_rows
 
 LOG_SERVICES = ["connect", "kafka", "postgres"]
 DAG_ID = "71_03_04_scd2"

@@ -14,51 +14,11 @@ from cdclab.cdc.events import Change, parse_debezium
 from cdclab.cdc.inspect import wait_for_records
 from tests.dagrun import run_dag
 from tests.integration._71_01_helpers import xcom
-from tests.integration.test_cdc_end_to_end import COLUMNS, make_source_table
+from tests.integration._71_03_helpers import Source
+from tests.integration._cdc_helpers import COLUMNS, make_source_table
 
 LOG_SERVICES = ["connect", "kafka", "postgres"]
 DAG_ID = "71_03_05_soft_delete"
-
-
-class Source:
-    """One statement per transaction on the source copy; counts the Kafka records it causes."""
-
-    def __init__(self, shop_db, table: str) -> None:
-        self.db, self.table, self.records, self.hard_deleted = shop_db, table, 0, set()
-
-    def run(self, stmt: str, *args) -> None:
-        with self.db.cursor() as cur:
-            cur.execute(sql.SQL(stmt).format(t=sql.Identifier(self.table)), args)
-        self.records += 1
-
-    def insert(self, i: int, tag: str = "") -> None:
-        self.run(
-            "INSERT INTO public.{t} (id, email, full_name) VALUES (%s, %s, %s)",
-            i,
-            f"c{i}{tag}@shop.test",
-            f"C {i}",
-        )
-        self.hard_deleted.discard(i)
-
-    def soft_delete(self, i: int, at: dt.datetime) -> None:
-        self.run("UPDATE public.{t} SET is_deleted = true, deleted_at = %s WHERE id = %s", at, i)
-
-    def undelete(self, i: int) -> None:
-        self.run("UPDATE public.{t} SET is_deleted = false, deleted_at = NULL WHERE id = %s", i)
-
-    def delete(self, i: int) -> None:
-        self.run("DELETE FROM public.{t} WHERE id = %s", i)
-        self.records += 1  # the tombstone
-        self.hard_deleted.add(i)
-
-    def rows(self, where: str) -> list[tuple]:
-        with self.db.cursor() as cur:
-            cur.execute(
-                sql.SQL("SELECT {c} FROM public.{t} WHERE " + where + " ORDER BY id").format(
-                    c=sql.SQL(", ").join(map(sql.Identifier, COLUMNS)), t=sql.Identifier(self.table)
-                )
-            )
-            return cur.fetchall()
 
 
 def target(warehouse_db, table: str, cols, where: str = "true") -> list[tuple]:

@@ -10,7 +10,7 @@ import pytest
 
 from tests.dagrun import run_dag
 from tests.integration._71_01_helpers import drop, execute, hour, rows, xcom
-from tests.integration.test_71_05_02_out_of_order import make_copy
+from tests.integration._71_05_helpers import make_copy
 
 DAG_ID = "71_05_03_aggregations"
 DAILY = (

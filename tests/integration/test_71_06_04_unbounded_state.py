@@ -6,30 +6,18 @@ from __future__ import annotations
 import pytest
 
 from tests.dagrun import run_dag
-from tests.integration._71_06_helpers import at, create, drop, fetch, hour, insert
+from tests.integration._71_06_helpers import (
+    HOURS,
+    PER_HOUR,
+    create,
+    deliveries,
+    drop,
+    fetch,
+    hour,
+    insert,
+)
 
 DAG_ID = "71_06_04_unbounded_state"
-HOURS = (1, 2, 3, 4)
-PER_HOUR = 5
-
-
-def deliveries() -> list[tuple]:
-    """Per hour: five new events at minutes 10..50, and two re-deliveries 20-40 minutes after the first
-    delivery (one of them crossing into the next hour)."""
-    out, seq = [], 0
-    for h in HOURS:
-        for k in range(PER_HOUR):
-            seq += 1
-            eid = f"e{h}-{k}"
-            out.append((seq, eid, at(h, 10 + 10 * k), at(h, 10 + 10 * k), f"payload {eid}"))
-        if (
-            h > 1
-        ):  # re-deliveries of the previous hour's last event (first seen at minute 50) and of this hour's
-            seq += 1
-            out.append((seq, f"e{h - 1}-4", at(h - 1, 50), at(h, 15), f"payload e{h - 1}-4"))
-        seq += 1
-        out.append((seq, f"e{h}-0", at(h, 10), at(h, 40), f"payload e{h}-0"))
-    return out
 
 
 @pytest.fixture

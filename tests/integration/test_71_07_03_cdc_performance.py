@@ -7,30 +7,19 @@ import math
 import uuid
 
 import pendulum
-from psycopg2 import sql
 
 from cdclab import perf
 from cdclab.cdc.inspect import wait_for_records
 from tests.dagrun import run_dag
-from tests.integration.test_cdc_end_to_end import COLUMNS, make_source_table, source_rows, write_changes
+from tests.integration._cdc_helpers import COLUMNS, make_source_table, write_changes
 
 LOG_SERVICES = ["connect", "kafka", "postgres"]
 DAG_ID = "71_07_03_cdc_performance"
 SIZES = [5, 50, 1000]
 
 
-def target_rows(warehouse_db, table: str):
-    with warehouse_db.cursor() as cur:
-        cur.execute(
-            sql.SQL("SELECT {c} FROM core.{t} ORDER BY id").format(
-                c=sql.SQL(", ").join(map(sql.Identifier, COLUMNS)), t=sql.Identifier(table)
-            )
-        )
-        return cur.fetchall()
-
-
 def test_every_batch_size_variant_ends_equal_to_the_source_and_its_metrics_are_recorded(
-    lab, names, shop_db, warehouse_db
+    lab, names, shop_db, warehouse_db, assert_tables_equal
 ):
     table, group, exp = names("cp"), names("grp"), names("exp")
     prefix = f"p{uuid.uuid4().hex[:6]}_"
@@ -56,9 +45,10 @@ def test_every_batch_size_variant_ends_equal_to_the_source_and_its_metrics_are_r
         wait_for_records(lab.kafka_bootstrap, topic, total, timeout=120)
         dr = run_dag(DAG_ID, pendulum.datetime(2026, 6, 1, run, tz="UTC"), conf)
 
-        expected = source_rows(shop_db, table)
         for size in SIZES:
-            assert target_rows(warehouse_db, f"{prefix}b{size}_{table}") == expected, size
+            assert_tables_equal(
+                f"shop:public.{table}", f"warehouse:core.{prefix}b{size}_{table}", key="id", columns=COLUMNS
+            )
 
         recorded = {m["variant"]: m for m in perf.measurements(warehouse_db, exp, dr.run_id)}
         assert sorted(recorded) == sorted(["parse"] + [f"b{s}" for s in SIZES])

@@ -7,27 +7,16 @@ from __future__ import annotations
 import math
 
 import pendulum
-from psycopg2 import sql
 
 from cdclab import perf
 from cdclab.cdc.inspect import wait_for_records
 from tests.dagrun import run_dag
-from tests.integration.test_cdc_end_to_end import COLUMNS, make_source_table, source_rows, write_changes
+from tests.integration._cdc_helpers import COLUMNS, make_source_table, write_changes
 
 LOG_SERVICES = ["connect", "kafka", "postgres"]
 DAG_ID = "71_07_04_merge_performance"
 SIZES = [7, 500]
 STRATEGIES = ["mpk", "mnx", "upk"]
-
-
-def target_rows(warehouse_db, table: str):
-    with warehouse_db.cursor() as cur:
-        cur.execute(
-            sql.SQL("SELECT {c} FROM core.{t} ORDER BY id").format(
-                c=sql.SQL(", ").join(map(sql.Identifier, COLUMNS)), t=sql.Identifier(table)
-            )
-        )
-        return cur.fetchall()
 
 
 def has_primary_key(warehouse_db, table: str) -> bool:
@@ -40,7 +29,7 @@ def has_primary_key(warehouse_db, table: str) -> bool:
 
 
 def test_all_strategies_and_partitions_end_equal_to_the_source_with_metrics(
-    lab, names, shop_db, warehouse_db
+    lab, names, shop_db, warehouse_db, assert_tables_equal
 ):
     table, group, exp = names("mp"), names("grp"), names("exp")
     topic = f"shop.public.{table}"
@@ -68,10 +57,14 @@ def test_all_strategies_and_partitions_end_equal_to_the_source_with_metrics(
         wait_for_records(lab.kafka_bootstrap, topic, total, timeout=120)
         dr = run_dag(DAG_ID, pendulum.datetime(2026, 6, 2, run, tz="UTC"), conf)
 
-        expected = source_rows(shop_db, table)
         for strategy in STRATEGIES:
             for size in SIZES:
-                assert target_rows(warehouse_db, f"{table}__{strategy}_b{size}") == expected, (strategy, size)
+                assert_tables_equal(
+                    f"shop:public.{table}",
+                    f"warehouse:core.{table}__{strategy}_b{size}",
+                    key="id",
+                    columns=COLUMNS,
+                )
         assert has_primary_key(warehouse_db, f"{table}__mpk_b7")
         assert not has_primary_key(warehouse_db, f"{table}__mnx_b7")
 

@@ -8,7 +8,7 @@ import pendulum
 
 from cdclab.cdc.inspect import wait_for_records
 from tests.dagrun import run_dag
-from tests.integration.test_cdc_end_to_end import COLUMNS, make_source_table, write_changes
+from tests.integration._cdc_helpers import COLUMNS, make_source_table, write_changes
 
 LOG_SERVICES = ["connect", "kafka", "postgres"]
 DAG_ID = "71_08_03_cdc_debug"

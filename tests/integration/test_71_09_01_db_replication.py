@@ -13,20 +13,10 @@ from psycopg2 import sql
 
 from cdclab.cdc.inspect import read_topic, wait_for_records
 from tests.dagrun import run_dag
-from tests.integration.test_cdc_end_to_end import make_source_table, write_changes
+from tests.integration._cdc_helpers import make_source_table, write_changes
 
 DAG_ID = "71_09_01_db_replication"
 LOG_SERVICES = ["connect"]
-
-
-def rows(cur, table, columns):
-    cur.execute(
-        sql.SQL("SELECT {c} FROM {t} ORDER BY id").format(
-            c=sql.SQL(", ").join(map(sql.Identifier, columns)),
-            t=sql.SQL(".").join(map(sql.Identifier, table.split("."))),
-        )
-    )
-    return cur.fetchall()
 
 
 def columns_of(shop_db, table):
@@ -58,7 +48,7 @@ def snapshot_reads(lab, topic):
 
 
 def test_initial_snapshot_schema_change_and_ongoing_sync_end_equal_by_checksum(
-    lab, names, shop_db, warehouse_db
+    lab, names, shop_db, warehouse_db, assert_tables_equal
 ):
     table, group = names("repl"), names("grp")
     topic, target = f"shop.public.{table}", f"core.repl_{table}"
@@ -117,8 +107,7 @@ def test_initial_snapshot_schema_change_and_ongoing_sync_end_equal_by_checksum(
     run_dag(DAG_ID, pendulum.datetime(2026, 5, 1, 10, 15, tz="UTC"), conf)
     cols = columns_of(shop_db, table)
     assert last_check(warehouse_db, table)[0] is True
-    with shop_db.cursor() as s, warehouse_db.cursor() as w:
-        assert rows(w, target, cols) == rows(s, f"public.{table}", cols)
+    assert_tables_equal(f"shop:public.{table}", f"warehouse:{target}", key="id", columns=cols)
 
     # a column appears in the source: policy "fail" stops loudly and applies nothing
     with shop_db.cursor() as cur:
@@ -154,12 +143,12 @@ def test_initial_snapshot_schema_change_and_ongoing_sync_end_equal_by_checksum(
     run_dag(DAG_ID, pendulum.datetime(2026, 5, 1, 10, 45, tz="UTC"), {**conf, "schema_policy": "evolve"})
     cols = columns_of(shop_db, table)
     assert "loyalty_points" in cols
-    with shop_db.cursor() as s, warehouse_db.cursor() as w:
+    with warehouse_db.cursor() as w:
         w.execute(
             "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = %s::regclass "
             "AND attname = 'loyalty_points'",
             (target,),
         )
         assert w.fetchone() == ("integer",)
-        assert rows(w, target, cols) == rows(s, f"public.{table}", cols)
+    assert_tables_equal(f"shop:public.{table}", f"warehouse:{target}", key="id", columns=cols)
     assert last_check(warehouse_db, table)[0] is True

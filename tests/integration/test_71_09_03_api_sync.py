@@ -13,6 +13,7 @@ import pytest
 
 from cdclab.partner_api import parse_ts, serve_in_thread
 from tests.dagrun import run_dag
+from tests.integration._71_09_helpers import warehouse_rows
 
 DAG = "71_09_03_api_sync"
 
@@ -73,14 +74,6 @@ def conf(api, names, warehouse_db):
     with warehouse_db.cursor() as cur:
         cur.execute(f'DROP TABLE IF EXISTS staging."{names("acc")}", state."{names("runs")}"')
         cur.execute("DELETE FROM state.watermarks WHERE key = %s", (f"71_09_03/{c['pipeline']}",))
-
-
-def warehouse_rows(db, target: str) -> list[tuple[Any, ...]]:
-    with db.cursor() as cur:
-        cur.execute(
-            f'SELECT id, name, email, tier, modified_at, deleted FROM staging."{target[8:]}" ORDER BY id'
-        )
-        return [(*r[:4], r[4].astimezone(UTC), r[5]) for r in cur.fetchall()]
 
 
 def run_stats(db, conf) -> list[tuple[Any, ...]]:

@@ -8,8 +8,9 @@ from datetime import UTC
 
 import pendulum
 
+from cdclab.partner_api import parse_ts
 from tests.dagrun import run_dag
-from tests.integration.test_71_09_03_api_sync import parse_ts, warehouse_rows
+from tests.integration._71_09_helpers import warehouse_rows
 
 
 def test_the_dag_syncs_from_the_lab_service_through_the_airflow_connection(lab, names, warehouse_db):

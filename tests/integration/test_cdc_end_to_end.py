@@ -12,80 +12,10 @@ from psycopg2 import sql
 
 from cdclab.cdc.inspect import wait_for_records
 from tests.dagrun import run_dag
+from tests.integration._cdc_helpers import COLUMNS, make_source_table, source_rows, write_changes
 
 LOG_SERVICES = ["connect", "kafka", "postgres"]
-COLUMNS = [
-    "id",
-    "email",
-    "full_name",
-    "home_tz",
-    "tier",
-    "created_at",
-    "updated_at",
-    "version",
-    "is_deleted",
-    "deleted_at",
-]
 DAG_ID = "71_03_01_database_cdc"
-
-
-def make_source_table(shop_db, table: str) -> None:
-    with shop_db.cursor() as cur:
-        cur.execute(
-            sql.SQL("CREATE TABLE public.{t} (LIKE public.customers INCLUDING ALL)").format(
-                t=sql.Identifier(table)
-            )
-        )
-        cur.execute(sql.SQL("ALTER TABLE public.{t} REPLICA IDENTITY FULL").format(t=sql.Identifier(table)))
-        cur.execute(
-            sql.SQL(
-                "CREATE TRIGGER touch_row BEFORE UPDATE ON public.{t} "
-                "FOR EACH ROW EXECUTE FUNCTION public.touch_row()"
-            ).format(t=sql.Identifier(table))
-        )
-
-
-def write_changes(shop_db, table: str, start: int, inserts: int, update_ids, delete_ids) -> int:
-    """Apply changes in separate transactions; return how many Kafka records Debezium will write."""
-    t = sql.Identifier(table)
-    with shop_db.cursor() as cur:
-        for i in range(start, start + inserts):
-            cur.execute(
-                sql.SQL(
-                    "INSERT INTO public.{t} (id, email, full_name, home_tz) VALUES (%s, %s, %s, %s)"
-                ).format(t=t),
-                (i, f"c{i}@shop.test", f"Customer {i}", ["UTC", "Europe/Berlin", "America/New_York"][i % 3]),
-            )
-        for i in update_ids:
-            cur.execute(
-                sql.SQL(
-                    "UPDATE public.{t} SET tier = 'gold', full_name = full_name || ' *' WHERE id = %s"
-                ).format(t=t),
-                (i,),
-            )
-        for i in delete_ids:
-            cur.execute(sql.SQL("DELETE FROM public.{t} WHERE id = %s").format(t=t), (i,))
-    return inserts + len(update_ids) + 2 * len(delete_ids)  # a delete is an event plus a tombstone
-
-
-def source_rows(shop_db, table: str):
-    with shop_db.cursor() as cur:
-        cur.execute(
-            sql.SQL("SELECT {c} FROM public.{t} ORDER BY id").format(
-                c=sql.SQL(", ").join(map(sql.Identifier, COLUMNS)), t=sql.Identifier(table)
-            )
-        )
-        return cur.fetchall()
-
-
-def target_rows(warehouse_db, table: str):
-    with warehouse_db.cursor() as cur:
-        cur.execute(
-            sql.SQL("SELECT {c} FROM core.{t} ORDER BY id").format(
-                c=sql.SQL(", ").join(map(sql.Identifier, COLUMNS)), t=sql.Identifier(table)
-            )
-        )
-        return cur.fetchall()
 
 
 def conf(table: str, group: str, **extra) -> dict:
@@ -139,7 +69,9 @@ replicate([sys.argv[1]], group=sys.argv[2], target_schema="core", batch_size=int
 """
 
 
-def test_a_consumer_killed_mid_stream_resumes_without_loss_or_duplicates(lab, names, shop_db, warehouse_db):
+def test_a_consumer_killed_mid_stream_resumes_without_loss_or_duplicates(
+    lab, names, shop_db, warehouse_db, assert_tables_equal
+):
     table, group = names("kill"), names("grp")
     topic = f"shop.public.{table}"
     make_source_table(shop_db, table)
@@ -170,7 +102,7 @@ def test_a_consumer_killed_mid_stream_resumes_without_loss_or_duplicates(lab, na
         timeout=120,
     )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert target_rows(warehouse_db, table) == source_rows(shop_db, table)
+    assert_tables_equal(f"shop:public.{table}", f"warehouse:core.{table}", key="id", columns=COLUMNS)
     with warehouse_db.cursor() as cur:
         # each row was last written by the newest change of its key: nothing was applied out of order
         cur.execute(

@@ -17,7 +17,6 @@ import json
 import re
 import threading
 import urllib.request
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg2
@@ -30,48 +29,20 @@ from cdclab.cdc import consumer as kc
 from cdclab.cdc import offsets
 from cdclab.cdc.inspect import wait_for_records
 from cdclab.cdc.pipeline import TruncateArrived, replicate
-from tests.integration.test_cdc_end_to_end import make_source_table, source_rows, target_rows, write_changes
+from tests.integration._cdc_helpers import (
+    COLUMNS,
+    Made,
+    made,
+    make_source_table,
+    source_rows,
+    stored,
+    target_rows,
+    write_changes,
+)
+
+__all__ = ["made"]  # the fixture, imported for pytest
 
 LOG_SERVICES = ["connect", "kafka"]
-
-
-class Made:
-    """What a test created, dropped at its end (topics, warehouse and shop tables, a trigger)."""
-
-    def __init__(self) -> None:
-        self.topics: list[str] = []
-        self.warehouse: list[str] = []  # SQL run at the end, in reverse order
-        self.shop: list[str] = []
-
-
-@pytest.fixture
-def made(lab: Any) -> Iterator[Made]:
-    m = Made()
-    yield m
-    if m.topics:
-        admin = AdminClient({"bootstrap.servers": lab.kafka_bootstrap})  # kept alive until the futures end
-        for f in admin.delete_topics(m.topics).values():
-            f.result(30)
-    for dsn, statements in ((lab.pg_dsn("warehouse"), m.warehouse), (lab.pg_dsn("shop"), m.shop)):
-        if not statements:
-            continue
-        conn = psycopg2.connect(dsn)
-        conn.autocommit = True
-        try:
-            with conn.cursor() as cur:
-                for stmt in reversed(statements):
-                    cur.execute(stmt)
-        finally:
-            conn.close()
-
-
-def stored(warehouse_db: Any, group: str) -> dict[tuple[str, int], int]:
-    with warehouse_db.cursor() as cur:
-        cur.execute(
-            "SELECT topic, kafka_partition, next_offset FROM state.kafka_offsets WHERE consumer_group = %s",
-            (group,),
-        )
-        return {(t, p): o for t, p, o in cur.fetchall()}
 
 
 def own_topic(lab: Any, made: Made, name: str, records: int, start: int = 0, size: int = 10) -> str:
@@ -125,7 +96,7 @@ def connector(lab: Any) -> Any:
 
 
 def test_two_concurrent_runs_of_one_group_never_move_an_offset_backwards(
-    lab, names, made, shop_db, warehouse_db
+    lab, names, made, shop_db, warehouse_db, assert_tables_equal
 ):
     table, group, log = names("race"), names("grp"), names("offlog")
     topic = f"shop.public.{table}"
@@ -181,7 +152,7 @@ def test_two_concurrent_runs_of_one_group_never_move_an_offset_backwards(
 
     assert errors == []
     assert len(summaries) == 2
-    assert target_rows(warehouse_db, table) == source_rows(shop_db, table)
+    assert_tables_equal(f"shop:public.{table}", f"warehouse:core.{table}", key="id", columns=COLUMNS)
     with warehouse_db.cursor() as cur:
         cur.execute(sql.SQL("SELECT old_offset, new_offset FROM core.{}").format(sql.Identifier(log)))
         moves = cur.fetchall()
@@ -259,7 +230,9 @@ def test_a_run_that_cannot_get_its_groups_lock_in_time_fails_clearly_and_touches
     assert count(warehouse_db, target) == 5
 
 
-def test_a_group_bound_to_one_target_refuses_a_run_into_another(lab, names, made, shop_db, warehouse_db):
+def test_a_group_bound_to_one_target_refuses_a_run_into_another(
+    lab, names, made, shop_db, warehouse_db, assert_tables_equal
+):
     table, group = names("bind"), names("grp")
     topic = f"shop.public.{table}"
     make_source_table(shop_db, table)
@@ -280,7 +253,7 @@ def test_a_group_bound_to_one_target_refuses_a_run_into_another(lab, names, made
     assert stored(warehouse_db, group) == before, "a refused run leaves the offsets untouched"
     # the bound target still catches up with the same group
     replicate([f"public.{table}"], group=group, target_schema="core")
-    assert target_rows(warehouse_db, table) == source_rows(shop_db, table)
+    assert_tables_equal(f"shop:public.{table}", f"warehouse:core.{table}", key="id", columns=COLUMNS)
 
 
 # --- item 2: poison records ------------------------------------------------------------------------

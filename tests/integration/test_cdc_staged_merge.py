@@ -19,8 +19,7 @@ from cdclab.cdc.events import Change
 from cdclab.cdc.inspect import wait_for_records
 from cdclab.cdc.merge import _upsert, apply_changes, ensure_target
 from cdclab.cdc.pipeline import replicate
-from tests.integration.test_cdc_end_to_end import make_source_table, source_rows, target_rows
-from tests.integration.test_cdc_hardening import Made, made, stored
+from tests.integration._cdc_helpers import Made, made, make_source_table, source_rows, stored, target_rows
 
 __all__ = ["made"]  # the fixture, imported for pytest
 

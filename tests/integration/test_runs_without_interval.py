@@ -20,10 +20,10 @@ from cdclab.files.store import ObjectStore
 from tests.dagrun import run_dag_without_logical_date
 from tests.integration import _71_06_helpers as h06
 from tests.integration._71_01_helpers import drop, execute, hour, rows, xcom
-from tests.integration.test_71_03_05_soft_delete import Source
-from tests.integration.test_71_05_02_out_of_order import add_orders, add_payments, make_copy
-from tests.integration.test_71_06_04_unbounded_state import PER_HOUR, deliveries
-from tests.integration.test_cdc_end_to_end import make_source_table
+from tests.integration._71_03_helpers import Source
+from tests.integration._71_05_helpers import add_orders, add_payments, make_copy
+from tests.integration._71_06_helpers import PER_HOUR, deliveries
+from tests.integration._cdc_helpers import make_source_table
 
 LOG_SERVICES = ["connect", "kafka", "minio", "postgres"]
 

@@ -26,7 +26,7 @@ from typing import Any
 import psycopg2
 import pytest
 
-from tests.unit.test_schema_files import WAREHOUSE, _versions, declared
+from tests.unit._schema_helpers import WAREHOUSE, _versions, declared
 
 ROOT = Path(__file__).resolve().parents[2]
 MIGRATE = ROOT / "infra" / "postgres" / "migrate.sh"

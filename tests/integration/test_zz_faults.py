@@ -17,7 +17,7 @@ from cdclab.cdc.inspect import read_topic, wait_for_records
 from cdclab.cdc.pipeline import replicate
 from cdclab.lab import native
 from cdclab.lab.backend import all_healthy, backend, format_table
-from tests.integration.test_cdc_end_to_end import make_source_table, source_rows, target_rows, write_changes
+from tests.integration._cdc_helpers import make_source_table, source_rows, target_rows, write_changes
 
 pytestmark = pytest.mark.disruptive
 LOG_SERVICES = ["connect", "kafka"]

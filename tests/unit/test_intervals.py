@@ -7,7 +7,6 @@ import itertools
 
 import pendulum
 import pytest
-from psycopg2 import sql
 
 from cdclab.intervals import (
     EmptyIntervalError,
@@ -30,29 +29,13 @@ from cdclab.partitioning import (
     partition_table,
 )
 from cdclab.timezones import NaiveDatetimeError
+from tests.unit._sql_text import text
 
 H = dt.timedelta(hours=1)
 
 
 def utc(*args: int) -> pendulum.DateTime:
     return pendulum.datetime(*args, tz="UTC")
-
-
-def text(composed: sql.Composable) -> str:
-    """Render psycopg2 SQL without a connection (identifiers only: no literals in these statements)."""
-
-    def render(part: sql.Composable) -> str:
-        if isinstance(part, sql.Composed):
-            return "".join(render(p) for p in part.seq)
-        if isinstance(part, sql.SQL):
-            return part.string
-        if isinstance(part, sql.Identifier):
-            return ".".join('"' + s.replace('"', '""') + '"' for s in part.strings)
-        if isinstance(part, sql.Literal):
-            return repr(part.wrapped)
-        raise TypeError(part)
-
-    return render(composed)
 
 
 # --- Window -----------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from cdclab import lastmodified as lm
 from cdclab import windowagg
 from cdclab.intervals import Window
 from cdclab.timezones import day_totals_sql
-from tests.unit.test_intervals import text
+from tests.unit._sql_text import text
 
 
 def utc(*args: int) -> pendulum.DateTime:
