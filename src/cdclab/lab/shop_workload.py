@@ -12,6 +12,17 @@ Vocabulary:
   reports healthy only once the seed is in, so ``make up`` returns with a loaded shop.
 - *live*: the following operations of the same plan, at ``rate`` operations per second
   (:data:`DEFAULT_RATE` unless changed), forever (a million operations: eleven days at 1/s).
+- *wall-clock anchor*: the plan's business clock (operation ``i`` at ``plan_start + i * STEP``) starts
+  at ``lab.workload.plan_start``, fixed on the runner's first start (:func:`anchored_start`) so that the
+  seed ends then: the shop has orders yesterday and today, whatever the day ``make up`` runs. Each
+  operation's business times are clamped to the database's ``now()`` when it is written
+  (:func:`clamp`): live operations come faster than one per ``STEP``, and no order lies in the future,
+  so live orders carry ``ordered_at`` about now. ``plan_start`` is stored, so a restart runs the same
+  plan and resumes exactly. (:class:`cdclab.workload.Workload` itself stays deterministic: tests use
+  their own workloads with a fixed ``start``.)
+- *partner files* (:mod:`cdclab.lab.partner_drops`): one drop at each start and then every
+  ``--files-every`` seconds (not while paused) into the 71.4 lessons' default landing prefixes,
+  counted in ``lab.workload.files_dropped``.
 - *control row*: ``lab.workload`` in the ``shop`` database (infra/postgres/shop.sql), one row per
   runner (``shop`` for the lab's own). ``applied`` is the number of plan operations committed, updated
   **in the same transaction** as the rows it changed, so a restart (or a crash) resumes exactly where it
