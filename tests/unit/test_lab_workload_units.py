@@ -19,7 +19,7 @@ from cdclab.lab import lesson_feed, native
 from cdclab.lab import partner_drops as pd
 from cdclab.lab import shop_workload as sw
 from cdclab.lab.config import LabConfig
-from cdclab.workload import TABLES, iter_plan, model_after
+from cdclab.workload import DST_ZONES, TABLES, dst_changes, iter_plan, model_after
 
 pytestmark = pytest.mark.unit
 
@@ -120,7 +120,18 @@ def test_the_anchored_plan_ends_its_seed_at_the_first_start_and_covers_yesterday
     orders = model_after(wl, sw.SEED_OPS).table_rows("orders")
     yesterday = FIRST_START.date() - dt.timedelta(days=1)
     assert sum(o["ordered_at"].date() == yesterday for o in orders) > 100
-    assert sum(o["ordered_at"] > FIRST_START for o in orders) <= 3  # only DST orders may lie ahead
+    assert all(o["ordered_at"] < FIRST_START for o in orders)  # DST orders too: last year's changes
+    near_dst = [o for o in orders if o["ordered_at"].year == sw.dst_year(start)]
+    assert sw.dst_year(start) == 2026 and len(near_dst) > 10
+
+
+def test_dst_orders_lie_near_changes_that_are_history_at_the_plans_start() -> None:
+    for start in (dt.datetime(2027, 1, 5, tzinfo=dt.UTC), dt.datetime(2027, 11, 2, tzinfo=dt.UTC)):
+        assert sw.dst_year(start) == 2026
+        for zone in DST_ZONES:
+            assert max(dst_changes(zone, sw.dst_year(start))) < start
+    assert sw.dst_year(dt.datetime(2027, 12, 1, tzinfo=dt.UTC)) == 2027
+    assert sw.lab_workload().dst_year is None  # the fixed plan (tests) is unchanged
 
 
 def test_a_lab_seeded_before_the_anchor_resumes_at_the_wall_clock() -> None:
