@@ -550,8 +550,10 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _show(ctl: Control) -> int:
     state = "paused" if ctl.paused else f"running at {ctl.rate:g} operations/s"
+    clock = f"business clock from {ctl.plan_start.isoformat()}" if ctl.plan_start else "not started yet"
     print(
-        f"workload {ctl.name!r}: {state}; {ctl.applied} operations applied (seed {ctl.seed}, {SEED_OPS} in the initial shop)"
+        f"workload {ctl.name!r}: {state}; {ctl.applied} operations applied (seed {ctl.seed}, {SEED_OPS} in the "
+        f"initial shop; {clock}); {ctl.files_dropped} partner file drops"
     )
     return 0
 
