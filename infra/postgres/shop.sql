@@ -105,5 +105,14 @@ CREATE TABLE IF NOT EXISTS lab.workload (
     paused     boolean NOT NULL DEFAULT false,
     -- items written to the 71.6 lessons' source tables (cdclab.lab.lesson_feed)
     feed_applied bigint NOT NULL DEFAULT 0 CHECK (feed_applied >= 0),
-    updated_at timestamptz NOT NULL DEFAULT now()
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    -- the business clock's start of the runner's plan, fixed on its first start so that the seed's
+    -- business time ends then (operation i is at plan_start + i minutes, never after the wall clock)
+    plan_start timestamptz,
+    -- partner files dropped into the landing bucket (cdclab.lab.partner_drops)
+    files_dropped bigint NOT NULL DEFAULT 0 CHECK (files_dropped >= 0)
 );
+-- labs created before these columns existed
+ALTER TABLE lab.workload ADD COLUMN IF NOT EXISTS plan_start timestamptz;
+ALTER TABLE lab.workload ADD COLUMN IF NOT EXISTS files_dropped bigint NOT NULL DEFAULT 0
+    CHECK (files_dropped >= 0);

@@ -277,6 +277,7 @@ class Workload:
     dst: float = 0.0
     start: datetime = DEFAULT_START
     step: timedelta = timedelta(minutes=1)
+    dst_year: int | None = None  # the year whose DST changes DST orders lie near; None: start's year
 
     def __post_init__(self) -> None:
         if not 0 <= self.ops <= ID_SPAN:
@@ -673,7 +674,7 @@ class _Planner:
                     customer = m.live["customers"].choice(rng)[0]
                 zone = m.rows["customers"][(customer,)]["home_tz"]
                 changes = dst_changes(
-                    zone if zone in DST_ZONES else DST_ZONES[0], wl.start.astimezone(UTC).year
+                    zone if zone in DST_ZONES else DST_ZONES[0], wl.dst_year or wl.start.astimezone(UTC).year
                 )
                 ordered_at = rng.choice(changes) + timedelta(
                     minutes=rng.randint(-89, 89), seconds=rng.randint(0, 59)

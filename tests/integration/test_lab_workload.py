@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +29,9 @@ import psycopg2
 import pytest
 
 from cdclab.lab import lesson_feed
+from cdclab.lab import partner_drops as pd
 from cdclab.lab import shop_workload as sw
-from cdclab.workload import TABLES, actual_state, create_table_copy, expected_state
+from cdclab.workload import TABLES, actual_state, create_table_copy, expected_state, iter_plan
 
 # what the lab's seed (seed 71, 10,000 operations) leaves in the shop: fixed by the seed
 SEED_COUNTS = {"customers": 1053, "products": 578, "orders": 1737, "order_items": 2010, "payments": 994}
@@ -63,8 +65,29 @@ def runner_schema(lab: Any, names: Any) -> Iterator[tuple[Any, str]]:
     wh.close()
 
 
-def _workload(schema: str) -> Any:
-    return sw.lab_workload(tables={t: f"{schema}.{t}" for t in TABLES})
+def _workload(conn: Any, schema: str) -> Any:
+    """The plan the runner's control row runs (its ``plan_start``), on the test's copies."""
+    return sw.plan_of(sw.read_control(conn, schema), {t: f"{schema}.{t}" for t in TABLES})
+
+
+def _db_now(conn: Any) -> dt.datetime:
+    with conn.cursor() as cur:
+        cur.execute("SELECT clock_timestamp()")
+        now: dt.datetime = cur.fetchone()[0]
+    conn.rollback()
+    return now
+
+
+def _unclamp(actual: dict[str, list[dict[str, Any]]], expected: Any, now: dt.datetime) -> None:
+    """Where the model's business time lies ahead of the row's, the runner clamped it to its wall clock:
+    check it was (the row's time is earlier, and not after ``now``), then put the model's time back."""
+    for table, rows in actual.items():
+        for row, exp in zip(rows, expected.get(table, []), strict=False):
+            for col, value in row.items():
+                want = exp.get(col)
+                if isinstance(value, dt.datetime) and isinstance(want, dt.datetime) and want > value:
+                    assert value <= now, (table, row, col)
+                    row[col] = want
 
 
 def _snapshot(conn: Any, schema: str) -> dict[str, list[tuple[Any, ...]]]:
@@ -90,28 +113,44 @@ def _state_matches_model(conn: Any, schema: str) -> int:
     """Assert the copies equal the model after the recorded ``applied`` operations; return it."""
     conn.rollback()
     conn.set_session(isolation_level="REPEATABLE READ")
-    wl = _workload(schema)
+    wl = _workload(conn, schema)
     applied = sw._control(conn.cursor(), schema).applied  # type: ignore[union-attr]
     actual = {t: actual_state(conn, wl, t) for t in TABLES}
     conn.rollback()
     conn.set_session(isolation_level="READ COMMITTED")
-    assert actual == expected_state(wl, applied)
+    expected = expected_state(wl, applied)
+    _unclamp(actual, expected, _db_now(conn))  # type: ignore[arg-type]
+    assert actual == expected
     return applied
 
 
 def test_seeding_loads_the_fixed_shop_and_seeding_again_changes_nothing(runner_schema) -> None:
     conn, schema = runner_schema
-    sw.ensure_control(conn, schema, sw.LAB_SEED, rate=0)
-    assert sw.Runner(conn, _workload(schema), schema).seed() == sw.SEED_OPS
+    first_start = _db_now(conn)
+    ctl = sw.ensure_control(conn, schema, sw.LAB_SEED, rate=0)
+    assert ctl.plan_start is not None
+    # the plan is anchored at the first start: its seed's business time ends then
+    assert first_start - dt.timedelta(seconds=5) <= ctl.plan_start + sw.STEP * sw.SEED_OPS <= _db_now(conn)
+    assert sw.Runner(conn, _workload(conn, schema), schema).seed() == sw.SEED_OPS
 
     counts = {t: len(rows) for t, rows in _snapshot(conn, schema).items() if t in TABLES}
     assert counts == SEED_COUNTS
     assert _state_matches_model(conn, schema) == sw.SEED_OPS
+    with conn.cursor() as cur:  # a daily run triggered now (yesterday, UTC) finds orders; none is ahead
+        cur.execute(
+            f"SELECT count(*) FILTER (WHERE ordered_at >= date_trunc('day', now() AT TIME ZONE 'UTC') "
+            f"AT TIME ZONE 'UTC' - interval '1 day' AND ordered_at < date_trunc('day', now() AT TIME ZONE "
+            f"'UTC') AT TIME ZONE 'UTC'), count(*) FILTER (WHERE ordered_at > now()) FROM {schema}.orders"
+        )
+        yesterday, ahead = cur.fetchone()
+    conn.rollback()
+    assert yesterday > 100
+    assert ahead == 0
     before = _snapshot(conn, schema)
 
-    # a restart: a new runner, the same control row
-    sw.ensure_control(conn, schema, sw.LAB_SEED, rate=0)
-    assert sw.Runner(conn, _workload(schema), schema).seed() == 0
+    # a restart: a new runner, the same control row (the same plan_start)
+    assert sw.ensure_control(conn, schema, sw.LAB_SEED, rate=0).plan_start == ctl.plan_start
+    assert sw.Runner(conn, _workload(conn, schema), schema).seed() == 0
     assert _snapshot(conn, schema) == before
 
 
@@ -155,6 +194,8 @@ def test_the_service_changes_rows_while_running_and_none_while_paused(runner_sch
             str(seed_ops),
             "--state-dir",
             str(tmp_path),
+            "--files-every",
+            "0",  # partner files: test_partner_drops_*
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -163,10 +204,15 @@ def test_the_service_changes_rows_while_running_and_none_while_paused(runner_sch
     try:
         _poll("seed", lambda: _status(status).get("seeded"), proc)
         seeded = _snapshot(conn, schema)
+        live_from = _db_now(conn)
         # running: rows change (inserts, updates, deletes of the plan), applied grows past the seed
         _poll("change", lambda: _snapshot(conn, schema)["applied"][0][0] >= seed_ops + 30, proc)
         assert _snapshot(conn, schema) != seeded
         _state_matches_model(conn, schema)
+        # live orders are stamped with the wall clock: 10 operations/s run ahead of the business clock
+        live = _live_orders(conn, schema, seeded["applied"][0][0], _snapshot(conn, schema)["applied"][0][0])
+        assert live, "no order inserted after the seed"
+        assert all(live_from - dt.timedelta(seconds=5) <= at <= _db_now(conn) for at in live.values()), live
 
         # paused: once set_control has returned, nothing changes (the flag is read under the row's
         # lock); checked after the service has read the flag and reported three more times
@@ -194,6 +240,22 @@ def test_the_service_changes_rows_while_running_and_none_while_paused(runner_sch
     assert proc.returncode == 0  # SIGTERM: finishes its transaction and exits cleanly
 
 
+def _live_orders(conn: Any, schema: str, start: int, stop: int) -> dict[int, dt.datetime]:
+    """``ordered_at`` of the orders operations ``start..stop-1`` inserted (and that are still there),
+    except the DST ones (whose planned ``ordered_at`` lies near a DST change, not at the operation)."""
+    wl = _workload(conn, schema)
+    ids = [
+        op.key[0]
+        for op in islice(iter_plan(wl), start, stop)
+        if op.kind == "insert" and op.table == "orders" and op.values["ordered_at"] == op.at
+    ]
+    with conn.cursor() as cur:
+        cur.execute(f"SELECT id, ordered_at FROM {wl.physical('orders')} WHERE id = ANY(%s)", (ids,))
+        found = dict(cur.fetchall())
+    conn.rollback()
+    return found
+
+
 def test_the_lesson_feed_seeds_the_71_6_sources_once_with_late_duplicate_and_out_of_order_rows(
     lab, runner_schema
 ) -> None:
@@ -202,7 +264,7 @@ def test_the_lesson_feed_seeds_the_71_6_sources_once_with_late_duplicate_and_out
     tables = lesson_feed.FeedTables.in_schemas(schema, schema)
     try:
         sw.ensure_control(conn, schema, sw.LAB_SEED, rate=0)
-        runner = sw.Runner(conn, _workload(schema), schema, feed=(wh, tables))
+        runner = sw.Runner(conn, _workload(conn, schema), schema, feed=(wh, tables))
         lesson_feed.ensure_tables(conn, wh, tables)
         assert runner.seed_feed() == lesson_feed.SEED_ITEMS
         shop_rows = _snapshot(conn, schema)
@@ -231,7 +293,79 @@ def test_the_lesson_feed_seeds_the_71_6_sources_once_with_late_duplicate_and_out
         assert out_of_order == SEED_OUT_OF_ORDER
 
         # a restart: nothing written twice
-        assert sw.Runner(conn, _workload(schema), schema, feed=(wh, tables)).seed_feed() == 0
+        assert sw.Runner(conn, _workload(conn, schema), schema, feed=(wh, tables)).seed_feed() == 0
         assert _snapshot(conn, schema) == shop_rows
     finally:
         wh.close()
+
+
+def test_partner_drops_write_each_numbered_drop_once_and_never_overwrite(
+    runner_schema, s3, s3_bucket
+) -> None:
+    conn, schema = runner_schema
+    sw.ensure_control(conn, schema, sw.LAB_SEED, rate=0)
+    drops = pd.PartnerDrops(bucket=s3_bucket, client=lambda: s3)
+    assert drops.drop_next(conn, schema) == 0
+    assert drops.drop_next(conn, schema) == 1
+    assert sw.read_control(conn, schema).files_dropped == 2
+
+    def objects() -> dict[str, bytes]:
+        out = {}
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=s3_bucket):
+            for o in page.get("Contents", []):
+                out[o["Key"]] = s3.get_object(Bucket=s3_bucket, Key=o["Key"])["Body"].read()
+        return out
+
+    assert objects() == dict(pd.drop_objects(0) + pd.drop_objects(1))
+    # a drop repeated (a crash before it was counted) writes only what is missing, overwrites nothing
+    changed = "71_04_01_file_detection/partner-000000.csv"
+    s3.put_object(Bucket=s3_bucket, Key=changed, Body=b"event_id\n")
+    s3.delete_object(Bucket=s3_bucket, Key="71_04_02_manifest/batch-000000/_manifest.json")
+    assert drops.write(0) == ["71_04_02_manifest/batch-000000/_manifest.json"]
+    assert objects()[changed] == b"event_id\n"
+
+
+def test_the_labs_own_workload_stamps_live_orders_and_drops_partner_files_at_the_wall_clock(lab, s3) -> None:
+    """On the running lab (its ``shop`` runner, read only): the orders it inserts from now on carry
+    ``ordered_at`` between now and the moment they are seen, and the 71.4 lessons' prefixes have files."""
+    conn = psycopg2.connect(lab.pg_dsn("shop"))
+    try:
+        ctl = sw.read_control(conn)
+        if ctl.paused or ctl.rate <= 0:
+            pytest.fail(f"the lab's workload is paused (rate {ctl.rate}): make workload-resume, then rerun")
+        assert ctl.plan_start is not None, (
+            "the lab's workload service runs code without plan_start: restart it"
+        )
+        t0, applied0 = _db_now(conn), ctl.applied
+        t0 = t0 - dt.timedelta(seconds=1)  # the transaction that applies the next operations may have begun
+
+        def new_orders() -> dict[int, dt.datetime]:
+            applied = sw.read_control(conn).applied
+            wl = sw.plan_of(sw.read_control(conn))
+            ids = [
+                op.key[0]
+                for op in islice(iter_plan(wl), applied0, applied)
+                if op.kind == "insert" and op.table == "orders" and op.values["ordered_at"] == op.at
+            ]
+            with conn.cursor() as cur:
+                cur.execute("SELECT id, ordered_at FROM public.orders WHERE id = ANY(%s)", (ids,))
+                found = dict(cur.fetchall())
+            conn.rollback()
+            return found if len(found) >= 3 else {}
+
+        t_start = time.monotonic()
+        found: dict[int, dt.datetime] = {}
+        while not found and time.monotonic() - t_start < DEADLINE:
+            time.sleep(5)
+            found = new_orders()
+        assert found, f"no 3 new orders in {DEADLINE}s"
+        now = _db_now(conn)
+        assert all(t0 <= at <= now for at in found.values()), (t0, now, found)
+
+        n = sw.read_control(conn).files_dropped
+        assert n >= 1, "the lab's workload has dropped no partner file"
+        key = f"71_04_01_file_detection/partner-{n - 1:06d}.csv"
+        got = s3.get_object(Bucket=pd.BUCKET, Key=key)["Body"].read()
+        assert got == dict(pd.drop_objects(n - 1))[key]
+    finally:
+        conn.close()

@@ -12,6 +12,17 @@ Vocabulary:
   reports healthy only once the seed is in, so ``make up`` returns with a loaded shop.
 - *live*: the following operations of the same plan, at ``rate`` operations per second
   (:data:`DEFAULT_RATE` unless changed), forever (a million operations: eleven days at 1/s).
+- *wall-clock anchor*: the plan's business clock (operation ``i`` at ``plan_start + i * STEP``) starts
+  at ``lab.workload.plan_start``, fixed on the runner's first start (:func:`anchored_start`) so that the
+  seed ends then: the shop has orders yesterday and today, whatever the day ``make up`` runs. Each
+  operation's business times are clamped to the database's ``now()`` when it is written
+  (:func:`clamp`): live operations come faster than one per ``STEP``, and no order lies in the future,
+  so live orders carry ``ordered_at`` about now. ``plan_start`` is stored, so a restart runs the same
+  plan and resumes exactly. (:class:`cdclab.workload.Workload` itself stays deterministic: tests use
+  their own workloads with a fixed ``start``.)
+- *partner files* (:mod:`cdclab.lab.partner_drops`): one drop at each start and then every
+  ``--files-every`` seconds (not while paused) into the 71.4 lessons' default landing prefixes,
+  counted in ``lab.workload.files_dropped``.
 - *control row*: ``lab.workload`` in the ``shop`` database (infra/postgres/shop.sql), one row per
   runner (``shop`` for the lab's own). ``applied`` is the number of plan operations committed, updated
   **in the same transaction** as the rows it changed, so a restart (or a crash) resumes exactly where it
@@ -37,14 +48,17 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime, timedelta
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
 from cdclab.lab import lesson_feed
 from cdclab.lab.lesson_feed import FeedTables
+from cdclab.lab.partner_drops import PartnerDrops, every_from_env
 from cdclab.workload import (
+    DEFAULT_START,
     ID_SPAN,
     TABLES,
     Operation,
@@ -61,12 +75,21 @@ DEFAULT_RATE = 1.0
 LAB_RUNNER = "shop"
 BATCH = 500  # operations per transaction while seeding
 FEED_EVERY = 10  # live: one lesson-feed item (lesson_feed) per this many shop operations
+STEP = timedelta(minutes=1)  # the business clock's step between two operations of the lab's plan
 
 
-def lab_workload(seed: int = LAB_SEED, tables: Mapping[str, str] | None = None) -> Workload:
-    """The lab's plan (``tables`` maps the five tables elsewhere, e.g. to a test's copies)."""
+def lab_workload(
+    seed: int = LAB_SEED, tables: Mapping[str, str] | None = None, start: datetime | None = None
+) -> Workload:
+    """The lab's plan (``tables`` maps the five tables elsewhere, e.g. to a test's copies).
+
+    ``start``: the business clock's start, the control row's ``plan_start`` (:func:`plan_of`); without
+    it, :data:`cdclab.workload.DEFAULT_START` (the fixed plan the unit tests pin)."""
     return Workload(
         seed=seed,
+        start=start or DEFAULT_START,
+        step=STEP,
+        dst_year=dst_year(start) if start else None,
         ops=ID_SPAN,
         tables=dict(tables or {}),
         mix=OpMix(insert=0.6, update=0.3, delete=0.1),
@@ -77,6 +100,36 @@ def lab_workload(seed: int = LAB_SEED, tables: Mapping[str, str] | None = None) 
     )
 
 
+def dst_year(start: datetime) -> int:
+    """The year of the DST changes the plan's DST orders lie around: the last one whose changes (the
+    latest in early November) are all before ``start``, so the anomalies are history, never clamped."""
+    start = start.astimezone(UTC)
+    return start.year if start >= datetime(start.year, 11, 10, tzinfo=UTC) else start.year - 1
+
+
+def plan_of(ctl: Control, tables: Mapping[str, str] | None = None) -> Workload:
+    """The plan a control row runs: its seed, its ``plan_start``."""
+    if ctl.plan_start is None:
+        raise ControlRowMissingError(f"lab.workload row {ctl.name!r} has no plan_start: call ensure_control")
+    return lab_workload(ctl.seed, tables, ctl.plan_start)
+
+
+def anchored_start(first_start: datetime, applied: int, seed_ops: int = SEED_OPS) -> datetime:
+    """The plan's start for a runner first started at ``first_start`` with ``applied`` operations in:
+    the seed's business time (or what is applied already, when more) ends at ``first_start``."""
+    return first_start - STEP * max(applied, seed_ops)
+
+
+def clamp(op: Operation, now: datetime) -> Operation:
+    """``op`` with every business time ``min(plan time, now)``: the plan may run ahead of the wall
+    clock (live operations come faster than one per :data:`STEP`), the shop's rows never lie in the
+    future, so live orders are stamped about ``now``."""
+    if op.at <= now and not any(isinstance(v, datetime) and v > now for v in op.values.values()):
+        return op
+    values = {k: min(v, now) if isinstance(v, datetime) else v for k, v in op.values.items()}
+    return replace(op, values=values, at=min(op.at, now))
+
+
 @dataclass(frozen=True)
 class Control:
     name: str
@@ -85,6 +138,8 @@ class Control:
     rate: float
     paused: bool
     feed_applied: int = 0
+    plan_start: datetime | None = None
+    files_dropped: int = 0
 
 
 class ControlRowMissingError(RuntimeError):
@@ -95,23 +150,61 @@ class SeedMismatchError(RuntimeError):
     """The control row was written by a plan with another seed."""
 
 
+class PlanStartMismatchError(RuntimeError):
+    """The runner's plan does not start where the control row says its operations were applied."""
+
+
 def _control(cur: Any, name: str, lock: bool = False) -> Control | None:
-    query = "SELECT name, seed, applied, rate, paused, feed_applied FROM lab.workload WHERE name = %s"
+    query = (
+        "SELECT name, seed, applied, rate, paused, feed_applied, plan_start, files_dropped "
+        "FROM lab.workload WHERE name = %s"
+    )
     cur.execute(f"{query} FOR UPDATE" if lock else query, (name,))
     row = cur.fetchone()
-    return (
-        Control(row[0], int(row[1]), int(row[2]), float(row[3]), bool(row[4]), int(row[5])) if row else None
+    if not row:
+        return None
+    return Control(
+        row[0], int(row[1]), int(row[2]), float(row[3]), bool(row[4]), int(row[5]), row[6], int(row[7])
     )
 
 
-def ensure_control(conn: Any, name: str, seed: int, rate: float) -> Control:
-    """The runner's control row, created (``applied`` 0, ``rate``) if missing; commits."""
+def ensure_columns(conn: Any) -> None:
+    """Add ``plan_start``/``files_dropped`` to a ``lab.workload`` made before them (a lab started
+    with an older infra/postgres/shop.sql, which adds them on its next start too); commits."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'lab' "
+            "AND table_name = 'workload' AND column_name IN ('plan_start', 'files_dropped')"
+        )
+        if cur.fetchone()[0] < 2:
+            cur.execute("ALTER TABLE lab.workload ADD COLUMN IF NOT EXISTS plan_start timestamptz")
+            cur.execute(
+                "ALTER TABLE lab.workload ADD COLUMN IF NOT EXISTS files_dropped bigint NOT NULL DEFAULT 0 "
+                "CHECK (files_dropped >= 0)"
+            )
+    conn.commit()
+
+
+def ensure_control(conn: Any, name: str, seed: int, rate: float, seed_ops: int = SEED_OPS) -> Control:
+    """The runner's control row, created (``applied`` 0, ``rate``) if missing; commits.
+
+    On the runner's first start it gets its ``plan_start`` (:func:`anchored_start` of the database's
+    ``now()``): the seed's operations lie in the ``seed_ops`` minutes before it, so the shop has orders
+    yesterday and today. A row from before ``plan_start`` existed is anchored so that the operations it
+    applied end now. Stored, so a restart runs the same plan and resumes exactly."""
+    ensure_columns(conn)
     with conn.cursor() as cur:
         cur.execute(
             "INSERT INTO lab.workload (name, seed, rate) VALUES (%s, %s, %s) ON CONFLICT (name) DO NOTHING",
             (name, seed, rate),
         )
-        ctl = _control(cur, name)
+        ctl = _control(cur, name, lock=True)
+        assert ctl is not None
+        if ctl.plan_start is None:
+            cur.execute("SELECT now()")
+            start = anchored_start(cur.fetchone()[0], ctl.applied, seed_ops)
+            cur.execute("UPDATE lab.workload SET plan_start = %s WHERE name = %s", (start, name))
+            ctl = _control(cur, name)
     conn.commit()
     assert ctl is not None
     if ctl.seed != seed:
@@ -164,9 +257,12 @@ class Runner:
         name: str = LAB_RUNNER,
         log: Callable[[str], None] = print,
         feed: tuple[Any, FeedTables] | None = None,
+        drops: tuple[PartnerDrops, float] | None = None,
     ):
-        """``feed``: (warehouse connection, tables) to also write the 71.6 lessons' rows (lesson_feed)."""
+        """``feed``: (warehouse connection, tables) to also write the 71.6 lessons' rows (lesson_feed);
+        ``drops``: (dropper, seconds) to drop partner files on start and then every so many seconds."""
         self.conn, self.workload, self.name, self.log, self.feed = conn, workload, name, log, feed
+        self.drops = drops
         self.position = -1
         self.ops: Iterator[Operation] = iter(())
         self.skipped = 0
@@ -197,11 +293,15 @@ class Runner:
             if ctl.paused and not seeding:
                 self.conn.rollback()
                 return 0
+            self._check_plan(ctl)
             self._seek(ctl.applied)
             batch = list(islice(self.ops, max(0, min(n, self.workload.ops - ctl.applied))))
             if not batch:
                 self.conn.rollback()
                 return 0
+            cur.execute("SELECT now()")
+            now = cur.fetchone()[0]
+            batch = [clamp(op, now) for op in batch]
             try:
                 for op in batch:
                     apply_operation(cur, self.workload, op)
@@ -212,6 +312,13 @@ class Runner:
         self.conn.commit()
         self.position += len(batch)
         return len(batch)
+
+    def _check_plan(self, ctl: Control) -> None:
+        if ctl.plan_start is not None and ctl.plan_start != self.workload.start:
+            raise PlanStartMismatchError(
+                f"lab.workload row {self.name!r} runs a plan starting {ctl.plan_start.isoformat()}, this "
+                f"runner's starts {self.workload.start.isoformat()}: build it with plan_of(control row)"
+            )
 
     def _careful(self, batch: list[Operation]) -> int:
         """The batch again, one savepoint per operation, skipping those whose row is not there."""
@@ -315,9 +422,13 @@ class Runner:
             f"{ctl.feed_applied} lesson items, {fed} now)"
         )
         credit, last, since_feed = 0.0, time.monotonic(), 0
+        last_drop: float | None = None
         while not stop.is_set():
             ctl = read_control(self.conn, self.name)
             now = time.monotonic()
+            if self.drops and not ctl.paused and (last_drop is None or now - last_drop >= self.drops[1]):
+                last_drop = now
+                self.drop_files()
             if ctl.paused or ctl.rate <= 0:
                 credit = 0.0
             else:
@@ -334,9 +445,30 @@ class Runner:
             report(self._status(read_control(self.conn, self.name), seeded=True))
             stop.wait(tick if ctl.paused or ctl.rate <= 0 else min(tick, max(0.05, (1 - credit) / ctl.rate)))
 
+    def drop_files(self) -> int | None:
+        """The next partner-file drop (:mod:`cdclab.lab.partner_drops`); an object store that fails is
+        logged and tried again at the next drop time (the shop's changes go on)."""
+        import psycopg2
+
+        if self.drops is None:
+            return None
+        try:
+            n = self.drops[0].drop_next(self.conn, self.name)
+        except psycopg2.Error:
+            raise
+        except Exception as exc:  # botocore/network errors: MinIO down or restarting
+            if not self.conn.closed:
+                self.conn.rollback()
+            self.log(f"workload: partner file drop failed ({type(exc).__name__}: {exc}); next try later")
+            return None
+        if n is not None:
+            self.log(f"workload: partner file drop {n} in place")
+        return n
+
     def _status(self, ctl: Control, seeded: bool) -> dict[str, Any]:
         return {
             **asdict(ctl),
+            "plan_start": ctl.plan_start.isoformat() if ctl.plan_start else None,
             "seeded": seeded,
             "skipped": self.skipped,
             "pid": os.getpid(),
@@ -372,6 +504,7 @@ def _serve(args: argparse.Namespace) -> int:
     tables: dict[str, str] = {t: f"{args.schema}.{t}" for t in TABLES} if args.schema != "public" else {}
     feed_tables = FeedTables() if args.schema == "public" else FeedTables.in_schemas(args.schema, args.schema)
     rate = args.rate if args.rate is not None else float(os.environ.get("CDCLAB_WORKLOAD_RATE", DEFAULT_RATE))
+    files_every = args.files_every if args.files_every is not None else every_from_env()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -382,7 +515,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     log(
         f"workload: runner {args.name!r}, seed {LAB_SEED}, {args.seed_ops} seed operations, "
-        f"tables {tables or 'public.*'}, lesson feed {'off' if args.no_lesson_feed else 'on'}"
+        f"tables {tables or 'public.*'}, lesson feed {'off' if args.no_lesson_feed else 'on'}, "
+        f"partner files {'off' if files_every <= 0 else f'every {files_every:g} s'}"
     )
     while not stop.is_set():
         conns: list[Any] = []
@@ -394,8 +528,13 @@ def _serve(args: argparse.Namespace) -> int:
                 wh = psycopg2.connect(args.warehouse_dsn or LabConfig.load().pg_dsn("warehouse"))
                 conns.append(wh)
                 feed = (wh, feed_tables)
-            ensure_control(conn, args.name, LAB_SEED, rate)
-            Runner(conn, lab_workload(tables=tables), args.name, log, feed).serve(
+            ctl = ensure_control(conn, args.name, LAB_SEED, rate, args.seed_ops)
+            drops = (
+                (PartnerDrops(root="" if args.schema == "public" else f"{args.schema}/"), files_every)
+                if files_every > 0
+                else None
+            )
+            Runner(conn, plan_of(ctl, tables), args.name, log, feed, drops).serve(
                 stop, args.seed_ops, lambda status: _write_status(path, status)
             )
         except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
@@ -411,8 +550,10 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _show(ctl: Control) -> int:
     state = "paused" if ctl.paused else f"running at {ctl.rate:g} operations/s"
+    clock = f"business clock from {ctl.plan_start.isoformat()}" if ctl.plan_start else "not started yet"
     print(
-        f"workload {ctl.name!r}: {state}; {ctl.applied} operations applied (seed {ctl.seed}, {SEED_OPS} in the initial shop)"
+        f"workload {ctl.name!r}: {state}; {ctl.applied} operations applied (seed {ctl.seed}, {SEED_OPS} in the "
+        f"initial shop; {clock}); {ctl.files_dropped} partner file drops"
     )
     return 0
 
@@ -438,6 +579,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     serve.add_argument(
         "--no-lesson-feed", action="store_true", help="do not write the 71.6 lessons' source tables"
+    )
+    serve.add_argument(
+        "--files-every",
+        type=float,
+        default=None,
+        help="seconds between two partner-file drops into the landing bucket (default: "
+        "$CDCLAB_WORKLOAD_FILES_EVERY or 120; 0: none); with --schema, under landing/<schema>/",
     )
     actions.add_parser("status", help="print the rate, pause flag and operations applied")
     set_p = actions.add_parser("set", help="change the rate (and resume)")
