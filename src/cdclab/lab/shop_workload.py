@@ -55,6 +55,8 @@ from pathlib import Path
 from typing import Any
 
 from cdclab.lab import lesson_feed
+from cdclab.lab.app_log import AppLog
+from cdclab.lab.app_log import log_path as app_log_path
 from cdclab.lab.lesson_feed import FeedTables
 from cdclab.lab.partner_drops import PartnerDrops, every_from_env
 from cdclab.workload import (
@@ -436,6 +438,7 @@ class Runner:
                 due = int(credit)
                 if due:
                     applied = self.step(due)
+                    self._log_applied(applied)
                     credit -= applied
                     since_feed += applied
                     if since_feed >= FEED_EVERY:
@@ -444,6 +447,17 @@ class Runner:
             last = now
             report(self._status(read_control(self.conn, self.name), seeded=True))
             stop.wait(tick if ctl.paused or ctl.rate <= 0 else min(tick, max(0.05, (1 - credit) / ctl.rate)))
+
+    app_log: AppLog | None = None
+    """Where applied live operations are logged, one line each (:mod:`cdclab.lab.app_log`)."""
+
+    def _log_applied(self, applied: int) -> None:
+        if self.app_log is None or applied <= 0:
+            return
+        try:
+            self.app_log.write(applied)
+        except OSError as exc:  # a full or read-only disk must not stop the shop's changes
+            self.log(f"workload: application log not written ({exc}); going on")
 
     def drop_files(self) -> int | None:
         """The next partner-file drop (:mod:`cdclab.lab.partner_drops`); an object store that fails is
@@ -508,7 +522,8 @@ def _serve(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    path = status_file(Path(args.state_dir) if args.state_dir else LabConfig.load().state)
+    state = Path(args.state_dir) if args.state_dir else LabConfig.load().state
+    path = status_file(state)
 
     def log(msg: str) -> None:
         print(msg, flush=True)
@@ -534,9 +549,10 @@ def _serve(args: argparse.Namespace) -> int:
                 if files_every > 0
                 else None
             )
-            Runner(conn, plan_of(ctl, tables), args.name, log, feed, drops).serve(
-                stop, args.seed_ops, lambda status: _write_status(path, status)
-            )
+            runner = Runner(conn, plan_of(ctl, tables), args.name, log, feed, drops)
+            if args.schema == "public":  # the lab's own runner is the application 71_09_02 reads
+                runner.app_log = AppLog(app_log_path(state))
+            runner.serve(stop, args.seed_ops, lambda status: _write_status(path, status))
         except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
             log(f"workload: lost the database ({str(exc).strip()}); reconnecting in 5 s")
             stop.wait(5)
