@@ -17,7 +17,9 @@ committed later: all six, none twice), ``edge_null_cursor`` (``raise`` refuses t
 **Integration tests.** Each check runs against its own scratch tables (``public.<scratch_prefix>_<check>``
 in ``shop``, ``staging.<scratch_prefix>_<check>`` in ``warehouse``), created fresh and dropped afterwards.
 ``integration_end_to_end`` runs one real load step of ``source_table`` into ``target_table`` and compares
-both tables in full. Each run writes one row per check to ``results_table``; ``verdict`` fails the run with
+both tables in full: a missing or different row fails it; a row the target still has but the source no
+longer has is a hard delete at the source, which a timestamp cursor cannot see (71.1.1), reported in the
+detail, not a failure (the lab's live workload deletes customers). Each run writes one row per check to ``results_table``; ``verdict`` fails the run with
 ``SelfCheckFailedError`` when any check failed.
 
 **A suite that can fail.** A test that never fails proves nothing, so the load under test can be broken on
@@ -125,8 +127,13 @@ def testing() -> None:
             cmp = delta.compare_tables(shop, src, wh, tgt, key_columns=["id"], columns=columns)
             shop.rollback()
             wh.rollback()
-            passed = cmp.equal
-            detail = f"{loaded}; missing {cmp.missing}, extra {cmp.extra}, different {cmp.different}"
+            # extra target keys are source rows deleted since they were loaded: a timestamp cursor cannot
+            # see hard deletes (71.1.1), and the lab's live workload makes some; reported, not a failure
+            passed = not cmp.missing and not cmp.different
+            detail = (
+                f"{loaded}; missing {cmp.missing}, different {cmp.different}, "
+                f"extra {cmp.extra} (deleted at the source; a timestamp cursor cannot see hard deletes)"
+            )
             selfcheck.record(
                 wh, params["results_table"], dag_run.run_id, "integration_end_to_end", passed, detail
             )
