@@ -176,24 +176,35 @@ def update_features(
         vectors = {r[0]: tuple(r[1:]) for r in cur.fetchall()}
         cur.execute(
             sql.SQL(
-                "SELECT customer_id, orders_7d, amount_7d, orders_30d, amount_30d FROM {} "
+                "SELECT customer_id, orders_7d, amount_7d, orders_30d, amount_30d, valid_from FROM {} "
                 "WHERE feature_version = %s AND valid_to IS NULL AND customer_id = ANY(%s)"
             ).format(ident(t.offline)),
             (version, customers),
         )
-        current = {r[0]: tuple(r[1:]) for r in cur.fetchall()}
+        found = cur.fetchall()
+        current = {r[0]: tuple(r[1:5]) for r in found}
+        since = {r[0]: r[5] for r in found}
         written = []
         for cust in customers:
             vec = vectors[cust]
             if current.get(cust) == vec or (cust not in current and not any(vec)):
                 continue
+            # a rerun at the same as_of (two manual runs in one interval) corrects that version in place:
+            # closing it at its own valid_from would leave an empty validity range and a duplicate key
+            offline = (
+                "UPDATE {f} SET orders_7d = %(a)s, amount_7d = %(b)s, orders_30d = %(d)s, amount_30d = %(e)s, "
+                "computed_by = %(run)s WHERE customer_id = %(c)s AND feature_version = %(v)s "
+                "AND valid_to IS NULL;"
+                if since.get(cust) == as_of
+                else "UPDATE {f} SET valid_to = %(t)s WHERE customer_id = %(c)s AND feature_version = %(v)s "
+                "AND valid_to IS NULL;"
+                "INSERT INTO {f} (customer_id, feature_version, valid_from, orders_7d, amount_7d, orders_30d, "
+                "amount_30d, computed_by) VALUES (%(c)s, %(v)s, %(t)s, %(a)s, %(b)s, %(d)s, %(e)s, %(run)s);"
+            )
             cur.execute(
                 sql.SQL(
-                    "UPDATE {f} SET valid_to = %(t)s WHERE customer_id = %(c)s AND feature_version = %(v)s "
-                    "AND valid_to IS NULL;"
-                    "INSERT INTO {f} (customer_id, feature_version, valid_from, orders_7d, amount_7d, orders_30d, "
-                    "amount_30d, computed_by) VALUES (%(c)s, %(v)s, %(t)s, %(a)s, %(b)s, %(d)s, %(e)s, %(run)s);"
-                    "INSERT INTO {n} (customer_id, feature_version, as_of, orders_7d, amount_7d, orders_30d, "
+                    offline
+                    + "INSERT INTO {n} (customer_id, feature_version, as_of, orders_7d, amount_7d, orders_30d, "
                     "amount_30d) VALUES (%(c)s, %(v)s, %(t)s, %(a)s, %(b)s, %(d)s, %(e)s) "
                     "ON CONFLICT (customer_id, feature_version) DO UPDATE SET as_of = EXCLUDED.as_of, "
                     "orders_7d = EXCLUDED.orders_7d, amount_7d = EXCLUDED.amount_7d, "

@@ -133,3 +133,21 @@ def test_features_are_incremental_versioned_and_training_sets_are_point_in_time(
         "v1",
         at(14, day=2),
     )
+
+
+def test_a_second_run_of_the_same_interval_corrects_its_vectors_in_place(
+    shop_db, warehouse_db, setup
+) -> None:
+    """Two runs for one data interval (two UI triggers in the same hour): the second sees an order the
+    first did not and corrects the version it wrote, with no second row for the same valid_from."""
+    orders, prefix, conf = setup
+    add_order(shop_db, orders, 1, 1, at(1, 10), 10)
+    run_dag(DAG_ID, hour(2), conf)
+    add_order(shop_db, orders, 2, 1, at(1, 50), 5)  # committed after the first run, still before 02:00
+    dr = run_dag(DAG_ID, hour(2), conf)
+    assert xcom(dr, "update_features")["written"] == [1]
+    with warehouse_db.cursor() as cur:
+        cur.execute(
+            f"SELECT customer_id, valid_from, valid_to, {VEC} FROM {prefix}_offline WHERE feature_version = 'v1'"
+        )
+        assert cur.fetchall() == [(1, hour(2), None, *vec(2, 15, 2, 15))]
