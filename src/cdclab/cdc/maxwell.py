@@ -161,7 +161,7 @@ def _last_checkpoint(
 ) -> dict[str, Any] | None:
     """The last committed checkpoint of ``server``: every partition is read up to the high watermark
     queried first (read_committed), never "until the polls come back empty"."""
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import Consumer, KafkaError, TopicPartition
 
     c = Consumer(
         {
@@ -184,9 +184,10 @@ def _last_checkpoint(
                 continue
             c.assign([TopicPartition(topic, p, low)])
             deadline = time.monotonic() + timeout
+            at_eof = -1  # the offset at which librdkafka last reported the partition's end
             while True:
                 position = c.position([TopicPartition(topic, p)])[0].offset
-                if position >= high:
+                if max(position, at_eof) >= high:
                     break
                 if time.monotonic() > deadline:
                     raise CheckpointTopicError(
@@ -194,8 +195,12 @@ def _last_checkpoint(
                         f"{timeout:.0f}s, end offset {high} not reached; refusing to start from a partial read"
                     )
                 for m in c.consume(500, timeout=1.0):
-                    if m.error() is not None:
-                        continue  # partition EOF: the loop re-checks the position against `high`
+                    err = m.error()
+                    if err is not None:
+                        if err.code() == KafkaError._PARTITION_EOF:
+                            # the end (past a trailing commit marker, which a position may not pass)
+                            at_eof = m.offset() or -1
+                        continue
                     value = m.value()
                     if m.key() == server.encode() and value:
                         found = json.loads(value)
