@@ -400,6 +400,8 @@ def run(
                         marker_file.parent.mkdir(parents=True, exist_ok=True)
                         marker_file.write_text(json.dumps({"at": time.time(), "gtid": gtid_state}))
                 pending, xoffset, current_gtid = [], 0, None
+                # the library reconnects (a MariaDB restart) from auto_position: keep it at the checkpoint
+                stream.auto_position = gtid_state
                 beat(
                     {
                         "state": "streaming",
