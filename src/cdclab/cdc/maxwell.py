@@ -172,6 +172,15 @@ def _last_checkpoint(
             "isolation.level": "read_committed",
         }
     )
+    # the true end offset (high watermark): a read_committed client's query answers the last stable
+    # offset instead, which stops short of a checkpoint whose transaction is still being committed
+    ends = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"cdclab-maxwell-resume-{os.getpid()}",
+            "isolation.level": "read_uncommitted",
+        }
+    )
     try:
         md = c.list_topics(topic, timeout=10)
         if topic not in md.topics or md.topics[topic].error is not None:
@@ -179,7 +188,7 @@ def _last_checkpoint(
         found = None
         for p in md.topics[topic].partitions:
             tp = TopicPartition(topic, p)
-            low, high = c.get_watermark_offsets(tp, timeout=10, cached=False)
+            low, high = ends.get_watermark_offsets(tp, timeout=10, cached=False)
             if high <= low:
                 continue
             c.assign([TopicPartition(topic, p, low)])
@@ -208,6 +217,7 @@ def _last_checkpoint(
         return found
     finally:
         c.close()
+        ends.close()
 
 
 def start_from_args(from_start: bool, from_gtid: str | None, env: dict[str, str] | None = None) -> str | None:
