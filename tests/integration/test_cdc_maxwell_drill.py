@@ -278,7 +278,7 @@ def test_drill_sigkill_mid_stream_and_flush_binary_logs_lose_and_double_nothing(
         records = read_topic(lab.kafka_bootstrap, p.topic)
         assert p.proc is not None and p.proc.poll() is None, p.output()
         status = json.loads(p.status.read_text())
-        assert status.get("resume", {}).get("from") == "checkpoint", status
+        assert status.get("resumed_from") == "checkpoint", status
     finally:
         p.stop()
         root.close()

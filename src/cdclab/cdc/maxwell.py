@@ -351,7 +351,9 @@ def run(
 
     def beat(extra: dict[str, Any]) -> None:
         tmp = status_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"pid": os.getpid(), "at": time.time(), **extra}))
+        tmp.write_text(
+            json.dumps({"pid": os.getpid(), "at": time.time(), "resumed_from": resume["from"], **extra})
+        )
         tmp.replace(status_file)
 
     beat({"state": "started", "resume": resume})
