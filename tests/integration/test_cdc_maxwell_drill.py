@@ -214,6 +214,22 @@ def test_producer_refuses_to_start_without_checkpoint_or_start_position(lab, nam
         _delete_topics(lab, p.positions, p.topic)
 
 
+def test_from_start_reads_from_the_oldest_binlog_still_present(lab, names, own_table, tmp_path):
+    table, conn = own_table
+    with conn.cursor() as cur:
+        for i in range(1, 6):
+            cur.execute(f"INSERT INTO `{table}` (id, v) VALUES (%s, 0)", (i,))
+    p = OwnProducer(lab, names, table, tmp_path)
+    try:
+        p.start("--from-start")
+        records = wait_for_records(lab.kafka_bootstrap, p.topic, 5, timeout=180)
+        assert sorted(json.loads(r.value())["data"]["id"] for r in records) == [1, 2, 3, 4, 5]
+        assert json.loads(p.status.read_text())["resumed_from"] == "oldest"
+    finally:
+        p.stop()
+        _delete_topics(lab, p.positions, p.topic)
+
+
 def _write_phase1(conn, table, n):
     """n transactions, each inserting one row (ids 1..n)."""
     with conn.cursor() as cur:
