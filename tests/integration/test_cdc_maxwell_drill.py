@@ -280,6 +280,7 @@ def test_drill_sigkill_mid_stream_and_flush_binary_logs_lose_and_double_nothing(
             f"the kill must land mid-stream: {published_before_kill} of {len(phase1)} published"
         )
 
+        print(f"drill: SIGKILL after {published_before_kill} of {len(phase1)} changes were published")
         # while it is down: a new binlog file, and more changes in it
         with root.cursor() as cur:
             cur.execute("FLUSH BINARY LOGS")

@@ -11,9 +11,18 @@ Vocabulary:
   rows of one transaction. :func:`position_number` folds them into one monotonic integer.
 - *Maxwell record*: key ``{"database", "table", "pk.<col>": ...}``; value ``{"database", "table",
   "type": insert|update|delete, "ts", "xid", "xoffset", "commit", "position", "data", "old"}``.
-- *checkpoint*: the binlog position after the last transaction sent, written to the compacted topic
-  ``_cdclab_maxwell_positions`` *inside the same Kafka transaction* as that transaction's records;
-  on start the producer resumes from it. A crash re-sends nothing twice and skips nothing.
+- *checkpoint*: the MariaDB GTID position (``@@gtid_binlog_pos`` form, ``domain-server-seq`` per
+  domain) after the last transaction sent, with its binlog file/position alongside, written to the
+  compacted topic ``_cdclab_maxwell_positions`` *inside the same Kafka transaction* as that
+  transaction's records; on start the producer reads that topic to its end offset and resumes by GTID
+  (so ``FLUSH BINARY LOGS`` or a new file changes nothing). A crash re-sends nothing twice and skips
+  nothing. Each record carries its transaction's ``gtid``.
+- *no checkpoint*: the producer refuses to start unless told where: ``--from-start`` (the oldest
+  binlog still present), ``--from-gtid <gtid>`` or ``CDCLAB_MAXWELL_START=oldest|<gtid>``. The lab's
+  launchers pass ``--from-start`` until ``<state>/maxwell/checkpointed`` exists (written after the
+  first committed checkpoint), so a lab's first start works and a lost checkpoint later is loud.
+- Only transactions that end with an XID (InnoDB) are sent; row events of non-transactional tables
+  are not supported.
 """
 
 from __future__ import annotations
