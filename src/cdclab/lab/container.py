@@ -31,7 +31,8 @@ def serve(cfg: LabConfig, name: str) -> None:
         native.write_record(cfg, name, native.ProcessRecord.of(os.getpid(), [sys.executable, *sys.argv]))
         from cdclab.cdc import maxwell
 
-        maxwell.main()
+        # like the native launcher: --from-start on the lab's very first start only
+        maxwell.main(maxwell.first_start_args(cfg.state))
         return
     if name == "partner-api":
         from cdclab import partner_api

@@ -901,8 +901,13 @@ class MaxwellProducer(Service):
         return bool(st) and st.get("pid") == pid and time.time() - float(st.get("at", 0)) < 15  # type: ignore[arg-type]
 
     def start(self, cfg: LabConfig) -> None:
-        progress("maxwell: starting the binlog -> Kafka producer")
-        pid = self.spawn(cfg, [sys.executable, "-m", "cdclab.cdc.maxwell"])
+        from cdclab.cdc.maxwell import first_start_args
+
+        # --from-start only until the producer has committed its first checkpoint: later starts without
+        # a checkpoint refuse loudly instead of silently starting at the current binlog
+        start = first_start_args(cfg.state)
+        progress(f"maxwell: starting the binlog -> Kafka producer {' '.join(start)}".rstrip())
+        pid = self.spawn(cfg, [sys.executable, "-m", "cdclab.cdc.maxwell", *start])
         self.wait_ready(cfg, pid)
 
 
