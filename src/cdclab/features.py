@@ -201,15 +201,15 @@ def update_features(
                 "INSERT INTO {f} (customer_id, feature_version, valid_from, orders_7d, amount_7d, orders_30d, "
                 "amount_30d, computed_by) VALUES (%(c)s, %(v)s, %(t)s, %(a)s, %(b)s, %(d)s, %(e)s, %(run)s);"
             )
+            online = sql.SQL(
+                "INSERT INTO {n} (customer_id, feature_version, as_of, orders_7d, amount_7d, orders_30d, "
+                "amount_30d) VALUES (%(c)s, %(v)s, %(t)s, %(a)s, %(b)s, %(d)s, %(e)s) "
+                "ON CONFLICT (customer_id, feature_version) DO UPDATE SET as_of = EXCLUDED.as_of, "
+                "orders_7d = EXCLUDED.orders_7d, amount_7d = EXCLUDED.amount_7d, "
+                "orders_30d = EXCLUDED.orders_30d, amount_30d = EXCLUDED.amount_30d"
+            ).format(n=ident(t.online))
             cur.execute(
-                sql.SQL(
-                    offline
-                    + "INSERT INTO {n} (customer_id, feature_version, as_of, orders_7d, amount_7d, orders_30d, "
-                    "amount_30d) VALUES (%(c)s, %(v)s, %(t)s, %(a)s, %(b)s, %(d)s, %(e)s) "
-                    "ON CONFLICT (customer_id, feature_version) DO UPDATE SET as_of = EXCLUDED.as_of, "
-                    "orders_7d = EXCLUDED.orders_7d, amount_7d = EXCLUDED.amount_7d, "
-                    "orders_30d = EXCLUDED.orders_30d, amount_30d = EXCLUDED.amount_30d"
-                ).format(f=ident(t.offline), n=ident(t.online)),
+                sql.Composed([sql.SQL(offline).format(f=ident(t.offline)), online]),
                 dict(zip("abde", vec, strict=True), t=as_of, c=cust, v=version, run=run_id),
             )
             written.append(cust)
