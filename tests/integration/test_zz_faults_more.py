@@ -126,6 +126,9 @@ def test_minio_killed_during_a_file_load_every_file_lands_exactly_once_after_the
         assert 1 <= loaded_before <= loaded_then < n_files, after_kill
         assert isinstance(first.get("error"), loading.FilesFailed), first
         assert all(r[1] in ("loaded", "failed") for r in after_kill), after_kill
+        print(
+            f"drill: MinIO killed with {loaded_before} of {n_files} files loaded; {loaded_then} loaded at the end"
+        )
     finally:
         bring_back(lab)
 
@@ -214,6 +217,11 @@ def test_postgres_killed_during_a_cdc_merge_and_source_writes_the_rerun_ends_equ
         # ... and mid-write at the source: the writer had committed some changes, then rode out errors
         assert 0 < written_before < writer.written == 1000, (written_before, writer.written)
         assert writer.failures > 0, "the writer saw no error: the kill did not hit the source mid-write"
+        print(
+            f"drill: Postgres killed with {committed_before} of {total} backlog rows merged ({committed} "
+            f"committed after recovery) and {written_before} of 1000 writer transactions committed; "
+            f"the writer rode out {writer.failures} errors"
+        )
         wait_for_records(lab.kafka_bootstrap, topic, total + 2 * writer.written, timeout=300)
 
         # the rerun; the connector may still be delivering the last changes: run until equal (bounded)
@@ -316,6 +324,7 @@ def test_the_scheduler_killed_during_a_dag_run_the_run_completes_and_the_targets
             )
             state_, tasks = wait_finished(api, run_id, timeout=900)
         assert state_ == "success", (state_, tasks, at_kill, retried)
+        print(f"drill: scheduler killed at {at_kill}, just after: {after}; retried by clearing: {retried}")
     finally:
         if was_paused:
             api.call("PATCH", f"/api/v2/dags/{DAG_ID}", {"is_paused": True})
