@@ -16,7 +16,9 @@ from typing import Any
 import psycopg2
 from psycopg2 import sql
 
+from cdclab.cdc.connect import http_json
 from cdclab.cdc.inspect import read_topic
+from cdclab.lab.native import connector_state
 
 
 def make_source_table(shop_db: Any, table: str) -> None:
@@ -198,3 +200,19 @@ def duplicates_by_key_and_lsn(lab: Any, topic: str) -> int:
         if m.value():
             seen[(m.key(), json.loads(m.value())["source"]["lsn"])] += 1
     return sum(c - 1 for c in seen.values() if c > 1)
+
+
+def ensure_connector_running(lab) -> None:
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        state, tasks, _ = connector_state(lab, "shop-postgres-source")
+        if state == "RUNNING" and tasks and all(t == "RUNNING" for t in tasks):
+            return
+        if "FAILED" in tasks or state == "FAILED":
+            http_json(
+                "POST",
+                f"{lab.connect_url}/connectors/shop-postgres-source/restart"
+                "?includeTasks=true&onlyFailed=true",
+            )
+        time.sleep(2)
+    raise AssertionError(f"connector not RUNNING again: {connector_state(lab, 'shop-postgres-source')}")

@@ -15,9 +15,9 @@ import pytest
 
 from cdclab.cdc.inspect import read_topic, wait_for_records
 from cdclab.cdc.pipeline import replicate
-from cdclab.lab import native
 from cdclab.lab.backend import all_healthy, backend, format_table
 from tests.integration._cdc_helpers import make_source_table, source_rows, target_rows, write_changes
+from tests.integration._drills import ensure_connector_running
 
 pytestmark = pytest.mark.disruptive
 LOG_SERVICES = ["connect", "kafka"]
@@ -48,24 +48,6 @@ def duplicates_by_key_and_lsn(lab, topic: str) -> int:
             v = json.loads(m.value())
             seen[(m.key(), v["source"]["lsn"])] += 1
     return sum(c - 1 for c in seen.values() if c > 1)
-
-
-def ensure_connector_running(lab) -> None:
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        state, tasks, _ = native.connector_state(lab, "shop-postgres-source")
-        if state == "RUNNING" and tasks and all(t == "RUNNING" for t in tasks):
-            return
-        if "FAILED" in tasks or state == "FAILED":
-            native.http_json(
-                "POST",
-                f"{lab.connect_url}/connectors/shop-postgres-source/restart"
-                "?includeTasks=true&onlyFailed=true",
-            )
-        time.sleep(2)
-    raise AssertionError(
-        f"connector not RUNNING again: {native.connector_state(lab, 'shop-postgres-source')}"
-    )
 
 
 def test_a_kafka_connect_kill_mid_stream_loses_and_duplicates_nothing(lab, names, shop_db, warehouse_db):

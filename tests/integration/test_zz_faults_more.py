@@ -30,11 +30,11 @@ from tests.integration._drills import (
     count_rows,
     drop_tables,
     duplicates_by_key_and_lsn,
+    ensure_connector_running,
     insert_batches,
     make_source_table,
     start_replicate,
 )
-from tests.integration.test_zz_faults import ensure_connector_running
 
 pytestmark = pytest.mark.disruptive
 LOG_SERVICES = ["minio", "postgres", "airflow-scheduler"]
