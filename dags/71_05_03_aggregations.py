@@ -17,10 +17,16 @@ re-read row whose version is already mirrored is skipped (a delta applied twice 
 table forever). ``<target_prefix>_metrics`` records per run and strategy the changed rows, groups touched,
 rows written and elapsed ms (compare them; the lab never asserts timings).
 
-**Consistency.** ``check`` aggregates the whole source from scratch and compares it with both strategies and
-the rolling table; any difference fails the run with ``AggregateMismatchError`` naming the groups, and
-``consistent`` is set in the metrics. Hard deletes in the source are invisible to a timestamp pull: this
-check is what would reveal them.
+**Hard deletes.** A timestamp pull cannot see a row that is gone. After each pull the run reads every
+source key and treats a mirrored order the source no longer holds as deleted: it contributes nothing from
+then on (``deleted_rows`` in the task's return value). This key-set comparison reads every key, which is
+the price of finding deletes without CDC (71.3 reads them from the log instead).
+
+**Consistency.** ``check`` first catches up (the same pull and delete detection, so changes the live
+workload committed since ``apply`` are in), then aggregates the source from scratch, as read after that
+pull (rows changed after the pull count in the version the pipeline has seen, ``cdclab.aggregates.
+expected_source``), and compares it with both strategies and the rolling table. Any difference fails the run
+with ``AggregateMismatchError`` naming the groups, and ``consistent`` is set in the metrics.
 
 Observe: ``SELECT * FROM marts.agg_71_05_03_daily_update`` vs ``..._daily_replace``,
 ``marts.agg_71_05_03_rolling_7d``, ``marts.agg_71_05_03_metrics ORDER BY id``; vocabulary in
@@ -67,72 +73,60 @@ def aggregations() -> None:
 
     @task
     def apply(params: dict[str, Any], dag_run: Any = None) -> dict[str, Any]:
-        from psycopg2 import sql
-
-        from cdclab import aggregates, pull
-        from cdclab.db import SHOP, WAREHOUSE, connect, ident
+        from cdclab import aggregates
+        from cdclab.db import SHOP, WAREHOUSE, connect
 
         t = aggregates.Tables(params["target_prefix"])
         key = params["watermark_key"] or f"71_05_03/{params['orders_table']}"
         shop, wh = connect(SHOP), connect(WAREHOUSE)
         try:
-            changed = pull.pull(shop, wh, params["orders_table"], key)
             with wh:  # aggregates, mirror, metrics and watermark commit together
-                applied = aggregates.apply(wh, t, changed.rows)
-                with wh.cursor() as cur:
-                    for strategy, groups in applied.groups_touched.items():
-                        cur.execute(
-                            sql.SQL(
-                                "INSERT INTO {} (run_id, strategy, changed_rows, groups_touched, rows_written, "
-                                "elapsed_ms) VALUES (%s, %s, %s, %s, %s, %s)"
-                            ).format(ident(t.metrics)),
-                            (
-                                dag_run.run_id,
-                                strategy,
-                                applied.changed_rows,
-                                groups,
-                                applied.rows_written[strategy],
-                                applied.elapsed_ms[strategy],
-                            ),
-                        )
-                pull.advance(wh, changed, dag_id=DAG_ID, run_id=dag_run.run_id)
+                done = aggregates.sync(
+                    shop,
+                    wh,
+                    t,
+                    params["orders_table"],
+                    key,
+                    dag_id=DAG_ID,
+                    run_id=dag_run.run_id,
+                    full_source=False,
+                )
+                aggregates.record_metrics(wh, t, dag_run.run_id, done.applied)
         finally:
             shop.close()
             wh.close()
-        print(f"pulled {len(changed.rows)} orders: {applied}")
+        print(
+            f"pulled {len(done.pulled.rows)} orders, {len(done.deleted)} deleted in the source: {done.applied}"
+        )
         return {
-            "changed_rows": applied.changed_rows,
-            "skipped_rows": applied.skipped_rows,
-            "groups_touched": applied.groups_touched,
+            "changed_rows": done.applied.changed_rows,
+            "skipped_rows": done.applied.skipped_rows,
+            "deleted_rows": done.applied.deleted_rows,
+            "groups_touched": done.applied.groups_touched,
         }
 
     @task
     def check(params: dict[str, Any], dag_run: Any = None) -> dict[str, int]:
-        from psycopg2 import sql
-
         from cdclab import aggregates
-        from cdclab.db import SHOP, WAREHOUSE, connect, ident
+        from cdclab.db import SHOP, WAREHOUSE, connect
 
         t = aggregates.Tables(params["target_prefix"])
+        key = params["watermark_key"] or f"71_05_03/{params['orders_table']}"
         shop, wh = connect(SHOP), connect(WAREHOUSE)
         try:
-            with shop.cursor() as cur:
-                cur.execute(
-                    sql.SQL("SELECT id, customer_id, status, total, ordered_at, version FROM {}").format(
-                        ident(params["orders_table"])
-                    )
+            with wh:  # catch up on what changed since apply, then compare with the source read after the pull
+                done = aggregates.sync(
+                    shop,
+                    wh,
+                    t,
+                    params["orders_table"],
+                    key,
+                    dag_id=DAG_ID,
+                    run_id=dag_run.run_id,
+                    full_source=True,
                 )
-                source = [dict(zip(aggregates.MIRROR_COLUMNS, r, strict=True)) for r in cur.fetchall()]
-            consistent = False
-            try:
-                result = aggregates.check(wh, t, source)
-                consistent = True
-            finally:
-                with wh, wh.cursor() as cur:
-                    cur.execute(
-                        sql.SQL("UPDATE {} SET consistent = %s WHERE run_id = %s").format(ident(t.metrics)),
-                        (consistent, dag_run.run_id),
-                    )
+            print(f"caught up: {len(done.pulled.rows)} changed, {len(done.deleted)} deleted since apply")
+            result = aggregates.verify(wh, t, done, dag_run.run_id)
         finally:
             shop.close()
             wh.close()

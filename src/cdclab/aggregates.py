@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, timedelta
 from decimal import Decimal
@@ -32,7 +33,7 @@ from typing import Any
 from psycopg2 import sql
 from psycopg2.extras import execute_values
 
-from cdclab import upsert
+from cdclab import pull, upsert
 from cdclab.db import ident
 from cdclab.ddl import ensure as ensure_ddl
 
@@ -74,6 +75,7 @@ class Tables:
 class Applied:
     changed_rows: int = 0
     skipped_rows: int = 0
+    deleted_rows: int = 0
     groups_touched: dict[str, int] = field(default_factory=dict)
     rows_written: dict[str, int] = field(default_factory=dict)
     elapsed_ms: dict[str, float] = field(default_factory=dict)
@@ -143,25 +145,30 @@ def _mirror_rows(cur: Any, t: Tables, ids: list[int]) -> dict[int, dict[str, Any
     return {r[0]: dict(zip(MIRROR_COLUMNS, r, strict=True)) for r in cur.fetchall()}
 
 
-def apply(wh: Any, t: Tables, changed: list[dict[str, Any]]) -> Applied:
-    """Apply changed source orders to both strategies and the rolling table (caller's transaction)."""
+def apply(wh: Any, t: Tables, changed: list[dict[str, Any]], deleted: Sequence[int] = ()) -> Applied:
+    """Apply changed source orders, and the ids of orders deleted from the source, to both strategies
+    and the rolling table (caller's transaction). A deleted order contributes nothing, like a cancelled
+    one, and leaves the mirror."""
     result = Applied()
     with wh.cursor() as cur:
-        old = _mirror_rows(cur, t, [r["id"] for r in changed])
+        gone = sorted(set(deleted))
+        old = _mirror_rows(cur, t, [r["id"] for r in changed] + gone)
         fresh = [
             {c: r[c] for c in MIRROR_COLUMNS}
             for r in changed
-            if r["id"] not in old or r["version"] > old[r["id"]]["version"]
+            if r["id"] not in gone and (r["id"] not in old or r["version"] > old[r["id"]]["version"])
         ]
         result.changed_rows, result.skipped_rows = len(fresh), len(changed) - len(fresh)
+        removed = [old[i] for i in gone if i in old]
+        result.deleted_rows = len(removed)
 
         # update: add the difference of contributions
         started = time.perf_counter()
         deltas: dict[Group, list[Any]] = defaultdict(lambda: [0, Decimal(0)])
-        for row in fresh:
+        for row in [*fresh, *removed]:
             for c, sign in (
                 (contribution(old[row["id"]]) if row["id"] in old else None, -1),
-                (contribution(row), 1),
+                (contribution(row) if row["id"] not in gone else None, 1),
             ):
                 if c is not None:
                     deltas[c[0]][0] += sign * c[1]
@@ -190,12 +197,20 @@ def apply(wh: Any, t: Tables, changed: list[dict[str, Any]]) -> Applied:
         result.elapsed_ms["update"] = (time.perf_counter() - started) * 1000
 
         upsert.upsert_rows(wh, t.orders, fresh, ["id"], "version")
+        if removed:
+            cur.execute(sql.SQL("DELETE FROM {} WHERE id = ANY(%s)").format(ident(t.orders)), (gone,))
 
         # replace: recompute every affected group from the mirror
         started = time.perf_counter()
         affected = sorted(
             {c[0] for row in fresh for c in (contribution(row),) if c}
-            | {c[0] for row in fresh if row["id"] in old for c in (contribution(old[row["id"]]),) if c}
+            | {
+                c[0]
+                for row in [*fresh, *removed]
+                if row["id"] in old
+                for c in (contribution(old[row["id"]]),)
+                if c
+            }
         )
         custs, days = [g[0] for g in affected], [g[1] for g in affected]
         cur.execute(
@@ -267,3 +282,123 @@ def check(wh: Any, t: Tables, source_rows: list[dict[str, Any]]) -> dict[str, in
             "watermark. " + "; ".join(problems[:20])
         )
     return {"groups": len(want)}
+
+
+# ---------------------------------------------------------------------------------------------------
+# one run: pull, detect hard deletes, apply, and (for the check) compare against the same source read
+
+SOURCE_COLUMNS = [*MIRROR_COLUMNS, "updated_at"]
+
+
+@dataclass
+class Synced:
+    """What :func:`sync` did: the pull, the orders found deleted, what :func:`apply` changed, and the
+    source as read after the pull (``source`` only when asked for)."""
+
+    pulled: pull.Pull
+    deleted: list[int]
+    applied: Applied
+    source: list[dict[str, Any]] | None = None
+
+
+def read_source(shop: Any, table: str, full: bool) -> list[dict[str, Any]]:
+    """Every order of ``table`` in one statement (one snapshot): all :data:`SOURCE_COLUMNS`, or ids only."""
+    columns = SOURCE_COLUMNS if full else ["id"]
+    with shop.cursor() as cur:
+        cur.execute(
+            sql.SQL("SELECT {} FROM {}").format(
+                sql.SQL(", ").join(map(sql.Identifier, columns)), ident(table)
+            )
+        )
+        rows = [dict(zip(columns, r, strict=True)) for r in cur.fetchall()]
+    shop.rollback()
+    return rows
+
+
+def mirror_ids(wh: Any, t: Tables) -> set[int]:
+    with wh.cursor() as cur:
+        cur.execute(sql.SQL("SELECT id FROM {}").format(ident(t.orders)))
+        return {r[0] for r in cur.fetchall()}
+
+
+def sync(
+    shop: Any, wh: Any, t: Tables, table: str, key: str, *, dag_id: str, run_id: str | None, full_source: bool
+) -> Synced:
+    """Pull the orders changed since the watermark, then read every source key **after** the pull and
+    treat the mirrored or pulled orders it no longer holds as hard deletes (a key-set comparison: a
+    timestamp pull cannot see a row that is gone, so this reads every key, the price of finding deletes
+    without CDC). Applies both and moves the watermark in the caller's warehouse transaction (no commit).
+
+    ``full_source``: read whole rows instead of keys, for :func:`expected_source` (the check)."""
+    changed = pull.pull(shop, wh, table, key)
+    source = read_source(shop, table, full_source)
+    present = {r["id"] for r in source}
+    deleted = sorted((mirror_ids(wh, t) | {r["id"] for r in changed.rows}) - present)
+    applied = apply(wh, t, changed.rows, deleted)
+    pull.advance(wh, changed, dag_id=dag_id, run_id=run_id)
+    return Synced(changed, deleted, applied, source if full_source else None)
+
+
+def expected_source(
+    source: list[dict[str, Any]], mirror: dict[int, dict[str, Any]], upper: Any
+) -> list[dict[str, Any]]:
+    """The source as the pipeline has seen it, for :func:`check`, from a read taken after the pull
+    bounded by ``upper``: a row with ``updated_at < upper`` is unchanged since that pull and counts as
+    read; a row with ``updated_at >= upper`` changed (or arrived) after it and belongs to the next pull,
+    so it counts in its mirrored version, or not at all when it is new. Without this the check would
+    fail on every change the live workload commits between the pull and the check."""
+    rows = []
+    for r in source:
+        if upper is None or r["updated_at"] < upper:
+            rows.append({c: r[c] for c in MIRROR_COLUMNS})
+        elif r["id"] in mirror:
+            rows.append(mirror[r["id"]])
+    return rows
+
+
+def mirror_rows(wh: Any, t: Tables, ids: list[int]) -> dict[int, dict[str, Any]]:
+    with wh.cursor() as cur:
+        return _mirror_rows(cur, t, ids)
+
+
+def record_metrics(wh: Any, t: Tables, run_id: str, applied: Applied) -> None:
+    """One ``<prefix>_metrics`` row per strategy (caller's transaction)."""
+    with wh.cursor() as cur:
+        for strategy, groups in applied.groups_touched.items():
+            cur.execute(
+                sql.SQL(
+                    "INSERT INTO {} (run_id, strategy, changed_rows, groups_touched, rows_written, elapsed_ms) "
+                    "VALUES (%s, %s, %s, %s, %s, %s)"
+                ).format(ident(t.metrics)),
+                (
+                    run_id,
+                    strategy,
+                    applied.changed_rows,
+                    groups,
+                    applied.rows_written[strategy],
+                    applied.elapsed_ms[strategy],
+                ),
+            )
+
+
+def verify(wh: Any, t: Tables, done: Synced, run_id: str) -> dict[str, int]:
+    """:func:`check` against :func:`expected_source` of a :func:`sync` with ``full_source``; sets
+    ``consistent`` on the run's metrics rows either way (committed)."""
+    if done.source is None:
+        raise ValueError("verify needs sync(..., full_source=True)")
+    late = [
+        r["id"] for r in done.source if done.pulled.upper is not None and r["updated_at"] >= done.pulled.upper
+    ]
+    expected = expected_source(done.source, mirror_rows(wh, t, late), done.pulled.upper)
+    consistent = False
+    try:
+        result = check(wh, t, expected)
+        consistent = True
+    finally:
+        wh.rollback()
+        with wh, wh.cursor() as cur:
+            cur.execute(
+                sql.SQL("UPDATE {} SET consistent = %s WHERE run_id = %s").format(ident(t.metrics)),
+                (consistent, run_id),
+            )
+    return result

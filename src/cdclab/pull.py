@@ -25,6 +25,9 @@ class Pull:
     old: datetime | None
     new: datetime | None
     rows: list[dict[str, Any]] = field(default_factory=list)
+    upper: datetime | None = None
+    """The read's exclusive upper bound: every row changed since (or committed late, stamped before an
+    open transaction's start) has ``updated_at >= upper`` and is the next pull's."""
 
 
 def pull(
@@ -58,7 +61,7 @@ def pull(
         null_policy=null_policy,
     )
     shop.rollback()
-    return Pull(key, old, delta.next_watermark(old, result), result.rows)
+    return Pull(key, old, delta.next_watermark(old, result), result.rows, upper)
 
 
 def advance(wh: Any, p: Pull, *, dag_id: str, run_id: str | None) -> None:

@@ -66,3 +66,19 @@ def test_an_unknown_self_check_defect_is_refused_with_the_choices() -> None:
     assert selfcheck.check_defect("drop_rows") == "drop_rows"
     with pytest.raises(selfcheck.UnknownDefectError, match="choose one of"):
         selfcheck.check_defect("drop_row")
+
+
+def test_the_check_counts_rows_changed_after_the_pull_in_the_version_the_pipeline_has_seen() -> None:
+    upper = datetime(2026, 3, 9, 10, tzinfo=UTC)
+    before, after = datetime(2026, 3, 9, 9, tzinfo=UTC), datetime(2026, 3, 9, 11, tzinfo=UTC)
+    source = [
+        {**order(1, 7, 2, "5"), "updated_at": before},  # read by the pull: counts as read
+        {**order(2, 7, 2, "9", status="cancelled"), "version": 2, "updated_at": after},  # changed since
+        {**order(3, 8, 3, "4"), "updated_at": after},  # arrived since: the next pull's
+    ]
+    mirror = {2: order(2, 7, 2, "9")}
+    expected = aggregates.expected_source(source, mirror, upper)
+    assert [r["id"] for r in expected] == [1, 2]
+    assert expected[1] == order(2, 7, 2, "9")  # the mirrored (not cancelled) version
+    assert "updated_at" not in expected[0]
+    assert aggregates.full_recompute(expected) == {(7, date(2026, 3, 2)): (2, Decimal(14))}
