@@ -27,6 +27,10 @@ batch upload). Target: `marts.orders_hourly_event_time`, one row per event-time 
    client clock: it is classified `future`, kept out of the aggregate (it would open a window that has not
    happened yet) and recorded in `dlq.orders_late_events` as well. Skew within the tolerance is accepted.
 
+**On a fresh lab** the shop's seed carries a week of arrivals (`updated_at` = business time plus a
+delay, a few percent hours late: `cdclab.lab.shop_workload.with_history_arrival`), so the first Trigger
+already finds the last hour's arrivals, late ones included; the live workload adds new ones every second.
+
 **Observe it:** `warehouse`: `SELECT * FROM marts.orders_hourly_event_time ORDER BY 1`,
 `SELECT arrival, count(*) FROM state.orders_arrivals_71_02_03 GROUP BY 1` and
 `SELECT arrival, count(*) FROM dlq.orders_late_events GROUP BY 1`; in the Airflow UI the

@@ -235,3 +235,24 @@ def manifest_sha(data: bytes) -> str:
     import hashlib
 
     return hashlib.sha256(data).hexdigest()
+
+
+def test_seeded_inserts_arrive_after_their_business_time_some_hours_late_never_in_the_future() -> None:
+    now = dt.datetime(2026, 12, 1, 12, tzinfo=dt.UTC)
+    ops = list(itertools.islice(iter_plan(sw.lab_workload(start=now - sw.STEP * sw.SEED_OPS)), sw.SEED_OPS))
+    inserts = [sw.with_history_arrival(op, now) for op in ops if op.kind == "insert"]
+    delays = [op.values["updated_at"] - op.at for op in inserts]
+    assert all(dt.timedelta(0) <= d <= dt.timedelta(hours=6, minutes=30) for d in delays)
+    assert all(op.values["updated_at"] <= now for op in inserts)
+    late = sum(d > dt.timedelta(minutes=15) for d in delays) / len(delays)
+    too_late = sum(d > dt.timedelta(hours=2) for d in delays) / len(delays)
+    assert 0.05 < late < 0.15 and 0.01 < too_late < 0.06
+    # the seed's arrivals cover the last hours, so an hourly interval of a young lab finds some
+    last_hour = [
+        op
+        for op in inserts
+        if now - dt.timedelta(hours=2) <= op.values["updated_at"] < now - dt.timedelta(hours=1)
+    ]
+    assert len(last_hour) > 10
+    update = next(op for op in ops if op.kind == "update")
+    assert sw.with_history_arrival(update, now) is update  # an update's updated_at is the trigger's now()

@@ -17,7 +17,9 @@ Vocabulary:
   seed ends then: the shop has orders yesterday and today, whatever the day ``make up`` runs. Each
   operation's business times are clamped to the database's ``now()`` when it is written
   (:func:`clamp`): live operations come faster than one per ``STEP``, and no order lies in the future,
-  so live orders carry ``ordered_at`` about now. ``plan_start`` is stored, so a restart runs the same
+  so live orders carry ``ordered_at`` about now. Seeded inserts carry their *arrival* as ``updated_at``
+  (:func:`with_history_arrival`: business time plus a deterministic delay, some hours late), so the
+  shop's history arrived over the past week. ``plan_start`` is stored, so a restart runs the same
   plan and resumes exactly. (:class:`cdclab.workload.Workload` itself stays deterministic: tests use
   their own workloads with a fixed ``start``.)
 - *partner files* (:mod:`cdclab.lab.partner_drops`): one drop at each start and then every
@@ -130,6 +132,28 @@ def clamp(op: Operation, now: datetime) -> Operation:
         return op
     values = {k: min(v, now) if isinstance(v, datetime) else v for k, v in op.values.items()}
     return replace(op, values=values, at=min(op.at, now))
+
+
+def history_delay(seq: int) -> timedelta:
+    """How long after its business time a seeded row reached the shop (deterministic per operation):
+    90% within 10 minutes, 7% 15 to 110 minutes late, 3% 2.5 to 6.5 hours late (a phone offline, a
+    partner batch upload), so the seed carries late arrivals the event-time lessons can classify."""
+    u = (seq * 2654435761 % 1000) / 1000
+    if u < 0.90:
+        return timedelta(minutes=10 * u / 0.90)
+    if u < 0.97:
+        return timedelta(minutes=15 + 95 * (u - 0.90) / 0.07)
+    return timedelta(minutes=150 + 240 * (u - 0.97) / 0.03)
+
+
+def with_history_arrival(op: Operation, now: datetime) -> Operation:
+    """A seeded insert with ``updated_at`` = its arrival, ``min(op.at + history_delay, now)``, so the
+    seed looks like a shop that has been running (the rows arrived over the past week), not one loaded
+    at once: an interval-bounded lesson (71_02_03) triggered on a lab started minutes ago finds the
+    arrivals of its interval. Only inserts: an update's ``updated_at`` is the trigger's ``now()``."""
+    if op.kind != "insert":
+        return op
+    return replace(op, values={**op.values, "updated_at": min(op.at + history_delay(op.seq), now)})
 
 
 @dataclass(frozen=True)
@@ -304,6 +328,8 @@ class Runner:
             cur.execute("SELECT now()")
             now = cur.fetchone()[0]
             batch = [clamp(op, now) for op in batch]
+            if seeding:
+                batch = [with_history_arrival(op, now) for op in batch]
             try:
                 for op in batch:
                     apply_operation(cur, self.workload, op)
