@@ -9,7 +9,8 @@ pipeline; on this lab it is far above what the sink achieves, so parsing is not 
 **Event processing.** ``replicate`` runs the exactly-once sink (``cdclab.cdc.pipeline.replicate``:
 parse, latest change per key, guarded upsert/delete, offsets in the same transaction) once per batch
 size, each with its own consumer group ``<group>.b<size>`` and its own targets
-``<schema>.<prefix>b<size>_<table>``: the same events, processed independently. ``compare`` checks
+``<schema>.<prefix>b<size>_<table>``: the same events, processed independently, each up to the same
+end offsets taken once before the first (``stop_at``: the shop keeps changing meanwhile). ``compare`` checks
 that every variant's target holds the same rows (``VariantsDiverged`` otherwise).
 
 **Batch sizing.** One transaction per batch: small batches pay a commit, an offsets write and a
@@ -102,10 +103,13 @@ def cdc_performance() -> None:
     @task
     def replicate(params: dict[str, Any], dag_run: Any = None) -> list[dict[str, Any]]:
         from cdclab import perf
+        from cdclab.cdc.pipeline import end_offsets
         from cdclab.cdc.pipeline import replicate as run_sink
         from cdclab.db import WAREHOUSE, connect
 
         out = []
+        # every variant stops at the same offsets, taken once: the live workload keeps writing meanwhile
+        stop_at = end_offsets(params["tables"], topic_prefix="shop")
         wh = connect(WAREHOUSE)
         try:
             for size in params["batch_sizes"]:  # one after the other: parallel variants would share the CPU
@@ -117,6 +121,7 @@ def cdc_performance() -> None:
                     target_prefix=_prefix(params, size),
                     batch_size=size,
                     who=f"{DAG_ID}/{dag_run.run_id}",
+                    stop_at=stop_at,
                 )
                 written = sum(t["upserted"] + t["deleted"] for t in result["targets"].values())
                 seconds = result["seconds"]

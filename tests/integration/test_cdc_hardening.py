@@ -440,3 +440,38 @@ def test_a_truncate_in_the_source_stops_the_merge_loudly(lab, names, made, shop_
     assert "snapshot" in message and "offsets reset" in message
     assert stored(warehouse_db, group) == before, "the run stops at the TRUNCATE, nothing past it applied"
     assert len(target_rows(warehouse_db, table)) == 5
+
+
+# --- stop offsets: several groups brought to exactly the same position (71_07_03's variants) -------
+
+
+def test_runs_given_the_same_stop_offsets_apply_exactly_the_same_records_while_the_topic_grows(
+    lab, names, made, warehouse_db
+):
+    topic = own_topic(lab, made, names("t"), 30)
+    stop_at = kc.end_offsets(lab.kafka_bootstrap, [topic, names("missing")])
+    assert stop_at == {(topic, 0): 30}  # a topic that does not exist is left out
+    own_topic(lab, made, topic, 12, start=30)  # the source keeps writing after the stop was taken
+    results = []
+    for size in (4, 25):  # two variants, one after the other, different batch sizes
+        target, insert = sink(warehouse_db, made, names(f"b{size}"))
+        group = names(f"g{size}")
+        results.append(
+            kc.consume_into_postgres(
+                bootstrap=lab.kafka_bootstrap,
+                topics=[topic],
+                group=group,
+                connect=connector(lab),
+                handler=insert,
+                batch_size=size,
+                stop_at=stop_at,
+            )
+        )
+        assert count(warehouse_db, target) == 30, "nothing at or past the stop offset is applied"
+        assert stored(warehouse_db, group) == {(topic, 0): 30}
+        # the next run without a stop goes on from there to the end: nothing was skipped
+        kc.consume_into_postgres(
+            bootstrap=lab.kafka_bootstrap, topics=[topic], group=group, connect=connector(lab), handler=insert
+        )
+        assert count(warehouse_db, target) == 42
+    assert [r.records for r in results] == [30, 30]

@@ -48,7 +48,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -144,6 +144,30 @@ def watermarks(
                 raise
             time.sleep(min(0.5 * (attempt + 1), 3))
     raise AssertionError("unreachable")
+
+
+def end_offsets(bootstrap: str, topics: Sequence[str]) -> dict[tuple[str, int], int]:
+    """The current end offset of every partition of ``topics`` (missing topics are left out): the
+    ``stop_at`` that brings several groups to the same position."""
+    from confluent_kafka import Consumer
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "cdclab-end-offsets"})
+    try:
+        md = consumer.list_topics(timeout=10)
+        return {
+            (t, p): watermarks(consumer, t, p)[1]
+            for t in topics
+            if t in md.topics and md.topics[t].error is None
+            for p in md.topics[t].partitions
+        }
+    finally:
+        consumer.close()
+
+
+def past_stop(msg: Any, ends: Mapping[tuple[str, int], int]) -> bool:
+    """Whether a record lies at or past its partition's end offset in ``ends``."""
+    end = ends.get((msg.topic(), msg.partition()))
+    return end is not None and msg.offset() >= end
 
 
 def reached(consumer: Any, pending: dict[tuple[str, int], int]) -> None:
@@ -359,13 +383,17 @@ def consume_into_postgres(
     targets: dict[str, str] | None = None,
     lock_wait_seconds: float = 600.0,
     snapshotted: Collection[str] = (),
+    stop_at: Mapping[tuple[str, int], int] | None = None,
 ) -> ConsumeResult:
     """Read ``topics`` from the offsets stored for ``group`` up to their current end, apply each batch
     with ``handler`` and store the next offsets in the same transaction. Returns what it did.
 
     ``targets`` (topic -> target table) binds the group to its targets on first use and refuses a run
     that writes a topic elsewhere. The run holds the group's lock throughout (see the module doc).
-    ``snapshotted``: topics whose table has a requested snapshot (see :func:`check_start`)."""
+    ``snapshotted``: topics whose table has a requested snapshot (see :func:`check_start`).
+    ``stop_at``: exclusive end offsets per (topic, partition), below the current end: the run applies no
+    record at or past them (they stay for the next run), so several groups can be brought to exactly the
+    same position (:func:`end_offsets` taken once, e.g. 71_07_03's batch-size variants)."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
     t0 = time.monotonic()
@@ -404,6 +432,8 @@ def consume_into_postgres(
                 low, high = watermarks(consumer, topic, partition)
                 start = stored[topic].get(partition)
                 check_start(group, topic, partition, start, low, high, snapshotted=topic in snapshotted)
+                if stop_at is not None and (topic, partition) in stop_at:
+                    high = min(high, stop_at[(topic, partition)])
                 expected[(topic, partition)] = start
                 first = OFFSET_BEGINNING if start is None else start
                 result.positions[(topic, partition)] = low if start is None else start
@@ -432,6 +462,8 @@ def consume_into_postgres(
                             f"cdclab offsets reset --group {group} --topic {msg.topic()} --to earliest"
                         )
                     raise KafkaException(error)
+                if stop_at is not None and past_stop(msg, ends):
+                    continue  # past this run's stop offset: left for the next run
                 batch.append(msg)
             if not batch:
                 # Transaction markers occupy offsets but are never delivered: the consumer's position

@@ -167,11 +167,13 @@ def replicate(
     kafka_conn_id: str = "kafka_default",
     who: str = "",
     snapshotted: Sequence[str] = (),
+    stop_at: Mapping[tuple[str, int], int] | None = None,
 ) -> dict[str, Any]:
     """Catch ``tables`` up from their Debezium topics into the warehouse; returns counts for logs and XCom.
 
     ``snapshotted``: tables whose snapshot has been requested (71_09_01's initial snapshot), for which a
-    new consumer group may start at a log start above 0: the snapshot re-reads their rows."""
+    new consumer group may start at a log start above 0: the snapshot re-reads their rows.
+    ``stop_at``: end offsets (:func:`end_offsets`) to stop at instead of the current end."""
     one_of("delete_mode", delete_mode, DeleteMode)
     one_of("schema_policy", schema_policy, SchemaPolicy)
     routes = routes_for(
@@ -193,7 +195,16 @@ def replicate(
         kafka_conn_id=kafka_conn_id,
         who=who,
         snapshotted=snapshotted,
+        stop_at=stop_at,
     )
+
+
+def end_offsets(
+    tables: Sequence[str], *, topic_prefix: str = "shop", kafka_conn_id: str = "kafka_default"
+) -> dict[tuple[str, int], int]:
+    """The current end offsets of ``tables``' Debezium topics: pass them as ``stop_at`` to several
+    :func:`replicate` runs that must process exactly the same records while the source keeps changing."""
+    return kc.end_offsets(kafka_bootstrap(kafka_conn_id), [f"{topic_prefix}.{t}" for t in tables])
 
 
 def replicate_maxwell(
@@ -302,6 +313,7 @@ def _run(
     kafka_conn_id: str,
     who: str,
     snapshotted: Sequence[str] = (),
+    stop_at: Mapping[tuple[str, int], int] | None = None,
 ) -> dict[str, Any]:
     one_of("delete_mode", delete_mode, DeleteMode)  # before anything is read or written
     one_of("schema_policy", schema_policy, SchemaPolicy)
@@ -347,6 +359,7 @@ def _run(
         who=who,
         targets={r.topic: r.target for r in routes},
         snapshotted={r.topic for r in routes if r.source in snapshotted},
+        stop_at=stop_at,
     )
     summary = {
         "records": result.records,
