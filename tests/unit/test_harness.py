@@ -127,3 +127,26 @@ def test_bad_user_dag_settings_are_clear_errors(tmp_path: Path, monkeypatch: pyt
     monkeypatch.setenv("CDCLAB_USER_DAGS", str(tmp_path / "nope"))
     with pytest.raises(FileNotFoundError, match="is not a folder"):
         LabConfig.load().airflow_env()
+
+
+def test_a_failed_tasks_log_line_shows_the_exception_the_api_returns_apart_from_the_event() -> None:
+    from cdclab.testing.dags import log_line
+
+    line = {
+        "event": "Task failed with exception",
+        "error_detail": [
+            {
+                "exc_type": "VariantsDiverged",
+                "exc_value": "targets differ for keys [(1140,)]",
+                "frames": [
+                    {"filename": "task_runner.py", "lineno": 1},
+                    {"filename": "dags/x.py", "lineno": 171},
+                ],
+            }
+        ],
+    }
+    assert log_line(line) == (
+        "Task failed with exception\nVariantsDiverged: targets differ for keys [(1140,)] (dags/x.py:171)"
+    )
+    assert log_line({"event": "hello"}) == "hello"
+    assert log_line("plain") == "plain"

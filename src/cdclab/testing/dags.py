@@ -284,7 +284,20 @@ class AirflowAPI:
             content = self.call("GET", path).get("content", [])
         except urllib.error.HTTPError as exc:
             return f"(could not read the log: HTTP {exc.code})"
-        return "\n".join(line if isinstance(line, str) else str(line.get("event", "")) for line in content)
+        return "\n".join(log_line(line) for line in content)
+
+
+def log_line(line: Any) -> str:
+    """One structured task-log line as text: its event, and for a failure the exception (type, value and
+    the innermost frame) that the API returns apart from the event."""
+    if isinstance(line, str):
+        return line
+    text = str(line.get("event", ""))
+    for err in line.get("error_detail") or []:
+        frames = err.get("frames") or []
+        where = f" ({frames[-1].get('filename')}:{frames[-1].get('lineno')})" if frames else ""
+        text += f"\n{err.get('exc_type')}: {err.get('exc_value')}{where}"
+    return text
 
 
 def run_with_scheduler(
