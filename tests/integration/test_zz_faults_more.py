@@ -43,18 +43,9 @@ LOG_SERVICES = ["minio", "postgres", "airflow-scheduler"]
 def bring_back(lab: Any) -> None:
     """``make up`` through the interface, then every service (and the connector) healthy again."""
     lab_backend = backend(lab)
-    # A killed postmaster's backends outlive it for a moment (they exit when they notice), holding its
-    # shared memory: a start in that moment fails ("lock file postmaster.pid already exists"). ``make up``
-    # run again then succeeds; so does this, at most three times.
-    for attempt in (1, 2, 3):
-        try:
-            lab_backend.up()
-            break
-        except Exception as exc:
-            if attempt == 3:
-                raise
-            print(f"drill: up() attempt {attempt} failed ({type(exc).__name__}); again in 5 s")
-            time.sleep(5)
+    # once: the launcher's kill returns only when every process of the service is gone (a Postgres
+    # backend, its own session leader, included), so the start cannot meet a leftover postmaster.pid
+    lab_backend.up()
     ensure_connector_running(lab)
     deadline = time.monotonic() + 180
     status = lab_backend.status()

@@ -7,6 +7,7 @@ own ``Service.spawn`` starts. No lab service is touched.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -194,3 +195,26 @@ def test_backend_choice_keeps_a_running_native_lab(tmp_path, monkeypatch):
     assert backend.backend_name() == "native"
     monkeypatch.setattr(backend, "native_lab_running", lambda cfg=None: False)
     assert backend.backend_name() == "compose"
+
+
+def test_descendants_finds_children_and_grandchildren_even_in_their_own_sessions() -> None:
+    # a child that is its own session leader (as a Postgres backend is), with a child of its own
+    proc = subprocess.Popen(["sh", "-c", "setsid sh -c 'sleep 30 & sleep 30' & sleep 30"])
+    try:
+        assert native.wait_for(lambda: len(native.descendants(proc.pid)) >= 4, 10)
+        found = native.descendants(proc.pid)
+        sessions = {os.getsid(p) for p in found if native.pid_alive(p)}
+        assert len(sessions) >= 2  # the setsid'd branch has left the parent's session
+    finally:
+        for p in [proc.pid, *native.descendants(proc.pid)]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p, signal.SIGKILL)
+        proc.wait()
+
+
+def test_gone_reaps_a_killed_child_of_this_process_so_its_pid_leaves_the_process_table() -> None:
+    proc = subprocess.Popen(["sleep", "30"])
+    assert not native.gone(proc.pid)
+    os.kill(proc.pid, signal.SIGKILL)
+    # dead at once, but a zombie (still holding its pid) until reaped: gone() reaps it
+    assert native.wait_for(lambda: native.gone(proc.pid), 10)

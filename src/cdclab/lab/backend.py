@@ -16,6 +16,7 @@ Service names are the native launcher's (``postgres``, ``kafka``, ``connect``, `
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -116,8 +117,17 @@ class NativeBackend:
         pid = svc.pid(self.cfg)
         if pid is None:
             raise LabError(f"[{service}] is not running: nothing to kill")
+        # the whole service, as `docker kill` kills a container: the process group and every descendant
+        # (a Postgres backend is its own session leader and would outlive its postmaster for a moment,
+        # holding its shared memory, so a start right after the kill would fail)
+        pids = [pid, *native.descendants(pid)]
         os.killpg(pid, signal.SIGKILL)
-        native.wait_for(lambda: not native.pid_alive(pid), 30)
+        for child in pids[1:]:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(child, signal.SIGKILL)
+        if not native.wait_for(lambda: all(native.gone(p) for p in pids), 30):
+            left = [p for p in pids if not native.gone(p)]
+            raise LabError(f"[{service}] processes {left} still in the process table 30 s after SIGKILL")
 
     def instances(self) -> dict[str, str]:
         return {s.name: f"pid {s.pid(self.cfg)}" for s in native.SERVICES}

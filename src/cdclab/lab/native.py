@@ -17,6 +17,7 @@ and this virtual environment (Airflow).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
@@ -91,6 +92,36 @@ def pid_alive(pid: int) -> bool:
             return fh.read().split(") ", 1)[1][0] != "Z"
     except OSError:
         return True
+
+
+def gone(pid: int) -> bool:
+    """Whether ``pid`` has left the process table, not only died: a zombie still holds its pid, and
+    Postgres's lock-file check (``kill(pid, 0)``) takes a zombie postmaster for a running one. Reaps
+    ``pid`` when it is this process's own child (a service started from this process, e.g. by a test)."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+    return not os.path.exists(f"/proc/{pid}")
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below ``pid`` (children, grandchildren...), from ``/proc``. Postgres backends
+    are their own session leaders (``setsid``), so a signal to the postmaster's process group misses them."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                ppid = int(fh.read().rsplit(") ", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        parents.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
 
 
 def proc_start_ticks(pid: int) -> int | None:
