@@ -149,11 +149,20 @@ def accepted_in(cur: Any, ledger: str, window: Window) -> dict[int, bool]:
     return dict(cur.fetchall())
 
 
+def _span(later: dt.datetime, earlier: dt.datetime) -> dt.timedelta:
+    """``later - earlier`` as a plain timedelta (``2:30:00``): with a pendulum end (the window's) the
+    difference is a pendulum ``Interval``, whose text is both end points."""
+    return dt.timedelta(seconds=(later - earlier).total_seconds())
+
+
 def rejection_reason(a: FirstArrival, lateness: dt.timedelta, skew: dt.timedelta) -> str:
     """Why a rejected first arrival was not applied, in words."""
     if a.arrival == "too_late":
-        return f"first arrived {a.first_seen_at - a.window.end} after its window closed (allowed lateness {lateness})"
-    return f"event time {a.event_time - a.first_seen_at} ahead of arrival (skew tolerance {skew})"
+        return (
+            f"first arrived {_span(a.first_seen_at, a.window.end)} after its window closed "
+            f"(allowed lateness {lateness})"
+        )
+    return f"event time {_span(a.event_time, a.first_seen_at)} ahead of arrival (skew tolerance {skew})"
 
 
 def log_rejected(

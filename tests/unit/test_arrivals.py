@@ -28,8 +28,13 @@ def test_the_default_ledger_and_late_log_are_declared_by_the_versioned_schema():
 def test_a_too_late_arrival_says_how_long_after_its_window_it_came():
     a = first("too_late", TEN + dt.timedelta(minutes=5), TEN + dt.timedelta(hours=3, minutes=30))
     reason = arrivals.rejection_reason(a, dt.timedelta(hours=2), dt.timedelta(minutes=5))
-    assert reason.startswith("first arrived ")
-    assert reason.endswith(" after its window closed (allowed lateness 2:00:00)")
+    assert reason == "first arrived 2:30:00 after its window closed (allowed lateness 2:00:00)"
+
+
+def test_a_reason_reads_the_same_whether_the_times_are_pendulum_or_datetime():
+    a = first("too_late", WINDOW.start.add(minutes=5), WINDOW.end.add(hours=2, minutes=30))
+    reason = arrivals.rejection_reason(a, dt.timedelta(hours=2), dt.timedelta(minutes=5))
+    assert reason == "first arrived 2:30:00 after its window closed (allowed lateness 2:00:00)"
 
 
 def test_a_future_event_says_how_far_ahead_of_its_arrival_it_was():
