@@ -7,7 +7,15 @@ from __future__ import annotations
 import pytest
 from psycopg2 import sql
 
-from cdclab.cdc.merge import _row_columns, _selected, _values, _values_template, clear_ledger, guarded_insert
+from cdclab.cdc.merge import (
+    _row_columns,
+    _selected,
+    _values,
+    _values_template,
+    clear_ledger,
+    guarded_insert,
+    keys_match,
+)
 from cdclab.options import InvalidOptionError
 from tests.unit._sql_text import text
 
@@ -17,8 +25,8 @@ COL_LIST = (
     '"id", "region", "total", "_source_position", "_source_op", "_source_ts", "_deleted", "_deleted_at"'
 )
 GUARD = (
-    'WHERE NOT EXISTS (SELECT 1 FROM "core"."orders__deleted" d WHERE "d"."id" = v."id" AND '
-    '"d"."region" = v."region" AND d._source_position >= v._source_position) ON CONFLICT ("id", "region") '
+    'WHERE NOT EXISTS (SELECT 1 FROM "core"."orders__deleted" d WHERE "d"."id" = "v"."id" AND '
+    '"d"."region" = "v"."region" AND d._source_position >= v._source_position) ON CONFLICT ("id", "region") '
 )
 
 
@@ -55,10 +63,16 @@ def test_rewritten_keys_leave_the_delete_ledger_only_when_written_later():
     stmt = text(clear_ledger("core.orders", KEY, _values([*KEY, "_source_position"])))
     assert stmt == (
         'DELETE FROM "core"."orders__deleted" d USING (VALUES %s) AS v ("id", "region", "_source_position") '
-        'WHERE "d"."id" = v."id" AND "d"."region" = v."region" AND d._source_position < v._source_position'
+        'WHERE "d"."id" = "v"."id" AND "d"."region" = "v"."region" AND d._source_position < v._source_position'
     )
 
 
 def test_values_are_cast_to_their_columns_types():
     template = _values_template(["id", "_source_position"], {"id": "bigint", "_source_position": "bigint"})
     assert template == "((%s)::bigint, (%s)::bigint)"
+
+
+def test_rows_of_two_aliases_match_on_every_key_column():
+    assert (
+        text(keys_match("t", "s", ["id", "region"])) == '"t"."id" = "s"."id" AND "t"."region" = "s"."region"'
+    )

@@ -412,10 +412,16 @@ def _upsert_staged(
     return MergeResult(upserted=written, stale=max(count - written, 0))
 
 
-def _match(alias: str, key: Sequence[str]) -> sql.Composable:
+def keys_match(a: str, b: str, key: Sequence[str]) -> sql.Composable:
+    """``a.k1 = b.k1 AND a.k2 = b.k2 ...``: rows of aliases ``a`` and ``b`` with the same key."""
     return sql.SQL(" AND ").join(
-        sql.SQL("{a}.{k} = v.{k}").format(a=sql.Identifier(alias), k=sql.Identifier(k)) for k in key
+        sql.SQL("{a}.{k} = {b}.{k}").format(a=sql.Identifier(a), b=sql.Identifier(b), k=sql.Identifier(k))
+        for k in key
     )
+
+
+def _match(alias: str, key: Sequence[str]) -> sql.Composable:
+    return keys_match(alias, "v", key)
 
 
 def _delete_staged(

@@ -48,6 +48,7 @@ from cdclab.cdc.merge import (
     MergeResult,
     SchemaDrift,
     flag_unseen_deletes,
+    keys_match,
     source_columns,
 )
 from cdclab.cdc.pipeline import TableRoute, debezium_parser, kafka_bootstrap, routes_for, sort_batch
@@ -63,15 +64,6 @@ ApplyBatch = Callable[[Any, TableRoute, list[Change]], dict[str, int]]
 
 class TruncateArrived(RuntimeError):
     """A TRUNCATE change arrived; the merge will not guess what to do with the target."""
-
-
-def _keys_match(alias_a: str, alias_b: str, key: Sequence[str]) -> sql.Composable:
-    return sql.SQL(" AND ").join(
-        sql.SQL("{a}.{k} = {b}.{k}").format(
-            a=sql.Identifier(alias_a), b=sql.Identifier(alias_b), k=sql.Identifier(k)
-        )
-        for k in key
-    )
 
 
 def _cols(names: Sequence[str], alias: str | None = None) -> sql.Composable:
@@ -169,8 +161,8 @@ def merge_statement(
         t=ident(target),
         s=ident(staging),
         ledger=ledger,
-        ledger_match=_keys_match("d", "st", key),
-        on=_keys_match("t", "s", key),
+        ledger_match=keys_match("d", "st", key),
+        on=keys_match("t", "s", key),
         on_delete=on_delete,
         sets=sets,
         book=book,
@@ -229,7 +221,7 @@ def merge_changes(
         sql.SQL(
             "DELETE FROM {ledger} d USING {s} s WHERE {m} AND s._source_op <> 'd' "
             "AND d._source_position < s._source_position"
-        ).format(ledger=ledger, s=ident(staging), m=_keys_match("d", "s", key))
+        ).format(ledger=ledger, s=ident(staging), m=keys_match("d", "s", key))
     )
     if delete_mode == "hard":
         cur.execute(
@@ -276,7 +268,7 @@ def flag_source_soft_deletes(
         at=sql.Identifier(at_column),
         flag=sql.Identifier(flag_column),
         k=_cols(key),
-        m=_keys_match("t", "v", key),
+        m=keys_match("t", "v", key),
     )
     template = "(" + ", ".join(f"(%s)::{types[k]}" for k in key) + ")"
     execute_values(cur, stmt.as_string(cur), sorted(keys), template=template, page_size=len(keys))
