@@ -40,7 +40,6 @@ from typing import Any, Literal
 from psycopg2 import sql
 from psycopg2.extras import execute_values
 
-from cdclab.cdc import consumer as kc
 from cdclab.cdc.events import UNAVAILABLE, Change, latest_per_key
 from cdclab.cdc.merge import (
     BOOKKEEPING,
@@ -51,8 +50,8 @@ from cdclab.cdc.merge import (
     keys_match,
     source_columns,
 )
-from cdclab.cdc.pipeline import TableRoute, debezium_parser, kafka_bootstrap, routes_for, sort_batch
-from cdclab.db import SHOP, WAREHOUSE, connect, ident
+from cdclab.cdc.pipeline import TableRoute, consume_routes, debezium_parser, routes_for, sort_batch
+from cdclab.db import SHOP, WAREHOUSE, ident, transaction
 from cdclab.options import one_of
 
 log = logging.getLogger(__name__)
@@ -374,13 +373,9 @@ def replicate_with(
     )
     by_topic = {r.topic: r for r in routes}
     if prepare is not None:
-        conn = connect(target_conn_id)
-        try:
-            with conn, conn.cursor() as cur:
-                for r in routes:
-                    prepare(cur, r)
-        finally:
-            conn.close()
+        with transaction(target_conn_id) as cur:
+            for r in routes:
+                prepare(cur, r)
     summary = StreamSummary()
 
     def handle(cur: Any, batch: list[Any]) -> list[tuple[Any, str]]:
@@ -393,16 +388,15 @@ def replicate_with(
         return rejects
 
     t0 = time.monotonic()
-    result = kc.consume_into_postgres(
-        bootstrap=kafka_bootstrap(kafka_conn_id),
-        topics=list(by_topic),
+    result = consume_routes(
+        routes,
+        handle,
         group=group,
-        connect=lambda: connect(target_conn_id),
-        handler=handle,
         batch_size=batch_size,
         max_seconds=max_seconds,
+        target_conn_id=target_conn_id,
+        kafka_conn_id=kafka_conn_id,
         who=who,
-        targets={r.topic: r.target for r in routes},
     )
     summary.records, summary.batches, summary.dead_letters = (
         result.records,
