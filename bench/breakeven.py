@@ -24,7 +24,6 @@ from __future__ import annotations
 import io
 import os
 import statistics
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,6 +32,8 @@ from typing import Any
 
 import psycopg2
 from psycopg2 import sql
+
+from bench.report import Stopwatch, timings
 
 
 @contextmanager
@@ -128,7 +129,7 @@ class Bench:
 
     # ---- the strategies ----------------------------------------------------------------------------
     def full(self, target: str) -> float:
-        t0 = time.perf_counter()
+        clock = Stopwatch()
         buf = io.BytesIO()
         with self.shop() as s, s.cursor() as cur:
             cur.copy_expert(f"COPY (SELECT * FROM {self.source}) TO STDOUT", buf)  # noqa: S608
@@ -136,12 +137,12 @@ class Bench:
         with self.wh() as w, w.cursor() as cur:
             cur.execute(f"TRUNCATE {target}")
             cur.copy_expert(f"COPY {target} FROM STDIN", buf)
-        return time.perf_counter() - t0
+        return clock.s
 
     def incremental(self, key: str) -> tuple[float, int]:
         from cdclab import delta, upsert
 
-        t0 = time.perf_counter()
+        clock = Stopwatch()
         with self.shop() as s:
             result = delta.read_timestamp_delta(
                 s, self.source, cursor_column="updated_at", key_columns=["id"], since=self.watermark[key]
@@ -150,10 +151,10 @@ class Bench:
             upsert.upsert_rows(w, self.targets[key], result.rows, ["id"], "version")
         if result.max_cursor is not None:
             self.watermark[key] = result.max_cursor
-        return time.perf_counter() - t0, len(result.rows)
+        return clock.s, len(result.rows)
 
     def incremental_copy(self, key: str) -> tuple[float, int]:
-        t0 = time.perf_counter()
+        clock = Stopwatch()
         buf = io.BytesIO()
         with self.shop() as s, s.cursor() as cur:
             cur.execute(
@@ -181,7 +182,7 @@ class Bench:
             n = cur.rowcount
         if upper is not None:
             self.watermark[key] = upper
-        return time.perf_counter() - t0, n
+        return clock.s, n
 
     def digest(self, conn: Any, table: str) -> tuple[Any, ...]:
         with conn.cursor() as cur:
@@ -195,9 +196,9 @@ class Bench:
 
     def main(self) -> dict[str, Any]:
         say(f"{self.n:,} rows, fractions {self.fractions}, {self.repeats} repeats")
-        t0 = time.perf_counter()
+        clock = Stopwatch()
         self.setup()
-        say(f"setup {time.perf_counter() - t0:.1f} s; targets equal source: {self.check()}")
+        say(f"setup {clock.s:.1f} s; targets equal source: {self.check()}")
         points = []
         checks = []
         for f in self.fractions:
@@ -209,14 +210,11 @@ class Bench:
                 times["incremental_copy"].append(self.incremental_copy("incr_copy")[0])
                 times["full"].append(self.full(self.targets["full"]))
                 checks.append(self.check())
-            med = {k: statistics.median(v) for k, v in times.items()}
+            med = {k: statistics.median(v) for k, v in times.items()}  # unrounded, for the ratios
             point = {
                 "fraction": f,
                 "changed_rows": changed[0],
-                **{
-                    k: {"median_s": round(med[k], 4), "min_s": round(min(v), 4), "max_s": round(max(v), 4)}
-                    for k, v in times.items()
-                },
+                **{k: timings(v, digits=4, with_runs=False) for k, v in times.items()},
                 "ratio_incremental_over_full": round(med["incremental"] / med["full"], 4),
                 "ratio_incremental_copy_over_full": round(med["incremental_copy"] / med["full"], 4),
             }

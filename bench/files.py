@@ -25,7 +25,6 @@ list, ``4,1``), ``BENCH_IO_WORKERS`` (4).
 from __future__ import annotations
 
 import os
-import statistics
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -34,6 +33,7 @@ from typing import Any
 
 from psycopg2 import sql
 
+from bench.report import Stopwatch, timings
 from cdclab.db import ident
 
 VALUES = "event_id, customer_id, sku, qty, amount, event_time"
@@ -86,15 +86,6 @@ def _load_chunk(args: tuple[Any, ...]) -> dict[str, Any]:
     pipeline, obj, chunk, table, mb_s = args
     store = ThrottledStore(mb_s) if mb_s else ObjectStore()
     return chunking.load_chunk(store, pipeline, obj, chunk, table)
-
-
-def _stats(xs: list[float]) -> dict[str, Any]:
-    return {
-        "runs_s": [round(x, 3) for x in xs],
-        "median_s": round(statistics.median(xs), 3),
-        "min_s": round(min(xs), 3),
-        "max_s": round(max(xs), 3),
-    }
 
 
 class Bench:
@@ -172,7 +163,7 @@ class Bench:
     def raw_copy(self, table: str, source: Callable[[], Any]) -> float:
         from cdclab.db import WAREHOUSE, transaction
 
-        t0 = time.perf_counter()
+        clock = Stopwatch()
         with transaction(WAREHOUSE) as cur:
             cur.copy_expert(
                 sql.SQL("COPY {} (" + VALUES + ") FROM STDIN WITH (FORMAT csv, HEADER true)")
@@ -181,15 +172,15 @@ class Bench:
                 source(),
                 size=1 << 20,
             )
-        return time.perf_counter() - t0
+        return clock.s
 
     def load(self, table: str, obj: Any, mode: str, store: Any = None) -> float:
         from cdclab.files import loading
 
         p = self.pipeline(mode, obj)
-        t0 = time.perf_counter()
+        clock = Stopwatch()
         out = loading.load_file(store or self.store, p, obj, table, mode=mode)  # type: ignore[arg-type]
-        dt = time.perf_counter() - t0
+        dt = clock.s
         want = "fast" if mode == "auto" else "strict"
         if out.status != "loaded" or out.path != want:
             raise RuntimeError(f"{mode} load did not load on the {want} path: {out}")
@@ -206,7 +197,7 @@ class Bench:
         if ct not in self.tables:
             self.tables.append(ct)
         p = self.pipeline("chunked", obj)
-        t0 = time.perf_counter()
+        clock = Stopwatch()
         data_start, chunks = chunking.plan_object(store, obj, int(self.chunk_mb * 1024 * 1024))
         with transaction(WAREHOUSE) as cur:
             chunking.register_chunks(cur, p, obj, chunks)
@@ -214,7 +205,7 @@ class Bench:
             done = list(pool.map(_load_chunk, [(p, obj, c, ct, mb_s) for c in chunks]))
         with transaction(WAREHOUSE) as cur:
             res = chunking.assemble(cur, store, p, obj, data_start, table, ct)
-        dt = time.perf_counter() - t0
+        dt = clock.s
         if res["status"] != "loaded" or any(d["status"] != "loaded" for d in done):
             raise RuntimeError(f"chunked load failed: {res} {done}")
         return dt, len(chunks)
@@ -285,7 +276,7 @@ class Bench:
                 }
             )
 
-        stats = {k: _stats(v) for k, v in times.items()}
+        stats = {k: timings(v) for k, v in times.items()}
         med = {k: v["median_s"] for k, v in stats.items()}
         return {
             "benchmark": "files",

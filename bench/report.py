@@ -1,6 +1,8 @@
 """Shared output of the benchmarks that register here (``files``, ``breakeven``): run one, write its JSON with
 the configuration and machine facts to ``bench/results/<name>-<UTC stamp>.json`` and ``<name>-latest.json``,
-print its ratio table, draw its PNG chart when matplotlib is installed (a dev dependency).
+print its ratio table, draw its PNG chart when matplotlib is installed (a dev dependency). The timing
+helpers they share: :class:`Stopwatch` (wall-clock seconds of a block) and :func:`timings` (the median and
+the spread, min..max, of repeated runs).
 
 ``python -m bench [--quick] [--only files,breakeven]``: ``--quick`` uses small sizes (a smoke check well
 under 5 minutes); the knobs each module documents (``BENCH_*``) override both sizes.
@@ -13,12 +15,38 @@ import importlib
 import json
 import os
 import platform
+import statistics
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).parent / "results"
+
+
+class Stopwatch:
+    """Wall-clock seconds (``time.perf_counter``) since it was made: ``clock = Stopwatch()``, then
+    ``clock.s``."""
+
+    def __init__(self) -> None:
+        self._t0 = time.perf_counter()
+
+    @property
+    def s(self) -> float:
+        return time.perf_counter() - self._t0
+
+
+def timings(runs: Sequence[float], digits: int = 3, with_runs: bool = True) -> dict[str, Any]:
+    """Repeated timings (seconds) as reported: ``median_s`` and the spread ``min_s``..``max_s``, rounded
+    to ``digits``; every run as ``runs_s`` unless ``with_runs`` is false."""
+    out: dict[str, Any] = {"runs_s": [round(x, digits) for x in runs]} if with_runs else {}
+    out.update(
+        median_s=round(statistics.median(runs), digits),
+        min_s=round(min(runs), digits),
+        max_s=round(max(runs), digits),
+    )
+    return out
 
 
 def parse_args(argv: list[str]) -> tuple[set[str], bool, list[str]]:

@@ -72,10 +72,8 @@ def _71_02_03_event_time():
         """Classify this interval's arrivals; record too-late and future ones; return windows to recompute."""
         from datetime import timedelta
 
-        from psycopg2 import sql
-
         from cdclab import arrivals
-        from cdclab.db import SHOP, WAREHOUSE, ident, transaction
+        from cdclab.db import SHOP, WAREHOUSE, transaction
         from cdclab.intervals import WindowSpec, from_context
 
         p = params or {}
@@ -84,59 +82,16 @@ def _71_02_03_event_time():
         spec = WindowSpec.tumbling(timedelta(minutes=int(p["window_minutes"])))
         lateness = timedelta(minutes=int(p["allowed_lateness_minutes"]))
         skew = timedelta(minutes=int(p["skew_tolerance_minutes"]))
-        where, bounds = interval.sql_predicate("updated_at")
         with transaction(SHOP) as cur:
-            cur.execute(
-                sql.SQL(
-                    "SELECT id, ordered_at, updated_at FROM {src} WHERE {w} ORDER BY updated_at, id"
-                ).format(src=ident(p["source"]), w=where),
-                bounds,
-            )
-            seen = cur.fetchall()
+            seen = arrivals.arrived_in(cur, p["source"], interval)
         with transaction(WAREHOUSE) as cur:
             # classify by the first arrival the ledger holds, not by updated_at (every UPDATE resets it)
             firsts = arrivals.record(cur, p["arrivals"], seen, spec, lateness, skew, ctx["run_id"])
-        affected, rejected = set(), []
-        for a in firsts:
-            if a.arrival in arrivals.ACCEPTED:
-                affected.add(a.window)
-            else:
-                reason = (
-                    f"first arrived {a.first_seen_at - a.window.end} after its window closed "
-                    f"(allowed lateness {lateness})"
-                    if a.arrival == "too_late"
-                    else f"event time {a.event_time - a.first_seen_at} ahead of arrival (skew tolerance {skew})"
-                )
-                rejected.append(
-                    (
-                        a.key,
-                        a.event_time,
-                        a.first_seen_at,
-                        a.window.start,
-                        a.window.end,
-                        a.arrival,
-                        reason,
-                        interval.start,
-                        ctx["run_id"],
-                    )
-                )
+        affected = {a.window for a in firsts if a.arrival in arrivals.ACCEPTED}
         with transaction(WAREHOUSE) as cur:
-            cur.execute(
-                sql.SQL(
-                    "CREATE TABLE IF NOT EXISTS {t} (order_id bigint NOT NULL, event_time timestamptz NOT NULL, "
-                    "seen_at timestamptz NOT NULL, window_start timestamptz, window_end timestamptz, "
-                    "arrival text NOT NULL, reason text NOT NULL, interval_start timestamptz, seen_by_run text, "
-                    "PRIMARY KEY (order_id, seen_at))"
-                ).format(t=ident(p["late_log"]))
-            )
-            cur.executemany(
-                sql.SQL(
-                    "INSERT INTO {t} (order_id, event_time, seen_at, window_start, window_end, arrival, reason, "
-                    "interval_start, seen_by_run) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
-                    "ON CONFLICT (order_id, seen_at) DO UPDATE SET arrival = EXCLUDED.arrival, "
-                    "reason = EXCLUDED.reason, seen_by_run = EXCLUDED.seen_by_run"
-                ).format(t=ident(p["late_log"])),
-                rejected,
+            # too late / future: not applied and not dropped, logged with the reason
+            rejected = arrivals.log_rejected(
+                cur, p["late_log"], firsts, lateness, skew, interval.start, ctx["run_id"]
             )
         print(
             f"{len(seen)} arrivals, {len(rejected)} recorded as too late / future, "

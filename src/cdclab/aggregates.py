@@ -36,6 +36,7 @@ from psycopg2.extras import execute_values
 from cdclab import pull, upsert
 from cdclab.db import ident
 from cdclab.ddl import ensure as ensure_ddl
+from cdclab.tablenames import PrefixedTables, Table
 
 Group = tuple[int, date]
 Totals = dict[Group, tuple[int, Decimal]]
@@ -47,28 +48,14 @@ class AggregateMismatchError(AssertionError):
 
 
 @dataclass(frozen=True)
-class Tables:
-    prefix: str
+class Tables(PrefixedTables):
+    """This lesson's tables: ``<prefix>_orders``, ``_daily_update``, ``_daily_replace``, ``_rolling_7d``, ``_metrics``."""
 
-    @property
-    def orders(self) -> str:
-        return f"{self.prefix}_orders"
-
-    @property
-    def daily_update(self) -> str:
-        return f"{self.prefix}_daily_update"
-
-    @property
-    def daily_replace(self) -> str:
-        return f"{self.prefix}_daily_replace"
-
-    @property
-    def rolling_7d(self) -> str:
-        return f"{self.prefix}_rolling_7d"
-
-    @property
-    def metrics(self) -> str:
-        return f"{self.prefix}_metrics"
+    orders = Table()
+    daily_update = Table()
+    daily_replace = Table()
+    rolling_7d = Table()
+    metrics = Table()
 
 
 @dataclass

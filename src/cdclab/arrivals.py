@@ -14,6 +14,13 @@ Vocabulary (windows, lateness and skew are defined in :mod:`cdclab.intervals`):
   rows and gives the same verdicts, so it cannot change a window that was already computed.
 - *accepted*: ledger rows classified ``on_time`` or ``late``; a window's aggregate counts exactly those
   (:func:`cdclab.windowagg.recompute_accepted`).
+- *rejected*: ``too_late`` and ``future`` first arrivals. They are not applied and not dropped: the
+  *late-events log* keeps each with its reason (:func:`log_rejected`).
+
+The ledger (:data:`LEDGER`) and the late-events log (:data:`LATE_LOG`) are declared once, by
+``infra/postgres/warehouse/V007__arrivals_ledger.sql``, which the lab applies at start; no task creates
+them. A ledger or log that a run's params name instead (a test's own table) is created on first use
+``LIKE`` the declared one (:func:`ensure_ledger`, :func:`ensure_late_log`).
 """
 
 from __future__ import annotations
@@ -31,6 +38,13 @@ from cdclab.ddl import ensure as ensure_ddl
 from cdclab.intervals import Arrival, Window, WindowSpec, classify_arrival
 
 ACCEPTED: tuple[Arrival, ...] = ("on_time", "late")
+LEDGER = "state.orders_arrivals_71_02_03"
+LATE_LOG = "dlq.orders_late_events"
+SCHEMA_FILE = "infra/postgres/warehouse/V007__arrivals_ledger.sql"
+
+
+class SchemaNotMigrated(RuntimeError):
+    """A table that the versioned warehouse schema declares is missing: the lab has not applied it."""
 
 
 @dataclass(frozen=True)
@@ -43,12 +57,47 @@ class FirstArrival:
     first_seen_by_run: str
 
 
-def create_ledger_sql(ledger: str) -> sql.Composed:
-    return sql.SQL(
-        "CREATE TABLE IF NOT EXISTS {t} (order_id bigint PRIMARY KEY, event_time timestamptz NOT NULL, "
-        "first_seen_at timestamptz NOT NULL, window_start timestamptz NOT NULL, "
-        "window_end timestamptz NOT NULL, arrival text NOT NULL, first_seen_by_run text)"
-    ).format(t=ident(ledger))
+def _like_declared(cur: Any, name: str, declared: str) -> None:
+    """Check that ``declared`` exists (V007); create ``name`` like it when ``name`` is another table."""
+    cur.execute("SELECT to_regclass(%s)", (declared,))
+    if cur.fetchone()[0] is None:
+        raise SchemaNotMigrated(
+            f"{declared} does not exist: this warehouse has not applied {SCHEMA_FILE}; "
+            "`cdclab lab up` (make up) applies the versioned schema files"
+        )
+    if name != declared:
+        ensure_ddl(
+            cur,
+            name,
+            sql.SQL("CREATE TABLE IF NOT EXISTS {} (LIKE {} INCLUDING ALL)").format(
+                ident(name), ident(declared)
+            ),
+        )
+
+
+def ensure_ledger(cur: Any, ledger: str = LEDGER) -> None:
+    """The arrivals ledger ``ledger``: :data:`LEDGER` as V007 declares it, or a table of the same shape
+    created on first use (a ledger named by a run's params)."""
+    _like_declared(cur, ledger, LEDGER)
+
+
+def ensure_late_log(cur: Any, late_log: str = LATE_LOG) -> None:
+    """The late-events log ``late_log``: :data:`LATE_LOG` as V007 declares it, or a table of the same
+    shape created on first use."""
+    _like_declared(cur, late_log, LATE_LOG)
+
+
+def arrived_in(cur: Any, source: str, window: Window) -> list[tuple[int, dt.datetime, dt.datetime]]:
+    """``(id, ordered_at, updated_at)`` of the ``source`` orders whose processing time (``updated_at``)
+    lies in ``window``, in arrival order."""
+    where, bounds = window.sql_predicate("updated_at")
+    cur.execute(
+        sql.SQL("SELECT id, ordered_at, updated_at FROM {src} WHERE {w} ORDER BY updated_at, id").format(
+            src=ident(source), w=where
+        ),
+        bounds,
+    )
+    return [(r[0], r[1], r[2]) for r in cur.fetchall()]
 
 
 def record(
@@ -62,7 +111,7 @@ def record(
 ) -> list[FirstArrival]:
     """Record the first arrival of each ``(key, event_time, seen_at)`` not in ``ledger`` yet; return the
     ledger's rows for all of them (first arrivals, whichever run recorded them), ordered by key."""
-    ensure_ddl(cur, ledger, create_ledger_sql(ledger))
+    ensure_ledger(cur, ledger)
     rows = []
     for key, event_time, seen_at in arrivals:
         window = spec.window_for(event_time)
@@ -98,3 +147,58 @@ def accepted_in(cur: Any, ledger: str, window: Window) -> dict[int, bool]:
         (window.start, window.end, list(ACCEPTED)),
     )
     return dict(cur.fetchall())
+
+
+def _span(later: dt.datetime, earlier: dt.datetime) -> dt.timedelta:
+    """``later - earlier`` as a plain timedelta (``2:30:00``): with a pendulum end (the window's) the
+    difference is a pendulum ``Interval``, whose text is both end points."""
+    return dt.timedelta(seconds=(later - earlier).total_seconds())
+
+
+def rejection_reason(a: FirstArrival, lateness: dt.timedelta, skew: dt.timedelta) -> str:
+    """Why a rejected first arrival was not applied, in words."""
+    if a.arrival == "too_late":
+        return (
+            f"first arrived {_span(a.first_seen_at, a.window.end)} after its window closed "
+            f"(allowed lateness {lateness})"
+        )
+    return f"event time {_span(a.event_time, a.first_seen_at)} ahead of arrival (skew tolerance {skew})"
+
+
+def log_rejected(
+    cur: Any,
+    late_log: str,
+    firsts: Sequence[FirstArrival],
+    lateness: dt.timedelta,
+    skew: dt.timedelta,
+    interval_start: dt.datetime,
+    run_id: str,
+) -> list[FirstArrival]:
+    """Write the first arrivals of ``firsts`` that were not accepted (too late, future) to the late-events
+    log with their reason, the interval and the run that saw them; return them. One row per
+    ``(order_id, seen_at)``: a rerun updates its verdict, reason and run, never adds a row."""
+    ensure_late_log(cur, late_log)
+    rejected = [a for a in firsts if a.arrival not in ACCEPTED]
+    cur.executemany(
+        sql.SQL(
+            "INSERT INTO {t} (order_id, event_time, seen_at, window_start, window_end, arrival, reason, "
+            "interval_start, seen_by_run) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
+            "ON CONFLICT (order_id, seen_at) DO UPDATE SET arrival = EXCLUDED.arrival, "
+            "reason = EXCLUDED.reason, seen_by_run = EXCLUDED.seen_by_run"
+        ).format(t=ident(late_log)),
+        [
+            (
+                a.key,
+                a.event_time,
+                a.first_seen_at,
+                a.window.start,
+                a.window.end,
+                a.arrival,
+                rejection_reason(a, lateness, skew),
+                interval_start,
+                run_id,
+            )
+            for a in rejected
+        ],
+    )
+    return rejected

@@ -46,6 +46,7 @@ from cdclab.cdc import consumer as kc
 from cdclab.ddl import ensure as ensure_ddl
 from cdclab.options import one_of
 from cdclab.streams import ClickEvent, MalformedClickEventError, parse_event
+from cdclab.tablenames import Table
 
 log = logging.getLogger(__name__)
 
@@ -82,13 +83,8 @@ class SinkTables:
     def name(self, what: str) -> sql.Identifier:
         return sql.Identifier(self.schema, f"{self.prefix}{self.mode}_{what}")
 
-    @property
-    def deliveries(self) -> sql.Identifier:
-        return self.name("deliveries")
-
-    @property
-    def events(self) -> sql.Identifier:
-        return self.name("events")
+    deliveries = Table()
+    events = Table()
 
 
 _DDL = """

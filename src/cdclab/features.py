@@ -33,6 +33,7 @@ from psycopg2 import sql
 from cdclab import upsert
 from cdclab.db import ident
 from cdclab.ddl import ensure as ensure_ddl
+from cdclab.tablenames import PrefixedTables, Table
 
 VERSIONS: dict[str, str] = {
     "v1": "orders and amount over 7 and 30 days before as_of; cancelled orders excluded",
@@ -51,28 +52,14 @@ class FeatureTimeRegressionError(ValueError):
 
 
 @dataclass(frozen=True)
-class Tables:
-    prefix: str
+class Tables(PrefixedTables):
+    """This lesson's tables: ``<prefix>_orders``, ``_offline``, ``_online``, ``_registry``, ``_training``."""
 
-    @property
-    def orders(self) -> str:
-        return f"{self.prefix}_orders"
-
-    @property
-    def offline(self) -> str:
-        return f"{self.prefix}_offline"
-
-    @property
-    def online(self) -> str:
-        return f"{self.prefix}_online"
-
-    @property
-    def registry(self) -> str:
-        return f"{self.prefix}_registry"
-
-    @property
-    def training(self) -> str:
-        return f"{self.prefix}_training"
+    orders = Table()
+    offline = Table()
+    online = Table()
+    registry = Table()
+    training = Table()
 
 
 def check_version(version: str) -> str:

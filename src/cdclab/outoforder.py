@@ -29,6 +29,7 @@ from psycopg2 import sql
 from cdclab import upsert
 from cdclab.db import ident
 from cdclab.ddl import ensure as ensure_ddl
+from cdclab.tablenames import PrefixedTables, Table
 
 ORDER_COLUMNS = ["id", "customer_id", "status", "total", "ordered_at", "version"]
 PAYMENT_COLUMNS = ["id", "order_id", "amount", "method", "paid_at", "version"]
@@ -39,25 +40,16 @@ class ParentKeyMissingError(ValueError):
 
 
 @dataclass(frozen=True)
-class Tables:
-    prefix: str
+class Tables(PrefixedTables):
+    """This lesson's tables: ``<prefix>_orders``, ``_payments``, ``_buffer``, ``_reconciliation``; and
+    its dead-letter table, named in full."""
+
     dead_letters: str
 
-    @property
-    def orders(self) -> str:
-        return f"{self.prefix}_orders"
-
-    @property
-    def payments(self) -> str:
-        return f"{self.prefix}_payments"
-
-    @property
-    def buffer(self) -> str:
-        return f"{self.prefix}_buffer"
-
-    @property
-    def reconciliation(self) -> str:
-        return f"{self.prefix}_reconciliation"
+    orders = Table()
+    payments = Table()
+    buffer = Table()
+    reconciliation = Table()
 
 
 def ensure(wh: Any, t: Tables) -> None:

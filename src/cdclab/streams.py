@@ -57,6 +57,7 @@ from psycopg2.extras import execute_values
 
 from cdclab.ddl import ensure as ensure_ddl
 from cdclab.intervals import Window, WindowSpec
+from cdclab.tablenames import Table
 from cdclab.timezones import require_aware
 
 log = logging.getLogger(__name__)
@@ -311,21 +312,10 @@ class StreamTables:
     def name(self, what: str) -> sql.Identifier:
         return sql.Identifier(self.schema, f"{self.prefix}{what}")
 
-    @property
-    def seen(self) -> sql.Identifier:
-        return self.name("seen")
-
-    @property
-    def windows(self) -> sql.Identifier:
-        return self.name("windows")
-
-    @property
-    def too_late(self) -> sql.Identifier:
-        return self.name("too_late")
-
-    @property
-    def checkpoint(self) -> sql.Identifier:
-        return self.name("checkpoint")
+    seen = Table()
+    windows = Table()
+    too_late = Table()
+    checkpoint = Table()
 
 
 _DDL = """

@@ -30,11 +30,10 @@ from psycopg2 import sql
 from psycopg2.extras import execute_values
 
 from cdclab.cdc import coltypes
-from cdclab.cdc import consumer as kc
 from cdclab.cdc.events import UNAVAILABLE, MalformedEvent, Skipped, parse_debezium
 from cdclab.cdc.merge import SchemaDrift, _ts, source_columns
-from cdclab.cdc.pipeline import decode_change, kafka_bootstrap
-from cdclab.db import SHOP, WAREHOUSE, connect, ident
+from cdclab.cdc.pipeline import consume_routes, decode_change
+from cdclab.db import SHOP, WAREHOUSE, ident, transaction
 from cdclab.ddl import ensure as ensure_ddl
 
 log = logging.getLogger(__name__)
@@ -68,24 +67,20 @@ def append_routes(
     source_conn_id: str = SHOP,
 ) -> list[AppendRoute]:
     routes = []
-    conn = connect(source_conn_id)
-    try:
-        with conn.cursor() as cur:
-            for table in tables:
-                qualified = table if "." in table else f"public.{table}"
-                schema, name = qualified.split(".", 1)
-                plans = coltypes.plan_table(qualified, coltypes.table_columns(cur, qualified))
-                routes.append(
-                    AppendRoute(
-                        source=qualified,
-                        topic=f"{topic_prefix}.{schema}.{name}",
-                        target=f"{target_schema}.{target_prefix}{name}",
-                        types={p.name: p.target_type for p in plans},
-                        codecs={p.name: p.codec for p in plans if p.codec != "identity"},
-                    )
+    with transaction(source_conn_id) as cur:
+        for table in tables:
+            qualified = table if "." in table else f"public.{table}"
+            schema, name = qualified.split(".", 1)
+            plans = coltypes.plan_table(qualified, coltypes.table_columns(cur, qualified))
+            routes.append(
+                AppendRoute(
+                    source=qualified,
+                    topic=f"{topic_prefix}.{schema}.{name}",
+                    target=f"{target_schema}.{target_prefix}{name}",
+                    types={p.name: p.target_type for p in plans},
+                    codecs={p.name: p.codec for p in plans if p.codec != "identity"},
                 )
-    finally:
-        conn.close()
+            )
     return routes
 
 
@@ -173,14 +168,10 @@ def replicate_append(
         source_conn_id=source_conn_id,
     )
     by_topic = {r.topic: r for r in routes}
-    conn = connect(target_conn_id)
-    try:
-        with conn, conn.cursor() as cur:
-            for r in routes:
-                coltypes.require_target_types(cur, r.target, r.types)
-                ensure_ledger(cur, r.target, r.types)
-    finally:
-        conn.close()
+    with transaction(target_conn_id) as cur:
+        for r in routes:
+            coltypes.require_target_types(cur, r.target, r.types)
+            ensure_ledger(cur, r.target, r.types)
     appended: dict[str, int] = defaultdict(int)
     skipped: dict[str, int] = defaultdict(int)
 
@@ -208,16 +199,15 @@ def replicate_append(
             appended[route.target] += max(cur.rowcount, 0)
         return rejects
 
-    result = kc.consume_into_postgres(
-        bootstrap=kafka_bootstrap(kafka_conn_id),
-        topics=list(by_topic),
+    result = consume_routes(
+        routes,
+        handle,
         group=group,
-        connect=lambda: connect(target_conn_id),
-        handler=handle,
         batch_size=batch_size,
         max_seconds=max_seconds,
+        target_conn_id=target_conn_id,
+        kafka_conn_id=kafka_conn_id,
         who=who,
-        targets={r.topic: r.target for r in routes},
     )
     summary = {
         "records": result.records,

@@ -47,6 +47,7 @@ from cdclab.options import one_of
 
 DeleteMode = Literal["hard", "soft"]
 SchemaPolicy = Literal["evolve", "fail"]
+OnConflict = Literal["update", "nothing"]
 BOOKKEEPING = ("_source_position", "_source_op", "_source_ts", "_loaded_at", "_deleted", "_deleted_at")
 
 
@@ -191,7 +192,7 @@ def apply_changes(
         # an unchanged TOASTed column keeps the target's value; so does a column the change does not
         # carry because it was written before an ADD COLUMN in the source (a new row gets the default)
         keep = change.unavailable | (wanted - change.row.keys())
-        result += _upsert(cur, target, key, [c for c in columns if c not in keep], [change])
+        result += _upsert(cur, target, key, [c for c in columns if c not in keep], [change], types)
     if deletes and stage_name:
         result += _delete_staged(cur, target, key, columns, types, stage_name, delete_mode)
     return result
@@ -317,6 +318,75 @@ def _typed(columns: Sequence[str], types: Mapping[str, str]) -> sql.Composable:
     )
 
 
+def _row_columns(columns: Sequence[str]) -> list[str]:
+    """The columns an upsert or a tombstone writes: the data columns and the bookkeeping it sets."""
+    return [*columns, "_source_position", "_source_op", "_source_ts", "_deleted", "_deleted_at"]
+
+
+def _selected(select: sql.Composable) -> sql.Composable:
+    """A ``SELECT`` over the staging table as the rows ``v`` of :func:`guarded_insert`/:func:`clear_ledger`."""
+    return sql.SQL("({}) AS v").format(select)
+
+
+def _values(cols: Sequence[str]) -> sql.Composable:
+    """``(VALUES %s) AS v (cols)``: rows passed by ``execute_values`` as the rows ``v``."""
+    return sql.SQL("(VALUES %s) AS v ({})").format(sql.SQL(", ").join(map(sql.Identifier, cols)))
+
+
+def _values_template(cols: Sequence[str], types: Mapping[str, str]) -> str:
+    """``execute_values`` template casting each value to its column's type (``VALUES`` needs typed columns)."""
+    return "(" + ", ".join(f"(%s)::{types[c]}" for c in cols) + ")"
+
+
+def guarded_insert(
+    target: str,
+    key: Sequence[str],
+    cols: Sequence[str],
+    rows: sql.Composable,
+    on_conflict: OnConflict = "update",
+) -> sql.Composed:
+    """The position-guarded upsert of ``rows`` (a ``FROM`` item named ``v`` with ``cols``) into ``target``.
+
+    A row is written only when the delete ledger does not remember its key at its position or later (a
+    late, older insert cannot resurrect a deleted key). ``update``: a key the target holds is updated
+    only when the row's position is greater than the target's ``_source_position`` (older changes are
+    stale); ``nothing``: a key the target holds is left alone (a tombstone for a key never seen).
+    """
+    one_of("on_conflict", on_conflict, OnConflict)
+    if on_conflict == "update":
+        non_key = [c for c in cols if c not in key]
+        conflict = sql.SQL(
+            "DO UPDATE SET {sets}, _loaded_at = now() WHERE t._source_position < EXCLUDED._source_position"
+        ).format(
+            sets=sql.SQL(", ").join(
+                sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in non_key
+            )
+        )
+    else:
+        conflict = sql.SQL("DO NOTHING")
+    return sql.SQL(
+        "INSERT INTO {t} AS t ({cols}) SELECT {cols} FROM {rows} "
+        "WHERE NOT EXISTS (SELECT 1 FROM {ledger} d WHERE {ledger_match} AND d._source_position >= v._source_position) "
+        "ON CONFLICT ({key}) {conflict}"
+    ).format(
+        t=ident(target),
+        ledger=ident(target + "__deleted"),
+        cols=sql.SQL(", ").join(map(sql.Identifier, cols)),
+        rows=rows,
+        ledger_match=_match("d", key),
+        key=sql.SQL(", ").join(map(sql.Identifier, key)),
+        conflict=conflict,
+    )
+
+
+def clear_ledger(target: str, key: Sequence[str], rows: sql.Composable) -> sql.Composed:
+    """Forget deleted keys that ``rows`` (a ``FROM`` item named ``v``: the key and ``_source_position``)
+    wrote again at a later position."""
+    return sql.SQL(
+        "DELETE FROM {ledger} d USING {rows} WHERE {match} AND d._source_position < v._source_position"
+    ).format(ledger=ident(target + "__deleted"), rows=rows, match=_match("d", key))
+
+
 def _upsert_staged(
     cur: Any,
     target: str,
@@ -326,48 +396,32 @@ def _upsert_staged(
     stage_name: str,
     count: int,
 ) -> MergeResult:
-    cols = [*columns, "_source_position", "_source_op", "_source_ts", "_deleted", "_deleted_at"]
-    non_key = [c for c in cols if c not in key]
+    cols = _row_columns(columns)
     source = sql.SQL(
         "SELECT {typed}, s._source_position, s._source_op::char(1) AS _source_op, "
         "s._source_ts::timestamptz AS _source_ts, false AS _deleted, NULL::timestamptz AS _deleted_at "
         "FROM {s} s WHERE s._source_op <> 'd'"
     ).format(typed=_typed(columns, types), s=sql.Identifier(stage_name))
-    stmt = sql.SQL(
-        "INSERT INTO {t} AS t ({cols}) SELECT {cols} FROM ({source}) AS v "
-        "WHERE NOT EXISTS (SELECT 1 FROM {ledger} d WHERE {ledger_match} AND d._source_position >= v._source_position) "
-        "ON CONFLICT ({key}) DO UPDATE SET {sets}, _loaded_at = now() "
-        "WHERE t._source_position < EXCLUDED._source_position"
-    ).format(
-        t=ident(target),
-        ledger=ident(target + "__deleted"),
-        cols=sql.SQL(", ").join(map(sql.Identifier, cols)),
-        source=source,
-        ledger_match=sql.SQL(" AND ").join(sql.SQL("d.{k} = v.{k}").format(k=sql.Identifier(k)) for k in key),
-        key=sql.SQL(", ").join(map(sql.Identifier, key)),
-        sets=sql.SQL(", ").join(sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in non_key),
-    )
-    cur.execute(stmt)
+    cur.execute(guarded_insert(target, key, cols, _selected(source)))
     written = cur.rowcount
     if written:
-        cur.execute(
-            sql.SQL(
-                "DELETE FROM {ledger} d USING (SELECT {typed}, s._source_position FROM {s} s "
-                "WHERE s._source_op <> 'd') AS v WHERE {match} AND d._source_position < v._source_position"
-            ).format(
-                ledger=ident(target + "__deleted"),
-                typed=_typed(key, types),
-                s=sql.Identifier(stage_name),
-                match=_match("d", key),
-            )
+        keys = sql.SQL("SELECT {typed}, s._source_position FROM {s} s WHERE s._source_op <> 'd'").format(
+            typed=_typed(key, types), s=sql.Identifier(stage_name)
         )
+        cur.execute(clear_ledger(target, key, _selected(keys)))
     return MergeResult(upserted=written, stale=max(count - written, 0))
 
 
-def _match(alias: str, key: Sequence[str]) -> sql.Composable:
+def keys_match(a: str, b: str, key: Sequence[str]) -> sql.Composable:
+    """``a.k1 = b.k1 AND a.k2 = b.k2 ...``: rows of aliases ``a`` and ``b`` with the same key."""
     return sql.SQL(" AND ").join(
-        sql.SQL("{a}.{k} = v.{k}").format(a=sql.Identifier(alias), k=sql.Identifier(k)) for k in key
+        sql.SQL("{a}.{k} = {b}.{k}").format(a=sql.Identifier(a), b=sql.Identifier(b), k=sql.Identifier(k))
+        for k in key
     )
+
+
+def _match(alias: str, key: Sequence[str]) -> sql.Composable:
+    return keys_match(alias, "v", key)
 
 
 def _delete_staged(
@@ -398,25 +452,13 @@ def _delete_staged(
     deleted = int(cur.rowcount)
     if mode == "soft":
         # a delete of a key the target never held still leaves a flagged row (see flag_unseen_deletes)
-        cols = [*columns, "_source_position", "_source_op", "_source_ts", "_deleted", "_deleted_at"]
-        cur.execute(
-            sql.SQL(
-                "INSERT INTO {t} ({cols}) SELECT {cols} FROM (SELECT {typed}, s._source_position, "
-                "'d'::char(1) AS _source_op, s._source_ts::timestamptz AS _source_ts, true AS _deleted, "
-                "coalesce(s._source_ts::timestamptz, now()) AS _deleted_at FROM {s} s "
-                "WHERE s._source_op = 'd') AS v "
-                "WHERE NOT EXISTS (SELECT 1 FROM {ledger} d WHERE {m} AND d._source_position >= v._source_position) "
-                "ON CONFLICT ({k}) DO NOTHING"
-            ).format(
-                t=ident(target),
-                cols=sql.SQL(", ").join(map(sql.Identifier, cols)),
-                typed=_typed(columns, types),
-                s=s,
-                ledger=ident(target + "__deleted"),
-                m=_match("d", key),
-                k=sql.SQL(", ").join(map(sql.Identifier, key)),
-            )
-        )
+        tombstones = sql.SQL(
+            "SELECT {typed}, s._source_position, "
+            "'d'::char(1) AS _source_op, s._source_ts::timestamptz AS _source_ts, true AS _deleted, "
+            "coalesce(s._source_ts::timestamptz, now()) AS _deleted_at FROM {s} s "
+            "WHERE s._source_op = 'd'"
+        ).format(typed=_typed(columns, types), s=s)
+        cur.execute(guarded_insert(target, key, _row_columns(columns), _selected(tombstones), "nothing"))
         deleted += int(cur.rowcount)
     else:
         cur.execute(
@@ -437,57 +479,36 @@ def _delete_staged(
 
 
 def _upsert(
-    cur: Any, target: str, key: Sequence[str], columns: Sequence[str], changes: Sequence[Change]
+    cur: Any,
+    target: str,
+    key: Sequence[str],
+    columns: Sequence[str],
+    changes: Sequence[Change],
+    types: Mapping[str, str] | None = None,
 ) -> MergeResult:
-    cols = [*columns, "_source_position", "_source_op", "_source_ts", "_deleted", "_deleted_at"]
+    """The row-by-row ``VALUES`` upsert over ``columns`` (``types``: the target's, read when not given)."""
+    types = types if types is not None else dict(source_columns(cur, target))
+    cols = _row_columns(columns)
     values = [
         tuple(c.row.get(col) for col in columns) + (c.position, c.op, _ts(c.ts_ms), False, None)
         for c in changes
     ]
-    non_key = [c for c in cols if c not in key]
-    stmt = sql.SQL(
-        "INSERT INTO {t} AS t ({cols}) SELECT {cols} FROM (VALUES %s) AS v ({cols}) "
-        "WHERE NOT EXISTS (SELECT 1 FROM {ledger} d WHERE {ledger_match} AND d._source_position >= v._source_position) "
-        "ON CONFLICT ({key}) DO UPDATE SET {sets}, _loaded_at = now() "
-        "WHERE t._source_position < EXCLUDED._source_position"
-    ).format(
-        t=ident(target),
-        ledger=ident(target + "__deleted"),
-        cols=sql.SQL(", ").join(map(sql.Identifier, cols)),
-        ledger_match=sql.SQL(" AND ").join(sql.SQL("d.{k} = v.{k}").format(k=sql.Identifier(k)) for k in key),
-        key=sql.SQL(", ").join(map(sql.Identifier, key)),
-        sets=sql.SQL(", ").join(sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in non_key),
-    )
-    # VALUES needs typed columns: cast each to the target's type
-    types = dict(source_columns(cur, target))
-    template = "(" + ", ".join(f"(%s)::{types[c]}" for c in cols) + ")"
+    stmt = guarded_insert(target, key, cols, _values(cols))
+    template = _values_template(cols, types)
     execute_values(cur, stmt.as_string(cur), values, template=template, page_size=len(values))
     written = cur.rowcount
     # rows neither inserted nor updated were stale (older than the target row) or already deleted
     stale = len(values) - written
     if written:
-        _clear_ledger(cur, target, key, changes)
+        ledger_cols = [*key, "_source_position"]
+        execute_values(
+            cur,
+            clear_ledger(target, key, _values(ledger_cols)).as_string(cur),
+            [tuple(c.key.get(k) for k in key) + (c.position,) for c in changes],
+            template=_values_template(ledger_cols, {**types, "_source_position": "bigint"}),
+            page_size=len(changes),
+        )
     return MergeResult(upserted=written, stale=max(stale, 0))
-
-
-def _clear_ledger(cur: Any, target: str, key: Sequence[str], changes: Sequence[Change]) -> None:
-    stmt = sql.SQL(
-        "DELETE FROM {ledger} d USING (VALUES %s) AS v ({cols}) WHERE {match} "
-        "AND d._source_position < v._source_position"
-    ).format(
-        ledger=ident(target + "__deleted"),
-        cols=sql.SQL(", ").join(map(sql.Identifier, [*key, "_source_position"])),
-        match=sql.SQL(" AND ").join(sql.SQL("d.{k} = v.{k}").format(k=sql.Identifier(k)) for k in key),
-    )
-    types = dict(source_columns(cur, target))
-    template = "(" + ", ".join([f"(%s)::{types[k]}" for k in key] + ["%s::bigint"]) + ")"
-    execute_values(
-        cur,
-        stmt.as_string(cur),
-        [tuple(c.key.get(k) for k in key) + (c.position,) for c in changes],
-        template=template,
-        page_size=len(changes),
-    )
 
 
 def flag_unseen_deletes(cur: Any, target: str, key: Sequence[str], changes: Sequence[Change]) -> int:
@@ -500,23 +521,13 @@ def flag_unseen_deletes(cur: Any, target: str, key: Sequence[str], changes: Sequ
         return 0
     columns = target_columns(cur, target)
     types = dict(source_columns(cur, target))
-    cols = [*columns, "_source_position", "_source_op", "_source_ts", "_deleted", "_deleted_at"]
+    cols = _row_columns(columns)
     values = [
         (*(c.row.get(col) for col in columns), c.position, "d", _ts(c.ts_ms), True, _ts(c.ts_ms) or "now")
         for c in deletes
     ]
-    stmt = sql.SQL(
-        "INSERT INTO {t} ({cols}) SELECT {cols} FROM (VALUES %s) AS v ({cols}) "
-        "WHERE NOT EXISTS (SELECT 1 FROM {ledger} d WHERE {m} AND d._source_position >= v._source_position) "
-        "ON CONFLICT ({k}) DO NOTHING"
-    ).format(
-        t=ident(target),
-        cols=sql.SQL(", ").join(map(sql.Identifier, cols)),
-        ledger=ident(target + "__deleted"),
-        m=sql.SQL(" AND ").join(sql.SQL("d.{k} = v.{k}").format(k=sql.Identifier(k)) for k in key),
-        k=sql.SQL(", ").join(map(sql.Identifier, key)),
-    )
-    template = "(" + ", ".join(f"(%s)::{types[c]}" for c in cols) + ")"
+    stmt = guarded_insert(target, key, cols, _values(cols), "nothing")
+    template = _values_template(cols, types)
     execute_values(cur, stmt.as_string(cur), values, template=template, page_size=len(values))
     return int(cur.rowcount)
 

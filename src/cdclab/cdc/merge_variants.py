@@ -40,7 +40,6 @@ from typing import Any, Literal
 from psycopg2 import sql
 from psycopg2.extras import execute_values
 
-from cdclab.cdc import consumer as kc
 from cdclab.cdc.events import UNAVAILABLE, Change, latest_per_key
 from cdclab.cdc.merge import (
     BOOKKEEPING,
@@ -48,10 +47,11 @@ from cdclab.cdc.merge import (
     MergeResult,
     SchemaDrift,
     flag_unseen_deletes,
+    keys_match,
     source_columns,
 )
-from cdclab.cdc.pipeline import TableRoute, debezium_parser, kafka_bootstrap, routes_for, sort_batch
-from cdclab.db import SHOP, WAREHOUSE, connect, ident
+from cdclab.cdc.pipeline import TableRoute, consume_routes, debezium_parser, routes_for, sort_batch
+from cdclab.db import SHOP, WAREHOUSE, ident, transaction
 from cdclab.options import one_of
 
 log = logging.getLogger(__name__)
@@ -63,15 +63,6 @@ ApplyBatch = Callable[[Any, TableRoute, list[Change]], dict[str, int]]
 
 class TruncateArrived(RuntimeError):
     """A TRUNCATE change arrived; the merge will not guess what to do with the target."""
-
-
-def _keys_match(alias_a: str, alias_b: str, key: Sequence[str]) -> sql.Composable:
-    return sql.SQL(" AND ").join(
-        sql.SQL("{a}.{k} = {b}.{k}").format(
-            a=sql.Identifier(alias_a), b=sql.Identifier(alias_b), k=sql.Identifier(k)
-        )
-        for k in key
-    )
 
 
 def _cols(names: Sequence[str], alias: str | None = None) -> sql.Composable:
@@ -169,8 +160,8 @@ def merge_statement(
         t=ident(target),
         s=ident(staging),
         ledger=ledger,
-        ledger_match=_keys_match("d", "st", key),
-        on=_keys_match("t", "s", key),
+        ledger_match=keys_match("d", "st", key),
+        on=keys_match("t", "s", key),
         on_delete=on_delete,
         sets=sets,
         book=book,
@@ -229,7 +220,7 @@ def merge_changes(
         sql.SQL(
             "DELETE FROM {ledger} d USING {s} s WHERE {m} AND s._source_op <> 'd' "
             "AND d._source_position < s._source_position"
-        ).format(ledger=ledger, s=ident(staging), m=_keys_match("d", "s", key))
+        ).format(ledger=ledger, s=ident(staging), m=keys_match("d", "s", key))
     )
     if delete_mode == "hard":
         cur.execute(
@@ -276,7 +267,7 @@ def flag_source_soft_deletes(
         at=sql.Identifier(at_column),
         flag=sql.Identifier(flag_column),
         k=_cols(key),
-        m=_keys_match("t", "v", key),
+        m=keys_match("t", "v", key),
     )
     template = "(" + ", ".join(f"(%s)::{types[k]}" for k in key) + ")"
     execute_values(cur, stmt.as_string(cur), sorted(keys), template=template, page_size=len(keys))
@@ -382,13 +373,9 @@ def replicate_with(
     )
     by_topic = {r.topic: r for r in routes}
     if prepare is not None:
-        conn = connect(target_conn_id)
-        try:
-            with conn, conn.cursor() as cur:
-                for r in routes:
-                    prepare(cur, r)
-        finally:
-            conn.close()
+        with transaction(target_conn_id) as cur:
+            for r in routes:
+                prepare(cur, r)
     summary = StreamSummary()
 
     def handle(cur: Any, batch: list[Any]) -> list[tuple[Any, str]]:
@@ -401,16 +388,15 @@ def replicate_with(
         return rejects
 
     t0 = time.monotonic()
-    result = kc.consume_into_postgres(
-        bootstrap=kafka_bootstrap(kafka_conn_id),
-        topics=list(by_topic),
+    result = consume_routes(
+        routes,
+        handle,
         group=group,
-        connect=lambda: connect(target_conn_id),
-        handler=handle,
         batch_size=batch_size,
         max_seconds=max_seconds,
+        target_conn_id=target_conn_id,
+        kafka_conn_id=kafka_conn_id,
         who=who,
-        targets={r.topic: r.target for r in routes},
     )
     summary.records, summary.batches, summary.dead_letters = (
         result.records,

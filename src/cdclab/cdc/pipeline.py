@@ -16,9 +16,9 @@ from __future__ import annotations
 import logging
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 from cdclab.cdc import coltypes, ddl
 from cdclab.cdc import consumer as kc
@@ -32,7 +32,7 @@ from cdclab.cdc.merge import (
     ensure_target,
     primary_key,
 )
-from cdclab.db import SHOP, WAREHOUSE, connect, get_connection
+from cdclab.db import SHOP, WAREHOUSE, connect, get_connection, transaction
 from cdclab.options import one_of
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,52 @@ def kafka_bootstrap(kafka_conn_id: str) -> str:
     return str(servers)
 
 
+class Routed(Protocol):
+    """What consuming needs of a route: its source table, its topic and its target table."""
+
+    @property
+    def source(self) -> str: ...
+
+    @property
+    def topic(self) -> str: ...
+
+    @property
+    def target(self) -> str: ...
+
+
+def consume_routes(
+    routes: Sequence[Routed],
+    handler: kc.BatchHandler,
+    *,
+    group: str,
+    batch_size: int,
+    max_seconds: float,
+    target_conn_id: str,
+    kafka_conn_id: str,
+    who: str,
+    snapshotted: Collection[str] = (),
+    stop_at: Mapping[tuple[str, int], int] | None = None,
+) -> kc.ConsumeResult:
+    """Consume the topics of ``routes`` into the target database with ``handler``, each batch's offsets
+    stored with its writes (:func:`cdclab.cdc.consumer.consume_into_postgres`); the group is bound to the
+    routes' targets. ``snapshotted``: source tables whose snapshot has been requested; ``stop_at``: end
+    offsets to stop at (:func:`end_offsets`)."""
+    topics = list(dict.fromkeys(r.topic for r in routes))
+    return kc.consume_into_postgres(
+        bootstrap=kafka_bootstrap(kafka_conn_id),
+        topics=topics,
+        group=group,
+        connect=lambda: connect(target_conn_id),
+        handler=handler,
+        batch_size=batch_size,
+        max_seconds=max_seconds,
+        who=who,
+        targets={r.topic: r.target for r in routes},
+        snapshotted={r.topic for r in routes if r.source in snapshotted},
+        stop_at=stop_at,
+    )
+
+
 def routes_for(
     tables: Sequence[str],
     *,
@@ -74,46 +120,42 @@ def routes_for(
 ) -> list[TableRoute]:
     """Look the source tables up in the source catalog (columns, types, primary key)."""
     routes = []
-    conn = connect(source_conn_id)
-    try:
-        with conn.cursor() as cur:
-            for table in tables:
-                qualified = table if "." in table else f"public.{table}"
-                schema, name = qualified.split(".", 1)
-                # refuses a column whose type cannot be replicated losslessly, before anything is written
-                columns = coltypes.table_columns(cur, qualified)
-                plans = coltypes.plan_table(qualified, columns)
-                cur.execute(
-                    """SELECT a.attname, pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d
-                               JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum
-                               WHERE d.adrelid = %s::regclass""",
-                    (qualified,),
+    with transaction(source_conn_id) as cur:
+        for table in tables:
+            qualified = table if "." in table else f"public.{table}"
+            schema, name = qualified.split(".", 1)
+            # refuses a column whose type cannot be replicated losslessly, before anything is written
+            columns = coltypes.table_columns(cur, qualified)
+            plans = coltypes.plan_table(qualified, columns)
+            cur.execute(
+                """SELECT a.attname, pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d
+                           JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum
+                           WHERE d.adrelid = %s::regclass""",
+                (qualified,),
+            )
+            defaults = dict(cur.fetchall())
+            key = primary_key(cur, qualified)
+            if not key:
+                raise ValueError(
+                    f"source table {qualified} has no primary key: CDC merges need one; add a primary "
+                    "key, or replicate it as an insert-only ledger in append mode "
+                    "(cdclab.cdc.append.replicate_append)"
                 )
-                defaults = dict(cur.fetchall())
-                key = primary_key(cur, qualified)
-                if not key:
-                    raise ValueError(
-                        f"source table {qualified} has no primary key: CDC merges need one; add a primary "
-                        "key, or replicate it as an insert-only ledger in append mode "
-                        "(cdclab.cdc.append.replicate_append)"
-                    )
-                routes.append(
-                    TableRoute(
-                        source=qualified,
-                        topic=f"{topic_prefix}.{schema}.{name}",
-                        target=f"{target_schema}.{target_prefix}{name}",
-                        key=tuple(key),
-                        types={
-                            p.name: p.target_type
-                            + _default(defaults.get(p.name), p.target_type, p.target_type != c.sql_type)
-                            for p, c in zip(plans, columns, strict=True)
-                        },
-                        codecs={p.name: p.codec for p in plans if p.codec != "identity"},
-                        attnums={c.name: c.attnum for c in columns},
-                    )
+            routes.append(
+                TableRoute(
+                    source=qualified,
+                    topic=f"{topic_prefix}.{schema}.{name}",
+                    target=f"{target_schema}.{target_prefix}{name}",
+                    key=tuple(key),
+                    types={
+                        p.name: p.target_type
+                        + _default(defaults.get(p.name), p.target_type, p.target_type != c.sql_type)
+                        for p, c in zip(plans, columns, strict=True)
+                    },
+                    codecs={p.name: p.codec for p in plans if p.codec != "identity"},
+                    attnums={c.name: c.attnum for c in columns},
                 )
-    finally:
-        conn.close()
+            )
     return routes
 
 
@@ -318,16 +360,12 @@ def _run(
     one_of("delete_mode", delete_mode, DeleteMode)  # before anything is read or written
     one_of("schema_policy", schema_policy, SchemaPolicy)
     by_topic = {r.topic: r for r in routes}
-    conn = connect(target_conn_id)
-    try:
-        with conn, conn.cursor() as cur:
-            for r in routes:
-                coltypes.require_target_types(cur, r.target, r.types)
-                ensure_target(cur, r.target, list(r.types.items()), r.key)
-            # DDL the source ran since the last run: `fail` stops here, `evolve` alters the target
-            renames = {r.topic: ddl.reconcile(cur, r, schema_policy) for r in routes if r.attnums}
-    finally:
-        conn.close()
+    with transaction(target_conn_id) as cur:
+        for r in routes:
+            coltypes.require_target_types(cur, r.target, r.types)
+            ensure_target(cur, r.target, list(r.types.items()), r.key)
+        # DDL the source ran since the last run: `fail` stops here, `evolve` alters the target
+        renames = {r.topic: ddl.reconcile(cur, r, schema_policy) for r in routes if r.attnums}
     totals: dict[str, MergeResult] = defaultdict(MergeResult)
     skipped: dict[str, int] = defaultdict(int)
 
@@ -348,17 +386,16 @@ def _run(
             )
         return rejects
 
-    result = kc.consume_into_postgres(
-        bootstrap=kafka_bootstrap(kafka_conn_id),
-        topics=list(by_topic),
+    result = consume_routes(
+        routes,
+        handle,
         group=group,
-        connect=lambda: connect(target_conn_id),
-        handler=handle,
         batch_size=batch_size,
         max_seconds=max_seconds,
+        target_conn_id=target_conn_id,
+        kafka_conn_id=kafka_conn_id,
         who=who,
-        targets={r.topic: r.target for r in routes},
-        snapshotted={r.topic for r in routes if r.source in snapshotted},
+        snapshotted=snapshotted,
         stop_at=stop_at,
     )
     summary = {

@@ -40,6 +40,7 @@ from psycopg2 import sql
 from psycopg2.extras import execute_values
 
 from cdclab.cdc.events import UNAVAILABLE, Change
+from cdclab.cdc.merge import keys_match, source_columns
 from cdclab.db import ident
 from cdclab.ddl import ensure as ensure_ddl
 
@@ -282,21 +283,36 @@ def ensure_dimension(
         ensure_ddl(cur, dimension, stmt)
 
 
-def _types(cur: Any, table: str) -> list[tuple[str, str]]:
-    cur.execute(
-        """SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
-           WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum""",
-        (table,),
-    )
-    return [(r[0], r[1]) for r in cur.fetchall()]
+def _d(columns: Sequence[str]) -> sql.Composable:
+    """``d.c1, d.c2, ...``"""
+    return sql.SQL(", ").join(sql.SQL("d.{}").format(sql.Identifier(c)) for c in columns)
 
 
-def _match(a: str, b: str, key: Sequence[str]) -> sql.Composable:
-    return sql.SQL(" AND ").join(
-        sql.SQL("{}.{} = {}.{}").format(
-            sql.Identifier(a), sql.Identifier(k), sql.Identifier(b), sql.Identifier(k)
+def _of_keys(
+    cur: Any,
+    dimension: str,
+    key: Sequence[str],
+    keys: Sequence[Key],
+    template: str,
+    select: sql.Composable,
+    rest: sql.Composable,
+) -> list[tuple[Any, ...]]:
+    """``SELECT <select> FROM dimension d JOIN (VALUES keys) AS v (key) ON <same key> <rest>``."""
+    return execute_values(
+        cur,
+        sql.SQL("SELECT {select} FROM {dim} d JOIN (VALUES %s) AS v ({k}) ON {m} {rest}")
+        .format(
+            select=select,
+            dim=ident(dimension),
+            k=sql.SQL(", ").join(map(sql.Identifier, key)),
+            m=keys_match("d", "v", key),
+            rest=rest,
         )
-        for k in key
+        .as_string(cur),
+        list(keys),
+        template=template,
+        page_size=len(keys),
+        fetch=True,
     )
 
 
@@ -306,44 +322,21 @@ def load_states(
     """Guard and current version (locked FOR UPDATE) of ``keys``."""
     if not keys:
         return {}
-    types = dict(_types(cur, dimension))
+    types = dict(source_columns(cur, dimension))
     template = "(" + ", ".join(f"%s::{types[k]}" for k in key) + ")"
-    keycols = sql.SQL(", ").join(map(sql.Identifier, key))
-    guards = execute_values(
+    guards = _of_keys(
         cur,
-        sql.SQL(
-            "SELECT {dk}, max(d._last_position) FROM {dim} d JOIN (VALUES %s) AS v ({k}) ON {m} GROUP BY {dk}"
-        )
-        .format(
-            dk=sql.SQL(", ").join(sql.SQL("d.{}").format(sql.Identifier(k)) for k in key),
-            dim=ident(dimension),
-            k=keycols,
-            m=_match("d", "v", key),
-        )
-        .as_string(cur),
-        list(keys),
-        template=template,
-        page_size=len(keys),
-        fetch=True,
+        dimension,
+        key,
+        keys,
+        template,
+        sql.SQL("{dk}, max(d._last_position)").format(dk=_d(key)),
+        sql.SQL("GROUP BY {dk}").format(dk=_d(key)),
     )
     states: dict[Key, KeyState] = {tuple(r[:-1]): KeyState(guard=int(r[-1])) for r in guards}
     want = [*columns, "valid_from", "_row_hash", "_source_position", "_last_position"]
-    current = execute_values(
-        cur,
-        sql.SQL(
-            "SELECT {cols} FROM {dim} d JOIN (VALUES %s) AS v ({k}) ON {m} WHERE d.is_current FOR UPDATE OF d"
-        )
-        .format(
-            cols=sql.SQL(", ").join(sql.SQL("d.{}").format(sql.Identifier(c)) for c in want),
-            dim=ident(dimension),
-            k=keycols,
-            m=_match("d", "v", key),
-        )
-        .as_string(cur),
-        list(keys),
-        template=template,
-        page_size=len(keys),
-        fetch=True,
+    current = _of_keys(
+        cur, dimension, key, keys, template, _d(want), sql.SQL("WHERE d.is_current FOR UPDATE OF d")
     )
     for row in current:
         values = dict(zip(columns, row[: len(columns)], strict=True))
@@ -388,7 +381,7 @@ def retire_sql(dimension: str, key: Sequence[str], columns: Sequence[str]) -> sq
         dim=ident(dimension),
         sets=sql.SQL(", ").join(sets),
         vcols=sql.SQL(", ").join(map(sql.Identifier, vcols)),
-        m=_match("d", "v", key),
+        m=keys_match("d", "v", key),
     )
 
 
@@ -402,7 +395,7 @@ def insert_sql(dimension: str, columns: Sequence[str]) -> sql.Composed:
 
 
 def dimension_columns(cur: Any, dimension: str) -> list[str]:
-    return [n for n, _ in _types(cur, dimension) if n not in SCD_COLUMNS]
+    return [n for n, _ in source_columns(cur, dimension) if n not in SCD_COLUMNS]
 
 
 def apply_scd2(
@@ -421,7 +414,7 @@ def apply_scd2(
     keys = list(dict.fromkeys(tuple(c.key.get(k) for k in key) for c in changes))
     states = load_states(cur, dimension, key, columns, keys)
     plan = plan_versions(changes, states, key, columns, tracking)
-    types = dict(_types(cur, dimension))
+    types = dict(source_columns(cur, dimension))
     non_key = [c for c in columns if c not in key]
     if plan.retire:
         rows = [
