@@ -100,7 +100,7 @@ def _expected_versions() -> list[tuple[int, str, str]]:
 
 
 # shared tables that only the versioned files define (newer than the library's ensure_* functions)
-SQL_ONLY = {("marts", "alerts")}
+SQL_ONLY = {("marts", "alerts"), ("dlq", "orders_late_events"), ("state", "orders_arrivals_71_02_03")}
 
 SHAPE = """
 SELECT c.table_schema, c.table_name, c.column_name, c.data_type, c.column_default, c.is_nullable
