@@ -24,8 +24,8 @@ from typing import Any
 from psycopg2 import sql
 from psycopg2.extras import execute_values
 
-from cdclab import perf, pull, state, upsert
-from cdclab.db import SHOP, WAREHOUSE, connect, ident
+from cdclab import delta, perf, pull, state, upsert
+from cdclab.db import SHOP, WAREHOUSE, connect, ident, transaction
 
 log = logging.getLogger(__name__)
 
@@ -197,3 +197,154 @@ def analyse_break_even(*, experiment: str, dag_id: str, run_id: str) -> dict[str
         savings,
     )
     return analysis
+
+
+# ----------------------------------------------------------------------------------- 71.7.2
+
+INDEX_MODES = ("no_index", "index")
+RANGES = ("closed", "open")
+WINDOW_TABLE_COLUMNS = sql.SQL(
+    "id bigint PRIMARY KEY, updated_at timestamptz NOT NULL, payload text NOT NULL"
+)
+
+
+def window_query(source: str, rng: str) -> sql.Composable:
+    """The watermark query over ``%(start)s`` (and ``%(end)s`` when ``rng`` is ``closed``), in
+    ``(updated_at, id)`` order: ``closed`` is the half-open data interval, ``open`` everything after start."""
+    if rng not in RANGES:
+        raise ValueError(f"range {rng!r} is not one of {RANGES}")
+    bound = sql.SQL(" AND updated_at < %(end)s") if rng == "closed" else sql.SQL("")
+    return sql.SQL("SELECT * FROM {} WHERE updated_at >= %(start)s{} ORDER BY updated_at, id").format(
+        ident(source), bound
+    )
+
+
+def index_name(source: str) -> str:
+    """The benchmark table's ``(updated_at, id)`` index: ``<table>_updated_at_idx``."""
+    return source.split(".")[-1] + "_updated_at_idx"
+
+
+def prepare_window_benchmark(source: str, table_rows: int, target: str, anchor: Any) -> None:
+    """Create and seed ``source`` in shop when it is missing (``table_rows`` rows spread evenly over the 24
+    hours around ``anchor``) with its ``(updated_at, id)`` index, under an advisory lock on its name;
+    create ``state.perf_runs`` and ``target`` in the warehouse."""
+    src = ident(source)
+    with transaction(SHOP) as cur:
+        cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (source,))
+        cur.execute("SELECT to_regclass(%s) IS NULL", (source,))
+        if cur.fetchone()[0]:
+            cur.execute(sql.SQL("CREATE TABLE {} ({})").format(src, WINDOW_TABLE_COLUMNS))
+            cur.execute(
+                sql.SQL(
+                    "INSERT INTO {} SELECT i, %(anchor)s::timestamptz - interval '12 hours' "
+                    "+ (i - 1) * interval '24 hours' / %(n)s, repeat(md5(i::text), 6) "
+                    "FROM generate_series(1, %(n)s) AS i"
+                ).format(src),
+                {"anchor": anchor, "n": table_rows},
+            )
+        cur.execute(
+            sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (updated_at, id)").format(
+                sql.Identifier(index_name(source)), src
+            )
+        )
+    with closing(connect(WAREHOUSE)) as wh:
+        state.ensure_schema(wh)
+        perf.ensure_schema(wh)
+    with transaction(WAREHOUSE) as cur:
+        cur.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(ident(target), WINDOW_TABLE_COLUMNS))
+
+
+def explain_windows(
+    *, source: str, experiment: str, start: Any, end: Any, dag_id: str, run_id: str
+) -> list[dict[str, Any]]:
+    """``ANALYZE`` the source, then ``EXPLAIN (ANALYZE, BUFFERS)`` the closed and the open window query
+    without the index (dropped in a transaction that is rolled back) and with it; record each plan's
+    stats as the measurement ``<index mode>/<range>``. Returns ``{"variant", "rows", "scans"}`` per plan."""
+    bounds = {"start": start, "end": end}
+    out = []
+    with closing(connect(SHOP)) as shop, closing(connect(WAREHOUSE)) as wh:
+        shop.autocommit = True
+        with shop.cursor() as cur:
+            cur.execute(sql.SQL("ANALYZE {}").format(ident(source)))
+        shop.autocommit = False
+        for mode in INDEX_MODES:
+            with shop.cursor() as cur:  # one transaction per index mode, always rolled back
+                if mode == "no_index":
+                    schema = source.split(".")[0] if "." in source else "public"
+                    cur.execute(sql.SQL("DROP INDEX {}").format(ident(f"{schema}.{index_name(source)}")))
+                for rng in RANGES:
+                    with perf.Stopwatch() as sw:
+                        stats = perf.plan_stats(perf.explain(cur, window_query(source, rng), bounds))
+                    m = perf.Measurement(
+                        experiment,
+                        f"{mode}/{rng}",
+                        rows_read=int(stats.actual_rows or 0),
+                        duration_ms=sw.ms,
+                        details={"index": mode, "range": rng, **bounds, "plan": stats.as_dict()},
+                    )
+                    with wh:
+                        perf.record(wh, m, dag_id=dag_id, run_id=run_id)
+                    out.append({"variant": m.variant, "rows": m.rows_read, "scans": list(stats.scan_nodes)})
+                    log.info(
+                        "%s: %s; rows est %.0f actual %s; buffers hit %s read %s; %s ms",
+                        m.variant,
+                        " + ".join(stats.node_types),
+                        stats.plan_rows,
+                        stats.actual_rows,
+                        stats.shared_hit,
+                        stats.shared_read,
+                        stats.execution_ms,
+                    )
+            shop.rollback()
+    return out
+
+
+def load_window(
+    *, source: str, target: str, experiment: str, start: Any, end: Any, dag_id: str, run_id: str
+) -> dict[str, Any]:
+    """Read ``[min(watermark, start), end held back to the oldest open transaction)`` in keyset order,
+    upsert it guarded by ``updated_at`` and store the window end as the watermark in the same
+    transaction; record the load as the measurement ``load/closed``."""
+    key = f"{experiment}/{source}->{target}"
+    with closing(connect(SHOP)) as shop, closing(connect(WAREHOUSE)) as wh:
+        with perf.Stopwatch() as sw:
+            store = state.TableWatermarkStore(wh)
+            old = store.read(key, "timestamptz")
+            # from the watermark (or the window start, whichever is earlier: a watermark held back by
+            # an open transaction) to the window end, held back to the oldest open transaction's start
+            lower = start if old is None else min(old, start)
+            upper = delta.read_upper_bound(shop, end)
+            result = delta.read_timestamp_delta(
+                shop,
+                source,
+                cursor_column="updated_at",
+                key_columns=list(KEY_COLUMNS),
+                since=lower,
+                until=upper,
+            )
+            rows = result.rows
+            shop.rollback()
+            with wh:  # rows and watermark commit together
+                written = upsert.upsert_rows(wh, target, rows, list(KEY_COLUMNS), "updated_at")
+                if old is None or upper > old:
+                    store.advance(key, old, upper, value_type="timestamptz", dag_id=dag_id, run_id=run_id)
+        m = perf.Measurement(
+            experiment,
+            "load/closed",
+            rows_read=len(rows),
+            rows_written=written.written,
+            duration_ms=sw.ms,
+            details={"start": lower, "end": upper, "skipped": written.skipped},
+        )
+        with wh:
+            perf.record(wh, m, dag_id=dag_id, run_id=run_id)
+    log.info(
+        "window [%s, %s): read %s, wrote %s; watermark %r -> %s",
+        lower,
+        upper,
+        len(rows),
+        written.written,
+        key,
+        upper,
+    )
+    return {"rows_read": len(rows), "rows_written": written.written}
