@@ -48,13 +48,21 @@ from airflow.timetables.interval import CronDataIntervalTimetable
 DAG_ID = "71_07_02_watermark_efficiency"
 
 
-def _interval() -> Any:
-    """The run's data interval; derived from the timetable if the run has none."""
+def _window_run(params: dict[str, Any], dag_run: Any) -> dict[str, Any]:
+    """The run's source, experiment, data interval (derived from the timetable if the run has none) and ids."""
     from airflow.sdk import get_current_context
 
     from cdclab.intervals import run_interval
 
-    return run_interval(get_current_context())
+    iv = run_interval(get_current_context())
+    return {
+        "source": params["source_table"],
+        "experiment": params["experiment"],
+        "start": iv.start,
+        "end": iv.end,
+        "dag_id": DAG_ID,
+        "run_id": dag_run.run_id,
+    }
 
 
 @dag(
@@ -74,41 +82,25 @@ def _interval() -> Any:
 )
 def watermark_efficiency() -> None:
     @task
-    def prepare(params: dict[str, Any]) -> None:
+    def prepare(params: dict[str, Any], dag_run: Any = None) -> None:
         from cdclab.lessons import load_performance as lesson
 
+        anchor = _window_run(params, dag_run)["start"]
         lesson.prepare_window_benchmark(
-            params["source_table"], params["table_rows"], params["target_table"], anchor=_interval().start
+            params["source_table"], params["table_rows"], params["target_table"], anchor
         )
 
     @task
     def explain(params: dict[str, Any], dag_run: Any = None) -> list[dict[str, Any]]:
         from cdclab.lessons import load_performance as lesson
 
-        iv = _interval()
-        return lesson.explain_windows(
-            source=params["source_table"],
-            experiment=params["experiment"],
-            start=iv.start,
-            end=iv.end,
-            dag_id=DAG_ID,
-            run_id=dag_run.run_id,
-        )
+        return lesson.explain_windows(**_window_run(params, dag_run))
 
     @task
     def load(params: dict[str, Any], dag_run: Any = None) -> dict[str, Any]:
         from cdclab.lessons import load_performance as lesson
 
-        iv = _interval()
-        return lesson.load_window(
-            source=params["source_table"],
-            target=params["target_table"],
-            experiment=params["experiment"],
-            start=iv.start,
-            end=iv.end,
-            dag_id=DAG_ID,
-            run_id=dag_run.run_id,
-        )
+        return lesson.load_window(target=params["target_table"], **_window_run(params, dag_run))
 
     prepare() >> explain() >> load()
 

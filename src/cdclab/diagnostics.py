@@ -28,7 +28,7 @@ import datetime as dt
 import itertools
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -547,6 +547,26 @@ class LateDataTables:
 LATE_WINDOW = dt.timedelta(hours=1)
 
 
+def _late_findings(
+    cur: Any, t: LateDataTables, check: str, dag_id: str, run_id: str | None
+) -> Callable[[str, str, dict[str, Any]], None]:
+    """``finding(subject, verdict, detail)``: records one ``check`` finding of this run in ``t.findings``."""
+
+    def finding(subject: str, verdict: str, detail: dict[str, Any]) -> None:
+        record_finding(
+            cur,
+            t.findings,
+            dag_id=dag_id,
+            run_id=run_id,
+            check=check,
+            subject=subject,
+            verdict=verdict,
+            detail=detail,
+        )
+
+    return finding
+
+
 def prepare_late_data(cur: Any, t: LateDataTables) -> None:
     """Create the findings table, the ledger, the dead-letter table and the hourly target if missing."""
     ensure_findings(cur, t.findings)
@@ -600,6 +620,7 @@ def identify_late(
     processed: dict[dt.datetime, dt.datetime] = {}
     for e in entries:  # window start -> latest cutoff it was computed at
         processed[e.start] = max(processed.get(e.start, e.cutoff), e.cutoff)
+    finding = _late_findings(cur, t, "late_identification", dag_id, run_id)
     late = []
     for event_id, source, event_time, ingested_at in arrivals:
         start = floor_to(event_time, LATE_WINDOW)
@@ -613,16 +634,7 @@ def identify_late(
                 "window_cutoff": processed[start].astimezone(dt.UTC).isoformat(),
                 "handling": handle_late(end, ingested_at, allowed),
             }
-            record_finding(
-                cur,
-                t.findings,
-                dag_id=dag_id,
-                run_id=run_id,
-                check="late_identification",
-                subject=event_id,
-                verdict="late",
-                detail=detail,
-            )
+            finding(event_id, "late", detail)
             late.append({"event_id": event_id, **detail})
     log.info("%s arrivals since %s, %s late", len(arrivals), since, len(late))
     return late
@@ -643,16 +655,10 @@ def record_source_delays(
         ).format(lag=lag, e=ident(t.events), arrived=_arrivals_clause()),
         (cutoff, since, since),
     )
+    finding = _late_findings(cur, t, "source_delay", dag_id, run_id)
     for source, n, p50, p95, worst in cur.fetchall():
-        record_finding(
-            cur,
-            t.findings,
-            dag_id=dag_id,
-            run_id=run_id,
-            check="source_delay",
-            subject=source,
-            verdict="measured",
-            detail={"rows": n, "p50_s": float(p50), "p95_s": float(p95), "max_s": float(worst)},
+        finding(
+            source, "measured", {"rows": n, "p50_s": float(p50), "p95_s": float(p95), "max_s": float(worst)}
         )
 
 
@@ -694,19 +700,7 @@ def handle_late_rows(
     dead-letter table with the reason (its window stays final); each window with a ``reprocess`` row is
     recomputed with everything arrived by ``cutoff`` and recorded in the ledger as ``reprocess``. Every
     action is a ``handling`` finding."""
-
-    def finding(subject: str, verdict: str, detail: dict[str, Any]) -> None:
-        record_finding(
-            cur,
-            t.findings,
-            dag_id=dag_id,
-            run_id=run_id,
-            check="handling",
-            subject=subject,
-            verdict=verdict,
-            detail=detail,
-        )
-
+    finding = _late_findings(cur, t, "handling", dag_id, run_id)
     for row in late:
         if row["handling"] != "dead_letter":
             continue
@@ -758,15 +752,9 @@ def process_late_window(
     record_interval(
         cur, t.pipeline, start, end, events, run_id=run_id, kind="load", cutoff=cutoff, table=t.ledger
     )
-    record_finding(
-        cur,
-        t.findings,
-        dag_id=dag_id,
-        run_id=run_id,
-        check="processing_window",
-        subject=start.isoformat(),
-        verdict="processed",
-        detail={"events": events, "amount": amount, "cutoff": cutoff.isoformat()},
+    finding = _late_findings(cur, t, "processing_window", dag_id, run_id)
+    finding(
+        start.isoformat(), "processed", {"events": events, "amount": amount, "cutoff": cutoff.isoformat()}
     )
 
 
