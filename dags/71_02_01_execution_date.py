@@ -43,40 +43,7 @@ from airflow.providers.common.sql.operators.sql import SQLExecuteQueryOperator
 from airflow.sdk import CronDataIntervalTimetable, dag, get_current_context, task
 
 from cdclab import partitioning
-from cdclab.intervals import interval_for_run, partition_of
-
-COLUMNS = [
-    ("id", "bigint"),
-    ("customer_id", "bigint"),
-    ("status", "text"),
-    ("ordered_at", "timestamptz not null"),
-    ("total", "numeric(12, 2)"),
-    ("updated_at", "timestamptz"),
-    ("loaded_by_run", "text"),
-]
-SOURCE_COLUMNS = [name for name, _ in COLUMNS if name != "loaded_by_run"]
-
-
-def _ident(name: str) -> str:
-    """Jinja macro: a quoted ``"schema"."table"`` for a validated table name."""
-    partitioning.check_table_name(name)
-    return ".".join(f'"{part}"' for part in name.split("."))
-
-
-def _partition_table(parent: str, interval_start: pendulum.DateTime) -> str:
-    """Jinja macro: the name of the daily partition that holds ``interval_start``."""
-    return partitioning.partition_table(parent, partition_of(interval_start, "day"))
-
-
-REPLACE_PARTITION_SQL = """
--- one transaction (the hook commits once, after the last statement):
--- empty the interval's partition, refill it from the staged interval
-TRUNCATE {{ ident(partition_table(params.target, run_interval_of(dag, dag_run).start)) }};
-INSERT INTO {{ ident(params.target) }} (id, customer_id, status, ordered_at, total, updated_at, loaded_by_run)
-SELECT id, customer_id, status, ordered_at, total, updated_at, %(run_id)s
-FROM {{ ident(params.staging) }}
-WHERE ordered_at >= %(start)s AND ordered_at < %(end)s;
-"""
+from cdclab.intervals import interval_for_run
 
 
 @dag(
@@ -89,8 +56,8 @@ WHERE ordered_at >= %(start)s AND ordered_at < %(end)s;
     doc_md=__doc__,
     params={"source": "public.orders", "target": "core.orders_by_day", "staging": "staging.orders_by_day"},
     user_defined_macros={
-        "ident": _ident,
-        "partition_table": _partition_table,
+        "ident": partitioning.quoted_name,
+        "partition_table": partitioning.partition_table_at,
         "run_interval_of": interval_for_run,
     },
 )
@@ -98,67 +65,24 @@ def _71_02_01_execution_date():
     @task
     def prepare_partition(params: dict | None = None) -> list[str]:
         """Create the partitioned parent and the partition(s) the data interval fills (policy: raise)."""
-        from cdclab.db import WAREHOUSE, transaction
-        from cdclab.ddl import ensure as ensure_ddl
-        from cdclab.intervals import from_context, partitions_for
+        from cdclab.intervals import from_context
 
-        p = params or {}
         window = from_context(get_current_context())
-        parts = partitions_for(window, grain="day", policy="raise")
-        with transaction(WAREHOUSE) as cur:
-            ensure_ddl(
-                cur,
-                p["target"],
-                partitioning.create_parent_sql(p["target"], COLUMNS, "ordered_at", ["id", "ordered_at"]),
-            )
-            for part in parts:
-                ensure_ddl(cur, p["target"], partitioning.create_partition_sql(p["target"], part))
-        return [partitioning.partition_table(p["target"], part) for part in parts]
+        return partitioning.prepare_day_partitions((params or {})["target"], window)
 
     @task
     def extract_interval(params: dict | None = None) -> int:
         """Copy the interval's source rows into staging, bounds from the task context (Python usage)."""
-        from psycopg2 import sql
-        from psycopg2.extras import execute_values
-
-        from cdclab.db import SHOP, WAREHOUSE, ident, transaction
         from cdclab.intervals import from_context
 
         p = params or {}
         window = from_context(get_current_context())
-        where, bounds = window.sql_predicate("ordered_at")
-        cols = sql.SQL(", ").join(map(sql.Identifier, SOURCE_COLUMNS))
-        with transaction(SHOP) as src:
-            src.execute(
-                sql.SQL("SELECT {cols} FROM {src} WHERE {where} ORDER BY id").format(
-                    cols=cols, src=ident(p["source"]), where=where
-                ),
-                bounds,
-            )
-            rows = src.fetchall()
-        with transaction(WAREHOUSE) as cur:
-            cur.execute(
-                sql.SQL("CREATE TABLE IF NOT EXISTS {stg} (LIKE {tgt})").format(
-                    stg=ident(p["staging"]), tgt=ident(p["target"])
-                )
-            )
-            cur.execute(
-                sql.SQL("DELETE FROM {stg} WHERE {where}").format(stg=ident(p["staging"]), where=where),
-                bounds,
-            )
-            execute_values(
-                cur,
-                sql.SQL("INSERT INTO {stg} ({cols}) VALUES %s")
-                .format(stg=ident(p["staging"]), cols=cols)
-                .as_string(cur),
-                rows,
-            )
-        return len(rows)
+        return partitioning.stage_interval(p["source"], p["staging"], p["target"], window)
 
     replace = SQLExecuteQueryOperator(
         task_id="replace_partition",
         conn_id="warehouse",
-        sql=REPLACE_PARTITION_SQL,
+        sql=partitioning.REPLACE_PARTITION_TEMPLATE,  # Jinja: TRUNCATE the interval's partition, refill it
         split_statements=True,  # psycopg 3 binds server-side: one statement per execute, one transaction
         parameters={
             "start": "{{ run_interval_of(dag, dag_run).start }}",

@@ -37,8 +37,6 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import CronDataIntervalTimetable, dag, get_current_context, task
 
-COLUMNS = ["id", "customer_id", "status", "ordered_at", "total", "updated_at", "version"]
-
 
 def _read_window(params: dict):
     from datetime import timedelta
@@ -71,111 +69,32 @@ def _71_02_02_last_modified():
     @task
     def explain_cursor_query(params: dict | None = None) -> dict:
         """EXPLAIN the first batch query against the source: which scan does the cursor get?"""
-        from psycopg2 import sql
-
         from cdclab import lastmodified as lm
-        from cdclab.db import SHOP, transaction
 
         p = params or {}
-        window = _read_window(p)
-        query = lm.batch_sql(p["source"], COLUMNS, mode=p["cursor_mode"])
-        with transaction(SHOP) as cur:
-            cur.execute(
-                sql.SQL("EXPLAIN (FORMAT JSON) {}").format(query),
-                lm.first_params(window, int(p["batch_size"]), p["cursor_mode"]),
-            )
-            plan = cur.fetchone()[0]
-        summary = lm.plan_summary(plan, p["source"].split(".")[-1])
-        print(f"cursor query plan: {summary.text}")
-        return {
-            "scan_nodes": list(summary.scan_nodes),
-            "index_names": list(summary.index_names),
-            "uses_index": summary.uses_index,
-            "plan": plan,
-        }
+        return lm.explain_first_batch(
+            p["source"], lm.ORDERS_COLUMNS, _read_window(p), int(p["batch_size"]), p["cursor_mode"]
+        )
 
     @task
     def load_changes(params: dict | None = None) -> dict:
         """Keyset batches of changed rows -> guarded upsert (one transaction per batch)."""
-        from psycopg2 import sql
-        from psycopg2.extras import execute_values
-
         from cdclab import lastmodified as lm
-        from cdclab.db import SHOP, WAREHOUSE, connect, ident, transaction
 
         p = params or {}
-        window = _read_window(p)
         run_id = get_current_context()["run_id"]
-        with transaction(WAREHOUSE) as cur:
-            cur.execute(
-                sql.SQL(
-                    "CREATE TABLE IF NOT EXISTS {t} (id bigint PRIMARY KEY, customer_id bigint, status text, "
-                    "ordered_at timestamptz, total numeric(12, 2), updated_at timestamptz NOT NULL, "
-                    "version integer NOT NULL, loaded_by_run text)"
-                ).format(t=ident(p["target"]))
-            )
-        upsert = lm.upsert_sql(p["target"], COLUMNS, extra=["loaded_by_run"])
-        read = lm.BatchRead()
-        written = 0
-        src = connect(SHOP)
-        try:
-            with src.cursor() as scur:
-                for rows in lm.read_batches(
-                    scur, p["source"], COLUMNS, window, int(p["batch_size"]), mode=p["cursor_mode"], log=read
-                ):
-                    with transaction(WAREHOUSE) as cur:
-                        execute_values(cur, upsert.as_string(cur), [(*r, run_id) for r in rows])
-                        written += cur.rowcount
-        finally:
-            src.close()
-        return {
-            "read_from": window.start.isoformat(),
-            "rows_read": read.rows,
-            "rows_written": written,
-            "batches": len(read.batch_sizes),
-        }
+        return lm.load_orders_changes(
+            p["source"], p["target"], _read_window(p), int(p["batch_size"]), run_id, p["cursor_mode"]
+        )
 
     @task
     def record_run(plan: dict, load: dict, params: dict | None = None) -> None:
         """One row per run in the run log: window, counts, and the plan summary."""
-        from psycopg2 import sql
-        from psycopg2.extras import Json
-
-        from cdclab.db import WAREHOUSE, ident, transaction
+        from cdclab import lastmodified as lm
         from cdclab.intervals import from_context
 
-        p = params or {}
         ctx = get_current_context()
-        window = from_context(ctx)
-        with transaction(WAREHOUSE) as cur:
-            cur.execute(
-                sql.SQL(
-                    "CREATE TABLE IF NOT EXISTS {t} (run_id text PRIMARY KEY, interval_start timestamptz, "
-                    "interval_end timestamptz, read_from timestamptz, rows_read integer, rows_written integer, "
-                    "batches integer, uses_index boolean, scan_nodes text[], index_names text[], plan jsonb, "
-                    "logged_at timestamptz NOT NULL DEFAULT now())"
-                ).format(t=ident(p["run_log"]))
-            )
-            cur.execute(
-                sql.SQL(
-                    "INSERT INTO {t} (run_id, interval_start, interval_end, read_from, rows_read, rows_written, "
-                    "batches, uses_index, scan_nodes, index_names, plan) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, "
-                    "%s, %s) ON CONFLICT (run_id) DO NOTHING"
-                ).format(t=ident(p["run_log"])),
-                (
-                    ctx["run_id"],
-                    window.start,
-                    window.end,
-                    load["read_from"],
-                    load["rows_read"],
-                    load["rows_written"],
-                    load["batches"],
-                    plan["uses_index"],
-                    plan["scan_nodes"],
-                    plan["index_names"],
-                    Json(plan["plan"]),
-                ),
-            )
+        lm.record_run((params or {})["run_log"], ctx["run_id"], from_context(ctx), load, plan)
 
     record_run(explain_cursor_query(), load_changes())
 

@@ -34,59 +34,12 @@ targets ``core.perf_71_07_01_full`` / ``core.perf_71_07_01_incremental``; waterm
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import pendulum
 from airflow.sdk import Param, dag, task
 
 DAG_ID = "71_07_01_vs_full_load"
-KEY_COLUMNS = ["id"]
-
-
-def _full_load(shop: Any, wh: Any, source: str, target: str) -> tuple[int, int]:
-    from psycopg2 import sql
-    from psycopg2.extras import execute_values
-
-    from cdclab.db import ident
-
-    with shop.cursor() as cur:
-        cur.execute(sql.SQL("SELECT * FROM {}").format(ident(source)))
-        columns = [d.name for d in cur.description]
-        rows = cur.fetchall()
-    shop.rollback()
-    with wh, wh.cursor() as cur:
-        cur.execute(sql.SQL("TRUNCATE {}").format(ident(target)))
-        execute_values(
-            cur,
-            sql.SQL("INSERT INTO {} ({}) VALUES %s").format(
-                ident(target), sql.SQL(", ").join(map(sql.Identifier, columns))
-            ),
-            rows,
-            page_size=1000,
-        )
-    return len(rows), len(rows)
-
-
-def _incremental_load(shop: Any, wh: Any, source: str, target: str, key: str, run_id: str) -> tuple[int, int]:
-    from cdclab import delta, state, upsert
-
-    store = state.TableWatermarkStore(wh)
-    old = store.read(key, "timestamptz")
-    with shop.cursor() as cur:
-        cur.execute("SELECT now()")
-        upper = cur.fetchone()[0]
-    oldest_open = delta.oldest_open_transaction_start(shop, source)
-    upper = min(upper, oldest_open) if oldest_open else upper
-    result = delta.read_timestamp_delta(
-        shop, source, cursor_column="updated_at", key_columns=KEY_COLUMNS, since=old, until=upper
-    )
-    shop.rollback()
-    with wh:
-        written = upsert.upsert_rows(wh, target, result.rows, KEY_COLUMNS, "version")
-        if old is None or upper > old:  # the window end is the next watermark: no re-reads, no gaps
-            store.advance(key, old, upper, value_type="timestamptz", dag_id=DAG_ID, run_id=run_id)
-    return len(result.rows), written.written
 
 
 @dag(
@@ -109,132 +62,36 @@ def _incremental_load(shop: Any, wh: Any, source: str, target: str, key: str, ru
 def vs_full_load() -> None:
     @task
     def prepare(params: dict[str, Any]) -> dict[str, int]:
-        from psycopg2 import sql
+        from cdclab.lessons import load_performance as lesson
 
-        from cdclab import perf, state, upsert
-        from cdclab.db import SHOP, WAREHOUSE, connect, ident
-
-        src = ident(params["source_table"])
-        shop, wh = connect(SHOP), connect(WAREHOUSE)
-        try:
-            with shop, shop.cursor() as cur:
-                cur.execute("SELECT to_regclass(%s) IS NULL", (params["source_table"],))
-                if cur.fetchone()[0]:
-                    cur.execute(sql.SQL("CREATE TABLE {} (LIKE public.customers INCLUDING ALL)").format(src))
-                    cur.execute(
-                        sql.SQL(
-                            "CREATE TRIGGER touch_row BEFORE UPDATE ON {} FOR EACH ROW "
-                            "EXECUTE FUNCTION public.touch_row()"
-                        ).format(src)
-                    )
-                cur.execute(sql.SQL("SELECT count(*) FROM {}").format(src))
-                if cur.fetchone()[0] == 0:
-                    cur.execute(
-                        sql.SQL(
-                            "INSERT INTO {} (id, email, full_name) SELECT i, 'p' || i || '@perf.test', "
-                            "'Perf ' || i FROM generate_series(1, %s) AS i"
-                        ).format(src),
-                        (params["table_rows"],),
-                    )
-                    cur.execute(sql.SQL("ANALYZE {}").format(src))
-            state.ensure_schema(wh)
-            perf.ensure_schema(wh)
-            for target in (params["full_target"], params["incremental_target"]):
-                upsert.ensure_mirror_table(shop, params["source_table"], wh, target, KEY_COLUMNS)
-            with shop.cursor() as cur:
-                cur.execute(sql.SQL("SELECT count(*) FROM {}").format(src))
-                n = cur.fetchone()[0]
-            shop.rollback()
-        finally:
-            shop.close()
-            wh.close()
+        n = lesson.prepare_customers_benchmark(
+            params["source_table"],
+            params["table_rows"],
+            (params["full_target"], params["incremental_target"]),
+        )
         return {"table_rows": n}
 
     @task
     def measure(params: dict[str, Any], dag_run: Any = None) -> list[dict[str, Any]]:
-        from psycopg2 import sql
+        from cdclab.lessons import load_performance as lesson
 
-        from cdclab import perf
-        from cdclab.db import SHOP, WAREHOUSE, connect, ident
-
-        source = params["source_table"]
-        key = f"{params['experiment']}/{source}->{params['incremental_target']}"
-        shop, wh = connect(SHOP), connect(WAREHOUSE)
-        out: list[dict[str, Any]] = []
-
-        def keep(m: perf.Measurement) -> None:
-            with wh:
-                perf.record(wh, m, dag_id=DAG_ID, run_id=dag_run.run_id)
-            out.append({"variant": m.variant, "rows_read": m.rows_read, **m.details})
-            print(
-                f"{m.variant}: read {m.rows_read}, wrote {m.rows_written}, {m.duration_ms:.1f} ms {m.details}"
-            )
-
-        try:
-            with perf.Stopwatch() as sw:
-                read, written = _incremental_load(
-                    shop, wh, source, params["incremental_target"], key, dag_run.run_id
-                )
-            keep(perf.Measurement(params["experiment"], "catch_up", read, written, sw.ms, {"ratio": None}))
-            for ratio in sorted(params["change_ratios"]):
-                with shop, shop.cursor() as cur:
-                    cur.execute(sql.SQL("SELECT count(*) FROM {}").format(ident(source)))
-                    n = cur.fetchone()[0]
-                    k = min(n, math.ceil(ratio * n))
-                    cur.execute(
-                        sql.SQL(
-                            "UPDATE {t} SET full_name = split_part(full_name, ' #', 1) || ' #' || %s "
-                            "WHERE id IN (SELECT id FROM {t} ORDER BY md5(id::text || %s) LIMIT %s)"
-                        ).format(t=ident(source)),
-                        (dag_run.run_id[-12:], f"{dag_run.run_id}/{ratio}", k),
-                    )
-                details = {"ratio": ratio, "changed": k, "table_rows": n}
-                with perf.Stopwatch() as sw:
-                    read, written = _incremental_load(
-                        shop, wh, source, params["incremental_target"], key, dag_run.run_id
-                    )
-                keep(perf.Measurement(params["experiment"], "incremental", read, written, sw.ms, details))
-                with perf.Stopwatch() as sw:
-                    read, written = _full_load(shop, wh, source, params["full_target"])
-                keep(perf.Measurement(params["experiment"], "full", read, written, sw.ms, details))
-        finally:
-            shop.close()
-            wh.close()
-        return out
+        return lesson.measure_vs_full_load(
+            source=params["source_table"],
+            full_target=params["full_target"],
+            incremental_target=params["incremental_target"],
+            experiment=params["experiment"],
+            change_ratios=params["change_ratios"],
+            dag_id=DAG_ID,
+            run_id=dag_run.run_id,
+        )
 
     @task
     def analyse(params: dict[str, Any], dag_run: Any = None) -> dict[str, Any]:
-        from cdclab import perf
-        from cdclab.db import WAREHOUSE, connect
+        from cdclab.lessons import load_performance as lesson
 
-        wh = connect(WAREHOUSE)
-        try:
-            rows = perf.measurements(wh, params["experiment"], dag_run.run_id)
-            by = {(r["variant"], r["details"].get("ratio")): r for r in rows}
-            ratios = sorted(r["details"]["ratio"] for r in rows if r["variant"] == "full")
-            points = [
-                (r, by[("full", r)]["duration_ms"], by[("incremental", r)]["duration_ms"]) for r in ratios
-            ]
-            by_time = perf.break_even(points)
-            savings = {
-                str(r): 1 - by[("incremental", r)]["rows_read"] / max(by[("full", r)]["rows_read"], 1)
-                for r in ratios
-            }
-            analysis = {"by_duration": by_time.as_dict(), "rows_read_saving": savings}
-            with wh:
-                perf.record(
-                    wh,
-                    perf.Measurement(params["experiment"], "break_even", details=analysis),
-                    dag_id=DAG_ID,
-                    run_id=dag_run.run_id,
-                )
-        finally:
-            wh.close()
-        print(
-            f"break-even change ratio by duration: {by_time.ratio} ({by_time.side}); "
-            f"share of rows the incremental load did not read: {savings}"
+        return lesson.analyse_break_even(
+            experiment=params["experiment"], dag_id=DAG_ID, run_id=dag_run.run_id
         )
-        return analysis
 
     prepare() >> measure() >> analyse()
 

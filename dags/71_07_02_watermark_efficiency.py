@@ -46,24 +46,23 @@ from airflow.sdk import Param, dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 DAG_ID = "71_07_02_watermark_efficiency"
-KEY_COLUMNS = ["id"]
-INDEX_MODES = ("no_index", "index")
-RANGES = ("closed", "open")
 
 
-def _window_query(source: str, rng: str) -> Any:
-    from psycopg2 import sql
+def _window_run(params: dict[str, Any], dag_run: Any) -> dict[str, Any]:
+    """The run's source, experiment, data interval (derived from the timetable if the run has none) and ids."""
+    from airflow.sdk import get_current_context
 
-    from cdclab.db import ident
+    from cdclab.intervals import run_interval
 
-    bound = sql.SQL(" AND updated_at < %(end)s") if rng == "closed" else sql.SQL("")
-    return sql.SQL("SELECT * FROM {} WHERE updated_at >= %(start)s{} ORDER BY updated_at, id").format(
-        ident(source), bound
-    )
-
-
-def _index_name(source: str) -> str:
-    return source.split(".")[-1] + "_updated_at_idx"
+    iv = run_interval(get_current_context())
+    return {
+        "source": params["source_table"],
+        "experiment": params["experiment"],
+        "start": iv.start,
+        "end": iv.end,
+        "dag_id": DAG_ID,
+        "run_id": dag_run.run_id,
+    }
 
 
 @dag(
@@ -83,156 +82,25 @@ def _index_name(source: str) -> str:
 )
 def watermark_efficiency() -> None:
     @task
-    def prepare(params: dict[str, Any]) -> None:
-        from airflow.sdk import get_current_context
-        from psycopg2 import sql
+    def prepare(params: dict[str, Any], dag_run: Any = None) -> None:
+        from cdclab.lessons import load_performance as lesson
 
-        from cdclab import perf, state
-        from cdclab.db import SHOP, WAREHOUSE, connect, ident
-        from cdclab.intervals import run_interval
-
-        iv = run_interval(get_current_context())  # derived from the timetable if the run has none
-        data_interval_start = iv.start
-
-        src = ident(params["source_table"])
-        shop, wh = connect(SHOP), connect(WAREHOUSE)
-        try:
-            with shop, shop.cursor() as cur:
-                cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (params["source_table"],))
-                cur.execute("SELECT to_regclass(%s) IS NULL", (params["source_table"],))
-                if cur.fetchone()[0]:
-                    cur.execute(
-                        sql.SQL(
-                            "CREATE TABLE {} (id bigint PRIMARY KEY, updated_at timestamptz NOT NULL, "
-                            "payload text NOT NULL)"
-                        ).format(src)
-                    )
-                    cur.execute(
-                        sql.SQL(
-                            "INSERT INTO {} SELECT i, %(anchor)s::timestamptz - interval '12 hours' "
-                            "+ (i - 1) * interval '24 hours' / %(n)s, repeat(md5(i::text), 6) "
-                            "FROM generate_series(1, %(n)s) AS i"
-                        ).format(src),
-                        {"anchor": data_interval_start, "n": params["table_rows"]},
-                    )
-                cur.execute(
-                    sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (updated_at, id)").format(
-                        sql.Identifier(_index_name(params["source_table"])), src
-                    )
-                )
-            state.ensure_schema(wh)
-            perf.ensure_schema(wh)
-            with wh, wh.cursor() as cur:
-                cur.execute(
-                    sql.SQL(
-                        "CREATE TABLE IF NOT EXISTS {} (id bigint PRIMARY KEY, updated_at timestamptz NOT NULL, "
-                        "payload text NOT NULL)"
-                    ).format(ident(params["target_table"]))
-                )
-        finally:
-            shop.close()
-            wh.close()
+        anchor = _window_run(params, dag_run)["start"]
+        lesson.prepare_window_benchmark(
+            params["source_table"], params["table_rows"], params["target_table"], anchor
+        )
 
     @task
     def explain(params: dict[str, Any], dag_run: Any = None) -> list[dict[str, Any]]:
-        from airflow.sdk import get_current_context
-        from psycopg2 import sql
+        from cdclab.lessons import load_performance as lesson
 
-        from cdclab import perf
-        from cdclab.db import SHOP, WAREHOUSE, connect, ident
-        from cdclab.intervals import run_interval
-
-        iv = run_interval(get_current_context())  # derived from the timetable if the run has none
-
-        source = params["source_table"]
-        bounds = {"start": iv.start, "end": iv.end}
-        shop, wh = connect(SHOP), connect(WAREHOUSE)
-        out = []
-        try:
-            shop.autocommit = True
-            with shop.cursor() as cur:
-                cur.execute(sql.SQL("ANALYZE {}").format(ident(source)))
-            shop.autocommit = False
-            for mode in INDEX_MODES:
-                with shop.cursor() as cur:  # one transaction per index mode, always rolled back
-                    if mode == "no_index":
-                        schema = source.split(".")[0] if "." in source else "public"
-                        cur.execute(sql.SQL("DROP INDEX {}").format(ident(f"{schema}.{_index_name(source)}")))
-                    for rng in RANGES:
-                        with perf.Stopwatch() as sw:
-                            stats = perf.plan_stats(perf.explain(cur, _window_query(source, rng), bounds))
-                        m = perf.Measurement(
-                            params["experiment"],
-                            f"{mode}/{rng}",
-                            rows_read=int(stats.actual_rows or 0),
-                            duration_ms=sw.ms,
-                            details={"index": mode, "range": rng, **bounds, "plan": stats.as_dict()},
-                        )
-                        with wh:
-                            perf.record(wh, m, dag_id=DAG_ID, run_id=dag_run.run_id)
-                        out.append(
-                            {"variant": m.variant, "rows": m.rows_read, "scans": list(stats.scan_nodes)}
-                        )
-                        print(
-                            f"{m.variant}: {' + '.join(stats.node_types)}; rows est {stats.plan_rows:.0f} "
-                            f"actual {stats.actual_rows}; buffers hit {stats.shared_hit} "
-                            f"read {stats.shared_read}; {stats.execution_ms} ms"
-                        )
-                shop.rollback()
-        finally:
-            shop.close()
-            wh.close()
-        return out
+        return lesson.explain_windows(**_window_run(params, dag_run))
 
     @task
     def load(params: dict[str, Any], dag_run: Any = None) -> dict[str, Any]:
-        from airflow.sdk import get_current_context
+        from cdclab.lessons import load_performance as lesson
 
-        from cdclab import delta, perf, state, upsert
-        from cdclab.db import SHOP, WAREHOUSE, connect
-        from cdclab.intervals import run_interval
-
-        iv = run_interval(get_current_context())  # derived from the timetable if the run has none
-
-        source, target = params["source_table"], params["target_table"]
-        key = f"{params['experiment']}/{source}->{target}"
-        shop, wh = connect(SHOP), connect(WAREHOUSE)
-        try:
-            with perf.Stopwatch() as sw:
-                store = state.TableWatermarkStore(wh)
-                old = store.read(key, "timestamptz")
-                # from the watermark (or the window start, whichever is earlier: a watermark held back by
-                # an open transaction) to the window end, held back to the oldest open transaction's start
-                start = iv.start if old is None else min(old, iv.start)
-                end = delta.read_upper_bound(shop, iv.end)
-                result = delta.read_timestamp_delta(
-                    shop, source, cursor_column="updated_at", key_columns=KEY_COLUMNS, since=start, until=end
-                )
-                rows = result.rows
-                shop.rollback()
-                with wh:  # rows and watermark commit together
-                    written = upsert.upsert_rows(wh, target, rows, KEY_COLUMNS, "updated_at")
-                    if old is None or end > old:
-                        store.advance(
-                            key, old, end, value_type="timestamptz", dag_id=DAG_ID, run_id=dag_run.run_id
-                        )
-            m = perf.Measurement(
-                params["experiment"],
-                "load/closed",
-                rows_read=len(rows),
-                rows_written=written.written,
-                duration_ms=sw.ms,
-                details={"start": start, "end": end, "skipped": written.skipped},
-            )
-            with wh:
-                perf.record(wh, m, dag_id=DAG_ID, run_id=dag_run.run_id)
-        finally:
-            shop.close()
-            wh.close()
-        print(
-            f"window [{start}, {end}): read {len(rows)}, wrote {written.written}; watermark {key!r} -> {end}"
-        )
-        return {"rows_read": len(rows), "rows_written": written.written}
+        return lesson.load_window(target=params["target_table"], **_window_run(params, dag_run))
 
     prepare() >> explain() >> load()
 

@@ -143,11 +143,12 @@ def build_duplicates(wh: Any, target: str) -> None:
 # --- 71.8.5 late data ------------------------------------------------------------------------------
 
 
-def build_late_events(wh: Any, events: str, ledger_table: str, pipeline: str, start: dt.datetime) -> None:
+def build_late_events(cur: Any, events: str, ledger_table: str, pipeline: str, start: dt.datetime) -> None:
     """For the run's window ``[start, start + 1h)``: the previous window was computed at its cutoff
     (``start + 10 min``, a ``load`` ledger entry, once); events of this window on time; two events of the
     previous window that arrived after it was computed, one within the allowed lateness (reprocessed), one
-    from a buffering mobile client beyond it (dead-lettered). Event ids are derived from ``start``."""
+    from a buffering mobile client beyond it (dead-lettered). Event ids are derived from ``start``. Runs in
+    the caller's transaction (``cur``), under an advisory lock on ``events``."""
     from cdclab import diagnostics as d
 
     hour = dt.timedelta(hours=1)
@@ -167,40 +168,37 @@ def build_late_events(wh: Any, events: str, ledger_table: str, pipeline: str, st
             7,
         ),
     ]
-    with wh, wh.cursor() as cur:
-        _lock(cur, events)
-        cur.execute("CREATE SCHEMA IF NOT EXISTS staging")
-        cur.execute(
-            sql.SQL(
-                "CREATE TABLE IF NOT EXISTS {} (event_id text PRIMARY KEY, source text NOT NULL, "
-                "event_time timestamptz NOT NULL, ingested_at timestamptz NOT NULL, amount bigint NOT NULL)"
-            ).format(ident(events))
+    _lock(cur, events)
+    cur.execute("CREATE SCHEMA IF NOT EXISTS staging")
+    cur.execute(
+        sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} (event_id text PRIMARY KEY, source text NOT NULL, "
+            "event_time timestamptz NOT NULL, ingested_at timestamptz NOT NULL, amount bigint NOT NULL)"
+        ).format(ident(events))
+    )
+    d.ensure_ledger(cur, ledger_table)
+    cur.execute(
+        sql.SQL("SELECT 1 FROM {} WHERE pipeline = %s AND interval_start = %s").format(ident(ledger_table)),
+        (pipeline, prev),
+    )
+    if cur.fetchone() is None:
+        d.record_interval(
+            cur,
+            pipeline,
+            prev,
+            start,
+            0,
+            run_id="demo-previous-window",
+            cutoff=start + dt.timedelta(minutes=10),
+            table=ledger_table,
         )
-        d.ensure_ledger(cur, ledger_table)
-        cur.execute(
-            sql.SQL("SELECT 1 FROM {} WHERE pipeline = %s AND interval_start = %s").format(
-                ident(ledger_table)
-            ),
-            (pipeline, prev),
-        )
-        if cur.fetchone() is None:
-            d.record_interval(
-                cur,
-                pipeline,
-                prev,
-                start,
-                0,
-                run_id="demo-previous-window",
-                cutoff=start + dt.timedelta(minutes=10),
-                table=ledger_table,
-            )
-        cur.executemany(
-            sql.SQL(
-                "INSERT INTO {} (event_id, source, event_time, ingested_at, amount) VALUES (%s, %s, %s, %s, %s) "
-                "ON CONFLICT (event_id) DO NOTHING"
-            ).format(ident(events)),
-            rows,
-        )
+    cur.executemany(
+        sql.SQL(
+            "INSERT INTO {} (event_id, source, event_time, ingested_at, amount) VALUES (%s, %s, %s, %s, %s) "
+            "ON CONFLICT (event_id) DO NOTHING"
+        ).format(ident(events)),
+        rows,
+    )
 
 
 # --- 71.10.3 error recovery ------------------------------------------------------------------------

@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -37,6 +38,8 @@ from psycopg2.extras import Json
 from cdclab.db import ident
 from cdclab.ddl import ensure as ensure_ddl
 from cdclab.delta import row_hash
+
+log = logging.getLogger(__name__)
 
 LEDGER = "state.processed_intervals"
 GapCause = Literal["interval_never_run", "watermark_jumped", "loaded_incompletely"]
@@ -525,6 +528,234 @@ def percentile(values: Sequence[float], q: float) -> float:
     lo = int(pos)
     hi = min(lo + 1, len(s) - 1)
     return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+
+@dataclass(frozen=True)
+class LateDataTables:
+    """The tables of a late-data pipeline: its ``events`` (``event_id, source, event_time, ingested_at,
+    amount``), the hourly event-time aggregate ``target``, the ``dead_letter`` table of rows too late to
+    change a final window, the ``findings`` table, the ``ledger`` and the ``pipeline``'s name in it."""
+
+    events: str
+    target: str
+    dead_letter: str
+    findings: str
+    ledger: str = LEDGER
+    pipeline: str = ""
+
+
+LATE_WINDOW = dt.timedelta(hours=1)
+
+
+def _late_findings(
+    cur: Any, t: LateDataTables, check: str, dag_id: str, run_id: str | None
+) -> Callable[[str, str, dict[str, Any]], None]:
+    """``finding(subject, verdict, detail)``: records one ``check`` finding of this run in ``t.findings``."""
+
+    def finding(subject: str, verdict: str, detail: dict[str, Any]) -> None:
+        record_finding(
+            cur,
+            t.findings,
+            dag_id=dag_id,
+            run_id=run_id,
+            check=check,
+            subject=subject,
+            verdict=verdict,
+            detail=detail,
+        )
+
+    return finding
+
+
+def prepare_late_data(cur: Any, t: LateDataTables) -> None:
+    """Create the findings table, the ledger, the dead-letter table and the hourly target if missing."""
+    ensure_findings(cur, t.findings)
+    ensure_ledger(cur, t.ledger)
+    cur.execute(
+        sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} (event_id text PRIMARY KEY, source text, event_time timestamptz, "
+            "ingested_at timestamptz, window_start timestamptz, reason text NOT NULL, "
+            "dead_lettered_at timestamptz NOT NULL DEFAULT now())"
+        ).format(ident(t.dead_letter))
+    )
+    cur.execute(
+        sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} (window_start timestamptz PRIMARY KEY, window_end timestamptz "
+            "NOT NULL, events bigint NOT NULL, amount bigint NOT NULL, computed_at_cutoff timestamptz NOT NULL)"
+        ).format(ident(t.target))
+    )
+
+
+def last_cutoff(entries: Sequence[LedgerEntry]) -> dt.datetime | None:
+    """The latest cutoff in the ledger: arrivals after it are the ones not looked at yet."""
+    return max((e.cutoff for e in entries), default=None)
+
+
+def _arrivals_clause() -> sql.Composable:
+    return sql.SQL("ingested_at <= %s AND (%s::timestamptz IS NULL OR ingested_at > %s)")
+
+
+def identify_late(
+    cur: Any,
+    t: LateDataTables,
+    cutoff: dt.datetime,
+    allowed: dt.timedelta,
+    *,
+    dag_id: str,
+    run_id: str | None,
+) -> list[dict[str, Any]]:
+    """Every row that arrived in ``(last cutoff, cutoff]`` after its window was computed (its ingest time
+    is past the latest cutoff the ledger holds for its window) becomes a ``late_identification`` finding
+    with its lateness, how far past its window end it arrived and its handling (:func:`handle_late`).
+    Returns the late rows, each ``{"event_id", **detail}``."""
+    entries = ledger(cur, t.pipeline, t.ledger)
+    since = last_cutoff(entries)
+    cur.execute(
+        sql.SQL("SELECT event_id, source, event_time, ingested_at FROM {} WHERE {} ORDER BY event_id").format(
+            ident(t.events), _arrivals_clause()
+        ),
+        (cutoff, since, since),
+    )
+    arrivals = cur.fetchall()
+    processed: dict[dt.datetime, dt.datetime] = {}
+    for e in entries:  # window start -> latest cutoff it was computed at
+        processed[e.start] = max(processed.get(e.start, e.cutoff), e.cutoff)
+    finding = _late_findings(cur, t, "late_identification", dag_id, run_id)
+    late = []
+    for event_id, source, event_time, ingested_at in arrivals:
+        start = floor_to(event_time, LATE_WINDOW)
+        if start in processed and ingested_at > processed[start]:
+            end = start + LATE_WINDOW
+            detail = {
+                "source": source,
+                "window_start": start.isoformat(),
+                "lateness_s": (ingested_at - event_time).total_seconds(),
+                "after_window_end_s": (ingested_at - end).total_seconds(),
+                "window_cutoff": processed[start].astimezone(dt.UTC).isoformat(),
+                "handling": handle_late(end, ingested_at, allowed),
+            }
+            finding(event_id, "late", detail)
+            late.append({"event_id": event_id, **detail})
+    log.info("%s arrivals since %s, %s late", len(arrivals), since, len(late))
+    return late
+
+
+def record_source_delays(
+    cur: Any, t: LateDataTables, cutoff: dt.datetime, *, dag_id: str, run_id: str | None
+) -> None:
+    """Per source, count / p50 / p95 / max of ``ingested_at - event_time`` over the rows that arrived in
+    ``(last cutoff, cutoff]`` (Postgres ``percentile_cont``), one ``source_delay`` finding each."""
+    since = last_cutoff(ledger(cur, t.pipeline, t.ledger))
+    lag = sql.SQL("extract(epoch FROM ingested_at - event_time)")
+    cur.execute(
+        sql.SQL(
+            "SELECT source, count(*), percentile_cont(0.5) WITHIN GROUP (ORDER BY {lag}), "
+            "percentile_cont(0.95) WITHIN GROUP (ORDER BY {lag}), max({lag}) FROM {e} WHERE {arrived} "
+            "GROUP BY source ORDER BY source"
+        ).format(lag=lag, e=ident(t.events), arrived=_arrivals_clause()),
+        (cutoff, since, since),
+    )
+    finding = _late_findings(cur, t, "source_delay", dag_id, run_id)
+    for source, n, p50, p95, worst in cur.fetchall():
+        finding(
+            source, "measured", {"rows": n, "p50_s": float(p50), "p95_s": float(p95), "max_s": float(worst)}
+        )
+
+
+def recompute_window(
+    cur: Any, t: LateDataTables, start: dt.datetime, end: dt.datetime, cutoff: dt.datetime
+) -> tuple[int, int]:
+    """Recompute one window from the rows arrived by ``cutoff`` (dead letters excluded); upsert it into
+    the target. Returns ``(events, amount)``."""
+    cur.execute(
+        sql.SQL(
+            "SELECT count(*), COALESCE(sum(amount), 0) FROM {e} WHERE event_time >= %s AND event_time < %s "
+            "AND ingested_at <= %s AND event_id NOT IN (SELECT event_id FROM {dl})"
+        ).format(e=ident(t.events), dl=ident(t.dead_letter)),
+        (start, end, cutoff),
+    )
+    events, amount = cur.fetchone()
+    cur.execute(
+        sql.SQL(
+            "INSERT INTO {} (window_start, window_end, events, amount, computed_at_cutoff) VALUES (%s, %s, %s, %s, %s) "
+            "ON CONFLICT (window_start) DO UPDATE SET events = EXCLUDED.events, amount = EXCLUDED.amount, "
+            "computed_at_cutoff = EXCLUDED.computed_at_cutoff"
+        ).format(ident(t.target)),
+        (start, end, events, amount, cutoff),
+    )
+    return int(events), int(amount)
+
+
+def handle_late_rows(
+    cur: Any,
+    t: LateDataTables,
+    late: Sequence[dict[str, Any]],
+    cutoff: dt.datetime,
+    allowed_minutes: int,
+    *,
+    dag_id: str,
+    run_id: str | None,
+) -> None:
+    """Apply the policy to the rows :func:`identify_late` found: a ``dead_letter`` row goes to the
+    dead-letter table with the reason (its window stays final); each window with a ``reprocess`` row is
+    recomputed with everything arrived by ``cutoff`` and recorded in the ledger as ``reprocess``. Every
+    action is a ``handling`` finding."""
+    finding = _late_findings(cur, t, "handling", dag_id, run_id)
+    for row in late:
+        if row["handling"] != "dead_letter":
+            continue
+        cur.execute(
+            sql.SQL(
+                "INSERT INTO {dl} (event_id, source, event_time, ingested_at, window_start, reason) "
+                "SELECT event_id, source, event_time, ingested_at, %s, %s FROM {e} WHERE event_id = %s "
+                "ON CONFLICT (event_id) DO NOTHING"
+            ).format(dl=ident(t.dead_letter), e=ident(t.events)),
+            (
+                row["window_start"],
+                f"arrived {row['after_window_end_s']:.0f}s after its window ended; allowed lateness is "
+                f"{allowed_minutes} min, the window stays final",
+                row["event_id"],
+            ),
+        )
+        finding(row["event_id"], "dead_letter", {"window_start": row["window_start"]})
+    for ws in sorted({r["window_start"] for r in late if r["handling"] == "reprocess"}):
+        start = dt.datetime.fromisoformat(ws)
+        events, amount = recompute_window(cur, t, start, start + LATE_WINDOW, cutoff)
+        record_interval(
+            cur,
+            t.pipeline,
+            start,
+            start + LATE_WINDOW,
+            events,
+            run_id=run_id,
+            kind="reprocess",
+            cutoff=cutoff,
+            table=t.ledger,
+        )
+        late_rows = sum(1 for r in late if r["window_start"] == ws)
+        finding(ws, "reprocessed", {"events": events, "amount": amount, "late_rows": late_rows})
+
+
+def process_late_window(
+    cur: Any,
+    t: LateDataTables,
+    start: dt.datetime,
+    end: dt.datetime,
+    cutoff: dt.datetime,
+    *,
+    dag_id: str,
+    run_id: str | None,
+) -> None:
+    """Compute the run's own window from the rows arrived by ``cutoff``, record it in the ledger
+    (``load``) with its cutoff and as a ``processing_window`` finding."""
+    events, amount = recompute_window(cur, t, start, end, cutoff)
+    record_interval(
+        cur, t.pipeline, start, end, events, run_id=run_id, kind="load", cutoff=cutoff, table=t.ledger
+    )
+    finding = _late_findings(cur, t, "processing_window", dag_id, run_id)
+    finding(
+        start.isoformat(), "processed", {"events": events, "amount": amount, "cutoff": cutoff.isoformat()}
+    )
 
 
 # ---------------------------------------------------------------------------------------------------

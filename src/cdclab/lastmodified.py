@@ -21,14 +21,17 @@ Vocabulary:
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from psycopg2 import sql
 
-from cdclab.db import ident
+from cdclab.db import SHOP, WAREHOUSE, ident, transaction
 from cdclab.intervals import Window
+
+log = logging.getLogger(__name__)
 
 CursorMode = Literal["keyset", "timestamp_only"]
 CURSOR_MODES: frozenset[str] = frozenset({"keyset", "timestamp_only"})
@@ -176,3 +179,97 @@ def plan_summary(plan: Any, table: str) -> PlanSummary:
 
     walk(root)
     return PlanSummary(scan_nodes=tuple(nodes), index_names=tuple(dict.fromkeys(indexes)))
+
+
+# ---------------------------------------------------------------------------------------------------
+# the steps of a last-modified load (dags/71_02_02_last_modified.py): explain, load, log the run
+
+ORDERS_COLUMNS = ("id", "customer_id", "status", "ordered_at", "total", "updated_at", "version")
+"""The columns of ``shop.orders`` a last-modified load copies (the target adds ``loaded_by_run``)."""
+
+ORDERS_TARGET_DDL = (
+    "CREATE TABLE IF NOT EXISTS {} (id bigint PRIMARY KEY, customer_id bigint, status text, "
+    "ordered_at timestamptz, total numeric(12, 2), updated_at timestamptz NOT NULL, "
+    "version integer NOT NULL, loaded_by_run text)"
+)
+
+RUN_LOG_DDL = (
+    "CREATE TABLE IF NOT EXISTS {} (run_id text PRIMARY KEY, interval_start timestamptz, "
+    "interval_end timestamptz, read_from timestamptz, rows_read integer, rows_written integer, "
+    "batches integer, uses_index boolean, scan_nodes text[], index_names text[], plan jsonb, "
+    "logged_at timestamptz NOT NULL DEFAULT now())"
+)
+
+
+def explain_first_batch(
+    source: str, columns: Sequence[str], window: Window, batch_size: int, mode: CursorMode = "keyset"
+) -> dict[str, Any]:
+    """``EXPLAIN (FORMAT JSON)`` the first batch query on the source (``shop``): which scan does the
+    cursor get? Returns ``scan_nodes``, ``index_names``, ``uses_index`` and the ``plan``."""
+    query = batch_sql(source, columns, mode=mode)
+    with transaction(SHOP) as cur:
+        cur.execute(sql.SQL("EXPLAIN (FORMAT JSON) {}").format(query), first_params(window, batch_size, mode))
+        plan = cur.fetchone()[0]
+    summary = plan_summary(plan, source.split(".")[-1])
+    log.info("cursor query plan: %s", summary.text)
+    return {
+        "scan_nodes": list(summary.scan_nodes),
+        "index_names": list(summary.index_names),
+        "uses_index": summary.uses_index,
+        "plan": plan,
+    }
+
+
+def load_orders_changes(
+    source: str, target: str, window: Window, batch_size: int, run_id: str, mode: CursorMode = "keyset"
+) -> dict[str, Any]:
+    """Create the orders target if missing, then read the changed rows of ``source`` in ``window`` in
+    keyset batches and upsert each batch, guarded by ``(updated_at, version)``, in its own warehouse
+    transaction. Returns ``read_from`` (ISO), ``rows_read``, ``rows_written`` and ``batches``."""
+    from psycopg2.extras import execute_values
+
+    with transaction(WAREHOUSE) as cur:
+        cur.execute(sql.SQL(ORDERS_TARGET_DDL).format(ident(target)))
+    upsert = upsert_sql(target, ORDERS_COLUMNS, extra=["loaded_by_run"])
+    read = BatchRead()
+    written = 0
+    with transaction(SHOP) as scur:
+        for rows in read_batches(scur, source, ORDERS_COLUMNS, window, batch_size, mode=mode, log=read):
+            with transaction(WAREHOUSE) as cur:
+                execute_values(cur, upsert.as_string(cur), [(*r, run_id) for r in rows])
+                written += cur.rowcount
+    return {
+        "read_from": window.start.isoformat(),
+        "rows_read": read.rows,
+        "rows_written": written,
+        "batches": len(read.batch_sizes),
+    }
+
+
+def record_run(run_log: str, run_id: str, window: Window, load: dict[str, Any], plan: dict[str, Any]) -> None:
+    """One row per run in ``run_log`` (created if missing): the window, the load's counts (what
+    :func:`load_orders_changes` returns) and the plan summary (what :func:`explain_first_batch` returns)."""
+    from psycopg2.extras import Json
+
+    with transaction(WAREHOUSE) as cur:
+        cur.execute(sql.SQL(RUN_LOG_DDL).format(ident(run_log)))
+        cur.execute(
+            sql.SQL(
+                "INSERT INTO {} (run_id, interval_start, interval_end, read_from, rows_read, rows_written, "
+                "batches, uses_index, scan_nodes, index_names, plan) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, "
+                "%s, %s) ON CONFLICT (run_id) DO NOTHING"
+            ).format(ident(run_log)),
+            (
+                run_id,
+                window.start,
+                window.end,
+                load["read_from"],
+                load["rows_read"],
+                load["rows_written"],
+                load["batches"],
+                plan["uses_index"],
+                plan["scan_nodes"],
+                plan["index_names"],
+                Json(plan["plan"]),
+            ),
+        )

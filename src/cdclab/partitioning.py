@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Any
 
 from psycopg2 import sql
 
-from cdclab.db import ident
-from cdclab.intervals import Partition
+from cdclab.db import SHOP, WAREHOUSE, ident, transaction
+from cdclab.intervals import Partition, Window, partition_of, partitions_for
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 
@@ -100,3 +101,85 @@ def _check_type(typ: str) -> str:
             f"column type {typ!r} is not a plain SQL type such as 'numeric(12, 2)' or 'text not null'"
         )
     return typ
+
+
+# ---------------------------------------------------------------------------------------------------
+# orders by day (dags/71_02_01_execution_date.py): stage the interval, replace its partition
+
+ORDERS_BY_DAY_COLUMNS: list[tuple[str, str]] = [
+    ("id", "bigint"),
+    ("customer_id", "bigint"),
+    ("status", "text"),
+    ("ordered_at", "timestamptz not null"),
+    ("total", "numeric(12, 2)"),
+    ("updated_at", "timestamptz"),
+    ("loaded_by_run", "text"),
+]
+ORDERS_SOURCE_COLUMNS = [name for name, _ in ORDERS_BY_DAY_COLUMNS if name != "loaded_by_run"]
+
+REPLACE_PARTITION_TEMPLATE = """
+-- one transaction (the hook commits once, after the last statement):
+-- empty the interval's partition, refill it from the staged interval
+TRUNCATE {{ ident(partition_table(params.target, run_interval_of(dag, dag_run).start)) }};
+INSERT INTO {{ ident(params.target) }} (id, customer_id, status, ordered_at, total, updated_at, loaded_by_run)
+SELECT id, customer_id, status, ordered_at, total, updated_at, %(run_id)s
+FROM {{ ident(params.staging) }}
+WHERE ordered_at >= %(start)s AND ordered_at < %(end)s;
+"""
+"""A Jinja template for ``SQLExecuteQueryOperator``: needs the macros ``ident`` (:func:`quoted_name`),
+``partition_table`` (:func:`partition_table_at`) and ``run_interval_of``
+(:func:`cdclab.intervals.interval_for_run`), the params ``target`` and ``staging`` and the bound
+parameters ``start``, ``end`` and ``run_id``."""
+
+
+def quoted_name(name: str) -> str:
+    """Jinja macro: a quoted ``"schema"."table"`` for a validated table name."""
+    check_table_name(name)
+    return ".".join(f'"{part}"' for part in name.split("."))
+
+
+def partition_table_at(parent: str, instant: Any) -> str:
+    """Jinja macro: the name of the daily partition of ``parent`` that holds ``instant``."""
+    return partition_table(parent, partition_of(instant, "day"))
+
+
+def prepare_day_partitions(target: str, window: Window) -> list[str]:
+    """Create the partitioned parent ``target`` (orders by day) and the daily partition(s) ``window``
+    fills (policy ``raise``: a window that is not whole days is :class:`cdclab.intervals.UnalignedIntervalError`).
+    Returns the partition tables."""
+    from cdclab.ddl import ensure as ensure_ddl
+
+    parts = partitions_for(window, grain="day", policy="raise")
+    with transaction(WAREHOUSE) as cur:
+        parent = create_parent_sql(target, ORDERS_BY_DAY_COLUMNS, "ordered_at", ["id", "ordered_at"])
+        ensure_ddl(cur, target, parent)
+        for part in parts:
+            ensure_ddl(cur, target, create_partition_sql(target, part))
+    return [partition_table(target, part) for part in parts]
+
+
+def stage_interval(source: str, staging: str, target: str, window: Window) -> int:
+    """Copy the orders placed in ``window`` (half-open on ``ordered_at``) from ``source`` (shop) into
+    ``staging`` (warehouse, ``LIKE target``, created if missing), replacing the window's staged rows.
+    Returns the rows copied."""
+    from psycopg2.extras import execute_values
+
+    where, bounds = window.sql_predicate("ordered_at")
+    cols = sql.SQL(", ").join(map(sql.Identifier, ORDERS_SOURCE_COLUMNS))
+    with transaction(SHOP) as src:
+        src.execute(
+            sql.SQL("SELECT {cols} FROM {src} WHERE {where} ORDER BY id").format(
+                cols=cols, src=ident(source), where=where
+            ),
+            bounds,
+        )
+        rows = src.fetchall()
+    with transaction(WAREHOUSE) as cur:
+        cur.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (LIKE {})").format(ident(staging), ident(target)))
+        cur.execute(sql.SQL("DELETE FROM {} WHERE {}").format(ident(staging), where), bounds)
+        execute_values(
+            cur,
+            sql.SQL("INSERT INTO {} ({}) VALUES %s").format(ident(staging), cols).as_string(cur),
+            rows,
+        )
+    return len(rows)
