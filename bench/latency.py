@@ -191,9 +191,12 @@ class Bench:
         while time.monotonic() < deadline:
             self._alive()
             with wh.cursor() as cur:
-                cur.execute(query, (rid,))
-                if cur.fetchone():
-                    return
+                try:
+                    cur.execute(query, (rid,))
+                    if cur.fetchone():
+                        return
+                except psycopg2.errors.UndefinedTable:
+                    pass  # the follower has not created the target yet
             time.sleep(0.1)
         raise TimeoutError(f"row {rid} did not reach {self.target} in {timeout:.0f}s")
 
