@@ -331,7 +331,12 @@ class Bench:
         cfg = self.cfg
         for database, stmt in (
             ("shop", sql.SQL("DROP TABLE IF EXISTS public.{}").format(sql.Identifier(self.table))),
-            ("warehouse", sql.SQL("DROP TABLE IF EXISTS core.{}").format(sql.Identifier(self.table))),
+            (
+                "warehouse",
+                sql.SQL("DROP TABLE IF EXISTS core.{}, core.{}").format(
+                    sql.Identifier(self.table), sql.Identifier(f"{self.table}__deleted")
+                ),
+            ),
         ):
             conn = psycopg2.connect(cfg.pg_dsn(database))
             conn.autocommit = True
@@ -353,7 +358,7 @@ class Bench:
         ]:
             try:
                 f.result(30)
-            except Exception as exc:  # cleanup reports and goes on
+            except Exception as exc:  # cleanup reports and goes on (a topic or group that never came)
                 say(f"cleanup: {exc}")
         if self.pause:
             pause_workload(cfg, self.paused_before)
