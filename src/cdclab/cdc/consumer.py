@@ -111,6 +111,9 @@ FOLLOW_KAFKA_CONFIG: dict[str, Any] = {"fetch.wait.max.ms": 100}
 """A follow run's client settings (``kafka_config`` overrides them): the broker answers an empty fetch
 after at most 100 ms instead of librdkafka's 500, so a record committed meanwhile is not held back."""
 
+TRANSIENT_CODES = frozenset({-195, -187, -185})  # _TRANSPORT, _ALL_BROKERS_DOWN, _TIMED_OUT
+"""Client errors a follow run rides out (librdkafka reconnects by itself); a catch-up run stops on them."""
+
 # the errors of one record's data, not of the run: 22xxx (bad cast, out of range) and 23xxx (constraints)
 POISON_ERRORS: tuple[type[BaseException], ...] = (psycopg2.DataError, psycopg2.IntegrityError)
 
@@ -456,12 +459,13 @@ def consume_into_postgres(
         missing: set[str] = set()  # topics that do not exist yet (a follow run looks again)
 
         def plan(md: Any) -> list[Any]:
-            """The partitions of the ``missing`` topics that ``md`` knows, checked and positioned."""
+            """The partitions of the ``missing`` topics that ``md`` knows, checked and positioned; a follow
+            run assigns each topic's partitions at once (a later topic's failure cannot lose them)."""
             out: list[Any] = []
             for topic in sorted(missing):
                 if topic not in md.topics or md.topics[topic].error is not None:
                     continue  # the topic does not exist yet: nothing to read
-                missing.discard(topic)
+                tps: list[Any] = []
                 for partition in md.topics[topic].partitions:
                     low, high = watermarks(consumer, topic, partition)
                     start = stored[topic].get(partition)
@@ -472,8 +476,13 @@ def consume_into_postgres(
                     first = OFFSET_BEGINNING if start is None else start
                     result.positions[(topic, partition)] = low if start is None else start
                     if follow is not None or (start if start is not None else low) < high:
-                        out.append(TopicPartition(topic, partition, first))
+                        tps.append(TopicPartition(topic, partition, first))
                         ends[(topic, partition)] = high
+                if follow is not None and tps:
+                    consumer.incremental_assign(tps)
+                    log.info("%s: following %s from %s", group, topic, [tp.offset for tp in tps])
+                out.extend(tps)
+                missing.discard(topic)  # only once all its partitions are planned
             return out
 
         missing.update(topics)
@@ -483,8 +492,6 @@ def consume_into_postgres(
                 result.seconds = time.monotonic() - t0
                 return result
             consumer.assign(assignment)
-        elif assignment:
-            consumer.incremental_assign(assignment)
         # a catch-up run ends when every partition reached its end offset; a follow run when told to
         pending: dict[tuple[str, int], int] = dict(ends) if follow is None else {}
         idle = 0
@@ -497,10 +504,10 @@ def consume_into_postgres(
                     break
                 if missing and time.monotonic() >= look_again:
                     look_again = time.monotonic() + DISCOVER_SECONDS
-                    found = plan(consumer.list_topics(timeout=10))
-                    if found:
-                        log.info("%s: assigning %s, which appeared", group, [tp.topic for tp in found])
-                        consumer.incremental_assign(found)
+                    try:
+                        plan(consumer.list_topics(timeout=10))
+                    except KafkaException as exc:  # the broker is away: look again later
+                        log.warning("%s: topic lookup failed (%s); trying again", group, exc)
                 if not ends:
                     follow.wait(poll_timeout)  # nothing to read yet
                     continue
@@ -522,6 +529,11 @@ def consume_into_postgres(
                             f"the stored offset was skipped. Remedy: reload the target from a snapshot, then "
                             f"cdclab offsets reset --group {group} --topic {msg.topic()} --to earliest"
                         )
+                    if follow is not None and (error.retriable() or error.code() in TRANSIENT_CODES):
+                        # a broker restart, a lost connection: not a record, nothing to skip; the client
+                        # reconnects and fetches again from its position
+                        log.warning("%s: %s (the follow run goes on)", group, error.str())
+                        continue
                     raise KafkaException(error)
                 if stop_at is not None and past_stop(msg, ends):
                     continue  # past this run's stop offset: left for the next run
