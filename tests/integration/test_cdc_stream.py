@@ -1,17 +1,22 @@
 """The streaming path (issue 14, item 2): :func:`cdclab.cdc.pipeline.stream`, a follow run of the
 exactly-once consumer, replicates a table continuously; stopped cleanly its stored offsets are the
-positions it consumed; killed mid-stream and restarted it neither loses nor repeats a record.
+positions it consumed; killed mid-stream and restarted it neither loses nor repeats a record. The
+second test runs it as ``cdclab stream`` processes: one SIGKILLs itself mid-stream
+(``CDCLAB_FAIL_AFTER_BATCHES``), the next is stopped with SIGTERM and prints its counts.
 
 The follower starts before its table's first change, so it also shows a topic being picked up when
 Debezium creates it. Waits poll the end state with a generous deadline; nothing asserts a duration."""
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -88,21 +93,34 @@ def rows(conn: Any, qualified: str) -> list[tuple[Any, ...]]:
         return cur.fetchall()
 
 
-def wait_equal(shop_db: Any, warehouse_db: Any, table: str, follower: Follower | None, timeout: float = 180):
-    """Poll until ``core.<table>`` holds exactly the source's rows (the follower keeps running)."""
+def wait_equal(
+    shop_db: Any, warehouse_db: Any, table: str, alive: Callable[[], bool], timeout: float = 180
+) -> None:
+    """Poll until ``core.<table>`` holds exactly the source's rows, while the follower keeps running
+    (``alive``); a follower that died ends the wait at once."""
     want = rows(shop_db, f"public.{table}")
     deadline = time.monotonic() + timeout
     got: list[Any] = []
-    while time.monotonic() < deadline:
-        if follower is not None and not follower.is_alive():
-            break  # it died: stop() raises its error below
+    while time.monotonic() < deadline and alive():
         got = rows(warehouse_db, f"core.{table}")
         if got == want:
             return
         time.sleep(0.2)
-    if follower is not None and follower.error is not None:
-        raise follower.error
-    pytest.fail(f"core.{table} did not reach the source's {len(want)} rows in {timeout:.0f}s: has {len(got)}")
+    pytest.fail(
+        f"core.{table} did not reach the source's {len(want)} rows (has {len(got)}); follower alive: {alive()}"
+    )
+
+
+def start_cli(group: str, table: str, who: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """``cdclab stream`` in its own process (a service), batches of at most 50."""
+    argv = [sys.executable, "-m", "cdclab.cli", "stream", f"public.{table}", "--group", group]
+    return subprocess.Popen(
+        [*argv, "--batch-size", "50", "--who", who],
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,  # only the JSON summary of a clean stop
+        stderr=subprocess.PIPE,  # its log
+        text=True,
+    )
 
 
 def end_offset(lab: Any, topic: str) -> int:
@@ -138,12 +156,12 @@ def test_a_follow_run_replicates_continuously_and_stores_the_positions_it_consum
         follower.start()  # before the table's first change: its topic does not exist yet
         insert_batches(lab, table, 1, batches=10, per_batch=50)
         change(shop_db, table, range(1, 60, 3), range(400, 420))
-        wait_equal(shop_db, warehouse_db, table, follower)
+        wait_equal(shop_db, warehouse_db, table, follower.is_alive)
         # still running: later changes arrive without a new run
         insert_batches(lab, table, 1001, batches=5, per_batch=20)
         change(shop_db, table, range(1001, 1010), range(1090, 1101))
         cdc_fence()  # every change above is on Kafka
-        wait_equal(shop_db, warehouse_db, table, follower)
+        wait_equal(shop_db, warehouse_db, table, follower.is_alive)
         summary = follower.stop()
 
         assert_tables_equal(
@@ -168,47 +186,30 @@ def test_a_follower_killed_mid_stream_resumes_without_loss_or_duplicate(
     table, group = names("skill"), names("grp")
     topic = f"shop.public.{table}"
     make_source_table(shop_db, table)
-    proc = None
-    follower = None
+    proc: subprocess.Popen | None = None
     try:
         insert_batches(lab, table, 1, batches=20, per_batch=50)  # 1,000 rows: far more than 3 batches of 50
         cdc_fence()
         # `cdclab stream` in its own process, SIGKILLed by itself after 3 committed batches (no cleanup)
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "cdclab.cli",
-                "stream",
-                f"public.{table}",
-                "--group",
-                group,
-                "--batch-size",
-                "50",
-                "--who",
-                "test-kill",
-            ],
-            env={**os.environ, "CDCLAB_FAIL_AFTER_BATCHES": "3"},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        out, _ = proc.communicate(timeout=180)
+        proc = start_cli(group, table, "test-kill", {"CDCLAB_FAIL_AFTER_BATCHES": "3"})
+        _, err = proc.communicate(timeout=180)
         assert proc.returncode == -9, (
-            f"the follower was not killed mid-stream ({proc.returncode}): {out[-2000:]}"
+            f"the follower was not killed mid-stream ({proc.returncode}): {err[-2000:]}"
         )
         at_kill = stored(warehouse_db, group)[(topic, 0)]
         committed = rows(warehouse_db, f"core.{table}")
         assert 0 < len(committed) < 1000, f"the kill did not land mid-stream: {len(committed)} rows committed"
 
-        # restart while the source keeps changing
-        follower = Follower(table, group, batch_size=50)
-        follower.start()
+        # restart while the source keeps changing; then stop it as a service manager does (SIGTERM)
+        proc = start_cli(group, table, "test-restart")
         insert_batches(lab, table, 2001, batches=4, per_batch=25)
         change(shop_db, table, range(1, 30), range(500, 520))
         cdc_fence()
-        wait_equal(shop_db, warehouse_db, table, follower)
-        summary = follower.stop()
+        wait_equal(shop_db, warehouse_db, table, lambda: proc is not None and proc.poll() is None)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, f"a clean stop exits 0, not {proc.returncode}: {err[-2000:]}"
+        summary = json.loads(out)  # the run's counts, printed on a clean stop
 
         assert_tables_equal(
             f"shop:public.{table}", f"warehouse:core.{table}", key="id", columns=["amount", "note"]
@@ -225,7 +226,4 @@ def test_a_follower_killed_mid_stream_resumes_without_loss_or_duplicate(
         if proc is not None and proc.poll() is None:
             proc.kill()
             proc.wait(30)
-        if follower is not None:
-            follower.halt.set()
-            follower.join(60)
         cleanup(lab, warehouse_db, table, group)
