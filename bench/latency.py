@@ -25,6 +25,10 @@ How a measurement is made:
   are reported; the headline is the upper bound.
 - *one clock*: ``shop`` and ``warehouse`` are databases of one Postgres server, so both times come from
   that server's clock (no cross-host skew).
+- *breakdown* (indicative): a second Kafka consumer of the bench reads the topic (``read_committed``)
+  and stamps each record on arrival with the host's clock (the lab's Postgres runs on the same host,
+  same system clock): commit -> readable on Kafka (Debezium, its Kafka transaction) and readable on
+  Kafka -> visible (our follower, plus the observer's poll).
 - *correct or not a figure*: every one of the N rows must be observed exactly once, the follower must
   report no dead letter, and the target must equal the source (count and md5 of every row).
 
@@ -83,6 +87,50 @@ def summarize(seconds: Sequence[float]) -> dict[str, float | int]:
         "max_ms": round(max(ms), 1),
         "mean_ms": round(sum(ms) / len(ms), 1),
     }
+
+
+class KafkaWatch(threading.Thread):
+    """Reads the topic (``read_committed``, its own throw-away group, never committing) and stamps each
+    record with the host's clock when it arrives: when the change became *readable on Kafka*. The lab's
+    Postgres runs on this host, so this is the same system clock Postgres reads (a breakdown only: the
+    headline figures use Postgres's clock alone)."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        super().__init__(daemon=True)
+        self.bootstrap, self.topic = bootstrap, topic
+        self.arrived: dict[int, float] = {}
+        self.halt = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        import json
+
+        from confluent_kafka import Consumer, TopicPartition
+
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "group.id": f"bench-lat-watch-{uuid.uuid4().hex[:8]}",
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+                "auto.offset.reset": "earliest",
+                "fetch.wait.max.ms": 100,
+            }
+        )
+        try:
+            consumer.assign([TopicPartition(self.topic, 0, 0)])
+            while not self.halt.is_set():
+                msg = consumer.poll(0.1)
+                if msg is None or msg.error() is not None or msg.key() is None or msg.value() is None:
+                    continue
+                now = time.time()
+                key = json.loads(msg.key())
+                key = key.get("payload", key) if isinstance(key, dict) else key
+                self.arrived.setdefault(int(key["id"]), now)
+        except BaseException as exc:  # reported by the bench
+            self.error = exc
+        finally:
+            consumer.close()
 
 
 class Observer(threading.Thread):
@@ -257,6 +305,8 @@ class Bench:
             say(f"follower caught the warm-up row; writing {self.events:,} events at {self.rate:g}/s")
             observer = Observer(cfg.pg_dsn("warehouse"), self.target, self.poll_s, last=0)
             observer.start()
+            watch = KafkaWatch(cfg.kafka_bootstrap, self.topic)  # the topic exists: the warm-up made it
+            watch.start()
             load0 = os.getloadavg()
             writer = self.write_at_rate(shop)
             deadline = time.monotonic() + max(120.0, self.events / self.rate)
@@ -267,6 +317,8 @@ class Bench:
                 time.sleep(0.1)
             observer.halt.set()
             observer.join(30)
+            watch.halt.set()
+            watch.join(30)
             self.halt.set()
             self.follower.join(60)
             if self.follow_error is not None:
@@ -280,6 +332,11 @@ class Bench:
             upper = [visible - src for src, _loaded, visible, _w in rows]
             lower = [loaded - src for src, loaded, _v, _w in rows]
             commit = [src - written for src, _l, _v, written in rows]
+            on_kafka = [
+                (watch.arrived[i] - observer.seen[i][0], observer.seen[i][2] - watch.arrived[i])
+                for i in range(1, self.events + 1)
+                if i in observer.seen and i in watch.arrived
+            ]
             checks = {
                 "all_events_observed": len(rows) == self.events,
                 "no_row_observed_twice": observer.repeats == 0,
@@ -307,6 +364,11 @@ class Bench:
                 "latency_visible_upper_bound": summarize(upper),
                 "latency_txn_start_lower_bound": summarize(lower),
                 "source_insert_to_commit": summarize(commit),
+                "breakdown_host_clock": {
+                    "commit_to_readable_on_kafka": summarize([a for a, _b in on_kafka]),
+                    "readable_on_kafka_to_visible": summarize([b for _a, b in on_kafka]),
+                    "watch_error": repr(watch.error) if watch.error else None,
+                },
                 "observer_polls": observer.polls,
                 "follower": {
                     k: self.summary.get(k) for k in ("records", "batches", "dead_letters", "seconds")
@@ -385,6 +447,12 @@ def table(r: dict[str, Any]) -> str:
         ("txn start (lower bound)", "latency_txn_start_lower_bound"),
     ):
         m = r[key]
+        if m.get("n"):
+            lines.append(f"  {label:<34}{m['p50_ms']:>9}{m['p90_ms']:>9}{m['p99_ms']:>9}{m['max_ms']:>9}")
+    for label, m in (
+        ("  of which commit -> on Kafka", r["breakdown_host_clock"]["commit_to_readable_on_kafka"]),
+        ("  of which on Kafka -> visible", r["breakdown_host_clock"]["readable_on_kafka_to_visible"]),
+    ):
         if m.get("n"):
             lines.append(f"  {label:<34}{m['p50_ms']:>9}{m['p90_ms']:>9}{m['p99_ms']:>9}{m['max_ms']:>9}")
     lines.append(f"  goal p99 <= {r['goal_p99_ms']} ms; follower {r['follower']}; checks {r['checks']}")
