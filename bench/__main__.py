@@ -4,11 +4,14 @@
   pre-filled topic from offset 0 (see :mod:`bench.cdc_sink`).
 - ``files``: our file load vs a raw COPY of the same object into the same table; chunked vs single-pass.
 - ``breakeven``: incremental load vs full reload over changed fractions 0.1% .. 50%.
+- ``latency``: source commit -> visible in the warehouse through the streaming path (a follow run of
+  our consumer) at a fixed rate, p50/p99 over 10,000 events (see :mod:`bench.latency`).
 Results go to ``bench/results/<name>-<UTC time>.json`` and ``<name>-latest.json``.
 
-``python -m bench [cdc_sink] [files] [breakeven] [--only a,b] [--quick] [--events N] [--runs R]
+``python -m bench [cdc_sink] [files] [breakeven] [latency] [--only a,b] [--quick] [--events N] [--runs R]
 [--batch-sizes 500,2000,5000]``; sizes also from BENCH_EVENTS (default 1,000,000), BENCH_ROWS,
-BENCH_FILE_MB (default 100), BENCH_WORKERS (default 2). ``--quick``: small sizes (20,000 CDC events).
+BENCH_FILE_MB (default 100), BENCH_WORKERS (default 2), BENCH_LATENCY_* (bench.latency). ``--quick``: small
+sizes (20,000 CDC events, 1,000 latency events).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ def main() -> int:
     results = []
     if not only or "cdc_sink" in only:
         results.append(cdc_sink.main(options))
-    for name in ("files", "breakeven"):
+    for name in ("files", "breakeven", "latency"):
         if not only or name in only:
             results.append(report.run(name, quick))
     return 0 if all(results) else 1

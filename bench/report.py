@@ -1,10 +1,10 @@
-"""Shared output of the benchmarks that register here (``files``, ``breakeven``): run one, write its JSON with
+"""Shared output of the benchmarks that register here (``files``, ``breakeven``, ``latency``): run one, write its JSON with
 the configuration and machine facts to ``bench/results/<name>-<UTC stamp>.json`` and ``<name>-latest.json``,
 print its ratio table, draw its PNG chart when matplotlib is installed (a dev dependency). The timing
 helpers they share: :class:`Stopwatch` (wall-clock seconds of a block) and :func:`timings` (the median and
 the spread, min..max, of repeated runs).
 
-``python -m bench [--quick] [--only files,breakeven]``: ``--quick`` uses small sizes (a smoke check well
+``python -m bench [--quick] [--only files,breakeven,latency]``: ``--quick`` uses small sizes (a smoke check well
 under 5 minutes); the knobs each module documents (``BENCH_*``) override both sizes.
 """
 
@@ -54,7 +54,7 @@ def parse_args(argv: list[str]) -> tuple[set[str], bool, list[str]]:
     benchmarks; options this parser does not know (``--events``...) go to the CDC sink bench."""
     ap = argparse.ArgumentParser(prog="python -m bench")
     ap.add_argument("names", nargs="*", help="benchmarks to run (default: all)")
-    ap.add_argument("--only", default="", help="comma list: cdc_sink, files, breakeven")
+    ap.add_argument("--only", default="", help="comma list: cdc_sink, files, breakeven, latency")
     ap.add_argument("--quick", action="store_true", help="small sizes: a smoke check in under 5 minutes")
     a, rest = ap.parse_known_args(argv)
     only = {n for n in a.only.split(",") if n} | set(a.names)

@@ -11,6 +11,8 @@ cdclab lab env                 print the environment the launcher gives services
 cdclab offsets show|reset      exactly-once consumer offsets (warehouse.state.kafka_offsets)
 cdclab slots show|check        replication slots: retained WAL; check: exit 1 (SlotLost) when a
                                connector's slot is missing or invalidated (cdclab.cdc.slots)
+cdclab stream TABLE... --group G   replicate shop tables into the warehouse continuously, exactly
+                               once, until SIGINT/SIGTERM (cdclab.cdc.pipeline.stream; a service)
 cdclab workload ...            drive changes into the shop database (see `cdclab workload -h`)
 """
 
@@ -141,6 +143,47 @@ def _slots(args: argparse.Namespace) -> int:
         conn.close()
 
 
+def _stream(args: argparse.Namespace) -> int:
+    """Follow the tables' Debezium topics until SIGINT or SIGTERM, then stop cleanly (the batch in
+    flight commits or rolls back whole, with its offsets) and print the run's counts as JSON."""
+    import json
+    import logging
+    import os
+    import signal
+    import threading
+
+    if not os.environ.get("AIRFLOW_CONN_WAREHOUSE"):  # outside Airflow: the lab's connections
+        from cdclab.lab.config import LabConfig
+
+        for key, value in LabConfig.load().airflow_env().items():
+            os.environ.setdefault(key, value)
+    from cdclab.cdc.pipeline import stream
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        logging.getLogger("cdclab.stream").info("signal %d: stopping after the batch in flight", signum)
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    summary = stream(
+        args.tables,
+        group=args.group,
+        stop=stop,
+        topic_prefix=args.topic_prefix,
+        target_schema=args.target_schema,
+        target_prefix=args.target_prefix,
+        delete_mode=args.delete_mode,
+        batch_size=args.batch_size,
+        poll_timeout=args.poll_timeout,
+        who=args.who,
+    )
+    print(json.dumps(summary, default=str), flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="cdclab", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -166,6 +209,23 @@ def main(argv: list[str] | None = None) -> int:
     slots.add_argument("action", choices=["show", "check"])
     slots.add_argument("--connector", default="shop-postgres-source", help="check: the connector whose slot")
     slots.set_defaults(func=_slots)
+    streaming = sub.add_parser(
+        "stream",
+        help="replicate shop tables into the warehouse continuously, exactly once, until SIGINT/SIGTERM",
+        description=_stream.__doc__,
+    )
+    streaming.add_argument("tables", nargs="+", help="source tables (public.orders or orders)")
+    streaming.add_argument("--group", required=True, help="consumer group (its own, not a DAG's)")
+    streaming.add_argument("--topic-prefix", default="shop", help="the Debezium connector's topic.prefix")
+    streaming.add_argument("--target-schema", default="core")
+    streaming.add_argument("--target-prefix", default="", help="target table = <schema>.<prefix><table>")
+    streaming.add_argument("--delete-mode", default="hard", choices=["hard", "soft"])
+    streaming.add_argument("--batch-size", type=int, default=500, help="most records per transaction")
+    streaming.add_argument(
+        "--poll-timeout", type=float, default=0.1, help="seconds a poll waits for the first record"
+    )
+    streaming.add_argument("--who", default="stream", help="updated_by of the stored offsets")
+    streaming.set_defaults(func=_stream)
     from cdclab import workload
 
     workload.add_cli(sub)

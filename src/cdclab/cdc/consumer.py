@@ -7,6 +7,13 @@ Vocabulary:
 - *batch*: the records read in one poll loop (at most ``batch_size``), applied in one transaction.
 - *catch-up run*: a bounded run — a task reads until it reaches the partitions' end offsets as they
   were when it started (the *high watermarks*), then stops; the next run starts where it stopped.
+- *follow run*: an unbounded run (``follow=`` a :class:`threading.Event`): it keeps polling, applies
+  each non-empty poll as one batch (same transaction, guards, dead letters and poison isolation as a
+  catch-up run) and stops cleanly when the event is set. For low latency a poll waits at most
+  ``poll_timeout`` for the *first* record, then takes only what the client has already fetched (up to
+  ``batch_size``): a quiet topic gives batches of one, a busy one gives full batches. A topic that does
+  not exist yet (Debezium creates it with the table's first change) is looked up again every
+  ``DISCOVER_SECONDS`` and assigned from its start when it appears.
 - *dead letter*: a record that cannot be parsed or applied goes to ``dlq.kafka_records`` with the
   reason, in the same transaction, and its offset advances with the others: nothing is lost silently
   and one bad record does not block the partition.
@@ -38,6 +45,9 @@ data and *seeking* to it on start (``assign`` at the stored offset, auto-commit 
 ``read_committed``) removes the window. Kafka's own commit is still done afterwards, for visibility
 in tools like ``kafka-consumer-groups``, but nothing reads it back.
 
+A follow run holds the group lock for its whole life: a catch-up run of the same group waits for it
+(``lock_wait_seconds``) and then fails with :class:`GroupBusy`; stop the follower first.
+
 Fault injection for tests: ``CDCLAB_FAIL_AFTER_BATCHES=N`` makes the process kill itself (SIGKILL,
 no cleanup) after applying N batches but before committing the N+1th — a crash mid-stream.
 """
@@ -47,6 +57,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -92,6 +103,16 @@ CREATE TABLE IF NOT EXISTS state.kafka_group_targets (
     PRIMARY KEY (consumer_group, topic)
 );
 """
+
+DISCOVER_SECONDS = 2.0
+"""How often a follow run looks for topics that did not exist yet."""
+
+FOLLOW_KAFKA_CONFIG: dict[str, Any] = {"fetch.wait.max.ms": 100}
+"""A follow run's client settings (``kafka_config`` overrides them): the broker answers an empty fetch
+after at most 100 ms instead of librdkafka's 500, so a record committed meanwhile is not held back."""
+
+TRANSIENT_CODES = frozenset({-195, -187, -185})  # _TRANSPORT, _ALL_BROKERS_DOWN, _TIMED_OUT
+"""Client errors a follow run rides out (librdkafka reconnects by itself); a catch-up run stops on them."""
 
 # the errors of one record's data, not of the run: 22xxx (bad cast, out of range) and 23xxx (constraints)
 POISON_ERRORS: tuple[type[BaseException], ...] = (psycopg2.DataError, psycopg2.IntegrityError)
@@ -384,9 +405,14 @@ def consume_into_postgres(
     lock_wait_seconds: float = 600.0,
     snapshotted: Collection[str] = (),
     stop_at: Mapping[tuple[str, int], int] | None = None,
+    follow: threading.Event | None = None,
 ) -> ConsumeResult:
     """Read ``topics`` from the offsets stored for ``group`` up to their current end, apply each batch
     with ``handler`` and store the next offsets in the same transaction. Returns what it did.
+
+    ``follow``: run as a *follow run* (see the module doc) until the event is set (or ``max_seconds``
+    pass); topics missing at the start are picked up when they appear. On a clean stop the stored
+    offsets move over trailing transaction markers, as at the end of a catch-up run.
 
     ``targets`` (topic -> target table) binds the group to its targets on first use and refuses a run
     that writes a topic elsewhere. The run holds the group's lock throughout (see the module doc).
@@ -396,6 +422,12 @@ def consume_into_postgres(
     same position (:func:`end_offsets` taken once, e.g. 71_07_03's batch-size variants)."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
+    if follow is not None and stop_at is not None:
+        raise ValueError(
+            "stop_at bounds a catch-up run; a follow run has no end offsets: pass one or the other"
+        )
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     t0 = time.monotonic()
     fail_after = int(os.environ.get("CDCLAB_FAIL_AFTER_BATCHES", "0") or 0)
     conn = connect()
@@ -409,6 +441,7 @@ def consume_into_postgres(
             "isolation.level": "read_committed",
             # never jump silently: a position outside the log is an error, not "start somewhere else"
             "auto.offset.reset": "error",
+            **(FOLLOW_KAFKA_CONFIG if follow is not None else {}),
             **(kafka_config or {}),
         }
     )
@@ -420,35 +453,70 @@ def consume_into_postgres(
             if targets:
                 bind_targets(cur, group, targets, who)
             stored = {t: stored_offsets(cur, group, t) for t in topics}
-        md = consumer.list_topics(timeout=10)
-        assignment: list[Any] = []
         ends: dict[tuple[str, int], int] = {}
         # what the offset store holds as far as this run knows (None: no row): the compare-and-set base
         expected: dict[tuple[str, int], int | None] = {}
-        for topic in topics:
-            if topic not in md.topics or md.topics[topic].error is not None:
-                continue  # the topic does not exist yet: nothing to read
-            for partition in md.topics[topic].partitions:
-                low, high = watermarks(consumer, topic, partition)
-                start = stored[topic].get(partition)
-                check_start(group, topic, partition, start, low, high, snapshotted=topic in snapshotted)
-                if stop_at is not None and (topic, partition) in stop_at:
-                    high = min(high, stop_at[(topic, partition)])
-                expected[(topic, partition)] = start
-                first = OFFSET_BEGINNING if start is None else start
-                result.positions[(topic, partition)] = low if start is None else start
-                if (start if start is not None else low) < high:
-                    assignment.append(TopicPartition(topic, partition, first))
-                    ends[(topic, partition)] = high
-        if not assignment:
-            result.seconds = time.monotonic() - t0
-            return result
-        consumer.assign(assignment)
-        pending: dict[tuple[str, int], int] = dict(ends)
+        missing: set[str] = set()  # topics that do not exist yet (a follow run looks again)
+
+        def plan(md: Any) -> list[Any]:
+            """The partitions of the ``missing`` topics that ``md`` knows, checked and positioned; a follow
+            run assigns each topic's partitions at once (a later topic's failure cannot lose them)."""
+            out: list[Any] = []
+            for topic in sorted(missing):
+                if topic not in md.topics or md.topics[topic].error is not None:
+                    continue  # the topic does not exist yet: nothing to read
+                tps: list[Any] = []
+                for partition in md.topics[topic].partitions:
+                    low, high = watermarks(consumer, topic, partition)
+                    start = stored[topic].get(partition)
+                    check_start(group, topic, partition, start, low, high, snapshotted=topic in snapshotted)
+                    if stop_at is not None and (topic, partition) in stop_at:
+                        high = min(high, stop_at[(topic, partition)])
+                    expected[(topic, partition)] = start
+                    first = OFFSET_BEGINNING if start is None else start
+                    result.positions[(topic, partition)] = low if start is None else start
+                    if follow is not None or (start if start is not None else low) < high:
+                        tps.append(TopicPartition(topic, partition, first))
+                        ends[(topic, partition)] = high
+                if follow is not None and tps:
+                    consumer.incremental_assign(tps)
+                    log.info("%s: following %s from %s", group, topic, [tp.offset for tp in tps])
+                out.extend(tps)
+                missing.discard(topic)  # only once all its partitions are planned
+            return out
+
+        missing.update(topics)
+        assignment = plan(consumer.list_topics(timeout=10))
+        if follow is None:
+            if not assignment:
+                result.seconds = time.monotonic() - t0
+                return result
+            consumer.assign(assignment)
+        # a catch-up run ends when every partition reached its end offset; a follow run when told to
+        pending: dict[tuple[str, int], int] = dict(ends) if follow is None else {}
         idle = 0
-        while pending and time.monotonic() - t0 < max_seconds:
+        look_again = time.monotonic() + DISCOVER_SECONDS
+        while time.monotonic() - t0 < max_seconds:
+            if follow is None and not pending:
+                break
+            if follow is not None:
+                if follow.is_set():
+                    break
+                if missing and time.monotonic() >= look_again:
+                    look_again = time.monotonic() + DISCOVER_SECONDS
+                    try:
+                        plan(consumer.list_topics(timeout=10))
+                    except KafkaException as exc:  # the broker is away: look again later
+                        log.warning("%s: topic lookup failed (%s); trying again", group, exc)
+                if not ends:
+                    follow.wait(poll_timeout)  # nothing to read yet
+                    continue
             batch: list[Any] = []
-            polled = consumer.consume(num_messages=batch_size, timeout=poll_timeout)
+            polled = (
+                consumer.consume(num_messages=batch_size, timeout=poll_timeout)
+                if follow is None
+                else poll_available(consumer, batch_size, poll_timeout)
+            )
             for msg in polled:
                 error = msg.error()
                 if error is not None:
@@ -461,11 +529,18 @@ def consume_into_postgres(
                             f"the stored offset was skipped. Remedy: reload the target from a snapshot, then "
                             f"cdclab offsets reset --group {group} --topic {msg.topic()} --to earliest"
                         )
+                    if follow is not None and (error.retriable() or error.code() in TRANSIENT_CODES):
+                        # a broker restart, a lost connection: not a record, nothing to skip; the client
+                        # reconnects and fetches again from its position
+                        log.warning("%s: %s (the follow run goes on)", group, error.str())
+                        continue
                     raise KafkaException(error)
                 if stop_at is not None and past_stop(msg, ends):
                     continue  # past this run's stop offset: left for the next run
                 batch.append(msg)
             if not batch:
+                if follow is not None:
+                    continue  # a follow run waits for the next record, however long
                 # Transaction markers occupy offsets but are never delivered: the consumer's position
                 # (not the last record's offset) says whether a partition has reached its end offset.
                 idle += 1
@@ -506,10 +581,12 @@ def consume_into_postgres(
             reached(consumer, pending)
         # Past the last record there may only be transaction markers: move the stored offsets over them,
         # so the reported lag of a caught-up group is 0 (no data is involved, nothing can be lost).
+        # (A follow run has no end offsets: every record before its position has been applied.)
         moved = {}
-        for tp in consumer.position([TopicPartition(t, p) for (t, p) in ends]):
+        for tp in consumer.position([TopicPartition(t, p) for (t, p) in ends]) if ends else []:
             key = (tp.topic, tp.partition)
-            if tp.offset >= 0 and tp.offset > result.positions.get(key, 0) and tp.offset <= ends[key]:
+            bound = ends[key] if follow is None else tp.offset
+            if tp.offset >= 0 and tp.offset > result.positions.get(key, 0) and tp.offset <= bound:
                 moved[key] = tp.offset
         if moved:
             with conn, conn.cursor() as cur:
@@ -528,6 +605,17 @@ def consume_into_postgres(
         conn.close()  # also releases the group lock
     result.seconds = time.monotonic() - t0
     return result
+
+
+def poll_available(consumer: Any, batch_size: int, timeout: float) -> list[Any]:
+    """A follow run's poll: wait up to ``timeout`` for one record, then take (without waiting) what the
+    client has already fetched, up to ``batch_size`` in all. ``[]`` when nothing came."""
+    first = consumer.poll(timeout)
+    if first is None:
+        return []
+    if batch_size == 1:
+        return [first]
+    return [first, *consumer.consume(num_messages=batch_size - 1, timeout=0)]
 
 
 def apply_one_by_one(cur: Any, handler: BatchHandler, batch: list[Record]) -> list[tuple[Record, str]]:

@@ -8,13 +8,17 @@ Vocabulary:
 - *consumer group*: names the position of this replication in ``state.kafka_offsets``; two DAGs that
   replicate the same topic into different targets use different groups.
 
-:func:`replicate` is what a DAG task calls; connections come from Airflow connection ids.
+:func:`replicate` is what a DAG task calls (a catch-up run); :func:`stream` runs the same routing and
+merge continuously (a follow run, :mod:`cdclab.cdc.consumer`) until told to stop: ``cdclab stream`` on
+the command line. Connections come from Airflow connection ids.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import re
+import threading
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -241,6 +245,59 @@ def replicate(
     )
 
 
+def stream(
+    tables: Sequence[str],
+    *,
+    group: str,
+    stop: threading.Event,
+    topic_prefix: str = "shop",
+    target_schema: str = "core",
+    target_prefix: str = "",
+    delete_mode: DeleteMode = "hard",
+    schema_policy: SchemaPolicy = "fail",
+    batch_size: int = 500,
+    poll_timeout: float = 0.1,
+    max_seconds: float = math.inf,
+    source_conn_id: str = SHOP,
+    target_conn_id: str = WAREHOUSE,
+    kafka_conn_id: str = "kafka_default",
+    who: str = "stream",
+    snapshotted: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Replicate ``tables`` continuously: the merge of :func:`replicate`, exactly once, batch after batch,
+    until ``stop`` is set (or ``max_seconds`` pass); returns the same counts as :func:`replicate`.
+
+    Each poll waits up to ``poll_timeout`` seconds for a record and applies what has arrived (at most
+    ``batch_size`` records) in one transaction with the offsets, so a change reaches the warehouse about
+    one Debezium poll plus one warehouse transaction after its source commit. A table whose topic does
+    not exist yet is picked up when Debezium creates it. A follow run holds the group's lock: a
+    :func:`replicate` of the same ``group`` waits for it, so give a follower its own group."""
+    one_of("delete_mode", delete_mode, DeleteMode)
+    one_of("schema_policy", schema_policy, SchemaPolicy)
+    routes = routes_for(
+        tables,
+        topic_prefix=topic_prefix,
+        target_schema=target_schema,
+        target_prefix=target_prefix,
+        source_conn_id=source_conn_id,
+    )
+    return _run(
+        routes,
+        debezium_parser,
+        group=group,
+        delete_mode=delete_mode,
+        schema_policy=schema_policy,
+        batch_size=batch_size,
+        max_seconds=max_seconds,
+        target_conn_id=target_conn_id,
+        kafka_conn_id=kafka_conn_id,
+        who=who,
+        snapshotted=snapshotted,
+        follow=stop,
+        poll_timeout=poll_timeout,
+    )
+
+
 def end_offsets(
     tables: Sequence[str], *, topic_prefix: str = "shop", kafka_conn_id: str = "kafka_default"
 ) -> dict[tuple[str, int], int]:
@@ -356,6 +413,8 @@ def _run(
     who: str,
     snapshotted: Sequence[str] = (),
     stop_at: Mapping[tuple[str, int], int] | None = None,
+    follow: threading.Event | None = None,
+    poll_timeout: float = 0.5,
 ) -> dict[str, Any]:
     one_of("delete_mode", delete_mode, DeleteMode)  # before anything is read or written
     one_of("schema_policy", schema_policy, SchemaPolicy)
@@ -397,6 +456,8 @@ def _run(
         who=who,
         snapshotted=snapshotted,
         stop_at=stop_at,
+        follow=follow,
+        poll_timeout=poll_timeout,
     )
     summary = {
         "records": result.records,
