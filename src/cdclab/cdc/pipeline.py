@@ -93,11 +93,13 @@ def consume_routes(
     who: str,
     snapshotted: Collection[str] = (),
     stop_at: Mapping[tuple[str, int], int] | None = None,
+    follow: threading.Event | None = None,
+    poll_timeout: float = 0.5,
 ) -> kc.ConsumeResult:
     """Consume the topics of ``routes`` into the target database with ``handler``, each batch's offsets
     stored with its writes (:func:`cdclab.cdc.consumer.consume_into_postgres`); the group is bound to the
     routes' targets. ``snapshotted``: source tables whose snapshot has been requested; ``stop_at``: end
-    offsets to stop at (:func:`end_offsets`)."""
+    offsets to stop at (:func:`end_offsets`); ``follow``: a follow run until the event is set (:func:`stream`)."""
     topics = list(dict.fromkeys(r.topic for r in routes))
     return kc.consume_into_postgres(
         bootstrap=kafka_bootstrap(kafka_conn_id),
@@ -111,6 +113,8 @@ def consume_routes(
         targets={r.topic: r.target for r in routes},
         snapshotted={r.topic for r in routes if r.source in snapshotted},
         stop_at=stop_at,
+        follow=follow,
+        poll_timeout=poll_timeout,
     )
 
 
