@@ -10,7 +10,7 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
 from cdclab.cdc.inspect import read_topic
-from cdclab.testing import TableNotFoundError, TablesDiffer
+from cdclab.testing import FilterError, TableNotFoundError, TablesDiffer
 
 LOG_SERVICES = ["connect", "kafka", "postgres", "minio"]
 
@@ -91,6 +91,48 @@ def test_assert_tables_equal_reads_both_databases_and_shows_the_difference(
                 TableNotFoundError, match=rf"core\.{table}_nope does not exist in database 'warehouse'"
             ):
                 assert_tables_equal(f"shop:public.{table}", f"warehouse:core.{table}_nope")
+        finally:
+            s.execute(f"DROP TABLE public.{table}")
+            w.execute(f"DROP TABLE core.{table}")
+
+
+def test_assert_tables_equal_compares_only_the_rows_a_filter_selects(
+    shop_db: Any, warehouse_db: Any, names: Any, assert_tables_equal: Any
+) -> None:
+    table = names("flt")
+    source, target = f"shop:public.{table}", f"warehouse:core.{table}"
+    with shop_db.cursor() as s, warehouse_db.cursor() as w:
+        s.execute(f"CREATE TABLE public.{table} (id int PRIMARY KEY, tier text)")
+        w.execute(f"CREATE TABLE core.{table} (id int PRIMARY KEY, tier text)")
+        try:
+            s.execute(f"INSERT INTO public.{table} VALUES (1, 'basic'), (2, 'gold'), (5, 'poison'), (7, 'x')")
+            w.execute(f"INSERT INTO core.{table} VALUES (1, 'basic'), (2, 'gold'), (7, 'y')")
+
+            # both sides limited: the rows outside the filter (5, 7) are not compared
+            diff = assert_tables_equal(source, target, key="id", where=("id < %s", [5]))
+            assert (diff.source_count, diff.target_count) == (2, 2)
+
+            # the source without the poison row against the whole target: 7 still differs
+            with pytest.raises(TablesDiffer) as info:
+                assert_tables_equal(source, target, key="id", source_where="tier <> 'poison'")
+            assert str(info.value).splitlines()[:4] == [
+                f"{source} (WHERE tier <> 'poison') and {target} differ (key id; compared 1 column(s): tier)",
+                "  3 source row(s), 3 target row(s): 0 missing, 0 extra, 1 changed",
+                "  changed (source -> target):",
+                "    id=7:",
+            ]
+
+            # a one-sided filter keeps the other side whole: a target row it leaves out is extra
+            w.execute(f"INSERT INTO core.{table} VALUES (5, 'poison')")
+            with pytest.raises(TablesDiffer, match=r"extra in the target: id=5"):
+                assert_tables_equal(source, target, key="id", where="id <> 7", source_where=("id <> %s", [5]))
+
+            with pytest.raises(
+                FilterError,
+                match=rf"WHERE nope = 1 does not apply to table core\.{table} in database 'warehouse': "
+                r'column "nope" does not exist',
+            ):
+                assert_tables_equal(source, target, key="id", target_where="nope = 1")
         finally:
             s.execute(f"DROP TABLE public.{table}")
             w.execute(f"DROP TABLE core.{table}")

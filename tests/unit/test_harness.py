@@ -1,4 +1,5 @@
-"""The harness plugin's pure parts: the table diff and its message, DAG references that do not parse."""
+"""The harness plugin's pure parts: the table diff and its message, row filters, DAG references that do
+not parse."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 
 from cdclab.testing import dags, tables
 from cdclab.testing.tables import DuplicateKeyError, TablesDiffer, diff_rows, format_diff
+from tests.unit._sql_text import text
 
 
 def _rows(*specs: tuple[int, str, str]) -> list[dict[str, object]]:
@@ -74,6 +76,43 @@ def test_assert_tables_equal_on_rows_raises_the_formatted_diff() -> None:
     assert info.value.diff.missing == [(1,)]
     with pytest.raises(ValueError, match=r"database:schema\.table"):
         tables.assert_tables_equal("public.customers", [], key="id")
+
+
+def test_a_filter_selects_rows_with_bound_parameters_and_several_filters_are_joined_with_and() -> None:
+    query, params = tables.select_statement("public.c", ["id", "tier"], "id <> 5")
+    assert (text(query), params) == ('SELECT "id", "tier" FROM "public"."c" WHERE id <> 5', [])
+    query, params = tables.select_statement("core.c", None, ("id BETWEEN %s AND %s", [10, 19]))
+    assert (text(query), params) == ('SELECT * FROM "core"."c" WHERE id BETWEEN %s AND %s', [10, 19])
+    assert text(tables.select_statement("core.c")[0]) == 'SELECT * FROM "core"."c"'
+
+    # where= (both sides) AND the side's own filter, parameters in the order of the placeholders
+    both = tables._side_filter(("id >= %s", [10]), ("tier = %s", ["gold"]))
+    query, params = tables.select_statement("core.c", ["id"], both)
+    assert text(query) == 'SELECT "id" FROM "core"."c" WHERE (id >= %s) AND (tier = %s)'
+    assert params == [10, "gold"]
+    assert tables._side_filter("id > 1", None) == "id > 1"
+    assert tables._side_filter(None, "id > 2") == "id > 2"
+    assert tables._side_filter(None, None) is None
+
+
+def test_a_filtered_side_is_named_with_its_filter_in_the_diff() -> None:
+    source = _rows((1, "basic", "a@x"), (2, "gold", "b@x"))  # what "... WHERE id <> 5" read
+    target = _rows((1, "basic", "a@x"), (2, "gold", "b@x"), (5, "gold", "p@x"))
+    diff = diff_rows(source, target, key="id")
+    message = format_diff(diff, tables.filtered_name("shop:public.c", "id <> 5"), "warehouse:core.c")
+    assert message.splitlines() == [
+        "shop:public.c (WHERE id <> 5) and warehouse:core.c differ (key id; compared 2 column(s): tier, email)",
+        "  2 source row(s), 3 target row(s): 0 missing, 1 extra, 0 changed",
+        "  extra in the target: id=5",
+    ]
+    assert tables.filtered_name("warehouse:core.c", None) == "warehouse:core.c"
+
+
+def test_a_filter_on_rows_that_were_not_read_from_a_table_is_an_error() -> None:
+    with pytest.raises(tables.FilterError, match="the source is a list of rows"):
+        tables.assert_tables_equal(_rows((1, "a", "x")), _rows((1, "a", "x")), key="id", where="id > 0")
+    with pytest.raises(tables.FilterError, match="the target is a list of rows"):
+        tables.assert_tables_equal(_rows((1, "a", "x")), _rows((1, "a", "x")), target_where="id > 0")
 
 
 def test_a_dag_file_that_does_not_parse_fails_with_the_file_and_the_error(tmp_path: Path) -> None:

@@ -18,7 +18,8 @@ Fixtures (docs/harness.md has an example of each):
 - ``s3_bucket``: a new MinIO bucket, emptied and deleted afterwards; ``s3`` is a boto3 client.
 - ``cdc_fence``: ``cdc_fence()`` blocks until Debezium has published every change committed so far.
 - ``run_dag``: ``run_dag(dag_or_path, logical_date=..., conf=..., via="test"|"scheduler")``.
-- ``assert_tables_equal``: ``assert_tables_equal("shop:public.x", "warehouse:core.x", key="id")``.
+- ``assert_tables_equal``: ``assert_tables_equal("shop:public.x", "warehouse:core.x", key="id")``;
+  ``where=`` / ``source_where=`` / ``target_where=`` compare only the rows a SQL filter selects.
 
 A failed test that used ``lab`` prints the log tails of the services named by the test module's
 ``LOG_SERVICES`` list (default: connect and airflow-scheduler).
@@ -352,18 +353,31 @@ def run_dag(lab: LabConfig) -> Callable[..., _dags.DagRunResult]:
 
 @pytest.fixture
 def assert_tables_equal(lab: LabConfig) -> Callable[..., _tables.TableDiff]:
-    """``assert_tables_equal(source, target, key="id", columns=None)``: tables as
-    ``"database:schema.table"`` (a lab database), ``(connection, "schema.table")`` or lists of dict rows."""
+    """``assert_tables_equal(source, target, key="id", columns=None, *, where=None, source_where=None,
+    target_where=None)``: tables as ``"database:schema.table"`` (a lab database), ``(connection,
+    "schema.table")`` or lists of dict rows; the ``*where`` filters limit the rows read from a table
+    (both sides, or one; see :mod:`cdclab.testing.tables`)."""
 
     def check(
         source: _tables.TableRef,
         target: _tables.TableRef,
         key: str | Sequence[str] = "id",
         columns: Sequence[str] | None = None,
+        *,
+        where: _tables.Predicate | None = None,
+        source_where: _tables.Predicate | None = None,
+        target_where: _tables.Predicate | None = None,
     ) -> _tables.TableDiff:
         __tracebackhide__ = True
         return _tables.assert_tables_equal(
-            source, target, key, columns, connect=lambda database: _connect(lab, database)
+            source,
+            target,
+            key,
+            columns,
+            where=where,
+            source_where=source_where,
+            target_where=target_where,
+            connect=lambda database: _connect(lab, database),
         )
 
     return check
