@@ -1,5 +1,6 @@
-"""Shared helpers of the CDC tests: a test-owned copy of ``public.customers``, changes written to it,
-both sides read row by row; and the ``made`` fixture that drops what a test created."""
+"""Shared helpers of the CDC tests: a test-owned copy of ``public.customers`` and changes written to it
+(the plugin's ``assert_tables_equal`` compares both sides); and the ``made`` fixture that drops what a
+test created."""
 
 from __future__ import annotations
 
@@ -62,26 +63,6 @@ def write_changes(shop_db, table: str, start: int, inserts: int, update_ids, del
         for i in delete_ids:
             cur.execute(sql.SQL("DELETE FROM public.{t} WHERE id = %s").format(t=t), (i,))
     return inserts + len(update_ids) + 2 * len(delete_ids)  # a delete is an event plus a tombstone
-
-
-def source_rows(shop_db, table: str):
-    with shop_db.cursor() as cur:
-        cur.execute(
-            sql.SQL("SELECT {c} FROM public.{t} ORDER BY id").format(
-                c=sql.SQL(", ").join(map(sql.Identifier, COLUMNS)), t=sql.Identifier(table)
-            )
-        )
-        return cur.fetchall()
-
-
-def target_rows(warehouse_db, table: str):
-    with warehouse_db.cursor() as cur:
-        cur.execute(
-            sql.SQL("SELECT {c} FROM core.{t} ORDER BY id").format(
-                c=sql.SQL(", ").join(map(sql.Identifier, COLUMNS)), t=sql.Identifier(table)
-            )
-        )
-        return cur.fetchall()
 
 
 class Made:
