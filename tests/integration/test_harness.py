@@ -136,3 +136,22 @@ def test_assert_tables_equal_compares_only_the_rows_a_filter_selects(
         finally:
             s.execute(f"DROP TABLE public.{table}")
             w.execute(f"DROP TABLE core.{table}")
+
+
+def test_the_unhealthy_lab_report_reads_the_real_log_of_the_service_it_names(lab: Any) -> None:
+    from cdclab.lab.backend import backend
+    from cdclab.testing.plugin import unhealthy_report
+
+    running = backend(lab)
+    rows = running.status()
+    # the lab is healthy; the report is given one row marked otherwise, to read that service's real log
+    marked = [(n, a, "unhealthy (marked by the test)" if n == "kafka" else s) for n, a, s in rows]
+    message = unhealthy_report(running.name, marked, running.logs, lines=5)
+    assert (
+        message.splitlines()[0]
+        == f"the lab ({running.name}) is not healthy: kafka is unhealthy (marked by the test)"
+    )
+    tail = message.split(f"==> last lines of kafka ({running.name}) <==\n", 1)[1].splitlines()
+    assert 0 < len(tail) <= 5 and tail != ["(the log is empty)"]
+    assert not any(line.startswith("(could not read the log") for line in tail)
+    assert "==> last lines of" not in message.split("<==", 1)[1]  # only the service it names

@@ -126,6 +126,18 @@ def test_a_dag_file_that_does_not_parse_fails_with_the_file_and_the_error(tmp_pa
         dags.load_dag(tmp_path / "missing.py")
 
 
+@pytest.mark.parametrize("via", dags.VIA)
+def test_run_dag_on_a_file_that_does_not_parse_fails_before_any_run(tmp_path: Path, via: dags.Via) -> None:
+    from cdclab.lab.config import LabConfig
+
+    broken = tmp_path / "syntax_dag.py"
+    broken.write_text("from airflow.sdk import DAG\nwith DAG('x') as dag:\n    pass)\n")
+    with pytest.raises(dags.DagImportError) as info:
+        dags.run_dag(LabConfig.load(), broken, via=via)
+    assert f"{broken}:" in str(info.value)  # the file, then its error
+    assert "SyntaxError: unmatched ')'" in str(info.value)
+
+
 def test_the_default_lab_sets_no_dag_bundles_and_a_user_folder_adds_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -166,3 +178,40 @@ def test_bad_user_dag_settings_are_clear_errors(tmp_path: Path, monkeypatch: pyt
     monkeypatch.setenv("CDCLAB_USER_DAGS", str(tmp_path / "nope"))
     with pytest.raises(FileNotFoundError, match="is not a folder"):
         LabConfig.load().airflow_env()
+
+
+def test_an_unhealthy_lab_names_each_service_and_connector_with_its_log_tail() -> None:
+    from cdclab.testing.plugin import unhealthy_report
+
+    rows = [
+        ("postgres", "127.0.0.1:5432", "healthy (pid 10)"),
+        ("kafka", "127.0.0.1:9092", "stopped"),
+        ("connect", "http://127.0.0.1:8083", "healthy (pid 12)"),
+        ("  connector shop-postgres-source", "", "FAILED (tasks FAILED)"),
+        ("  connector shop-mysql-source", "", "RUNNING (tasks RUNNING)"),
+        ("minio", "http://127.0.0.1:9000", "unhealthy (pid 13)"),
+    ]
+    logs = {
+        "kafka": "\n".join(f"kafka line {i}" for i in range(1, 6)),
+        "connect": "ERROR WorkerSourceTask{id=shop-postgres-source-0} Task threw an uncaught exception",
+    }
+
+    def read(service: str, lines: int) -> str:
+        if service == "minio":
+            raise OSError("no such file: minio.log")
+        return "\n".join(logs.get(service, "").splitlines()[-lines:])
+
+    message = unhealthy_report("native", rows, read, lines=3)
+    head, *rest = message.splitlines()
+    assert head == (
+        "the lab (native) is not healthy: kafka is stopped; connector shop-postgres-source is "
+        "FAILED (tasks FAILED); minio is unhealthy (pid 13)"
+    )
+    assert rest[0].split() == ["SERVICE", "ADDRESS", "STATE"]  # the status table, every row
+    assert "kafka line 2" not in message
+    assert "==> last lines of kafka (native) <==\nkafka line 3\nkafka line 4\nkafka line 5" in message
+    assert "==> last lines of connect (native) <==\nERROR WorkerSourceTask" in message  # the connector's
+    assert (
+        "==> last lines of minio (native) <==\n(could not read the log: no such file: minio.log)" in message
+    )
+    assert "last lines of postgres" not in message  # healthy services stay out of the report

@@ -8,7 +8,8 @@ metadata database, ``AIRFLOW_CONN_*``) when pytest starts, before a test imports
 Fixtures (docs/harness.md has an example of each):
 - ``lab`` (session): the running lab's :class:`~cdclab.lab.config.LabConfig`; reuses a healthy lab or
   starts one (compose: testcontainers' ``DockerCompose``; native: the native launcher). A lab that
-  stays unhealthy fails the test with each unhealthy service's log tail, never skips it.
+  stays unhealthy fails the test, never skips it: the failure names each unhealthy service or connector
+  and holds the status table and each one's log tail (:func:`unhealthy_report`).
 - ``names``: per-test unique names for tables, topics, consumer groups and buckets.
 - ``shop_db``, ``warehouse_db``: psycopg2 connections in **autocommit** mode (each statement is its
   own transaction, visible to Debezium and DAG runs at once), closed afterwards.
@@ -71,17 +72,56 @@ def lab_config() -> LabConfig:
 # the lab
 
 
+Logs = Callable[[str, int], str]
+"""``logs(service, lines)``: the last lines of a service's log (``Backend.logs``)."""
+
+
+def log_tail(lab_name: str, service: str, logs: Logs, lines: int = 40) -> str:
+    """``==> last lines of <service> (<backend>) <==`` and the lines; a log that cannot be read says why
+    (it must not hide the failure it is printed for)."""
+    try:
+        text = logs(service, lines)
+    except Exception as exc:
+        text = f"(could not read the log: {exc})"
+    return f"==> last lines of {service} ({lab_name}) <==\n{text or '(the log is empty)'}"
+
+
 def print_logs(cfg: LabConfig, services: Sequence[str], lines: int = 40) -> None:
     """The last lines of each service's log, from whichever backend runs the lab."""
     from cdclab.lab.backend import backend
 
     lab = backend(cfg)
     for name in services:
-        try:
-            text = lab.logs(name, lines)
-        except Exception as exc:  # a failing log read must not hide the test's own failure
-            text = f"(could not read the log: {exc})"
-        print(f"\n==> last lines of {name} ({lab.name}) <==\n{text}")
+        print("\n" + log_tail(lab.name, name, lab.logs, lines))
+
+
+def unhealthy(rows: Sequence[tuple[str, str, str]]) -> list[tuple[str, str]]:
+    """``(what, service whose log explains it)`` for each status row that is not healthy. A service row
+    names the service; a connector row (indented, under connect) names the connector, and its log is
+    connect's."""
+    bad = []
+    for name, _address, state in rows:
+        if state.startswith(("healthy", "RUNNING")):
+            continue
+        if name.startswith(" "):
+            bad.append((f"{name.strip()} is {state}", "connect"))
+        else:
+            bad.append((f"{name} is {state}", name))
+    return bad
+
+
+def unhealthy_report(lab_name: str, rows: Sequence[tuple[str, str, str]], logs: Logs, lines: int = 40) -> str:
+    """Why the lab is not healthy: each unhealthy service or connector, the status table, then the log
+    tail of each service concerned (a failed connector: connect's)."""
+    from cdclab.lab.native import format_table
+
+    bad = unhealthy(rows)
+    parts = [
+        f"the lab ({lab_name}) is not healthy: " + "; ".join(what for what, _ in bad),
+        format_table(list(rows)),
+    ]
+    parts += [log_tail(lab_name, service, logs, lines) for service in dict.fromkeys(s for _, s in bad)]
+    return "\n".join(parts)
 
 
 def wait_for_dag_processor(cfg: LabConfig, timeout: float = 300) -> None:
@@ -108,10 +148,6 @@ def wait_for_dag_processor(cfg: LabConfig, timeout: float = 300) -> None:
     print(f"\ncdclab: the dag-processor registered {count} of {expected} DAG files in {timeout:.0f} s")
 
 
-def _unhealthy(rows: list[tuple[str, str, str]]) -> list[str]:
-    return [r[0] for r in rows if not r[2].startswith(("healthy", "RUNNING")) and r[0][0] != " "]
-
-
 @pytest.fixture(scope="session")
 def lab(request: pytest.FixtureRequest) -> Iterator[LabConfig]:
     """The running lab, through the backend interface (src/cdclab/lab/backend.py).
@@ -119,10 +155,10 @@ def lab(request: pytest.FixtureRequest) -> Iterator[LabConfig]:
     A healthy lab is reused as it is. Otherwise: under compose, testcontainers' ``DockerCompose``
     starts compose.yaml with the env files (``up --build --wait``) and stops what it started at the
     end of the session; under native, the native launcher starts it (and leaves it running, as
-    ``make up`` would). A lab still unhealthy then fails the test: the unhealthy services, their log
-    tails and the status table.
+    ``make up`` would). A lab still unhealthy then fails the test with :func:`unhealthy_report`: the
+    unhealthy services (and connectors), the status table and their log tails.
     """
-    from cdclab.lab.backend import ComposeBackend, all_healthy, backend, format_table
+    from cdclab.lab.backend import ComposeBackend, all_healthy, backend
 
     cfg = lab_config()
     lab = backend(cfg)
@@ -152,9 +188,7 @@ def lab(request: pytest.FixtureRequest) -> Iterator[LabConfig]:
             lab.up()
     rows = lab.status()
     if not all_healthy(rows):
-        bad = _unhealthy(rows)
-        print_logs(cfg, bad)
-        pytest.fail(f"the lab ({lab.name}) is not healthy: {', '.join(bad)}\n" + format_table(rows))
+        pytest.fail(unhealthy_report(lab.name, rows, lab.logs), pytrace=False)
     wait_for_dag_processor(cfg)
     yield cfg
     if started is not None:
