@@ -22,7 +22,7 @@ from typing import Any
 import psycopg2
 import pytest
 from confluent_kafka import Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 from psycopg2 import sql
 
 from cdclab.cdc import consumer as kc
@@ -43,18 +43,13 @@ __all__ = ["made"]  # the fixture, imported for pytest
 LOG_SERVICES = ["connect", "kafka"]
 
 
-def own_topic(lab: Any, made: Made, name: str, records: int, start: int = 0, size: int = 10) -> str:
-    """A 1-partition topic of our own holding ``records`` records keyed ``start..``."""
-    admin = AdminClient({"bootstrap.servers": lab.kafka_bootstrap})
-    if name not in made.topics:
-        for f in admin.create_topics([NewTopic(name, 1, 1)]).values():
-            f.result(30)
-        made.topics.append(name)
+def produce(lab: Any, topic: str, records: int, start: int = 0, size: int = 10) -> str:
+    """``records`` records keyed ``start..`` into ``topic`` (the test's own ``kafka_topic``)."""
     producer = Producer({"bootstrap.servers": lab.kafka_bootstrap})
     for i in range(start, start + records):
-        producer.produce(name, key=str(i).encode(), value=(f"{i}:" + "x" * size).encode())
+        producer.produce(topic, key=str(i).encode(), value=(f"{i}:" + "x" * size).encode())
         assert producer.flush(30) == 0  # one record per record batch: a fetch can stop after any of them
-    return name
+    return topic
 
 
 def delete_records_before(lab: Any, topic: str, offset: int) -> None:
@@ -161,9 +156,9 @@ def test_two_concurrent_runs_of_one_group_never_move_an_offset_backwards(
     assert sorted(s["records"] for s in summaries)[0] == 0
 
 
-def test_an_offsets_reset_made_during_a_run_is_not_overwritten(lab, names, made, warehouse_db):
+def test_an_offsets_reset_made_during_a_run_is_not_overwritten(lab, names, made, warehouse_db, kafka_topic):
     group = names("grp")
-    topic = own_topic(lab, made, names("t"), 40)
+    topic = produce(lab, kafka_topic, 40)
     target, insert = sink(warehouse_db, made, names("sink"))
     calls = 0
 
@@ -202,10 +197,10 @@ def test_an_offsets_reset_made_during_a_run_is_not_overwritten(lab, names, made,
 
 
 def test_a_run_that_cannot_get_its_groups_lock_in_time_fails_clearly_and_touches_nothing(
-    lab, names, made, warehouse_db
+    lab, names, made, warehouse_db, kafka_topic
 ):
     group = names("grp")
-    topic = own_topic(lab, made, names("t"), 5)
+    topic = produce(lab, kafka_topic, 5)
     target, insert = sink(warehouse_db, made, names("sink"))
     holder = psycopg2.connect(lab.pg_dsn("warehouse"))
     try:
@@ -315,10 +310,10 @@ def test_a_record_that_fails_to_apply_is_dead_lettered_and_the_partition_moves_o
 
 
 def test_a_new_group_on_a_topic_whose_log_starts_above_zero_stops_with_the_remedy(
-    lab, names, made, warehouse_db
+    lab, names, made, warehouse_db, kafka_topic
 ):
     group = names("grp")
-    topic = own_topic(lab, made, names("t"), 10)
+    topic = produce(lab, kafka_topic, 10)
     delete_records_before(lab, topic, 4)  # what retention does: records 0..3 (the snapshot) are gone
     target, insert = sink(warehouse_db, made, names("sink"))
 
@@ -344,14 +339,16 @@ def test_a_new_group_on_a_topic_whose_log_starts_above_zero_stops_with_the_remed
     assert stored(warehouse_db, group) == {(topic, 0): 10}
 
 
-def test_a_stored_offset_below_the_log_start_stops_with_the_remedy(lab, names, made, warehouse_db):
+def test_a_stored_offset_below_the_log_start_stops_with_the_remedy(
+    lab, names, made, warehouse_db, kafka_topic
+):
     group = names("grp")
-    topic = own_topic(lab, made, names("t"), 10)
+    topic = produce(lab, kafka_topic, 10)
     target, insert = sink(warehouse_db, made, names("sink"))
     kc.consume_into_postgres(
         bootstrap=lab.kafka_bootstrap, topics=[topic], group=group, connect=connector(lab), handler=insert
     )
-    own_topic(lab, made, topic, 10, start=10)
+    produce(lab, topic, 10, start=10)
     delete_records_before(lab, topic, 15)  # records 10..14 were never read by the group
 
     with pytest.raises(kc.OffsetOutOfRange, match="below the earliest offset 15") as stop:
@@ -364,10 +361,10 @@ def test_a_stored_offset_below_the_log_start_stops_with_the_remedy(lab, names, m
 
 
 def test_records_removed_by_retention_during_a_run_stop_it_instead_of_skipping(
-    lab, names, made, warehouse_db
+    lab, names, made, warehouse_db, kafka_topic
 ):
     group = names("grp")
-    topic = own_topic(lab, made, names("t"), 60, size=4000)
+    topic = produce(lab, kafka_topic, 60, size=4000)
     target, insert = sink(warehouse_db, made, names("sink"))
     calls = 0
 

@@ -68,6 +68,16 @@ def test_the_s3_bucket_is_empty_and_writable(s3: Any, s3_bucket: str) -> None:
     assert [o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket)["Contents"]] == ["landing/a.csv"]
 
 
+def test_make_s3_bucket_makes_another_bucket_on_each_call(
+    s3: Any, s3_bucket: str, make_s3_bucket: Any
+) -> None:
+    more = [make_s3_bucket(), make_s3_bucket()]
+    assert len({s3_bucket, *more}) == 3
+    existing = {b["Name"] for b in s3.list_buckets()["Buckets"]}
+    assert {s3_bucket, *more} <= existing
+    s3.put_object(Bucket=more[1], Key="x.json", Body=b"{}")  # a bucket with objects is emptied, then deleted
+
+
 def test_assert_tables_equal_reads_both_databases_and_shows_the_difference(
     shop_db: Any, warehouse_db: Any, names: Any, assert_tables_equal: Any
 ) -> None:

@@ -16,7 +16,8 @@ Fixtures (docs/harness.md has an example of each):
 - ``workload``: a factory of deterministic shop changes in a test-owned id range, with their expected
   end state; the id ranges are deleted afterwards.
 - ``kafka_topic``: a new topic (1 partition), deleted afterwards.
-- ``s3_bucket``: a new MinIO bucket, emptied and deleted afterwards; ``s3`` is a boto3 client.
+- ``s3_bucket``: a new MinIO bucket, emptied and deleted afterwards; ``s3`` is a boto3 client;
+  ``make_s3_bucket()`` makes one more on each call (all cleaned up the same way).
 - ``cdc_fence``: ``cdc_fence()`` blocks until Debezium has published every change committed so far.
 - ``run_dag``: ``run_dag(dag_or_path, logical_date=..., conf=..., via="test"|"scheduler")``.
 - ``assert_tables_equal``: ``assert_tables_equal("shop:public.x", "warehouse:core.x", key="id")``;
@@ -334,16 +335,31 @@ def s3(lab: LabConfig) -> Any:
 
 
 @pytest.fixture
-def s3_bucket(s3: Any, names: Names) -> Iterator[str]:
+def make_s3_bucket(s3: Any, names: Names) -> Iterator[Callable[[], str]]:
+    """``make_s3_bucket()``: another new MinIO bucket on each call, for a test that needs more than
+    ``s3_bucket``; every one is emptied and deleted after the test."""
+    made: list[str] = []
+
+    def make() -> str:
+        prefix = "bkt" if not made else f"bkt{len(made) + 1}"
+        bucket = names(prefix).replace("_", "-")[:63].strip("-")
+        s3.create_bucket(Bucket=bucket)
+        made.append(bucket)
+        return bucket
+
+    yield make
+    for bucket in reversed(made):
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+            if keys:
+                s3.delete_objects(Bucket=bucket, Delete={"Objects": keys})
+        s3.delete_bucket(Bucket=bucket)
+
+
+@pytest.fixture
+def s3_bucket(make_s3_bucket: Callable[[], str]) -> str:
     """A new MinIO bucket, emptied and deleted after the test."""
-    bucket = names("bkt").replace("_", "-")[:63].strip("-")
-    s3.create_bucket(Bucket=bucket)
-    yield bucket
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-        keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-        if keys:
-            s3.delete_objects(Bucket=bucket, Delete={"Objects": keys})
-    s3.delete_bucket(Bucket=bucket)
+    return make_s3_bucket()
 
 
 # --------------------------------------------------------------------------------------------------
