@@ -1,7 +1,7 @@
 """Project-only test rules; the fixtures come from the cdclab pytest plugin (src/cdclab/testing/plugin.py).
 
 - The plugin (``lab``, ``names``, ``shop_db``, ``warehouse_db``, ``workload``, ``kafka_topic``,
-  ``s3_bucket``, ``cdc_fence``, ``run_dag``, ``assert_tables_equal``) loads through the package's
+  ``s3_bucket``, ``make_s3_bucket``, ``cdc_fence``, ``run_dag``, ``assert_tables_equal``) loads through the package's
   ``pytest11`` entry point; a virtual environment synced before the entry point existed gets it
   registered here. The plugin exports the lab's environment (AIRFLOW_HOME, metadata DB,
   AIRFLOW_CONN_*) before anything imports Airflow, so ``dag.test()`` runs against the lab's own

@@ -1,4 +1,5 @@
-"""Shared helpers of the 71.1 DAG tests: test-owned copies of shop tables, row-by-row reads, XComs."""
+"""Shared helpers of the 71.1 DAG tests: test-owned copies of shop tables, row reads, the customer
+comparison (the plugin's ``assert_tables_equal``), XComs."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 import pendulum
 
 CUSTOMER_COLS = "id, email, full_name, home_tz, tier, created_at, updated_at, version, is_deleted, deleted_at"
+CUSTOMER_COLUMNS = [c.strip() for c in CUSTOMER_COLS.split(",")]
 
 
 def hour(h: int, day: int = 1) -> pendulum.DateTime:
@@ -41,6 +43,15 @@ def rows(conn: Any, table: str, cols: str = CUSTOMER_COLS, order: str = "id") ->
     with conn.cursor() as cur:
         cur.execute(f"SELECT {cols} FROM {table} ORDER BY {order}")
         return cur.fetchall()
+
+
+def same_customers(assert_tables_equal: Any, source: str, target: str, **options: Any) -> Any:
+    """The warehouse table ``target`` holds the shop table ``source``'s customer rows, keyed by id: the
+    plugin's ``assert_tables_equal`` on the customer columns (``options``: its filters)."""
+    __tracebackhide__ = True
+    return assert_tables_equal(
+        f"shop:{source}", f"warehouse:{target}", key="id", columns=CUSTOMER_COLUMNS, **options
+    )
 
 
 def scalar(conn: Any, statement: str, params: Any = None) -> Any:

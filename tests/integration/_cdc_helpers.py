@@ -1,5 +1,6 @@
-"""Shared helpers of the CDC tests: a test-owned copy of ``public.customers``, changes written to it,
-both sides read row by row; and the ``made`` fixture that drops what a test created."""
+"""Shared helpers of the CDC tests: a test-owned copy of ``public.customers`` and changes written to it
+(the plugin's ``assert_tables_equal`` compares both sides); and the ``made`` fixture that drops what a
+test created."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ from typing import Any
 
 import psycopg2
 import pytest
-from confluent_kafka.admin import AdminClient
 from psycopg2 import sql
 
 COLUMNS = [
@@ -64,31 +64,11 @@ def write_changes(shop_db, table: str, start: int, inserts: int, update_ids, del
     return inserts + len(update_ids) + 2 * len(delete_ids)  # a delete is an event plus a tombstone
 
 
-def source_rows(shop_db, table: str):
-    with shop_db.cursor() as cur:
-        cur.execute(
-            sql.SQL("SELECT {c} FROM public.{t} ORDER BY id").format(
-                c=sql.SQL(", ").join(map(sql.Identifier, COLUMNS)), t=sql.Identifier(table)
-            )
-        )
-        return cur.fetchall()
-
-
-def target_rows(warehouse_db, table: str):
-    with warehouse_db.cursor() as cur:
-        cur.execute(
-            sql.SQL("SELECT {c} FROM core.{t} ORDER BY id").format(
-                c=sql.SQL(", ").join(map(sql.Identifier, COLUMNS)), t=sql.Identifier(table)
-            )
-        )
-        return cur.fetchall()
-
-
 class Made:
-    """What a test created, dropped at its end (topics, warehouse and shop tables, a trigger)."""
+    """What a test created, dropped at its end (warehouse and shop tables, a trigger; a topic of its
+    own is the plugin's ``kafka_topic``)."""
 
     def __init__(self) -> None:
-        self.topics: list[str] = []
         self.warehouse: list[str] = []  # SQL run at the end, in reverse order
         self.shop: list[str] = []
 
@@ -97,10 +77,6 @@ class Made:
 def made(lab: Any) -> Iterator[Made]:
     m = Made()
     yield m
-    if m.topics:
-        admin = AdminClient({"bootstrap.servers": lab.kafka_bootstrap})  # kept alive until the futures end
-        for f in admin.delete_topics(m.topics).values():
-            f.result(30)
     for dsn, statements in ((lab.pg_dsn("warehouse"), m.warehouse), (lab.pg_dsn("shop"), m.shop)):
         if not statements:
             continue

@@ -13,8 +13,9 @@ from cdclab.cdc.inspect import read_topic, wait_for_records
 from cdclab.cdc.merge import ensure_target, primary_key, source_columns
 from cdclab.cdc.merge_variants import apply_variants, variants_group
 from cdclab.cdc.pipeline import TableRoute
+from cdclab.testing import read_table
 from tests.dagrun import run_dag
-from tests.integration._cdc_helpers import COLUMNS, make_source_table, source_rows, write_changes
+from tests.integration._cdc_helpers import COLUMNS, make_source_table, write_changes
 
 LOG_SERVICES = ["connect", "kafka", "postgres"]
 DAG_ID = "71_03_03_merge_upsert"
@@ -36,13 +37,13 @@ def ledger_ids(warehouse_db, table: str) -> list[int]:
         return [r[0] for r in cur.fetchall()]
 
 
-def assert_both_equal_source(assert_tables_equal, shop_db, table: str):
-    """Both targets equal the source on its columns; returns the source rows (ordered by id)."""
+def assert_both_equal_source(assert_tables_equal, shop_db, table: str) -> list[int]:
+    """Both targets equal the source on its columns; returns the source's ids."""
     for variant in ("merge", "upsert"):
         assert_tables_equal(
             f"shop:public.{table}", f"warehouse:core.{table}__{variant}", key="id", columns=COLUMNS
         )
-    return source_rows(shop_db, table)
+    return [r["id"] for r in read_table(shop_db, f"public.{table}", ["id"])]
 
 
 def test_merge_and_upsert_targets_equal_the_source_through_three_intervals_and_a_full_replay(
@@ -81,7 +82,7 @@ def test_merge_and_upsert_targets_equal_the_source_through_three_intervals_and_a
     wait_for_records(lab.kafka_bootstrap, topic, n, timeout=120)
     run_dag(DAG_ID, T0.add(minutes=5), {**conf, "delivery": "reversed", "batch_size": 4})
     second = assert_both_equal_source(assert_tables_equal, shop_db, table)
-    assert 7 in [r[0] for r in second], "a newer re-insert must pass the delete ledger"
+    assert 7 in second, "a newer re-insert must pass the delete ledger"
     assert (
         ledger_ids(warehouse_db, f"{table}__merge")
         == ledger_ids(warehouse_db, f"{table}__upsert")

@@ -12,21 +12,12 @@ from confluent_kafka.admin import AdminClient
 from psycopg2 import sql
 
 from cdclab.cdc.inspect import read_topic, wait_for_records
+from cdclab.testing.tables import table_columns
 from tests.dagrun import run_dag
 from tests.integration._cdc_helpers import make_source_table, write_changes
 
 DAG_ID = "71_09_01_db_replication"
 LOG_SERVICES = ["connect"]
-
-
-def columns_of(shop_db, table):
-    with shop_db.cursor() as cur:
-        cur.execute(
-            "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 "
-            "AND NOT attisdropped ORDER BY attnum",
-            (f"public.{table}",),
-        )
-        return [r[0] for r in cur.fetchall()]
 
 
 def last_check(warehouse_db, table):
@@ -48,7 +39,7 @@ def snapshot_reads(lab, topic):
 
 
 def test_initial_snapshot_schema_change_and_ongoing_sync_end_equal_by_checksum(
-    lab, names, shop_db, warehouse_db, assert_tables_equal
+    lab, names, shop_db, warehouse_db, assert_tables_equal, cdc_fence
 ):
     table, group = names("repl"), names("grp")
     topic, target = f"shop.public.{table}", f"core.repl_{table}"
@@ -105,7 +96,7 @@ def test_initial_snapshot_schema_change_and_ongoing_sync_end_equal_by_checksum(
 
     # run 2 applies snapshot reads and streamed changes: equal by checksum
     run_dag(DAG_ID, pendulum.datetime(2026, 5, 1, 10, 15, tz="UTC"), conf)
-    cols = columns_of(shop_db, table)
+    cols = table_columns(shop_db, f"public.{table}")
     assert last_check(warehouse_db, table)[0] is True
     assert_tables_equal(f"shop:public.{table}", f"warehouse:{target}", key="id", columns=cols)
 
@@ -121,19 +112,13 @@ def test_initial_snapshot_schema_change_and_ongoing_sync_end_equal_by_checksum(
                 t=sql.Identifier(table)
             )
         )
-    base = len(read_topic(lab.kafka_bootstrap, topic))
-    wait_for_records(lab.kafka_bootstrap, topic, base + 3 if base < 3 else 3, timeout=120)
+    cdc_fence()  # the three updates, with the new column, are on the topic now
+    events = [json.loads(m.value()) for m in read_topic(lab.kafka_bootstrap, topic) if m.value()]
+    widened = {e["after"]["id"] for e in events if e["op"] == "u" and "loyalty_points" in (e["after"] or {})}
+    assert widened == {1, 2, 4}
     with warehouse_db.cursor() as cur:
         cur.execute("SELECT next_offset FROM state.kafka_offsets WHERE consumer_group = %s", (group,))
         offset_before = cur.fetchone()
-    import time
-
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        last = read_topic(lab.kafka_bootstrap, topic)
-        if sum(1 for m in last if m.value() and b"loyalty_points" in m.value()) >= 3:
-            break
-        time.sleep(1)
     run_dag(DAG_ID, pendulum.datetime(2026, 5, 1, 10, 30, tz="UTC"), conf, expect="failed")
     with warehouse_db.cursor() as cur:
         cur.execute("SELECT next_offset FROM state.kafka_offsets WHERE consumer_group = %s", (group,))
@@ -141,7 +126,7 @@ def test_initial_snapshot_schema_change_and_ongoing_sync_end_equal_by_checksum(
 
     # policy "evolve" adds the column with the source's type and catches up
     run_dag(DAG_ID, pendulum.datetime(2026, 5, 1, 10, 45, tz="UTC"), {**conf, "schema_policy": "evolve"})
-    cols = columns_of(shop_db, table)
+    cols = table_columns(shop_db, f"public.{table}")
     assert "loyalty_points" in cols
     with warehouse_db.cursor() as w:
         w.execute(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient
 
 from cdclab import recovery, state
 from cdclab.cdc.consumer import ensure_schema as ensure_offsets
@@ -51,9 +50,9 @@ def set_ledger(warehouse_db, pipeline, h, status):
 
 
 @pytest.fixture
-def setup(lab, shop_db, warehouse_db, names):
+def setup(lab, shop_db, warehouse_db, names, kafka_topic):
     scope = names("scope")
-    topic = names("t7110")
+    topic = kafka_topic
     wm = {k: names(f"wm_{k}") for k in ("fresh", "stale", "dead", "missing")}
     groups = {k: names(f"g_{k}") for k in ("ok", "warn", "alert")}
     ledgers = {k: names(f"l_{k}") for k in ("ok", "gappy")}
@@ -90,8 +89,6 @@ def setup(lab, shop_db, warehouse_db, names):
     drop(warehouse_db, *tgt.values())
     execute(warehouse_db, "DELETE FROM marts.pipeline_health WHERE scope = %s", (scope,))
     execute(warehouse_db, "DELETE FROM marts.alerts WHERE scope = %s", (scope,))
-    for future in AdminClient({"bootstrap.servers": lab.kafka_bootstrap}).delete_topics([topic]).values():
-        future.exception(30)  # the topic may not exist if the test failed early
     execute(warehouse_db, "DELETE FROM state.watermarks WHERE key = ANY(%s)", (list(wm.values()),))
     execute(
         warehouse_db,

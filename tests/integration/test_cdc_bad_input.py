@@ -10,7 +10,7 @@ from psycopg2 import sql
 from cdclab.cdc.consumer import reset_offsets
 from cdclab.cdc.inspect import read_topic, wait_for_records
 from cdclab.cdc.pipeline import replicate
-from tests.integration._cdc_helpers import COLUMNS, make_source_table, source_rows, target_rows, write_changes
+from tests.integration._cdc_helpers import COLUMNS, make_source_table, write_changes
 
 LOG_SERVICES = ["connect", "kafka"]
 
@@ -73,7 +73,9 @@ def test_malformed_and_keyless_records_go_to_dead_letters_while_the_rest_flows_o
     assert "NULL key" in reasons[3][1]
 
 
-def test_a_large_toasted_value_survives_an_update_of_another_column(lab, names, shop_db, warehouse_db):
+def test_a_large_toasted_value_survives_an_update_of_another_column(
+    lab, names, shop_db, warehouse_db, assert_tables_equal
+):
     table, group = names("toast"), names("grp")
     topic = f"shop.public.{table}"
     t = sql.Identifier(table)
@@ -96,33 +98,34 @@ def test_a_large_toasted_value_survives_an_update_of_another_column(lab, names, 
 
     replicate([f"public.{table}"], group=group, target_schema="core")
 
+    diff = assert_tables_equal(
+        f"shop:public.{table}", f"warehouse:core.{table}", key="id", columns=["price", "description"]
+    )
+    assert diff.source_count == 1
     with shop_db.cursor() as cur:
-        cur.execute(sql.SQL("SELECT id, price, description FROM public.{t}").format(t=t))
-        expected = cur.fetchall()
-    with warehouse_db.cursor() as cur:
-        cur.execute(sql.SQL("SELECT id, price, description FROM core.{t}").format(t=t))
-        assert cur.fetchall() == expected
-    assert len(expected[0][2]) == 128_000
+        cur.execute(sql.SQL("SELECT length(description) FROM public.{t}").format(t=t))
+        assert cur.fetchone() == (128_000,)
 
 
-def test_replaying_a_topic_from_offset_zero_changes_no_row(lab, names, shop_db, warehouse_db):
+def test_replaying_a_topic_from_offset_zero_changes_no_row(
+    lab, names, shop_db, warehouse_db, assert_tables_equal
+):
     table, group = names("replay"), names("grp")
     topic = f"shop.public.{table}"
     make_source_table(shop_db, table)
     n = write_changes(shop_db, table, 1, 20, update_ids=[1, 2, 3, 1], delete_ids=[4, 5])
     wait_for_records(lab.kafka_bootstrap, topic, n)
     replicate([f"public.{table}"], group=group, target_schema="core")
-    before = target_rows(warehouse_db, table)
-    assert before == source_rows(shop_db, table)
+    source, target = f"shop:public.{table}", f"warehouse:core.{table}"
+    assert_tables_equal(source, target, key="id", columns=COLUMNS)
 
     with warehouse_db.cursor() as cur:
         reset_offsets(cur, group, topic, {0: 0}, who="test replay")
     summary = replicate([f"public.{table}"], group=group, target_schema="core")
 
     assert summary["records"] == len(read_topic(lab.kafka_bootstrap, topic))
-    assert target_rows(warehouse_db, table) == before, (
-        "old changes replayed must not regress or resurrect rows"
-    )
+    # old changes replayed must not regress or resurrect rows: the target still equals the source
+    assert_tables_equal(source, target, key="id", columns=COLUMNS)
     assert sum(t["upserted"] + t["deleted"] for t in summary["targets"].values()) == 0
 
 

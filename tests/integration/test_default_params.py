@@ -48,7 +48,9 @@ def window(h: int) -> str:
     return f"[{start.isoformat()}, {(start + dt.timedelta(hours=1)).isoformat()})"
 
 
-def test_71_08_01_default_params_find_explain_and_backfill_the_demo_gap(shop_db, warehouse_db) -> None:
+def test_71_08_01_default_params_find_explain_and_backfill_the_demo_gap(
+    shop_db, warehouse_db, assert_tables_equal
+) -> None:
     for dr in twice("71_08_01_gap_investigation"):
         got = findings(warehouse_db, "state.findings_71_08_01", dr.run_id)
         assert [(c, s, v) for c, s, v, _ in got] == [
@@ -62,8 +64,11 @@ def test_71_08_01_default_params_find_explain_and_backfill_the_demo_gap(shop_db,
         # the target is complete again: exactly the source rows
         source = fetch(shop_db, "SELECT id, amount, event_at FROM public.events_71_08_01 ORDER BY id")
         assert source == [tuple(r) for r in demos.GAP_ROWS]
-        assert (
-            fetch(warehouse_db, "SELECT id, amount, event_at FROM core.events_71_08_01 ORDER BY id") == source
+        assert_tables_equal(
+            "shop:public.events_71_08_01",
+            "warehouse:core.events_71_08_01",
+            key="id",
+            columns=["amount", "event_at"],
         )
 
 

@@ -98,19 +98,7 @@ def store(lab) -> ObjectStore:
 
 
 @pytest.fixture
-def second_bucket(s3: Any, names) -> Any:
-    bucket = names("bkt2").replace("_", "-")[:63].strip("-")
-    s3.create_bucket(Bucket=bucket)
-    yield bucket
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-        keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-        if keys:
-            s3.delete_objects(Bucket=bucket, Delete={"Objects": keys})
-    s3.delete_bucket(Bucket=bucket)
-
-
-@pytest.fixture
-def setup(names, s3_bucket, second_bucket, warehouse_db):
+def setup(names, s3_bucket, make_s3_bucket, warehouse_db):
     side = {
         "strict": {
             "bucket": s3_bucket,
@@ -118,7 +106,7 @@ def setup(names, s3_bucket, second_bucket, warehouse_db):
             "target": f"staging.{names('fps')}",
         },
         "auto": {
-            "bucket": second_bucket,
+            "bucket": make_s3_bucket(),
             "pipeline": f"fp_a_{names.suffix}",
             "target": f"staging.{names('fpa')}",
         },

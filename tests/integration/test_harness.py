@@ -10,7 +10,7 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
 from cdclab.cdc.inspect import read_topic
-from cdclab.testing import TableNotFoundError, TablesDiffer
+from cdclab.testing import FilterError, TableNotFoundError, TablesDiffer
 
 LOG_SERVICES = ["connect", "kafka", "postgres", "minio"]
 
@@ -68,6 +68,16 @@ def test_the_s3_bucket_is_empty_and_writable(s3: Any, s3_bucket: str) -> None:
     assert [o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket)["Contents"]] == ["landing/a.csv"]
 
 
+def test_make_s3_bucket_makes_another_bucket_on_each_call(
+    s3: Any, s3_bucket: str, make_s3_bucket: Any
+) -> None:
+    more = [make_s3_bucket(), make_s3_bucket()]
+    assert len({s3_bucket, *more}) == 3
+    existing = {b["Name"] for b in s3.list_buckets()["Buckets"]}
+    assert {s3_bucket, *more} <= existing
+    s3.put_object(Bucket=more[1], Key="x.json", Body=b"{}")  # a bucket with objects is emptied, then deleted
+
+
 def test_assert_tables_equal_reads_both_databases_and_shows_the_difference(
     shop_db: Any, warehouse_db: Any, names: Any, assert_tables_equal: Any
 ) -> None:
@@ -94,3 +104,64 @@ def test_assert_tables_equal_reads_both_databases_and_shows_the_difference(
         finally:
             s.execute(f"DROP TABLE public.{table}")
             w.execute(f"DROP TABLE core.{table}")
+
+
+def test_assert_tables_equal_compares_only_the_rows_a_filter_selects(
+    shop_db: Any, warehouse_db: Any, names: Any, assert_tables_equal: Any
+) -> None:
+    table = names("flt")
+    source, target = f"shop:public.{table}", f"warehouse:core.{table}"
+    with shop_db.cursor() as s, warehouse_db.cursor() as w:
+        s.execute(f"CREATE TABLE public.{table} (id int PRIMARY KEY, tier text)")
+        w.execute(f"CREATE TABLE core.{table} (id int PRIMARY KEY, tier text)")
+        try:
+            s.execute(f"INSERT INTO public.{table} VALUES (1, 'basic'), (2, 'gold'), (5, 'poison'), (7, 'x')")
+            w.execute(f"INSERT INTO core.{table} VALUES (1, 'basic'), (2, 'gold'), (7, 'y')")
+
+            # both sides limited: the rows outside the filter (5, 7) are not compared
+            diff = assert_tables_equal(source, target, key="id", where=("id < %s", [5]))
+            assert (diff.source_count, diff.target_count) == (2, 2)
+
+            # the source without the poison row against the whole target: 7 still differs
+            with pytest.raises(TablesDiffer) as info:
+                assert_tables_equal(source, target, key="id", source_where="tier <> 'poison'")
+            assert str(info.value).splitlines()[:4] == [
+                f"{source} (WHERE tier <> 'poison') and {target} differ (key id; compared 1 column(s): tier)",
+                "  3 source row(s), 3 target row(s): 0 missing, 0 extra, 1 changed",
+                "  changed (source -> target):",
+                "    id=7:",
+            ]
+
+            # a one-sided filter keeps the other side whole: a target row it leaves out is extra
+            w.execute(f"INSERT INTO core.{table} VALUES (5, 'poison')")
+            with pytest.raises(TablesDiffer, match=r"extra in the target: id=5"):
+                assert_tables_equal(source, target, key="id", where="id <> 7", source_where=("id <> %s", [5]))
+
+            with pytest.raises(
+                FilterError,
+                match=rf"WHERE nope = 1 does not apply to table core\.{table} in database 'warehouse': "
+                r'column "nope" does not exist',
+            ):
+                assert_tables_equal(source, target, key="id", target_where="nope = 1")
+        finally:
+            s.execute(f"DROP TABLE public.{table}")
+            w.execute(f"DROP TABLE core.{table}")
+
+
+def test_the_unhealthy_lab_report_reads_the_real_log_of_the_service_it_names(lab: Any) -> None:
+    from cdclab.lab.backend import backend
+    from cdclab.testing.plugin import unhealthy_report
+
+    running = backend(lab)
+    rows = running.status()
+    # the lab is healthy; the report is given one row marked otherwise, to read that service's real log
+    marked = [(n, a, "unhealthy (marked by the test)" if n == "kafka" else s) for n, a, s in rows]
+    message = unhealthy_report(running.name, marked, running.logs, lines=5)
+    assert (
+        message.splitlines()[0]
+        == f"the lab ({running.name}) is not healthy: kafka is unhealthy (marked by the test)"
+    )
+    tail = message.split(f"==> last lines of kafka ({running.name}) <==\n", 1)[1].splitlines()
+    assert 0 < len(tail) <= 5 and tail != ["(the log is empty)"]
+    assert not any(line.startswith("(could not read the log") for line in tail)
+    assert "==> last lines of" not in message.split("<==", 1)[1]  # only the service it names

@@ -1,12 +1,11 @@
 """The change generator against the real shop database: the rows it leaves are the rows the model predicts.
 
-Each test owns an id range (``id_base_for(names(...))``) or its own copies of the tables, and deletes
-what it wrote at teardown.
+Each test owns an id range (the plugin's ``workload`` fixture, which deletes the range at teardown) or
+its own copies of the tables, which it drops.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from contextlib import closing
 from typing import Any
 
@@ -29,28 +28,8 @@ def _assert_state(conn: Any, workload: Workload, upto: int | None = None) -> Non
         )
 
 
-@pytest.fixture
-def cleanup(shop_db: Any) -> Iterator[list[Workload]]:
-    """Workloads appended here get their id range deleted after the test."""
-    workloads: list[Workload] = []
-    yield workloads
-    for workload in workloads:
-        wk.reset_range(shop_db, workload)
-
-
-def test_the_shop_tables_hold_exactly_the_rows_the_model_expects(
-    shop_db: Any, names: Any, cleanup: list
-) -> None:
-    wl = Workload(
-        seed=71,
-        ops=400,
-        id_base=wk.id_base_for(names("wl")),
-        soft_deletes=0.5,
-        restores=0.2,
-        duplicates=0.05,
-        dst=0.2,
-    )
-    cleanup.append(wl)
+def test_the_shop_tables_hold_exactly_the_rows_the_model_expects(shop_db: Any, workload: Any) -> None:
+    wl = workload(seed=71, ops=400, soft_deletes=0.5, restores=0.2, duplicates=0.05, dst=0.2).spec
 
     first = wk.run_workload(shop_db, wl, stop=200)
     assert first.applied == 200
@@ -103,28 +82,29 @@ def test_a_workload_can_write_to_copies_of_the_shop_tables(shop_db: Any, names: 
         wk.drop_table_copy(shop_db, "public.customers")
 
 
-def _long_transaction_workload(id_base: int) -> tuple[Workload, wk.Operation]:
-    """The first seed whose plan has one long transaction, early, on a row nothing touches later."""
+LONG_TX = {"ops": 60, "only": ("customers",), "long_tx": 0.03, "long_tx_seconds": 2.5}
+
+
+def _long_transaction_seed() -> int:
+    """The first seed whose plan has one long transaction, early, on a row nothing touches later (a plan
+    does not depend on the id range: keys are offsets from it)."""
     for seed in range(1, 500):
-        wl = Workload(
-            seed=seed, ops=60, id_base=id_base, only=("customers",), long_tx=0.03, long_tx_seconds=2.5
-        )
-        ops = wk.plan(wl)
+        ops = wk.plan(Workload(seed=seed, **LONG_TX))
         long = [op for op in ops if op.hold_seconds]
         if (
             len(long) == 1
             and long[0].seq <= 30
             and all(op.key != long[0].key for op in ops[long[0].seq + 1 :])
         ):
-            return wl, long[0]
+            return seed
     raise AssertionError("no seed below 500 gives a single early long transaction")
 
 
 def test_a_long_transaction_commits_a_row_whose_updated_at_is_older_than_rows_committed_before_it(
-    shop_db: Any, lab: Any, names: Any, cleanup: list
+    shop_db: Any, lab: Any, workload: Any
 ) -> None:
-    wl, long_op = _long_transaction_workload(wk.id_base_for(names("wl")))
-    cleanup.append(wl)
+    wl = workload(seed=_long_transaction_seed(), **LONG_TX).spec
+    (long_op,) = [op for op in wk.plan(wl) if op.hold_seconds]
     first, last = wl.id_range
     seen: dict[str, Any] = {}
 
@@ -163,11 +143,8 @@ def test_a_long_transaction_commits_a_row_whose_updated_at_is_older_than_rows_co
         assert long_op.key[0] not in {r[0] for r in cur.fetchall()}
 
 
-def test_a_fresh_run_refuses_an_id_range_that_already_has_rows(
-    shop_db: Any, names: Any, cleanup: list
-) -> None:
-    wl = Workload(seed=3, ops=30, id_base=wk.id_base_for(names("wl")), only=("customers", "products"))
-    cleanup.append(wl)
+def test_a_fresh_run_refuses_an_id_range_that_already_has_rows(shop_db: Any, workload: Any) -> None:
+    wl = workload(seed=3, ops=30, only=("customers", "products")).spec
     paced = wk.run_workload(shop_db, wl, rate=100)
     assert paced.elapsed >= 29 / 100
 

@@ -16,7 +16,7 @@ import pytest
 from cdclab.cdc.inspect import read_topic, wait_for_records
 from cdclab.cdc.pipeline import replicate
 from cdclab.lab.backend import all_healthy, backend, format_table
-from tests.integration._cdc_helpers import make_source_table, source_rows, target_rows, write_changes
+from tests.integration._cdc_helpers import COLUMNS, make_source_table, write_changes
 from tests.integration._drills import ensure_connector_running
 
 pytestmark = pytest.mark.disruptive
@@ -50,7 +50,9 @@ def duplicates_by_key_and_lsn(lab, topic: str) -> int:
     return sum(c - 1 for c in seen.values() if c > 1)
 
 
-def test_a_kafka_connect_kill_mid_stream_loses_and_duplicates_nothing(lab, names, shop_db, warehouse_db):
+def test_a_kafka_connect_kill_mid_stream_loses_and_duplicates_nothing(
+    lab, names, shop_db, warehouse_db, assert_tables_equal
+):
     table, group = names("crs"), names("grp")
     topic = f"shop.public.{table}"
     make_source_table(shop_db, table)
@@ -67,12 +69,14 @@ def test_a_kafka_connect_kill_mid_stream_loses_and_duplicates_nothing(lab, names
 
     replicate([f"public.{table}"], group=group, target_schema="core")
 
-    assert target_rows(warehouse_db, table) == source_rows(shop_db, table)
-    assert len(source_rows(shop_db, table)) == 150
+    diff = assert_tables_equal(f"shop:public.{table}", f"warehouse:core.{table}", key="id", columns=COLUMNS)
+    assert diff.source_count == 150
     assert duplicates_by_key_and_lsn(lab, topic) == 0, "exactly-once source support must not re-send events"
 
 
-def test_a_kafka_broker_kill_mid_stream_loses_and_duplicates_nothing(lab, names, shop_db, warehouse_db):
+def test_a_kafka_broker_kill_mid_stream_loses_and_duplicates_nothing(
+    lab, names, shop_db, warehouse_db, assert_tables_equal
+):
     table, group = names("krs"), names("grp")
     topic = f"shop.public.{table}"
     make_source_table(shop_db, table)
@@ -89,7 +93,7 @@ def test_a_kafka_broker_kill_mid_stream_loses_and_duplicates_nothing(lab, names,
     # a consumer that was mid-way when the broker went away resumes from the stored offsets
     replicate([f"public.{table}"], group=group, target_schema="core", batch_size=20)
 
-    assert target_rows(warehouse_db, table) == source_rows(shop_db, table)
+    assert_tables_equal(f"shop:public.{table}", f"warehouse:core.{table}", key="id", columns=COLUMNS)
     with warehouse_db.cursor() as cur:
         cur.execute(f'SELECT count(*), count(DISTINCT id) FROM core."{table}"')
         total, distinct = cur.fetchone()

@@ -1,4 +1,5 @@
-"""The harness plugin's pure parts: the table diff and its message, DAG references that do not parse."""
+"""The harness plugin's pure parts: the table diff and its message, row filters, DAG references that do
+not parse."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 
 from cdclab.testing import dags, tables
 from cdclab.testing.tables import DuplicateKeyError, TablesDiffer, diff_rows, format_diff
+from tests.unit._sql_text import text
 
 
 def _rows(*specs: tuple[int, str, str]) -> list[dict[str, object]]:
@@ -76,6 +78,43 @@ def test_assert_tables_equal_on_rows_raises_the_formatted_diff() -> None:
         tables.assert_tables_equal("public.customers", [], key="id")
 
 
+def test_a_filter_selects_rows_with_bound_parameters_and_several_filters_are_joined_with_and() -> None:
+    query, params = tables.select_statement("public.c", ["id", "tier"], "id <> 5")
+    assert (text(query), params) == ('SELECT "id", "tier" FROM "public"."c" WHERE id <> 5', [])
+    query, params = tables.select_statement("core.c", None, ("id BETWEEN %s AND %s", [10, 19]))
+    assert (text(query), params) == ('SELECT * FROM "core"."c" WHERE id BETWEEN %s AND %s', [10, 19])
+    assert text(tables.select_statement("core.c")[0]) == 'SELECT * FROM "core"."c"'
+
+    # where= (both sides) AND the side's own filter, parameters in the order of the placeholders
+    both = tables._side_filter(("id >= %s", [10]), ("tier = %s", ["gold"]))
+    query, params = tables.select_statement("core.c", ["id"], both)
+    assert text(query) == 'SELECT "id" FROM "core"."c" WHERE (id >= %s) AND (tier = %s)'
+    assert params == [10, "gold"]
+    assert tables._side_filter("id > 1", None) == "id > 1"
+    assert tables._side_filter(None, "id > 2") == "id > 2"
+    assert tables._side_filter(None, None) is None
+
+
+def test_a_filtered_side_is_named_with_its_filter_in_the_diff() -> None:
+    source = _rows((1, "basic", "a@x"), (2, "gold", "b@x"))  # what "... WHERE id <> 5" read
+    target = _rows((1, "basic", "a@x"), (2, "gold", "b@x"), (5, "gold", "p@x"))
+    diff = diff_rows(source, target, key="id")
+    message = format_diff(diff, tables.filtered_name("shop:public.c", "id <> 5"), "warehouse:core.c")
+    assert message.splitlines() == [
+        "shop:public.c (WHERE id <> 5) and warehouse:core.c differ (key id; compared 2 column(s): tier, email)",
+        "  2 source row(s), 3 target row(s): 0 missing, 1 extra, 0 changed",
+        "  extra in the target: id=5",
+    ]
+    assert tables.filtered_name("warehouse:core.c", None) == "warehouse:core.c"
+
+
+def test_a_filter_on_rows_that_were_not_read_from_a_table_is_an_error() -> None:
+    with pytest.raises(tables.FilterError, match="the source is a list of rows"):
+        tables.assert_tables_equal(_rows((1, "a", "x")), _rows((1, "a", "x")), key="id", where="id > 0")
+    with pytest.raises(tables.FilterError, match="the target is a list of rows"):
+        tables.assert_tables_equal(_rows((1, "a", "x")), _rows((1, "a", "x")), target_where="id > 0")
+
+
 def test_a_dag_file_that_does_not_parse_fails_with_the_file_and_the_error(tmp_path: Path) -> None:
     broken = tmp_path / "broken_dag.py"
     broken.write_text("from airflow.sdk import DAG\nraise RuntimeError('the DAG file is broken')\n")
@@ -85,6 +124,18 @@ def test_a_dag_file_that_does_not_parse_fails_with_the_file_and_the_error(tmp_pa
     assert "the DAG file is broken" in str(info.value)
     with pytest.raises(dags.DagImportError, match="does not exist"):
         dags.load_dag(tmp_path / "missing.py")
+
+
+@pytest.mark.parametrize("via", dags.VIA)
+def test_run_dag_on_a_file_that_does_not_parse_fails_before_any_run(tmp_path: Path, via: dags.Via) -> None:
+    from cdclab.lab.config import LabConfig
+
+    broken = tmp_path / "syntax_dag.py"
+    broken.write_text("from airflow.sdk import DAG\nwith DAG('x') as dag:\n    pass)\n")
+    with pytest.raises(dags.DagImportError) as info:
+        dags.run_dag(LabConfig.load(), broken, via=via)
+    assert f"{broken}:" in str(info.value)  # the file, then its error
+    assert "SyntaxError: unmatched ')'" in str(info.value)
 
 
 def test_the_default_lab_sets_no_dag_bundles_and_a_user_folder_adds_one(
@@ -150,3 +201,40 @@ def test_a_failed_tasks_log_line_shows_the_exception_the_api_returns_apart_from_
     )
     assert log_line({"event": "hello"}) == "hello"
     assert log_line("plain") == "plain"
+
+
+def test_an_unhealthy_lab_names_each_service_and_connector_with_its_log_tail() -> None:
+    from cdclab.testing.plugin import unhealthy_report
+
+    rows = [
+        ("postgres", "127.0.0.1:5432", "healthy (pid 10)"),
+        ("kafka", "127.0.0.1:9092", "stopped"),
+        ("connect", "http://127.0.0.1:8083", "healthy (pid 12)"),
+        ("  connector shop-postgres-source", "", "FAILED (tasks FAILED)"),
+        ("  connector shop-mysql-source", "", "RUNNING (tasks RUNNING)"),
+        ("minio", "http://127.0.0.1:9000", "unhealthy (pid 13)"),
+    ]
+    logs = {
+        "kafka": "\n".join(f"kafka line {i}" for i in range(1, 6)),
+        "connect": "ERROR WorkerSourceTask{id=shop-postgres-source-0} Task threw an uncaught exception",
+    }
+
+    def read(service: str, lines: int) -> str:
+        if service == "minio":
+            raise OSError("no such file: minio.log")
+        return "\n".join(logs.get(service, "").splitlines()[-lines:])
+
+    message = unhealthy_report("native", rows, read, lines=3)
+    head, *rest = message.splitlines()
+    assert head == (
+        "the lab (native) is not healthy: kafka is stopped; connector shop-postgres-source is "
+        "FAILED (tasks FAILED); minio is unhealthy (pid 13)"
+    )
+    assert rest[0].split() == ["SERVICE", "ADDRESS", "STATE"]  # the status table, every row
+    assert "kafka line 2" not in message
+    assert "==> last lines of kafka (native) <==\nkafka line 3\nkafka line 4\nkafka line 5" in message
+    assert "==> last lines of connect (native) <==\nERROR WorkerSourceTask" in message  # the connector's
+    assert (
+        "==> last lines of minio (native) <==\n(could not read the log: no such file: minio.log)" in message
+    )
+    assert "last lines of postgres" not in message  # healthy services stay out of the report

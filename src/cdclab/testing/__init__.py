@@ -11,6 +11,7 @@ from cdclab.testing.dags import (
 )
 from cdclab.testing.fence import FenceTimeout, cdc_fence
 from cdclab.testing.tables import (
+    FilterError,
     TableDiff,
     TableNotFoundError,
     TablesDiffer,
@@ -25,6 +26,7 @@ __all__ = [
     "DagRunFailed",
     "DagRunResult",
     "FenceTimeout",
+    "FilterError",
     "TableDiff",
     "TableNotFoundError",
     "TablesDiffer",

@@ -8,17 +8,20 @@ metadata database, ``AIRFLOW_CONN_*``) when pytest starts, before a test imports
 Fixtures (docs/harness.md has an example of each):
 - ``lab`` (session): the running lab's :class:`~cdclab.lab.config.LabConfig`; reuses a healthy lab or
   starts one (compose: testcontainers' ``DockerCompose``; native: the native launcher). A lab that
-  stays unhealthy fails the test with each unhealthy service's log tail, never skips it.
+  stays unhealthy fails the test, never skips it: the failure names each unhealthy service or connector
+  and holds the status table and each one's log tail (:func:`unhealthy_report`).
 - ``names``: per-test unique names for tables, topics, consumer groups and buckets.
 - ``shop_db``, ``warehouse_db``: psycopg2 connections in **autocommit** mode (each statement is its
   own transaction, visible to Debezium and DAG runs at once), closed afterwards.
 - ``workload``: a factory of deterministic shop changes in a test-owned id range, with their expected
   end state; the id ranges are deleted afterwards.
 - ``kafka_topic``: a new topic (1 partition), deleted afterwards.
-- ``s3_bucket``: a new MinIO bucket, emptied and deleted afterwards; ``s3`` is a boto3 client.
+- ``s3_bucket``: a new MinIO bucket, emptied and deleted afterwards; ``s3`` is a boto3 client;
+  ``make_s3_bucket()`` makes one more on each call (all cleaned up the same way).
 - ``cdc_fence``: ``cdc_fence()`` blocks until Debezium has published every change committed so far.
 - ``run_dag``: ``run_dag(dag_or_path, logical_date=..., conf=..., via="test"|"scheduler")``.
-- ``assert_tables_equal``: ``assert_tables_equal("shop:public.x", "warehouse:core.x", key="id")``.
+- ``assert_tables_equal``: ``assert_tables_equal("shop:public.x", "warehouse:core.x", key="id")``;
+  ``where=`` / ``source_where=`` / ``target_where=`` compare only the rows a SQL filter selects.
 
 A failed test that used ``lab`` prints the log tails of the services named by the test module's
 ``LOG_SERVICES`` list (default: connect and airflow-scheduler).
@@ -70,17 +73,56 @@ def lab_config() -> LabConfig:
 # the lab
 
 
+Logs = Callable[[str, int], str]
+"""``logs(service, lines)``: the last lines of a service's log (``Backend.logs``)."""
+
+
+def log_tail(lab_name: str, service: str, logs: Logs, lines: int = 40) -> str:
+    """``==> last lines of <service> (<backend>) <==`` and the lines; a log that cannot be read says why
+    (it must not hide the failure it is printed for)."""
+    try:
+        text = logs(service, lines)
+    except Exception as exc:
+        text = f"(could not read the log: {exc})"
+    return f"==> last lines of {service} ({lab_name}) <==\n{text or '(the log is empty)'}"
+
+
 def print_logs(cfg: LabConfig, services: Sequence[str], lines: int = 40) -> None:
     """The last lines of each service's log, from whichever backend runs the lab."""
     from cdclab.lab.backend import backend
 
     lab = backend(cfg)
     for name in services:
-        try:
-            text = lab.logs(name, lines)
-        except Exception as exc:  # a failing log read must not hide the test's own failure
-            text = f"(could not read the log: {exc})"
-        print(f"\n==> last lines of {name} ({lab.name}) <==\n{text}")
+        print("\n" + log_tail(lab.name, name, lab.logs, lines))
+
+
+def unhealthy(rows: Sequence[tuple[str, str, str]]) -> list[tuple[str, str]]:
+    """``(what, service whose log explains it)`` for each status row that is not healthy. A service row
+    names the service; a connector row (indented, under connect) names the connector, and its log is
+    connect's."""
+    bad = []
+    for name, _address, state in rows:
+        if state.startswith(("healthy", "RUNNING")):
+            continue
+        if name.startswith(" "):
+            bad.append((f"{name.strip()} is {state}", "connect"))
+        else:
+            bad.append((f"{name} is {state}", name))
+    return bad
+
+
+def unhealthy_report(lab_name: str, rows: Sequence[tuple[str, str, str]], logs: Logs, lines: int = 40) -> str:
+    """Why the lab is not healthy: each unhealthy service or connector, the status table, then the log
+    tail of each service concerned (a failed connector: connect's)."""
+    from cdclab.lab.native import format_table
+
+    bad = unhealthy(rows)
+    parts = [
+        f"the lab ({lab_name}) is not healthy: " + "; ".join(what for what, _ in bad),
+        format_table(list(rows)),
+    ]
+    parts += [log_tail(lab_name, service, logs, lines) for service in dict.fromkeys(s for _, s in bad)]
+    return "\n".join(parts)
 
 
 def wait_for_dag_processor(cfg: LabConfig, timeout: float = 300) -> None:
@@ -107,10 +149,6 @@ def wait_for_dag_processor(cfg: LabConfig, timeout: float = 300) -> None:
     print(f"\ncdclab: the dag-processor registered {count} of {expected} DAG files in {timeout:.0f} s")
 
 
-def _unhealthy(rows: list[tuple[str, str, str]]) -> list[str]:
-    return [r[0] for r in rows if not r[2].startswith(("healthy", "RUNNING")) and r[0][0] != " "]
-
-
 @pytest.fixture(scope="session")
 def lab(request: pytest.FixtureRequest) -> Iterator[LabConfig]:
     """The running lab, through the backend interface (src/cdclab/lab/backend.py).
@@ -118,10 +156,10 @@ def lab(request: pytest.FixtureRequest) -> Iterator[LabConfig]:
     A healthy lab is reused as it is. Otherwise: under compose, testcontainers' ``DockerCompose``
     starts compose.yaml with the env files (``up --build --wait``) and stops what it started at the
     end of the session; under native, the native launcher starts it (and leaves it running, as
-    ``make up`` would). A lab still unhealthy then fails the test: the unhealthy services, their log
-    tails and the status table.
+    ``make up`` would). A lab still unhealthy then fails the test with :func:`unhealthy_report`: the
+    unhealthy services (and connectors), the status table and their log tails.
     """
-    from cdclab.lab.backend import ComposeBackend, all_healthy, backend, format_table
+    from cdclab.lab.backend import ComposeBackend, all_healthy, backend
 
     cfg = lab_config()
     lab = backend(cfg)
@@ -151,9 +189,7 @@ def lab(request: pytest.FixtureRequest) -> Iterator[LabConfig]:
             lab.up()
     rows = lab.status()
     if not all_healthy(rows):
-        bad = _unhealthy(rows)
-        print_logs(cfg, bad)
-        pytest.fail(f"the lab ({lab.name}) is not healthy: {', '.join(bad)}\n" + format_table(rows))
+        pytest.fail(unhealthy_report(lab.name, rows, lab.logs), pytrace=False)
     wait_for_dag_processor(cfg)
     yield cfg
     if started is not None:
@@ -299,16 +335,31 @@ def s3(lab: LabConfig) -> Any:
 
 
 @pytest.fixture
-def s3_bucket(s3: Any, names: Names) -> Iterator[str]:
+def make_s3_bucket(s3: Any, names: Names) -> Iterator[Callable[[], str]]:
+    """``make_s3_bucket()``: another new MinIO bucket on each call, for a test that needs more than
+    ``s3_bucket``; every one is emptied and deleted after the test."""
+    made: list[str] = []
+
+    def make() -> str:
+        prefix = "bkt" if not made else f"bkt{len(made) + 1}"
+        bucket = names(prefix).replace("_", "-")[:63].strip("-")
+        s3.create_bucket(Bucket=bucket)
+        made.append(bucket)
+        return bucket
+
+    yield make
+    for bucket in reversed(made):
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+            if keys:
+                s3.delete_objects(Bucket=bucket, Delete={"Objects": keys})
+        s3.delete_bucket(Bucket=bucket)
+
+
+@pytest.fixture
+def s3_bucket(make_s3_bucket: Callable[[], str]) -> str:
     """A new MinIO bucket, emptied and deleted after the test."""
-    bucket = names("bkt").replace("_", "-")[:63].strip("-")
-    s3.create_bucket(Bucket=bucket)
-    yield bucket
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-        keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-        if keys:
-            s3.delete_objects(Bucket=bucket, Delete={"Objects": keys})
-    s3.delete_bucket(Bucket=bucket)
+    return make_s3_bucket()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -352,18 +403,31 @@ def run_dag(lab: LabConfig) -> Callable[..., _dags.DagRunResult]:
 
 @pytest.fixture
 def assert_tables_equal(lab: LabConfig) -> Callable[..., _tables.TableDiff]:
-    """``assert_tables_equal(source, target, key="id", columns=None)``: tables as
-    ``"database:schema.table"`` (a lab database), ``(connection, "schema.table")`` or lists of dict rows."""
+    """``assert_tables_equal(source, target, key="id", columns=None, *, where=None, source_where=None,
+    target_where=None)``: tables as ``"database:schema.table"`` (a lab database), ``(connection,
+    "schema.table")`` or lists of dict rows; the ``*where`` filters limit the rows read from a table
+    (both sides, or one; see :mod:`cdclab.testing.tables`)."""
 
     def check(
         source: _tables.TableRef,
         target: _tables.TableRef,
         key: str | Sequence[str] = "id",
         columns: Sequence[str] | None = None,
+        *,
+        where: _tables.Predicate | None = None,
+        source_where: _tables.Predicate | None = None,
+        target_where: _tables.Predicate | None = None,
     ) -> _tables.TableDiff:
         __tracebackhide__ = True
         return _tables.assert_tables_equal(
-            source, target, key, columns, connect=lambda database: _connect(lab, database)
+            source,
+            target,
+            key,
+            columns,
+            where=where,
+            source_where=source_where,
+            target_where=target_where,
+            connect=lambda database: _connect(lab, database),
         )
 
     return check
