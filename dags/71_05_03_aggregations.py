@@ -61,77 +61,27 @@ DAG_ID = "71_05_03_aggregations"
 def aggregations() -> None:
     @task
     def prepare(params: dict[str, Any]) -> None:
-        from cdclab import aggregates, state
-        from cdclab.db import WAREHOUSE, connect
+        from cdclab import aggregates
 
-        wh = connect(WAREHOUSE)
-        try:
-            state.ensure_schema(wh)
-            aggregates.ensure(wh, aggregates.Tables(params["target_prefix"]))
-        finally:
-            wh.close()
+        aggregates.prepare(params["target_prefix"])
 
     @task
     def apply(params: dict[str, Any], dag_run: Any = None) -> dict[str, Any]:
+        """Pull, detect hard deletes, apply both strategies and record the metrics (one transaction)."""
         from cdclab import aggregates
-        from cdclab.db import SHOP, WAREHOUSE, connect
 
-        t = aggregates.Tables(params["target_prefix"])
-        key = params["watermark_key"] or f"71_05_03/{params['orders_table']}"
-        shop, wh = connect(SHOP), connect(WAREHOUSE)
-        try:
-            with wh:  # aggregates, mirror, metrics and watermark commit together
-                done = aggregates.sync(
-                    shop,
-                    wh,
-                    t,
-                    params["orders_table"],
-                    key,
-                    dag_id=DAG_ID,
-                    run_id=dag_run.run_id,
-                    full_source=False,
-                )
-                aggregates.record_metrics(wh, t, dag_run.run_id, done.applied)
-        finally:
-            shop.close()
-            wh.close()
-        print(
-            f"pulled {len(done.pulled.rows)} orders, {len(done.deleted)} deleted in the source: {done.applied}"
+        return aggregates.run_step(
+            params["orders_table"], params["target_prefix"], params["watermark_key"], DAG_ID, dag_run.run_id
         )
-        return {
-            "changed_rows": done.applied.changed_rows,
-            "skipped_rows": done.applied.skipped_rows,
-            "deleted_rows": done.applied.deleted_rows,
-            "groups_touched": done.applied.groups_touched,
-        }
 
     @task
     def check(params: dict[str, Any], dag_run: Any = None) -> dict[str, int]:
+        """Catch up on what changed since ``apply``, then compare with a full recompute of that read."""
         from cdclab import aggregates
-        from cdclab.db import SHOP, WAREHOUSE, connect
 
-        t = aggregates.Tables(params["target_prefix"])
-        key = params["watermark_key"] or f"71_05_03/{params['orders_table']}"
-        shop, wh = connect(SHOP), connect(WAREHOUSE)
-        try:
-            with wh:  # catch up on what changed since apply, then compare with the source read after the pull
-                done = aggregates.sync(
-                    shop,
-                    wh,
-                    t,
-                    params["orders_table"],
-                    key,
-                    dag_id=DAG_ID,
-                    run_id=dag_run.run_id,
-                    full_source=True,
-                )
-            print(f"caught up: {len(done.pulled.rows)} changed, {len(done.deleted)} deleted since apply")
-            result = aggregates.verify(wh, t, done, dag_run.run_id)
-        finally:
-            shop.close()
-            wh.close()
-        print(f"update, replace and rolling_7d equal the full recompute ({result['groups']} groups)")
-        return result
+        return aggregates.run_check(
+            params["orders_table"], params["target_prefix"], params["watermark_key"], DAG_ID, dag_run.run_id
+        )
 
     prepare() >> apply() >> check()
 

@@ -389,3 +389,70 @@ def verify(wh: Any, t: Tables, done: Synced, run_id: str) -> dict[str, int]:
                 (consistent, run_id),
             )
     return result
+
+
+# ---------------------------------------------------------------------------------------------------
+# the 71_05_03 tasks (connections from Airflow: cdclab.db)
+
+
+def watermark_key(orders_table: str, key: str = "") -> str:
+    return key or f"71_05_03/{orders_table}"
+
+
+def prepare(prefix: str) -> None:
+    """The lesson's tables (and the watermark store) exist."""
+    from cdclab import state
+    from cdclab.db import WAREHOUSE, connect
+
+    wh = connect(WAREHOUSE)
+    try:
+        state.ensure_schema(wh)
+        ensure(wh, Tables(prefix))
+    finally:
+        wh.close()
+
+
+def _sync_with(orders_table: str, prefix: str, key: str, dag_id: str, run_id: str, *, check: bool) -> Any:
+    from cdclab.db import SHOP, WAREHOUSE, connect
+
+    t = Tables(prefix)
+    shop, wh = connect(SHOP), connect(WAREHOUSE)
+    try:
+        with wh:  # aggregates, mirror, metrics and watermark commit together
+            done = sync(
+                shop,
+                wh,
+                t,
+                orders_table,
+                watermark_key(orders_table, key),
+                dag_id=dag_id,
+                run_id=run_id,
+                full_source=check,
+            )
+            if not check:
+                record_metrics(wh, t, run_id, done.applied)
+        result = verify(wh, t, done, run_id) if check else None
+    finally:
+        shop.close()
+        wh.close()
+    return done, result
+
+
+def run_step(orders_table: str, prefix: str, key: str, dag_id: str, run_id: str) -> dict[str, Any]:
+    """71_05_03's ``apply``: one :func:`sync` and its metrics; the counts for XCom."""
+    done, _ = _sync_with(orders_table, prefix, key, dag_id, run_id, check=False)
+    print(f"pulled {len(done.pulled.rows)} orders, {len(done.deleted)} deleted in the source: {done.applied}")
+    return {
+        "changed_rows": done.applied.changed_rows,
+        "skipped_rows": done.applied.skipped_rows,
+        "deleted_rows": done.applied.deleted_rows,
+        "groups_touched": done.applied.groups_touched,
+    }
+
+
+def run_check(orders_table: str, prefix: str, key: str, dag_id: str, run_id: str) -> dict[str, int]:
+    """71_05_03's ``check``: catch up (a :func:`sync` reading whole source rows), then :func:`verify`."""
+    done, result = _sync_with(orders_table, prefix, key, dag_id, run_id, check=True)
+    print(f"caught up: {len(done.pulled.rows)} changed, {len(done.deleted)} deleted since apply")
+    print(f"update, replace and rolling_7d equal the full recompute ({result['groups']} groups)")
+    return dict(result)

@@ -147,11 +147,27 @@ class ConnectClient:
             time.sleep(poll)
         raise ConnectError(f"connector {name} did not stop within {timeout:.0f}s: {state} (tasks: {tasks})")
 
+    def wait_answering(self, timeout: float = 120, poll: float = 1.0) -> None:
+        """Wait until the worker's herder answers (``GET /connectors``). Its REST server is up seconds
+        before that: a worker restarted after a SIGKILL reads its config, offset and status topics
+        first (48 s on a busy 2-core machine), and a request meanwhile hangs until it times out."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status, answer = self.request("GET", "/connectors")
+            if status == 200:
+                return
+            if time.monotonic() >= deadline:
+                raise ConnectError(
+                    f"Kafka Connect at {self.url} did not answer within {timeout:.0f}s: {answer}"
+                )
+            time.sleep(poll)
+
     def register(self, name: str, config: dict[str, Any], timeout: float = 120) -> bool:
         """PUT ``config`` unless the running one equals it, then wait for RUNNING; True if it was (re)written.
 
         An unchanged config is not PUT again: a PUT restarts the connector through a rebalance.
         """
+        self.wait_answering(timeout)
         if self.config(name) == {**config, "name": name}:
             self.wait_running(name, timeout)
             return False

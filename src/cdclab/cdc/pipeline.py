@@ -218,12 +218,15 @@ def replicate(
     who: str = "",
     snapshotted: Sequence[str] = (),
     stop_at: Mapping[tuple[str, int], int] | None = None,
+    follow: threading.Event | None = None,
+    poll_timeout: float = 0.5,
 ) -> dict[str, Any]:
     """Catch ``tables`` up from their Debezium topics into the warehouse; returns counts for logs and XCom.
 
     ``snapshotted``: tables whose snapshot has been requested (71_09_01's initial snapshot), for which a
     new consumer group may start at a log start above 0: the snapshot re-reads their rows.
-    ``stop_at``: end offsets (:func:`end_offsets`) to stop at instead of the current end."""
+    ``stop_at``: end offsets (:func:`end_offsets`) to stop at instead of the current end.
+    ``follow``: do not stop at the end, follow until the event is set (:func:`stream`)."""
     one_of("delete_mode", delete_mode, DeleteMode)
     one_of("schema_policy", schema_policy, SchemaPolicy)
     routes = routes_for(
@@ -246,6 +249,8 @@ def replicate(
         who=who,
         snapshotted=snapshotted,
         stop_at=stop_at,
+        follow=follow,
+        poll_timeout=poll_timeout,
     )
 
 
@@ -276,23 +281,17 @@ def stream(
     one Debezium poll plus one warehouse transaction after its source commit. A table whose topic does
     not exist yet is picked up when Debezium creates it. A follow run holds the group's lock: a
     :func:`replicate` of the same ``group`` waits for it, so give a follower its own group."""
-    one_of("delete_mode", delete_mode, DeleteMode)
-    one_of("schema_policy", schema_policy, SchemaPolicy)
-    routes = routes_for(
+    return replicate(
         tables,
+        group=group,
         topic_prefix=topic_prefix,
         target_schema=target_schema,
         target_prefix=target_prefix,
-        source_conn_id=source_conn_id,
-    )
-    return _run(
-        routes,
-        debezium_parser,
-        group=group,
         delete_mode=delete_mode,
         schema_policy=schema_policy,
         batch_size=batch_size,
         max_seconds=max_seconds,
+        source_conn_id=source_conn_id,
         target_conn_id=target_conn_id,
         kafka_conn_id=kafka_conn_id,
         who=who,
