@@ -238,3 +238,47 @@ def test_an_unhealthy_lab_names_each_service_and_connector_with_its_log_tail() -
         "==> last lines of minio (native) <==\n(could not read the log: no such file: minio.log)" in message
     )
     assert "last lines of postgres" not in message  # healthy services stay out of the report
+
+
+def test_with_lab_start_never_an_unhealthy_lab_fails_at_once_and_nothing_is_started(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "test_user.py").write_text("def test_uses_the_lab(lab):\n    pass\n")
+    state = tmp_path / "state"
+    env = {
+        **os.environ,
+        "CDCLAB_LAB_START": "never",
+        "LAB_BACKEND": "native",
+        "CDCLAB_STATE": str(state),
+        # ports nothing listens on: this lab is down
+        **{
+            k: str(40000 + i)
+            for i, k in enumerate(("POSTGRES_PORT", "KAFKA_PORT", "CONNECT_PORT", "AIRFLOW_PORT"))
+        },
+    }
+    env.pop("CI", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path / "test_user.py")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    out = done.stdout + done.stderr
+    assert done.returncode != 0, out
+    assert "CDCLAB_LAB_START=never" in out and "make up" in out, out
+    assert not (state / "run").exists() or not any((state / "run").glob("*.pid")), "a service was started"
+
+
+def test_an_unknown_lab_start_policy_is_refused(monkeypatch) -> None:
+    from cdclab.options import InvalidOptionError
+    from cdclab.testing.plugin import lab_start_policy
+
+    monkeypatch.setenv("CDCLAB_LAB_START", "sometimes")
+    with pytest.raises(InvalidOptionError, match="CDCLAB_LAB_START='sometimes'"):
+        lab_start_policy()
+    monkeypatch.delenv("CDCLAB_LAB_START")
+    assert lab_start_policy() == "auto"

@@ -149,6 +149,18 @@ def wait_for_dag_processor(cfg: LabConfig, timeout: float = 300) -> None:
     print(f"\ncdclab: the dag-processor registered {count} of {expected} DAG files in {timeout:.0f} s")
 
 
+LAB_START_POLICIES = ("auto", "never")
+
+
+def lab_start_policy() -> str:
+    """``CDCLAB_LAB_START``: ``auto`` (default: reuse a healthy lab, else start it) or ``never``."""
+    from cdclab.options import one_of
+
+    return one_of(
+        "CDCLAB_LAB_START", os.environ.get("CDCLAB_LAB_START", "auto") or "auto", LAB_START_POLICIES
+    )
+
+
 @pytest.fixture(scope="session")
 def lab(request: pytest.FixtureRequest) -> Iterator[LabConfig]:
     """The running lab, through the backend interface (src/cdclab/lab/backend.py).
@@ -158,13 +170,24 @@ def lab(request: pytest.FixtureRequest) -> Iterator[LabConfig]:
     end of the session; under native, the native launcher starts it (and leaves it running, as
     ``make up`` would). A lab still unhealthy then fails the test with :func:`unhealthy_report`: the
     unhealthy services (and connectors), the status table and their log tails.
+
+    ``CDCLAB_LAB_START=never`` (a lab shared with others, e.g. one you also use from the UI): never
+    start or restart anything; an unhealthy lab fails at once with the same report.
     """
     from cdclab.lab.backend import ComposeBackend, all_healthy, backend
 
     cfg = lab_config()
     lab = backend(cfg)
     started = None
+    policy = lab_start_policy()
     if not all_healthy(lab.status()):
+        if policy == "never":
+            rows = lab.status()
+            pytest.fail(
+                unhealthy_report(lab.name, rows, lab.logs)
+                + "\nCDCLAB_LAB_START=never: the fixture starts and restarts nothing; run `make up`.",
+                pytrace=False,
+            )
         if isinstance(lab, ComposeBackend):
             from cdclab.lab.backend import testcontainers_compose
 
