@@ -33,7 +33,7 @@ from typing import Any
 import psycopg2
 from psycopg2 import sql
 
-from bench.report import Stopwatch, timings
+from bench.report import Stopwatch, run_then_clean_up, timings
 
 
 @contextmanager
@@ -262,11 +262,7 @@ def _crossing(points: list[dict[str, Any]], variant: str) -> float | None:
 
 
 def main(quick: bool = False) -> dict[str, Any]:
-    b = Bench(quick)
-    try:
-        return b.main()
-    finally:
-        b.cleanup()
+    return run_then_clean_up(Bench(quick))
 
 
 def table(r: dict[str, Any]) -> str:

@@ -33,7 +33,7 @@ from typing import Any
 
 from psycopg2 import sql
 
-from bench.report import Stopwatch, timings
+from bench.report import Stopwatch, run_then_clean_up, timings
 from cdclab.db import ident
 
 VALUES = "event_id, customer_id, sku, qty, amount, event_time"
@@ -342,11 +342,7 @@ class _Stream:
 
 
 def main(quick: bool = False) -> dict[str, Any]:
-    b = Bench(quick)
-    try:
-        return b.main()
-    finally:
-        b.cleanup()
+    return run_then_clean_up(Bench(quick))
 
 
 def table(r: dict[str, Any]) -> str:

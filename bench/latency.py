@@ -53,6 +53,8 @@ from typing import Any
 import psycopg2
 from psycopg2 import sql
 
+from bench.report import run_then_clean_up
+
 APP = "bench_latency"
 
 
@@ -427,11 +429,7 @@ class Bench:
 
 
 def main(quick: bool = False) -> dict[str, Any]:
-    b = Bench(quick)
-    try:
-        return b.main()
-    finally:
-        b.cleanup()
+    return run_then_clean_up(Bench(quick))
 
 
 def table(r: dict[str, Any]) -> str:

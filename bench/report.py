@@ -49,6 +49,14 @@ def timings(runs: Sequence[float], digits: int = 3, with_runs: bool = True) -> d
     return out
 
 
+def run_then_clean_up(bench: Any) -> dict[str, Any]:
+    """``bench.main()``, and ``bench.cleanup()`` whatever happens (each bench's ``main``)."""
+    try:
+        return dict(bench.main())
+    finally:
+        bench.cleanup()
+
+
 def parse_args(argv: list[str]) -> tuple[set[str], bool, list[str]]:
     """``(only, quick, the other options)``; bare names (``python -m bench files``) still select
     benchmarks; options this parser does not know (``--events``...) go to the CDC sink bench."""
