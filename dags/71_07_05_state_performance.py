@@ -45,6 +45,17 @@ from airflow.timetables.interval import CronDataIntervalTimetable
 DAG_ID = "71_07_05_state_performance"
 
 
+def _measure_run(params: dict[str, Any], dag_run: Any) -> Any:
+    """The experiment, the data interval end every store is given, and this run."""
+    from airflow.sdk import get_current_context
+
+    from cdclab.intervals import run_interval
+    from cdclab.lessons.state_performance import MeasureRun
+
+    iv = run_interval(get_current_context())  # derived from the timetable if the run has none
+    return MeasureRun(params["experiment"], iv.end, DAG_ID, dag_run.run_id)
+
+
 @dag(
     dag_id=DAG_ID,
     schedule=CronDataIntervalTimetable("@hourly", timezone="UTC"),
@@ -71,49 +82,22 @@ def state_performance() -> None:
 
     @task
     def table_store(params: dict[str, Any], dag_run: Any = None) -> dict[str, Any]:
-        from airflow.sdk import get_current_context
-
-        from cdclab.intervals import run_interval
         from cdclab.lessons import state_performance as lesson
 
-        iv = run_interval(get_current_context())  # derived from the timetable if the run has none
-        return lesson.measure_table_store(
-            params["experiment"], params["watermark_keys"], iv.end, dag_id=DAG_ID, run_id=dag_run.run_id
-        )
+        return lesson.measure_table_store(_measure_run(params, dag_run), params["watermark_keys"])
 
     @task
     def variable_store(params: dict[str, Any], dag_run: Any = None) -> dict[str, Any]:
-        from airflow.sdk import get_current_context
-
-        from cdclab.intervals import run_interval
         from cdclab.lessons import state_performance as lesson
 
-        iv = run_interval(get_current_context())  # derived from the timetable if the run has none
-        return lesson.measure_variable_store(
-            params["experiment"],
-            params["watermark_keys"],
-            iv.end,
-            prefix=params["variable_prefix"],
-            dag_id=DAG_ID,
-            run_id=dag_run.run_id,
-        )
+        r = _measure_run(params, dag_run)
+        return lesson.measure_variable_store(r, params["watermark_keys"], params["variable_prefix"])
 
     @task
     def kv_store(params: dict[str, Any], dag_run: Any = None) -> dict[str, Any]:
-        from airflow.sdk import get_current_context
-
-        from cdclab.intervals import run_interval
         from cdclab.lessons import state_performance as lesson
 
-        iv = run_interval(get_current_context())  # derived from the timetable if the run has none
-        return lesson.measure_kv_store(
-            params["experiment"],
-            params["kv_keys"],
-            iv.end,
-            kv_table=params["kv_table"],
-            dag_id=DAG_ID,
-            run_id=dag_run.run_id,
-        )
+        return lesson.measure_kv_store(_measure_run(params, dag_run), params["kv_keys"], params["kv_table"])
 
     @task
     def cleanup(params: dict[str, Any], dag_run: Any = None) -> dict[str, int]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from contextlib import closing
+from dataclasses import dataclass
 from typing import Any
 
 from psycopg2 import sql
@@ -49,6 +50,17 @@ def kv_value(end: Any, i: int) -> int:
     return int(end.timestamp()) * 1000 + i
 
 
+@dataclass(frozen=True)
+class MeasureRun:
+    """One DAG run's measurement: the experiment (perf name and key prefix), the data interval end it
+    writes as the value, and the run that records it."""
+
+    experiment: str
+    end: Any
+    dag_id: str
+    run_id: str
+
+
 def _record_all(wh: Any, ms: Iterable[perf.Measurement], dag_id: str, run_id: str) -> None:
     with wh:
         for m in ms:
@@ -65,11 +77,10 @@ def prepare(kv_table: str) -> None:
                 cur.execute(ddl)
 
 
-def measure_table_store(
-    experiment: str, n_keys: int, end: Any, *, dag_id: str, run_id: str
-) -> dict[str, Any]:
+def measure_table_store(run: MeasureRun, n_keys: int) -> dict[str, Any]:
     """Advance ``n_keys`` watermarks to ``end`` in one transaction (read old, compare-and-set new), read
     them back, record ``table/write`` and ``table/read``. Returns ``{"keys", "written"}``."""
+    experiment, end, dag_id, run_id = run.experiment, run.end, run.dag_id, run.run_id
     keys = [f"{experiment}/k{i}" for i in range(n_keys)]
     with closing(connect(WAREHOUSE)) as wh:
         store = state.TableWatermarkStore(wh)
@@ -101,11 +112,10 @@ def measure_table_store(
     return {"keys": len(keys), "written": written}
 
 
-def measure_variable_store(
-    experiment: str, n_keys: int, end: Any, *, prefix: str, dag_id: str, run_id: str
-) -> dict[str, Any]:
+def measure_variable_store(run: MeasureRun, n_keys: int, prefix: str) -> dict[str, Any]:
     """Set ``n_keys`` Airflow Variables ``<prefix>k<i>`` to ``end`` and read them back (Task SDK, one API
     call each), record ``variable/write`` and ``variable/read``. Returns ``{"keys"}``."""
+    experiment, end, dag_id, run_id = run.experiment, run.end, run.dag_id, run.run_id
     store = state.VariableWatermarkStore(prefix=prefix)
     keys = [f"k{i}" for i in range(n_keys)]
     with perf.Stopwatch() as w:
@@ -129,12 +139,11 @@ def measure_variable_store(
     return {"keys": len(keys)}
 
 
-def measure_kv_store(
-    experiment: str, n_keys: int, end: Any, *, kv_table: str, dag_id: str, run_id: str
-) -> dict[str, Any]:
+def measure_kv_store(run: MeasureRun, n_keys: int, kv_table: str) -> dict[str, Any]:
     """Write ``n_keys`` kv keys (the first half one statement per key, the rest in one batch, each with
     a history row), read them back per key and in one ``= ANY`` query, record the four measurements
     ``kv/write_per_key``, ``kv/write_batch``, ``kv/read_per_key``, ``kv/read_batch``. Returns ``{"keys"}``."""
+    experiment, end, dag_id, run_id = run.experiment, run.end, run.dag_id, run.run_id
     exp, n = experiment, n_keys
     t, h = ident(kv_table), ident(kv_table + "_history")
     keys = [f"{exp}/p{i:05d}" for i in range(n)]
