@@ -67,7 +67,9 @@ def _71_02_04_sliding_window():
 
         p = params or {}
         run_id = get_current_context()["run_id"]
-        return lesson.recompute(p["source"], p["panes"], p["target"], windows, int(p["slide_hours"]), run_id)
+        return lesson.recompute(
+            p["source"], p["panes"], p["target"], windows, int(p["size_hours"]), int(p["slide_hours"]), run_id
+        )
 
     recompute(affected_windows())
 

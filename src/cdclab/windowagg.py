@@ -207,10 +207,11 @@ def recompute_sliding(
     panes: str,
     target: str,
     windows: list[Window],
+    size: dt.timedelta,
     slide: dt.timedelta,
     run_id: str,
 ) -> None:
-    """Recompute the panes (tumbling windows of ``slide``) that make up ``windows`` from ``source`` into
+    """Recompute the panes (tumbling windows of ``slide``) that make up ``windows`` (each ``size`` long) from ``source`` into
     ``panes``, then each window as the sum of its panes into ``target``; both tables are created when
     missing, both upserts are idempotent."""
     pane_spec = WindowSpec.tumbling(slide)
@@ -219,7 +220,7 @@ def recompute_sliding(
             pane
             for w in windows
             for pane in pane_spec.windows_touching(
-                [w.start + pane_spec.size * k for k in range((w.end - w.start) // slide)]
+                [w.start + pane_spec.size * k for k in range(size // slide)]
             )
         }
     )

@@ -29,13 +29,27 @@ def affected_windows(source: str, interval: Any, size_hours: int, slide_hours: i
 
 
 def recompute(
-    source: str, panes: str, target: str, windows: list[list[str]], slide_hours: int, run_id: str
+    source: str,
+    panes: str,
+    target: str,
+    windows: list[list[str]],
+    size_hours: int,
+    slide_hours: int,
+    run_id: str,
 ) -> int:
     """Recompute the panes of ``windows`` and the windows from them (idempotent upserts). Returns how many
     windows."""
     todo = [Window(datetime.fromisoformat(a), datetime.fromisoformat(b)) for a, b in windows]
     with transaction(SHOP) as src, transaction(WAREHOUSE) as dst:
         windowagg.recompute_sliding(
-            src, dst, source, panes, target, todo, timedelta(hours=slide_hours), run_id
+            src,
+            dst,
+            source,
+            panes,
+            target,
+            todo,
+            timedelta(hours=size_hours),
+            timedelta(hours=slide_hours),
+            run_id,
         )
     return len(todo)
