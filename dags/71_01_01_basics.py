@@ -46,11 +46,18 @@ from airflow.sdk import Param, dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 DAG_ID = "71_01_01_basics"
-KEY_COLUMNS = ["id"]
 
 
-def _pipeline(params: dict[str, Any]) -> str:
-    return params["pipeline"] or f"71_01_01/{params['source_table']}"
+def _load_run(params: dict[str, Any], dag_run: Any) -> Any:
+    """The metrics/watermark key (default ``71_01_01/<source>``) and this run with its data interval."""
+    from airflow.sdk import get_current_context
+
+    from cdclab.intervals import run_interval
+    from cdclab.lessons.basics import LoadRun
+
+    iv = run_interval(get_current_context())  # derived from the timetable if the run has none
+    pipeline = params["pipeline"] or f"71_01_01/{params['source_table']}"
+    return LoadRun(pipeline, DAG_ID, dag_run.run_id, iv.start, iv.end)
 
 
 @dag(
@@ -71,132 +78,26 @@ def _pipeline(params: dict[str, Any]) -> str:
 def basics() -> None:
     @task
     def prepare(params: dict[str, Any]) -> None:
-        from cdclab import state, upsert
-        from cdclab.db import SHOP, WAREHOUSE, connect
+        from cdclab.lessons import basics as lesson
 
-        shop, wh = connect(SHOP), connect(WAREHOUSE)
-        try:
-            state.ensure_schema(wh)
-            for target in (params["full_target"], params["incremental_target"]):
-                upsert.ensure_mirror_table(shop, params["source_table"], wh, target, KEY_COLUMNS)
-        finally:
-            shop.close()
-            wh.close()
+        lesson.prepare(params["source_table"], (params["full_target"], params["incremental_target"]))
 
     @task
     def full_load(params: dict[str, Any], dag_run: Any = None) -> dict[str, Any]:
-        import time
+        from cdclab.lessons import basics as lesson
 
-        from airflow.sdk import get_current_context
-        from psycopg2 import sql
-        from psycopg2.extras import execute_values
-
-        from cdclab import state
-        from cdclab.db import SHOP, WAREHOUSE, connect, ident
-        from cdclab.intervals import run_interval
-
-        iv = run_interval(get_current_context())  # derived from the timetable if the run has none
-
-        started = time.perf_counter()
-        shop, wh = connect(SHOP), connect(WAREHOUSE)
-        try:
-            with shop.cursor() as cur:
-                cur.execute(sql.SQL("SELECT * FROM {}").format(ident(params["source_table"])))
-                columns = [d.name for d in cur.description]
-                rows = cur.fetchall()
-            shop.rollback()
-            target = ident(params["full_target"])
-            with wh, wh.cursor() as cur:
-                cur.execute(sql.SQL("TRUNCATE {}").format(target))
-                execute_values(
-                    cur,
-                    sql.SQL("INSERT INTO {} ({}) VALUES %s").format(
-                        target, sql.SQL(", ").join(sql.Identifier(c) for c in columns)
-                    ),
-                    rows,
-                    page_size=1000,
-                )
-                metrics = {
-                    "rows_read": len(rows),
-                    "rows_written": len(rows),
-                    "duration_ms": (time.perf_counter() - started) * 1000,
-                }
-                state.record_run_metrics(
-                    wh,
-                    pipeline=_pipeline(params),
-                    strategy="full",
-                    dag_id=DAG_ID,
-                    run_id=dag_run.run_id,
-                    interval_start=iv.start,
-                    interval_end=iv.end,
-                    **metrics,
-                )
-        finally:
-            shop.close()
-            wh.close()
+        metrics = lesson.full_load(params["source_table"], params["full_target"], _load_run(params, dag_run))
         print(f"full load: {metrics}")
         return metrics
 
     @task
     def incremental_load(params: dict[str, Any], dag_run: Any = None) -> dict[str, Any]:
-        import time
+        from cdclab.lessons import basics as lesson
 
-        from airflow.sdk import get_current_context
-
-        from cdclab import delta, state, upsert
-        from cdclab.db import SHOP, WAREHOUSE, connect
-        from cdclab.intervals import run_interval
-
-        iv = run_interval(get_current_context())  # derived from the timetable if the run has none
-
-        started = time.perf_counter()
-        key = _pipeline(params)
-        shop, wh = connect(SHOP), connect(WAREHOUSE)
-        try:
-            store = state.TableWatermarkStore(wh)
-            old = store.read(key, "timestamptz")
-            with shop.cursor() as cur:
-                cur.execute("SELECT now()")
-                upper = cur.fetchone()[0]
-            oldest_open = delta.oldest_open_transaction_start(shop, params["source_table"])
-            upper = min(upper, oldest_open) if oldest_open else upper
-            result = delta.read_timestamp_delta(
-                shop,
-                params["source_table"],
-                cursor_column="updated_at",
-                key_columns=KEY_COLUMNS,
-                since=old,
-                until=upper,
-            )
-            shop.rollback()
-            with wh:
-                written = upsert.upsert_rows(
-                    wh, params["incremental_target"], result.rows, KEY_COLUMNS, "version"
-                )
-                new = delta.next_watermark(old, result)
-                if new is not None and new != old:
-                    store.advance(
-                        key, old, new, value_type="timestamptz", dag_id=DAG_ID, run_id=dag_run.run_id
-                    )
-                metrics = {
-                    "rows_read": len(result.rows),
-                    "rows_written": written.written,
-                    "duration_ms": (time.perf_counter() - started) * 1000,
-                }
-                state.record_run_metrics(
-                    wh,
-                    pipeline=key,
-                    strategy="incremental",
-                    dag_id=DAG_ID,
-                    run_id=dag_run.run_id,
-                    interval_start=iv.start,
-                    interval_end=iv.end,
-                    **metrics,
-                )
-        finally:
-            shop.close()
-            wh.close()
-        print(f"incremental load from watermark {old}: {metrics}; skipped (already loaded) {written.skipped}")
+        metrics, old, skipped = lesson.incremental_load(
+            params["source_table"], params["incremental_target"], _load_run(params, dag_run)
+        )
+        print(f"incremental load from watermark {old}: {metrics}; skipped (already loaded) {skipped}")
         return metrics
 
     @task

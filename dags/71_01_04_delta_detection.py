@@ -37,8 +37,6 @@ from airflow.sdk import Param, dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 DAG_ID = "71_01_04_delta_detection"
-KEY_COLUMNS = ["id"]
-METHODS = ("timestamp", "version", "hash")
 
 
 def _key(params: dict[str, Any], method: str) -> str:
@@ -46,7 +44,9 @@ def _key(params: dict[str, Any], method: str) -> str:
 
 
 def _target(params: dict[str, Any], method: str) -> str:
-    return f"{params['target_prefix']}_{method}"
+    from cdclab.lessons.delta_detection import target_of
+
+    return target_of(params["target_prefix"], method)
 
 
 @dag(
@@ -75,192 +75,59 @@ def _target(params: dict[str, Any], method: str) -> str:
 def delta_detection() -> None:
     @task
     def prepare(params: dict[str, Any]) -> None:
-        from psycopg2 import sql
+        from cdclab.lessons import delta_detection as lesson
 
-        from cdclab import delta, state, upsert
-        from cdclab.db import SHOP, WAREHOUSE, connect, ident
-
-        shop, wh = connect(SHOP), connect(WAREHOUSE)
-        try:
-            state.ensure_schema(wh)
-            delta.ensure_snapshot_table(wh)
-            for method in METHODS:
-                upsert.ensure_mirror_table(
-                    shop, params["source_table"], wh, _target(params, method), KEY_COLUMNS
-                )
-            with wh, wh.cursor() as cur:
-                cur.execute(
-                    sql.SQL(
-                        "CREATE TABLE IF NOT EXISTS {} (id bigserial PRIMARY KEY, run_id text NOT NULL, "
-                        "method text NOT NULL, target text NOT NULL, missing jsonb NOT NULL, extra jsonb NOT NULL, "
-                        "different jsonb NOT NULL, checked_at timestamptz NOT NULL DEFAULT now())"
-                    ).format(ident(params["reconciliation_table"]))
-                )
-        finally:
-            shop.close()
-            wh.close()
+        lesson.prepare(params["source_table"], params["target_prefix"], params["reconciliation_table"])
 
     @task
     def timestamp_based(params: dict[str, Any], dag_run: Any = None) -> dict[str, int]:
-        from datetime import timedelta
+        from cdclab.lessons import delta_detection as lesson
 
-        from cdclab import delta, state, upsert
-        from cdclab.db import SHOP, WAREHOUSE, connect
-
-        key, source = _key(params, "timestamp"), params["source_table"]
-        shop, wh = connect(SHOP), connect(WAREHOUSE)
-        try:
-            store = state.TableWatermarkStore(wh)
-            old = store.read(key, "timestamptz")
-            with shop.cursor() as cur:
-                cur.execute("SELECT now()")
-                upper = cur.fetchone()[0]
-            oldest_open = delta.oldest_open_transaction_start(shop, source)
-            upper = min(upper, oldest_open) if oldest_open else upper
-            result = delta.read_timestamp_delta(
-                shop,
-                source,
-                cursor_column="updated_at",
-                key_columns=KEY_COLUMNS,
-                since=old,
-                until=upper,
-                lookback=timedelta(seconds=params["lookback_seconds"]),
-                null_policy=params["null_policy"],
-            )
-            shop.rollback()
-            with wh:
-                written = upsert.upsert_rows(
-                    wh, _target(params, "timestamp"), result.rows, KEY_COLUMNS, "version"
-                )
-                new = delta.next_watermark(old, result)
-                if new is not None and new != old:
-                    store.advance(
-                        key, old, new, value_type="timestamptz", dag_id=DAG_ID, run_id=dag_run.run_id
-                    )
-        finally:
-            shop.close()
-            wh.close()
-        counts = {
-            "read": len(result.rows),
-            "inserted": written.inserted,
-            "updated": written.updated,
-            "skipped": written.skipped,
-            "null_cursor_rows": result.null_cursor_rows,
-        }
+        counts, old = lesson.timestamp_load(
+            params["source_table"],
+            _target(params, "timestamp"),
+            _key(params, "timestamp"),
+            lookback_seconds=params["lookback_seconds"],
+            null_policy=params["null_policy"],
+            dag_id=DAG_ID,
+            run_id=dag_run.run_id,
+        )
         print(f"timestamp-based since {old} (lookback {params['lookback_seconds']} s): {counts}")
         return counts
 
     @task
     def version_based(params: dict[str, Any], dag_run: Any = None) -> dict[str, int]:
-        from cdclab import delta, state, upsert
-        from cdclab.db import SHOP, WAREHOUSE, connect
+        from cdclab.lessons import delta_detection as lesson
 
-        key = _key(params, "version")
-        shop, wh = connect(SHOP), connect(WAREHOUSE)
-        try:
-            store = state.TableWatermarkStore(wh)
-            old = store.read(key, "bigint")
-            result = delta.read_xmin_delta(shop, params["source_table"], key_columns=KEY_COLUMNS, since=old)
-            shop.rollback()
-            with wh:
-                written = upsert.upsert_rows(
-                    wh, _target(params, "version"), result.rows, KEY_COLUMNS, "version"
-                )
-                if result.max_cursor != old:
-                    store.advance(
-                        key, old, result.max_cursor, value_type="bigint", dag_id=DAG_ID, run_id=dag_run.run_id
-                    )
-        finally:
-            shop.close()
-            wh.close()
-        counts = {
-            "read": len(result.rows),
-            "inserted": written.inserted,
-            "updated": written.updated,
-            "skipped": written.skipped,
-        }
-        print(f"version-based (xmin) since xid {old} -> {result.max_cursor}: {counts}")
+        counts, old, new = lesson.version_load(
+            params["source_table"],
+            _target(params, "version"),
+            _key(params, "version"),
+            dag_id=DAG_ID,
+            run_id=dag_run.run_id,
+        )
+        print(f"version-based (xmin) since xid {old} -> {new}: {counts}")
         return counts
 
     @task
     def hash_based(params: dict[str, Any]) -> dict[str, int]:
-        from cdclab import delta, upsert
-        from cdclab.db import SHOP, WAREHOUSE, connect
+        from cdclab.lessons import delta_detection as lesson
 
-        source, target, snapshot = params["source_table"], _target(params, "hash"), _key(params, "hash")
-        shop, wh = connect(SHOP), connect(WAREHOUSE)
-        try:
-            columns = [c for c, _ in upsert.source_columns(shop, source) if c not in KEY_COLUMNS]
-            hashes = delta.table_hashes(shop, source, key_columns=KEY_COLUMNS, columns=columns)
-            changes = delta.diff_hashes(delta.load_snapshot(wh, snapshot), hashes)
-            changed_rows = delta.fetch_rows_by_keys(
-                shop, source, KEY_COLUMNS, changes.inserted + changes.updated
-            )
-            shop.rollback()
-            with wh:  # target and snapshot move together
-                written = upsert.upsert_rows(wh, target, changed_rows, KEY_COLUMNS)
-                deleted = upsert.delete_keys(wh, target, KEY_COLUMNS, changes.deleted)
-                delta.save_snapshot(wh, snapshot, hashes, changes)
-        finally:
-            shop.close()
-            wh.close()
-        counts = {
-            "inserted": len(changes.inserted),
-            "updated": len(changes.updated),
-            "deleted": len(changes.deleted),
-            "written": written.written,
-            "target_deleted": deleted,
-        }
+        snapshot = _key(params, "hash")
+        counts = lesson.hash_load(params["source_table"], _target(params, "hash"), snapshot)
         print(f"hash-based against snapshot {snapshot!r}: {counts}")
         return counts
 
     @task
     def reconcile(params: dict[str, Any], dag_run: Any = None) -> dict[str, dict[str, list[Any]]]:
-        from psycopg2 import sql
-        from psycopg2.extras import Json
+        from cdclab.lessons import delta_detection as lesson
 
-        from cdclab import delta, upsert
-        from cdclab.db import SHOP, WAREHOUSE, connect, ident
-
-        source = params["source_table"]
-        shop, wh = connect(SHOP), connect(WAREHOUSE)
-        report: dict[str, dict[str, list[Any]]] = {}
-        try:
-            columns = [c for c, _ in upsert.source_columns(shop, source) if c not in KEY_COLUMNS]
-            for method in METHODS:
-                result = delta.compare_tables(
-                    shop, source, wh, _target(params, method), key_columns=KEY_COLUMNS, columns=columns
-                )
-                report[method] = {
-                    name: [list(k) for k in keys]
-                    for name, keys in (
-                        ("missing", result.missing),
-                        ("extra", result.extra),
-                        ("different", result.different),
-                    )
-                }
-                with wh, wh.cursor() as cur:
-                    cur.execute(
-                        sql.SQL(
-                            "INSERT INTO {} (run_id, method, target, missing, extra, different) "
-                            "VALUES (%s, %s, %s, %s, %s, %s)"
-                        ).format(ident(params["reconciliation_table"])),
-                        (
-                            dag_run.run_id,
-                            method,
-                            _target(params, method),
-                            Json(result.missing),
-                            Json(result.extra),
-                            Json(result.different),
-                        ),
-                    )
-                print(
-                    f"{method:<9} missing {result.missing} extra {result.extra} different {result.different}"
-                )
-        finally:
-            shop.close()
-            wh.close()
-        return report
+        return lesson.reconcile(
+            params["source_table"],
+            params["target_prefix"],
+            params["reconciliation_table"],
+            run_id=dag_run.run_id,
+        )
 
     prepared = prepare()
     loads = [timestamp_based(), version_based(), hash_based()]

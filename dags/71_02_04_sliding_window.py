@@ -53,78 +53,23 @@ def _71_02_04_sliding_window():
     @task
     def affected_windows(params: dict | None = None) -> list[list[str]]:
         """The window this interval closes + every closed window that contains an order changed in it."""
-        from datetime import timedelta
-
-        from psycopg2 import sql
-
-        from cdclab.db import SHOP, ident, transaction
-        from cdclab.intervals import WindowSpec, from_context
+        from cdclab.intervals import from_context
+        from cdclab.lessons import sliding_window as lesson
 
         p = params or {}
         interval = from_context(get_current_context())
-        spec = WindowSpec.sliding(
-            timedelta(hours=int(p["size_hours"])), timedelta(hours=int(p["slide_hours"]))
-        )
-        where, bounds = interval.sql_predicate("updated_at")
-        with transaction(SHOP) as cur:
-            cur.execute(
-                sql.SQL("SELECT DISTINCT ordered_at FROM {src} WHERE {w}").format(
-                    src=ident(p["source"]), w=where
-                ),
-                bounds,
-            )
-            changed = [row[0] for row in cur.fetchall()]
-        windows = set(spec.windows_ending_in(interval))
-        windows.update(w for w in spec.windows_touching(changed) if w.end <= interval.end)
-        print(f"{len(changed)} changed event times -> {len(windows)} windows to recompute")
-        return [[w.start.isoformat(), w.end.isoformat()] for w in sorted(windows)]
+        return lesson.affected_windows(p["source"], interval, int(p["size_hours"]), int(p["slide_hours"]))
 
     @task
     def recompute(windows: list[list[str]], params: dict | None = None) -> int:
         """Panes from the source, windows from the panes, both upserted (idempotent)."""
-        from datetime import timedelta
-
-        from cdclab import windowagg
-        from cdclab.db import SHOP, WAREHOUSE, transaction
-        from cdclab.ddl import ensure as ensure_ddl
-        from cdclab.intervals import Window, WindowSpec
+        from cdclab.lessons import sliding_window as lesson
 
         p = params or {}
         run_id = get_current_context()["run_id"]
-        panes_spec = WindowSpec.tumbling(timedelta(hours=int(p["slide_hours"])))
-        todo = [Window(pendulum.parse(a), pendulum.parse(b)) for a, b in windows]
-        panes = sorted(
-            {
-                pane
-                for w in todo
-                for pane in panes_spec.windows_touching(
-                    [
-                        w.start + panes_spec.size * k
-                        for k in range(int(p["size_hours"]) // int(p["slide_hours"]))
-                    ]
-                )
-            }
+        return lesson.recompute(
+            p["source"], p["panes"], p["target"], windows, int(p["size_hours"]), int(p["slide_hours"]), run_id
         )
-        with transaction(SHOP) as src, transaction(WAREHOUSE) as dst:
-            for table in (p["panes"], p["target"]):
-                ensure_ddl(dst, table, windowagg.create_window_table_sql(table))
-            windowagg.recompute(src, dst, p["source"], p["panes"], panes, run_id)
-            combine = windowagg.sliding_from_panes_sql(p["panes"])
-            for w in todo:
-                dst.execute(combine, {"w_start": w.start, "w_end": w.end})
-                orders, revenue, late = dst.fetchone()
-                dst.execute(
-                    windowagg.upsert_window_sql(p["target"]),
-                    {
-                        "w_start": w.start,
-                        "w_end": w.end,
-                        "orders": orders,
-                        "revenue": revenue,
-                        "late_orders": late,
-                        "run_id": run_id,
-                    },
-                )
-        return len(todo)
 
     recompute(affected_windows())
 

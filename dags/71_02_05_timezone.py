@@ -49,90 +49,22 @@ def _71_02_05_timezone():
     @task
     def home_zones(params: dict | None = None) -> list[str]:
         """The customers' home zones; an unknown zone fails the run with the customers to fix."""
-        from psycopg2 import sql
-
-        from cdclab.db import SHOP, ident, transaction
-        from cdclab.timezones import UnknownTimeZoneError, zone
+        from cdclab.lessons import local_days as lesson
 
         p = params or {}
-        with transaction(SHOP) as cur:
-            cur.execute(
-                sql.SQL("SELECT home_tz, array_agg(id ORDER BY id) FROM {c} GROUP BY 1 ORDER BY 1").format(
-                    c=ident(p["customers"])
-                )
-            )
-            zones = cur.fetchall()
-        bad = []
-        for name, ids in zones:
-            try:
-                zone(name)
-            except UnknownTimeZoneError as exc:
-                bad.append(f"{exc} (customers {ids[:10]})")
-        if bad:
-            raise UnknownTimeZoneError("; ".join(bad))
-        return [name for name, _ in zones]
+        return lesson.home_zones(p["customers"])
 
     @task
     def report_local_days(zones: list[str], params: dict | None = None) -> list[str]:
         """Upsert the business day of this interval and every home-zone day that ends inside it."""
-        from psycopg2 import sql
-
-        from cdclab.db import SHOP, WAREHOUSE, ident, transaction
         from cdclab.intervals import from_context
-        from cdclab.timezones import day_totals_sql, local_date_of, local_day_bounds, local_days_ending_in
+        from cdclab.lessons import local_days as lesson
 
         p = params or {}
         ctx = get_current_context()
-        interval = from_context(ctx)
-        business = local_day_bounds(local_date_of(interval.start, BUSINESS_TZ), BUSINESS_TZ)
-        if (business.utc_start, business.utc_end) != (interval.start, interval.end):
-            raise ValueError(
-                f"data interval {interval} is not the {BUSINESS_TZ} day {business.date}: the "
-                f"schedule must be a daily CronDataIntervalTimetable in {BUSINESS_TZ}"
-            )
-        work = [("business", business, day_totals_sql(p["orders"]))]
-        per_zone = day_totals_sql(p["orders"], p["customers"])
-        work += [
-            ("home_tz", day, per_zone)
-            for tz in zones
-            for day in local_days_ending_in(interval.start, interval.end, tz)
-        ]
-        rows = []
-        with transaction(SHOP) as cur:
-            for scope, day, query in work:
-                cur.execute(query, {"tz": day.tz, "utc_start": day.utc_start, "utc_end": day.utc_end})
-                orders, revenue = cur.fetchone()
-                rows.append(
-                    (
-                        scope,
-                        day.tz,
-                        day.date,
-                        day.utc_start,
-                        day.utc_end,
-                        day.hours,
-                        orders,
-                        revenue,
-                        ctx["run_id"],
-                    )
-                )
-        with transaction(WAREHOUSE) as cur:
-            cur.execute(
-                sql.SQL(
-                    "CREATE TABLE IF NOT EXISTS {t} (scope text NOT NULL, tz text NOT NULL, local_date date NOT NULL, "
-                    "utc_start timestamptz NOT NULL, utc_end timestamptz NOT NULL, hours integer NOT NULL, "
-                    "orders integer NOT NULL, revenue numeric(14, 2) NOT NULL, computed_by_run text, "
-                    "PRIMARY KEY (scope, tz, local_date))"
-                ).format(t=ident(p["target"]))
-            )
-            cur.executemany(
-                sql.SQL(
-                    "INSERT INTO {t} VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (scope, tz, local_date) "
-                    "DO UPDATE SET utc_start = EXCLUDED.utc_start, utc_end = EXCLUDED.utc_end, hours = EXCLUDED.hours, "
-                    "orders = EXCLUDED.orders, revenue = EXCLUDED.revenue, computed_by_run = EXCLUDED.computed_by_run"
-                ).format(t=ident(p["target"])),
-                rows,
-            )
-        return [f"{scope} {tz} {d} ({h} h): {n} orders" for scope, tz, d, _, _, h, n, *_ in rows]
+        return lesson.report_local_days(
+            p["orders"], p["customers"], p["target"], zones, from_context(ctx), BUSINESS_TZ, ctx["run_id"]
+        )
 
     report_local_days(home_zones())
 

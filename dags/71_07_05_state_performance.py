@@ -45,30 +45,15 @@ from airflow.timetables.interval import CronDataIntervalTimetable
 DAG_ID = "71_07_05_state_performance"
 
 
-class StateReadBackMismatch(RuntimeError):
-    """A store returned something else than what was just written to it: the store is broken."""
+def _measure_run(params: dict[str, Any], dag_run: Any) -> Any:
+    """The experiment, the data interval end every store is given, and this run."""
+    from airflow.sdk import get_current_context
 
+    from cdclab.intervals import run_interval
+    from cdclab.lessons.state_performance import MeasureRun
 
-def _kv_ddl(table: str) -> list[Any]:
-    from psycopg2 import sql
-
-    from cdclab.db import ident
-
-    return [
-        sql.SQL(
-            "CREATE TABLE IF NOT EXISTS {} (key text PRIMARY KEY, value bigint NOT NULL, "
-            "updated_at timestamptz NOT NULL DEFAULT clock_timestamp())"
-        ).format(ident(table)),
-        sql.SQL(
-            "CREATE TABLE IF NOT EXISTS {} (id bigserial PRIMARY KEY, key text NOT NULL, value bigint NOT NULL, "
-            "changed_at timestamptz NOT NULL DEFAULT clock_timestamp())"
-        ).format(ident(table + "_history")),
-    ]
-
-
-def kv_value(end: Any, i: int) -> int:
-    """The value the run with data interval end ``end`` writes for kv key number ``i``."""
-    return int(end.timestamp()) * 1000 + i
+    iv = run_interval(get_current_context())  # derived from the timetable if the run has none
+    return MeasureRun(params["experiment"], iv.end, DAG_ID, dag_run.run_id)
 
 
 @dag(
@@ -91,207 +76,37 @@ def kv_value(end: Any, i: int) -> int:
 def state_performance() -> None:
     @task
     def prepare(params: dict[str, Any]) -> None:
-        from cdclab import perf, state
-        from cdclab.db import WAREHOUSE, connect
+        from cdclab.lessons import state_performance as lesson
 
-        wh = connect(WAREHOUSE)
-        try:
-            state.ensure_schema(wh)
-            perf.ensure_schema(wh)
-            with wh, wh.cursor() as cur:
-                for ddl in _kv_ddl(params["kv_table"]):
-                    cur.execute(ddl)
-        finally:
-            wh.close()
+        lesson.prepare(params["kv_table"])
 
     @task
     def table_store(params: dict[str, Any], dag_run: Any = None) -> dict[str, Any]:
-        from airflow.sdk import get_current_context
+        from cdclab.lessons import state_performance as lesson
 
-        from cdclab import perf, state
-        from cdclab.db import WAREHOUSE, connect
-        from cdclab.intervals import run_interval
-
-        iv = run_interval(get_current_context())  # derived from the timetable if the run has none
-
-        exp, end = params["experiment"], iv.end
-        keys = [f"{exp}/k{i}" for i in range(params["watermark_keys"])]
-        wh = connect(WAREHOUSE)
-        try:
-            store = state.TableWatermarkStore(wh)
-            with perf.Stopwatch() as w:
-                with wh:  # one transaction for all keys: read old, compare-and-set new
-                    written = 0
-                    for key in keys:
-                        old = store.read(key, "timestamptz")
-                        if old is None or end > old:
-                            store.advance(
-                                key, old, end, value_type="timestamptz", dag_id=DAG_ID, run_id=dag_run.run_id
-                            )
-                            written += 1
-            with perf.Stopwatch() as r:
-                values = {key: store.read(key, "timestamptz") for key in keys}
-            wh.rollback()
-            wrong = {k: v for k, v in values.items() if v != end}
-            if wrong:
-                raise StateReadBackMismatch(f"table store read back {wrong}, wrote {end}")
-            with wh:
-                perf.record(
-                    wh,
-                    perf.Measurement(
-                        exp, "table/write", len(keys), written, w.ms, {"statements": 3 * len(keys)}
-                    ),
-                    dag_id=DAG_ID,
-                    run_id=dag_run.run_id,
-                )
-                perf.record(
-                    wh,
-                    perf.Measurement(exp, "table/read", len(keys), 0, r.ms, {"statements": len(keys)}),
-                    dag_id=DAG_ID,
-                    run_id=dag_run.run_id,
-                )
-        finally:
-            wh.close()
-        return {"keys": len(keys), "written": written}
+        return lesson.measure_table_store(_measure_run(params, dag_run), params["watermark_keys"])
 
     @task
     def variable_store(params: dict[str, Any], dag_run: Any = None) -> dict[str, Any]:
-        from airflow.sdk import get_current_context
+        from cdclab.lessons import state_performance as lesson
 
-        from cdclab import perf, state
-        from cdclab.db import WAREHOUSE, connect
-        from cdclab.intervals import run_interval
-
-        iv = run_interval(get_current_context())  # derived from the timetable if the run has none
-
-        exp, end = params["experiment"], iv.end
-        store = state.VariableWatermarkStore(prefix=params["variable_prefix"])
-        keys = [f"k{i}" for i in range(params["watermark_keys"])]
-        with perf.Stopwatch() as w:
-            for key in keys:  # last writer wins: no compare-and-set, max_active_runs=1 protects it
-                store.set(key, end, "timestamptz")
-        with perf.Stopwatch() as r:
-            values = {key: store.get(key, "timestamptz") for key in keys}
-        wrong = {k: v for k, v in values.items() if v != end}
-        if wrong:
-            raise StateReadBackMismatch(f"Variables read back {wrong}, wrote {end}")
-        wh = connect(WAREHOUSE)
-        try:
-            with wh:
-                perf.record(
-                    wh,
-                    perf.Measurement(exp, "variable/write", 0, len(keys), w.ms, {"api_calls": len(keys)}),
-                    dag_id=DAG_ID,
-                    run_id=dag_run.run_id,
-                )
-                perf.record(
-                    wh,
-                    perf.Measurement(exp, "variable/read", len(keys), 0, r.ms, {"api_calls": len(keys)}),
-                    dag_id=DAG_ID,
-                    run_id=dag_run.run_id,
-                )
-        finally:
-            wh.close()
-        return {"keys": len(keys)}
+        r = _measure_run(params, dag_run)
+        return lesson.measure_variable_store(r, params["watermark_keys"], params["variable_prefix"])
 
     @task
     def kv_store(params: dict[str, Any], dag_run: Any = None) -> dict[str, Any]:
-        from airflow.sdk import get_current_context
-        from psycopg2 import sql
-        from psycopg2.extras import execute_values
+        from cdclab.lessons import state_performance as lesson
 
-        from cdclab import perf
-        from cdclab.db import WAREHOUSE, connect, ident
-        from cdclab.intervals import run_interval
-
-        iv = run_interval(get_current_context())  # derived from the timetable if the run has none
-
-        exp, end, n = params["experiment"], iv.end, params["kv_keys"]
-        t, h = ident(params["kv_table"]), ident(params["kv_table"] + "_history")
-        keys = [f"{exp}/p{i:05d}" for i in range(n)]
-        half = n // 2
-        upsert = sql.SQL(
-            "INSERT INTO {} (key, value) VALUES %s ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, "
-            "updated_at = clock_timestamp()"
-        ).format(t)
-        hist = sql.SQL("INSERT INTO {} (key, value) VALUES %s").format(h)
-        values = [(k, kv_value(end, i)) for i, k in enumerate(keys)]
-        wh = connect(WAREHOUSE)
-        m: list[perf.Measurement] = []
-        try:
-            with wh, wh.cursor() as cur:
-                with perf.Stopwatch() as sw:  # the first half one key per statement
-                    for v in values[:half]:
-                        execute_values(cur, upsert, [v])
-                        execute_values(cur, hist, [v])
-                m.append(perf.Measurement(exp, "kv/write_per_key", 0, half, sw.ms, {"statements": 2 * half}))
-                with perf.Stopwatch() as sw:  # the second half in one statement each
-                    execute_values(cur, upsert, values[half:], page_size=max(n, 1))
-                    execute_values(cur, hist, values[half:], page_size=max(n, 1))
-                m.append(perf.Measurement(exp, "kv/write_batch", 0, n - half, sw.ms, {"statements": 2}))
-            with wh.cursor() as cur:
-                read: dict[str, int] = {}
-                with perf.Stopwatch() as sw:
-                    for k in keys:
-                        cur.execute(sql.SQL("SELECT value FROM {} WHERE key = %s").format(t), (k,))
-                        read[k] = cur.fetchone()[0]
-                m.append(perf.Measurement(exp, "kv/read_per_key", n, 0, sw.ms, {"statements": n}))
-                with perf.Stopwatch() as sw:
-                    cur.execute(sql.SQL("SELECT key, value FROM {} WHERE key = ANY(%s)").format(t), (keys,))
-                    batch = dict(cur.fetchall())
-                m.append(perf.Measurement(exp, "kv/read_batch", len(batch), 0, sw.ms, {"statements": 1}))
-            wh.rollback()
-            expected = dict(values)
-            if read != expected or batch != expected:
-                raise StateReadBackMismatch(
-                    f"kv store read back differs from what was written ({params['kv_table']})"
-                )
-            with wh:
-                for x in m:
-                    perf.record(wh, x, dag_id=DAG_ID, run_id=dag_run.run_id)
-        finally:
-            wh.close()
-        return {"keys": n}
+        return lesson.measure_kv_store(_measure_run(params, dag_run), params["kv_keys"], params["kv_table"])
 
     @task
     def cleanup(params: dict[str, Any], dag_run: Any = None) -> dict[str, int]:
-        from cdclab import perf, state
-        from cdclab.db import WAREHOUSE, connect
+        from cdclab.lessons import state_performance as lesson
 
-        exp, keep = params["experiment"], params["keep_history"]
-        wh = connect(WAREHOUSE)
-        try:
-            with perf.Stopwatch() as sw:
-                with wh, wh.cursor() as cur:
-                    removed = {
-                        "watermark_history": perf.prune_history(
-                            cur,
-                            state.HISTORY,
-                            key_column="key",
-                            order_column="id",
-                            keep=keep,
-                            key_prefix=f"{exp}/",
-                        ),
-                        "kv_history": perf.prune_history(
-                            cur,
-                            params["kv_table"] + "_history",
-                            key_column="key",
-                            order_column="id",
-                            keep=keep,
-                            key_prefix=f"{exp}/",
-                        ),
-                    }
-            with wh:
-                perf.record(
-                    wh,
-                    perf.Measurement(
-                        exp, "cleanup", None, sum(removed.values()), sw.ms, {**removed, "keep": keep}
-                    ),
-                    dag_id=DAG_ID,
-                    run_id=dag_run.run_id,
-                )
-        finally:
-            wh.close()
+        keep = params["keep_history"]
+        removed = lesson.cleanup_history(
+            params["experiment"], keep, kv_table=params["kv_table"], dag_id=DAG_ID, run_id=dag_run.run_id
+        )
         print(f"retention keep={keep}: removed {removed}")
         return removed
 

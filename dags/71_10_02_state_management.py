@@ -84,171 +84,62 @@ def _wm_key(params: dict[str, Any]) -> str:
 def state_management() -> None:
     @task
     def recover(params: dict[str, Any], dag_run: Any = None) -> dict[str, Any] | None:
-        from dataclasses import asdict
+        from cdclab.lessons import state_management as lesson
 
-        from cdclab import state, statebackup
-        from cdclab.cdc.consumer import ensure_schema as ensure_offsets
-        from cdclab.db import WAREHOUSE, connect
-        from cdclab.files.store import ObjectStore
-
-        wh = connect(WAREHOUSE)
-        try:
-            state.ensure_schema(wh)
-            with wh.cursor() as cur:
-                ensure_offsets(cur)
-            wh.commit()
-            statebackup.ensure_schema(wh)
-            lost = state.TableWatermarkStore(wh).get(_wm_key(params)) is None
-            wh.rollback()
-            if params["restore"] == "never" or (params["restore"] == "auto" and not lost):
-                print(f"no restore (restore={params['restore']}, watermark present={not lost})")
-                return None
-            try:
-                result = statebackup.restore(
-                    wh,
-                    ObjectStore(),
-                    scope=params["pipeline"],
-                    version=params["restore_version"],
-                    mode="missing" if params["restore"] == "auto" else "overwrite",
-                    dag_id=DAG_ID,
-                    run_id=dag_run.run_id,
-                )
-            except statebackup.NoBackupError:
-                if params["restore"] == "force":
-                    raise
-                print("watermark missing and no backup yet: first run, loading from the beginning")
-                return None
-        finally:
-            wh.close()
-        print(f"restored {result}")
-        return asdict(result)
+        return lesson.recover(
+            _wm_key(params),
+            params["pipeline"],
+            params["restore"],
+            params["restore_version"],
+            dag_id=DAG_ID,
+            run_id=dag_run.run_id,
+        )
 
     @task
     def load(params: dict[str, Any], dag_run: Any = None) -> dict[str, int]:
-        from psycopg2 import sql
-        from psycopg2.extras import execute_values
+        from cdclab.lessons import state_management as lesson
 
-        from cdclab import delta, state
-        from cdclab.db import SHOP, WAREHOUSE, connect, ident
-
-        key = _wm_key(params)
-        target = params["target_table"]
-        shop, wh = connect(SHOP), connect(WAREHOUSE)
-        try:
-            with wh, wh.cursor() as cur:
-                cur.execute(
-                    sql.SQL(
-                        "CREATE TABLE IF NOT EXISTS {} (id bigint, version integer, tier text, "
-                        "updated_at timestamptz, loaded_by text, PRIMARY KEY (id, version))"
-                    ).format(ident(target))
-                )
-            store = state.TableWatermarkStore(wh)
-            old = store.read(key, "timestamptz")
-            # now, held back to the start of the oldest transaction still open in the shop (it commits
-            # rows stamped with that start later): the watermark never passes a row not committed yet
-            upper = delta.read_upper_bound(shop)
-            result = delta.read_timestamp_delta(
-                shop,
-                params["source_table"],
-                cursor_column="updated_at",
-                key_columns=["id"],
-                since=old,
-                until=upper,
-            )
-            shop.rollback()
-            new = delta.next_watermark(old, result)
-            with wh, wh.cursor() as cur:
-                inserted = execute_values(
-                    cur,
-                    sql.SQL(
-                        "INSERT INTO {} (id, version, tier, updated_at, loaded_by) VALUES %s "
-                        "ON CONFLICT (id, version) DO NOTHING RETURNING id"
-                    ).format(ident(target)),
-                    [
-                        (r["id"], r["version"], r["tier"], r["updated_at"], dag_run.run_id)
-                        for r in result.rows
-                    ],
-                    fetch=True,
-                )
-                if new is not None and new != old:
-                    store.advance(
-                        key, old, new, value_type="timestamptz", dag_id=DAG_ID, run_id=dag_run.run_id
-                    )
-        finally:
-            shop.close()
-            wh.close()
-        print(f"watermark {old} -> {new}; read {len(result.rows)}, appended {len(inserted)}")
-        return {"read": len(result.rows), "appended": len(inserted)}
+        r = lesson.load_changes(
+            params["source_table"],
+            params["target_table"],
+            _wm_key(params),
+            dag_id=DAG_ID,
+            run_id=dag_run.run_id,
+        )
+        print(f"watermark {r['old']} -> {r['new']}; read {r['read']}, appended {r['appended']}")
+        return {"read": r["read"], "appended": r["appended"]}
 
     @task
     def backup(params: dict[str, Any], dag_run: Any = None) -> dict[str, Any]:
-        from dataclasses import asdict
+        from cdclab.lessons import state_management as lesson
 
-        from cdclab import statebackup
-        from cdclab.db import WAREHOUSE, connect
-        from cdclab.files.store import ObjectStore
-
-        wh = connect(WAREHOUSE)
-        try:
-            info = statebackup.backup(
-                wh,
-                ObjectStore(),
-                scope=params["pipeline"],
-                bucket=params["bucket"],
-                prefix=params["prefix"],
-                watermark_prefix=f"{params['pipeline']}/",
-                groups=params["consumer_groups"],
-                run_id=dag_run.run_id,
-            )
-        finally:
-            wh.close()
-        print(f"state snapshot v{info.version} -> {params['bucket']}/{info.object_key}")
-        return asdict(info)
+        info = lesson.backup(
+            params["pipeline"],
+            params["bucket"],
+            params["prefix"],
+            params["consumer_groups"],
+            run_id=dag_run.run_id,
+        )
+        print(f"state snapshot v{info['version']} -> {params['bucket']}/{info['object_key']}")
+        return info
 
     @task
     def monitor(params: dict[str, Any], dag_run: Any = None) -> dict[str, str]:
         from airflow.sdk import get_current_context
 
-        from cdclab import health
-        from cdclab.db import WAREHOUSE, connect
         from cdclab.intervals import run_interval
+        from cdclab.lessons import state_management as lesson
 
         iv = run_interval(get_current_context())  # derived from the timetable if the run has none
-        data_interval_end = iv.end
-
-        wh = connect(WAREHOUSE)
-        try:
-            health.ensure_schema(wh)
-            checks = health.watermark_ages(
-                wh,
-                [_wm_key(params)],
-                data_interval_end,
-                params["watermark_age_warn_seconds"],
-                params["watermark_age_alert_seconds"],
-                future_tolerance=params["watermark_future_tolerance_seconds"],
-            )
-            with wh.cursor() as cur:
-                cur.execute(
-                    "SELECT max(taken_at) FROM state.state_backups WHERE scope = %s", (params["pipeline"],)
-                )
-                taken = cur.fetchone()[0]
-            wh.rollback()
-            age = None if taken is None else max((data_interval_end - taken).total_seconds(), 0.0)
-            checks.append(
-                health.Check(
-                    "backup_age_seconds",
-                    params["pipeline"],
-                    age,
-                    params["backup_age_warn_seconds"],
-                    params["backup_age_alert_seconds"],
-                    health.grade(age, params["backup_age_warn_seconds"], params["backup_age_alert_seconds"]),
-                    f"latest backup {taken}",
-                )
-            )
-            health.record(wh, params["pipeline"], dag_run.run_id, data_interval_end, checks)
-        finally:
-            wh.close()
-        return {c.metric: c.status for c in checks}
+        return lesson.monitor(
+            params["pipeline"],
+            [_wm_key(params)],
+            iv.end,
+            watermark_age=(params["watermark_age_warn_seconds"], params["watermark_age_alert_seconds"]),
+            future_tolerance=params["watermark_future_tolerance_seconds"],
+            backup_age=(params["backup_age_warn_seconds"], params["backup_age_alert_seconds"]),
+            run_id=dag_run.run_id,
+        )
 
     recovered = recover()
     loaded = load()

@@ -226,7 +226,8 @@ class Gap:
         )
 
 
-def _keys_and_cursor(cur: Any, table: str, key: str, cursor_column: str | None) -> dict[Any, Any]:
+def keys_and_cursor(cur: Any, table: str, key: str, cursor_column: str | None) -> dict[Any, Any]:
+    """``{key: cursor}`` of every row of ``table`` (``{key: None}`` without a cursor column)."""
     cols = [sql.Identifier(key)] + ([sql.Identifier(cursor_column)] if cursor_column else [])
     cur.execute(sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(cols), ident(table)))
     return {r[0]: (r[1] if cursor_column else None) for r in cur.fetchall()}
@@ -242,8 +243,8 @@ def find_gaps(
     grain: dt.timedelta,
 ) -> list[Gap]:
     """Source keys absent from the target, grouped by the grid window of their cursor value."""
-    src = _keys_and_cursor(source_cur, source, key, cursor_column)
-    tgt = _keys_and_cursor(target_cur, target, key, None)
+    src = keys_and_cursor(source_cur, source, key, cursor_column)
+    tgt = keys_and_cursor(target_cur, target, key, None)
     by_window: dict[dt.datetime, list[Any]] = defaultdict(list)
     for k, cursor in src.items():
         if k not in tgt:

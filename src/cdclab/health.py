@@ -37,7 +37,7 @@ from typing import Any, Literal
 
 from psycopg2 import sql
 
-from cdclab import state
+from cdclab import state, statebackup
 from cdclab.cdc import offsets, slots
 from cdclab.db import ident
 from cdclab.ddl import ensure as ensure_ddl
@@ -146,6 +146,14 @@ def watermark_ages(
         out.append(_check("watermark_age_seconds", key, age, warn, alert, f"watermark {since.isoformat()}"))
     conn.rollback()
     return out
+
+
+def backup_age(conn: Any, scope: str, at: datetime, warn: float, alert: float) -> Check:
+    """Seconds from the newest state backup of ``scope`` (:mod:`cdclab.statebackup`) to ``at``; no backup
+    at all is an alert."""
+    taken = statebackup.latest_taken_at(conn, scope)
+    age = None if taken is None else max((at - taken).total_seconds(), 0.0)
+    return _check("backup_age_seconds", scope, age, warn, alert, f"latest backup {taken}")
 
 
 def kafka_lags(conn: Any, bootstrap: str, groups: Sequence[str], warn: float, alert: float) -> list[Check]:

@@ -13,7 +13,7 @@ Vocabulary:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from cdclab import delta, state
@@ -28,6 +28,8 @@ class Pull:
     upper: datetime | None = None
     """The read's exclusive upper bound: every row changed since (or committed late, stamped before an
     open transaction's start) has ``updated_at >= upper`` and is the next pull's."""
+    null_cursor_rows: int = 0
+    """Rows whose cursor is NULL (read or left out per the null policy, counted either way)."""
 
 
 def pull(
@@ -40,8 +42,10 @@ def pull(
     cursor_column: str = "updated_at",
     batch_size: int = 1000,
     null_policy: delta.NullPolicy = "raise",
+    lookback: timedelta = timedelta(0),
 ) -> Pull:
-    """Read the rows of ``table`` (on ``shop``) changed since the watermark ``key`` (on ``wh``)."""
+    """Read the rows of ``table`` (on ``shop``) changed since the watermark ``key`` (on ``wh``), minus
+    ``lookback`` (re-read rows committed late with an older stamp; the consumer must be idempotent)."""
     store = state.TableWatermarkStore(wh)
     old = store.read(key, "timestamptz")
     with shop.cursor() as cur:
@@ -57,11 +61,12 @@ def pull(
         key_columns=list(key_columns),
         since=old,
         until=upper,
+        lookback=lookback,
         batch_size=batch_size,
         null_policy=null_policy,
     )
     shop.rollback()
-    return Pull(key, old, delta.next_watermark(old, result), result.rows, upper)
+    return Pull(key, old, delta.next_watermark(old, result), result.rows, upper, result.null_cursor_rows)
 
 
 def advance(wh: Any, p: Pull, *, dag_id: str, run_id: str | None) -> None:

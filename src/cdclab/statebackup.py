@@ -151,6 +151,15 @@ def backup(
     return BackupInfo(version, key, digest, len(rows["watermarks"]), len(rows["kafka_offsets"]))
 
 
+def latest_taken_at(conn: Any, scope: str) -> Any:
+    """When the newest snapshot of ``scope`` was taken (None before the first backup); ends the read."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT max(taken_at) FROM state.state_backups WHERE scope = %s", (scope,))
+        taken = cur.fetchone()[0]
+    conn.rollback()
+    return taken
+
+
 @dataclass(frozen=True)
 class RestoreResult:
     version: int

@@ -153,6 +153,28 @@ def delete_keys(conn: Any, table: str, key_columns: Sequence[str], keys: Iterabl
     return deleted
 
 
+def replace_from(source_conn: Any, source: str, target_conn: Any, target: str, page_size: int = 1000) -> int:
+    """Full load: read every row of ``source``, ``TRUNCATE`` ``target`` and insert them (readers see the
+    old or the new table, never half). Ends the read transaction on ``source_conn``; does not commit on
+    ``target_conn`` (the caller's transaction decides). Returns the number of rows copied."""
+    with source_conn.cursor() as cur:
+        cur.execute(sql.SQL("SELECT * FROM {}").format(ident(source)))
+        columns = [d.name for d in cur.description]
+        rows = cur.fetchall()
+    source_conn.rollback()
+    with target_conn.cursor() as cur:
+        cur.execute(sql.SQL("TRUNCATE {}").format(ident(target)))
+        execute_values(
+            cur,
+            sql.SQL("INSERT INTO {} ({}) VALUES %s").format(
+                ident(target), sql.SQL(", ").join(map(sql.Identifier, columns))
+            ),
+            rows,
+            page_size=page_size,
+        )
+    return len(rows)
+
+
 def source_columns(conn: Any, table: str) -> list[tuple[str, str]]:
     """``[(column, SQL type)]`` of ``table`` in column order, from the catalog."""
     with conn.cursor() as cur:

@@ -31,7 +31,8 @@ from psycopg2 import sql
 
 from cdclab import arrivals
 from cdclab.db import ident
-from cdclab.intervals import Window
+from cdclab.ddl import ensure as ensure_ddl
+from cdclab.intervals import Window, WindowSpec
 
 
 def aggregate_sql(
@@ -173,3 +174,62 @@ def recompute_accepted(
         cur_dst.execute(upsert_window_sql(target), row)
         out.append(row)
     return out
+
+
+def affected_windows(
+    cur_src: Any,
+    source: str,
+    span: Window,
+    spec: WindowSpec,
+    event_col: str = "ordered_at",
+    changed_col: str = "updated_at",
+) -> tuple[list[Window], int]:
+    """The windows of ``spec`` that ``span`` closes plus every closed window (end <= ``span.end``) that
+    holds an event of ``source`` changed during ``span`` (``changed_col`` in it). Returns them sorted and
+    the number of distinct changed event times."""
+    where, bounds = span.sql_predicate(changed_col)
+    cur_src.execute(
+        sql.SQL("SELECT DISTINCT {e} FROM {src} WHERE {w}").format(
+            e=sql.Identifier(event_col), src=ident(source), w=where
+        ),
+        bounds,
+    )
+    changed = [row[0] for row in cur_src.fetchall()]
+    windows = set(spec.windows_ending_in(span))
+    windows.update(w for w in spec.windows_touching(changed) if w.end <= span.end)
+    return sorted(windows), len(changed)
+
+
+def recompute_sliding(
+    cur_src: Any,
+    cur_dst: Any,
+    source: str,
+    panes: str,
+    target: str,
+    windows: list[Window],
+    size: dt.timedelta,
+    slide: dt.timedelta,
+    run_id: str,
+) -> None:
+    """Recompute the panes (tumbling windows of ``slide``) that make up ``windows`` (each ``size`` long) from ``source`` into
+    ``panes``, then each window as the sum of its panes into ``target``; both tables are created when
+    missing, both upserts are idempotent."""
+    pane_spec = WindowSpec.tumbling(slide)
+    pane_windows = sorted(
+        {
+            pane
+            for w in windows
+            for pane in pane_spec.windows_touching(
+                [w.start + pane_spec.size * k for k in range(size // slide)]
+            )
+        }
+    )
+    for table in (panes, target):
+        ensure_ddl(cur_dst, table, create_window_table_sql(table))
+    recompute(cur_src, cur_dst, source, panes, pane_windows, run_id)
+    combine = sliding_from_panes_sql(panes)
+    for w in windows:
+        cur_dst.execute(combine, {"w_start": w.start, "w_end": w.end})
+        orders, revenue, late = cur_dst.fetchone()
+        row = {"w_start": w.start, "w_end": w.end, "orders": orders, "revenue": revenue, "late_orders": late}
+        cur_dst.execute(upsert_window_sql(target), {**row, "run_id": run_id})

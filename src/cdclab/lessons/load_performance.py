@@ -22,7 +22,6 @@ from contextlib import closing
 from typing import Any
 
 from psycopg2 import sql
-from psycopg2.extras import execute_values
 
 from cdclab import delta, perf, pull, state, upsert
 from cdclab.db import SHOP, WAREHOUSE, connect, ident, transaction
@@ -74,23 +73,10 @@ def prepare_customers_benchmark(source: str, table_rows: int, targets: Iterable[
 
 def full_load(shop: Any, wh: Any, source: str, target: str) -> tuple[int, int]:
     """Read every row of ``source``, ``TRUNCATE`` ``target`` and insert them, in one warehouse
-    transaction. Returns ``(rows read, rows written)``."""
-    with shop.cursor() as cur:
-        cur.execute(sql.SQL("SELECT * FROM {}").format(ident(source)))
-        columns = [d.name for d in cur.description]
-        rows = cur.fetchall()
-    shop.rollback()
-    with wh, wh.cursor() as cur:
-        cur.execute(sql.SQL("TRUNCATE {}").format(ident(target)))
-        execute_values(
-            cur,
-            sql.SQL("INSERT INTO {} ({}) VALUES %s").format(
-                ident(target), sql.SQL(", ").join(map(sql.Identifier, columns))
-            ),
-            rows,
-            page_size=1000,
-        )
-    return len(rows), len(rows)
+    transaction (:func:`cdclab.upsert.replace_from`). Returns ``(rows read, rows written)``."""
+    with wh:
+        n = upsert.replace_from(shop, source, wh, target)
+    return n, n
 
 
 def incremental_load(
