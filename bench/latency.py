@@ -192,10 +192,8 @@ class Bench:
         self.target = f"core.{self.table}"
         self.topic = f"shop.public.{self.table}"
         self.group = f"bench-lat-{self.run_id}"
-        self.halt = threading.Event()
-        self.follower: threading.Thread | None = None
+        self.follower: Any = None  # cdclab.cdc.pipeline.Follower, once started
         self.summary: dict[str, Any] = {}
-        self.follow_error: BaseException | None = None
         self.paused_before: bool | None = None
         self.pause = os.environ.get("BENCH_LATENCY_PAUSE_WORKLOAD", "0") == "1"
 
@@ -213,27 +211,10 @@ class Bench:
         finally:
             conn.close()
 
-    def _follow(self) -> None:
-        from cdclab.cdc.pipeline import stream
-
-        try:
-            self.summary = stream(
-                [f"public.{self.table}"],
-                group=self.group,
-                stop=self.halt,
-                target_schema="core",
-                batch_size=self.batch,
-                poll_timeout=self.poll_timeout,
-                who="bench-latency",
-            )
-        except BaseException as exc:  # reported by the bench
-            self.follow_error = exc
-
     def _alive(self) -> None:
-        if self.follow_error is not None:
-            raise RuntimeError(f"the follower failed: {self.follow_error!r}") from self.follow_error
-        if self.follower is None or not self.follower.is_alive():
-            raise RuntimeError("the follower stopped unexpectedly")
+        if self.follower is None:
+            raise RuntimeError("the follower was not started")
+        self.follower.check()
 
     def _wait_visible(self, wh: Any, rid: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -299,7 +280,16 @@ class Bench:
                         "written_at timestamptz NOT NULL DEFAULT clock_timestamp())"
                     ).format(t)
                 )
-            self.follower = threading.Thread(target=self._follow, daemon=True, name="follower")
+            from cdclab.cdc.pipeline import Follower
+
+            self.follower = Follower(
+                [f"public.{self.table}"],
+                group=self.group,
+                target_schema="core",
+                batch_size=self.batch,
+                poll_timeout=self.poll_timeout,
+                who="bench-latency",
+            )
             self.follower.start()
             with shop.cursor() as cur:  # warm-up: creates the topic; the follower picks it up
                 cur.execute(sql.SQL("INSERT INTO public.{} (id, payload) VALUES (0, 'warm-up')").format(t))
@@ -321,10 +311,7 @@ class Bench:
             observer.join(30)
             watch.halt.set()
             watch.join(30)
-            self.halt.set()
-            self.follower.join(60)
-            if self.follow_error is not None:
-                raise self.follow_error
+            self.summary = self.follower.stop()
             cols, key = ["id", "payload", "written_at"], ["id"]
             with shop.cursor() as cur:
                 source = checksum(cur, f"public.{self.table}", cols, key)
@@ -389,8 +376,8 @@ class Bench:
 
         from bench.cdc_sink import pause_workload
 
-        self.halt.set()
-        if self.follower is not None:
+        if self.follower is not None:  # already stopped after a complete run; stop() is idempotent
+            self.follower.halt.set()
             self.follower.join(60)
         cfg = self.cfg
         for database, stmt in (

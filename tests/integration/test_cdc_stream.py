@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -24,43 +23,21 @@ from psycopg2 import sql
 
 from cdclab.cdc.consumer import watermarks
 from cdclab.cdc.inspect import read_topic
-from cdclab.cdc.pipeline import stream
+from cdclab.cdc.pipeline import Follower
 from tests.integration._cdc_helpers import stored
 from tests.integration._drills import drop_tables, insert_batches, make_source_table
 
 
-class Follower(threading.Thread):
-    """``stream`` in a thread; ``stop()`` ends it cleanly and returns its summary."""
-
-    def __init__(self, table: str, group: str, batch_size: int = 100) -> None:
-        super().__init__(daemon=True)
-        self.table, self.group, self.batch_size = table, group, batch_size
-        self.halt = threading.Event()
-        self.summary: dict[str, Any] | None = None
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            self.summary = stream(
-                [f"public.{self.table}"],
-                group=self.group,
-                stop=self.halt,
-                target_schema="core",
-                batch_size=self.batch_size,
-                poll_timeout=0.2,
-                who="test-stream",
-            )
-        except BaseException as exc:  # surfaced by stop()
-            self.error = exc
-
-    def stop(self) -> dict[str, Any]:
-        self.halt.set()
-        self.join(60)
-        assert not self.is_alive(), "the follower did not stop within 60 s of being told"
-        if self.error is not None:
-            raise self.error
-        assert self.summary is not None
-        return self.summary
+def follower_on(table: str, group: str, batch_size: int = 100) -> Follower:
+    """The library's follower on one test table."""
+    return Follower(
+        [f"public.{table}"],
+        group=group,
+        target_schema="core",
+        batch_size=batch_size,
+        poll_timeout=0.2,
+        who="test-stream",
+    )
 
 
 def cleanup(lab: Any, warehouse_db: Any, table: str, group: str) -> None:
@@ -151,7 +128,7 @@ def test_a_follow_run_replicates_continuously_and_stores_the_positions_it_consum
     table, group = names("strm"), names("grp")
     topic = f"shop.public.{table}"
     make_source_table(shop_db, table)
-    follower = Follower(table, group)
+    follower = follower_on(table, group)
     try:
         follower.start()  # before the table's first change: its topic does not exist yet
         insert_batches(lab, table, 1, batches=10, per_batch=50)

@@ -301,6 +301,41 @@ def stream(
     )
 
 
+class Follower(threading.Thread):
+    """:func:`stream` in a background thread (a test, a benchmark, a service): ``start()``, then
+    :meth:`stop` ends it cleanly and returns its summary, or raises what ended it. :meth:`check` raises
+    while it runs if it has already died."""
+
+    def __init__(self, tables: Sequence[str], *, group: str, **options: Any) -> None:
+        super().__init__(daemon=True, name=f"follower-{group}")
+        self.tables, self.group, self.options = list(tables), group, options
+        self.halt = threading.Event()
+        self.summary: dict[str, Any] | None = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.summary = stream(self.tables, group=self.group, stop=self.halt, **self.options)
+        except BaseException as exc:  # surfaced by check() and stop()
+            self.error = exc
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise RuntimeError(f"the follower failed: {self.error!r}") from self.error
+        if not self.is_alive():
+            raise RuntimeError("the follower stopped unexpectedly")
+
+    def stop(self, timeout: float = 60) -> dict[str, Any]:
+        self.halt.set()
+        self.join(timeout)
+        if self.is_alive():
+            raise RuntimeError(f"the follower did not stop within {timeout:.0f} s of being told")
+        if self.error is not None:
+            raise self.error
+        assert self.summary is not None
+        return self.summary
+
+
 def end_offsets(
     tables: Sequence[str], *, topic_prefix: str = "shop", kafka_conn_id: str = "kafka_default"
 ) -> dict[tuple[str, int], int]:
