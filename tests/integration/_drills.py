@@ -3,6 +3,7 @@ consuming process to SIGKILL, and the moment a batch transaction is open in the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -11,6 +12,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg2
@@ -137,8 +139,8 @@ def start_replicate(
 
 
 def open_batch_transaction(lab: Any, table: str) -> dict[str, Any] | None:
-    """The warehouse session writing ``core.<table>`` inside a transaction that has written rows
-    (``backend_xid`` set), if there is one right now."""
+    """The warehouse session of a batch transaction on ``table`` that has written rows (``backend_xid``
+    set) and now waits for a lock, if there is one right now."""
     conn = psycopg2.connect(lab.pg_dsn("warehouse"))
     conn.autocommit = True
     try:
@@ -146,7 +148,7 @@ def open_batch_transaction(lab: Any, table: str) -> dict[str, Any] | None:
             cur.execute(
                 "SELECT pid, state, backend_xid::text, now() - xact_start, left(query, 200) FROM pg_stat_activity "
                 "WHERE datname = 'warehouse' AND backend_xid IS NOT NULL AND pid <> pg_backend_pid() "
-                "AND query ILIKE %s",
+                "AND wait_event_type = 'Lock' AND query ILIKE %s",
                 (f"%{table}%",),
             )
             row = cur.fetchone()
@@ -157,8 +159,30 @@ def open_batch_transaction(lab: Any, table: str) -> dict[str, Any] | None:
     return {"pid": row[0], "state": row[1], "xid": row[2], "open_for": str(row[3]), "query": row[4]}
 
 
+@contextlib.contextmanager
+def offsets_held(lab: Any, group: str, topic: str) -> Iterator[None]:
+    """Hold a row lock on ``group``'s stored offset of ``topic`` (which must exist): a consumer of the
+    group then writes its next batch's rows and waits, inside its batch transaction, to advance the
+    offset. That is the moment to kill it, reached every time however fast the consumer is."""
+    conn = psycopg2.connect(lab.pg_dsn("warehouse"))
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT next_offset FROM state.kafka_offsets WHERE consumer_group = %s AND topic = %s "
+                "FOR UPDATE",
+                (group, topic),
+            )
+            if cur.fetchone() is None:
+                raise AssertionError(f"no stored offset of {group} on {topic} to hold")
+        yield
+    finally:
+        conn.rollback()
+        conn.close()
+
+
 def kill_inside_a_batch(lab: Any, proc: subprocess.Popen, table: str, timeout: float = 180) -> dict[str, Any]:
-    """SIGKILL ``proc`` the moment its batch transaction has written rows; returns what was seen."""
+    """SIGKILL ``proc`` once its batch transaction has written rows and waits on a lock (see
+    :func:`offsets_held`); returns what was seen."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -170,7 +194,7 @@ def kill_inside_a_batch(lab: Any, proc: subprocess.Popen, table: str, timeout: f
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(30)
             return seen
-        time.sleep(0.02)
+        time.sleep(0.05)
     proc.kill()
     raise AssertionError(f"no batch transaction on core.{table} within {timeout}s")
 
