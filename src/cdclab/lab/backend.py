@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 from cdclab.lab import native
 from cdclab.lab.config import ENV_FILES, LabConfig
+from cdclab.lab.container import AIRFLOW
 
 Row = tuple[str, str, str]
 
@@ -271,6 +272,17 @@ class ComposeBackend:
     def logs(self, service: str, lines: int = 100) -> str:
         out = self.run("logs", "--no-color", "--tail", str(lines), _check_name(service), check=False)
         return out.stdout + out.stderr
+
+
+def reload_airflow(lab: NativeBackend | ComposeBackend) -> None:
+    """Stop, then start, the lab's Airflow components, so that they take the DAG settings of this
+    process's environment (``CDCLAB_USER_DAGS``, ``CDCLAB_USER_PYTHONPATH``, ``CDCLAB_BUNDLED_DAGS``):
+    natively new processes get the new environment; under compose ``up`` recreates the containers
+    whose environment or mounts changed. The other services keep running (docs/harness.md)."""
+    for service in reversed(AIRFLOW):
+        lab.stop(service)
+    for service in AIRFLOW:
+        lab.start(service)
 
 
 def testcontainers_compose(cfg: LabConfig, echo: Callable[[str], None]) -> Any:
