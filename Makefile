@@ -12,7 +12,7 @@ S ?= postgres
 N ?= 100
 PYTEST_ARGS ?=
 
-.PHONY: help engine images bootstrap up down status logs clean kill workload workload-pause workload-resume test test-tools test-all-dags test-unit harness-example lint format bench bench-quick lock
+.PHONY: help engine images bootstrap up down status logs clean kill workload workload-pause workload-resume test test-tools test-all-dags test-unit harness-example lint format reload-airflow bench bench-quick lock
 
 help: ## list every target
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "} {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -75,6 +75,9 @@ test-all-dags: bootstrap ## every DAG of dags/ triggered through the lab's sched
 
 test-unit: bootstrap ## only the tests that need no running service
 	@$(PY) -m pytest -m unit $(PYTEST_ARGS)
+
+reload-airflow: bootstrap ## restart the lab's Airflow with this shell's CDCLAB_USER_DAGS / CDCLAB_USER_PYTHONPATH / CDCLAB_BUNDLED_DAGS
+	@$(VENV)/bin/cdclab lab reload-airflow
 
 harness-example: bootstrap ## run examples/harness (a user's repository) against the lab with the cdclab pytest plugin
 	@$(PY) -m pytest examples/harness/tests -p no:cacheprovider $(PYTEST_ARGS)

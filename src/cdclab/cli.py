@@ -6,6 +6,8 @@ cdclab lab status [--check]    the status table; --check exits 1 unless everythi
 cdclab lab logs SERVICE [-n N] the last lines of a service's log
 cdclab lab start|stop|restart|kill SERVICE...   one service (kill = SIGKILL, for fault drills)
 cdclab lab clean               stop everything and wipe the state (databases, topics, buckets)
+cdclab lab reload-airflow      restart Airflow's components with this shell's CDCLAB_USER_DAGS,
+                               CDCLAB_USER_PYTHONPATH and CDCLAB_BUNDLED_DAGS (docs/harness.md)
 The backend is $LAB_BACKEND (compose | native), else compose where a Docker engine answers.
 cdclab lab env                 print the environment the launcher gives services (for `eval`)
 cdclab offsets show|reset      exactly-once consumer offsets (warehouse.state.kafka_offsets)
@@ -25,7 +27,7 @@ import sys
 
 def _lab(args: argparse.Namespace) -> int:
     from cdclab.lab import native
-    from cdclab.lab.backend import LabError, all_healthy, backend, format_table
+    from cdclab.lab.backend import LabError, all_healthy, backend, format_table, reload_airflow
     from cdclab.lab.config import LabConfig
 
     cfg = LabConfig.load()
@@ -72,6 +74,10 @@ def _lab(args: argparse.Namespace) -> int:
             return 0
         if args.action == "clean":
             lab.clean()
+            return 0
+        if args.action == "reload-airflow":
+            reload_airflow(lab)
+            print(format_table(lab.status()))
             return 0
     except (native.ServiceError, LabError) as exc:
         print(f"\ncdclab: {exc}", file=sys.stderr)
@@ -191,7 +197,20 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     lab = sub.add_parser("lab", help="start, stop and inspect the lab stack")
     lab.add_argument(
-        "action", choices=["up", "down", "status", "logs", "clean", "env", "start", "stop", "restart", "kill"]
+        "action",
+        choices=[
+            "up",
+            "down",
+            "status",
+            "logs",
+            "clean",
+            "env",
+            "start",
+            "stop",
+            "restart",
+            "kill",
+            "reload-airflow",
+        ],
     )
     lab.add_argument("services", nargs="*")
     lab.add_argument("--check", action="store_true")
