@@ -140,7 +140,7 @@ def test_the_passwords_file_is_readable_by_its_owner_only(cfg, monkeypatch) -> N
     (home / "passwords.json").write_text("{}")
     os.chmod(home / "passwords.json", 0o644)
     monkeypatch.setattr(
-        native.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0, stdout="", stderr="")
+        subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0, stdout="", stderr="")
     )
     native.prepare_airflow(cfg)
     assert mode(home / "passwords.json") == 0o600
