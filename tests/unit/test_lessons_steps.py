@@ -4,11 +4,12 @@ merge variants' target names and key partitions, the duplicate findings and thei
 from __future__ import annotations
 
 import datetime as dt
+import zlib
 
 import pytest
 
 from cdclab.antipatterns import UnknownVariantError
-from cdclab.lessons import antipattern_runs
+from cdclab.lessons import antipattern_runs, cdc_performance
 
 END = dt.datetime(2026, 1, 1, 10, tzinfo=dt.UTC)
 
@@ -24,3 +25,54 @@ def test_the_anti_pattern_dedup_never_forgets_an_id() -> None:
 def test_an_unknown_variant_is_refused_before_anything_runs() -> None:
     with pytest.raises(UnknownVariantError, match="anti_pattern"):
         antipattern_runs.expire_before("fix", END, 60)
+
+
+PARAMS = {
+    "tables": ["public.customers"],
+    "consumer_group": "g",
+    "target_schema": "core",
+    "target_prefix": "perf_",
+    "batch_sizes": [20, 500],
+    "experiment": "x",
+}
+
+
+def test_a_cdc_bench_is_built_from_the_dag_params_and_the_run() -> None:
+    b = cdc_performance.CdcBench.from_params(PARAMS, "d", "run")
+    assert (b.tables, b.consumer_group, b.target_schema, b.target_prefix) == (
+        ["public.customers"],
+        "g",
+        "core",
+        "perf_",
+    )
+    assert (b.batch_sizes, b.experiment, b.dag_id, b.run_id) == ([20, 500], "x", "d", "run")
+
+
+def test_each_batch_size_variant_writes_under_its_own_prefix() -> None:
+    assert [cdc_performance.batch_prefix("perf_71_07_03_", s) for s in (10, 1000)] == [
+        "perf_71_07_03_b10_",
+        "perf_71_07_03_b1000_",
+    ]
+
+
+def test_every_merge_strategy_and_statement_size_has_its_own_target() -> None:
+    assert cdc_performance.merge_targets("core.perf_customers", [20, 500]) == {
+        ("mpk", 20): "core.perf_customers__mpk_b20",
+        ("mpk", 500): "core.perf_customers__mpk_b500",
+        ("mnx", 20): "core.perf_customers__mnx_b20",
+        ("mnx", 500): "core.perf_customers__mnx_b500",
+        ("upk", 20): "core.perf_customers__upk_b20",
+        ("upk", 500): "core.perf_customers__upk_b500",
+    }
+
+
+def test_a_key_always_lands_in_the_same_partition_and_keys_spread_over_all_of_them() -> None:
+    keys = [{"id": i, "other": "ignored"} for i in range(200)]
+    parts = [cdc_performance.partition_of(k, ["id"], 4) for k in keys]
+    assert parts == [cdc_performance.partition_of(k, ["id"], 4) for k in keys]
+    assert set(parts) == {0, 1, 2, 3}
+    assert cdc_performance.partition_of({"id": 7}, ["id"], 1) == 0
+
+
+def test_the_partition_is_the_crc32_of_the_key_values_so_it_is_the_same_in_every_process() -> None:
+    assert cdc_performance.partition_of({"a": 1, "b": "x"}, ["a", "b"], 16) == zlib.crc32(b"(1, 'x')") % 16
