@@ -9,7 +9,8 @@ import zlib
 import pytest
 
 from cdclab.antipatterns import UnknownVariantError
-from cdclab.lessons import antipattern_runs, cdc_performance
+from cdclab.diagnostics import DuplicateRow
+from cdclab.lessons import antipattern_runs, cdc_performance, investigations
 
 END = dt.datetime(2026, 1, 1, 10, tzinfo=dt.UTC)
 
@@ -76,3 +77,79 @@ def test_a_key_always_lands_in_the_same_partition_and_keys_spread_over_all_of_th
 
 def test_the_partition_is_the_crc32_of_the_key_values_so_it_is_the_same_in_every_process() -> None:
     assert cdc_performance.partition_of({"a": 1, "b": "x"}, ["a", "b"], 16) == zlib.crc32(b"(1, 'x')") % 16
+
+
+GAP_PARAMS = {
+    "source_table": "public.e",
+    "target_table": "core.e",
+    "key_column": "id",
+    "cursor_column": "event_at",
+    "pipeline": "p",
+    "watermark_key": "",
+    "grain_minutes": 15,
+    "findings_table": "state.f",
+    "ledger_table": "state.l",
+}
+
+
+def test_a_gap_run_takes_its_grain_in_minutes_from_the_params() -> None:
+    r = investigations.GapRun.from_params(GAP_PARAMS, "d", "run")
+    assert r.grain == dt.timedelta(minutes=15)
+    assert (r.source, r.target, r.pipeline, r.ledger_table, r.run_id) == (
+        "public.e",
+        "core.e",
+        "p",
+        "state.l",
+        "run",
+    )
+
+
+def test_a_gap_is_named_by_its_half_open_window() -> None:
+    assert investigations.window_subject(END, END + dt.timedelta(hours=1)) == (
+        "[2026-01-01T10:00:00+00:00, 2026-01-01T11:00:00+00:00)"
+    )
+
+
+def _row(key: int, h: str, run: str | None, *, first: bool = False, exact: bool = False) -> DuplicateRow:
+    return DuplicateRow(key, h, run, END, kept=False, first_load=first, exact=exact)
+
+
+DUPS = [
+    _row(1, "a", "load-1", first=True),
+    _row(1, "a", "retry", exact=True),
+    _row(2, "b", "load-1", first=True),
+    _row(2, "b", "retry", exact=True),
+    _row(2, "c", "load-2"),
+    _row(3, "d", None, first=True),
+    _row(3, "e", None),
+]
+
+
+def test_duplicate_rows_are_grouped_by_key_in_load_order() -> None:
+    keys = investigations.by_key(DUPS)
+    assert list(keys) == [1, 2, 3]
+    assert [r.load_run_id for r in keys[2]] == ["load-1", "retry", "load-2"]
+
+
+def test_a_key_whose_rows_are_all_equal_is_an_exact_duplicate_else_a_version_duplicate() -> None:
+    keys = investigations.by_key(DUPS)
+    assert [investigations.key_verdict(keys[k]) for k in (1, 2, 3)] == [
+        "exact_duplicate",
+        "version_duplicate",
+        "version_duplicate",
+    ]
+
+
+def test_every_duplicate_but_the_first_loaded_row_is_charged_to_the_run_that_wrote_it() -> None:
+    xcom = [{"load_run_id": r.load_run_id, "first_load": r.first_load, "exact": r.exact} for r in DUPS]
+    charges = investigations.charge_to_load_runs(xcom)
+    assert charges == {
+        "retry": {"exact": 2, "changed": 0},
+        "load-2": {"exact": 0, "changed": 1},
+        "<untagged>": {"exact": 0, "changed": 1},
+    }
+    assert {run: investigations.load_run_verdict(c) for run, c in charges.items()} == {
+        "retry": "rerun_append",
+        "load-2": "append_of_changes",
+        "<untagged>": "append_of_changes",
+    }
