@@ -10,7 +10,7 @@ import pytest
 
 from cdclab.antipatterns import UnknownVariantError
 from cdclab.diagnostics import DuplicateRow
-from cdclab.lessons import antipattern_runs, cdc_performance, investigations
+from cdclab.lessons import antipattern_runs, api_sync, cdc_performance, investigations
 
 END = dt.datetime(2026, 1, 1, 10, tzinfo=dt.UTC)
 
@@ -153,3 +153,27 @@ def test_every_duplicate_but_the_first_loaded_row_is_charged_to_the_run_that_wro
         "load-2": "append_of_changes",
         "<untagged>": "append_of_changes",
     }
+
+
+def test_the_api_sync_rereads_the_overlap_before_its_watermark_and_everything_without_one() -> None:
+    assert api_sync.modified_since(END, 60) == dt.datetime(2026, 1, 1, 9, 59, tzinfo=dt.UTC)
+    assert api_sync.modified_since(None, 60) is None
+
+
+@pytest.mark.parametrize(
+    ("old", "newest", "new"),
+    [
+        (None, None, None),
+        (None, END, END),
+        (END, None, END),  # nothing read: the watermark stays
+        (END, END - dt.timedelta(hours=1), END),  # only re-read older records: never backwards
+        (END, END + dt.timedelta(hours=1), END + dt.timedelta(hours=1)),
+    ],
+)
+def test_the_api_sync_watermark_only_moves_forward(old: object, newest: object, new: object) -> None:
+    assert api_sync.next_watermark(old, newest) == new  # type: ignore[arg-type]
+
+
+def test_a_given_base_url_is_used_without_its_trailing_slash() -> None:
+    assert api_sync.base_url("http://127.0.0.1:8099/") == "http://127.0.0.1:8099"
+    assert api_sync.watermark_key("partner_accounts") == "71_09_03/partner_accounts"
