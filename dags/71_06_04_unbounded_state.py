@@ -73,51 +73,30 @@ def unbounded_state() -> None:
     ) -> dict[str, Any]:
         from airflow.sdk import get_current_context
 
-        from cdclab import antipatterns as ap
-        from cdclab.db import SHOP, WAREHOUSE, connect
         from cdclab.intervals import run_interval
+        from cdclab.lessons import antipattern_runs as lesson
 
         iv = run_interval(get_current_context())  # derived from the timetable if the run has none
-        data_interval_start, data_interval_end = iv.start, iv.end
-
-        variant = ap.check_variant(params["variant"])
-        target, seen = (
-            ap.for_variant(params["target_table"], variant),
-            ap.for_variant(params["seen_table"], variant),
+        r = lesson.deduplicate_deliveries(
+            variant=params["variant"],
+            source=params["source_table"],
+            target=params["target_table"],
+            seen=params["seen_table"],
+            ttl_minutes=params["ttl_minutes"],
+            start=iv.start,
+            end=iv.end,
+            run_id=dag_run.run_id,
         )
-        expire_before = (
-            data_interval_end - pendulum.duration(minutes=params["ttl_minutes"])
-            if variant == "fixed"
-            else None
-        )
-        shop, wh = connect(SHOP), connect(WAREHOUSE)
-        try:
-            ap.ensure_source(shop, params["source_table"], "deliveries")
-            ap.ensure_dedup_tables(wh, target, seen)
-            deliveries = ap.read_deliveries(
-                shop, params["source_table"], data_interval_start, data_interval_end
-            )
-            shop.rollback()
-            with wh:
-                emitted, expired = ap.dedupe_into(wh, target, seen, deliveries, expire_before=expire_before)
-                rows, size = ap.record_state_size(
-                    wh,
-                    seen,
-                    run_id=dag_run.run_id,
-                    variant=variant,
-                    interval_end=data_interval_end,
-                    delivered=len(deliveries),
-                    emitted=emitted,
-                    expired=expired,
-                )
-        finally:
-            shop.close()
-            wh.close()
         print(
-            f"{variant}: {len(deliveries)} delivered, {emitted} emitted, {len(deliveries) - emitted} duplicates "
-            f"dropped, {expired} expired; state now {rows} rows / {size} bytes"
+            f"{r.variant}: {r.delivered} delivered, {r.emitted} emitted, {r.delivered - r.emitted} duplicates "
+            f"dropped, {r.expired} expired; state now {r.state_rows} rows / {r.state_bytes} bytes"
         )
-        return {"delivered": len(deliveries), "emitted": emitted, "expired": expired, "state_rows": rows}
+        return {
+            "delivered": r.delivered,
+            "emitted": r.emitted,
+            "expired": r.expired,
+            "state_rows": r.state_rows,
+        }
 
     deduplicate()
 

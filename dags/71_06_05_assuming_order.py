@@ -63,37 +63,19 @@ def assuming_order() -> None:
     def apply(params: dict[str, Any]) -> dict[str, Any]:
         from airflow.sdk import get_current_context
 
-        from cdclab import antipatterns as ap
-        from cdclab.db import WAREHOUSE, connect
         from cdclab.intervals import run_interval
+        from cdclab.lessons import antipattern_runs as lesson
 
         iv = run_interval(get_current_context())  # derived from the timetable if the run has none
-        data_interval_start, data_interval_end = iv.start, iv.end
-
-        variant = ap.check_variant(params["variant"])
-        source, target = params["source_table"], ap.for_variant(params["target_table"], variant)
-        wh = connect(WAREHOUSE)
-        try:
-            ap.ensure_source(wh, source, "changes")
-            ap.ensure_status_target(wh, target)
-            changes = ap.read_changes(wh, source, data_interval_start, data_interval_end)
-            with wh:
-                if variant == "anti_pattern":
-                    ap.apply_in_arrival_order(wh, target, changes)
-                else:
-                    ap.apply_version_guarded(wh, target, changes)
-            delivered = ap.read_changes(
-                wh, source, pendulum.datetime(1970, 1, 1, tz="UTC"), data_interval_end
-            )
-            with wh.cursor() as cur:
-                regressed = ap.regressed_rows(
-                    ap.id_versions(cur, target), [(c["id"], c["version"]) for c in delivered]
-                )
-            wh.rollback()
-        finally:
-            wh.close()
-        print(f"{variant}: applied {len(changes)} change(s) in arrival order of seq; regressed: {regressed}")
-        return {"variant": variant, "applied": len(changes), "regressed": [list(r) for r in regressed]}
+        r = lesson.apply_change_stream(
+            variant=params["variant"],
+            source=params["source_table"],
+            target=params["target_table"],
+            start=iv.start,
+            end=iv.end,
+        )
+        print(f"{r.variant}: applied {r.applied} change(s) in arrival order of seq; regressed: {r.regressed}")
+        return {"variant": r.variant, "applied": r.applied, "regressed": [list(x) for x in r.regressed]}
 
     apply()
 

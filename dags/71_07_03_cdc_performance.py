@@ -40,10 +40,6 @@ from airflow.sdk import Param, dag, task
 DAG_ID = "71_07_03_cdc_performance"
 
 
-def _prefix(params: dict[str, Any], batch_size: int) -> str:
-    return f"{params['target_prefix']}b{batch_size}_"
-
-
 @dag(
     dag_id=DAG_ID,
     schedule=None,
@@ -64,119 +60,25 @@ def _prefix(params: dict[str, Any], batch_size: int) -> str:
 def cdc_performance() -> None:
     @task
     def parse(params: dict[str, Any], dag_run: Any = None) -> dict[str, Any]:
-        from cdclab import perf
-        from cdclab.cdc.events import MalformedEvent, parse_debezium
-        from cdclab.cdc.inspect import read_topic
-        from cdclab.cdc.pipeline import kafka_bootstrap
-        from cdclab.db import WAREHOUSE, connect
+        from cdclab.lessons import cdc_performance as lesson
 
-        bootstrap = kafka_bootstrap("kafka_default")
-        records = [m for t in params["tables"] for m in read_topic(bootstrap, f"shop.{t}")]
-        malformed = 0
-        with perf.Stopwatch() as sw:
-            for m in records:
-                try:
-                    parse_debezium(m.key(), m.value(), m.topic())
-                except MalformedEvent:
-                    malformed += 1
-        size = sum(len(m.value() or b"") + len(m.key() or b"") for m in records)
-        details = {
-            "bytes": size,
-            "malformed": malformed,
-            "records_per_s": round(len(records) / (sw.ms / 1000), 1) if sw.ms else None,
-        }
-        wh = connect(WAREHOUSE)
-        try:
-            perf.ensure_schema(wh)
-            with wh:
-                perf.record(
-                    wh,
-                    perf.Measurement(params["experiment"], "parse", len(records), None, sw.ms, details),
-                    dag_id=DAG_ID,
-                    run_id=dag_run.run_id,
-                )
-        finally:
-            wh.close()
-        print(f"parsed {len(records)} records ({size} bytes) in {sw.ms:.1f} ms: {details}")
-        return {"records": len(records), **details}
+        p = lesson.measure_parse(lesson.CdcBench.from_params(params, DAG_ID, dag_run.run_id))
+        print(f"parsed {p.records} records ({p.details['bytes']} bytes) in {p.ms:.1f} ms: {p.details}")
+        return {"records": p.records, **p.details}
 
     @task
     def replicate(params: dict[str, Any], dag_run: Any = None) -> list[dict[str, Any]]:
-        from cdclab import perf
-        from cdclab.cdc.pipeline import end_offsets
-        from cdclab.cdc.pipeline import replicate as run_sink
-        from cdclab.db import WAREHOUSE, connect
+        from cdclab.lessons import cdc_performance as lesson
 
-        out = []
-        # every variant stops at the same offsets, taken once: the live workload keeps writing meanwhile
-        stop_at = end_offsets(params["tables"], topic_prefix="shop")
-        wh = connect(WAREHOUSE)
-        try:
-            for size in params["batch_sizes"]:  # one after the other: parallel variants would share the CPU
-                result = run_sink(
-                    params["tables"],
-                    group=f"{params['consumer_group']}.b{size}",
-                    topic_prefix="shop",
-                    target_schema=params["target_schema"],
-                    target_prefix=_prefix(params, size),
-                    batch_size=size,
-                    who=f"{DAG_ID}/{dag_run.run_id}",
-                    stop_at=stop_at,
-                )
-                written = sum(t["upserted"] + t["deleted"] for t in result["targets"].values())
-                seconds = result["seconds"]
-                details = {
-                    "batch_size": size,
-                    "batches": result["batches"],
-                    "dead_letters": result["dead_letters"],
-                    "skipped": result["skipped"],
-                    "records_per_s": round(result["records"] / seconds, 1) if seconds else None,
-                    "records_per_batch": round(result["records"] / result["batches"], 2)
-                    if result["batches"]
-                    else None,
-                }
-                m = perf.Measurement(
-                    params["experiment"], f"b{size}", result["records"], written, seconds * 1000, details
-                )
-                with wh:
-                    perf.record(wh, m, dag_id=DAG_ID, run_id=dag_run.run_id)
-                print(f"batch size {size}: {result['records']} records, {details}")
-                out.append({"variant": m.variant, "records": m.rows_read, **details})
-        finally:
-            wh.close()
-        return out
+        return lesson.replicate_batch_sizes(
+            lesson.CdcBench.from_params(params, DAG_ID, dag_run.run_id), echo=print
+        )
 
     @task
-    def compare(params: dict[str, Any]) -> dict[str, Any]:
-        from cdclab.cdc.merge_variants import VariantsDiverged, differing_keys
-        from cdclab.cdc.pipeline import routes_for
-        from cdclab.db import WAREHOUSE, transaction
+    def compare(params: dict[str, Any], dag_run: Any = None) -> dict[str, Any]:
+        from cdclab.lessons import cdc_performance as lesson
 
-        sizes = params["batch_sizes"]
-        diverged = {}
-        with transaction(WAREHOUSE) as cur:
-            for size in sizes[1:]:
-                base = routes_for(
-                    params["tables"],
-                    topic_prefix="shop",
-                    target_schema=params["target_schema"],
-                    target_prefix=_prefix(params, sizes[0]),
-                )
-                other = routes_for(
-                    params["tables"],
-                    topic_prefix="shop",
-                    target_schema=params["target_schema"],
-                    target_prefix=_prefix(params, size),
-                )
-                for a, b in zip(base, other, strict=True):
-                    diff = differing_keys(cur, a.target, b.target, a.key)
-                    if diff:
-                        diverged[b.target] = diff[:20]
-        if diverged:
-            raise VariantsDiverged(
-                f"targets differ from the batch size {sizes[0]} variant for keys {diverged}"
-            )
-        return {"compared": len(sizes)}
+        return lesson.compare_batch_sizes(lesson.CdcBench.from_params(params, DAG_ID, dag_run.run_id))
 
     parse() >> replicate() >> compare()
 

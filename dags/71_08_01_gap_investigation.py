@@ -54,16 +54,10 @@ DEMO = {
 }
 
 
-def _grain(params: dict[str, Any]) -> Any:
-    import datetime as dt
+def _gap_run(params: dict[str, Any], dag_run: Any) -> Any:
+    from cdclab.lessons.investigations import GapRun
 
-    return dt.timedelta(minutes=params["grain_minutes"])
-
-
-def _finding(cur: Any, params: dict[str, Any], run_id: str, **kw: Any) -> None:
-    from cdclab.diagnostics import record_finding
-
-    record_finding(cur, params["findings_table"], dag_id=DAG_ID, run_id=run_id, **kw)
+    return GapRun.from_params(params, DAG_ID, dag_run.run_id)
 
 
 @dag(
@@ -91,188 +85,44 @@ def gap_investigation() -> None:
     def setup(params: dict[str, Any]) -> bool:
         """Default params: (re)build the demo gap in the demo tables. Other tables: nothing to do."""
         from cdclab import demos
-        from cdclab.db import SHOP, WAREHOUSE, connect
+        from cdclab.lessons import investigations as lesson
 
         if not demos.uses_demo_tables(params, DEMO, DEMO):
             print("custom tables: setup leaves them as they are")
             return False
-        shop, wh = connect(SHOP), connect(WAREHOUSE)
-        try:
-            demos.build_gap(
-                shop, wh, DEMO["source_table"], DEMO["target_table"], DEMO["pipeline"], DEMO["ledger_table"]
-            )
-        finally:
-            shop.close()
-            wh.close()
+        lesson.build_gap_demo(
+            DEMO["source_table"], DEMO["target_table"], DEMO["pipeline"], DEMO["ledger_table"]
+        )
         print("demo: the 11:00 interval of 2026-01-01 was never run; rows 3 and 4 are missing")
         return True
 
     @task
     def detect(params: dict[str, Any], dag_run: Any = None) -> list[dict[str, Any]]:
-        from cdclab import diagnostics as d
-        from cdclab import state
-        from cdclab.db import SHOP, WAREHOUSE, connect
+        from cdclab.lessons import investigations as lesson
 
-        shop, wh = connect(SHOP), connect(WAREHOUSE)
-        try:
-            state.ensure_schema(wh)
-            with wh, wh.cursor() as cur, shop.cursor() as scur:
-                d.ensure_findings(cur, params["findings_table"])
-                d.ensure_ledger(cur, params["ledger_table"])
-                gaps = d.find_gaps(
-                    scur,
-                    cur,
-                    params["source_table"],
-                    params["target_table"],
-                    params["key_column"],
-                    params["cursor_column"],
-                    _grain(params),
-                )
-                for g in gaps:
-                    _finding(
-                        cur,
-                        params,
-                        dag_run.run_id,
-                        check="gap_detection",
-                        subject=f"[{g.start.isoformat()}, {g.end.isoformat()})",
-                        verdict="gap",
-                        detail={"missing": len(g.missing_keys), "keys": g.missing_keys},
-                    )
-                if not gaps:
-                    _finding(
-                        cur,
-                        params,
-                        dag_run.run_id,
-                        check="gap_detection",
-                        subject=params["target_table"],
-                        verdict="ok",
-                    )
-        finally:
-            shop.close()
-            wh.close()
+        gaps = lesson.detect_gaps(_gap_run(params, dag_run))
         print(f"{len(gaps)} gap(s): " + "; ".join(f"{g.start}..{g.end}: {g.missing_keys}" for g in gaps))
         return [g.as_dict() for g in gaps]
 
     @task
     def root_cause(gaps: list[dict[str, Any]], params: dict[str, Any], dag_run: Any = None) -> list[str]:
-        from cdclab import diagnostics as d
-        from cdclab.db import WAREHOUSE, connect
+        from cdclab.lessons import investigations as lesson
 
-        causes = []
-        wh = connect(WAREHOUSE)
-        try:
-            with wh, wh.cursor() as cur:
-                entries = d.ledger(cur, params["pipeline"], params["ledger_table"])
-                history = d.watermark_history(cur, params["watermark_key"]) if params["watermark_key"] else []
-                for raw in gaps:
-                    g = d.Gap.from_dict(raw)
-                    cause, detail = d.classify_gap(g, entries, history)
-                    causes.append(cause)
-                    _finding(
-                        cur,
-                        params,
-                        dag_run.run_id,
-                        check="root_cause",
-                        subject=f"[{g.start.isoformat()}, {g.end.isoformat()})",
-                        verdict=cause,
-                        detail=detail,
-                    )
-        finally:
-            wh.close()
-        return causes
+        return lesson.explain_gaps(_gap_run(params, dag_run), gaps)
 
     @task
     def repair(
         gaps: list[dict[str, Any]], causes: list[str], params: dict[str, Any], dag_run: Any = None
     ) -> int:
-        from cdclab import diagnostics as d
-        from cdclab.db import SHOP, WAREHOUSE, connect
+        from cdclab.lessons import investigations as lesson
 
-        total = 0
-        shop, wh = connect(SHOP), connect(WAREHOUSE)
-        try:
-            for raw, cause in zip(gaps, causes, strict=True):
-                g = d.Gap.from_dict(raw)
-                with wh, wh.cursor() as cur:  # the rows and their ledger entry commit together
-                    n = d.load_window(
-                        shop,
-                        wh,
-                        params["source_table"],
-                        params["target_table"],
-                        params["key_column"],
-                        params["cursor_column"],
-                        g.start,
-                        g.end,
-                    )
-                    d.record_interval(
-                        cur,
-                        params["pipeline"],
-                        g.start,
-                        g.end,
-                        n,
-                        run_id=dag_run.run_id,
-                        kind="backfill",
-                        table=params["ledger_table"],
-                    )
-                    _finding(
-                        cur,
-                        params,
-                        dag_run.run_id,
-                        check="recovery",
-                        subject=f"[{g.start.isoformat()}, {g.end.isoformat()})",
-                        verdict="backfilled",
-                        detail={"rows": n, "cause": cause},
-                    )
-                total += n
-        finally:
-            shop.close()
-            wh.close()
-        return total
+        return lesson.backfill_gaps(_gap_run(params, dag_run), gaps, causes)
 
     @task
     def verify(repaired: int, params: dict[str, Any], dag_run: Any = None) -> None:
-        from cdclab import diagnostics as d
-        from cdclab.db import SHOP, WAREHOUSE, connect
+        from cdclab.lessons import investigations as lesson
 
-        shop, wh = connect(SHOP), connect(WAREHOUSE)
-        try:
-            with wh, wh.cursor() as cur, shop.cursor() as scur:
-                left = d.find_gaps(
-                    scur,
-                    cur,
-                    params["source_table"],
-                    params["target_table"],
-                    params["key_column"],
-                    params["cursor_column"],
-                    _grain(params),
-                )
-                holes = d.ledger_holes(d.ledger(cur, params["pipeline"], params["ledger_table"]))
-                _finding(
-                    cur,
-                    params,
-                    dag_run.run_id,
-                    check="verify",
-                    subject=params["target_table"],
-                    verdict="gap" if left else "ok",
-                    detail={"repaired": repaired, "gaps": len(left)},
-                )
-                _finding(
-                    cur,
-                    params,
-                    dag_run.run_id,
-                    check="prevention",
-                    subject=params["pipeline"],
-                    verdict="ledger_holes" if holes else "ledger_contiguous",
-                    detail={"holes": [[s.isoformat(), e.isoformat()] for s, e in holes]},
-                )
-        finally:
-            shop.close()
-            wh.close()
-        if left:
-            raise d.GapRemainsError(
-                f"{len(left)} gap(s) remain in {params['target_table']} after the backfill: "
-                f"{[g.as_dict() for g in left]}; rows keep arriving in those windows — rerun, then check the load"
-            )
+        lesson.verify_no_gaps(_gap_run(params, dag_run), repaired)
 
     gaps = detect()
     setup() >> gaps

@@ -48,19 +48,10 @@ DAG_ID = "71_08_04_duplicate_detection"
 DEMO = {"target_table": "core.customers_71_08_04"}
 
 
-def _finding(cur: Any, params: dict[str, Any], run_id: str, **kw: Any) -> None:
-    from cdclab.diagnostics import record_finding
+def _duplicate_run(params: dict[str, Any], dag_run: Any) -> Any:
+    from cdclab.lessons.investigations import DuplicateRun
 
-    record_finding(cur, params["findings_table"], dag_id=DAG_ID, run_id=run_id, **kw)
-
-
-def _count(cur: Any, table: str) -> int:
-    from psycopg2 import sql
-
-    from cdclab.db import ident
-
-    cur.execute(sql.SQL("SELECT count(*) FROM {}").format(ident(table)))
-    return int(cur.fetchone()[0])
+    return DuplicateRun.from_params(params, DAG_ID, dag_run.run_id)
 
 
 @dag(
@@ -84,138 +75,43 @@ def duplicate_detection() -> None:
     def setup(params: dict[str, Any]) -> bool:
         """Default params: rebuild the demo target with its duplicates. Other tables: nothing to do."""
         from cdclab import demos
-        from cdclab.db import WAREHOUSE, connect
+        from cdclab.lessons import investigations as lesson
 
         if not demos.uses_demo_tables(params, DEMO, DEMO):
             print("custom table: setup leaves it as it is")
             return False
-        wh = connect(WAREHOUSE)
-        try:
-            demos.build_duplicates(wh, DEMO["target_table"])
-        finally:
-            wh.close()
+        lesson.build_duplicates_demo(DEMO["target_table"])
         print("demo: 9 rows, 3 keys duplicated by a retried append and an appended change")
         return True
 
     @task
     def find(params: dict[str, Any], dag_run: Any = None) -> list[dict[str, Any]]:
-        from cdclab import diagnostics as d
-        from cdclab.db import WAREHOUSE, transaction
+        from cdclab.lessons import investigations as lesson
 
-        with transaction(WAREHOUSE) as cur:
-            d.ensure_findings(cur, params["findings_table"])
-            dups = d.duplicate_rows(
-                cur, params["target_table"], params["key_column"], params["order_columns"]
-            )
-            by_key: dict[Any, list[d.DuplicateRow]] = {}
-            for r in dups:
-                by_key.setdefault(r.key, []).append(r)
-            for k, rows in by_key.items():
-                hashes = {r.row_hash for r in rows}
-                _finding(
-                    cur,
-                    params,
-                    dag_run.run_id,
-                    check="finding_duplicates",
-                    subject=str(k),
-                    verdict="exact_duplicate" if len(hashes) == 1 else "version_duplicate",
-                    detail={
-                        "rows": len(rows),
-                        "distinct_rows": len(hashes),
-                        "load_runs": [r.load_run_id for r in rows],
-                    },
-                )
-            _finding(
-                cur,
-                params,
-                dag_run.run_id,
-                check="summary",
-                subject=params["target_table"],
-                verdict="duplicates" if by_key else "ok",
-                detail={
-                    "rows": _count(cur, params["target_table"]),
-                    "duplicated_keys": len(by_key),
-                    "extra_rows": sum(len(v) - 1 for v in by_key.values()),
-                },
-            )
-        print(f"{len(by_key)} duplicated key(s) in {params['target_table']}")
-        return [{"load_run_id": r.load_run_id, "first_load": r.first_load, "exact": r.exact} for r in dups]
+        keys, dups = lesson.find_duplicates(_duplicate_run(params, dag_run))
+        print(f"{keys} duplicated key(s) in {params['target_table']}")
+        return dups
 
     @task
     def attribute(dups: list[dict[str, Any]], params: dict[str, Any], dag_run: Any = None) -> None:
-        from cdclab.db import WAREHOUSE, transaction
+        from cdclab.lessons import investigations as lesson
 
-        per_run: dict[str, dict[str, int]] = {}
-        for r in dups:
-            if r["first_load"]:
-                continue
-            counts = per_run.setdefault(r["load_run_id"] or "<untagged>", {"exact": 0, "changed": 0})
-            counts["exact" if r["exact"] else "changed"] += 1
-        with transaction(WAREHOUSE) as cur:
-            for run, counts in sorted(per_run.items()):
-                verdict = "rerun_append" if counts["changed"] == 0 else "append_of_changes"
-                _finding(
-                    cur,
-                    params,
-                    dag_run.run_id,
-                    check="source_analysis",
-                    subject=run,
-                    verdict=verdict,
-                    detail=counts,
-                )
+        per_run = lesson.attribute_duplicates(_duplicate_run(params, dag_run), dups)
         print(f"duplicates by load run: {per_run}")
 
     @task
     def deduplicate(params: dict[str, Any], dag_run: Any = None) -> int:
-        from cdclab import diagnostics as d
-        from cdclab.db import WAREHOUSE, transaction
+        from cdclab.lessons import investigations as lesson
 
-        with transaction(WAREHOUSE) as cur:
-            before = _count(cur, params["target_table"])
-            deleted = d.deduplicate(
-                cur, params["target_table"], params["key_column"], params["order_columns"]
-            )
-            after = _count(cur, params["target_table"])
-            _finding(
-                cur,
-                params,
-                dag_run.run_id,
-                check="deduplication",
-                subject=params["target_table"],
-                verdict="deduplicated" if deleted else "nothing_to_do",
-                detail={"before": before, "deleted": deleted, "after": after},
-            )
-        return deleted
+        return lesson.deduplicate(_duplicate_run(params, dag_run))
 
     @task
     def prevent(deleted: int, params: dict[str, Any], dag_run: Any = None) -> None:
-        from cdclab import diagnostics as d
-        from cdclab.db import WAREHOUSE, transaction
+        from cdclab.lessons import investigations as lesson
 
-        with transaction(WAREHOUSE) as cur:
-            left = d.duplicate_rows(
-                cur, params["target_table"], params["key_column"], params["order_columns"]
-            )
-            if left:
-                raise d.DuplicatesRemainError(
-                    f"{len(left)} rows still share a key in {params['target_table']} after deduplication; "
-                    "a load is appending concurrently — pause it and rerun"
-                )
-            if not params["add_constraint"]:
-                verdict = "skipped"
-            elif d.add_unique_key(cur, params["target_table"], params["key_column"]):
-                verdict = "unique_constraint_added"
-            else:
-                verdict = "already_present"
-            _finding(
-                cur,
-                params,
-                dag_run.run_id,
-                check="prevention",
-                subject=params["target_table"],
-                verdict=verdict,
-                detail={"key": params["key_column"], "deleted": deleted},
-            )
+        lesson.prevent_duplicates(
+            _duplicate_run(params, dag_run), deleted, add_constraint=params["add_constraint"]
+        )
 
     found = find()
     setup() >> found

@@ -67,71 +67,15 @@ def api_sync() -> None:
         params: dict[str, Any],
         dag_run: Any = None,
     ) -> dict[str, Any]:
-        from datetime import timedelta
-
         from airflow.sdk import get_current_context
 
-        from cdclab import partner_api, state
-        from cdclab.db import WAREHOUSE, connect
         from cdclab.intervals import run_interval
+        from cdclab.lessons import api_sync as lesson
 
         iv = run_interval(get_current_context())  # derived from the timetable if the run has none
-        data_interval_start, data_interval_end = iv.start, iv.end
-
-        base_url = params["base_url"].rstrip("/")
-        if not base_url:
-            from airflow.sdk import Connection
-
-            base_url = partner_api.base_url_of(Connection.get("partner_api"))
-        key = f"71_09_03/{params['pipeline']}"
-        wh = connect(WAREHOUSE)
-        try:
-            state.ensure_schema(wh)
-            with wh, wh.cursor() as cur:
-                partner_api.ensure_tables(cur, params["target"], params["stats_table"])
-            store = state.TableWatermarkStore(wh)
-            old = store.read(key, "timestamptz")
-            wh.rollback()
-            since = old - timedelta(seconds=params["overlap_seconds"]) if old is not None else None
-            policy = partner_api.RetryPolicy(
-                max_attempts=params["max_attempts"],
-                backoff_seconds=params["backoff_seconds"],
-                max_retry_after_seconds=params["max_retry_after_seconds"],
-            )
-            rows, stats = partner_api.fetch_changes(
-                base_url,
-                since,
-                data_interval_end,
-                page_size=params["page_size"],
-                policy=policy,
-                client_id=f"cdclab-{params['pipeline']}",
-            )
-            newest = partner_api.max_modified(rows)
-            new = max(old, newest) if old is not None and newest is not None else (newest or old)
-            with wh, wh.cursor() as cur:  # the load commits first ...
-                written = partner_api.upsert_accounts(cur, params["target"], rows)
-            with wh:  # ... then the watermark moves, and the run's numbers are recorded
-                if new is not None and new != old:
-                    store.advance(
-                        key, old, new, value_type="timestamptz", dag_id=DAG_ID, run_id=dag_run.run_id
-                    )
-                with wh.cursor() as cur:
-                    partner_api.record_run(
-                        cur,
-                        params["stats_table"],
-                        params["pipeline"],
-                        dag_run.run_id,
-                        (data_interval_start, data_interval_end),
-                        since,
-                        stats,
-                        written,
-                        old,
-                        new,
-                    )
-        finally:
-            wh.close()
-        result = {**stats.as_dict(), "written": written, "since": str(since), "watermark": str(new)}
-        print(f"synced from {base_url}: {result}")
+        run = lesson.SyncRun.from_params(params, iv.start, iv.end, DAG_ID, dag_run.run_id)
+        result = lesson.sync(run)
+        print(f"synced from {run.base_url}: {result}")
         return result
 
     sync()

@@ -1,0 +1,360 @@
+"""71.7.3 CDC performance and 71.7.4 merge performance: the measurement steps of
+``dags/71_07_03_cdc_performance.py`` and ``dags/71_07_04_merge_performance.py``. Both consume the
+source tables' Debezium topics (``shop.<table>``) several ways into separate targets, record each way
+in ``state.perf_runs`` and prove the targets equal (:class:`cdclab.cdc.merge_variants.VariantsDiverged`
+otherwise). Kept apart from :mod:`cdclab.lessons.load_performance` (71.7.1/71.7.2, SQL reads of a
+benchmark table): these steps need Kafka and the CDC sink.
+
+Vocabulary:
+- *bench*: :class:`CdcBench`, what one DAG run consumes (tables, base consumer group), where it writes
+  (target schema and prefix), the batch sizes it compares, its experiment name and the run recording it.
+- *batch variant* (71.7.3): the exactly-once sink run with one batch size, consumer group
+  ``<group>.b<size>``, targets ``<schema>.<prefix>b<size>_<table>`` (:func:`batch_prefix`).
+- *strategy* (71.7.4): ``mpk`` (MERGE into a target with a primary key), ``mnx`` (MERGE, no index on the
+  join key), ``upk`` (``INSERT ... ON CONFLICT``); each strategy and statement size writes
+  ``<route target>__<strategy>_b<size>`` (:func:`merge_targets`).
+- *key partition* (71.7.4): partition ``i`` of ``n`` applies the changes whose key has
+  ``crc32(repr(key values)) % n == i`` (:func:`partition_of`), consuming with group ``<group>.p<i>of<n>``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import zlib
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import closing
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg2 import sql
+
+from cdclab import perf
+from cdclab.cdc.events import MalformedEvent, parse_debezium
+from cdclab.cdc.inspect import read_topic
+from cdclab.cdc.merge import apply_changes, ensure_target
+from cdclab.cdc.merge_variants import (
+    VariantsDiverged,
+    differing_keys,
+    ensure_stage,
+    merge_changes,
+    replicate_with,
+)
+from cdclab.cdc.pipeline import end_offsets, kafka_bootstrap, routes_for
+from cdclab.cdc.pipeline import replicate as run_sink
+from cdclab.db import WAREHOUSE, connect, ident, transaction
+
+log = logging.getLogger(__name__)
+
+TOPIC_PREFIX = "shop"
+KAFKA_CONN_ID = "kafka_default"
+STRATEGIES = ("mpk", "mnx", "upk")
+
+
+@dataclass(frozen=True)
+class CdcBench:
+    """One DAG run of a CDC benchmark: the source tables, the base consumer group, the target schema and
+    prefix, the batch sizes, the experiment name in ``state.perf_runs`` and the run that records it."""
+
+    tables: Sequence[str]
+    consumer_group: str
+    target_schema: str
+    target_prefix: str
+    batch_sizes: Sequence[int]
+    experiment: str
+    dag_id: str
+    run_id: str
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any], dag_id: str, run_id: str) -> CdcBench:
+        """The bench of a DAG run from its params ``tables``, ``consumer_group``, ``target_schema``,
+        ``target_prefix``, ``batch_sizes`` and ``experiment``."""
+        return cls(
+            list(params["tables"]),
+            params["consumer_group"],
+            params["target_schema"],
+            params["target_prefix"],
+            list(params["batch_sizes"]),
+            params["experiment"],
+            dag_id,
+            run_id,
+        )
+
+    def routes(self, target_prefix: str | None = None) -> list[Any]:
+        """The tables' routes (topic, target, key, types) with this bench's or another target prefix."""
+        return routes_for(
+            self.tables,
+            topic_prefix=TOPIC_PREFIX,
+            target_schema=self.target_schema,
+            target_prefix=self.target_prefix if target_prefix is None else target_prefix,
+        )
+
+    def record(self, wh: Any, m: perf.Measurement) -> None:
+        """Record one measurement of this run (no commit)."""
+        perf.record(wh, m, dag_id=self.dag_id, run_id=self.run_id)
+
+
+# ----------------------------------------------------------------------------------- 71.7.3
+
+
+def batch_prefix(target_prefix: str, batch_size: int) -> str:
+    """The target prefix of one batch variant: ``<prefix>b<size>_``."""
+    return f"{target_prefix}b{batch_size}_"
+
+
+@dataclass(frozen=True)
+class ParseRun:
+    """The parse measurement: records parsed, milliseconds, and ``{"bytes", "malformed", "records_per_s"}``."""
+
+    records: int
+    ms: float
+    details: dict[str, Any]
+
+
+def measure_parse(bench: CdcBench) -> ParseRun:
+    """Read every record of the tables' topics, time :func:`cdclab.cdc.events.parse_debezium` alone over
+    them (malformed records counted), record the ``parse`` measurement (creating ``state.perf_runs``)."""
+    bootstrap = kafka_bootstrap(KAFKA_CONN_ID)
+    records = [m for t in bench.tables for m in read_topic(bootstrap, f"{TOPIC_PREFIX}.{t}")]
+    malformed = 0
+    with perf.Stopwatch() as sw:
+        for m in records:
+            try:
+                parse_debezium(m.key(), m.value(), m.topic())
+            except MalformedEvent:
+                malformed += 1
+    size = sum(len(m.value() or b"") + len(m.key() or b"") for m in records)
+    details = {
+        "bytes": size,
+        "malformed": malformed,
+        "records_per_s": round(len(records) / (sw.ms / 1000), 1) if sw.ms else None,
+    }
+    with closing(connect(WAREHOUSE)) as wh:
+        perf.ensure_schema(wh)
+        with wh:
+            bench.record(wh, perf.Measurement(bench.experiment, "parse", len(records), None, sw.ms, details))
+    return ParseRun(len(records), sw.ms, details)
+
+
+def replicate_batch_sizes(bench: CdcBench, echo: Callable[[str], Any] = log.info) -> list[dict[str, Any]]:
+    """Run the exactly-once sink once per batch size, one after the other (parallel variants would share
+    the CPU), each up to the same end offsets taken once before the first (the live workload keeps
+    writing meanwhile); record each as the measurement ``b<size>`` and ``echo`` one line about it.
+    Returns ``{"variant", "records", **details}`` per batch size."""
+    out = []
+    stop_at = end_offsets(bench.tables, topic_prefix=TOPIC_PREFIX)
+    with closing(connect(WAREHOUSE)) as wh:
+        for size in bench.batch_sizes:
+            result = run_sink(
+                bench.tables,
+                group=f"{bench.consumer_group}.b{size}",
+                topic_prefix=TOPIC_PREFIX,
+                target_schema=bench.target_schema,
+                target_prefix=batch_prefix(bench.target_prefix, size),
+                batch_size=size,
+                who=f"{bench.dag_id}/{bench.run_id}",
+                stop_at=stop_at,
+            )
+            written = sum(t["upserted"] + t["deleted"] for t in result["targets"].values())
+            seconds = result["seconds"]
+            details = {
+                "batch_size": size,
+                "batches": result["batches"],
+                "dead_letters": result["dead_letters"],
+                "skipped": result["skipped"],
+                "records_per_s": round(result["records"] / seconds, 1) if seconds else None,
+                "records_per_batch": round(result["records"] / result["batches"], 2)
+                if result["batches"]
+                else None,
+            }
+            m = perf.Measurement(
+                bench.experiment, f"b{size}", result["records"], written, seconds * 1000, details
+            )
+            with wh:
+                bench.record(wh, m)
+            echo(f"batch size {size}: {result['records']} records, {details}")
+            out.append({"variant": m.variant, "records": m.rows_read, **details})
+    return out
+
+
+def compare_batch_sizes(bench: CdcBench) -> dict[str, Any]:
+    """Every batch variant's targets hold the same rows as the first batch size's; raises
+    :class:`cdclab.cdc.merge_variants.VariantsDiverged` with up to 20 differing keys per target."""
+    sizes = bench.batch_sizes
+    diverged = {}
+    with transaction(WAREHOUSE) as cur:
+        for size in sizes[1:]:
+            base = bench.routes(batch_prefix(bench.target_prefix, sizes[0]))
+            other = bench.routes(batch_prefix(bench.target_prefix, size))
+            for a, b in zip(base, other, strict=True):
+                diff = differing_keys(cur, a.target, b.target, a.key)
+                if diff:
+                    diverged[b.target] = diff[:20]
+    if diverged:
+        raise VariantsDiverged(f"targets differ from the batch size {sizes[0]} variant for keys {diverged}")
+    return {"compared": len(sizes)}
+
+
+# ----------------------------------------------------------------------------------- 71.7.4
+
+
+def merge_targets(route_target: str, batch_sizes: Sequence[int]) -> dict[tuple[str, int], str]:
+    """``{(strategy, statement size): <route target>__<strategy>_b<size>}``, strategies in
+    :data:`STRATEGIES` order."""
+    return {(s, b): f"{route_target}__{s}_b{b}" for s in STRATEGIES for b in batch_sizes}
+
+
+def partition_of(key: Mapping[str, Any], key_columns: Sequence[str], partitions: int) -> int:
+    """The key partition of a change's key: ``crc32(repr(key values)) % partitions``, stable across
+    processes (unlike ``hash``), so every change of one key lands in the same partition."""
+    return zlib.crc32(repr(tuple(key[k] for k in key_columns)).encode()) % partitions
+
+
+def prepare_merge_targets(bench: CdcBench) -> None:
+    """Create ``state.perf_runs`` and every strategy's targets; drop the primary key of the ``mnx``
+    targets (no index on the join key); create the MERGE staging tables up front (parallel partitions
+    must not race on DDL)."""
+    routes = bench.routes()
+    with closing(connect(WAREHOUSE)) as wh:
+        perf.ensure_schema(wh)
+        with wh, wh.cursor() as cur:
+            for r in routes:
+                for (strategy, _), target in merge_targets(r.target, bench.batch_sizes).items():
+                    ensure_target(cur, target, list(r.types.items()), r.key)
+                    if strategy == "mnx":  # no index on the join key
+                        cur.execute(
+                            "SELECT conname FROM pg_constraint WHERE conrelid = %s::regclass AND contype = 'p'",
+                            (target,),
+                        )
+                        for (name,) in cur.fetchall():
+                            cur.execute(
+                                sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
+                                    ident(target), sql.Identifier(name)
+                                )
+                            )
+                    if strategy != "upk":
+                        ensure_stage(cur, target)
+
+
+@dataclass(frozen=True)
+class PartitionRun:
+    """One key partition's work: records consumed, and changes applied and microseconds spent per
+    variant ``<strategy>/b<size>``."""
+
+    partition: int
+    partitions: int
+    records: int
+    changes: dict[str, int]
+    us: dict[str, float]
+
+
+def apply_partition(bench: CdcBench, partition: int, partitions: int, consumer_batch: int) -> PartitionRun:
+    """Consume the topics with the group ``<group>.p<partition>of<partitions>`` in batches of
+    ``consumer_batch``; apply this partition's changes with every strategy, cut into statements of each
+    batch size, timing each variant; record ``<strategy>/b<size>/p<partition>`` per variant."""
+    n, sizes = partitions, bench.batch_sizes
+    us: dict[str, float] = defaultdict(float)
+    rows: dict[str, int] = defaultdict(int)
+    statements: dict[str, int] = defaultdict(int)
+
+    def apply(cur: Any, route: Any, changes: list[Any]) -> dict[str, int]:
+        mine = [c for c in changes if partition_of(c.key, route.key, n) == partition]
+        for (strategy, size), target in merge_targets(route.target, sizes).items():
+            variant = f"{strategy}/b{size}"
+            t0 = time.perf_counter()
+            for i in range(0, len(mine), size):
+                chunk = mine[i : i + size]
+                if strategy == "upk":
+                    apply_changes(cur, target, route.key, chunk)
+                else:
+                    merge_changes(cur, target, route.key, chunk)
+                statements[variant] += 1
+            us[variant] += (time.perf_counter() - t0) * 1e6
+            rows[variant] += len(mine)
+        return {"changes": len(mine)}
+
+    summary = replicate_with(
+        bench.tables,
+        apply,
+        group=f"{bench.consumer_group}.p{partition}of{n}",
+        topic_prefix=TOPIC_PREFIX,
+        target_schema=bench.target_schema,
+        target_prefix=bench.target_prefix,
+        batch_size=consumer_batch,
+        who=f"{bench.dag_id}/{bench.run_id}/p{partition}",
+    )
+    with closing(connect(WAREHOUSE)) as wh:
+        with wh:
+            for strategy in STRATEGIES:
+                for size in sizes:
+                    variant = f"{strategy}/b{size}"
+                    details = {
+                        "strategy": strategy,
+                        "batch_size": size,
+                        "partition": partition,
+                        "partitions": n,
+                        "statements": statements[variant],
+                        "records": summary.records,
+                    }
+                    bench.record(
+                        wh,
+                        perf.Measurement(
+                            bench.experiment,
+                            f"{variant}/p{partition}",
+                            rows[variant],
+                            rows[variant],
+                            us[variant] / 1000,
+                            details,
+                        ),
+                    )
+    return PartitionRun(partition, n, summary.records, dict(rows), dict(us))
+
+
+def summarize_partitions(bench: CdcBench) -> dict[str, Any]:
+    """Per variant ``<strategy>/b<size>``, read this run's partition measurements back and record their
+    sum (total work) with the slowest partition (the parallel wall clock) as the measurement
+    ``<strategy>/b<size>``. Returns ``{variant: {"rows", "total_ms", **details}}``."""
+    out: dict[str, Any] = {}
+    with closing(connect(WAREHOUSE)) as wh:
+        parts = [
+            m
+            for m in perf.measurements(wh, bench.experiment, bench.run_id)
+            if m["details"].get("partition") is not None
+        ]
+        with wh:
+            for strategy in STRATEGIES:
+                for size in bench.batch_sizes:
+                    mine = [p for p in parts if p["variant"].startswith(f"{strategy}/b{size}/")]
+                    total = sum(p["duration_ms"] for p in mine)
+                    details = {
+                        "strategy": strategy,
+                        "batch_size": size,
+                        "partitions": len(mine),
+                        "statements": sum(p["details"]["statements"] for p in mine),
+                        "slowest_partition_ms": max((p["duration_ms"] for p in mine), default=0.0),
+                    }
+                    rows = sum(p["rows_read"] for p in mine)
+                    bench.record(
+                        wh,
+                        perf.Measurement(bench.experiment, f"{strategy}/b{size}", rows, rows, total, details),
+                    )
+                    out[f"{strategy}/b{size}"] = {"rows": rows, "total_ms": round(total, 1), **details}
+    return out
+
+
+def compare_strategies(bench: CdcBench) -> dict[str, Any]:
+    """Every strategy and statement size's target holds the same rows as the first one's; raises
+    :class:`cdclab.cdc.merge_variants.VariantsDiverged` with up to 20 differing keys per target."""
+    routes = bench.routes()
+    diverged = {}
+    with transaction(WAREHOUSE) as cur:
+        for r in routes:
+            targets = list(merge_targets(r.target, bench.batch_sizes).values())
+            for other in targets[1:]:
+                diff = differing_keys(cur, targets[0], other, r.key)
+                if diff:
+                    diverged[other] = diff[:20]
+    if diverged:
+        raise VariantsDiverged(f"targets differ from {targets[0]} for keys {diverged}")
+    return {"compared": len(routes)}
