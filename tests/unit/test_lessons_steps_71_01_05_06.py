@@ -1,0 +1,66 @@
+"""Pure parts of the lesson steps that the thinned DAGs 71_01_03, 71_01_05, 71_05_0x and 71_06_0x call:
+the watermark hand-over, derived names and decisions taken before any connection is opened."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from cdclab import state
+from cdclab.lessons import state_storage, watermarks
+from cdclab.upsert import UpsertResult
+
+T0 = dt.datetime(2026, 1, 1, 9, tzinfo=dt.UTC)
+T1 = T0 + dt.timedelta(hours=1)
+
+
+def test_the_watermark_step_moves_only_what_the_load_left_behind() -> None:
+    assert watermarks.needs_advance("after_commit", T0, T1)
+    assert watermarks.needs_advance("after_commit", None, T1)  # the first load
+    assert not watermarks.needs_advance("same_transaction", T0, T1)  # moved with the rows
+    assert not watermarks.needs_advance("after_commit", T1, T1)  # nothing newer read
+    assert not watermarks.needs_advance("after_commit", None, None)  # an empty source
+
+
+def test_a_load_hands_its_watermarks_over_typed_and_its_counts_flat() -> None:
+    loaded = watermarks.Loaded("k", "after_commit", T0, T1, T1, 3, 0, UpsertResult(1, 1, 1))
+    payload = loaded.xcom()
+    assert {k: payload[k] for k in ("key", "mode", "rows_read", "inserted", "updated", "skipped")} == {
+        "key": "k",
+        "mode": "after_commit",
+        "rows_read": 3,
+        "inserted": 1,
+        "updated": 1,
+        "skipped": 1,
+    }
+    assert state.from_xcom_payload(payload["old"], "timestamptz") == T0
+    assert state.from_xcom_payload(payload["new"], "timestamptz") == T1
+    first = watermarks.Loaded("k", "after_commit", None, None, T1, 0, 0, UpsertResult())
+    assert (first.xcom()["old"], first.xcom()["new"]) == (None, None)
+
+
+def test_an_unknown_watermark_mode_is_refused_before_any_connection() -> None:
+    with pytest.raises(ValueError, match="same_transaction"):
+        watermarks.load(
+            "public.x",
+            "core.x",
+            "k",
+            mode="later",
+            lookback_seconds=0,
+            batch_size=1,
+            null_policy="raise",
+            dag_id="d",
+            run_id="r",
+        )
+
+
+def test_each_state_store_loads_its_own_target() -> None:
+    assert [state_storage.target_of("core.c", s) for s in state_storage.STORES] == [
+        "core.c_variable",
+        "core.c_xcom",
+        "core.c_table",
+        "core.c_asset",
+    ]
+    with pytest.raises(ValueError, match="store 'disk'"):
+        state_storage.target_of("core.c", "disk")
