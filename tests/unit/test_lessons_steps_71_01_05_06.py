@@ -8,7 +8,7 @@ import datetime as dt
 import pytest
 
 from cdclab import state
-from cdclab.lessons import state_storage, watermarks
+from cdclab.lessons import ml_features, out_of_order, state_storage, watermarks
 from cdclab.upsert import UpsertResult
 
 T0 = dt.datetime(2026, 1, 1, 9, tzinfo=dt.UTC)
@@ -64,3 +64,21 @@ def test_each_state_store_loads_its_own_target() -> None:
     ]
     with pytest.raises(ValueError, match="store 'disk'"):
         state_storage.target_of("core.c", "disk")
+
+
+def test_each_source_table_of_the_out_of_order_lesson_has_its_own_watermark() -> None:
+    assert out_of_order.watermark_key("71_05_02", "public.orders") == "71_05_02/public.orders"
+    assert out_of_order.watermark_key("71_05_02", "public.payments") == "71_05_02/public.payments"
+
+
+def test_the_features_watermark_defaults_to_the_lesson_and_the_orders_table() -> None:
+    assert ml_features.watermark_key("", "public.orders") == "71_05_04/public.orders"
+    assert ml_features.watermark_key("mine", "public.orders") == "mine"
+
+
+def test_the_label_time_is_the_param_when_given_else_the_interval_end() -> None:
+    assert ml_features.label_time("", T1) == T1
+    assert ml_features.label_time("2026-01-01T09:00:00+00:00", T1) == T0
+    assert ml_features.label_time("2026-01-01T10:00:00+01:00", T1) == T0  # an offset is kept
+    with pytest.raises(ValueError, match="not a timestamp"):
+        ml_features.label_time("P1D", T1)  # a duration
