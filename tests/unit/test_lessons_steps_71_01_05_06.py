@@ -8,7 +8,8 @@ import datetime as dt
 import pytest
 
 from cdclab import state
-from cdclab.lessons import ml_features, out_of_order, state_storage, watermarks
+from cdclab.delta import Comparison
+from cdclab.lessons import incremental_testing, ml_features, out_of_order, state_storage, watermarks
 from cdclab.upsert import UpsertResult
 
 T0 = dt.datetime(2026, 1, 1, 9, tzinfo=dt.UTC)
@@ -82,3 +83,17 @@ def test_the_label_time_is_the_param_when_given_else_the_interval_end() -> None:
     assert ml_features.label_time("2026-01-01T10:00:00+01:00", T1) == T0  # an offset is kept
     with pytest.raises(ValueError, match="not a timestamp"):
         ml_features.label_time("P1D", T1)  # a duration
+
+
+def test_the_end_to_end_check_fails_on_missing_or_different_rows_and_reports_extra_ones() -> None:
+    loaded = {"read": 2, "inserted": 2, "updated": 0, "skipped": 0}
+    ok, detail = incremental_testing.end_to_end_verdict(loaded, Comparison([], [(7,)], []))
+    assert ok  # a row deleted at the source: a timestamp cursor cannot see it
+    assert detail.startswith(f"{loaded}; missing [], different [], extra [(7,)]")
+    assert not incremental_testing.end_to_end_verdict(loaded, Comparison([(1,)], [], []))[0]
+    assert not incremental_testing.end_to_end_verdict(loaded, Comparison([], [], [(2,)]))[0]
+
+
+def test_the_end_to_end_watermark_defaults_to_source_and_target() -> None:
+    assert incremental_testing.watermark_key("", "public.c", "staging.c") == "71_05_05/public.c->staging.c"
+    assert incremental_testing.watermark_key("k", "public.c", "staging.c") == "k"
