@@ -4,12 +4,23 @@ the watermark hand-over, derived names and decisions taken before any connection
 from __future__ import annotations
 
 import datetime as dt
+from decimal import Decimal
 
 import pytest
 
 from cdclab import state
+from cdclab.antipatterns import UnknownVariantError
 from cdclab.delta import Comparison
-from cdclab.lessons import incremental_testing, ml_features, out_of_order, state_storage, watermarks
+from cdclab.lessons import (
+    full_fallback,
+    ignoring_late,
+    incremental_testing,
+    lost_watermarks,
+    ml_features,
+    out_of_order,
+    state_storage,
+    watermarks,
+)
 from cdclab.upsert import UpsertResult
 
 T0 = dt.datetime(2026, 1, 1, 9, tzinfo=dt.UTC)
@@ -97,3 +108,42 @@ def test_the_end_to_end_check_fails_on_missing_or_different_rows_and_reports_ext
 def test_the_end_to_end_watermark_defaults_to_source_and_target() -> None:
     assert incremental_testing.watermark_key("", "public.c", "staging.c") == "71_05_05/public.c->staging.c"
     assert incremental_testing.watermark_key("k", "public.c", "staging.c") == "k"
+
+
+def test_the_anti_pattern_guesses_where_to_start_when_its_watermark_is_gone() -> None:
+    assert lost_watermarks.anti_pattern_since(T0, "interval_start", T1) == (T0, "incremental")
+    since, strategy = lost_watermarks.anti_pattern_since(None, "interval_start", T1)
+    assert (since, strategy) == (T1 - dt.timedelta(microseconds=1), "from_now")  # rows at T1 are read
+    assert lost_watermarks.anti_pattern_since(None, "everything", T1) == (None, "everything")
+    with pytest.raises(ValueError, match="anti_cold_start 'never'"):
+        lost_watermarks.anti_pattern_since(None, "never", T1)
+
+
+def test_each_variant_target_has_its_own_watermark_key() -> None:
+    assert lost_watermarks.watermark_key("public.s", "core.t_fixed") == "71_06_01/public.s->core.t_fixed"
+    assert full_fallback.watermark_key("public.s", "core.t_fixed") == "71_06_03/public.s->core.t_fixed"
+
+
+def test_only_the_wrongly_typed_or_future_watermark_is_recovered() -> None:
+    assert issubclass(state.WatermarkTypeError, full_fallback.RECOVERABLE)
+    assert issubclass(state.WatermarkInFutureError, full_fallback.RECOVERABLE)
+    assert not issubclass(state.WatermarkConflictError, full_fallback.RECOVERABLE)
+
+
+def test_the_fix_reprocesses_the_lookback_and_the_anti_pattern_only_its_interval() -> None:
+    hour = dt.timedelta(hours=1)
+    anti = ignoring_late.reprocessing_window("anti_pattern", T0, T1, hour, 2)
+    fixed = ignoring_late.reprocessing_window("fixed", T0, T1, hour, 2)
+    assert (anti.start, anti.end) == (T0, T1)
+    assert (fixed.start, fixed.end) == (T0 - 2 * hour, T1)
+    with pytest.raises(UnknownVariantError):
+        ignoring_late.reprocessing_window("fix", T0, T1, hour, 2)
+
+
+def test_reconciliation_differences_are_handed_over_as_text() -> None:
+    diffs = [(T0, Decimal("1.50"), Decimal("3.00")), (T1, None, Decimal("2.00")), (T1, Decimal("1"), None)]
+    assert ignoring_late.diffs_xcom(diffs) == [
+        ["2026-01-01T09:00:00+00:00", "1.50", "3.00"],
+        ["2026-01-01T10:00:00+00:00", None, "2.00"],
+        ["2026-01-01T10:00:00+00:00", "1", None],
+    ]
