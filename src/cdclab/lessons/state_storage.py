@@ -87,7 +87,7 @@ def asset_load(accessor: Any, source: str, target_prefix: str, state_key: str) -
 
 
 def xcom_load(previous: Any, source: str, target_prefix: str) -> tuple[dict[str, Any], dict[str, str] | None]:
-    """The XCom copy: ``previous`` is what the task pulled (a :func:`cdclab.state.xcom_payload` or
+    """The XCom copy: ``previous`` is what the task pulled (an ``xcom_payload`` of :mod:`cdclab.state` or
     None). Returns the load result and the payload to push (None when there is no watermark)."""
     old = state.from_xcom_payload(previous, VALUE_TYPE)
     read, new = load(source, target_of(target_prefix, "xcom"), old)

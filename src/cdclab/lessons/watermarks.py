@@ -8,7 +8,7 @@ Vocabulary:
   compare-and-set, :func:`advance_after_commit`) or ``same_transaction`` (rows and watermark commit
   together in :func:`load`).
 - *loaded*: :class:`Loaded`, what one load read and wrote; :meth:`Loaded.xcom` is the hand-over from the
-  load to the watermark step (values typed with :func:`cdclab.state.xcom_payload`).
+  load to the watermark step (values typed by ``xcom_payload`` of :mod:`cdclab.state`).
 """
 
 from __future__ import annotations
