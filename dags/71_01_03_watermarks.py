@@ -38,7 +38,6 @@ from airflow.sdk import Param, dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 DAG_ID = "71_01_03_watermarks"
-KEY_COLUMNS = ["id"]
 
 
 class SimulatedCrashAfterLoad(RuntimeError):
@@ -71,97 +70,46 @@ def _key(params: dict[str, Any]) -> str:
 def watermarks() -> None:
     @task
     def prepare(params: dict[str, Any]) -> None:
-        from cdclab import state, upsert
-        from cdclab.db import SHOP, WAREHOUSE, connect
+        from cdclab.lessons import watermarks as lesson
 
-        shop, wh = connect(SHOP), connect(WAREHOUSE)
-        try:
-            state.ensure_schema(wh)
-            upsert.ensure_mirror_table(shop, params["source_table"], wh, params["target_table"], KEY_COLUMNS)
-        finally:
-            shop.close()
-            wh.close()
+        lesson.prepare(params["source_table"], params["target_table"])
 
     @task
     def load(params: dict[str, Any], dag_run: Any = None) -> dict[str, Any]:
-        from datetime import timedelta
-
-        from cdclab import delta, state, upsert
-        from cdclab.db import SHOP, WAREHOUSE, connect
+        from cdclab.lessons import watermarks as lesson
 
         key = _key(params)
-        shop, wh = connect(SHOP), connect(WAREHOUSE)
-        try:
-            store = state.TableWatermarkStore(wh)
-            old = store.read(key, "timestamptz")
-            with shop.cursor() as cur:
-                cur.execute("SELECT now()")
-                upper = cur.fetchone()[0]
-            oldest_open = delta.oldest_open_transaction_start(shop, params["source_table"])
-            if oldest_open is not None and oldest_open < upper:
-                upper = oldest_open
-            result = delta.read_timestamp_delta(
-                shop,
-                params["source_table"],
-                cursor_column="updated_at",
-                key_columns=KEY_COLUMNS,
-                since=old,
-                until=upper,
-                lookback=timedelta(seconds=params["lookback_seconds"]),
-                batch_size=params["batch_size"],
-                null_policy=params["null_policy"],
-            )
-            shop.rollback()
-            new = delta.next_watermark(old, result)
-            with wh:  # commit the rows (and, in same_transaction mode, the watermark) or nothing
-                written = upsert.upsert_rows(wh, params["target_table"], result.rows, KEY_COLUMNS, "version")
-                if params["watermark_mode"] == "same_transaction" and new is not None and new != old:
-                    store.advance(
-                        key, old, new, value_type="timestamptz", dag_id=DAG_ID, run_id=dag_run.run_id
-                    )
-            print(
-                f"watermark {old} -> {new} (upper bound {upper}); read {len(result.rows)} rows, "
-                f"null cursor rows {result.null_cursor_rows}; inserted {written.inserted}, "
-                f"updated {written.updated}, skipped {written.skipped}"
-            )
-        finally:
-            shop.close()
-            wh.close()
+        r = lesson.load(
+            params["source_table"],
+            params["target_table"],
+            key,
+            mode=params["watermark_mode"],
+            lookback_seconds=params["lookback_seconds"],
+            batch_size=params["batch_size"],
+            null_policy=params["null_policy"],
+            dag_id=DAG_ID,
+            run_id=dag_run.run_id,
+        )
+        print(
+            f"watermark {r.old} -> {r.new} (upper bound {r.upper}); read {r.rows_read} rows, "
+            f"null cursor rows {r.null_cursor_rows}; inserted {r.written.inserted}, "
+            f"updated {r.written.updated}, skipped {r.written.skipped}"
+        )
         if params["fail_after_load"]:
             raise SimulatedCrashAfterLoad(
-                f"simulated crash: {written.written} rows committed into {params['target_table']}, "
-                f"watermark {key!r} still at {old}. Rerun: the same rows are re-read and skipped."
+                f"simulated crash: {r.written.written} rows committed into {params['target_table']}, "
+                f"watermark {key!r} still at {r.old}. Rerun: the same rows are re-read and skipped."
             )
-        payload = {
-            "key": key,
-            "mode": params["watermark_mode"],
-            "rows_read": len(result.rows),
-            "inserted": written.inserted,
-            "updated": written.updated,
-            "skipped": written.skipped,
-            "old": None if old is None else state.xcom_payload(old, "timestamptz"),
-            "new": None if new is None else state.xcom_payload(new, "timestamptz"),
-        }
-        return payload
+        return r.xcom()
 
     @task
     def advance_watermark(loaded: dict[str, Any], dag_run: Any = None) -> str | None:
-        from cdclab import state
-        from cdclab.db import WAREHOUSE, connect
+        from cdclab.lessons import watermarks as lesson
 
-        old = state.from_xcom_payload(loaded["old"], "timestamptz")
-        new = state.from_xcom_payload(loaded["new"], "timestamptz")
-        if loaded["mode"] == "same_transaction" or new is None or new == old:
+        old, new, moved = lesson.advance_after_commit(loaded, dag_id=DAG_ID, run_id=dag_run.run_id)
+        if not moved:
             print(f"watermark {loaded['key']!r} stays at {new} ({loaded['mode']})")
             return None if new is None else new.isoformat()
-        wh = connect(WAREHOUSE)
-        try:
-            with wh:
-                state.TableWatermarkStore(wh).advance(
-                    loaded["key"], old, new, value_type="timestamptz", dag_id=DAG_ID, run_id=dag_run.run_id
-                )
-        finally:
-            wh.close()
         print(f"watermark {loaded['key']!r}: {old} -> {new}")
         return new.isoformat()
 

@@ -39,42 +39,8 @@ from airflow.sdk import Asset, Param, dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 DAG_ID = "71_01_05_state_storage"
-KEY_COLUMNS = ["id"]
 STORES = ("variable", "xcom", "table", "asset")
 STATE_ASSET = Asset(name="cdclab-71_01_05-state", uri="cdclab://state/71_01_05")
-
-
-def _target(params: dict[str, Any], store: str) -> str:
-    return f"{params['target_prefix']}_{store}"
-
-
-def _load(params: dict[str, Any], store: str, since: Any) -> tuple[int, Any]:
-    """Read the delta since ``since`` and upsert it into the store's target; returns (rows read, new)."""
-    from cdclab import delta, upsert
-    from cdclab.db import SHOP, WAREHOUSE, connect
-
-    shop, wh = connect(SHOP), connect(WAREHOUSE)
-    try:
-        with shop.cursor() as cur:
-            cur.execute("SELECT now()")
-            upper = cur.fetchone()[0]
-        oldest_open = delta.oldest_open_transaction_start(shop, params["source_table"])
-        upper = min(upper, oldest_open) if oldest_open else upper
-        result = delta.read_timestamp_delta(
-            shop,
-            params["source_table"],
-            cursor_column="updated_at",
-            key_columns=KEY_COLUMNS,
-            since=since,
-            until=upper,
-        )
-        shop.rollback()
-        with wh:
-            upsert.upsert_rows(wh, _target(params, store), result.rows, KEY_COLUMNS, "version")
-    finally:
-        shop.close()
-        wh.close()
-    return len(result.rows), delta.next_watermark(since, result)
 
 
 @dag(
@@ -98,74 +64,49 @@ def _load(params: dict[str, Any], store: str, since: Any) -> tuple[int, Any]:
 def state_storage() -> None:
     @task
     def prepare(params: dict[str, Any]) -> None:
-        from cdclab import state, upsert
-        from cdclab.db import SHOP, WAREHOUSE, connect
+        from cdclab.lessons import state_storage as lesson
 
-        shop, wh = connect(SHOP), connect(WAREHOUSE)
-        try:
-            state.ensure_schema(wh)
-            for store in STORES:
-                upsert.ensure_mirror_table(
-                    shop, params["source_table"], wh, _target(params, store), KEY_COLUMNS
-                )
-        finally:
-            shop.close()
-            wh.close()
+        lesson.prepare(params["source_table"], params["target_prefix"])
 
     @task
     def variable_load(params: dict[str, Any]) -> dict[str, Any]:
-        from cdclab import state
+        from cdclab.lessons import state_storage as lesson
 
-        store = state.VariableWatermarkStore(prefix=f"{params['state_key']}__")
-        old = store.get("watermark", "timestamptz")
-        read, new = _load(params, "variable", old)
-        if new is not None:
-            store.set("watermark", new, "timestamptz")
-        return {"read": read, "found": old is not None}
+        return lesson.variable_load(params["source_table"], params["target_prefix"], params["state_key"])
 
     @task
     def xcom_load(params: dict[str, Any], ti: Any = None) -> dict[str, Any]:
-        from cdclab import state
+        from cdclab.lessons import state_storage as lesson
 
         # what a previous run pushed is not visible: XCom is scoped to this DAG run
-        old = state.from_xcom_payload(ti.xcom_pull(task_ids="xcom_load", key="watermark"), "timestamptz")
-        read, new = _load(params, "xcom", old)
-        if new is not None:
-            ti.xcom_push(key="watermark", value=state.xcom_payload(new, "timestamptz"))
-        return {"read": read, "found": old is not None}
+        previous = ti.xcom_pull(task_ids="xcom_load", key="watermark")
+        loaded, payload = lesson.xcom_load(previous, params["source_table"], params["target_prefix"])
+        if payload is not None:
+            ti.xcom_push(key="watermark", value=payload)
+        return loaded
 
     @task
     def table_load(params: dict[str, Any], dag_run: Any = None) -> dict[str, Any]:
-        from cdclab import state
-        from cdclab.db import WAREHOUSE, connect
+        from cdclab.lessons import state_storage as lesson
 
-        key = f"{params['state_key']}/watermark"
-        wh = connect(WAREHOUSE)
-        try:
-            store = state.TableWatermarkStore(wh)
-            old = store.read(key, "timestamptz")
-            wh.rollback()
-            read, new = _load(params, "table", old)
-            if new is not None and new != old:
-                with wh:
-                    store.advance(
-                        key, old, new, value_type="timestamptz", dag_id=DAG_ID, run_id=dag_run.run_id
-                    )
-        finally:
-            wh.close()
-        return {"read": read, "found": old is not None}
+        return lesson.table_load(
+            params["source_table"],
+            params["target_prefix"],
+            params["state_key"],
+            dag_id=DAG_ID,
+            run_id=dag_run.run_id,
+        )
 
     @task(inlets=[STATE_ASSET], outlets=[STATE_ASSET])
     def asset_load(params: dict[str, Any], asset_state_store: Any = None) -> dict[str, Any]:
-        from cdclab import state
+        from cdclab.lessons import state_storage as lesson
 
-        store = state.AssetStateWatermarkStore(asset_state_store[STATE_ASSET])
-        key = f"{params['state_key']}/watermark"
-        old = store.get(key, "timestamptz")
-        read, new = _load(params, "asset", old)
-        if new is not None:
-            store.set(key, new, "timestamptz")
-        return {"read": read, "found": old is not None}
+        return lesson.asset_load(
+            asset_state_store[STATE_ASSET],
+            params["source_table"],
+            params["target_prefix"],
+            params["state_key"],
+        )
 
     @task
     def report(loads: list[dict[str, Any]], ti: Any = None) -> dict[str, Any]:

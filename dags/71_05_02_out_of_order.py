@@ -67,76 +67,47 @@ def _tables(params: dict[str, Any]) -> Any:
 def out_of_order() -> None:
     @task
     def prepare(params: dict[str, Any]) -> None:
-        from cdclab import outoforder, state
-        from cdclab.db import WAREHOUSE, connect
+        from cdclab.lessons import out_of_order as lesson
 
-        wh = connect(WAREHOUSE)
-        try:
-            state.ensure_schema(wh)
-            outoforder.ensure(wh, _tables(params))
-        finally:
-            wh.close()
+        lesson.prepare(_tables(params))
 
     @task
     def ingest(params: dict[str, Any], dag_run: Any = None) -> dict[str, int]:
         from airflow.sdk import get_current_context
 
-        from cdclab import outoforder, pull
-        from cdclab.db import SHOP, WAREHOUSE, connect
         from cdclab.intervals import run_interval
+        from cdclab.lessons import out_of_order as lesson
 
         iv = run_interval(get_current_context())  # derived from the timetable if the run has none
-        data_interval_end = iv.end
-
-        shop, wh = connect(SHOP), connect(WAREHOUSE)
-        try:
-            wm = params["watermark_prefix"]
-            orders = pull.pull(shop, wh, params["orders_table"], f"{wm}/{params['orders_table']}")
-            payments = pull.pull(shop, wh, params["payments_table"], f"{wm}/{params['payments_table']}")
-            with wh:  # rows, buffer and both watermarks commit together
-                counts = outoforder.ingest(wh, _tables(params), orders.rows, payments.rows, data_interval_end)
-                pull.advance(wh, orders, dag_id=DAG_ID, run_id=dag_run.run_id)
-                pull.advance(wh, payments, dag_id=DAG_ID, run_id=dag_run.run_id)
-        finally:
-            shop.close()
-            wh.close()
-        print(f"pulled {len(orders.rows)} orders, {len(payments.rows)} payments: {counts}")
+        n_orders, n_payments, counts = lesson.ingest(
+            params["orders_table"],
+            params["payments_table"],
+            _tables(params),
+            params["watermark_prefix"],
+            iv.end,
+            dag_id=DAG_ID,
+            run_id=dag_run.run_id,
+        )
+        print(f"pulled {n_orders} orders, {n_payments} payments: {counts}")
         return counts
 
     @task
     def release(params: dict[str, Any]) -> list[int]:
-        from cdclab import outoforder
-        from cdclab.db import WAREHOUSE, connect
+        from cdclab.lessons import out_of_order as lesson
 
-        wh = connect(WAREHOUSE)
-        try:
-            with wh:
-                released = outoforder.release(wh, _tables(params))
-        finally:
-            wh.close()
+        released = lesson.release(_tables(params))
         print(f"released from the buffer (their order arrived): {released}")
         return released
 
     @task
     def expire(params: dict[str, Any]) -> list[int]:
-        from datetime import timedelta
-
         from airflow.sdk import get_current_context
 
-        from cdclab import outoforder
-        from cdclab.db import WAREHOUSE, connect
         from cdclab.intervals import run_interval
+        from cdclab.lessons import out_of_order as lesson
 
         iv = run_interval(get_current_context())  # derived from the timetable if the run has none
-        data_interval_end = iv.end
-
-        wh = connect(WAREHOUSE)
-        try:
-            with wh:
-                window = timedelta(hours=params["buffer_window_hours"])
-                expired = outoforder.expire(wh, _tables(params), data_interval_end, window)
-        finally:
-            wh.close()
+        expired = lesson.expire(_tables(params), iv.end, params["buffer_window_hours"])
         print(f"dead-lettered to {params['dead_letter_table']} (buffer window exceeded): {expired}")
         return expired
 
@@ -144,28 +115,17 @@ def out_of_order() -> None:
     def reconcile(params: dict[str, Any], dag_run: Any = None) -> dict[str, Any]:
         from airflow.sdk import get_current_context
 
-        from cdclab import outoforder
-        from cdclab.db import SHOP, WAREHOUSE, connect
         from cdclab.intervals import run_interval
+        from cdclab.lessons import out_of_order as lesson
 
         iv = run_interval(get_current_context())  # derived from the timetable if the run has none
-        data_interval_end = iv.end
-
-        shop, wh = connect(SHOP), connect(WAREHOUSE)
-        try:
-            with wh:
-                report = outoforder.reconcile(
-                    shop,
-                    wh,
-                    _tables(params),
-                    params["payments_table"],
-                    repair=params["repair"],
-                    run_id=dag_run.run_id,
-                    checked_at=data_interval_end,
-                )
-        finally:
-            shop.close()
-            wh.close()
+        report = lesson.reconcile(
+            params["payments_table"],
+            _tables(params),
+            repair=params["repair"],
+            run_id=dag_run.run_id,
+            checked_at=iv.end,
+        )
         print(f"reconciliation: {report}")
         return report
 

@@ -58,72 +58,42 @@ DAG_ID = "71_05_04_ml_features"
 def ml_features() -> None:
     @task
     def prepare(params: dict[str, Any]) -> None:
-        from cdclab import features, state
-        from cdclab.db import WAREHOUSE, connect
+        from cdclab.lessons import ml_features as lesson
 
-        wh = connect(WAREHOUSE)
-        try:
-            state.ensure_schema(wh)
-            features.ensure(wh, features.Tables(params["target_prefix"]))
-        finally:
-            wh.close()
+        lesson.prepare(params["target_prefix"])
 
     @task
     def update_features(params: dict[str, Any], dag_run: Any = None) -> dict[str, Any]:
         from airflow.sdk import get_current_context
 
-        from cdclab import features, pull
-        from cdclab.db import SHOP, WAREHOUSE, connect
         from cdclab.intervals import run_interval
+        from cdclab.lessons import ml_features as lesson
 
         iv = run_interval(get_current_context())  # derived from the timetable if the run has none
-        data_interval_end = iv.end
-
-        key = params["watermark_key"] or f"71_05_04/{params['orders_table']}"
-        shop, wh = connect(SHOP), connect(WAREHOUSE)
-        try:
-            changed = pull.pull(shop, wh, params["orders_table"], key)
-            with wh:  # mirror, features and watermark commit together
-                result = features.update_features(
-                    wh,
-                    features.Tables(params["target_prefix"]),
-                    changed.rows,
-                    version=params["feature_version"],
-                    as_of=data_interval_end,
-                    run_id=dag_run.run_id,
-                )
-                pull.advance(wh, changed, dag_id=DAG_ID, run_id=dag_run.run_id)
-        finally:
-            shop.close()
-            wh.close()
-        print(f"pulled {len(changed.rows)} orders; {result}")
+        pulled, result = lesson.update_features(
+            params["orders_table"],
+            params["target_prefix"],
+            lesson.watermark_key(params["watermark_key"], params["orders_table"]),
+            version=params["feature_version"],
+            as_of=iv.end,
+            dag_id=DAG_ID,
+            run_id=dag_run.run_id,
+        )
+        print(f"pulled {pulled} orders; {result}")
         return result
 
     @task
     def training_set(params: dict[str, Any]) -> dict[str, Any]:
         from airflow.sdk import get_current_context
 
-        from cdclab import features
-        from cdclab.db import WAREHOUSE, connect
         from cdclab.intervals import run_interval
+        from cdclab.lessons import ml_features as lesson
 
         iv = run_interval(get_current_context())  # derived from the timetable if the run has none
-        data_interval_end = iv.end
-
-        label_time = (
-            pendulum.parse(params["training_as_of"]) if params["training_as_of"] else data_interval_end
+        label_time = lesson.label_time(params["training_as_of"], iv.end)
+        n = lesson.training_set(
+            params["target_prefix"], version=params["feature_version"], label_time=label_time
         )
-        wh = connect(WAREHOUSE)
-        try:
-            with wh:
-                n = features.build_training_set(
-                    wh,
-                    features.Tables(params["target_prefix"]),
-                    version=params["feature_version"],
-                    label_time=label_time,
-                )
-        finally:
-            wh.close()
         print(f"training set as of {label_time}: {n} rows")
         return {"label_time": label_time.isoformat(), "rows": n}
 

@@ -44,10 +44,6 @@ from airflow.timetables.interval import CronDataIntervalTimetable
 DAG_ID = "71_06_01_lost_watermarks"
 
 
-def _key(params: dict[str, Any], target: str) -> str:
-    return f"71_06_01/{params['source_table']}->{target}"
-
-
 @dag(
     dag_id=DAG_ID,
     schedule=CronDataIntervalTimetable("@hourly", timezone="UTC"),
@@ -68,94 +64,30 @@ def _key(params: dict[str, Any], target: str) -> str:
 )
 def lost_watermarks() -> None:
     @task
-    def load(
-        params: dict[str, Any],
-        dag_run: Any = None,
-    ) -> dict[str, Any]:
-        import time
-
+    def load(params: dict[str, Any], dag_run: Any = None) -> dict[str, Any]:
         from airflow.sdk import get_current_context
 
-        from cdclab import antipatterns as ap
-        from cdclab import state
-        from cdclab.db import SHOP, WAREHOUSE, connect
         from cdclab.intervals import run_interval
+        from cdclab.lessons import lost_watermarks as lesson
 
         iv = run_interval(get_current_context())  # derived from the timetable if the run has none
-        data_interval_start, data_interval_end = iv.start, iv.end
-
-        variant = ap.check_variant(params["variant"])
-        source, target = params["source_table"], ap.for_variant(params["target_table"], variant)
-        key = _key(params, target)
-        shop, wh = connect(SHOP), connect(WAREHOUSE)
-        started = time.monotonic()
-        try:
-            state.ensure_schema(wh)
-            ap.ensure_source(shop, source, "rows")
-            ap.ensure_rows_target(wh, target)
-            table_store = state.TableWatermarkStore(wh)
-            variable_store = state.VariableWatermarkStore(prefix=f"{source}__")
-            variable_key = "71_06_01_watermark"
-            if params["lose_state"]:
-                if variant == "anti_pattern":
-                    variable_store.delete(variable_key)
-                else:
-                    with wh:
-                        table_store.delete(key, "lose_state=true", dag_id=DAG_ID, run_id=dag_run.run_id)
-                print(f"state lost on purpose ({variant})")
-
-            if variant == "anti_pattern":
-                since = variable_store.get(variable_key, "timestamptz")
-                strategy = "incremental"
-                if since is None:  # first run or lost state: the pipeline cannot tell
-                    if params["anti_cold_start"] == "interval_start":
-                        since, strategy = data_interval_start - pendulum.duration(microseconds=1), "from_now"
-                    else:
-                        strategy = "everything"
-            else:
-                since = table_store.read(key, "timestamptz")
-                strategy = "incremental"
-                if since is None:
-                    with wh:
-                        since = ap.recover_watermark(
-                            wh, table_store, key, target, dag_id=DAG_ID, run_id=dag_run.run_id
-                        )
-                    strategy = "recovered" if since is not None else "initial"
-
-            rows = ap.read_rows_after(shop, source, since, data_interval_end)
-            shop.rollback()
-            new = max((r["updated_at"] for r in rows), default=since)
-            with wh:
-                written = ap.upsert_by_updated_at(wh, target, rows)
-                if variant == "fixed" and new is not None and new != since:
-                    old = table_store.read(key, "timestamptz")
-                    table_store.advance(
-                        key, old, new, value_type="timestamptz", dag_id=DAG_ID, run_id=dag_run.run_id
-                    )
-                state.record_run_metrics(
-                    wh,
-                    pipeline=key,
-                    strategy=f"{variant}:{strategy}",
-                    rows_read=len(rows),
-                    rows_written=written,
-                    duration_ms=(time.monotonic() - started) * 1000,
-                    dag_id=DAG_ID,
-                    run_id=dag_run.run_id,
-                    interval_start=data_interval_start,
-                    interval_end=data_interval_end,
-                )
-            if variant == "anti_pattern" and new is not None:
-                variable_store.set(variable_key, new, "timestamptz")
-            source_keys = [r["id"] for r in ap.read_rows_after(shop, source, None, data_interval_end)]
-            shop.rollback()
-            target_keys = ap.keys_of(wh, target)
-            wh.rollback()
-        finally:
-            shop.close()
-            wh.close()
-        gap = ap.missing_keys(source_keys, target_keys)
-        print(f"{variant}/{strategy}: read {len(rows)} rows since {since}; watermark now {new}; gap: {gap}")
-        return {"variant": variant, "strategy": strategy, "rows_read": len(rows), "gap": gap}
+        r = lesson.load(
+            params["source_table"],
+            params["target_table"],
+            params["variant"],
+            lose_state=params["lose_state"],
+            anti_cold_start=params["anti_cold_start"],
+            interval_start=iv.start,
+            interval_end=iv.end,
+            dag_id=DAG_ID,
+            run_id=dag_run.run_id,
+        )
+        for note in r.notes:
+            print(note)
+        print(
+            f"{r.variant}/{r.strategy}: read {r.rows_read} rows since {r.since}; watermark now {r.new}; gap: {r.gap}"
+        )
+        return r.xcom()
 
     load()
 

@@ -67,57 +67,33 @@ def ignoring_late() -> None:
     def aggregate(params: dict[str, Any]) -> dict[str, Any]:
         from airflow.sdk import get_current_context
 
-        from cdclab import antipatterns as ap
-        from cdclab.db import SHOP, WAREHOUSE, connect
-        from cdclab.intervals import Window, run_interval
+        from cdclab.intervals import run_interval
+        from cdclab.lessons import ignoring_late as lesson
 
         iv = run_interval(get_current_context())  # derived from the timetable if the run has none
-        data_interval_start, data_interval_end = iv.start, iv.end
-
-        variant = ap.check_variant(params["variant"])
-        target = ap.for_variant(params["target_table"], variant)
-        window = Window(data_interval_start, data_interval_end)
-        if variant == "fixed":
-            window = window.widen(before=GRAIN * params["lookback_intervals"])
-        shop, wh = connect(SHOP), connect(WAREHOUSE)
-        try:
-            ap.ensure_source(shop, params["source_table"], "events")
-            ap.ensure_totals(wh, target)
-            totals = ap.source_totals(shop, params["source_table"], window.start, window.end, GRAIN)
-            shop.rollback()
-            with wh:
-                buckets = ap.write_totals(wh, target, totals, window.start, window.end)
-        finally:
-            shop.close()
-            wh.close()
+        variant, window, buckets = lesson.aggregate(
+            params["source_table"],
+            params["target_table"],
+            params["variant"],
+            start=iv.start,
+            end=iv.end,
+            grain=GRAIN,
+            lookback_intervals=params["lookback_intervals"],
+        )
         print(f"{variant}: recomputed {buckets} bucket(s) in {window}")
         return {"variant": variant, "window": str(window), "buckets": buckets}
 
     @task
     def reconcile(params: dict[str, Any], dag_run: Any = None) -> list[list[str | None]]:
-        from cdclab import antipatterns as ap
-        from cdclab.db import SHOP, WAREHOUSE, connect
+        from cdclab.lessons import ignoring_late as lesson
 
-        shop, wh = connect(SHOP), connect(WAREHOUSE)
-        try:
-            with wh:
-                diffs = ap.reconcile_totals(
-                    shop,
-                    wh,
-                    params["source_table"],
-                    ap.for_variant(params["target_table"], params["variant"]),
-                    GRAIN,
-                    dag_run.run_id,
-                )
-        finally:
-            shop.close()
-            wh.close()
+        diffs = lesson.reconcile(
+            params["source_table"], params["target_table"], params["variant"], GRAIN, dag_run.run_id
+        )
         for bucket, have, truth in diffs:
             print(f"bucket {bucket}: target {have}, source {truth} -> late rows not counted")
         print(f"{len(diffs)} bucket(s) differ from the source")
-        return [
-            [b.isoformat(), None if h is None else str(h), None if t is None else str(t)] for b, h, t in diffs
-        ]
+        return lesson.diffs_xcom(diffs)
 
     aggregate() >> reconcile()
 

@@ -40,10 +40,6 @@ from airflow.timetables.interval import CronDataIntervalTimetable
 DAG_ID = "71_06_03_full_fallback"
 
 
-def _key(params: dict[str, Any], target: str) -> str:
-    return f"71_06_03/{params['source_table']}->{target}"
-
-
 @dag(
     dag_id=DAG_ID,
     schedule=CronDataIntervalTimetable("@hourly", timezone="UTC"),
@@ -63,80 +59,30 @@ def _key(params: dict[str, Any], target: str) -> str:
 )
 def full_fallback() -> None:
     @task
-    def load(
-        params: dict[str, Any],
-        dag_run: Any = None,
-    ) -> dict[str, Any]:
-        import time
-
+    def load(params: dict[str, Any], dag_run: Any = None) -> dict[str, Any]:
         from airflow.sdk import get_current_context
 
-        from cdclab import antipatterns as ap
-        from cdclab import state
-        from cdclab.db import SHOP, WAREHOUSE, connect
         from cdclab.intervals import run_interval
+        from cdclab.lessons import full_fallback as lesson
 
         iv = run_interval(get_current_context())  # derived from the timetable if the run has none
-        data_interval_start, data_interval_end = iv.start, iv.end
-
-        variant = ap.check_variant(params["variant"])
-        source, target = params["source_table"], ap.for_variant(params["target_table"], variant)
-        key = _key(params, target)
-        shop, wh = connect(SHOP), connect(WAREHOUSE)
-        started = time.monotonic()
-        try:
-            state.ensure_schema(wh)
-            ap.ensure_source(shop, source, "rows")
-            ap.ensure_rows_target(wh, target)
-            store = state.TableWatermarkStore(wh)
-            if params["corrupt_state"]:
-                with wh:
-                    ap.corrupt_watermark(wh, key)
-            full = False
-            try:
-                since = store.read(key, "timestamptz")
-                strategy = "incremental" if since is not None else "initial"
-            except (state.WatermarkTypeError, state.WatermarkInFutureError) as exc:
-                wh.rollback()
-                if variant == "anti_pattern":
-                    print(f"watermark unreadable ({exc}); falling back to a full reload")
-                    since, strategy, full = None, "full", True
-                else:
-                    print(f"watermark unreadable ({exc}); recovering it from the target")
-                    with wh:
-                        since = ap.recover_watermark(
-                            wh, store, key, target, dag_id=DAG_ID, run_id=dag_run.run_id
-                        )
-                    strategy = "recovered"
-            rows = ap.read_rows_after(shop, source, since, data_interval_end)
-            shop.rollback()
-            new = max((r["updated_at"] for r in rows), default=since)
-            with wh:
-                if full:
-                    written = ap.replace_all(wh, target, rows)  # the watermark stays unreadable
-                else:
-                    written = ap.upsert_by_updated_at(wh, target, rows)
-                    if new is not None and new != since:
-                        store.advance(
-                            key, since, new, value_type="timestamptz", dag_id=DAG_ID, run_id=dag_run.run_id
-                        )
-                state.record_run_metrics(
-                    wh,
-                    pipeline=key,
-                    strategy=f"{variant}:{strategy}",
-                    rows_read=len(rows),
-                    rows_written=written,
-                    duration_ms=(time.monotonic() - started) * 1000,
-                    dag_id=DAG_ID,
-                    run_id=dag_run.run_id,
-                    interval_start=data_interval_start,
-                    interval_end=data_interval_end,
-                )
-        finally:
-            shop.close()
-            wh.close()
-        print(f"{variant}/{strategy}: read {len(rows)} rows, wrote {written}; watermark {since} -> {new}")
-        return {"variant": variant, "strategy": strategy, "rows_read": len(rows), "rows_written": written}
+        r = lesson.load(
+            params["source_table"],
+            params["target_table"],
+            params["variant"],
+            corrupt_state=params["corrupt_state"],
+            interval_start=iv.start,
+            interval_end=iv.end,
+            dag_id=DAG_ID,
+            run_id=dag_run.run_id,
+        )
+        for note in r.notes:
+            print(note)
+        print(
+            f"{r.variant}/{r.strategy}: read {r.rows_read} rows, wrote {r.rows_written}; "
+            f"watermark {r.since} -> {r.new}"
+        )
+        return r.xcom()
 
     load()
 

@@ -1,0 +1,119 @@
+"""71.6.3 Full-load fallback (anti-pattern): an unreadable watermark sends the anti-pattern to a full
+reload on every run, the fix rebuilds the watermark from the target and reads only the delta, for
+``dags/71_06_03_full_fallback.py``. The pieces and the vocabulary (*full-load fallback*, *bounded
+recovery*) live in :mod:`cdclab.antipatterns`; :func:`load` is the DAG's one step.
+
+Vocabulary:
+- *recoverable*: the watermark errors the fix repairs (:data:`RECOVERABLE`: a wrongly typed or a future
+  value); every other error fails the run.
+- *strategy*: ``initial`` (no watermark yet), ``incremental``, ``full`` (the anti-pattern's fallback) or
+  ``recovered`` (the fix rebuilt the watermark from ``max(updated_at)`` of the target).
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import closing
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from cdclab import antipatterns as ap
+from cdclab import state
+from cdclab.db import SHOP, WAREHOUSE, connect
+
+RECOVERABLE = (state.WatermarkTypeError, state.WatermarkInFutureError)
+
+
+def watermark_key(source: str, target: str) -> str:
+    """The watermark (and the metrics pipeline) of one source and target."""
+    return f"71_06_03/{source}->{target}"
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """One run: the variant and strategy, the watermark read from (``since``) and after it (``new``),
+    rows read and written, and the notes to log before the summary."""
+
+    variant: str
+    strategy: str
+    since: Any
+    new: Any
+    rows_read: int
+    rows_written: int
+    notes: list[str] = field(default_factory=list)
+
+    def xcom(self) -> dict[str, Any]:
+        return {
+            "variant": self.variant,
+            "strategy": self.strategy,
+            "rows_read": self.rows_read,
+            "rows_written": self.rows_written,
+        }
+
+
+def load(
+    source: str,
+    target_table: str,
+    variant_param: str,
+    *,
+    corrupt_state: bool,
+    interval_start: datetime,
+    interval_end: datetime,
+    dag_id: str,
+    run_id: str,
+) -> Loaded:
+    """One run of ``variant_param`` (``target_table`` may hold ``{variant}``): corrupt the watermark first
+    when ``corrupt_state``, read it — the anti-pattern falls back to a full reload when it is unreadable,
+    the fix recovers it from the target — load the rows before ``interval_end`` and record the run's
+    metrics (``state.run_metrics``) in the load's transaction."""
+    variant = ap.check_variant(variant_param)
+    target = ap.for_variant(target_table, variant)
+    key = watermark_key(source, target)
+    notes: list[str] = []
+    with closing(connect(SHOP)) as shop, closing(connect(WAREHOUSE)) as wh:
+        started = time.monotonic()
+        state.ensure_schema(wh)
+        ap.ensure_source(shop, source, "rows")
+        ap.ensure_rows_target(wh, target)
+        store = state.TableWatermarkStore(wh)
+        if corrupt_state:
+            with wh:
+                ap.corrupt_watermark(wh, key)
+        full = False
+        try:
+            since = store.read(key, "timestamptz")
+            strategy = "incremental" if since is not None else "initial"
+        except RECOVERABLE as exc:
+            wh.rollback()
+            if variant == "anti_pattern":
+                notes.append(f"watermark unreadable ({exc}); falling back to a full reload")
+                since, strategy, full = None, "full", True
+            else:
+                notes.append(f"watermark unreadable ({exc}); recovering it from the target")
+                with wh:
+                    since = ap.recover_watermark(wh, store, key, target, dag_id=dag_id, run_id=run_id)
+                strategy = "recovered"
+        rows = ap.read_rows_after(shop, source, since, interval_end)
+        shop.rollback()
+        new = max((r["updated_at"] for r in rows), default=since)
+        with wh:
+            if full:
+                written = ap.replace_all(wh, target, rows)  # the watermark stays unreadable
+            else:
+                written = ap.upsert_by_updated_at(wh, target, rows)
+                if new is not None and new != since:
+                    store.advance(key, since, new, value_type="timestamptz", dag_id=dag_id, run_id=run_id)
+            state.record_run_metrics(
+                wh,
+                pipeline=key,
+                strategy=f"{variant}:{strategy}",
+                rows_read=len(rows),
+                rows_written=written,
+                duration_ms=(time.monotonic() - started) * 1000,
+                dag_id=dag_id,
+                run_id=run_id,
+                interval_start=interval_start,
+                interval_end=interval_end,
+            )
+    return Loaded(variant, strategy, since, new, len(rows), written, notes)

@@ -1,0 +1,143 @@
+"""71.6.1 Lost watermarks (anti-pattern): a load whose watermark vanishes, once kept in an Airflow
+Variable and guessed again (the anti-pattern), once kept in ``state.watermarks`` and rebuilt from the
+target (the fix), for ``dags/71_06_01_lost_watermarks.py``. The pieces and the vocabulary (*gap*,
+*variant*) live in :mod:`cdclab.antipatterns`; :func:`load` is the DAG's one step.
+
+Vocabulary:
+- *cold start* (anti-pattern, no watermark found): ``interval_start`` reads from just before the data
+  interval's start ("from now", the silent gap) or ``everything`` reloads the whole source
+  (:func:`anti_pattern_since`).
+- *strategy*: how the run chose where to read from — ``incremental`` (a stored watermark), ``from_now`` or
+  ``everything`` (the anti-pattern's cold starts), ``recovered`` (the fix rebuilt the watermark from
+  ``max(updated_at)`` of the target) or ``initial`` (the fix found an empty target: a first load).
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import closing
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from cdclab import antipatterns as ap
+from cdclab import state
+from cdclab.db import SHOP, WAREHOUSE, connect
+
+VARIABLE_KEY = "71_06_01_watermark"
+COLD_STARTS = ("interval_start", "everything")
+
+
+def watermark_key(source: str, target: str) -> str:
+    """The fix's watermark (and the metrics pipeline) of one source and target."""
+    return f"71_06_01/{source}->{target}"
+
+
+def anti_pattern_since(stored: Any, cold_start: str, interval_start: datetime) -> tuple[Any, str]:
+    """Where the anti-pattern reads from, and its strategy: the stored watermark, else (first run or
+    lost state — it cannot tell) just before ``interval_start`` or nothing (everything)."""
+    if cold_start not in COLD_STARTS:
+        raise ValueError(f"anti_cold_start {cold_start!r} is not one of {COLD_STARTS}")
+    if stored is not None:
+        return stored, "incremental"
+    if cold_start == "interval_start":
+        return interval_start - timedelta(microseconds=1), "from_now"
+    return None, "everything"
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """One run: the variant and strategy, the watermark read from (``since``) and after it (``new``),
+    the rows read, the gap (source keys before the interval end missing in the target) and the notes
+    to log before the summary."""
+
+    variant: str
+    strategy: str
+    since: Any
+    new: Any
+    rows_read: int
+    gap: list[Any]
+    notes: list[str] = field(default_factory=list)
+
+    def xcom(self) -> dict[str, Any]:
+        return {
+            "variant": self.variant,
+            "strategy": self.strategy,
+            "rows_read": self.rows_read,
+            "gap": self.gap,
+        }
+
+
+def load(
+    source: str,
+    target_table: str,
+    variant_param: str,
+    *,
+    lose_state: bool,
+    anti_cold_start: str,
+    interval_start: datetime,
+    interval_end: datetime,
+    dag_id: str,
+    run_id: str,
+) -> Loaded:
+    """One run of ``variant_param`` (``target_table`` may hold ``{variant}``): lose the state first when
+    ``lose_state``, choose where to read from, load ``(since, interval_end)`` upserted by ``updated_at``,
+    store the new watermark and the run's metrics (``state.run_metrics``), then measure the gap."""
+    variant = ap.check_variant(variant_param)
+    target = ap.for_variant(target_table, variant)
+    key = watermark_key(source, target)
+    notes: list[str] = []
+    with closing(connect(SHOP)) as shop, closing(connect(WAREHOUSE)) as wh:
+        started = time.monotonic()
+        state.ensure_schema(wh)
+        ap.ensure_source(shop, source, "rows")
+        ap.ensure_rows_target(wh, target)
+        table_store = state.TableWatermarkStore(wh)
+        variable_store = state.VariableWatermarkStore(prefix=f"{source}__")
+        if lose_state:
+            if variant == "anti_pattern":
+                variable_store.delete(VARIABLE_KEY)
+            else:
+                with wh:
+                    table_store.delete(key, "lose_state=true", dag_id=dag_id, run_id=run_id)
+            notes.append(f"state lost on purpose ({variant})")
+
+        if variant == "anti_pattern":
+            stored = variable_store.get(VARIABLE_KEY, "timestamptz")
+            since, strategy = anti_pattern_since(stored, anti_cold_start, interval_start)
+        else:
+            since = table_store.read(key, "timestamptz")
+            strategy = "incremental"
+            if since is None:
+                with wh:
+                    since = ap.recover_watermark(wh, table_store, key, target, dag_id=dag_id, run_id=run_id)
+                strategy = "recovered" if since is not None else "initial"
+
+        rows = ap.read_rows_after(shop, source, since, interval_end)
+        shop.rollback()
+        new = max((r["updated_at"] for r in rows), default=since)
+        with wh:
+            written = ap.upsert_by_updated_at(wh, target, rows)
+            if variant == "fixed" and new is not None and new != since:
+                old = table_store.read(key, "timestamptz")
+                table_store.advance(key, old, new, value_type="timestamptz", dag_id=dag_id, run_id=run_id)
+            state.record_run_metrics(
+                wh,
+                pipeline=key,
+                strategy=f"{variant}:{strategy}",
+                rows_read=len(rows),
+                rows_written=written,
+                duration_ms=(time.monotonic() - started) * 1000,
+                dag_id=dag_id,
+                run_id=run_id,
+                interval_start=interval_start,
+                interval_end=interval_end,
+            )
+        if variant == "anti_pattern" and new is not None:
+            variable_store.set(VARIABLE_KEY, new, "timestamptz")
+        source_keys = [r["id"] for r in ap.read_rows_after(shop, source, None, interval_end)]
+        shop.rollback()
+        target_keys = ap.keys_of(wh, target)
+        wh.rollback()
+    gap = ap.missing_keys(source_keys, target_keys)
+    return Loaded(variant, strategy, since, new, len(rows), gap, notes)
