@@ -41,6 +41,8 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 
+LAG_TABLE = "state.kafka_lag"  # this DAG's own table, created by report_lag
+
 
 @dag(
     dag_id="71_03_02_kafka_cdc",
@@ -114,7 +116,7 @@ def kafka_cdc():
         from cdclab.lessons import replication
 
         ctx = get_current_context()
-        return replication.record_lag(ctx["params"]["consumer_group"], ctx["run_id"])
+        return replication.record_lag(ctx["params"]["consumer_group"], ctx["run_id"], lag_table=LAG_TABLE)
 
     report_lag(process(replay_if_asked(describe_topics())))
 

@@ -7,8 +7,8 @@ Vocabulary:
 - *target table*: :func:`target_table`, the warehouse table a source table replicates into.
 - *replay*: move a consumer group's stored offsets (``earliest``, ``latest`` or an offset) on every topic
   that has records, after checking the group is bound to these targets (:func:`replay`).
-- *lag row*: one ``state.kafka_lag`` row per (group, topic, partition) per run: next offset, end offset,
-  lag (:func:`record_lag`).
+- *lag row*: one row per (group, topic, partition) per run in the DAG's own lag table (71_03_02 names it;
+  created at task time, :func:`lag_ddl`): next offset, end offset, lag (:func:`record_lag`).
 - *snapshot request*: a Debezium incremental snapshot asked for once per table, remembered in
   ``state.replication_snapshots`` (:func:`request_snapshots`, :mod:`cdclab.cdc.replication`).
 - *check*: source and target compared by row count and checksum, one ``state.replication_checks`` row per
@@ -20,22 +20,27 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from psycopg2 import sql
+
 from cdclab.cdc import consumer as kc
 from cdclab.cdc import offsets
 from cdclab.cdc.merge import primary_key, source_columns
 from cdclab.cdc.pipeline import kafka_bootstrap
 from cdclab.cdc.replication import CHECKS_DDL, SNAPSHOTS_DDL, checksum, request_incremental_snapshot
-from cdclab.db import SHOP, WAREHOUSE, transaction
+from cdclab.db import SHOP, WAREHOUSE, ident, transaction
 from cdclab.ddl import ensure as ensure_ddl
 
 KAFKA = "kafka_default"
 
-LAG_DDL = """
-CREATE TABLE IF NOT EXISTS state.kafka_lag (
+
+def lag_ddl(table: str) -> sql.Composable:
+    """The lag table: one row per measurement of a group's topic partition."""
+    return sql.SQL(
+        """CREATE TABLE IF NOT EXISTS {} (
     measured_at timestamptz NOT NULL DEFAULT now(), consumer_group text NOT NULL, topic text NOT NULL,
     kafka_partition integer NOT NULL, next_offset bigint NOT NULL, end_offset bigint, lag bigint,
-    dag_run text, PRIMARY KEY (measured_at, consumer_group, topic, kafka_partition))
-"""
+    dag_run text, PRIMARY KEY (measured_at, consumer_group, topic, kafka_partition))"""
+    ).format(ident(table))
 
 
 def target_table(table: str, target_schema: str, target_prefix: str) -> str:
@@ -71,16 +76,20 @@ def replay(
     return moved
 
 
-def record_lag(group: str, run_id: str, kafka_conn_id: str = KAFKA) -> list[dict[str, Any]]:
-    """Append one ``state.kafka_lag`` row per stored offset of ``group`` (next offset, topic end offset,
-    lag). Returns ``[{"topic", "partition", "lag"}]``."""
+def record_lag(
+    group: str, run_id: str, *, lag_table: str, kafka_conn_id: str = KAFKA
+) -> list[dict[str, Any]]:
+    """Append one row per stored offset of ``group`` (next offset, topic end offset, lag) to ``lag_table``,
+    created if missing. Returns ``[{"topic", "partition", "lag"}]``."""
     with transaction(WAREHOUSE) as cur:
         rows = offsets.report(cur, kafka_bootstrap(kafka_conn_id), group)
-        ensure_ddl(cur, "state.kafka_lag", LAG_DDL)
+        ensure_ddl(cur, lag_table, lag_ddl(lag_table))
         for r in rows:
             cur.execute(
-                "INSERT INTO state.kafka_lag (consumer_group, topic, kafka_partition, next_offset, "
-                "end_offset, lag, dag_run) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                sql.SQL(
+                    "INSERT INTO {} (consumer_group, topic, kafka_partition, next_offset, end_offset, lag, "
+                    "dag_run) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+                ).format(ident(lag_table)),
                 (r.group, r.topic, r.partition, r.next_offset, r.end_offset, r.lag, run_id),
             )
     return [{"topic": r.topic, "partition": r.partition, "lag": r.lag} for r in rows]
