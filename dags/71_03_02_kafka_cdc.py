@@ -41,14 +41,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 
-from cdclab.cdc.pipeline import replicate
-
-LAG_DDL = """
-CREATE TABLE IF NOT EXISTS state.kafka_lag (
-    measured_at timestamptz NOT NULL DEFAULT now(), consumer_group text NOT NULL, topic text NOT NULL,
-    kafka_partition integer NOT NULL, next_offset bigint NOT NULL, end_offset bigint, lag bigint,
-    dag_run text, PRIMARY KEY (measured_at, consumer_group, topic, kafka_partition))
-"""
+LAG_TABLE = "state.kafka_lag"  # this DAG's own table, created by report_lag
 
 
 @dag(
@@ -87,40 +80,26 @@ def kafka_cdc():
 
     @task
     def replay_if_asked(topics: dict) -> dict:
-        from cdclab.cdc import consumer as kc
-        from cdclab.cdc import offsets
-        from cdclab.cdc.pipeline import kafka_bootstrap
-        from cdclab.db import transaction
+        from cdclab.lessons import replication
 
         p = get_current_context()["params"]
         if p["replay_from"] in (None, ""):
             return {}
-        moved = {}
-        with transaction("warehouse") as cur:
-            # refuse to move another target's group (the same check the consuming run makes)
-            kc.ensure_schema(cur)
-            kc.bind_targets(
-                cur,
-                p["consumer_group"],
-                {
-                    f"shop.{t}": f"{p['target_schema']}.{p['target_prefix']}{t.split('.')[-1]}"
-                    for t in p["tables"]
-                },
-            )
-            for topic in topics:
-                if topics[topic]:
-                    moved[topic] = offsets.reset(
-                        cur,
-                        kafka_bootstrap("kafka_default"),
-                        p["consumer_group"],
-                        topic,
-                        p["replay_from"],
-                        who="71_03_02_kafka_cdc replay_from",
-                    )
-        return moved
+        # refuses to move another target's group (the same check the consuming run makes)
+        return replication.replay(
+            p["tables"],
+            topics,
+            group=p["consumer_group"],
+            target_schema=p["target_schema"],
+            target_prefix=p["target_prefix"],
+            replay_from=p["replay_from"],
+            who="71_03_02_kafka_cdc replay_from",
+        )
 
     @task
     def process(_moved: dict) -> dict:
+        from cdclab.cdc.pipeline import replicate
+
         ctx = get_current_context()
         p = ctx["params"]
         return replicate(
@@ -134,21 +113,10 @@ def kafka_cdc():
 
     @task
     def report_lag(_summary: dict) -> list[dict]:
-        from cdclab.cdc import offsets
-        from cdclab.cdc.pipeline import kafka_bootstrap
-        from cdclab.db import transaction
+        from cdclab.lessons import replication
 
         ctx = get_current_context()
-        with transaction("warehouse") as cur:
-            rows = offsets.report(cur, kafka_bootstrap("kafka_default"), ctx["params"]["consumer_group"])
-            cur.execute(LAG_DDL)
-            for r in rows:
-                cur.execute(
-                    "INSERT INTO state.kafka_lag (consumer_group, topic, kafka_partition, next_offset, "
-                    "end_offset, lag, dag_run) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                    (r.group, r.topic, r.partition, r.next_offset, r.end_offset, r.lag, ctx["run_id"]),
-                )
-        return [{"topic": r.topic, "partition": r.partition, "lag": r.lag} for r in rows]
+        return replication.record_lag(ctx["params"]["consumer_group"], ctx["run_id"], lag_table=LAG_TABLE)
 
     report_lag(process(replay_if_asked(describe_topics())))
 

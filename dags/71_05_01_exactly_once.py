@@ -45,10 +45,7 @@ import datetime as dt
 import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 
-from cdclab.cdc.pipeline import kafka_bootstrap
-from cdclab.db import WAREHOUSE, connect
-from cdclab.exactly_once import MODES, SinkTables, check_mode, run
-from cdclab.streams import ensure_topic, produce_events
+from cdclab.exactly_once import MODES  # the mode param's choices
 
 
 def _wants_events(context: dict) -> bool:
@@ -97,7 +94,9 @@ def exactly_once():
     @task
     def produce() -> dict:
         """Write generated events, some of them twice (producer retries), to the topic."""
+        from cdclab.cdc.pipeline import kafka_bootstrap
         from cdclab.intervals import run_interval
+        from cdclab.streams import ensure_topic, produce_events
         from cdclab.workload import clickstream_events
 
         ctx = get_current_context()
@@ -118,6 +117,10 @@ def exactly_once():
     @task(trigger_rule="none_failed")
     def consume() -> dict:
         """One bounded run in the chosen mode; returns the layers' counts."""
+        from cdclab.cdc.pipeline import kafka_bootstrap
+        from cdclab.db import WAREHOUSE
+        from cdclab.exactly_once import SinkTables, check_mode, run
+
         ctx = get_current_context()
         p = ctx["params"]
         mode = check_mode(p["mode"])
@@ -126,7 +129,8 @@ def exactly_once():
             bootstrap=kafka_bootstrap("kafka_default"),
             topic=p["topic"],
             group=f"{p['consumer_group']}.{mode}",
-            connect=lambda: connect(WAREHOUSE, "71_05_01_exactly_once"),
+            conn_id=WAREHOUSE,
+            application_name="71_05_01_exactly_once",
             tables=SinkTables(p["schema"], p["table_prefix"], mode),
             batch_size=p["batch_size"],
             replay=p["replay_from_start"],

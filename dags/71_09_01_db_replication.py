@@ -74,30 +74,13 @@ def db_replication():
 
     @task
     def initial_snapshot(_state: str) -> dict:
-        from cdclab.cdc.replication import SNAPSHOTS_DDL, request_incremental_snapshot
-        from cdclab.db import transaction
-        from cdclab.ddl import ensure as ensure_ddl
+        from cdclab.lessons import replication
 
         ctx = get_current_context()
         p = ctx["params"]
         if not p["initial_snapshot"]:
             return {}
-        requested = {}
-        with transaction("warehouse") as wcur, transaction("shop") as scur:
-            ensure_ddl(wcur, "state.replication_snapshots", SNAPSHOTS_DDL)
-            for table in p["tables"]:
-                wcur.execute(
-                    "SELECT signal_id FROM state.replication_snapshots WHERE source_table = %s", (table,)
-                )
-                if wcur.fetchone() is None:
-                    signal = request_incremental_snapshot(scur, table)
-                    wcur.execute(
-                        "INSERT INTO state.replication_snapshots (source_table, signal_id, requested_by) "
-                        "VALUES (%s, %s, %s)",
-                        (table, signal, ctx["run_id"]),
-                    )
-                    requested[table] = signal
-        return requested
+        return replication.request_snapshots(p["tables"], ctx["run_id"])
 
     @task
     def sync(_requested: dict) -> dict:
@@ -135,32 +118,16 @@ def db_replication():
 
     @task
     def compare(_summary: dict) -> list[dict]:
-        from cdclab.cdc.merge import primary_key, source_columns
-        from cdclab.cdc.replication import CHECKS_DDL, checksum
-        from cdclab.db import transaction
-        from cdclab.ddl import ensure as ensure_ddl
+        from cdclab.lessons import replication
 
         ctx = get_current_context()
         p = ctx["params"]
-        results = []
-        with transaction("shop") as scur, transaction("warehouse") as wcur:
-            ensure_ddl(wcur, "state.replication_checks", CHECKS_DDL)
-            for table in p["tables"]:
-                target = f"{p['target_schema']}.{p['target_prefix']}{table.split('.')[-1]}"
-                columns = [c for c, _ in source_columns(scur, table)]
-                key = primary_key(scur, table)
-                s_count, s_md5 = checksum(scur, table, columns, key)
-                t_count, t_md5 = checksum(wcur, target, columns, key)
-                equal = (s_count, s_md5) == (t_count, t_md5)
-                wcur.execute(
-                    "INSERT INTO state.replication_checks (source_table, target_table, source_rows, "
-                    "target_rows, source_md5, target_md5, equal, dag_run) VALUES (%s,%s,%s,%s,%s,%s,%s,%s)",
-                    (table, target, s_count, t_count, s_md5, t_md5, equal, ctx["run_id"]),
-                )
-                results.append(
-                    {"table": table, "equal": equal, "source_rows": s_count, "target_rows": t_count}
-                )
-        return results
+        return replication.compare(
+            p["tables"],
+            target_schema=p["target_schema"],
+            target_prefix=p["target_prefix"],
+            run_id=ctx["run_id"],
+        )
 
     compare(sync(initial_snapshot(check_connector())))
 

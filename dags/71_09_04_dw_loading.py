@@ -50,54 +50,21 @@ from airflow.timetables.interval import CronDataIntervalTimetable
 DAG_ID = "71_09_04_dw_loading"
 
 
-def _key(params: dict[str, Any], source: str) -> str:
-    prefix = params["watermark_prefix"] or f"71_09_04/{params['fact_table']}"
-    return f"{prefix}/{source}"
+def _star(params: dict[str, Any], dag_run: Any, context: dict[str, Any]) -> Any:
+    """The tables of this run (its params), its watermark prefix and the run with its data interval."""
+    from cdclab import intervals
+    from cdclab.lessons.dw_loading import StarLoad
 
-
-def _read(shop: Any, wh: Any, params: dict[str, Any], source: str, until: Any) -> tuple[str, Any, Any, Any]:
-    """Watermark key, old value, delta result and new value for one source table."""
-    from cdclab import delta, state
-
-    key = _key(params, source)
-    old = state.TableWatermarkStore(wh).read(key, "timestamptz")
-    keys = ["order_id", "line_no"] if source == "items_table" else ["id"]
-    # never past a transaction still open in the shop: it commits rows stamped with its (earlier) start
-    bound = delta.read_upper_bound(shop, until)
-    result = delta.read_timestamp_delta(
-        shop, params[source], cursor_column="updated_at", key_columns=keys, since=old, until=bound
-    )
-    shop.rollback()
-    return key, old, result, delta.next_watermark(old, result)
-
-
-def _finish(
-    wh: Any,
-    params: dict[str, Any],
-    step: str,
-    moves: list[tuple[str, Any, Any]],
-    read: int,
-    written: int,
-    started: float,
-    dag_run: Any,
-    window: Any,
-) -> None:
-    """Advance watermarks and record metrics inside the caller's transaction."""
-    import time
-
-    from cdclab import state
-
-    store = state.TableWatermarkStore(wh)
-    for key, old, new in moves:
-        if new is not None and new != old:
-            store.advance(key, old, new, value_type="timestamptz", dag_id=DAG_ID, run_id=dag_run.run_id)
-    state.record_run_metrics(
-        wh,
-        pipeline=f"71_09_04/{params['fact_table']}/{step}",
-        strategy="incremental",
-        rows_read=read,
-        rows_written=written,
-        duration_ms=(time.monotonic() - started) * 1000,
+    window = intervals.from_context(context)
+    return StarLoad(
+        customers_table=params["customers_table"],
+        products_table=params["products_table"],
+        orders_table=params["orders_table"],
+        items_table=params["items_table"],
+        dim_customer=params["dim_customer"],
+        dim_product=params["dim_product"],
+        fact_table=params["fact_table"],
+        watermark_prefix=params["watermark_prefix"],
         dag_id=DAG_ID,
         run_id=dag_run.run_id,
         interval_start=window.start,
@@ -127,111 +94,38 @@ def _finish(
 def dw_loading() -> None:
     @task
     def prepare(params: dict[str, Any]) -> None:
-        from cdclab import dwload, state
-        from cdclab.db import WAREHOUSE, connect
+        from cdclab.lessons import dw_loading as lesson
 
-        wh = connect(WAREHOUSE)
-        try:
-            with wh:
-                state.ensure_schema(wh)
-                dwload.ensure_star(wh, params["dim_customer"], params["dim_product"], params["fact_table"])
-        finally:
-            wh.close()
+        lesson.prepare(params["dim_customer"], params["dim_product"], params["fact_table"])
 
     @task
     def load_dim_customer(params: dict[str, Any], dag_run: Any = None, **context: Any) -> dict[str, int]:
-        import time
+        from cdclab import dwload
+        from cdclab.lessons import dw_loading as lesson
 
-        from cdclab import dwload, intervals
-        from cdclab.db import SHOP, WAREHOUSE, connect
-
-        started, window = time.monotonic(), intervals.from_context(context)
-        shop, wh = connect(SHOP), connect(WAREHOUSE)
-        try:
-            key, old, result, new = _read(shop, wh, params, "customers_table", window.end)
-            with wh:
-                res = dwload.apply_scd2_customers(wh, params["dim_customer"], result.rows)
-                _finish(
-                    wh,
-                    params,
-                    "dim_customer",
-                    [(key, old, new)],
-                    len(result.rows),
-                    res.written,
-                    started,
-                    dag_run,
-                    window,
-                )
-        finally:
-            shop.close()
-            wh.close()
-        print(f"customers {dwload.window_bounds(old, window.end)}: read {len(result.rows)}, {res}")
-        return {"read": len(result.rows), "written": res.written}
+        run = _star(params, dag_run, context)
+        old, read, res = lesson.load_dim_customer(run)
+        print(f"customers {dwload.window_bounds(old, run.interval_end)}: read {read}, {res}")
+        return {"read": read, "written": res.written}
 
     @task
     def load_dim_product(params: dict[str, Any], dag_run: Any = None, **context: Any) -> dict[str, int]:
-        import time
+        from cdclab import dwload
+        from cdclab.lessons import dw_loading as lesson
 
-        from cdclab import dwload, intervals
-        from cdclab.db import SHOP, WAREHOUSE, connect
-
-        started, window = time.monotonic(), intervals.from_context(context)
-        shop, wh = connect(SHOP), connect(WAREHOUSE)
-        try:
-            key, old, result, new = _read(shop, wh, params, "products_table", window.end)
-            with wh:
-                res = dwload.apply_scd1_products(wh, params["dim_product"], result.rows)
-                _finish(
-                    wh,
-                    params,
-                    "dim_product",
-                    [(key, old, new)],
-                    len(result.rows),
-                    res.written,
-                    started,
-                    dag_run,
-                    window,
-                )
-        finally:
-            shop.close()
-            wh.close()
-        print(f"products {dwload.window_bounds(old, window.end)}: read {len(result.rows)}, {res}")
-        return {"read": len(result.rows), "written": res.written}
+        run = _star(params, dag_run, context)
+        old, read, res = lesson.load_dim_product(run)
+        print(f"products {dwload.window_bounds(old, run.interval_end)}: read {read}, {res}")
+        return {"read": read, "written": res.written}
 
     @task
     def load_fact(params: dict[str, Any], dag_run: Any = None, **context: Any) -> dict[str, int]:
-        import time
+        from cdclab import dwload
+        from cdclab.lessons import dw_loading as lesson
 
-        from cdclab import dwload, intervals
-        from cdclab.db import SHOP, WAREHOUSE, connect
-
-        started, window = time.monotonic(), intervals.from_context(context)
-        shop, wh = connect(SHOP), connect(WAREHOUSE)
-        try:
-            o_key, o_old, orders, o_new = _read(shop, wh, params, "orders_table", window.end)
-            i_key, i_old, items, i_new = _read(shop, wh, params, "items_table", window.end)
-            order_ids = sorted({r["id"] for r in orders.rows} | {r["order_id"] for r in items.rows})
-            lines = dwload.read_order_lines(shop, params["orders_table"], params["items_table"], order_ids)
-            shop.rollback()
-            with wh:
-                res = dwload.load_fact_lines(
-                    wh, params["fact_table"], params["dim_customer"], params["dim_product"], lines
-                )
-                _finish(
-                    wh,
-                    params,
-                    "fact_order_line",
-                    [(o_key, o_old, o_new), (i_key, i_old, i_new)],
-                    len(orders.rows) + len(items.rows) + len(lines),
-                    res.written,
-                    started,
-                    dag_run,
-                    window,
-                )
-        finally:
-            shop.close()
-            wh.close()
-        print(f"orders {dwload.window_bounds(o_old, window.end)}: {len(order_ids)} orders, {res}")
+        run = _star(params, dag_run, context)
+        old, orders, res = lesson.load_fact(run)
+        print(f"orders {dwload.window_bounds(old, run.interval_end)}: {orders} orders, {res}")
         return {"lines": res.lines, "written": res.written, "inferred_customers": res.inferred_customers}
 
     prepare() >> load_dim_customer() >> load_dim_product() >> load_fact()

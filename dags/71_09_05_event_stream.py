@@ -66,10 +66,6 @@ import datetime as dt
 import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 
-from cdclab.cdc.pipeline import kafka_bootstrap
-from cdclab.db import WAREHOUSE, connect
-from cdclab.streams import StreamConfig, StreamTables, ensure_topic, process_stream, produce_events
-
 
 def _wants_events(context: dict) -> bool:
     return int(context["params"]["produce_events"]) > 0
@@ -127,7 +123,9 @@ def event_stream():
     @task
     def produce() -> dict:
         """Write a deterministic clickstream (late, duplicate, out-of-order events) to the topic."""
+        from cdclab.cdc.pipeline import kafka_bootstrap
         from cdclab.intervals import run_interval
+        from cdclab.streams import ensure_topic, produce_events
         from cdclab.workload import clickstream_events
 
         ctx = get_current_context()
@@ -158,6 +156,10 @@ def event_stream():
     @task(trigger_rule="none_failed")
     def consume() -> dict:
         """Fold the topic into windows from the stored offsets to the end, one transaction per batch."""
+        from cdclab.cdc.pipeline import kafka_bootstrap
+        from cdclab.db import WAREHOUSE
+        from cdclab.streams import StreamConfig, StreamTables, process_stream
+
         ctx = get_current_context()
         p = ctx["params"]
         config = StreamConfig(
@@ -172,7 +174,8 @@ def event_stream():
             bootstrap=kafka_bootstrap("kafka_default"),
             topic=p["topic"],
             group=p["consumer_group"],
-            connect=lambda: connect(WAREHOUSE, "71_09_05_event_stream"),
+            conn_id=WAREHOUSE,
+            application_name="71_09_05_event_stream",
             tables=StreamTables(p["schema"], p["table_prefix"]),
             config=config,
             batch_size=p["batch_size"],

@@ -66,8 +66,8 @@ DAG_ID = "71_10_01_strategy_selection"
 def strategy_selection() -> None:
     @task
     def recommend(params: dict[str, Any], dag_run: Any = None) -> dict[str, str]:
-        from cdclab import state, strategy
-        from cdclab.db import SHOP, WAREHOUSE, connect
+        from cdclab import strategy
+        from cdclab.lessons import operations
 
         req = strategy.Requirements(
             hard_delete_tables=params["hard_delete_tables"],
@@ -75,56 +75,33 @@ def strategy_selection() -> None:
             schedule_seconds=params["schedule_seconds"],
             full_load_max_rows=params["full_load_max_rows"],
         )
-        shop, wh = connect(SHOP), connect(WAREHOUSE)
-        try:
-            state.ensure_schema(wh)
-            strategy.ensure_schema(wh)
-            chosen = {}
-            with wh:
-                for table in params["tables"]:
-                    prof = strategy.profile(shop, table)
-                    rec = strategy.recommend(prof, req)
-                    strategy.record(wh, params["pipeline"], dag_run.run_id, prof, rec)
-                    chosen[prof.table] = rec.strategy
-                    print(f"{prof.table}: {rec.strategy} because " + "; ".join(rec.reasons))
-        finally:
-            shop.close()
-            wh.close()
-        return chosen
+        recs = operations.recommend(params["tables"], req, pipeline=params["pipeline"], run_id=dag_run.run_id)
+        for rec in recs:
+            print(f"{rec.table}: {rec.strategy} because " + "; ".join(rec.reasons))
+        return {rec.table: rec.strategy for rec in recs}
 
     @task
     def load(chosen: dict[str, str], params: dict[str, Any], dag_run: Any = None) -> dict[str, Any] | None:
         from dataclasses import asdict
 
-        from cdclab import strategy
-        from cdclab.db import SHOP, WAREHOUSE, connect
+        from cdclab.lessons import operations
 
-        table = params["load_table"]
-        if not table:
+        if not params["load_table"]:
             return None
-        shop, wh = connect(SHOP), connect(WAREHOUSE)
-        try:
-            prof = strategy.profile(shop, table)
-            chosen_strategy = chosen[prof.table]
-            if chosen_strategy == "log_cdc":  # Kafka Connect streams it; 71_03_02 merges it
-                print(
-                    f"{prof.table}: the recommendation is log_cdc, which runs continuously on Kafka Connect "
-                    f"(topic shop.{prof.table}); load it with 71_03_02_kafka_cdc. Nothing loaded here."
-                )
-                return {"table": prof.table, "strategy": chosen_strategy, "loaded_by": "71_03_02_kafka_cdc"}
-            result = strategy.load(
-                shop,
-                wh,
-                prof,
-                chosen_strategy,
-                params["target_table"],
-                watermark_key=f"{params['pipeline']}/{prof.table}->{params['target_table']}/{chosen_strategy}",
-                dag_id=DAG_ID,
-                run_id=dag_run.run_id,
+        table, chosen_strategy, result = operations.load_recommended(
+            params["load_table"],
+            chosen,
+            target=params["target_table"],
+            pipeline=params["pipeline"],
+            dag_id=DAG_ID,
+            run_id=dag_run.run_id,
+        )
+        if result is None:  # log_cdc: Kafka Connect streams it; 71_03_02 merges it
+            print(
+                f"{table}: the recommendation is log_cdc, which runs continuously on Kafka Connect "
+                f"(topic shop.{table}); load it with 71_03_02_kafka_cdc. Nothing loaded here."
             )
-        finally:
-            shop.close()
-            wh.close()
+            return {"table": table, "strategy": chosen_strategy, "loaded_by": "71_03_02_kafka_cdc"}
         print(result)
         return asdict(result)
 

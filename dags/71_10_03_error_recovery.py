@@ -77,18 +77,14 @@ def error_recovery() -> None:
         from airflow.sdk import get_current_context
 
         from cdclab import demos
-        from cdclab.db import SHOP, connect
         from cdclab.intervals import run_interval
+        from cdclab.lessons import operations
 
         if not demos.uses_demo_tables(params, DEMO, DEMO):
             print("custom source: setup leaves it as it is")
             return False
         start = run_interval(get_current_context()).start
-        shop = connect(SHOP)
-        try:
-            demos.build_recovery_source(shop, DEMO["source_table"], start)
-        finally:
-            shop.close()
+        operations.build_recovery_demo(DEMO["source_table"], start)
         print(f"demo: 4 source events in the interval starting {start.isoformat()}, one poison row")
         return True
 
@@ -102,42 +98,20 @@ def error_recovery() -> None:
         from airflow.sdk import get_current_context
 
         from cdclab import recovery
-        from cdclab.db import SHOP, WAREHOUSE, connect
         from cdclab.intervals import run_interval
+        from cdclab.lessons import operations
 
         iv = run_interval(get_current_context())  # derived from the timetable if the run has none
-        data_interval_start, data_interval_end = iv.start, iv.end
-
-        transient = {pendulum.parse(k).isoformat(): int(v) for k, v in params["transient_failures"].items()}
-        hard = {pendulum.parse(k).isoformat() for k in params["hard_failures"]}
-
-        def fault(interval: recovery.Interval, attempt: int) -> None:
-            at = pendulum.instance(interval.start).in_tz("UTC").isoformat()
-            if at in hard or attempt <= transient.get(at, 0):
-                raise recovery.TransientSourceError(f"injected failure for {at}, attempt {attempt}")
-
-        shop, wh = connect(SHOP), connect(WAREHOUSE)
-        try:
-            recovery.ensure_schema(wh, params["target_table"])
-            current = recovery.Interval(data_interval_start, data_interval_end)
-            results = [
-                recovery.load_interval(
-                    shop,
-                    wh,
-                    pipeline=params["pipeline"],
-                    source=params["source_table"],
-                    target=params["target_table"],
-                    interval=interval,
-                    run_id=dag_run.run_id,
-                    fault=fault,
-                    attempts=params["retry_attempts"],
-                    base_delay=params["retry_base_delay"],
-                )
-                for interval in recovery.plan(wh, params["pipeline"], current)
-            ]
-        finally:
-            shop.close()
-            wh.close()
+        results = operations.load_with_recovery(
+            recovery.Interval(iv.start, iv.end),
+            pipeline=params["pipeline"],
+            source=params["source_table"],
+            target=params["target_table"],
+            run_id=dag_run.run_id,
+            fault=operations.injected_faults(params["transient_failures"], params["hard_failures"]),
+            attempts=params["retry_attempts"],
+            base_delay=params["retry_base_delay"],
+        )
         for r in results:
             print(r)
         failed = [r.start for r in results if r.status == "failed"]
@@ -151,25 +125,11 @@ def error_recovery() -> None:
     @task
     def validate(loaded: list[dict[str, Any]], params: dict[str, Any]) -> int:
         from cdclab import recovery
-        from cdclab.db import SHOP, WAREHOUSE, connect
+        from cdclab.lessons import operations
 
-        shop, wh = connect(SHOP), connect(WAREHOUSE)
-        bad = []
-        try:
-            for r in loaded:
-                interval = recovery.Interval(pendulum.parse(r["start"]), pendulum.parse(r["end"]))
-                if not recovery.validate(
-                    shop,
-                    wh,
-                    pipeline=params["pipeline"],
-                    source=params["source_table"],
-                    target=params["target_table"],
-                    interval=interval,
-                ):
-                    bad.append(r["start"])
-        finally:
-            shop.close()
-            wh.close()
+        bad = operations.validate_loaded(
+            loaded, pipeline=params["pipeline"], source=params["source_table"], target=params["target_table"]
+        )
         if bad:
             raise recovery.ValidationError(
                 f"intervals {bad} differ between source and target (see state.validation_results); "

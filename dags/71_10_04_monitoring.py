@@ -115,62 +115,16 @@ def monitoring() -> None:
         params: dict[str, Any],
         dag_run: Any = None,
     ) -> dict[str, int]:
-        from datetime import timedelta
-
         from airflow.sdk import get_current_context
 
-        from cdclab import health, recovery, state
-        from cdclab.cdc.connect import from_airflow
-        from cdclab.cdc.pipeline import kafka_bootstrap
-        from cdclab.db import SHOP, WAREHOUSE, connect
         from cdclab.intervals import run_interval
+        from cdclab.lessons import operations
 
         iv = run_interval(get_current_context())  # derived from the timetable if the run has none
-        data_interval_start, data_interval_end = iv.start, iv.end
-
-        p = params
-        shop, wh = connect(SHOP), connect(WAREHOUSE)
-        try:
-            state.ensure_schema(wh)
-            recovery.ensure_schema(wh)
-            health.ensure_schema(wh)
-            checks = [
-                *health.watermark_ages(
-                    wh,
-                    p["watermark_keys"],
-                    data_interval_end,
-                    p["watermark_age_warn_seconds"],
-                    p["watermark_age_alert_seconds"],
-                ),
-                *health.kafka_lags(
-                    wh, kafka_bootstrap("kafka_default"), p["consumer_groups"], p["lag_warn"], p["lag_alert"]
-                ),
-                *health.missing_intervals(
-                    wh,
-                    p["ledger_pipelines"],
-                    data_interval_start,
-                    timedelta(seconds=p["ledger_step_seconds"]),
-                    p["gap_warn"],
-                    p["gap_alert"],
-                ),
-                *health.row_count_drift(shop, wh, p["row_count_pairs"], p["drift_warn"], p["drift_alert"]),
-                *health.connector_states(from_airflow("kafka_connect"), p["connectors"]),
-                *health.replication_slots(
-                    shop,
-                    p["replication_slots"],
-                    p["slot_wal_warn_bytes"],
-                    p["slot_wal_alert_bytes"],
-                    p["slots_report_all"],
-                ),
-                *health.files_exhausted(
-                    wh, p["file_pipelines"], p["files_exhausted_warn"], p["files_exhausted_alert"]
-                ),
-            ]
-            health.record(wh, p["scope"], dag_run.run_id, data_interval_end, checks)
-        finally:
-            shop.close()
-            wh.close()
-        counts = {s: sum(c.status == s for c in checks) for s in ("ok", "warn", "alert")}
+        checks = operations.measure_health(
+            params, interval_start=iv.start, interval_end=iv.end, run_id=dag_run.run_id
+        )
+        counts = operations.status_counts(checks)
         for c in checks:
             print(f"{c.status:5} {c.metric} {c.subject}: {c.value} ({c.detail})")
         return counts
@@ -178,16 +132,10 @@ def monitoring() -> None:
     @task(on_success_callback=notifier, on_failure_callback=notifier)
     def report(counts: dict[str, int], params: dict[str, Any]) -> None:
         from cdclab.alerts import raise_on_critical
-        from cdclab.db import WAREHOUSE, transaction
+        from cdclab.lessons import operations
 
-        with transaction(WAREHOUSE) as cur:
-            cur.execute(
-                "SELECT severity, metric, subject, status, value FROM marts.pipeline_health_dashboard "
-                "WHERE scope = %s ORDER BY severity DESC, metric, subject",
-                (params["scope"],),
-            )
-            for row in cur.fetchall():
-                print(*row[1:])
+        for row in operations.dashboard(params["scope"]):
+            print(*row)
         print(f"{counts['alert']} alert(s), {counts['warn']} warning(s), {counts['ok']} ok")
         raise_on_critical(counts, params["fail_on_alert"], params["scope"])
 

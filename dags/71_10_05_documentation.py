@@ -64,22 +64,24 @@ def documentation() -> None:
     @task
     def publish(cards: list[dict[str, Any]], params: dict[str, Any], dag_run: Any = None) -> dict[str, Any]:
         from cdclab import opsdocs
-        from cdclab.db import WAREHOUSE, connect
-        from cdclab.files.store import ObjectStore
+        from cdclab.lessons import operations
 
-        key = f"{params['prefix'].strip('/')}/{params['document']}"
-        uri = f"s3://{params['bucket']}/{key}"
-        wh = connect(WAREHOUSE)
-        try:
-            opsdocs.ensure_schema(wh)
-            schema = opsdocs.state_schema(wh)
-            markdown = opsdocs.render([opsdocs.DagCard(**c) for c in cards], schema, dag_run.run_id)
-            ObjectStore().put(params["bucket"], key, markdown.encode())
-            entries = opsdocs.write_index(wh, uri, markdown, dag_run.run_id)
-        finally:
-            wh.close()
-        print(f"wrote {uri}: {len(markdown)} characters, {entries} headings, {len(schema)} state tables")
-        return {"uri": uri, "dags": len(cards), "state_tables": len(schema), "headings": entries}
+        doc = operations.publish_docs(
+            [opsdocs.DagCard(**c) for c in cards],
+            bucket=params["bucket"],
+            prefix=params["prefix"],
+            document=params["document"],
+            run_id=dag_run.run_id,
+        )
+        print(
+            f"wrote {doc.uri}: {doc.characters} characters, {doc.headings} headings, {doc.state_tables} state tables"
+        )
+        return {
+            "uri": doc.uri,
+            "dags": len(cards),
+            "state_tables": doc.state_tables,
+            "headings": doc.headings,
+        }
 
     publish(collect())
 

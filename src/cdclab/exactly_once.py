@@ -42,7 +42,9 @@ from typing import Any, Literal, get_args
 from psycopg2 import sql
 from psycopg2.extras import execute_values
 
+from cdclab import db
 from cdclab.cdc import consumer as kc
+from cdclab.db import WAREHOUSE
 from cdclab.ddl import ensure as ensure_ddl
 from cdclab.options import one_of
 from cdclab.streams import ClickEvent, MalformedClickEventError, parse_event
@@ -363,15 +365,24 @@ def run(
     bootstrap: str,
     topic: str,
     group: str,
-    connect: Callable[[], Any],
     tables: SinkTables,
+    conn_id: str = WAREHOUSE,
+    application_name: str = "cdclab",
     batch_size: int = 100,
     max_seconds: float = 300.0,
     replay: bool = False,
     who: str = "",
 ) -> dict[str, Any]:
-    """One bounded consumer run in ``mode``; returns the consumer's counts and the :func:`layer_report`."""
+    """One bounded consumer run in ``mode``; returns the consumer's counts and the :func:`layer_report`.
+
+    The sink tables, the checkpoint (``transactional``) and the report live in the database of the Airflow
+    connection ``conn_id``; every connection the run opens carries ``application_name``
+    (``pg_stat_activity``)."""
     checked = check_mode(mode)
+
+    def connect() -> Any:
+        return db.connect(conn_id, application_name)
+
     if tables.mode != checked:
         raise ValueError(
             f"tables are for mode {tables.mode!r}, the run is {checked!r}: use SinkTables(..., mode)"

@@ -55,6 +55,7 @@ from typing import Any, Literal
 from psycopg2 import sql
 from psycopg2.extras import execute_values
 
+from cdclab import db
 from cdclab.ddl import ensure as ensure_ddl
 from cdclab.intervals import Window, WindowSpec
 from cdclab.tablenames import Table
@@ -650,15 +651,22 @@ def process_stream(
     bootstrap: str,
     topic: str,
     group: str,
-    connect: Callable[[], Any],
     tables: StreamTables = StreamTables(),
     config: StreamConfig = StreamConfig(),
+    conn_id: str = db.WAREHOUSE,
+    application_name: str = "cdclab",
     batch_size: int = 200,
     max_seconds: float = 300.0,
     who: str = "",
 ) -> dict[str, Any]:
-    """Catch the windows up with ``topic`` (to its end as of the start), exactly once; returns a summary."""
+    """Catch the windows up with ``topic`` (to its end as of the start), exactly once; returns a summary.
+
+    The stream's tables and checkpoint live in the database of the Airflow connection ``conn_id``; every
+    connection the run opens carries ``application_name`` (``pg_stat_activity``)."""
     from cdclab.cdc.consumer import consume_into_postgres
+
+    def connect() -> Any:
+        return db.connect(conn_id, application_name)
 
     partitions = topic_partitions(bootstrap, topic)
     if partitions is not None and partitions != 1:

@@ -67,10 +67,9 @@ def offsets_delivered_twice(db, prefix: str, mode: str) -> set[int]:
 
 KILL_SCRIPT = """
 import sys
-from cdclab.db import connect
 from cdclab.exactly_once import SinkTables, run
 bootstrap, mode, topic, group, prefix, batch = sys.argv[1:7]
-run(mode, bootstrap=bootstrap, topic=topic, group=group, connect=lambda: connect("warehouse"),
+run(mode, bootstrap=bootstrap, topic=topic, group=group, conn_id="warehouse",
     tables=SinkTables("marts", prefix, mode), batch_size=int(batch), who="killed")
 """
 

@@ -223,10 +223,9 @@ def test_window_counts_equal_an_independent_count_after_each_of_three_runs(lab, 
 
 KILL_SCRIPT = """
 import datetime as dt, sys
-from cdclab.db import connect
 from cdclab.streams import StreamConfig, StreamTables, process_stream
 bootstrap, topic, group, prefix = sys.argv[1:5]
-process_stream(bootstrap=bootstrap, topic=topic, group=group, connect=lambda: connect("warehouse"),
+process_stream(bootstrap=bootstrap, topic=topic, group=group, conn_id="warehouse",
                tables=StreamTables("marts", prefix),
                config=StreamConfig(window=dt.timedelta(seconds=60), allowed_lateness=dt.timedelta(seconds=30)),
                batch_size=20)
