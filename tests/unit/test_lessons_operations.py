@@ -39,6 +39,15 @@ def test_a_hard_fault_fails_every_attempt_of_its_interval() -> None:
     fault(NEXT, 1)
 
 
+def test_a_fault_keyed_with_another_offset_names_the_same_instant() -> None:
+    fault = operations.injected_faults({"2026-01-01T12:00:00+02:00": 1}, ["2026-01-01T07:00:00-04:00"])
+    with pytest.raises(recovery.TransientSourceError, match="attempt 1"):
+        fault(HOUR, 1)  # 10:00 UTC
+    fault(HOUR, 2)
+    with pytest.raises(recovery.TransientSourceError):
+        fault(NEXT, 7)  # 07:00-04:00 is NEXT's start, 11:00 UTC
+
+
 def test_a_fault_that_names_no_instant_is_refused_with_the_expected_form() -> None:
     with pytest.raises(ValueError, match="is not an instant"):
         operations.injected_faults({"P1D": 1}, [])

@@ -106,8 +106,11 @@ def injected_faults(
     """A ``fault`` hook for :func:`cdclab.recovery.load_interval` that raises
     :class:`~cdclab.recovery.TransientSourceError` for the first ``n`` attempts of each interval start in
     ``transient_failures`` and for every attempt of those in ``hard_failures`` (ISO 8601 instants)."""
-    transient = {_instant(k).isoformat(): int(v) for k, v in transient_failures.items()}
-    hard = {_instant(k).isoformat() for k in hard_failures}
+    def utc(text: str) -> str:  # one spelling per instant: a +02:00 key names the same hour as its UTC one
+        return pendulum.instance(_instant(text)).in_tz("UTC").isoformat()
+
+    transient = {utc(k): int(v) for k, v in transient_failures.items()}
+    hard = {utc(k) for k in hard_failures}
 
     def fault(interval: recovery.Interval, attempt: int) -> None:
         at = pendulum.instance(interval.start).in_tz("UTC").isoformat()
