@@ -78,9 +78,9 @@ def test_the_sensor_waits_on_the_heartbeat_topic_and_commits_nothing() -> None:
 
 
 def test_the_trigger_serializes_as_itself_so_the_triggerer_runs_the_closing_variant() -> None:
-    classpath, kwargs = HeartbeatTrigger(
-        topics=["shop.public.cdc_heartbeat"], commit_offset=False
-    ).serialize()
+    trigger = HeartbeatTrigger(wait_seconds=60, topics=["shop.public.cdc_heartbeat"], commit_offset=False)
+    classpath, kwargs = trigger.serialize()
     module, name = classpath.rsplit(".", 1)
     assert getattr(import_module(module), name) is HeartbeatTrigger
     assert kwargs["topics"] == ["shop.public.cdc_heartbeat"] and kwargs["commit_offset"] is False
+    assert HeartbeatTrigger(**kwargs).wait_seconds == 60  # what the triggerer rebuilds it from

@@ -19,20 +19,23 @@ at the topic's end (``auto.offset.reset`` latest): it reads only heartbeats publ
 skips any that are still behind the fence, and fires on the first one at or past it: the next heartbeat,
 within about one interval. Nothing of the wait is kept, which is why at-least-once reading is fine here;
 the *data* is read by :mod:`cdclab.cdc.consumer` with offsets in the warehouse (exactly once), never by
-this sensor. Two waits at the same moment share the group: the second is given the partition when the
-first closes its consumer, a few seconds later.
+this sensor. Two waits at the same moment share the group and its one partition: one of them gets it
+only once the other has closed its consumer and the group has rebalanced (expected: seconds; not measured).
 
 The provider's trigger closes its consumer in ``cleanup()``, which the triggerer calls after the event;
 ``dag.test()`` runs a trigger inline and never calls it, so the consumer stayed in the group until the
 broker's session timeout (45 s), and the next wait on the topic stood still that long (measured: 44 s per
 run after the first). :class:`HeartbeatTrigger` therefore closes the consumer itself, before it yields.
 
-A Debezium that is paused or failed never sends the heartbeat: the sensor fails after ``timeout`` (the
-DAG's ``fence_timeout_seconds``) — check ``GET /connectors/shop-postgres-source/status`` on Kafka Connect.
+A Debezium that is paused or failed never sends the heartbeat: after ``timeout`` (the DAG's
+``fence_timeout_seconds``) the trigger raises :class:`DebeziumBehind`, which names the remedy (check
+``GET /connectors/shop-postgres-source/status`` on Kafka Connect). The triggerer enforces the same
+timeout on its own; ``dag.test()`` does not, hence the trigger's own deadline.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 from collections.abc import AsyncIterator
@@ -70,19 +73,40 @@ def heartbeat_reached(message: Any, fence_lsn: int | str) -> int | None:
     return None
 
 
+class DebeziumBehind(RuntimeError):
+    """No heartbeat at or past the fence within the wait: the connector is paused, failed or far behind."""
+
+
 class HeartbeatTrigger(AwaitMessageTrigger):
     """The provider's ``AwaitMessageTrigger`` that closes its consumer (leaves the group) as soon as a
-    message matched, before yielding the event, instead of only in ``cleanup()``."""
+    message matched, before yielding the event, instead of only in ``cleanup()``; and that gives up after
+    ``wait_seconds`` with :class:`DebeziumBehind` (the triggerer also enforces the task's timeout, but
+    ``dag.test()`` runs triggers inline without one)."""
+
+    def __init__(self, *, wait_seconds: float | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.wait_seconds = wait_seconds
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         _, kwargs = super().serialize()
-        return f"{__name__}.HeartbeatTrigger", kwargs
+        return f"{__name__}.HeartbeatTrigger", {**kwargs, "wait_seconds": self.wait_seconds}
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        async for event in super().run():
+        messages = super().run()
+        try:
+            async with asyncio.timeout(self.wait_seconds):
+                event = await anext(messages)
+        except TimeoutError:
+            fence = self.apply_function_kwargs.get("fence_lsn")
+            raise DebeziumBehind(
+                f"no Debezium heartbeat at or past LSN {fence} on {list(self.topics)} within "
+                f"{self.wait_seconds} s: is the connector RUNNING (GET /connectors/shop-postgres-source/status "
+                f"on Kafka Connect)?"
+            ) from None
+        finally:
+            await messages.aclose()
             await self.cleanup()
-            yield event
-            return
+        yield event
 
 
 class HeartbeatSensor(AwaitMessageSensor):
@@ -116,6 +140,7 @@ class HeartbeatSensor(AwaitMessageSensor):
         timeout = float(context["params"][self.timeout_param] if self.timeout_param else self.timeout)
         self.defer(
             trigger=HeartbeatTrigger(
+                wait_seconds=timeout,
                 topics=self.topics,
                 apply_function=self.apply_function,
                 apply_function_args=self.apply_function_args,
