@@ -8,11 +8,13 @@ This DAG captures the changes of one ``shop`` table three ways into one warehous
 compared row by row. Each style is idempotent on its own position (a rerun captures nothing twice).
 
 **Log-based CDC.** Debezium reads Postgres' write-ahead log (publication ``cdclab_shop``, slot
-``cdclab_shop``) and publishes every committed change to ``shop.public.<table>``. ``log_based`` first
-*fences*: it notes ``pg_current_wal_lsn()`` and waits until Debezium's heartbeat row
-(``shop.public.cdc_heartbeat``, written every 5 s) arrives with a larger LSN — then everything committed
-before the fence is in Kafka. It then reads the topic from the offsets stored for its consumer group
-(``cdclab.cdc.consumer``: offsets in ``state.kafka_offsets`` in the same transaction as the rows).
+``cdclab_shop``) and publishes every committed change to ``shop.public.<table>``. The log side first
+*fences*: ``fence`` notes ``pg_current_wal_lsn()``, and ``await_heartbeat`` (the Kafka provider's
+deferrable ``AwaitMessageSensor``, ``cdclab.cdc.heartbeat``) waits, without holding a worker slot, until
+Debezium's heartbeat row (``shop.public.cdc_heartbeat``, written every 5 s) arrives with an LSN at or past
+it — then everything committed before the fence is in Kafka. ``log_based`` then reads the topic from the
+offsets stored for its consumer group (``cdclab.cdc.consumer``: offsets in ``state.kafka_offsets`` in
+the same transaction as the rows; the sensor only waits, it never reads the data).
 Sees every insert, every intermediate update and deletes (with the before-image, thanks to
 ``REPLICA IDENTITY FULL``); no load on the tables themselves; needs WAL access and a running connector.
 
@@ -38,6 +40,8 @@ from typing import Any
 import pendulum
 from airflow.sdk import Param, dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
+
+from cdclab.cdc.heartbeat import HeartbeatSensor
 
 DAG_ID = "71_01_02_cdc_concepts"
 
@@ -79,17 +83,26 @@ def cdc_concepts() -> None:
         lesson.prepare(params["changes_table"], n["source"], n["audit"])
 
     @task
-    def log_based(params: dict[str, Any], dag_run: Any = None) -> dict[str, Any]:
+    def fence() -> int:
+        """The source's current WAL position: what Debezium must pass before the log is read."""
+        from cdclab.lessons import cdc_concepts as lesson
+
+        return lesson.current_lsn()
+
+    @task
+    def log_based(
+        params: dict[str, Any], fence_lsn: int, reached: int, dag_run: Any = None
+    ) -> dict[str, Any]:
         from cdclab.lessons import cdc_concepts as lesson
 
         return lesson.capture_log(
             changes_table=params["changes_table"],
             topic=_names(params)["topic"],
-            topic_prefix=params["topic_prefix"],
             group=params["consumer_group"],
-            fence_timeout=params["fence_timeout_seconds"],
             run_id=dag_run.run_id,
             who=f"{DAG_ID}/{dag_run.run_id}",
+            fence=fence_lsn,
+            reached=reached,
         )
 
     @task
@@ -114,7 +127,15 @@ def cdc_concepts() -> None:
         )
 
     prepared = prepare()
-    prepared >> [log_based(), query_based(), trigger_based()]
+    fenced = fence()
+    heartbeat = HeartbeatSensor(
+        task_id="await_heartbeat",
+        fence_lsn=fenced,
+        topic_prefix="{{ params.topic_prefix }}",
+        timeout_param="fence_timeout_seconds",
+    )
+    prepared >> fenced
+    prepared >> [log_based(fence_lsn=fenced, reached=heartbeat.output), query_based(), trigger_based()]
 
 
 cdc_concepts()

@@ -110,9 +110,9 @@ def exactly_once():
             start=start,
             step=dt.timedelta(seconds=1),
         )
-        bootstrap = kafka_bootstrap("kafka_default")
-        ensure_topic(bootstrap, p["topic"])
-        return {"topic": p["topic"], "seed": seed, "sent": produce_events(bootstrap, p["topic"], events)}
+        ensure_topic(p["topic"], kafka_conn_id="kafka_default")
+        sent = produce_events(p["topic"], events, kafka_conn_id="kafka_default")
+        return {"topic": p["topic"], "seed": seed, "sent": sent}
 
     @task(trigger_rule="none_failed")
     def consume() -> dict:

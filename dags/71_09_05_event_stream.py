@@ -148,9 +148,8 @@ def event_stream():
             start=start,
             lateness=dt.timedelta(seconds=p["produce_late_by_seconds"]),
         )
-        bootstrap = kafka_bootstrap("kafka_default")
-        ensure_topic(bootstrap, p["topic"])
-        sent = produce_events(bootstrap, p["topic"], events)
+        ensure_topic(p["topic"], kafka_conn_id="kafka_default")
+        sent = produce_events(p["topic"], events, kafka_conn_id="kafka_default")
         return {"topic": p["topic"], "seed": seed, "start": start.isoformat(), "sent": sent}
 
     @task(trigger_rule="none_failed")

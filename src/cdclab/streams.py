@@ -578,50 +578,168 @@ def batch_handler(
 
 # --------------------------------------------------------------------------------------------------
 # Kafka: the topic, a producer and the bounded consumer run
+#
+# Where a client comes from: an Airflow task names a Kafka connection (``kafka_conn_id``) and gets its
+# client from the official provider's hooks (KafkaProducerHook, KafkaAdminClientHook), so addresses,
+# SASL/TLS settings and the provider's managed-OAuth callbacks come from the connection's extra. Code that
+# runs outside Airflow (tests, bench, the CLI) passes ``bootstrap`` instead and imports no Airflow.
+
+# What produce_events needs of its producer, whatever the connection says: an idempotent producer that
+# waits for every in-sync replica. Idempotence stops a retry from writing an event twice *and* from
+# reordering a partition (a retried batch behind a later one); the verdicts of this module are decided
+# in offset order, so a reordered partition would change them.
+PRODUCER_REQUIRED: dict[str, Any] = {"enable.idempotence": True, "acks": "all"}
+PRODUCER_DEFAULTS: dict[str, Any] = {"linger.ms": 5}
+CONSUMER_ONLY = ("group.id",)  # in the lab's kafka_default extra; a producer only warns about it
 
 
-def topic_partitions(bootstrap: str, topic: str, timeout: float = 10.0) -> int | None:
-    """How many partitions ``topic`` has; ``None`` when it does not exist."""
-    from confluent_kafka.admin import AdminClient
+class ProducerConfigConflictError(ValueError):
+    """The Kafka connection's extra sets a producer property to a value this module cannot work with."""
 
-    md = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic=topic, timeout=timeout)
+
+def _same_setting(key: str, a: Any, b: Any) -> bool:
+    def norm(v: Any) -> str:
+        s = str(v).strip().lower()
+        return "all" if key == "acks" and s == "-1" else s
+
+    return norm(a) == norm(b)
+
+
+def producer_config(base: dict[str, Any], source: str) -> dict[str, Any]:
+    """``base`` (a connection's extra, or just ``bootstrap.servers``) plus :data:`PRODUCER_DEFAULTS` where
+    it says nothing and :data:`PRODUCER_REQUIRED`; a required key that ``base`` sets to another value is
+    refused (:class:`ProducerConfigConflictError`), never silently overridden. ``source`` names the
+    connection in that error."""
+    for key, wanted in PRODUCER_REQUIRED.items():
+        if key in base and not _same_setting(key, base[key], wanted):
+            raise ProducerConfigConflictError(
+                f"{source} sets {key}={base[key]!r}, but streams.produce_events needs {key}={wanted!r} "
+                f"(an idempotent producer that waits for all replicas: no duplicate and no reordered "
+                f"event on a retry). Remove {key!r} from the connection's extra, or give produce_events "
+                f"a connection without it."
+            )
+    config = {**PRODUCER_DEFAULTS, **{k: v for k, v in base.items() if k not in CONSUMER_ONLY}}
+    return {**config, **PRODUCER_REQUIRED}
+
+
+def _check_source(kafka_conn_id: str | None, bootstrap: str | None) -> None:
+    if (kafka_conn_id is None) == (bootstrap is None):
+        raise ValueError(
+            "give exactly one of kafka_conn_id (an Airflow Kafka connection: in tasks) and bootstrap "
+            f"(host:port, outside Airflow); got kafka_conn_id={kafka_conn_id!r}, bootstrap={bootstrap!r}"
+        )
+
+
+def producer(*, kafka_conn_id: str | None = None, bootstrap: str | None = None) -> Any:
+    """A confluent-kafka ``Producer`` with :func:`producer_config`'s settings.
+
+    With ``kafka_conn_id`` it is the provider's ``KafkaProducerHook(kafka_conn_id).get_producer()``: the
+    hook reads the connection's extra as the client config (resolving allow-listed callbacks, adding the
+    Google/MSK OAuth callback) and hands the result to its ``_get_client(config)``, the one method each of
+    the provider's Kafka hooks overrides to build its client. Our subclass overrides it once more to add
+    the producer settings through :func:`producer_config`. Why not a second Airflow connection with those
+    settings in its extra: they belong to this code, not to a deployment — a connection that forgot them
+    would give duplicates and reordered events without any error, and every lab (native, compose, a
+    user's own Airflow) would have to define it. This way the lab's one ``kafka_default`` stays the only
+    Kafka connection, and a connection that *contradicts* the settings fails loudly.
+
+    With ``bootstrap`` (tests, bench, the CLI) it is a plain ``Producer`` with the same settings."""
+    _check_source(kafka_conn_id, bootstrap)
+    if bootstrap is not None:
+        from confluent_kafka import Producer
+
+        return Producer(producer_config({"bootstrap.servers": bootstrap}, f"bootstrap {bootstrap!r}"))
+    from airflow.providers.apache.kafka.hooks.produce import KafkaProducerHook
+    from confluent_kafka import Producer
+
+    class _StreamProducerHook(KafkaProducerHook):
+        def _get_client(self, config: dict[str, Any]) -> Producer:
+            return Producer(producer_config(config, f"Airflow connection {self.kafka_config_id!r}"))
+
+    return _StreamProducerHook(kafka_config_id=kafka_conn_id).get_producer()
+
+
+def _admin(kafka_conn_id: str | None, bootstrap: str | None) -> Any:
+    """An ``AdminClient``: the provider's ``KafkaAdminClientHook`` client for a connection, else a plain one."""
+    _check_source(kafka_conn_id, bootstrap)
+    if bootstrap is not None:
+        from confluent_kafka.admin import AdminClient
+
+        return AdminClient({"bootstrap.servers": bootstrap})
+    from airflow.providers.apache.kafka.hooks.client import KafkaAdminClientHook
+
+    return KafkaAdminClientHook(kafka_config_id=kafka_conn_id).get_conn
+
+
+def _partitions(admin: Any, topic: str, timeout: float) -> int | None:
+    md = admin.list_topics(topic=topic, timeout=timeout)
     meta = md.topics.get(topic)
     if meta is None or meta.error is not None:
         return None
     return len(meta.partitions)
 
 
-def ensure_topic(bootstrap: str, topic: str, timeout: float = 30.0) -> None:
-    """Create ``topic`` with one partition unless it exists; refuse one with more partitions."""
-    from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient, NewTopic
+def topic_partitions(
+    bootstrap: str | None, topic: str, timeout: float = 10.0, *, kafka_conn_id: str | None = None
+) -> int | None:
+    """How many partitions ``topic`` has; ``None`` when it does not exist. Give ``bootstrap`` or (with
+    ``bootstrap=None``) ``kafka_conn_id``."""
+    return _partitions(_admin(kafka_conn_id, bootstrap), topic, timeout)
 
-    partitions = topic_partitions(bootstrap, topic)
-    if partitions is None:
-        admin = AdminClient({"bootstrap.servers": bootstrap})  # keep a reference until the future resolves
-        futures = admin.create_topics(
-            [NewTopic(topic, num_partitions=1, replication_factor=1)], operation_timeout=timeout
-        )
-        try:
-            futures[topic].result(timeout)
-        except KafkaException as exc:
-            if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                raise
-        partitions = topic_partitions(bootstrap, topic) or 1
+
+def ensure_topic(
+    topic: str, *, kafka_conn_id: str | None = None, bootstrap: str | None = None, timeout: float = 30.0
+) -> None:
+    """Create ``topic`` with one partition unless it exists; refuse one with more partitions
+    (:class:`MultiPartitionTopicError`).
+
+    With ``kafka_conn_id`` (an Airflow task) the topic is created by the provider's
+    ``KafkaAdminClientHook.create_topic`` (which logs and accepts a topic that already exists: a
+    concurrent run may create it first); with ``bootstrap`` (outside Airflow) by a plain ``AdminClient``.
+    Either way the partition count is read back afterwards, so an existing multi-partition topic is refused."""
+    _check_source(kafka_conn_id, bootstrap)
+    if kafka_conn_id is not None:
+        from airflow.providers.apache.kafka.hooks.client import KafkaAdminClientHook
+
+        hook = KafkaAdminClientHook(kafka_config_id=kafka_conn_id)
+        partitions = _partitions(hook.get_conn, topic, timeout)
+        if partitions is None:
+            hook.create_topic([(topic, 1, 1)])
+            partitions = _partitions(hook.get_conn, topic, timeout) or 1
+    else:
+        from confluent_kafka import KafkaException
+        from confluent_kafka.admin import NewTopic
+
+        admin = _admin(None, bootstrap)  # keep a reference until the future resolves
+        partitions = _partitions(admin, topic, timeout)
+        if partitions is None:
+            futures = admin.create_topics(
+                [NewTopic(topic, num_partitions=1, replication_factor=1)], operation_timeout=timeout
+            )
+            try:
+                futures[topic].result(timeout)
+            except KafkaException as exc:
+                if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                    raise
+            partitions = _partitions(admin, topic, timeout) or 1
     if partitions != 1:
         raise MultiPartitionTopicError(topic, partitions)
 
 
 def produce_events(
-    bootstrap: str, topic: str, events: Iterable[dict[str, Any]], timeout: float = 60.0
+    topic: str,
+    events: Iterable[dict[str, Any]],
+    *,
+    kafka_conn_id: str | None = None,
+    bootstrap: str | None = None,
+    timeout: float = 60.0,
 ) -> int:
-    """Write events (``ClickEvent`` dicts) to ``topic`` in order, keyed by user; idempotent producer, acks=all.
+    """Write events (``ClickEvent`` dicts) to ``topic`` in order, keyed by user, through :func:`producer`
+    (idempotent, acks=all): from an Airflow task with ``kafka_conn_id``, elsewhere with ``bootstrap``.
     Returns how many were acknowledged; raises when any delivery failed."""
-    from confluent_kafka import KafkaException, Producer
+    from confluent_kafka import KafkaException
 
-    producer = Producer(
-        {"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 5}
-    )
+    kafka = producer(kafka_conn_id=kafka_conn_id, bootstrap=bootstrap)
     errors: list[str] = []
     sent = 0
 
@@ -630,15 +748,15 @@ def produce_events(
             errors.append(str(err))
 
     for event in events:
-        producer.produce(
+        kafka.produce(
             topic,
             key=str(event.get("user_id", "")).encode(),
             value=json.dumps(event).encode(),
             on_delivery=delivered,
         )
-        producer.poll(0)
+        kafka.poll(0)
         sent += 1
-    left = producer.flush(timeout)
+    left = kafka.flush(timeout)
     if left or errors:
         raise KafkaException(
             f"{left} event(s) not delivered to {topic} within {timeout}s; errors: {errors[:3]}"

@@ -96,7 +96,7 @@ def crash_and_recover(lab, names, warehouse_db, mode: str) -> dict:
         run_dag(DAG_ID, DATES[0], {**conf, **produced(0)})
         assert event_rows(warehouse_db, prefix, mode)[0][:4] == distinct_rows(part(0))[0]
 
-        produce_events(lab.kafka_bootstrap, topic, part(1))
+        produce_events(topic, part(1), bootstrap=lab.kafka_bootstrap)
         env = {**os.environ, "CDCLAB_FAIL_AFTER_BATCHES": "2"}
         killed = subprocess.run(
             [

@@ -182,7 +182,7 @@ def test_window_counts_equal_an_independent_count_after_each_of_three_runs(lab, 
     delivered: list[dict] = []
     for k in range(3):
         if k == 1:  # a record that is not a click event: dead-lettered, the stream goes on
-            produce_events(lab.kafka_bootstrap, topic, [{"event_id": "broken", "user_id": 1}])
+            produce_events(topic, [{"event_id": "broken", "user_id": 1}], bootstrap=lab.kafka_bootstrap)
         run_dag(DAG_ID, pendulum.datetime(2026, 3, 2, 10, 5 * k, tz="UTC"), {**conf, **produce_conf(k)})
         delivered += part(k)
         want = assert_state(warehouse_db, prefix, group, delivered)
@@ -235,7 +235,7 @@ process_stream(bootstrap=bootstrap, topic=topic, group=group, conn_id="warehouse
 def test_a_consumer_killed_mid_stream_counts_every_event_exactly_once(lab, stream, warehouse_db):
     topic, group, prefix, conf = stream
     run_dag(DAG_ID, pendulum.datetime(2026, 3, 2, 11, 0, tz="UTC"), {**conf, **produce_conf(0)})
-    produce_events(lab.kafka_bootstrap, topic, part(1))
+    produce_events(topic, part(1), bootstrap=lab.kafka_bootstrap)
 
     env = {**os.environ, "CDCLAB_FAIL_AFTER_BATCHES": "3"}
     killed = subprocess.run(
@@ -302,7 +302,7 @@ def test_seen_ids_beyond_the_horizon_are_pruned_and_duplicates_within_it_are_sti
     counted = [e for e in delivered if e["event_id"] not in want["too_late"]]
     old = next(e for e in counted if when[e["event_id"]] < horizon_start - dt.timedelta(seconds=WINDOW))
     recent = next(e for e in reversed(counted) if when[e["event_id"]] >= horizon_start)
-    produce_events(lab.kafka_bootstrap, topic, [old, recent])
+    produce_events(topic, [old, recent], bootstrap=lab.kafka_bootstrap)
     before = windows(warehouse_db, prefix)
     run_dag(DAG_ID, pendulum.datetime(2026, 3, 2, 12, 15, tz="UTC"), conf)
     assert windows(warehouse_db, prefix) == before  # neither counted again

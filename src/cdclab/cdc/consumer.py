@@ -45,6 +45,17 @@ data and *seeking* to it on start (``assign`` at the stored offset, auto-commit 
 ``read_committed``) removes the window. Kafka's own commit is still done afterwards, for visibility
 in tools like ``kafka-consumer-groups``, but nothing reads it back.
 
+Why this module keeps its own poll loop instead of the official Kafka provider's consumer side
+(``apache-airflow-providers-apache-kafka``, which the lab uses for producing and topic admin, see
+:mod:`cdclab.streams`): the provider's consumers keep their position in *Kafka*. ``AwaitMessageTrigger``
+(behind ``AwaitMessageSensor``) subscribes with the connection's ``group.id`` and, with its default
+``commit_offset=True``, commits a message's offset to Kafka *before* it yields the ``TriggerEvent``; the
+task that writes the data runs afterwards, so a failure in between loses that message, and with
+``commit_offset=False`` it is read again instead: at-least-once at best, never exactly once.
+``ConsumeFromTopicOperator`` commits to Kafka per batch or per operator (``commit_cadence``), again in a
+different system than the rows. Exactly once needs the offsets in the warehouse, in the same
+transaction as the data, and a consumer that seeks to them (``assign``), which is this loop.
+
 A follow run holds the group lock for its whole life: a catch-up run of the same group waits for it
 (``lock_wait_seconds``) and then fails with :class:`GroupBusy`; stop the follower first.
 

@@ -5,18 +5,18 @@ Vocabulary:
 - *changes table*: one row per captured change, ``(style, op, row_id, version, tier, row_image,
   source_position, run_id)``; ``UNIQUE (style, source_position)`` makes every style idempotent on its
   own position (a Kafka ``topic/partition/offset``, a poll's ``id:version``, an audit row's id).
-- *fence*: the source's ``pg_current_wal_lsn()`` noted before the log is read; Debezium has published
-  everything committed before it once its heartbeat row (``<prefix>.public.cdc_heartbeat``) arrives
-  with an LSN at or past it (:func:`wait_for_debezium`).
+- *fence*: the source's ``pg_current_wal_lsn()`` noted before the log is read (:func:`current_lsn`);
+  Debezium has published everything committed before it once its heartbeat row
+  (``<prefix>.public.cdc_heartbeat``) arrives with an LSN at or past it. The DAG waits for that with the
+  Kafka provider's deferrable sensor (:class:`cdclab.cdc.heartbeat.HeartbeatSensor`) between the fence
+  task and :func:`capture_log`.
 - *audit table*: ``<source>_audit`` in ``shop``, filled by an ``AFTER`` row trigger and emptied as a
   queue by :func:`capture_trigger`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import time
 from collections.abc import Iterable
 from contextlib import closing
 from typing import Any
@@ -76,10 +76,6 @@ INSERT_CHANGE = (
 )
 
 
-class DebeziumBehind(RuntimeError):
-    """Debezium did not reach the fence LSN in time (connector paused, failed or far behind)."""
-
-
 def insert_change(cur: Any, changes_table: str, style: str, change: tuple[Any, ...]) -> int:
     """Insert one captured change ``(op, row_id, version, tier, row_image, position, run_id)``
     unless its ``(style, position)`` is already there; returns the rows inserted (0 or 1)."""
@@ -110,55 +106,22 @@ def current_lsn() -> int:
         return int(cur.fetchone()[0])
 
 
-def wait_for_debezium(bootstrap: str, fence_lsn: int, timeout: float, heartbeat_topic: str) -> int:
-    """Block until a heartbeat change with ``source.lsn >= fence_lsn`` is in Kafka; returns its LSN."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": "cdclab-fence",
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-        }
-    )
-    deadline = time.monotonic() + timeout
-    try:
-        tp = TopicPartition(heartbeat_topic, 0)
-        _, high = consumer.get_watermark_offsets(tp, timeout=10)
-        consumer.assign([TopicPartition(heartbeat_topic, 0, max(high - 1, 0))])
-        while time.monotonic() < deadline:
-            msg = consumer.poll(1.0)
-            raw = None if msg is None or msg.error() is not None else msg.value()
-            if raw is None:
-                continue
-            lsn = json.loads(raw).get("source", {}).get("lsn")
-            if isinstance(lsn, int) and lsn >= fence_lsn:
-                return lsn
-    finally:
-        consumer.close()
-    raise DebeziumBehind(
-        f"no Debezium heartbeat at or past LSN {fence_lsn} within {timeout:.0f} s on {heartbeat_topic}: is the "
-        "connector RUNNING (curl localhost:8083/connectors/shop-postgres-source/status)?"
-    )
-
-
 def capture_log(
     *,
     changes_table: str,
     topic: str,
-    topic_prefix: str,
     group: str,
-    fence_timeout: float,
     run_id: str,
     who: str,
+    fence: int | None = None,
+    reached: int | None = None,
     kafka_conn_id: str = "kafka_default",
 ) -> dict[str, Any]:
-    """Log-based: fence, then consume ``topic`` exactly once (offsets in ``state.kafka_offsets``) into
-    the changes table, one row per Debezium change; malformed records are dead-lettered."""
+    """Log-based: consume ``topic`` exactly once (offsets in ``state.kafka_offsets``) into the changes
+    table, one row per Debezium change; malformed records are dead-lettered. Call it once Debezium has
+    passed the fence (``fence``: the LSN noted before, ``reached``: the heartbeat's LSN that passed it;
+    both only logged and returned): the run reads to the end offsets it sees at its start."""
     bootstrap = kafka_bootstrap(kafka_conn_id)
-    fence = current_lsn()
-    reached = wait_for_debezium(bootstrap, fence, fence_timeout, f"{topic_prefix}.public.cdc_heartbeat")
 
     def handler(cur: Any, batch: list[Any]) -> list[tuple[Any, str]]:
         rejects = []
@@ -196,7 +159,12 @@ def capture_log(
         topic,
         result.dead_letters,
     )
-    return {"records": result.records, "dead_letters": result.dead_letters}
+    return {
+        "records": result.records,
+        "dead_letters": result.dead_letters,
+        "fence": fence,
+        "reached": reached,
+    }
 
 
 def capture_query(
