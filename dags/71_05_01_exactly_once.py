@@ -94,7 +94,6 @@ def exactly_once():
     @task
     def produce() -> dict:
         """Write generated events, some of them twice (producer retries), to the topic."""
-        from cdclab.cdc.pipeline import kafka_bootstrap
         from cdclab.intervals import run_interval
         from cdclab.streams import ensure_topic, produce_events
         from cdclab.workload import clickstream_events

@@ -123,7 +123,6 @@ def event_stream():
     @task
     def produce() -> dict:
         """Write a deterministic clickstream (late, duplicate, out-of-order events) to the topic."""
-        from cdclab.cdc.pipeline import kafka_bootstrap
         from cdclab.intervals import run_interval
         from cdclab.streams import ensure_topic, produce_events
         from cdclab.workload import clickstream_events
