@@ -18,6 +18,8 @@ DAGS = Path(__file__).resolve().parents[2] / "dags"
 THIN = [
     "71_04_01_file_detection",
     "71_04_02_manifest",
+    "71_04_04_chunking",
+    "71_04_05_archive",
 ]
 OBJ = ObjectInfo("landing", "p/part-1.csv", 300, "e1", datetime(2026, 1, 1, 9, tzinfo=UTC))
 
