@@ -20,6 +20,7 @@ THIN = [
     "71_04_02_manifest",
     "71_04_04_chunking",
     "71_04_05_archive",
+    "71_09_02_log_processing",
 ]
 OBJ = ObjectInfo("landing", "p/part-1.csv", 300, "e1", datetime(2026, 1, 1, 9, tzinfo=UTC))
 
