@@ -51,13 +51,10 @@ DEFERRABLE = importlib.util.find_spec("aiobotocore") is not None
 
 
 def _has_new_files(files: list[dict[str, Any]], **context: Any) -> bool:
-    from cdclab.db import WAREHOUSE, transaction
-    from cdclab.files import detection, state
+    from cdclab.files import steps
 
     p = context["params"]
-    with transaction(WAREHOUSE) as cur:
-        state.ensure_tables(cur)
-        return detection.needs_processing(cur, p["pipeline"], files, p["bucket"])
+    return steps.has_new_files(p["pipeline"], p["bucket"], files)
 
 
 @dag(
@@ -97,24 +94,18 @@ def file_detection_71_04_01():
 
     @task
     def detect_new_files(**context: Any) -> list[dict[str, Any]]:
-        from cdclab.db import WAREHOUSE, transaction
-        from cdclab.files import detection, loading, state
-        from cdclab.files.store import ObjectStore
+        from cdclab.files import steps
 
         p = context["params"]
-        with transaction(WAREHOUSE) as cur:
-            loading.ensure_target(cur, p["target"])
-        with transaction(WAREHOUSE) as cur:
-            found = detection.detect(
-                cur,
-                ObjectStore(),
-                p["pipeline"],
-                p["bucket"],
-                p["prefix"],
-                p["pattern"],
-                timedelta(seconds=p["lag_seconds"]),
-            )
-            todo = state.pending(cur, p["pipeline"], max_attempts=p["max_attempts"])
+        found, todo = steps.detect_new_files(
+            p["pipeline"],
+            p["bucket"],
+            p["prefix"],
+            p["pattern"],
+            p["target"],
+            timedelta(seconds=p["lag_seconds"]),
+            p["max_attempts"],
+        )
         print(
             f"listed {len(found.listed)}, {found.skipped_by_time} older than watermark-lag, "
             f"{len(found.new)} new; watermark {found.watermark_before} -> {found.watermark_after}; "
@@ -124,24 +115,17 @@ def file_detection_71_04_01():
 
     @task
     def load_files(files: list[dict[str, Any]], **context: Any) -> dict[str, Any]:
-        from cdclab.files import loading
-        from cdclab.files.store import ObjectInfo, ObjectStore
+        from cdclab.files import steps
 
         p = context["params"]
-        store, objs = ObjectStore(), [ObjectInfo.from_dict(f) for f in files]
-        crash_after = int(p["crash_after_files"])
-        if crash_after >= 0:  # simulate a worker dying part-way: committed files stay loaded
-            loading.load_all(
-                store,
-                p["pipeline"],
-                objs[:crash_after],
-                p["target"],
-                p["quarantine_bucket"],
-                p["max_attempts"],
-            )
-            raise RuntimeError(f"simulated crash after {crash_after} file(s)")
-        return loading.load_all(
-            store, p["pipeline"], objs, p["target"], p["quarantine_bucket"], p["max_attempts"]
+        # crash_after_files >= 0 simulates a worker dying part-way: committed files stay loaded
+        return steps.load_listed(
+            p["pipeline"],
+            files,
+            p["target"],
+            p["quarantine_bucket"],
+            p["max_attempts"],
+            crash_after_files=int(p["crash_after_files"]),
         )
 
     wait >> load_files(detect_new_files())

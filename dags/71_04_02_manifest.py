@@ -38,17 +38,12 @@ DEFERRABLE = importlib.util.find_spec("aiobotocore") is not None
 
 
 def _has_work(files: list[dict[str, Any]], **context: Any) -> bool:
-    from cdclab.db import WAREHOUSE, transaction
-    from cdclab.files import detection, state
+    from cdclab.files import steps
 
     p = context["params"]
     if p["reprocess_keys"] or p["reprocess_batch"]:
         return True
-    with transaction(WAREHOUSE) as cur:
-        state.ensure_tables(cur)
-        return detection.needs_processing(cur, p["pipeline"], files, p["bucket"]) or bool(
-            state.pending(cur, p["pipeline"], max_attempts=p["max_attempts"])
-        )
+    return steps.has_pending_work(p["pipeline"], p["bucket"], files, p["max_attempts"])
 
 
 @dag(
@@ -89,66 +84,41 @@ def manifest_71_04_02():
     @task
     def register_batches(**context: Any) -> dict[str, list[str]]:
         """New manifests -> ledger (kind=manifest); each pending manifest registers its files."""
-        from cdclab.db import WAREHOUSE, transaction
-        from cdclab.files import loading, manifest, state
-        from cdclab.files.store import ObjectStore
+        from cdclab.files import steps
 
-        p, store = context["params"], ObjectStore()
-        with transaction(WAREHOUSE) as cur:
-            loading.ensure_target(cur, p["target"])
-        listed = store.list_objects(p["bucket"], p["prefix"], f"*/{manifest.MANIFEST_NAME}")
-        with transaction(WAREHOUSE) as cur:
-            state.register(cur, p["pipeline"], listed, kind="manifest")
-            todo = state.pending(cur, p["pipeline"], kind="manifest")
-        result: dict[str, list[str]] = {}
-        for row in todo:
-            with transaction(WAREHOUSE) as cur:
-                outcome = manifest.register_batch(cur, store, p["pipeline"], row.obj, p["quarantine_bucket"])
-            if outcome == "quarantined":
-                from cdclab.files.archive import delete_source
-
-                delete_source(store, row.obj)
-            result.setdefault(outcome, []).append(row.key)
+        p = context["params"]
+        result = steps.register_batches(
+            p["pipeline"], p["bucket"], p["prefix"], p["target"], p["quarantine_bucket"]
+        )
         print(f"manifests: {result}")
         return result
 
     @task
     def request_reprocess(**context: Any) -> list[str]:
-        from cdclab.db import WAREHOUSE, transaction
-        from cdclab.files import state
+        from cdclab.files import steps
 
         p = context["params"]
         if not (p["reprocess_keys"] or p["reprocess_batch"]):
             return []
-        with transaction(WAREHOUSE) as cur:
-            reset = state.reset_for_reprocess(
-                cur, p["pipeline"], keys=p["reprocess_keys"] or None, batch_id=p["reprocess_batch"] or None
-            )
-        print(f"reprocess requested for {[r.key for r in reset]}")
-        return [r.key for r in reset]
+        reset = steps.request_reprocess(
+            p["pipeline"], keys=p["reprocess_keys"] or None, batch_id=p["reprocess_batch"] or None
+        )
+        print(f"reprocess requested for {reset}")
+        return reset
 
     @task
     def load_files(**context: Any) -> dict[str, Any]:
-        from cdclab.db import WAREHOUSE, transaction
-        from cdclab.files import loading, state
-        from cdclab.files.store import ObjectStore
+        from cdclab.files import steps
 
         p = context["params"]
-        with transaction(WAREHOUSE) as cur:
-            todo = [r.obj for r in state.pending(cur, p["pipeline"], max_attempts=p["max_attempts"])]
-        return loading.load_all(
-            ObjectStore(), p["pipeline"], todo, p["target"], p["quarantine_bucket"], p["max_attempts"]
-        )
+        return steps.load_pending(p["pipeline"], p["target"], p["quarantine_bucket"], p["max_attempts"])
 
     @task
     def write_receipts(**context: Any) -> list[str]:
-        from cdclab.db import WAREHOUSE, transaction
-        from cdclab.files import manifest
-        from cdclab.files.store import ObjectStore
+        from cdclab.files import steps
 
         p = context["params"]
-        with transaction(WAREHOUSE) as cur:
-            return manifest.complete_batches(cur, ObjectStore(), p["pipeline"], p["receipts_bucket"])
+        return steps.write_receipts(p["pipeline"], p["receipts_bucket"])
 
     wait >> register_batches() >> request_reprocess() >> load_files() >> write_receipts()
 

@@ -59,68 +59,44 @@ def chunking_71_04_04():
     @task
     def plan(**context: Any) -> list[dict[str, Any]]:
         """Register and return every chunk of every pending file (each item carries its file)."""
-        from cdclab.db import WAREHOUSE, transaction
-        from cdclab.files import chunking, detection, loading, state
-        from cdclab.files.store import ObjectStore
+        from cdclab.files import steps
 
-        p, store = context["params"], ObjectStore()
-        chunk_table = p["chunk_table"] or p["target"] + "_chunks"
-        with transaction(WAREHOUSE) as cur:
-            loading.ensure_target(cur, p["target"])
-            chunking.ensure_chunk_table(cur, chunk_table)
-        with transaction(WAREHOUSE) as cur:
-            detection.detect(cur, store, p["pipeline"], p["bucket"], p["prefix"], p["pattern"])
-            todo = [r.obj for r in state.pending(cur, p["pipeline"])]
-        chunks: list[dict[str, Any]] = []
-        for obj in todo:
-            data_start, planned = chunking.plan_object(store, obj, int(p["chunk_bytes"]))
-            with transaction(WAREHOUSE) as cur:
-                chunking.register_chunks(cur, p["pipeline"], obj, planned)
-            chunks += [{"obj": obj.as_dict(), "data_start": data_start, **c.as_dict()} for c in planned]
-            print(f"{obj.uri}: {obj.size} bytes -> {len(planned)} chunk(s) from byte {data_start}")
-        return chunks
+        p = context["params"]
+        plans = steps.plan_chunked_files(
+            p["pipeline"],
+            p["bucket"],
+            p["prefix"],
+            p["pattern"],
+            p["target"],
+            steps.chunk_table_of(p["target"], p["chunk_table"]),
+            int(p["chunk_bytes"]),
+        )
+        for f in plans:
+            print(f.summary)
+        return [item for f in plans for item in f.items()]
 
     @task(retries=2, retry_delay=timedelta(seconds=1), max_active_tis_per_dagrun=4)
     def load_chunk(item: dict[str, Any], **context: Any) -> dict[str, Any]:
-        from cdclab.files import chunking
-        from cdclab.files.store import ObjectInfo, ObjectStore
+        from cdclab.files import steps
 
         p = context["params"]
-        chunk = chunking.Chunk(item["chunk_no"], item["start"], item["end"])
-        fail = chunk.chunk_no == int(p["fail_chunk_once"]) and context["ti"].try_number == 1
-        return chunking.load_chunk(
-            ObjectStore(),
-            p["pipeline"],
-            ObjectInfo.from_dict(item["obj"]),
-            chunk,
-            p["chunk_table"] or p["target"] + "_chunks",
-            fail_before_commit=fail,
+        fail = item["chunk_no"] == int(p["fail_chunk_once"]) and context["ti"].try_number == 1
+        return steps.load_chunk_item(
+            p["pipeline"], item, steps.chunk_table_of(p["target"], p["chunk_table"]), fail_before_commit=fail
         )
 
     @task
     def assemble(chunks: list[dict[str, Any]], loaded: list[dict[str, Any]], **context: Any) -> list[Any]:
-        from cdclab.db import WAREHOUSE, transaction
-        from cdclab.files import archive, chunking
-        from cdclab.files.store import ObjectInfo, ObjectStore
+        from cdclab.files import steps
 
-        p, store, out = context["params"], ObjectStore(), []
-        files = {c["obj"]["key"]: c for c in chunks}  # one entry per file, in plan order
-        for f in files.values():
-            obj = ObjectInfo.from_dict(f["obj"])
-            with transaction(WAREHOUSE) as cur:
-                result = chunking.assemble(
-                    cur,
-                    store,
-                    p["pipeline"],
-                    obj,
-                    f["data_start"],
-                    p["target"],
-                    p["chunk_table"] or p["target"] + "_chunks",
-                    p["quarantine_bucket"],
-                )
-            if result["status"] == "quarantined":
-                archive.delete_source(store, obj)
-            out.append(result)
+        p = context["params"]
+        out = steps.assemble_files(
+            p["pipeline"],
+            chunks,
+            p["target"],
+            steps.chunk_table_of(p["target"], p["chunk_table"]),
+            p["quarantine_bucket"],
+        )
         print(f"assembled {out} from {len(list(loaded))} chunk task(s)")
         return out
 

@@ -66,60 +66,32 @@ PIPELINE = "71_04_05_archive"
 def archive_71_04_05():
     @task
     def load_new_files(**context: Any) -> dict[str, Any]:
-        from cdclab.db import WAREHOUSE, transaction
-        from cdclab.files import detection, loading, state
-        from cdclab.files.store import ObjectStore
+        from cdclab.files import steps
 
-        p, store = context["params"], ObjectStore()
-        with transaction(WAREHOUSE) as cur:
-            loading.ensure_target(cur, p["target"])
-        with transaction(WAREHOUSE) as cur:
-            detection.detect(cur, store, p["pipeline"], p["bucket"], p["prefix"], p["pattern"])
-            todo = [r.obj for r in state.pending(cur, p["pipeline"])]
-        return loading.load_all(store, p["pipeline"], todo, p["target"], p["quarantine_bucket"])
+        p = context["params"]
+        return steps.detect_and_load(
+            p["pipeline"], p["bucket"], p["prefix"], p["pattern"], p["target"], p["quarantine_bucket"]
+        )
 
     @task
     def archive_loaded(**context: Any) -> list[str]:
-        from cdclab.db import WAREHOUSE, transaction
-        from cdclab.files import archive, state
-        from cdclab.files.store import ObjectStore
+        from cdclab.files import steps
         from cdclab.intervals import run_interval
 
-        p, store, moved = context["params"], ObjectStore(), []
-        with transaction(WAREHOUSE) as cur:
-            loaded = state.rows(cur, p["pipeline"], status="loaded")
-        for row in loaded:
-            with transaction(WAREHOUSE) as cur:
-                moved.append(
-                    archive.archive(
-                        cur,
-                        store,
-                        p["pipeline"],
-                        row.obj,
-                        run_interval(context).logical_date,
-                        p["archive_bucket"],
-                    )
-                )
-            archive.delete_source(store, row.obj)  # only after the archive row is committed
+        p = context["params"]
+        moved = steps.archive_loaded(p["pipeline"], run_interval(context).logical_date, p["archive_bucket"])
         print(f"archived {len(moved)} file(s): {moved}")
         return moved
 
     @task
     def expire_old_archives(**context: Any) -> list[str]:
-        from cdclab.db import WAREHOUSE, transaction
-        from cdclab.files import archive
-        from cdclab.files.store import ObjectStore
+        from cdclab.files import steps
         from cdclab.intervals import run_interval
 
         p = context["params"]
-        with transaction(WAREHOUSE) as cur:
-            gone = archive.expire_archives(
-                cur,
-                ObjectStore(),
-                p["pipeline"],
-                run_interval(context).logical_date,
-                timedelta(days=p["retention_days"]),
-            )
+        gone = steps.expire_archives(
+            p["pipeline"], run_interval(context).logical_date, timedelta(days=p["retention_days"])
+        )
         print(f"expired {len(gone)} archived object(s)")
         return gone
 

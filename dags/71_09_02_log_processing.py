@@ -53,18 +53,14 @@ def log_processing_71_09_02():
 
         from airflow.providers.standard.hooks.filesystem import FSHook
 
-        from cdclab.db import WAREHOUSE, transaction
-        from cdclab.files import logs
+        from cdclab.files import steps
 
         p = context["params"]
         if p["log_dir"]:
             folder = Path(p["log_dir"])
         else:  # the lab's log folder: the `applogs` connection (File (path)) that the launcher sets
             folder = Path(FSHook(fs_conn_id="applogs").get_path()) / p["pipeline"]
-        with transaction(WAREHOUSE) as cur:
-            logs.ensure_tables(cur, p["target"])
-        with transaction(WAREHOUSE) as cur:
-            result = logs.ingest(cur, p["pipeline"], folder / p["log_name"], p["target"])
+        result = steps.ingest_log(p["pipeline"], folder / p["log_name"], p["target"])
         print(f"{folder / p['log_name']}: {result}")
         if result["gap"]:
             print(f"GAP recorded in dlq.log_gap: {result['gap']}")

@@ -29,5 +29,6 @@ Vocabulary (used by every module in this package and by the 71.4 / 71.9.2 DAGs):
 - *audit trail* (``state.file_audit``): one row per move/copy/delete the pipeline did to an object.
 
 Modules: :mod:`.errors`, :mod:`.store`, :mod:`.records`, :mod:`.state`, :mod:`.detection`,
-:mod:`.manifest`, :mod:`.loading`, :mod:`.chunking`, :mod:`.archive`, :mod:`.logs`.
+:mod:`.manifest`, :mod:`.loading`, :mod:`.chunking`, :mod:`.archive`, :mod:`.logs`; :mod:`.steps` holds the
+DAGs' task bodies (each opens its own transactions).
 """
