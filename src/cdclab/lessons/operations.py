@@ -106,6 +106,7 @@ def injected_faults(
     """A ``fault`` hook for :func:`cdclab.recovery.load_interval` that raises
     :class:`~cdclab.recovery.TransientSourceError` for the first ``n`` attempts of each interval start in
     ``transient_failures`` and for every attempt of those in ``hard_failures`` (ISO 8601 instants)."""
+
     def utc(text: str) -> str:  # one spelling per instant: a +02:00 key names the same hour as its UTC one
         return pendulum.instance(_instant(text)).in_tz("UTC").isoformat()
 
