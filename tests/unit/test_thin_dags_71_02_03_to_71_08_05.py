@@ -12,11 +12,14 @@ import pendulum
 import pytest
 
 from cdclab import arrivals, windowagg
+from cdclab.cdc import merge_variants
 from cdclab.intervals import Window
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 THIN = [
     "71_02_03_event_time",
+    "71_03_03_merge_upsert",
+    "71_03_04_scd2",
 ]
 
 
@@ -92,3 +95,18 @@ def test_windows_from_xcom_normalise_any_offset_to_utc() -> None:
     (w,) = windowagg.windows_from_xcom([["2026-05-04T11:00:00+02:00", "2026-05-04T12:00:00+02:00"]])
     assert (w.start, w.end) == (H[9], H[10])
     assert w.start.tzinfo is not None and w.start.utcoffset() == dt.timedelta(0)
+
+
+# ----------------------------------------------------------------------------------- 71_03_03
+
+
+@pytest.mark.parametrize("variants", [["merge"], ["upsert"], []])
+def test_one_variant_has_nothing_to_compare_with_and_reads_no_database(
+    variants: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_database(*args: object, **kwargs: object) -> None:
+        raise AssertionError("compare_variants touched the database")
+
+    monkeypatch.setattr(merge_variants, "routes_for", no_database)
+    monkeypatch.setattr(merge_variants, "transaction", no_database)
+    assert merge_variants.compare_variants(["public.customers"], variants) == 0
