@@ -20,6 +20,7 @@ THIN = [
     "71_02_03_event_time",
     "71_03_03_merge_upsert",
     "71_03_04_scd2",
+    "71_03_05_soft_delete",
 ]
 
 
@@ -110,3 +111,13 @@ def test_one_variant_has_nothing_to_compare_with_and_reads_no_database(
     monkeypatch.setattr(merge_variants, "routes_for", no_database)
     monkeypatch.setattr(merge_variants, "transaction", no_database)
     assert merge_variants.compare_variants(["public.customers"], variants) == 0
+
+
+# ----------------------------------------------------------------------------------- 71_03_05
+
+
+def test_the_archive_cutoff_counts_days_back_from_the_interval_end() -> None:
+    end = pendulum.datetime(2026, 3, 31, tz="UTC")
+    assert merge_variants.archive_cutoff(end, 30) == pendulum.datetime(2026, 3, 1, tz="UTC")
+    assert merge_variants.archive_cutoff(end, 0) == end
+    assert merge_variants.archive_cutoff(end, 30).isoformat() == "2026-03-01T00:00:00+00:00"

@@ -37,6 +37,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import pendulum
 from psycopg2 import sql
 from psycopg2.extras import execute_values
 
@@ -568,3 +569,60 @@ def compare_variants(
     if diverged:
         raise VariantsDiverged(f"MERGE and upsert targets differ for keys {diverged}")
     return len(routes)
+
+
+def replicate_soft_deletes(
+    tables: Sequence[str],
+    *,
+    flag_column: str = "is_deleted",
+    at_column: str = "deleted_at",
+    consumer_group: str,
+    topic_prefix: str = "shop",
+    target_schema: str = "core",
+    target_prefix: str = "soft_",
+    batch_size: int = 500,
+    who: str = "",
+) -> StreamSummary:
+    """Create each table's target, then apply every batch with all deletes as soft deletes
+    (:func:`apply_soft_deletes`) in the transaction that also stores the Kafka offsets."""
+
+    def prepare(cur: Any, route: TableRoute) -> None:
+        ensure_target(cur, route.target, list(route.types.items()), route.key)
+
+    return replicate_with(
+        tables,
+        apply_soft_deletes(flag_column, at_column),
+        prepare=prepare,
+        group=consumer_group,
+        topic_prefix=topic_prefix,
+        target_schema=target_schema,
+        target_prefix=target_prefix,
+        batch_size=batch_size,
+        who=who,
+    )
+
+
+def archive_cutoff(interval_end: dt.datetime, archive_after_days: int) -> dt.datetime:
+    """Rows deleted before this instant are archived: ``archive_after_days`` days before the end of the
+    run's data interval (scheduler time, never the wall clock)."""
+    return interval_end - pendulum.duration(days=archive_after_days)
+
+
+def archive_deleted_tables(
+    tables: Sequence[str],
+    cutoff: dt.datetime,
+    *,
+    topic_prefix: str = "shop",
+    target_schema: str = "core",
+    target_prefix: str = "soft_",
+) -> dict[str, int]:
+    """:func:`archive_deleted` for every table's target, all in one transaction: a row is either in its
+    target or in its archive, never both or neither. Returns the rows moved per target."""
+    routes = routes_for(
+        tables, topic_prefix=topic_prefix, target_schema=target_schema, target_prefix=target_prefix
+    )
+    moved: dict[str, int] = {}
+    with transaction(WAREHOUSE) as cur:
+        for r in routes:
+            moved[r.target] = archive_deleted(cur, r.target, r.key, cutoff)
+    return moved
