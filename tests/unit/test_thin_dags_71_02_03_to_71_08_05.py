@@ -11,9 +11,10 @@ from pathlib import Path
 import pendulum
 import pytest
 
-from cdclab import arrivals, windowagg
+from cdclab import arrivals, diagnostics, windowagg
 from cdclab.cdc import merge_variants
 from cdclab.intervals import Window
+from cdclab.lessons import late_data
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 THIN = [
@@ -21,6 +22,7 @@ THIN = [
     "71_03_03_merge_upsert",
     "71_03_04_scd2",
     "71_03_05_soft_delete",
+    "71_08_05_late_data",
 ]
 
 
@@ -121,3 +123,39 @@ def test_the_archive_cutoff_counts_days_back_from_the_interval_end() -> None:
     assert merge_variants.archive_cutoff(end, 30) == pendulum.datetime(2026, 3, 1, tz="UTC")
     assert merge_variants.archive_cutoff(end, 0) == end
     assert merge_variants.archive_cutoff(end, 30).isoformat() == "2026-03-01T00:00:00+00:00"
+
+
+# ----------------------------------------------------------------------------------- 71_08_05
+
+LATE_PARAMS = {
+    "events_table": "staging.ev",
+    "target_table": "marts.hourly",
+    "dead_letter_table": "dlq.late",
+    "findings_table": "state.findings",
+    "ledger_table": "state.ledger",
+    "pipeline": "p/events",
+    "grace_minutes": 10,
+    "allowed_lateness_minutes": 60,
+}
+
+
+def test_a_late_run_names_its_tables_from_the_params() -> None:
+    assert late_data.late_tables(LATE_PARAMS) == diagnostics.LateDataTables(
+        events="staging.ev",
+        target="marts.hourly",
+        dead_letter="dlq.late",
+        findings="state.findings",
+        ledger="state.ledger",
+        pipeline="p/events",
+    )
+
+
+def test_a_late_runs_cutoff_is_the_window_end_plus_the_grace_period() -> None:
+    r = late_data.LateRun.from_params(LATE_PARAMS, Window(H[10], H[11]), "dag", "run-1")
+    assert (r.start, r.end, r.cutoff) == (H[10], H[11], H[11].add(minutes=10))
+    assert r.allowed == dt.timedelta(hours=1) and r.allowed_lateness_minutes == 60
+    assert (r.dag_id, r.run_id) == ("dag", "run-1")
+    no_grace = late_data.LateRun.from_params(
+        {**LATE_PARAMS, "grace_minutes": 0}, Window(H[10], H[11]), "dag", None
+    )
+    assert no_grace.cutoff == H[11]
