@@ -70,52 +70,36 @@ def _71_02_03_event_time():
     @task
     def classify_arrivals(params: dict | None = None) -> list[list[str]]:
         """Classify this interval's arrivals; record too-late and future ones; return windows to recompute."""
-        from datetime import timedelta
-
         from cdclab import arrivals
-        from cdclab.db import SHOP, WAREHOUSE, transaction
-        from cdclab.intervals import WindowSpec, from_context
+        from cdclab.intervals import from_context
 
         p = params or {}
         ctx = get_current_context()
-        interval = from_context(ctx)
-        spec = WindowSpec.tumbling(timedelta(minutes=int(p["window_minutes"])))
-        lateness = timedelta(minutes=int(p["allowed_lateness_minutes"]))
-        skew = timedelta(minutes=int(p["skew_tolerance_minutes"]))
-        with transaction(SHOP) as cur:
-            seen = arrivals.arrived_in(cur, p["source"], interval)
-        with transaction(WAREHOUSE) as cur:
-            # classify by the first arrival the ledger holds, not by updated_at (every UPDATE resets it)
-            firsts = arrivals.record(cur, p["arrivals"], seen, spec, lateness, skew, ctx["run_id"])
-        affected = {a.window for a in firsts if a.arrival in arrivals.ACCEPTED}
-        with transaction(WAREHOUSE) as cur:
-            # too late / future: not applied and not dropped, logged with the reason
-            rejected = arrivals.log_rejected(
-                cur, p["late_log"], firsts, lateness, skew, interval.start, ctx["run_id"]
-            )
-        print(
-            f"{len(seen)} arrivals, {len(rejected)} recorded as too late / future, "
-            f"{len(affected)} windows to recompute"
+        done = arrivals.classify_interval(
+            p["source"],
+            p["arrivals"],
+            p["late_log"],
+            from_context(ctx),
+            window_minutes=int(p["window_minutes"]),
+            allowed_lateness_minutes=int(p["allowed_lateness_minutes"]),
+            skew_tolerance_minutes=int(p["skew_tolerance_minutes"]),
+            run_id=ctx["run_id"],
         )
-        return [[w.start.isoformat(), w.end.isoformat()] for w in sorted(affected)]
+        print(
+            f"{done.seen} arrivals, {len(done.rejected)} recorded as too late / future, "
+            f"{len(done.windows)} windows to recompute"
+        )
+        return arrivals.windows_xcom(done.windows)
 
     @task
     def recompute_windows(windows: list[list[str]], params: dict | None = None) -> int:
         """Recompute each affected window from the source: all of its events the ledger accepted."""
         from cdclab import windowagg
-        from cdclab.db import SHOP, WAREHOUSE, transaction
-        from cdclab.ddl import ensure as ensure_ddl
-        from cdclab.intervals import Window
 
         p = params or {}
-        ctx = get_current_context()
-        todo = [Window(pendulum.parse(a), pendulum.parse(b)) for a, b in windows]
-        with transaction(SHOP) as src, transaction(WAREHOUSE) as dst:
-            ensure_ddl(dst, p["target"], windowagg.create_window_table_sql(p["target"]))
-            windowagg.recompute_accepted(
-                src, dst, p["source"], p["target"], p["arrivals"], todo, ctx["run_id"]
-            )
-        return len(todo)
+        return windowagg.recompute_accepted_windows(
+            p["source"], p["target"], p["arrivals"], windows, get_current_context()["run_id"]
+        )
 
     recompute_windows(classify_arrivals())
 

@@ -71,23 +71,14 @@ DEFAULT_TABLES = ["public.customers", "public.products", "public.orders"]
 def merge_upsert():
     @task
     def apply() -> dict:
-        from cdclab.cdc.merge import ensure_target
-        from cdclab.cdc.merge_variants import apply_variants, replicate_with, variant_target, variants_group
+        from cdclab.cdc.merge_variants import replicate_variants
 
         ctx = get_current_context()
         p = ctx["params"]
-
-        def prepare(cur, route) -> None:
-            for variant in p["variants"]:
-                ensure_target(
-                    cur, variant_target(route.target, variant), list(route.types.items()), route.key
-                )
-
-        summary = replicate_with(
+        summary = replicate_variants(
             p["tables"],
-            apply_variants(p["variants"]),
-            prepare=prepare,
-            group=variants_group(p["consumer_group"], p["variants"]),
+            p["variants"],
+            consumer_group=p["consumer_group"],
             topic_prefix=p["topic_prefix"],
             target_schema=p["target_schema"],
             target_prefix=p["target_prefix"],
@@ -100,30 +91,17 @@ def merge_upsert():
     @task
     def compare() -> dict:
         """Both variants saw the same batches in the same transactions: their targets must be equal."""
-        from cdclab.cdc.merge_variants import VariantsDiverged, differing_keys, variant_target
-        from cdclab.cdc.pipeline import routes_for
-        from cdclab.db import WAREHOUSE, transaction
+        from cdclab.cdc.merge_variants import compare_variants
 
         p = get_current_context()["params"]
-        if len(p["variants"]) < 2:
-            return {"compared": 0}
-        routes = routes_for(
+        compared = compare_variants(
             p["tables"],
+            p["variants"],
             topic_prefix=p["topic_prefix"],
             target_schema=p["target_schema"],
             target_prefix=p["target_prefix"],
         )
-        diverged = {}
-        with transaction(WAREHOUSE) as cur:
-            for r in routes:
-                diff = differing_keys(
-                    cur, variant_target(r.target, "merge"), variant_target(r.target, "upsert"), r.key
-                )
-                if diff:
-                    diverged[r.target] = diff[:20]
-        if diverged:
-            raise VariantsDiverged(f"MERGE and upsert targets differ for keys {diverged}")
-        return {"compared": len(routes)}
+        return {"compared": compared}
 
     apply() >> compare()
 

@@ -64,24 +64,14 @@ DEFAULT_TRACKED = {"public.customers": ["email", "full_name", "tier"]}
 def scd2():
     @task
     def apply() -> dict:
-        from cdclab.cdc.merge_variants import replicate_with
-        from cdclab.cdc.scd2 import apply_scd2, ensure_dimension
+        from cdclab.cdc.scd2 import replicate_scd2
 
         ctx = get_current_context()
         p = ctx["params"]
-        tracked = p["tracked_columns"]
-
-        def prepare(cur, route) -> None:
-            ensure_dimension(cur, route.target, list(route.types.items()), route.key)
-
-        def hook(cur, route, changes) -> dict:
-            return apply_scd2(cur, route.target, route.key, changes, tracked.get(route.source)).as_dict()
-
-        summary = replicate_with(
+        summary = replicate_scd2(
             p["tables"],
-            hook,
-            prepare=prepare,
-            group=p["consumer_group"],
+            p["tracked_columns"],
+            consumer_group=p["consumer_group"],
             topic_prefix=p["topic_prefix"],
             target_schema=p["target_schema"],
             target_prefix=p["target_prefix"],
@@ -93,28 +83,16 @@ def scd2():
     @task
     def verify() -> dict:
         """Every key's versions chain without overlap; gaps only after a delete."""
-        from cdclab.cdc.pipeline import routes_for
-        from cdclab.cdc.scd2 import HistoryBroken, history_violations
-        from cdclab.db import WAREHOUSE, transaction
+        from cdclab.cdc.scd2 import verify_histories
 
         p = get_current_context()["params"]
-        routes = routes_for(
+        verified = verify_histories(
             p["tables"],
             topic_prefix=p["topic_prefix"],
             target_schema=p["target_schema"],
             target_prefix=p["target_prefix"],
         )
-        broken = {}
-        with transaction(WAREHOUSE) as cur:
-            for r in routes:
-                bad = history_violations(cur, r.target, r.key)
-                if bad:
-                    broken[r.target] = bad[:20]
-        if broken:
-            raise HistoryBroken(
-                f"broken histories (overlap, open non-last version or unexplained gap): {broken}"
-            )
-        return {"verified": [r.target for r in routes]}
+        return {"verified": verified}
 
     apply() >> verify()
 

@@ -66,20 +66,15 @@ DEFAULT_TABLES = ["public.customers", "public.products"]
 def soft_delete():
     @task
     def apply() -> dict:
-        from cdclab.cdc.merge import ensure_target
-        from cdclab.cdc.merge_variants import apply_soft_deletes, replicate_with
+        from cdclab.cdc.merge_variants import replicate_soft_deletes
 
         ctx = get_current_context()
         p = ctx["params"]
-
-        def prepare(cur, route) -> None:
-            ensure_target(cur, route.target, list(route.types.items()), route.key)
-
-        summary = replicate_with(
+        summary = replicate_soft_deletes(
             p["tables"],
-            apply_soft_deletes(p["flag_column"], p["at_column"]),
-            prepare=prepare,
-            group=p["consumer_group"],
+            flag_column=p["flag_column"],
+            at_column=p["at_column"],
+            consumer_group=p["consumer_group"],
             topic_prefix=p["topic_prefix"],
             target_schema=p["target_schema"],
             target_prefix=p["target_prefix"],
@@ -91,24 +86,19 @@ def soft_delete():
     @task
     def archive() -> dict:
         """Rows deleted before (interval end - archive_after_days) move to the archive, atomically."""
-        from cdclab.cdc.merge_variants import archive_deleted
-        from cdclab.cdc.pipeline import routes_for
-        from cdclab.db import WAREHOUSE, transaction
+        from cdclab.cdc.merge_variants import archive_cutoff, archive_deleted_tables
         from cdclab.intervals import run_interval
 
         ctx = get_current_context()
         p = ctx["params"]
-        cutoff = run_interval(ctx).end - pendulum.duration(days=p["archive_after_days"])
-        routes = routes_for(
+        cutoff = archive_cutoff(run_interval(ctx).end, p["archive_after_days"])
+        moved = archive_deleted_tables(
             p["tables"],
+            cutoff,
             topic_prefix=p["topic_prefix"],
             target_schema=p["target_schema"],
             target_prefix=p["target_prefix"],
         )
-        moved = {}
-        with transaction(WAREHOUSE) as cur:
-            for r in routes:
-                moved[r.target] = archive_deleted(cur, r.target, r.key, cutoff)
         return {"cutoff": cutoff.isoformat(), "archived": moved}
 
     apply() >> archive()

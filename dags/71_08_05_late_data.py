@@ -57,29 +57,15 @@ DEMO = {
 }
 
 
-def _bounds(params: dict[str, Any]) -> tuple[Any, Any, Any]:
-    """The run's window ``[start, end)`` and its cutoff ``end + grace_minutes``."""
-    import datetime as dt
-
+def _late_run(params: dict[str, Any], dag_run: Any = None) -> Any:
+    """This run's window ``[start, end)``, its cutoff ``end + grace_minutes`` and its tables."""
     from airflow.sdk import get_current_context
 
     from cdclab.intervals import from_context
+    from cdclab.lessons.late_data import LateRun
 
-    w = from_context(get_current_context())
-    return w.start, w.end, w.end + dt.timedelta(minutes=params["grace_minutes"])
-
-
-def _tables(params: dict[str, Any]) -> Any:
-    from cdclab.diagnostics import LateDataTables
-
-    return LateDataTables(
-        events=params["events_table"],
-        target=params["target_table"],
-        dead_letter=params["dead_letter_table"],
-        findings=params["findings_table"],
-        ledger=params["ledger_table"],
-        pipeline=params["pipeline"],
-    )
+    run_id = dag_run.run_id if dag_run is not None else None
+    return LateRun.from_params(params, from_context(get_current_context()), DAG_ID, run_id)
 
 
 @dag(
@@ -106,68 +92,39 @@ def late_data() -> None:
     def setup(params: dict[str, Any]) -> bool:
         """Default params: the demo arrivals of this window (two of them late). Other tables: nothing."""
         from cdclab import demos
-        from cdclab.db import WAREHOUSE, transaction
+        from cdclab.lessons import late_data as lesson
 
         if not demos.uses_demo_tables(params, DEMO, DEMO):
             print("custom tables: setup leaves them as they are")
             return False
-        start, _, _ = _bounds(params)
-        with transaction(WAREHOUSE) as cur:
-            demos.build_late_events(cur, DEMO["events_table"], DEMO["ledger_table"], DEMO["pipeline"], start)
+        start = _late_run(params).start
+        lesson.build_late_demo(DEMO["events_table"], DEMO["ledger_table"], DEMO["pipeline"], start)
         print(f"demo: arrivals for the window starting {start.isoformat()}, two of the previous window late")
         return True
 
     @task
     def identify(params: dict[str, Any], dag_run: Any = None) -> list[dict[str, Any]]:
-        import datetime as dt
+        from cdclab.lessons import late_data as lesson
 
-        from cdclab import diagnostics as d
-        from cdclab.db import WAREHOUSE, transaction
-
-        _, _, cutoff = _bounds(params)
-        allowed = dt.timedelta(minutes=params["allowed_lateness_minutes"])
-        with transaction(WAREHOUSE) as cur:
-            d.prepare_late_data(cur, _tables(params))
-            return d.identify_late(
-                cur, _tables(params), cutoff, allowed, dag_id=DAG_ID, run_id=dag_run.run_id
-            )
+        return lesson.identify_late_rows(_late_run(params, dag_run))
 
     @task
     def source_delays(params: dict[str, Any], dag_run: Any = None) -> None:
-        from cdclab import diagnostics as d
-        from cdclab.db import WAREHOUSE, transaction
+        from cdclab.lessons import late_data as lesson
 
-        _, _, cutoff = _bounds(params)
-        with transaction(WAREHOUSE) as cur:
-            d.record_source_delays(cur, _tables(params), cutoff, dag_id=DAG_ID, run_id=dag_run.run_id)
+        lesson.measure_source_delays(_late_run(params, dag_run))
 
     @task
     def handle(late: list[dict[str, Any]], params: dict[str, Any], dag_run: Any = None) -> None:
-        from cdclab import diagnostics as d
-        from cdclab.db import WAREHOUSE, transaction
+        from cdclab.lessons import late_data as lesson
 
-        _, _, cutoff = _bounds(params)
-        with transaction(WAREHOUSE) as cur:
-            d.handle_late_rows(
-                cur,
-                _tables(params),
-                late,
-                cutoff,
-                params["allowed_lateness_minutes"],
-                dag_id=DAG_ID,
-                run_id=dag_run.run_id,
-            )
+        lesson.handle_late_arrivals(_late_run(params, dag_run), late)
 
     @task
     def process_window(params: dict[str, Any], dag_run: Any = None) -> None:
-        from cdclab import diagnostics as d
-        from cdclab.db import WAREHOUSE, transaction
+        from cdclab.lessons import late_data as lesson
 
-        start, end, cutoff = _bounds(params)
-        with transaction(WAREHOUSE) as cur:
-            d.process_late_window(
-                cur, _tables(params), start, end, cutoff, dag_id=DAG_ID, run_id=dag_run.run_id
-            )
+        lesson.process_run_window(_late_run(params, dag_run))
 
     late = identify()
     setup() >> late

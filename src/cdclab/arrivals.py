@@ -33,7 +33,7 @@ from typing import Any
 from psycopg2 import sql
 from psycopg2.extras import execute_values
 
-from cdclab.db import ident
+from cdclab.db import SHOP, WAREHOUSE, ident, transaction
 from cdclab.ddl import ensure as ensure_ddl
 from cdclab.intervals import Arrival, Window, WindowSpec, classify_arrival
 
@@ -202,3 +202,55 @@ def log_rejected(
         ],
     )
     return rejected
+
+
+# --------------------------------------------------------------------------- one run's classification
+
+
+@dataclass(frozen=True)
+class Classified:
+    """What :func:`classify_interval` did for one run: how many arrivals it read, the first arrivals it
+    logged as rejected and the windows (sorted) that received an accepted arrival."""
+
+    seen: int
+    rejected: list[FirstArrival]
+    windows: list[Window]
+
+
+def windows_to_recompute(firsts: Sequence[FirstArrival]) -> list[Window]:
+    """The distinct windows of the accepted first arrivals in ``firsts``, oldest first."""
+    return sorted({a.window for a in firsts if a.arrival in ACCEPTED})
+
+
+def windows_xcom(windows: Sequence[Window]) -> list[list[str]]:
+    """``windows`` as ``[start, end]`` ISO strings (JSON-safe, for XCom)."""
+    return [[w.start.isoformat(), w.end.isoformat()] for w in windows]
+
+
+def classify_interval(
+    source: str,
+    ledger: str,
+    late_log: str,
+    interval: Window,
+    *,
+    window_minutes: int,
+    allowed_lateness_minutes: int,
+    skew_tolerance_minutes: int,
+    run_id: str,
+) -> Classified:
+    """One run's classification into tumbling windows of ``window_minutes``: read the ``source`` orders
+    that arrived in ``interval`` (``shop``), record their first arrivals in ``ledger`` (one ``warehouse``
+    transaction), then log the rejected ones (too late, future) in ``late_log`` (a second transaction)."""
+    spec = WindowSpec.tumbling(dt.timedelta(minutes=window_minutes))
+    lateness = dt.timedelta(minutes=allowed_lateness_minutes)
+    skew = dt.timedelta(minutes=skew_tolerance_minutes)
+    with transaction(SHOP) as cur:
+        seen = arrived_in(cur, source, interval)
+    with transaction(WAREHOUSE) as cur:
+        # classify by the first arrival the ledger holds, not by updated_at (every UPDATE resets it)
+        firsts = record(cur, ledger, seen, spec, lateness, skew, run_id)
+    affected = windows_to_recompute(firsts)
+    with transaction(WAREHOUSE) as cur:
+        # too late / future: not applied and not dropped, logged with the reason
+        rejected = log_rejected(cur, late_log, firsts, lateness, skew, interval.start, run_id)
+    return Classified(len(seen), rejected, affected)

@@ -30,7 +30,7 @@ from typing import Any
 from psycopg2 import sql
 
 from cdclab import arrivals
-from cdclab.db import ident
+from cdclab.db import SHOP, WAREHOUSE, ident, transaction
 from cdclab.ddl import ensure as ensure_ddl
 from cdclab.intervals import Window, WindowSpec
 
@@ -233,3 +233,24 @@ def recompute_sliding(
         orders, revenue, late = cur_dst.fetchone()
         row = {"w_start": w.start, "w_end": w.end, "orders": orders, "revenue": revenue, "late_orders": late}
         cur_dst.execute(upsert_window_sql(target), {**row, "run_id": run_id})
+
+
+# --------------------------------------------------------------------------- one run's recompute
+
+
+def windows_from_xcom(windows: list[list[str]]) -> list[Window]:
+    """``[start, end]`` ISO string pairs (:func:`cdclab.arrivals.windows_xcom`) back as windows."""
+    return [Window(dt.datetime.fromisoformat(a), dt.datetime.fromisoformat(b)) for a, b in windows]
+
+
+def recompute_accepted_windows(
+    source: str, target: str, ledger: str, windows: list[list[str]], run_id: str
+) -> int:
+    """Create ``target`` if missing and recompute ``windows`` (``[start, end]`` ISO strings) into it from
+    the ``source`` events the arrivals ``ledger`` accepted (:func:`recompute_accepted`): one ``shop``
+    transaction reads, one ``warehouse`` transaction writes all of them. Returns how many windows."""
+    todo = windows_from_xcom(windows)
+    with transaction(SHOP) as src, transaction(WAREHOUSE) as dst:
+        ensure_ddl(dst, target, create_window_table_sql(target))
+        recompute_accepted(src, dst, source, target, ledger, todo, run_id)
+    return len(todo)

@@ -37,6 +37,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import pendulum
 from psycopg2 import sql
 from psycopg2.extras import execute_values
 
@@ -46,6 +47,7 @@ from cdclab.cdc.merge import (
     DeleteMode,
     MergeResult,
     SchemaDrift,
+    ensure_target,
     flag_unseen_deletes,
     keys_match,
     source_columns,
@@ -500,3 +502,127 @@ def apply_soft_deletes(flag_column: str = "is_deleted", at_column: str = "delete
         }
 
     return apply
+
+
+# --------------------------------------------------------------------------- the 71.3 DAGs' steps
+
+
+def replicate_variants(
+    tables: Sequence[str],
+    variants: Sequence[str],
+    *,
+    consumer_group: str,
+    topic_prefix: str = "shop",
+    target_schema: str = "core",
+    target_prefix: str = "",
+    delivery: Delivery = "log",
+    batch_size: int = 500,
+    who: str = "",
+) -> StreamSummary:
+    """Create ``<target>__<variant>`` for each table and variant, then apply every batch to each chosen
+    variant in the batch's transaction (:func:`apply_variants`), consuming as the group
+    :func:`variants_group` names for the variant set."""
+
+    def prepare(cur: Any, route: TableRoute) -> None:
+        for variant in variants:
+            ensure_target(cur, variant_target(route.target, variant), list(route.types.items()), route.key)
+
+    return replicate_with(
+        tables,
+        apply_variants(variants),
+        prepare=prepare,
+        group=variants_group(consumer_group, variants),
+        topic_prefix=topic_prefix,
+        target_schema=target_schema,
+        target_prefix=target_prefix,
+        delivery=delivery,
+        batch_size=batch_size,
+        who=who,
+    )
+
+
+def compare_variants(
+    tables: Sequence[str],
+    variants: Sequence[str],
+    *,
+    topic_prefix: str = "shop",
+    target_schema: str = "core",
+    target_prefix: str = "",
+) -> int:
+    """Both variants saw the same batches in the same transactions: their targets must hold the same rows.
+    Compares ``<target>__merge`` with ``<target>__upsert`` for every table in one transaction and raises
+    :class:`VariantsDiverged` naming up to 20 differing keys per table. Returns how many tables it
+    compared: 0 (and no database read) when fewer than two variants ran."""
+    if len(variants) < 2:
+        return 0
+    routes = routes_for(
+        tables, topic_prefix=topic_prefix, target_schema=target_schema, target_prefix=target_prefix
+    )
+    diverged: dict[str, list[tuple[Any, ...]]] = {}
+    with transaction(WAREHOUSE) as cur:
+        for r in routes:
+            diff = differing_keys(
+                cur, variant_target(r.target, "merge"), variant_target(r.target, "upsert"), r.key
+            )
+            if diff:
+                diverged[r.target] = diff[:20]
+    if diverged:
+        raise VariantsDiverged(f"MERGE and upsert targets differ for keys {diverged}")
+    return len(routes)
+
+
+def replicate_soft_deletes(
+    tables: Sequence[str],
+    *,
+    flag_column: str = "is_deleted",
+    at_column: str = "deleted_at",
+    consumer_group: str,
+    topic_prefix: str = "shop",
+    target_schema: str = "core",
+    target_prefix: str = "soft_",
+    batch_size: int = 500,
+    who: str = "",
+) -> StreamSummary:
+    """Create each table's target, then apply every batch with all deletes as soft deletes
+    (:func:`apply_soft_deletes`) in the transaction that also stores the Kafka offsets."""
+
+    def prepare(cur: Any, route: TableRoute) -> None:
+        ensure_target(cur, route.target, list(route.types.items()), route.key)
+
+    return replicate_with(
+        tables,
+        apply_soft_deletes(flag_column, at_column),
+        prepare=prepare,
+        group=consumer_group,
+        topic_prefix=topic_prefix,
+        target_schema=target_schema,
+        target_prefix=target_prefix,
+        batch_size=batch_size,
+        who=who,
+    )
+
+
+def archive_cutoff(interval_end: dt.datetime, archive_after_days: int) -> dt.datetime:
+    """Rows deleted before this instant are archived: ``archive_after_days`` days before the end of the
+    run's data interval (scheduler time, never the wall clock)."""
+    return interval_end - pendulum.duration(days=archive_after_days)
+
+
+def archive_deleted_tables(
+    tables: Sequence[str],
+    cutoff: dt.datetime,
+    *,
+    topic_prefix: str = "shop",
+    target_schema: str = "core",
+    target_prefix: str = "soft_",
+) -> dict[str, int]:
+    """:func:`archive_deleted` for every table's target, all in one transaction: a row is either in its
+    target or in its archive, never both or neither. Returns the rows moved per target."""
+    routes = routes_for(
+        tables, topic_prefix=topic_prefix, target_schema=target_schema, target_prefix=target_prefix
+    )
+    moved: dict[str, int] = {}
+    with transaction(WAREHOUSE) as cur:
+        for r in routes:
+            moved[r.target] = archive_deleted(cur, r.target, r.key, cutoff)
+    return moved

@@ -41,7 +41,9 @@ from psycopg2.extras import execute_values
 
 from cdclab.cdc.events import UNAVAILABLE, Change
 from cdclab.cdc.merge import keys_match, source_columns
-from cdclab.db import ident
+from cdclab.cdc.merge_variants import StreamSummary, replicate_with
+from cdclab.cdc.pipeline import TableRoute, routes_for
+from cdclab.db import WAREHOUSE, ident, transaction
 from cdclab.ddl import ensure as ensure_ddl
 
 SCD_COLUMNS = (
@@ -482,3 +484,65 @@ def history_violations(cur: Any, dimension: str, key: Sequence[str]) -> list[tup
         ).format(k=keys, dim=ident(dimension))
     )
     return [tuple(r) for r in cur.fetchall()]
+
+
+# --------------------------------------------------------------------------- the 71.3.4 DAG's steps
+
+
+def replicate_scd2(
+    tables: Sequence[str],
+    tracked_columns: Mapping[str, Sequence[str]],
+    *,
+    consumer_group: str,
+    topic_prefix: str = "shop",
+    target_schema: str = "marts",
+    target_prefix: str = "dim_",
+    batch_size: int = 500,
+    who: str = "",
+) -> StreamSummary:
+    """Create each table's dimension, then apply every batch of its changes (:func:`apply_scd2`) in the
+    transaction that also stores the Kafka offsets. ``tracked_columns`` maps a source table
+    (``schema.table``) to the columns whose change opens a new version; a table it does not name tracks
+    every non-key column."""
+
+    def prepare(cur: Any, route: TableRoute) -> None:
+        ensure_dimension(cur, route.target, list(route.types.items()), route.key)
+
+    def hook(cur: Any, route: TableRoute, changes: list[Change]) -> dict[str, int]:
+        return apply_scd2(cur, route.target, route.key, changes, tracked_columns.get(route.source)).as_dict()
+
+    return replicate_with(
+        tables,
+        hook,
+        prepare=prepare,
+        group=consumer_group,
+        topic_prefix=topic_prefix,
+        target_schema=target_schema,
+        target_prefix=target_prefix,
+        batch_size=batch_size,
+        who=who,
+    )
+
+
+def verify_histories(
+    tables: Sequence[str],
+    *,
+    topic_prefix: str = "shop",
+    target_schema: str = "marts",
+    target_prefix: str = "dim_",
+) -> list[str]:
+    """Every key's versions chain without overlap; gaps only after a delete (:func:`history_violations`
+    for each table's dimension, in one transaction). Raises :class:`HistoryBroken` naming up to 20 keys
+    per dimension; returns the dimensions verified."""
+    routes = routes_for(
+        tables, topic_prefix=topic_prefix, target_schema=target_schema, target_prefix=target_prefix
+    )
+    broken: dict[str, list[tuple[Any, ...]]] = {}
+    with transaction(WAREHOUSE) as cur:
+        for r in routes:
+            bad = history_violations(cur, r.target, r.key)
+            if bad:
+                broken[r.target] = bad[:20]
+    if broken:
+        raise HistoryBroken(f"broken histories (overlap, open non-last version or unexplained gap): {broken}")
+    return [r.target for r in routes]
