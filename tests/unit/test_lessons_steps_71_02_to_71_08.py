@@ -1,12 +1,10 @@
-"""Issue 12 (thin DAGs): 71_02_03, 71_03_03/04/05 and 71_08_05 leave transactions, connections and SQL to
-the library (``cdclab.arrivals``, ``cdclab.windowagg``, ``cdclab.cdc.merge_variants``, ``cdclab.cdc.scd2``,
-``cdclab.lessons.late_data``), and the pure parts of the steps they call."""
+"""The pure parts of the steps 71_02_03, 71_03_03/04/05 and 71_08_05 call (``cdclab.arrivals``,
+``cdclab.windowagg``, ``cdclab.cdc.merge_variants``, ``cdclab.cdc.scd2``, ``cdclab.lessons.late_data``).
+That the DAGs hold no database code: tests/unit/test_thin_dags.py."""
 
 from __future__ import annotations
 
-import ast
 import datetime as dt
-from pathlib import Path
 
 import pendulum
 import pytest
@@ -15,52 +13,6 @@ from cdclab import arrivals, diagnostics, windowagg
 from cdclab.cdc import merge_variants
 from cdclab.intervals import Window
 from cdclab.lessons import late_data
-
-DAGS = Path(__file__).resolve().parents[2] / "dags"
-THIN = [
-    "71_02_03_event_time",
-    "71_03_03_merge_upsert",
-    "71_03_04_scd2",
-    "71_03_05_soft_delete",
-    "71_08_05_late_data",
-]
-
-
-def database_code(source: str) -> list[str]:
-    """``transaction(...)``, ``connect(...)`` and ``.execute(...)`` calls and ``sql.SQL`` references in
-    ``source``, by line."""
-    found = []
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Call):
-            f = node.func
-            name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ""
-            if name in ("transaction", "connect", "execute"):
-                found.append((node.lineno, f"line {node.lineno}: {name}(...)"))
-        elif isinstance(node, ast.Attribute) and node.attr == "SQL":
-            if isinstance(node.value, ast.Name) and node.value.id == "sql":
-                found.append((node.lineno, f"line {node.lineno}: sql.SQL"))
-    return [text for _, text in sorted(found)]
-
-
-def test_the_check_finds_each_kind_of_database_code() -> None:
-    source = (
-        "with transaction(WAREHOUSE) as cur:\n"
-        "    cur.execute(sql.SQL('SELECT count(*) FROM {}').format(t))\n"
-        "shop = connect(SHOP)\n"
-        "lesson.identify_late_rows(run)\n"
-    )
-    assert database_code(source) == [
-        "line 1: transaction(...)",
-        "line 2: execute(...)",
-        "line 2: sql.SQL",
-        "line 3: connect(...)",
-    ]
-
-
-@pytest.mark.parametrize("stem", THIN)
-def test_the_dag_leaves_transactions_connections_and_sql_to_the_library(stem: str) -> None:
-    assert database_code((DAGS / f"{stem}.py").read_text()) == []
-
 
 # ----------------------------------------------------------------------------------- 71_02_03
 
