@@ -672,7 +672,9 @@ def _admin(kafka_conn_id: str | None, bootstrap: str | None) -> Any:
 
 
 def _partitions(admin: Any, topic: str, timeout: float) -> int | None:
-    md = admin.list_topics(topic=topic, timeout=timeout)
+    # all topics, not list_topics(topic=...): a metadata request naming a topic makes a broker with
+    # auto.create.topics.enable (the lab's, for Connect) create it with its default partition count
+    md = admin.list_topics(timeout=timeout)
     meta = md.topics.get(topic)
     if meta is None or meta.error is not None:
         return None
