@@ -21,7 +21,7 @@ backfills every customer; a run older than the version's ``last_as_of`` is refus
 (``FeatureTimeRegressionError``).
 
 Observe: ``SELECT * FROM marts.features_71_05_04_offline ORDER BY customer_id, feature_version, valid_from``,
-``..._online``, ``..._registry``, ``..._training``; vocabulary in ``cdclab.features``.
+``..._online``, ``..._registry``, ``..._training``; vocabulary in ``cdclab.lessons.features``.
 
 **Run without a logical date** (REST API / `airflow dags trigger` without `--logical-date`): treated as a UI
 Trigger at the same moment: logical date = the run's `run_after`, data interval = the timetable's last

@@ -1,7 +1,7 @@
 """
 # 71.5.5 Incremental testing — a self-check suite of the incremental load, run as a DAG
 
-**Test incremental logic.** The load under test is ``cdclab.selfcheck.load_step``: a watermarked pull
+**Test incremental logic.** The load under test is ``cdclab.lessons.selfcheck.load_step``: a watermarked pull
 (closed lower bound) upserted with a ``version`` guard, rows and watermark in one transaction. The check
 ``logic_reload_is_idempotent`` loads, loads again, and expects no second write.
 
@@ -115,7 +115,7 @@ def testing() -> None:
 
     @task
     def verdict(outcomes: list[dict[str, Any]], params: dict[str, Any]) -> int:
-        from cdclab.selfcheck import SelfCheckFailedError
+        from cdclab.lessons.selfcheck import SelfCheckFailedError
 
         failed = [o["check"] for o in outcomes if not o["passed"]]
         if failed:

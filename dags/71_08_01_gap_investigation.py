@@ -27,7 +27,7 @@ interval is run later), a ledger written in the load's transaction, a watermark 
 compare-and-set after the load (``71_01_03``) and this reconciliation scheduled after every load.
 
 Set-up: with the default params the DAG investigates its own demo tables, and its ``setup`` task first
-(re)builds the broken situation there (``cdclab.demos.build_gap``, idempotent): ``public.events_71_08_01``
+(re)builds the broken situation there (``cdclab.lessons.demos.build_gap``, idempotent): ``public.events_71_08_01``
 in ``shop`` with five events over 2026-01-01 10:00-13:00, ``core.events_71_08_01`` and the ledger
 holding only 10:00 and 12:00 — the 11:00 run never happened. Every run then finds, explains and
 backfills that gap (rows 3 and 4). With other table names ``setup`` does nothing.
@@ -84,7 +84,7 @@ def gap_investigation() -> None:
     @task
     def setup(params: dict[str, Any]) -> bool:
         """Default params: (re)build the demo gap in the demo tables. Other tables: nothing to do."""
-        from cdclab import demos
+        from cdclab.lessons import demos
         from cdclab.lessons import investigations as lesson
 
         if not demos.uses_demo_tables(params, DEMO, DEMO):

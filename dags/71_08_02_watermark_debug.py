@@ -28,7 +28,7 @@ otherwise). ``{"auto_reset": false}`` only reports.
 
 Set-up: with the default params the DAG's ``setup`` task first breaks the demo watermark
 (``71_08_02/public.customers->core.customers_71_08_02``) the way a bad deploy does — a bigint where a
-``timestamptz`` belongs, an audited move in ``state.watermark_history`` (``cdclab.demos.break_watermark``)
+``timestamptz`` belongs, an audited move in ``state.watermark_history`` (``cdclab.lessons.demos.break_watermark``)
 — so every run shows ``wrong_type`` -> ``reset`` -> load -> ``ok``. With other tables or an explicit
 ``watermark_key`` it does nothing. An empty source (a fresh lab before the workload) is consistent: the
 post-load check records ``empty_source`` instead of failing.
@@ -87,7 +87,7 @@ def watermark_debug() -> None:
     @task
     def setup(params: dict[str, Any], dag_run: Any = None) -> bool:
         """Default params: break the demo watermark (wrong type, audited). Other tables: nothing to do."""
-        from cdclab import demos
+        from cdclab.lessons import demos
         from cdclab.lessons import watermark_debug as lesson
 
         if not demos.uses_demo_tables(params, DEMO, DEMO):

@@ -25,7 +25,7 @@ upsert (``INSERT ... ON CONFLICT``, ``cdclab.upsert``) to be idempotent. It then
 rows (``DuplicatesRemainError`` otherwise).
 
 Set-up: with the default params the DAG's ``setup`` task first rebuilds the demo target
-``core.customers_71_08_04`` as the broken load left it (``cdclab.demos.build_duplicates``, idempotent):
+``core.customers_71_08_04`` as the broken load left it (``cdclab.lessons.demos.build_duplicates``, idempotent):
 customers 1-5 appended by ``demo-load-1``, 1-3 appended again by its retry ``demo-load-1-retry``
 (exact duplicates) and a changed customer 2 appended by ``demo-load-2`` (a version duplicate). Every
 run then finds 3 keys, charges them to the two loads, keeps 5 rows and adds the unique key. With
@@ -74,7 +74,7 @@ def duplicate_detection() -> None:
     @task
     def setup(params: dict[str, Any]) -> bool:
         """Default params: rebuild the demo target with its duplicates. Other tables: nothing to do."""
-        from cdclab import demos
+        from cdclab.lessons import demos
         from cdclab.lessons import investigations as lesson
 
         if not demos.uses_demo_tables(params, DEMO, DEMO):

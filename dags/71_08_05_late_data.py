@@ -27,7 +27,7 @@ the row goes to ``dlq.late_events_71_08_05`` with the reason — recorded, never
 never changing a window that consumers consider final.
 
 Set-up: with the default params the DAG's ``setup`` task first writes the demo arrivals for the run's
-window into ``staging.events_71_08_05`` (``cdclab.demos.build_late_events``, idempotent, ids derived from
+window into ``staging.events_71_08_05`` (``cdclab.lessons.demos.build_late_events``, idempotent, ids derived from
 the window): three on-time events, and two events of the previous window (whose computation it records
 in the ledger if no run did) that arrived after it was computed — a ``pos`` one 30 min after the window
 end (reprocessed) and a ``mobile`` one 65 min after it (dead-lettered). With other tables it does nothing.
@@ -91,7 +91,7 @@ def late_data() -> None:
     @task
     def setup(params: dict[str, Any]) -> bool:
         """Default params: the demo arrivals of this window (two of them late). Other tables: nothing."""
-        from cdclab import demos
+        from cdclab.lessons import demos
         from cdclab.lessons import late_data as lesson
 
         if not demos.uses_demo_tables(params, DEMO, DEMO):

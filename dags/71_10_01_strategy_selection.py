@@ -3,7 +3,7 @@
 
 There is no best incremental strategy, only the best one *for a table*. This DAG profiles every source
 table in the `tables` param and records a recommendation with every reason in
-``state.strategy_recommendations`` (``cdclab.strategy``), then loads one table (`load_table`) with the
+``state.strategy_recommendations`` (``cdclab.lessons.strategy``), then loads one table (`load_table`) with the
 strategy it just recommended.
 
 **Data characteristics.** Row count, primary key, hard deletes (observed in ``pg_stat_user_tables`` or
@@ -66,8 +66,7 @@ DAG_ID = "71_10_01_strategy_selection"
 def strategy_selection() -> None:
     @task
     def recommend(params: dict[str, Any], dag_run: Any = None) -> dict[str, str]:
-        from cdclab import strategy
-        from cdclab.lessons import operations
+        from cdclab.lessons import operations, strategy
 
         req = strategy.Requirements(
             hard_delete_tables=params["hard_delete_tables"],

@@ -27,7 +27,7 @@ n attempts of that interval; `hard_failures` ``["<interval start ISO>"]`` fails 
 
 Set-up: with the default params the DAG's ``setup`` task first creates the source
 ``public.events_71_10_03`` in ``shop`` if needed and writes four events into the run's interval (ids
-derived from it, idempotent; ``cdclab.demos.build_recovery_source``), one of them a poison row
+derived from it, idempotent; ``cdclab.lessons.demos.build_recovery_source``), one of them a poison row
 (amount ``'n/a'``): every run loads three rows into ``core.events_71_10_03`` and dead-letters one into
 ``dlq.rejected_rows``. With another ``source_table`` it does nothing.
 
@@ -76,9 +76,8 @@ def error_recovery() -> None:
         """Default params: the demo source rows of this interval (one poison row). Other tables: nothing."""
         from airflow.sdk import get_current_context
 
-        from cdclab import demos
         from cdclab.intervals import run_interval
-        from cdclab.lessons import operations
+        from cdclab.lessons import demos, operations
 
         if not demos.uses_demo_tables(params, DEMO, DEMO):
             print("custom source: setup leaves it as it is")

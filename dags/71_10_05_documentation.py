@@ -2,7 +2,7 @@
 # 71.10.5 Incremental documentation — generated from the live system, so it cannot go stale
 
 Hand-written pipeline docs drift the day after they are written. This DAG generates the operations
-documentation of every incremental pipeline from what actually exists (``cdclab.opsdocs``) and
+documentation of every incremental pipeline from what actually exists (``cdclab.lessons.opsdocs``) and
 publishes it as Markdown to MinIO, with its table of contents in ``state.docs_index``.
 
 **Strategy documentation.** Every DAG file in the DAG folder is read with ``ast``, never imported (no DB
@@ -55,7 +55,7 @@ def documentation() -> None:
     def collect(params: dict[str, Any]) -> list[dict[str, Any]]:
         from dataclasses import asdict
 
-        from cdclab import opsdocs
+        from cdclab.lessons import opsdocs
 
         cards = opsdocs.read_dag_folder(Path(params["dags_folder"] or DAGS_FOLDER))
         print(f"{len(cards)} DAGs: {[c.dag_id for c in cards]}")
@@ -63,8 +63,7 @@ def documentation() -> None:
 
     @task
     def publish(cards: list[dict[str, Any]], params: dict[str, Any], dag_run: Any = None) -> dict[str, Any]:
-        from cdclab import opsdocs
-        from cdclab.lessons import operations
+        from cdclab.lessons import operations, opsdocs
 
         doc = operations.publish_docs(
             [opsdocs.DagCard(**c) for c in cards],

@@ -51,10 +51,10 @@ SHARED: dict[str, int] = {
     "state.watermarks": 1,  # cdclab.state: watermarks, watermark_history, run_metrics
     "state.processed_intervals": 1,  # cdclab.diagnostics
     "state.row_hashes": 1,  # cdclab.delta
-    "state.strategy_recommendations": 1,  # cdclab.strategy
+    "state.strategy_recommendations": 1,  # cdclab.lessons.strategy
     "state.state_backups": 1,  # cdclab.statebackup
     "state.perf_runs": 1,  # cdclab.perf
-    "state.docs_index": 1,  # cdclab.opsdocs
+    "state.docs_index": 1,  # cdclab.lessons.opsdocs
     "state.interval_ledger": 2,  # cdclab.recovery: + validation_results, dlq.rejected_rows
     "state.kafka_offsets": 4,  # cdclab.cdc.consumer: + dlq.kafka_records (2), state.kafka_group_targets (4)
     "state.file_manifest": 2,  # cdclab.files.state: + file_watermark/audit/chunks, dlq.file_quarantine

@@ -6,7 +6,7 @@ from typing import Any
 
 import pendulum
 
-from cdclab import antipatterns as ap
+from cdclab.lessons import antipatterns as ap
 
 
 def at(h: int, minute: int = 0) -> pendulum.DateTime:

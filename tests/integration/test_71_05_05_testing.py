@@ -119,6 +119,6 @@ def test_a_broken_load_is_caught_by_the_self_checks_and_the_run_fails_naming_the
 
 
 def test_the_dag_lists_the_library_checks() -> None:
-    from cdclab.selfcheck import CHECKS as LIBRARY_CHECKS
+    from cdclab.lessons.selfcheck import CHECKS as LIBRARY_CHECKS
 
     assert LIBRARY_CHECKS + ["integration_end_to_end"] == CHECKS

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from cdclab import opsdocs
 from cdclab.files.store import ObjectStore
+from cdclab.lessons import opsdocs
 from tests.dagrun import run_dag
 from tests.integration._71_01_helpers import drop, execute, rows, xcom
 

@@ -71,9 +71,10 @@ def _tables(warehouse_db, schema: str) -> list[str]:
 
 
 def test_ensure_functions_called_by_many_runs_at_once_all_succeed(lab, warehouse_db, scratch) -> None:
-    from cdclab import aggregates, antipatterns, delta, diagnostics, features, outoforder, perf, selfcheck
+    from cdclab import aggregates, delta, diagnostics, outoforder, perf
     from cdclab.cdc import append
     from cdclab.files import loading
+    from cdclab.lessons import antipatterns, features, selfcheck
 
     def work(conn: Any, i: int) -> None:
         for s in scratch:

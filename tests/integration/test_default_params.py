@@ -4,7 +4,7 @@ their DEFAULT params, twice, as a user's UI trigger does (logical date = now), a
 visible rows in the target / findings tables their docstrings name.
 
 The broken situation each lesson investigates is built by the DAG's own ``setup`` task
-(``cdclab.demos``), never by this test: the test only triggers and reads. The demo tables are the lab's
+(``cdclab.lessons.demos``), never by this test: the test only triggers and reads. The demo tables are the lab's
 own (not per-test names), so the assertions hold whatever earlier runs left there."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from cdclab import demos
 from cdclab.intervals import infer_interval
+from cdclab.lessons import demos
 from tests.dagrun import get_dag, run_dag
 
 LOG_SERVICES = ["postgres", "airflow-scheduler"]

@@ -113,11 +113,12 @@ INDEXES = "SELECT schemaname, tablename, indexdef FROM pg_indexes WHERE schemana
 
 def _create_with_the_library(conn: Any) -> None:
     """Every shared table the way a task creates it when the warehouse was never migrated."""
-    from cdclab import delta, diagnostics, health, opsdocs, perf, recovery, state, statebackup, strategy
+    from cdclab import delta, diagnostics, health, perf, recovery, state, statebackup
     from cdclab.cdc import consumer, replication
     from cdclab.ddl import ensure
     from cdclab.files import logs
     from cdclab.files import state as files_state
+    from cdclab.lessons import opsdocs, strategy
 
     for fn in (state, strategy, statebackup, perf, opsdocs, health, recovery):
         fn.ensure_schema(conn)
@@ -196,9 +197,10 @@ def test_on_a_migrated_warehouse_the_shared_ensure_functions_run_no_ddl(lab, scr
 
 
 def _create_with_the_library_readonly(conn: Any) -> None:
-    from cdclab import delta, diagnostics, health, opsdocs, perf, recovery, state, statebackup, strategy
+    from cdclab import delta, diagnostics, health, perf, recovery, state, statebackup
     from cdclab.cdc import consumer
     from cdclab.files import state as files_state
+    from cdclab.lessons import opsdocs, strategy
 
     for fn in (state, strategy, statebackup, perf, opsdocs, health, recovery):
         fn.ensure_schema(conn)

@@ -7,7 +7,8 @@ from decimal import Decimal
 
 import pytest
 
-from cdclab import aggregates, features, selfcheck
+from cdclab import aggregates
+from cdclab.lessons import features, selfcheck
 
 
 def order(

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from cdclab import health, opsdocs, recovery, strategy
+from cdclab import health, recovery
+from cdclab.lessons import opsdocs, strategy
 
 
 def prof(**over):

@@ -1,10 +1,10 @@
-"""Pure helpers of cdclab.antipatterns (71.6)."""
+"""Pure helpers of cdclab.lessons.antipatterns (71.6)."""
 
 from __future__ import annotations
 
 import pytest
 
-from cdclab import antipatterns as ap
+from cdclab.lessons import antipatterns as ap
 
 
 def test_missing_keys_are_the_source_keys_absent_from_the_target() -> None:

@@ -9,7 +9,6 @@ from decimal import Decimal
 import pytest
 
 from cdclab import state
-from cdclab.antipatterns import UnknownVariantError
 from cdclab.delta import Comparison
 from cdclab.lessons import (
     full_fallback,
@@ -21,6 +20,7 @@ from cdclab.lessons import (
     state_storage,
     watermarks,
 )
+from cdclab.lessons.antipatterns import UnknownVariantError
 from cdclab.upsert import UpsertResult
 
 T0 = dt.datetime(2026, 1, 1, 9, tzinfo=dt.UTC)

@@ -7,7 +7,8 @@ from dataclasses import FrozenInstanceError, dataclass
 import pytest
 from psycopg2 import sql
 
-from cdclab import aggregates, exactly_once, features, outoforder, streams
+from cdclab import aggregates, exactly_once, outoforder, streams
+from cdclab.lessons import features
 from cdclab.tablenames import PrefixedTables, Table
 
 

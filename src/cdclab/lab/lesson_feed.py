@@ -1,7 +1,7 @@
 """Rows for the 71.6 anti-pattern lessons' default source tables, written by the workload service.
 
 The five 71.6 DAGs read their own source tables (``public.rows_71_06_01`` ... in ``shop``,
-``staging.changes_71_06_05`` in the warehouse; shapes in :data:`cdclab.antipatterns.SOURCE_SHAPES`).
+``staging.changes_71_06_05`` in the warehouse; shapes in :data:`cdclab.lessons.antipatterns.SOURCE_SHAPES`).
 On a fresh lab they would be empty and the DAGs would "succeed" doing nothing; the workload service
 seeds them (:data:`SEED_ITEMS` items spread over the last day) and then adds one *item* per tick, so
 every hourly run from the UI has rows, and each lesson's failure can happen on the lab's own data:
@@ -60,7 +60,7 @@ class FeedTables:
 
 def ensure_tables(shop: Any, wh: Any, tables: FeedTables) -> None:
     """The five source tables (the DAGs' own shapes); commits on both connections."""
-    from cdclab import antipatterns as ap
+    from cdclab.lessons import antipatterns as ap
 
     ap.ensure_source(shop, tables.rows_71_06_01, "rows")
     ap.ensure_source(shop, tables.events_71_06_02, "events")

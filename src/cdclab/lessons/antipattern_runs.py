@@ -1,11 +1,11 @@
 """71.6.4 unbounded state and 71.6.5 assuming order: one DAG run of each anti-pattern or its fix, for
 ``dags/71_06_04_unbounded_state.py`` and ``dags/71_06_05_assuming_order.py``. The patterns themselves
-(tables, reads, dedup, the two ways to apply a change stream) are :mod:`cdclab.antipatterns`; the steps
+(tables, reads, dedup, the two ways to apply a change stream) are :mod:`cdclab.lessons.antipatterns`; the steps
 here open the connections, choose the variant and commit.
 
 Vocabulary:
-- *variant*: ``anti_pattern`` or ``fixed`` (:data:`cdclab.antipatterns.Variant`); table name params
-  carry ``{variant}`` so the two never share a table (:func:`cdclab.antipatterns.for_variant`).
+- *variant*: ``anti_pattern`` or ``fixed`` (:data:`cdclab.lessons.antipatterns.Variant`); table name params
+  carry ``{variant}`` so the two never share a table (:func:`cdclab.lessons.antipatterns.for_variant`).
 - *interval*: the run's data interval ``[start, end)``; a row belongs to the run in whose interval it
   *arrived* (``arrived_at``).
 - *TTL*: ``ttl_minutes`` of the fixed dedup variant; seen-state first seen before ``end - ttl`` is
@@ -18,8 +18,8 @@ import datetime as dt
 from contextlib import closing
 from dataclasses import dataclass
 
-from cdclab import antipatterns as ap
 from cdclab.db import SHOP, WAREHOUSE, connect
+from cdclab.lessons import antipatterns as ap
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 

@@ -1,7 +1,7 @@
 """71.6.3 Full-load fallback (anti-pattern): an unreadable watermark sends the anti-pattern to a full
 reload on every run, the fix rebuilds the watermark from the target and reads only the delta, for
 ``dags/71_06_03_full_fallback.py``. The pieces and the vocabulary (*full-load fallback*, *bounded
-recovery*) live in :mod:`cdclab.antipatterns`; :func:`load` is the DAG's one step.
+recovery*) live in :mod:`cdclab.lessons.antipatterns`; :func:`load` is the DAG's one step.
 
 Vocabulary:
 - *recoverable*: the watermark errors the fix repairs (:data:`RECOVERABLE`: a wrongly typed or a future
@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from cdclab import antipatterns as ap
 from cdclab import state
 from cdclab.db import SHOP, WAREHOUSE, connect
+from cdclab.lessons import antipatterns as ap
 
 RECOVERABLE = (state.WatermarkTypeError, state.WatermarkInFutureError)
 

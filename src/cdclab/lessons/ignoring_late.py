@@ -1,7 +1,7 @@
 """71.6.2 Ignoring late data (anti-pattern): hourly totals by event time computed once per interval (the
 anti-pattern) or over a reprocessing window that reaches back ``lookback_intervals`` (the fix), then
 reconciled against the source, for ``dags/71_06_02_ignoring_late.py``. The SQL and the vocabulary
-(*late row*, *lookback*) live in :mod:`cdclab.antipatterns`; these are the DAG's steps.
+(*late row*, *lookback*) live in :mod:`cdclab.lessons.antipatterns`; these are the DAG's steps.
 
 Vocabulary:
 - *reprocessing window*: the data interval (anti-pattern) or the data interval widened by
@@ -17,9 +17,9 @@ from contextlib import closing
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from cdclab import antipatterns as ap
 from cdclab.db import SHOP, WAREHOUSE, connect
 from cdclab.intervals import Window
+from cdclab.lessons import antipatterns as ap
 
 
 def reprocessing_window(
@@ -61,7 +61,7 @@ def reconcile(
     source: str, target_table: str, variant_param: str, grain: timedelta, run_id: str
 ) -> list[tuple[datetime, Decimal | None, Decimal | None]]:
     """Compare every bucket of the variant's target with the source as it is now and record each
-    difference in ``<target>__reconciliation`` (:func:`cdclab.antipatterns.reconcile_totals`)."""
+    difference in ``<target>__reconciliation`` (:func:`cdclab.lessons.antipatterns.reconcile_totals`)."""
     target = ap.for_variant(target_table, variant_param)
     with closing(connect(SHOP)) as shop, closing(connect(WAREHOUSE)) as wh, wh:
         return ap.reconcile_totals(shop, wh, source, target, grain, run_id)

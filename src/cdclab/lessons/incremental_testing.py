@@ -1,10 +1,10 @@
-"""71.5.5 Incremental testing: the self-check suite of :mod:`cdclab.selfcheck` run as DAG steps, one per
+"""71.5.5 Incremental testing: the self-check suite of :mod:`cdclab.lessons.selfcheck` run as DAG steps, one per
 check, plus an end-to-end load of a real table compared in full, for ``dags/71_05_05_testing.py``. Each
 step opens and closes its own connections and records its result row.
 
-Vocabulary (the rest in :mod:`cdclab.selfcheck`):
+Vocabulary (the rest in :mod:`cdclab.lessons.selfcheck`):
 - *results table*: one row per check and run (``check_name``, ``passed``, ``detail``).
-- *end-to-end check*: one :func:`cdclab.selfcheck.load_step` of ``source`` into ``target``, then
+- *end-to-end check*: one :func:`cdclab.lessons.selfcheck.load_step` of ``source`` into ``target``, then
   :func:`cdclab.delta.compare_tables` of both; it fails on a *missing* or *different* row. An *extra*
   target row is a row deleted at the source, which a timestamp cursor cannot see (71.1.1): reported in
   the detail, not a failure (:func:`end_to_end_verdict`).
@@ -15,8 +15,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from contextlib import closing
 
-from cdclab import delta, selfcheck, state, upsert
+from cdclab import delta, state, upsert
 from cdclab.db import SHOP, WAREHOUSE, connect
+from cdclab.lessons import selfcheck
 
 KEY_COLUMNS = ["id"]
 END_TO_END = "integration_end_to_end"
@@ -38,7 +39,7 @@ def prepare(source: str, target: str, results_table: str) -> None:
 def run_check(
     check: str, scratch_prefix: str, defect: str, results_table: str, run_id: str
 ) -> tuple[bool, str]:
-    """Run one self-check on its own scratch tables (:func:`cdclab.selfcheck.run_check`) and record its
+    """Run one self-check on its own scratch tables (:func:`cdclab.lessons.selfcheck.run_check`) and record its
     result row; returns (passed, detail)."""
     with closing(connect(SHOP)) as shop, closing(connect(WAREHOUSE)) as wh:
         passed, detail = selfcheck.run_check(shop, wh, check, scratch_prefix, defect)

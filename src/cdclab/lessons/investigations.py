@@ -26,9 +26,10 @@ from typing import Any
 
 from psycopg2 import sql
 
-from cdclab import demos, state
 from cdclab import diagnostics as d
+from cdclab import state
 from cdclab.db import SHOP, WAREHOUSE, connect, ident, transaction
+from cdclab.lessons import demos
 
 UNTAGGED = "<untagged>"
 
@@ -90,7 +91,7 @@ class GapRun:
 
 def build_gap_demo(source: str, target: str, pipeline: str, ledger_table: str) -> None:
     """The demo's set-up: source rows over three hours, a target and a ledger missing the middle one
-    (:func:`cdclab.demos.build_gap`, idempotent)."""
+    (:func:`cdclab.lessons.demos.build_gap`, idempotent)."""
     with closing(connect(SHOP)) as shop, closing(connect(WAREHOUSE)) as wh:
         demos.build_gap(shop, wh, source, target, pipeline, ledger_table)
 
@@ -220,7 +221,7 @@ class DuplicateRun:
 
 def build_duplicates_demo(target: str) -> None:
     """The demo's set-up: the target as the broken append-only load left it
-    (:func:`cdclab.demos.build_duplicates`, rebuilt every time)."""
+    (:func:`cdclab.lessons.demos.build_duplicates`, rebuilt every time)."""
     with closing(connect(WAREHOUSE)) as wh:
         demos.build_duplicates(wh, target)
 

@@ -8,7 +8,7 @@ Vocabulary:
   (:class:`cdclab.diagnostics.LateDataTables`), the run's window ``[start, end)``, its *cutoff*
   ``end + grace_minutes`` (the run's processing time: rows ingested after it are not in the window's first
   computation), the allowed lateness and the run that records the findings.
-- *demo arrivals*: what :func:`cdclab.demos.build_late_events` writes for the run's window with the
+- *demo arrivals*: what :func:`cdclab.lessons.demos.build_late_events` writes for the run's window with the
   default params (:func:`build_late_demo`).
 """
 
@@ -19,10 +19,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cdclab import demos
 from cdclab import diagnostics as d
 from cdclab.db import WAREHOUSE, transaction
 from cdclab.intervals import Window
+from cdclab.lessons import demos
 
 
 def late_tables(params: Mapping[str, Any]) -> d.LateDataTables:
@@ -68,7 +68,7 @@ class LateRun:
 
 
 def build_late_demo(events: str, ledger_table: str, pipeline: str, start: dt.datetime) -> None:
-    """The demo arrivals of the window starting at ``start`` (:func:`cdclab.demos.build_late_events`,
+    """The demo arrivals of the window starting at ``start`` (:func:`cdclab.lessons.demos.build_late_events`,
     idempotent), in one transaction."""
     with transaction(WAREHOUSE) as cur:
         demos.build_late_events(cur, events, ledger_table, pipeline, start)

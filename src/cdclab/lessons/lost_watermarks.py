@@ -1,7 +1,7 @@
 """71.6.1 Lost watermarks (anti-pattern): a load whose watermark vanishes, once kept in an Airflow
 Variable and guessed again (the anti-pattern), once kept in ``state.watermarks`` and rebuilt from the
 target (the fix), for ``dags/71_06_01_lost_watermarks.py``. The pieces and the vocabulary (*gap*,
-*variant*) live in :mod:`cdclab.antipatterns`; :func:`load` is the DAG's one step.
+*variant*) live in :mod:`cdclab.lessons.antipatterns`; :func:`load` is the DAG's one step.
 
 Vocabulary:
 - *cold start* (anti-pattern, no watermark found): ``interval_start`` reads from just before the data
@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from cdclab import antipatterns as ap
 from cdclab import state
 from cdclab.db import SHOP, WAREHOUSE, connect
+from cdclab.lessons import antipatterns as ap
 
 VARIABLE_KEY = "71_06_01_watermark"
 COLD_STARTS = ("interval_start", "everything")

@@ -1,6 +1,6 @@
 """71.5.4 Incremental ML features: customer order features updated from the changed orders only,
 versioned in an offline and an online store, and a point-in-time training set, for
-``dags/71_05_04_ml_features.py``. The pattern and its vocabulary live in :mod:`cdclab.features`; these
+``dags/71_05_04_ml_features.py``. The pattern and its vocabulary live in :mod:`cdclab.lessons.features`; these
 are the DAG's steps, each opening and closing its own connections.
 
 Vocabulary:
@@ -17,8 +17,9 @@ from typing import Any
 
 import pendulum
 
-from cdclab import features, pull, state
+from cdclab import pull, state
 from cdclab.db import SHOP, WAREHOUSE, connect
+from cdclab.lessons import features
 
 
 def watermark_key(watermark_key_param: str, orders_table: str) -> str:
@@ -54,7 +55,7 @@ def update_features(
     run_id: str,
 ) -> tuple[int, dict[str, Any]]:
     """Pull the orders changed since the watermark ``key``, update the affected customers' vectors of
-    ``version`` at ``as_of`` (:func:`cdclab.features.update_features`) and advance the watermark, in one
+    ``version`` at ``as_of`` (:func:`cdclab.lessons.features.update_features`) and advance the watermark, in one
     warehouse transaction. Returns (orders pulled, the update's result)."""
     with closing(connect(SHOP)) as shop, closing(connect(WAREHOUSE)) as wh:
         changed = pull.pull(shop, wh, orders_table, key)
@@ -67,7 +68,7 @@ def update_features(
 
 
 def training_set(target_prefix: str, *, version: str, label_time: datetime) -> int:
-    """Rebuild the training set of ``version`` at ``label_time`` (:func:`cdclab.features.
+    """Rebuild the training set of ``version`` at ``label_time`` (:func:`cdclab.lessons.features.
     build_training_set`); returns its rows."""
     with closing(connect(WAREHOUSE)) as wh, wh:
         return features.build_training_set(

@@ -5,7 +5,7 @@ with retries and gap filling, validation), ``dags/71_10_04_monitoring.py`` (heal
 :mod:`cdclab.lessons.state_management`.) Each step opens and closes its own connections.
 
 Vocabulary:
-- *recommendation*: a :class:`cdclab.strategy.Recommendation` per profiled table, recorded in
+- *recommendation*: a :class:`cdclab.lessons.strategy.Recommendation` per profiled table, recorded in
   ``state.strategy_recommendations`` under a *pipeline* name; the *strategy watermark key* is
   ``<pipeline>/<table>-><target>/<strategy>`` (:func:`strategy_watermark_key`).
 - *injected fault*: ``transient_failures`` ``{"<interval start ISO>": n}`` fails the first ``n`` attempts of
@@ -24,9 +24,10 @@ from typing import Any
 
 import pendulum
 
-from cdclab import demos, health, opsdocs, recovery, state, strategy
+from cdclab import health, recovery, state
 from cdclab.db import SHOP, WAREHOUSE, connect, transaction
 from cdclab.files.store import ObjectStore
+from cdclab.lessons import demos, opsdocs, strategy
 
 # --------------------------------------------------------------------------------------------------
 # 71.10.1 strategy selection
@@ -85,7 +86,7 @@ def load_recommended(
 
 def build_recovery_demo(source: str, start: datetime) -> None:
     """The demo source events of the interval starting at ``start`` (one poison row),
-    :func:`cdclab.demos.build_recovery_source`."""
+    :func:`cdclab.lessons.demos.build_recovery_source`."""
     with closing(connect(SHOP)) as shop:
         demos.build_recovery_source(shop, source, start)
 

@@ -21,9 +21,10 @@ from typing import Any
 
 from psycopg2 import sql
 
-from cdclab import demos, pull, state, upsert
 from cdclab import diagnostics as d
+from cdclab import pull, state, upsert
 from cdclab.db import SHOP, WAREHOUSE, connect, ident
+from cdclab.lessons import demos
 
 KEY = "id"
 CURSOR = "updated_at"
@@ -47,7 +48,7 @@ class DebugRun:
 
 
 def break_demo_watermark(r: DebugRun) -> None:
-    """The demo's set-up: the watermark holds a bigint, audited (:func:`cdclab.demos.break_watermark`)."""
+    """The demo's set-up: the watermark holds a bigint, audited (:func:`cdclab.lessons.demos.break_watermark`)."""
     with closing(connect(WAREHOUSE)) as wh:
         demos.break_watermark(wh, r.key, r.dag_id, r.run_id)
 

@@ -29,7 +29,7 @@ def uses_demo_tables(params: Mapping[str, Any], defaults: Mapping[str, Any], nam
 
 
 def _lock(cur: Any, name: str) -> None:
-    cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"cdclab.demos.{name}",))
+    cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"cdclab.lessons.demos.{name}",))
 
 
 # --- 71.8.1 gap investigation ----------------------------------------------------------------------
