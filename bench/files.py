@@ -63,18 +63,21 @@ class ThrottledStore:
     def _pace(self, n: int) -> None:
         time.sleep(n / self._bps)
 
-    def get(self, bucket: str, key: str) -> bytes:
-        data = self._store.get(bucket, key)
+    # the same signatures as ObjectStore's (etag: that version of the object, or ObjectChanged)
+    def get(self, bucket: str, key: str, etag: str | None = None) -> bytes:
+        data = self._store.get(bucket, key, etag)
         self._pace(len(data))
         return data
 
-    def get_range(self, bucket: str, key: str, start: int, end: int) -> bytes:
-        data = self._store.get_range(bucket, key, start, end)
+    def get_range(self, bucket: str, key: str, start: int, end: int, etag: str | None = None) -> bytes:
+        data = self._store.get_range(bucket, key, start, end, etag)
         self._pace(len(data))
         return data
 
-    def stream(self, bucket: str, key: str, chunk_bytes: int = 1 << 20) -> Iterator[bytes]:
-        for piece in self._store.stream(bucket, key, chunk_bytes):
+    def stream(
+        self, bucket: str, key: str, chunk_bytes: int = 1 << 20, etag: str | None = None
+    ) -> Iterator[bytes]:
+        for piece in self._store.stream(bucket, key, chunk_bytes, etag):
             self._pace(len(piece))
             yield piece
 
