@@ -7,8 +7,8 @@ from __future__ import annotations
 import inspect
 
 import pytest
-
 from bench.files import ThrottledStore
+
 from cdclab.files.store import ObjectStore
 
 
