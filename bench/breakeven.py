@@ -11,8 +11,11 @@ its own copy of the target up to date (timed, new connections to commit):
 - ``incremental``: the library's delta read (:func:`cdclab.delta.read_timestamp_delta`, keyset pages over
   the ``updated_at`` index since the watermark) and its version-guarded upsert
   (:func:`cdclab.upsert.upsert_rows`), the watermark kept in memory;
-- ``incremental_copy``: the same delta with ``COPY (SELECT ... WHERE updated_at >= since) TO STDOUT``
-  into a temp table and one ``INSERT ... ON CONFLICT DO UPDATE ... WHERE version <`` (set-based upsert).
+- ``incremental_copy``: the library's set-based incremental load (:func:`cdclab.upsert.copy_upsert`): the
+  same window leaves the source by ``COPY (SELECT ... WHERE updated_at >= since) TO STDOUT``, enters a
+  temporary table beside the target by ``COPY ... FROM STDIN``, and one ``INSERT ... SELECT DISTINCT ON
+  (id) ... ORDER BY id ON CONFLICT DO UPDATE ... WHERE version <`` applies it (no row becomes a Python
+  object).
 
 Both targets are checked equal to the source (count and a hash of every column) after every step; a
 mismatch fails the benchmark. Knobs: ``BENCH_BE_ROWS`` (1,000,000; quick 200,000), ``BENCH_REPEATS`` (3),
@@ -154,35 +157,24 @@ class Bench:
         return clock.s, len(result.rows)
 
     def incremental_copy(self, key: str) -> tuple[float, int]:
+        from cdclab import upsert
+
         clock = Stopwatch()
-        buf = io.BytesIO()
-        with self.shop() as s, s.cursor() as cur:
-            cur.execute(
-                f"SELECT max(updated_at) FROM {self.source} WHERE updated_at >= %s",  # noqa: S608
-                (self.watermark[key],),
+        with self.shop() as s, self.wh() as w:
+            result = upsert.copy_upsert(
+                s,
+                self.source,
+                w,
+                self.targets[key],
+                key_columns=["id"],
+                cursor_column="updated_at",
+                since=self.watermark[key],
+                guard_column="version",
+                columns=COLS,
             )
-            upper = cur.fetchone()[0]
-            cur.copy_expert(
-                cur.mogrify(
-                    f"COPY (SELECT * FROM {self.source} WHERE updated_at >= %s) TO STDOUT",  # noqa: S608
-                    (self.watermark[key],),
-                ).decode(),
-                buf,
-            )
-        buf.seek(0)
-        target = self.targets[key]
-        sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in COLS[1:])
-        with self.wh() as w, w.cursor() as cur:
-            cur.execute(f"CREATE TEMP TABLE delta (LIKE {target}) ON COMMIT DROP")
-            cur.copy_expert("COPY delta FROM STDIN", buf)
-            cur.execute(
-                f"INSERT INTO {target} SELECT * FROM delta ON CONFLICT (id) DO UPDATE SET {sets}"  # noqa: S608
-                f" WHERE {target}.version < EXCLUDED.version"
-            )
-            n = cur.rowcount
-        if upper is not None:
-            self.watermark[key] = upper
-        return clock.s, n
+        if result.max_cursor is not None:
+            self.watermark[key] = result.max_cursor
+        return clock.s, result.written
 
     def digest(self, conn: Any, table: str) -> tuple[Any, ...]:
         with conn.cursor() as cur:
