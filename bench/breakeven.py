@@ -8,9 +8,9 @@ its own copy of the target up to date (timed, new connections to commit):
 
 - ``full``: ``TRUNCATE`` the target and ``COPY (SELECT * FROM source) TO STDOUT`` -> ``COPY target FROM
   STDIN`` (all N rows; the fastest full reload we know, not the DAG's ``execute_values``);
-- ``incremental``: the library's delta read (:func:`cdclab.delta.read_timestamp_delta`, keyset pages over
+- ``incremental``: the library's delta read (:func:`cdclab.delta.detection.read_timestamp_delta`, keyset pages over
   the ``updated_at`` index since the watermark) and its version-guarded upsert
-  (:func:`cdclab.upsert.upsert_rows`), the watermark kept in memory;
+  (:func:`cdclab.merge.upsert.upsert_rows`), the watermark kept in memory;
 - ``incremental_copy``: the same delta with ``COPY (SELECT ... WHERE updated_at >= since) TO STDOUT``
   into a temp table and one ``INSERT ... ON CONFLICT DO UPDATE ... WHERE version <`` (set-based upsert).
 
@@ -140,7 +140,8 @@ class Bench:
         return clock.s
 
     def incremental(self, key: str) -> tuple[float, int]:
-        from cdclab import delta, upsert
+        from cdclab.delta import detection as delta
+        from cdclab.merge import upsert
 
         clock = Stopwatch()
         with self.shop() as s:
