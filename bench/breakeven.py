@@ -8,10 +8,10 @@ its own copy of the target up to date (timed, new connections to commit):
 
 - ``full``: ``TRUNCATE`` the target and ``COPY (SELECT * FROM source) TO STDOUT`` -> ``COPY target FROM
   STDIN`` (all N rows; the fastest full reload we know, not the DAG's ``execute_values``);
-- ``incremental``: the library's delta read (:func:`cdclab.delta.read_timestamp_delta`, keyset pages over
+- ``incremental``: the library's delta read (:func:`cdclab.delta.detection.read_timestamp_delta`, keyset pages over
   the ``updated_at`` index since the watermark) and its version-guarded upsert
-  (:func:`cdclab.upsert.upsert_rows`), the watermark kept in memory;
-- ``incremental_copy``: the library's set-based incremental load (:func:`cdclab.upsert.copy_upsert`): the
+  (:func:`cdclab.merge.upsert.upsert_rows`), the watermark kept in memory;
+- ``incremental_copy``: the library's set-based incremental load (:func:`cdclab.merge.upsert.copy_upsert`): the
   same window leaves the source by ``COPY (SELECT ... WHERE updated_at >= since) TO STDOUT``, enters a
   temporary table beside the target by ``COPY ... FROM STDIN``, and one ``INSERT ... SELECT DISTINCT ON
   (id) ... ORDER BY id ON CONFLICT DO UPDATE ... WHERE version <`` applies it (no row becomes a Python
@@ -143,7 +143,8 @@ class Bench:
         return clock.s
 
     def incremental(self, key: str) -> tuple[float, int]:
-        from cdclab import delta, upsert
+        from cdclab.delta import detection as delta
+        from cdclab.merge import upsert
 
         clock = Stopwatch()
         with self.shop() as s:
@@ -157,7 +158,7 @@ class Bench:
         return clock.s, len(result.rows)
 
     def incremental_copy(self, key: str) -> tuple[float, int]:
-        from cdclab import upsert
+        from cdclab.merge import upsert
 
         clock = Stopwatch()
         with self.shop() as s, self.wh() as w:

@@ -34,7 +34,7 @@ from typing import Any
 from psycopg2 import sql
 
 from bench.report import Stopwatch, run_then_clean_up, timings
-from cdclab.db import ident
+from cdclab.common.db import ident
 
 VALUES = "event_id, customer_id, sku, qty, amount, event_time"
 
@@ -111,7 +111,7 @@ class Bench:
 
     # ---- setup -----------------------------------------------------------------------------------
     def table(self, name: str) -> str:
-        from cdclab.db import WAREHOUSE, transaction
+        from cdclab.common.db import WAREHOUSE, transaction
         from cdclab.files import loading
 
         t = f"staging.bench_{name}_{self.run}"
@@ -121,7 +121,7 @@ class Bench:
         return t
 
     def pipeline(self, name: str, obj: Any) -> str:
-        from cdclab.db import WAREHOUSE, transaction
+        from cdclab.common.db import WAREHOUSE, transaction
         from cdclab.files import state
 
         p = f"bench_{name}_{self.run}_{len(self.pipelines)}"
@@ -133,7 +133,7 @@ class Bench:
     def raw_defaults(self, table: str) -> None:
         """The raw COPY sends only the file's six columns: the source columns get constants, the offset
         an identity, so the table keeps the target's shape and primary key."""
-        from cdclab.db import WAREHOUSE, transaction
+        from cdclab.common.db import WAREHOUSE, transaction
 
         with transaction(WAREHOUSE) as cur:
             cur.execute(
@@ -145,13 +145,13 @@ class Bench:
             )
 
     def truncate(self, table: str) -> None:
-        from cdclab.db import WAREHOUSE, transaction
+        from cdclab.common.db import WAREHOUSE, transaction
 
         with transaction(WAREHOUSE) as cur:
             cur.execute(sql.SQL("TRUNCATE {}").format(ident(table)))
 
     def digest(self, table: str, offsets: bool = False) -> tuple[Any, ...]:
-        from cdclab.db import WAREHOUSE, transaction
+        from cdclab.common.db import WAREHOUSE, transaction
 
         cols = ("source_offset, " if offsets else "") + VALUES
         with transaction(WAREHOUSE) as cur:
@@ -164,7 +164,7 @@ class Bench:
 
     # ---- the timed loads -------------------------------------------------------------------------
     def raw_copy(self, table: str, source: Callable[[], Any]) -> float:
-        from cdclab.db import WAREHOUSE, transaction
+        from cdclab.common.db import WAREHOUSE, transaction
 
         clock = Stopwatch()
         with transaction(WAREHOUSE) as cur:
@@ -190,7 +190,7 @@ class Bench:
         return dt
 
     def chunked(self, table: str, obj: Any, workers: int, mb_s: float = 0) -> tuple[float, int]:
-        from cdclab.db import WAREHOUSE, transaction
+        from cdclab.common.db import WAREHOUSE, transaction
         from cdclab.files import chunking
 
         store = ThrottledStore(mb_s) if mb_s else self.store
@@ -315,7 +315,7 @@ class Bench:
         }
 
     def cleanup(self) -> None:
-        from cdclab.db import WAREHOUSE, transaction
+        from cdclab.common.db import WAREHOUSE, transaction
 
         try:
             self.store.delete(self.bucket, [o.key for o in self.store.list_objects(self.bucket, "")])

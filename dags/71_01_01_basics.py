@@ -34,7 +34,7 @@ LIKE '71_01_01/%' ORDER BY id``; the targets ``core.customers_71_01_01_full`` an
 
 **Run without a logical date** (REST API / `airflow dags trigger` without `--logical-date`): treated as a UI
 Trigger at the same moment: logical date = the run's `run_after`, data interval = the timetable's last
-complete interval before it (`cdclab.intervals.run_interval`, docs/runs_without_interval.md).
+complete interval before it (`cdclab.time.intervals.run_interval`, docs/runs_without_interval.md).
 """
 
 from __future__ import annotations
@@ -52,8 +52,8 @@ def _load_run(params: dict[str, Any], dag_run: Any) -> Any:
     """The metrics/watermark key (default ``71_01_01/<source>``) and this run with its data interval."""
     from airflow.sdk import get_current_context
 
-    from cdclab.intervals import run_interval
     from cdclab.lessons.basics import LoadRun
+    from cdclab.time.intervals import run_interval
 
     iv = run_interval(get_current_context())  # derived from the timetable if the run has none
     pipeline = params["pipeline"] or f"71_01_01/{params['source_table']}"

@@ -18,7 +18,7 @@ the same transaction as the rows; the sensor only waits, it never reads the data
 Sees every insert, every intermediate update and deletes (with the before-image, thanks to
 ``REPLICA IDENTITY FULL``); no load on the tables themselves; needs WAL access and a running connector.
 
-**Query-based CDC.** ``query_based`` polls ``updated_at`` past a watermark (``cdclab.delta``). It only
+**Query-based CDC.** ``query_based`` polls ``updated_at`` past a watermark (``cdclab.delta.detection``). It only
 sees the *current* state at poll time: two updates between polls arrive as one, and a hard delete
 leaves no row to find — it is simply never seen. Cheap and needs nothing but a column and an index.
 

@@ -4,9 +4,9 @@
 **High watermark.** The largest ``updated_at`` this pipeline has loaded *and committed* into the
 warehouse. Every run reads ``[watermark - lookback, upper)`` from ``shop`` where ``upper`` is the
 source's ``now()``, but never later than the start of the oldest still-open transaction that writes
-the source table (a row it stamped is not visible yet; ``cdclab.delta.oldest_open_transaction_start``), and upserts it into the target.
+the source table (a row it stamped is not visible yet; ``cdclab.delta.detection.oldest_open_transaction_start``), and upserts it into the target.
 
-**Watermark storage.** ``state.watermarks`` in the ``warehouse`` (``cdclab.state.TableWatermarkStore``):
+**Watermark storage.** ``state.watermarks`` in the ``warehouse`` (``cdclab.state.watermarks.TableWatermarkStore``):
 the value with its declared type (``timestamptz``), who wrote it (DAG id, run id), and every change in
 ``state.watermark_history``. A value of the wrong type or later than now (+5 min) is refused with
 ``WatermarkTypeError`` / ``WatermarkInFutureError``.

@@ -2,7 +2,7 @@
 # 71.1.4 Delta detection — timestamp, version and hash based, checked by a full comparison
 
 One source table (``shop.public.customers``), three detectors, three warehouse targets, and a
-reconciliation that compares each target with the source every run (``cdclab.delta``).
+reconciliation that compares each target with the source every run (``cdclab.delta.detection``).
 
 **Timestamp-based.** ``updated_at >= watermark - lookback`` and ``< `` the start of the oldest open
 transaction writing the table, keyset-paginated on ``(updated_at, id)`` so equal timestamps across a

@@ -2,7 +2,7 @@
 # 71.1.5 Incremental state storage — Variables, XCom, an external table and the asset state store
 
 Four copies of the same incremental load of ``shop.public.customers``; each keeps its high watermark
-(``updated_at``) somewhere else (``cdclab.state``), so the runs show what each store remembers.
+(``updated_at``) somewhere else (``cdclab.state.watermarks``), so the runs show what each store remembers.
 
 **Variables for state.** ``variable_load`` keeps ``{"type": "timestamptz", "value": ...}`` in the
 Airflow Variable ``<variable_prefix>watermark`` (read with ``airflow.sdk.Variable`` inside the task,

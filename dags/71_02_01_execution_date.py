@@ -8,14 +8,14 @@ so backfills and reruns load the same rows every time.
 1. **data_interval_start / data_interval_end.** The schedule is an *interval* timetable,
    `CronDataIntervalTimetable("0 0 * * *", "UTC")`: the run for 2026-02-01 has
    `[2026-02-01T00:00Z, 2026-02-02T00:00Z)`. A cron *string* would be a `CronTriggerTimetable`
-   whose runs have `start == end` (an empty window); `cdclab.intervals.from_context` refuses that with
+   whose runs have `start == end` (an empty window); `cdclab.time.intervals.from_context` refuses that with
    `EmptyIntervalError` instead of silently loading nothing. (Old name: `execution_date`; in
    Airflow 3 the run's `logical_date` is not used for bounds.)
 2. **Date-bounded queries.** Both ends are applied half-open, `ordered_at >= start AND ordered_at < end`
    (never `BETWEEN`): an order stamped exactly at midnight belongs to the next day only.
 3. **Partition alignment.** The target `core.orders_by_day` is `PARTITION BY RANGE (ordered_at)`
    with one partition per day; `prepare_partition` maps the interval onto partitions
-   (`cdclab.intervals.partitions_for(policy="raise")`) and creates the one partition it fills. An
+   (`cdclab.time.intervals.partitions_for(policy="raise")`) and creates the one partition it fills. An
    interval that is not a whole day raises `UnalignedIntervalError`. Because partition == interval,
    `replace_partition` empties and refills that one partition in one transaction: reruns are idempotent
    and rows deleted in the source disappear.
@@ -33,7 +33,7 @@ Params: `source` (shop table), `target`, `staging` (warehouse tables) — tests 
 
 **Run without a logical date** (REST API / `airflow dags trigger` without `--logical-date`): treated as a UI
 Trigger at the same moment: logical date = the run's `run_after`, data interval = the timetable's last
-complete interval before it (`cdclab.intervals.run_interval`, docs/runs_without_interval.md).
+complete interval before it (`cdclab.time.intervals.run_interval`, docs/runs_without_interval.md).
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ import pendulum
 from airflow.providers.common.sql.operators.sql import SQLExecuteQueryOperator
 from airflow.sdk import CronDataIntervalTimetable, dag, get_current_context, task
 
-from cdclab import partitioning
-from cdclab.intervals import interval_for_run
+from cdclab.time import partitions as partitioning
+from cdclab.time.intervals import interval_for_run
 
 
 @dag(
@@ -65,7 +65,7 @@ def _71_02_01_execution_date():
     @task
     def prepare_partition(params: dict | None = None) -> list[str]:
         """Create the partitioned parent and the partition(s) the data interval fills (policy: raise)."""
-        from cdclab.intervals import from_context
+        from cdclab.time.intervals import from_context
 
         window = from_context(get_current_context())
         return partitioning.prepare_day_partitions((params or {})["target"], window)
@@ -73,7 +73,7 @@ def _71_02_01_execution_date():
     @task
     def extract_interval(params: dict | None = None) -> int:
         """Copy the interval's source rows into staging, bounds from the task context (Python usage)."""
-        from cdclab.intervals import from_context
+        from cdclab.time.intervals import from_context
 
         p = params or {}
         window = from_context(get_current_context())

@@ -29,7 +29,7 @@ LIMIT 1000`. Params: `source`, `target`, `run_log`, `batch_size`, `lookback_minu
 
 **Run without a logical date** (REST API / `airflow dags trigger` without `--logical-date`): treated as a UI
 Trigger at the same moment: logical date = the run's `run_after`, data interval = the timetable's last
-complete interval before it (`cdclab.intervals.run_interval`, docs/runs_without_interval.md).
+complete interval before it (`cdclab.time.intervals.run_interval`, docs/runs_without_interval.md).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from airflow.sdk import CronDataIntervalTimetable, dag, get_current_context, tas
 def _read_window(params: dict):
     from datetime import timedelta
 
-    from cdclab.intervals import from_context
+    from cdclab.time.intervals import from_context
 
     return from_context(get_current_context()).widen(
         before=timedelta(minutes=int(params["lookback_minutes"]))
@@ -69,7 +69,7 @@ def _71_02_02_last_modified():
     @task
     def explain_cursor_query(params: dict | None = None) -> dict:
         """EXPLAIN the first batch query against the source: which scan does the cursor get?"""
-        from cdclab import lastmodified as lm
+        from cdclab.delta import last_modified as lm
 
         p = params or {}
         return lm.explain_first_batch(
@@ -79,7 +79,7 @@ def _71_02_02_last_modified():
     @task
     def load_changes(params: dict | None = None) -> dict:
         """Keyset batches of changed rows -> guarded upsert (one transaction per batch)."""
-        from cdclab import lastmodified as lm
+        from cdclab.delta import last_modified as lm
 
         p = params or {}
         run_id = get_current_context()["run_id"]
@@ -90,8 +90,8 @@ def _71_02_02_last_modified():
     @task
     def record_run(plan: dict, load: dict, params: dict | None = None) -> None:
         """One row per run in the run log: window, counts, and the plan summary."""
-        from cdclab import lastmodified as lm
-        from cdclab.intervals import from_context
+        from cdclab.delta import last_modified as lm
+        from cdclab.time.intervals import from_context
 
         ctx = get_current_context()
         lm.record_run((params or {})["run_log"], ctx["run_id"], from_context(ctx), load, plan)

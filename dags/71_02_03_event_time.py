@@ -10,15 +10,15 @@ batch upload). Target: `marts.orders_hourly_event_time`, one row per event-time 
    every UPDATE resets it, so an order placed and received at 10:05 whose status changes at 15:00 would
    look five hours late. Each order's **first arrival** is therefore written once to an arrivals ledger
    (`arrivals`, default `state.orders_arrivals_71_02_03`, key `order_id`, `INSERT ... ON CONFLICT DO
-   NOTHING`, `cdclab.arrivals`): the time this pipeline first saw it. Later updates re-read the order
+   NOTHING`, `cdclab.time.arrivals`): the time this pipeline first saw it. Later updates re-read the order
    (so its window picks up the new total) but never move its first arrival.
-2. **Late data handling.** Each order is classified by its first arrival (`cdclab.intervals.classify_arrival`,
+2. **Late data handling.** Each order is classified by its first arrival (`cdclab.time.intervals.classify_arrival`,
    stored in the ledger): *on time* (arrived before its window ended), *late* (after, but within
    `allowed_lateness_minutes`: accepted), *too late* (after that). The verdict never changes: an on-time
    order updated later stays on time. Too-late rows are **not applied and not dropped**: they are written
    to `dlq.orders_late_events` with their reason, window and the run that saw them.
 3. **Reprocessing windows.** Every window that received an accepted arrival is **recomputed from the
-   source** (`cdclab.windowagg.recompute_accepted`), not incremented: it sums the current source values of
+   source** (`cdclab.time.window_aggregates.recompute_accepted`), not incremented: it sums the current source values of
    all the orders the ledger accepted for the window, so a recompute is idempotent and convergent. A
    rerun of an old interval finds the same ledger rows and writes the same window rows (with
    `updated_at` as the arrival, a rerun after an update would drop the order from its window). `late_orders`
@@ -39,7 +39,7 @@ Params: `source`, `target`, `late_log`, `arrivals`, `window_minutes`, `allowed_l
 
 **Run without a logical date** (REST API / `airflow dags trigger` without `--logical-date`): treated as a UI
 Trigger at the same moment: logical date = the run's `run_after`, data interval = the timetable's last
-complete interval before it (`cdclab.intervals.run_interval`, docs/runs_without_interval.md).
+complete interval before it (`cdclab.time.intervals.run_interval`, docs/runs_without_interval.md).
 """
 
 from __future__ import annotations
@@ -70,8 +70,8 @@ def _71_02_03_event_time():
     @task
     def classify_arrivals(params: dict | None = None) -> list[list[str]]:
         """Classify this interval's arrivals; record too-late and future ones; return windows to recompute."""
-        from cdclab import arrivals
-        from cdclab.intervals import from_context
+        from cdclab.time import arrivals
+        from cdclab.time.intervals import from_context
 
         p = params or {}
         ctx = get_current_context()
@@ -94,7 +94,7 @@ def _71_02_03_event_time():
     @task
     def recompute_windows(windows: list[list[str]], params: dict | None = None) -> int:
         """Recompute each affected window from the source: all of its events the ledger accepted."""
-        from cdclab import windowagg
+        from cdclab.time import window_aggregates as windowagg
 
         p = params or {}
         return windowagg.recompute_accepted_windows(

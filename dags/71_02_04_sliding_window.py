@@ -3,7 +3,7 @@
 Every hour the DAG publishes the revenue of the last **3 hours** (by `ordered_at`) into
 `marts.orders_revenue_3h`, and recomputes any earlier window that a changed order falls into.
 
-1. **Window definition.** Size 3 h, slide 1 h, aligned to the hour (`cdclab.intervals.WindowSpec.sliding`):
+1. **Window definition.** Size 3 h, slide 1 h, aligned to the hour (`cdclab.time.intervals.WindowSpec.sliding`):
    the window `[09:00, 12:00)` is published by the run whose data interval `[11:00, 12:00)` closes it
    (`windows_ending_in`). Half-open windows: an order at exactly 12:00 is in `[10:00, 13:00)`, not in
    `[09:00, 12:00)`.
@@ -24,7 +24,7 @@ Params: `source`, `target`, `panes`, `size_hours`, `slide_hours`.
 
 **Run without a logical date** (REST API / `airflow dags trigger` without `--logical-date`): treated as a UI
 Trigger at the same moment: logical date = the run's `run_after`, data interval = the timetable's last
-complete interval before it (`cdclab.intervals.run_interval`, docs/runs_without_interval.md).
+complete interval before it (`cdclab.time.intervals.run_interval`, docs/runs_without_interval.md).
 """
 
 from __future__ import annotations
@@ -53,8 +53,8 @@ def _71_02_04_sliding_window():
     @task
     def affected_windows(params: dict | None = None) -> list[list[str]]:
         """The window this interval closes + every closed window that contains an order changed in it."""
-        from cdclab.intervals import from_context
         from cdclab.lessons import sliding_window as lesson
+        from cdclab.time.intervals import from_context
 
         p = params or {}
         interval = from_context(get_current_context())

@@ -4,13 +4,13 @@ Daily order totals per **local day**: for the company (business zone `Europe/Ber
 customer home zone (`shop.customers.home_tz`), in `marts.daily_sales_local`.
 
 1. **UTC storage.** `ordered_at` is a `timestamptz`: Postgres stores the UTC instant; sessions in the lab
-   run with `TimeZone=UTC`. Naive datetimes are refused (`cdclab.timezones.NaiveDatetimeError`): a wall time
+   run with `TimeZone=UTC`. Naive datetimes are refused (`cdclab.time.timezones.NaiveDatetimeError`): a wall time
    without a zone names no instant. Zones are applied only when reporting.
 2. **Business time zones.** The DAG's schedule is `CronDataIntervalTimetable("0 0 * * *", "Europe/Berlin")`:
    each data interval *is* a Berlin business day, from Berlin midnight to Berlin midnight, expressed in UTC.
    The company row (`scope = 'business'`) totals that interval.
 3. **DST handling.** On change days the interval is 23 h (2026-03-29) or 25 h (2026-10-25) long, and so is
-   every local day built by `cdclab.timezones.local_day_bounds` from two local midnights; the `hours` column
+   every local day built by `cdclab.time.timezones.local_day_bounds` from two local midnights; the `hours` column
    shows it. Adding 24 h to a midnight, or `GROUP BY date(ordered_at)` in UTC, misplaces an hour of orders.
 4. **Cross-timezone.** A New York day runs 05:00Z-05:00Z (04:00Z in summer), so one instant falls on
    different dates in different zones. Each home zone's days are computed with their own UTC bounds
@@ -24,7 +24,7 @@ Params: `orders`, `customers` (shop tables), `target`.
 
 **Run without a logical date** (REST API / `airflow dags trigger` without `--logical-date`): treated as a UI
 Trigger at the same moment: logical date = the run's `run_after`, data interval = the timetable's last
-complete interval before it (`cdclab.intervals.run_interval`, docs/runs_without_interval.md).
+complete interval before it (`cdclab.time.intervals.run_interval`, docs/runs_without_interval.md).
 """
 
 from __future__ import annotations
@@ -57,8 +57,8 @@ def _71_02_05_timezone():
     @task
     def report_local_days(zones: list[str], params: dict | None = None) -> list[str]:
         """Upsert the business day of this interval and every home-zone day that ends inside it."""
-        from cdclab.intervals import from_context
         from cdclab.lessons import local_days as lesson
+        from cdclab.time.intervals import from_context
 
         p = params or {}
         ctx = get_current_context()

@@ -32,7 +32,7 @@ tombstones in topic `shop.public.customers` (records with a null value).
 
 **Run without a logical date** (REST API / `airflow dags trigger` without `--logical-date`): treated as a UI
 Trigger at the same moment: logical date = the run's `run_after`, data interval = the timetable's last
-complete interval before it (`cdclab.intervals.run_interval`, docs/runs_without_interval.md).
+complete interval before it (`cdclab.time.intervals.run_interval`, docs/runs_without_interval.md).
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def soft_delete():
     def archive() -> dict:
         """Rows deleted before (interval end - archive_after_days) move to the archive, atomically."""
         from cdclab.cdc.merge_variants import archive_cutoff, archive_deleted_tables
-        from cdclab.intervals import run_interval
+        from cdclab.time.intervals import run_interval
 
         ctx = get_current_context()
         p = ctx["params"]

@@ -30,7 +30,7 @@ pipeline = '71_04_05_archive' ORDER BY id``.
 
 **Run without a logical date** (REST API / `airflow dags trigger` without `--logical-date`): treated as a UI
 Trigger at the same moment: logical date = the run's `run_after`, data interval = the timetable's last
-complete interval before it (`cdclab.intervals.run_interval`, docs/runs_without_interval.md).
+complete interval before it (`cdclab.time.intervals.run_interval`, docs/runs_without_interval.md).
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def archive_71_04_05():
     @task
     def archive_loaded(**context: Any) -> list[str]:
         from cdclab.files import steps
-        from cdclab.intervals import run_interval
+        from cdclab.time.intervals import run_interval
 
         p = context["params"]
         moved = steps.archive_loaded(p["pipeline"], run_interval(context).logical_date, p["archive_bucket"])
@@ -86,7 +86,7 @@ def archive_71_04_05():
     @task
     def expire_old_archives(**context: Any) -> list[str]:
         from cdclab.files import steps
-        from cdclab.intervals import run_interval
+        from cdclab.time.intervals import run_interval
 
         p = context["params"]
         gone = steps.expire_archives(

@@ -4,7 +4,7 @@
 Kafka delivers at least once: a consumer that crashes re-reads from its last checkpoint, and a producer
 that retries writes an event twice. This DAG consumes the same kind of events in one of two **modes**
 (param `mode`) into the warehouse and logs every delivery, so the layers can be compared side by side
-(`cdclab.exactly_once`):
+(`cdclab.streams.exactly_once`):
 
 1. **Idempotent writes.** `marts.exactly_once_<mode>_events` is upserted by the natural key `event_id`
    (`INSERT … ON CONFLICT (event_id) DO UPDATE … WHERE … IS DISTINCT FROM …`). Writing an event again
@@ -22,7 +22,7 @@ that retries writes an event twice. This DAG consumes the same kind of events in
    `71_05_01_exactly_once.at_least_once`. Each mode has its own group and tables.
 
 **The failure it simulates.** Set `CDCLAB_FAIL_AFTER_BATCHES=2` in a process that calls
-`cdclab.exactly_once.run(...)`: it SIGKILLs itself while handling batch 3. Rerun: the at-least-once
+`cdclab.streams.exactly_once.run(...)`: it SIGKILLs itself while handling batch 3. Rerun: the at-least-once
 mode shows that batch's offsets twice in the delivery log; the transactional mode shows none.
 Either way the events table is right, because layer 1 absorbs what layer 2 lets through.
 
@@ -35,7 +35,7 @@ each run first writes 200 new events, seeded by its date; 0 consumes only) in ea
 
 **Run without a logical date** (REST API / `airflow dags trigger` without `--logical-date`): treated as a UI
 Trigger at the same moment: logical date = the run's `run_after`, data interval = the timetable's last
-complete interval before it (`cdclab.intervals.run_interval`, docs/runs_without_interval.md).
+complete interval before it (`cdclab.time.intervals.run_interval`, docs/runs_without_interval.md).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ import datetime as dt
 import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 
-from cdclab.exactly_once import MODES  # the mode param's choices
+from cdclab.streams.exactly_once import MODES  # the mode param's choices
 
 
 def _wants_events(context: dict) -> bool:
@@ -94,8 +94,8 @@ def exactly_once():
     @task
     def produce() -> dict:
         """Write generated events, some of them twice (producer retries), to the topic."""
-        from cdclab.intervals import run_interval
-        from cdclab.streams import ensure_topic, produce_events
+        from cdclab.streams.windows import ensure_topic, produce_events
+        from cdclab.time.intervals import run_interval
         from cdclab.workload import clickstream_events
 
         ctx = get_current_context()
@@ -117,8 +117,8 @@ def exactly_once():
     def consume() -> dict:
         """One bounded run in the chosen mode; returns the layers' counts."""
         from cdclab.cdc.pipeline import kafka_bootstrap
-        from cdclab.db import WAREHOUSE
-        from cdclab.exactly_once import SinkTables, check_mode, run
+        from cdclab.common.db import WAREHOUSE
+        from cdclab.streams.exactly_once import SinkTables, check_mode, run
 
         ctx = get_current_context()
         p = ctx["params"]

@@ -2,7 +2,7 @@
 # 71.5.2 Out-of-order processing — a payment that arrives before its order
 
 **Late arriving data.** Orders and payments are pulled incrementally (``updated_at`` watermarks in
-``state.watermarks``, ``cdclab.pull``). A payment whose order is not in the warehouse yet cannot be
+``state.watermarks``, ``cdclab.delta.pull``). A payment whose order is not in the warehouse yet cannot be
 loaded into ``core`` (the core payment carries the order's customer); it is not dropped and not loaded
 half-empty: it waits in the staging buffer ``<target_prefix>_buffer`` with ``first_seen``.
 
@@ -22,11 +22,11 @@ stale payments whose order exists (e.g. a dead-lettered payment whose order arri
 
 Observe: ``SELECT * FROM core.ooo_71_05_02_buffer``, ``core.ooo_71_05_02_payments`` (column ``via``),
 ``dlq.payments_71_05_02`` (reason, ``resolved_at``), ``core.ooo_71_05_02_reconciliation ORDER BY id``;
-the task logs print counts. Vocabulary in ``cdclab.outoforder``.
+the task logs print counts. Vocabulary in ``cdclab.time.out_of_order``.
 
 **Run without a logical date** (REST API / `airflow dags trigger` without `--logical-date`): treated as a UI
 Trigger at the same moment: logical date = the run's `run_after`, data interval = the timetable's last
-complete interval before it (`cdclab.intervals.run_interval`, docs/runs_without_interval.md).
+complete interval before it (`cdclab.time.intervals.run_interval`, docs/runs_without_interval.md).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ DAG_ID = "71_05_02_out_of_order"
 
 
 def _tables(params: dict[str, Any]) -> Any:
-    from cdclab.outoforder import Tables
+    from cdclab.time.out_of_order import Tables
 
     return Tables(params["target_prefix"], params["dead_letter_table"])
 
@@ -75,8 +75,8 @@ def out_of_order() -> None:
     def ingest(params: dict[str, Any], dag_run: Any = None) -> dict[str, int]:
         from airflow.sdk import get_current_context
 
-        from cdclab.intervals import run_interval
         from cdclab.lessons import out_of_order as lesson
+        from cdclab.time.intervals import run_interval
 
         iv = run_interval(get_current_context())  # derived from the timetable if the run has none
         n_orders, n_payments, counts = lesson.ingest(
@@ -103,8 +103,8 @@ def out_of_order() -> None:
     def expire(params: dict[str, Any]) -> list[int]:
         from airflow.sdk import get_current_context
 
-        from cdclab.intervals import run_interval
         from cdclab.lessons import out_of_order as lesson
+        from cdclab.time.intervals import run_interval
 
         iv = run_interval(get_current_context())  # derived from the timetable if the run has none
         expired = lesson.expire(_tables(params), iv.end, params["buffer_window_hours"])
@@ -115,8 +115,8 @@ def out_of_order() -> None:
     def reconcile(params: dict[str, Any], dag_run: Any = None) -> dict[str, Any]:
         from airflow.sdk import get_current_context
 
-        from cdclab.intervals import run_interval
         from cdclab.lessons import out_of_order as lesson
+        from cdclab.time.intervals import run_interval
 
         iv = run_interval(get_current_context())  # derived from the timetable if the run has none
         report = lesson.reconcile(

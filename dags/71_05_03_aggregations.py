@@ -5,7 +5,7 @@
 and amount of the last 7 days. A change on day d affects the rows of d..d+6, so per affected customer the
 rows from the earliest affected day on are recomputed from the daily table.
 
-**Update vs replace.** Every run pulls the orders changed since the watermark (``cdclab.pull``) and maintains
+**Update vs replace.** Every run pulls the orders changed since the watermark (``cdclab.delta.pull``) and maintains
 the same daily aggregate ``(customer_id, day) -> orders, amount`` two ways, side by side:
 ``<target_prefix>_daily_update`` adds ``new contribution - old contribution`` of each changed order (the old
 contribution comes from the mirror ``<target_prefix>_orders``; a cancelled order contributes nothing), and
@@ -24,13 +24,13 @@ the price of finding deletes without CDC (71.3 reads them from the log instead).
 
 **Consistency.** ``check`` first catches up (the same pull and delete detection, so changes the live
 workload committed since ``apply`` are in), then aggregates the source from scratch, as read after that
-pull (rows changed after the pull count in the version the pipeline has seen, ``cdclab.aggregates.
+pull (rows changed after the pull count in the version the pipeline has seen, ``cdclab.merge.aggregates.
 expected_source``), and compares it with both strategies and the rolling table. Any difference fails the run
 with ``AggregateMismatchError`` naming the groups, and ``consistent`` is set in the metrics.
 
 Observe: ``SELECT * FROM marts.agg_71_05_03_daily_update`` vs ``..._daily_replace``,
 ``marts.agg_71_05_03_rolling_7d``, ``marts.agg_71_05_03_metrics ORDER BY id``; vocabulary in
-``cdclab.aggregates``.
+``cdclab.merge.aggregates``.
 """
 
 from __future__ import annotations
@@ -61,14 +61,14 @@ DAG_ID = "71_05_03_aggregations"
 def aggregations() -> None:
     @task
     def prepare(params: dict[str, Any]) -> None:
-        from cdclab import aggregates
+        from cdclab.merge import aggregates
 
         aggregates.prepare(params["target_prefix"])
 
     @task
     def apply(params: dict[str, Any], dag_run: Any = None) -> dict[str, Any]:
         """Pull, detect hard deletes, apply both strategies and record the metrics (one transaction)."""
-        from cdclab import aggregates
+        from cdclab.merge import aggregates
 
         return aggregates.run_step(
             params["orders_table"], params["target_prefix"], params["watermark_key"], DAG_ID, dag_run.run_id
@@ -77,7 +77,7 @@ def aggregations() -> None:
     @task
     def check(params: dict[str, Any], dag_run: Any = None) -> dict[str, int]:
         """Catch up on what changed since ``apply``, then compare with a full recompute of that read."""
-        from cdclab import aggregates
+        from cdclab.merge import aggregates
 
         return aggregates.run_check(
             params["orders_table"], params["target_prefix"], params["watermark_key"], DAG_ID, dag_run.run_id

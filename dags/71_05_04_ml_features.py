@@ -1,7 +1,7 @@
 """
 # 71.5.4 Incremental ML features — customer order features, versioned, point-in-time correct
 
-**Feature updates.** Every run pulls the orders changed since the watermark (``cdclab.pull``), mirrors them
+**Feature updates.** Every run pulls the orders changed since the watermark (``cdclab.delta.pull``), mirrors them
 and recomputes ``orders_7d, amount_7d, orders_30d, amount_30d`` *as of* the end of the data interval only
 for the affected customers: those with a changed order and those with an order that entered or left a
 window since the version's last run (time passing changes a rolling feature even without new data).
@@ -25,7 +25,7 @@ Observe: ``SELECT * FROM marts.features_71_05_04_offline ORDER BY customer_id, f
 
 **Run without a logical date** (REST API / `airflow dags trigger` without `--logical-date`): treated as a UI
 Trigger at the same moment: logical date = the run's `run_after`, data interval = the timetable's last
-complete interval before it (`cdclab.intervals.run_interval`, docs/runs_without_interval.md).
+complete interval before it (`cdclab.time.intervals.run_interval`, docs/runs_without_interval.md).
 """
 
 from __future__ import annotations
@@ -66,8 +66,8 @@ def ml_features() -> None:
     def update_features(params: dict[str, Any], dag_run: Any = None) -> dict[str, Any]:
         from airflow.sdk import get_current_context
 
-        from cdclab.intervals import run_interval
         from cdclab.lessons import ml_features as lesson
+        from cdclab.time.intervals import run_interval
 
         iv = run_interval(get_current_context())  # derived from the timetable if the run has none
         pulled, result = lesson.update_features(
@@ -86,8 +86,8 @@ def ml_features() -> None:
     def training_set(params: dict[str, Any]) -> dict[str, Any]:
         from airflow.sdk import get_current_context
 
-        from cdclab.intervals import run_interval
         from cdclab.lessons import ml_features as lesson
+        from cdclab.time.intervals import run_interval
 
         iv = run_interval(get_current_context())  # derived from the timetable if the run has none
         label_time = lesson.label_time(params["training_as_of"], iv.end)

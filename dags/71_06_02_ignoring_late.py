@@ -16,7 +16,7 @@ amount, finance's reconciliation against the source system fails, and a rerun "f
 by accident (whoever backfills the hour happens to count the late rows).
 
 **Late handling patterns (the fix).** ``variant="fixed"`` recomputes a *reprocessing window*: the
-current interval plus ``lookback_intervals`` earlier ones (``cdclab.intervals.Window.widen``), and
+current interval plus ``lookback_intervals`` earlier ones (``cdclab.time.intervals.Window.widen``), and
 replaces those buckets idempotently (delete + insert in one transaction). Late rows that arrive within the
 lookback are counted on the next run; anything later than the lookback shows up in
 ``<target>__reconciliation`` (the safety net) instead of vanishing — size the lookback from the observed
@@ -28,7 +28,7 @@ marts.totals_71_06_02_<variant>__reconciliation ORDER BY id`` and the ``aggregat
 
 **Run without a logical date** (REST API / `airflow dags trigger` without `--logical-date`): treated as a UI
 Trigger at the same moment: logical date = the run's `run_after`, data interval = the timetable's last
-complete interval before it (`cdclab.intervals.run_interval`, docs/runs_without_interval.md).
+complete interval before it (`cdclab.time.intervals.run_interval`, docs/runs_without_interval.md).
 """
 
 from __future__ import annotations
@@ -67,8 +67,8 @@ def ignoring_late() -> None:
     def aggregate(params: dict[str, Any]) -> dict[str, Any]:
         from airflow.sdk import get_current_context
 
-        from cdclab.intervals import run_interval
         from cdclab.lessons import ignoring_late as lesson
+        from cdclab.time.intervals import run_interval
 
         iv = run_interval(get_current_context())  # derived from the timetable if the run has none
         variant, window, buckets = lesson.aggregate(

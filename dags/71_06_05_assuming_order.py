@@ -15,7 +15,7 @@ stream both have it; no error, no dead letter. The ``apply`` task returns the *r
 rows whose version is older than the newest version the stream delivered for that key.
 
 **Order-independent design (the fix).** ``variant="fixed"`` makes the result independent of arrival
-order: ``cdclab.upsert.upsert_rows`` with ``version`` as the guard keeps the newest version per key
+order: ``cdclab.merge.upsert.upsert_rows`` with ``version`` as the guard keeps the newest version per key
 within the batch and updates the target only ``WHERE t.version < EXCLUDED.version``. Applying the same
 changes in any order, or twice, gives the same table (commutative, idempotent). For Debezium streams
 ``cdclab.cdc.merge.apply_changes`` does the same with the LSN and also guards deletes (71.3.3).
@@ -26,7 +26,7 @@ target, newest version)]``.
 
 **Run without a logical date** (REST API / `airflow dags trigger` without `--logical-date`): treated as a UI
 Trigger at the same moment: logical date = the run's `run_after`, data interval = the timetable's last
-complete interval before it (`cdclab.intervals.run_interval`, docs/runs_without_interval.md).
+complete interval before it (`cdclab.time.intervals.run_interval`, docs/runs_without_interval.md).
 """
 
 from __future__ import annotations
@@ -63,8 +63,8 @@ def assuming_order() -> None:
     def apply(params: dict[str, Any]) -> dict[str, Any]:
         from airflow.sdk import get_current_context
 
-        from cdclab.intervals import run_interval
         from cdclab.lessons import antipattern_runs as lesson
+        from cdclab.time.intervals import run_interval
 
         iv = run_interval(get_current_context())  # derived from the timetable if the run has none
         r = lesson.apply_change_stream(

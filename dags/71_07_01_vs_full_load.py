@@ -11,7 +11,7 @@ load first takes in whatever changed since the last run, so each measured step r
 changes.
 
 **Break-even analysis.** ``analyse`` reads the run's measurements back and interpolates the change
-ratio at which the incremental load takes as long as the full one (``cdclab.perf.break_even``). Per
+ratio at which the incremental load takes as long as the full one (``cdclab.ops.perf.break_even``). Per
 row the incremental path is dearer (an index range scan, an upsert with a guard per row instead of a
 bulk insert into an empty table), so its cost line is steeper and crosses the flat full-load line at
 some ratio; with few rows the fixed costs (state round trips) dominate and the answer can be "full is

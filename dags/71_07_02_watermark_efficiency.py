@@ -19,7 +19,7 @@ so adjacent intervals neither overlap nor leave a gap) reads one interval's rows
 and scan the table, because "everything after start" is a large share when the load lags behind. The
 record shows both plans and row counts side by side.
 
-**Update strategies.** ``load`` reads the closed window in keyset order (``cdclab.delta``), upserts it
+**Update strategies.** ``load`` reads the closed window in keyset order (``cdclab.delta.detection``), upserts it
 into the target guarded by ``updated_at`` (an older version never overwrites a newer one) and stores the
 window end as the watermark in the same warehouse transaction (``state.watermarks``, compare-and-set): the
 next run starts exactly where this one ended. The end is held back to the start of the oldest transaction
@@ -34,7 +34,7 @@ details->'plan'->'plan_rows', details->'plan'->'actual_rows' FROM state.perf_run
 
 **Run without a logical date** (REST API / `airflow dags trigger` without `--logical-date`): treated as a UI
 Trigger at the same moment: logical date = the run's `run_after`, data interval = the timetable's last
-complete interval before it (`cdclab.intervals.run_interval`, docs/runs_without_interval.md).
+complete interval before it (`cdclab.time.intervals.run_interval`, docs/runs_without_interval.md).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def _window_run(params: dict[str, Any], dag_run: Any) -> dict[str, Any]:
     """The run's source, experiment, data interval (derived from the timetable if the run has none) and ids."""
     from airflow.sdk import get_current_context
 
-    from cdclab.intervals import run_interval
+    from cdclab.time.intervals import run_interval
 
     iv = run_interval(get_current_context())
     return {

@@ -2,9 +2,9 @@
 # 71.7.5 State management performance — three state stores measured, and a retention step for history
 
 **State storage options.** Every run writes and reads back the same kind of state in three stores and
-records counts and timings: (1) ``table`` — ``cdclab.state.TableWatermarkStore`` in the warehouse
+records counts and timings: (1) ``table`` — ``cdclab.state.watermarks.TableWatermarkStore`` in the warehouse
 (``state.watermarks``: typed value, compare-and-set, a ``state.watermark_history`` row per change);
-(2) ``variable`` — Airflow Variables through the Task SDK (``cdclab.state.VariableWatermarkStore``: one
+(2) ``variable`` — Airflow Variables through the Task SDK (``cdclab.state.watermarks.VariableWatermarkStore``: one
 API round trip per get/set, last writer wins, no history); (3) ``kv`` — a plain key-value table
 ``<kv_table>`` (``key text PRIMARY KEY, value bigint``) holding *many* keys, e.g. one offset per
 partition or per tenant, with a history table ``<kv_table>_history``.
@@ -16,7 +16,7 @@ counts are the same; the number of round trips is what differs (``details.statem
 
 **Cleanup strategies.** State history grows with runs x keys. ``cleanup`` keeps the newest
 ``keep_history`` rows per key in ``state.watermark_history`` (only this experiment's keys: the table is
-shared) and in ``<kv_table>_history``, each in one ``DELETE`` (``cdclab.perf.prune_history``), and
+shared) and in ``<kv_table>_history``, each in one ``DELETE`` (``cdclab.ops.perf.prune_history``), and
 records how many rows it removed. The current values are never touched: history is for audit, the
 value row is the state.
 
@@ -31,7 +31,7 @@ state.perf_runs WHERE experiment = '71_07_05' ORDER BY id``; ``state.watermarks`
 
 **Run without a logical date** (REST API / `airflow dags trigger` without `--logical-date`): treated as a UI
 Trigger at the same moment: logical date = the run's `run_after`, data interval = the timetable's last
-complete interval before it (`cdclab.intervals.run_interval`, docs/runs_without_interval.md).
+complete interval before it (`cdclab.time.intervals.run_interval`, docs/runs_without_interval.md).
 """
 
 from __future__ import annotations
@@ -49,8 +49,8 @@ def _measure_run(params: dict[str, Any], dag_run: Any) -> Any:
     """The experiment, the data interval end every store is given, and this run."""
     from airflow.sdk import get_current_context
 
-    from cdclab.intervals import run_interval
     from cdclab.lessons.state_performance import MeasureRun
+    from cdclab.time.intervals import run_interval
 
     iv = run_interval(get_current_context())  # derived from the timetable if the run has none
     return MeasureRun(params["experiment"], iv.end, DAG_ID, dag_run.run_id)

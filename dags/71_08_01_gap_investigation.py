@@ -6,7 +6,7 @@ target against its source and leaves the whole investigation in a findings table
 
 **Gap detection.** ``detect`` compares the keys of the source (``shop``) with the keys of the target
 (``warehouse``) and groups the missing keys by the grid window (``grain_minutes``) of their cursor
-column: each group is a *gap* ``[start, end)`` with its keys (``cdclab.diagnostics.find_gaps``).
+column: each group is a *gap* ``[start, end)`` with its keys (``cdclab.ops.diagnostics.find_gaps``).
 
 **Root cause analysis.** ``root_cause`` explains each gap from two pieces of state: the
 processed-interval ledger (``state.processed_intervals``: which windows the pipeline loaded, when, by

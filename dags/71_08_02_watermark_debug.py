@@ -10,7 +10,7 @@ checks again.
 **Value verification.** ``diagnose`` compares the stored value (``state.watermarks``) with
 ``max(updated_at)`` in the target (what was really loaded) and with the source: a source row whose
 cursor is <= the watermark but which the target lacks is a row the next read will skip. Verdicts
-(``cdclab.diagnostics.check_watermark``): ``ok``, ``missing`` (first run), ``wrong_type`` (not a
+(``cdclab.ops.diagnostics.check_watermark``): ``ok``, ``missing`` (first run), ``wrong_type`` (not a
 ``timestamptz``), ``ahead_of_data`` (with the keys it would skip), ``behind_data`` (harmless: re-reads).
 
 **History tracking.** ``state.watermark_history`` holds every move (old -> new, when, run, reason).

@@ -3,11 +3,11 @@
 
 The classic cause: a load that *appends* (plain ``INSERT``) into a table without a key, and a retry or a
 cleared task that runs it again. Nothing fails; counts just drift upwards. The load under investigation
-tags every row with ``_load_run_id`` and ``_loaded_at`` (``cdclab.diagnostics.append_rows``); this DAG
+tags every row with ``_load_run_id`` and ``_loaded_at`` (``cdclab.ops.diagnostics.append_rows``); this DAG
 investigates the target, repairs it and closes the door.
 
 **Finding duplicates.** ``find`` lists every key with more than one row and hashes each row over its
-data columns (``cdclab.delta.row_hash``; load metadata excluded). Same key + same hash is an *exact*
+data columns (``cdclab.delta.detection.row_hash``; load metadata excluded). Same key + same hash is an *exact*
 duplicate (a rerun copied the row); same key + different hash is a *version* duplicate (a later change
 was appended instead of upserted). One finding per key, one summary.
 
@@ -21,7 +21,7 @@ counts before and after.
 
 **Prevention.** ``prevent`` adds ``UNIQUE (<key>)`` (``{"add_constraint": true}``, the default), so the
 same rerun now fails loudly with a unique violation instead of duplicating; the load must become an
-upsert (``INSERT ... ON CONFLICT``, ``cdclab.upsert``) to be idempotent. It then proves no key has two
+upsert (``INSERT ... ON CONFLICT``, ``cdclab.merge.upsert``) to be idempotent. It then proves no key has two
 rows (``DuplicatesRemainError`` otherwise).
 
 Set-up: with the default params the DAG's ``setup`` task first rebuilds the demo target

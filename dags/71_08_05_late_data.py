@@ -21,7 +21,7 @@ by its cutoff (dead-lettered rows excluded) and records it in the ledger; a wind
 ``[start, end)``.
 
 **Handling strategies.** ``handle`` applies the policy to each late row
-(``cdclab.diagnostics.handle_late``): within ``allowed_lateness_minutes`` of its window end the window
+(``cdclab.ops.diagnostics.handle_late``): within ``allowed_lateness_minutes`` of its window end the window
 is *reprocessed* (recomputed with everything arrived so far, a ``reprocess`` ledger entry); beyond it
 the row goes to ``dlq.late_events_71_08_05`` with the reason — recorded, never silently dropped, and
 never changing a window that consumers consider final.
@@ -38,7 +38,7 @@ Observe: ``SELECT check_name, subject, verdict, detail FROM state.findings_71_08
 
 **Run without a logical date** (REST API / `airflow dags trigger` without `--logical-date`): treated as a UI
 Trigger at the same moment: logical date = the run's `run_after`, data interval = the timetable's last
-complete interval before it (`cdclab.intervals.run_interval`, docs/runs_without_interval.md).
+complete interval before it (`cdclab.time.intervals.run_interval`, docs/runs_without_interval.md).
 """
 
 from __future__ import annotations
@@ -61,8 +61,8 @@ def _late_run(params: dict[str, Any], dag_run: Any = None) -> Any:
     """This run's window ``[start, end)``, its cutoff ``end + grace_minutes`` and its tables."""
     from airflow.sdk import get_current_context
 
-    from cdclab.intervals import from_context
     from cdclab.lessons.late_data import LateRun
+    from cdclab.time.intervals import from_context
 
     run_id = dag_run.run_id if dag_run is not None else None
     return LateRun.from_params(params, from_context(get_current_context()), DAG_ID, run_id)

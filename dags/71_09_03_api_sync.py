@@ -27,7 +27,7 @@ look at ``core.partner_accounts`` and ``state.api_sync_runs`` (retries / throttl
 
 **Run without a logical date** (REST API / `airflow dags trigger` without `--logical-date`): treated as a UI
 Trigger at the same moment: logical date = the run's `run_after`, data interval = the timetable's last
-complete interval before it (`cdclab.intervals.run_interval`, docs/runs_without_interval.md).
+complete interval before it (`cdclab.time.intervals.run_interval`, docs/runs_without_interval.md).
 """
 
 from __future__ import annotations
@@ -69,8 +69,8 @@ def api_sync() -> None:
     ) -> dict[str, Any]:
         from airflow.sdk import get_current_context
 
-        from cdclab.intervals import run_interval
         from cdclab.lessons import api_sync as lesson
+        from cdclab.time.intervals import run_interval
 
         iv = run_interval(get_current_context())  # derived from the timetable if the run has none
         run = lesson.SyncRun.from_params(params, iv.start, iv.end, DAG_ID, dag_run.run_id)

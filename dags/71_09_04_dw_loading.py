@@ -5,7 +5,7 @@ A star schema fed from the shop every hour: ``dim_customer`` (SCD2), ``dim_produ
 ``fact_order_line``. Each run covers its data interval: a manual run with logical date ``H`` loads the
 changes with ``updated_at < H`` that the watermarks have not seen yet ([H-1h, H) on schedule).
 
-**Incremental facts.** The orders and order_items changed since their watermarks (``cdclab.delta``
+**Incremental facts.** The orders and order_items changed since their watermarks (``cdclab.delta.detection``
 timestamp read, upper bound = the interval end, held back to the start of the oldest transaction still
 open in the shop, ``delta.read_upper_bound``: ``updated_at`` is a transaction's start, so a long
 transaction commits rows stamped before a watermark the load would otherwise already have stored) name
@@ -16,9 +16,9 @@ surrogate key. The watermarks (``state.watermarks``, one per source table) move 
 transaction as the rows, so a crashed run re-reads its interval and nothing is doubled.
 
 **Dimension updates / SCD handling.** Dimensions load before facts. ``dim_customer`` is SCD2
-(``cdclab.dwload.apply_scd2_customers``): a tier/email/name/zone change retires the current row at the
+(``cdclab.merge.star_schema.apply_scd2_customers``): a tier/email/name/zone change retires the current row at the
 change's ``updated_at`` and inserts a new version; older orders keep pointing at the old version.
-``dim_product`` is SCD1: a version-guarded upsert (``cdclab.upsert``) overwrites price and name in place.
+``dim_product`` is SCD1: a version-guarded upsert (``cdclab.merge.upsert``) overwrites price and name in place.
 A fact whose customer or product is unknown yet (late-arriving dimension) gets an *inferred member*
 (``is_inferred``, tier ``unknown``); when the real row arrives it fills that row in place, same key.
 
@@ -36,7 +36,7 @@ params: tests point the DAG at their own copies of the shop tables.
 
 **Run without a logical date** (REST API / `airflow dags trigger` without `--logical-date`): treated as a UI
 Trigger at the same moment: logical date = the run's `run_after`, data interval = the timetable's last
-complete interval before it (`cdclab.intervals.run_interval`, docs/runs_without_interval.md).
+complete interval before it (`cdclab.time.intervals.run_interval`, docs/runs_without_interval.md).
 """
 
 from __future__ import annotations
@@ -52,8 +52,8 @@ DAG_ID = "71_09_04_dw_loading"
 
 def _star(params: dict[str, Any], dag_run: Any, context: dict[str, Any]) -> Any:
     """The tables of this run (its params), its watermark prefix and the run with its data interval."""
-    from cdclab import intervals
     from cdclab.lessons.dw_loading import StarLoad
+    from cdclab.time import intervals
 
     window = intervals.from_context(context)
     return StarLoad(
@@ -100,8 +100,8 @@ def dw_loading() -> None:
 
     @task
     def load_dim_customer(params: dict[str, Any], dag_run: Any = None, **context: Any) -> dict[str, int]:
-        from cdclab import dwload
         from cdclab.lessons import dw_loading as lesson
+        from cdclab.merge import star_schema as dwload
 
         run = _star(params, dag_run, context)
         old, read, res = lesson.load_dim_customer(run)
@@ -110,8 +110,8 @@ def dw_loading() -> None:
 
     @task
     def load_dim_product(params: dict[str, Any], dag_run: Any = None, **context: Any) -> dict[str, int]:
-        from cdclab import dwload
         from cdclab.lessons import dw_loading as lesson
+        from cdclab.merge import star_schema as dwload
 
         run = _star(params, dag_run, context)
         old, read, res = lesson.load_dim_product(run)
@@ -120,8 +120,8 @@ def dw_loading() -> None:
 
     @task
     def load_fact(params: dict[str, Any], dag_run: Any = None, **context: Any) -> dict[str, int]:
-        from cdclab import dwload
         from cdclab.lessons import dw_loading as lesson
+        from cdclab.merge import star_schema as dwload
 
         run = _star(params, dag_run, context)
         old, orders, res = lesson.load_fact(run)

@@ -5,7 +5,7 @@
 on a Kafka topic (default `clickstream.events`, one partition) — some *out of order*, some *late*,
 some *twice* (producer retries). Each run of this DAG reads the topic from where the last run
 stopped up to its current end, and folds the events into **tumbling event-time windows** (default
-5 minutes) counted per event type (`cdclab.streams`).
+5 minutes) counted per event type (`cdclab.streams.windows`).
 
 **Offset management.** The consumer never relies on Kafka's committed offsets: the next offset to read
 is stored in `warehouse.state.kafka_offsets` (consumer group `71_09_05_event_stream`) and the run
@@ -56,7 +56,7 @@ the topic, then `consume` processes it.
 
 **Run without a logical date** (REST API / `airflow dags trigger` without `--logical-date`): treated as a UI
 Trigger at the same moment: logical date = the run's `run_after`, data interval = the timetable's last
-complete interval before it (`cdclab.intervals.run_interval`, docs/runs_without_interval.md).
+complete interval before it (`cdclab.time.intervals.run_interval`, docs/runs_without_interval.md).
 """
 
 from __future__ import annotations
@@ -123,8 +123,8 @@ def event_stream():
     @task
     def produce() -> dict:
         """Write a deterministic clickstream (late, duplicate, out-of-order events) to the topic."""
-        from cdclab.intervals import run_interval
-        from cdclab.streams import ensure_topic, produce_events
+        from cdclab.streams.windows import ensure_topic, produce_events
+        from cdclab.time.intervals import run_interval
         from cdclab.workload import clickstream_events
 
         ctx = get_current_context()
@@ -155,8 +155,8 @@ def event_stream():
     def consume() -> dict:
         """Fold the topic into windows from the stored offsets to the end, one transaction per batch."""
         from cdclab.cdc.pipeline import kafka_bootstrap
-        from cdclab.db import WAREHOUSE
-        from cdclab.streams import StreamConfig, StreamTables, process_stream
+        from cdclab.common.db import WAREHOUSE
+        from cdclab.streams.windows import StreamConfig, StreamTables, process_stream
 
         ctx = get_current_context()
         p = ctx["params"]

@@ -3,9 +3,9 @@
 
 A timestamp-incremental load appends every new row version of a source table to a change log
 (``staging.customer_changes_71_10_02``, key ``(id, version)``). It reads up to now, held back to the start
-of the oldest transaction still open in the shop (``cdclab.delta.read_upper_bound``), so a long
+of the oldest transaction still open in the shop (``cdclab.delta.detection.read_upper_bound``), so a long
 transaction that commits rows stamped with its early start is read by the next run, not skipped. Its watermark, plus the Kafka offsets of
-the groups in `consumer_groups`, are the pipeline's *state* (``cdclab.statebackup``).
+the groups in `consumer_groups`, are the pipeline's *state* (``cdclab.state.backup``).
 
 **Persistence options.** Airflow Variables and XCom are metadata-DB rows without history; the asset state
 store outlives runs but not a metadata reset; ``state.watermarks`` / ``state.kafka_offsets`` live in the
@@ -39,7 +39,7 @@ Observe: ``state.state_backups``, the objects under ``lab-tests/71_10_02/state/`
 
 **Run without a logical date** (REST API / `airflow dags trigger` without `--logical-date`): treated as a UI
 Trigger at the same moment: logical date = the run's `run_after`, data interval = the timetable's last
-complete interval before it (`cdclab.intervals.run_interval`, docs/runs_without_interval.md).
+complete interval before it (`cdclab.time.intervals.run_interval`, docs/runs_without_interval.md).
 """
 
 from __future__ import annotations
@@ -127,8 +127,8 @@ def state_management() -> None:
     def monitor(params: dict[str, Any], dag_run: Any = None) -> dict[str, str]:
         from airflow.sdk import get_current_context
 
-        from cdclab.intervals import run_interval
         from cdclab.lessons import state_management as lesson
+        from cdclab.time.intervals import run_interval
 
         iv = run_interval(get_current_context())  # derived from the timetable if the run has none
         return lesson.monitor(

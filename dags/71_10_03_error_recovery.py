@@ -2,7 +2,7 @@
 # 71.10.3 Error recovery — retry, dead-letter, fill the gaps, validate
 
 An hourly interval load of a source table (``id, event_time, amount``) into a target
-(``cdclab.recovery``). Every interval's outcome is written to a ledger, so nothing that failed stays
+(``cdclab.ops.recovery``). Every interval's outcome is written to a ledger, so nothing that failed stays
 failed unnoticed.
 
 **Failure handling.** Transient errors (``TransientSourceError``, dropped connections) are retried in the
@@ -37,7 +37,7 @@ task log shows every attempt and backoff.
 
 **Run without a logical date** (REST API / `airflow dags trigger` without `--logical-date`): treated as a UI
 Trigger at the same moment: logical date = the run's `run_after`, data interval = the timetable's last
-complete interval before it (`cdclab.intervals.run_interval`, docs/runs_without_interval.md).
+complete interval before it (`cdclab.time.intervals.run_interval`, docs/runs_without_interval.md).
 """
 
 from __future__ import annotations
@@ -76,8 +76,8 @@ def error_recovery() -> None:
         """Default params: the demo source rows of this interval (one poison row). Other tables: nothing."""
         from airflow.sdk import get_current_context
 
-        from cdclab.intervals import run_interval
         from cdclab.lessons import demos, operations
+        from cdclab.time.intervals import run_interval
 
         if not demos.uses_demo_tables(params, DEMO, DEMO):
             print("custom source: setup leaves it as it is")
@@ -96,9 +96,9 @@ def error_recovery() -> None:
 
         from airflow.sdk import get_current_context
 
-        from cdclab import recovery
-        from cdclab.intervals import run_interval
         from cdclab.lessons import operations
+        from cdclab.ops import recovery
+        from cdclab.time.intervals import run_interval
 
         iv = run_interval(get_current_context())  # derived from the timetable if the run has none
         results = operations.load_with_recovery(
@@ -123,8 +123,8 @@ def error_recovery() -> None:
 
     @task
     def validate(loaded: list[dict[str, Any]], params: dict[str, Any]) -> int:
-        from cdclab import recovery
         from cdclab.lessons import operations
+        from cdclab.ops import recovery
 
         bad = operations.validate_loaded(
             loaded, pipeline=params["pipeline"], source=params["source_table"], target=params["target_table"]

@@ -3,7 +3,7 @@
 
 Each run measures the pipelines named in its params and appends one row per check to
 ``marts.pipeline_health`` with the value, the thresholds (from params) and a status ``ok | warn | alert``
-(``cdclab.health``).
+(``cdclab.ops.health``).
 
 **Progress tracking.** ``watermark_age_seconds``: how far each watermark in `watermark_keys`
 (``state.watermarks``) is behind this run's ``data_interval_end``, the scheduler's clock, not the wall
@@ -20,7 +20,7 @@ in ``state.interval_ledger`` (written by 71_10_03) between its first interval an
 
 **Alerts.** A critical finding (status ``alert``) turns the run red (``report`` fails; `fail_on_alert`
 = false records it and stays green) and is delivered by an Airflow notifier
-(``cdclab.alerts.HealthAlertNotifier``, the ``report`` task's success/failure callback) to
+(``cdclab.ops.alerts.HealthAlertNotifier``, the ``report`` task's success/failure callback) to
 ``marts.alerts`` (one row per run, check and subject) and to the ``report`` task's log
 (``ALERT critical ...`` lines). If ``measure`` itself fails, its failure is the alert
 (``monitoring_failed``). Try it: ``make kill S=connect``, trigger this DAG, see the red run and
@@ -55,7 +55,7 @@ scope = '71_10_04' ORDER BY severity DESC`` (a new row per check and run: the hi
 
 **Run without a logical date** (REST API / `airflow dags trigger` without `--logical-date`): treated as a UI
 Trigger at the same moment: logical date = the run's `run_after`, data interval = the timetable's last
-complete interval before it (`cdclab.intervals.run_interval`, docs/runs_without_interval.md).
+complete interval before it (`cdclab.time.intervals.run_interval`, docs/runs_without_interval.md).
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ import pendulum
 from airflow.sdk import Param, dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
-from cdclab.alerts import HealthAlertNotifier
+from cdclab.ops.alerts import HealthAlertNotifier
 
 DAG_ID = "71_10_04_monitoring"
 
@@ -117,8 +117,8 @@ def monitoring() -> None:
     ) -> dict[str, int]:
         from airflow.sdk import get_current_context
 
-        from cdclab.intervals import run_interval
         from cdclab.lessons import operations
+        from cdclab.time.intervals import run_interval
 
         iv = run_interval(get_current_context())  # derived from the timetable if the run has none
         checks = operations.measure_health(
@@ -131,8 +131,8 @@ def monitoring() -> None:
 
     @task(on_success_callback=notifier, on_failure_callback=notifier)
     def report(counts: dict[str, int], params: dict[str, Any]) -> None:
-        from cdclab.alerts import raise_on_critical
         from cdclab.lessons import operations
+        from cdclab.ops.alerts import raise_on_critical
 
         for row in operations.dashboard(params["scope"]):
             print(*row)

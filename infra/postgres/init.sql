@@ -11,7 +11,7 @@ SELECT format('CREATE ROLE cdc_replicator LOGIN REPLICATION PASSWORD %L', :'cdc_
 WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'cdc_replicator') \gexec
 SELECT format('CREATE ROLE airflow LOGIN PASSWORD %L', :'airflow_password')
 WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'airflow') \gexec
--- Timestamp reads bound themselves by the oldest open transaction of any role (cdclab.delta.read_upper_bound):
+-- Timestamp reads bound themselves by the oldest open transaction of any role (cdclab.delta.detection.read_upper_bound):
 -- the readers must see other roles' xact_start in pg_stat_activity.
 GRANT pg_read_all_stats TO shop;
 

@@ -3,7 +3,7 @@
 Registered under the ``airflow.plugins`` entry point (pyproject.toml), so every Airflow process of the
 lab's environment finds it without a plugins folder. Every process imports this module (scheduler,
 dag-processor, workers, the api-server), so it imports nothing heavy and connects to nothing: the page's
-FastAPI app (:func:`cdclab.labpage.create_app`) is built when the api-server asks the plugin for its
+FastAPI app (:func:`cdclab.ops.labpage.create_app`) is built when the api-server asks the plugin for its
 ``fastapi_apps``, and its data is gathered per request.
 
 - ``fastapi_apps``: the page, mounted by the api-server at ``/cdclab`` (``airflow/api_fastapi/app.py``,
@@ -18,7 +18,7 @@ from typing import Any
 
 from airflow.sdk.plugins_manager import AirflowPlugin
 
-MOUNT = "/cdclab"  # the same as cdclab.labpage.MOUNT, which this module does not import (cheap import)
+MOUNT = "/cdclab"  # the same as cdclab.ops.labpage.MOUNT, which this module does not import (cheap import)
 
 
 class CdcLabPlugin(AirflowPlugin):
@@ -39,7 +39,7 @@ class CdcLabPlugin(AirflowPlugin):
         """Built on first use (only the api-server asks), then kept."""
         apps = self.__dict__.get("_fastapi_apps")
         if apps is None:
-            from cdclab.labpage import create_app
+            from cdclab.ops.labpage import create_app
 
             apps = [{"app": create_app(), "url_prefix": MOUNT, "name": "CDC lab"}]
             self.__dict__["_fastapi_apps"] = apps

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cdclab import state
+from cdclab.state import watermarks as state
 from tests.dagrun import run_dag
 from tests.integration._71_01_helpers import (
     create_customers_copy,

@@ -13,7 +13,7 @@ import pendulum
 import pytest
 from psycopg2 import sql
 
-from cdclab.streams import produce_events
+from cdclab.streams.windows import produce_events
 from cdclab.workload import clickstream_events
 from tests.dagrun import run_dag
 
@@ -67,7 +67,7 @@ def offsets_delivered_twice(db, prefix: str, mode: str) -> set[int]:
 
 KILL_SCRIPT = """
 import sys
-from cdclab.exactly_once import SinkTables, run
+from cdclab.streams.exactly_once import SinkTables, run
 bootstrap, mode, topic, group, prefix, batch = sys.argv[1:7]
 run(mode, bootstrap=bootstrap, topic=topic, group=group, conn_id="warehouse",
     tables=SinkTables("marts", prefix, mode), batch_size=int(batch), who="killed")
@@ -187,7 +187,7 @@ def test_transactional_mode_never_redelivers_a_record_after_a_crash(lab, names, 
 
 @pytest.mark.parametrize("mode", ["exactly_twice", ""])
 def test_an_unknown_mode_is_refused_with_the_choices(mode: str) -> None:
-    from cdclab.exactly_once import UnknownModeError, check_mode
+    from cdclab.streams.exactly_once import UnknownModeError, check_mode
 
     with pytest.raises(UnknownModeError, match="transactional"):
         check_mode(mode)

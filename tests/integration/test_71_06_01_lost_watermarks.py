@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from cdclab import state
+from cdclab.state import watermarks as state
 from tests.dagrun import run_dag
 from tests.integration._71_06_helpers import at, create, drop, fetch, hour, insert, xcom
 

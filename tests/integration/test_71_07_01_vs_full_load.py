@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from cdclab import perf
+from cdclab.ops import perf
 from tests.dagrun import run_dag
 from tests.integration._71_01_helpers import drop, execute, hour, same_customers, scalar
 

@@ -7,7 +7,8 @@ import pendulum
 import psycopg2
 import pytest
 
-from cdclab import perf, state
+from cdclab.ops import perf
+from cdclab.state import watermarks as state
 from tests.dagrun import run_dag
 from tests.integration._71_01_helpers import drop, execute, hour, rows
 

@@ -8,8 +8,8 @@ import math
 
 import pendulum
 
-from cdclab import perf
 from cdclab.cdc.inspect import wait_for_records
+from cdclab.ops import perf
 from tests.dagrun import run_dag
 from tests.integration._cdc_helpers import COLUMNS, make_source_table, write_changes
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from cdclab import perf, state
+from cdclab.ops import perf
+from cdclab.state import watermarks as state
 from tests.dagrun import run_dag
 from tests.integration._71_01_helpers import drop, hour, scalar
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pendulum
 from psycopg2 import sql
 
-from cdclab import diagnostics as d
-from cdclab import state
-from cdclab.db import ident
+from cdclab.common.db import ident
+from cdclab.ops import diagnostics as d
+from cdclab.state import watermarks as state
 from tests.dagrun import run_dag
 
 DAG_ID = "71_08_01_gap_investigation"

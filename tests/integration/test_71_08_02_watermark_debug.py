@@ -8,8 +8,8 @@ import datetime as dt
 
 import pendulum
 
-from cdclab import diagnostics as d
-from cdclab import state
+from cdclab.ops import diagnostics as d
+from cdclab.state import watermarks as state
 from tests.dagrun import run_dag
 from tests.integration._71_01_helpers import (
     create_customers_copy,

@@ -8,7 +8,7 @@ import pendulum
 import psycopg2
 import pytest
 
-from cdclab import diagnostics as d
+from cdclab.ops import diagnostics as d
 from tests.dagrun import run_dag
 from tests.integration._71_01_helpers import (
     CUSTOMER_COLS,

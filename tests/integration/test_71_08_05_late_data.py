@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pendulum
 
-from cdclab import diagnostics as d
+from cdclab.ops import diagnostics as d
 from tests.dagrun import run_dag
 from tests.integration._71_01_helpers import execute
 

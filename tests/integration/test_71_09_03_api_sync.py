@@ -11,7 +11,7 @@ from typing import Any
 import pendulum
 import pytest
 
-from cdclab.partner_api import parse_ts, serve_in_thread
+from cdclab.delta.partner_api import parse_ts, serve_in_thread
 from tests.dagrun import run_dag
 from tests.integration._71_09_helpers import warehouse_rows
 

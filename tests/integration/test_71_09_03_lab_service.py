@@ -8,7 +8,7 @@ from datetime import UTC
 
 import pendulum
 
-from cdclab.partner_api import parse_ts
+from cdclab.delta.partner_api import parse_ts
 from tests.dagrun import run_dag
 from tests.integration._71_09_helpers import warehouse_rows
 

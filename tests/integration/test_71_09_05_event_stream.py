@@ -14,7 +14,7 @@ import pendulum
 import pytest
 from psycopg2 import sql
 
-from cdclab.streams import produce_events
+from cdclab.streams.windows import produce_events
 from cdclab.workload import clickstream_events
 from tests.dagrun import run_dag
 
@@ -223,7 +223,7 @@ def test_window_counts_equal_an_independent_count_after_each_of_three_runs(lab, 
 
 KILL_SCRIPT = """
 import datetime as dt, sys
-from cdclab.streams import StreamConfig, StreamTables, process_stream
+from cdclab.streams.windows import StreamConfig, StreamTables, process_stream
 bootstrap, topic, group, prefix = sys.argv[1:5]
 process_stream(bootstrap=bootstrap, topic=topic, group=group, conn_id="warehouse",
                tables=StreamTables("marts", prefix),

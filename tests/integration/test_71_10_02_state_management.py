@@ -8,9 +8,9 @@ import json
 import psycopg2
 import pytest
 
-from cdclab import state
 from cdclab.cdc.consumer import ensure_schema as ensure_offsets
 from cdclab.files.store import ObjectStore
+from cdclab.state import watermarks as state
 from tests.dagrun import run_dag
 from tests.integration._71_01_helpers import (
     create_customers_copy,

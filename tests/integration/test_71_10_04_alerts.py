@@ -1,5 +1,5 @@
 """71_10_04_monitoring delivers its critical findings: the run turns red and the notifier
-(``cdclab.alerts.HealthAlertNotifier``) writes one ``marts.alerts`` row per critical check, with the run's
+(``cdclab.ops.alerts.HealthAlertNotifier``) writes one ``marts.alerts`` row per critical check, with the run's
 id; a healthy run stays green and writes none. Every name here is the test's own (scope, watermark key,
 connector name); the lab's own connector ``shop-postgres-source`` is only read."""
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 from confluent_kafka import Producer
 
-from cdclab import recovery, state
 from cdclab.cdc.consumer import ensure_schema as ensure_offsets
+from cdclab.ops import recovery
+from cdclab.state import watermarks as state
 from tests.dagrun import run_dag
 from tests.integration._71_01_helpers import drop, execute, hour, rows, xcom
 

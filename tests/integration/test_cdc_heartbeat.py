@@ -17,7 +17,7 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
 from cdclab.cdc.heartbeat import APPLY_FUNCTION, DebeziumBehind, HeartbeatTrigger
-from cdclab.streams import ensure_topic
+from cdclab.streams.windows import ensure_topic
 
 LOG_SERVICES = ["kafka"]
 SESSION_TIMEOUT = 45  # librdkafka's session.timeout.ms default, in seconds

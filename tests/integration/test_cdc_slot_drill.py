@@ -17,13 +17,13 @@ import pytest
 from confluent_kafka.admin import AdminClient
 from psycopg2 import sql
 
-from cdclab import health
 from cdclab.cdc import slots
 from cdclab.cdc.connect import ConnectClient
 from cdclab.cdc.events import parse_debezium
 from cdclab.cdc.inspect import read_topic
 from cdclab.cdc.offsets import end_offsets
 from cdclab.cdc.pipeline import replicate
+from cdclab.ops import health
 
 LOG_SERVICES = ["connect", "postgres"]
 LAB_CONNECTOR = "shop-postgres-source"

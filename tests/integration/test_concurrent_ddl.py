@@ -2,7 +2,7 @@
 
 Concurrent ``CREATE TABLE IF NOT EXISTS`` of one table in Postgres fails in all sessions but one with
 ``UniqueViolation ... pg_type_typname_nsp_index`` (seen in the lab for ``state.kafka_offsets`` when two
-DAGs started together). Every ``ensure_*`` function now runs its DDL through ``cdclab.ddl.ensure``.
+DAGs started together). Every ``ensure_*`` function now runs its DDL through ``cdclab.common.ddl.ensure``.
 
 Here many threads, each with its own connection, released together by a barrier, call the ensure
 functions on *fresh scratch schemas* (new names every run, so every table really is created under
@@ -71,10 +71,13 @@ def _tables(warehouse_db, schema: str) -> list[str]:
 
 
 def test_ensure_functions_called_by_many_runs_at_once_all_succeed(lab, warehouse_db, scratch) -> None:
-    from cdclab import aggregates, delta, diagnostics, outoforder, perf
     from cdclab.cdc import append
+    from cdclab.delta import detection as delta
     from cdclab.files import loading
     from cdclab.lessons import antipatterns, features, selfcheck
+    from cdclab.merge import aggregates
+    from cdclab.ops import diagnostics, perf
+    from cdclab.time import out_of_order as outoforder
 
     def work(conn: Any, i: int) -> None:
         for s in scratch:
@@ -118,7 +121,7 @@ def test_ensure_functions_called_by_many_runs_at_once_all_succeed(lab, warehouse
 
 def test_the_helper_creates_schema_table_and_index_once_under_contention(lab, warehouse_db) -> None:
     """The helper itself, on a schema that does not exist yet: schema, table and index all race."""
-    from cdclab.ddl import ensure
+    from cdclab.common.ddl import ensure
 
     schema = f"ddl_{uuid.uuid4().hex[:10]}"
     name = f"{schema}.shared"

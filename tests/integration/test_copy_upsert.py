@@ -1,4 +1,4 @@
-"""cdclab.upsert.copy_upsert against Postgres: the set-based incremental load (COPY out of the source,
+"""cdclab.merge.upsert.copy_upsert against Postgres: the set-based incremental load (COPY out of the source,
 COPY into a temporary table beside the target, one guarded INSERT ... ON CONFLICT)."""
 
 from __future__ import annotations
@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from cdclab import delta, upsert
+from cdclab.delta import detection as delta
+from cdclab.merge import upsert
 
 T0 = datetime(2026, 3, 29, 0, 30, tzinfo=UTC)  # a DST change day in Europe: text must carry the offset
 COLS = "id bigint PRIMARY KEY, name text, amount numeric(12,2), day date, updated_at timestamptz, version int NOT NULL"

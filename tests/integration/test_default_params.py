@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from cdclab.intervals import infer_interval
 from cdclab.lessons import demos
+from cdclab.time.intervals import infer_interval
 from tests.dagrun import get_dag, run_dag
 
 LOG_SERVICES = ["postgres", "airflow-scheduler"]

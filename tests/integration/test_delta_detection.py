@@ -1,4 +1,4 @@
-"""cdclab.delta against the real shop and warehouse databases."""
+"""cdclab.delta.detection against the real shop and warehouse databases."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg2
 import pytest
 
-from cdclab import delta
+from cdclab.delta import detection as delta
 
 T0 = datetime(2026, 1, 1, 12, tzinfo=UTC)
 

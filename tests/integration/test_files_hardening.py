@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from cdclab import health
-from cdclab.db import WAREHOUSE, transaction
+from cdclab.common.db import WAREHOUSE, transaction
 from cdclab.files import chunking, loading, producer, state
 from cdclab.files.errors import ChunkIncomplete, FilesExhausted, ObjectChanged
 from cdclab.files.store import ObjectStore
+from cdclab.ops import health
 
 LOG_SERVICES = ["minio", "postgres"]
 V006 = Path(__file__).resolve().parents[2] / "infra" / "postgres" / "warehouse" / "V006__files_exhausted.sql"

@@ -1,6 +1,6 @@
 """Runs without a logical date (REST API / ``airflow dags trigger`` without ``--logical-date``) get the
 interval the UI's Trigger would give them at ``run_after``: the last complete interval before the run
-started (docs/runs_without_interval.md, ``cdclab.intervals.run_interval``).
+started (docs/runs_without_interval.md, ``cdclab.time.intervals.run_interval``).
 
 Each DAG here crashed on such a run before (KeyError 'data_interval_end', KeyError 'logical_date',
 TypeError on None, NotNullViolation on interval_end / measured_for). Every run below is made by
@@ -105,7 +105,7 @@ def test_71_05_02_buffer_and_expiry_use_the_derived_interval_end(shop_db, wareho
 
 
 def test_71_10_04_measures_against_the_derived_interval_end(warehouse_db, names) -> None:
-    from cdclab import state
+    from cdclab.state import watermarks as state
 
     scope, fresh, stale = names("scope"), names("wm_fresh"), names("wm_stale")
     state.ensure_schema(warehouse_db)

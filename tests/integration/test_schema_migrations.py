@@ -113,12 +113,15 @@ INDEXES = "SELECT schemaname, tablename, indexdef FROM pg_indexes WHERE schemana
 
 def _create_with_the_library(conn: Any) -> None:
     """Every shared table the way a task creates it when the warehouse was never migrated."""
-    from cdclab import delta, diagnostics, health, perf, recovery, state, statebackup
     from cdclab.cdc import consumer, replication
-    from cdclab.ddl import ensure
+    from cdclab.common.ddl import ensure
+    from cdclab.delta import detection as delta
     from cdclab.files import logs
     from cdclab.files import state as files_state
     from cdclab.lessons import opsdocs, strategy
+    from cdclab.ops import diagnostics, health, perf, recovery
+    from cdclab.state import backup as statebackup
+    from cdclab.state import watermarks as state
 
     for fn in (state, strategy, statebackup, perf, opsdocs, health, recovery):
         fn.ensure_schema(conn)
@@ -189,7 +192,7 @@ def test_on_a_migrated_warehouse_the_shared_ensure_functions_run_no_ddl(lab, scr
     # ... and without the versioned files, the same calls do need DDL (the fallback path)
     bare = scratch_db()
     readonly = _connect(lab, bare, default_transaction_read_only="on")
-    from cdclab import state
+    from cdclab.state import watermarks as state
 
     with pytest.raises(psycopg2.errors.ReadOnlySqlTransaction):
         state.ensure_schema(readonly)
@@ -197,10 +200,13 @@ def test_on_a_migrated_warehouse_the_shared_ensure_functions_run_no_ddl(lab, scr
 
 
 def _create_with_the_library_readonly(conn: Any) -> None:
-    from cdclab import delta, diagnostics, health, perf, recovery, state, statebackup
     from cdclab.cdc import consumer
+    from cdclab.delta import detection as delta
     from cdclab.files import state as files_state
     from cdclab.lessons import opsdocs, strategy
+    from cdclab.ops import diagnostics, health, perf, recovery
+    from cdclab.state import backup as statebackup
+    from cdclab.state import watermarks as state
 
     for fn in (state, strategy, statebackup, perf, opsdocs, health, recovery):
         fn.ensure_schema(conn)

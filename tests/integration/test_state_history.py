@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import psycopg2
 
-from cdclab import state
+from cdclab.state import watermarks as state
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -1,4 +1,4 @@
-"""cdclab.state's external table against the real warehouse: CAS, history, reset, validation."""
+"""cdclab.state.watermarks's external table against the real warehouse: CAS, history, reset, validation."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg2
 import pytest
 
-from cdclab import state
+from cdclab.state import watermarks as state
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -13,7 +13,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from cdclab.streams import MultiPartitionTopicError, ensure_topic, produce_events, topic_partitions
+from cdclab.streams.windows import MultiPartitionTopicError, ensure_topic, produce_events, topic_partitions
 
 LOG_SERVICES = ["kafka"]
 

@@ -1,10 +1,10 @@
-"""cdclab.upsert against Postgres: an older version never overwrites a newer one."""
+"""cdclab.merge.upsert against Postgres: an older version never overwrites a newer one."""
 
 from __future__ import annotations
 
 import pytest
 
-from cdclab import upsert
+from cdclab.merge import upsert
 
 
 @pytest.fixture

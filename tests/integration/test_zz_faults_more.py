@@ -19,7 +19,7 @@ from psycopg2 import sql
 
 from cdclab.cdc.inspect import wait_for_records
 from cdclab.cdc.pipeline import replicate
-from cdclab.db import WAREHOUSE, transaction
+from cdclab.common.db import WAREHOUSE, transaction
 from cdclab.files import loading, producer, state
 from cdclab.files.store import ObjectStore
 from cdclab.lab.backend import all_healthy, backend, format_table

@@ -7,8 +7,8 @@ from decimal import Decimal
 
 import pytest
 
-from cdclab import aggregates
 from cdclab.lessons import features, selfcheck
+from cdclab.merge import aggregates
 
 
 def order(

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from cdclab import health, recovery
 from cdclab.lessons import opsdocs, strategy
+from cdclab.ops import health, recovery
 
 
 def prof(**over):

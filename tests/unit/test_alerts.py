@@ -1,5 +1,5 @@
 """Pure logic of the monitoring alerts: which checks become alerts, how a connector's state is graded,
-when a run turns red (cdclab.alerts, cdclab.health.connector_states)."""
+when a run turns red (cdclab.ops.alerts, cdclab.ops.health.connector_states)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from airflow.sdk import BaseNotifier
 from airflow.sdk.exceptions import AirflowFailException
 
-from cdclab import alerts, health
+from cdclab.ops import alerts, health
 
 pytestmark = pytest.mark.unit
 

@@ -7,8 +7,8 @@ import datetime as dt
 
 import pendulum
 
-from cdclab import arrivals
-from cdclab.intervals import Window
+from cdclab.time import arrivals
+from cdclab.time.intervals import Window
 from tests.unit._schema_helpers import declared
 
 WINDOW = Window(pendulum.datetime(2026, 5, 4, 10, tz="UTC"), pendulum.datetime(2026, 5, 4, 11, tz="UTC"))

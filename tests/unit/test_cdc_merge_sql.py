@@ -16,7 +16,7 @@ from cdclab.cdc.merge import (
     guarded_insert,
     keys_match,
 )
-from cdclab.options import InvalidOptionError
+from cdclab.common.options import InvalidOptionError
 from tests.unit._sql_text import text
 
 COLS = _row_columns(["id", "region", "total"])

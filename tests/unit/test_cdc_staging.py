@@ -9,7 +9,7 @@ import pytest
 
 from cdclab.cdc.events import Change, MalformedEvent, _loads, parse_debezium
 from cdclab.cdc.merge import copy_text, stage_table
-from cdclab.db import env_connection
+from cdclab.common.db import env_connection
 
 
 @pytest.mark.parametrize(

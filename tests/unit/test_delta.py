@@ -1,4 +1,4 @@
-"""Pure logic of cdclab.delta: hashing, diffs, comparison and the NULL cursor policy."""
+"""Pure logic of cdclab.delta.detection: hashing, diffs, comparison and the NULL cursor policy."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from cdclab import delta
+from cdclab.delta import detection as delta
 
 
 def test_row_hash_is_stable_across_time_zones_of_equal_instants() -> None:

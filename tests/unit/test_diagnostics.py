@@ -1,11 +1,11 @@
-"""cdclab.diagnostics: the pure parts (gap grid, root cause, ledger holes, watermark verdicts, lateness)."""
+"""cdclab.ops.diagnostics: the pure parts (gap grid, root cause, ledger holes, watermark verdicts, lateness)."""
 
 from __future__ import annotations
 
 import datetime as dt
 
-from cdclab import diagnostics as d
-from cdclab.state import HistoryEntry, Watermark
+from cdclab.ops import diagnostics as d
+from cdclab.state.watermarks import HistoryEntry, Watermark
 
 H = dt.timedelta(hours=1)
 

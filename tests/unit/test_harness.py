@@ -274,7 +274,7 @@ def test_with_lab_start_never_an_unhealthy_lab_fails_at_once_and_nothing_is_star
 
 
 def test_an_unknown_lab_start_policy_is_refused(monkeypatch) -> None:
-    from cdclab.options import InvalidOptionError
+    from cdclab.common.options import InvalidOptionError
     from cdclab.testing.plugin import lab_start_policy
 
     monkeypatch.setenv("CDCLAB_LAB_START", "sometimes")

@@ -8,7 +8,7 @@ import itertools
 import pendulum
 import pytest
 
-from cdclab.intervals import (
+from cdclab.time.intervals import (
     EmptyIntervalError,
     InvertedIntervalError,
     MissingIntervalError,
@@ -22,13 +22,13 @@ from cdclab.intervals import (
     partition_of,
     partitions_for,
 )
-from cdclab.partitioning import (
+from cdclab.time.partitions import (
     BadTableNameError,
     create_parent_sql,
     create_partition_sql,
     partition_table,
 )
-from cdclab.timezones import NaiveDatetimeError
+from cdclab.time.timezones import NaiveDatetimeError
 from tests.unit._sql_text import text
 
 H = dt.timedelta(hours=1)

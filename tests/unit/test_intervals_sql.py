@@ -8,10 +8,10 @@ import datetime as dt
 import pendulum
 import pytest
 
-from cdclab import lastmodified as lm
-from cdclab import windowagg
-from cdclab.intervals import Window
-from cdclab.timezones import day_totals_sql
+from cdclab.delta import last_modified as lm
+from cdclab.time import window_aggregates as windowagg
+from cdclab.time.intervals import Window
+from cdclab.time.timezones import day_totals_sql
 from tests.unit._sql_text import text
 
 

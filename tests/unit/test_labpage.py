@@ -11,8 +11,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from cdclab import labpage
-from cdclab.labpage import Section
+from cdclab.ops import labpage
+from cdclab.ops.labpage import Section
 
 UTC = dt.UTC
 T0 = dt.datetime(2026, 1, 1, tzinfo=UTC)

@@ -7,8 +7,8 @@ import datetime as dt
 
 import pytest
 
-from cdclab import health, recovery
 from cdclab.lessons import operations
+from cdclab.ops import health, recovery
 
 T0 = dt.datetime(2026, 1, 1, 10, tzinfo=dt.UTC)
 HOUR = recovery.Interval(T0, T0 + dt.timedelta(hours=1))

@@ -8,9 +8,9 @@ import zlib
 
 import pytest
 
-from cdclab.diagnostics import DuplicateRow
 from cdclab.lessons import antipattern_runs, api_sync, cdc_performance, investigations
 from cdclab.lessons.antipatterns import UnknownVariantError
+from cdclab.ops.diagnostics import DuplicateRow
 
 END = dt.datetime(2026, 1, 1, 10, tzinfo=dt.UTC)
 

@@ -8,8 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from cdclab import state
-from cdclab.delta import Comparison
+from cdclab.delta.detection import Comparison
 from cdclab.lessons import (
     full_fallback,
     ignoring_late,
@@ -21,7 +20,8 @@ from cdclab.lessons import (
     watermarks,
 )
 from cdclab.lessons.antipatterns import UnknownVariantError
-from cdclab.upsert import UpsertResult
+from cdclab.merge.upsert import UpsertResult
+from cdclab.state import watermarks as state
 
 T0 = dt.datetime(2026, 1, 1, 9, tzinfo=dt.UTC)
 T1 = T0 + dt.timedelta(hours=1)

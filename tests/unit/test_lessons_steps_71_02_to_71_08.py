@@ -1,5 +1,5 @@
-"""The pure parts of the steps 71_02_03, 71_03_03/04/05 and 71_08_05 call (``cdclab.arrivals``,
-``cdclab.windowagg``, ``cdclab.cdc.merge_variants``, ``cdclab.cdc.scd2``, ``cdclab.lessons.late_data``).
+"""The pure parts of the steps 71_02_03, 71_03_03/04/05 and 71_08_05 call (``cdclab.time.arrivals``,
+``cdclab.time.window_aggregates``, ``cdclab.cdc.merge_variants``, ``cdclab.cdc.scd2``, ``cdclab.lessons.late_data``).
 That the DAGs hold no database code: tests/unit/test_thin_dags.py."""
 
 from __future__ import annotations
@@ -9,10 +9,12 @@ import datetime as dt
 import pendulum
 import pytest
 
-from cdclab import arrivals, diagnostics, windowagg
 from cdclab.cdc import merge_variants
-from cdclab.intervals import Window
 from cdclab.lessons import late_data
+from cdclab.ops import diagnostics
+from cdclab.time import arrivals
+from cdclab.time import window_aggregates as windowagg
+from cdclab.time.intervals import Window
 
 # ----------------------------------------------------------------------------------- 71_02_03
 

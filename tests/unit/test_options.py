@@ -7,7 +7,7 @@ from typing import Literal
 
 import pytest
 
-from cdclab.options import InvalidOptionError, one_of
+from cdclab.common.options import InvalidOptionError, one_of
 
 
 def test_one_of_accepts_the_set_and_names_parameter_value_and_choices() -> None:
@@ -46,7 +46,8 @@ def test_replication_refuses_a_typo_before_it_connects() -> None:
 
 
 def test_other_modes_are_checked_too() -> None:
-    from cdclab import exactly_once, statebackup
+    from cdclab.state import backup as statebackup
+    from cdclab.streams import exactly_once
 
     with pytest.raises(InvalidOptionError, match="mode='exactly_once'"):
         exactly_once.SinkTables("s", "p_", "exactly_once")  # type: ignore[arg-type]

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from cdclab.partner_api import (
+from cdclab.delta.partner_api import (
     AccountStore,
     InvalidCursorError,
     TokenBucket,
@@ -82,7 +82,7 @@ def test_token_bucket_rejects_nonsense_settings():
 def test_base_url_comes_from_the_http_connection():
     from types import SimpleNamespace as C
 
-    from cdclab.partner_api import base_url_of
+    from cdclab.delta.partner_api import base_url_of
 
     assert base_url_of(C(host="127.0.0.1", port=8099, schema="")) == "http://127.0.0.1:8099"
     assert base_url_of(C(host="127.0.0.1", port=8099, schema="accounts")) == "http://127.0.0.1:8099"

@@ -1,10 +1,10 @@
-"""cdclab.perf: break-even interpolation, plan reduction, SQL text of the retention step."""
+"""cdclab.ops.perf: break-even interpolation, plan reduction, SQL text of the retention step."""
 
 from __future__ import annotations
 
 import pytest
 
-from cdclab import perf
+from cdclab.ops import perf
 
 PLAN = [
     {

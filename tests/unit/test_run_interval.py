@@ -14,7 +14,7 @@ import pendulum
 import pytest
 from airflow.sdk import DAG, CronDataIntervalTimetable, DeltaDataIntervalTimetable
 
-from cdclab.intervals import (
+from cdclab.time.intervals import (
     EmptyIntervalError,
     MissingIntervalError,
     RunInterval,

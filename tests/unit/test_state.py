@@ -1,4 +1,4 @@
-"""Pure logic of cdclab.state: typing, canonical encoding and validation of watermarks."""
+"""Pure logic of cdclab.state.watermarks: typing, canonical encoding and validation of watermarks."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from cdclab import state
+from cdclab.state import watermarks as state
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

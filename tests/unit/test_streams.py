@@ -9,7 +9,7 @@ from datetime import UTC
 import pytest
 from psycopg2 import sql
 
-from cdclab.streams import (
+from cdclab.streams.windows import (
     Checkpoint,
     ClickEvent,
     MalformedClickEventError,

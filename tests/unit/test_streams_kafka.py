@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from cdclab.streams import (
+from cdclab.streams.windows import (
     PRODUCER_REQUIRED,
     ProducerConfigConflictError,
     ensure_topic,

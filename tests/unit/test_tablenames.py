@@ -7,9 +7,12 @@ from dataclasses import FrozenInstanceError, dataclass
 import pytest
 from psycopg2 import sql
 
-from cdclab import aggregates, exactly_once, outoforder, streams
+from cdclab.common.tablenames import PrefixedTables, Table
 from cdclab.lessons import features
-from cdclab.tablenames import PrefixedTables, Table
+from cdclab.merge import aggregates
+from cdclab.streams import exactly_once
+from cdclab.streams import windows as streams
+from cdclab.time import out_of_order as outoforder
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import itertools
 import pendulum
 import pytest
 
-from cdclab.timezones import (
+from cdclab.time.timezones import (
     NaiveDatetimeError,
     UnknownTimeZoneError,
     local_date_of,

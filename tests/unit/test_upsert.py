@@ -1,10 +1,10 @@
-"""Pure logic of cdclab.upsert: in-batch de-duplication and the statement's shape."""
+"""Pure logic of cdclab.merge.upsert: in-batch de-duplication and the statement's shape."""
 
 from __future__ import annotations
 
 import pytest
 
-from cdclab import upsert
+from cdclab.merge import upsert
 
 
 def test_the_newest_version_of_a_key_wins_inside_one_batch() -> None:

@@ -33,8 +33,8 @@ from cdclab.cdc import coltypes
 from cdclab.cdc.events import UNAVAILABLE, MalformedEvent, Skipped, parse_debezium
 from cdclab.cdc.merge import SchemaDrift, _ts, source_columns
 from cdclab.cdc.pipeline import consume_routes, decode_change
-from cdclab.db import SHOP, WAREHOUSE, ident, transaction
-from cdclab.ddl import ensure as ensure_ddl
+from cdclab.common.db import SHOP, WAREHOUSE, ident, transaction
+from cdclab.common.ddl import ensure as ensure_ddl
 
 log = logging.getLogger(__name__)
 

@@ -47,7 +47,7 @@ in tools like ``kafka-consumer-groups``, but nothing reads it back.
 
 Why this module keeps its own poll loop instead of the official Kafka provider's consumer side
 (``apache-airflow-providers-apache-kafka``, which the lab uses for producing and topic admin, see
-:mod:`cdclab.streams`): the provider's consumers keep their position in *Kafka*. ``AwaitMessageTrigger``
+:mod:`cdclab.streams.windows`): the provider's consumers keep their position in *Kafka*. ``AwaitMessageTrigger``
 (behind ``AwaitMessageSensor``) subscribes with the connection's ``group.id`` and, with its default
 ``commit_offset=True``, commits a message's offset to Kafka *before* it yields the ``TriggerEvent``; the
 task that writes the data runs afterwards, so a failure in between loses that message, and with
@@ -77,7 +77,7 @@ from typing import Any
 import psycopg2
 from psycopg2.extras import Json
 
-from cdclab.ddl import ensure as ensure_ddl
+from cdclab.common.ddl import ensure as ensure_ddl
 
 log = logging.getLogger(__name__)
 

@@ -35,8 +35,8 @@ from psycopg2 import sql
 from cdclab.cdc import coltypes
 from cdclab.cdc.events import Change
 from cdclab.cdc.merge import BOOKKEEPING, SchemaDrift
-from cdclab.db import ident
-from cdclab.options import one_of
+from cdclab.common.db import ident
+from cdclab.common.options import one_of
 
 COMMENT = "cdclab:source_attnum="
 _COMMENT_RE = re.compile(re.escape(COMMENT) + r"(\d+)")

@@ -42,8 +42,8 @@ from psycopg2 import sql
 from psycopg2.extras import execute_values
 
 from cdclab.cdc.events import Change, latest_per_key
-from cdclab.db import ident
-from cdclab.options import one_of
+from cdclab.common.db import ident
+from cdclab.common.options import one_of
 
 DeleteMode = Literal["hard", "soft"]
 SchemaPolicy = Literal["evolve", "fail"]

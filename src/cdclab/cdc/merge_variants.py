@@ -53,8 +53,8 @@ from cdclab.cdc.merge import (
     source_columns,
 )
 from cdclab.cdc.pipeline import TableRoute, consume_routes, debezium_parser, routes_for, sort_batch
-from cdclab.db import SHOP, WAREHOUSE, ident, transaction
-from cdclab.options import one_of
+from cdclab.common.db import SHOP, WAREHOUSE, ident, transaction
+from cdclab.common.options import one_of
 
 log = logging.getLogger(__name__)
 

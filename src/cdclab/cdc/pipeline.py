@@ -36,8 +36,8 @@ from cdclab.cdc.merge import (
     ensure_target,
     primary_key,
 )
-from cdclab.db import SHOP, WAREHOUSE, connect, get_connection, transaction
-from cdclab.options import one_of
+from cdclab.common.db import SHOP, WAREHOUSE, connect, get_connection, transaction
+from cdclab.common.options import one_of
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from psycopg2 import sql
 
 from cdclab.cdc.connect import ConnectClient
 from cdclab.cdc.connect import ConnectorNotRunning as ConnectorNotRunning  # raised here; DAGs catch it
-from cdclab.db import ident
+from cdclab.common.db import ident
 
 SNAPSHOTS_DDL = """
 CREATE TABLE IF NOT EXISTS state.replication_snapshots (

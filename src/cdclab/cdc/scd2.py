@@ -43,8 +43,8 @@ from cdclab.cdc.events import UNAVAILABLE, Change
 from cdclab.cdc.merge import keys_match, source_columns
 from cdclab.cdc.merge_variants import StreamSummary, replicate_with
 from cdclab.cdc.pipeline import TableRoute, routes_for
-from cdclab.db import WAREHOUSE, ident, transaction
-from cdclab.ddl import ensure as ensure_ddl
+from cdclab.common.db import WAREHOUSE, ident, transaction
+from cdclab.common.ddl import ensure as ensure_ddl
 
 SCD_COLUMNS = (
     "valid_from",

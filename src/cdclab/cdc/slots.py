@@ -6,7 +6,7 @@ Vocabulary:
   default ``debezium``). The slot keeps the WAL from its ``restart_lsn`` on until the connector confirms it.
 - *retained WAL*: ``pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)`` bytes the slot holds on the
   server's disk. It grows while the connector is down or slow; ``max_slot_wal_keep_size`` caps it (lab:
-  4GB) by *invalidating* the slot. :func:`cdclab.health.replication_slots` grades it per slot.
+  4GB) by *invalidating* the slot. :func:`cdclab.ops.health.replication_slots` grades it per slot.
 - *lost slot*: *missing* (dropped by hand, a restored or upgraded cluster, ``slot.drop.on.stop``) or
   *invalidated* (``wal_status = 'lost'``: the WAL it needed is removed). The changes committed after the
   connector's last streamed position are then not in Kafka and never will be: only a snapshot repairs it.
@@ -43,7 +43,7 @@ from psycopg2 import sql
 
 from cdclab.cdc import consumer as kc
 from cdclab.cdc.connect import ConnectClient
-from cdclab.db import ident
+from cdclab.common.db import ident
 
 DEFAULT_SLOT = "debezium"  # Debezium's default slot.name
 

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from cdclab.ddl import ensure as ensure_ddl
+from cdclab.common.ddl import ensure as ensure_ddl
 
 RangeReader = Callable[[int, int], bytes]
 """``read(start, end)`` returns bytes ``[start, end)`` of the object (an S3 Range GET)."""
@@ -143,7 +143,7 @@ def chunk_rows(cur: Any, pipeline: str, obj: Any) -> list[dict[str, Any]]:
 def ensure_chunk_table(cur: Any, chunk_table: str) -> None:
     from psycopg2 import sql
 
-    from cdclab.db import ident
+    from cdclab.common.db import ident
     from cdclab.files.loading import TARGET_DDL
 
     ensure_ddl(cur, chunk_table, sql.SQL(TARGET_DDL).format(target=ident(chunk_table)))
@@ -152,7 +152,7 @@ def ensure_chunk_table(cur: Any, chunk_table: str) -> None:
 def _delete_chunk_rows(cur: Any, obj: Any, chunk: Chunk, chunk_table: str) -> None:
     from psycopg2 import sql
 
-    from cdclab.db import ident
+    from cdclab.common.db import ident
 
     cur.execute(
         sql.SQL(
@@ -196,7 +196,7 @@ def load_chunk(
     declines; then, and for other formats, the strict parser reads it. Corrupt content marks the chunk
     ``failed`` with a ``corrupt:`` error and does not raise, so the other chunks finish and assembly
     quarantines the file."""
-    from cdclab.db import transaction
+    from cdclab.common.db import transaction
     from cdclab.files.errors import CorruptFile
     from cdclab.files.loading import insert_records
     from cdclab.files.records import decompress, file_format, header_of, is_compressed, parse
@@ -274,7 +274,7 @@ def assemble(
     ``loaded``. A corrupt chunk quarantines the file instead (caller deletes the source after commit)."""
     from psycopg2 import sql
 
-    from cdclab.db import ident
+    from cdclab.common.db import ident
     from cdclab.files import archive, state
     from cdclab.files.errors import BadRecord, ChunkIncomplete, CorruptFile, RowCountMismatch
 

@@ -35,7 +35,7 @@ from typing import Any
 
 from psycopg2 import sql
 
-from cdclab.db import ident
+from cdclab.common.db import ident
 from cdclab.files.records import FIELDS, file_format, header_of, is_compressed
 from cdclab.files.store import ObjectInfo
 

@@ -28,8 +28,8 @@ from typing import Any, Literal
 from psycopg2 import sql
 from psycopg2.extras import execute_values
 
-from cdclab.db import WAREHOUSE, ident, transaction
-from cdclab.ddl import ensure as ensure_ddl
+from cdclab.common.db import WAREHOUSE, ident, transaction
+from cdclab.common.ddl import ensure as ensure_ddl
 from cdclab.files import archive, fastload, state
 from cdclab.files.errors import ChecksumMismatch, CorruptFile, FilesExhausted, ObjectChanged, RowCountMismatch
 from cdclab.files.records import Record, parse_object

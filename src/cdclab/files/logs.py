@@ -30,8 +30,8 @@ from typing import Any
 from psycopg2 import sql
 from psycopg2.extras import execute_values
 
-from cdclab.db import ident
-from cdclab.ddl import ensure as ensure_ddl
+from cdclab.common.db import ident
+from cdclab.common.ddl import ensure as ensure_ddl
 
 DDL = """
 CREATE TABLE IF NOT EXISTS state.log_cursor (

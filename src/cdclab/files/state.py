@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 from psycopg2.extras import execute_values
 
-from cdclab.ddl import ensure as ensure_ddl
+from cdclab.common.ddl import ensure as ensure_ddl
 from cdclab.files.store import ObjectInfo
 
 Status = Literal["discovered", "loaded", "quarantined", "failed", "exhausted", "archived"]

@@ -1,5 +1,5 @@
 """The steps of the file-pipeline DAGs (71_04_01, 71_04_02, 71_04_04, 71_04_05, 71_09_02): each step is one
-task body, opens its own warehouse transactions (:func:`cdclab.db.transaction`) and returns what the task
+task body, opens its own warehouse transactions (:func:`cdclab.common.db.transaction`) and returns what the task
 prints or pushes to XCom. The DAG files keep only the lesson, the schedule, the params and the wiring.
 
 Transaction boundaries are part of the lesson (exactly-once bookkeeping), so they are spelled out per
@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from cdclab.db import WAREHOUSE, transaction
+from cdclab.common.db import WAREHOUSE, transaction
 from cdclab.files import archive, chunking, detection, loading, logs, manifest, state
 from cdclab.files.store import ObjectInfo, ObjectStore
 

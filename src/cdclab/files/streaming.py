@@ -16,7 +16,7 @@ import time
 from datetime import timedelta
 from typing import Any
 
-from cdclab.db import WAREHOUSE, transaction
+from cdclab.common.db import WAREHOUSE, transaction
 from cdclab.files import detection, loading, state
 from cdclab.files.store import ObjectStore
 

@@ -48,7 +48,7 @@ class MaxwellProducer(Service):
 
 
 class PartnerAPI(Service):
-    """The partner HTTP API that 71_09_03 syncs from (``cdclab.partner_api``): cursor pagination,
+    """The partner HTTP API that 71_09_03 syncs from (``cdclab.delta.partner_api``): cursor pagination,
     ``modified_since``, rate limiting, injectable faults."""
 
     def __init__(self) -> None:
@@ -66,7 +66,7 @@ class PartnerAPI(Service):
         progress("partner-api: starting")
         env = cfg.service_env()
         env.update(PARTNER_API_HOST=cfg.host, PARTNER_API_PORT=str(cfg.port("partner_api")))
-        pid = self.spawn(cfg, [sys.executable, "-m", "cdclab.partner_api"], env=env)
+        pid = self.spawn(cfg, [sys.executable, "-m", "cdclab.delta.partner_api"], env=env)
         self.wait_ready(cfg, pid)
 
 

@@ -35,7 +35,7 @@ def serve(cfg: LabConfig, name: str) -> None:
         maxwell.main(maxwell.first_start_args(cfg.state))
         return
     if name == "partner-api":
-        from cdclab import partner_api
+        from cdclab.delta import partner_api
 
         bind = os.environ.get("CDCLAB_BIND_HOST") or cfg.host
         partner_api.main(["--host", bind, "--port", str(cfg.port("partner_api"))])

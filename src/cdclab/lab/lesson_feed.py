@@ -29,7 +29,7 @@ from typing import Any
 
 from psycopg2 import sql
 
-from cdclab.db import ident
+from cdclab.common.db import ident
 
 SEED_ITEMS = 720  # one item every 2 minutes over the last day
 SEED_SPAN = dt.timedelta(hours=24)

@@ -18,7 +18,7 @@ import datetime as dt
 from contextlib import closing
 from dataclasses import dataclass
 
-from cdclab.db import SHOP, WAREHOUSE, connect
+from cdclab.common.db import SHOP, WAREHOUSE, connect
 from cdclab.lessons import antipatterns as ap
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)

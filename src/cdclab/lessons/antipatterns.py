@@ -34,9 +34,10 @@ from typing import Any, Literal, get_args
 from psycopg2 import sql
 from psycopg2.extras import execute_values
 
-from cdclab import state, upsert
-from cdclab.db import ident
-from cdclab.ddl import ensure as ensure_ddl
+from cdclab.common.db import ident
+from cdclab.common.ddl import ensure as ensure_ddl
+from cdclab.merge import upsert
+from cdclab.state import watermarks as state
 
 Variant = Literal["anti_pattern", "fixed"]
 VARIANTS: frozenset[str] = frozenset(get_args(Variant))
@@ -418,7 +419,7 @@ def apply_in_arrival_order(wh: Any, target: str, changes: Sequence[dict[str, Any
 
 
 def apply_version_guarded(wh: Any, target: str, changes: Sequence[dict[str, Any]]) -> upsert.UpsertResult:
-    """The fix: the newest *version* wins whatever the arrival order (``cdclab.upsert`` with a guard:
+    """The fix: the newest *version* wins whatever the arrival order (``cdclab.merge.upsert`` with a guard:
     inside the batch the newest version per key is kept, against the target ``WHERE t.version <
     EXCLUDED.version``); no commit."""
     rows = [{"id": c["id"], "version": c["version"], "status": c["status"]} for c in changes]

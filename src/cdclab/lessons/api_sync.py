@@ -1,6 +1,6 @@
 """71.9.3 API data sync: one incremental pull of the partner's accounts into the warehouse, for
 ``dags/71_09_03_api_sync.py``. The HTTP client (cursor pagination, rate limits, retries), the target and
-stats tables and the guarded upsert are :mod:`cdclab.partner_api`; the step here reads and moves the
+stats tables and the guarded upsert are :mod:`cdclab.delta.partner_api`; the step here reads and moves the
 watermark around them and commits in the lesson's order.
 
 Vocabulary:
@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from cdclab import partner_api, state
-from cdclab.db import WAREHOUSE, connect
+from cdclab.common.db import WAREHOUSE, connect
+from cdclab.delta import partner_api
+from cdclab.state import watermarks as state
 
 CONN_ID = "partner_api"
 
@@ -45,7 +46,7 @@ def next_watermark(old: datetime | None, newest: datetime | None) -> datetime | 
 
 def base_url(param: str, conn_id: str = CONN_ID) -> str:
     """The ``base_url`` param without its trailing slash, or, when empty, the address of the Airflow
-    connection ``conn_id`` (:func:`cdclab.partner_api.base_url_of`)."""
+    connection ``conn_id`` (:func:`cdclab.delta.partner_api.base_url_of`)."""
     url = param.rstrip("/")
     if url:
         return url
@@ -101,7 +102,7 @@ class SyncRun:
 
 def sync(r: SyncRun) -> dict[str, Any]:
     """Create the state schema, the target and the stats table when missing; fetch every account changed
-    in ``[watermark - overlap, end)`` (:func:`cdclab.partner_api.fetch_changes`: fails before anything
+    in ``[watermark - overlap, end)`` (:func:`cdclab.delta.partner_api.fetch_changes`: fails before anything
     is written when the API stays unavailable); upsert them and commit; then advance the watermark and
     record the run's numbers in one transaction. Returns the fetch stats with ``written``, ``since`` and
     ``watermark`` (as text)."""

@@ -2,9 +2,9 @@
 each load measured in ``state.run_metrics``, for ``dags/71_01_01_basics.py``.
 
 Vocabulary:
-- *full load*: every source row, ``TRUNCATE`` + ``INSERT`` into the target (:func:`cdclab.upsert.replace_from`).
+- *full load*: every source row, ``TRUNCATE`` + ``INSERT`` into the target (:func:`cdclab.merge.upsert.replace_from`).
 - *incremental load*: the rows with ``updated_at`` at or after the stored watermark
-  (:func:`cdclab.pull.pull`, closed lower bound), upserted guarded by ``version``, the watermark advanced.
+  (:func:`cdclab.delta.pull.pull`, closed lower bound), upserted guarded by ``version``, the watermark advanced.
 - *metrics*: ``{"rows_read", "rows_written", "duration_ms"}``, recorded in the load's own transaction
   (strategy ``full`` or ``incremental``) and returned.
 """
@@ -18,8 +18,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from cdclab import pull, state, upsert
-from cdclab.db import SHOP, WAREHOUSE, connect
+from cdclab.common.db import SHOP, WAREHOUSE, connect
+from cdclab.delta import pull
+from cdclab.merge import upsert
+from cdclab.state import watermarks as state
 
 KEY_COLUMNS = ["id"]
 

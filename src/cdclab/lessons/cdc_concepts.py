@@ -24,11 +24,12 @@ from typing import Any
 from psycopg2 import sql
 from psycopg2.extras import Json
 
-from cdclab import pull, state
 from cdclab.cdc import events
 from cdclab.cdc.consumer import consume_into_postgres
 from cdclab.cdc.pipeline import kafka_bootstrap
-from cdclab.db import SHOP, WAREHOUSE, connect, ident, transaction
+from cdclab.common.db import SHOP, WAREHOUSE, connect, ident, transaction
+from cdclab.delta import pull
+from cdclab.state import watermarks as state
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +171,7 @@ def capture_log(
 def capture_query(
     *, changes_table: str, source: str, state_key: str, dag_id: str, run_id: str
 ) -> dict[str, Any]:
-    """Query-based: poll ``updated_at`` past the watermark ``state_key`` (:func:`cdclab.pull.pull`) and
+    """Query-based: poll ``updated_at`` past the watermark ``state_key`` (:func:`cdclab.delta.pull.pull`) and
     record the current image of every row found; a poll cannot tell an insert from an update, so
     version 1 is recorded as ``c`` ("never updated") and anything later as ``u``."""
     with closing(connect(SHOP)) as shop, closing(connect(WAREHOUSE)) as wh:

@@ -12,9 +12,9 @@ Vocabulary:
   when the group has none for the topic.
 - *replay*: the events between ``replay_from_offset`` and the group's stored offsets applied to an empty
   scratch table with the same merge (:func:`cdclab.cdc.merge.apply_changes`); every key they touch must
-  end equal in scratch and target (:class:`cdclab.diagnostics.ReplayMismatchError` otherwise).
+  end equal in scratch and target (:class:`cdclab.ops.diagnostics.ReplayMismatchError` otherwise).
 
-Every step writes findings (:func:`cdclab.diagnostics.record_finding`) into the findings table.
+Every step writes findings (:func:`cdclab.ops.diagnostics.record_finding`) into the findings table.
 """
 
 from __future__ import annotations
@@ -26,13 +26,13 @@ from typing import Any
 
 from psycopg2 import sql
 
-from cdclab import diagnostics as d
 from cdclab.cdc import offsets
 from cdclab.cdc.consumer import stored_offsets
 from cdclab.cdc.inspect import read_topic
 from cdclab.cdc.merge import apply_changes, ensure_target, primary_key, target_columns
 from cdclab.cdc.pipeline import kafka_bootstrap, routes_for
-from cdclab.db import SHOP, WAREHOUSE, connect, ident, transaction
+from cdclab.common.db import SHOP, WAREHOUSE, connect, ident, transaction
+from cdclab.ops import diagnostics as d
 
 CHANGE_OPS = ("c", "u", "r", "d")
 
@@ -192,7 +192,7 @@ def inspect(r: CdcDebugRun) -> dict[str, int]:
 def replay(r: CdcDebugRun, from_offset: int) -> None:
     """Replay the events from ``from_offset`` up to the group's stored offsets into a fresh scratch table
     and record a ``replay_test`` finding (``identical`` or ``mismatch`` with the differing keys);
-    :class:`cdclab.diagnostics.ReplayMismatchError` on a mismatch."""
+    :class:`cdclab.ops.diagnostics.ReplayMismatchError` on a mismatch."""
     (route,) = routes_for(
         [r.source_table], topic_prefix="shop", target_schema=r.target_schema, target_prefix=r.target_prefix
     )

@@ -30,7 +30,6 @@ from typing import Any
 
 from psycopg2 import sql
 
-from cdclab import perf
 from cdclab.cdc.events import MalformedEvent, parse_debezium
 from cdclab.cdc.inspect import read_topic
 from cdclab.cdc.merge import apply_changes, ensure_target
@@ -43,7 +42,8 @@ from cdclab.cdc.merge_variants import (
 )
 from cdclab.cdc.pipeline import end_offsets, kafka_bootstrap, routes_for
 from cdclab.cdc.pipeline import replicate as run_sink
-from cdclab.db import WAREHOUSE, connect, ident, transaction
+from cdclab.common.db import WAREHOUSE, connect, ident, transaction
+from cdclab.ops import perf
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ Vocabulary:
   ``<target prefix>_<method>``.
 - *reconciliation row*: ``(run_id, method, target, missing, extra, different)`` in the reconciliation
   table, the keys by which a target differs from the source after the loads
-  (:func:`cdclab.delta.compare_tables`).
+  (:func:`cdclab.delta.detection.compare_tables`).
 """
 
 from __future__ import annotations
@@ -21,8 +21,11 @@ from typing import Any
 from psycopg2 import sql
 from psycopg2.extras import Json
 
-from cdclab import delta, pull, state, upsert
-from cdclab.db import SHOP, WAREHOUSE, connect, ident
+from cdclab.common.db import SHOP, WAREHOUSE, connect, ident
+from cdclab.delta import detection as delta
+from cdclab.delta import pull
+from cdclab.merge import upsert
+from cdclab.state import watermarks as state
 
 KEY_COLUMNS = ["id"]
 METHODS = ("timestamp", "version", "hash")
@@ -71,7 +74,7 @@ def timestamp_load(
     dag_id: str,
     run_id: str,
 ) -> tuple[dict[str, int], Any]:
-    """Read ``[watermark - lookback, upper)`` on ``updated_at`` (:func:`cdclab.pull.pull`), upsert guarded
+    """Read ``[watermark - lookback, upper)`` on ``updated_at`` (:func:`cdclab.delta.pull.pull`), upsert guarded
     by ``version``, advance the watermark. Returns the counts (with ``null_cursor_rows``) and the old
     watermark."""
     with closing(connect(SHOP)) as shop, closing(connect(WAREHOUSE)) as wh:
@@ -93,7 +96,7 @@ def timestamp_load(
 def version_load(
     source: str, target: str, key: str, *, dag_id: str, run_id: str
 ) -> tuple[dict[str, int], Any, Any]:
-    """Read the rows whose ``xmin`` is newer than the stored xid (:func:`cdclab.delta.read_xmin_delta`),
+    """Read the rows whose ``xmin`` is newer than the stored xid (:func:`cdclab.delta.detection.read_xmin_delta`),
     upsert guarded by ``version``, store the newest xid. Returns the counts, the old and the new xid."""
     with closing(connect(SHOP)) as shop, closing(connect(WAREHOUSE)) as wh:
         store = state.TableWatermarkStore(wh)

@@ -18,7 +18,7 @@ from typing import Any
 
 from psycopg2 import sql
 
-from cdclab.db import ident
+from cdclab.common.db import ident
 
 UTC = dt.UTC
 
@@ -47,7 +47,7 @@ GAP_LOADED_HOURS = (10, 12)  # 11:00-12:00 was never run: rows 3 and 4 are missi
 
 def build_gap(shop: Any, wh: Any, source: str, target: str, pipeline: str, ledger_table: str) -> None:
     """Source rows over 10:00-13:00; a target and a ledger that hold 10:00 and 12:00 only (a skipped run)."""
-    from cdclab import diagnostics as d
+    from cdclab.ops import diagnostics as d
 
     ddl = "CREATE TABLE IF NOT EXISTS {} (id bigint PRIMARY KEY, amount int NOT NULL, event_at timestamptz NOT NULL)"
     upsert = (
@@ -81,7 +81,7 @@ def build_gap(shop: Any, wh: Any, source: str, target: str, pipeline: str, ledge
 
 def break_watermark(wh: Any, key: str, dag_id: str, run_id: str) -> None:
     """A bad deploy wrote the watermark as a bigint (``wrong_type``), audited in the watermark history."""
-    from cdclab import state
+    from cdclab.state import watermarks as state
 
     state.ensure_schema(wh)
     with wh, wh.cursor() as cur:
@@ -121,7 +121,7 @@ def build_duplicates(wh: Any, target: str) -> None:
     """An append-only load of customers 1-5, a retry that appended 1-3 again, and a changed customer 2
     appended instead of upserted: 3 exact and 1 version duplicate. The table is rebuilt (the lesson's
     ``prevent`` step adds a unique key, which a rebuild removes again)."""
-    from cdclab import diagnostics as d
+    from cdclab.ops import diagnostics as d
 
     with wh, wh.cursor() as cur:
         _lock(cur, target)
@@ -149,7 +149,7 @@ def build_late_events(cur: Any, events: str, ledger_table: str, pipeline: str, s
     previous window that arrived after it was computed, one within the allowed lateness (reprocessed), one
     from a buffering mobile client beyond it (dead-lettered). Event ids are derived from ``start``. Runs in
     the caller's transaction (``cur``), under an advisory lock on ``events``."""
-    from cdclab import diagnostics as d
+    from cdclab.ops import diagnostics as d
 
     hour = dt.timedelta(hours=1)
     prev, tag = start - hour, f"{start:%Y%m%dT%H}"

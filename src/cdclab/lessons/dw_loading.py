@@ -1,5 +1,5 @@
 """71.9.4 Data warehouse loading: the hourly steps that feed a star schema from the shop
-(:mod:`cdclab.dwload`), for ``dags/71_09_04_dw_loading.py``.
+(:mod:`cdclab.merge.star_schema`), for ``dags/71_09_04_dw_loading.py``.
 
 Vocabulary:
 - *star load* (:class:`StarLoad`): the source tables, the star's tables, the watermark prefix and the DAG
@@ -8,7 +8,7 @@ Vocabulary:
   own watermark ``<prefix>/<source>`` (``state.watermarks``, prefix default ``71_09_04/<fact table>``).
 - *step*: ``dim_customer`` (SCD2), ``dim_product`` (SCD1), ``fact_order_line``. Each reads the changes of
   its sources up to the interval end (held back to the oldest open shop transaction,
-  :func:`cdclab.delta.read_upper_bound`), writes them, advances the watermarks and records
+  :func:`cdclab.delta.detection.read_upper_bound`), writes them, advances the watermarks and records
   ``state.run_metrics`` (pipeline ``71_09_04/<fact table>/<step>``) in one warehouse transaction.
 """
 
@@ -21,8 +21,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from cdclab import delta, dwload, state, upsert
-from cdclab.db import SHOP, WAREHOUSE, connect
+from cdclab.common.db import SHOP, WAREHOUSE, connect
+from cdclab.delta import detection as delta
+from cdclab.merge import star_schema as dwload
+from cdclab.merge import upsert
+from cdclab.state import watermarks as state
 
 Source = Literal["customers_table", "products_table", "orders_table", "items_table"]
 SOURCES: tuple[Source, ...] = ("customers_table", "products_table", "orders_table", "items_table")
@@ -64,7 +67,7 @@ def key_columns(source: Source) -> list[str]:
 
 
 def prepare(dim_customer: str, dim_product: str, fact_table: str) -> None:
-    """The state schema and the star's tables (:func:`cdclab.dwload.ensure_star`)."""
+    """The state schema and the star's tables (:func:`cdclab.merge.star_schema.ensure_star`)."""
     with closing(connect(WAREHOUSE)) as wh:
         with wh:
             state.ensure_schema(wh)

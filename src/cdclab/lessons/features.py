@@ -30,10 +30,10 @@ from typing import Any
 
 from psycopg2 import sql
 
-from cdclab import upsert
-from cdclab.db import ident
-from cdclab.ddl import ensure as ensure_ddl
-from cdclab.tablenames import PrefixedTables, Table
+from cdclab.common.db import ident
+from cdclab.common.ddl import ensure as ensure_ddl
+from cdclab.common.tablenames import PrefixedTables, Table
+from cdclab.merge import upsert
 
 VERSIONS: dict[str, str] = {
     "v1": "orders and amount over 7 and 30 days before as_of; cancelled orders excluded",

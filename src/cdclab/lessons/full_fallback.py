@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from cdclab import state
-from cdclab.db import SHOP, WAREHOUSE, connect
+from cdclab.common.db import SHOP, WAREHOUSE, connect
 from cdclab.lessons import antipatterns as ap
+from cdclab.state import watermarks as state
 
 RECOVERABLE = (state.WatermarkTypeError, state.WatermarkInFutureError)
 

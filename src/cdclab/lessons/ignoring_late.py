@@ -17,9 +17,9 @@ from contextlib import closing
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from cdclab.db import SHOP, WAREHOUSE, connect
-from cdclab.intervals import Window
+from cdclab.common.db import SHOP, WAREHOUSE, connect
 from cdclab.lessons import antipatterns as ap
+from cdclab.time.intervals import Window
 
 
 def reprocessing_window(

@@ -5,7 +5,7 @@ step opens and closes its own connections and records its result row.
 Vocabulary (the rest in :mod:`cdclab.lessons.selfcheck`):
 - *results table*: one row per check and run (``check_name``, ``passed``, ``detail``).
 - *end-to-end check*: one :func:`cdclab.lessons.selfcheck.load_step` of ``source`` into ``target``, then
-  :func:`cdclab.delta.compare_tables` of both; it fails on a *missing* or *different* row. An *extra*
+  :func:`cdclab.delta.detection.compare_tables` of both; it fails on a *missing* or *different* row. An *extra*
   target row is a row deleted at the source, which a timestamp cursor cannot see (71.1.1): reported in
   the detail, not a failure (:func:`end_to_end_verdict`).
 """
@@ -15,9 +15,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from contextlib import closing
 
-from cdclab import delta, state, upsert
-from cdclab.db import SHOP, WAREHOUSE, connect
+from cdclab.common.db import SHOP, WAREHOUSE, connect
+from cdclab.delta import detection as delta
 from cdclab.lessons import selfcheck
+from cdclab.merge import upsert
+from cdclab.state import watermarks as state
 
 KEY_COLUMNS = ["id"]
 END_TO_END = "integration_end_to_end"

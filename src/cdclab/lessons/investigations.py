@@ -1,7 +1,7 @@
 """71.8.1 gap investigation and 71.8.4 duplicate detection: the investigation steps of
 ``dags/71_08_01_gap_investigation.py`` and ``dags/71_08_04_duplicate_detection.py``. The checks
 themselves (gaps, their causes, the ledger, duplicate rows, deduplication, the unique key) are
-:mod:`cdclab.diagnostics`; the steps here open the connections, commit and write the findings.
+:mod:`cdclab.ops.diagnostics`; the steps here open the connections, commit and write the findings.
 
 Vocabulary:
 - *gap run*: :class:`GapRun`, the source and target one DAG run compares, their key and cursor columns,
@@ -13,7 +13,7 @@ Vocabulary:
 - *charge*: a duplicate row (every row of a key but the first loaded) counted against the load run that
   wrote it, as ``exact`` (a copy of an earlier row) or ``changed`` (:func:`charge_to_load_runs`).
 
-Every step writes findings (:func:`cdclab.diagnostics.record_finding`) into the findings table.
+Every step writes findings (:func:`cdclab.ops.diagnostics.record_finding`) into the findings table.
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ from typing import Any
 
 from psycopg2 import sql
 
-from cdclab import diagnostics as d
-from cdclab import state
-from cdclab.db import SHOP, WAREHOUSE, connect, ident, transaction
+from cdclab.common.db import SHOP, WAREHOUSE, connect, ident, transaction
 from cdclab.lessons import demos
+from cdclab.ops import diagnostics as d
+from cdclab.state import watermarks as state
 
 UNTAGGED = "<untagged>"
 
@@ -83,7 +83,7 @@ class GapRun:
         d.record_finding(cur, self.findings_table, dag_id=self.dag_id, run_id=self.run_id, **kw)
 
     def gaps(self, scur: Any, cur: Any) -> list[d.Gap]:
-        """The source keys missing from the target, by grid window (:func:`cdclab.diagnostics.find_gaps`)."""
+        """The source keys missing from the target, by grid window (:func:`cdclab.ops.diagnostics.find_gaps`)."""
         return d.find_gaps(
             scur, cur, self.source, self.target, self.key_column, self.cursor_column, self.grain
         )
@@ -120,7 +120,7 @@ def detect_gaps(r: GapRun) -> list[d.Gap]:
 
 def explain_gaps(r: GapRun, gaps: Sequence[Mapping[str, Any]]) -> list[str]:
     """Classify each gap (``Gap.as_dict`` form) from the ledger and, when the run names one, the
-    watermark's history (:func:`cdclab.diagnostics.classify_gap`); record a ``root_cause`` finding per
+    watermark's history (:func:`cdclab.ops.diagnostics.classify_gap`); record a ``root_cause`` finding per
     gap. Returns the causes in gap order."""
     causes: list[str] = []
     with closing(connect(WAREHOUSE)) as wh, wh, wh.cursor() as cur:
@@ -161,7 +161,7 @@ def backfill_gaps(r: GapRun, gaps: Sequence[Mapping[str, Any]], causes: Sequence
 
 def verify_no_gaps(r: GapRun, repaired: int) -> None:
     """Look for gaps again and for holes in the ledger; record the ``verify`` and ``prevention``
-    findings; raise :class:`cdclab.diagnostics.GapRemainsError` when a gap remains."""
+    findings; raise :class:`cdclab.ops.diagnostics.GapRemainsError` when a gap remains."""
     with closing(connect(SHOP)) as shop, closing(connect(WAREHOUSE)) as wh:
         with wh, wh.cursor() as cur, shop.cursor() as scur:
             left = r.gaps(scur, cur)
@@ -215,7 +215,7 @@ class DuplicateRun:
         d.record_finding(cur, self.findings_table, dag_id=self.dag_id, run_id=self.run_id, **kw)
 
     def duplicates(self, cur: Any) -> list[d.DuplicateRow]:
-        """Every row of a key that occurs more than once (:func:`cdclab.diagnostics.duplicate_rows`)."""
+        """Every row of a key that occurs more than once (:func:`cdclab.ops.diagnostics.duplicate_rows`)."""
         return d.duplicate_rows(cur, self.target, self.key_column, self.order_columns)
 
 
@@ -304,7 +304,7 @@ def attribute_duplicates(r: DuplicateRun, dups: Sequence[Mapping[str, Any]]) -> 
 
 
 def deduplicate(r: DuplicateRun) -> int:
-    """Keep the latest row of each key and delete the rest (:func:`cdclab.diagnostics.deduplicate`) with
+    """Keep the latest row of each key and delete the rest (:func:`cdclab.ops.diagnostics.deduplicate`) with
     the ``deduplication`` finding, in one transaction. Returns the rows deleted."""
     with transaction(WAREHOUSE) as cur:
         before = _count(cur, r.target)
@@ -321,7 +321,7 @@ def deduplicate(r: DuplicateRun) -> int:
 
 
 def prevent_duplicates(r: DuplicateRun, deleted: int, *, add_constraint: bool) -> None:
-    """Prove no key has two rows (:class:`cdclab.diagnostics.DuplicatesRemainError` otherwise), add
+    """Prove no key has two rows (:class:`cdclab.ops.diagnostics.DuplicatesRemainError` otherwise), add
     ``UNIQUE (<key>)`` when asked, and record the ``prevention`` finding."""
     with transaction(WAREHOUSE) as cur:
         left = r.duplicates(cur)

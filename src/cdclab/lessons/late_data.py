@@ -1,11 +1,11 @@
 """71.8.5 Late data debugging: the steps of ``dags/71_08_05_late_data.py``. The checks themselves (which
 rows came late, per-source delays, the handling policy, a window's recompute, the processed-interval
-ledger) are :mod:`cdclab.diagnostics`; each step here opens one ``warehouse`` transaction around them,
+ledger) are :mod:`cdclab.ops.diagnostics`; each step here opens one ``warehouse`` transaction around them,
 so a step's findings and writes commit together or not at all.
 
 Vocabulary:
 - *late run*: :class:`LateRun`, one DAG run's view of a late-data pipeline: its tables
-  (:class:`cdclab.diagnostics.LateDataTables`), the run's window ``[start, end)``, its *cutoff*
+  (:class:`cdclab.ops.diagnostics.LateDataTables`), the run's window ``[start, end)``, its *cutoff*
   ``end + grace_minutes`` (the run's processing time: rows ingested after it are not in the window's first
   computation), the allowed lateness and the run that records the findings.
 - *demo arrivals*: what :func:`cdclab.lessons.demos.build_late_events` writes for the run's window with the
@@ -19,10 +19,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cdclab import diagnostics as d
-from cdclab.db import WAREHOUSE, transaction
-from cdclab.intervals import Window
+from cdclab.common.db import WAREHOUSE, transaction
 from cdclab.lessons import demos
+from cdclab.ops import diagnostics as d
+from cdclab.time.intervals import Window
 
 
 def late_tables(params: Mapping[str, Any]) -> d.LateDataTables:
@@ -76,7 +76,7 @@ def build_late_demo(events: str, ledger_table: str, pipeline: str, start: dt.dat
 
 def identify_late_rows(r: LateRun) -> list[dict[str, Any]]:
     """Create the pipeline's tables if missing and identify the rows that arrived since the previous cutoff
-    after their window was computed (:func:`cdclab.diagnostics.identify_late`), in one transaction.
+    after their window was computed (:func:`cdclab.ops.diagnostics.identify_late`), in one transaction.
     Returns the late rows (XCom-safe dicts)."""
     with transaction(WAREHOUSE) as cur:
         d.prepare_late_data(cur, r.tables)
@@ -84,13 +84,13 @@ def identify_late_rows(r: LateRun) -> list[dict[str, Any]]:
 
 
 def measure_source_delays(r: LateRun) -> None:
-    """One ``source_delay`` finding per source (:func:`cdclab.diagnostics.record_source_delays`)."""
+    """One ``source_delay`` finding per source (:func:`cdclab.ops.diagnostics.record_source_delays`)."""
     with transaction(WAREHOUSE) as cur:
         d.record_source_delays(cur, r.tables, r.cutoff, dag_id=r.dag_id, run_id=r.run_id)
 
 
 def handle_late_arrivals(r: LateRun, late: Sequence[dict[str, Any]]) -> None:
-    """Reprocess or dead-letter each late row (:func:`cdclab.diagnostics.handle_late_rows`), in one
+    """Reprocess or dead-letter each late row (:func:`cdclab.ops.diagnostics.handle_late_rows`), in one
     transaction."""
     with transaction(WAREHOUSE) as cur:
         d.handle_late_rows(
@@ -100,6 +100,6 @@ def handle_late_arrivals(r: LateRun, late: Sequence[dict[str, Any]]) -> None:
 
 def process_run_window(r: LateRun) -> None:
     """Compute the run's own window from the rows arrived by its cutoff and record it in the ledger
-    (:func:`cdclab.diagnostics.process_late_window`), in one transaction."""
+    (:func:`cdclab.ops.diagnostics.process_late_window`), in one transaction."""
     with transaction(WAREHOUSE) as cur:
         d.process_late_window(cur, r.tables, r.start, r.end, r.cutoff, dag_id=r.dag_id, run_id=r.run_id)

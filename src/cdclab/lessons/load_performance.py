@@ -6,11 +6,11 @@ Vocabulary:
   ``public.customers`` with its ``touch_row`` trigger, ``table_rows`` rows).
 - *full load*: read every source row, ``TRUNCATE`` + ``INSERT`` into the target in one transaction.
 - *incremental load*: the half-open window ``[watermark, upper)`` on ``updated_at``
-  (:func:`cdclab.pull.pull`), upserted with a version guard, the watermark advanced to ``upper`` by
+  (:func:`cdclab.delta.pull.pull`), upserted with a version guard, the watermark advanced to ``upper`` by
   compare-and-set in the same transaction: no re-reads, no gaps.
 - *change ratio*: the share of the table's rows one step updates (deterministically chosen per run).
 
-Every measurement is a :class:`cdclab.perf.Measurement` recorded in ``state.perf_runs``.
+Every measurement is a :class:`cdclab.ops.perf.Measurement` recorded in ``state.perf_runs``.
 """
 
 from __future__ import annotations
@@ -23,8 +23,12 @@ from typing import Any
 
 from psycopg2 import sql
 
-from cdclab import delta, perf, pull, state, upsert
-from cdclab.db import SHOP, WAREHOUSE, connect, ident, transaction
+from cdclab.common.db import SHOP, WAREHOUSE, connect, ident, transaction
+from cdclab.delta import detection as delta
+from cdclab.delta import pull
+from cdclab.merge import upsert
+from cdclab.ops import perf
+from cdclab.state import watermarks as state
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +77,7 @@ def prepare_customers_benchmark(source: str, table_rows: int, targets: Iterable[
 
 def full_load(shop: Any, wh: Any, source: str, target: str) -> tuple[int, int]:
     """Read every row of ``source``, ``TRUNCATE`` ``target`` and insert them, in one warehouse
-    transaction (:func:`cdclab.upsert.replace_from`). Returns ``(rows read, rows written)``."""
+    transaction (:func:`cdclab.merge.upsert.replace_from`). Returns ``(rows read, rows written)``."""
     with wh:
         n = upsert.replace_from(shop, source, wh, target)
     return n, n
@@ -159,7 +163,7 @@ def measure_vs_full_load(
 
 def analyse_break_even(*, experiment: str, dag_id: str, run_id: str) -> dict[str, Any]:
     """Read the run's measurements back, interpolate the break-even change ratio by duration
-    (:func:`cdclab.perf.break_even`) and the share of rows the incremental load did not read; record
+    (:func:`cdclab.ops.perf.break_even`) and the share of rows the incremental load did not read; record
     them as the ``break_even`` measurement and return them."""
     with closing(connect(WAREHOUSE)) as wh:
         rows = perf.measurements(wh, experiment, run_id)

@@ -2,8 +2,8 @@
 customer home-zone day that ends inside the run's data interval, for ``dags/71_02_05_timezone.py``.
 
 Vocabulary:
-- *home zone*: ``customers.home_tz``, an IANA zone name checked with :func:`cdclab.timezones.zone`.
-- *local day*: :class:`cdclab.timezones.LocalDay`, a calendar date in a zone with its UTC bounds and its
+- *home zone*: ``customers.home_tz``, an IANA zone name checked with :func:`cdclab.time.timezones.zone`.
+- *local day*: :class:`cdclab.time.timezones.LocalDay`, a calendar date in a zone with its UTC bounds and its
   length in hours (23, 24 or 25).
 - *report row*: ``(scope, tz, local_date, utc_start, utc_end, hours, orders, revenue, computed_by_run)``
   in the target, keyed by ``(scope, tz, local_date)``; ``scope`` is ``business`` or ``home_tz``.
@@ -16,8 +16,8 @@ from typing import Any
 
 from psycopg2 import sql
 
-from cdclab.db import SHOP, WAREHOUSE, ident, transaction
-from cdclab.timezones import (
+from cdclab.common.db import SHOP, WAREHOUSE, ident, transaction
+from cdclab.time.timezones import (
     UnknownTimeZoneError,
     day_totals_sql,
     local_date_of,
@@ -28,7 +28,7 @@ from cdclab.timezones import (
 
 
 def home_zones(customers: str) -> list[str]:
-    """The customers' distinct home zones; :class:`cdclab.timezones.UnknownTimeZoneError` naming the
+    """The customers' distinct home zones; :class:`cdclab.time.timezones.UnknownTimeZoneError` naming the
     customers (the first ten per zone) when a zone is unknown."""
     with transaction(SHOP) as cur:
         cur.execute(

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from cdclab import state
-from cdclab.db import SHOP, WAREHOUSE, connect
+from cdclab.common.db import SHOP, WAREHOUSE, connect
 from cdclab.lessons import antipatterns as ap
+from cdclab.state import watermarks as state
 
 VARIABLE_KEY = "71_06_01_watermark"
 COLD_STARTS = ("interval_start", "everything")

@@ -17,9 +17,10 @@ from typing import Any
 
 import pendulum
 
-from cdclab import pull, state
-from cdclab.db import SHOP, WAREHOUSE, connect
+from cdclab.common.db import SHOP, WAREHOUSE, connect
+from cdclab.delta import pull
 from cdclab.lessons import features
+from cdclab.state import watermarks as state
 
 
 def watermark_key(watermark_key_param: str, orders_table: str) -> str:

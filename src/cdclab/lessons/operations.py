@@ -24,10 +24,11 @@ from typing import Any
 
 import pendulum
 
-from cdclab import health, recovery, state
-from cdclab.db import SHOP, WAREHOUSE, connect, transaction
+from cdclab.common.db import SHOP, WAREHOUSE, connect, transaction
 from cdclab.files.store import ObjectStore
 from cdclab.lessons import demos, opsdocs, strategy
+from cdclab.ops import health, recovery
+from cdclab.state import watermarks as state
 
 # --------------------------------------------------------------------------------------------------
 # 71.10.1 strategy selection
@@ -104,8 +105,8 @@ def _instant(text: str) -> datetime:
 def injected_faults(
     transient_failures: Mapping[str, int], hard_failures: Sequence[str]
 ) -> Callable[[recovery.Interval, int], None]:
-    """A ``fault`` hook for :func:`cdclab.recovery.load_interval` that raises
-    :class:`~cdclab.recovery.TransientSourceError` for the first ``n`` attempts of each interval start in
+    """A ``fault`` hook for :func:`cdclab.ops.recovery.load_interval` that raises
+    :class:`~cdclab.ops.recovery.TransientSourceError` for the first ``n`` attempts of each interval start in
     ``transient_failures`` and for every attempt of those in ``hard_failures`` (ISO 8601 instants)."""
 
     def utc(text: str) -> str:  # one spelling per instant: a +02:00 key names the same hour as its UTC one
@@ -134,7 +135,7 @@ def load_with_recovery(
     base_delay: float,
 ) -> list[recovery.IntervalResult]:
     """Re-run the pipeline's failed and missing intervals, oldest first, then ``current``
-    (:func:`cdclab.recovery.plan`); each with retries, its outcome in the ledger."""
+    (:func:`cdclab.ops.recovery.plan`); each with retries, its outcome in the ledger."""
     with closing(connect(SHOP)) as shop, closing(connect(WAREHOUSE)) as wh:
         recovery.ensure_schema(wh, target)
         return [

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cdclab.ddl import ensure as ensure_ddl
+from cdclab.common.ddl import ensure as ensure_ddl
 
 
 class DocsError(Exception):

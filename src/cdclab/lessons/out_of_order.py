@@ -1,10 +1,10 @@
 """71.5.2 Out-of-order processing: orders and payments pulled incrementally, a payment that arrives
 before its order buffered, released, expired to the dead letters or repaired, for
-``dags/71_05_02_out_of_order.py``. The pattern and its vocabulary live in :mod:`cdclab.outoforder`; these
+``dags/71_05_02_out_of_order.py``. The pattern and its vocabulary live in :mod:`cdclab.time.out_of_order`; these
 are the DAG's steps, each opening and closing its own connections.
 
 Vocabulary:
-- *tables*: :class:`cdclab.outoforder.Tables`, the lesson's tables from ``target_prefix`` plus the
+- *tables*: :class:`cdclab.time.out_of_order.Tables`, the lesson's tables from ``target_prefix`` plus the
   dead-letter table.
 - *watermark keys*: ``<watermark_prefix>/<source table>``, one per source table, in ``state.watermarks``.
 - *seen at*: the end of the run's data interval, the scheduler time that ``first_seen``, the buffer window
@@ -17,9 +17,11 @@ from contextlib import closing
 from datetime import datetime, timedelta
 from typing import Any
 
-from cdclab import outoforder, pull, state
-from cdclab.db import SHOP, WAREHOUSE, connect
-from cdclab.outoforder import Tables
+from cdclab.common.db import SHOP, WAREHOUSE, connect
+from cdclab.delta import pull
+from cdclab.state import watermarks as state
+from cdclab.time import out_of_order as outoforder
+from cdclab.time.out_of_order import Tables
 
 
 def watermark_key(watermark_prefix: str, table: str) -> str:
@@ -45,7 +47,7 @@ def ingest(
     run_id: str,
 ) -> tuple[int, int, dict[str, int]]:
     """Pull the orders and payments changed since their watermarks, upsert the orders, load or buffer the
-    payments (:func:`cdclab.outoforder.ingest`) and advance both watermarks, in one warehouse
+    payments (:func:`cdclab.time.out_of_order.ingest`) and advance both watermarks, in one warehouse
     transaction. Returns (orders pulled, payments pulled, counts)."""
     with closing(connect(SHOP)) as shop, closing(connect(WAREHOUSE)) as wh:
         orders = pull.pull(shop, wh, orders_table, watermark_key(watermark_prefix, orders_table))
@@ -74,7 +76,7 @@ def reconcile(
     payments_table: str, tables: Tables, *, repair: bool, run_id: str, checked_at: datetime
 ) -> dict[str, Any]:
     """Compare every source payment with core + buffer, repair when asked, write one report row
-    (:func:`cdclab.outoforder.reconcile`); returns the report."""
+    (:func:`cdclab.time.out_of_order.reconcile`); returns the report."""
     with closing(connect(SHOP)) as shop, closing(connect(WAREHOUSE)) as wh, wh:
         return outoforder.reconcile(
             shop, wh, tables, payments_table, repair=repair, run_id=run_id, checked_at=checked_at

@@ -27,8 +27,8 @@ from cdclab.cdc import offsets
 from cdclab.cdc.merge import primary_key, source_columns
 from cdclab.cdc.pipeline import kafka_bootstrap
 from cdclab.cdc.replication import CHECKS_DDL, SNAPSHOTS_DDL, checksum, request_incremental_snapshot
-from cdclab.db import SHOP, WAREHOUSE, ident, transaction
-from cdclab.ddl import ensure as ensure_ddl
+from cdclab.common.db import SHOP, WAREHOUSE, ident, transaction
+from cdclab.common.ddl import ensure as ensure_ddl
 
 KAFKA = "kafka_default"
 

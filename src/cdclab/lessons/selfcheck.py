@@ -1,15 +1,15 @@
 """Incremental self-checks: a small test suite of the incremental load that runs inside the lab.
 
 Vocabulary:
-- *load step*: :func:`load_step`, the incremental logic under test: a watermarked pull (``cdclab.pull``)
-  upserted into a target guarded by ``version`` (``cdclab.upsert``), rows and watermark in one transaction.
+- *load step*: :func:`load_step`, the incremental logic under test: a watermarked pull (``cdclab.delta.pull``)
+  upserted into a target guarded by ``version`` (``cdclab.merge.upsert``), rows and watermark in one transaction.
 - *scratch*: each check owns a source table ``public.<scratch>_<check>`` in ``shop``, a target
   ``staging.<scratch>_<check>`` in ``warehouse`` and the watermark key ``<scratch>/<check>``, created fresh
   and dropped afterwards, so checks never see each other's state.
 - *state simulation*: a check presets the watermark with an audited ``reset`` instead of replaying history.
 - *edge cases*: an empty interval, many rows with one equal timestamp across pages, a NULL cursor.
 - *integration check*: one load step of a real source into a real target, then a full comparison
-  (``cdclab.delta.compare_tables``).
+  (``cdclab.delta.detection.compare_tables``).
 - *defect*: a deliberate bug in the load step (:data:`DEFECTS`), to see the suite catch it: a test suite
   that never fails proves nothing. ``drop_rows`` loses the last row of every read while the watermark
   still moves past it (a silent gap); ``duplicate_rows`` applies every row twice with the version guard
@@ -28,9 +28,12 @@ from typing import Any, Literal, get_args
 
 from psycopg2 import sql
 
-from cdclab import delta, pull, state, upsert
-from cdclab.db import ident
-from cdclab.ddl import ensure as ensure_ddl
+from cdclab.common.db import ident
+from cdclab.common.ddl import ensure as ensure_ddl
+from cdclab.delta import detection as delta
+from cdclab.delta import pull
+from cdclab.merge import upsert
+from cdclab.state import watermarks as state
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 CHECKS = [

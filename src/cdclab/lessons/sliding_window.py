@@ -1,7 +1,7 @@
 """71.2.4 Sliding windows: the windows a run must recompute (the one its interval closes and every closed
 window holding an order changed in it) and their recompute from panes, for
-``dags/71_02_04_sliding_window.py``. The patterns are :func:`cdclab.windowagg.affected_windows` and
-:func:`cdclab.windowagg.recompute_sliding`; this module opens the connections and carries windows
+``dags/71_02_04_sliding_window.py``. The patterns are :func:`cdclab.time.window_aggregates.affected_windows` and
+:func:`cdclab.time.window_aggregates.recompute_sliding`; this module opens the connections and carries windows
 through XCom as ``[start, end]`` ISO strings.
 """
 
@@ -11,9 +11,9 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
-from cdclab import windowagg
-from cdclab.db import SHOP, WAREHOUSE, transaction
-from cdclab.intervals import Window, WindowSpec
+from cdclab.common.db import SHOP, WAREHOUSE, transaction
+from cdclab.time import window_aggregates as windowagg
+from cdclab.time.intervals import Window, WindowSpec
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@ next to the data, back the state up, monitor its age, for ``dags/71_10_02_state_
 
 Vocabulary:
 - *scope*: the pipeline name; its watermarks are the keys starting with ``<scope>/`` and its snapshots
-  are numbered per scope (:mod:`cdclab.statebackup`).
+  are numbered per scope (:mod:`cdclab.state.backup`).
 - *restore policy*: ``auto`` (restore the missing rows only when the watermark is gone), ``force``
   (overwrite from the snapshot; no snapshot is an error), ``never``.
 - *change log target*: ``(id, version, tier, updated_at, loaded_by)`` with ``PRIMARY KEY (id, version)``:
@@ -22,10 +22,13 @@ from typing import Any
 from psycopg2 import sql
 from psycopg2.extras import execute_values
 
-from cdclab import delta, health, state, statebackup
 from cdclab.cdc.consumer import ensure_schema as ensure_offsets
-from cdclab.db import SHOP, WAREHOUSE, connect, ident
+from cdclab.common.db import SHOP, WAREHOUSE, connect, ident
+from cdclab.delta import detection as delta
 from cdclab.files.store import ObjectStore
+from cdclab.ops import health
+from cdclab.state import backup as statebackup
+from cdclab.state import watermarks as state
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +72,7 @@ def recover(
 def load_changes(source: str, target: str, key: str, *, dag_id: str, run_id: str) -> dict[str, Any]:
     """Append the versions of ``source`` changed since the watermark ``key`` to the change log ``target``
     (created when missing) and advance the watermark, in one warehouse transaction. The read's upper
-    bound is :func:`cdclab.delta.read_upper_bound`. Returns ``{"old", "new", "read", "appended"}``."""
+    bound is :func:`cdclab.delta.detection.read_upper_bound`. Returns ``{"old", "new", "read", "appended"}``."""
     with closing(connect(SHOP)) as shop, closing(connect(WAREHOUSE)) as wh:
         with wh, wh.cursor() as cur:
             cur.execute(
@@ -105,7 +108,7 @@ def load_changes(source: str, target: str, key: str, *, dag_id: str, run_id: str
 
 def backup(scope: str, bucket: str, prefix: str, groups: list[str], *, run_id: str) -> dict[str, Any]:
     """The next snapshot of ``scope`` (watermarks ``<scope>/*``, the offsets of ``groups``) to
-    ``bucket/prefix`` (:func:`cdclab.statebackup.backup`). Returns the backup info."""
+    ``bucket/prefix`` (:func:`cdclab.state.backup.backup`). Returns the backup info."""
     with closing(connect(WAREHOUSE)) as wh:
         info = statebackup.backup(
             wh,

@@ -2,14 +2,14 @@
 measured (write, read back, record) and the retention step for their history.
 
 Vocabulary:
-- *table store*: :class:`cdclab.state.TableWatermarkStore` in ``state.watermarks`` (compare-and-set, a
+- *table store*: :class:`cdclab.state.watermarks.TableWatermarkStore` in ``state.watermarks`` (compare-and-set, a
   history row per change); keys ``<experiment>/k<i>``.
-- *variable store*: :class:`cdclab.state.VariableWatermarkStore` (Airflow Variables, one API call per
+- *variable store*: :class:`cdclab.state.watermarks.VariableWatermarkStore` (Airflow Variables, one API call per
   get/set, last writer wins); keys ``<prefix>k<i>``.
 - *kv store*: a plain ``<kv_table>`` (``key text PRIMARY KEY, value bigint``) with ``<kv_table>_history``,
   holding many keys ``<experiment>/p<00000>``; written and read once per key and once in batch.
 
-Every measurement is a :class:`cdclab.perf.Measurement` recorded in ``state.perf_runs``; a store that
+Every measurement is a :class:`cdclab.ops.perf.Measurement` recorded in ``state.perf_runs``; a store that
 reads back something else than was just written raises :class:`StateReadBackMismatch`.
 """
 
@@ -23,8 +23,9 @@ from typing import Any
 from psycopg2 import sql
 from psycopg2.extras import execute_values
 
-from cdclab import perf, state
-from cdclab.db import WAREHOUSE, connect, ident
+from cdclab.common.db import WAREHOUSE, connect, ident
+from cdclab.ops import perf
+from cdclab.state import watermarks as state
 
 
 class StateReadBackMismatch(RuntimeError):
@@ -187,7 +188,7 @@ def measure_kv_store(run: MeasureRun, n_keys: int, kv_table: str) -> dict[str, A
 
 def cleanup_history(experiment: str, keep: int, *, kv_table: str, dag_id: str, run_id: str) -> dict[str, int]:
     """Keep the newest ``keep`` history rows per key of this experiment in ``state.watermark_history`` and
-    ``<kv_table>_history`` (:func:`cdclab.perf.prune_history`), record ``cleanup``. Returns the rows
+    ``<kv_table>_history`` (:func:`cdclab.ops.perf.prune_history`), record ``cleanup``. Returns the rows
     removed per table."""
     with closing(connect(WAREHOUSE)) as wh:
         with perf.Stopwatch() as sw:

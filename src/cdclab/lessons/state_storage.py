@@ -3,9 +3,9 @@ keeping its watermark in another store, for ``dags/71_01_05_state_storage.py``.
 
 Vocabulary:
 - *store*: where a copy keeps its watermark, one of :data:`STORES` — an Airflow Variable
-  (:class:`cdclab.state.VariableWatermarkStore`), the run's XCom, ``state.watermarks``
-  (:class:`cdclab.state.TableWatermarkStore`) or the asset state store
-  (:class:`cdclab.state.AssetStateWatermarkStore`).
+  (:class:`cdclab.state.watermarks.VariableWatermarkStore`), the run's XCom, ``state.watermarks``
+  (:class:`cdclab.state.watermarks.TableWatermarkStore`) or the asset state store
+  (:class:`cdclab.state.watermarks.AssetStateWatermarkStore`).
 - *target*: each store's copy of the source, ``<target_prefix>_<store>`` (:func:`target_of`).
 - *load result*: ``{"read": rows read, "found": whether a previous watermark was there}``, what each
   load task returns.
@@ -16,8 +16,10 @@ from __future__ import annotations
 from contextlib import closing
 from typing import Any, Final
 
-from cdclab import delta, state, upsert
-from cdclab.db import SHOP, WAREHOUSE, connect
+from cdclab.common.db import SHOP, WAREHOUSE, connect
+from cdclab.delta import detection as delta
+from cdclab.merge import upsert
+from cdclab.state import watermarks as state
 
 KEY_COLUMNS = ["id"]
 STORES = ("variable", "xcom", "table", "asset")
@@ -87,7 +89,7 @@ def asset_load(accessor: Any, source: str, target_prefix: str, state_key: str) -
 
 
 def xcom_load(previous: Any, source: str, target_prefix: str) -> tuple[dict[str, Any], dict[str, str] | None]:
-    """The XCom copy: ``previous`` is what the task pulled (an ``xcom_payload`` of :mod:`cdclab.state` or
+    """The XCom copy: ``previous`` is what the task pulled (an ``xcom_payload`` of :mod:`cdclab.state.watermarks` or
     None). Returns the load result and the payload to push (None when there is no watermark)."""
     old = state.from_xcom_payload(previous, VALUE_TYPE)
     read, new = load(source, target_of(target_prefix, "xcom"), old)

@@ -27,9 +27,11 @@ from typing import Any, Literal
 from psycopg2 import sql
 from psycopg2.extras import Json
 
-from cdclab import delta, state, upsert
-from cdclab.db import ident
-from cdclab.ddl import ensure as ensure_ddl
+from cdclab.common.db import ident
+from cdclab.common.ddl import ensure as ensure_ddl
+from cdclab.delta import detection as delta
+from cdclab.merge import upsert
+from cdclab.state import watermarks as state
 
 Strategy = Literal["full", "timestamp", "version", "hash", "log_cdc"]
 STRATEGIES: tuple[str, ...] = ("full", "timestamp", "version", "hash", "log_cdc")

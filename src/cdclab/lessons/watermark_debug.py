@@ -4,12 +4,12 @@ when it lies, load incrementally and verify again, for ``dags/71_08_02_watermark
 Vocabulary:
 - *debug run*: :class:`DebugRun`, the source, the target, the watermark key and the findings table one
   DAG run works on, and the run that records the findings.
-- *verdict*: :func:`cdclab.diagnostics.check_watermark`'s ``ok``, ``missing``, ``wrong_type``,
+- *verdict*: :func:`cdclab.ops.diagnostics.check_watermark`'s ``ok``, ``missing``, ``wrong_type``,
   ``ahead_of_data``, ``behind_data``; the first two of :data:`INCONSISTENT` are repaired by :func:`reset`.
 - *history verdict*: ``empty`` (no move yet), ``ok``, ``regressed`` (the latest move went backwards) or
   ``type_changed`` (the latest move changed the value type).
 
-Every step writes findings (:func:`cdclab.diagnostics.record_finding`) into the findings table.
+Every step writes findings (:func:`cdclab.ops.diagnostics.record_finding`) into the findings table.
 """
 
 from __future__ import annotations
@@ -21,10 +21,12 @@ from typing import Any
 
 from psycopg2 import sql
 
-from cdclab import diagnostics as d
-from cdclab import pull, state, upsert
-from cdclab.db import SHOP, WAREHOUSE, connect, ident
+from cdclab.common.db import SHOP, WAREHOUSE, connect, ident
+from cdclab.delta import pull
 from cdclab.lessons import demos
+from cdclab.merge import upsert
+from cdclab.ops import diagnostics as d
+from cdclab.state import watermarks as state
 
 KEY = "id"
 CURSOR = "updated_at"
@@ -130,7 +132,7 @@ def reset(r: DebugRun, verdict: str, max_loaded: str | None, *, auto_reset: bool
 
 
 def load(r: DebugRun) -> tuple[pull.Pull, upsert.UpsertResult]:
-    """Incremental load from the watermark (:func:`cdclab.pull.pull`, which refuses a wrong type or a
+    """Incremental load from the watermark (:func:`cdclab.delta.pull.pull`, which refuses a wrong type or a
     future value), upsert guarded by ``version``; the watermark is initialised with an audited ``init``
     reset when it was missing, else advanced by compare-and-set, in the same transaction."""
     with closing(connect(SHOP)) as shop, closing(connect(WAREHOUSE)) as wh:
@@ -156,7 +158,7 @@ def _source_empty(shop: Any, source: str) -> bool:
 
 def recheck(r: DebugRun, loaded: dict[str, int]) -> None:
     """Record the ``post_load_verification`` finding (``empty_source`` when nothing is there to load and
-    nothing was loaded); :class:`cdclab.diagnostics.WatermarkInconsistentError` unless it is ``ok``."""
+    nothing was loaded); :class:`cdclab.ops.diagnostics.WatermarkInconsistentError` unless it is ``ok``."""
     with closing(connect(SHOP)) as shop, closing(connect(WAREHOUSE)) as wh:
         with wh, wh.cursor() as cur:
             check = _check(shop, wh, r)

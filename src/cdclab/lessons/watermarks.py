@@ -3,12 +3,12 @@ the same transaction), for ``dags/71_01_03_watermarks.py``.
 
 Vocabulary:
 - *upper bound*: the source's ``now()``, held back to the start of the oldest transaction still open in
-  the shop (:func:`cdclab.delta.oldest_open_transaction_start`): rows it stamped are not visible yet.
+  the shop (:func:`cdclab.delta.detection.oldest_open_transaction_start`): rows it stamped are not visible yet.
 - *mode*: ``after_commit`` (the load commits the rows, a later step moves the watermark by
   compare-and-set, :func:`advance_after_commit`) or ``same_transaction`` (rows and watermark commit
   together in :func:`load`).
 - *loaded*: :class:`Loaded`, what one load read and wrote; :meth:`Loaded.xcom` is the hand-over from the
-  load to the watermark step (values typed by ``xcom_payload`` of :mod:`cdclab.state`).
+  load to the watermark step (values typed by ``xcom_payload`` of :mod:`cdclab.state.watermarks`).
 """
 
 from __future__ import annotations
@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from cdclab import delta, state, upsert
-from cdclab.db import SHOP, WAREHOUSE, connect
+from cdclab.common.db import SHOP, WAREHOUSE, connect
+from cdclab.delta import detection as delta
+from cdclab.merge import upsert
+from cdclab.state import watermarks as state
 
 KEY_COLUMNS = ["id"]
 MODES = ("after_commit", "same_transaction")
@@ -116,7 +118,7 @@ def needs_advance(mode: str, old: Any, new: Any) -> bool:
 
 def advance_after_commit(loaded: Mapping[str, Any], *, dag_id: str, run_id: str) -> tuple[Any, Any, bool]:
     """Move the watermark of a committed load (:meth:`Loaded.xcom`) from ``old`` to ``new`` by
-    compare-and-set (:class:`cdclab.state.WatermarkConflictError` when another run moved it meanwhile).
+    compare-and-set (:class:`cdclab.state.watermarks.WatermarkConflictError` when another run moved it meanwhile).
     Returns ``(old, new, moved)``."""
     old = state.from_xcom_payload(loaded["old"], "timestamptz")
     new = state.from_xcom_payload(loaded["new"], "timestamptz")

@@ -154,7 +154,7 @@ LAB_START_POLICIES = ("auto", "never")
 
 def lab_start_policy() -> str:
     """``CDCLAB_LAB_START``: ``auto`` (default: reuse a healthy lab, else start it) or ``never``."""
-    from cdclab.options import one_of
+    from cdclab.common.options import one_of
 
     return one_of(
         "CDCLAB_LAB_START", os.environ.get("CDCLAB_LAB_START", "auto") or "auto", LAB_START_POLICIES

@@ -27,7 +27,7 @@ from typing import Any, TypeAlias
 
 from psycopg2 import sql
 
-from cdclab.db import ident
+from cdclab.common.db import ident
 
 Key = tuple[Any, ...]
 Row = dict[str, Any]

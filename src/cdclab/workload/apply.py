@@ -14,7 +14,7 @@ from typing import Any
 
 from psycopg2 import sql
 
-from cdclab.db import ident
+from cdclab.common.db import ident
 from cdclab.workload.model import (
     COLUMNS,
     KEY_COLUMNS,

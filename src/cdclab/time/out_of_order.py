@@ -26,10 +26,10 @@ from typing import Any
 
 from psycopg2 import sql
 
-from cdclab import upsert
-from cdclab.db import ident
-from cdclab.ddl import ensure as ensure_ddl
-from cdclab.tablenames import PrefixedTables, Table
+from cdclab.common.db import ident
+from cdclab.common.ddl import ensure as ensure_ddl
+from cdclab.common.tablenames import PrefixedTables, Table
+from cdclab.merge import upsert
 
 ORDER_COLUMNS = ["id", "customer_id", "status", "total", "ordered_at", "version"]
 PAYMENT_COLUMNS = ["id", "order_id", "amount", "method", "paid_at", "version"]

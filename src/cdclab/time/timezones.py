@@ -177,7 +177,7 @@ def day_totals_sql(orders: str, customers: str | None = None) -> Any:
     """
     from psycopg2 import sql
 
-    from cdclab.db import ident
+    from cdclab.common.db import ident
 
     if customers is None:
         return sql.SQL(

@@ -26,7 +26,7 @@ Vocabulary:
 Endpoints: ``GET /accounts``, ``POST /accounts`` (create), ``PATCH /accounts/<id>``,
 ``DELETE /accounts/<id>`` (JSON body optional; ``modified_at`` in the body overrides the clock),
 ``GET /admin/snapshot`` (every record, unthrottled), ``GET /admin/stats``, ``POST /admin/faults``,
-``POST /admin/reset``. Run as a service: ``python -m cdclab.partner_api [--host H] [--port P]``
+``POST /admin/reset``. Run as a service: ``python -m cdclab.delta.partner_api [--host H] [--port P]``
 (env ``PARTNER_API_HOST``/``PARTNER_API_PORT``, default 127.0.0.1:8099, ``PARTNER_API_RATE``,
 ``PARTNER_API_BURST``, ``PARTNER_API_SEED_COUNT``).
 """
@@ -51,8 +51,8 @@ from typing import Any
 
 from psycopg2 import sql
 
-from cdclab.db import ident
-from cdclab.ddl import ensure as ensure_ddl
+from cdclab.common.db import ident
+from cdclab.common.ddl import ensure as ensure_ddl
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8099
@@ -378,7 +378,9 @@ def serve_in_thread(
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m cdclab.partner_api", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m cdclab.delta.partner_api", description=__doc__.splitlines()[0]
+    )
     ap.add_argument("--host", default=os.environ.get("PARTNER_API_HOST", DEFAULT_HOST))
     ap.add_argument("--port", type=int, default=int(os.environ.get("PARTNER_API_PORT", DEFAULT_PORT)))
     ap.add_argument("--rate", type=float, default=float(os.environ.get("PARTNER_API_RATE", 20)))

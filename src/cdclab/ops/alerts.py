@@ -1,7 +1,7 @@
 """Alerts: the critical findings of a monitoring run, delivered where a user sees them.
 
 Vocabulary:
-- *alert*: one ``alert``-status check of a monitoring run (``marts.pipeline_health``, :mod:`cdclab.health`),
+- *alert*: one ``alert``-status check of a monitoring run (``marts.pipeline_health``, :mod:`cdclab.ops.health`),
   or, when the run failed before it could grade anything, the failure itself (check ``monitoring_failed``).
   Its *severity* is ``critical``; warnings stay on the dashboard (``marts.pipeline_health_dashboard``).
 - *sink*: where an alert is delivered: the table ``marts.alerts`` (``infra/postgres/warehouse/V005``; one
@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 from airflow.sdk import BaseNotifier
 
-from cdclab.db import WAREHOUSE
+from cdclab.common.db import WAREHOUSE
 
 Severity = Literal["warning", "critical"]
 
@@ -148,7 +148,7 @@ class HealthAlertNotifier(BaseNotifier):
         self.conn_id = conn_id
 
     def notify(self, context: Any) -> None:
-        from cdclab.db import connect
+        from cdclab.common.db import connect
 
         ti, dag_run = context["ti"], context["dag_run"]
         conn = connect(self.conn_id, application_name="cdclab-alerts")

@@ -1,6 +1,6 @@
 """First arrivals: when the pipeline first saw a row, a time that later updates do not move.
 
-Vocabulary (windows, lateness and skew are defined in :mod:`cdclab.intervals`):
+Vocabulary (windows, lateness and skew are defined in :mod:`cdclab.time.intervals`):
 - *arrival*: a source row that a run reads because its processing-time column (``updated_at``) lies in the
   run's interval. Every UPDATE resets ``updated_at``, so a row *arrives again* with each change: an order
   placed and received at 10:05 whose status changes at 15:00 looks, by ``updated_at``, like an order that
@@ -8,12 +8,12 @@ Vocabulary (windows, lateness and skew are defined in :mod:`cdclab.intervals`):
 - *first arrival*: the processing time at which the pipeline saw the row for the first time. The *arrivals
   ledger* keeps one row per key, written once (``ON CONFLICT DO NOTHING``): the event time, the first
   arrival, the event-time window and the classification of the two
-  (:func:`cdclab.intervals.classify_arrival`).
+  (:func:`cdclab.time.intervals.classify_arrival`).
 - Runs classify **from the ledger**, never from the current ``updated_at``: an order that was on time stays
   on time however often and however late it is updated; a rerun of an old interval reads the same ledger
   rows and gives the same verdicts, so it cannot change a window that was already computed.
 - *accepted*: ledger rows classified ``on_time`` or ``late``; a window's aggregate counts exactly those
-  (:func:`cdclab.windowagg.recompute_accepted`).
+  (:func:`cdclab.time.window_aggregates.recompute_accepted`).
 - *rejected*: ``too_late`` and ``future`` first arrivals. They are not applied and not dropped: the
   *late-events log* keeps each with its reason (:func:`log_rejected`).
 
@@ -33,9 +33,9 @@ from typing import Any
 from psycopg2 import sql
 from psycopg2.extras import execute_values
 
-from cdclab.db import SHOP, WAREHOUSE, ident, transaction
-from cdclab.ddl import ensure as ensure_ddl
-from cdclab.intervals import Arrival, Window, WindowSpec, classify_arrival
+from cdclab.common.db import SHOP, WAREHOUSE, ident, transaction
+from cdclab.common.ddl import ensure as ensure_ddl
+from cdclab.time.intervals import Arrival, Window, WindowSpec, classify_arrival
 
 ACCEPTED: tuple[Arrival, ...] = ("on_time", "late")
 LEDGER = "state.orders_arrivals_71_02_03"

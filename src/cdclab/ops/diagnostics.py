@@ -35,9 +35,9 @@ from typing import Any, Literal
 from psycopg2 import sql
 from psycopg2.extras import Json
 
-from cdclab.db import ident
-from cdclab.ddl import ensure as ensure_ddl
-from cdclab.delta import row_hash
+from cdclab.common.db import ident
+from cdclab.common.ddl import ensure as ensure_ddl
+from cdclab.delta.detection import row_hash
 
 log = logging.getLogger(__name__)
 
@@ -293,7 +293,7 @@ def load_window(
     end: dt.datetime,
 ) -> int:
     """Upsert the source rows with ``start <= cursor < end`` into ``target`` (does not commit)."""
-    from cdclab.upsert import upsert_rows
+    from cdclab.merge.upsert import upsert_rows
 
     with source_conn.cursor() as cur:
         cur.execute(
@@ -360,7 +360,7 @@ def check_watermark(
 
 
 def _decode_any(text: str | None, value_type: str) -> Any:
-    from cdclab.state import VALUE_TYPES, WatermarkTypeError, decode
+    from cdclab.state.watermarks import VALUE_TYPES, WatermarkTypeError, decode
 
     if text is None or text == "":
         return None
@@ -378,7 +378,7 @@ def watermark_history(cur: Any, key: str, table: str = "state.watermark_history"
     A row records one ``value_type`` (the new value's); when a reset changed the type, the old value is
     of the previous type, so it is decoded with whichever type parses it (``TableWatermarkStore.history``
     decodes both with the new type and raises on exactly the rows a debugger needs to read)."""
-    from cdclab.state import HistoryEntry
+    from cdclab.state.watermarks import HistoryEntry
 
     cur.execute(
         sql.SQL(

@@ -28,8 +28,8 @@ from typing import Any, Literal
 
 from psycopg2 import sql
 
-from cdclab.db import SHOP, WAREHOUSE, ident, transaction
-from cdclab.intervals import Window
+from cdclab.common.db import SHOP, WAREHOUSE, ident, transaction
+from cdclab.time.intervals import Window
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ Vocabulary:
 - *ingest time*: when the pipeline got it (``ingest_time``); recorded, never used to place an event.
   Ingest order is the Kafka offset order, which is the order this module reads events in.
 - *window*: a tumbling, half-open event-time interval ``[start, start + size)`` aligned to the Unix epoch
-  (:class:`cdclab.intervals.WindowSpec`); each event belongs to exactly one window.
+  (:class:`cdclab.time.intervals.WindowSpec`); each event belongs to exactly one window.
 - *watermark*: ``max event time seen - allowed lateness``: the stream's claim that no event older than
   this will still be accepted. It only moves forward, and only when newer events arrive: a stream that
   goes quiet does not close its last windows.
@@ -55,11 +55,11 @@ from typing import Any, Literal
 from psycopg2 import sql
 from psycopg2.extras import execute_values
 
-from cdclab import db
-from cdclab.ddl import ensure as ensure_ddl
-from cdclab.intervals import Window, WindowSpec
-from cdclab.tablenames import Table
-from cdclab.timezones import require_aware
+from cdclab.common import db
+from cdclab.common.ddl import ensure as ensure_ddl
+from cdclab.common.tablenames import Table
+from cdclab.time.intervals import Window, WindowSpec
+from cdclab.time.timezones import require_aware
 
 log = logging.getLogger(__name__)
 

@@ -37,10 +37,11 @@ from typing import Any, Literal
 
 from psycopg2 import sql
 
-from cdclab import state, statebackup
 from cdclab.cdc import offsets, slots
-from cdclab.db import ident
-from cdclab.ddl import ensure as ensure_ddl
+from cdclab.common.db import ident
+from cdclab.common.ddl import ensure as ensure_ddl
+from cdclab.state import backup as statebackup
+from cdclab.state import watermarks as state
 
 Status = Literal["ok", "warn", "alert"]
 
@@ -149,7 +150,7 @@ def watermark_ages(
 
 
 def backup_age(conn: Any, scope: str, at: datetime, warn: float, alert: float) -> Check:
-    """Seconds from the newest state backup of ``scope`` (:mod:`cdclab.statebackup`) to ``at``; no backup
+    """Seconds from the newest state backup of ``scope`` (:mod:`cdclab.state.backup`) to ``at``; no backup
     at all is an alert."""
     taken = statebackup.latest_taken_at(conn, scope)
     age = None if taken is None else max((at - taken).total_seconds(), 0.0)

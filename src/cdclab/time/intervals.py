@@ -44,7 +44,7 @@ import pendulum
 from pendulum import DateTime
 from psycopg2 import sql
 
-from cdclab.timezones import require_aware, zone
+from cdclab.time.timezones import require_aware, zone
 
 AlignPolicy = Literal["raise", "split", "expand"]
 Grain = Literal["hour", "day"]
@@ -170,7 +170,7 @@ class Window:
 NO_INTERVAL_BEHAVIOUR = (
     "A run without a logical date (REST API / CLI trigger without one) gets the interval the UI's Trigger "
     "would give it at the same moment: timetable.infer_manual_data_interval(run_after), i.e. the last "
-    "complete interval before the run started (cdclab.intervals.run_interval)."
+    "complete interval before the run started (cdclab.time.intervals.run_interval)."
 )
 
 

@@ -14,7 +14,7 @@ Vocabulary:
         orders = Table()  # Tables("core.agg").orders == "core.agg_orders"
         metrics = Table()
 
-The names are whatever ``name`` returns: a ``schema.table`` text for :func:`cdclab.db.ident`, or a
+The names are whatever ``name`` returns: a ``schema.table`` text for :func:`cdclab.common.db.ident`, or a
 ``psycopg2.sql.Identifier`` ready for a statement.
 """
 

@@ -33,10 +33,11 @@ from typing import Any
 from psycopg2 import sql
 from psycopg2.extras import execute_values
 
-from cdclab import pull, upsert
-from cdclab.db import ident
-from cdclab.ddl import ensure as ensure_ddl
-from cdclab.tablenames import PrefixedTables, Table
+from cdclab.common.db import ident
+from cdclab.common.ddl import ensure as ensure_ddl
+from cdclab.common.tablenames import PrefixedTables, Table
+from cdclab.delta import pull
+from cdclab.merge import upsert
 
 Group = tuple[int, date]
 Totals = dict[Group, tuple[int, Decimal]]
@@ -392,7 +393,7 @@ def verify(wh: Any, t: Tables, done: Synced, run_id: str) -> dict[str, int]:
 
 
 # ---------------------------------------------------------------------------------------------------
-# the 71_05_03 tasks (connections from Airflow: cdclab.db)
+# the 71_05_03 tasks (connections from Airflow: cdclab.common.db)
 
 
 def watermark_key(orders_table: str, key: str = "") -> str:
@@ -401,8 +402,8 @@ def watermark_key(orders_table: str, key: str = "") -> str:
 
 def prepare(prefix: str) -> None:
     """The lesson's tables (and the watermark store) exist."""
-    from cdclab import state
-    from cdclab.db import WAREHOUSE, connect
+    from cdclab.common.db import WAREHOUSE, connect
+    from cdclab.state import watermarks as state
 
     wh = connect(WAREHOUSE)
     try:
@@ -413,7 +414,7 @@ def prepare(prefix: str) -> None:
 
 
 def _sync_with(orders_table: str, prefix: str, key: str, dag_id: str, run_id: str, *, check: bool) -> Any:
-    from cdclab.db import SHOP, WAREHOUSE, connect
+    from cdclab.common.db import SHOP, WAREHOUSE, connect
 
     t = Tables(prefix)
     shop, wh = connect(SHOP), connect(WAREHOUSE)

@@ -24,8 +24,8 @@ import psycopg2.extensions
 from psycopg2 import sql
 from psycopg2.extras import execute_values
 
-from cdclab.db import ident
-from cdclab.ddl import ensure as ensure_ddl
+from cdclab.common.db import ident
+from cdclab.common.ddl import ensure as ensure_ddl
 
 
 class UpsertError(Exception):
@@ -256,7 +256,7 @@ def copy_upsert(
     ``since=None`` reads everything (the first load). The read is one statement, so it sees one
     snapshot; it does not end ``source_conn``'s transaction. Nothing is committed on ``target_conn``:
     the caller's transaction decides, so the watermark (``max_cursor``) can be stored with the rows.
-    Rows whose cursor is NULL are never in a window: like :func:`cdclab.delta.read_timestamp_delta`'s
+    Rows whose cursor is NULL are never in a window: like :func:`cdclab.delta.detection.read_timestamp_delta`'s
     default policy, they are an error, not a silent skip. The text format carries every value exactly
     (``timestamptz`` with its offset), so source and target sessions may have different time zones.
     A key that appears twice in the window (a source without a unique key) keeps its newest version
@@ -286,7 +286,7 @@ def copy_upsert(
         cur.execute(sql.SQL("SELECT count(*) FROM {} WHERE {} IS NULL").format(ident(source), cursor))
         nulls = cur.fetchone()[0]
         if nulls:
-            from cdclab.delta import NullCursorError
+            from cdclab.delta.detection import NullCursorError
 
             raise NullCursorError(
                 f"{nulls} row(s) of {source} have NULL {cursor_column}: no window ever reads them"

@@ -31,8 +31,8 @@ from typing import Any
 
 from psycopg2 import sql
 
-from cdclab.db import ident
-from cdclab.ddl import ensure as ensure_ddl
+from cdclab.common.db import ident
+from cdclab.common.ddl import ensure as ensure_ddl
 
 PERF_RUNS = "state.perf_runs"
 INDEX_SCANS: frozenset[str] = frozenset({"Index Scan", "Index Only Scan", "Bitmap Index Scan"})

@@ -3,7 +3,7 @@
 Vocabulary:
 - *cursor column*: a column whose value grows with every change of a row (``updated_at``, a global
   change sequence). The delta is every row whose cursor is past the *watermark* (see
-  :mod:`cdclab.state`).
+  :mod:`cdclab.state.watermarks`).
 - *range*: the half-open ``[lower, upper)`` a read covers. ``lower`` is the stored watermark minus
   the *lookback*; it is **closed** (``>=``) because rows that share the watermark's timestamp may have
   committed after the previous read. ``upper`` is exclusive: the data interval's end, and never later
@@ -13,13 +13,13 @@ Vocabulary:
 - *lookback* (overlap): how far before the watermark a read starts again. ``updated_at = now()`` is
   the *transaction's start*, so a long transaction that commits late writes a timestamp below a
   watermark already stored; a lookback longer than the longest transaction catches it. Rows read twice
-  are harmless because the target write is idempotent and version-guarded (:mod:`cdclab.upsert`
+  are harmless because the target write is idempotent and version-guarded (:mod:`cdclab.merge.upsert`
   counts them as ``skipped``) — that is the de-duplication across runs.
 - *keyset pagination*: pages ordered by ``(cursor, key...)`` and continued with
   ``WHERE (cursor, key...) > (last cursor, last key...)``. Rows with equal cursor values that straddle
   a page boundary are neither missed nor read twice, which ``cursor > last`` (misses) and
   ``cursor >= last`` (repeats) both get wrong. Within one read a row is returned once per
-  ``(cursor, key)``; :func:`cdclab.upsert.dedupe_by_key` collapses a row that moved while paging.
+  ``(cursor, key)``; :func:`cdclab.merge.upsert.dedupe_by_key` collapses a row that moved while paging.
 - *NULL cursor policy* (:data:`NullPolicy`): a row whose cursor is NULL has no place in the order.
   ``"raise"`` (default) stops with :class:`NullCursorError`; ``"include"`` reads those rows in every
   run (they are treated as always changed); ``"exclude"`` skips them but reports how many
@@ -54,8 +54,8 @@ from typing import Any, Literal, get_args
 from psycopg2 import sql
 from psycopg2.extras import execute_values
 
-from cdclab.db import ident
-from cdclab.ddl import ensure as ensure_ddl
+from cdclab.common.db import ident
+from cdclab.common.ddl import ensure as ensure_ddl
 
 NullPolicy = Literal["raise", "include", "exclude"]
 NULL_POLICIES: frozenset[str] = frozenset(get_args(NullPolicy))

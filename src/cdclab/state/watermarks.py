@@ -54,8 +54,8 @@ from typing import Any, Literal, get_args
 
 from psycopg2 import sql
 
-from cdclab.db import ident
-from cdclab.ddl import ensure as ensure_ddl
+from cdclab.common.db import ident
+from cdclab.common.ddl import ensure as ensure_ddl
 
 ValueType = Literal["timestamptz", "bigint", "text", "json"]
 VALUE_TYPES: frozenset[str] = frozenset(get_args(ValueType))
@@ -552,7 +552,7 @@ class VariableWatermarkStore:
         Variable.set(
             self.name(key),
             typed_document(value, value_type),
-            description=f"cdclab watermark ({value_type}), written by cdclab.state",
+            description=f"cdclab watermark ({value_type}), written by cdclab.state.watermarks",
         )
 
     def delete(self, key: str) -> None:
@@ -572,7 +572,7 @@ def parse_typed_document(raw: Any, value_type: str, *, where: str = "state") -> 
     if not isinstance(doc, dict) or "type" not in doc or "value" not in doc:
         raise WatermarkTypeError(
             f"{where} does not hold a typed watermark document ({raw!r}); expected "
-            '{"type": ..., "value": ...} — delete it or write it with cdclab.state'
+            '{"type": ..., "value": ...} — delete it or write it with cdclab.state.watermarks'
         )
     if doc["type"] != value_type:
         raise WatermarkTypeError(

@@ -8,7 +8,7 @@ Vocabulary:
   version valid from that instant. The first version of a customer is valid from ``-infinity``, so every
   order finds a version. A newer source version that changes nothing tracked only moves ``source_version``.
 - *SCD1* (``dim_product``): one row per product, overwritten in place by a version-guarded upsert
-  (``cdclab.upsert``): history is not kept, the surrogate key never changes.
+  (``cdclab.merge.upsert``): history is not kept, the surrogate key never changes.
 - *inferred member*: a fact arrives before its dimension row (late-arriving dimension). The load inserts
   a placeholder row (``is_inferred`` = true, unknown attributes, ``source_version`` 0) so the fact gets a
   surrogate key now; when the real row arrives it *completes* the placeholder in place (same key), so
@@ -31,9 +31,9 @@ from typing import Any
 from psycopg2 import sql
 from psycopg2.extras import execute_values
 
-from cdclab import upsert
-from cdclab.db import ident
-from cdclab.ddl import ensure as ensure_ddl
+from cdclab.common.db import ident
+from cdclab.common.ddl import ensure as ensure_ddl
+from cdclab.merge import upsert
 
 CUSTOMER_TRACKED = ("email", "full_name", "home_tz", "tier")
 CUSTOMER_STAGE = (

@@ -21,9 +21,9 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from cdclab.ddl import ensure as ensure_ddl
+from cdclab.common.ddl import ensure as ensure_ddl
+from cdclab.common.options import one_of
 from cdclab.files.store import ObjectStore
-from cdclab.options import one_of
 
 RestoreMode = Literal["missing", "overwrite"]
 FORMAT = 1

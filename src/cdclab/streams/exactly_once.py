@@ -42,13 +42,13 @@ from typing import Any, Literal, get_args
 from psycopg2 import sql
 from psycopg2.extras import execute_values
 
-from cdclab import db
 from cdclab.cdc import consumer as kc
-from cdclab.db import WAREHOUSE
-from cdclab.ddl import ensure as ensure_ddl
-from cdclab.options import one_of
-from cdclab.streams import ClickEvent, MalformedClickEventError, parse_event
-from cdclab.tablenames import Table
+from cdclab.common import db
+from cdclab.common.db import WAREHOUSE
+from cdclab.common.ddl import ensure as ensure_ddl
+from cdclab.common.options import one_of
+from cdclab.common.tablenames import Table
+from cdclab.streams.windows import ClickEvent, MalformedClickEventError, parse_event
 
 log = logging.getLogger(__name__)
 

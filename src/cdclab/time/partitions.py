@@ -3,7 +3,7 @@
 Vocabulary:
 - *parent*: a table ``PARTITION BY RANGE (<time column>)``; it holds no rows itself.
 - *partition table*: ``<parent>_<suffix>`` (``core.orders_by_day_p20260329``) holding exactly the rows whose
-  time column lies in the partition's ``[start, end)`` bounds (:class:`cdclab.intervals.Partition`).
+  time column lies in the partition's ``[start, end)`` bounds (:class:`cdclab.time.intervals.Partition`).
   Postgres range partitions are half-open too (``FROM (start) TO (end)``), so they line up with
   Airflow data intervals one to one.
 - *partition replace*: ``TRUNCATE`` the partition and insert the interval's rows again, in one
@@ -21,8 +21,8 @@ from typing import Any
 
 from psycopg2 import sql
 
-from cdclab.db import SHOP, WAREHOUSE, ident, transaction
-from cdclab.intervals import Partition, Window, partition_of, partitions_for
+from cdclab.common.db import SHOP, WAREHOUSE, ident, transaction
+from cdclab.time.intervals import Partition, Window, partition_of, partitions_for
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 
@@ -128,7 +128,7 @@ WHERE ordered_at >= %(start)s AND ordered_at < %(end)s;
 """
 """A Jinja template for ``SQLExecuteQueryOperator``: needs the macros ``ident`` (:func:`quoted_name`),
 ``partition_table`` (:func:`partition_table_at`) and ``run_interval_of``
-(:func:`cdclab.intervals.interval_for_run`), the params ``target`` and ``staging`` and the bound
+(:func:`cdclab.time.intervals.interval_for_run`), the params ``target`` and ``staging`` and the bound
 parameters ``start``, ``end`` and ``run_id``."""
 
 
@@ -145,9 +145,9 @@ def partition_table_at(parent: str, instant: Any) -> str:
 
 def prepare_day_partitions(target: str, window: Window) -> list[str]:
     """Create the partitioned parent ``target`` (orders by day) and the daily partition(s) ``window``
-    fills (policy ``raise``: a window that is not whole days is :class:`cdclab.intervals.UnalignedIntervalError`).
+    fills (policy ``raise``: a window that is not whole days is :class:`cdclab.time.intervals.UnalignedIntervalError`).
     Returns the partition tables."""
-    from cdclab.ddl import ensure as ensure_ddl
+    from cdclab.common.ddl import ensure as ensure_ddl
 
     parts = partitions_for(window, grain="day", policy="raise")
     with transaction(WAREHOUSE) as cur:

@@ -48,20 +48,20 @@ RETRY_SQLSTATES = frozenset({"23505", "42P07", "42710", "42P06", "40P01"})
 #: ``ensure`` names whose DDL the versioned warehouse files declare -> the version that declares all of it
 #: (tests/unit/test_schema_files.py keeps this in step with infra/postgres/warehouse).
 SHARED: dict[str, int] = {
-    "state.watermarks": 1,  # cdclab.state: watermarks, watermark_history, run_metrics
-    "state.processed_intervals": 1,  # cdclab.diagnostics
-    "state.row_hashes": 1,  # cdclab.delta
+    "state.watermarks": 1,  # cdclab.state.watermarks: watermarks, watermark_history, run_metrics
+    "state.processed_intervals": 1,  # cdclab.ops.diagnostics
+    "state.row_hashes": 1,  # cdclab.delta.detection
     "state.strategy_recommendations": 1,  # cdclab.lessons.strategy
-    "state.state_backups": 1,  # cdclab.statebackup
-    "state.perf_runs": 1,  # cdclab.perf
+    "state.state_backups": 1,  # cdclab.state.backup
+    "state.perf_runs": 1,  # cdclab.ops.perf
     "state.docs_index": 1,  # cdclab.lessons.opsdocs
-    "state.interval_ledger": 2,  # cdclab.recovery: + validation_results, dlq.rejected_rows
+    "state.interval_ledger": 2,  # cdclab.ops.recovery: + validation_results, dlq.rejected_rows
     "state.kafka_offsets": 4,  # cdclab.cdc.consumer: + dlq.kafka_records (2), state.kafka_group_targets (4)
     "state.file_manifest": 2,  # cdclab.files.state: + file_watermark/audit/chunks, dlq.file_quarantine
     "state.log_cursor": 2,  # cdclab.files.logs: + dlq.log_gap, dlq.log_bad_lines
     "state.replication_snapshots": 1,  # cdclab.cdc.replication (71_09_01)
     "state.replication_checks": 1,  # cdclab.cdc.replication (71_09_01)
-    "marts.pipeline_health": 3,  # cdclab.health: + the view marts.pipeline_health_dashboard
+    "marts.pipeline_health": 3,  # cdclab.ops.health: + the view marts.pipeline_health_dashboard
 }
 
 

@@ -1,6 +1,6 @@
 """Event-time window aggregates that are recomputed, not incremented.
 
-Vocabulary (windows, lateness and skew are defined in :mod:`cdclab.intervals`):
+Vocabulary (windows, lateness and skew are defined in :mod:`cdclab.time.intervals`):
 - *source events*: rows with an *event time* column (``ordered_at``) and a *processing time* column
   (``updated_at``: when the row reached the database) and a *value* column (``total``).
 - *recompute*: a window's aggregate is always computed again from all of its source events, never
@@ -13,8 +13,8 @@ Vocabulary (windows, lateness and skew are defined in :mod:`cdclab.intervals`):
 - *accepted*: an event counts in its window only if it was not too late
   (``processing time < window end + allowed lateness``) and not from the future
   (``event time <= processing time + skew tolerance``): the same rules as
-  :func:`cdclab.intervals.classify_arrival`, applied in SQL.
-- *accepted by the ledger*: with an arrivals ledger (:mod:`cdclab.arrivals`) acceptance is decided by the
+  :func:`cdclab.time.intervals.classify_arrival`, applied in SQL.
+- *accepted by the ledger*: with an arrivals ledger (:mod:`cdclab.time.arrivals`) acceptance is decided by the
   *first* arrival the ledger recorded, not by ``updated_at``, which every UPDATE resets
   (:func:`recompute_accepted`): an on-time order updated hours later still counts in its window, and a
   rerun of an old interval recomputes the window to the same row.
@@ -29,10 +29,10 @@ from typing import Any
 
 from psycopg2 import sql
 
-from cdclab import arrivals
-from cdclab.db import SHOP, WAREHOUSE, ident, transaction
-from cdclab.ddl import ensure as ensure_ddl
-from cdclab.intervals import Window, WindowSpec
+from cdclab.common.db import SHOP, WAREHOUSE, ident, transaction
+from cdclab.common.ddl import ensure as ensure_ddl
+from cdclab.time import arrivals
+from cdclab.time.intervals import Window, WindowSpec
 
 
 def aggregate_sql(
@@ -239,7 +239,7 @@ def recompute_sliding(
 
 
 def windows_from_xcom(windows: list[list[str]]) -> list[Window]:
-    """``[start, end]`` ISO string pairs (:func:`cdclab.arrivals.windows_xcom`) back as windows."""
+    """``[start, end]`` ISO string pairs (:func:`cdclab.time.arrivals.windows_xcom`) back as windows."""
     return [Window(dt.datetime.fromisoformat(a), dt.datetime.fromisoformat(b)) for a, b in windows]
 
 

@@ -33,8 +33,8 @@ import psycopg2
 from psycopg2 import sql
 from psycopg2.extras import Json
 
-from cdclab.db import ident
-from cdclab.ddl import ensure as ensure_ddl
+from cdclab.common.db import ident
+from cdclab.common.ddl import ensure as ensure_ddl
 
 T = TypeVar("T")
 

@@ -78,7 +78,7 @@ class Sources:
     def from_airflow(cls) -> Sources:
         """From the lab's Airflow connections (``AIRFLOW_CONN_*``, set by the launcher for every Airflow
         process); a connection that cannot be read leaves its sections down, not the page."""
-        from cdclab import db
+        from cdclab.common import db
 
         def opener(conn_id: str) -> Callable[[], Any]:
             return lambda: db.connect(conn_id, application_name="cdclab-labpage")

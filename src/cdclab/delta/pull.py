@@ -5,7 +5,7 @@ Vocabulary:
   ``[watermark, upper)``; ``watermark`` is the stored high watermark (``state.watermarks``, closed lower
   bound, so the rows stamped exactly at the watermark are read again and the consumer must be idempotent),
   ``upper`` is the source's ``now()`` capped at the start of the oldest transaction open in the source
-  database (any table: :func:`cdclab.delta.oldest_open_transaction_start`).
+  database (any table: :func:`cdclab.delta.detection.oldest_open_transaction_start`).
 - *commit*: :func:`advance` moves the watermark by compare-and-set on the caller's warehouse connection,
   inside the transaction that writes the pulled rows, so data and watermark commit together or not at all.
 """
@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from cdclab import delta, state
+from cdclab.delta import detection as delta
+from cdclab.state import watermarks as state
 
 
 @dataclass
