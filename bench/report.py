@@ -62,7 +62,7 @@ def parse_args(argv: list[str]) -> tuple[set[str], bool, list[str]]:
     benchmarks; options this parser does not know (``--events``...) go to the CDC sink bench."""
     ap = argparse.ArgumentParser(prog="python -m bench")
     ap.add_argument("names", nargs="*", help="benchmarks to run (default: all)")
-    ap.add_argument("--only", default="", help="comma list: cdc_sink, files, breakeven, latency")
+    ap.add_argument("--only", default="", help="comma list: cdc_sink, files, breakeven, latency, merge_copy")
     ap.add_argument("--quick", action="store_true", help="small sizes: a smoke check in under 5 minutes")
     a, rest = ap.parse_known_args(argv)
     only = {n for n in a.only.split(",") if n} | set(a.names)
