@@ -1,42 +1,52 @@
 """Commit-to-warehouse latency of the streaming path (issue 14, item 2): source rows written at a fixed
-rate, captured by the lab's Debezium connector, applied by a follow run of our exactly-once consumer
-(:func:`cdclab.cdc.pipeline.stream`); p50/p99 over N events.
+rate, captured by Debezium, applied concurrently by a follow run of our exactly-once consumer
+(:func:`cdclab.cdc.pipeline.stream`) and by Debezium's JDBC sink, each into its own identical target;
+p50/p99 of both over the same N events, in the same run.
 
 How a measurement is made:
 - *source*: ``public.bench_lat_<run>`` in ``shop`` (``id bigint`` key, a payload, ``written_at`` =
-  ``clock_timestamp()`` at insert). The lab connector captures every table of ``public``, so its topic
-  is ``shop.public.bench_lat_<run>``. The lab workload keeps running by default (Debezium streams its
-  changes alongside, as a production connector would); ``BENCH_LATENCY_PAUSE_WORKLOAD=1`` pauses it for
-  the run and restores it after. Which it was is in the result.
-- *the follower*: ``stream`` in a thread of this process (its own consumer group ``bench-lat-<run>``),
+  ``clock_timestamp()`` at insert), captured by the bench's own Debezium source ``bench-latsrc-<run>``:
+  the lab connector's settings on its own slot, publication and topic prefix (``benchlat<run>``), with
+  JSON schemas (the JDBC sink needs them; the lab connector writes none), as in :mod:`bench.cdc_sink`.
+  The lab connector captures the table too (every table of ``public``); its topic is deleted at the end.
+  The lab workload keeps running by default; ``BENCH_LATENCY_PAUSE_WORKLOAD=1`` pauses it for the run
+  and restores it after. Which it was is in the result.
+- *our follower*: ``stream`` in a thread of this process (its own consumer group ``bench-lat-<run>``),
   started before the first row; one warm-up row (id 0) must reach the warehouse before timing starts,
   so start-up, topic creation and discovery are not in the figures.
+- *the JDBC sink*: connector ``bench-latj-<run>`` (:data:`bench.cdc_sink.JDBC_TEMPLATE`:
+  ``read_committed``, upsert, deletes), ``batch.size`` = ``max.poll.records`` = the follower's batch,
+  ``fetch.max.wait.ms`` = the follower's ``fetch.wait.max.ms``; started once the warm-up row made the
+  topic, from offset 0, into ``core.bench_latj_<run>`` (``LIKE`` our target ``INCLUDING ALL``); the
+  warm-up row must reach it too before timing starts.
 - *the writer*: N single-row transactions (``INSERT``, autocommit), one every ``1/rate`` seconds on a
   fixed schedule (a late writer does not catch up in a burst; how late it fell is reported).
 - *source commit time*: the Debezium event's ``source.ts_ms``, the commit time of the source transaction
-  as Postgres recorded it, which the merge stores as ``_source_ts`` (millisecond precision, truncated:
-  a latency is over-stated by < 1 ms). ``track_commit_timestamp`` is off on the lab, so this is the
-  only exact commit time available.
-- *warehouse visibility time*: an *observer* session polls the target every ``poll_s`` seconds for
+  as Postgres recorded it, which our merge stores as ``_source_ts`` (millisecond precision, truncated:
+  a latency is over-stated by < 1 ms). Both sinks consume the same events, so each event's time (read
+  from our target after the run) serves both. ``track_commit_timestamp`` is off on the lab, so this is
+  the only exact commit time available.
+- *warehouse visibility time*: one *observer* session per target polls it every ``poll_s`` seconds for
   rows it has not seen (``WHERE id > last``, the writer's order is the commit order) and stamps each
   with ``clock_timestamp()`` taken after the query's snapshot: an **upper bound** of the moment the row
   became visible, late by at most ``poll_s`` plus one query. The **lower bound** is the row's
-  ``_loaded_at`` (``now()``: the start of the warehouse transaction that committed it). Both figures
-  are reported; the headline is the upper bound.
+  ``_loaded_at`` (``DEFAULT now()``: the start of the warehouse transaction that wrote it, on both
+  sides). Both figures are reported; the headline is the upper bound.
 - *one clock*: ``shop`` and ``warehouse`` are databases of one Postgres server, so both times come from
   that server's clock (no cross-host skew).
-- *breakdown* (indicative): a second Kafka consumer of the bench reads the topic (``read_committed``)
-  and stamps each record on arrival with the host's clock (the lab's Postgres runs on the same host,
-  same system clock): commit -> readable on Kafka (Debezium, its Kafka transaction) and readable on
-  Kafka -> visible (our follower, plus the observer's poll).
-- *correct or not a figure*: every one of the N rows must be observed exactly once, the follower must
-  report no dead letter, and the target must equal the source (count and md5 of every row).
+- *breakdown* (indicative): a third Kafka consumer reads the topic (``read_committed``) and stamps each
+  record on arrival with the host's clock (the lab's Postgres runs on the same host, same system clock):
+  commit -> readable on Kafka (Debezium, its Kafka transaction) and readable on Kafka -> visible (each
+  sink, plus the observer's poll).
+- *correct or not a figure*: on both sides every one of the N rows must be observed exactly once and the
+  target must equal the source (count and md5 of every row); our follower must report no dead letter,
+  the JDBC connector must still be ``RUNNING``.
 
 Knobs: ``BENCH_LATENCY_EVENTS`` (10,000; quick 1,000), ``BENCH_LATENCY_RATE`` (events/s, 200; quick
 100) — the issue asks for half the sustainable rate; set it from a measured sustainable rate —,
-``BENCH_LATENCY_POLL_S`` (observer period, 0.02), ``BENCH_LATENCY_BATCH`` (follower batch size, 500),
-``BENCH_LATENCY_POLL_TIMEOUT`` (follower poll timeout, 0.1), ``BENCH_LATENCY_PAUSE_WORKLOAD`` (0).
-Run: ``python -m bench latency [--quick]``.
+``BENCH_LATENCY_POLL_S`` (observer period, 0.02), ``BENCH_LATENCY_BATCH`` (batch size of both sinks,
+500), ``BENCH_LATENCY_POLL_TIMEOUT`` (follower poll timeout, 0.1), ``BENCH_LATENCY_PAUSE_WORKLOAD`` (0),
+``BENCH_LATENCY_JDBC`` (1; 0: ours alone). Run: ``python -m bench latency [--quick]``.
 The lab's machine is shared: a figure holds for the load it was taken under (reported with it).
 """
 

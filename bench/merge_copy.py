@@ -225,13 +225,13 @@ class Bench:
         results: dict[str, Any] = {}
         for size in self.sizes:
             row: dict[str, Any] = {}
-            for case, t in times[size].items():
-                ratios = [c / m for m, c in zip(t["merge"], t["copy"], strict=True)]
+            for case, tc in times[size].items():
+                ratios = [c / m for m, c in zip(tc["merge"], tc["copy"], strict=True)]
                 row[case] = {
-                    "merge": timings(t["merge"], digits=4),
-                    "copy": timings(t["copy"], digits=4),
-                    "merge_rows_per_s": round(self.n / statistics.median(t["merge"]), 1),
-                    "copy_rows_per_s": round(self.n / statistics.median(t["copy"]), 1),
+                    "merge": timings(tc["merge"], digits=4),
+                    "copy": timings(tc["copy"], digits=4),
+                    "merge_rows_per_s": round(self.n / statistics.median(tc["merge"]), 1),
+                    "copy_rows_per_s": round(self.n / statistics.median(tc["copy"]), 1),
                     "ratio_merge_over_copy": round(statistics.median(ratios), 3),
                     "ratio_min": round(min(ratios), 3),
                     "ratio_max": round(max(ratios), 3),
