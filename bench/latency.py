@@ -593,14 +593,22 @@ class Bench:
         admin = AdminClient({"bootstrap.servers": cfg.kafka_bootstrap})
         existing = set(admin.list_topics(timeout=10).topics)
         topics = [t for t in (self.topic, self.lab_topic) if t in existing]
-        futures = list(admin.delete_topics(topics).values()) if topics else []
-        groups = [self.group] + ([f"connect-{self.jdbc_name}"] if self.jdbc_name in self.connectors else [])
-        futures += list(admin.delete_consumer_groups(groups).values())
-        for f in futures:
+        for f in list(admin.delete_topics(topics).values()) if topics else []:
             try:
                 f.result(30)
-            except Exception as exc:  # cleanup reports and goes on (a topic or group that never came)
+            except Exception as exc:  # cleanup reports and goes on
                 say(f"cleanup: {exc}")
+        groups = [self.group] + ([f"connect-{self.jdbc_name}"] if self.jdbc_name in self.connectors else [])
+        for group in groups:
+            for attempt in range(5):  # a deleted connector's consumer leaves its group within seconds
+                try:
+                    admin.delete_consumer_groups([group])[group].result(30)
+                    break
+                except Exception as exc:  # cleanup reports and goes on (a group that never came)
+                    if "NOT_EMPTY" not in str(exc) or attempt == 4:
+                        say(f"cleanup: group {group}: {exc}")
+                        break
+                    time.sleep(2)
         if self.pause:
             pause_workload(cfg, self.paused_before)
 
