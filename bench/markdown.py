@@ -25,9 +25,10 @@ COLOUR_NAMES = ["green", "orange", "grey", "blue"]
 
 def _num(x: float) -> str:
     """A number for a Mermaid data list: integers without a fraction, others to 4 significant digits."""
-    if isinstance(x, int) or float(x).is_integer():
-        return str(int(x))
-    return f"{x:.4g}"
+    if isinstance(x, int) or float(x).is_integer() or abs(x) >= 100:
+        return str(round(x))
+    text = f"{x:.4g}"
+    return f"{x:.6f}".rstrip("0").rstrip(".") if "e" in text else text
 
 
 def _label(s: str) -> str:
@@ -89,9 +90,12 @@ def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 def facts(doc: dict[str, Any]) -> str:
     """One line: when, on what machine, under what load, at which commit (from the JSON)."""
     m = doc.get("machine") or {}
-    mem = m.get("mem_total")
-    if mem is None and m.get("mem_total_kb"):
-        mem = f"{m['mem_total_kb'] / 1024 / 1024:.1f} GiB"
+    mem = m.get("mem_total")  # "24684084 kB" (/proc/meminfo) or mem_total_kb
+    kb = m.get("mem_total_kb") or (
+        int(mem.split()[0]) if isinstance(mem, str) and mem.endswith(" kB") else None
+    )
+    if kb:
+        mem = f"{kb / 1024 / 1024:.1f} GiB"
     parts = [
         f"measured {doc.get('measured_at', '?')}",
         f"{m.get('cores', '?')} cores" + (f" ({m['cpu_model']})" if m.get("cpu_model") else ""),

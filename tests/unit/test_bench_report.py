@@ -54,7 +54,7 @@ def _latency_doc() -> dict:
         "machine": {
             "cores": 2,
             "cpu_model": "AMD EPYC",
-            "mem_total": "8 GB",
+            "mem_total": "8388608 kB",
             "loadavg_at_start": [0.5, 0.4, 0.3],
             "git_commit": "abc1234def",
         },
@@ -88,7 +88,7 @@ def test_a_mermaid_xychart_has_one_value_per_label_and_names_its_series_under_it
     assert "title \"a 'title'\"" in text
     assert '    x-axis ["ours 500", "JDBC 500"]' in lines
     assert '    y-axis "events/s" 0 --> 2000' in lines
-    assert "    bar [1500, 1000]" in lines or "    bar [1500, 1000.5]" in lines
+    assert "    bar [1500, 1000]" in lines  # >= 100: whole numbers
     assert lines[-2] == "```" and lines[-1].startswith("*Series: events/s (bar, green)")
 
 
@@ -99,6 +99,25 @@ def test_a_chart_refuses_a_series_that_does_not_fit_its_labels():
         xychart("t", ["a", "b", "c"], "y", [("line", "s", [1.0, 2.0])])
     with pytest.raises(ValueError, match="bar or line"):
         xychart("t", ["a"], "y", [("pie", "s", [1.0])])
+
+
+def test_chart_numbers_never_use_an_exponent():
+    from bench.markdown import _num
+
+    assert [_num(x) for x in (20687.4, 3, 2.0, 0.2413, 0.00001234, 99.95)] == [
+        "20687",
+        "3",
+        "2",
+        "0.2413",
+        "0.000012",
+        "99.95",
+    ]
+
+
+def test_the_memory_of_proc_meminfo_is_shown_in_gib():
+    from bench.markdown import facts
+
+    assert "memory 23.5 GiB" in facts({"machine": {"mem_total": "24684084 kB"}})
 
 
 def test_the_axis_ends_at_a_round_number_above_the_largest_value():
@@ -116,7 +135,7 @@ def test_the_latency_markdown_has_both_sinks_the_ratio_the_cdf_lines_and_the_mac
     text = render("latency", _latency_doc())
     assert text.startswith("### `latency`")
     assert (
-        "measured 2026-12-01T17:01:00Z; 2 cores (AMD EPYC); memory 8 GB; load at start 0.5 / 0.4 / 0.3"
+        "measured 2026-12-01T17:01:00Z; 2 cores (AMD EPYC); memory 8.0 GiB; load at start 0.5 / 0.4 / 0.3"
         in text
     )
     assert "commit abc1234de" in text
