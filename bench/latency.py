@@ -4,11 +4,12 @@ rate, captured by Debezium, applied concurrently by a follow run of our exactly-
 p50/p99 of both over the same N events, in the same run.
 
 How a measurement is made:
-- *source*: ``public.bench_lat_<run>`` in ``shop`` (``id bigint`` key, a payload, ``written_at`` =
-  ``clock_timestamp()`` at insert), captured by the bench's own Debezium source ``bench-latsrc-<run>``:
-  the lab connector's settings on its own slot, publication and topic prefix (``benchlat<run>``), with
-  JSON schemas (the JDBC sink needs them; the lab connector writes none), as in :mod:`bench.cdc_sink`.
-  The lab connector captures the table too (every table of ``public``); its topic is deleted at the end.
+- *source*: ``bench_lat_<run>.bench_lat_<run>`` in ``shop`` (``id bigint`` key, a payload,
+  ``written_at`` = ``clock_timestamp()`` at insert; its own schema, so the lab connector, which captures
+  the schema ``public``, never sees it), captured by the bench's own Debezium source
+  ``bench-latsrc-<run>``: the lab connector's settings on its own slot, publication and topic prefix
+  (``benchlat<run>``), with JSON schemas (the JDBC sink needs them; the lab connector writes none), as
+  in :mod:`bench.cdc_sink`.
   The lab workload keeps running by default; ``BENCH_LATENCY_PAUSE_WORKLOAD=1`` pauses it for the run
   and restores it after. Which it was is in the result.
 - *our follower*: ``stream`` in a thread of this process (its own consumer group ``bench-lat-<run>``),
@@ -229,8 +230,9 @@ class Bench:
         self.table = f"bench_lat_{self.run_id}"
         self.prefix = f"benchlat{self.run_id}"
         self.slot = self.table
-        self.topic = f"{self.prefix}.public.{self.table}"
-        self.lab_topic = f"shop.public.{self.table}"  # the lab connector captures public.* too
+        self.schema = self.table  # its own schema: the lab connector (schema public) never sees it
+        self.source = f"{self.schema}.{self.table}"
+        self.topic = f"{self.prefix}.{self.source}"
         self.target = f"core.{self.table}"
         self.jdbc_target = f"core.bench_latj_{self.run_id}"
         self.source_name = f"bench-latsrc-{self.run_id}"
@@ -289,8 +291,8 @@ class Bench:
 
     def write_at_rate(self, shop: Any) -> dict[str, float]:
         """Insert ids 1..N, one transaction each, the i-th at ``start + (i-1)/rate``."""
-        insert = sql.SQL("INSERT INTO public.{} (id, payload) VALUES (%s, %s)").format(
-            sql.Identifier(self.table)
+        insert = sql.SQL("INSERT INTO {} (id, payload) VALUES (%s, %s)").format(
+            sql.Identifier(self.schema, self.table)
         )
         behind = 0.0
         start = time.perf_counter()
@@ -335,20 +337,20 @@ class Bench:
         from cdclab.cdc.pipeline import routes_for
         from cdclab.lab.native import wait_connector_running
 
-        t = sql.Identifier(self.table)
+        s, t = sql.Identifier(self.schema), sql.Identifier(self.schema, self.table)
         with su.cursor() as cur:
+            cur.execute(sql.SQL("CREATE SCHEMA {} AUTHORIZATION shop").format(s))
+            cur.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO cdc_replicator").format(s))
             cur.execute(
                 sql.SQL(
-                    "CREATE TABLE public.{} (id bigint PRIMARY KEY, payload text NOT NULL, "
+                    "CREATE TABLE {} (id bigint PRIMARY KEY, payload text NOT NULL, "
                     "written_at timestamptz NOT NULL DEFAULT clock_timestamp())"
                 ).format(t)
             )
-            cur.execute(sql.SQL("ALTER TABLE public.{} OWNER TO shop").format(t))
-            cur.execute(sql.SQL("GRANT SELECT ON public.{} TO cdc_replicator").format(t))
-            cur.execute(
-                sql.SQL("CREATE PUBLICATION {} FOR TABLE public.{}").format(sql.Identifier(self.slot), t)
-            )
-        (route,) = routes_for([f"public.{self.table}"], topic_prefix=self.prefix, target_schema="core")
+            cur.execute(sql.SQL("ALTER TABLE {} OWNER TO shop").format(t))
+            cur.execute(sql.SQL("GRANT SELECT ON {} TO cdc_replicator").format(t))
+            cur.execute(sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(sql.Identifier(self.slot), t))
+        (route,) = routes_for([self.source], topic_prefix=self.prefix, target_schema="core")
         ours, jdbc = (sql.Identifier(*x.split(".")) for x in (self.target, self.jdbc_target))
         with wh.cursor() as cur:
             ensure_target(cur, self.target, list(route.types.items()), route.key)
@@ -360,11 +362,9 @@ class Bench:
             )
         base = json.loads((ROOT / "connectors" / "shop-postgres-source.json").read_text())["config"]
         self.connectors.append(self.source_name)
-        put_connector(
-            self.cfg,
-            self.source_name,
-            source_config(base, prefix=self.prefix, slot=self.slot, table=self.table),
-        )
+        config = source_config(base, prefix=self.prefix, slot=self.slot, table=self.table)
+        config["table.include.list"] = self.source
+        put_connector(self.cfg, self.source_name, config)
         time.sleep(2)
         wait_connector_running(self.cfg, self.source_name, 120)
 
@@ -388,9 +388,9 @@ class Bench:
         wh.autocommit = True
         try:
             self.setup(su, wh)
-            t = sql.Identifier(self.table)
+            t = sql.Identifier(self.schema, self.table)
             self.follower = Follower(
-                [f"public.{self.table}"],
+                [self.source],
                 group=self.group,
                 topic_prefix=self.prefix,
                 target_schema="core",
@@ -400,7 +400,7 @@ class Bench:
             )
             self.follower.start()
             with shop.cursor() as cur:  # warm-up: creates the topic; the follower picks it up
-                cur.execute(sql.SQL("INSERT INTO public.{} (id, payload) VALUES (0, 'warm-up')").format(t))
+                cur.execute(sql.SQL("INSERT INTO {} (id, payload) VALUES (0, 'warm-up')").format(t))
             self._wait_visible(wh, self.target, 0, timeout=180)
             jdbc_config = self.jdbc_config() if self.with_jdbc else None
             if jdbc_config is not None:  # the topic exists now: the sink starts from offset 0
@@ -442,7 +442,7 @@ class Bench:
             self.summary = self.follower.stop()
             cols, key = ["id", "payload", "written_at"], ["id"]
             with shop.cursor() as cur:
-                source = checksum(cur, f"public.{self.table}", cols, key)
+                source = checksum(cur, self.source, cols, key)
             targets = {"ours": self.target, "jdbc": self.jdbc_target}
             equal = {}
             with wh.cursor() as cur:
@@ -516,7 +516,7 @@ class Bench:
                     "follower_poll_timeout_s": self.poll_timeout,
                     "follower_kafka_config": FOLLOW_KAFKA_CONFIG,
                     "jdbc_sink": self.with_jdbc,
-                    "source": f"public.{self.table} via the bench's Debezium source {self.source_name} "
+                    "source": f"{self.source} via the bench's Debezium source {self.source_name} "
                     "(the lab connector's settings, own slot and topic prefix, JSON with schemas)",
                     "topic": self.topic,
                     "workload_paused": workload_paused,
@@ -574,7 +574,7 @@ class Bench:
                     (self.slot,),
                 )
                 cur.execute(sql.SQL("DROP PUBLICATION IF EXISTS {}").format(sql.Identifier(self.slot)))
-                cur.execute(sql.SQL("DROP TABLE IF EXISTS public.{}").format(sql.Identifier(self.table)))
+                cur.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(self.schema)))
         finally:
             su.close()
         wh = psycopg2.connect(cfg.pg_dsn("warehouse"))
@@ -592,7 +592,7 @@ class Bench:
             wh.close()
         admin = AdminClient({"bootstrap.servers": cfg.kafka_bootstrap})
         existing = set(admin.list_topics(timeout=10).topics)
-        topics = [t for t in (self.topic, self.lab_topic) if t in existing]
+        topics = [t for t in (self.topic,) if t in existing]
         for f in list(admin.delete_topics(topics).values()) if topics else []:
             try:
                 f.result(30)
@@ -629,12 +629,12 @@ def table(r: dict[str, Any]) -> str:
             else ""
         )
         + f"; shared machine, load {r['loadavg_during']}",
-        f"  {'':<42}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'max ms':>9}",
+        f"  {'':<48}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'max ms':>9}",
     ]
 
     def line(label: str, m: dict[str, Any]) -> None:
         if m.get("n"):
-            lines.append(f"  {label:<42}{m['p50_ms']:>9}{m['p90_ms']:>9}{m['p99_ms']:>9}{m['max_ms']:>9}")
+            lines.append(f"  {label:<48}{m['p50_ms']:>9}{m['p90_ms']:>9}{m['p99_ms']:>9}{m['max_ms']:>9}")
 
     poll = f"+{s['observer_poll_s']} s poll"
     line(f"ours: visible (upper bound, {poll})", r["latency_visible_upper_bound"])
