@@ -209,6 +209,11 @@ def test_the_breakeven_markdown_draws_incremental_over_full_against_the_fraction
     assert '    x-axis ["0.1%", "1%", "50%"]' in text
     assert "    line [0.01, 0.04, 1.5]" in text and "    line [1, 1, 1]" in text
     assert '    y-axis "time ÷ full reload" 0 --> 2' in text
+    assert "Drawn at 2" not in text
+    points[-1]["ratio_incremental_over_full"] = 7.1  # off the axis: drawn at 2 and named
+    text = render("breakeven", doc)
+    assert "    line [0.01, 0.04, 2]" in text
+    assert "*Drawn at 2 (off the axis): incremental (library upsert) ÷ full at 50%: 7.1.*" in text
     assert "| 1.0% | 10 | 2.000 | 0.080 | 0.04 | 0.040 | 0.02 |" in text
 
 
