@@ -362,8 +362,7 @@ class Bench:
             )
         base = json.loads((ROOT / "connectors" / "shop-postgres-source.json").read_text())["config"]
         self.connectors.append(self.source_name)
-        config = source_config(base, prefix=self.prefix, slot=self.slot, table=self.table)
-        config["table.include.list"] = self.source
+        config = source_config(base, prefix=self.prefix, slot=self.slot, table=self.source)
         put_connector(self.cfg, self.source_name, config)
         time.sleep(2)
         wait_connector_running(self.cfg, self.source_name, 120)
