@@ -2,7 +2,8 @@
 pre-filled topic from offset 0 into identical target tables.
 
 How a measurement is made (issue 14, item 1):
-- *pre-fill*: a source table in ``shop`` with an order-like shape (bigint key, text, numeric, char,
+- *pre-fill*: a source table in ``shop`` (``bench_<run>.bench_<run>``: a schema of its own, so the lab
+  connector, which captures the schema ``public``, does not stream it a second time) with an order-like shape (bigint key, text, numeric, char,
   date, timestamptz, integer) gets ``--events`` change events in transactions of 100-1000 rows: rounds
   of 1000 inserts, 500 updates spread over the previous round, 200 updates of 100 *hot keys* and 100
   deletes (each with its tombstone), then one *sentinel* row (id 0), the topic's last record. A
@@ -63,7 +64,7 @@ HOT_KEYS = 100
 SENTINEL = 0
 COLUMNS = ["id", "customer_id", "status", "total", "currency", "placed_on", "note", "updated_at", "version"]
 SOURCE_DDL = (
-    "CREATE TABLE public.{t} (id bigint PRIMARY KEY, customer_id bigint NOT NULL, status text NOT NULL, "
+    "CREATE TABLE {t} (id bigint PRIMARY KEY, customer_id bigint NOT NULL, status text NOT NULL, "
     "total numeric(12,2) NOT NULL, currency character(3) NOT NULL DEFAULT 'EUR', placed_on date NOT NULL, "
     "note text, updated_at timestamptz NOT NULL DEFAULT clock_timestamp(), version integer NOT NULL DEFAULT 1)"
 )
@@ -220,23 +221,23 @@ def machine_facts(cfg: LabConfig, wh: Any) -> dict[str, Any]:
 
 
 def prefill(shop: Any, table: str, events: int) -> dict[str, int]:
-    """Write about ``events`` change events (inserts, spread updates, hot-key updates, deletes) in rounds,
-    then the sentinel row; returns the counts per kind."""
-    t = sql.Identifier(table)
+    """Write about ``events`` change events (inserts, spread updates, hot-key updates, deletes) in rounds
+    into ``table`` (``schema.table``), then the sentinel row; returns the counts per kind."""
+    t = sql.Identifier(*table.split("."))
     insert = sql.SQL(
-        "INSERT INTO public.{t} (id, customer_id, status, total, placed_on, note) "
+        "INSERT INTO {t} (id, customer_id, status, total, placed_on, note) "
         "SELECT g, mod(g, 5000), 'new', mod(g, 100000) / 100.0, date '2026-01-01' + mod(g, 365)::int, "
         "repeat('n', 20 + mod(g, 50)::int) FROM generate_series(%s::bigint, %s::bigint) g"
     ).format(t=t)
     spread = sql.SQL(
-        "UPDATE public.{t} SET status = 'paid', total = total + 1, version = version + 1, "
+        "UPDATE {t} SET status = 'paid', total = total + 1, version = version + 1, "
         "updated_at = clock_timestamp() WHERE id >= %s AND id < %s"
     ).format(t=t)
     hot = sql.SQL(
-        "UPDATE public.{t} SET total = total + 0.01, version = version + 1, note = 'hot ' || version, "
+        "UPDATE {t} SET total = total + 0.01, version = version + 1, note = 'hot ' || version, "
         "updated_at = clock_timestamp() WHERE id BETWEEN 1 AND %s"
     ).format(t=t)
-    delete = sql.SQL("DELETE FROM public.{t} WHERE id >= %s AND id < %s").format(t=t)
+    delete = sql.SQL("DELETE FROM {t} WHERE id >= %s AND id < %s").format(t=t)
     counts = {"c": 0, "u": 0, "d": 0}
 
     def run(stmt: sql.Composable, args: tuple[Any, ...], kind: str) -> None:
@@ -295,15 +296,16 @@ def count_records(bootstrap: str, topic: str, expected: int, timeout: float) -> 
 
 
 def source_config(base: dict[str, Any], *, prefix: str, slot: str, table: str) -> dict[str, Any]:
-    """The bench's Debezium source: the lab connector's config (``base``) on its own slot, publication and
-    topic prefix, with schemas in the JSON (the JDBC sink needs them). The type settings stay the lab
-    connector's (tests/unit/test_cdc_type_settings.py)."""
+    """The bench's Debezium source of ``table`` (``schema.table``; a bare name is in ``public``): the lab
+    connector's config (``base``) on its own slot, publication and topic prefix, with schemas in the JSON
+    (the JDBC sink needs them). The type settings stay the lab connector's
+    (tests/unit/test_cdc_type_settings.py)."""
     source = {
         **base,
         "topic.prefix": prefix,
         "slot.name": slot,
         "publication.name": slot,
-        "table.include.list": f"public.{table}",
+        "table.include.list": table if "." in table else f"public.{table}",
         "snapshot.mode": "no_data",
         "key.converter.schemas.enable": "true",
         "value.converter.schemas.enable": "true",
@@ -370,7 +372,10 @@ class Bench:
         self.table = f"bench_{self.run_id}"
         self.slot = self.table
         self.prefix = f"bench{self.run_id}"
-        self.topic = f"{self.prefix}.public.{self.table}"
+        # its own schema: the lab connector (schema public) does not capture it as well
+        self.schema = self.table
+        self.source = f"{self.schema}.{self.table}"
+        self.topic = f"{self.prefix}.{self.source}"
         self.ours = f"core.bench_ours_{self.table}"
         self.jdbc = f"core.bench_jdbc_{self.table}"
         self.source_name = f"bench-source-{self.run_id}"
@@ -381,7 +386,7 @@ class Bench:
     def checksum(self, table: str) -> tuple[int, str | None]:
         from cdclab.cdc.replication import checksum
 
-        dsn = self.cfg.pg_dsn("shop" if table.startswith("public.") else "warehouse")
+        dsn = self.cfg.pg_dsn("shop" if table == self.source else "warehouse")
         with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
             return checksum(cur, table, COLUMNS, ["id"])
 
@@ -394,7 +399,7 @@ class Bench:
         self.empty(wh, self.ours, self.ours + "__deleted")
         group = f"bench-{self.run_id}-ours-b{batch}-r{n}"
         self.groups.append(group)
-        argv = [sys.executable, "-m", "bench.drain", "ours", "--table", f"public.{self.table}"]
+        argv = [sys.executable, "-m", "bench.drain", "ours", "--table", self.source]
         argv += ["--group", group, "--topic-prefix", self.prefix, "--batch", str(batch)]
         env = {**self.env, "CDCLAB_APPLICATION_NAME": group[:63]}
         before, ru0 = meters.read(), resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -505,7 +510,7 @@ class Bench:
             self.setup(su, wh)
             shop = psycopg2.connect(cfg.pg_dsn("shop"))
             t0 = time.monotonic()
-            counts = prefill(shop, self.table, self.events_wanted)
+            counts = prefill(shop, self.source, self.events_wanted)
             shop.close()
             events = sum(counts.values())
             records = events + counts["d"]  # each delete is followed by its tombstone
@@ -515,7 +520,7 @@ class Bench:
             delete_connector(cfg, self.source_name)
             self.connectors.remove(self.source_name)
             result["events"] = {"changes": events, "by_op": counts, "kafka_records": records}
-            expected = self.checksum(f"public.{self.table}")
+            expected = self.checksum(self.source)
             result["source_rows"] = expected[0]
             meters = Meters(cfg, wh)
             idle0 = meters.read()
@@ -581,18 +586,18 @@ class Bench:
         from cdclab.cdc.merge import ensure_target
         from cdclab.cdc.pipeline import routes_for
 
-        t = sql.Identifier(self.table)
+        s, t = sql.Identifier(self.schema), sql.Identifier(self.schema, self.table)
         with su.cursor() as cur:
+            cur.execute(sql.SQL("CREATE SCHEMA {s} AUTHORIZATION shop").format(s=s))
+            cur.execute(sql.SQL("GRANT USAGE ON SCHEMA {s} TO cdc_replicator").format(s=s))
             cur.execute(sql.SQL(SOURCE_DDL).format(t=t))
-            cur.execute(sql.SQL("ALTER TABLE public.{t} OWNER TO shop").format(t=t))
-            cur.execute(sql.SQL("GRANT SELECT ON public.{t} TO cdc_replicator").format(t=t))
+            cur.execute(sql.SQL("ALTER TABLE {t} OWNER TO shop").format(t=t))
+            cur.execute(sql.SQL("GRANT SELECT ON {t} TO cdc_replicator").format(t=t))
             cur.execute(
-                sql.SQL("CREATE PUBLICATION {p} FOR TABLE public.{t}").format(
-                    p=sql.Identifier(self.slot), t=t
-                )
+                sql.SQL("CREATE PUBLICATION {p} FOR TABLE {t}").format(p=sql.Identifier(self.slot), t=t)
             )
         (route,) = routes_for(
-            [f"public.{self.table}"],
+            [self.source],
             topic_prefix=self.prefix,
             target_schema="core",
             target_prefix="bench_ours_",
@@ -611,7 +616,7 @@ class Bench:
         put_connector(
             self.cfg,
             self.source_name,
-            source_config(base, prefix=self.prefix, slot=self.slot, table=self.table),
+            source_config(base, prefix=self.prefix, slot=self.slot, table=self.source),
         )
         time.sleep(2)
         from cdclab.lab.native import wait_connector_running
@@ -635,7 +640,7 @@ class Bench:
                 (self.slot,),
             )
             cur.execute(sql.SQL("DROP PUBLICATION IF EXISTS {p}").format(p=sql.Identifier(self.slot)))
-            cur.execute(sql.SQL("DROP TABLE IF EXISTS public.{t}").format(t=sql.Identifier(self.table)))
+            cur.execute(sql.SQL("DROP SCHEMA IF EXISTS {s} CASCADE").format(s=sql.Identifier(self.schema)))
         with wh.cursor() as cur:
             for t in (self.jdbc, self.ours, self.ours + "__deleted"):
                 cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(*t.split("."))))
@@ -740,7 +745,47 @@ def write(result: dict[str, Any]) -> Path:
     out.write_text(text)
     (RESULTS / "cdc_sink-latest.json").write_text(text)
     say(f"results: {out}")
+    from bench.report import write_outputs
+
+    write_outputs("cdc_sink", json.loads(text), out.name.removeprefix("cdc_sink-").removesuffix(".json"))
     return out
+
+
+def chart(result: dict[str, Any], path: Any) -> None:
+    """Throughput bars: median events/s (min..max) of ours, the JDBC sink and the bare consume per batch size."""
+    import matplotlib.pyplot as plt
+
+    summary = result.get("summary") or {}
+    sizes = list(summary)
+    if not sizes:
+        return
+    fig, ax = plt.subplots(figsize=(8, 4))
+    width = 0.27
+    for k, (sink, label, color) in enumerate(
+        (
+            ("ours", "ours", "#2a7"),
+            ("jdbc", "Debezium JDBC sink", "#c63"),
+            ("bare", "bare consume + decode", "#888"),
+        )
+    ):
+        stats = [summary[s][sink]["events_per_s"] for s in sizes]
+        med = [st["median"] if st else 0.0 for st in stats]
+        err = [[m - st["min"] if st else 0.0 for m, st in zip(med, stats, strict=True)],
+               [st["max"] - m if st else 0.0 for m, st in zip(med, stats, strict=True)]]  # fmt: skip
+        xs = [i + (k - 1) * width for i in range(len(sizes))]
+        ax.bar(xs, med, width, yerr=err, capsize=3, label=label, color=color)
+    ax.set_xticks(range(len(sizes)), [f"batch {s}" for s in sizes])
+    ax.set_ylabel("events/s (higher is better)")
+    events = (result.get("events") or {}).get("changes")
+    ax.set_title(
+        f"CDC sink throughput, {events:,} events ({result.get('measured_at', '')})"
+        if events
+        else "CDC sink throughput"
+    )
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def print_table(result: dict[str, Any]) -> None:

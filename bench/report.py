@@ -1,6 +1,9 @@
-"""Shared output of the benchmarks that register here (``files``, ``breakeven``, ``latency``): run one, write its JSON with
-the configuration and machine facts to ``bench/results/<name>-<UTC stamp>.json`` and ``<name>-latest.json``,
-print its ratio table, draw its PNG chart when matplotlib is installed (a dev dependency). The timing
+"""Shared output of the benchmarks that register here (``files``, ``breakeven``, ``latency``, ``merge_copy``): run
+one, write its JSON with the configuration and machine facts to ``bench/results/<name>-<UTC stamp>.json`` and
+``<name>-latest.json``, print its ratio table, write ``<name>-latest.md`` (the ratio table and a Mermaid
+chart for the README, :mod:`bench.markdown`) and draw its PNG chart when matplotlib is installed (a dev
+dependency). ``cdc_sink`` writes its own JSON and then the same .md and .png (:func:`write_outputs`);
+:func:`regenerate` (``python -m bench report``) writes them again from the latest JSONs. The timing
 helpers they share: :class:`Stopwatch` (wall-clock seconds of a block) and :func:`timings` (the median and
 the spread, min..max, of repeated runs).
 
@@ -62,7 +65,7 @@ def parse_args(argv: list[str]) -> tuple[set[str], bool, list[str]]:
     benchmarks; options this parser does not know (``--events``...) go to the CDC sink bench."""
     ap = argparse.ArgumentParser(prog="python -m bench")
     ap.add_argument("names", nargs="*", help="benchmarks to run (default: all)")
-    ap.add_argument("--only", default="", help="comma list: cdc_sink, files, breakeven, latency")
+    ap.add_argument("--only", default="", help="comma list: cdc_sink, files, breakeven, latency, merge_copy")
     ap.add_argument("--quick", action="store_true", help="small sizes: a smoke check in under 5 minutes")
     a, rest = ap.parse_known_args(argv)
     only = {n for n in a.only.split(",") if n} | set(a.names)
@@ -119,21 +122,52 @@ def run(name: str, quick: bool) -> bool:
         },
         "machine": {**facts, "loadavg_at_end": os.getloadavg()},
     }
-    RESULTS.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(started))
+    RESULTS.mkdir(exist_ok=True)
     for fname in (f"{name}-{stamp}.json", f"{name}-latest.json"):
         (RESULTS / fname).write_text(json.dumps(doc, indent=2, default=str) + "\n")
     print(module.table(doc), flush=True)
-    chart = getattr(module, "chart", None)
-    if chart is not None:
-        try:
-            import matplotlib
-
-            matplotlib.use("Agg")
-        except ImportError:
-            print(f"[bench {name}] matplotlib is not installed: no chart (uv sync --extra dev)", flush=True)
-        else:
-            for fname in (f"{name}-{stamp}.png", f"{name}-latest.png"):
-                chart(doc, RESULTS / fname)
-            print(f"[bench {name}] chart: {RESULTS / f'{name}-latest.png'}", flush=True)
+    write_outputs(name, doc, stamp)
     return bool(result["outputs_equal"])
+
+
+def write_outputs(
+    name: str, doc: dict[str, Any], stamp: str | None = None, results: Path = RESULTS
+) -> list[Path]:
+    """``<name>-latest.md`` (the ratio table and a Mermaid chart, :mod:`bench.markdown`) and the PNG
+    chart of ``bench.<name>`` (``<name>-latest.png``, and ``<name>-<stamp>.png`` when given) when
+    matplotlib is installed; returns the files written."""
+    from bench import markdown
+
+    results.mkdir(exist_ok=True)
+    written = [results / f"{name}-latest.md"]
+    written[0].write_text(markdown.render(name, doc))
+    print(f"[bench {name}] markdown: {written[0]}", flush=True)
+    chart = getattr(importlib.import_module(f"bench.{name}"), "chart", None)
+    if chart is None:
+        return written
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+    except ImportError:
+        print(f"[bench {name}] matplotlib is not installed: no chart (uv sync --extra dev)", flush=True)
+        return written
+    for fname in ([f"{name}-{stamp}.png"] if stamp else []) + [f"{name}-latest.png"]:
+        chart(doc, results / fname)
+        written.append(results / fname)
+    print(f"[bench {name}] chart: {results / f'{name}-latest.png'}", flush=True)
+    return written
+
+
+def regenerate(results: Path = RESULTS) -> int:
+    """``python -m bench report``: the .md and .png of every ``<name>-latest.json`` in ``results``
+    again, running no benchmark. 1 when there is none."""
+    found = sorted(results.glob("*-latest.json"))
+    if not found:
+        print(f"no <name>-latest.json in {results}: run a benchmark first (python -m bench ...)", flush=True)
+        return 1
+    for path in found:
+        name = path.name.removesuffix("-latest.json")
+        write_outputs(name, json.loads(path.read_text()), results=results)
+    return 0
