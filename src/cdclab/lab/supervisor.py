@@ -443,9 +443,8 @@ def run(
         def stop(signum: int, _frame: object) -> None:
             raise Stopped(signum)
 
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, signal.SIG_IGN)
         write_record(cfg, NAME, ProcessRecord.of(os.getpid(), sys.argv if sys.argv[0] else ["cdclab"]))
         sup = Supervisor(cfg, services, frozenset(only) if only else None, interval)
         fingerprint = environment_fingerprint(cfg)
@@ -466,10 +465,11 @@ def run(
                     reason = left
                     break
                 time.sleep(interval)
-        except Stopped as sig:
-            reason = f"signal {sig.args[0] if sig.args else '?'}"
+        except Stopped as stopped:
+            reason = f"signal {stopped.args[0] if stopped.args else '?'}"
         finally:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
             record = read_record(cfg, NAME)
             if record is not None and record.pid == os.getpid():
                 forget(cfg, NAME)
