@@ -156,7 +156,8 @@ class NativeBackend:
         return {s.name: f"pid {s.pid(self.cfg)}" for s in native.SERVICES}
 
     def logs(self, service: str, lines: int = 100) -> str:
-        path = self.cfg.log_file(_check_name(service))
+        """A service's log, or the supervisor's (``make logs S=supervisor``)."""
+        path = self.cfg.log_file(service if service == supervisor.NAME else _check_name(service))
         if not path.exists():
             return ""
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
