@@ -341,3 +341,21 @@ def test_ensure_starts_one_supervisor_in_the_background_and_down_stops_it(cfg, m
                 os.kill(p, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def test_a_service_process_on_its_way_out_is_not_taken_for_another_program(
+    cfg, sleepers, monkeypatch, capsys
+):
+    """Just after a SIGKILL the process still holds its pid and start time but its command line reads
+    empty (seen in the end-to-end run): not running, and its pid file is not removed as a stranger's."""
+    from cdclab.lab import processes, service
+
+    _, app, _ = sleepers
+    native.up(cfg)
+    pid = app.pid(cfg)
+    assert pid is not None
+    monkeypatch.setattr(processes, "proc_cmdline", lambda p: [] if p == pid else None)
+    monkeypatch.setattr(service, "proc_cmdline", lambda p: [] if p == pid else None)
+    assert app.pid(cfg) is None
+    assert cfg.pid_file("app").exists() and native.read_record(cfg, "app") is not None
+    assert "removed the stale pid file" not in capsys.readouterr().err
