@@ -90,10 +90,9 @@ def test_a_service_whose_policy_is_no_is_left_alone() -> None:
     assert decisions == [Decision("job", "leave", "restart: no")]
 
 
-def test_the_supervisor_leaves_when_the_lab_is_down() -> None:
-    assert should_exit(set(), ALL) is not None  # every marker removed: lab down
-    assert should_exit(ALL, set()) is not None  # no process left: downed by an older launcher
-    assert should_exit({"postgres"}, {"kafka"}) is None  # postgres crashed, the lab runs on
+def test_the_supervisor_leaves_when_no_process_of_the_lab_is_left() -> None:
+    assert should_exit(set()) is not None  # stopped one by one, or downed by an older launcher
+    assert should_exit({"kafka"}) is None  # postgres crashed or was killed: the lab runs on
 
 
 def test_backoff_doubles_from_5_s_to_5_min_and_resets_once_a_service_ran_a_minute() -> None:
@@ -225,10 +224,28 @@ def test_a_service_killed_or_stopped_through_the_launcher_stays_down(cfg, sleepe
     NativeBackend(cfg).kill("app")  # a drill: on purpose, like docker kill
     NativeBackend(cfg).stop("db")
     assert not supervisor.is_wanted(cfg, "app") and not supervisor.is_wanted(cfg, "db")
-    assert sup.tick() is None  # `other` is still wanted: the supervisor stays, and restarts nothing
+    NativeBackend(cfg).kill("other")  # the last process of the lab
+    assert sup.tick() is not None  # no process of the lab left: it leaves
     assert app.pid(cfg) is None and db.pid(cfg) is None and len(app.pids) == len(db.pids) == 1
-    native.up(cfg)  # a start wants them again
+    native.up(cfg, ["db", "app"])  # a start wants them again
     assert supervisor.is_wanted(cfg, "app") and supervisor.is_wanted(cfg, "db")
+
+
+def test_with_nothing_wanted_the_supervisor_stays_and_sees_a_crash_after_the_next_start(
+    cfg, sleepers
+) -> None:
+    """Seen in the end-to-end run: `lab kill` of the only wanted service, then `up` of it, then a crash.
+    The supervisor must not have left in between."""
+    _, app, _ = sleepers
+    native.up(cfg)
+    for name in ("db", "other"):
+        supervisor.unwant(cfg, name)  # running, not wanted (started by a launcher without markers)
+    sup = supervisor.Supervisor(cfg, sleepers)
+    NativeBackend(cfg).kill("app")
+    assert sup.tick() is None and app.pid(cfg) is None  # stays; the killed service stays down
+    native.up(cfg, ["app"])
+    crash(cfg, app)
+    assert sup.tick() is None and app.pid(cfg) is not None and len(app.pids) == 3
 
 
 def test_a_dependant_waits_for_its_dependency_and_follows_it_in_the_same_poll(cfg, sleepers) -> None:
@@ -287,11 +304,11 @@ def test_a_failed_restart_backs_off_and_keeps_the_service_wanted(cfg, sleepers) 
     assert app.pid(cfg) is not None
 
 
-def test_run_leaves_when_nothing_is_wanted_and_a_second_supervisor_leaves_at_once(cfg, sleepers) -> None:
+def test_run_leaves_when_the_lab_is_down_and_a_second_supervisor_leaves_at_once(cfg, sleepers) -> None:
     native.up(cfg)
-    native.down(cfg)  # on purpose: nothing wanted
+    native.down(cfg)
     assert supervisor.run(cfg, sleepers, interval=0.1) == 0
-    assert "exits: nothing to supervise" in log_text(cfg)
+    assert "exits: no process of the lab is running" in log_text(cfg)
     assert supervisor.read_record(cfg, "supervisor") is None
     lock = cfg.pid_file("supervisor").with_name("supervisor.lock")
     holder = subprocess.Popen(

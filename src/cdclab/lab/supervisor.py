@@ -24,8 +24,8 @@ Two launcher actions never overlap: ``up``, ``down``, ``stop``, ``kill`` and a s
 one lock (``<state>/run/launcher.lock``, :func:`launcher_lock`); the supervisor only tries it (a busy
 lock means somebody is operating the lab: it looks again at the next poll) and decides under it. A
 second supervisor of the same state directory exits at once (``<state>/run/supervisor.lock``). It exits
-by itself when nothing is wanted any more or no process of the lab is left (a lab downed by an older
-cdclab).
+by itself when no process of the lab is left (a lab downed by an older cdclab; a lab whose every
+process is gone at once counts as stopped, not as crashed).
 """
 
 from __future__ import annotations
@@ -199,11 +199,12 @@ def plan(
     return decisions
 
 
-def should_exit(wanted: Iterable[str], running_anywhere: Iterable[str]) -> str | None:
-    """Why the supervisor should leave, or None: nothing is wanted any more (``lab down``), or no process
-    of the lab runs at all (stopped by a launcher that does not know the supervisor)."""
-    if not set(wanted):
-        return "nothing to supervise: every service was stopped on purpose"
+def should_exit(running_anywhere: Iterable[str]) -> str | None:
+    """Why the supervisor should leave, or None: no process of the lab runs at all (every service
+    stopped one by one, or the lab downed by a launcher that does not know the supervisor, which leaves
+    the wanted markers behind). ``lab down`` stops it before that. While any service runs it stays,
+    also when nothing is wanted at the moment: a ``lab kill`` of the last wanted service is followed by
+    a ``start`` that wants it again, and a crash after that must be seen."""
     if not set(running_anywhere):
         return "no process of the lab is running: the lab is down"
     return None
@@ -316,7 +317,7 @@ class Supervisor:
         """One poll; returns why the supervisor should leave, or None."""
         self.reap()
         wanted, running = self.observe()
-        reason = should_exit(wanted, running)
+        reason = should_exit(running)
         if reason is not None:
             return reason
         now = time.monotonic()
