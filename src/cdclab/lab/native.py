@@ -17,7 +17,9 @@ and this virtual environment (Airflow).
 Modules: :mod:`cdclab.lab.processes` (pids, records, ports, process trees, :class:`ServiceError`),
 :mod:`cdclab.lab.service` (the :class:`Service` base), :mod:`cdclab.lab.stores` (Postgres, MinIO,
 MariaDB), :mod:`cdclab.lab.brokers` (Kafka, Connect, connectors), :mod:`cdclab.lab.apps` (Maxwell,
-partner API, workload, Airflow); this module orders them (:data:`SERVICES`) and runs ``up``, ``down``,
+partner API, workload, Airflow), :mod:`cdclab.lab.supervisor` (restarts a service that died, as
+compose's ``restart: unless-stopped``; ``up`` marks what it started as wanted, ``down`` what it stopped
+as stopped on purpose); this module orders them (:data:`SERVICES`) and runs ``up``, ``down``,
 ``status`` and ``clean``. Their public names are importable from here as before.
 """
 

@@ -408,17 +408,30 @@ class Supervisor:
         tmp.replace(path)
 
 
+# the variables (besides infra/*.env's keys) that change what a service start does (config.py, apps.py)
+SHAPING = (
+    "CDCLAB_USER_DAGS",
+    "CDCLAB_USER_PYTHONPATH",
+    "CDCLAB_BUNDLED_DAGS",
+    "CDCLAB_PG_DATA",
+    "CDCLAB_MARIADB_DATA",
+    "CDCLAB_CACHE",
+    "CDCLAB_BIND_HOST",
+    "CDCLAB_MAXWELL_START",
+    "CDCLAB_WORKLOAD_RATE",
+    "CDCLAB_WORKLOAD_FILES_EVERY",
+    "PYTHONPATH",
+    "JAVA_HOME",
+)
+
+
 def environment_fingerprint(cfg: LabConfig, environ: Mapping[str, str] | None = None) -> str:
     """A hash of the environment that shapes the services a restart starts (the DAG settings, ports,
     data folders): ``lab up`` replaces a supervisor started with another one (e.g. after
     ``CDCLAB_USER_DAGS=... make reload-airflow``)."""
     environ = os.environ if environ is None else environ
-    keys = {"PYTHONPATH", "JAVA_HOME", *cfg.values}
-    picked = sorted(
-        (k, v)
-        for k, v in environ.items()
-        if (k in keys or k.startswith("CDCLAB_")) and k not in ("CDCLAB_LAB_START", "PYTEST_CURRENT_TEST")
-    )
+    keys = {*SHAPING, *cfg.values}
+    picked = sorted((k, v) for k, v in environ.items() if k in keys)
     return hashlib.sha256(json.dumps(picked).encode()).hexdigest()[:16]
 
 
