@@ -4,7 +4,10 @@ cdclab lab up [SERVICE...]     start what is not running (idempotent), then prin
 cdclab lab down [SERVICE...]   stop services (data is kept)
 cdclab lab status [--check]    the status table; --check exits 1 unless everything is healthy
 cdclab lab logs SERVICE [-n N] the last lines of a service's log
-cdclab lab start|stop|restart|kill SERVICE...   one service (kill = SIGKILL, for fault drills)
+cdclab lab start|stop|restart|kill SERVICE...   one service (kill = SIGKILL, for fault drills;
+                               stop and kill are on purpose: the supervisor leaves the service down)
+cdclab lab supervise [--only SERVICE...] [--interval S]   native: restart a service that died
+                               (compose's restart: unless-stopped); `lab up` starts it in the background
 cdclab lab clean               stop everything and wipe the state (databases, topics, buckets)
 cdclab lab reload-airflow      restart Airflow's components with this shell's CDCLAB_USER_DAGS,
                                CDCLAB_USER_PYTHONPATH and CDCLAB_BUNDLED_DAGS (docs/harness.md)
@@ -35,6 +38,10 @@ def _lab(args: argparse.Namespace) -> int:
         for key, value in sorted(cfg.airflow_env().items()):
             print(f"export {key}={shlex.quote(value)}")
         return 0
+    if args.action == "supervise":
+        from cdclab.lab import supervisor
+
+        return supervisor.run(cfg, native.SERVICES, only=args.services or None, interval=args.interval)
     lab = backend(cfg)
     try:
         if args.action == "up":
@@ -58,6 +65,10 @@ def _lab(args: argparse.Namespace) -> int:
             rows = lab.status()
             print(f"backend: {lab.name}")
             print(format_table(rows))
+            if lab.name == "native":
+                from cdclab.lab import supervisor
+
+                print(supervisor.describe(cfg))
             return 0 if (not args.check or all_healthy(rows)) else 1
         if args.action in ("start", "stop", "restart", "kill"):
             if not args.services:
@@ -210,9 +221,14 @@ def main(argv: list[str] | None = None) -> int:
             "restart",
             "kill",
             "reload-airflow",
+            "supervise",
         ],
     )
     lab.add_argument("services", nargs="*")
+    lab.add_argument(
+        "--only", dest="services", nargs="+", help="supervise: restart only these services (others untouched)"
+    )
+    lab.add_argument("--interval", type=float, default=3.0, help="supervise: seconds between polls")
     lab.add_argument("--check", action="store_true")
     lab.add_argument("-n", "--lines", type=int, default=60)
     lab.set_defaults(func=_lab)

@@ -242,8 +242,38 @@ def test_postgres_killed_during_a_cdc_merge_and_source_writes_the_rerun_ends_equ
         again = replicate([f"public.{table}"], group=group, target_schema="core", batch_size=500)
         assert again["records"] == 0, again
         assert duplicates_by_key_and_lsn(lab, topic) == 0, "Debezium re-sent changes after the restart"
+        triggerer_runs_again(lab)
     finally:
         drop_tables(lab, table)
+
+
+def triggerer_runs_again(lab: Any, timeout: float = 240) -> None:
+    """Airflow's triggerer leaves when its database heartbeat fails while Postgres is down, maybe only
+    after ``up`` found it healthy. It must run again by itself: natively the supervisor restarts it
+    (``make up`` started one), under compose Docker's ``restart: unless-stopped``. Checked: the status
+    row is healthy and a ``TriggererJob`` heartbeated in the last 30 s."""
+    lab_backend = backend(lab)
+    if lab_backend.name == "native":
+        from cdclab.lab import supervisor
+
+        assert supervisor.running_pid(lab) is not None, supervisor.describe(lab)
+
+    def heartbeating() -> bool:
+        rows = lab_backend.status()
+        if not any(r[0] == "airflow-triggerer" and r[2].startswith("healthy") for r in rows):
+            return False
+        conn = psycopg2.connect(lab.pg_dsn("airflow"))
+        try:
+            with conn.cursor() as cur:
+                cur.execute(
+                    "SELECT count(*) FROM job WHERE job_type = 'TriggererJob' AND state = 'running' "
+                    "AND latest_heartbeat > now() - interval '30 seconds'"
+                )
+                return bool(cur.fetchone()[0])
+        finally:
+            conn.close()
+
+    wait_until("the triggerer did not run again after the Postgres kill", heartbeating, timeout, every=3)
 
 
 # --------------------------------------------------------------------------------------------------

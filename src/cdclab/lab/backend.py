@@ -25,7 +25,7 @@ import subprocess
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
-from cdclab.lab import native
+from cdclab.lab import native, supervisor
 from cdclab.lab.config import ENV_FILES, LabConfig
 from cdclab.lab.container import AIRFLOW
 
@@ -92,7 +92,17 @@ class NativeBackend:
         self.cfg = cfg
 
     def up(self, services: Sequence[str] | None = None) -> list[Row]:
-        return native.up(self.cfg, services)
+        rows = native.up(self.cfg, services)
+        self.supervise()
+        return rows
+
+    def supervise(self) -> None:
+        """Start the supervisor (compose's ``restart: unless-stopped``) unless one runs already."""
+        pid = supervisor.ensure(self.cfg)
+        native.progress(
+            f"supervisor: {'running, pid ' + str(pid) if pid else 'did not start'} "
+            f"(restarts a service that dies; {supervisor.log_file(self.cfg)})"
+        )
 
     def down(self, services: Sequence[str] | None = None) -> None:
         native.down(self.cfg, services)
@@ -105,19 +115,31 @@ class NativeBackend:
 
     def start(self, service: str) -> None:
         native.up(self.cfg, [_check_name(service)])
+        self.supervise()
 
     def stop(self, service: str) -> None:
-        native.service(_check_name(service)).stop(self.cfg)
+        """On purpose: the supervisor leaves the service down (``docker compose stop``)."""
+        with supervisor.launcher_lock(self.cfg):
+            supervisor.unwant(self.cfg, _check_name(service))
+            native.service(service).stop(self.cfg)
 
     def restart(self, service: str) -> None:
         self.stop(service)
         self.start(service)
 
     def kill(self, service: str) -> None:
+        """SIGKILL, on purpose: as ``docker kill`` disables a container's restart policy until its next
+        start, the supervisor leaves a killed service down (a drill brings it back with ``up``/``start``).
+        A process that dies otherwise (a crash, ``kill -9`` from elsewhere) is restarted."""
+        with supervisor.launcher_lock(self.cfg):
+            self._kill(service)
+
+    def _kill(self, service: str) -> None:
         svc = native.service(_check_name(service))
         pid = svc.pid(self.cfg)
         if pid is None:
             raise LabError(f"[{service}] is not running: nothing to kill")
+        supervisor.unwant(self.cfg, service)
         # the whole service, as `docker kill` kills a container: the process group and every descendant
         # (a Postgres backend is its own session leader and would outlive its postmaster for a moment,
         # holding its shared memory, so a start right after the kill would fail)
@@ -134,7 +156,8 @@ class NativeBackend:
         return {s.name: f"pid {s.pid(self.cfg)}" for s in native.SERVICES}
 
     def logs(self, service: str, lines: int = 100) -> str:
-        path = self.cfg.log_file(_check_name(service))
+        """A service's log, or the supervisor's (``make logs S=supervisor``)."""
+        path = self.cfg.log_file(service if service == supervisor.NAME else _check_name(service))
         if not path.exists():
             return ""
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])

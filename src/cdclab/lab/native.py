@@ -17,7 +17,9 @@ and this virtual environment (Airflow).
 Modules: :mod:`cdclab.lab.processes` (pids, records, ports, process trees, :class:`ServiceError`),
 :mod:`cdclab.lab.service` (the :class:`Service` base), :mod:`cdclab.lab.stores` (Postgres, MinIO,
 MariaDB), :mod:`cdclab.lab.brokers` (Kafka, Connect, connectors), :mod:`cdclab.lab.apps` (Maxwell,
-partner API, workload, Airflow); this module orders them (:data:`SERVICES`) and runs ``up``, ``down``,
+partner API, workload, Airflow), :mod:`cdclab.lab.supervisor` (restarts a service that died, as
+compose's ``restart: unless-stopped``; ``up`` marks what it started as wanted, ``down`` what it stopped
+as stopped on purpose); this module orders them (:data:`SERVICES`) and runs ``up``, ``down``,
 ``status`` and ``clean``. Their public names are importable from here as before.
 """
 
@@ -30,6 +32,7 @@ import time
 from collections.abc import Iterable
 
 from cdclab.cdc.connect import http_json as http_json  # the launcher's and the tests' JSON requests
+from cdclab.lab import supervisor
 from cdclab.lab.apps import (
     Airflow,
     MaxwellProducer,
@@ -110,7 +113,15 @@ def select(only: Iterable[str] | None) -> list[Service]:
 
 
 def up(cfg: LabConfig, only: Iterable[str] | None = None) -> list[tuple[str, str, str]]:
-    """Start every service that is not healthy yet; on failure stop what this call started."""
+    """Start every service that is not healthy yet; on failure stop what this call started.
+
+    Each service is *wanted* once healthy (:mod:`cdclab.lab.supervisor` restarts it when it dies); what
+    a failed ``up`` stops again is not. Holds the launcher lock (no supervisor restart meanwhile)."""
+    with supervisor.launcher_lock(cfg):
+        return _up(cfg, only)
+
+
+def _up(cfg: LabConfig, only: Iterable[str] | None) -> list[tuple[str, str, str]]:
     started: list[Service] = []
     current: Service | None = None
     before: tuple[int, int | None] | None = None
@@ -124,6 +135,7 @@ def up(cfg: LabConfig, only: Iterable[str] | None = None) -> list[tuple[str, str
                     svc.initialise(cfg)  # type: ignore[attr-defined]
                 elif svc.name == "connect":
                     register_connectors(cfg)
+                supervisor.want(cfg, svc.name, "up")
                 continue
             if svc.pid(cfg) is not None:  # running but unhealthy: restart it
                 progress(f"{svc.name}: running but not healthy, restarting")
@@ -131,6 +143,7 @@ def up(cfg: LabConfig, only: Iterable[str] | None = None) -> list[tuple[str, str
             t = time.monotonic()
             svc.start(cfg)
             started.append(svc)
+            supervisor.want(cfg, svc.name, "up")
             progress(f"{svc.name}: ready in {time.monotonic() - t:.1f}s")
     except BaseException:
         # the failing service may have left a process behind before it raised: stop it only when this
@@ -138,6 +151,8 @@ def up(cfg: LabConfig, only: Iterable[str] | None = None) -> list[tuple[str, str
         now = current.instance(cfg) if current is not None and current not in started else None
         failing = [current] if current is not None and now is not None and now != before else []
         for svc in reversed(started + failing):
+            if svc in started:
+                supervisor.unwant(cfg, svc.name)
             try:
                 svc.stop(cfg)
             except Exception as exc:  # keep stopping the rest
@@ -148,10 +163,17 @@ def up(cfg: LabConfig, only: Iterable[str] | None = None) -> list[tuple[str, str
 
 
 def down(cfg: LabConfig, only: Iterable[str] | None = None) -> None:
-    for svc in reversed(select(only)):
-        if svc.pid(cfg) is not None:
-            progress(f"{svc.name}: stopping")
-        svc.stop(cfg)
+    """Stop services on purpose (the supervisor leaves them down); the whole lab: the supervisor first."""
+    if not only:
+        if supervisor.running_pid(cfg) is not None:
+            progress("supervisor: stopping")
+        supervisor.stop(cfg)
+    with supervisor.launcher_lock(cfg):
+        for svc in reversed(select(only)):
+            supervisor.unwant(cfg, svc.name)
+            if svc.pid(cfg) is not None:
+                progress(f"{svc.name}: stopping")
+            svc.stop(cfg)
 
 
 def status(cfg: LabConfig) -> list[tuple[str, str, str]]:

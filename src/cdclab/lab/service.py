@@ -61,6 +61,14 @@ class Service:
         if not pid_alive(pid):
             return None
         record = read_record(cfg, self.name)
+        if (
+            record is not None
+            and record.pid == pid
+            and not record.is_running()
+            and proc_start_ticks(pid) == record.start_ticks
+            and not proc_cmdline(pid)
+        ):
+            return None  # our process on its way out (a SIGKILL: its command line is already gone)
         if record is None or record.pid != pid or not record.is_running():
             why = (
                 f"has no start record (a lab started by an older cdclab? then stop it yourself: kill {pid})"
