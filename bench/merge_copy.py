@@ -17,7 +17,10 @@ same final rows into an identical empty table.
   (the data columns and ``_source_position``, ``_source_op``, ``_source_ts``) in batches of B rows, one
   transaction per batch. The COPY text is rendered before the clock starts (with the merge's own
   :func:`cdclab.cdc.merge.copy_text`; its time is reported as ``render_s``): the baseline is COPY
-  alone, while the merge's time includes rendering its staging COPY. Conservative for ours.
+  alone, while the merge's time includes rendering its staging COPY. Conservative for ours. A third side,
+  *copy_rendered*, renders each batch from the same row images inside the clock and COPYs it: the same
+  input and Python work as the merge, so merge ÷ (render + COPY) isolates what the upsert, the LSN guard
+  and the ledger cost.
 - *update case*: the merge target holds the N inserted rows (the insert case just loaded it); the merge
   applies N updates (every key, a later position) in batches of B; the COPY sends the N updated final
   rows into the emptied copy table (the same number of rows, the same batches).
@@ -165,16 +168,32 @@ class Bench:
         return clock.s
 
     def copy(self, texts: Sequence[str]) -> float:
-        stmt = sql.SQL("COPY {t} ({cols}) FROM STDIN").format(
-            t=self._ident(self.copy_t), cols=sql.SQL(", ").join(map(sql.Identifier, [*DATA, *META]))
-        )
-        stmt_text = stmt.as_string(self.conn)
+        stmt_text = self._copy_statement()
         clock = Stopwatch()
         for text in texts:
             with self.conn.cursor() as cur:
                 cur.copy_expert(stmt_text, io.StringIO(text))
             self.conn.commit()
         return clock.s
+
+    def copy_rendered(self, changes: Sequence[Change], size: int) -> float:
+        """COPY from the same row images the merge gets: each batch rendered (the merge's own renderer)
+        and copied inside the clock. The same input and the same Python work as the merge's staging COPY:
+        the difference is the merge's set-based upsert, guard and ledger."""
+        stmt_text = self._copy_statement()
+        clock = Stopwatch()
+        for chunk in batches(changes, size):
+            text = "\n".join(copy_rows(chunk)) + "\n"
+            with self.conn.cursor() as cur:
+                cur.copy_expert(stmt_text, io.StringIO(text))
+            self.conn.commit()
+        return clock.s
+
+    def _copy_statement(self) -> str:
+        stmt = sql.SQL("COPY {t} ({cols}) FROM STDIN").format(
+            t=self._ident(self.copy_t), cols=sql.SQL(", ").join(map(sql.Identifier, [*DATA, *META]))
+        )
+        return str(stmt.as_string(self.conn))
 
     def digest(self, table: str) -> tuple[int, str | None]:
         from cdclab.cdc.replication import checksum
@@ -192,7 +211,8 @@ class Bench:
         render_s = render.s
         self.setup()
         times: dict[int, dict[str, dict[str, list[float]]]] = {
-            b: {case: {"merge": [], "copy": []} for case in ("insert", "update")} for b in self.sizes
+            b: {case: {"merge": [], "copy": [], "copy_rendered": []} for case in ("insert", "update")}
+            for b in self.sizes
         }
         checks: list[bool] = []
         for rep in range(self.repeats):
@@ -208,6 +228,9 @@ class Bench:
                     t["insert"]["copy"].append(self.copy(texts["insert"]))
                     t["insert"]["merge"].append(self.merge(inserts, size))
                 checks.append(self.digest(self.merge_t) == self.digest(self.copy_t))
+                self.empty(self.copy_t)
+                t["insert"]["copy_rendered"].append(self.copy_rendered(inserts, size))
+                checks.append(self.digest(self.merge_t) == self.digest(self.copy_t))
                 # update: the merge target holds the inserted rows; the copy table starts empty
                 self.empty(self.copy_t)
                 if rep % 2 == 0:
@@ -217,16 +240,22 @@ class Bench:
                     t["update"]["copy"].append(self.copy(texts["update"]))
                     t["update"]["merge"].append(self.merge(updates, size))
                 checks.append(self.digest(self.merge_t) == self.digest(self.copy_t))
+                self.empty(self.copy_t)
+                t["update"]["copy_rendered"].append(self.copy_rendered(updates, size))
+                checks.append(self.digest(self.merge_t) == self.digest(self.copy_t))
                 say(
                     f"repeat {rep + 1} batch {size}: "
-                    + ", ".join(f"{c} {w} {t[c][w][-1]:.2f} s" for c in t for w in ("merge", "copy"))
-                    + f"; equal: {checks[-2:]}"
+                    + ", ".join(
+                        f"{c} {w} {t[c][w][-1]:.2f} s" for c in t for w in ("merge", "copy", "copy_rendered")
+                    )
+                    + f"; equal: {checks[-4:]}"
                 )
         results: dict[str, Any] = {}
         for size in self.sizes:
             row: dict[str, Any] = {}
             for case, tc in times[size].items():
                 ratios = [c / m for m, c in zip(tc["merge"], tc["copy"], strict=True)]
+                rendered = [c / m for m, c in zip(tc["merge"], tc["copy_rendered"], strict=True)]
                 row[case] = {
                     "merge": timings(tc["merge"], digits=4),
                     "copy": timings(tc["copy"], digits=4),
@@ -235,6 +264,9 @@ class Bench:
                     "ratio_merge_over_copy": round(statistics.median(ratios), 3),
                     "ratio_min": round(min(ratios), 3),
                     "ratio_max": round(max(ratios), 3),
+                    "copy_rendered": timings(tc["copy_rendered"], digits=4),
+                    "copy_rendered_rows_per_s": round(self.n / statistics.median(tc["copy_rendered"]), 1),
+                    "ratio_merge_over_copy_rendered": round(statistics.median(rendered), 3),
                 }
             results[str(size)] = row
         return {
@@ -247,6 +279,7 @@ class Bench:
                 "key": KEY,
                 "merge": "cdclab.cdc.merge.apply_changes (delete_mode hard, schema_policy fail), a transaction per batch",
                 "copy": "COPY (data columns + _source_position, _source_op, _source_ts) FROM STDIN, a transaction per batch, text rendered untimed",
+                "copy_rendered": "the same COPY, each batch rendered from the same row images inside the clock",
             },
             "rows": self.n,
             "render_s": round(render_s, 3),
@@ -278,7 +311,8 @@ def table(r: dict[str, Any]) -> str:
     lines = [
         f"merge_copy: {r['rows']:,} rows per run, median of {r['settings']['repeats']} interleaved repeats"
         " (merge / COPY in rows/s; goal >= 0.5)",
-        f"  {'case':<8}{'batch':>7}{'merge rows/s':>14}{'COPY rows/s':>13}{'merge/COPY':>12}{'min..max':>14}",
+        f"  {'case':<8}{'batch':>7}{'merge rows/s':>14}{'COPY rows/s':>13}{'merge/COPY':>12}{'min..max':>14}"
+        f"{'merge/(render+COPY)':>21}",
     ]
     for size, row in r["batches"].items():
         for case in ("insert", "update"):
@@ -286,6 +320,7 @@ def table(r: dict[str, Any]) -> str:
             lines.append(
                 f"  {case:<8}{size:>7}{c['merge_rows_per_s']:>14,.0f}{c['copy_rows_per_s']:>13,.0f}"
                 f"{c['ratio_merge_over_copy']:>12.3f}{c['ratio_min']:>8.3f}..{c['ratio_max']:<5.3f}"
+                f"{c.get('ratio_merge_over_copy_rendered', float('nan')):>21.3f}"
             )
     lines.append(
         f"  COPY text rendering (untimed in COPY): {r['render_s']} s; outputs equal: {r['outputs_equal']}"
