@@ -43,9 +43,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import pendulum
-from airflow.sdk import Param, dag, task
-from airflow.timetables.interval import CronDataIntervalTimetable
+from airflow.sdk import Param, task
+
+from cdclab.dagkit import data_intervals, lesson_dag
 
 DAG_ID = "71_09_04_dw_loading"
 
@@ -72,25 +72,20 @@ def _star(params: dict[str, Any], dag_run: Any, context: dict[str, Any]) -> Any:
     )
 
 
-@dag(
-    dag_id=DAG_ID,
-    schedule=CronDataIntervalTimetable("@hourly", timezone="UTC"),
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    tags=["71.9", "dw", "success", "reference", "example", "advanced"],
-    doc_md=__doc__,
-    params={
-        "customers_table": Param("public.customers", type="string"),
-        "products_table": Param("public.products", type="string"),
-        "orders_table": Param("public.orders", type="string"),
-        "items_table": Param("public.order_items", type="string"),
-        "dim_customer": Param("core.dim_customer_71_09_04", type="string"),
-        "dim_product": Param("core.dim_product_71_09_04", type="string"),
-        "fact_table": Param("core.fact_order_line_71_09_04", type="string"),
-        "watermark_prefix": Param("", type="string", description="default: 71_09_04/<fact_table>"),
-    },
-)
+PARAMS = {
+    "customers_table": Param("public.customers", type="string"),
+    "products_table": Param("public.products", type="string"),
+    "orders_table": Param("public.orders", type="string"),
+    "items_table": Param("public.order_items", type="string"),
+    "dim_customer": Param("core.dim_customer_71_09_04", type="string"),
+    "dim_product": Param("core.dim_product_71_09_04", type="string"),
+    "fact_table": Param("core.fact_order_line_71_09_04", type="string"),
+    "watermark_prefix": Param("", type="string", description="default: 71_09_04/<fact_table>"),
+}
+TAGS = ["71.9", "dw", "success", "reference", "example", "advanced"]
+
+
+@lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)
 def dw_loading() -> None:
     @task
     def prepare(params: dict[str, Any]) -> None:

@@ -28,28 +28,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pendulum
-from airflow.sdk import Param, dag, task
+from airflow.sdk import Param, task
+
+from cdclab.dagkit import lesson_dag
 
 DAG_ID = "71_10_05_documentation"
 DAGS_FOLDER = str(Path(__file__).parent)  # a path computation, no I/O
 
 
-@dag(
-    dag_id=DAG_ID,
-    schedule="@daily",
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    tags=["71.10", "best-practice", "reference", "beginner", "success"],
-    doc_md=__doc__,
-    params={
-        "dags_folder": Param("", type="string", description="default: the folder of this file"),
-        "bucket": Param("lab-tests", type="string"),
-        "prefix": Param("docs", type="string"),
-        "document": Param("incremental-operations.md", type="string"),
-    },
-)
+PARAMS = {
+    "dags_folder": Param("", type="string", description="default: the folder of this file"),
+    "bucket": Param("lab-tests", type="string"),
+    "prefix": Param("docs", type="string"),
+    "document": Param("incremental-operations.md", type="string"),
+}
+TAGS = ["71.10", "best-practice", "reference", "beginner", "success"]
+
+
+@lesson_dag(DAG_ID, __doc__, schedule="@daily", tags=TAGS, params=PARAMS)
 def documentation() -> None:
     @task
     def collect(params: dict[str, Any]) -> list[dict[str, Any]]:
