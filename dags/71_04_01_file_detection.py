@@ -43,7 +43,7 @@ from typing import Any
 from airflow.providers.amazon.aws.sensors.s3 import S3KeySensor
 from airflow.sdk import task
 
-from cdclab.dagkit import lesson_dag
+from cdclab.dagkit import landing_params, lesson_dag
 
 PIPELINE = "71_04_01_file_detection"
 # Deferrable S3 sensors need aiobotocore (apache-airflow-providers-amazon[aiobotocore]); parse-time only
@@ -59,10 +59,7 @@ def _has_new_files(files: list[dict[str, Any]], **context: Any) -> bool:
 
 
 PARAMS = {
-    "pipeline": PIPELINE,
-    "bucket": "landing",
-    "prefix": f"{PIPELINE}/",
-    "pattern": "*",
+    **landing_params(PIPELINE),  # pipeline, bucket "landing", prefix "<pipeline>/", pattern "*"
     "target": "staging.partner_events",
     "quarantine_bucket": "quarantine",
     "lag_seconds": 300,

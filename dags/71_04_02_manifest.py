@@ -32,7 +32,7 @@ from typing import Any
 from airflow.providers.amazon.aws.sensors.s3 import S3KeySensor
 from airflow.sdk import task
 
-from cdclab.dagkit import lesson_dag
+from cdclab.dagkit import landing_params, lesson_dag
 
 PIPELINE = "71_04_02_manifest"
 DEFERRABLE = importlib.util.find_spec("aiobotocore") is not None
@@ -48,9 +48,7 @@ def _has_work(files: list[dict[str, Any]], **context: Any) -> bool:
 
 
 PARAMS = {
-    "pipeline": PIPELINE,
-    "bucket": "landing",
-    "prefix": f"{PIPELINE}/",
+    **landing_params(PIPELINE, pattern=None),  # pipeline, bucket "landing", prefix "<pipeline>/"
     "target": "staging.partner_events",
     "quarantine_bucket": "quarantine",
     "receipts_bucket": "manifests",

@@ -27,16 +27,13 @@ from typing import Any
 
 from airflow.sdk import task
 
-from cdclab.dagkit import lesson_dag
+from cdclab.dagkit import landing_params, lesson_dag
 
 PIPELINE = "71_04_03_streaming"
 
 
 PARAMS = {
-    "pipeline": PIPELINE,
-    "bucket": "landing",
-    "prefix": f"{PIPELINE}/",
-    "pattern": "*",
+    **landing_params(PIPELINE),  # pipeline, bucket "landing", prefix "<pipeline>/", pattern "*"
     "target": "staging.partner_events",
     "run_seconds": 50,
     "poll_seconds": 2,

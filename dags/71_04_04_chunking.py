@@ -31,16 +31,13 @@ from typing import Any
 
 from airflow.sdk import task
 
-from cdclab.dagkit import lesson_dag
+from cdclab.dagkit import landing_params, lesson_dag
 
 PIPELINE = "71_04_04_chunking"
 
 
 PARAMS = {
-    "pipeline": PIPELINE,
-    "bucket": "landing",
-    "prefix": f"{PIPELINE}/",
-    "pattern": "*",
+    **landing_params(PIPELINE),  # pipeline, bucket "landing", prefix "<pipeline>/", pattern "*"
     "target": "staging.partner_events",
     "chunk_table": "",  # default: <target>_chunks
     "chunk_bytes": 64 * 1024 * 1024,

@@ -39,17 +39,15 @@ from typing import Any
 
 from airflow.sdk import Param, task
 
-from cdclab.dagkit import data_intervals, lesson_dag
+from cdclab.dagkit import data_intervals, lesson_dag, per_variant_table, variant_param
 
 DAG_ID = "71_06_01_lost_watermarks"
 
 
 PARAMS = {
-    "variant": Param("anti_pattern", enum=["anti_pattern", "fixed"]),
+    "variant": variant_param(),
     "source_table": Param("public.rows_71_06_01", type="string"),
-    "target_table": Param(
-        "core.rows_71_06_01_{variant}", type="string", description="{variant} is replaced by the variant"
-    ),
+    "target_table": per_variant_table("core.rows_71_06_01_{variant}"),
     "lose_state": Param(False, type="boolean", description="delete the watermark before loading"),
     "anti_cold_start": Param("interval_start", enum=["interval_start", "everything"]),
 }

@@ -38,20 +38,16 @@ from typing import Any
 import pendulum
 from airflow.sdk import Param, task
 
-from cdclab.dagkit import data_intervals, lesson_dag
+from cdclab.dagkit import data_intervals, lesson_dag, per_variant_table, variant_param
 
 DAG_ID = "71_06_02_ignoring_late"
 GRAIN = pendulum.duration(hours=1)
 
 
 PARAMS = {
-    "variant": Param("anti_pattern", enum=["anti_pattern", "fixed"]),
+    "variant": variant_param(),
     "source_table": Param("public.events_71_06_02", type="string"),
-    "target_table": Param(
-        "marts.totals_71_06_02_{variant}",
-        type="string",
-        description="{variant} is replaced by the variant",
-    ),
+    "target_table": per_variant_table("marts.totals_71_06_02_{variant}"),
     "lookback_intervals": Param(2, type="integer", minimum=0, description="fixed variant only"),
 }
 TAGS = ["71.6", "anti-pattern", "reference", "intermediate", "failure"]

@@ -35,17 +35,15 @@ from typing import Any
 
 from airflow.sdk import Param, task
 
-from cdclab.dagkit import data_intervals, lesson_dag
+from cdclab.dagkit import data_intervals, lesson_dag, per_variant_table, variant_param
 
 DAG_ID = "71_06_03_full_fallback"
 
 
 PARAMS = {
-    "variant": Param("anti_pattern", enum=["anti_pattern", "fixed"]),
+    "variant": variant_param(),
     "source_table": Param("public.rows_71_06_03", type="string"),
-    "target_table": Param(
-        "core.rows_71_06_03_{variant}", type="string", description="{variant} is replaced by the variant"
-    ),
+    "target_table": per_variant_table("core.rows_71_06_03_{variant}"),
     "corrupt_state": Param(False, type="boolean", description="store a wrongly typed watermark first"),
 }
 TAGS = ["71.6", "anti-pattern", "reference", "intermediate", "failure"]

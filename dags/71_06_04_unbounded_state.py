@@ -38,22 +38,16 @@ from typing import Any
 
 from airflow.sdk import Param, task
 
-from cdclab.dagkit import data_intervals, lesson_dag
+from cdclab.dagkit import data_intervals, lesson_dag, per_variant_table, variant_param
 
 DAG_ID = "71_06_04_unbounded_state"
 
 
 PARAMS = {
-    "variant": Param("anti_pattern", enum=["anti_pattern", "fixed"]),
+    "variant": variant_param(),
     "source_table": Param("public.deliveries_71_06_04", type="string"),
-    "target_table": Param(
-        "core.events_71_06_04_{variant}",
-        type="string",
-        description="{variant} is replaced by the variant",
-    ),
-    "seen_table": Param(
-        "state.seen_71_06_04_{variant}", type="string", description="{variant} is replaced by the variant"
-    ),
+    "target_table": per_variant_table("core.events_71_06_04_{variant}"),
+    "seen_table": per_variant_table("state.seen_71_06_04_{variant}"),
     "ttl_minutes": Param(60, type="integer", minimum=1, description="fixed variant only"),
 }
 TAGS = ["71.6", "anti-pattern", "reference", "advanced", "failure"]

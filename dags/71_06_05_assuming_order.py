@@ -35,19 +35,15 @@ from typing import Any
 
 from airflow.sdk import Param, task
 
-from cdclab.dagkit import data_intervals, lesson_dag
+from cdclab.dagkit import data_intervals, lesson_dag, per_variant_table, variant_param
 
 DAG_ID = "71_06_05_assuming_order"
 
 
 PARAMS = {
-    "variant": Param("anti_pattern", enum=["anti_pattern", "fixed"]),
+    "variant": variant_param(),
     "source_table": Param("staging.changes_71_06_05", type="string", description="in the warehouse"),
-    "target_table": Param(
-        "core.status_71_06_05_{variant}",
-        type="string",
-        description="{variant} is replaced by the variant",
-    ),
+    "target_table": per_variant_table("core.status_71_06_05_{variant}"),
 }
 TAGS = ["71.6", "anti-pattern", "reference", "intermediate", "failure"]
 
