@@ -46,6 +46,7 @@ from airflow.sdk import Param, task
 from cdclab.dagkit import data_intervals, lesson_dag
 
 DAG_ID = "71_01_01_basics"
+TAGS = ["71.1", "basics", "reference", "core", "beginner", "success"]
 
 
 def _load_run(params: dict[str, Any], dag_run: Any) -> Any:
@@ -66,7 +67,6 @@ PARAMS = {
     "incremental_target": Param("core.customers_71_01_01_incremental", type="string"),
     "pipeline": Param("", type="string", description="metrics/watermark key; default 71_01_01/<source>"),
 }
-TAGS = ["71.1", "basics", "reference", "core", "beginner", "success"]
 
 
 @lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)

@@ -44,6 +44,7 @@ from cdclab.cdc.heartbeat import HeartbeatSensor
 from cdclab.dagkit import data_intervals, lesson_dag
 
 DAG_ID = "71_01_02_cdc_concepts"
+TAGS = ["71.1", "cdc", "reference", "core", "intermediate", "success"]
 
 
 def _names(params: dict[str, Any]) -> dict[str, str]:
@@ -65,7 +66,6 @@ PARAMS = {
     "state_key": Param("", type="string", description="watermark key prefix; default 71_01_02/<source>"),
     "fence_timeout_seconds": Param(60, type="integer", minimum=1),
 }
-TAGS = ["71.1", "cdc", "reference", "core", "intermediate", "success"]
 
 
 @lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)

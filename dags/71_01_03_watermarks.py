@@ -35,9 +35,10 @@ from typing import Any
 
 from airflow.sdk import Param, task
 
-from cdclab.dagkit import data_intervals, lesson_dag
+from cdclab.dagkit import data_intervals, from_params, lesson_dag
 
 DAG_ID = "71_01_03_watermarks"
+TAGS = ["71.1", "watermarks", "reference", "core", "intermediate", "success"]
 
 
 class SimulatedCrashAfterLoad(RuntimeError):
@@ -58,7 +59,6 @@ PARAMS = {
     "fail_after_load": Param(False, type="boolean"),
     "batch_size": Param(500, type="integer", minimum=1),
 }
-TAGS = ["71.1", "watermarks", "reference", "core", "intermediate", "success"]
 
 
 @lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)
@@ -79,9 +79,7 @@ def watermarks() -> None:
             params["target_table"],
             key,
             mode=params["watermark_mode"],
-            lookback_seconds=params["lookback_seconds"],
-            batch_size=params["batch_size"],
-            null_policy=params["null_policy"],
+            **from_params(params, "lookback_seconds", "batch_size", "null_policy"),
             dag_id=DAG_ID,
             run_id=dag_run.run_id,
         )

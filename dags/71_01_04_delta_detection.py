@@ -37,6 +37,7 @@ from airflow.sdk import Param, task
 from cdclab.dagkit import data_intervals, lesson_dag
 
 DAG_ID = "71_01_04_delta_detection"
+TAGS = ["71.1", "delta-detection", "reference", "core", "intermediate", "success"]
 
 
 def _key(params: dict[str, Any], method: str) -> str:
@@ -63,7 +64,6 @@ PARAMS = {
     "null_policy": Param("raise", enum=["raise", "include", "exclude"]),
     "reconciliation_table": Param("state.delta_reconciliation", type="string"),
 }
-TAGS = ["71.1", "delta-detection", "reference", "core", "intermediate", "success"]
 
 
 @lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)

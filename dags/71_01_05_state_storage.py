@@ -39,6 +39,7 @@ from airflow.sdk import Asset, Param, task
 from cdclab.dagkit import data_intervals, lesson_dag
 
 DAG_ID = "71_01_05_state_storage"
+TAGS = ["71.1", "state", "reference", "core", "intermediate", "success"]
 STORES = ("variable", "xcom", "table", "asset")
 STATE_ASSET = Asset(name="cdclab-71_01_05-state", uri="cdclab://state/71_01_05")
 
@@ -52,7 +53,6 @@ PARAMS = {
         description="watermark key (table, asset) and Variable prefix <state_key>__",
     ),
 }
-TAGS = ["71.1", "state", "reference", "core", "intermediate", "success"]
 
 
 @lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)

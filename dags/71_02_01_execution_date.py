@@ -45,8 +45,9 @@ from cdclab import partitioning
 from cdclab.dagkit import data_intervals, lesson_dag
 from cdclab.intervals import interval_for_run
 
-PARAMS = {"source": "public.orders", "target": "core.orders_by_day", "staging": "staging.orders_by_day"}
 TAGS = ["71.2", "reference", "core", "intermediate", "success"]
+
+PARAMS = {"source": "public.orders", "target": "core.orders_by_day", "staging": "staging.orders_by_day"}
 
 
 @lesson_dag(

@@ -38,6 +38,8 @@ from airflow.sdk import get_current_context, task
 
 from cdclab.dagkit import data_intervals, lesson_dag
 
+TAGS = ["71.2", "reference", "patterns", "intermediate", "success"]
+
 
 def _read_window(params: dict):
     from datetime import timedelta
@@ -57,7 +59,6 @@ PARAMS = {
     "lookback_minutes": 15,
     "cursor_mode": "keyset",
 }
-TAGS = ["71.2", "reference", "patterns", "intermediate", "success"]
 
 
 @lesson_dag("71_02_02_last_modified", __doc__, schedule=data_intervals("0 * * * *"), tags=TAGS, params=PARAMS)

@@ -48,6 +48,8 @@ from airflow.sdk import get_current_context, task
 
 from cdclab.dagkit import data_intervals, lesson_dag
 
+TAGS = ["71.2", "reference", "patterns", "intermediate", "success"]
+
 PARAMS = {
     "source": "public.orders",
     "target": "marts.orders_hourly_event_time",
@@ -57,7 +59,6 @@ PARAMS = {
     "allowed_lateness_minutes": 120,
     "skew_tolerance_minutes": 5,
 }
-TAGS = ["71.2", "reference", "patterns", "intermediate", "success"]
 
 
 @lesson_dag("71_02_03_event_time", __doc__, schedule=data_intervals("0 * * * *"), tags=TAGS, params=PARAMS)

@@ -33,6 +33,8 @@ from airflow.sdk import get_current_context, task
 
 from cdclab.dagkit import data_intervals, lesson_dag
 
+TAGS = ["71.2", "reference", "patterns", "intermediate", "success"]
+
 PARAMS = {
     "source": "public.orders",
     "target": "marts.orders_revenue_3h",
@@ -40,7 +42,6 @@ PARAMS = {
     "size_hours": 3,
     "slide_hours": 1,
 }
-TAGS = ["71.2", "reference", "patterns", "intermediate", "success"]
 
 
 @lesson_dag(

@@ -34,11 +34,12 @@ from airflow.sdk import get_current_context, task
 
 from cdclab.dagkit import data_intervals, lesson_dag
 
+TAGS = ["71.2", "reference", "patterns", "intermediate", "success"]
+
 BUSINESS_TZ = "Europe/Berlin"
 
 
 PARAMS = {"orders": "public.orders", "customers": "public.customers", "target": "marts.daily_sales_local"}
-TAGS = ["71.2", "reference", "patterns", "intermediate", "success"]
 
 
 @lesson_dag(

@@ -44,7 +44,9 @@ from __future__ import annotations
 from airflow.sdk import Param, get_current_context, task
 
 from cdclab.cdc.pipeline import replicate
-from cdclab.dagkit import lesson_dag
+from cdclab.dagkit import from_params, lesson_dag
+
+TAGS = ["71.3", "cdc", "debezium", "success", "reference", "patterns", "advanced"]
 
 DEFAULT_TABLES = [
     "public.customers",
@@ -69,7 +71,6 @@ PARAMS = {
     "maxwell_group": Param("71_03_01_database_cdc_maxwell", type="string"),
     "maxwell_target_prefix": Param("mysql_", type="string"),
 }
-TAGS = ["71.3", "cdc", "debezium", "success", "reference", "patterns", "advanced"]
 
 
 @lesson_dag("71_03_01_database_cdc", __doc__, schedule="*/5 * * * *", tags=TAGS, params=PARAMS)
@@ -93,12 +94,15 @@ def database_cdc():
         return replicate(
             p["tables"],
             group=p["consumer_group"],
-            topic_prefix=p["topic_prefix"],
-            target_schema=p["target_schema"],
-            target_prefix=p["target_prefix"],
-            delete_mode=p["delete_mode"],
-            schema_policy=p["schema_policy"],
-            batch_size=p["batch_size"],
+            **from_params(
+                p,
+                "topic_prefix",
+                "target_schema",
+                "target_prefix",
+                "delete_mode",
+                "schema_policy",
+                "batch_size",
+            ),
             who=f"{ctx['dag'].dag_id}/{ctx['run_id']}",
         )
 

@@ -40,7 +40,9 @@ from __future__ import annotations
 
 from airflow.sdk import Param, get_current_context, task
 
-from cdclab.dagkit import lesson_dag
+from cdclab.dagkit import from_params, lesson_dag
+
+TAGS = ["71.3", "cdc", "kafka", "success", "reference", "patterns", "advanced"]
 
 LAG_TABLE = "state.kafka_lag"  # this DAG's own table, created by report_lag
 
@@ -57,7 +59,6 @@ PARAMS = {
     ),
     "batch_size": Param(200, type="integer", minimum=1),
 }
-TAGS = ["71.3", "cdc", "kafka", "success", "reference", "patterns", "advanced"]
 
 
 @lesson_dag("71_03_02_kafka_cdc", __doc__, schedule="*/10 * * * *", tags=TAGS, params=PARAMS)
@@ -86,9 +87,7 @@ def kafka_cdc():
             p["tables"],
             topics,
             group=p["consumer_group"],
-            target_schema=p["target_schema"],
-            target_prefix=p["target_prefix"],
-            replay_from=p["replay_from"],
+            **from_params(p, "target_schema", "target_prefix", "replay_from"),
             who="71_03_02_kafka_cdc replay_from",
         )
 
@@ -101,9 +100,7 @@ def kafka_cdc():
         return replicate(
             p["tables"],
             group=p["consumer_group"],
-            target_schema=p["target_schema"],
-            target_prefix=p["target_prefix"],
-            batch_size=p["batch_size"],
+            **from_params(p, "target_schema", "target_prefix", "batch_size"),
             who=f"{ctx['dag'].dag_id}/{ctx['run_id']}",
         )
 

@@ -34,7 +34,9 @@ from __future__ import annotations
 
 from airflow.sdk import Param, get_current_context, task
 
-from cdclab.dagkit import lesson_dag
+from cdclab.dagkit import from_params, lesson_dag
+
+TAGS = ["71.3", "merge", "reference", "patterns", "intermediate", "success"]
 
 DEFAULT_TABLES = ["public.customers", "public.products", "public.orders"]
 
@@ -60,7 +62,6 @@ PARAMS = {
     ),
     "batch_size": Param(500, type="integer", minimum=1),
 }
-TAGS = ["71.3", "merge", "reference", "patterns", "intermediate", "success"]
 
 
 @lesson_dag("71_03_03_merge_upsert", __doc__, schedule="*/5 * * * *", tags=TAGS, params=PARAMS)
@@ -74,12 +75,15 @@ def merge_upsert():
         summary = replicate_variants(
             p["tables"],
             p["variants"],
-            consumer_group=p["consumer_group"],
-            topic_prefix=p["topic_prefix"],
-            target_schema=p["target_schema"],
-            target_prefix=p["target_prefix"],
-            delivery=p["delivery"],
-            batch_size=p["batch_size"],
+            **from_params(
+                p,
+                "consumer_group",
+                "topic_prefix",
+                "target_schema",
+                "target_prefix",
+                "delivery",
+                "batch_size",
+            ),
             who=f"{ctx['dag'].dag_id}/{ctx['run_id']}",
         )
         return summary.as_dict()
@@ -93,9 +97,7 @@ def merge_upsert():
         compared = compare_variants(
             p["tables"],
             p["variants"],
-            topic_prefix=p["topic_prefix"],
-            target_schema=p["target_schema"],
-            target_prefix=p["target_prefix"],
+            **from_params(p, "topic_prefix", "target_schema", "target_prefix"),
         )
         return {"compared": compared}
 

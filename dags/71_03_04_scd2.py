@@ -34,7 +34,9 @@ from __future__ import annotations
 
 from airflow.sdk import Param, get_current_context, task
 
-from cdclab.dagkit import lesson_dag
+from cdclab.dagkit import from_params, lesson_dag
+
+TAGS = ["71.3", "scd2", "reference", "patterns", "advanced", "success"]
 
 DEFAULT_TABLES = ["public.customers"]
 DEFAULT_TRACKED = {"public.customers": ["email", "full_name", "tier"]}
@@ -53,7 +55,6 @@ PARAMS = {
     "target_prefix": Param("dim_", type="string"),
     "batch_size": Param(500, type="integer", minimum=1),
 }
-TAGS = ["71.3", "scd2", "reference", "patterns", "advanced", "success"]
 
 
 @lesson_dag("71_03_04_scd2", __doc__, schedule="*/5 * * * *", tags=TAGS, params=PARAMS)
@@ -67,11 +68,9 @@ def scd2():
         summary = replicate_scd2(
             p["tables"],
             p["tracked_columns"],
-            consumer_group=p["consumer_group"],
-            topic_prefix=p["topic_prefix"],
-            target_schema=p["target_schema"],
-            target_prefix=p["target_prefix"],
-            batch_size=p["batch_size"],
+            **from_params(
+                p, "consumer_group", "topic_prefix", "target_schema", "target_prefix", "batch_size"
+            ),
             who=f"{ctx['dag'].dag_id}/{ctx['run_id']}",
         )
         return summary.as_dict()
@@ -84,9 +83,7 @@ def scd2():
         p = get_current_context()["params"]
         verified = verify_histories(
             p["tables"],
-            topic_prefix=p["topic_prefix"],
-            target_schema=p["target_schema"],
-            target_prefix=p["target_prefix"],
+            **from_params(p, "topic_prefix", "target_schema", "target_prefix"),
         )
         return {"verified": verified}
 

@@ -39,7 +39,9 @@ from __future__ import annotations
 
 from airflow.sdk import Param, get_current_context, task
 
-from cdclab.dagkit import data_intervals, lesson_dag
+from cdclab.dagkit import data_intervals, from_params, lesson_dag
+
+TAGS = ["71.3", "soft-delete", "reference", "patterns", "intermediate", "success"]
 
 DEFAULT_TABLES = ["public.customers", "public.products"]
 
@@ -55,7 +57,6 @@ PARAMS = {
     "archive_after_days": Param(30, type="integer", minimum=0),
     "batch_size": Param(500, type="integer", minimum=1),
 }
-TAGS = ["71.3", "soft-delete", "reference", "patterns", "intermediate", "success"]
 
 
 @lesson_dag("71_03_05_soft_delete", __doc__, schedule=data_intervals("0 0 * * *"), tags=TAGS, params=PARAMS)
@@ -68,13 +69,16 @@ def soft_delete():
         p = ctx["params"]
         summary = replicate_soft_deletes(
             p["tables"],
-            flag_column=p["flag_column"],
-            at_column=p["at_column"],
-            consumer_group=p["consumer_group"],
-            topic_prefix=p["topic_prefix"],
-            target_schema=p["target_schema"],
-            target_prefix=p["target_prefix"],
-            batch_size=p["batch_size"],
+            **from_params(
+                p,
+                "flag_column",
+                "at_column",
+                "consumer_group",
+                "topic_prefix",
+                "target_schema",
+                "target_prefix",
+                "batch_size",
+            ),
             who=f"{ctx['dag'].dag_id}/{ctx['run_id']}",
         )
         return summary.as_dict()
@@ -91,9 +95,7 @@ def soft_delete():
         moved = archive_deleted_tables(
             p["tables"],
             cutoff,
-            topic_prefix=p["topic_prefix"],
-            target_schema=p["target_schema"],
-            target_prefix=p["target_prefix"],
+            **from_params(p, "topic_prefix", "target_schema", "target_prefix"),
         )
         return {"cutoff": cutoff.isoformat(), "archived": moved}
 

@@ -45,6 +45,8 @@ from airflow.sdk import task
 
 from cdclab.dagkit import landing_params, lesson_dag
 
+TAGS = ["71.4", "files", "reference", "patterns", "intermediate", "success"]
+
 PIPELINE = "71_04_01_file_detection"
 # Deferrable S3 sensors need aiobotocore (apache-airflow-providers-amazon[aiobotocore]); parse-time only
 # checks whether the package is importable, it opens nothing.
@@ -66,7 +68,6 @@ PARAMS = {
     "max_attempts": 3,
     "crash_after_files": -1,  # > -1: the load task dies after N files (restart demo/test)
 }
-TAGS = ["71.4", "files", "reference", "patterns", "intermediate", "success"]
 
 
 @lesson_dag("71_04_01_file_detection", __doc__, schedule="*/5 * * * *", tags=TAGS, params=PARAMS)

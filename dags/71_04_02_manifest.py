@@ -34,6 +34,8 @@ from airflow.sdk import task
 
 from cdclab.dagkit import landing_params, lesson_dag
 
+TAGS = ["71.4", "files", "reference", "patterns", "intermediate", "success"]
+
 PIPELINE = "71_04_02_manifest"
 DEFERRABLE = importlib.util.find_spec("aiobotocore") is not None
 
@@ -56,7 +58,6 @@ PARAMS = {
     "reprocess_keys": [],
     "reprocess_batch": "",
 }
-TAGS = ["71.4", "files", "reference", "patterns", "intermediate", "success"]
 
 
 @lesson_dag("71_04_02_manifest", __doc__, schedule="*/5 * * * *", tags=TAGS, params=PARAMS)

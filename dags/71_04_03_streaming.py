@@ -29,6 +29,8 @@ from airflow.sdk import task
 
 from cdclab.dagkit import landing_params, lesson_dag
 
+TAGS = ["71.4", "files", "reference", "patterns", "advanced", "success"]
+
 PIPELINE = "71_04_03_streaming"
 
 
@@ -39,7 +41,6 @@ PARAMS = {
     "poll_seconds": 2,
     "max_files": 100,
 }
-TAGS = ["71.4", "files", "reference", "patterns", "advanced", "success"]
 
 
 @lesson_dag("71_04_03_streaming", __doc__, schedule="* * * * *", tags=TAGS, params=PARAMS)

@@ -33,6 +33,8 @@ from airflow.sdk import task
 
 from cdclab.dagkit import landing_params, lesson_dag
 
+TAGS = ["71.4", "files", "reference", "patterns", "intermediate", "success"]
+
 PIPELINE = "71_04_04_chunking"
 
 
@@ -44,7 +46,6 @@ PARAMS = {
     "quarantine_bucket": "quarantine",
     "fail_chunk_once": -1,  # >= 0: that chunk fails on its first try, after inserting (retry demo)
 }
-TAGS = ["71.4", "files", "reference", "patterns", "intermediate", "success"]
 
 
 @lesson_dag("71_04_04_chunking", __doc__, schedule="*/15 * * * *", tags=TAGS, params=PARAMS)

@@ -42,6 +42,8 @@ from airflow.sdk import task
 
 from cdclab.dagkit import landing_params, lesson_dag
 
+TAGS = ["71.4", "files", "reference", "patterns", "intermediate", "success"]
+
 PIPELINE = "71_04_05_archive"
 
 
@@ -52,7 +54,6 @@ PARAMS = {
     "quarantine_bucket": "quarantine",
     "retention_days": 30,
 }
-TAGS = ["71.4", "files", "reference", "patterns", "intermediate", "success"]
 
 
 @lesson_dag("71_04_05_archive", __doc__, schedule="@hourly", tags=TAGS, params=PARAMS)

@@ -47,6 +47,8 @@ from airflow.sdk import Param, get_current_context, task
 from cdclab.dagkit import lesson_dag
 from cdclab.exactly_once import MODES  # the mode param's choices
 
+TAGS = ["71.5", "exactly-once", "idempotency", "success", "reference", "patterns", "advanced"]
+
 
 def _wants_events(context: dict) -> bool:
     return int(context["params"]["produce_events"]) > 0
@@ -78,7 +80,6 @@ PARAMS = {
         0.1, type="number", minimum=0, maximum=1, description="events the producer writes twice (retries)"
     ),
 }
-TAGS = ["71.5", "exactly-once", "idempotency", "success", "reference", "patterns", "advanced"]
 
 
 @lesson_dag("71_05_01_exactly_once", __doc__, schedule=None, tags=TAGS, params=PARAMS)

@@ -38,6 +38,7 @@ from airflow.sdk import Param, task
 from cdclab.dagkit import data_intervals, lesson_dag
 
 DAG_ID = "71_05_02_out_of_order"
+TAGS = ["71.5", "out-of-order", "reference", "patterns", "advanced", "success"]
 
 
 def _tables(params: dict[str, Any]) -> Any:
@@ -55,7 +56,6 @@ PARAMS = {
     "buffer_window_hours": Param(2, type="integer", minimum=0),
     "repair": Param(True, type="boolean"),
 }
-TAGS = ["71.5", "out-of-order", "reference", "patterns", "advanced", "success"]
 
 
 @lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)

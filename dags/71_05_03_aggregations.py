@@ -42,6 +42,7 @@ from airflow.sdk import Param, task
 from cdclab.dagkit import data_intervals, lesson_dag
 
 DAG_ID = "71_05_03_aggregations"
+TAGS = ["71.5", "aggregations", "reference", "patterns", "advanced", "success"]
 
 
 PARAMS = {
@@ -49,7 +50,6 @@ PARAMS = {
     "target_prefix": Param("marts.agg_71_05_03", type="string"),
     "watermark_key": Param("", type="string", description="default: 71_05_03/<orders_table>"),
 }
-TAGS = ["71.5", "aggregations", "reference", "patterns", "advanced", "success"]
 
 
 @lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)

@@ -37,6 +37,7 @@ from airflow.sdk import Param, task
 from cdclab.dagkit import data_intervals, lesson_dag
 
 DAG_ID = "71_05_04_ml_features"
+TAGS = ["71.5", "features", "reference", "patterns", "advanced", "success"]
 
 
 PARAMS = {
@@ -46,7 +47,6 @@ PARAMS = {
     "feature_version": Param("v1", enum=["v1", "v2"]),
     "training_as_of": Param("", type="string", description="ISO timestamp; empty = data interval end"),
 }
-TAGS = ["71.5", "features", "reference", "patterns", "advanced", "success"]
 
 
 @lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)

@@ -46,6 +46,7 @@ from airflow.sdk import Param, task
 from cdclab.dagkit import data_intervals, lesson_dag
 
 DAG_ID = "71_05_05_testing"
+TAGS = ["71.5", "testing", "reference", "intermediate", "success"]
 CHECKS = [
     "logic_reload_is_idempotent",
     "state_preset_watermark",
@@ -67,7 +68,6 @@ PARAMS = {
         description="break the load under test on purpose, to see the checks catch it",
     ),
 }
-TAGS = ["71.5", "testing", "reference", "intermediate", "success"]
 
 
 @lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)

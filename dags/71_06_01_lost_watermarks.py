@@ -42,6 +42,7 @@ from airflow.sdk import Param, task
 from cdclab.dagkit import data_intervals, lesson_dag, per_variant_table, variant_param
 
 DAG_ID = "71_06_01_lost_watermarks"
+TAGS = ["71.6", "anti-pattern", "reference", "intermediate", "failure"]
 
 
 PARAMS = {
@@ -51,7 +52,6 @@ PARAMS = {
     "lose_state": Param(False, type="boolean", description="delete the watermark before loading"),
     "anti_cold_start": Param("interval_start", enum=["interval_start", "everything"]),
 }
-TAGS = ["71.6", "anti-pattern", "reference", "intermediate", "failure"]
 
 
 @lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)

@@ -41,6 +41,7 @@ from airflow.sdk import Param, task
 from cdclab.dagkit import data_intervals, lesson_dag, per_variant_table, variant_param
 
 DAG_ID = "71_06_02_ignoring_late"
+TAGS = ["71.6", "anti-pattern", "reference", "intermediate", "failure"]
 GRAIN = pendulum.duration(hours=1)
 
 
@@ -50,7 +51,6 @@ PARAMS = {
     "target_table": per_variant_table("marts.totals_71_06_02_{variant}"),
     "lookback_intervals": Param(2, type="integer", minimum=0, description="fixed variant only"),
 }
-TAGS = ["71.6", "anti-pattern", "reference", "intermediate", "failure"]
 
 
 @lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)

@@ -38,6 +38,7 @@ from airflow.sdk import Param, task
 from cdclab.dagkit import data_intervals, lesson_dag, per_variant_table, variant_param
 
 DAG_ID = "71_06_03_full_fallback"
+TAGS = ["71.6", "anti-pattern", "reference", "intermediate", "failure"]
 
 
 PARAMS = {
@@ -46,7 +47,6 @@ PARAMS = {
     "target_table": per_variant_table("core.rows_71_06_03_{variant}"),
     "corrupt_state": Param(False, type="boolean", description="store a wrongly typed watermark first"),
 }
-TAGS = ["71.6", "anti-pattern", "reference", "intermediate", "failure"]
 
 
 @lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)

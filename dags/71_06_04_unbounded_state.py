@@ -41,6 +41,7 @@ from airflow.sdk import Param, task
 from cdclab.dagkit import data_intervals, lesson_dag, per_variant_table, variant_param
 
 DAG_ID = "71_06_04_unbounded_state"
+TAGS = ["71.6", "anti-pattern", "reference", "advanced", "failure"]
 
 
 PARAMS = {
@@ -50,7 +51,6 @@ PARAMS = {
     "seen_table": per_variant_table("state.seen_71_06_04_{variant}"),
     "ttl_minutes": Param(60, type="integer", minimum=1, description="fixed variant only"),
 }
-TAGS = ["71.6", "anti-pattern", "reference", "advanced", "failure"]
 
 
 @lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)

@@ -38,6 +38,7 @@ from airflow.sdk import Param, task
 from cdclab.dagkit import data_intervals, lesson_dag, per_variant_table, variant_param
 
 DAG_ID = "71_06_05_assuming_order"
+TAGS = ["71.6", "anti-pattern", "reference", "intermediate", "failure"]
 
 
 PARAMS = {
@@ -45,7 +46,6 @@ PARAMS = {
     "source_table": Param("staging.changes_71_06_05", type="string", description="in the warehouse"),
     "target_table": per_variant_table("core.status_71_06_05_{variant}"),
 }
-TAGS = ["71.6", "anti-pattern", "reference", "intermediate", "failure"]
 
 
 @lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)

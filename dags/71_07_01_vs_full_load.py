@@ -38,9 +38,10 @@ from typing import Any
 
 from airflow.sdk import Param, task
 
-from cdclab.dagkit import lesson_dag
+from cdclab.dagkit import from_params, lesson_dag
 
 DAG_ID = "71_07_01_vs_full_load"
+TAGS = ["71.7", "performance", "reference", "intermediate", "success"]
 
 
 PARAMS = {
@@ -51,7 +52,6 @@ PARAMS = {
     "incremental_target": Param("core.perf_71_07_01_incremental", type="string"),
     "experiment": Param("71_07_01", type="string", description="name in state.perf_runs"),
 }
-TAGS = ["71.7", "performance", "reference", "intermediate", "success"]
 
 
 @lesson_dag(DAG_ID, __doc__, schedule=None, tags=TAGS, params=PARAMS)
@@ -73,10 +73,7 @@ def vs_full_load() -> None:
 
         return lesson.measure_vs_full_load(
             source=params["source_table"],
-            full_target=params["full_target"],
-            incremental_target=params["incremental_target"],
-            experiment=params["experiment"],
-            change_ratios=params["change_ratios"],
+            **from_params(params, "full_target", "incremental_target", "experiment", "change_ratios"),
             dag_id=DAG_ID,
             run_id=dag_run.run_id,
         )

@@ -46,6 +46,7 @@ from airflow.sdk import Param, task
 from cdclab.dagkit import data_intervals, lesson_dag
 
 DAG_ID = "71_07_02_watermark_efficiency"
+TAGS = ["71.7", "performance", "reference", "intermediate", "success"]
 
 
 def _window_run(params: dict[str, Any], dag_run: Any) -> dict[str, Any]:
@@ -71,7 +72,6 @@ PARAMS = {
     "target_table": Param("core.perf_71_07_02", type="string"),
     "experiment": Param("71_07_02", type="string", description="name in state.perf_runs"),
 }
-TAGS = ["71.7", "performance", "reference", "intermediate", "success"]
 
 
 @lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)

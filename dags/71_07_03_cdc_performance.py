@@ -39,6 +39,7 @@ from airflow.sdk import Param, task
 from cdclab.dagkit import lesson_dag
 
 DAG_ID = "71_07_03_cdc_performance"
+TAGS = ["71.7", "performance", "reference", "advanced", "success"]
 
 
 PARAMS = {
@@ -49,7 +50,6 @@ PARAMS = {
     "batch_sizes": Param([10, 100, 1000], type="array", items={"type": "integer", "minimum": 1}),
     "experiment": Param("71_07_03", type="string", description="name in state.perf_runs"),
 }
-TAGS = ["71.7", "performance", "reference", "advanced", "success"]
 
 
 @lesson_dag(DAG_ID, __doc__, schedule=None, tags=TAGS, params=PARAMS)

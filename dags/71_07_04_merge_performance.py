@@ -42,6 +42,7 @@ from airflow.sdk import Param, task
 from cdclab.dagkit import lesson_dag
 
 DAG_ID = "71_07_04_merge_performance"
+TAGS = ["71.7", "performance", "reference", "intermediate", "success"]
 
 
 PARAMS = {
@@ -54,7 +55,6 @@ PARAMS = {
     "consumer_batch": Param(500, type="integer", minimum=1),
     "experiment": Param("71_07_04", type="string", description="name in state.perf_runs"),
 }
-TAGS = ["71.7", "performance", "reference", "intermediate", "success"]
 
 
 @lesson_dag(DAG_ID, __doc__, schedule=None, tags=TAGS, params=PARAMS)

@@ -43,6 +43,7 @@ from airflow.sdk import Param, task
 from cdclab.dagkit import data_intervals, lesson_dag
 
 DAG_ID = "71_07_05_state_performance"
+TAGS = ["71.7", "performance", "reference", "intermediate", "success"]
 
 
 def _measure_run(params: dict[str, Any], dag_run: Any) -> Any:
@@ -64,7 +65,6 @@ PARAMS = {
     "kv_keys": Param(500, type="integer", minimum=1, maximum=100000),
     "keep_history": Param(2, type="integer", minimum=1),
 }
-TAGS = ["71.7", "performance", "reference", "intermediate", "success"]
 
 
 @lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)

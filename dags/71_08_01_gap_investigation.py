@@ -46,6 +46,7 @@ from airflow.sdk import Param, task
 from cdclab.dagkit import data_intervals, lesson_dag
 
 DAG_ID = "71_08_01_gap_investigation"
+TAGS = ["71.8", "debugging", "reference", "intermediate", "success"]
 DEMO = {
     "source_table": "public.events_71_08_01",
     "target_table": "core.events_71_08_01",
@@ -71,7 +72,6 @@ PARAMS = {
     "findings_table": Param("state.findings_71_08_01", type="string"),
     "ledger_table": Param(DEMO["ledger_table"], type="string"),
 }
-TAGS = ["71.8", "debugging", "reference", "intermediate", "success"]
 
 
 @lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)

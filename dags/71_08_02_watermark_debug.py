@@ -47,6 +47,7 @@ from airflow.sdk import Param, task
 from cdclab.dagkit import data_intervals, lesson_dag
 
 DAG_ID = "71_08_02_watermark_debug"
+TAGS = ["71.8", "debugging", "reference", "intermediate", "success"]
 DEMO = {"source_table": "public.customers", "target_table": "core.customers_71_08_02", "watermark_key": ""}
 
 
@@ -74,7 +75,6 @@ PARAMS = {
     "findings_table": Param("state.findings_71_08_02", type="string"),
     "auto_reset": Param(True, type="boolean"),
 }
-TAGS = ["71.8", "debugging", "reference", "intermediate", "success"]
 
 
 @lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)

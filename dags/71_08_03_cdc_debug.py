@@ -34,9 +34,10 @@ from typing import Any
 
 from airflow.sdk import Param, task
 
-from cdclab.dagkit import data_intervals, lesson_dag
+from cdclab.dagkit import data_intervals, from_params, lesson_dag
 
 DAG_ID = "71_08_03_cdc_debug"
+TAGS = ["71.8", "debugging", "reference", "advanced", "success"]
 
 
 def _debug_run(params: dict[str, Any], dag_run: Any) -> Any:
@@ -64,7 +65,6 @@ PARAMS = {
     "findings_table": Param("state.findings_71_08_03", type="string"),
     "kafka_conn_id": Param("kafka_default", type="string"),
 }
-TAGS = ["71.8", "debugging", "reference", "advanced", "success"]
 
 
 @lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)
@@ -82,9 +82,7 @@ def cdc_debug() -> None:
         return run(
             [params["source_table"]],
             group=params["consumer_group"],
-            target_schema=params["target_schema"],
-            target_prefix=params["target_prefix"],
-            kafka_conn_id=params["kafka_conn_id"],
+            **from_params(params, "target_schema", "target_prefix", "kafka_conn_id"),
             who=f"{DAG_ID}/{dag_run.run_id}",
             max_seconds=60,
         )

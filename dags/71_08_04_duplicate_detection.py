@@ -45,6 +45,7 @@ from airflow.sdk import Param, task
 from cdclab.dagkit import data_intervals, lesson_dag
 
 DAG_ID = "71_08_04_duplicate_detection"
+TAGS = ["71.8", "debugging", "reference", "intermediate", "success"]
 DEMO = {"target_table": "core.customers_71_08_04"}
 
 
@@ -61,7 +62,6 @@ PARAMS = {
     "findings_table": Param("state.findings_71_08_04", type="string"),
     "add_constraint": Param(True, type="boolean"),
 }
-TAGS = ["71.8", "debugging", "reference", "intermediate", "success"]
 
 
 @lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)

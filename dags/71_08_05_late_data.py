@@ -50,6 +50,7 @@ from airflow.sdk import Param, task
 from cdclab.dagkit import data_intervals, lesson_dag
 
 DAG_ID = "71_08_05_late_data"
+TAGS = ["71.8", "debugging", "reference", "intermediate", "success"]
 DEMO = {
     "events_table": "staging.events_71_08_05",
     "ledger_table": "state.processed_intervals",
@@ -78,7 +79,6 @@ PARAMS = {
     "grace_minutes": Param(10, type="integer", minimum=0),
     "allowed_lateness_minutes": Param(60, type="integer", minimum=0),
 }
-TAGS = ["71.8", "debugging", "reference", "intermediate", "success"]
 
 
 @lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)

@@ -39,7 +39,9 @@ from __future__ import annotations
 
 from airflow.sdk import Param, get_current_context, task
 
-from cdclab.dagkit import lesson_dag
+from cdclab.dagkit import from_params, lesson_dag
+
+TAGS = ["71.9", "replication", "cdc", "success", "reference", "example", "intermediate"]
 
 DEFAULT_TABLES = ["public.customers", "public.products"]
 
@@ -54,7 +56,6 @@ PARAMS = {
     "connector": Param("shop-postgres-source", type="string"),
     "keyless_tables": Param([], type="array"),
 }
-TAGS = ["71.9", "replication", "cdc", "success", "reference", "example", "intermediate"]
 
 
 @lesson_dag("71_09_01_db_replication", __doc__, schedule="*/15 * * * *", tags=TAGS, params=PARAMS)
@@ -89,9 +90,7 @@ def db_replication():
             replicate(
                 p["tables"],
                 group=p["consumer_group"],
-                target_schema=p["target_schema"],
-                target_prefix=p["target_prefix"],
-                schema_policy=p["schema_policy"],
+                **from_params(p, "target_schema", "target_prefix", "schema_policy"),
                 who=who,
                 # a new group on a topic whose history retention removed is refused, unless the
                 # initial_snapshot task has requested the snapshot that re-reads those rows

@@ -29,6 +29,8 @@ from airflow.sdk import task
 
 from cdclab.dagkit import lesson_dag
 
+TAGS = ["71.9", "logs", "reference", "example", "intermediate", "success"]
+
 PIPELINE = "71_09_02_log_processing"
 
 
@@ -38,7 +40,6 @@ PARAMS = {
     "log_name": "app.log",
     "target": "staging.app_logs",
 }
-TAGS = ["71.9", "logs", "reference", "example", "intermediate", "success"]
 
 
 @lesson_dag("71_09_02_log_processing", __doc__, schedule="*/5 * * * *", tags=TAGS, params=PARAMS)

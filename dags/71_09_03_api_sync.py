@@ -39,6 +39,7 @@ from airflow.sdk import Param, task
 from cdclab.dagkit import data_intervals, lesson_dag
 
 DAG_ID = "71_09_03_api_sync"
+TAGS = ["71.9", "api", "reference", "intermediate", "success", "example"]
 
 
 PARAMS = {
@@ -52,7 +53,6 @@ PARAMS = {
     "backoff_seconds": Param(0.2, type="number", minimum=0),
     "max_retry_after_seconds": Param(30, type="number", minimum=0),
 }
-TAGS = ["71.9", "api", "reference", "intermediate", "success", "example"]
 
 
 @lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)

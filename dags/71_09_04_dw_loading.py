@@ -45,9 +45,10 @@ from typing import Any
 
 from airflow.sdk import Param, task
 
-from cdclab.dagkit import data_intervals, lesson_dag
+from cdclab.dagkit import data_intervals, from_params, lesson_dag
 
 DAG_ID = "71_09_04_dw_loading"
+TAGS = ["71.9", "dw", "success", "reference", "example", "advanced"]
 
 
 def _star(params: dict[str, Any], dag_run: Any, context: dict[str, Any]) -> Any:
@@ -57,14 +58,17 @@ def _star(params: dict[str, Any], dag_run: Any, context: dict[str, Any]) -> Any:
 
     window = intervals.from_context(context)
     return StarLoad(
-        customers_table=params["customers_table"],
-        products_table=params["products_table"],
-        orders_table=params["orders_table"],
-        items_table=params["items_table"],
-        dim_customer=params["dim_customer"],
-        dim_product=params["dim_product"],
-        fact_table=params["fact_table"],
-        watermark_prefix=params["watermark_prefix"],
+        **from_params(
+            params,
+            "customers_table",
+            "products_table",
+            "orders_table",
+            "items_table",
+            "dim_customer",
+            "dim_product",
+            "fact_table",
+            "watermark_prefix",
+        ),
         dag_id=DAG_ID,
         run_id=dag_run.run_id,
         interval_start=window.start,
@@ -82,7 +86,6 @@ PARAMS = {
     "fact_table": Param("core.fact_order_line_71_09_04", type="string"),
     "watermark_prefix": Param("", type="string", description="default: 71_09_04/<fact_table>"),
 }
-TAGS = ["71.9", "dw", "success", "reference", "example", "advanced"]
 
 
 @lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)

@@ -68,6 +68,8 @@ from airflow.sdk import Param, get_current_context, task
 
 from cdclab.dagkit import lesson_dag
 
+TAGS = ["71.9", "streaming", "windowing", "exactly-once", "success", "reference", "example", "advanced"]
+
 
 def _wants_events(context: dict) -> bool:
     return int(context["params"]["produce_events"]) > 0
@@ -110,7 +112,6 @@ PARAMS = {
         600, type="integer", minimum=5, description="late events arrive this to twice this late"
     ),
 }
-TAGS = ["71.9", "streaming", "windowing", "exactly-once", "success", "reference", "example", "advanced"]
 
 
 @lesson_dag("71_09_05_event_stream", __doc__, schedule="*/5 * * * *", tags=TAGS, params=PARAMS)

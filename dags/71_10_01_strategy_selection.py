@@ -36,9 +36,10 @@ from typing import Any
 
 from airflow.sdk import Param, task
 
-from cdclab.dagkit import data_intervals, lesson_dag
+from cdclab.dagkit import data_intervals, from_params, lesson_dag
 
 DAG_ID = "71_10_01_strategy_selection"
+TAGS = ["71.10", "best-practice", "reference", "beginner", "success"]
 
 
 PARAMS = {
@@ -54,7 +55,6 @@ PARAMS = {
     "schedule_seconds": Param(3600, type="integer", minimum=1),
     "full_load_max_rows": Param(10_000, type="integer", minimum=0),
 }
-TAGS = ["71.10", "best-practice", "reference", "beginner", "success"]
 
 
 @lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)
@@ -64,10 +64,13 @@ def strategy_selection() -> None:
         from cdclab.lessons import operations, strategy
 
         req = strategy.Requirements(
-            hard_delete_tables=params["hard_delete_tables"],
-            max_staleness_seconds=params["max_staleness_seconds"],
-            schedule_seconds=params["schedule_seconds"],
-            full_load_max_rows=params["full_load_max_rows"],
+            **from_params(
+                params,
+                "hard_delete_tables",
+                "max_staleness_seconds",
+                "schedule_seconds",
+                "full_load_max_rows",
+            ),
         )
         recs = operations.recommend(params["tables"], req, pipeline=params["pipeline"], run_id=dag_run.run_id)
         for rec in recs:

@@ -51,6 +51,7 @@ from airflow.sdk import Param, task
 from cdclab.dagkit import data_intervals, lesson_dag
 
 DAG_ID = "71_10_02_state_management"
+TAGS = ["71.10", "best-practice", "reference", "intermediate", "success"]
 
 
 def _wm_key(params: dict[str, Any]) -> str:
@@ -72,7 +73,6 @@ PARAMS = {
     "backup_age_warn_seconds": Param(7200, type="number", minimum=0),
     "backup_age_alert_seconds": Param(86400, type="number", minimum=0),
 }
-TAGS = ["71.10", "best-practice", "reference", "intermediate", "success"]
 
 
 @lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)

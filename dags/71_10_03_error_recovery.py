@@ -49,6 +49,7 @@ from airflow.sdk import Param, task
 from cdclab.dagkit import data_intervals, lesson_dag
 
 DAG_ID = "71_10_03_error_recovery"
+TAGS = ["71.10", "best-practice", "reference", "intermediate", "success"]
 DEMO = {"source_table": "public.events_71_10_03"}
 
 
@@ -61,7 +62,6 @@ PARAMS = {
     "transient_failures": Param({}, type="object"),
     "hard_failures": Param([], type="array"),
 }
-TAGS = ["71.10", "best-practice", "reference", "intermediate", "success"]
 
 
 @lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)

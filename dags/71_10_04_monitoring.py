@@ -68,6 +68,7 @@ from cdclab.alerts import HealthAlertNotifier
 from cdclab.dagkit import data_intervals, lesson_dag
 
 DAG_ID = "71_10_04_monitoring"
+TAGS = ["71.10", "best-practice", "reference", "intermediate", "success"]
 
 
 PARAMS = {
@@ -95,7 +96,6 @@ PARAMS = {
     "files_exhausted_warn": Param(1, type="number", minimum=0),
     "files_exhausted_alert": Param(1, type="number", minimum=0),
 }
-TAGS = ["71.10", "best-practice", "reference", "intermediate", "success"]
 
 
 @lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)

@@ -30,9 +30,10 @@ from typing import Any
 
 from airflow.sdk import Param, task
 
-from cdclab.dagkit import lesson_dag
+from cdclab.dagkit import from_params, lesson_dag
 
 DAG_ID = "71_10_05_documentation"
+TAGS = ["71.10", "best-practice", "reference", "beginner", "success"]
 DAGS_FOLDER = str(Path(__file__).parent)  # a path computation, no I/O
 
 
@@ -42,7 +43,6 @@ PARAMS = {
     "prefix": Param("docs", type="string"),
     "document": Param("incremental-operations.md", type="string"),
 }
-TAGS = ["71.10", "best-practice", "reference", "beginner", "success"]
 
 
 @lesson_dag(DAG_ID, __doc__, schedule="@daily", tags=TAGS, params=PARAMS)
@@ -63,9 +63,7 @@ def documentation() -> None:
 
         doc = operations.publish_docs(
             [opsdocs.DagCard(**c) for c in cards],
-            bucket=params["bucket"],
-            prefix=params["prefix"],
-            document=params["document"],
+            **from_params(params, "bucket", "prefix", "document"),
             run_id=dag_run.run_id,
         )
         print(

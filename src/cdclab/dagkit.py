@@ -94,3 +94,10 @@ def landing_params(pipeline: str, *, pattern: str | None = "*") -> dict[str, Any
     if pattern is not None:
         params["pattern"] = pattern
     return params
+
+
+def from_params(params: Mapping[str, Any], *names: str) -> dict[str, Any]:
+    """The run's values of ``names``, as keyword arguments of the same names: a task passes its params
+    through with ``step(..., **from_params(params, "target_schema", "batch_size"))``. A name the DAG
+    does not declare is a ``KeyError`` naming it, as ``params["..."]`` is."""
+    return {name: params[name] for name in names}

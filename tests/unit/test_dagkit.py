@@ -152,3 +152,13 @@ def test_param_groups_build_fresh_params_with_the_shared_names_and_defaults() ->
         "pattern": "*",
     }
     assert list(dagkit.landing_params("p", pattern=None)) == ["pipeline", "bucket", "prefix"]
+
+
+def test_from_params_passes_the_named_params_through_as_keywords() -> None:
+    params = {"target_schema": "core", "batch_size": 500, "other": 1}
+    assert dagkit.from_params(params, "target_schema", "batch_size") == {
+        "target_schema": "core",
+        "batch_size": 500,
+    }
+    with pytest.raises(KeyError, match="tpyo"):
+        dagkit.from_params(params, "tpyo")
