@@ -39,16 +39,15 @@ from typing import Any
 
 from airflow.sdk import Param, task
 
-from cdclab.dagkit import data_intervals, lesson_dag, per_variant_table, variant_param
+from cdclab.dagkit import data_intervals, lesson_dag, variant_params
 
 DAG_ID = "71_06_01_lost_watermarks"
 TAGS = ["71.6", "anti-pattern", "reference", "intermediate", "failure"]
 
 
 PARAMS = {
-    "variant": variant_param(),
-    "source_table": Param("public.rows_71_06_01", type="string"),
-    "target_table": per_variant_table("core.rows_71_06_01_{variant}"),
+    # variant, source_table, target_table:
+    **variant_params("public.rows_71_06_01", "core.rows_71_06_01_{variant}"),
     "lose_state": Param(False, type="boolean", description="delete the watermark before loading"),
     "anti_cold_start": Param("interval_start", enum=["interval_start", "everything"]),
 }

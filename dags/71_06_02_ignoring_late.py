@@ -38,7 +38,7 @@ from typing import Any
 import pendulum
 from airflow.sdk import Param, task
 
-from cdclab.dagkit import data_intervals, lesson_dag, per_variant_table, variant_param
+from cdclab.dagkit import data_intervals, lesson_dag, variant_params
 
 DAG_ID = "71_06_02_ignoring_late"
 TAGS = ["71.6", "anti-pattern", "reference", "intermediate", "failure"]
@@ -46,9 +46,8 @@ GRAIN = pendulum.duration(hours=1)
 
 
 PARAMS = {
-    "variant": variant_param(),
-    "source_table": Param("public.events_71_06_02", type="string"),
-    "target_table": per_variant_table("marts.totals_71_06_02_{variant}"),
+    # variant, source_table, target_table:
+    **variant_params("public.events_71_06_02", "marts.totals_71_06_02_{variant}"),
     "lookback_intervals": Param(2, type="integer", minimum=0, description="fixed variant only"),
 }
 

@@ -35,16 +35,15 @@ from typing import Any
 
 from airflow.sdk import Param, task
 
-from cdclab.dagkit import data_intervals, lesson_dag, per_variant_table, variant_param
+from cdclab.dagkit import data_intervals, lesson_dag, variant_params
 
 DAG_ID = "71_06_03_full_fallback"
 TAGS = ["71.6", "anti-pattern", "reference", "intermediate", "failure"]
 
 
 PARAMS = {
-    "variant": variant_param(),
-    "source_table": Param("public.rows_71_06_03", type="string"),
-    "target_table": per_variant_table("core.rows_71_06_03_{variant}"),
+    # variant, source_table, target_table:
+    **variant_params("public.rows_71_06_03", "core.rows_71_06_03_{variant}"),
     "corrupt_state": Param(False, type="boolean", description="store a wrongly typed watermark first"),
 }
 

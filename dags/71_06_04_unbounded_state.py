@@ -38,16 +38,15 @@ from typing import Any
 
 from airflow.sdk import Param, task
 
-from cdclab.dagkit import data_intervals, lesson_dag, per_variant_table, variant_param
+from cdclab.dagkit import data_intervals, lesson_dag, per_variant_table, variant_params
 
 DAG_ID = "71_06_04_unbounded_state"
 TAGS = ["71.6", "anti-pattern", "reference", "advanced", "failure"]
 
 
 PARAMS = {
-    "variant": variant_param(),
-    "source_table": Param("public.deliveries_71_06_04", type="string"),
-    "target_table": per_variant_table("core.events_71_06_04_{variant}"),
+    # variant, source_table, target_table:
+    **variant_params("public.deliveries_71_06_04", "core.events_71_06_04_{variant}"),
     "seen_table": per_variant_table("state.seen_71_06_04_{variant}"),
     "ttl_minutes": Param(60, type="integer", minimum=1, description="fixed variant only"),
 }

@@ -33,18 +33,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow.sdk import Param, task
+from airflow.sdk import task
 
-from cdclab.dagkit import data_intervals, lesson_dag, per_variant_table, variant_param
+from cdclab.dagkit import data_intervals, lesson_dag, variant_params
 
 DAG_ID = "71_06_05_assuming_order"
 TAGS = ["71.6", "anti-pattern", "reference", "intermediate", "failure"]
 
 
 PARAMS = {
-    "variant": variant_param(),
-    "source_table": Param("staging.changes_71_06_05", type="string", description="in the warehouse"),
-    "target_table": per_variant_table("core.status_71_06_05_{variant}"),
+    # variant, source_table, target_table:
+    **variant_params(
+        "staging.changes_71_06_05", "core.status_71_06_05_{variant}", source_description="in the warehouse"
+    ),
 }
 
 

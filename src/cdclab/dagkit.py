@@ -87,6 +87,18 @@ def per_variant_table(default: str) -> Param:
     return Param(default, type="string", description=PER_VARIANT)
 
 
+def variant_params(
+    source_table: str, target_table: str, *, source_description: str | None = None
+) -> dict[str, Any]:
+    """The params every 71.6 anti-pattern lesson starts with: ``variant`` (:func:`variant_param`), the
+    ``source_table`` it reads and the per-variant ``target_table`` it writes (:func:`per_variant_table`)."""
+    return {
+        "variant": variant_param(),
+        "source_table": Param(source_table, type="string", description=source_description),
+        "target_table": per_variant_table(target_table),
+    }
+
+
 def landing_params(pipeline: str, *, pattern: str | None = "*") -> dict[str, Any]:
     """The 71.4 landing zone of a file pipeline: its name, bucket ``landing``, prefix ``<pipeline>/``
     and, unless ``pattern`` is None, the fnmatch pattern of its data files (relative to the prefix)."""

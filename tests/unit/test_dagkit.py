@@ -145,6 +145,13 @@ def test_param_groups_build_fresh_params_with_the_shared_names_and_defaults() ->
     )
     with pytest.raises(ValueError, match="variant"):
         dagkit.per_variant_table("core.x")
+    group = dagkit.variant_params("public.s", "core.t_{variant}", source_description="in the warehouse")
+    assert list(group) == ["variant", "source_table", "target_table"]
+    assert (group["source_table"].value, group["source_table"].description) == (
+        "public.s",
+        "in the warehouse",
+    )
+    assert group["target_table"].value == "core.t_{variant}"
     assert dagkit.landing_params("p") == {
         "pipeline": "p",
         "bucket": "landing",
