@@ -43,7 +43,6 @@ TAGS = ["71.1", "state", "reference", "core", "intermediate", "success"]
 STORES = ("variable", "xcom", "table", "asset")
 STATE_ASSET = Asset(name="cdclab-71_01_05-state", uri="cdclab://state/71_01_05")
 
-
 PARAMS = {
     "source_table": Param("public.customers", type="string"),
     "target_prefix": Param("core.customers_71_01_05", type="string"),

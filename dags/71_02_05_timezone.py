@@ -38,7 +38,6 @@ TAGS = ["71.2", "reference", "patterns", "intermediate", "success"]
 
 BUSINESS_TZ = "Europe/Berlin"
 
-
 PARAMS = {"orders": "public.orders", "customers": "public.customers", "target": "marts.daily_sales_local"}
 
 

@@ -56,7 +56,6 @@ DEFAULT_TABLES = [
     "public.payments",
 ]
 
-
 PARAMS = {
     "tables": Param(DEFAULT_TABLES, type="array", description="source tables (schema.table) to replicate"),
     "consumer_group": Param("71_03_01_database_cdc", type="string"),

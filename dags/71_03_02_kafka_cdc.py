@@ -46,7 +46,6 @@ TAGS = ["71.3", "cdc", "kafka", "success", "reference", "patterns", "advanced"]
 
 LAG_TABLE = "state.kafka_lag"  # this DAG's own table, created by report_lag
 
-
 PARAMS = {
     "tables": Param(["public.customers", "public.products"], type="array"),
     "consumer_group": Param("71_03_02_kafka_cdc", type="string"),

@@ -40,7 +40,6 @@ TAGS = ["71.3", "merge", "reference", "patterns", "intermediate", "success"]
 
 DEFAULT_TABLES = ["public.customers", "public.products", "public.orders"]
 
-
 PARAMS = {
     "tables": Param(DEFAULT_TABLES, type="array", description="source tables (schema.table)"),
     "consumer_group": Param(

@@ -41,7 +41,6 @@ TAGS = ["71.3", "scd2", "reference", "patterns", "advanced", "success"]
 DEFAULT_TABLES = ["public.customers"]
 DEFAULT_TRACKED = {"public.customers": ["email", "full_name", "tier"]}
 
-
 PARAMS = {
     "tables": Param(DEFAULT_TABLES, type="array", description="source tables (schema.table)"),
     "tracked_columns": Param(

@@ -45,7 +45,6 @@ TAGS = ["71.3", "soft-delete", "reference", "patterns", "intermediate", "success
 
 DEFAULT_TABLES = ["public.customers", "public.products"]
 
-
 PARAMS = {
     "tables": Param(DEFAULT_TABLES, type="array", description="source tables (schema.table)"),
     "consumer_group": Param("71_03_05_soft_delete", type="string"),

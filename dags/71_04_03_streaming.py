@@ -33,7 +33,6 @@ TAGS = ["71.4", "files", "reference", "patterns", "advanced", "success"]
 
 PIPELINE = "71_04_03_streaming"
 
-
 PARAMS = {
     **landing_params(PIPELINE),  # pipeline, bucket "landing", prefix "<pipeline>/", pattern "*"
     "target": "staging.partner_events",

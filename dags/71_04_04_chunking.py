@@ -37,7 +37,6 @@ TAGS = ["71.4", "files", "reference", "patterns", "intermediate", "success"]
 
 PIPELINE = "71_04_04_chunking"
 
-
 PARAMS = {
     **landing_params(PIPELINE),  # pipeline, bucket "landing", prefix "<pipeline>/", pattern "*"
     "target": "staging.partner_events",

@@ -46,7 +46,6 @@ TAGS = ["71.4", "files", "reference", "patterns", "intermediate", "success"]
 
 PIPELINE = "71_04_05_archive"
 
-
 PARAMS = {
     **landing_params(PIPELINE),  # pipeline, bucket "landing", prefix "<pipeline>/", pattern "*"
     "target": "staging.partner_events",

@@ -44,7 +44,6 @@ from cdclab.dagkit import data_intervals, lesson_dag
 DAG_ID = "71_05_03_aggregations"
 TAGS = ["71.5", "aggregations", "reference", "patterns", "advanced", "success"]
 
-
 PARAMS = {
     "orders_table": Param("public.orders", type="string"),
     "target_prefix": Param("marts.agg_71_05_03", type="string"),

@@ -39,7 +39,6 @@ from cdclab.dagkit import data_intervals, lesson_dag
 DAG_ID = "71_05_04_ml_features"
 TAGS = ["71.5", "features", "reference", "patterns", "advanced", "success"]
 
-
 PARAMS = {
     "orders_table": Param("public.orders", type="string"),
     "target_prefix": Param("marts.features_71_05_04", type="string"),

@@ -55,7 +55,6 @@ CHECKS = [
     "edge_null_cursor",
 ]
 
-
 PARAMS = {
     "source_table": Param("public.customers", type="string"),
     "target_table": Param("staging.customers_71_05_05", type="string"),

@@ -44,7 +44,6 @@ from cdclab.dagkit import data_intervals, lesson_dag, variant_params
 DAG_ID = "71_06_01_lost_watermarks"
 TAGS = ["71.6", "anti-pattern", "reference", "intermediate", "failure"]
 
-
 PARAMS = {
     # variant, source_table, target_table:
     **variant_params("public.rows_71_06_01", "core.rows_71_06_01_{variant}"),

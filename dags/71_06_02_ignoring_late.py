@@ -44,7 +44,6 @@ DAG_ID = "71_06_02_ignoring_late"
 TAGS = ["71.6", "anti-pattern", "reference", "intermediate", "failure"]
 GRAIN = pendulum.duration(hours=1)
 
-
 PARAMS = {
     # variant, source_table, target_table:
     **variant_params("public.events_71_06_02", "marts.totals_71_06_02_{variant}"),

@@ -40,7 +40,6 @@ from cdclab.dagkit import data_intervals, lesson_dag, variant_params
 DAG_ID = "71_06_03_full_fallback"
 TAGS = ["71.6", "anti-pattern", "reference", "intermediate", "failure"]
 
-
 PARAMS = {
     # variant, source_table, target_table:
     **variant_params("public.rows_71_06_03", "core.rows_71_06_03_{variant}"),

@@ -43,7 +43,6 @@ from cdclab.dagkit import data_intervals, lesson_dag, per_variant_table, variant
 DAG_ID = "71_06_04_unbounded_state"
 TAGS = ["71.6", "anti-pattern", "reference", "advanced", "failure"]
 
-
 PARAMS = {
     # variant, source_table, target_table:
     **variant_params("public.deliveries_71_06_04", "core.events_71_06_04_{variant}"),

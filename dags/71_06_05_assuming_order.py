@@ -40,7 +40,6 @@ from cdclab.dagkit import data_intervals, lesson_dag, variant_params
 DAG_ID = "71_06_05_assuming_order"
 TAGS = ["71.6", "anti-pattern", "reference", "intermediate", "failure"]
 
-
 PARAMS = {
     # variant, source_table, target_table:
     **variant_params(

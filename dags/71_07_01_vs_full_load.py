@@ -43,7 +43,6 @@ from cdclab.dagkit import from_params, lesson_dag
 DAG_ID = "71_07_01_vs_full_load"
 TAGS = ["71.7", "performance", "reference", "intermediate", "success"]
 
-
 PARAMS = {
     "source_table": Param("public.perf_71_07_01", type="string", description="benchmark table in shop"),
     "table_rows": Param(1000, type="integer", minimum=10, description="rows seeded when it is empty"),

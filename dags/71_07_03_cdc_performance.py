@@ -41,7 +41,6 @@ from cdclab.dagkit import lesson_dag
 DAG_ID = "71_07_03_cdc_performance"
 TAGS = ["71.7", "performance", "reference", "advanced", "success"]
 
-
 PARAMS = {
     "tables": Param(["public.customers"], type="array", description="source tables (schema.table)"),
     "consumer_group": Param("71_07_03", type="string", description="base; .b<size> is appended"),

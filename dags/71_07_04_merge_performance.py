@@ -44,7 +44,6 @@ from cdclab.dagkit import lesson_dag
 DAG_ID = "71_07_04_merge_performance"
 TAGS = ["71.7", "performance", "reference", "intermediate", "success"]
 
-
 PARAMS = {
     "tables": Param(["public.customers"], type="array", description="source tables (schema.table)"),
     "consumer_group": Param("71_07_04", type="string", description="base; .p<i>of<n> is appended"),

@@ -45,7 +45,6 @@ TAGS = ["71.9", "replication", "cdc", "success", "reference", "example", "interm
 
 DEFAULT_TABLES = ["public.customers", "public.products"]
 
-
 PARAMS = {
     "tables": Param(DEFAULT_TABLES, type="array"),
     "consumer_group": Param("71_09_01_db_replication", type="string"),

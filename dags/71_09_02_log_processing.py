@@ -33,7 +33,6 @@ TAGS = ["71.9", "logs", "reference", "example", "intermediate", "success"]
 
 PIPELINE = "71_09_02_log_processing"
 
-
 PARAMS = {
     "pipeline": PIPELINE,
     "log_dir": "",  # default: <lab state>/applogs/<pipeline>

@@ -41,7 +41,6 @@ from cdclab.dagkit import data_intervals, lesson_dag
 DAG_ID = "71_09_03_api_sync"
 TAGS = ["71.9", "api", "reference", "intermediate", "success", "example"]
 
-
 PARAMS = {
     "pipeline": Param("partner_accounts", type="string"),
     "base_url": Param("", type="string", description="default: the Airflow connection partner_api"),

@@ -41,7 +41,6 @@ from cdclab.dagkit import data_intervals, from_params, lesson_dag
 DAG_ID = "71_10_01_strategy_selection"
 TAGS = ["71.10", "best-practice", "reference", "beginner", "success"]
 
-
 PARAMS = {
     "tables": Param(
         ["public.customers", "public.products", "public.orders", "public.order_items", "public.payments"],

@@ -52,7 +52,6 @@ DAG_ID = "71_10_03_error_recovery"
 TAGS = ["71.10", "best-practice", "reference", "intermediate", "success"]
 DEMO = {"source_table": "public.events_71_10_03"}
 
-
 PARAMS = {
     "source_table": Param(DEMO["source_table"], type="string"),
     "target_table": Param("core.events_71_10_03", type="string"),

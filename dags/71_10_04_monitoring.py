@@ -70,7 +70,6 @@ from cdclab.dagkit import data_intervals, lesson_dag
 DAG_ID = "71_10_04_monitoring"
 TAGS = ["71.10", "best-practice", "reference", "intermediate", "success"]
 
-
 PARAMS = {
     "scope": Param("71_10_04", type="string"),
     "watermark_keys": Param([], type="array"),

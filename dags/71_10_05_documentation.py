@@ -36,7 +36,6 @@ DAG_ID = "71_10_05_documentation"
 TAGS = ["71.10", "best-practice", "reference", "beginner", "success"]
 DAGS_FOLDER = str(Path(__file__).parent)  # a path computation, no I/O
 
-
 PARAMS = {
     "dags_folder": Param("", type="string", description="default: the folder of this file"),
     "bucket": Param("lab-tests", type="string"),
