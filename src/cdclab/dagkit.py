@@ -16,6 +16,8 @@ Vocabulary:
 - **param groups** — params that several lessons declare alike (the 71.6 anti-pattern switch, the
   landing-zone params of the 71.4 file pipelines) are built here, so their names and defaults cannot
   drift apart. Each builder returns fresh ``Param`` objects: Airflow keeps the objects it is given.
+- **passing params through** — :func:`from_params` hands a task's params to a library step as keyword
+  arguments of the same names, so a call lists the params it uses once.
 
 Nothing here opens a connection; DAG files call it at parse time.
 """
