@@ -41,11 +41,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import pendulum
-from airflow.sdk import Param, dag, task
-from airflow.timetables.interval import CronDataIntervalTimetable
+from airflow.sdk import Param, task
+
+from cdclab.dagkit import data_intervals, lesson_dag
 
 DAG_ID = "71_01_01_basics"
+TAGS = ["71.1", "basics", "reference", "core", "beginner", "success"]
 
 
 def _load_run(params: dict[str, Any], dag_run: Any) -> Any:
@@ -60,21 +61,15 @@ def _load_run(params: dict[str, Any], dag_run: Any) -> Any:
     return LoadRun(pipeline, DAG_ID, dag_run.run_id, iv.start, iv.end)
 
 
-@dag(
-    dag_id=DAG_ID,
-    schedule=CronDataIntervalTimetable("@hourly", timezone="UTC"),
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    tags=["71.1", "basics", "reference", "core", "beginner", "success"],
-    doc_md=__doc__,
-    params={
-        "source_table": Param("public.customers", type="string"),
-        "full_target": Param("core.customers_71_01_01_full", type="string"),
-        "incremental_target": Param("core.customers_71_01_01_incremental", type="string"),
-        "pipeline": Param("", type="string", description="metrics/watermark key; default 71_01_01/<source>"),
-    },
-)
+PARAMS = {
+    "source_table": Param("public.customers", type="string"),
+    "full_target": Param("core.customers_71_01_01_full", type="string"),
+    "incremental_target": Param("core.customers_71_01_01_incremental", type="string"),
+    "pipeline": Param("", type="string", description="metrics/watermark key; default 71_01_01/<source>"),
+}
+
+
+@lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)
 def basics() -> None:
     @task
     def prepare(params: dict[str, Any]) -> None:

@@ -38,13 +38,13 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-import pendulum
-from airflow.sdk import Param, dag, task
-from airflow.timetables.interval import CronDataIntervalTimetable
+from airflow.sdk import Param, task
 
 from cdclab.cdc.heartbeat import HeartbeatSensor
+from cdclab.dagkit import data_intervals, lesson_dag
 
 DAG_ID = "71_01_02_cdc_concepts"
+TAGS = ["71.1", "cdc", "reference", "core", "intermediate", "success"]
 
 
 def _names(params: dict[str, Any]) -> dict[str, str]:
@@ -57,24 +57,18 @@ def _names(params: dict[str, Any]) -> dict[str, str]:
     }
 
 
-@dag(
-    dag_id=DAG_ID,
-    schedule=CronDataIntervalTimetable("@hourly", timezone="UTC"),
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    tags=["71.1", "cdc", "reference", "core", "intermediate", "success"],
-    doc_md=__doc__,
-    params={
-        "source_table": Param("public.customers", type="string"),
-        "changes_table": Param("staging.cdc_changes_71_01_02", type="string"),
-        "audit_table": Param("", type="string", description="default <source_table>_audit (in shop)"),
-        "consumer_group": Param("cdclab-71_01_02", type="string"),
-        "topic_prefix": Param("shop", type="string"),
-        "state_key": Param("", type="string", description="watermark key prefix; default 71_01_02/<source>"),
-        "fence_timeout_seconds": Param(60, type="integer", minimum=1),
-    },
-)
+PARAMS = {
+    "source_table": Param("public.customers", type="string"),
+    "changes_table": Param("staging.cdc_changes_71_01_02", type="string"),
+    "audit_table": Param("", type="string", description="default <source_table>_audit (in shop)"),
+    "consumer_group": Param("cdclab-71_01_02", type="string"),
+    "topic_prefix": Param("shop", type="string"),
+    "state_key": Param("", type="string", description="watermark key prefix; default 71_01_02/<source>"),
+    "fence_timeout_seconds": Param(60, type="integer", minimum=1),
+}
+
+
+@lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)
 def cdc_concepts() -> None:
     @task
     def prepare(params: dict[str, Any]) -> None:

@@ -33,11 +33,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import pendulum
-from airflow.sdk import Param, dag, task
-from airflow.timetables.interval import CronDataIntervalTimetable
+from airflow.sdk import Param, task
+
+from cdclab.dagkit import data_intervals, from_params, lesson_dag
 
 DAG_ID = "71_01_03_watermarks"
+TAGS = ["71.1", "watermarks", "reference", "core", "intermediate", "success"]
 
 
 class SimulatedCrashAfterLoad(RuntimeError):
@@ -48,25 +49,19 @@ def _key(params: dict[str, Any]) -> str:
     return params["watermark_key"] or f"71_01_03/{params['source_table']}->{params['target_table']}"
 
 
-@dag(
-    dag_id=DAG_ID,
-    schedule=CronDataIntervalTimetable("@hourly", timezone="UTC"),
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    tags=["71.1", "watermarks", "reference", "core", "intermediate", "success"],
-    doc_md=__doc__,
-    params={
-        "source_table": Param("public.customers", type="string"),
-        "target_table": Param("core.customers_71_01_03", type="string"),
-        "watermark_key": Param("", type="string", description="default: 71_01_03/<source>-><target>"),
-        "lookback_seconds": Param(0, type="integer", minimum=0),
-        "null_policy": Param("raise", enum=["raise", "include", "exclude"]),
-        "watermark_mode": Param("after_commit", enum=["after_commit", "same_transaction"]),
-        "fail_after_load": Param(False, type="boolean"),
-        "batch_size": Param(500, type="integer", minimum=1),
-    },
-)
+PARAMS = {
+    "source_table": Param("public.customers", type="string"),
+    "target_table": Param("core.customers_71_01_03", type="string"),
+    "watermark_key": Param("", type="string", description="default: 71_01_03/<source>-><target>"),
+    "lookback_seconds": Param(0, type="integer", minimum=0),
+    "null_policy": Param("raise", enum=["raise", "include", "exclude"]),
+    "watermark_mode": Param("after_commit", enum=["after_commit", "same_transaction"]),
+    "fail_after_load": Param(False, type="boolean"),
+    "batch_size": Param(500, type="integer", minimum=1),
+}
+
+
+@lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)
 def watermarks() -> None:
     @task
     def prepare(params: dict[str, Any]) -> None:
@@ -84,9 +79,7 @@ def watermarks() -> None:
             params["target_table"],
             key,
             mode=params["watermark_mode"],
-            lookback_seconds=params["lookback_seconds"],
-            batch_size=params["batch_size"],
-            null_policy=params["null_policy"],
+            **from_params(params, "lookback_seconds", "batch_size", "null_policy"),
             dag_id=DAG_ID,
             run_id=dag_run.run_id,
         )

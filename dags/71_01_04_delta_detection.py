@@ -32,11 +32,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import pendulum
-from airflow.sdk import Param, dag, task
-from airflow.timetables.interval import CronDataIntervalTimetable
+from airflow.sdk import Param, task
+
+from cdclab.dagkit import data_intervals, lesson_dag
 
 DAG_ID = "71_01_04_delta_detection"
+TAGS = ["71.1", "delta-detection", "reference", "core", "intermediate", "success"]
 
 
 def _key(params: dict[str, Any], method: str) -> str:
@@ -49,29 +50,23 @@ def _target(params: dict[str, Any], method: str) -> str:
     return target_of(params["target_prefix"], method)
 
 
-@dag(
-    dag_id=DAG_ID,
-    schedule=CronDataIntervalTimetable("@hourly", timezone="UTC"),
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    tags=["71.1", "delta-detection", "reference", "core", "intermediate", "success"],
-    doc_md=__doc__,
-    params={
-        "source_table": Param("public.customers", type="string"),
-        "target_prefix": Param(
-            "core.customers_71_01_04",
-            type="string",
-            description="targets are <prefix>_timestamp, _version, _hash",
-        ),
-        "state_prefix": Param(
-            "", type="string", description="watermark/snapshot keys; default 71_01_04/<source>"
-        ),
-        "lookback_seconds": Param(60, type="integer", minimum=0),
-        "null_policy": Param("raise", enum=["raise", "include", "exclude"]),
-        "reconciliation_table": Param("state.delta_reconciliation", type="string"),
-    },
-)
+PARAMS = {
+    "source_table": Param("public.customers", type="string"),
+    "target_prefix": Param(
+        "core.customers_71_01_04",
+        type="string",
+        description="targets are <prefix>_timestamp, _version, _hash",
+    ),
+    "state_prefix": Param(
+        "", type="string", description="watermark/snapshot keys; default 71_01_04/<source>"
+    ),
+    "lookback_seconds": Param(60, type="integer", minimum=0),
+    "null_policy": Param("raise", enum=["raise", "include", "exclude"]),
+    "reconciliation_table": Param("state.delta_reconciliation", type="string"),
+}
+
+
+@lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)
 def delta_detection() -> None:
     @task
     def prepare(params: dict[str, Any]) -> None:

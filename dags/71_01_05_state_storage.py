@@ -34,33 +34,27 @@ from __future__ import annotations
 
 from typing import Any
 
-import pendulum
-from airflow.sdk import Asset, Param, dag, task
-from airflow.timetables.interval import CronDataIntervalTimetable
+from airflow.sdk import Asset, Param, task
+
+from cdclab.dagkit import data_intervals, lesson_dag
 
 DAG_ID = "71_01_05_state_storage"
+TAGS = ["71.1", "state", "reference", "core", "intermediate", "success"]
 STORES = ("variable", "xcom", "table", "asset")
 STATE_ASSET = Asset(name="cdclab-71_01_05-state", uri="cdclab://state/71_01_05")
 
+PARAMS = {
+    "source_table": Param("public.customers", type="string"),
+    "target_prefix": Param("core.customers_71_01_05", type="string"),
+    "state_key": Param(
+        "71_01_05",
+        type="string",
+        description="watermark key (table, asset) and Variable prefix <state_key>__",
+    ),
+}
 
-@dag(
-    dag_id=DAG_ID,
-    schedule=CronDataIntervalTimetable("@hourly", timezone="UTC"),
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    tags=["71.1", "state", "reference", "core", "intermediate", "success"],
-    doc_md=__doc__,
-    params={
-        "source_table": Param("public.customers", type="string"),
-        "target_prefix": Param("core.customers_71_01_05", type="string"),
-        "state_key": Param(
-            "71_01_05",
-            type="string",
-            description="watermark key (table, asset) and Variable prefix <state_key>__",
-        ),
-    },
-)
+
+@lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)
 def state_storage() -> None:
     @task
     def prepare(params: dict[str, Any]) -> None:

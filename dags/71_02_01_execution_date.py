@@ -38,23 +38,24 @@ complete interval before it (`cdclab.time.intervals.run_interval`, docs/runs_wit
 
 from __future__ import annotations
 
-import pendulum
 from airflow.providers.common.sql.operators.sql import SQLExecuteQueryOperator
-from airflow.sdk import CronDataIntervalTimetable, dag, get_current_context, task
+from airflow.sdk import get_current_context, task
 
+from cdclab.dagkit import data_intervals, lesson_dag
 from cdclab.time import partitions as partitioning
 from cdclab.time.intervals import interval_for_run
 
+TAGS = ["71.2", "reference", "core", "intermediate", "success"]
 
-@dag(
-    dag_id="71_02_01_execution_date",
-    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    tags=["71.2", "reference", "core", "intermediate", "success"],
-    doc_md=__doc__,
-    params={"source": "public.orders", "target": "core.orders_by_day", "staging": "staging.orders_by_day"},
+PARAMS = {"source": "public.orders", "target": "core.orders_by_day", "staging": "staging.orders_by_day"}
+
+
+@lesson_dag(
+    "71_02_01_execution_date",
+    __doc__,
+    schedule=data_intervals("0 0 * * *"),
+    tags=TAGS,
+    params=PARAMS,
     user_defined_macros={
         "ident": partitioning.quoted_name,
         "partition_table": partitioning.partition_table_at,

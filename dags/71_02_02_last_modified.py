@@ -34,8 +34,11 @@ complete interval before it (`cdclab.time.intervals.run_interval`, docs/runs_wit
 
 from __future__ import annotations
 
-import pendulum
-from airflow.sdk import CronDataIntervalTimetable, dag, get_current_context, task
+from airflow.sdk import get_current_context, task
+
+from cdclab.dagkit import data_intervals, lesson_dag
+
+TAGS = ["71.2", "reference", "patterns", "intermediate", "success"]
 
 
 def _read_window(params: dict):
@@ -48,23 +51,17 @@ def _read_window(params: dict):
     )
 
 
-@dag(
-    dag_id="71_02_02_last_modified",
-    schedule=CronDataIntervalTimetable("0 * * * *", timezone="UTC"),
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    tags=["71.2", "reference", "patterns", "intermediate", "success"],
-    doc_md=__doc__,
-    params={
-        "source": "public.orders",
-        "target": "staging.orders_last_modified",
-        "run_log": "state.last_modified_runs",
-        "batch_size": 1000,
-        "lookback_minutes": 15,
-        "cursor_mode": "keyset",
-    },
-)
+PARAMS = {
+    "source": "public.orders",
+    "target": "staging.orders_last_modified",
+    "run_log": "state.last_modified_runs",
+    "batch_size": 1000,
+    "lookback_minutes": 15,
+    "cursor_mode": "keyset",
+}
+
+
+@lesson_dag("71_02_02_last_modified", __doc__, schedule=data_intervals("0 * * * *"), tags=TAGS, params=PARAMS)
 def _71_02_02_last_modified():
     @task
     def explain_cursor_query(params: dict | None = None) -> dict:

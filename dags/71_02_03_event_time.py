@@ -44,28 +44,24 @@ complete interval before it (`cdclab.time.intervals.run_interval`, docs/runs_wit
 
 from __future__ import annotations
 
-import pendulum
-from airflow.sdk import CronDataIntervalTimetable, dag, get_current_context, task
+from airflow.sdk import get_current_context, task
+
+from cdclab.dagkit import data_intervals, lesson_dag
+
+TAGS = ["71.2", "reference", "patterns", "intermediate", "success"]
+
+PARAMS = {
+    "source": "public.orders",
+    "target": "marts.orders_hourly_event_time",
+    "late_log": "dlq.orders_late_events",
+    "arrivals": "state.orders_arrivals_71_02_03",
+    "window_minutes": 60,
+    "allowed_lateness_minutes": 120,
+    "skew_tolerance_minutes": 5,
+}
 
 
-@dag(
-    dag_id="71_02_03_event_time",
-    schedule=CronDataIntervalTimetable("0 * * * *", timezone="UTC"),
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    tags=["71.2", "reference", "patterns", "intermediate", "success"],
-    doc_md=__doc__,
-    params={
-        "source": "public.orders",
-        "target": "marts.orders_hourly_event_time",
-        "late_log": "dlq.orders_late_events",
-        "arrivals": "state.orders_arrivals_71_02_03",
-        "window_minutes": 60,
-        "allowed_lateness_minutes": 120,
-        "skew_tolerance_minutes": 5,
-    },
-)
+@lesson_dag("71_02_03_event_time", __doc__, schedule=data_intervals("0 * * * *"), tags=TAGS, params=PARAMS)
 def _71_02_03_event_time():
     @task
     def classify_arrivals(params: dict | None = None) -> list[list[str]]:

@@ -29,25 +29,23 @@ complete interval before it (`cdclab.time.intervals.run_interval`, docs/runs_wit
 
 from __future__ import annotations
 
-import pendulum
-from airflow.sdk import CronDataIntervalTimetable, dag, get_current_context, task
+from airflow.sdk import get_current_context, task
+
+from cdclab.dagkit import data_intervals, lesson_dag
+
+TAGS = ["71.2", "reference", "patterns", "intermediate", "success"]
+
+PARAMS = {
+    "source": "public.orders",
+    "target": "marts.orders_revenue_3h",
+    "panes": "marts.orders_revenue_panes",
+    "size_hours": 3,
+    "slide_hours": 1,
+}
 
 
-@dag(
-    dag_id="71_02_04_sliding_window",
-    schedule=CronDataIntervalTimetable("0 * * * *", timezone="UTC"),
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    tags=["71.2", "reference", "patterns", "intermediate", "success"],
-    doc_md=__doc__,
-    params={
-        "source": "public.orders",
-        "target": "marts.orders_revenue_3h",
-        "panes": "marts.orders_revenue_panes",
-        "size_hours": 3,
-        "slide_hours": 1,
-    },
+@lesson_dag(
+    "71_02_04_sliding_window", __doc__, schedule=data_intervals("0 * * * *"), tags=TAGS, params=PARAMS
 )
 def _71_02_04_sliding_window():
     @task

@@ -30,20 +30,24 @@ complete interval before it (`cdclab.time.intervals.run_interval`, docs/runs_wit
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import CronDataIntervalTimetable, dag, get_current_context, task
+from airflow.sdk import get_current_context, task
+
+from cdclab.dagkit import data_intervals, lesson_dag
+
+TAGS = ["71.2", "reference", "patterns", "intermediate", "success"]
 
 BUSINESS_TZ = "Europe/Berlin"
 
+PARAMS = {"orders": "public.orders", "customers": "public.customers", "target": "marts.daily_sales_local"}
 
-@dag(
-    dag_id="71_02_05_timezone",
-    schedule=CronDataIntervalTimetable("0 0 * * *", timezone=BUSINESS_TZ),
+
+@lesson_dag(
+    "71_02_05_timezone",
+    __doc__,
+    schedule=data_intervals("0 0 * * *", tz=BUSINESS_TZ),
+    tags=TAGS,
+    params=PARAMS,
     start_date=pendulum.datetime(2026, 1, 1, tz=BUSINESS_TZ),
-    catchup=False,
-    max_active_runs=1,
-    tags=["71.2", "reference", "patterns", "intermediate", "success"],
-    doc_md=__doc__,
-    params={"orders": "public.orders", "customers": "public.customers", "target": "marts.daily_sales_local"},
 )
 def _71_02_05_timezone():
     @task

@@ -41,10 +41,12 @@ same change record (`parse_maxwell`, position = binlog file/offset/xoffset) and 
 
 from __future__ import annotations
 
-import pendulum
-from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk import Param, get_current_context, task
 
 from cdclab.cdc.pipeline import replicate
+from cdclab.dagkit import from_params, lesson_dag
+
+TAGS = ["71.3", "cdc", "debezium", "success", "reference", "patterns", "advanced"]
 
 DEFAULT_TABLES = [
     "public.customers",
@@ -54,34 +56,23 @@ DEFAULT_TABLES = [
     "public.payments",
 ]
 
+PARAMS = {
+    "tables": Param(DEFAULT_TABLES, type="array", description="source tables (schema.table) to replicate"),
+    "consumer_group": Param("71_03_01_database_cdc", type="string"),
+    "topic_prefix": Param("shop", type="string"),
+    "target_schema": Param("core", type="string"),
+    "target_prefix": Param("", type="string"),
+    "delete_mode": Param("hard", enum=["hard", "soft"]),
+    "schema_policy": Param("fail", enum=["fail", "evolve"]),
+    "connector": Param("shop-postgres-source", type="string"),
+    "batch_size": Param(500, type="integer", minimum=1),
+    "maxwell_tables": Param(["shop.customers"], type="array", description="MariaDB tables (database.table)"),
+    "maxwell_group": Param("71_03_01_database_cdc_maxwell", type="string"),
+    "maxwell_target_prefix": Param("mysql_", type="string"),
+}
 
-@dag(
-    dag_id="71_03_01_database_cdc",
-    schedule="*/5 * * * *",
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    tags=["71.3", "cdc", "debezium", "success", "reference", "patterns", "advanced"],
-    doc_md=__doc__,
-    params={
-        "tables": Param(
-            DEFAULT_TABLES, type="array", description="source tables (schema.table) to replicate"
-        ),
-        "consumer_group": Param("71_03_01_database_cdc", type="string"),
-        "topic_prefix": Param("shop", type="string"),
-        "target_schema": Param("core", type="string"),
-        "target_prefix": Param("", type="string"),
-        "delete_mode": Param("hard", enum=["hard", "soft"]),
-        "schema_policy": Param("fail", enum=["fail", "evolve"]),
-        "connector": Param("shop-postgres-source", type="string"),
-        "batch_size": Param(500, type="integer", minimum=1),
-        "maxwell_tables": Param(
-            ["shop.customers"], type="array", description="MariaDB tables (database.table)"
-        ),
-        "maxwell_group": Param("71_03_01_database_cdc_maxwell", type="string"),
-        "maxwell_target_prefix": Param("mysql_", type="string"),
-    },
-)
+
+@lesson_dag("71_03_01_database_cdc", __doc__, schedule="*/5 * * * *", tags=TAGS, params=PARAMS)
 def database_cdc():
     @task
     def connector_running() -> str:
@@ -102,12 +93,15 @@ def database_cdc():
         return replicate(
             p["tables"],
             group=p["consumer_group"],
-            topic_prefix=p["topic_prefix"],
-            target_schema=p["target_schema"],
-            target_prefix=p["target_prefix"],
-            delete_mode=p["delete_mode"],
-            schema_policy=p["schema_policy"],
-            batch_size=p["batch_size"],
+            **from_params(
+                p,
+                "topic_prefix",
+                "target_schema",
+                "target_prefix",
+                "delete_mode",
+                "schema_policy",
+                "batch_size",
+            ),
             who=f"{ctx['dag'].dag_id}/{ctx['run_id']}",
         )
 

@@ -38,33 +38,29 @@ equal to the source, with no duplicate and no gap.
 
 from __future__ import annotations
 
-import pendulum
-from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk import Param, get_current_context, task
+
+from cdclab.dagkit import from_params, lesson_dag
+
+TAGS = ["71.3", "cdc", "kafka", "success", "reference", "patterns", "advanced"]
 
 LAG_TABLE = "state.kafka_lag"  # this DAG's own table, created by report_lag
 
+PARAMS = {
+    "tables": Param(["public.customers", "public.products"], type="array"),
+    "consumer_group": Param("71_03_02_kafka_cdc", type="string"),
+    "target_schema": Param("core", type="string"),
+    "target_prefix": Param("kcdc_", type="string"),
+    "replay_from": Param(
+        None,
+        type=["null", "string", "integer"],
+        description="earliest | latest | an offset: move the group there before processing",
+    ),
+    "batch_size": Param(200, type="integer", minimum=1),
+}
 
-@dag(
-    dag_id="71_03_02_kafka_cdc",
-    schedule="*/10 * * * *",
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    tags=["71.3", "cdc", "kafka", "success", "reference", "patterns", "advanced"],
-    doc_md=__doc__,
-    params={
-        "tables": Param(["public.customers", "public.products"], type="array"),
-        "consumer_group": Param("71_03_02_kafka_cdc", type="string"),
-        "target_schema": Param("core", type="string"),
-        "target_prefix": Param("kcdc_", type="string"),
-        "replay_from": Param(
-            None,
-            type=["null", "string", "integer"],
-            description="earliest | latest | an offset: move the group there before processing",
-        ),
-        "batch_size": Param(200, type="integer", minimum=1),
-    },
-)
+
+@lesson_dag("71_03_02_kafka_cdc", __doc__, schedule="*/10 * * * *", tags=TAGS, params=PARAMS)
 def kafka_cdc():
     @task
     def describe_topics() -> dict:
@@ -90,9 +86,7 @@ def kafka_cdc():
             p["tables"],
             topics,
             group=p["consumer_group"],
-            target_schema=p["target_schema"],
-            target_prefix=p["target_prefix"],
-            replay_from=p["replay_from"],
+            **from_params(p, "target_schema", "target_prefix", "replay_from"),
             who="71_03_02_kafka_cdc replay_from",
         )
 
@@ -105,9 +99,7 @@ def kafka_cdc():
         return replicate(
             p["tables"],
             group=p["consumer_group"],
-            target_schema=p["target_schema"],
-            target_prefix=p["target_prefix"],
-            batch_size=p["batch_size"],
+            **from_params(p, "target_schema", "target_prefix", "batch_size"),
             who=f"{ctx['dag'].dag_id}/{ctx['run_id']}",
         )
 

@@ -32,42 +32,38 @@ per-variant counts and the microseconds each variant spent (`merge_us`, `upsert_
 
 from __future__ import annotations
 
-import pendulum
-from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk import Param, get_current_context, task
+
+from cdclab.dagkit import from_params, lesson_dag
+
+TAGS = ["71.3", "merge", "reference", "patterns", "intermediate", "success"]
 
 DEFAULT_TABLES = ["public.customers", "public.products", "public.orders"]
 
+PARAMS = {
+    "tables": Param(DEFAULT_TABLES, type="array", description="source tables (schema.table)"),
+    "consumer_group": Param(
+        "71_03_03_merge_upsert", type="string", description="base group; the variant set is appended"
+    ),
+    "topic_prefix": Param("shop", type="string"),
+    "target_schema": Param("core", type="string"),
+    "target_prefix": Param("", type="string"),
+    "variants": Param(
+        ["merge", "upsert"],
+        type="array",
+        items={"enum": ["merge", "upsert"]},
+        description="which variants apply the batches",
+    ),
+    "delivery": Param(
+        "log",
+        enum=["log", "reversed"],
+        description="'reversed' hands every batch over in reverse arrival order",
+    ),
+    "batch_size": Param(500, type="integer", minimum=1),
+}
 
-@dag(
-    dag_id="71_03_03_merge_upsert",
-    schedule="*/5 * * * *",
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    tags=["71.3", "merge", "reference", "patterns", "intermediate", "success"],
-    doc_md=__doc__,
-    params={
-        "tables": Param(DEFAULT_TABLES, type="array", description="source tables (schema.table)"),
-        "consumer_group": Param(
-            "71_03_03_merge_upsert", type="string", description="base group; the variant set is appended"
-        ),
-        "topic_prefix": Param("shop", type="string"),
-        "target_schema": Param("core", type="string"),
-        "target_prefix": Param("", type="string"),
-        "variants": Param(
-            ["merge", "upsert"],
-            type="array",
-            items={"enum": ["merge", "upsert"]},
-            description="which variants apply the batches",
-        ),
-        "delivery": Param(
-            "log",
-            enum=["log", "reversed"],
-            description="'reversed' hands every batch over in reverse arrival order",
-        ),
-        "batch_size": Param(500, type="integer", minimum=1),
-    },
-)
+
+@lesson_dag("71_03_03_merge_upsert", __doc__, schedule="*/5 * * * *", tags=TAGS, params=PARAMS)
 def merge_upsert():
     @task
     def apply() -> dict:
@@ -78,12 +74,15 @@ def merge_upsert():
         summary = replicate_variants(
             p["tables"],
             p["variants"],
-            consumer_group=p["consumer_group"],
-            topic_prefix=p["topic_prefix"],
-            target_schema=p["target_schema"],
-            target_prefix=p["target_prefix"],
-            delivery=p["delivery"],
-            batch_size=p["batch_size"],
+            **from_params(
+                p,
+                "consumer_group",
+                "topic_prefix",
+                "target_schema",
+                "target_prefix",
+                "delivery",
+                "batch_size",
+            ),
             who=f"{ctx['dag'].dag_id}/{ctx['run_id']}",
         )
         return summary.as_dict()
@@ -97,9 +96,7 @@ def merge_upsert():
         compared = compare_variants(
             p["tables"],
             p["variants"],
-            topic_prefix=p["topic_prefix"],
-            target_schema=p["target_schema"],
-            target_prefix=p["target_prefix"],
+            **from_params(p, "topic_prefix", "target_schema", "target_prefix"),
         )
         return {"compared": compared}
 

@@ -32,35 +32,31 @@ counts; offsets are in `state.kafka_offsets` under the group `71_03_04_scd2`.
 
 from __future__ import annotations
 
-import pendulum
-from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk import Param, get_current_context, task
+
+from cdclab.dagkit import from_params, lesson_dag
+
+TAGS = ["71.3", "scd2", "reference", "patterns", "advanced", "success"]
 
 DEFAULT_TABLES = ["public.customers"]
 DEFAULT_TRACKED = {"public.customers": ["email", "full_name", "tier"]}
 
+PARAMS = {
+    "tables": Param(DEFAULT_TABLES, type="array", description="source tables (schema.table)"),
+    "tracked_columns": Param(
+        DEFAULT_TRACKED,
+        type="object",
+        description="per source table, the columns whose change opens a new version (absent: all non-key)",
+    ),
+    "consumer_group": Param("71_03_04_scd2", type="string"),
+    "topic_prefix": Param("shop", type="string"),
+    "target_schema": Param("marts", type="string"),
+    "target_prefix": Param("dim_", type="string"),
+    "batch_size": Param(500, type="integer", minimum=1),
+}
 
-@dag(
-    dag_id="71_03_04_scd2",
-    schedule="*/5 * * * *",
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    tags=["71.3", "scd2", "reference", "patterns", "advanced", "success"],
-    doc_md=__doc__,
-    params={
-        "tables": Param(DEFAULT_TABLES, type="array", description="source tables (schema.table)"),
-        "tracked_columns": Param(
-            DEFAULT_TRACKED,
-            type="object",
-            description="per source table, the columns whose change opens a new version (absent: all non-key)",
-        ),
-        "consumer_group": Param("71_03_04_scd2", type="string"),
-        "topic_prefix": Param("shop", type="string"),
-        "target_schema": Param("marts", type="string"),
-        "target_prefix": Param("dim_", type="string"),
-        "batch_size": Param(500, type="integer", minimum=1),
-    },
-)
+
+@lesson_dag("71_03_04_scd2", __doc__, schedule="*/5 * * * *", tags=TAGS, params=PARAMS)
 def scd2():
     @task
     def apply() -> dict:
@@ -71,11 +67,9 @@ def scd2():
         summary = replicate_scd2(
             p["tables"],
             p["tracked_columns"],
-            consumer_group=p["consumer_group"],
-            topic_prefix=p["topic_prefix"],
-            target_schema=p["target_schema"],
-            target_prefix=p["target_prefix"],
-            batch_size=p["batch_size"],
+            **from_params(
+                p, "consumer_group", "topic_prefix", "target_schema", "target_prefix", "batch_size"
+            ),
             who=f"{ctx['dag'].dag_id}/{ctx['run_id']}",
         )
         return summary.as_dict()
@@ -88,9 +82,7 @@ def scd2():
         p = get_current_context()["params"]
         verified = verify_histories(
             p["tables"],
-            topic_prefix=p["topic_prefix"],
-            target_schema=p["target_schema"],
-            target_prefix=p["target_prefix"],
+            **from_params(p, "topic_prefix", "target_schema", "target_prefix"),
         )
         return {"verified": verified}
 

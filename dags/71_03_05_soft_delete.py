@@ -37,32 +37,28 @@ complete interval before it (`cdclab.time.intervals.run_interval`, docs/runs_wit
 
 from __future__ import annotations
 
-import pendulum
-from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task
+from airflow.sdk import Param, get_current_context, task
+
+from cdclab.dagkit import data_intervals, from_params, lesson_dag
+
+TAGS = ["71.3", "soft-delete", "reference", "patterns", "intermediate", "success"]
 
 DEFAULT_TABLES = ["public.customers", "public.products"]
 
+PARAMS = {
+    "tables": Param(DEFAULT_TABLES, type="array", description="source tables (schema.table)"),
+    "consumer_group": Param("71_03_05_soft_delete", type="string"),
+    "topic_prefix": Param("shop", type="string"),
+    "target_schema": Param("core", type="string"),
+    "target_prefix": Param("soft_", type="string"),
+    "flag_column": Param("is_deleted", type="string", description="the source's soft-delete flag"),
+    "at_column": Param("deleted_at", type="string", description="the source's soft-delete time"),
+    "archive_after_days": Param(30, type="integer", minimum=0),
+    "batch_size": Param(500, type="integer", minimum=1),
+}
 
-@dag(
-    dag_id="71_03_05_soft_delete",
-    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    tags=["71.3", "soft-delete", "reference", "patterns", "intermediate", "success"],
-    doc_md=__doc__,
-    params={
-        "tables": Param(DEFAULT_TABLES, type="array", description="source tables (schema.table)"),
-        "consumer_group": Param("71_03_05_soft_delete", type="string"),
-        "topic_prefix": Param("shop", type="string"),
-        "target_schema": Param("core", type="string"),
-        "target_prefix": Param("soft_", type="string"),
-        "flag_column": Param("is_deleted", type="string", description="the source's soft-delete flag"),
-        "at_column": Param("deleted_at", type="string", description="the source's soft-delete time"),
-        "archive_after_days": Param(30, type="integer", minimum=0),
-        "batch_size": Param(500, type="integer", minimum=1),
-    },
-)
+
+@lesson_dag("71_03_05_soft_delete", __doc__, schedule=data_intervals("0 0 * * *"), tags=TAGS, params=PARAMS)
 def soft_delete():
     @task
     def apply() -> dict:
@@ -72,13 +68,16 @@ def soft_delete():
         p = ctx["params"]
         summary = replicate_soft_deletes(
             p["tables"],
-            flag_column=p["flag_column"],
-            at_column=p["at_column"],
-            consumer_group=p["consumer_group"],
-            topic_prefix=p["topic_prefix"],
-            target_schema=p["target_schema"],
-            target_prefix=p["target_prefix"],
-            batch_size=p["batch_size"],
+            **from_params(
+                p,
+                "flag_column",
+                "at_column",
+                "consumer_group",
+                "topic_prefix",
+                "target_schema",
+                "target_prefix",
+                "batch_size",
+            ),
             who=f"{ctx['dag'].dag_id}/{ctx['run_id']}",
         )
         return summary.as_dict()
@@ -95,9 +94,7 @@ def soft_delete():
         moved = archive_deleted_tables(
             p["tables"],
             cutoff,
-            topic_prefix=p["topic_prefix"],
-            target_schema=p["target_schema"],
-            target_prefix=p["target_prefix"],
+            **from_params(p, "topic_prefix", "target_schema", "target_prefix"),
         )
         return {"cutoff": cutoff.isoformat(), "archived": moved}
 

@@ -40,9 +40,12 @@ import importlib.util
 from datetime import timedelta
 from typing import Any
 
-import pendulum
 from airflow.providers.amazon.aws.sensors.s3 import S3KeySensor
-from airflow.sdk import dag, task
+from airflow.sdk import task
+
+from cdclab.dagkit import landing_params, lesson_dag
+
+TAGS = ["71.4", "files", "reference", "patterns", "intermediate", "success"]
 
 PIPELINE = "71_04_01_file_detection"
 # Deferrable S3 sensors need aiobotocore (apache-airflow-providers-amazon[aiobotocore]); parse-time only
@@ -57,26 +60,17 @@ def _has_new_files(files: list[dict[str, Any]], **context: Any) -> bool:
     return steps.has_new_files(p["pipeline"], p["bucket"], files)
 
 
-@dag(
-    dag_id="71_04_01_file_detection",
-    schedule="*/5 * * * *",
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    tags=["71.4", "files", "reference", "patterns", "intermediate", "success"],
-    doc_md=__doc__,
-    params={
-        "pipeline": PIPELINE,
-        "bucket": "landing",
-        "prefix": f"{PIPELINE}/",
-        "pattern": "*",
-        "target": "staging.partner_events",
-        "quarantine_bucket": "quarantine",
-        "lag_seconds": 300,
-        "max_attempts": 3,
-        "crash_after_files": -1,  # > -1: the load task dies after N files (restart demo/test)
-    },
-)
+PARAMS = {
+    **landing_params(PIPELINE),  # pipeline, bucket "landing", prefix "<pipeline>/", pattern "*"
+    "target": "staging.partner_events",
+    "quarantine_bucket": "quarantine",
+    "lag_seconds": 300,
+    "max_attempts": 3,
+    "crash_after_files": -1,  # > -1: the load task dies after N files (restart demo/test)
+}
+
+
+@lesson_dag("71_04_01_file_detection", __doc__, schedule="*/5 * * * *", tags=TAGS, params=PARAMS)
 def file_detection_71_04_01():
     wait = S3KeySensor(
         task_id="wait_for_new_files",

@@ -29,9 +29,12 @@ from __future__ import annotations
 import importlib.util
 from typing import Any
 
-import pendulum
 from airflow.providers.amazon.aws.sensors.s3 import S3KeySensor
-from airflow.sdk import dag, task
+from airflow.sdk import task
+
+from cdclab.dagkit import landing_params, lesson_dag
+
+TAGS = ["71.4", "files", "reference", "patterns", "intermediate", "success"]
 
 PIPELINE = "71_04_02_manifest"
 DEFERRABLE = importlib.util.find_spec("aiobotocore") is not None
@@ -46,26 +49,18 @@ def _has_work(files: list[dict[str, Any]], **context: Any) -> bool:
     return steps.has_pending_work(p["pipeline"], p["bucket"], files, p["max_attempts"])
 
 
-@dag(
-    dag_id="71_04_02_manifest",
-    schedule="*/5 * * * *",
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    tags=["71.4", "files", "reference", "patterns", "intermediate", "success"],
-    doc_md=__doc__,
-    params={
-        "pipeline": PIPELINE,
-        "bucket": "landing",
-        "prefix": f"{PIPELINE}/",
-        "target": "staging.partner_events",
-        "quarantine_bucket": "quarantine",
-        "receipts_bucket": "manifests",
-        "max_attempts": 3,
-        "reprocess_keys": [],
-        "reprocess_batch": "",
-    },
-)
+PARAMS = {
+    **landing_params(PIPELINE, pattern=None),  # pipeline, bucket "landing", prefix "<pipeline>/"
+    "target": "staging.partner_events",
+    "quarantine_bucket": "quarantine",
+    "receipts_bucket": "manifests",
+    "max_attempts": 3,
+    "reprocess_keys": [],
+    "reprocess_batch": "",
+}
+
+
+@lesson_dag("71_04_02_manifest", __doc__, schedule="*/5 * * * *", tags=TAGS, params=PARAMS)
 def manifest_71_04_02():
     wait = S3KeySensor(
         task_id="wait_for_manifest",

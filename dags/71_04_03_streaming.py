@@ -25,31 +25,24 @@ from __future__ import annotations
 
 from typing import Any
 
-import pendulum
-from airflow.sdk import dag, task
+from airflow.sdk import task
+
+from cdclab.dagkit import landing_params, lesson_dag
+
+TAGS = ["71.4", "files", "reference", "patterns", "advanced", "success"]
 
 PIPELINE = "71_04_03_streaming"
 
+PARAMS = {
+    **landing_params(PIPELINE),  # pipeline, bucket "landing", prefix "<pipeline>/", pattern "*"
+    "target": "staging.partner_events",
+    "run_seconds": 50,
+    "poll_seconds": 2,
+    "max_files": 100,
+}
 
-@dag(
-    dag_id="71_04_03_streaming",
-    schedule="* * * * *",
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    tags=["71.4", "files", "reference", "patterns", "advanced", "success"],
-    doc_md=__doc__,
-    params={
-        "pipeline": PIPELINE,
-        "bucket": "landing",
-        "prefix": f"{PIPELINE}/",
-        "pattern": "*",
-        "target": "staging.partner_events",
-        "run_seconds": 50,
-        "poll_seconds": 2,
-        "max_files": 100,
-    },
-)
+
+@lesson_dag("71_04_03_streaming", __doc__, schedule="* * * * *", tags=TAGS, params=PARAMS)
 def streaming_71_04_03():
     @task
     def ingest_continuously(**context: Any) -> dict[str, Any]:

@@ -29,32 +29,25 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-import pendulum
-from airflow.sdk import dag, task
+from airflow.sdk import task
+
+from cdclab.dagkit import landing_params, lesson_dag
+
+TAGS = ["71.4", "files", "reference", "patterns", "intermediate", "success"]
 
 PIPELINE = "71_04_04_chunking"
 
+PARAMS = {
+    **landing_params(PIPELINE),  # pipeline, bucket "landing", prefix "<pipeline>/", pattern "*"
+    "target": "staging.partner_events",
+    "chunk_table": "",  # default: <target>_chunks
+    "chunk_bytes": 64 * 1024 * 1024,
+    "quarantine_bucket": "quarantine",
+    "fail_chunk_once": -1,  # >= 0: that chunk fails on its first try, after inserting (retry demo)
+}
 
-@dag(
-    dag_id="71_04_04_chunking",
-    schedule="*/15 * * * *",
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    tags=["71.4", "files", "reference", "patterns", "intermediate", "success"],
-    doc_md=__doc__,
-    params={
-        "pipeline": PIPELINE,
-        "bucket": "landing",
-        "prefix": f"{PIPELINE}/",
-        "pattern": "*",
-        "target": "staging.partner_events",
-        "chunk_table": "",  # default: <target>_chunks
-        "chunk_bytes": 64 * 1024 * 1024,
-        "quarantine_bucket": "quarantine",
-        "fail_chunk_once": -1,  # >= 0: that chunk fails on its first try, after inserting (retry demo)
-    },
-)
+
+@lesson_dag("71_04_04_chunking", __doc__, schedule="*/15 * * * *", tags=TAGS, params=PARAMS)
 def chunking_71_04_04():
     @task
     def plan(**context: Any) -> list[dict[str, Any]]:

@@ -38,31 +38,24 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-import pendulum
-from airflow.sdk import dag, task
+from airflow.sdk import task
+
+from cdclab.dagkit import landing_params, lesson_dag
+
+TAGS = ["71.4", "files", "reference", "patterns", "intermediate", "success"]
 
 PIPELINE = "71_04_05_archive"
 
+PARAMS = {
+    **landing_params(PIPELINE),  # pipeline, bucket "landing", prefix "<pipeline>/", pattern "*"
+    "target": "staging.partner_events",
+    "archive_bucket": "archive",
+    "quarantine_bucket": "quarantine",
+    "retention_days": 30,
+}
 
-@dag(
-    dag_id="71_04_05_archive",
-    schedule="@hourly",
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    tags=["71.4", "files", "reference", "patterns", "intermediate", "success"],
-    doc_md=__doc__,
-    params={
-        "pipeline": PIPELINE,
-        "bucket": "landing",
-        "prefix": f"{PIPELINE}/",
-        "pattern": "*",
-        "target": "staging.partner_events",
-        "archive_bucket": "archive",
-        "quarantine_bucket": "quarantine",
-        "retention_days": 30,
-    },
-)
+
+@lesson_dag("71_04_05_archive", __doc__, schedule="@hourly", tags=TAGS, params=PARAMS)
 def archive_71_04_05():
     @task
     def load_new_files(**context: Any) -> dict[str, Any]:

@@ -42,53 +42,47 @@ from __future__ import annotations
 
 import datetime as dt
 
-import pendulum
-from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk import Param, get_current_context, task
 
+from cdclab.dagkit import lesson_dag
 from cdclab.streams.exactly_once import MODES  # the mode param's choices
+
+TAGS = ["71.5", "exactly-once", "idempotency", "success", "reference", "patterns", "advanced"]
 
 
 def _wants_events(context: dict) -> bool:
     return int(context["params"]["produce_events"]) > 0
 
 
-@dag(
-    dag_id="71_05_01_exactly_once",
-    schedule=None,
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    tags=["71.5", "exactly-once", "idempotency", "success", "reference", "patterns", "advanced"],
-    doc_md=__doc__,
-    params={
-        "mode": Param(
-            "transactional",
-            enum=list(MODES),
-            description="transactional: offsets in the data transaction; at_least_once: Kafka "
-            "offsets committed after the write",
-        ),
-        "topic": Param("exactly_once.events", type="string"),
-        "consumer_group": Param("71_05_01_exactly_once", type="string", description="'.<mode>' is appended"),
-        "schema": Param("marts", type="string"),
-        "table_prefix": Param(
-            "exactly_once_", type="string", description="<prefix><mode>_events, _deliveries"
-        ),
-        "batch_size": Param(50, type="integer", minimum=1),
-        "replay_from_start": Param(
-            False, type="boolean", description="move the checkpoint to the start first (idempotence demo)"
-        ),
-        "produce_events": Param(
-            200,
-            type="integer",
-            minimum=0,
-            description="> 0: first write this many generated events to the topic",
-        ),
-        "produce_seed": Param(None, type=["null", "integer"], description="default: from the run's date"),
-        "produce_duplicate_fraction": Param(
-            0.1, type="number", minimum=0, maximum=1, description="events the producer writes twice (retries)"
-        ),
-    },
-)
+PARAMS = {
+    "mode": Param(
+        "transactional",
+        enum=list(MODES),
+        description="transactional: offsets in the data transaction; at_least_once: Kafka "
+        "offsets committed after the write",
+    ),
+    "topic": Param("exactly_once.events", type="string"),
+    "consumer_group": Param("71_05_01_exactly_once", type="string", description="'.<mode>' is appended"),
+    "schema": Param("marts", type="string"),
+    "table_prefix": Param("exactly_once_", type="string", description="<prefix><mode>_events, _deliveries"),
+    "batch_size": Param(50, type="integer", minimum=1),
+    "replay_from_start": Param(
+        False, type="boolean", description="move the checkpoint to the start first (idempotence demo)"
+    ),
+    "produce_events": Param(
+        200,
+        type="integer",
+        minimum=0,
+        description="> 0: first write this many generated events to the topic",
+    ),
+    "produce_seed": Param(None, type=["null", "integer"], description="default: from the run's date"),
+    "produce_duplicate_fraction": Param(
+        0.1, type="number", minimum=0, maximum=1, description="events the producer writes twice (retries)"
+    ),
+}
+
+
+@lesson_dag("71_05_01_exactly_once", __doc__, schedule=None, tags=TAGS, params=PARAMS)
 def exactly_once():
     @task.run_if(_wants_events, skip_message="produce_events is 0: nothing to produce")
     @task

@@ -33,11 +33,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import pendulum
-from airflow.sdk import Param, dag, task
-from airflow.timetables.interval import CronDataIntervalTimetable
+from airflow.sdk import Param, task
+
+from cdclab.dagkit import data_intervals, lesson_dag
 
 DAG_ID = "71_05_02_out_of_order"
+TAGS = ["71.5", "out-of-order", "reference", "patterns", "advanced", "success"]
 
 
 def _tables(params: dict[str, Any]) -> Any:
@@ -46,24 +47,18 @@ def _tables(params: dict[str, Any]) -> Any:
     return Tables(params["target_prefix"], params["dead_letter_table"])
 
 
-@dag(
-    dag_id=DAG_ID,
-    schedule=CronDataIntervalTimetable("@hourly", timezone="UTC"),
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    tags=["71.5", "out-of-order", "reference", "patterns", "advanced", "success"],
-    doc_md=__doc__,
-    params={
-        "orders_table": Param("public.orders", type="string"),
-        "payments_table": Param("public.payments", type="string"),
-        "target_prefix": Param("core.ooo_71_05_02", type="string"),
-        "dead_letter_table": Param("dlq.payments_71_05_02", type="string"),
-        "watermark_prefix": Param("71_05_02", type="string"),
-        "buffer_window_hours": Param(2, type="integer", minimum=0),
-        "repair": Param(True, type="boolean"),
-    },
-)
+PARAMS = {
+    "orders_table": Param("public.orders", type="string"),
+    "payments_table": Param("public.payments", type="string"),
+    "target_prefix": Param("core.ooo_71_05_02", type="string"),
+    "dead_letter_table": Param("dlq.payments_71_05_02", type="string"),
+    "watermark_prefix": Param("71_05_02", type="string"),
+    "buffer_window_hours": Param(2, type="integer", minimum=0),
+    "repair": Param(True, type="boolean"),
+}
+
+
+@lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)
 def out_of_order() -> None:
     @task
     def prepare(params: dict[str, Any]) -> None:

@@ -37,27 +37,21 @@ from __future__ import annotations
 
 from typing import Any
 
-import pendulum
-from airflow.sdk import Param, dag, task
-from airflow.timetables.interval import CronDataIntervalTimetable
+from airflow.sdk import Param, task
+
+from cdclab.dagkit import data_intervals, lesson_dag
 
 DAG_ID = "71_05_03_aggregations"
+TAGS = ["71.5", "aggregations", "reference", "patterns", "advanced", "success"]
+
+PARAMS = {
+    "orders_table": Param("public.orders", type="string"),
+    "target_prefix": Param("marts.agg_71_05_03", type="string"),
+    "watermark_key": Param("", type="string", description="default: 71_05_03/<orders_table>"),
+}
 
 
-@dag(
-    dag_id=DAG_ID,
-    schedule=CronDataIntervalTimetable("@hourly", timezone="UTC"),
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    tags=["71.5", "aggregations", "reference", "patterns", "advanced", "success"],
-    doc_md=__doc__,
-    params={
-        "orders_table": Param("public.orders", type="string"),
-        "target_prefix": Param("marts.agg_71_05_03", type="string"),
-        "watermark_key": Param("", type="string", description="default: 71_05_03/<orders_table>"),
-    },
-)
+@lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)
 def aggregations() -> None:
     @task
     def prepare(params: dict[str, Any]) -> None:

@@ -32,29 +32,23 @@ from __future__ import annotations
 
 from typing import Any
 
-import pendulum
-from airflow.sdk import Param, dag, task
-from airflow.timetables.interval import CronDataIntervalTimetable
+from airflow.sdk import Param, task
+
+from cdclab.dagkit import data_intervals, lesson_dag
 
 DAG_ID = "71_05_04_ml_features"
+TAGS = ["71.5", "features", "reference", "patterns", "advanced", "success"]
+
+PARAMS = {
+    "orders_table": Param("public.orders", type="string"),
+    "target_prefix": Param("marts.features_71_05_04", type="string"),
+    "watermark_key": Param("", type="string", description="default: 71_05_04/<orders_table>"),
+    "feature_version": Param("v1", enum=["v1", "v2"]),
+    "training_as_of": Param("", type="string", description="ISO timestamp; empty = data interval end"),
+}
 
 
-@dag(
-    dag_id=DAG_ID,
-    schedule=CronDataIntervalTimetable("@hourly", timezone="UTC"),
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    tags=["71.5", "features", "reference", "patterns", "advanced", "success"],
-    doc_md=__doc__,
-    params={
-        "orders_table": Param("public.orders", type="string"),
-        "target_prefix": Param("marts.features_71_05_04", type="string"),
-        "watermark_key": Param("", type="string", description="default: 71_05_04/<orders_table>"),
-        "feature_version": Param("v1", enum=["v1", "v2"]),
-        "training_as_of": Param("", type="string", description="ISO timestamp; empty = data interval end"),
-    },
-)
+@lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)
 def ml_features() -> None:
     @task
     def prepare(params: dict[str, Any]) -> None:

@@ -41,11 +41,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import pendulum
-from airflow.sdk import Param, dag, task
-from airflow.timetables.interval import CronDataIntervalTimetable
+from airflow.sdk import Param, task
+
+from cdclab.dagkit import data_intervals, lesson_dag
 
 DAG_ID = "71_05_05_testing"
+TAGS = ["71.5", "testing", "reference", "intermediate", "success"]
 CHECKS = [
     "logic_reload_is_idempotent",
     "state_preset_watermark",
@@ -54,28 +55,21 @@ CHECKS = [
     "edge_null_cursor",
 ]
 
+PARAMS = {
+    "source_table": Param("public.customers", type="string"),
+    "target_table": Param("staging.customers_71_05_05", type="string"),
+    "watermark_key": Param("", type="string", description="default: 71_05_05/<source>-><target>"),
+    "results_table": Param("state.selfcheck_71_05_05", type="string"),
+    "scratch_prefix": Param("selfcheck_71_05_05", type="string"),
+    "defect": Param(
+        "none",
+        enum=["none", "drop_rows", "duplicate_rows", "corrupt_values"],
+        description="break the load under test on purpose, to see the checks catch it",
+    ),
+}
 
-@dag(
-    dag_id=DAG_ID,
-    schedule=CronDataIntervalTimetable("@hourly", timezone="UTC"),
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    tags=["71.5", "testing", "reference", "intermediate", "success"],
-    doc_md=__doc__,
-    params={
-        "source_table": Param("public.customers", type="string"),
-        "target_table": Param("staging.customers_71_05_05", type="string"),
-        "watermark_key": Param("", type="string", description="default: 71_05_05/<source>-><target>"),
-        "results_table": Param("state.selfcheck_71_05_05", type="string"),
-        "scratch_prefix": Param("selfcheck_71_05_05", type="string"),
-        "defect": Param(
-            "none",
-            enum=["none", "drop_rows", "duplicate_rows", "corrupt_values"],
-            description="break the load under test on purpose, to see the checks catch it",
-        ),
-    },
-)
+
+@lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)
 def testing() -> None:
     @task
     def prepare(params: dict[str, Any]) -> None:

@@ -37,31 +37,22 @@ from __future__ import annotations
 
 from typing import Any
 
-import pendulum
-from airflow.sdk import Param, dag, task
-from airflow.timetables.interval import CronDataIntervalTimetable
+from airflow.sdk import Param, task
+
+from cdclab.dagkit import data_intervals, lesson_dag, variant_params
 
 DAG_ID = "71_06_01_lost_watermarks"
+TAGS = ["71.6", "anti-pattern", "reference", "intermediate", "failure"]
+
+PARAMS = {
+    # variant, source_table, target_table:
+    **variant_params("public.rows_71_06_01", "core.rows_71_06_01_{variant}"),
+    "lose_state": Param(False, type="boolean", description="delete the watermark before loading"),
+    "anti_cold_start": Param("interval_start", enum=["interval_start", "everything"]),
+}
 
 
-@dag(
-    dag_id=DAG_ID,
-    schedule=CronDataIntervalTimetable("@hourly", timezone="UTC"),
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    tags=["71.6", "anti-pattern", "reference", "intermediate", "failure"],
-    doc_md=__doc__,
-    params={
-        "variant": Param("anti_pattern", enum=["anti_pattern", "fixed"]),
-        "source_table": Param("public.rows_71_06_01", type="string"),
-        "target_table": Param(
-            "core.rows_71_06_01_{variant}", type="string", description="{variant} is replaced by the variant"
-        ),
-        "lose_state": Param(False, type="boolean", description="delete the watermark before loading"),
-        "anti_cold_start": Param("interval_start", enum=["interval_start", "everything"]),
-    },
-)
+@lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)
 def lost_watermarks() -> None:
     @task
     def load(params: dict[str, Any], dag_run: Any = None) -> dict[str, Any]:

@@ -36,32 +36,22 @@ from __future__ import annotations
 from typing import Any
 
 import pendulum
-from airflow.sdk import Param, dag, task
-from airflow.timetables.interval import CronDataIntervalTimetable
+from airflow.sdk import Param, task
+
+from cdclab.dagkit import data_intervals, lesson_dag, variant_params
 
 DAG_ID = "71_06_02_ignoring_late"
+TAGS = ["71.6", "anti-pattern", "reference", "intermediate", "failure"]
 GRAIN = pendulum.duration(hours=1)
 
+PARAMS = {
+    # variant, source_table, target_table:
+    **variant_params("public.events_71_06_02", "marts.totals_71_06_02_{variant}"),
+    "lookback_intervals": Param(2, type="integer", minimum=0, description="fixed variant only"),
+}
 
-@dag(
-    dag_id=DAG_ID,
-    schedule=CronDataIntervalTimetable("@hourly", timezone="UTC"),
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    tags=["71.6", "anti-pattern", "reference", "intermediate", "failure"],
-    doc_md=__doc__,
-    params={
-        "variant": Param("anti_pattern", enum=["anti_pattern", "fixed"]),
-        "source_table": Param("public.events_71_06_02", type="string"),
-        "target_table": Param(
-            "marts.totals_71_06_02_{variant}",
-            type="string",
-            description="{variant} is replaced by the variant",
-        ),
-        "lookback_intervals": Param(2, type="integer", minimum=0, description="fixed variant only"),
-    },
-)
+
+@lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)
 def ignoring_late() -> None:
     @task
     def aggregate(params: dict[str, Any]) -> dict[str, Any]:

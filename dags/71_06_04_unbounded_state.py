@@ -36,35 +36,22 @@ from __future__ import annotations
 
 from typing import Any
 
-import pendulum
-from airflow.sdk import Param, dag, task
-from airflow.timetables.interval import CronDataIntervalTimetable
+from airflow.sdk import Param, task
+
+from cdclab.dagkit import data_intervals, lesson_dag, per_variant_table, variant_params
 
 DAG_ID = "71_06_04_unbounded_state"
+TAGS = ["71.6", "anti-pattern", "reference", "advanced", "failure"]
+
+PARAMS = {
+    # variant, source_table, target_table:
+    **variant_params("public.deliveries_71_06_04", "core.events_71_06_04_{variant}"),
+    "seen_table": per_variant_table("state.seen_71_06_04_{variant}"),
+    "ttl_minutes": Param(60, type="integer", minimum=1, description="fixed variant only"),
+}
 
 
-@dag(
-    dag_id=DAG_ID,
-    schedule=CronDataIntervalTimetable("@hourly", timezone="UTC"),
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    tags=["71.6", "anti-pattern", "reference", "advanced", "failure"],
-    doc_md=__doc__,
-    params={
-        "variant": Param("anti_pattern", enum=["anti_pattern", "fixed"]),
-        "source_table": Param("public.deliveries_71_06_04", type="string"),
-        "target_table": Param(
-            "core.events_71_06_04_{variant}",
-            type="string",
-            description="{variant} is replaced by the variant",
-        ),
-        "seen_table": Param(
-            "state.seen_71_06_04_{variant}", type="string", description="{variant} is replaced by the variant"
-        ),
-        "ttl_minutes": Param(60, type="integer", minimum=1, description="fixed variant only"),
-    },
-)
+@lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)
 def unbounded_state() -> None:
     @task
     def deduplicate(

@@ -33,31 +33,22 @@ from __future__ import annotations
 
 from typing import Any
 
-import pendulum
-from airflow.sdk import Param, dag, task
-from airflow.timetables.interval import CronDataIntervalTimetable
+from airflow.sdk import task
+
+from cdclab.dagkit import data_intervals, lesson_dag, variant_params
 
 DAG_ID = "71_06_05_assuming_order"
+TAGS = ["71.6", "anti-pattern", "reference", "intermediate", "failure"]
+
+PARAMS = {
+    # variant, source_table, target_table:
+    **variant_params(
+        "staging.changes_71_06_05", "core.status_71_06_05_{variant}", source_description="in the warehouse"
+    ),
+}
 
 
-@dag(
-    dag_id=DAG_ID,
-    schedule=CronDataIntervalTimetable("@hourly", timezone="UTC"),
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    tags=["71.6", "anti-pattern", "reference", "intermediate", "failure"],
-    doc_md=__doc__,
-    params={
-        "variant": Param("anti_pattern", enum=["anti_pattern", "fixed"]),
-        "source_table": Param("staging.changes_71_06_05", type="string", description="in the warehouse"),
-        "target_table": Param(
-            "core.status_71_06_05_{variant}",
-            type="string",
-            description="{variant} is replaced by the variant",
-        ),
-    },
-)
+@lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)
 def assuming_order() -> None:
     @task
     def apply(params: dict[str, Any]) -> dict[str, Any]:

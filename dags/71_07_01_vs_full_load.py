@@ -36,29 +36,24 @@ from __future__ import annotations
 
 from typing import Any
 
-import pendulum
-from airflow.sdk import Param, dag, task
+from airflow.sdk import Param, task
+
+from cdclab.dagkit import from_params, lesson_dag
 
 DAG_ID = "71_07_01_vs_full_load"
+TAGS = ["71.7", "performance", "reference", "intermediate", "success"]
+
+PARAMS = {
+    "source_table": Param("public.perf_71_07_01", type="string", description="benchmark table in shop"),
+    "table_rows": Param(1000, type="integer", minimum=10, description="rows seeded when it is empty"),
+    "change_ratios": Param([0.01, 0.1, 0.5], type="array", items={"type": "number"}),
+    "full_target": Param("core.perf_71_07_01_full", type="string"),
+    "incremental_target": Param("core.perf_71_07_01_incremental", type="string"),
+    "experiment": Param("71_07_01", type="string", description="name in state.perf_runs"),
+}
 
 
-@dag(
-    dag_id=DAG_ID,
-    schedule=None,
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    tags=["71.7", "performance", "reference", "intermediate", "success"],
-    doc_md=__doc__,
-    params={
-        "source_table": Param("public.perf_71_07_01", type="string", description="benchmark table in shop"),
-        "table_rows": Param(1000, type="integer", minimum=10, description="rows seeded when it is empty"),
-        "change_ratios": Param([0.01, 0.1, 0.5], type="array", items={"type": "number"}),
-        "full_target": Param("core.perf_71_07_01_full", type="string"),
-        "incremental_target": Param("core.perf_71_07_01_incremental", type="string"),
-        "experiment": Param("71_07_01", type="string", description="name in state.perf_runs"),
-    },
-)
+@lesson_dag(DAG_ID, __doc__, schedule=None, tags=TAGS, params=PARAMS)
 def vs_full_load() -> None:
     @task
     def prepare(params: dict[str, Any]) -> dict[str, int]:
@@ -77,10 +72,7 @@ def vs_full_load() -> None:
 
         return lesson.measure_vs_full_load(
             source=params["source_table"],
-            full_target=params["full_target"],
-            incremental_target=params["incremental_target"],
-            experiment=params["experiment"],
-            change_ratios=params["change_ratios"],
+            **from_params(params, "full_target", "incremental_target", "experiment", "change_ratios"),
             dag_id=DAG_ID,
             run_id=dag_run.run_id,
         )

@@ -41,11 +41,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import pendulum
-from airflow.sdk import Param, dag, task
-from airflow.timetables.interval import CronDataIntervalTimetable
+from airflow.sdk import Param, task
+
+from cdclab.dagkit import data_intervals, lesson_dag
 
 DAG_ID = "71_07_02_watermark_efficiency"
+TAGS = ["71.7", "performance", "reference", "intermediate", "success"]
 
 
 def _window_run(params: dict[str, Any], dag_run: Any) -> dict[str, Any]:
@@ -65,21 +66,15 @@ def _window_run(params: dict[str, Any], dag_run: Any) -> dict[str, Any]:
     }
 
 
-@dag(
-    dag_id=DAG_ID,
-    schedule=CronDataIntervalTimetable("@hourly", timezone="UTC"),
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    tags=["71.7", "performance", "reference", "intermediate", "success"],
-    doc_md=__doc__,
-    params={
-        "source_table": Param("public.perf_71_07_02", type="string", description="benchmark table in shop"),
-        "table_rows": Param(2400, type="integer", minimum=24, description="rows seeded when it is missing"),
-        "target_table": Param("core.perf_71_07_02", type="string"),
-        "experiment": Param("71_07_02", type="string", description="name in state.perf_runs"),
-    },
-)
+PARAMS = {
+    "source_table": Param("public.perf_71_07_02", type="string", description="benchmark table in shop"),
+    "table_rows": Param(2400, type="integer", minimum=24, description="rows seeded when it is missing"),
+    "target_table": Param("core.perf_71_07_02", type="string"),
+    "experiment": Param("71_07_02", type="string", description="name in state.perf_runs"),
+}
+
+
+@lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)
 def watermark_efficiency() -> None:
     @task
     def prepare(params: dict[str, Any], dag_run: Any = None) -> None:

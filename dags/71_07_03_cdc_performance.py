@@ -34,29 +34,24 @@ from __future__ import annotations
 
 from typing import Any
 
-import pendulum
-from airflow.sdk import Param, dag, task
+from airflow.sdk import Param, task
+
+from cdclab.dagkit import lesson_dag
 
 DAG_ID = "71_07_03_cdc_performance"
+TAGS = ["71.7", "performance", "reference", "advanced", "success"]
+
+PARAMS = {
+    "tables": Param(["public.customers"], type="array", description="source tables (schema.table)"),
+    "consumer_group": Param("71_07_03", type="string", description="base; .b<size> is appended"),
+    "target_schema": Param("core", type="string"),
+    "target_prefix": Param("perf_71_07_03_", type="string", description="b<size>_ is appended"),
+    "batch_sizes": Param([10, 100, 1000], type="array", items={"type": "integer", "minimum": 1}),
+    "experiment": Param("71_07_03", type="string", description="name in state.perf_runs"),
+}
 
 
-@dag(
-    dag_id=DAG_ID,
-    schedule=None,
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    tags=["71.7", "performance", "reference", "advanced", "success"],
-    doc_md=__doc__,
-    params={
-        "tables": Param(["public.customers"], type="array", description="source tables (schema.table)"),
-        "consumer_group": Param("71_07_03", type="string", description="base; .b<size> is appended"),
-        "target_schema": Param("core", type="string"),
-        "target_prefix": Param("perf_71_07_03_", type="string", description="b<size>_ is appended"),
-        "batch_sizes": Param([10, 100, 1000], type="array", items={"type": "integer", "minimum": 1}),
-        "experiment": Param("71_07_03", type="string", description="name in state.perf_runs"),
-    },
-)
+@lesson_dag(DAG_ID, __doc__, schedule=None, tags=TAGS, params=PARAMS)
 def cdc_performance() -> None:
     @task
     def parse(params: dict[str, Any], dag_run: Any = None) -> dict[str, Any]:

@@ -37,31 +37,26 @@ from __future__ import annotations
 
 from typing import Any
 
-import pendulum
-from airflow.sdk import Param, dag, task
+from airflow.sdk import Param, task
+
+from cdclab.dagkit import lesson_dag
 
 DAG_ID = "71_07_04_merge_performance"
+TAGS = ["71.7", "performance", "reference", "intermediate", "success"]
+
+PARAMS = {
+    "tables": Param(["public.customers"], type="array", description="source tables (schema.table)"),
+    "consumer_group": Param("71_07_04", type="string", description="base; .p<i>of<n> is appended"),
+    "target_schema": Param("core", type="string"),
+    "target_prefix": Param("perf_71_07_04_", type="string"),
+    "batch_sizes": Param([20, 500], type="array", items={"type": "integer", "minimum": 1}),
+    "partitions": Param(2, type="integer", minimum=1, maximum=16),
+    "consumer_batch": Param(500, type="integer", minimum=1),
+    "experiment": Param("71_07_04", type="string", description="name in state.perf_runs"),
+}
 
 
-@dag(
-    dag_id=DAG_ID,
-    schedule=None,
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    tags=["71.7", "performance", "reference", "intermediate", "success"],
-    doc_md=__doc__,
-    params={
-        "tables": Param(["public.customers"], type="array", description="source tables (schema.table)"),
-        "consumer_group": Param("71_07_04", type="string", description="base; .p<i>of<n> is appended"),
-        "target_schema": Param("core", type="string"),
-        "target_prefix": Param("perf_71_07_04_", type="string"),
-        "batch_sizes": Param([20, 500], type="array", items={"type": "integer", "minimum": 1}),
-        "partitions": Param(2, type="integer", minimum=1, maximum=16),
-        "consumer_batch": Param(500, type="integer", minimum=1),
-        "experiment": Param("71_07_04", type="string", description="name in state.perf_runs"),
-    },
-)
+@lesson_dag(DAG_ID, __doc__, schedule=None, tags=TAGS, params=PARAMS)
 def merge_performance() -> None:
     @task
     def prepare(params: dict[str, Any], dag_run: Any = None) -> list[int]:

@@ -38,11 +38,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import pendulum
-from airflow.sdk import Param, dag, task
-from airflow.timetables.interval import CronDataIntervalTimetable
+from airflow.sdk import Param, task
+
+from cdclab.dagkit import data_intervals, lesson_dag
 
 DAG_ID = "71_07_05_state_performance"
+TAGS = ["71.7", "performance", "reference", "intermediate", "success"]
 
 
 def _measure_run(params: dict[str, Any], dag_run: Any) -> Any:
@@ -56,23 +57,17 @@ def _measure_run(params: dict[str, Any], dag_run: Any) -> Any:
     return MeasureRun(params["experiment"], iv.end, DAG_ID, dag_run.run_id)
 
 
-@dag(
-    dag_id=DAG_ID,
-    schedule=CronDataIntervalTimetable("@hourly", timezone="UTC"),
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    tags=["71.7", "performance", "reference", "intermediate", "success"],
-    doc_md=__doc__,
-    params={
-        "experiment": Param("71_07_05", type="string", description="name in state.perf_runs and key prefix"),
-        "watermark_keys": Param(3, type="integer", minimum=1, maximum=50, description="table/variable keys"),
-        "variable_prefix": Param("71_07_05__", type="string"),
-        "kv_table": Param("state.perf_71_07_05_kv", type="string"),
-        "kv_keys": Param(500, type="integer", minimum=1, maximum=100000),
-        "keep_history": Param(2, type="integer", minimum=1),
-    },
-)
+PARAMS = {
+    "experiment": Param("71_07_05", type="string", description="name in state.perf_runs and key prefix"),
+    "watermark_keys": Param(3, type="integer", minimum=1, maximum=50, description="table/variable keys"),
+    "variable_prefix": Param("71_07_05__", type="string"),
+    "kv_table": Param("state.perf_71_07_05_kv", type="string"),
+    "kv_keys": Param(500, type="integer", minimum=1, maximum=100000),
+    "keep_history": Param(2, type="integer", minimum=1),
+}
+
+
+@lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)
 def state_performance() -> None:
     @task
     def prepare(params: dict[str, Any]) -> None:

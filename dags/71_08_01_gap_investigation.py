@@ -41,11 +41,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import pendulum
-from airflow.sdk import Param, dag, task
-from airflow.timetables.interval import CronDataIntervalTimetable
+from airflow.sdk import Param, task
+
+from cdclab.dagkit import data_intervals, lesson_dag
 
 DAG_ID = "71_08_01_gap_investigation"
+TAGS = ["71.8", "debugging", "reference", "intermediate", "success"]
 DEMO = {
     "source_table": "public.events_71_08_01",
     "target_table": "core.events_71_08_01",
@@ -60,26 +61,20 @@ def _gap_run(params: dict[str, Any], dag_run: Any) -> Any:
     return GapRun.from_params(params, DAG_ID, dag_run.run_id)
 
 
-@dag(
-    dag_id=DAG_ID,
-    schedule=CronDataIntervalTimetable("@hourly", timezone="UTC"),
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    tags=["71.8", "debugging", "reference", "intermediate", "success"],
-    doc_md=__doc__,
-    params={
-        "source_table": Param(DEMO["source_table"], type="string"),
-        "target_table": Param(DEMO["target_table"], type="string"),
-        "key_column": Param("id", type="string"),
-        "cursor_column": Param("event_at", type="string"),
-        "pipeline": Param(DEMO["pipeline"], type="string", description="ledger name of the load"),
-        "watermark_key": Param("", type="string", description="watermark of the load, if it has one"),
-        "grain_minutes": Param(60, type="integer", minimum=1),
-        "findings_table": Param("state.findings_71_08_01", type="string"),
-        "ledger_table": Param(DEMO["ledger_table"], type="string"),
-    },
-)
+PARAMS = {
+    "source_table": Param(DEMO["source_table"], type="string"),
+    "target_table": Param(DEMO["target_table"], type="string"),
+    "key_column": Param("id", type="string"),
+    "cursor_column": Param("event_at", type="string"),
+    "pipeline": Param(DEMO["pipeline"], type="string", description="ledger name of the load"),
+    "watermark_key": Param("", type="string", description="watermark of the load, if it has one"),
+    "grain_minutes": Param(60, type="integer", minimum=1),
+    "findings_table": Param("state.findings_71_08_01", type="string"),
+    "ledger_table": Param(DEMO["ledger_table"], type="string"),
+}
+
+
+@lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)
 def gap_investigation() -> None:
     @task
     def setup(params: dict[str, Any]) -> bool:

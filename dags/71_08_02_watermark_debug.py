@@ -42,11 +42,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import pendulum
-from airflow.sdk import Param, dag, task
-from airflow.timetables.interval import CronDataIntervalTimetable
+from airflow.sdk import Param, task
+
+from cdclab.dagkit import data_intervals, lesson_dag
 
 DAG_ID = "71_08_02_watermark_debug"
+TAGS = ["71.8", "debugging", "reference", "intermediate", "success"]
 DEMO = {"source_table": "public.customers", "target_table": "core.customers_71_08_02", "watermark_key": ""}
 
 
@@ -67,22 +68,16 @@ def _debug_run(params: dict[str, Any], dag_run: Any) -> Any:
     )
 
 
-@dag(
-    dag_id=DAG_ID,
-    schedule=CronDataIntervalTimetable("@hourly", timezone="UTC"),
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    tags=["71.8", "debugging", "reference", "intermediate", "success"],
-    doc_md=__doc__,
-    params={
-        "source_table": Param(DEMO["source_table"], type="string"),
-        "target_table": Param(DEMO["target_table"], type="string"),
-        "watermark_key": Param("", type="string", description="default: 71_08_02/<source>-><target>"),
-        "findings_table": Param("state.findings_71_08_02", type="string"),
-        "auto_reset": Param(True, type="boolean"),
-    },
-)
+PARAMS = {
+    "source_table": Param(DEMO["source_table"], type="string"),
+    "target_table": Param(DEMO["target_table"], type="string"),
+    "watermark_key": Param("", type="string", description="default: 71_08_02/<source>-><target>"),
+    "findings_table": Param("state.findings_71_08_02", type="string"),
+    "auto_reset": Param(True, type="boolean"),
+}
+
+
+@lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)
 def watermark_debug() -> None:
     @task
     def setup(params: dict[str, Any], dag_run: Any = None) -> bool:

@@ -32,11 +32,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import pendulum
-from airflow.sdk import Param, dag, task
-from airflow.timetables.interval import CronDataIntervalTimetable
+from airflow.sdk import Param, task
+
+from cdclab.dagkit import data_intervals, from_params, lesson_dag
 
 DAG_ID = "71_08_03_cdc_debug"
+TAGS = ["71.8", "debugging", "reference", "advanced", "success"]
 
 
 def _debug_run(params: dict[str, Any], dag_run: Any) -> Any:
@@ -54,25 +55,19 @@ def _debug_run(params: dict[str, Any], dag_run: Any) -> Any:
     )
 
 
-@dag(
-    dag_id=DAG_ID,
-    schedule=CronDataIntervalTimetable("@hourly", timezone="UTC"),
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    tags=["71.8", "debugging", "reference", "advanced", "success"],
-    doc_md=__doc__,
-    params={
-        "source_table": Param("public.customers", type="string"),
-        "consumer_group": Param("cdclab-71_08_03", type="string"),
-        "target_schema": Param("core", type="string"),
-        "target_prefix": Param("dbg_", type="string"),
-        "trace_key": Param(1, type="integer"),
-        "replay_from_offset": Param(0, type="integer", minimum=0),
-        "findings_table": Param("state.findings_71_08_03", type="string"),
-        "kafka_conn_id": Param("kafka_default", type="string"),
-    },
-)
+PARAMS = {
+    "source_table": Param("public.customers", type="string"),
+    "consumer_group": Param("cdclab-71_08_03", type="string"),
+    "target_schema": Param("core", type="string"),
+    "target_prefix": Param("dbg_", type="string"),
+    "trace_key": Param(1, type="integer"),
+    "replay_from_offset": Param(0, type="integer", minimum=0),
+    "findings_table": Param("state.findings_71_08_03", type="string"),
+    "kafka_conn_id": Param("kafka_default", type="string"),
+}
+
+
+@lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)
 def cdc_debug() -> None:
     @task
     def offsets_before(params: dict[str, Any], dag_run: Any = None) -> int:
@@ -87,9 +82,7 @@ def cdc_debug() -> None:
         return run(
             [params["source_table"]],
             group=params["consumer_group"],
-            target_schema=params["target_schema"],
-            target_prefix=params["target_prefix"],
-            kafka_conn_id=params["kafka_conn_id"],
+            **from_params(params, "target_schema", "target_prefix", "kafka_conn_id"),
             who=f"{DAG_ID}/{dag_run.run_id}",
             max_seconds=60,
         )

@@ -40,11 +40,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import pendulum
-from airflow.sdk import Param, dag, task
-from airflow.timetables.interval import CronDataIntervalTimetable
+from airflow.sdk import Param, task
+
+from cdclab.dagkit import data_intervals, lesson_dag
 
 DAG_ID = "71_08_04_duplicate_detection"
+TAGS = ["71.8", "debugging", "reference", "intermediate", "success"]
 DEMO = {"target_table": "core.customers_71_08_04"}
 
 
@@ -54,22 +55,16 @@ def _duplicate_run(params: dict[str, Any], dag_run: Any) -> Any:
     return DuplicateRun.from_params(params, DAG_ID, dag_run.run_id)
 
 
-@dag(
-    dag_id=DAG_ID,
-    schedule=CronDataIntervalTimetable("@hourly", timezone="UTC"),
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    tags=["71.8", "debugging", "reference", "intermediate", "success"],
-    doc_md=__doc__,
-    params={
-        "target_table": Param(DEMO["target_table"], type="string"),
-        "key_column": Param("id", type="string"),
-        "order_columns": Param(["version", "updated_at"], type="array", description="latest first"),
-        "findings_table": Param("state.findings_71_08_04", type="string"),
-        "add_constraint": Param(True, type="boolean"),
-    },
-)
+PARAMS = {
+    "target_table": Param(DEMO["target_table"], type="string"),
+    "key_column": Param("id", type="string"),
+    "order_columns": Param(["version", "updated_at"], type="array", description="latest first"),
+    "findings_table": Param("state.findings_71_08_04", type="string"),
+    "add_constraint": Param(True, type="boolean"),
+}
+
+
+@lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)
 def duplicate_detection() -> None:
     @task
     def setup(params: dict[str, Any]) -> bool:

@@ -45,11 +45,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import pendulum
-from airflow.sdk import Param, dag, task
-from airflow.timetables.interval import CronDataIntervalTimetable
+from airflow.sdk import Param, task
+
+from cdclab.dagkit import data_intervals, lesson_dag
 
 DAG_ID = "71_08_05_late_data"
+TAGS = ["71.8", "debugging", "reference", "intermediate", "success"]
 DEMO = {
     "events_table": "staging.events_71_08_05",
     "ledger_table": "state.processed_intervals",
@@ -68,25 +69,19 @@ def _late_run(params: dict[str, Any], dag_run: Any = None) -> Any:
     return LateRun.from_params(params, from_context(get_current_context()), DAG_ID, run_id)
 
 
-@dag(
-    dag_id=DAG_ID,
-    schedule=CronDataIntervalTimetable("@hourly", timezone="UTC"),
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    tags=["71.8", "debugging", "reference", "intermediate", "success"],
-    doc_md=__doc__,
-    params={
-        "events_table": Param(DEMO["events_table"], type="string"),
-        "target_table": Param("marts.events_hourly_71_08_05", type="string"),
-        "dead_letter_table": Param("dlq.late_events_71_08_05", type="string"),
-        "findings_table": Param("state.findings_71_08_05", type="string"),
-        "ledger_table": Param(DEMO["ledger_table"], type="string"),
-        "pipeline": Param(DEMO["pipeline"], type="string"),
-        "grace_minutes": Param(10, type="integer", minimum=0),
-        "allowed_lateness_minutes": Param(60, type="integer", minimum=0),
-    },
-)
+PARAMS = {
+    "events_table": Param(DEMO["events_table"], type="string"),
+    "target_table": Param("marts.events_hourly_71_08_05", type="string"),
+    "dead_letter_table": Param("dlq.late_events_71_08_05", type="string"),
+    "findings_table": Param("state.findings_71_08_05", type="string"),
+    "ledger_table": Param(DEMO["ledger_table"], type="string"),
+    "pipeline": Param(DEMO["pipeline"], type="string"),
+    "grace_minutes": Param(10, type="integer", minimum=0),
+    "allowed_lateness_minutes": Param(60, type="integer", minimum=0),
+}
+
+
+@lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)
 def late_data() -> None:
     @task
     def setup(params: dict[str, Any]) -> bool:

@@ -37,31 +37,27 @@ the connector log `make logs S=connect` ("Incremental snapshot ...").
 
 from __future__ import annotations
 
-import pendulum
-from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk import Param, get_current_context, task
+
+from cdclab.dagkit import from_params, lesson_dag
+
+TAGS = ["71.9", "replication", "cdc", "success", "reference", "example", "intermediate"]
 
 DEFAULT_TABLES = ["public.customers", "public.products"]
 
+PARAMS = {
+    "tables": Param(DEFAULT_TABLES, type="array"),
+    "consumer_group": Param("71_09_01_db_replication", type="string"),
+    "target_schema": Param("core", type="string"),
+    "target_prefix": Param("repl_", type="string"),
+    "schema_policy": Param("fail", enum=["fail", "evolve"]),
+    "initial_snapshot": Param(True, type="boolean"),
+    "connector": Param("shop-postgres-source", type="string"),
+    "keyless_tables": Param([], type="array"),
+}
 
-@dag(
-    dag_id="71_09_01_db_replication",
-    schedule="*/15 * * * *",
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    tags=["71.9", "replication", "cdc", "success", "reference", "example", "intermediate"],
-    doc_md=__doc__,
-    params={
-        "tables": Param(DEFAULT_TABLES, type="array"),
-        "consumer_group": Param("71_09_01_db_replication", type="string"),
-        "target_schema": Param("core", type="string"),
-        "target_prefix": Param("repl_", type="string"),
-        "schema_policy": Param("fail", enum=["fail", "evolve"]),
-        "initial_snapshot": Param(True, type="boolean"),
-        "connector": Param("shop-postgres-source", type="string"),
-        "keyless_tables": Param([], type="array"),
-    },
-)
+
+@lesson_dag("71_09_01_db_replication", __doc__, schedule="*/15 * * * *", tags=TAGS, params=PARAMS)
 def db_replication():
     @task
     def check_connector() -> str:
@@ -93,9 +89,7 @@ def db_replication():
             replicate(
                 p["tables"],
                 group=p["consumer_group"],
-                target_schema=p["target_schema"],
-                target_prefix=p["target_prefix"],
-                schema_policy=p["schema_policy"],
+                **from_params(p, "target_schema", "target_prefix", "schema_policy"),
                 who=who,
                 # a new group on a topic whose history retention removed is refused, unless the
                 # initial_snapshot task has requested the snapshot that re-reads those rows

@@ -25,27 +25,23 @@ from __future__ import annotations
 
 from typing import Any
 
-import pendulum
-from airflow.sdk import dag, task
+from airflow.sdk import task
+
+from cdclab.dagkit import lesson_dag
+
+TAGS = ["71.9", "logs", "reference", "example", "intermediate", "success"]
 
 PIPELINE = "71_09_02_log_processing"
 
+PARAMS = {
+    "pipeline": PIPELINE,
+    "log_dir": "",  # default: <lab state>/applogs/<pipeline>
+    "log_name": "app.log",
+    "target": "staging.app_logs",
+}
 
-@dag(
-    dag_id="71_09_02_log_processing",
-    schedule="*/5 * * * *",
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    tags=["71.9", "logs", "reference", "example", "intermediate", "success"],
-    doc_md=__doc__,
-    params={
-        "pipeline": PIPELINE,
-        "log_dir": "",  # default: <lab state>/applogs/<pipeline>
-        "log_name": "app.log",
-        "target": "staging.app_logs",
-    },
-)
+
+@lesson_dag("71_09_02_log_processing", __doc__, schedule="*/5 * * * *", tags=TAGS, params=PARAMS)
 def log_processing_71_09_02():
     @task
     def ingest_new_lines(**context: Any) -> dict[str, Any]:

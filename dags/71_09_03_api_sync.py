@@ -34,33 +34,27 @@ from __future__ import annotations
 
 from typing import Any
 
-import pendulum
-from airflow.sdk import Param, dag, task
-from airflow.timetables.interval import CronDataIntervalTimetable
+from airflow.sdk import Param, task
+
+from cdclab.dagkit import data_intervals, lesson_dag
 
 DAG_ID = "71_09_03_api_sync"
+TAGS = ["71.9", "api", "reference", "intermediate", "success", "example"]
+
+PARAMS = {
+    "pipeline": Param("partner_accounts", type="string"),
+    "base_url": Param("", type="string", description="default: the Airflow connection partner_api"),
+    "target": Param("core.partner_accounts", type="string"),
+    "stats_table": Param("state.api_sync_runs", type="string"),
+    "page_size": Param(100, type="integer", minimum=1, maximum=1000),
+    "overlap_seconds": Param(60, type="integer", minimum=0),
+    "max_attempts": Param(8, type="integer", minimum=1),
+    "backoff_seconds": Param(0.2, type="number", minimum=0),
+    "max_retry_after_seconds": Param(30, type="number", minimum=0),
+}
 
 
-@dag(
-    dag_id=DAG_ID,
-    schedule=CronDataIntervalTimetable("@hourly", timezone="UTC"),
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    tags=["71.9", "api", "reference", "intermediate", "success", "example"],
-    doc_md=__doc__,
-    params={
-        "pipeline": Param("partner_accounts", type="string"),
-        "base_url": Param("", type="string", description="default: the Airflow connection partner_api"),
-        "target": Param("core.partner_accounts", type="string"),
-        "stats_table": Param("state.api_sync_runs", type="string"),
-        "page_size": Param(100, type="integer", minimum=1, maximum=1000),
-        "overlap_seconds": Param(60, type="integer", minimum=0),
-        "max_attempts": Param(8, type="integer", minimum=1),
-        "backoff_seconds": Param(0.2, type="number", minimum=0),
-        "max_retry_after_seconds": Param(30, type="number", minimum=0),
-    },
-)
+@lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)
 def api_sync() -> None:
     @task
     def sync(

@@ -43,11 +43,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import pendulum
-from airflow.sdk import Param, dag, task
-from airflow.timetables.interval import CronDataIntervalTimetable
+from airflow.sdk import Param, task
+
+from cdclab.dagkit import data_intervals, from_params, lesson_dag
 
 DAG_ID = "71_09_04_dw_loading"
+TAGS = ["71.9", "dw", "success", "reference", "example", "advanced"]
 
 
 def _star(params: dict[str, Any], dag_run: Any, context: dict[str, Any]) -> Any:
@@ -57,14 +58,17 @@ def _star(params: dict[str, Any], dag_run: Any, context: dict[str, Any]) -> Any:
 
     window = intervals.from_context(context)
     return StarLoad(
-        customers_table=params["customers_table"],
-        products_table=params["products_table"],
-        orders_table=params["orders_table"],
-        items_table=params["items_table"],
-        dim_customer=params["dim_customer"],
-        dim_product=params["dim_product"],
-        fact_table=params["fact_table"],
-        watermark_prefix=params["watermark_prefix"],
+        **from_params(
+            params,
+            "customers_table",
+            "products_table",
+            "orders_table",
+            "items_table",
+            "dim_customer",
+            "dim_product",
+            "fact_table",
+            "watermark_prefix",
+        ),
         dag_id=DAG_ID,
         run_id=dag_run.run_id,
         interval_start=window.start,
@@ -72,25 +76,19 @@ def _star(params: dict[str, Any], dag_run: Any, context: dict[str, Any]) -> Any:
     )
 
 
-@dag(
-    dag_id=DAG_ID,
-    schedule=CronDataIntervalTimetable("@hourly", timezone="UTC"),
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    tags=["71.9", "dw", "success", "reference", "example", "advanced"],
-    doc_md=__doc__,
-    params={
-        "customers_table": Param("public.customers", type="string"),
-        "products_table": Param("public.products", type="string"),
-        "orders_table": Param("public.orders", type="string"),
-        "items_table": Param("public.order_items", type="string"),
-        "dim_customer": Param("core.dim_customer_71_09_04", type="string"),
-        "dim_product": Param("core.dim_product_71_09_04", type="string"),
-        "fact_table": Param("core.fact_order_line_71_09_04", type="string"),
-        "watermark_prefix": Param("", type="string", description="default: 71_09_04/<fact_table>"),
-    },
-)
+PARAMS = {
+    "customers_table": Param("public.customers", type="string"),
+    "products_table": Param("public.products", type="string"),
+    "orders_table": Param("public.orders", type="string"),
+    "items_table": Param("public.order_items", type="string"),
+    "dim_customer": Param("core.dim_customer_71_09_04", type="string"),
+    "dim_product": Param("core.dim_product_71_09_04", type="string"),
+    "fact_table": Param("core.fact_order_line_71_09_04", type="string"),
+    "watermark_prefix": Param("", type="string", description="default: 71_09_04/<fact_table>"),
+}
+
+
+@lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)
 def dw_loading() -> None:
     @task
     def prepare(params: dict[str, Any]) -> None:

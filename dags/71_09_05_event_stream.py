@@ -64,60 +64,57 @@ from __future__ import annotations
 import datetime as dt
 
 import pendulum
-from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk import Param, get_current_context, task
+
+from cdclab.dagkit import lesson_dag
+
+TAGS = ["71.9", "streaming", "windowing", "exactly-once", "success", "reference", "example", "advanced"]
 
 
 def _wants_events(context: dict) -> bool:
     return int(context["params"]["produce_events"]) > 0
 
 
-@dag(
-    dag_id="71_09_05_event_stream",
-    schedule="*/5 * * * *",
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    tags=["71.9", "streaming", "windowing", "exactly-once", "success", "reference", "example", "advanced"],
-    doc_md=__doc__,
-    params={
-        "topic": Param("clickstream.events", type="string", description="Kafka topic (one partition)"),
-        "consumer_group": Param("71_09_05_event_stream", type="string"),
-        "schema": Param("marts", type="string", description="warehouse schema of the stream's tables"),
-        "table_prefix": Param("clickstream_", type="string", description="<prefix>windows, seen, ..."),
-        "window_seconds": Param(300, type="integer", minimum=1, description="tumbling window size"),
-        "allowed_lateness_seconds": Param(120, type="integer", minimum=0),
-        "skew_tolerance_seconds": Param(
-            300, type="integer", minimum=0, description="event time may be this far ahead of ingest time"
-        ),
-        "batch_size": Param(200, type="integer", minimum=1),
-        "dedup_horizon_seconds": Param(
-            3600,
-            type=["null", "integer"],
-            minimum=0,
-            description="seen ids further than this behind the watermark are pruned (>= window_seconds); "
-            "null keeps every id",
-        ),
-        "produce_events": Param(
-            300,
-            type="integer",
-            minimum=0,
-            description="> 0: first write this many generated events to the topic",
-        ),
-        "produce_seed": Param(None, type=["null", "integer"], description="default: from the run's date"),
-        "produce_start": Param(
-            None,
-            type=["null", "string"],
-            description="event time of the first event (ISO 8601 with offset); "
-            "default: the run's logical date",
-        ),
-        "produce_late_fraction": Param(0.05, type="number", minimum=0, maximum=1),
-        "produce_duplicate_fraction": Param(0.05, type="number", minimum=0, maximum=1),
-        "produce_out_of_order_fraction": Param(0.1, type="number", minimum=0, maximum=1),
-        "produce_late_by_seconds": Param(
-            600, type="integer", minimum=5, description="late events arrive this to twice this late"
-        ),
-    },
-)
+PARAMS = {
+    "topic": Param("clickstream.events", type="string", description="Kafka topic (one partition)"),
+    "consumer_group": Param("71_09_05_event_stream", type="string"),
+    "schema": Param("marts", type="string", description="warehouse schema of the stream's tables"),
+    "table_prefix": Param("clickstream_", type="string", description="<prefix>windows, seen, ..."),
+    "window_seconds": Param(300, type="integer", minimum=1, description="tumbling window size"),
+    "allowed_lateness_seconds": Param(120, type="integer", minimum=0),
+    "skew_tolerance_seconds": Param(
+        300, type="integer", minimum=0, description="event time may be this far ahead of ingest time"
+    ),
+    "batch_size": Param(200, type="integer", minimum=1),
+    "dedup_horizon_seconds": Param(
+        3600,
+        type=["null", "integer"],
+        minimum=0,
+        description="seen ids further than this behind the watermark are pruned (>= window_seconds); "
+        "null keeps every id",
+    ),
+    "produce_events": Param(
+        300,
+        type="integer",
+        minimum=0,
+        description="> 0: first write this many generated events to the topic",
+    ),
+    "produce_seed": Param(None, type=["null", "integer"], description="default: from the run's date"),
+    "produce_start": Param(
+        None,
+        type=["null", "string"],
+        description="event time of the first event (ISO 8601 with offset); default: the run's logical date",
+    ),
+    "produce_late_fraction": Param(0.05, type="number", minimum=0, maximum=1),
+    "produce_duplicate_fraction": Param(0.05, type="number", minimum=0, maximum=1),
+    "produce_out_of_order_fraction": Param(0.1, type="number", minimum=0, maximum=1),
+    "produce_late_by_seconds": Param(
+        600, type="integer", minimum=5, description="late events arrive this to twice this late"
+    ),
+}
+
+
+@lesson_dag("71_09_05_event_stream", __doc__, schedule="*/5 * * * *", tags=TAGS, params=PARAMS)
 def event_stream():
     @task.run_if(_wants_events, skip_message="produce_events is 0: nothing to produce")
     @task

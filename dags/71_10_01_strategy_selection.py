@@ -34,45 +34,42 @@ from __future__ import annotations
 
 from typing import Any
 
-import pendulum
-from airflow.sdk import Param, dag, task
-from airflow.timetables.interval import CronDataIntervalTimetable
+from airflow.sdk import Param, task
+
+from cdclab.dagkit import data_intervals, from_params, lesson_dag
 
 DAG_ID = "71_10_01_strategy_selection"
+TAGS = ["71.10", "best-practice", "reference", "beginner", "success"]
+
+PARAMS = {
+    "tables": Param(
+        ["public.customers", "public.products", "public.orders", "public.order_items", "public.payments"],
+        type="array",
+    ),
+    "load_table": Param("public.products", type=["string", "null"]),
+    "target_table": Param("core.strategy_71_10_01", type="string"),
+    "pipeline": Param("71_10_01", type="string"),
+    "hard_delete_tables": Param([], type="array"),
+    "max_staleness_seconds": Param(3600, type="integer", minimum=0),
+    "schedule_seconds": Param(3600, type="integer", minimum=1),
+    "full_load_max_rows": Param(10_000, type="integer", minimum=0),
+}
 
 
-@dag(
-    dag_id=DAG_ID,
-    schedule=CronDataIntervalTimetable("@hourly", timezone="UTC"),
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    tags=["71.10", "best-practice", "reference", "beginner", "success"],
-    doc_md=__doc__,
-    params={
-        "tables": Param(
-            ["public.customers", "public.products", "public.orders", "public.order_items", "public.payments"],
-            type="array",
-        ),
-        "load_table": Param("public.products", type=["string", "null"]),
-        "target_table": Param("core.strategy_71_10_01", type="string"),
-        "pipeline": Param("71_10_01", type="string"),
-        "hard_delete_tables": Param([], type="array"),
-        "max_staleness_seconds": Param(3600, type="integer", minimum=0),
-        "schedule_seconds": Param(3600, type="integer", minimum=1),
-        "full_load_max_rows": Param(10_000, type="integer", minimum=0),
-    },
-)
+@lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)
 def strategy_selection() -> None:
     @task
     def recommend(params: dict[str, Any], dag_run: Any = None) -> dict[str, str]:
         from cdclab.lessons import operations, strategy
 
         req = strategy.Requirements(
-            hard_delete_tables=params["hard_delete_tables"],
-            max_staleness_seconds=params["max_staleness_seconds"],
-            schedule_seconds=params["schedule_seconds"],
-            full_load_max_rows=params["full_load_max_rows"],
+            **from_params(
+                params,
+                "hard_delete_tables",
+                "max_staleness_seconds",
+                "schedule_seconds",
+                "full_load_max_rows",
+            ),
         )
         recs = operations.recommend(params["tables"], req, pipeline=params["pipeline"], run_id=dag_run.run_id)
         for rec in recs:

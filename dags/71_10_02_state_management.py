@@ -46,41 +46,36 @@ from __future__ import annotations
 
 from typing import Any
 
-import pendulum
-from airflow.sdk import Param, dag, task
-from airflow.timetables.interval import CronDataIntervalTimetable
+from airflow.sdk import Param, task
+
+from cdclab.dagkit import data_intervals, lesson_dag
 
 DAG_ID = "71_10_02_state_management"
+TAGS = ["71.10", "best-practice", "reference", "intermediate", "success"]
 
 
 def _wm_key(params: dict[str, Any]) -> str:
     return f"{params['pipeline']}/{params['source_table']}->{params['target_table']}"
 
 
-@dag(
-    dag_id=DAG_ID,
-    schedule=CronDataIntervalTimetable("@hourly", timezone="UTC"),
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    tags=["71.10", "best-practice", "reference", "intermediate", "success"],
-    doc_md=__doc__,
-    params={
-        "source_table": Param("public.customers", type="string"),
-        "target_table": Param("staging.customer_changes_71_10_02", type="string"),
-        "pipeline": Param("71_10_02", type="string"),
-        "consumer_groups": Param([], type="array"),
-        "bucket": Param("lab-tests", type="string"),
-        "prefix": Param("71_10_02/state", type="string"),
-        "restore": Param("auto", enum=["auto", "force", "never"]),
-        "restore_version": Param(None, type=["integer", "null"]),
-        "watermark_age_warn_seconds": Param(7200, type="number", minimum=0),
-        "watermark_age_alert_seconds": Param(86400, type="number", minimum=0),
-        "watermark_future_tolerance_seconds": Param(900, type="number", minimum=0),
-        "backup_age_warn_seconds": Param(7200, type="number", minimum=0),
-        "backup_age_alert_seconds": Param(86400, type="number", minimum=0),
-    },
-)
+PARAMS = {
+    "source_table": Param("public.customers", type="string"),
+    "target_table": Param("staging.customer_changes_71_10_02", type="string"),
+    "pipeline": Param("71_10_02", type="string"),
+    "consumer_groups": Param([], type="array"),
+    "bucket": Param("lab-tests", type="string"),
+    "prefix": Param("71_10_02/state", type="string"),
+    "restore": Param("auto", enum=["auto", "force", "never"]),
+    "restore_version": Param(None, type=["integer", "null"]),
+    "watermark_age_warn_seconds": Param(7200, type="number", minimum=0),
+    "watermark_age_alert_seconds": Param(86400, type="number", minimum=0),
+    "watermark_future_tolerance_seconds": Param(900, type="number", minimum=0),
+    "backup_age_warn_seconds": Param(7200, type="number", minimum=0),
+    "backup_age_alert_seconds": Param(86400, type="number", minimum=0),
+}
+
+
+@lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)
 def state_management() -> None:
     @task
     def recover(params: dict[str, Any], dag_run: Any = None) -> dict[str, Any] | None:

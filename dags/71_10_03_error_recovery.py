@@ -44,32 +44,26 @@ from __future__ import annotations
 
 from typing import Any
 
-import pendulum
-from airflow.sdk import Param, dag, task
-from airflow.timetables.interval import CronDataIntervalTimetable
+from airflow.sdk import Param, task
+
+from cdclab.dagkit import data_intervals, lesson_dag
 
 DAG_ID = "71_10_03_error_recovery"
+TAGS = ["71.10", "best-practice", "reference", "intermediate", "success"]
 DEMO = {"source_table": "public.events_71_10_03"}
 
+PARAMS = {
+    "source_table": Param(DEMO["source_table"], type="string"),
+    "target_table": Param("core.events_71_10_03", type="string"),
+    "pipeline": Param("71_10_03", type="string"),
+    "retry_attempts": Param(3, type="integer", minimum=1),
+    "retry_base_delay": Param(0.2, type="number", minimum=0),
+    "transient_failures": Param({}, type="object"),
+    "hard_failures": Param([], type="array"),
+}
 
-@dag(
-    dag_id=DAG_ID,
-    schedule=CronDataIntervalTimetable("@hourly", timezone="UTC"),
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    tags=["71.10", "best-practice", "reference", "intermediate", "success"],
-    doc_md=__doc__,
-    params={
-        "source_table": Param(DEMO["source_table"], type="string"),
-        "target_table": Param("core.events_71_10_03", type="string"),
-        "pipeline": Param("71_10_03", type="string"),
-        "retry_attempts": Param(3, type="integer", minimum=1),
-        "retry_base_delay": Param(0.2, type="number", minimum=0),
-        "transient_failures": Param({}, type="object"),
-        "hard_failures": Param([], type="array"),
-    },
-)
+
+@lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)
 def error_recovery() -> None:
     @task
     def setup(params: dict[str, Any]) -> bool:

@@ -62,51 +62,42 @@ from __future__ import annotations
 
 from typing import Any
 
-import pendulum
-from airflow.sdk import Param, dag, task
-from airflow.timetables.interval import CronDataIntervalTimetable
+from airflow.sdk import Param, task
 
+from cdclab.dagkit import data_intervals, lesson_dag
 from cdclab.ops.alerts import HealthAlertNotifier
 
 DAG_ID = "71_10_04_monitoring"
+TAGS = ["71.10", "best-practice", "reference", "intermediate", "success"]
+
+PARAMS = {
+    "scope": Param("71_10_04", type="string"),
+    "watermark_keys": Param([], type="array"),
+    "watermark_age_warn_seconds": Param(7200, type="number", minimum=0),
+    "watermark_age_alert_seconds": Param(86400, type="number", minimum=0),
+    "consumer_groups": Param([], type="array"),
+    "lag_warn": Param(100, type="number", minimum=0),
+    "lag_alert": Param(1000, type="number", minimum=0),
+    "ledger_pipelines": Param([], type="array"),
+    "ledger_step_seconds": Param(3600, type="integer", minimum=1),
+    "gap_warn": Param(1, type="number", minimum=0),
+    "gap_alert": Param(3, type="number", minimum=0),
+    "row_count_pairs": Param([], type="array", description='[{"source": "public.x", "target": "core.x"}]'),
+    "drift_warn": Param(0.01, type="number", minimum=0),
+    "drift_alert": Param(0.1, type="number", minimum=0),
+    "connectors": Param(["shop-postgres-source"], type="array"),
+    "fail_on_alert": Param(True, type="boolean"),
+    "replication_slots": Param(["cdclab_shop"], type="array", description="slots that must exist"),
+    "slot_wal_warn_bytes": Param(256 * 1024**2, type="number", minimum=0),
+    "slot_wal_alert_bytes": Param(2 * 1024**3, type="number", minimum=0),
+    "slots_report_all": Param(True, type="boolean", description="also grade slots not listed"),
+    "file_pipelines": Param([], type="array", description="file pipelines (state.file_manifest)"),
+    "files_exhausted_warn": Param(1, type="number", minimum=0),
+    "files_exhausted_alert": Param(1, type="number", minimum=0),
+}
 
 
-@dag(
-    dag_id=DAG_ID,
-    schedule=CronDataIntervalTimetable("@hourly", timezone="UTC"),
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    tags=["71.10", "best-practice", "reference", "intermediate", "success"],
-    doc_md=__doc__,
-    params={
-        "scope": Param("71_10_04", type="string"),
-        "watermark_keys": Param([], type="array"),
-        "watermark_age_warn_seconds": Param(7200, type="number", minimum=0),
-        "watermark_age_alert_seconds": Param(86400, type="number", minimum=0),
-        "consumer_groups": Param([], type="array"),
-        "lag_warn": Param(100, type="number", minimum=0),
-        "lag_alert": Param(1000, type="number", minimum=0),
-        "ledger_pipelines": Param([], type="array"),
-        "ledger_step_seconds": Param(3600, type="integer", minimum=1),
-        "gap_warn": Param(1, type="number", minimum=0),
-        "gap_alert": Param(3, type="number", minimum=0),
-        "row_count_pairs": Param(
-            [], type="array", description='[{"source": "public.x", "target": "core.x"}]'
-        ),
-        "drift_warn": Param(0.01, type="number", minimum=0),
-        "drift_alert": Param(0.1, type="number", minimum=0),
-        "connectors": Param(["shop-postgres-source"], type="array"),
-        "fail_on_alert": Param(True, type="boolean"),
-        "replication_slots": Param(["cdclab_shop"], type="array", description="slots that must exist"),
-        "slot_wal_warn_bytes": Param(256 * 1024**2, type="number", minimum=0),
-        "slot_wal_alert_bytes": Param(2 * 1024**3, type="number", minimum=0),
-        "slots_report_all": Param(True, type="boolean", description="also grade slots not listed"),
-        "file_pipelines": Param([], type="array", description="file pipelines (state.file_manifest)"),
-        "files_exhausted_warn": Param(1, type="number", minimum=0),
-        "files_exhausted_alert": Param(1, type="number", minimum=0),
-    },
-)
+@lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)
 def monitoring() -> None:
     notifier = HealthAlertNotifier(scope="{{ params.scope }}")
 

@@ -28,28 +28,23 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pendulum
-from airflow.sdk import Param, dag, task
+from airflow.sdk import Param, task
+
+from cdclab.dagkit import from_params, lesson_dag
 
 DAG_ID = "71_10_05_documentation"
+TAGS = ["71.10", "best-practice", "reference", "beginner", "success"]
 DAGS_FOLDER = str(Path(__file__).parent)  # a path computation, no I/O
 
+PARAMS = {
+    "dags_folder": Param("", type="string", description="default: the folder of this file"),
+    "bucket": Param("lab-tests", type="string"),
+    "prefix": Param("docs", type="string"),
+    "document": Param("incremental-operations.md", type="string"),
+}
 
-@dag(
-    dag_id=DAG_ID,
-    schedule="@daily",
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    tags=["71.10", "best-practice", "reference", "beginner", "success"],
-    doc_md=__doc__,
-    params={
-        "dags_folder": Param("", type="string", description="default: the folder of this file"),
-        "bucket": Param("lab-tests", type="string"),
-        "prefix": Param("docs", type="string"),
-        "document": Param("incremental-operations.md", type="string"),
-    },
-)
+
+@lesson_dag(DAG_ID, __doc__, schedule="@daily", tags=TAGS, params=PARAMS)
 def documentation() -> None:
     @task
     def collect(params: dict[str, Any]) -> list[dict[str, Any]]:
@@ -67,9 +62,7 @@ def documentation() -> None:
 
         doc = operations.publish_docs(
             [opsdocs.DagCard(**c) for c in cards],
-            bucket=params["bucket"],
-            prefix=params["prefix"],
-            document=params["document"],
+            **from_params(params, "bucket", "prefix", "document"),
             run_id=dag_run.run_id,
         )
         print(

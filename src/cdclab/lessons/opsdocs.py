@@ -1,9 +1,10 @@
 """Operations documentation generated from the live system, so it cannot drift from what runs.
 
 Vocabulary:
-- *DAG card* (:class:`DagCard`): what a DAG file declares, read with :mod:`ast` without importing it
-  (no DB, no network, no Airflow parsing): ``dag_id``, the ``schedule`` expression as written, ``tags``
-  and the *strategy section*: the docstring's title line and first paragraph (the house style puts the
+- *DAG card* (:class:`DagCard`): what a DAG file declares (``@dag(...)``, ``DAG(...)`` or the lab's
+  ``@lesson_dag(...)``), read with :mod:`ast` without importing it (no DB, no network, no Airflow
+  parsing): ``dag_id``, the ``schedule`` expression as written (the lab's ``data_intervals(cron)`` as the
+  ``CronDataIntervalTimetable(cron, timezone=...)`` it builds), ``tags`` and the *strategy section*: the docstring's title line and first paragraph (the house style puts the
   pattern and its guarantee there).
 - *state schema*: every table of the warehouse schema ``state`` with its columns and types
   (``information_schema.columns``) at generation time.
@@ -70,8 +71,24 @@ def _strategy_section(doc: str) -> tuple[str, str]:
     return title, " ".join(paragraphs[0].split()) if paragraphs else ""
 
 
+def _schedule(source: str, node: ast.expr | None) -> str:
+    """The schedule as written; ``data_intervals(cron[, tz=...])`` (cdclab.dagkit) as the timetable it is."""
+    if node is None:
+        return "None"
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "data_intervals":
+        kw = {k.arg: k.value for k in node.keywords if k.arg}
+        cron = node.args[0] if node.args else kw.get("cron")
+        tz = node.args[1] if len(node.args) > 1 else kw.get("tz")
+        cron_text = ast.get_source_segment(source, cron) if cron is not None else None
+        tz_text = ast.get_source_segment(source, tz) if tz is not None else '"UTC"'
+        if cron_text is not None:
+            return f"CronDataIntervalTimetable({cron_text}, timezone={tz_text})"
+    return ast.get_source_segment(source, node) or ""
+
+
 def read_dag_file(path: Path) -> DagCard | None:
-    """The card of the DAG declared in ``path`` (``@dag(...)`` or ``DAG(...)``), None if it declares none."""
+    """The card of the DAG declared in ``path`` (``@dag(...)``, ``DAG(...)`` or ``@lesson_dag(...)``),
+    None if it declares none."""
     source = path.read_text()
     try:
         tree = ast.parse(source, filename=str(path))
@@ -84,12 +101,12 @@ def read_dag_file(path: Path) -> DagCard | None:
         if not isinstance(node, ast.Call):
             continue
         name = node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", "")
-        if name not in ("dag", "DAG"):
+        if name not in ("dag", "DAG", "lesson_dag"):
             continue
         kw = {k.arg: k.value for k in node.keywords if k.arg}
         given = kw.get("dag_id", node.args[0] if node.args else None)
         dag_id = (_value(given, consts) if given is not None else None) or path.stem
-        schedule = ast.get_source_segment(source, kw["schedule"]) if "schedule" in kw else "None"
+        schedule = _schedule(source, kw.get("schedule"))
         tags = _value(kw["tags"], consts) if "tags" in kw else []
         title, strategy = _strategy_section(ast.get_docstring(tree) or "")
         return DagCard(

@@ -1,0 +1,117 @@
+"""The lab's DAG defaults, written once: every lesson DAG is declared with :func:`lesson_dag`.
+
+Vocabulary:
+
+- **lesson DAG** — one file in ``dags/``, one pattern. Its ``dag_id`` is the file stem, its tags are the
+  curriculum's, its documentation is the file's docstring. Both stay written out in the DAG file; this
+  module adds only what is the same for all fifty.
+- **lab defaults** — every lesson starts on :data:`START_DATE` (2026-01-01 UTC), runs no catch-up
+  (``catchup=False``: a lesson is triggered or scheduled from now on, never replayed for a year) and
+  runs one at a time (``max_active_runs=1``: the state a lesson keeps — watermarks, offsets, ledgers —
+  assumes runs do not overlap). A lesson that needs another value passes it as an override.
+- **data-interval schedule** — :func:`data_intervals` is Airflow's ``CronDataIntervalTimetable``: each
+  run covers ``[data_interval_start, data_interval_end)``, the interval the cron expression closes.
+  A plain cron string (``schedule="*/5 * * * *"``) is a trigger timetable instead: runs at those times,
+  with an empty data interval. The lessons that read the interval use the former.
+- **param groups** — params that several lessons declare alike (the 71.6 anti-pattern switch, the
+  landing-zone params of the 71.4 file pipelines) are built here, so their names and defaults cannot
+  drift apart. Each builder returns fresh ``Param`` objects: Airflow keeps the objects it is given.
+- **passing params through** — :func:`from_params` hands a task's params to a library step as keyword
+  arguments of the same names, so a call lists the params it uses once.
+
+Nothing here opens a connection; DAG files call it at parse time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping
+from typing import Any
+
+import pendulum
+from airflow.sdk import CronDataIntervalTimetable, Param, dag
+
+TIMEZONE = "UTC"
+START_DATE = pendulum.datetime(2026, 1, 1, tz=TIMEZONE)
+DEFAULTS: Mapping[str, Any] = {"catchup": False, "max_active_runs": 1}
+
+VARIANTS = ("anti_pattern", "fixed")
+PER_VARIANT = "{variant} is replaced by the variant"
+
+
+def lesson_dag(
+    dag_id: str,
+    doc: str | None,
+    *,
+    tags: Collection[str],
+    schedule: Any,
+    params: Mapping[str, Any] | None = None,
+    **overrides: Any,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``airflow.sdk.dag`` with the lab's defaults: the decorator of a lesson DAG.
+
+    ``doc`` becomes ``doc_md`` (pass the file's ``__doc__``); ``overrides`` are any other ``dag()``
+    arguments and win over the defaults (``start_date=...``, ``user_defined_macros=...``).
+    """
+    if not dag_id:
+        raise ValueError("a lesson DAG needs its dag_id (the file stem)")
+    if not doc or not doc.strip():
+        raise ValueError(f"{dag_id}: a lesson DAG documents itself; pass the file's __doc__")
+    if not tags:
+        raise ValueError(f"{dag_id}: a lesson DAG carries the curriculum's tags")
+    kwargs: dict[str, Any] = {
+        "dag_id": dag_id,
+        "schedule": schedule,
+        "start_date": START_DATE,
+        **DEFAULTS,
+        "tags": list(tags),
+        "doc_md": doc,
+    }
+    if params is not None:
+        kwargs["params"] = dict(params)
+    kwargs.update(overrides)
+    return dag(**kwargs)
+
+
+def data_intervals(cron: str, tz: str = TIMEZONE) -> CronDataIntervalTimetable:
+    """A schedule whose runs each cover the data interval the cron expression closes, in ``tz``."""
+    return CronDataIntervalTimetable(cron, timezone=tz)
+
+
+def variant_param() -> Param:
+    """The 71.6 switch: run the lesson's ``anti_pattern`` or its ``fixed`` version."""
+    return Param(VARIANTS[0], enum=list(VARIANTS))
+
+
+def per_variant_table(default: str) -> Param:
+    """A table name param with ``{variant}`` in it, so each variant writes its own table."""
+    if "{variant}" not in default:
+        raise ValueError(f"{default!r}: a per-variant table name contains {{variant}}")
+    return Param(default, type="string", description=PER_VARIANT)
+
+
+def variant_params(
+    source_table: str, target_table: str, *, source_description: str | None = None
+) -> dict[str, Any]:
+    """The params every 71.6 anti-pattern lesson starts with: ``variant`` (:func:`variant_param`), the
+    ``source_table`` it reads and the per-variant ``target_table`` it writes (:func:`per_variant_table`)."""
+    return {
+        "variant": variant_param(),
+        "source_table": Param(source_table, type="string", description=source_description),
+        "target_table": per_variant_table(target_table),
+    }
+
+
+def landing_params(pipeline: str, *, pattern: str | None = "*") -> dict[str, Any]:
+    """The 71.4 landing zone of a file pipeline: its name, bucket ``landing``, prefix ``<pipeline>/``
+    and, unless ``pattern`` is None, the fnmatch pattern of its data files (relative to the prefix)."""
+    params: dict[str, Any] = {"pipeline": pipeline, "bucket": "landing", "prefix": f"{pipeline}/"}
+    if pattern is not None:
+        params["pattern"] = pattern
+    return params
+
+
+def from_params(params: Mapping[str, Any], *names: str) -> dict[str, Any]:
+    """The run's values of ``names``, as keyword arguments of the same names: a task passes its params
+    through with ``step(..., **from_params(params, "target_schema", "batch_size"))``. A name the DAG
+    does not declare is a ``KeyError`` naming it, as ``params["..."]`` is."""
+    return {name: params[name] for name in names}
