@@ -27,7 +27,9 @@ Vocabulary:
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal, get_args
 
@@ -181,6 +183,64 @@ def recover_watermark(
             run_id=run_id,
         )
     return value
+
+
+@dataclass(frozen=True)
+class DeltaLoad:
+    """What :func:`load_after` did: rows read, rows written and the watermark after the run (``new``:
+    the newest ``updated_at`` read, else the watermark read from)."""
+
+    rows_read: int
+    rows_written: int
+    new: Any
+
+
+def load_after(
+    shop: Any,
+    wh: Any,
+    *,
+    source: str,
+    target: str,
+    since: dt.datetime | None,
+    key: str,
+    strategy: str,
+    store: state.TableWatermarkStore | None,
+    full: bool = False,
+    started: float,
+    interval_start: dt.datetime,
+    interval_end: dt.datetime,
+    dag_id: str,
+    run_id: str,
+) -> DeltaLoad:
+    """The one load step of the watermark lessons (71.6.1, 71.6.3): read the source rows after ``since``
+    up to ``interval_end``, write them to ``target`` — upserted by ``updated_at``, or with ``full`` the
+    whole target replaced (the full reload, which leaves the watermark as it is) — and, in the same
+    transaction, advance ``key`` in ``store`` (when given; compare-and-set from ``since``) to the newest
+    ``updated_at`` read and record the run's metrics (``state.run_metrics``, ``strategy`` as given,
+    duration since ``started`` by ``time.monotonic()``). Commits the warehouse, rolls the shop back."""
+    rows = read_rows_after(shop, source, since, interval_end)
+    shop.rollback()
+    new = max((r["updated_at"] for r in rows), default=since)
+    with wh:
+        if full:
+            written = replace_all(wh, target, rows)
+        else:
+            written = upsert_by_updated_at(wh, target, rows)
+            if store is not None and new is not None and new != since:
+                store.advance(key, since, new, value_type="timestamptz", dag_id=dag_id, run_id=run_id)
+        state.record_run_metrics(
+            wh,
+            pipeline=key,
+            strategy=strategy,
+            rows_read=len(rows),
+            rows_written=written,
+            duration_ms=(time.monotonic() - started) * 1000,
+            dag_id=dag_id,
+            run_id=run_id,
+            interval_start=interval_start,
+            interval_end=interval_end,
+        )
+    return DeltaLoad(len(rows), written, new)
 
 
 def corrupt_watermark(wh: Any, key: str, table: str = state.WATERMARKS) -> None:

@@ -94,26 +94,20 @@ def load(
                 with wh:
                     since = ap.recover_watermark(wh, store, key, target, dag_id=dag_id, run_id=run_id)
                 strategy = "recovered"
-        rows = ap.read_rows_after(shop, source, since, interval_end)
-        shop.rollback()
-        new = max((r["updated_at"] for r in rows), default=since)
-        with wh:
-            if full:
-                written = ap.replace_all(wh, target, rows)  # the watermark stays unreadable
-            else:
-                written = ap.upsert_by_updated_at(wh, target, rows)
-                if new is not None and new != since:
-                    store.advance(key, since, new, value_type="timestamptz", dag_id=dag_id, run_id=run_id)
-            state.record_run_metrics(
-                wh,
-                pipeline=key,
-                strategy=f"{variant}:{strategy}",
-                rows_read=len(rows),
-                rows_written=written,
-                duration_ms=(time.monotonic() - started) * 1000,
-                dag_id=dag_id,
-                run_id=run_id,
-                interval_start=interval_start,
-                interval_end=interval_end,
-            )
-    return Loaded(variant, strategy, since, new, len(rows), written, notes)
+        done = ap.load_after(
+            shop,
+            wh,
+            source=source,
+            target=target,
+            since=since,
+            key=key,
+            strategy=f"{variant}:{strategy}",
+            store=store,
+            full=full,  # the full reload leaves the watermark unreadable
+            started=started,
+            interval_start=interval_start,
+            interval_end=interval_end,
+            dag_id=dag_id,
+            run_id=run_id,
+        )
+    return Loaded(variant, strategy, since, done.new, done.rows_read, done.rows_written, notes)

@@ -113,26 +113,22 @@ def load(
                     since = ap.recover_watermark(wh, table_store, key, target, dag_id=dag_id, run_id=run_id)
                 strategy = "recovered" if since is not None else "initial"
 
-        rows = ap.read_rows_after(shop, source, since, interval_end)
-        shop.rollback()
-        new = max((r["updated_at"] for r in rows), default=since)
-        with wh:
-            written = ap.upsert_by_updated_at(wh, target, rows)
-            if variant == "fixed" and new is not None and new != since:
-                old = table_store.read(key, "timestamptz")
-                table_store.advance(key, old, new, value_type="timestamptz", dag_id=dag_id, run_id=run_id)
-            state.record_run_metrics(
-                wh,
-                pipeline=key,
-                strategy=f"{variant}:{strategy}",
-                rows_read=len(rows),
-                rows_written=written,
-                duration_ms=(time.monotonic() - started) * 1000,
-                dag_id=dag_id,
-                run_id=run_id,
-                interval_start=interval_start,
-                interval_end=interval_end,
-            )
+        done = ap.load_after(
+            shop,
+            wh,
+            source=source,
+            target=target,
+            since=since,
+            key=key,
+            strategy=f"{variant}:{strategy}",
+            store=table_store if variant == "fixed" else None,
+            started=started,
+            interval_start=interval_start,
+            interval_end=interval_end,
+            dag_id=dag_id,
+            run_id=run_id,
+        )
+        new = done.new
         if variant == "anti_pattern" and new is not None:
             variable_store.set(VARIABLE_KEY, new, "timestamptz")
         source_keys = [r["id"] for r in ap.read_rows_after(shop, source, None, interval_end)]
@@ -140,4 +136,4 @@ def load(
         target_keys = ap.keys_of(wh, target)
         wh.rollback()
     gap = ap.missing_keys(source_keys, target_keys)
-    return Loaded(variant, strategy, since, new, len(rows), gap, notes)
+    return Loaded(variant, strategy, since, new, done.rows_read, gap, notes)
