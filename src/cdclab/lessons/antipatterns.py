@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal, get_args
@@ -37,7 +38,7 @@ from psycopg2 import sql
 from psycopg2.extras import execute_values
 
 from cdclab import state, upsert
-from cdclab.db import ident
+from cdclab.db import SHOP, WAREHOUSE, connect, ident
 from cdclab.ddl import ensure as ensure_ddl
 
 Variant = Literal["anti_pattern", "fixed"]
@@ -183,6 +184,37 @@ def recover_watermark(
             run_id=run_id,
         )
     return value
+
+
+@dataclass(frozen=True)
+class RowsRun:
+    """The opened run of a watermark lesson (71.6.1, 71.6.3): the checked variant, the target for it, the
+    watermark key, both connections and the run's start (``time.monotonic()``)."""
+
+    variant: Variant
+    target: str
+    key: str
+    shop: Any
+    wh: Any
+    started: float
+
+
+@contextmanager
+def rows_run(
+    source: str, target_table: str, variant_param: str, watermark_key: Callable[[str, str], str]
+) -> Iterator[RowsRun]:
+    """Check ``variant_param``, name the target (``target_table`` may hold ``{variant}``) and its watermark
+    (``watermark_key(source, target)``), open the shop and the warehouse and create the state schema, the
+    ``rows`` source and the target; both connections close on exit."""
+    variant = check_variant(variant_param)
+    target = for_variant(target_table, variant)
+    key = watermark_key(source, target)
+    with closing(connect(SHOP)) as shop, closing(connect(WAREHOUSE)) as wh:
+        started = time.monotonic()
+        state.ensure_schema(wh)
+        ensure_source(shop, source, "rows")
+        ensure_rows_target(wh, target)
+        yield RowsRun(variant, target, key, shop, wh, started)
 
 
 @dataclass(frozen=True)

@@ -12,14 +12,11 @@ Vocabulary:
 
 from __future__ import annotations
 
-import time
-from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from cdclab import state
-from cdclab.db import SHOP, WAREHOUSE, connect
 from cdclab.lessons import antipatterns as ap
 
 RECOVERABLE = (state.WatermarkTypeError, state.WatermarkInFutureError)
@@ -67,15 +64,9 @@ def load(
     when ``corrupt_state``, read it — the anti-pattern falls back to a full reload when it is unreadable,
     the fix recovers it from the target — load the rows before ``interval_end`` and record the run's
     metrics (``state.run_metrics``) in the load's transaction."""
-    variant = ap.check_variant(variant_param)
-    target = ap.for_variant(target_table, variant)
-    key = watermark_key(source, target)
     notes: list[str] = []
-    with closing(connect(SHOP)) as shop, closing(connect(WAREHOUSE)) as wh:
-        started = time.monotonic()
-        state.ensure_schema(wh)
-        ap.ensure_source(shop, source, "rows")
-        ap.ensure_rows_target(wh, target)
+    with ap.rows_run(source, target_table, variant_param, watermark_key) as run:
+        variant, target, key, shop, wh = run.variant, run.target, run.key, run.shop, run.wh
         store = state.TableWatermarkStore(wh)
         if corrupt_state:
             with wh:
@@ -104,7 +95,7 @@ def load(
             strategy=f"{variant}:{strategy}",
             store=store,
             full=full,  # the full reload leaves the watermark unreadable
-            started=started,
+            started=run.started,
             interval_start=interval_start,
             interval_end=interval_end,
             dag_id=dag_id,

@@ -14,14 +14,11 @@ Vocabulary:
 
 from __future__ import annotations
 
-import time
-from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from cdclab import state
-from cdclab.db import SHOP, WAREHOUSE, connect
 from cdclab.lessons import antipatterns as ap
 
 VARIABLE_KEY = "71_06_01_watermark"
@@ -83,15 +80,9 @@ def load(
     """One run of ``variant_param`` (``target_table`` may hold ``{variant}``): lose the state first when
     ``lose_state``, choose where to read from, load ``(since, interval_end)`` upserted by ``updated_at``,
     store the new watermark and the run's metrics (``state.run_metrics``), then measure the gap."""
-    variant = ap.check_variant(variant_param)
-    target = ap.for_variant(target_table, variant)
-    key = watermark_key(source, target)
     notes: list[str] = []
-    with closing(connect(SHOP)) as shop, closing(connect(WAREHOUSE)) as wh:
-        started = time.monotonic()
-        state.ensure_schema(wh)
-        ap.ensure_source(shop, source, "rows")
-        ap.ensure_rows_target(wh, target)
+    with ap.rows_run(source, target_table, variant_param, watermark_key) as run:
+        variant, target, key, shop, wh = run.variant, run.target, run.key, run.shop, run.wh
         table_store = state.TableWatermarkStore(wh)
         variable_store = state.VariableWatermarkStore(prefix=f"{source}__")
         if lose_state:
@@ -122,7 +113,7 @@ def load(
             key=key,
             strategy=f"{variant}:{strategy}",
             store=table_store if variant == "fixed" else None,
-            started=started,
+            started=run.started,
             interval_start=interval_start,
             interval_end=interval_end,
             dag_id=dag_id,

@@ -2,8 +2,8 @@
 the same transaction), for ``dags/71_01_03_watermarks.py``.
 
 Vocabulary:
-- *upper bound*: the source's ``now()``, held back to the start of the oldest transaction still open in
-  the shop (:func:`cdclab.delta.oldest_open_transaction_start`): rows it stamped are not visible yet.
+- *upper bound*: the source's clock, held back to the start of the oldest transaction still open in
+  the shop (:func:`cdclab.delta.read_upper_bound`): rows it stamped are not visible yet.
 - *mode*: ``after_commit`` (the load commits the rows, a later step moves the watermark by
   compare-and-set, :func:`advance_after_commit`) or ``same_transaction`` (rows and watermark commit
   together in :func:`load`).
@@ -82,19 +82,11 @@ def load(
     with closing(connect(SHOP)) as shop, closing(connect(WAREHOUSE)) as wh:
         store = state.TableWatermarkStore(wh)
         old = store.read(key, "timestamptz")
-        with shop.cursor() as cur:
-            cur.execute("SELECT now()")
-            upper = cur.fetchone()[0]
-        oldest_open = delta.oldest_open_transaction_start(shop, source)
-        if oldest_open is not None and oldest_open < upper:
-            upper = oldest_open
-        result = delta.read_timestamp_delta(
+        upper, result = delta.read_committed_delta(
             shop,
             source,
-            cursor_column="updated_at",
             key_columns=KEY_COLUMNS,
             since=old,
-            until=upper,
             lookback=timedelta(seconds=lookback_seconds),
             batch_size=batch_size,
             null_policy=null_policy,
