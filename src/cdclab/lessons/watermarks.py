@@ -3,7 +3,7 @@ the same transaction), for ``dags/71_01_03_watermarks.py``.
 
 Vocabulary:
 - *upper bound*: the source's clock, held back to the start of the oldest transaction still open in
-  the shop (:func:`cdclab.delta.read_upper_bound`): rows it stamped are not visible yet.
+  the shop (:func:`cdclab.pull.pull`): rows it stamped are not visible yet.
 - *mode*: ``after_commit`` (the load commits the rows, a later step moves the watermark by
   compare-and-set, :func:`advance_after_commit`) or ``same_transaction`` (rows and watermark commit
   together in :func:`load`).
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from cdclab import delta, state, upsert
+from cdclab import delta, pull, state, upsert
 from cdclab.db import SHOP, WAREHOUSE, connect
 
 KEY_COLUMNS = ["id"]
@@ -80,24 +80,21 @@ def load(
     if mode not in MODES:
         raise ValueError(f"watermark mode {mode!r} is not one of {MODES}")
     with closing(connect(SHOP)) as shop, closing(connect(WAREHOUSE)) as wh:
-        store = state.TableWatermarkStore(wh)
-        old = store.read(key, "timestamptz")
-        upper, result = delta.read_committed_delta(
+        p = pull.pull(
             shop,
+            wh,
             source,
-            key_columns=KEY_COLUMNS,
-            since=old,
-            lookback=timedelta(seconds=lookback_seconds),
+            key,
+            key_columns=tuple(KEY_COLUMNS),
             batch_size=batch_size,
             null_policy=null_policy,
+            lookback=timedelta(seconds=lookback_seconds),
         )
-        shop.rollback()
-        new = delta.next_watermark(old, result)
         with wh:  # commit the rows (and, in same_transaction mode, the watermark) or nothing
-            written = upsert.upsert_rows(wh, target, result.rows, KEY_COLUMNS, "version")
-            if mode == "same_transaction" and new is not None and new != old:
-                store.advance(key, old, new, value_type="timestamptz", dag_id=dag_id, run_id=run_id)
-    return Loaded(key, mode, old, new, upper, len(result.rows), result.null_cursor_rows, written)
+            written = upsert.upsert_rows(wh, target, p.rows, KEY_COLUMNS, "version")
+            if mode == "same_transaction":
+                pull.advance(wh, p, dag_id=dag_id, run_id=run_id)
+    return Loaded(key, mode, p.old, p.new, p.upper, len(p.rows), p.null_cursor_rows, written)
 
 
 def needs_advance(mode: str, old: Any, new: Any) -> bool:
