@@ -75,23 +75,17 @@ def ensure(wh: Any, t: Tables) -> None:
             cur,
             t.orders,
             sql.SQL(
-                "CREATE TABLE IF NOT EXISTS {o} (id bigint PRIMARY KEY, customer_id bigint NOT NULL, "
+                "CREATE TABLE IF NOT EXISTS {orders} (id bigint PRIMARY KEY, customer_id bigint NOT NULL, "
                 "status text NOT NULL, total numeric(12,2) NOT NULL, ordered_at timestamptz NOT NULL, "
                 "version integer NOT NULL);"
-                "CREATE TABLE IF NOT EXISTS {u} (" + daily + "PRIMARY KEY (customer_id, day));"
-                "CREATE TABLE IF NOT EXISTS {r} (" + daily + "PRIMARY KEY (customer_id, day));"
-                "CREATE TABLE IF NOT EXISTS {w} (customer_id bigint, day date, orders_7d integer NOT NULL, "
+                "CREATE TABLE IF NOT EXISTS {daily_update} (" + daily + "PRIMARY KEY (customer_id, day));"
+                "CREATE TABLE IF NOT EXISTS {daily_replace} (" + daily + "PRIMARY KEY (customer_id, day));"
+                "CREATE TABLE IF NOT EXISTS {rolling_7d} (customer_id bigint, day date, orders_7d integer NOT NULL, "
                 "amount_7d numeric(14,2) NOT NULL, PRIMARY KEY (customer_id, day));"
-                "CREATE TABLE IF NOT EXISTS {m} (id bigserial PRIMARY KEY, run_id text NOT NULL, "
+                "CREATE TABLE IF NOT EXISTS {metrics} (id bigserial PRIMARY KEY, run_id text NOT NULL, "
                 "strategy text NOT NULL, changed_rows integer NOT NULL, groups_touched integer NOT NULL, "
                 "rows_written integer NOT NULL, elapsed_ms double precision NOT NULL, consistent boolean)"
-            ).format(
-                o=ident(t.orders),
-                u=ident(t.daily_update),
-                r=ident(t.daily_replace),
-                w=ident(t.rolling_7d),
-                m=ident(t.metrics),
-            ),
+            ).format(**t.identifiers()),
         )
     wh.commit()
 

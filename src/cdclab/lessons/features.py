@@ -78,25 +78,19 @@ def ensure(wh: Any, t: Tables) -> None:
             cur,
             t.orders,
             sql.SQL(
-                "CREATE TABLE IF NOT EXISTS {o} (id bigint PRIMARY KEY, customer_id bigint NOT NULL, "
+                "CREATE TABLE IF NOT EXISTS {orders} (id bigint PRIMARY KEY, customer_id bigint NOT NULL, "
                 "status text NOT NULL, total numeric(12,2) NOT NULL, ordered_at timestamptz NOT NULL, "
                 "version integer NOT NULL);"
-                "CREATE TABLE IF NOT EXISTS {f} (customer_id bigint, feature_version text, "
+                "CREATE TABLE IF NOT EXISTS {offline} (customer_id bigint, feature_version text, "
                 "valid_from timestamptz, valid_to timestamptz, " + vec + ", computed_by text NOT NULL, "
                 "PRIMARY KEY (customer_id, feature_version, valid_from));"
-                "CREATE TABLE IF NOT EXISTS {n} (customer_id bigint, feature_version text, "
+                "CREATE TABLE IF NOT EXISTS {online} (customer_id bigint, feature_version text, "
                 "as_of timestamptz NOT NULL, " + vec + ", PRIMARY KEY (customer_id, feature_version));"
-                "CREATE TABLE IF NOT EXISTS {r} (feature_version text PRIMARY KEY, definition text NOT NULL, "
+                "CREATE TABLE IF NOT EXISTS {registry} (feature_version text PRIMARY KEY, definition text NOT NULL, "
                 "registered_at timestamptz NOT NULL DEFAULT now(), last_as_of timestamptz);"
-                "CREATE TABLE IF NOT EXISTS {x} (label_time timestamptz, customer_id bigint, "
+                "CREATE TABLE IF NOT EXISTS {training} (label_time timestamptz, customer_id bigint, "
                 "feature_version text, " + vec + ", PRIMARY KEY (label_time, customer_id, feature_version))"
-            ).format(
-                o=ident(t.orders),
-                f=ident(t.offline),
-                n=ident(t.online),
-                r=ident(t.registry),
-                x=ident(t.training),
-            ),
+            ).format(**t.identifiers()),
         )
     wh.commit()
 
