@@ -75,9 +75,7 @@ def ensure(wh: Any, t: Tables) -> None:
             cur,
             t.orders,
             sql.SQL(
-                "CREATE TABLE IF NOT EXISTS {orders} (id bigint PRIMARY KEY, customer_id bigint NOT NULL, "
-                "status text NOT NULL, total numeric(12,2) NOT NULL, ordered_at timestamptz NOT NULL, "
-                "version integer NOT NULL);"
+                "CREATE TABLE IF NOT EXISTS {orders} (" + upsert.ORDERS_COPY + ");"
                 "CREATE TABLE IF NOT EXISTS {daily_update} (" + daily + "PRIMARY KEY (customer_id, day));"
                 "CREATE TABLE IF NOT EXISTS {daily_replace} (" + daily + "PRIMARY KEY (customer_id, day));"
                 "CREATE TABLE IF NOT EXISTS {rolling_7d} (customer_id bigint, day date, orders_7d integer NOT NULL, "

@@ -59,9 +59,7 @@ def ensure(wh: Any, t: Tables) -> None:
             cur,
             t.orders,
             sql.SQL(
-                "CREATE TABLE IF NOT EXISTS {orders} (id bigint PRIMARY KEY, customer_id bigint NOT NULL, "
-                "status text NOT NULL, total numeric(12,2) NOT NULL, ordered_at timestamptz NOT NULL, "
-                "version integer NOT NULL);"
+                "CREATE TABLE IF NOT EXISTS {orders} (" + upsert.ORDERS_COPY + ");"
                 "CREATE TABLE IF NOT EXISTS {payments} (id bigint PRIMARY KEY, order_id bigint NOT NULL, "
                 "customer_id bigint NOT NULL, amount numeric(12,2) NOT NULL, method text NOT NULL, "
                 "paid_at timestamptz NOT NULL, version integer NOT NULL, via text NOT NULL);"

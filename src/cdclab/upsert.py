@@ -186,6 +186,14 @@ def source_columns(conn: Any, table: str) -> list[tuple[str, str]]:
         return [(str(name), str(type_)) for name, type_ in cur.fetchall()]
 
 
+ORDERS_COPY = (
+    "id bigint PRIMARY KEY, customer_id bigint NOT NULL, status text NOT NULL, total numeric(12,2) NOT NULL, "
+    "ordered_at timestamptz NOT NULL, version integer NOT NULL"
+)
+"""The columns of a lesson's warehouse copy of ``shop.orders`` (key ``id``, upserts guarded by ``version``):
+the input of the aggregate, out-of-order and feature lessons."""
+
+
 def ensure_mirror_table(
     source_conn: Any,
     source_table: str,

@@ -78,9 +78,7 @@ def ensure(wh: Any, t: Tables) -> None:
             cur,
             t.orders,
             sql.SQL(
-                "CREATE TABLE IF NOT EXISTS {orders} (id bigint PRIMARY KEY, customer_id bigint NOT NULL, "
-                "status text NOT NULL, total numeric(12,2) NOT NULL, ordered_at timestamptz NOT NULL, "
-                "version integer NOT NULL);"
+                "CREATE TABLE IF NOT EXISTS {orders} (" + upsert.ORDERS_COPY + ");"
                 "CREATE TABLE IF NOT EXISTS {offline} (customer_id bigint, feature_version text, "
                 "valid_from timestamptz, valid_to timestamptz, " + vec + ", computed_by text NOT NULL, "
                 "PRIMARY KEY (customer_id, feature_version, valid_from));"
