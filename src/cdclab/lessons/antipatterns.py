@@ -187,6 +187,21 @@ def recover_watermark(
 
 
 @dataclass(frozen=True)
+class VariantRun:
+    """What a run of a watermark lesson (71.6.1, 71.6.3) reports: the variant and strategy, the watermark
+    read from (``since``) and after it (``new``) and the rows read; each lesson adds its own outcome."""
+
+    variant: str
+    strategy: str
+    since: Any
+    new: Any
+    rows_read: int
+
+    def xcom(self) -> dict[str, Any]:
+        return {"variant": self.variant, "strategy": self.strategy, "rows_read": self.rows_read}
+
+
+@dataclass(frozen=True)
 class RowsRun:
     """The opened run of a watermark lesson (71.6.1, 71.6.3): the checked variant, the target for it, the
     watermark key, both connections and the run's start (``time.monotonic()``)."""

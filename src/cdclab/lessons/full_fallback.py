@@ -28,25 +28,15 @@ def watermark_key(source: str, target: str) -> str:
 
 
 @dataclass(frozen=True)
-class Loaded:
-    """One run: the variant and strategy, the watermark read from (``since``) and after it (``new``),
-    rows read and written, and the notes to log before the summary."""
+class Loaded(ap.VariantRun):
+    """One run (:class:`~cdclab.lessons.antipatterns.VariantRun`), the rows written and the notes to log
+    before the summary."""
 
-    variant: str
-    strategy: str
-    since: Any
-    new: Any
-    rows_read: int
     rows_written: int
     notes: list[str] = field(default_factory=list)
 
     def xcom(self) -> dict[str, Any]:
-        return {
-            "variant": self.variant,
-            "strategy": self.strategy,
-            "rows_read": self.rows_read,
-            "rows_written": self.rows_written,
-        }
+        return {**super().xcom(), "rows_written": self.rows_written}
 
 
 def load(

@@ -43,26 +43,15 @@ def anti_pattern_since(stored: Any, cold_start: str, interval_start: datetime) -
 
 
 @dataclass(frozen=True)
-class Loaded:
-    """One run: the variant and strategy, the watermark read from (``since``) and after it (``new``),
-    the rows read, the gap (source keys before the interval end missing in the target) and the notes
-    to log before the summary."""
+class Loaded(ap.VariantRun):
+    """One run (:class:`~cdclab.lessons.antipatterns.VariantRun`), the gap (source keys before the interval
+    end missing in the target) and the notes to log before the summary."""
 
-    variant: str
-    strategy: str
-    since: Any
-    new: Any
-    rows_read: int
     gap: list[Any]
     notes: list[str] = field(default_factory=list)
 
     def xcom(self) -> dict[str, Any]:
-        return {
-            "variant": self.variant,
-            "strategy": self.strategy,
-            "rows_read": self.rows_read,
-            "gap": self.gap,
-        }
+        return {**super().xcom(), "gap": self.gap}
 
 
 def load(
