@@ -35,7 +35,6 @@ from psycopg2.extras import execute_values
 
 from cdclab import pull, upsert
 from cdclab.db import ident
-from cdclab.ddl import ensure as ensure_ddl
 from cdclab.tablenames import PrefixedTables, Table
 
 Group = tuple[int, date]
@@ -70,22 +69,17 @@ class Applied:
 
 def ensure(wh: Any, t: Tables) -> None:
     daily = "customer_id bigint, day date, orders integer NOT NULL, amount numeric(14,2) NOT NULL, "
-    with wh.cursor() as cur:
-        ensure_ddl(
-            cur,
-            t.orders,
-            sql.SQL(
-                "CREATE TABLE IF NOT EXISTS {orders} (" + upsert.ORDERS_COPY + ");"
-                "CREATE TABLE IF NOT EXISTS {daily_update} (" + daily + "PRIMARY KEY (customer_id, day));"
-                "CREATE TABLE IF NOT EXISTS {daily_replace} (" + daily + "PRIMARY KEY (customer_id, day));"
-                "CREATE TABLE IF NOT EXISTS {rolling_7d} (customer_id bigint, day date, orders_7d integer NOT NULL, "
-                "amount_7d numeric(14,2) NOT NULL, PRIMARY KEY (customer_id, day));"
-                "CREATE TABLE IF NOT EXISTS {metrics} (id bigserial PRIMARY KEY, run_id text NOT NULL, "
-                "strategy text NOT NULL, changed_rows integer NOT NULL, groups_touched integer NOT NULL, "
-                "rows_written integer NOT NULL, elapsed_ms double precision NOT NULL, consistent boolean)"
-            ).format(**t.identifiers()),
-        )
-    wh.commit()
+    upsert.ensure_with_orders_copy(
+        wh,
+        t,
+        "CREATE TABLE IF NOT EXISTS {daily_update} (" + daily + "PRIMARY KEY (customer_id, day));"
+        "CREATE TABLE IF NOT EXISTS {daily_replace} (" + daily + "PRIMARY KEY (customer_id, day));"
+        "CREATE TABLE IF NOT EXISTS {rolling_7d} (customer_id bigint, day date, orders_7d integer NOT NULL, "
+        "amount_7d numeric(14,2) NOT NULL, PRIMARY KEY (customer_id, day));"
+        "CREATE TABLE IF NOT EXISTS {metrics} (id bigserial PRIMARY KEY, run_id text NOT NULL, "
+        "strategy text NOT NULL, changed_rows integer NOT NULL, groups_touched integer NOT NULL, "
+        "rows_written integer NOT NULL, elapsed_ms double precision NOT NULL, consistent boolean)",
+    )
 
 
 def contribution(row: dict[str, Any]) -> tuple[Group, int, Decimal] | None:

@@ -194,6 +194,16 @@ ORDERS_COPY = (
 the input of the aggregate, out-of-order and feature lessons."""
 
 
+def ensure_with_orders_copy(wh: Any, tables: Any, ddl: str, **more: str) -> None:
+    """Create a lesson's table set (a :class:`cdclab.tablenames.PrefixedTables` with an ``orders`` table):
+    ``orders`` as :data:`ORDERS_COPY`, then ``ddl``, whose ``{placeholders}`` are the set's tables and
+    ``more`` (:meth:`~cdclab.tablenames.PrefixedTables.identifiers`). Idempotent; commits."""
+    statement = sql.SQL("CREATE TABLE IF NOT EXISTS {orders} (" + ORDERS_COPY + ");" + ddl)
+    with wh.cursor() as cur:
+        ensure_ddl(cur, tables.orders, statement.format(**tables.identifiers(**more)))
+    wh.commit()
+
+
 def ensure_mirror_table(
     source_conn: Any,
     source_table: str,
