@@ -32,6 +32,7 @@ def writer(lab, table: str, start: int, count: int, done: dict, pause: float = 0
         n = 0
         for i in range(start, start + count):
             n += write_changes(conn, table, i, 1, update_ids=[i - 1] if i > start else [], delete_ids=[])
+            done["rows"] = i - start + 1  # progress, read at the kill: did it land mid-stream?
             time.sleep(pause)
         done["records"] = n
         conn.close()
@@ -61,9 +62,11 @@ def test_a_kafka_connect_kill_mid_stream_loses_and_duplicates_nothing(
     time.sleep(1.5)
     lab_backend = backend(lab)
     lab_backend.kill("connect")  # SIGKILL: no clean shutdown, no offset flush
+    rows_at_kill = done.get("rows", 0)
     time.sleep(2)
     lab_backend.start("connect")
     thread.join()
+    assert 0 < rows_at_kill < 150, f"the kill must land mid-stream: {rows_at_kill} of 150 rows were written"
     ensure_connector_running(lab)
     wait_for_records(lab.kafka_bootstrap, topic, done["records"], timeout=180)
 
@@ -85,9 +88,11 @@ def test_a_kafka_broker_kill_mid_stream_loses_and_duplicates_nothing(
     time.sleep(1.5)
     lab_backend = backend(lab)
     lab_backend.kill("kafka")  # SIGKILL: the broker recovers its log on restart
+    rows_at_kill = done.get("rows", 0)
     time.sleep(3)  # writes go on in Postgres; the slot keeps their WAL
     lab_backend.start("kafka")
     thread.join()
+    assert 0 < rows_at_kill < 150, f"the kill must land mid-stream: {rows_at_kill} of 150 rows were written"
     ensure_connector_running(lab)
     wait_for_records(lab.kafka_bootstrap, topic, done["records"], timeout=240)
     # a consumer that was mid-way when the broker went away resumes from the stored offsets

@@ -89,31 +89,35 @@ def primary_key(cur: Any, table: str) -> list[str]:
     return [r[0] for r in cur.fetchall()]
 
 
+def column_defs(columns: Iterable[tuple[str, str]], extra: Iterable[str] = ()) -> sql.Composed:
+    """The column list of a ``CREATE TABLE``: each ``(name, type)`` with the name quoted, then the
+    ``extra`` definitions (bookkeeping columns, checks) as written."""
+    return sql.SQL(", ").join(
+        [*(sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t)) for n, t in columns), *map(sql.SQL, extra)]
+    )
+
+
+TARGET_BOOKKEEPING = (
+    "_source_position bigint NOT NULL",
+    "_source_op char(1) NOT NULL",
+    "_source_ts timestamptz",
+    "_loaded_at timestamptz NOT NULL DEFAULT now()",
+    "_deleted boolean NOT NULL DEFAULT false",
+    "_deleted_at timestamptz",
+)
+
+
 def ensure_target(cur: Any, target: str, columns: Sequence[tuple[str, str]], key: Sequence[str]) -> None:
     """Create the target table (and its delete ledger) if missing. Idempotent."""
     if not key:
         raise ValueError(f"{target}: a CDC target needs a primary key; the source table has none")
-    cols = [sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t)) for n, t in columns]
-    cols += [
-        sql.SQL(c)
-        for c in (
-            "_source_position bigint NOT NULL",
-            "_source_op char(1) NOT NULL",
-            "_source_ts timestamptz",
-            "_loaded_at timestamptz NOT NULL DEFAULT now()",
-            "_deleted boolean NOT NULL DEFAULT false",
-            "_deleted_at timestamptz",
-        )
-    ]
     pk = sql.SQL(", ").join(map(sql.Identifier, key))
     cur.execute(
         sql.SQL("CREATE TABLE IF NOT EXISTS {} ({}, PRIMARY KEY ({}))").format(
-            ident(target), sql.SQL(", ").join(cols), pk
+            ident(target), column_defs(columns, TARGET_BOOKKEEPING), pk
         )
     )
-    key_cols = sql.SQL(", ").join(
-        sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t)) for n, t in columns if n in key
-    )
+    key_cols = column_defs((n, t) for n, t in columns if n in key)
     cur.execute(
         sql.SQL(
             "CREATE TABLE IF NOT EXISTS {} ({}, _source_position bigint NOT NULL, "

@@ -40,7 +40,7 @@ from psycopg2 import sql
 from psycopg2.extras import execute_values
 
 from cdclab.cdc.events import UNAVAILABLE, Change
-from cdclab.cdc.merge import keys_match, source_columns
+from cdclab.cdc.merge import column_defs, keys_match, source_columns
 from cdclab.cdc.merge_variants import StreamSummary, replicate_with
 from cdclab.cdc.pipeline import TableRoute, routes_for
 from cdclab.common.db import WAREHOUSE, ident, transaction
@@ -237,6 +237,20 @@ def _emit(plan: Plan, version: Version) -> None:
 # --------------------------------------------------------------------------- SQL
 
 
+DIMENSION_BOOKKEEPING = (
+    "valid_from timestamptz NOT NULL",
+    "valid_to timestamptz",
+    "is_current boolean NOT NULL",
+    "_deleted boolean NOT NULL DEFAULT false",
+    "_row_hash text NOT NULL",
+    "_source_position bigint NOT NULL",
+    "_last_position bigint NOT NULL",
+    "_loaded_at timestamptz NOT NULL DEFAULT now()",
+    "CHECK (is_current = (valid_to IS NULL))",
+    "CHECK (valid_to IS NULL OR valid_to >= valid_from)",
+)
+
+
 def dimension_ddl(
     dimension: str, source_types: Sequence[tuple[str, str]], key: Sequence[str]
 ) -> list[sql.Composable]:
@@ -249,28 +263,13 @@ def dimension_ddl(
         )
     if not key:
         raise Scd2Error(f"{dimension}: the source table has no primary key; SCD2 needs one to follow a row")
-    cols = [sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t)) for n, t in source_types]
-    cols += [
-        sql.SQL(c)
-        for c in (
-            "valid_from timestamptz NOT NULL",
-            "valid_to timestamptz",
-            "is_current boolean NOT NULL",
-            "_deleted boolean NOT NULL DEFAULT false",
-            "_row_hash text NOT NULL",
-            "_source_position bigint NOT NULL",
-            "_last_position bigint NOT NULL",
-            "_loaded_at timestamptz NOT NULL DEFAULT now()",
-            "CHECK (is_current = (valid_to IS NULL))",
-            "CHECK (valid_to IS NULL OR valid_to >= valid_from)",
-        )
-    ]
+    cols = column_defs(source_types, DIMENSION_BOOKKEEPING)
     keys = sql.SQL(", ").join(map(sql.Identifier, key))
     table = dimension.split(".")[-1]
     index = f"{table[:40]}_current_{hashlib.md5(dimension.encode(), usedforsecurity=False).hexdigest()[:8]}"
     return [
         sql.SQL("CREATE TABLE IF NOT EXISTS {} ({}, PRIMARY KEY ({}, _source_position))").format(
-            ident(dimension), sql.SQL(", ").join(cols), keys
+            ident(dimension), cols, keys
         ),
         sql.SQL("CREATE UNIQUE INDEX IF NOT EXISTS {} ON {} ({}) WHERE is_current").format(
             sql.Identifier(index), ident(dimension), keys

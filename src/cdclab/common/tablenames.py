@@ -58,3 +58,13 @@ class PrefixedTables:
 
     def name(self, what: str) -> str:
         return f"{self.prefix}_{what}"
+
+    def identifiers(self, **more: str) -> dict[str, Any]:
+        """Every table of the set (and each of ``more``, a name by placeholder) quoted for a statement, by
+        attribute name: ``sql.SQL("CREATE TABLE {orders} ...").format(**t.identifiers())``."""
+        from cdclab.common.db import ident
+
+        tables = {
+            what for klass in type(self).__mro__ for what, v in vars(klass).items() if isinstance(v, Table)
+        }
+        return {what: ident(name) for what, name in {**{w: self.name(w) for w in tables}, **more}.items()}

@@ -330,6 +330,35 @@ def read_timestamp_delta(
     )
 
 
+def read_committed_delta(
+    conn: Any,
+    table: str,
+    *,
+    key_columns: Sequence[str],
+    since: datetime | None,
+    until: datetime | None = None,
+    cursor_column: str = "updated_at",
+    lookback: timedelta = timedelta(0),
+    batch_size: int = 1000,
+    null_policy: NullPolicy = "raise",
+) -> tuple[datetime, DeltaResult]:
+    """:func:`read_timestamp_delta` up to :func:`read_upper_bound` (``until`` capped at the oldest open
+    transaction's start): the read that misses no row committed late. Returns ``(upper, result)``."""
+    upper = read_upper_bound(conn, until)
+    result = read_timestamp_delta(
+        conn,
+        table,
+        cursor_column=cursor_column,
+        key_columns=key_columns,
+        since=since,
+        until=upper,
+        lookback=lookback,
+        batch_size=batch_size,
+        null_policy=null_policy,
+    )
+    return upper, result
+
+
 def read_version_delta(
     conn: Any,
     table: str,

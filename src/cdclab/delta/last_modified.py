@@ -29,6 +29,7 @@ from typing import Any, Literal
 from psycopg2 import sql
 
 from cdclab.common.db import SHOP, WAREHOUSE, ident, transaction
+from cdclab.ops.perf import plan_nodes
 from cdclab.time.intervals import Window
 
 log = logging.getLogger(__name__)
@@ -167,17 +168,12 @@ def plan_summary(plan: Any, table: str) -> PlanSummary:
     root = plan[0]["Plan"] if isinstance(plan, list) else plan["Plan"]
     nodes: list[str] = []
     indexes: list[str] = []
-
-    def walk(node: dict[str, Any]) -> None:
+    for node in plan_nodes(root):
         name = node.get("Node Type", "")
         if node.get("Relation Name") == table or (name == "Bitmap Index Scan" and "Index Name" in node):
             nodes.append(name)
             if "Index Name" in node:
                 indexes.append(node["Index Name"])
-        for child in node.get("Plans", []):
-            walk(child)
-
-    walk(root)
     return PlanSummary(scan_nodes=tuple(nodes), index_names=tuple(dict.fromkeys(indexes)))
 
 

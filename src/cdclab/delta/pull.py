@@ -4,8 +4,8 @@ Vocabulary:
 - *pull*: one read of the rows of a source table whose cursor (``updated_at``) lies in
   ``[watermark, upper)``; ``watermark`` is the stored high watermark (``state.watermarks``, closed lower
   bound, so the rows stamped exactly at the watermark are read again and the consumer must be idempotent),
-  ``upper`` is the source's ``now()`` capped at the start of the oldest transaction open in the source
-  database (any table: :func:`cdclab.delta.detection.oldest_open_transaction_start`).
+  ``upper`` is the source's clock capped at the start of the oldest transaction open in the source
+  database (any table: :func:`cdclab.delta.detection.read_upper_bound`).
 - *commit*: :func:`advance` moves the watermark by compare-and-set on the caller's warehouse connection,
   inside the transaction that writes the pulled rows, so data and watermark commit together or not at all.
 """
@@ -49,19 +49,12 @@ def pull(
     ``lookback`` (re-read rows committed late with an older stamp; the consumer must be idempotent)."""
     store = state.TableWatermarkStore(wh)
     old = store.read(key, "timestamptz")
-    with shop.cursor() as cur:
-        cur.execute("SELECT now()")
-        upper = cur.fetchone()[0]
-    oldest_open = delta.oldest_open_transaction_start(shop, table)
-    if oldest_open is not None and oldest_open < upper:
-        upper = oldest_open
-    result = delta.read_timestamp_delta(
+    upper, result = delta.read_committed_delta(
         shop,
         table,
         cursor_column=cursor_column,
         key_columns=list(key_columns),
         since=old,
-        until=upper,
         lookback=lookback,
         batch_size=batch_size,
         null_policy=null_policy,

@@ -22,6 +22,7 @@ import secrets
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 ENV_FILES = ("versions.env", "ports.env", "credentials.env")
@@ -112,6 +113,19 @@ class LabConfig:
     @property
     def minio_url(self) -> str:
         return f"http://{self.host_of('minio')}:{self.port('minio')}"
+
+    def s3_client(self, config: Any = None) -> Any:
+        """A boto3 S3 client for the lab's MinIO (its root login); ``config``: a ``botocore`` Config."""
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.minio_url,
+            aws_access_key_id=self["MINIO_ROOT_USER"],
+            aws_secret_access_key=self["MINIO_ROOT_PASSWORD"],
+            region_name="us-east-1",
+            config=config,
+        )
 
     @property
     def airflow_url(self) -> str:

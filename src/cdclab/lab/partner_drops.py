@@ -69,21 +69,12 @@ def drop_objects(n: int, root: str = "") -> list[tuple[str, bytes]]:
 
 def s3_client() -> Any:
     """A boto3 S3 client for the lab's MinIO (address and login from the lab's configuration)."""
-    import boto3
     from botocore.config import Config
 
     from cdclab.lab.config import LabConfig
 
-    cfg = LabConfig.load()
-    return boto3.client(
-        "s3",
-        endpoint_url=cfg.minio_url,
-        aws_access_key_id=cfg["MINIO_ROOT_USER"],
-        aws_secret_access_key=cfg["MINIO_ROOT_PASSWORD"],
-        region_name="us-east-1",
-        # short: a MinIO that is down must not hold up the shop's changes (the next drop tries again)
-        config=Config(connect_timeout=3, read_timeout=10, retries={"max_attempts": 2}),
-    )
+    # short: a MinIO that is down must not hold up the shop's changes (the next drop tries again)
+    return LabConfig.load().s3_client(Config(connect_timeout=3, read_timeout=10, retries={"max_attempts": 2}))
 
 
 def _exists(s3: Any, bucket: str, key: str) -> bool:

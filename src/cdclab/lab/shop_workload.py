@@ -311,13 +311,21 @@ class Runner:
                 self.conn.rollback()
             raise
 
+    def _control_unless_paused(self, cur: Any, seeding: bool) -> Control | None:
+        """The control row, locked for this transaction; None (rolled back) when the runner is paused
+        outside the seed."""
+        ctl = _control(cur, self.name, lock=True)
+        if ctl is None:
+            raise ControlRowMissingError(f"lab.workload row {self.name!r} disappeared")
+        if ctl.paused and not seeding:
+            self.conn.rollback()
+            return None
+        return ctl
+
     def _step(self, n: int, seeding: bool) -> int:
         with self.conn.cursor() as cur:
-            ctl = _control(cur, self.name, lock=True)
+            ctl = self._control_unless_paused(cur, seeding)
             if ctl is None:
-                raise ControlRowMissingError(f"lab.workload row {self.name!r} disappeared")
-            if ctl.paused and not seeding:
-                self.conn.rollback()
                 return 0
             self._check_plan(ctl)
             self._seek(ctl.applied)
@@ -379,11 +387,8 @@ class Runner:
         wh, tables = self.feed
         try:
             with self.conn.cursor() as cur, wh.cursor() as wcur:
-                ctl = _control(cur, self.name, lock=True)
+                ctl = self._control_unless_paused(cur, seeding)
                 if ctl is None:
-                    raise ControlRowMissingError(f"lab.workload row {self.name!r} disappeared")
-                if ctl.paused and not seeding:
-                    self.conn.rollback()
                     return 0
                 cur.execute("SELECT now()")
                 now = cur.fetchone()[0]

@@ -250,15 +250,7 @@ BUCKETS = ("landing", "archive", "quarantine", "manifests", "lab-tests")
 
 
 def create_buckets(cfg: LabConfig) -> None:
-    import boto3
-
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=cfg.minio_url,
-        aws_access_key_id=cfg["MINIO_ROOT_USER"],
-        aws_secret_access_key=cfg["MINIO_ROOT_PASSWORD"],
-        region_name="us-east-1",
-    )
+    s3 = cfg.s3_client()
     existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
     for bucket in BUCKETS:
         if bucket not in existing:

@@ -27,14 +27,17 @@ Vocabulary:
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal, get_args
 
 from psycopg2 import sql
 from psycopg2.extras import execute_values
 
-from cdclab.common.db import ident
+from cdclab.common.db import SHOP, WAREHOUSE, connect, ident
 from cdclab.common.ddl import ensure as ensure_ddl
 from cdclab.merge import upsert
 from cdclab.state import watermarks as state
@@ -182,6 +185,110 @@ def recover_watermark(
             run_id=run_id,
         )
     return value
+
+
+@dataclass(frozen=True)
+class VariantRun:
+    """What a run of a watermark lesson (71.6.1, 71.6.3) reports: the variant and strategy, the watermark
+    read from (``since``) and after it (``new``) and the rows read; each lesson adds its own outcome."""
+
+    variant: str
+    strategy: str
+    since: Any
+    new: Any
+    rows_read: int
+
+    def xcom(self) -> dict[str, Any]:
+        return {"variant": self.variant, "strategy": self.strategy, "rows_read": self.rows_read}
+
+
+@dataclass(frozen=True)
+class RowsRun:
+    """The opened run of a watermark lesson (71.6.1, 71.6.3): the checked variant, the target for it, the
+    watermark key, both connections and the run's start (``time.monotonic()``)."""
+
+    variant: Variant
+    target: str
+    key: str
+    shop: Any
+    wh: Any
+    started: float
+
+
+@contextmanager
+def rows_run(
+    source: str, target_table: str, variant_param: str, watermark_key: Callable[[str, str], str]
+) -> Iterator[RowsRun]:
+    """Check ``variant_param``, name the target (``target_table`` may hold ``{variant}``) and its watermark
+    (``watermark_key(source, target)``), open the shop and the warehouse and create the state schema, the
+    ``rows`` source and the target; both connections close on exit."""
+    variant = check_variant(variant_param)
+    target = for_variant(target_table, variant)
+    key = watermark_key(source, target)
+    with closing(connect(SHOP)) as shop, closing(connect(WAREHOUSE)) as wh:
+        started = time.monotonic()
+        state.ensure_schema(wh)
+        ensure_source(shop, source, "rows")
+        ensure_rows_target(wh, target)
+        yield RowsRun(variant, target, key, shop, wh, started)
+
+
+@dataclass(frozen=True)
+class DeltaLoad:
+    """What :func:`load_after` did: rows read, rows written and the watermark after the run (``new``:
+    the newest ``updated_at`` read, else the watermark read from)."""
+
+    rows_read: int
+    rows_written: int
+    new: Any
+
+
+def load_after(
+    shop: Any,
+    wh: Any,
+    *,
+    source: str,
+    target: str,
+    since: dt.datetime | None,
+    key: str,
+    strategy: str,
+    store: state.TableWatermarkStore | None,
+    full: bool = False,
+    started: float,
+    interval_start: dt.datetime,
+    interval_end: dt.datetime,
+    dag_id: str,
+    run_id: str,
+) -> DeltaLoad:
+    """The one load step of the watermark lessons (71.6.1, 71.6.3): read the source rows after ``since``
+    up to ``interval_end``, write them to ``target`` — upserted by ``updated_at``, or with ``full`` the
+    whole target replaced (the full reload, which leaves the watermark as it is) — and, in the same
+    transaction, advance ``key`` in ``store`` (when given; compare-and-set from ``since``) to the newest
+    ``updated_at`` read and record the run's metrics (``state.run_metrics``, ``strategy`` as given,
+    duration since ``started`` by ``time.monotonic()``). Commits the warehouse, rolls the shop back."""
+    rows = read_rows_after(shop, source, since, interval_end)
+    shop.rollback()
+    new = max((r["updated_at"] for r in rows), default=since)
+    with wh:
+        if full:
+            written = replace_all(wh, target, rows)
+        else:
+            written = upsert_by_updated_at(wh, target, rows)
+            if store is not None and new is not None and new != since:
+                store.advance(key, since, new, value_type="timestamptz", dag_id=dag_id, run_id=run_id)
+        state.record_run_metrics(
+            wh,
+            pipeline=key,
+            strategy=strategy,
+            rows_read=len(rows),
+            rows_written=written,
+            duration_ms=(time.monotonic() - started) * 1000,
+            dag_id=dag_id,
+            run_id=run_id,
+            interval_start=interval_start,
+            interval_end=interval_end,
+        )
+    return DeltaLoad(len(rows), written, new)
 
 
 def corrupt_watermark(wh: Any, key: str, table: str = state.WATERMARKS) -> None:

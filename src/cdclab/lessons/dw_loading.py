@@ -8,18 +8,18 @@ Vocabulary:
   own watermark ``<prefix>/<source>`` (``state.watermarks``, prefix default ``71_09_04/<fact table>``).
 - *step*: ``dim_customer`` (SCD2), ``dim_product`` (SCD1), ``fact_order_line``. Each reads the changes of
   its sources up to the interval end (held back to the oldest open shop transaction,
-  :func:`cdclab.delta.detection.read_upper_bound`), writes them, advances the watermarks and records
+  :func:`cdclab.delta.detection.read_committed_delta`), writes them, advances the watermarks and records
   ``state.run_metrics`` (pipeline ``71_09_04/<fact table>/<step>``) in one warehouse transaction.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from cdclab.common.db import SHOP, WAREHOUSE, connect
 from cdclab.delta import detection as delta
@@ -87,14 +87,8 @@ def _read(shop: Any, wh: Any, run: StarLoad, source: Source) -> _Read:
     key = run.key(source)
     old = state.TableWatermarkStore(wh).read(key, "timestamptz")
     # never past a transaction still open in the shop: it commits rows stamped with its (earlier) start
-    bound = delta.read_upper_bound(shop, run.interval_end)
-    result = delta.read_timestamp_delta(
-        shop,
-        run.table(source),
-        cursor_column="updated_at",
-        key_columns=key_columns(source),
-        since=old,
-        until=bound,
+    _, result = delta.read_committed_delta(
+        shop, run.table(source), key_columns=key_columns(source), since=old, until=run.interval_end
     )
     shop.rollback()
     return _Read(key, old, result, delta.next_watermark(old, result))
@@ -122,28 +116,40 @@ def _finish(
     )
 
 
+_R = TypeVar("_R", dwload.Scd2Result, upsert.UpsertResult)
+
+
+def _load_dimension(
+    run: StarLoad,
+    source: Source,
+    step: str,
+    apply: Callable[[Any, str, Sequence[Mapping[str, Any]]], _R],
+    dimension: str,
+) -> tuple[Any, int, _R]:
+    """One dimension: the rows of ``source`` changed since its watermark, written by
+    ``apply(wh, dimension, rows)``, the watermark advanced and the metrics of ``step`` recorded in the same
+    transaction."""
+    started = time.monotonic()
+    with closing(connect(SHOP)) as shop, closing(connect(WAREHOUSE)) as wh:
+        r = _read(shop, wh, run, source)
+        with wh:
+            res = apply(wh, dimension, r.result.rows)
+            _finish(wh, run, step, [r], len(r.result.rows), res.written, started)
+    return r.old, len(r.result.rows), res
+
+
 def load_dim_customer(run: StarLoad) -> tuple[Any, int, dwload.Scd2Result]:
     """The customers changed since their watermark into the SCD2 dimension. Returns the watermark read
     from, the rows read and the SCD2 result."""
-    started = time.monotonic()
-    with closing(connect(SHOP)) as shop, closing(connect(WAREHOUSE)) as wh:
-        r = _read(shop, wh, run, "customers_table")
-        with wh:
-            res = dwload.apply_scd2_customers(wh, run.dim_customer, r.result.rows)
-            _finish(wh, run, "dim_customer", [r], len(r.result.rows), res.written, started)
-    return r.old, len(r.result.rows), res
+    return _load_dimension(
+        run, "customers_table", "dim_customer", dwload.apply_scd2_customers, run.dim_customer
+    )
 
 
 def load_dim_product(run: StarLoad) -> tuple[Any, int, upsert.UpsertResult]:
     """The products changed since their watermark into the SCD1 dimension. Returns the watermark read
     from, the rows read and the upsert result."""
-    started = time.monotonic()
-    with closing(connect(SHOP)) as shop, closing(connect(WAREHOUSE)) as wh:
-        r = _read(shop, wh, run, "products_table")
-        with wh:
-            res = dwload.apply_scd1_products(wh, run.dim_product, r.result.rows)
-            _finish(wh, run, "dim_product", [r], len(r.result.rows), res.written, started)
-    return r.old, len(r.result.rows), res
+    return _load_dimension(run, "products_table", "dim_product", dwload.apply_scd1_products, run.dim_product)
 
 
 def changed_orders(orders: Sequence[Mapping[str, Any]], items: Sequence[Mapping[str, Any]]) -> list[int]:

@@ -31,7 +31,6 @@ from typing import Any
 from psycopg2 import sql
 
 from cdclab.common.db import ident
-from cdclab.common.ddl import ensure as ensure_ddl
 from cdclab.common.tablenames import PrefixedTables, Table
 from cdclab.merge import upsert
 
@@ -73,32 +72,19 @@ def check_version(version: str) -> str:
 def ensure(wh: Any, t: Tables) -> None:
     vec = "orders_7d integer NOT NULL, amount_7d numeric(14,2) NOT NULL, orders_30d integer NOT NULL, "
     vec += "amount_30d numeric(14,2) NOT NULL"
-    with wh.cursor() as cur:
-        ensure_ddl(
-            cur,
-            t.orders,
-            sql.SQL(
-                "CREATE TABLE IF NOT EXISTS {o} (id bigint PRIMARY KEY, customer_id bigint NOT NULL, "
-                "status text NOT NULL, total numeric(12,2) NOT NULL, ordered_at timestamptz NOT NULL, "
-                "version integer NOT NULL);"
-                "CREATE TABLE IF NOT EXISTS {f} (customer_id bigint, feature_version text, "
-                "valid_from timestamptz, valid_to timestamptz, " + vec + ", computed_by text NOT NULL, "
-                "PRIMARY KEY (customer_id, feature_version, valid_from));"
-                "CREATE TABLE IF NOT EXISTS {n} (customer_id bigint, feature_version text, "
-                "as_of timestamptz NOT NULL, " + vec + ", PRIMARY KEY (customer_id, feature_version));"
-                "CREATE TABLE IF NOT EXISTS {r} (feature_version text PRIMARY KEY, definition text NOT NULL, "
-                "registered_at timestamptz NOT NULL DEFAULT now(), last_as_of timestamptz);"
-                "CREATE TABLE IF NOT EXISTS {x} (label_time timestamptz, customer_id bigint, "
-                "feature_version text, " + vec + ", PRIMARY KEY (label_time, customer_id, feature_version))"
-            ).format(
-                o=ident(t.orders),
-                f=ident(t.offline),
-                n=ident(t.online),
-                r=ident(t.registry),
-                x=ident(t.training),
-            ),
-        )
-    wh.commit()
+    upsert.ensure_with_orders_copy(
+        wh,
+        t,
+        "CREATE TABLE IF NOT EXISTS {offline} (customer_id bigint, feature_version text, "
+        "valid_from timestamptz, valid_to timestamptz, " + vec + ", computed_by text NOT NULL, "
+        "PRIMARY KEY (customer_id, feature_version, valid_from));"
+        "CREATE TABLE IF NOT EXISTS {online} (customer_id bigint, feature_version text, "
+        "as_of timestamptz NOT NULL, " + vec + ", PRIMARY KEY (customer_id, feature_version));"
+        "CREATE TABLE IF NOT EXISTS {registry} (feature_version text PRIMARY KEY, definition text NOT NULL, "
+        "registered_at timestamptz NOT NULL DEFAULT now(), last_as_of timestamptz);"
+        "CREATE TABLE IF NOT EXISTS {training} (label_time timestamptz, customer_id bigint, "
+        "feature_version text, " + vec + ", PRIMARY KEY (label_time, customer_id, feature_version))",
+    )
 
 
 def update_features(

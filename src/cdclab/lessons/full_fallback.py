@@ -12,13 +12,10 @@ Vocabulary:
 
 from __future__ import annotations
 
-import time
-from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from cdclab.common.db import SHOP, WAREHOUSE, connect
 from cdclab.lessons import antipatterns as ap
 from cdclab.state import watermarks as state
 
@@ -31,25 +28,15 @@ def watermark_key(source: str, target: str) -> str:
 
 
 @dataclass(frozen=True)
-class Loaded:
-    """One run: the variant and strategy, the watermark read from (``since``) and after it (``new``),
-    rows read and written, and the notes to log before the summary."""
+class Loaded(ap.VariantRun):
+    """One run (:class:`~cdclab.lessons.antipatterns.VariantRun`), the rows written and the notes to log
+    before the summary."""
 
-    variant: str
-    strategy: str
-    since: Any
-    new: Any
-    rows_read: int
     rows_written: int
     notes: list[str] = field(default_factory=list)
 
     def xcom(self) -> dict[str, Any]:
-        return {
-            "variant": self.variant,
-            "strategy": self.strategy,
-            "rows_read": self.rows_read,
-            "rows_written": self.rows_written,
-        }
+        return {**super().xcom(), "rows_written": self.rows_written}
 
 
 def load(
@@ -67,15 +54,9 @@ def load(
     when ``corrupt_state``, read it — the anti-pattern falls back to a full reload when it is unreadable,
     the fix recovers it from the target — load the rows before ``interval_end`` and record the run's
     metrics (``state.run_metrics``) in the load's transaction."""
-    variant = ap.check_variant(variant_param)
-    target = ap.for_variant(target_table, variant)
-    key = watermark_key(source, target)
     notes: list[str] = []
-    with closing(connect(SHOP)) as shop, closing(connect(WAREHOUSE)) as wh:
-        started = time.monotonic()
-        state.ensure_schema(wh)
-        ap.ensure_source(shop, source, "rows")
-        ap.ensure_rows_target(wh, target)
+    with ap.rows_run(source, target_table, variant_param, watermark_key) as run:
+        variant, target, key, shop, wh = run.variant, run.target, run.key, run.shop, run.wh
         store = state.TableWatermarkStore(wh)
         if corrupt_state:
             with wh:
@@ -94,26 +75,20 @@ def load(
                 with wh:
                     since = ap.recover_watermark(wh, store, key, target, dag_id=dag_id, run_id=run_id)
                 strategy = "recovered"
-        rows = ap.read_rows_after(shop, source, since, interval_end)
-        shop.rollback()
-        new = max((r["updated_at"] for r in rows), default=since)
-        with wh:
-            if full:
-                written = ap.replace_all(wh, target, rows)  # the watermark stays unreadable
-            else:
-                written = ap.upsert_by_updated_at(wh, target, rows)
-                if new is not None and new != since:
-                    store.advance(key, since, new, value_type="timestamptz", dag_id=dag_id, run_id=run_id)
-            state.record_run_metrics(
-                wh,
-                pipeline=key,
-                strategy=f"{variant}:{strategy}",
-                rows_read=len(rows),
-                rows_written=written,
-                duration_ms=(time.monotonic() - started) * 1000,
-                dag_id=dag_id,
-                run_id=run_id,
-                interval_start=interval_start,
-                interval_end=interval_end,
-            )
-    return Loaded(variant, strategy, since, new, len(rows), written, notes)
+        done = ap.load_after(
+            shop,
+            wh,
+            source=source,
+            target=target,
+            since=since,
+            key=key,
+            strategy=f"{variant}:{strategy}",
+            store=store,
+            full=full,  # the full reload leaves the watermark unreadable
+            started=run.started,
+            interval_start=interval_start,
+            interval_end=interval_end,
+            dag_id=dag_id,
+            run_id=run_id,
+        )
+    return Loaded(variant, strategy, since, done.new, done.rows_read, done.rows_written, notes)

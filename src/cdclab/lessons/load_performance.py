@@ -303,14 +303,8 @@ def load_window(
             # from the watermark (or the window start, whichever is earlier: a watermark held back by
             # an open transaction) to the window end, held back to the oldest open transaction's start
             lower = start if old is None else min(old, start)
-            upper = delta.read_upper_bound(shop, end)
-            result = delta.read_timestamp_delta(
-                shop,
-                source,
-                cursor_column="updated_at",
-                key_columns=list(KEY_COLUMNS),
-                since=lower,
-                until=upper,
+            upper, result = delta.read_committed_delta(
+                shop, source, key_columns=list(KEY_COLUMNS), since=lower, until=end
             )
             rows = result.rows
             shop.rollback()

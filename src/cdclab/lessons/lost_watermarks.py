@@ -14,13 +14,10 @@ Vocabulary:
 
 from __future__ import annotations
 
-import time
-from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from cdclab.common.db import SHOP, WAREHOUSE, connect
 from cdclab.lessons import antipatterns as ap
 from cdclab.state import watermarks as state
 
@@ -46,26 +43,15 @@ def anti_pattern_since(stored: Any, cold_start: str, interval_start: datetime) -
 
 
 @dataclass(frozen=True)
-class Loaded:
-    """One run: the variant and strategy, the watermark read from (``since``) and after it (``new``),
-    the rows read, the gap (source keys before the interval end missing in the target) and the notes
-    to log before the summary."""
+class Loaded(ap.VariantRun):
+    """One run (:class:`~cdclab.lessons.antipatterns.VariantRun`), the gap (source keys before the interval
+    end missing in the target) and the notes to log before the summary."""
 
-    variant: str
-    strategy: str
-    since: Any
-    new: Any
-    rows_read: int
     gap: list[Any]
     notes: list[str] = field(default_factory=list)
 
     def xcom(self) -> dict[str, Any]:
-        return {
-            "variant": self.variant,
-            "strategy": self.strategy,
-            "rows_read": self.rows_read,
-            "gap": self.gap,
-        }
+        return {**super().xcom(), "gap": self.gap}
 
 
 def load(
@@ -83,15 +69,9 @@ def load(
     """One run of ``variant_param`` (``target_table`` may hold ``{variant}``): lose the state first when
     ``lose_state``, choose where to read from, load ``(since, interval_end)`` upserted by ``updated_at``,
     store the new watermark and the run's metrics (``state.run_metrics``), then measure the gap."""
-    variant = ap.check_variant(variant_param)
-    target = ap.for_variant(target_table, variant)
-    key = watermark_key(source, target)
     notes: list[str] = []
-    with closing(connect(SHOP)) as shop, closing(connect(WAREHOUSE)) as wh:
-        started = time.monotonic()
-        state.ensure_schema(wh)
-        ap.ensure_source(shop, source, "rows")
-        ap.ensure_rows_target(wh, target)
+    with ap.rows_run(source, target_table, variant_param, watermark_key) as run:
+        variant, target, key, shop, wh = run.variant, run.target, run.key, run.shop, run.wh
         table_store = state.TableWatermarkStore(wh)
         variable_store = state.VariableWatermarkStore(prefix=f"{source}__")
         if lose_state:
@@ -113,26 +93,22 @@ def load(
                     since = ap.recover_watermark(wh, table_store, key, target, dag_id=dag_id, run_id=run_id)
                 strategy = "recovered" if since is not None else "initial"
 
-        rows = ap.read_rows_after(shop, source, since, interval_end)
-        shop.rollback()
-        new = max((r["updated_at"] for r in rows), default=since)
-        with wh:
-            written = ap.upsert_by_updated_at(wh, target, rows)
-            if variant == "fixed" and new is not None and new != since:
-                old = table_store.read(key, "timestamptz")
-                table_store.advance(key, old, new, value_type="timestamptz", dag_id=dag_id, run_id=run_id)
-            state.record_run_metrics(
-                wh,
-                pipeline=key,
-                strategy=f"{variant}:{strategy}",
-                rows_read=len(rows),
-                rows_written=written,
-                duration_ms=(time.monotonic() - started) * 1000,
-                dag_id=dag_id,
-                run_id=run_id,
-                interval_start=interval_start,
-                interval_end=interval_end,
-            )
+        done = ap.load_after(
+            shop,
+            wh,
+            source=source,
+            target=target,
+            since=since,
+            key=key,
+            strategy=f"{variant}:{strategy}",
+            store=table_store if variant == "fixed" else None,
+            started=run.started,
+            interval_start=interval_start,
+            interval_end=interval_end,
+            dag_id=dag_id,
+            run_id=run_id,
+        )
+        new = done.new
         if variant == "anti_pattern" and new is not None:
             variable_store.set(VARIABLE_KEY, new, "timestamptz")
         source_keys = [r["id"] for r in ap.read_rows_after(shop, source, None, interval_end)]
@@ -140,4 +116,4 @@ def load(
         target_keys = ap.keys_of(wh, target)
         wh.rollback()
     gap = ap.missing_keys(source_keys, target_keys)
-    return Loaded(variant, strategy, since, new, len(rows), gap, notes)
+    return Loaded(variant, strategy, since, new, done.rows_read, gap, notes)

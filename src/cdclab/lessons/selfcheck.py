@@ -281,20 +281,14 @@ def run_check(shop: Any, wh: Any, check: str, scratch: str, defect: str = "none"
         check_defect(defect),
     )
     _drop(shop, wh, s)
-    with shop, shop.cursor() as cur:
-        cur.execute(
-            sql.SQL(
-                "CREATE TABLE {} (id bigint PRIMARY KEY, name text NOT NULL, updated_at timestamptz, "
-                "version integer NOT NULL DEFAULT 1)"
-            ).format(ident(s.source))
-        )
-    with wh, wh.cursor() as cur:
-        cur.execute(
-            sql.SQL(
-                "CREATE TABLE {} (id bigint PRIMARY KEY, name text NOT NULL, updated_at timestamptz, "
-                "version integer NOT NULL)"
-            ).format(ident(s.target))
-        )
+    for conn, table, version_default in ((shop, s.source, " DEFAULT 1"), (wh, s.target, "")):
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                sql.SQL(
+                    "CREATE TABLE {} (id bigint PRIMARY KEY, name text NOT NULL, updated_at timestamptz, "
+                    "version integer NOT NULL" + version_default + ")"
+                ).format(ident(table))
+            )
     try:
         return True, fn(s)
     except Exception as exc:  # a failed check is a result, recorded with its reason

@@ -85,10 +85,7 @@ def load_changes(source: str, target: str, key: str, *, dag_id: str, run_id: str
         old = store.read(key, "timestamptz")
         # now, held back to the start of the oldest transaction still open in the shop (it commits
         # rows stamped with that start later): the watermark never passes a row not committed yet
-        upper = delta.read_upper_bound(shop)
-        result = delta.read_timestamp_delta(
-            shop, source, cursor_column="updated_at", key_columns=["id"], since=old, until=upper
-        )
+        _, result = delta.read_committed_delta(shop, source, key_columns=["id"], since=old)
         shop.rollback()
         new = delta.next_watermark(old, result)
         with wh, wh.cursor() as cur:

@@ -46,19 +46,7 @@ def load(source: str, target: str, since: Any) -> tuple[int, Any]:
     transaction) and upsert it into ``target`` guarded by ``version``; returns (rows read, new
     watermark)."""
     with closing(connect(SHOP)) as shop, closing(connect(WAREHOUSE)) as wh:
-        with shop.cursor() as cur:
-            cur.execute("SELECT now()")
-            upper = cur.fetchone()[0]
-        oldest_open = delta.oldest_open_transaction_start(shop, source)
-        upper = min(upper, oldest_open) if oldest_open else upper
-        result = delta.read_timestamp_delta(
-            shop,
-            source,
-            cursor_column="updated_at",
-            key_columns=KEY_COLUMNS,
-            since=since,
-            until=upper,
-        )
+        _, result = delta.read_committed_delta(shop, source, key_columns=KEY_COLUMNS, since=since)
         shop.rollback()
         with wh:
             upsert.upsert_rows(wh, target, result.rows, KEY_COLUMNS, "version")

@@ -312,13 +312,8 @@ def load(
             old = store.read(watermark_key, vtype)
             if strategy == "timestamp":
                 assert p.cursor_column is not None
-                with shop.cursor() as cur:
-                    cur.execute("SELECT now()")
-                    upper = cur.fetchone()[0]
-                oldest = delta.oldest_open_transaction_start(shop, p.table)
-                upper = min(upper, oldest) if oldest is not None else upper
-                result = delta.read_timestamp_delta(
-                    shop, p.table, cursor_column=p.cursor_column, key_columns=key, since=old, until=upper
+                _, result = delta.read_committed_delta(
+                    shop, p.table, cursor_column=p.cursor_column, key_columns=key, since=old
                 )
             else:
                 assert p.version_column is not None

@@ -2,8 +2,8 @@
 the same transaction), for ``dags/71_01_03_watermarks.py``.
 
 Vocabulary:
-- *upper bound*: the source's ``now()``, held back to the start of the oldest transaction still open in
-  the shop (:func:`cdclab.delta.detection.oldest_open_transaction_start`): rows it stamped are not visible yet.
+- *upper bound*: the source's clock, held back to the start of the oldest transaction still open in
+  the shop (:func:`cdclab.delta.pull.pull`): rows it stamped are not visible yet.
 - *mode*: ``after_commit`` (the load commits the rows, a later step moves the watermark by
   compare-and-set, :func:`advance_after_commit`) or ``same_transaction`` (rows and watermark commit
   together in :func:`load`).
@@ -21,6 +21,7 @@ from typing import Any
 
 from cdclab.common.db import SHOP, WAREHOUSE, connect
 from cdclab.delta import detection as delta
+from cdclab.delta import pull
 from cdclab.merge import upsert
 from cdclab.state import watermarks as state
 
@@ -82,32 +83,21 @@ def load(
     if mode not in MODES:
         raise ValueError(f"watermark mode {mode!r} is not one of {MODES}")
     with closing(connect(SHOP)) as shop, closing(connect(WAREHOUSE)) as wh:
-        store = state.TableWatermarkStore(wh)
-        old = store.read(key, "timestamptz")
-        with shop.cursor() as cur:
-            cur.execute("SELECT now()")
-            upper = cur.fetchone()[0]
-        oldest_open = delta.oldest_open_transaction_start(shop, source)
-        if oldest_open is not None and oldest_open < upper:
-            upper = oldest_open
-        result = delta.read_timestamp_delta(
+        p = pull.pull(
             shop,
+            wh,
             source,
-            cursor_column="updated_at",
-            key_columns=KEY_COLUMNS,
-            since=old,
-            until=upper,
-            lookback=timedelta(seconds=lookback_seconds),
+            key,
+            key_columns=tuple(KEY_COLUMNS),
             batch_size=batch_size,
             null_policy=null_policy,
+            lookback=timedelta(seconds=lookback_seconds),
         )
-        shop.rollback()
-        new = delta.next_watermark(old, result)
         with wh:  # commit the rows (and, in same_transaction mode, the watermark) or nothing
-            written = upsert.upsert_rows(wh, target, result.rows, KEY_COLUMNS, "version")
-            if mode == "same_transaction" and new is not None and new != old:
-                store.advance(key, old, new, value_type="timestamptz", dag_id=dag_id, run_id=run_id)
-    return Loaded(key, mode, old, new, upper, len(result.rows), result.null_cursor_rows, written)
+            written = upsert.upsert_rows(wh, target, p.rows, KEY_COLUMNS, "version")
+            if mode == "same_transaction":
+                pull.advance(wh, p, dag_id=dag_id, run_id=run_id)
+    return Loaded(key, mode, p.old, p.new, p.upper, len(p.rows), p.null_cursor_rows, written)
 
 
 def needs_advance(mode: str, old: Any, new: Any) -> bool:

@@ -34,7 +34,6 @@ from psycopg2 import sql
 from psycopg2.extras import execute_values
 
 from cdclab.common.db import ident
-from cdclab.common.ddl import ensure as ensure_ddl
 from cdclab.common.tablenames import PrefixedTables, Table
 from cdclab.delta import pull
 from cdclab.merge import upsert
@@ -71,30 +70,17 @@ class Applied:
 
 def ensure(wh: Any, t: Tables) -> None:
     daily = "customer_id bigint, day date, orders integer NOT NULL, amount numeric(14,2) NOT NULL, "
-    with wh.cursor() as cur:
-        ensure_ddl(
-            cur,
-            t.orders,
-            sql.SQL(
-                "CREATE TABLE IF NOT EXISTS {o} (id bigint PRIMARY KEY, customer_id bigint NOT NULL, "
-                "status text NOT NULL, total numeric(12,2) NOT NULL, ordered_at timestamptz NOT NULL, "
-                "version integer NOT NULL);"
-                "CREATE TABLE IF NOT EXISTS {u} (" + daily + "PRIMARY KEY (customer_id, day));"
-                "CREATE TABLE IF NOT EXISTS {r} (" + daily + "PRIMARY KEY (customer_id, day));"
-                "CREATE TABLE IF NOT EXISTS {w} (customer_id bigint, day date, orders_7d integer NOT NULL, "
-                "amount_7d numeric(14,2) NOT NULL, PRIMARY KEY (customer_id, day));"
-                "CREATE TABLE IF NOT EXISTS {m} (id bigserial PRIMARY KEY, run_id text NOT NULL, "
-                "strategy text NOT NULL, changed_rows integer NOT NULL, groups_touched integer NOT NULL, "
-                "rows_written integer NOT NULL, elapsed_ms double precision NOT NULL, consistent boolean)"
-            ).format(
-                o=ident(t.orders),
-                u=ident(t.daily_update),
-                r=ident(t.daily_replace),
-                w=ident(t.rolling_7d),
-                m=ident(t.metrics),
-            ),
-        )
-    wh.commit()
+    upsert.ensure_with_orders_copy(
+        wh,
+        t,
+        "CREATE TABLE IF NOT EXISTS {daily_update} (" + daily + "PRIMARY KEY (customer_id, day));"
+        "CREATE TABLE IF NOT EXISTS {daily_replace} (" + daily + "PRIMARY KEY (customer_id, day));"
+        "CREATE TABLE IF NOT EXISTS {rolling_7d} (customer_id bigint, day date, orders_7d integer NOT NULL, "
+        "amount_7d numeric(14,2) NOT NULL, PRIMARY KEY (customer_id, day));"
+        "CREATE TABLE IF NOT EXISTS {metrics} (id bigserial PRIMARY KEY, run_id text NOT NULL, "
+        "strategy text NOT NULL, changed_rows integer NOT NULL, groups_touched integer NOT NULL, "
+        "rows_written integer NOT NULL, elapsed_ms double precision NOT NULL, consistent boolean)",
+    )
 
 
 def contribution(row: dict[str, Any]) -> tuple[Group, int, Decimal] | None:

@@ -188,6 +188,24 @@ def source_columns(conn: Any, table: str) -> list[tuple[str, str]]:
         return [(str(name), str(type_)) for name, type_ in cur.fetchall()]
 
 
+ORDERS_COPY = (
+    "id bigint PRIMARY KEY, customer_id bigint NOT NULL, status text NOT NULL, total numeric(12,2) NOT NULL, "
+    "ordered_at timestamptz NOT NULL, version integer NOT NULL"
+)
+"""The columns of a lesson's warehouse copy of ``shop.orders`` (key ``id``, upserts guarded by ``version``):
+the input of the aggregate, out-of-order and feature lessons."""
+
+
+def ensure_with_orders_copy(wh: Any, tables: Any, ddl: str, **more: str) -> None:
+    """Create a lesson's table set (a :class:`cdclab.common.tablenames.PrefixedTables` with an ``orders`` table):
+    ``orders`` as :data:`ORDERS_COPY`, then ``ddl``, whose ``{placeholders}`` are the set's tables and
+    ``more`` (:meth:`~cdclab.common.tablenames.PrefixedTables.identifiers`). Idempotent; commits."""
+    statement = sql.SQL("CREATE TABLE IF NOT EXISTS {orders} (" + ORDERS_COPY + ");" + ddl)
+    with wh.cursor() as cur:
+        ensure_ddl(cur, tables.orders, statement.format(**tables.identifiers(**more)))
+    wh.commit()
+
+
 def ensure_mirror_table(
     source_conn: Any,
     source_table: str,

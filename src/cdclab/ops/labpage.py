@@ -140,6 +140,13 @@ def _cursor(opener: Callable[[], Any]) -> Iterator[Any]:
         conn.close()
 
 
+def _fetch(opener: Callable[[], Any], query: str) -> list[tuple[Any, ...]]:
+    """The rows of one read-only query (:func:`_cursor`)."""
+    with _cursor(opener) as cur:
+        cur.execute(query)
+        return list(cur.fetchall())
+
+
 def _table_exists(cur: Any, name: str) -> bool:
     cur.execute("SELECT to_regclass(%s) IS NOT NULL", (name,))
     return bool(cur.fetchone()[0])
@@ -304,12 +311,11 @@ def gather_db_offsets(
     key, title = "db-offsets", "Offsets stored with the data (state.kafka_offsets)"
 
     def gather() -> Section:
-        with _cursor(warehouse) as cur:
-            cur.execute(
-                "SELECT consumer_group, topic, kafka_partition, next_offset, updated_at, updated_by "
-                "FROM state.kafka_offsets ORDER BY consumer_group, topic, kafka_partition LIMIT 500"
-            )
-            raw = cur.fetchall()
+        raw = _fetch(
+            warehouse,
+            "SELECT consumer_group, topic, kafka_partition, next_offset, updated_at, updated_by "
+            "FROM state.kafka_offsets ORDER BY consumer_group, topic, kafka_partition LIMIT 500",
+        )
         note = ""
         ends: dict[tuple[str, int], int] = {}
         if raw and bootstrap:
@@ -342,12 +348,11 @@ def gather_watermarks(warehouse: Callable[[], Any], now: dt.datetime) -> Section
     key, title = "watermarks", "Watermarks and their age (state.watermarks)"
 
     def gather() -> Section:
-        with _cursor(warehouse) as cur:
-            cur.execute(
-                "SELECT key, value, value_type, updated_at, updated_by_dag_id FROM state.watermarks "
-                "ORDER BY updated_at DESC LIMIT 200"
-            )
-            raw = cur.fetchall()
+        raw = _fetch(
+            warehouse,
+            "SELECT key, value, value_type, updated_at, updated_by_dag_id FROM state.watermarks "
+            "ORDER BY updated_at DESC LIMIT 200",
+        )
         rows = [(k, v, t, u, format_age((now - u).total_seconds()), d) for k, v, t, u, d in raw]
         return Section(
             key,
@@ -452,9 +457,7 @@ def gather_perf(warehouse: Callable[[], Any]) -> Section:
     key, title = "perf", "71.7 performance comparisons (state.perf_runs)"
 
     def gather() -> Section:
-        with _cursor(warehouse) as cur:
-            cur.execute(PERF_SQL)
-            raw = cur.fetchall()
+        raw = _fetch(warehouse, PERF_SQL)
         rows = [
             (e, v, n, _num(last), _num(med), lr, at)
             for e, v, n, last, med, lr, at in raw  # durations rounded for the table

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -179,6 +179,13 @@ def explain(
     return json.loads(plan) if isinstance(plan, str) else plan
 
 
+def plan_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The nodes of an ``EXPLAIN (FORMAT JSON)`` plan tree, ``node`` first, then its ``Plans`` in order."""
+    yield node
+    for child in node.get("Plans", []):
+        yield from plan_nodes(child)
+
+
 def plan_stats(plan: Any) -> PlanStats:
     """Reduce ``EXPLAIN (FORMAT JSON)`` output (with or without ANALYZE/BUFFERS) to :class:`PlanStats`."""
     try:
@@ -186,21 +193,9 @@ def plan_stats(plan: Any) -> PlanStats:
         root = top["Plan"]
     except (KeyError, IndexError, TypeError) as exc:
         raise NotAPlanError(f"not EXPLAIN (FORMAT JSON) output: {str(plan)[:200]!r}") from exc
-    nodes: list[str] = []
-    scans: list[str] = []
-    indexes: list[str] = []
-
-    def walk(node: dict[str, Any]) -> None:
-        name = node.get("Node Type", "")
-        nodes.append(name)
-        if "Scan" in name:
-            scans.append(name)
-        if "Index Name" in node:
-            indexes.append(node["Index Name"])
-        for child in node.get("Plans", []):
-            walk(child)
-
-    walk(root)
+    nodes = [n.get("Node Type", "") for n in plan_nodes(root)]
+    scans = [name for name in nodes if "Scan" in name]
+    indexes = [n["Index Name"] for n in plan_nodes(root) if "Index Name" in n]
     return PlanStats(
         node_types=tuple(nodes),
         scan_nodes=tuple(scans),

@@ -346,15 +346,7 @@ def kafka_topic(lab: LabConfig, names: Names) -> Iterator[str]:
 @pytest.fixture
 def s3(lab: LabConfig) -> Any:
     """A boto3 S3 client for the lab's MinIO."""
-    import boto3
-
-    return boto3.client(
-        "s3",
-        endpoint_url=lab.minio_url,
-        aws_access_key_id=lab["MINIO_ROOT_USER"],
-        aws_secret_access_key=lab["MINIO_ROOT_PASSWORD"],
-        region_name="us-east-1",
-    )
+    return lab.s3_client()
 
 
 @pytest.fixture

@@ -27,7 +27,6 @@ from typing import Any
 from psycopg2 import sql
 
 from cdclab.common.db import ident
-from cdclab.common.ddl import ensure as ensure_ddl
 from cdclab.common.tablenames import PrefixedTables, Table
 from cdclab.merge import upsert
 
@@ -54,36 +53,24 @@ class Tables(PrefixedTables):
 
 def ensure(wh: Any, t: Tables) -> None:
     """Create the tables (idempotent) and commit."""
-    with wh.cursor() as cur:
-        ensure_ddl(
-            cur,
-            t.orders,
-            sql.SQL(
-                "CREATE TABLE IF NOT EXISTS {o} (id bigint PRIMARY KEY, customer_id bigint NOT NULL, "
-                "status text NOT NULL, total numeric(12,2) NOT NULL, ordered_at timestamptz NOT NULL, "
-                "version integer NOT NULL);"
-                "CREATE TABLE IF NOT EXISTS {p} (id bigint PRIMARY KEY, order_id bigint NOT NULL, "
-                "customer_id bigint NOT NULL, amount numeric(12,2) NOT NULL, method text NOT NULL, "
-                "paid_at timestamptz NOT NULL, version integer NOT NULL, via text NOT NULL);"
-                "CREATE TABLE IF NOT EXISTS {b} (id bigint PRIMARY KEY, order_id bigint NOT NULL, "
-                "amount numeric(12,2) NOT NULL, method text NOT NULL, paid_at timestamptz NOT NULL, "
-                "version integer NOT NULL, first_seen timestamptz NOT NULL, last_seen timestamptz NOT NULL);"
-                "CREATE TABLE IF NOT EXISTS {d} (id bigserial PRIMARY KEY, payment_id bigint NOT NULL, "
-                "order_id bigint NOT NULL, payload jsonb NOT NULL, reason text NOT NULL, "
-                "expired_at timestamptz NOT NULL, resolved_at timestamptz, resolved_by text);"
-                "CREATE TABLE IF NOT EXISTS {r} (id bigserial PRIMARY KEY, run_id text NOT NULL, "
-                "checked_at timestamptz NOT NULL, source_rows integer NOT NULL, core_rows integer NOT NULL, "
-                "buffered integer NOT NULL, missing bigint[] NOT NULL, stale bigint[] NOT NULL, "
-                "extra bigint[] NOT NULL, repaired bigint[] NOT NULL)"
-            ).format(
-                o=ident(t.orders),
-                p=ident(t.payments),
-                b=ident(t.buffer),
-                d=ident(t.dead_letters),
-                r=ident(t.reconciliation),
-            ),
-        )
-    wh.commit()
+    upsert.ensure_with_orders_copy(
+        wh,
+        t,
+        "CREATE TABLE IF NOT EXISTS {payments} (id bigint PRIMARY KEY, order_id bigint NOT NULL, "
+        "customer_id bigint NOT NULL, amount numeric(12,2) NOT NULL, method text NOT NULL, "
+        "paid_at timestamptz NOT NULL, version integer NOT NULL, via text NOT NULL);"
+        "CREATE TABLE IF NOT EXISTS {buffer} (id bigint PRIMARY KEY, order_id bigint NOT NULL, "
+        "amount numeric(12,2) NOT NULL, method text NOT NULL, paid_at timestamptz NOT NULL, "
+        "version integer NOT NULL, first_seen timestamptz NOT NULL, last_seen timestamptz NOT NULL);"
+        "CREATE TABLE IF NOT EXISTS {dead_letters} (id bigserial PRIMARY KEY, payment_id bigint NOT NULL, "
+        "order_id bigint NOT NULL, payload jsonb NOT NULL, reason text NOT NULL, "
+        "expired_at timestamptz NOT NULL, resolved_at timestamptz, resolved_by text);"
+        "CREATE TABLE IF NOT EXISTS {reconciliation} (id bigserial PRIMARY KEY, run_id text NOT NULL, "
+        "checked_at timestamptz NOT NULL, source_rows integer NOT NULL, core_rows integer NOT NULL, "
+        "buffered integer NOT NULL, missing bigint[] NOT NULL, stale bigint[] NOT NULL, "
+        "extra bigint[] NOT NULL, repaired bigint[] NOT NULL)",
+        dead_letters=t.dead_letters,
+    )
 
 
 def _upsert_payment_sql(t: Tables) -> sql.Composed:
