@@ -20,17 +20,23 @@ not a variant: Postgres refuses it). MERGE can, but then every MERGE joins the s
 whole target (``Seq Scan`` + ``Hash Join``): its cost grows with the target, not the batch, which the
 ``mnx`` durations show as the target grows from run to run.
 
-**Parallel processing.** ``apply_partition`` is mapped (dynamic task mapping) over ``partitions`` key
-partitions: each mapped task consumes the topic with its own consumer group
+**Parallel processing.** ``apply_partition`` is mapped (dynamic task mapping, ``.expand``) over
+``partitions`` key partitions: each mapped task consumes the topic with its own consumer group
 ``<group>.p<i>of<n>`` and applies only the keys with ``crc32(key) % n == i``. Every change of one key lands
 in one partition, so order per key is kept and partitions never touch each other's rows; they can run in
 parallel on the LocalExecutor (they share the MERGE staging table, whose ``TRUNCATE`` lock serialises
-that step: the cost of a shared stage). ``summarize`` records, per variant, the sum of partition times
-(total work) and the slowest partition (the parallel wall clock).
+that step: the cost of a shared stage). Each task records its own window (``task/p<i>``: ``started_at``,
+``ended_at``, from the task itself, no metadata DB). ``summarize`` records ``parallel``: the *wall clock*
+from the earliest task start to the latest task end, next to ``sum_task_ms`` (the work) and
+``overlapping_pairs``. Triggered from the UI with free executor slots the windows overlap and
+``speedup`` = sum / wall clock rises above 1; under ``dag.test`` (one task at a time) they do not, and
+the wall clock is at least the sum. (The per-variant ``slowest_partition_ms`` is only an apply time
+inside tasks that apply every variant, not a wall clock.)
 
 Observe: ``SELECT variant, rows_read, round(duration_ms::numeric, 1), details FROM state.perf_runs WHERE
-experiment = '71_07_04' ORDER BY id``; mapped task instances of ``apply_partition`` in the Grid view;
-offsets per group in ``state.kafka_offsets``.
+experiment = '71_07_04' ORDER BY id``; the parallel clock alone: ``... AND variant IN ('parallel',
+'task/p0', 'task/p1')``; mapped task instances of ``apply_partition`` in the Grid view (their start and
+end times match ``task/p<i>``); offsets per group in ``state.kafka_offsets``.
 """
 
 from __future__ import annotations

@@ -79,6 +79,31 @@ def test_the_partition_is_the_crc32_of_the_key_values_so_it_is_the_same_in_every
     assert cdc_performance.partition_of({"a": 1, "b": "x"}, ["a", "b"], 16) == zlib.crc32(b"(1, 'x')") % 16
 
 
+def _window(partition: int, start_s: int, end_s: int) -> cdc_performance.TaskWindow:
+    return cdc_performance.TaskWindow(
+        partition, END + dt.timedelta(seconds=start_s), END + dt.timedelta(seconds=end_s)
+    )
+
+
+def test_tasks_that_ran_one_after_the_other_have_a_wall_clock_of_at_least_their_sum() -> None:
+    clock = cdc_performance.parallel_clock([_window(1, 5, 9), _window(0, 0, 4)])
+    assert (clock.wall_ms, clock.sum_ms, clock.overlapping) == (9000.0, 8000.0, ())
+    assert clock.as_details()["ran_in_parallel"] is False
+
+
+def test_tasks_that_ran_at_once_overlap_and_their_wall_clock_is_less_than_their_sum() -> None:
+    clock = cdc_performance.parallel_clock([_window(0, 0, 4), _window(1, 1, 5), _window(2, 4, 6)])
+    assert (clock.wall_ms, clock.sum_ms) == (6000.0, 10000.0)
+    assert clock.overlapping == ((0, 1), (1, 2))  # 0 ends as 2 starts: touching is not overlapping
+    assert clock.speedup == round(10 / 6, 3)
+
+
+def test_a_task_window_survives_its_json_round_trip() -> None:
+    w = _window(3, 0, 2)
+    assert cdc_performance.TaskWindow.from_details(w.as_details()) == w
+    assert cdc_performance.parallel_clock([]).wall_ms == 0.0
+
+
 GAP_PARAMS = {
     "source_table": "public.e",
     "target_table": "core.e",

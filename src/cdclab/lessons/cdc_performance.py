@@ -15,6 +15,9 @@ Vocabulary:
   ``<route target>__<strategy>_b<size>`` (:func:`merge_targets`).
 - *key partition* (71.7.4): partition ``i`` of ``n`` applies the changes whose key has
   ``crc32(repr(key values)) % n == i`` (:func:`partition_of`), consuming with group ``<group>.p<i>of<n>``.
+- *task window* (71.7.4): :class:`TaskWindow`, when one mapped partition task worked, recorded by the
+  task itself as ``task/p<i>``; the *parallel wall clock* (:func:`parallel_clock`) runs from the earliest
+  window's start to the latest one's end, next to the sum of the windows (no metadata DB access).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from psycopg2 import sql
@@ -238,6 +242,78 @@ def prepare_merge_targets(bench: CdcBench) -> None:
 
 
 @dataclass(frozen=True)
+class TaskWindow:
+    """When one mapped partition task worked: from before it consumed its first record to after it
+    applied its last batch (UTC, microseconds)."""
+
+    partition: int
+    started_at: datetime
+    ended_at: datetime
+
+    @property
+    def ms(self) -> float:
+        return (self.ended_at - self.started_at).total_seconds() * 1000
+
+    def as_details(self) -> dict[str, Any]:
+        return {
+            "partition": self.partition,
+            "started_at": self.started_at.isoformat(),
+            "ended_at": self.ended_at.isoformat(),
+        }
+
+    @classmethod
+    def from_details(cls, d: Mapping[str, Any]) -> TaskWindow:
+        return cls(
+            int(d["partition"]),
+            datetime.fromisoformat(d["started_at"]),
+            datetime.fromisoformat(d["ended_at"]),
+        )
+
+
+@dataclass(frozen=True)
+class ParallelClock:
+    """The parallel wall clock of mapped tasks, from their own windows: ``wall_ms`` from the earliest
+    start to the latest end, ``sum_ms`` the sum of their durations (the work), ``overlapping`` the pairs
+    of partitions whose windows overlap. ``sum_ms / wall_ms`` is the speed-up parallelism gave: 1.0
+    when the tasks ran one after the other (``dag.test``, one executor slot), up to the number of
+    tasks when they all ran at once."""
+
+    wall_ms: float
+    sum_ms: float
+    overlapping: tuple[tuple[int, int], ...]
+
+    @property
+    def speedup(self) -> float | None:
+        return round(self.sum_ms / self.wall_ms, 3) if self.wall_ms > 0 else None
+
+    def as_details(self) -> dict[str, Any]:
+        return {
+            "wall_clock_ms": round(self.wall_ms, 3),
+            "sum_task_ms": round(self.sum_ms, 3),
+            "speedup": self.speedup,
+            "overlapping_pairs": [list(p) for p in self.overlapping],
+            "ran_in_parallel": bool(self.overlapping),
+        }
+
+
+def parallel_clock(windows: Sequence[TaskWindow]) -> ParallelClock:
+    """The :class:`ParallelClock` of task windows (none: all zero). Two windows overlap when one starts
+    before the other ends (touching ends do not count)."""
+    if not windows:
+        return ParallelClock(0.0, 0.0, ())
+    start = min(w.started_at for w in windows)
+    end = max(w.ended_at for w in windows)
+    ordered = sorted(windows, key=lambda w: w.partition)
+    pairs = tuple(
+        (a.partition, b.partition)
+        for i, a in enumerate(ordered)
+        for b in ordered[i + 1 :]
+        if a.started_at < b.ended_at and b.started_at < a.ended_at
+    )
+    return ParallelClock((end - start).total_seconds() * 1000, sum(w.ms for w in windows), pairs)
+
+
+@dataclass(frozen=True)
 class PartitionRun:
     """One key partition's work: records consumed, and changes applied and microseconds spent per
     variant ``<strategy>/b<size>``."""
@@ -254,6 +330,7 @@ def apply_partition(bench: CdcBench, partition: int, partitions: int, consumer_b
     ``consumer_batch``; apply this partition's changes with every strategy, cut into statements of each
     batch size, timing each variant; record ``<strategy>/b<size>/p<partition>`` per variant."""
     n, sizes = partitions, bench.batch_sizes
+    started_at = datetime.now(UTC)  # this task's window: what the parallel wall clock is made of
     us: dict[str, float] = defaultdict(float)
     rows: dict[str, int] = defaultdict(int)
     statements: dict[str, int] = defaultdict(int)
@@ -284,8 +361,21 @@ def apply_partition(bench: CdcBench, partition: int, partitions: int, consumer_b
         batch_size=consumer_batch,
         who=f"{bench.dag_id}/{bench.run_id}/p{partition}",
     )
+    ended_at = datetime.now(UTC)
     with closing(connect(WAREHOUSE)) as wh:
         with wh:
+            window = TaskWindow(partition, started_at, ended_at)
+            bench.record(
+                wh,
+                perf.Measurement(
+                    bench.experiment,
+                    f"task/p{partition}",
+                    summary.records,
+                    sum(rows.values()),
+                    window.ms,
+                    {**window.as_details(), "partitions": n},
+                ),
+            )
             for strategy in STRATEGIES:
                 for size in sizes:
                     variant = f"{strategy}/b{size}"
@@ -312,17 +402,38 @@ def apply_partition(bench: CdcBench, partition: int, partitions: int, consumer_b
 
 
 def summarize_partitions(bench: CdcBench) -> dict[str, Any]:
-    """Per variant ``<strategy>/b<size>``, read this run's partition measurements back and record their
-    sum (total work) with the slowest partition (the parallel wall clock) as the measurement
-    ``<strategy>/b<size>``. Returns ``{variant: {"rows", "total_ms", **details}}``."""
+    """Read this run's partition measurements back. Per variant ``<strategy>/b<size>``, record the sum
+    of its partitions' apply times (total work) and the slowest partition's as the measurement
+    ``<strategy>/b<size>``. From the mapped tasks' own windows (``task/p<i>``), record the measurement
+    ``parallel``: the wall clock from the earliest task start to the latest task end next to the sum
+    of the task durations, and which windows overlapped (:func:`parallel_clock`). Returns
+    ``{variant: {"rows", "total_ms", **details}, "parallel": {...}}``."""
     out: dict[str, Any] = {}
     with closing(connect(WAREHOUSE)) as wh:
+        recorded = perf.measurements(wh, bench.experiment, bench.run_id)
+        windows = [
+            TaskWindow.from_details(m["details"]) for m in recorded if m["variant"].startswith("task/")
+        ]
         parts = [
             m
-            for m in perf.measurements(wh, bench.experiment, bench.run_id)
-            if m["details"].get("partition") is not None
+            for m in recorded
+            if m["details"].get("partition") is not None and not m["variant"].startswith("task/")
         ]
         with wh:
+            clock = parallel_clock(windows)
+            details = {**clock.as_details(), "tasks": len(windows)}
+            bench.record(
+                wh,
+                perf.Measurement(
+                    bench.experiment,
+                    "parallel",
+                    sum(m["rows_read"] or 0 for m in recorded if m["variant"].startswith("task/")),
+                    None,
+                    clock.wall_ms,
+                    details,
+                ),
+            )
+            out["parallel"] = details
             for strategy in STRATEGIES:
                 for size in bench.batch_sizes:
                     mine = [p for p in parts if p["variant"].startswith(f"{strategy}/b{size}/")]
@@ -333,6 +444,8 @@ def summarize_partitions(bench: CdcBench) -> dict[str, Any]:
                         "partitions": len(mine),
                         "statements": sum(p["details"]["statements"] for p in mine),
                         "slowest_partition_ms": max((p["duration_ms"] for p in mine), default=0.0),
+                        # not a wall clock: the apply times of one variant inside tasks that also
+                        # applied the other variants; the wall clock is the ``parallel`` measurement
                     }
                     rows = sum(p["rows_read"] for p in mine)
                     bench.record(
