@@ -1,5 +1,5 @@
 """
-# 71.7.5 State management performance — three state stores measured, and a retention step for history
+# 71.7.5 State management performance — three state stores measured, a retention step for history, a scaling curve
 
 **State storage options.** Every run writes and reads back the same kind of state in three stores and
 records counts and timings: (1) ``table`` — ``cdclab.state.watermarks.TableWatermarkStore`` in the warehouse
@@ -23,11 +23,19 @@ value row is the state.
 **Scaling patterns.** A keyed table scales to many keys (primary-key lookups, batched reads, one
 transaction for all of them, optionally together with the data); Variables suit a handful of
 low-frequency settings, not per-partition state (each key is a metadata-DB row behind an API call);
-history needs retention from day one.
+history needs retention from day one. ``scaling`` shows the curve: it fills ``<kv_table>_scale`` with
+each of ``scale_sizes`` keys in turn (default 1k, 10k, 100k) and measures two reads with ``EXPLAIN
+(ANALYZE, BUFFERS)`` (``cdclab.ops.perf``): ``lookup``, one key by its primary key (an Index Scan: about
+three buffers at every size, one row scanned), and ``scan``, a filter no index serves (a Seq Scan:
+every row scanned, buffers = the table's pages, growing with the keys). Rows scanned and buffers are
+counts, not timings: the same on every machine.
 
-Observe: ``SELECT variant, rows_read, rows_written, round(duration_ms::numeric, 2), details FROM
+Observe: ``SELECT variant, rows_read, round(duration_ms::numeric, 2), details FROM
 state.perf_runs WHERE experiment = '71_07_05' ORDER BY id``; ``state.watermarks`` / ``state.watermark_history``
-``WHERE key LIKE '71_07_05/%'``; Admin -> Variables ``71_07_05__*``; ``state.perf_71_07_05_kv``.
+``WHERE key LIKE '71_07_05/%'``; Admin -> Variables ``71_07_05__*``; ``state.perf_71_07_05_kv``. The
+scaling curve: ``SELECT details->>'keys' AS keys, details->>'op' AS op, rows_read AS rows_scanned,
+details->>'buffers' AS buffers, details->'scan_nodes' AS scans FROM state.perf_runs WHERE experiment =
+'71_07_05' AND variant LIKE 'scale/%' ORDER BY id DESC LIMIT 6``.
 
 **Run without a logical date** (REST API / `airflow dags trigger` without `--logical-date`): treated as a UI
 Trigger at the same moment: logical date = the run's `run_after`, data interval = the timetable's last
@@ -64,6 +72,12 @@ PARAMS = {
     "kv_table": Param("state.perf_71_07_05_kv", type="string"),
     "kv_keys": Param(500, type="integer", minimum=1, maximum=100000),
     "keep_history": Param(2, type="integer", minimum=1),
+    "scale_sizes": Param(
+        [1000, 10000, 100000],
+        type="array",
+        items={"type": "integer", "minimum": 1, "maximum": 1000000},
+        description="keys in <kv_table>_scale, one measurement each",
+    ),
 }
 
 
@@ -95,6 +109,17 @@ def state_performance() -> None:
         return lesson.measure_kv_store(_measure_run(params, dag_run), params["kv_keys"], params["kv_table"])
 
     @task
+    def scaling(params: dict[str, Any], dag_run: Any = None) -> list[dict[str, Any]]:
+        from cdclab.lessons import state_performance as lesson
+
+        curve = lesson.measure_scaling(
+            _measure_run(params, dag_run), params["scale_sizes"], params["kv_table"]
+        )
+        for point in curve:
+            print(point)
+        return curve
+
+    @task
     def cleanup(params: dict[str, Any], dag_run: Any = None) -> dict[str, int]:
         from cdclab.lessons import state_performance as lesson
 
@@ -105,7 +130,7 @@ def state_performance() -> None:
         print(f"retention keep={keep}: removed {removed}")
         return removed
 
-    prepare() >> [table_store(), variable_store(), kv_store()] >> cleanup()
+    prepare() >> [table_store(), variable_store(), kv_store(), scaling()] >> cleanup()
 
 
 state_performance()

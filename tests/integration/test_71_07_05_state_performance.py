@@ -1,5 +1,7 @@
 """71_07_05_state_performance: three state stores hold exactly what each run wrote; reads and writes are
-counted per store; retention keeps the history of every key bounded while the current values stay."""
+counted per store; retention keeps the history of every key bounded while the current values stay; the
+scaling curve shows, in counts (rows scanned, buffers), a keyed lookup staying flat while a full scan
+grows with the number of keys. No timing is asserted."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from tests.integration._71_01_helpers import drop, hour, scalar
 
 DAG_ID = "71_07_05_state_performance"
 KEYS, KV_KEYS, KEEP = 3, 300, 2
+SCALE = [1000, 10000, 50000]
 
 
 @pytest.fixture
@@ -25,13 +28,14 @@ def setup(warehouse_db, names):
         "kv_table": kv,
         "kv_keys": KV_KEYS,
         "keep_history": KEEP,
+        "scale_sizes": SCALE,
     }
     yield conf
     from airflow.models.variable import Variable
 
     for i in range(KEYS):
         Variable.delete(f"{prefix}k{i}")
-    drop(warehouse_db, kv, kv + "_history")
+    drop(warehouse_db, kv, kv + "_history", kv + "_scale")
     with warehouse_db.cursor() as cur:
         cur.execute("DELETE FROM state.watermark_history WHERE key LIKE %s", (exp + "/%",))
         cur.execute("DELETE FROM state.watermarks WHERE key LIKE %s", (exp + "/%",))
@@ -83,6 +87,7 @@ def test_every_store_holds_the_last_run_values_and_history_stays_bounded(warehou
                 "kv/read_per_key",
                 "kv/read_batch",
                 "cleanup",
+                *(f"scale/{n}/{op}" for n in SCALE for op in ("lookup", "scan")),
             ]
         )
         assert (recorded["table/write"]["rows_written"], recorded["table/read"]["rows_read"]) == (KEYS, KEYS)
@@ -102,4 +107,29 @@ def test_every_store_holds_the_last_run_values_and_history_stays_bounded(warehou
             (KEYS, KV_KEYS) if run >= 3 else (0, 0)
         )
         assert all(m["duration_ms"] is not None for m in recorded.values())
-    assert scalar(warehouse_db, "SELECT count(*) FROM state.perf_runs WHERE experiment = %s", (exp,)) == 27
+
+        # the scaling curve: one lookup and one scan per size, counted, not timed
+        lookups = [recorded[f"scale/{n}/lookup"] for n in SCALE]
+        scans = [recorded[f"scale/{n}/scan"] for n in SCALE]
+        for n, lookup, scan in zip(SCALE, lookups, scans, strict=True):
+            assert lookup["details"]["keys"] == scan["details"]["keys"] == n
+            # a primary-key lookup reads one row through the index, whatever the size
+            assert lookup["details"]["uses_index"] is True and lookup["rows_read"] == 1
+            assert lookup["details"]["index_names"] and 1 <= lookup["details"]["buffers"] <= 5
+            # a filter no index serves reads every row and every page of the table
+            assert scan["details"]["uses_index"] is False and "Seq Scan" in scan["details"]["scan_nodes"]
+            assert scan["rows_read"] == n
+            pages = scan["details"]["table_pages"]
+            assert pages <= scan["details"]["buffers"] <= pages + 2
+        pages = [s["details"]["table_pages"] for s in scans]
+        assert pages == sorted(pages) and len(set(pages)) == len(pages)  # the table grows with the keys
+        assert scans[-1]["details"]["buffers"] >= 10 * scans[0]["details"]["buffers"]  # 50x the keys
+        flat = [m["details"]["buffers"] for m in lookups]
+        assert max(flat) - min(flat) <= 1  # at most one more index level over 50x the keys
+        # the table holds the last (largest) size
+        assert scalar(warehouse_db, f"SELECT count(*) FROM {kv}_scale") == SCALE[-1]
+    per_run = 9 + 2 * len(SCALE)
+    assert (
+        scalar(warehouse_db, "SELECT count(*) FROM state.perf_runs WHERE experiment = %s", (exp,))
+        == 3 * per_run
+    )

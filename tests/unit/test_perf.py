@@ -76,3 +76,41 @@ def test_stopwatch_measures_milliseconds() -> None:
 def test_break_even_also_finds_a_crossing_in_the_other_direction() -> None:
     result = perf.break_even([(0.01, 10, 12), (0.5, 10, 8)])
     assert result.side == "crosses" and result.ratio == pytest.approx(0.01 + 0.49 * 2 / 4)
+
+
+def test_a_filtered_sequential_scan_scanned_every_row_it_returned_or_removed() -> None:
+    plan = [
+        {
+            "Plan": {
+                "Node Type": "Aggregate",
+                "Actual Rows": 1,
+                "Plans": [
+                    {
+                        "Node Type": "Seq Scan",
+                        "Actual Rows": 10,
+                        "Rows Removed by Filter": 9990,
+                        "Actual Loops": 1,
+                    }
+                ],
+            }
+        }
+    ]
+    assert perf.rows_scanned(plan) == 10000
+
+
+def test_a_keyed_lookup_scanned_one_row_and_a_bitmap_index_is_not_counted_twice() -> None:
+    lookup = {
+        "Plan": {"Node Type": "Index Scan", "Index Name": "t_pkey", "Actual Rows": 1, "Actual Loops": 1}
+    }
+    assert perf.rows_scanned(lookup) == 1
+    bitmap = {
+        "Plan": {
+            "Node Type": "Bitmap Heap Scan",
+            "Actual Rows": 4,
+            "Rows Removed by Index Recheck": 2,
+            "Plans": [{"Node Type": "Bitmap Index Scan", "Actual Rows": 6}],
+        }
+    }
+    assert perf.rows_scanned(bitmap) == 6
+    with pytest.raises(perf.NotAPlanError):
+        perf.rows_scanned({"rows": 3})

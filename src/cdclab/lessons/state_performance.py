@@ -8,6 +8,11 @@ Vocabulary:
   get/set, last writer wins); keys ``<prefix>k<i>``.
 - *kv store*: a plain ``<kv_table>`` (``key text PRIMARY KEY, value bigint``) with ``<kv_table>_history``,
   holding many keys ``<experiment>/p<00000>``; written and read once per key and once in batch.
+- *scaling curve*: the same keyed state table ``<kv_table>_scale`` filled with each of the sizes in turn
+  (1k, 10k, 100k keys...), and at each size two reads measured with ``EXPLAIN (ANALYZE, BUFFERS)``:
+  ``lookup`` (one key by its primary key) and ``scan`` (a predicate no index serves, so every row is
+  read). Recorded per size as ``scale/<keys>/lookup`` and ``scale/<keys>/scan``: rows scanned, shared
+  buffers touched and the plan's scan nodes: the lookup stays flat, the scan grows with the keys.
 
 Every measurement is a :class:`cdclab.ops.perf.Measurement` recorded in ``state.perf_runs``; a store that
 reads back something else than was just written raises :class:`StateReadBackMismatch`.
@@ -15,7 +20,7 @@ reads back something else than was just written raises :class:`StateReadBackMism
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
@@ -218,3 +223,86 @@ def cleanup_history(experiment: str, keep: int, *, kv_table: str, dag_id: str, r
             run_id,
         )
     return removed
+
+
+def scale_table(kv_table: str) -> str:
+    """The table of the scaling curve: ``<kv_table>_scale``."""
+    return kv_table + "_scale"
+
+
+def measure_scaling(run: MeasureRun, sizes: Sequence[int], kv_table: str) -> list[dict[str, Any]]:
+    """For each size in ascending order, refill ``<kv_table>_scale`` (``key text PRIMARY KEY, value
+    bigint``) with that many keys ``<experiment>/p<0000000>`` and ``ANALYZE`` it, then measure with
+    ``EXPLAIN (ANALYZE, BUFFERS)`` a primary-key lookup of the middle key and a full scan (``count(*)``
+    with a filter on ``value``, which no index serves); record ``scale/<keys>/lookup`` and
+    ``scale/<keys>/scan`` (rows_read = rows scanned, duration = the plan's execution time, details =
+    plan stats, ``buffers`` = shared hit + read, ``table_pages``). The table keeps the last size.
+    Returns one ``{"keys", "op", "rows_scanned", "buffers", "uses_index"}`` per measurement."""
+    t = ident(scale_table(kv_table))
+    prefix = f"{run.experiment}/p"
+    out: list[dict[str, Any]] = []
+    ms: list[perf.Measurement] = []
+    with closing(connect(WAREHOUSE)) as wh:
+        for n in sorted(set(sizes)):
+            with wh, wh.cursor() as cur:
+                cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(t))
+                cur.execute(
+                    sql.SQL("CREATE TABLE {} (key text PRIMARY KEY, value bigint NOT NULL)").format(t)
+                )
+                cur.execute(
+                    sql.SQL(
+                        "INSERT INTO {} (key, value) SELECT %s || lpad(i::text, 7, '0'), i "
+                        "FROM generate_series(0, %s - 1) AS i"
+                    ).format(t),
+                    (prefix, n),
+                )
+            wh.autocommit = True  # ANALYZE and VACUUM (visibility map) outside a transaction block
+            try:
+                with wh.cursor() as cur:
+                    cur.execute(sql.SQL("VACUUM ANALYZE {}").format(t))
+            finally:
+                wh.autocommit = False
+            with wh, wh.cursor() as cur:
+                # one process reads the whole table: rows and buffers per node, no worker averages
+                cur.execute("SET LOCAL max_parallel_workers_per_gather = 0")
+                cur.execute(
+                    "SELECT pg_relation_size(%s::regclass) / current_setting('block_size')::int",
+                    (scale_table(kv_table),),
+                )
+                pages = int(cur.fetchone()[0])
+                probes = {
+                    "lookup": (
+                        sql.SQL("SELECT value FROM {} WHERE key = %s").format(t),
+                        (f"{prefix}{n // 2:07d}",),
+                    ),
+                    "scan": (sql.SQL("SELECT count(*) FROM {} WHERE value %% 1000 = %s").format(t), (7,)),
+                }
+                for op, (stmt, args) in probes.items():
+                    plan = perf.explain(cur, stmt, args)
+                    stats = perf.plan_stats(plan)
+                    scanned = perf.rows_scanned(plan)
+                    buffers = (stats.shared_hit or 0) + (stats.shared_read or 0)
+                    details = {
+                        **stats.as_dict(),
+                        "keys": n,
+                        "op": op,
+                        "rows_scanned": scanned,
+                        "buffers": buffers,
+                        "table_pages": pages,
+                    }
+                    ms.append(
+                        perf.Measurement(
+                            run.experiment, f"scale/{n}/{op}", scanned, 0, stats.execution_ms, details
+                        )
+                    )
+                    out.append(
+                        {
+                            "keys": n,
+                            "op": op,
+                            "rows_scanned": scanned,
+                            "buffers": buffers,
+                            "uses_index": stats.uses_index,
+                        }
+                    )
+        _record_all(wh, ms, run.dag_id, run.run_id)
+    return out

@@ -208,6 +208,23 @@ def plan_stats(plan: Any) -> PlanStats:
     )
 
 
+def rows_scanned(plan: Any) -> int:
+    """Rows the scan nodes of an ``EXPLAIN (ANALYZE, FORMAT JSON)`` plan looked at: per scan node, the
+    rows it returned plus those its filter (or index recheck) removed, times its loops. A keyed lookup
+    scans 1; a sequential scan of a table with a filter scans every row of it."""
+    try:
+        root = (plan[0] if isinstance(plan, list) else plan)["Plan"]
+    except (KeyError, IndexError, TypeError) as exc:
+        raise NotAPlanError(f"not EXPLAIN (FORMAT JSON) output: {str(plan)[:200]!r}") from exc
+    total = 0.0
+    for n in plan_nodes(root):
+        if "Scan" in n.get("Node Type", "") and n.get("Node Type") != "Bitmap Index Scan":
+            seen = n.get("Actual Rows", 0) + n.get("Rows Removed by Filter", 0)
+            seen += n.get("Rows Removed by Index Recheck", 0)
+            total += seen * n.get("Actual Loops", 1)
+    return round(total)
+
+
 # --------------------------------------------------------------------------------------- analysis
 
 
