@@ -1,5 +1,5 @@
 """
-# 71.7.3 CDC performance — parsing speed, batch sizing and throughput of the Debezium sink
+# 71.7.3 CDC performance — parsing speed, batch sizing and a throughput knob of the Debezium sink
 
 **Log parsing speed.** ``parse`` reads every record of the source tables' Debezium topics
 (``shop.public.<table>``) and times ``cdclab.cdc.events.parse_debezium`` alone over them: records,
@@ -19,15 +19,25 @@ round trip per few records; large ones amortise them and collapse repeated chang
 crash. ``batches`` and ``records`` in the record show the shape; ``records_per_s`` the effect.
 
 **Throughput optimization.** Throughput = records / seconds of a catch-up. Levers, in the order
-they usually pay: batch size (above), fewer round trips per batch (``execute_values``, one statement
-per table), one transaction per batch instead of per record, more partitions consumed in parallel
-(71.7.4), and only then faster parsing.
+they usually pay: batch size (above), fewer round trips per batch (one statement per table instead of
+one per change), one transaction per batch instead of per record, more partitions consumed in parallel
+(71.7.4), and only then faster parsing. ``tune`` turns the round-trip knob alone: the same records (same
+end offsets, same consumer batches of ``max(tune_statement_sizes)``) applied ``s`` changes per
+``apply_changes`` call for each ``s`` in ``tune_statement_sizes`` (``1`` = row at a time, ``500`` =
+set-based), each setting with its own group ``<group>.t<s>`` and targets ``<prefix>t<s>_<table>``.
+A counting cursor counts every statement sent (``statements``, i.e. round trips); ``apply_calls`` falls
+from one per change to one per batch, ``statements`` with it, and ``changes_per_s`` shows what that buys.
+``compare`` checks the tuned targets too: the knob changes the cost, never the rows.
 
 Observe: ``SELECT variant, rows_read AS records, rows_written, round(duration_ms::numeric) AS ms,
 details->>'batches' AS batches, details->>'records_per_s' AS rps FROM state.perf_runs WHERE experiment
-= '71_07_03' ORDER BY id``; offsets per group in ``state.kafka_offsets``; targets
-``core.perf_71_07_03_b<size>_customers``. Seconds include the consumer's final idle polls (about
-``poll_timeout`` x ``idle_polls``), so small catch-ups look slow: compare variants within one run.
+= '71_07_03' ORDER BY id``; the tuning knob: ``SELECT variant, rows_written AS changes,
+details->>'apply_calls' AS calls, details->>'statements' AS round_trips, details->>'statements_per_change'
+AS per_change, details->>'changes_per_s' AS cps FROM state.perf_runs WHERE experiment = '71_07_03' AND
+variant LIKE 't%' ORDER BY id DESC``; offsets per group in ``state.kafka_offsets``; targets
+``core.perf_71_07_03_b<size>_customers`` and ``core.perf_71_07_03_t<s>_customers``. Seconds include the
+consumer's final idle polls (about ``poll_timeout`` x ``idle_polls``), so small catch-ups look slow:
+compare variants within one run, and trust the counts over the seconds.
 """
 
 from __future__ import annotations
@@ -48,6 +58,12 @@ PARAMS = {
     "target_prefix": Param("perf_71_07_03_", type="string", description="b<size>_ is appended"),
     "batch_sizes": Param([10, 100, 1000], type="array", items={"type": "integer", "minimum": 1}),
     "experiment": Param("71_07_03", type="string", description="name in state.perf_runs"),
+    "tune_statement_sizes": Param(
+        [1, 500],
+        type="array",
+        items={"type": "integer", "minimum": 1},
+        description="changes per apply call: 1 = row at a time, 500 = set-based",
+    ),
 }
 
 
@@ -70,12 +86,20 @@ def cdc_performance() -> None:
         )
 
     @task
+    def tune(params: dict[str, Any], dag_run: Any = None) -> list[dict[str, Any]]:
+        from cdclab.lessons import cdc_performance as lesson
+
+        bench = lesson.CdcBench.from_params(params, DAG_ID, dag_run.run_id)
+        return lesson.tune_statement_sizes(bench, params["tune_statement_sizes"], echo=print)
+
+    @task
     def compare(params: dict[str, Any], dag_run: Any = None) -> dict[str, Any]:
         from cdclab.lessons import cdc_performance as lesson
 
-        return lesson.compare_batch_sizes(lesson.CdcBench.from_params(params, DAG_ID, dag_run.run_id))
+        bench = lesson.CdcBench.from_params(params, DAG_ID, dag_run.run_id)
+        return lesson.compare_batch_sizes(bench, params["tune_statement_sizes"])
 
-    parse() >> replicate() >> compare()
+    parse() >> replicate() >> tune() >> compare()
 
 
 cdc_performance()

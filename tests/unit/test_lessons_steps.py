@@ -79,6 +79,13 @@ def test_the_partition_is_the_crc32_of_the_key_values_so_it_is_the_same_in_every
     assert cdc_performance.partition_of({"a": 1, "b": "x"}, ["a", "b"], 16) == zlib.crc32(b"(1, 'x')") % 16
 
 
+def test_each_tuning_setting_writes_its_own_targets() -> None:
+    assert [cdc_performance.tune_prefix("perf_71_07_03_", s) for s in (1, 500)] == [
+        "perf_71_07_03_t1_",
+        "perf_71_07_03_t500_",
+    ]
+
+
 def _window(partition: int, start_s: int, end_s: int) -> cdc_performance.TaskWindow:
     return cdc_performance.TaskWindow(
         partition, END + dt.timedelta(seconds=start_s), END + dt.timedelta(seconds=end_s)

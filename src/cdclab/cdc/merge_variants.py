@@ -33,7 +33,7 @@ import datetime as dt
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -358,6 +358,7 @@ def replicate_with(
     target_conn_id: str = WAREHOUSE,
     kafka_conn_id: str = "kafka_default",
     who: str = "",
+    stop_at: Mapping[tuple[str, int], int] | None = None,
 ) -> StreamSummary:
     """Like :func:`cdclab.cdc.pipeline.replicate`, with the per-table batch work given as ``apply``.
 
@@ -365,6 +366,8 @@ def replicate_with(
     heartbeats and transaction markers are counted in ``skipped``; malformed records and NULL keys are
     dead-lettered with the reason. ``delivery="reversed"`` hands each batch to ``apply`` in reverse
     arrival order (a demonstration that arrival order does not decide the result; positions do).
+    ``stop_at``: end offsets to stop at (:func:`cdclab.cdc.pipeline.end_offsets`), so that several
+    variants process exactly the same records while the source keeps changing.
     """
     routes = routes_for(
         tables,
@@ -399,6 +402,7 @@ def replicate_with(
         target_conn_id=target_conn_id,
         kafka_conn_id=kafka_conn_id,
         who=who,
+        stop_at=stop_at,
     )
     summary.records, summary.batches, summary.dead_letters = (
         result.records,

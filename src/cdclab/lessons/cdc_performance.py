@@ -10,6 +10,10 @@ Vocabulary:
   (target schema and prefix), the batch sizes it compares, its experiment name and the run recording it.
 - *batch variant* (71.7.3): the exactly-once sink run with one batch size, consumer group
   ``<group>.b<size>``, targets ``<schema>.<prefix>b<size>_<table>`` (:func:`batch_prefix`).
+- *tuning setting* (71.7.3): the same sink (consumer batches of the largest setting) applying its changes
+  ``s`` at a time (``1`` = row at a time, ``500`` = set-based), consumer group ``<group>.t<s>``, targets
+  ``<schema>.<prefix>t<s>_<table>`` (:func:`tune_prefix`); its round trips are counted by a
+  :class:`CountingCursor` (every ``execute`` and ``COPY`` is one).
 - *strategy* (71.7.4): ``mpk`` (MERGE into a target with a primary key), ``mnx`` (MERGE, no index on the
   join key), ``upk`` (``INSERT ... ON CONFLICT``); each strategy and statement size writes
   ``<route target>__<strategy>_b<size>`` (:func:`merge_targets`).
@@ -33,6 +37,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from psycopg2 import sql
+from psycopg2.extensions import cursor as PgCursor
 
 from cdclab.cdc.events import MalformedEvent, parse_debezium
 from cdclab.cdc.inspect import read_topic
@@ -182,22 +187,124 @@ def replicate_batch_sizes(bench: CdcBench, echo: Callable[[str], Any] = log.info
     return out
 
 
-def compare_batch_sizes(bench: CdcBench) -> dict[str, Any]:
-    """Every batch variant's targets hold the same rows as the first batch size's; raises
-    :class:`cdclab.cdc.merge_variants.VariantsDiverged` with up to 20 differing keys per target."""
+def tune_prefix(target_prefix: str, statement_size: int) -> str:
+    """The target prefix of one tuning setting: ``<prefix>t<size>_``."""
+    return f"{target_prefix}t{statement_size}_"
+
+
+class CountingCursor(PgCursor):
+    """A psycopg2 cursor that counts its round trips: every ``execute`` (``execute_values`` pages
+    included), each row of an ``executemany`` and every ``COPY``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.statements = 0
+
+    def execute(self, query: Any, vars: Any = None) -> Any:
+        self.statements += 1
+        return super().execute(query, vars)
+
+    def executemany(self, query: Any, vars_list: Any) -> Any:
+        rows = list(vars_list)
+        self.statements += len(rows)
+        return super().executemany(query, rows)
+
+    def copy_expert(self, sql: Any, file: Any, size: int = 8192) -> Any:
+        self.statements += 1
+        return super().copy_expert(sql, file, size)
+
+
+class ChunkedApply:
+    """The batch work of one tuning setting: apply a batch's changes ``size`` at a time with
+    :func:`cdclab.cdc.merge.apply_changes` in the batch's transaction, counting the calls, the changes
+    and the round trips (a :class:`CountingCursor` on the same connection)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.calls = self.changes = self.statements = 0
+
+    def __call__(self, cur: Any, route: Any, changes: list[Any]) -> dict[str, int]:
+        with cur.connection.cursor(cursor_factory=CountingCursor) as counted:
+            for i in range(0, len(changes), self.size):
+                apply_changes(counted, route.target, route.key, changes[i : i + self.size])
+                self.calls += 1
+            self.statements += counted.statements
+        self.changes += len(changes)
+        return {"changes": len(changes)}
+
+
+def _create_target(cur: Any, route: Any) -> None:
+    ensure_target(cur, route.target, list(route.types.items()), route.key)
+
+
+def tune_statement_sizes(
+    bench: CdcBench, statement_sizes: Sequence[int], echo: Callable[[str], Any] = log.info
+) -> list[dict[str, Any]]:
+    """Throughput tuning with one knob: run the same sink once per statement size, one after the other,
+    each with its own group ``<group>.t<size>`` and targets (:func:`tune_prefix`), all up to the same
+    end offsets and in the same consumer batches (of the largest size), applying each batch's changes
+    ``size`` at a time with :func:`cdclab.cdc.merge.apply_changes` on a :class:`CountingCursor`. Records
+    ``t<size>`` per setting: ``rows_read`` = records, ``rows_written`` = changes applied, details
+    ``apply_calls``, ``statements`` (round trips), ``statements_per_change``, ``batches`` and
+    ``changes_per_s``. Returns ``{"variant", **details}`` per setting."""
+    stop_at = end_offsets(bench.tables, topic_prefix=TOPIC_PREFIX)
+    consumer_batch = max(statement_sizes)
+    out = []
+    with closing(connect(WAREHOUSE)) as wh:
+        perf.ensure_schema(wh)
+        for size in statement_sizes:
+            apply = ChunkedApply(size)
+            summary = replicate_with(
+                bench.tables,
+                apply,
+                group=f"{bench.consumer_group}.t{size}",
+                topic_prefix=TOPIC_PREFIX,
+                target_schema=bench.target_schema,
+                target_prefix=tune_prefix(bench.target_prefix, size),
+                prepare=_create_target,
+                batch_size=consumer_batch,
+                who=f"{bench.dag_id}/{bench.run_id}",
+                stop_at=stop_at,
+            )
+            changes = apply.changes
+            details = {
+                "statement_size": size,
+                "consumer_batch": consumer_batch,
+                "batches": summary.batches,
+                "dead_letters": summary.dead_letters,
+                "apply_calls": apply.calls,
+                "statements": apply.statements,
+                "statements_per_change": round(apply.statements / changes, 3) if changes else None,
+                "changes_per_s": round(changes / summary.seconds, 1) if summary.seconds else None,
+            }
+            m = perf.Measurement(
+                bench.experiment, f"t{size}", summary.records, changes, summary.seconds * 1000, details
+            )
+            with wh:
+                bench.record(wh, m)
+            echo(f"statement size {size}: {summary.records} records, {changes} changes, {details}")
+            out.append({"variant": m.variant, "records": summary.records, "changes": changes, **details})
+    return out
+
+
+def compare_batch_sizes(bench: CdcBench, statement_sizes: Sequence[int] = ()) -> dict[str, Any]:
+    """Every batch variant's and tuning setting's targets hold the same rows as the first batch size's;
+    raises :class:`cdclab.cdc.merge_variants.VariantsDiverged` with up to 20 differing keys per target."""
     sizes = bench.batch_sizes
+    prefixes = [batch_prefix(bench.target_prefix, s) for s in sizes[1:]]
+    prefixes += [tune_prefix(bench.target_prefix, s) for s in statement_sizes]
     diverged = {}
     with transaction(WAREHOUSE) as cur:
-        for size in sizes[1:]:
+        for prefix in prefixes:
             base = bench.routes(batch_prefix(bench.target_prefix, sizes[0]))
-            other = bench.routes(batch_prefix(bench.target_prefix, size))
+            other = bench.routes(prefix)
             for a, b in zip(base, other, strict=True):
                 diff = differing_keys(cur, a.target, b.target, a.key)
                 if diff:
                     diverged[b.target] = diff[:20]
     if diverged:
         raise VariantsDiverged(f"targets differ from the batch size {sizes[0]} variant for keys {diverged}")
-    return {"compared": len(sizes)}
+    return {"compared": 1 + len(prefixes)}
 
 
 # ----------------------------------------------------------------------------------- 71.7.4
