@@ -15,7 +15,9 @@ from cdclab.cdc.inspect import wait_for_records
 from cdclab.lessons.cdc_performance import partition_of
 from cdclab.ops import perf
 from tests.dagrun import run_dag
-from tests.integration._cdc_helpers import COLUMNS, make_source_table, write_changes
+from tests.integration._cdc_helpers import COLUMNS, made, make_source_table, write_changes
+
+__all__ = ["made"]  # the fixture that drops what the test created
 
 LOG_SERVICES = ["connect", "kafka", "postgres"]
 DAG_ID = "71_07_04_merge_performance"
@@ -33,7 +35,7 @@ def has_primary_key(warehouse_db, table: str) -> bool:
 
 
 def test_all_strategies_and_partitions_end_equal_to_the_source_with_metrics(
-    lab, names, shop_db, warehouse_db, assert_tables_equal
+    lab, names, shop_db, warehouse_db, assert_tables_equal, made
 ):
     table, group, exp = names("mp"), names("grp"), names("exp")
     topic = f"shop.public.{table}"
@@ -47,6 +49,13 @@ def test_all_strategies_and_partitions_end_equal_to_the_source_with_metrics(
         "consumer_batch": 500,
         "experiment": exp,
     }
+    made.shop.append(f'DROP TABLE IF EXISTS public."{table}"')
+    made.warehouse += [
+        f"DELETE FROM state.perf_runs WHERE experiment = '{exp}'",
+        f"DELETE FROM state.kafka_offsets WHERE consumer_group LIKE '{group}.%'",
+        *(f'DROP TABLE IF EXISTS core."{table}__{s}_b{b}"' for s in STRATEGIES for b in SIZES),
+        *(f'DROP TABLE IF EXISTS core."{table}__{s}_b{b}__stage"' for s in STRATEGIES for b in SIZES),
+    ]
     make_source_table(shop_db, table)
     steps = [
         dict(start=1, inserts=50, update_ids=[2, 4, 6, 4, 8], delete_ids=[9, 10]),
