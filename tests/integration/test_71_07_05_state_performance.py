@@ -39,6 +39,7 @@ def setup(warehouse_db, names):
     with warehouse_db.cursor() as cur:
         cur.execute("DELETE FROM state.watermark_history WHERE key LIKE %s", (exp + "/%",))
         cur.execute("DELETE FROM state.watermarks WHERE key LIKE %s", (exp + "/%",))
+        cur.execute("DELETE FROM state.perf_runs WHERE experiment = %s", (exp,))
 
 
 def kv_value(end, i: int) -> int:  # what the DAG writes for kv key i in the run ending at ``end``
