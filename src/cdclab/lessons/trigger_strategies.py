@@ -17,7 +17,8 @@ Vocabulary:
 - *worker ticks*: ticks in which the strategy occupies a worker slot (a poke-mode sensor or a polling run
   holds one all the time; a deferrable sensor only when it resumes to load; cron and events only to load).
 - *detection delay*: ``pick_tick - drop_tick`` (deterministic) and ``picked_at - dropped_at`` in seconds
-  from the lab's own clocks (MinIO ``LastModified``, the warehouse's ``clock_timestamp()``).
+  from the lab's own clocks (MinIO ``LastModified`` in ms, read once by the dropper for every strategy, the
+  warehouse's ``clock_timestamp()`` at the pick-up).
 
 Within a tick, the drops land first, then every strategy whose cadence says so checks. Counts and ticks
 are therefore a pure function of the plan (:func:`checks_at`, :func:`predicted_pick_tick`); only the seconds
@@ -163,7 +164,8 @@ def compare(
     base = f"{prefix}{uuid.uuid4().hex[:12]}/"
     tally = {s: _Tally() for s in STRATEGIES}
     drop_tick_of: dict[str, int] = {}
-    notifications: list[str] = []
+    dropped: dict[str, Any] = {}
+    notifications: list[Any] = []
     started = time.monotonic()
     wh = connect(WAREHOUSE)
     try:
@@ -173,13 +175,16 @@ def compare(
                     key = f"{base}drop-{i:03d}.jsonl"
                     store.put(bucket, key, f'{{"file": {i}, "tick": {t}}}\n'.encode())
                     drop_tick_of[key] = t
-                    notifications.append(key)  # what a bucket notification would announce
+                    # the dropper's own record of the drop (not a strategy's check): MinIO's LastModified in
+                    # ms, as a bucket notification's eventTime carries it (HEAD would round to seconds)
+                    (obj,) = store.list_objects(bucket, key)
+                    dropped[key] = obj
+                    notifications.append(obj)  # what a bucket notification would announce
             with wh, wh.cursor() as cur:
                 for strategy in STRATEGIES:
                     tl = tally[strategy]
                     if strategy == "event":
-                        found = [o for o in (store.head(bucket, k) for k in notifications) if o is not None]
-                        seen = found
+                        seen = list(notifications)
                     elif checks_at(strategy, tick, plan):
                         tl.checks += 1
                         seen = store.list_objects(bucket, base)
@@ -189,7 +194,19 @@ def compare(
                     if new:
                         tl.check_no += 1
                     for obj in new:
-                        _load(cur, table, run_id, strategy, obj, drop_tick_of[obj.key], tick, tl.check_no)
+                        store.get(
+                            bucket, obj.key, obj.etag
+                        )  # the load reads exactly the version announced/listed
+                        _load(
+                            cur,
+                            table,
+                            run_id,
+                            strategy,
+                            dropped[obj.key],
+                            drop_tick_of[obj.key],
+                            tick,
+                            tl.check_no,
+                        )
                         tl.loaded.add(obj.key)
                     tl.worker_ticks += holds_worker(strategy, tick, plan, bool(new))
                 notifications.clear()
