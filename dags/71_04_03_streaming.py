@@ -17,12 +17,14 @@
    clock of ``trigger_ticks`` ticks (``trigger_tick_seconds`` each) and replays five strategies against
    MinIO: cron every ``trigger_schedule_ticks`` ticks, in-run polling every tick, a poke-mode sensor and a
    deferrable sensor every ``trigger_poke_ticks`` ticks, and event-driven (each drop announced, as a bucket
-   notification would; no listing). Per file it records drop and pick-up tick and the lab's own clock
-   stamps (MinIO ``LastModified``, the warehouse's ``clock_timestamp()``); per strategy the list calls
-   made and the ticks it held a worker slot. With the defaults (7 drops, 30 ticks): cron 4 checks and
-   up to 7 ticks late, in-run polling 30 checks and 30 worker ticks for 0 delay, sensors 10 checks and
-   up to 2 ticks late (poke mode holding a worker all 30 ticks, deferrable only for its loads), events
-   0 checks and 0 delay. Polling pays per check whether files come or not; events pay per file.
+   notification would; no listing); the drops are removed at the end. Per file it records drop and
+   pick-up tick and the lab's own clock stamps (MinIO ``LastModified``, the warehouse's
+   ``clock_timestamp()``); per strategy the list calls made and the ticks it held a worker slot. With the
+   defaults (7 drops, 30 ticks): cron 4 checks and up to 7 ticks late, in-run polling 30 checks and 30
+   worker ticks for 0 delay, sensors 10 checks and up to 2 ticks late (poke mode holding a worker all 30
+   ticks, deferrable only for its loads), events 0 checks and 0 delay. The ticks and counts are the same
+   on every run; the seconds depend on the machine.
+   Polling pays per check whether files come or not; events pay per file.
 4. **Low latency** — every file's ``loaded_at - LastModified`` is in ``state.file_manifest``; each run
    returns and prints p50/p95/max latency. The integration test lands files while the run is active and
    asserts they are in the table within a few seconds.
