@@ -16,6 +16,15 @@ the table: on a quiet hour the full load still reads every row, the incremental 
 **When to use each.** Full: small or slowly changing tables, sources without a reliable change column,
 targets that must mirror hard deletes, first loads and repairs. Incremental: large tables with a
 trustworthy ``updated_at``/``version``, frequent schedules, sources that must not be scanned fully.
+CDC: hard deletes and every intermediate change must arrive, without scanning the table. The
+``when_to_use`` task shows it rather than says it: on a private (temp) 20-row copy in ``shop`` it loads
+the same baseline three ways (full reload, ``updated_at > watermark``, trigger-captured change events),
+then applies one interval of changes — an insert, an update, a hard delete, a change reverted within the
+interval (tier ``gold`` and back), an update that forgets ``updated_at`` — and records per strategy what
+it caught, missed and read. Every run records the same matrix: full catches all but the reverted state
+and reads all 20 rows; incremental reads 3 rows and misses the hard delete, the reverted state and the
+silent update; CDC reads 6 change events and catches all five. The decision table is derived from that
+matrix (e.g. "target must mirror hard deletes" -> full, cdc; "read only the changes" -> incremental, cdc).
 
 **Trade-offs (measured).** Each run appends one row per strategy to ``state.run_metrics``
 (rows read, rows written, duration in ms). Measured on the lab's test (40 rows, then 2 updates and
@@ -31,6 +40,9 @@ soft deletes fix that, see ``71_01_02_cdc_concepts``), and a wrong watermark sil
 Observe: ``SELECT strategy, rows_read, rows_written, duration_ms FROM state.run_metrics WHERE pipeline
 LIKE '71_01_01/%' ORDER BY id``; the targets ``core.customers_71_01_01_full`` and
 ``core.customers_71_01_01_incremental``; the ``compare`` task log prints the side-by-side numbers.
+When to use each: ``SELECT strategy, rows_read, caught, missed, state_kept FROM core.strategies_71_01_01
+WHERE run_id = '<run>'`` and ``SELECT need, strategies, evidence FROM core.strategies_71_01_01_decisions
+WHERE run_id = '<run>'`` (the ``when_to_use`` task log prints both).
 
 **Run without a logical date** (REST API / `airflow dags trigger` without `--logical-date`): treated as a UI
 Trigger at the same moment: logical date = the run's `run_after`, data interval = the timetable's last
@@ -66,6 +78,9 @@ PARAMS = {
     "full_target": Param("core.customers_71_01_01_full", type="string"),
     "incremental_target": Param("core.customers_71_01_01_incremental", type="string"),
     "pipeline": Param("", type="string", description="metrics/watermark key; default 71_01_01/<source>"),
+    "strategies_table": Param(
+        "core.strategies_71_01_01", type="string", description="when-to-use results; + _decisions"
+    ),
 }
 
 
@@ -106,10 +121,21 @@ def basics() -> None:
         print(f"the incremental load read {ratio:.1%} of what the full load read")
         return {"full": full, "incremental": incremental}
 
+    @task
+    def when_to_use(params: dict[str, Any], dag_run: Any = None) -> None:
+        from cdclab.lessons import when_to_use as lesson
+
+        outcomes = lesson.run_strategies()
+        for o in outcomes:
+            print(f"{o.strategy:<12} read {o.rows_read:>3}  caught {list(o.caught)}  missed {list(o.missed)}")
+        for need, strategies, evidence in lesson.record(params["strategies_table"], dag_run.run_id, outcomes):
+            print(f"{need:<52} -> {strategies} ({evidence})")
+
     prepared = prepare()
     full, incremental = full_load(), incremental_load()
     prepared >> [full, incremental]
     compare(full, incremental)
+    when_to_use()
 
 
 basics()

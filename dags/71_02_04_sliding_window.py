@@ -16,11 +16,19 @@ Every hour the DAG publishes the revenue of the last **3 hours** (by `ordered_at
    the panes, and upserts them by `(window_start, window_end)`. Reruns and late corrections write the same
    rows again: idempotent. (Deletes are invisible to an `updated_at` cursor; see 71.1 delta detection.)
 4. **Use cases.** Rolling revenue and order counts for dashboards, moving averages that smooth hourly noise,
-   "orders in the last 3 hours" alerting thresholds and anomaly detection, rate limits.
+   "orders in the last 3 hours" alerting thresholds and anomaly detection, rate limits. The `use_cases` task
+   computes each of them from the published windows into `<target>_use_cases`
+   (`cdclab.lessons.sliding_window.USE_CASES_SQL`), one row per window: `orders`/`revenue` (the rolling
+   dashboard metric), `hourly_avg` (the 3-hour moving average of hourly revenue), `trend` (up/down/flat against
+   the window one slide earlier), `baseline` + `anomaly` (revenue above `anomaly_factor` x the mean of the 3
+   preceding windows: a spike is flagged), `alert` (orders >= `alert_orders`: a threshold alert or rate limit).
+   A late correction changes a window, its trend and the baselines after it, so the task recomputes every row.
 
 **Observe it:** `warehouse`: `SELECT * FROM marts.orders_revenue_3h ORDER BY window_start` next to
-`SELECT * FROM marts.orders_revenue_panes ORDER BY window_start` (each window = sum of 3 panes).
-Params: `source`, `target`, `panes`, `size_hours`, `slide_hours`.
+`SELECT * FROM marts.orders_revenue_panes ORDER BY window_start` (each window = sum of 3 panes); the use cases
+in `SELECT window_start, orders, revenue, hourly_avg, trend, baseline, anomaly, alert FROM
+marts.orders_revenue_3h_use_cases ORDER BY window_start` (the `use_cases` task log says how many windows).
+Params: `source`, `target`, `panes`, `size_hours`, `slide_hours`, `anomaly_factor`, `alert_orders`.
 
 **Run without a logical date** (REST API / `airflow dags trigger` without `--logical-date`): treated as a UI
 Trigger at the same moment: logical date = the run's `run_after`, data interval = the timetable's last
@@ -41,6 +49,8 @@ PARAMS = {
     "panes": "marts.orders_revenue_panes",
     "size_hours": 3,
     "slide_hours": 1,
+    "anomaly_factor": 2.0,
+    "alert_orders": 5,
 }
 
 
@@ -69,7 +79,23 @@ def _71_02_04_sliding_window():
             p["source"], p["panes"], p["target"], windows, int(p["size_hours"]), int(p["slide_hours"]), run_id
         )
 
-    recompute(affected_windows())
+    @task
+    def use_cases(params: dict | None = None) -> int:
+        """Moving average, trend, anomaly and alert flags of every published window."""
+        from cdclab.lessons import sliding_window as lesson
+
+        p = params or {}
+        run_id = get_current_context()["run_id"]
+        return lesson.compute_use_cases(
+            p["target"],
+            int(p["size_hours"]),
+            int(p["slide_hours"]),
+            float(p["anomaly_factor"]),
+            int(p["alert_orders"]),
+            run_id,
+        )
+
+    recompute(affected_windows()) >> use_cases()
 
 
 _71_02_04_sliding_window()

@@ -28,12 +28,17 @@ def conf(lab, names, warehouse_db):
         "run_seconds": 8,
         "poll_seconds": 0.3,
         "max_files": 20,
+        "trigger_prefix": f"{names.suffix}_triggers/",
+        "trigger_table": f"state.{names('trig')}",
+        "trigger_tick_seconds": 0.05,
     }
     yield c
     store = ObjectStore()
-    store.delete("landing", [o.key for o in store.list_objects("landing", c["prefix"])])
+    for prefix in (c["prefix"], c["trigger_prefix"]):
+        store.delete("landing", [o.key for o in store.list_objects("landing", prefix)])
     with warehouse_db.cursor() as cur:
         cur.execute(f'DROP TABLE IF EXISTS staging."{names("pe")}"')
+        cur.execute(f"DROP TABLE IF EXISTS {c['trigger_table']}, {c['trigger_table']}_summary")
 
 
 def test_files_landing_during_a_run_are_loaded_by_that_run_and_exactly_once(lab, conf, warehouse_db):
@@ -109,3 +114,50 @@ def test_files_landing_during_a_run_are_loaded_by_that_run_and_exactly_once(lab,
             " ORDER BY event_id"
         )
         assert cur.fetchall() == producer.expected([r for v in landed.values() for r in v])
+
+
+def test_trigger_strategies_load_every_drop_exactly_once_with_the_checks_their_cadence_predicts(
+    lab, conf, warehouse_db
+):
+    """The ``compare_triggers`` task: the same 7 drops under five strategies. Counts and ticks are
+    asserted (deterministic); the seconds between MinIO's LastModified and the pick-up are only printed."""
+    drops, ticks, every, poke = [1, 2, 7, 12, 13, 14, 22], 30, 8, 3
+    dr = run_dag(DAG, conf={**conf, "run_seconds": 0})
+    table = conf["trigger_table"]
+    with warehouse_db.cursor() as cur:
+        cur.execute(
+            f"SELECT strategy, count(*), count(DISTINCT key), array_agg(drop_tick ORDER BY drop_tick),"
+            f" array_agg(pick_tick ORDER BY drop_tick), bool_and(picked_at >= dropped_at)"
+            f" FROM {table} WHERE run_id = %s GROUP BY strategy",
+            (dr.run_id,),
+        )
+        picks = {r[0]: r[1:] for r in cur.fetchall()}
+        cur.execute(
+            f"SELECT strategy, checks, worker_ticks, files, max_delay_s FROM {table}_summary WHERE run_id = %s",
+            (dr.run_id,),
+        )
+        summary = {r[0]: r[1:] for r in cur.fetchall()}
+
+    def next_check(t, cadence):  # independent of the library: the first multiple of cadence at or after t
+        return -(-t // cadence) * cadence
+
+    expected_picks = {
+        "schedule": [next_check(t, every) for t in drops],
+        "in_run_polling": drops,
+        "sensor": [next_check(t, poke) for t in drops],
+        "deferrable": [next_check(t, poke) for t in drops],
+        "event": drops,
+    }
+    # every file loaded exactly once per strategy, at the tick its cadence predicts, never before it landed
+    assert picks == {s: (7, 7, drops, p, True) for s, p in expected_picks.items()}
+    pokes = len(range(0, ticks, poke))
+    assert {s: row[:3] for s, row in summary.items()} == {
+        "schedule": (len(range(0, ticks, every)), len(range(0, ticks, every)), 7),  # one short run per check
+        "in_run_polling": (ticks, ticks, 7),  # lists every tick, holds a worker throughout
+        "sensor": (pokes, ticks, 7),  # poke mode: a worker slot while waiting
+        "deferrable": (pokes, len(set(expected_picks["deferrable"])), 7),  # a worker only to load
+        "event": (0, len(set(drops)), 7),  # no listing at all
+    }
+    print({s: round(row[3], 3) for s, row in summary.items()})  # max delay in seconds, lab clocks
+    store = ObjectStore()
+    assert store.list_objects("landing", conf["trigger_prefix"]) == []  # the demo removed its drops
