@@ -234,19 +234,40 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 class Names:
-    """Per-test names: tables, topics and consumer groups that no other test uses."""
+    """Per-test names: tables, topics and consumer groups that no other test uses. Every name handed
+    out is recorded (``handed_out``); :attr:`markers` are the strings teardown matches on."""
 
     def __init__(self, test_name: str) -> None:
         slug = re.sub(r"[^a-z0-9]+", "_", test_name.lower()).strip("_")[-24:].strip("_")
         self.suffix = f"{slug}_{uuid.uuid4().hex[:6]}"
+        self.handed_out: list[str] = []
 
     def __call__(self, prefix: str) -> str:
-        return f"{prefix}_{self.suffix}"[:63]
+        name = f"{prefix}_{self.suffix}"[:63]
+        self.handed_out.append(name)
+        return name
+
+    @property
+    def markers(self) -> list[str]:
+        """The unique suffix, plus each handed-out name that its 63-character cut left without it.
+        Empty when no name was handed out (then teardown has nothing to do)."""
+        if not self.handed_out:
+            return []
+        return [self.suffix] + sorted({n for n in self.handed_out if self.suffix not in n})
 
 
 @pytest.fixture
-def names(request: pytest.FixtureRequest) -> Names:
-    return Names(request.node.name)
+def names(request: pytest.FixtureRequest) -> Iterator[Names]:
+    """Per-test unique names. After a test that uses the lab, everything named from them is dropped:
+    tables and views (any schema) in shop and warehouse (and MariaDB if the test used it), then the
+    Kafka topics and consumer groups, Connect connectors, inactive replication slots and publications
+    whose names contain the test's unique suffix (:func:`cdclab.testing.cleanup.drop_named`)."""
+    made = Names(request.node.name)
+    yield made
+    if made.markers and "lab" in request.fixturenames and _CONFIG is not None:
+        from cdclab.testing.cleanup import drop_named
+
+        drop_named(_CONFIG, made.markers)
 
 
 def _connect(cfg: LabConfig, database: str) -> Any:
