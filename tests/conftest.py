@@ -111,6 +111,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     skipped = reporter.stats.get("skipped", [])
     if skipped:
+        reporter.ensure_newline()
         reporter.write_line(
             f"cdclab: {len(skipped)} test(s) skipped; a skip fails the run (fix the cause, or deselect "
             "the test visibly):\n" + skipped_summary(skipped),
@@ -122,6 +123,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     passed = reporter.stats.get("passed", [])
     ran_integration = any("integration" in r.keywords for r in passed if hasattr(r, "keywords"))
     if not session.config.option.markexpr and not ran_integration:
+        reporter.ensure_newline()
         reporter.write_line(
             "cdclab CI: no integration test passed; a run that did not touch the stack is not green"
         )
