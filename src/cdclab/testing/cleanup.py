@@ -3,8 +3,7 @@
 A test names what it creates with ``names("orders")`` (``orders_<test>_<6 hex>``), and code it calls
 derives more names from those (``<name>__deleted``, ``<name>_variant``, a DAG run's targets named from
 the test's params). After the test, :func:`drop_named` finds every object whose name contains one of
-the test's **markers** (its unique suffix, or a handed-out name that its 63-character cut left without
-the suffix) and drops it, in this order:
+the test's **markers** (its unique suffix, ``<test name>_<6 hex>``) and drops it, in this order:
 
 1. Kafka Connect connectors (they stop capturing and release their slots);
 2. tables, views and materialized views in the shop and warehouse databases, in any schema (and in
@@ -28,7 +27,7 @@ from typing import Any
 
 from cdclab.lab.config import LabConfig
 
-MIN_MARKER = 12
+MIN_MARKER = 10
 """A marker shorter than this is ignored: it could match someone else's names."""
 
 

@@ -249,11 +249,15 @@ class Names:
 
     @property
     def markers(self) -> list[str]:
-        """The unique suffix, plus each handed-out name that its 63-character cut left without it.
-        Empty when no name was handed out (then teardown has nothing to do)."""
-        if not self.handed_out:
-            return []
-        return [self.suffix] + sorted({n for n in self.handed_out if self.suffix not in n})
+        """What teardown matches names on: the unique suffix, once a name was handed out (else nothing
+        to do). A name whose 63-character cut lost the suffix is not matched: without its random part
+        it could be someone else's (:attr:`cut_short` lists them)."""
+        return [self.suffix] if self.handed_out else []
+
+    @property
+    def cut_short(self) -> list[str]:
+        """Handed-out names that the 63-character cut left without the unique suffix."""
+        return sorted({n for n in self.handed_out if self.suffix not in n})
 
 
 @pytest.fixture
@@ -268,6 +272,14 @@ def names(request: pytest.FixtureRequest) -> Iterator[Names]:
         from cdclab.testing.cleanup import drop_named
 
         drop_named(_CONFIG, made.markers)
+        if made.cut_short:
+            import warnings
+
+            warnings.warn(
+                f"cdclab names: {made.cut_short} lost the unique suffix to the 63-character cut and are "
+                "not dropped after the test; use a shorter prefix",
+                stacklevel=1,
+            )
 
 
 def _connect(cfg: LabConfig, database: str) -> Any:
