@@ -89,7 +89,7 @@ def test_names_teardown_drops_what_the_test_named_and_nothing_else(
             "-p",
             "no:cacheprovider",
             "-W",
-            "error::UserWarning",
+            "error::cdclab.testing.cleanup.NamesTeardownWarning",
             "test_inner.py",
         ],
         cwd=tmp_path,

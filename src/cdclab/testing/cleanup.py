@@ -15,7 +15,7 @@ the test's **markers** (its unique suffix, ``<test name>_<6 hex>``) and drops it
 
 Only exact substring matches on the markers are dropped: a marker holds a random hex part, so no other
 test's (or the lab's) objects match. Every step is best effort: a failure is collected and reported
-as one warning, never raised, so a teardown cannot hide the test's own result.
+as one :class:`NamesTeardownWarning`, never raised, so a teardown cannot hide the test's own result.
 """
 
 from __future__ import annotations
@@ -26,6 +26,11 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from cdclab.lab.config import LabConfig
+
+
+class NamesTeardownWarning(UserWarning):
+    """Teardown could not drop everything named from a test's names (or a name lost its suffix)."""
+
 
 MIN_MARKER = 10
 """A marker shorter than this is ignored: it could match someone else's names."""
@@ -169,7 +174,7 @@ def drop_named(
 
     ``fence`` (no arguments) is called before topics are deleted when a ``shop`` table was dropped, so
     the connector has published what it still held for it (default: :func:`cdclab.testing.fence.cdc_fence`
-    with a 60 s limit). Errors become one ``UserWarning``."""
+    with a 60 s limit). Errors become one :class:`NamesTeardownWarning`."""
     marks = sorted({m for m in markers if len(m) >= MIN_MARKER})
     if not marks:
         return []
@@ -196,6 +201,7 @@ def drop_named(
         warnings.warn(
             "cdclab names teardown: could not drop everything named "
             f"{', '.join(marks)}: " + "; ".join(errors),
+            NamesTeardownWarning,
             stacklevel=2,
         )
     return dropped

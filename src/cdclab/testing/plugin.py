@@ -269,7 +269,7 @@ def names(request: pytest.FixtureRequest) -> Iterator[Names]:
     made = Names(request.node.name)
     yield made
     if made.markers and "lab" in request.fixturenames and _CONFIG is not None:
-        from cdclab.testing.cleanup import drop_named
+        from cdclab.testing.cleanup import NamesTeardownWarning, drop_named
 
         drop_named(_CONFIG, made.markers)
         if made.cut_short:
@@ -278,6 +278,7 @@ def names(request: pytest.FixtureRequest) -> Iterator[Names]:
             warnings.warn(
                 f"cdclab names: {made.cut_short} lost the unique suffix to the 63-character cut and are "
                 "not dropped after the test; use a shorter prefix",
+                NamesTeardownWarning,
                 stacklevel=1,
             )
 
