@@ -37,6 +37,7 @@ The machine is shared: figures are medians with their spread, with the machine's
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -53,7 +54,7 @@ from typing import Any
 import psycopg2
 from psycopg2 import sql
 
-from cdclab.cdc.connect import http_json
+from cdclab.cdc.connect import ConnectClient, ConnectError
 from cdclab.lab.config import LabConfig
 
 RESULTS = Path(__file__).parent / "results"
@@ -192,8 +193,8 @@ def machine_facts(cfg: LabConfig, wh: Any) -> dict[str, Any]:
     with wh.cursor() as cur:
         cur.execute("SHOW server_version")
         pg_version = cur.fetchone()[0]
-    _, root = http_json("GET", f"{cfg.connect_url}/")
-    _, plugins = http_json("GET", f"{cfg.connect_url}/connector-plugins")
+    connect = ConnectClient(cfg.connect_url)
+    root, plugins = connect.worker(), connect.plugins()
     versions = {
         p["class"].rsplit(".", 1)[-1]: p.get("version")
         for p in (plugins or [])
@@ -335,28 +336,20 @@ def jdbc_config(*, topic: str, target: str, batch: int) -> dict[str, str]:
 
 
 def put_connector(cfg: LabConfig, name: str, config: dict[str, Any]) -> None:
-    status, body = http_json("PUT", f"{cfg.connect_url}/connectors/{name}/config", config)
-    if status not in (200, 201):
-        raise RuntimeError(f"{name} refused: {status} {body}")
+    ConnectClient(cfg.connect_url).put_config(name, config)  # ConnectError (a RuntimeError) if refused
 
 
 def connector_state(cfg: LabConfig, name: str) -> str:
-    status, body = http_json("GET", f"{cfg.connect_url}/connectors/{name}/status")
-    if status != 200 or not isinstance(body, dict):
-        return "UNKNOWN"
-    states = [body.get("connector", {}).get("state", "UNKNOWN")] + [
-        t.get("state") for t in body.get("tasks", [])
-    ]
-    return "FAILED" if "FAILED" in states else str(states[0])
+    """``FAILED`` if the connector or a task failed, else its state; ``UNKNOWN`` when unreadable."""
+    state = ConnectClient(cfg.connect_url).overall(name)
+    return "UNKNOWN" if state == "MISSING" else state
 
 
 def delete_connector(cfg: LabConfig, name: str) -> None:
-    http_json("DELETE", f"{cfg.connect_url}/connectors/{name}")
-    for _ in range(100):
-        status, _ = http_json("GET", f"{cfg.connect_url}/connectors/{name}/status")
-        if status == 404:
-            return
-        time.sleep(0.1)
+    connect = ConnectClient(cfg.connect_url)
+    connect.delete(name)
+    with contextlib.suppress(ConnectError):  # as before: give up waiting after 10 s, quietly
+        connect.wait_deleted(name, timeout=10)
 
 
 # ----------------------------------------------------------------------------- one run of each sink
@@ -449,7 +442,7 @@ class Bench:
             if now - checked > 5:
                 checked = now
                 if connector_state(self.cfg, name) == "FAILED":
-                    _, body = http_json("GET", f"{self.cfg.connect_url}/connectors/{name}/status")
+                    body = ConnectClient(self.cfg.connect_url).status(name)
                     raise RuntimeError(f"{name} FAILED: {json.dumps(body)[:3000]}")
             time.sleep(0.1)
         seconds = time.monotonic() - t0

@@ -269,9 +269,9 @@ class Bench:
             return
         self._connector_checked = time.monotonic()
         if self.jdbc_name in self.connectors and connector_state(self.cfg, self.jdbc_name) == "FAILED":
-            from cdclab.cdc.connect import http_json
+            from cdclab.cdc.connect import ConnectClient
 
-            _, body = http_json("GET", f"{self.cfg.connect_url}/connectors/{self.jdbc_name}/status")
+            body = ConnectClient(self.cfg.connect_url).status(self.jdbc_name)
             raise RuntimeError(f"{self.jdbc_name} FAILED: {str(body)[:3000]}")
 
     def _wait_visible(self, wh: Any, target: str, rid: int, timeout: float) -> None:

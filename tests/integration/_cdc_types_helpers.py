@@ -12,15 +12,15 @@ from typing import Any
 from psycopg2 import sql
 
 from cdclab.cdc.coltypes import TYPE_SETTINGS, type_settings
-from cdclab.lab.native import http_json
+from cdclab.cdc.connect import ConnectClient
 
 CONNECTOR = "shop-postgres-source"
 
 
 def require_lab_connector_settings(lab) -> None:
     """The running connector must have the type settings the codecs assume (cdclab.cdc.coltypes)."""
-    status, running = http_json("GET", f"{lab.connect_url}/connectors/{CONNECTOR}/config")
-    assert status == 200, f"connector {CONNECTOR} is not registered: {running}"
+    running = ConnectClient(lab.connect_url).config(CONNECTOR)
+    assert running is not None, f"connector {CONNECTOR} is not registered in {lab.connect_url}"
     differ = {k: (v, TYPE_SETTINGS[k]) for k, v in type_settings(running).items() if v != TYPE_SETTINGS[k]}
     assert not differ, (
         f"the running connector's type settings {differ} (running, expected) differ: `make up` "

@@ -18,7 +18,7 @@ from typing import Any
 import psycopg2
 from psycopg2 import sql
 
-from cdclab.cdc.connect import http_json
+from cdclab.cdc.connect import ConnectClient, ConnectError
 from cdclab.cdc.inspect import read_topic
 from cdclab.lab.native import connector_state
 
@@ -233,10 +233,9 @@ def ensure_connector_running(lab) -> None:
         if state == "RUNNING" and tasks and all(t == "RUNNING" for t in tasks):
             return
         if "FAILED" in tasks or state == "FAILED":
-            http_json(
-                "POST",
-                f"{lab.connect_url}/connectors/shop-postgres-source/restart"
-                "?includeTasks=true&onlyFailed=true",
-            )
+            with contextlib.suppress(ConnectError):  # e.g. 409 during a rebalance: the loop tries again
+                ConnectClient(lab.connect_url).restart(
+                    "shop-postgres-source", include_tasks=True, only_failed=True
+                )
         time.sleep(2)
     raise AssertionError(f"connector not RUNNING again: {connector_state(lab, 'shop-postgres-source')}")

@@ -13,10 +13,8 @@ Each test drives the real stack into the situation the issue describes and asser
 
 from __future__ import annotations
 
-import json
 import re
 import threading
-import urllib.request
 from typing import Any
 
 import psycopg2
@@ -27,6 +25,7 @@ from psycopg2 import sql
 
 from cdclab.cdc import consumer as kc
 from cdclab.cdc import offsets
+from cdclab.cdc.connect import ConnectClient
 from cdclab.cdc.inspect import wait_for_records
 from cdclab.cdc.pipeline import TruncateArrived, replicate
 from tests.integration._cdc_helpers import (
@@ -404,8 +403,7 @@ def test_records_removed_by_retention_during_a_run_stop_it_instead_of_skipping(
 
 def test_a_truncate_in_the_source_stops_the_merge_loudly(lab, names, made, shop_db, warehouse_db):
     table, group = names("trunc"), names("grp")
-    with urllib.request.urlopen(f"{lab.connect_url}/connectors/shop-postgres-source/config", timeout=30) as r:
-        running = json.load(r)
+    running = ConnectClient(lab.connect_url).config("shop-postgres-source") or {}
     assert running.get("skipped.operations") == "none", (
         "the running connector skips TRUNCATE events: register connectors/shop-postgres-source.json again "
         "(cdclab lab up does it)"

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from cdclab.cdc.connect import ConnectClient
 from cdclab.lab import native
 from cdclab.lab.backend import ComposeBackend, all_healthy, backend, format_table
 from cdclab.lab.config import read_env_file
-from cdclab.lab.native import ServiceError, http_json
+from cdclab.lab.native import ServiceError
 
 LOG_SERVICES = ["connect"]
 
@@ -42,8 +43,7 @@ def test_every_service_is_healthy_and_the_connector_streams(lab):
 
 
 def test_connect_has_the_debezium_postgres_source_and_jdbc_sink_plugins(lab):
-    status, plugins = http_json("GET", f"{lab.connect_url}/connector-plugins")
-    assert status == 200
+    plugins = ConnectClient(lab.connect_url).plugins()
     classes = {p["class"] for p in plugins}
     assert "io.debezium.connector.postgresql.PostgresConnector" in classes
     assert "io.debezium.connector.jdbc.JdbcSinkConnector" in classes
@@ -126,7 +126,7 @@ def test_an_invalid_connector_config_names_the_service_and_its_log(lab, tmp_path
         if backend(lab).name == "native":
             assert str(lab.log_file("connect")) in message
     finally:
-        http_json("DELETE", f"{lab.connect_url}/connectors/{name}")
+        ConnectClient(lab.connect_url).delete(name)
 
 
 def test_a_taken_port_gives_a_clear_error_and_starts_nothing(lab, tmp_path):

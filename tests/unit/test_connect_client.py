@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from cdclab.cdc.connect import ConnectClient, ConnectError, ConnectorNotRunning, state_of
+from cdclab.cdc.connect import ConnectClient, ConnectError, ConnectorNotRunning, overall_state, state_of
 
 
 def test_state_of_reads_connector_and_task_states_and_the_first_trace():
@@ -36,3 +36,21 @@ def test_a_connect_that_does_not_answer_is_status_0_missing_and_a_clear_error():
         client.connectors()
     with pytest.raises(ConnectorNotRunning, match="connector shop is MISSING"):
         client.wait_running("shop", timeout=0, poll=0)
+
+
+def test_overall_state_is_failed_when_the_connector_or_any_task_failed():
+    running = {"connector": {"state": "RUNNING"}, "tasks": [{"state": "RUNNING"}]}
+    assert overall_state(running) == "RUNNING"
+    assert overall_state({"connector": {"state": "RUNNING"}, "tasks": [{"state": "FAILED"}]}) == "FAILED"
+    assert overall_state({"connector": {"state": "FAILED"}, "tasks": []}) == "FAILED"
+    assert overall_state({"connector": {"state": "PAUSED"}, "tasks": [{"state": "PAUSED"}]}) == "PAUSED"
+    assert overall_state({}) == "?"
+
+
+def test_overall_worker_and_wait_deleted_against_a_connect_that_does_not_answer():
+    client = ConnectClient(f"http://127.0.0.1:{_closed_port()}", timeout=2)
+    assert client.overall("shop") == "UNKNOWN"
+    with pytest.raises(ConnectError, match="HTTP 0"):
+        client.worker()
+    with pytest.raises(ConnectError, match="still registered after 0s: HTTP 0"):
+        client.wait_deleted("shop", timeout=0, poll=0)

@@ -70,6 +70,10 @@ class ConnectClient:
         return answer
 
     # -- reads -----------------------------------------------------------------------------------
+    def worker(self) -> dict[str, Any]:
+        """The worker's own document (``GET /``): ``version``, ``commit``, ``kafka_cluster_id``."""
+        return dict(self._ok("GET", "/") or {})
+
     def plugins(self) -> list[dict[str, Any]]:
         return list(self._ok("GET", "/connector-plugins"))
 
@@ -93,6 +97,15 @@ class ConnectClient:
         """The connector's config, or None when no such connector is registered."""
         return self._document(f"/connectors/{name}/config")
 
+    def overall(self, name: str) -> str:
+        """One word for the connector: ``FAILED`` if it or a task failed, else its state; ``MISSING``
+        when it is not registered, ``UNKNOWN`` when Connect does not answer (:func:`overall_state`)."""
+        try:
+            body = self.status(name)
+        except ConnectError:
+            return "UNKNOWN"
+        return "MISSING" if body is None else overall_state(body)
+
     def state(self, name: str) -> tuple[str, list[str], str]:
         """(connector state, task states, first trace); ``MISSING`` when not registered or not answering."""
         try:
@@ -112,6 +125,19 @@ class ConnectClient:
         if status in (200, 204) or (missing_ok and status == 404):
             return
         raise ConnectError(f"DELETE {self.url}/connectors/{name}: HTTP {status}: {body}")
+
+    def wait_deleted(self, name: str, timeout: float = 10, poll: float = 0.1) -> None:
+        """Wait until Connect no longer knows the connector (its status answers 404)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status, body = self.request("GET", f"/connectors/{name}/status")
+            if status == 404:
+                return
+            if time.monotonic() >= deadline:
+                raise ConnectError(
+                    f"connector {name} still registered after {timeout:.0f}s: HTTP {status}: {body}"
+                )
+            time.sleep(poll)
 
     def restart(self, name: str, include_tasks: bool = True, only_failed: bool = False) -> None:
         query = f"?includeTasks={str(include_tasks).lower()}&onlyFailed={str(only_failed).lower()}"
@@ -213,6 +239,13 @@ def state_of(status: dict[str, Any]) -> tuple[str, list[str], str]:
     trace = "\n".join(t.get("trace", "") for t in status.get("tasks", []) if t.get("trace"))
     connector = status.get("connector", {})
     return str(connector.get("state", "?")), tasks, trace or str(connector.get("trace", ""))
+
+
+def overall_state(status: dict[str, Any]) -> str:
+    """One word for a ``/connectors/<name>/status`` document: ``FAILED`` when the connector or any task
+    failed, else the connector's state (``?`` when the document has none)."""
+    state, tasks, _ = state_of(status)
+    return "FAILED" if "FAILED" in (state, *tasks) else state
 
 
 def from_airflow(conn_id: str = "kafka_connect") -> ConnectClient:

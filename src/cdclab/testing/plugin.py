@@ -234,19 +234,53 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 class Names:
-    """Per-test names: tables, topics and consumer groups that no other test uses."""
+    """Per-test names: tables, topics and consumer groups that no other test uses. Every name handed
+    out is recorded (``handed_out``); :attr:`markers` are the strings teardown matches on."""
 
     def __init__(self, test_name: str) -> None:
         slug = re.sub(r"[^a-z0-9]+", "_", test_name.lower()).strip("_")[-24:].strip("_")
         self.suffix = f"{slug}_{uuid.uuid4().hex[:6]}"
+        self.handed_out: list[str] = []
 
     def __call__(self, prefix: str) -> str:
-        return f"{prefix}_{self.suffix}"[:63]
+        name = f"{prefix}_{self.suffix}"[:63]
+        self.handed_out.append(name)
+        return name
+
+    @property
+    def markers(self) -> list[str]:
+        """What teardown matches names on: the unique suffix, once a name was handed out (else nothing
+        to do). A name whose 63-character cut lost the suffix is not matched: without its random part
+        it could be someone else's (:attr:`cut_short` lists them)."""
+        return [self.suffix] if self.handed_out else []
+
+    @property
+    def cut_short(self) -> list[str]:
+        """Handed-out names that the 63-character cut left without the unique suffix."""
+        return sorted({n for n in self.handed_out if self.suffix not in n})
 
 
 @pytest.fixture
-def names(request: pytest.FixtureRequest) -> Names:
-    return Names(request.node.name)
+def names(request: pytest.FixtureRequest) -> Iterator[Names]:
+    """Per-test unique names. After a test that uses the lab, everything named from them is dropped:
+    tables and views (any schema) in shop and warehouse (and MariaDB if the test used it), then the
+    Kafka topics and consumer groups, Connect connectors, inactive replication slots and publications
+    whose names contain the test's unique suffix (:func:`cdclab.testing.cleanup.drop_named`)."""
+    made = Names(request.node.name)
+    yield made
+    if made.markers and "lab" in request.fixturenames and _CONFIG is not None:
+        from cdclab.testing.cleanup import NamesTeardownWarning, drop_named
+
+        drop_named(_CONFIG, made.markers)
+        if made.cut_short:
+            import warnings
+
+            warnings.warn(
+                f"cdclab names: {made.cut_short} lost the unique suffix to the 63-character cut and are "
+                "not dropped after the test; use a shorter prefix",
+                NamesTeardownWarning,
+                stacklevel=1,
+            )
 
 
 def _connect(cfg: LabConfig, database: str) -> Any:
