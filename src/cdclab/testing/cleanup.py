@@ -169,12 +169,15 @@ def drop_named(
     cfg: LabConfig,
     markers: Iterable[str],
     fence: Callable[[], Any] | None = None,
+    kafka: bool = True,
 ) -> list[str]:
     """Drop everything named from ``markers`` (see the module docstring); what was dropped.
 
     ``fence`` (no arguments) is called before topics are deleted when a ``shop`` table was dropped, so
     the connector has published what it still held for it (default: :func:`cdclab.testing.fence.cdc_fence`
-    with a 60 s limit). Errors become one :class:`NamesTeardownWarning`."""
+    with a 60 s limit). ``kafka=False`` leaves steps 4 (fence, topics, groups) to a later call, e.g. one
+    :class:`KafkaSweep` at the end of a session: one fence for all tests instead of one per test.
+    Errors become one :class:`NamesTeardownWarning`."""
     marks = sorted({m for m in markers if len(m) >= MIN_MARKER})
     if not marks:
         return []
@@ -194,9 +197,10 @@ def drop_named(
     shop = step("shop", lambda: drop_postgres(cfg, "shop", marks))
     step("warehouse", lambda: drop_postgres(cfg, "warehouse", marks))
     step("mariadb", lambda: drop_mariadb(cfg, marks))
-    if any(not d.startswith(("slot ", "publication ")) for d in shop):
-        step("cdc fence", lambda: _pass_fence(cfg, fence))
-    step("kafka", lambda: drop_kafka(cfg, marks))
+    if kafka:
+        if any(not d.startswith(("slot ", "publication ")) for d in shop):
+            step("cdc fence", lambda: _pass_fence(cfg, fence))
+        step("kafka", lambda: drop_kafka(cfg, marks))
     if errors:
         warnings.warn(
             "cdclab names teardown: could not drop everything named "
@@ -205,3 +209,41 @@ def drop_named(
             stacklevel=2,
         )
     return dropped
+
+
+class KafkaSweep:
+    """The Kafka part of many tests' teardowns, done once: :meth:`add` collects each test's markers
+    (after :func:`drop_named` with ``kafka=False`` dropped its tables), :meth:`run` passes one CDC
+    fence and deletes every topic and consumer group named from any of them. A test's topics carry its
+    unique marker, so leaving them until the end of the session affects no other test."""
+
+    def __init__(self, cfg: LabConfig) -> None:
+        self.cfg = cfg
+        self.markers: set[str] = set()
+
+    def add(self, markers: Iterable[str]) -> None:
+        self.markers.update(m for m in markers if len(m) >= MIN_MARKER)
+
+    def run(self, fence: Callable[[], Any] | None = None) -> list[str]:
+        if not self.markers:
+            return []
+        marks = sorted(self.markers)
+        errors: list[str] = []
+        dropped: list[str] = []
+        for what, action in (
+            ("cdc fence", lambda: _pass_fence(self.cfg, fence)),
+            ("kafka", lambda: drop_kafka(self.cfg, marks)),
+        ):
+            try:
+                dropped += action()
+            except Exception as exc:
+                errors.append(f"{what}: {type(exc).__name__}: {exc}")
+        if errors:
+            warnings.warn(
+                f"cdclab names teardown: could not drop the topics of {len(marks)} test(s): "
+                + "; ".join(errors),
+                NamesTeardownWarning,
+                stacklevel=2,
+            )
+        self.markers.clear()
+        return dropped

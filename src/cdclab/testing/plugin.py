@@ -260,18 +260,32 @@ class Names:
         return sorted({n for n in self.handed_out if self.suffix not in n})
 
 
+@pytest.fixture(scope="session")
+def _names_kafka_sweep(lab: LabConfig) -> Iterator[Any]:
+    """The session's one Kafka teardown for every test's names (torn down before ``lab``)."""
+    from cdclab.testing.cleanup import KafkaSweep
+
+    sweep = KafkaSweep(lab)
+    yield sweep
+    sweep.run()
+
+
 @pytest.fixture
 def names(request: pytest.FixtureRequest) -> Iterator[Names]:
     """Per-test unique names. After a test that uses the lab, everything named from them is dropped:
-    tables and views (any schema) in shop and warehouse (and MariaDB if the test used it), then the
-    Kafka topics and consumer groups, Connect connectors, inactive replication slots and publications
-    whose names contain the test's unique suffix (:func:`cdclab.testing.cleanup.drop_named`)."""
+    Connect connectors, tables and views (any schema) in shop and warehouse (and MariaDB if the test
+    used it), inactive replication slots and publications whose names contain the test's unique suffix
+    (:func:`cdclab.testing.cleanup.drop_named`); the Kafka topics and consumer groups named from them
+    go at the end of the session, after one CDC fence for all tests (:class:`~cdclab.testing.cleanup.KafkaSweep`)."""
     made = Names(request.node.name)
+    uses_lab = "lab" in request.fixturenames and _CONFIG is not None
+    sweep = request.getfixturevalue("_names_kafka_sweep") if uses_lab else None
     yield made
-    if made.markers and "lab" in request.fixturenames and _CONFIG is not None:
+    if made.markers and sweep is not None and _CONFIG is not None:
         from cdclab.testing.cleanup import NamesTeardownWarning, drop_named
 
-        drop_named(_CONFIG, made.markers)
+        drop_named(_CONFIG, made.markers, kafka=False)
+        sweep.add(made.markers)
         if made.cut_short:
             import warnings
 
