@@ -23,8 +23,11 @@ the ids first seen before ``data_interval_end - ttl_minutes`` are deleted. Dedup
 re-delivery that arrives within ``ttl`` of the first one — the contract to size the TTL from (the
 producer's retry horizon, the broker's redelivery window). The state then holds about ``ttl`` worth
 of traffic whatever the history. Deleting bounds the *rows*; the *bytes* stay bounded only when the
-deleted rows' space is reused, so the fix VACUUMs the state after expiring (autovacuum would, later and
-at a time of its choosing). Other bounded designs: a key derived from the interval (dedup per
+deleted rows' space comes back. A plain VACUUM (or autovacuum, later) bounds the heap, but the index
+pages it empties are reused only once no snapshot in the whole cluster predates them, and a lagging
+replication slot (this lab's Debezium slot) holds that back, so the index would keep growing: the fix
+rewrites its small state compactly after expiring (``VACUUM FULL``). A large state would be partitioned
+by time and expired partitions dropped. Other bounded designs: a key derived from the interval (dedup per
 partition), a keyed target (``ON CONFLICT DO NOTHING``) when the target itself can be the state, or
 compaction of the state into a Bloom filter per period.
 

@@ -62,7 +62,8 @@ def deduplicate_deliveries(
     """Create the deliveries source (shop), the target, the seen-state and its size log (warehouse) when
     missing; read the deliveries that arrived in ``[start, end)``, emit each unseen ``event_id`` once and
     expire state past the TTL (fixed variant only) in one warehouse transaction; the fixed variant then
-    VACUUMs the state so the expired rows' space is reused; last, measure the state and append its size
+    gives the expired rows' space back (``VACUUM FULL``, :func:`~cdclab.lessons.antipatterns.reclaim_expired`);
+    last, measure the state and append its size
     (rows, bytes on disk, live bytes, bytes as a Python set) to ``<seen>__size``. ``target`` and ``seen``
     may carry ``{variant}``."""
     checked = ap.check_variant(variant)

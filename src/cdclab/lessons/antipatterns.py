@@ -523,15 +523,20 @@ def measure_state(wh: Any, seen: str) -> StateSize:
 
 
 def reclaim_expired(wh: Any, seen: str) -> None:
-    """``VACUUM`` the seen-state so the space of the rows the TTL deleted is reused by the next run's
-    inserts (heap and index): without it the *rows* stay bounded while the *bytes* keep growing until
-    autovacuum happens to run. VACUUM cannot run in a transaction: autocommit for this one statement."""
+    """Give back the space of the rows the TTL deleted: ``VACUUM FULL`` rewrites the seen-state and its
+    index compactly. A plain ``VACUUM`` bounds the heap, but the index pages it empties become reusable
+    only once no snapshot anywhere in the cluster predates them, and a logical replication slot that lags
+    (the lab's Debezium slot) holds that horizon back: with plain VACUUM the *rows* stay bounded while the
+    index *bytes* keep growing. The state is one TTL of ids, so the rewrite is small (it holds an
+    exclusive lock for its few milliseconds; the DAG runs one run at a time). A large state would be
+    partitioned by time and the expired partitions dropped instead. VACUUM cannot run in a transaction:
+    autocommit for this one statement."""
     wh.commit()
     old = wh.autocommit
     wh.autocommit = True
     try:
         with wh.cursor() as cur:
-            cur.execute(sql.SQL("VACUUM {}").format(ident(seen)))
+            cur.execute(sql.SQL("VACUUM FULL {}").format(ident(seen)))
     finally:
         wh.autocommit = old
 
