@@ -11,21 +11,31 @@ duplicated.
 state without TTL, a growing Variable or XCom) ends in an out-of-memory kill; in a table it ends in
 ever slower lookups and inserts (the index outgrows the cache) and ever longer backups.
 
-**Storage costs.** Rows and bytes of the seen-state after every run are recorded in
-``<seen_table>__size`` (``state_rows``, ``state_bytes`` from ``pg_total_relation_size``): the
-anti-pattern's line rises with every run, forever.
+**Storage costs, measured.** After every run the seen-state is measured in four units and appended to
+``<seen_table>__size``: ``state_rows``; ``state_bytes`` (``pg_total_relation_size``: heap + index, in
+8 kB pages, dead space included); ``live_bytes`` (``sum(pg_column_size(row))``: the live rows only); and
+``memory_bytes``, the same ids held *in process* as a Python ``set`` (the in-memory form of this
+anti-pattern), measured in the task with ``tracemalloc`` (``cdclab.lessons.antipatterns.measure_state``).
+The anti-pattern's four lines rise with every run, forever; the fix's stay flat.
 
 **State management (the fix).** ``variant="fixed"`` bounds the state by a *time-to-live*: after every run
 the ids first seen before ``data_interval_end - ttl_minutes`` are deleted. Dedup stays exact for every
 re-delivery that arrives within ``ttl`` of the first one — the contract to size the TTL from (the
 producer's retry horizon, the broker's redelivery window). The state then holds about ``ttl`` worth
-of traffic whatever the history. Other bounded designs: a key derived from the interval (dedup per
+of traffic whatever the history. Deleting bounds the *rows*; the *bytes* stay bounded only when the
+deleted rows' space comes back. A plain VACUUM (or autovacuum, later) bounds the heap, but the index
+pages it empties are reused only once no snapshot in the whole cluster predates them, and a lagging
+replication slot (this lab's Debezium slot) holds that back, so the index would keep growing: the fix
+rewrites its small state compactly after expiring (``VACUUM FULL``). A large state would be partitioned
+by time and expired partitions dropped. Other bounded designs: a key derived from the interval (dedup per
 partition), a keyed target (``ON CONFLICT DO NOTHING``) when the target itself can be the state, or
 compaction of the state into a Bloom filter per period.
 
-Observe: ``SELECT variant, interval_end, delivered, emitted, expired, state_rows, state_bytes FROM
-state.seen_71_06_04_<variant>__size ORDER BY id``, the seen-state ``state.seen_71_06_04_<variant>`` and
-the target ``core.events_71_06_04_<variant>`` (one row per event id).
+Observe: ``SELECT variant, interval_end, delivered, emitted, expired, state_rows, state_bytes, live_bytes,
+memory_bytes FROM state.seen_71_06_04_<variant>__size ORDER BY id`` — run both variants over the same
+hours and compare the last four columns run by run (the task log prints them too); the seen-state
+``state.seen_71_06_04_<variant>`` and the target ``core.events_71_06_04_<variant>`` (one row per event
+id). ``tests/integration/test_71_06_04_unbounded_state.py`` does this with 1,000 events an hour.
 
 **Run without a logical date** (REST API / `airflow dags trigger` without `--logical-date`): treated as a UI
 Trigger at the same moment: logical date = the run's `run_after`, data interval = the timetable's last
@@ -76,13 +86,16 @@ def unbounded_state() -> None:
         )
         print(
             f"{r.variant}: {r.delivered} delivered, {r.emitted} emitted, {r.delivered - r.emitted} duplicates "
-            f"dropped, {r.expired} expired; state now {r.state_rows} rows / {r.state_bytes} bytes"
+            f"dropped, {r.expired} expired; state now {r.state_rows} rows, {r.state_bytes} bytes on disk, "
+            f"{r.live_bytes} live bytes, {r.memory_bytes} bytes as a Python set"
         )
         return {
             "delivered": r.delivered,
             "emitted": r.emitted,
             "expired": r.expired,
             "state_rows": r.state_rows,
+            "state_bytes": r.state_bytes,
+            "memory_bytes": r.memory_bytes,
         }
 
     deduplicate()

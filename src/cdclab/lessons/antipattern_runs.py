@@ -36,7 +36,7 @@ def expire_before(variant: str, end: dt.datetime, ttl_minutes: int) -> dt.dateti
 @dataclass(frozen=True)
 class DedupResult:
     """One dedup run: deliveries read, events emitted, seen-state rows expired, and the seen-state's
-    rows and bytes afterwards."""
+    rows and bytes afterwards (on disk, live, and held as a Python set: :class:`~cdclab.lessons.antipatterns.StateSize`)."""
 
     variant: str
     delivered: int
@@ -44,6 +44,8 @@ class DedupResult:
     expired: int
     state_rows: int
     state_bytes: int
+    live_bytes: int
+    memory_bytes: int
 
 
 def deduplicate_deliveries(
@@ -58,9 +60,12 @@ def deduplicate_deliveries(
     run_id: str,
 ) -> DedupResult:
     """Create the deliveries source (shop), the target, the seen-state and its size log (warehouse) when
-    missing; read the deliveries that arrived in ``[start, end)``, emit each unseen ``event_id`` once,
-    expire state past the TTL (fixed variant only) and append the state's size, in one warehouse
-    transaction. ``target`` and ``seen`` may carry ``{variant}``."""
+    missing; read the deliveries that arrived in ``[start, end)``, emit each unseen ``event_id`` once and
+    expire state past the TTL (fixed variant only) in one warehouse transaction; the fixed variant then
+    gives the expired rows' space back (``VACUUM FULL``, :func:`~cdclab.lessons.antipatterns.reclaim_expired`);
+    last, measure the state and append its size
+    (rows, bytes on disk, live bytes, bytes as a Python set) to ``<seen>__size``. ``target`` and ``seen``
+    may carry ``{variant}``."""
     checked = ap.check_variant(variant)
     target, seen = ap.for_variant(target, checked), ap.for_variant(seen, checked)
     cut_off = expire_before(checked, end, ttl_minutes)
@@ -71,7 +76,10 @@ def deduplicate_deliveries(
         shop.rollback()
         with wh:
             emitted, expired = ap.dedupe_into(wh, target, seen, deliveries, expire_before=cut_off)
-            rows, size = ap.record_state_size(
+        if cut_off is not None:
+            ap.reclaim_expired(wh, seen)
+        with wh:
+            size = ap.record_state_size(
                 wh,
                 seen,
                 run_id=run_id,
@@ -81,7 +89,16 @@ def deduplicate_deliveries(
                 emitted=emitted,
                 expired=expired,
             )
-    return DedupResult(checked, len(deliveries), emitted, expired, rows, size)
+    return DedupResult(
+        checked,
+        len(deliveries),
+        emitted,
+        expired,
+        size.rows,
+        size.disk_bytes,
+        size.live_bytes,
+        size.memory_bytes,
+    )
 
 
 # ----------------------------------------------------------------------------------- 71.6.5

@@ -399,8 +399,10 @@ EVENTS_COLUMNS = (
 STATE_SIZE_COLUMNS = (
     "id bigserial PRIMARY KEY, run_id text, variant text NOT NULL, interval_end timestamptz NOT NULL, "
     "delivered bigint NOT NULL, emitted bigint NOT NULL, expired bigint NOT NULL, state_rows bigint NOT NULL, "
-    "state_bytes bigint NOT NULL"
+    "state_bytes bigint NOT NULL, live_bytes bigint, memory_bytes bigint"
 )
+# columns added after the first release: a size log created earlier gets them on the next run
+STATE_SIZE_ADDED = ("live_bytes", "memory_bytes")
 
 
 def ensure_dedup_tables(conn: Any, target: str, seen: str) -> None:
@@ -409,6 +411,13 @@ def ensure_dedup_tables(conn: Any, target: str, seen: str) -> None:
     _create(conn, target, EVENTS_COLUMNS)
     _create(conn, seen, SEEN_COLUMNS)
     _create(conn, f"{seen}__size", STATE_SIZE_COLUMNS)
+    with conn.cursor() as cur:
+        for column in STATE_SIZE_ADDED:
+            cur.execute(
+                sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} bigint").format(
+                    ident(f"{seen}__size"), sql.Identifier(column)
+                )
+            )
     conn.commit()
 
 
@@ -460,6 +469,78 @@ def dedupe_into(
     return emitted, expired
 
 
+@dataclass(frozen=True)
+class StateSize:
+    """The seen-state measured after a run, in four units.
+
+    - ``rows``: ``count(*)``.
+    - ``disk_bytes``: ``pg_total_relation_size`` (heap + primary key index + TOAST): what the table costs
+      on disk and in the buffer cache. It grows and shrinks in whole 8 kB pages, and deleted rows keep
+      their space until a VACUUM marks it reusable.
+    - ``live_bytes``: ``sum(pg_column_size(row))``: the bytes of the rows that are live now, without page
+      overhead or dead space; exact and deterministic for the same rows.
+    - ``memory_bytes``: the same ids held in process as a Python ``set`` (what a task or a stream
+      processor keeping its seen-keys in memory would hold): the memory allocated while the set is
+      built from the state rows and still held once it is built, measured with ``tracemalloc``.
+    """
+
+    rows: int
+    disk_bytes: int
+    live_bytes: int
+    memory_bytes: int
+
+
+def in_memory_set_bytes(wh: Any, seen: str) -> int:
+    """Bytes the seen ids take as a Python ``set`` of ``str``: ``tracemalloc``'s traced memory held after
+    reading them into the set (set table + strings), relative to before."""
+    import tracemalloc
+
+    started = not tracemalloc.is_tracing()
+    if started:
+        tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        with wh.cursor() as cur:
+            cur.execute(sql.SQL("SELECT event_id FROM {}").format(ident(seen)))
+            ids = {row[0] for row in cur}
+        held, _ = tracemalloc.get_traced_memory()
+        del ids
+        return max(0, held - before)
+    finally:
+        if started:
+            tracemalloc.stop()
+
+
+def measure_state(wh: Any, seen: str) -> StateSize:
+    """:class:`StateSize` of ``seen`` now (reads only)."""
+    rows, live = _fetch(
+        wh, sql.SQL("SELECT count(*), coalesce(sum(pg_column_size(s.*)), 0) FROM {} s").format(ident(seen))
+    )[0]
+    disk = _fetch(wh, sql.SQL("SELECT pg_total_relation_size(%s::regclass)"), (ident(seen).as_string(wh),))[
+        0
+    ][0]
+    return StateSize(int(rows), int(disk), int(live), in_memory_set_bytes(wh, seen))
+
+
+def reclaim_expired(wh: Any, seen: str) -> None:
+    """Give back the space of the rows the TTL deleted: ``VACUUM FULL`` rewrites the seen-state and its
+    index compactly. A plain ``VACUUM`` bounds the heap, but the index pages it empties become reusable
+    only once no snapshot anywhere in the cluster predates them, and a logical replication slot that lags
+    (the lab's Debezium slot) holds that horizon back: with plain VACUUM the *rows* stay bounded while the
+    index *bytes* keep growing. The state is one TTL of ids, so the rewrite is small (it holds an
+    exclusive lock for its few milliseconds; the DAG runs one run at a time). A large state would be
+    partitioned by time and the expired partitions dropped instead. VACUUM cannot run in a transaction:
+    autocommit for this one statement."""
+    wh.commit()
+    old = wh.autocommit
+    wh.autocommit = True
+    try:
+        with wh.cursor() as cur:
+            cur.execute(sql.SQL("VACUUM FULL {}").format(ident(seen)))
+    finally:
+        wh.autocommit = old
+
+
 def record_state_size(
     wh: Any,
     seen: str,
@@ -470,21 +551,29 @@ def record_state_size(
     delivered: int,
     emitted: int,
     expired: int,
-) -> tuple[int, int]:
-    """Append the seen-state's row count and size (``pg_total_relation_size``) to ``<seen>__size``."""
-    rows = int(_fetch(wh, sql.SQL("SELECT count(*) FROM {}").format(ident(seen)))[0][0])
-    size = int(
-        _fetch(wh, sql.SQL("SELECT pg_total_relation_size(%s::regclass)"), (ident(seen).as_string(wh),))[0][0]
-    )
+) -> StateSize:
+    """Measure the seen-state (:func:`measure_state`) and append it to ``<seen>__size``; no commit."""
+    size = measure_state(wh, seen)
     with wh.cursor() as cur:
         cur.execute(
             sql.SQL(
                 "INSERT INTO {} (run_id, variant, interval_end, delivered, emitted, expired, state_rows, "
-                "state_bytes) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+                "state_bytes, live_bytes, memory_bytes) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
             ).format(ident(f"{seen}__size")),
-            (run_id, variant, interval_end, delivered, emitted, expired, rows, size),
+            (
+                run_id,
+                variant,
+                interval_end,
+                delivered,
+                emitted,
+                expired,
+                size.rows,
+                size.disk_bytes,
+                size.live_bytes,
+                size.memory_bytes,
+            ),
         )
-    return rows, size
+    return size
 
 
 # ---------------------------------------------------------------------------------------------------
