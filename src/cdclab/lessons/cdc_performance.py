@@ -237,17 +237,30 @@ def _create_target(cur: Any, route: Any) -> None:
     ensure_target(cur, route.target, list(route.types.items()), route.key)
 
 
+def replicated_ends(bench: CdcBench) -> dict[tuple[str, int], int]:
+    """Where ``replicate``'s variants stopped: the offsets stored for the first batch size's group, per
+    partition of the topics (:func:`end_offsets` taken again would include what the live workload wrote
+    since, and the tuned targets would hold rows the batch variants do not)."""
+    from cdclab.cdc.consumer import stored_offsets
+
+    ends = end_offsets(bench.tables, topic_prefix=TOPIC_PREFIX)
+    group = f"{bench.consumer_group}.b{bench.batch_sizes[0]}"
+    with transaction(WAREHOUSE) as cur:
+        stored = {topic: stored_offsets(cur, group, topic) for topic in {t for t, _ in ends}}
+    return {(t, p): stored[t].get(p, 0) for (t, p) in ends}
+
+
 def tune_statement_sizes(
     bench: CdcBench, statement_sizes: Sequence[int], echo: Callable[[str], Any] = log.info
 ) -> list[dict[str, Any]]:
     """Throughput tuning with one knob: run the same sink once per statement size, one after the other,
-    each with its own group ``<group>.t<size>`` and targets (:func:`tune_prefix`), all up to the same
-    end offsets and in the same consumer batches (of the largest size), applying each batch's changes
+    each with its own group ``<group>.t<size>`` and targets (:func:`tune_prefix`), all up to where
+    ``replicate``'s variants stopped (:func:`replicated_ends`) and in the same consumer batches (of the largest size), applying each batch's changes
     ``size`` at a time with :func:`cdclab.cdc.merge.apply_changes` on a :class:`CountingCursor`. Records
     ``t<size>`` per setting: ``rows_read`` = records, ``rows_written`` = changes applied, details
     ``apply_calls``, ``statements`` (round trips), ``statements_per_change``, ``batches`` and
     ``changes_per_s``. Returns ``{"variant", **details}`` per setting."""
-    stop_at = end_offsets(bench.tables, topic_prefix=TOPIC_PREFIX)
+    stop_at = replicated_ends(bench)
     consumer_batch = max(statement_sizes)
     out = []
     with closing(connect(WAREHOUSE)) as wh:
