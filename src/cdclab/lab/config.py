@@ -377,6 +377,10 @@ class LabConfig:
             # their last parse ahead of the interval (airflow/dag_processing/manager.py)
             "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "180",
             "AIRFLOW__DAG_PROCESSOR__FILE_PARSING_SORT_MODE": "modified_time",
+            # a task whose process died with its scheduler (kill -9, a crashed machine) is failed and retried
+            # after 2 min without a heartbeat, not Airflow's 5 min (tasks heartbeat every few seconds; the
+            # scheduler kill drill waits this out)
+            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "120",
             "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
             "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST": self.bind_host,
             "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(
