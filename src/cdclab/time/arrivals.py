@@ -34,6 +34,7 @@ from psycopg2 import sql
 from psycopg2.extras import execute_values
 
 from cdclab.common.db import SHOP, WAREHOUSE, ident, transaction
+from cdclab.common.ddl import NotMigratedError
 from cdclab.common.ddl import ensure as ensure_ddl
 from cdclab.time.intervals import Arrival, Window, WindowSpec, classify_arrival
 
@@ -43,7 +44,7 @@ LATE_LOG = "dlq.orders_late_events"
 SCHEMA_FILE = "infra/postgres/warehouse/V007__arrivals_ledger.sql"
 
 
-class SchemaNotMigrated(RuntimeError):
+class SchemaNotMigrated(NotMigratedError):
     """A table that the versioned warehouse schema declares is missing: the lab has not applied it."""
 
 
