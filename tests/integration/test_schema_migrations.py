@@ -115,6 +115,7 @@ def _shared_checks(target: str = "staging.app_logs") -> dict[str, Callable[[Any]
     from cdclab.ops import diagnostics, health, perf, recovery
     from cdclab.state import backup as statebackup
     from cdclab.state import watermarks as state
+    from cdclab.time import arrivals
 
     def on_cursor(fn: Callable[..., None], *args: Any) -> Callable[[Any], None]:
         def run(conn: Any) -> None:
@@ -136,6 +137,8 @@ def _shared_checks(target: str = "staging.app_logs") -> dict[str, Callable[[Any]
         "diagnostics.ensure_ledger": on_cursor(diagnostics.ensure_ledger),
         "consumer.ensure_schema": on_cursor(consumer.ensure_schema),
         "files.state.ensure_tables": on_cursor(files_state.ensure_tables),
+        "arrivals.ensure_ledger": on_cursor(arrivals.ensure_ledger),
+        "arrivals.ensure_late_log": on_cursor(arrivals.ensure_late_log),
         # lessons.replication checks these two on the lab's warehouse connection (71_09_01)
         "replication snapshots": on_cursor(ddl.require, "state.replication_snapshots"),
         "replication checks": on_cursor(ddl.require, "state.replication_checks"),

@@ -71,6 +71,8 @@ SHARED: dict[str, int] = {
     "state.replication_snapshots": 1,  # cdclab.cdc.replication (71_09_01)
     "state.replication_checks": 1,  # cdclab.cdc.replication (71_09_01)
     "marts.pipeline_health": 3,  # cdclab.ops.health: + the view marts.pipeline_health_dashboard
+    "state.orders_arrivals_71_02_03": 7,  # cdclab.time.arrivals (71_02_03's ledger)
+    "dlq.orders_late_events": 7,  # cdclab.time.arrivals (71_02_03's late-events log)
 }
 
 
