@@ -6,10 +6,13 @@ running lab's Postgres and against the lab's own warehouse:
 
 - applied twice, the second run changes nothing: every versioned file is recorded once in
   ``public.schema_version`` with its sha256, and every declared table exists, owned by ``warehouse``;
-- the tables it creates are exactly what the library's ``ensure_*`` functions create (columns,
-  defaults, indexes), so the task-time fallback and the versioned files cannot drift apart;
+- the versioned files are the only definition of the shared tables: on a database that was never
+  migrated the ``ensure_*`` functions of shared tables raise ``NotMigratedError`` (saying what to run)
+  and create nothing at all;
 - on a migrated warehouse the ``ensure_*`` functions of shared tables run no DDL at all (they work on a
   read-only connection), which is what makes concurrent first runs safe;
+- a copy of a shared table under a run's own name is created ``LIKE`` the declared table: same columns,
+  defaults and constraints;
 - a versioned file changed after it was applied is refused with a message that says what to do.
 """
 
@@ -19,7 +22,7 @@ import hashlib
 import shutil
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -99,22 +102,12 @@ def _expected_versions() -> list[tuple[int, str, str]]:
     return [(v, n, hashlib.sha256(p.read_bytes()).hexdigest()) for v, n, p in _versions()]
 
 
-# shared tables that only the versioned files define (newer than the library's ensure_* functions)
-SQL_ONLY = {("marts", "alerts"), ("dlq", "orders_late_events"), ("state", "orders_arrivals_71_02_03")}
+def _shared_checks(target: str = "staging.app_logs") -> dict[str, Callable[[Any], None]]:
+    """Every ``ensure_*`` function of a shared table, as ``fn(conn)`` (cursor-taking ones get a cursor).
 
-SHAPE = """
-SELECT c.table_schema, c.table_name, c.column_name, c.data_type, c.column_default, c.is_nullable
-FROM information_schema.columns c
-WHERE c.table_schema IN ('state', 'dlq', 'marts')
-ORDER BY 1, 2, c.ordinal_position
-"""
-INDEXES = "SELECT schemaname, tablename, indexdef FROM pg_indexes WHERE schemaname IN ('state', 'dlq', 'marts') ORDER BY 1, 2, 3"
-
-
-def _create_with_the_library(conn: Any) -> None:
-    """Every shared table the way a task creates it when the warehouse was never migrated."""
-    from cdclab.cdc import consumer, replication
-    from cdclab.common.ddl import ensure
+    ``files.logs.ensure_tables`` also creates the DAG's own ``target`` (after the check)."""
+    from cdclab.cdc import consumer
+    from cdclab.common import ddl
     from cdclab.delta import detection as delta
     from cdclab.files import logs
     from cdclab.files import state as files_state
@@ -122,19 +115,49 @@ def _create_with_the_library(conn: Any) -> None:
     from cdclab.ops import diagnostics, health, perf, recovery
     from cdclab.state import backup as statebackup
     from cdclab.state import watermarks as state
+    from cdclab.time import arrivals
 
-    for fn in (state, strategy, statebackup, perf, opsdocs, health, recovery):
-        fn.ensure_schema(conn)
-    delta.ensure_snapshot_table(conn)
-    with conn.cursor() as cur:
-        diagnostics.ensure_ledger(cur)
-        consumer.ensure_schema(cur)
-        files_state.ensure_tables(cur)
-        logs.ensure_tables(cur, "staging.app_logs")
-        ensure(cur, "state.replication_snapshots", replication.SNAPSHOTS_DDL)
-        ensure(cur, "state.replication_checks", replication.CHECKS_DDL)
-        cur.execute("DROP TABLE staging.app_logs")  # a DAG's own target, not a shared table
-    conn.commit()
+    def on_cursor(fn: Callable[..., None], *args: Any) -> Callable[[Any], None]:
+        def run(conn: Any) -> None:
+            with conn.cursor() as cur:
+                fn(cur, *args)
+            conn.commit()
+
+        return run
+
+    return {
+        "watermarks.ensure_schema": state.ensure_schema,
+        "strategy.ensure_schema": strategy.ensure_schema,
+        "backup.ensure_schema": statebackup.ensure_schema,
+        "perf.ensure_schema": perf.ensure_schema,
+        "opsdocs.ensure_schema": opsdocs.ensure_schema,
+        "health.ensure_schema": health.ensure_schema,
+        "recovery.ensure_schema": recovery.ensure_schema,
+        "detection.ensure_snapshot_table": delta.ensure_snapshot_table,
+        "diagnostics.ensure_ledger": on_cursor(diagnostics.ensure_ledger),
+        "consumer.ensure_schema": on_cursor(consumer.ensure_schema),
+        "files.state.ensure_tables": on_cursor(files_state.ensure_tables),
+        "arrivals.ensure_ledger": on_cursor(arrivals.ensure_ledger),
+        "arrivals.ensure_late_log": on_cursor(arrivals.ensure_late_log),
+        # lessons.replication checks these two on the lab's warehouse connection (71_09_01)
+        "replication snapshots": on_cursor(ddl.require, "state.replication_snapshots"),
+        "replication checks": on_cursor(ddl.require, "state.replication_checks"),
+        "files.logs.ensure_tables": on_cursor(logs.ensure_tables, target),
+    }
+
+
+CATALOG = """
+SELECT n.nspname, coalesce(c.relname, '') FROM pg_namespace n LEFT JOIN pg_class c ON c.relnamespace = n.oid
+WHERE n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema' ORDER BY 1, 2
+"""
+
+COLUMNS = """
+SELECT column_name, data_type, column_default, is_nullable FROM information_schema.columns
+WHERE table_schema || '.' || table_name = %s ORDER BY ordinal_position
+"""
+CONSTRAINTS = (
+    "SELECT contype, pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = %s::regclass ORDER BY 1, 2"
+)
 
 
 def test_applying_twice_records_every_version_once_and_creates_every_shared_table(lab, scratch_db) -> None:
@@ -165,21 +188,30 @@ def test_applying_twice_records_every_version_once_and_creates_every_shared_tabl
     conn.close()
 
 
-def test_the_versioned_files_create_exactly_what_the_library_creates(lab, scratch_db) -> None:
-    migrated, by_library = scratch_db(), scratch_db()
-    assert _migrate(lab, migrated).returncode == 0
-    conn = _connect(lab, by_library)
-    _create_with_the_library(conn)
-    other = _connect(lab, migrated)
-    by_files = _rows(other, SHAPE)
-    library_tables = {(r[0], r[1]) for r in _rows(conn, SHAPE)}
-    # tables added since the versioned files became the one schema exist only there (no task creates them)
-    only_in_files = {(r[0], r[1]) for r in by_files} - library_tables
-    assert only_in_files == SQL_ONLY
-    assert _rows(conn, SHAPE) == [r for r in by_files if (r[0], r[1]) in library_tables]
-    assert _rows(conn, INDEXES) == [r for r in _rows(other, INDEXES) if (r[0], r[1]) in library_tables]
+def test_on_a_database_never_migrated_the_shared_ensure_functions_raise_and_create_nothing(
+    lab, scratch_db
+) -> None:
+    from cdclab.common.ddl import NotMigratedError
+    from cdclab.ops import perf
+
+    db = scratch_db()
+    conn = _connect(lab, db)
+    before = _rows(conn, CATALOG)
+    checks = _shared_checks()
+    checks["perf.ensure_schema (own table)"] = lambda c: perf.ensure_schema(c, "public.my_perf_runs")
+    raised = {}
+    for what, check in checks.items():
+        with pytest.raises(NotMigratedError) as exc:
+            check(conn)
+        conn.rollback()
+        raised[what] = str(exc.value)
+    for what, message in raised.items():
+        assert "is declared by version" in message, what
+        assert "no public.schema_version" in message, what
+        assert "infra/postgres/migrate.sh" in message and "make up" in message, what
+    # not a schema, not a table, not the DAG's own target (logs.ensure_tables checks before it creates)
+    assert _rows(conn, CATALOG) == before
     conn.close()
-    other.close()
 
 
 def test_on_a_migrated_warehouse_the_shared_ensure_functions_run_no_ddl(lab, scratch_db) -> None:
@@ -187,35 +219,46 @@ def test_on_a_migrated_warehouse_the_shared_ensure_functions_run_no_ddl(lab, scr
     assert _migrate(lab, db).returncode == 0
     # DDL fails on a read-only connection even when IF NOT EXISTS would skip: success proves none ran
     readonly = _connect(lab, db, default_transaction_read_only="on")
-    _create_with_the_library_readonly(readonly)
-    readonly.close()
-    # ... and without the versioned files, the same calls do need DDL (the fallback path)
-    bare = scratch_db()
-    readonly = _connect(lab, bare, default_transaction_read_only="on")
-    from cdclab.state import watermarks as state
-
-    with pytest.raises(psycopg2.errors.ReadOnlySqlTransaction):
-        state.ensure_schema(readonly)
+    checks = _shared_checks()
+    del checks["files.logs.ensure_tables"]  # it creates the DAG's own target (checked in the next test)
+    for check in checks.values():
+        check(readonly)
     readonly.close()
 
 
-def _create_with_the_library_readonly(conn: Any) -> None:
-    from cdclab.cdc import consumer
+def test_own_copies_of_shared_tables_are_created_like_the_declared_ones(lab, scratch_db) -> None:
     from cdclab.delta import detection as delta
-    from cdclab.files import state as files_state
-    from cdclab.lessons import opsdocs, strategy
-    from cdclab.ops import diagnostics, health, perf, recovery
-    from cdclab.state import backup as statebackup
-    from cdclab.state import watermarks as state
+    from cdclab.files import logs
+    from cdclab.ops import diagnostics, perf
 
-    for fn in (state, strategy, statebackup, perf, opsdocs, health, recovery):
-        fn.ensure_schema(conn)
-    delta.ensure_snapshot_table(conn)
+    db = scratch_db()
+    assert _migrate(lab, db).returncode == 0
+    conn = _connect(lab, db)
     with conn.cursor() as cur:
-        diagnostics.ensure_ledger(cur)
-        consumer.ensure_schema(cur)
-        files_state.ensure_tables(cur)
+        cur.execute("CREATE SCHEMA copies")
     conn.commit()
+    perf.ensure_schema(conn, "copies.perf_runs")
+    delta.ensure_snapshot_table(conn, "copies.row_hashes")
+    with conn.cursor() as cur:
+        diagnostics.ensure_ledger(cur, "copies.ledger")
+        logs.ensure_tables(cur, "copies.app_logs")
+    conn.commit()
+    for copy, declared_as in (
+        ("copies.perf_runs", "state.perf_runs"),
+        ("copies.row_hashes", "state.row_hashes"),
+        ("copies.ledger", "state.processed_intervals"),
+    ):
+        for query in (COLUMNS, CONSTRAINTS):
+            with conn.cursor() as cur:
+                cur.execute(query, (declared_as,))
+                expected = cur.fetchall()
+                cur.execute(query, (copy,))
+                got = cur.fetchall()
+            conn.rollback()
+            assert expected, f"{declared_as}: {query}"
+            assert got == expected, copy
+    assert _rows(conn, "SELECT to_regclass('copies.app_logs') IS NOT NULL") == [(True,)]
+    conn.close()
 
 
 def test_a_changed_version_is_refused(lab, scratch_db, tmp_path) -> None:

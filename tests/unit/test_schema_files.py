@@ -3,8 +3,10 @@
 A table is *shared* when the library names it (``src/cdclab``) or two or more DAGs do: it must be
 declared by a ``V<n>__<name>.sql`` file, so the lab creates it at start and no task has to. A table
 that only one DAG names (its own default param, e.g. ``state.findings_71_08_01``) may stay created at
-task time. ``cdclab.common.ddl.SHARED`` (the ``ensure`` calls that skip their DDL on a migrated warehouse)
-must only name declared tables, with the version that declares them.
+task time. ``cdclab.common.ddl.SHARED`` (the shared tables the ``ensure_*`` functions check with
+``ddl.require``) must only name declared tables, with the version that declares them, and the library
+holds no second copy of their DDL: no ``CREATE TABLE`` of a declared table in ``src/cdclab``, and
+``ddl.ensure`` refuses a shared name.
 """
 
 from __future__ import annotations
@@ -118,3 +120,35 @@ def test_the_known_shared_tables_are_found() -> None:
         "dlq.file_quarantine",
     ):
         assert name in found
+
+
+CREATES = re.compile(
+    r"CREATE\s+(?:TABLE|(?:OR\s+REPLACE\s+)?VIEW)\s+(?:IF\s+NOT\s+EXISTS\s+)?([a-z_]+\.[a-z_][a-z0-9_]*)",
+    re.I,
+)
+
+
+def test_the_library_holds_no_copy_of_a_declared_tables_ddl() -> None:
+    """The versioned files are the only definition of the shared tables (a copy in the library drifts)."""
+    tables = declared()
+    copies = []
+    for path in sorted((ROOT / "src" / "cdclab").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                copies += [
+                    f"{path.relative_to(ROOT)}: {name}"
+                    for name in CREATES.findall(node.value)
+                    if name in tables
+                ]
+    assert copies == [], f"DDL of tables that infra/postgres/warehouse declares: {copies}"
+
+
+def test_ensure_refuses_a_shared_table_before_touching_the_database() -> None:
+    for name in ddl.SHARED:
+        with pytest.raises(ValueError, match="shared table"):
+            ddl.ensure(None, name, f"CREATE TABLE IF NOT EXISTS {name} (id int)")
+
+
+def test_require_knows_only_shared_tables() -> None:
+    with pytest.raises(KeyError, match="not a shared table"):
+        ddl.require(None, "staging.some_lessons_target")

@@ -77,43 +77,9 @@ from typing import Any
 import psycopg2
 from psycopg2.extras import Json
 
-from cdclab.common.ddl import ensure as ensure_ddl
+from cdclab.common.ddl import require
 
 log = logging.getLogger(__name__)
-
-OFFSETS_DDL = """
-CREATE SCHEMA IF NOT EXISTS state;
-CREATE SCHEMA IF NOT EXISTS dlq;
-CREATE TABLE IF NOT EXISTS state.kafka_offsets (
-    consumer_group text NOT NULL,
-    topic          text NOT NULL,
-    kafka_partition integer NOT NULL,
-    next_offset    bigint NOT NULL CHECK (next_offset >= 0),
-    updated_at     timestamptz NOT NULL DEFAULT now(),
-    updated_by     text,
-    PRIMARY KEY (consumer_group, topic, kafka_partition)
-);
-CREATE TABLE IF NOT EXISTS dlq.kafka_records (
-    id              bigserial PRIMARY KEY,
-    consumer_group  text NOT NULL,
-    topic           text NOT NULL,
-    kafka_partition integer NOT NULL,
-    kafka_offset    bigint NOT NULL,
-    record_key      text,
-    record_value    text,
-    reason          text NOT NULL,
-    failed_at       timestamptz NOT NULL DEFAULT now(),
-    UNIQUE (consumer_group, topic, kafka_partition, kafka_offset)
-);
-CREATE TABLE IF NOT EXISTS state.kafka_group_targets (
-    consumer_group text NOT NULL,
-    topic          text NOT NULL,
-    target         text NOT NULL,
-    bound_at       timestamptz NOT NULL DEFAULT now(),
-    bound_by       text,
-    PRIMARY KEY (consumer_group, topic)
-);
-"""
 
 DISCOVER_SECONDS = 2.0
 """How often a follow run looks for topics that did not exist yet."""
@@ -304,7 +270,9 @@ def bind_targets(cur: Any, group: str, targets: dict[str, str], who: str = "") -
 
 
 def ensure_schema(cur: Any) -> None:
-    ensure_ddl(cur, "state.kafka_offsets", OFFSETS_DDL)
+    """Check ``state.kafka_offsets``, ``dlq.kafka_records`` and ``state.kafka_group_targets``: declared by
+    infra/postgres/warehouse (V001, V002, V004), applied at lab start; nothing is created here."""
+    require(cur, "state.kafka_offsets")
 
 
 def stored_offsets(cur: Any, group: str, topic: str) -> dict[int, int]:

@@ -29,18 +29,6 @@ from cdclab.cdc.connect import ConnectClient
 from cdclab.cdc.connect import ConnectorNotRunning as ConnectorNotRunning  # raised here; DAGs catch it
 from cdclab.common.db import ident
 
-SNAPSHOTS_DDL = """
-CREATE TABLE IF NOT EXISTS state.replication_snapshots (
-    source_table text PRIMARY KEY, signal_id text NOT NULL, requested_at timestamptz NOT NULL DEFAULT now(),
-    requested_by text)
-"""
-CHECKS_DDL = """
-CREATE TABLE IF NOT EXISTS state.replication_checks (
-    checked_at timestamptz NOT NULL DEFAULT now(), source_table text NOT NULL, target_table text NOT NULL,
-    source_rows bigint NOT NULL, target_rows bigint NOT NULL, source_md5 text, target_md5 text,
-    equal boolean NOT NULL, dag_run text)
-"""
-
 
 def connector_status(connect_url: str, name: str) -> dict[str, Any]:
     status = ConnectClient(connect_url).status(name)

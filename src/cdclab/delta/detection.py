@@ -55,7 +55,7 @@ from psycopg2 import sql
 from psycopg2.extras import execute_values
 
 from cdclab.common.db import ident
-from cdclab.common.ddl import ensure as ensure_ddl
+from cdclab.common.ddl import like_declared
 
 NullPolicy = Literal["raise", "include", "exclude"]
 NULL_POLICIES: frozenset[str] = frozenset(get_args(NullPolicy))
@@ -628,17 +628,10 @@ def diff_hashes(old: Mapping[str, str], new: Mapping[str, str]) -> ChangeSet:
 
 
 def ensure_snapshot_table(conn: Any, table: str = ROW_HASHES) -> None:
-    """Create ``state.row_hashes (snapshot, row_key, row_hash)`` if missing; commits."""
+    """``state.row_hashes (snapshot, row_key, row_hash)`` as infra/postgres/warehouse/V001__state.sql
+    declares it, or ``table`` created on first use like it; commits."""
     with conn.cursor() as cur:
-        ensure_ddl(
-            cur,
-            table,
-            sql.SQL(
-                "CREATE TABLE IF NOT EXISTS {} (snapshot text NOT NULL, row_key text NOT NULL, "
-                "row_hash text NOT NULL, taken_at timestamptz NOT NULL DEFAULT now(), "
-                "PRIMARY KEY (snapshot, row_key))"
-            ).format(ident(table)),
-        )
+        like_declared(cur, table, ROW_HASHES)
     conn.commit()
 
 

@@ -32,38 +32,7 @@ from psycopg2.extras import execute_values
 
 from cdclab.common.db import ident
 from cdclab.common.ddl import ensure as ensure_ddl
-
-DDL = """
-CREATE TABLE IF NOT EXISTS state.log_cursor (
-    pipeline    text        NOT NULL,
-    log_path    text        NOT NULL,
-    fingerprint text        NOT NULL,
-    inode       bigint      NOT NULL,
-    file_name   text        NOT NULL,
-    byte_offset bigint      NOT NULL,
-    updated_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
-    PRIMARY KEY (pipeline, log_path)
-);
-CREATE TABLE IF NOT EXISTS dlq.log_gap (
-    id               bigserial   PRIMARY KEY,
-    pipeline         text        NOT NULL,
-    log_path         text        NOT NULL,
-    lost_fingerprint text        NOT NULL,
-    lost_inode       bigint      NOT NULL,
-    lost_from_offset bigint      NOT NULL,
-    detail           text        NOT NULL,
-    at               timestamptz NOT NULL DEFAULT clock_timestamp()
-);
-CREATE TABLE IF NOT EXISTS dlq.log_bad_lines (
-    pipeline    text        NOT NULL,
-    fingerprint text        NOT NULL,
-    byte_offset bigint      NOT NULL,
-    line        text        NOT NULL,
-    reason      text        NOT NULL,
-    at          timestamptz NOT NULL DEFAULT clock_timestamp(),
-    PRIMARY KEY (pipeline, fingerprint, byte_offset)
-);
-"""
+from cdclab.common.ddl import require
 
 TARGET_DDL = """
 CREATE TABLE IF NOT EXISTS {target} (
@@ -188,7 +157,9 @@ def parse_line(text: str) -> tuple[datetime, str, str, str]:
 
 # ---- warehouse ---------------------------------------------------------------------------------------
 def ensure_tables(cur: Any, target: str) -> None:
-    ensure_ddl(cur, "state.log_cursor", DDL)  # shared: infra/postgres/warehouse declares it
+    """Check the shared cursor and dead-letter tables (declared by infra/postgres/warehouse, V002) and create
+    the DAG's own ``target`` if missing."""
+    require(cur, "state.log_cursor")
     ensure_ddl(cur, target, sql.SQL(TARGET_DDL).format(target=ident(target)))
 
 

@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 from psycopg2.extras import execute_values
 
-from cdclab.common.ddl import ensure as ensure_ddl
+from cdclab.common.ddl import require
 from cdclab.files.store import ObjectInfo
 
 Status = Literal["discovered", "loaded", "quarantined", "failed", "exhausted", "archived"]
@@ -40,80 +40,7 @@ STATUSES: tuple[Status, ...] = ("discovered", "loaded", "quarantined", "failed",
 FINISHED: tuple[Status, ...] = ("loaded", "quarantined", "archived")
 Kind = Literal["data", "manifest"]
 
-DDL = """
-CREATE TABLE IF NOT EXISTS state.file_manifest (
-    pipeline        text        NOT NULL,
-    bucket          text        NOT NULL,
-    key             text        NOT NULL,
-    etag            text        NOT NULL,
-    kind            text        NOT NULL DEFAULT 'data' CHECK (kind IN ('data', 'manifest')),
-    batch_id        text,
-    size            bigint      NOT NULL,
-    last_modified   timestamptz NOT NULL,
-    sha256          text,
-    row_count       bigint,
-    expected_rows   bigint,
-    expected_sha256 text,
-    status          text        NOT NULL DEFAULT 'discovered'
-                    CHECK (status IN ('discovered', 'loaded', 'quarantined', 'failed', 'exhausted', 'archived')),
-    attempts        integer     NOT NULL DEFAULT 0,
-    error           text,
-    discovered_at   timestamptz NOT NULL DEFAULT clock_timestamp(),
-    loaded_at       timestamptz,
-    updated_at      timestamptz NOT NULL DEFAULT clock_timestamp(),
-    PRIMARY KEY (pipeline, bucket, key, etag)
-);
-CREATE INDEX IF NOT EXISTS file_manifest_pending ON state.file_manifest (pipeline, status);
-CREATE TABLE IF NOT EXISTS state.file_watermark (
-    pipeline      text        PRIMARY KEY,
-    last_modified timestamptz NOT NULL,
-    updated_at    timestamptz NOT NULL DEFAULT clock_timestamp()
-);
-CREATE TABLE IF NOT EXISTS state.file_audit (
-    id         bigserial   PRIMARY KEY,
-    pipeline   text        NOT NULL,
-    action     text        NOT NULL
-               CHECK (action IN ('archive', 'quarantine', 'delete', 'expire', 'reprocess', 'receipt')),
-    src_bucket text        NOT NULL,
-    src_key    text        NOT NULL,
-    dst_bucket text,
-    dst_key    text,
-    etag       text,
-    size       bigint,
-    reason     text,
-    at         timestamptz NOT NULL DEFAULT clock_timestamp()
-);
-CREATE INDEX IF NOT EXISTS file_audit_pipeline ON state.file_audit (pipeline, action, at);
-CREATE TABLE IF NOT EXISTS state.file_chunks (
-    pipeline    text    NOT NULL,
-    bucket      text    NOT NULL,
-    key         text    NOT NULL,
-    etag        text    NOT NULL,
-    chunk_no    integer NOT NULL,
-    start_byte  bigint  NOT NULL,
-    end_byte    bigint  NOT NULL,
-    status      text    NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'loaded', 'failed')),
-    row_count   bigint,
-    attempts    integer NOT NULL DEFAULT 0,
-    error       text,
-    updated_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
-    PRIMARY KEY (pipeline, bucket, key, etag, chunk_no)
-);
-CREATE TABLE IF NOT EXISTS dlq.file_quarantine (
-    id                bigserial   PRIMARY KEY,
-    pipeline          text        NOT NULL,
-    bucket            text        NOT NULL,
-    key               text        NOT NULL,
-    etag              text        NOT NULL,
-    quarantine_bucket text        NOT NULL,
-    quarantine_key    text        NOT NULL,
-    reason            text        NOT NULL,
-    detail            text        NOT NULL,
-    byte_offset       bigint,
-    at                timestamptz NOT NULL DEFAULT clock_timestamp()
-);
-"""
-
+# Declared by infra/postgres/warehouse (V002__dlq.sql, V006__files_exhausted.sql), applied at lab start.
 TABLES = (
     "state.file_manifest",
     "state.file_watermark",
@@ -121,18 +48,14 @@ TABLES = (
     "state.file_chunks",
     "dlq.file_quarantine",
 )
-_LOCK_KEY = 71_04_0000  # advisory lock serialising concurrent CREATE ... IF NOT EXISTS
 
 
 def ensure_tables(cur: Any) -> None:
-    """Create the state tables if missing (idempotent, safe when several tasks start at once).
+    """Check that the state tables (:data:`TABLES`) exist: the versioned warehouse files declare them.
 
-    When they all exist no DDL runs: ``CREATE INDEX IF NOT EXISTS`` would still queue for a table lock
-    behind running loaders."""
-    cur.execute("SELECT " + " AND ".join(f"to_regclass('{t}') IS NOT NULL" for t in TABLES))
-    if cur.fetchone()[0]:
-        return
-    ensure_ddl(cur, "state.file_manifest", DDL)
+    Runs no DDL (raises :class:`cdclab.common.ddl.NotMigratedError` on a warehouse that was not migrated),
+    so it never queues for a table lock behind running loaders."""
+    require(cur, "state.file_manifest")
 
 
 @dataclass(frozen=True)

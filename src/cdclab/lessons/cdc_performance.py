@@ -123,7 +123,7 @@ class ParseRun:
 
 def measure_parse(bench: CdcBench) -> ParseRun:
     """Read every record of the tables' topics, time :func:`cdclab.cdc.events.parse_debezium` alone over
-    them (malformed records counted), record the ``parse`` measurement (creating ``state.perf_runs``)."""
+    them (malformed records counted), record the ``parse`` measurement in ``state.perf_runs``."""
     bootstrap = kafka_bootstrap(KAFKA_CONN_ID)
     records = [m for t in bench.tables for m in read_topic(bootstrap, f"{TOPIC_PREFIX}.{t}")]
     malformed = 0
@@ -336,7 +336,7 @@ def partition_of(key: Mapping[str, Any], key_columns: Sequence[str], partitions:
 
 
 def prepare_merge_targets(bench: CdcBench) -> None:
-    """Create ``state.perf_runs`` and every strategy's targets; drop the primary key of the ``mnx``
+    """Check ``state.perf_runs`` and create every strategy's targets; drop the primary key of the ``mnx``
     targets (no index on the join key); create the MERGE staging tables up front (parallel partitions
     must not race on DDL)."""
     routes = bench.routes()

@@ -45,7 +45,7 @@ def _count(cur: Any, table: str) -> int:
 
 def prepare_customers_benchmark(source: str, table_rows: int, targets: Iterable[str]) -> int:
     """Create ``source`` in shop (``LIKE public.customers`` with its ``touch_row`` trigger) and seed
-    ``table_rows`` rows when it is empty; create ``state.perf_runs`` and a mirror of the source for each
+    ``table_rows`` rows when it is empty; check ``state.perf_runs`` (declared by the lab) and create a mirror of the source for each
     target in the warehouse. Returns the source's row count."""
     src = ident(source)
     with closing(connect(SHOP)) as shop, closing(connect(WAREHOUSE)) as wh:
@@ -217,7 +217,7 @@ def index_name(source: str) -> str:
 def prepare_window_benchmark(source: str, table_rows: int, target: str, anchor: Any) -> None:
     """Create and seed ``source`` in shop when it is missing (``table_rows`` rows spread evenly over the 24
     hours around ``anchor``) with its ``(updated_at, id)`` index, under an advisory lock on its name;
-    create ``state.perf_runs`` and ``target`` in the warehouse."""
+    check ``state.perf_runs`` (declared by the lab) and create ``target`` in the warehouse."""
     src = ident(source)
     with transaction(SHOP) as cur:
         cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (source,))

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cdclab.common.ddl import ensure as ensure_ddl
+from cdclab.common.ddl import require
 
 
 class DocsError(Exception):
@@ -213,22 +213,9 @@ def headings(markdown: str) -> Iterable[tuple[int, str]]:
 
 
 def ensure_schema(conn: Any) -> None:
-    with conn.cursor() as cur:
-        ensure_ddl(
-            cur,
-            "state.docs_index",
-            """
-            CREATE TABLE IF NOT EXISTS state.docs_index (
-                doc_uri      text NOT NULL,
-                position     integer NOT NULL,
-                level        integer NOT NULL,
-                title        text NOT NULL,
-                anchor       text NOT NULL,
-                run_id       text,
-                generated_at timestamptz NOT NULL DEFAULT clock_timestamp(),
-                PRIMARY KEY (doc_uri, position)
-            )""",
-        )
+    """Check ``state.docs_index`` (declared by infra/postgres/warehouse/V001__state.sql); commits on
+    ``conn``, creates nothing."""
+    require(conn, "state.docs_index")
     conn.commit()
 
 

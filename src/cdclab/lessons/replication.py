@@ -26,9 +26,10 @@ from cdclab.cdc import consumer as kc
 from cdclab.cdc import offsets
 from cdclab.cdc.merge import primary_key, source_columns
 from cdclab.cdc.pipeline import kafka_bootstrap
-from cdclab.cdc.replication import CHECKS_DDL, SNAPSHOTS_DDL, checksum, request_incremental_snapshot
+from cdclab.cdc.replication import checksum, request_incremental_snapshot
 from cdclab.common.db import SHOP, WAREHOUSE, ident, transaction
 from cdclab.common.ddl import ensure as ensure_ddl
+from cdclab.common.ddl import require
 
 KAFKA = "kafka_default"
 
@@ -101,7 +102,7 @@ def request_snapshots(tables: Sequence[str], run_id: str) -> dict[str, str]:
     new requests."""
     requested = {}
     with transaction(WAREHOUSE) as wcur, transaction(SHOP) as scur:
-        ensure_ddl(wcur, "state.replication_snapshots", SNAPSHOTS_DDL)
+        require(wcur, "state.replication_snapshots")
         for table in tables:
             wcur.execute(
                 "SELECT signal_id FROM state.replication_snapshots WHERE source_table = %s", (table,)
@@ -125,7 +126,7 @@ def compare(
     "target_rows"}]``."""
     results = []
     with transaction(SHOP) as scur, transaction(WAREHOUSE) as wcur:
-        ensure_ddl(wcur, "state.replication_checks", CHECKS_DDL)
+        require(wcur, "state.replication_checks")
         for table in tables:
             target = target_table(table, target_schema, target_prefix)
             columns = [c for c, _ in source_columns(scur, table)]

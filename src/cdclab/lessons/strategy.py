@@ -28,7 +28,7 @@ from psycopg2 import sql
 from psycopg2.extras import Json
 
 from cdclab.common.db import ident
-from cdclab.common.ddl import ensure as ensure_ddl
+from cdclab.common.ddl import require
 from cdclab.delta import detection as delta
 from cdclab.merge import upsert
 from cdclab.state import watermarks as state
@@ -235,24 +235,9 @@ def recommend(p: TableProfile, req: Requirements) -> Recommendation:
 
 
 def ensure_schema(conn: Any) -> None:
-    with conn.cursor() as cur:
-        ensure_ddl(cur, "state.strategy_recommendations", "CREATE SCHEMA IF NOT EXISTS state")
-        ensure_ddl(
-            cur,
-            "state.strategy_recommendations",
-            """
-            CREATE TABLE IF NOT EXISTS state.strategy_recommendations (
-                id           bigserial PRIMARY KEY,
-                pipeline     text NOT NULL,
-                run_id       text,
-                source_table text NOT NULL,
-                strategy     text NOT NULL CHECK (strategy IN ('full','timestamp','version','hash','log_cdc')),
-                reasons      jsonb NOT NULL,
-                profile      jsonb NOT NULL,
-                decided_at   timestamptz NOT NULL DEFAULT clock_timestamp()
-            )""",
-        )
-    conn.commit()
+    """Check ``state.strategy_recommendations`` (declared by infra/postgres/warehouse/V001__state.sql)."""
+    require(conn, "state.strategy_recommendations")
+    conn.commit()  # as when it created them: callers may rely on it
 
 
 def record(conn: Any, pipeline: str, run_id: str | None, p: TableProfile, r: Recommendation) -> None:

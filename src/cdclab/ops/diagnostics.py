@@ -37,6 +37,7 @@ from psycopg2.extras import Json
 
 from cdclab.common.db import ident
 from cdclab.common.ddl import ensure as ensure_ddl
+from cdclab.common.ddl import like_declared
 from cdclab.delta.detection import row_hash
 
 log = logging.getLogger(__name__)
@@ -122,24 +123,9 @@ def _dumps(value: Any) -> str:
 
 
 def ensure_ledger(cur: Any, table: str = LEDGER) -> None:
-    """Create the processed-interval ledger if missing."""
-    ensure_ddl(cur, table, "CREATE SCHEMA IF NOT EXISTS state")
-    ensure_ddl(
-        cur,
-        table,
-        sql.SQL(
-            """CREATE TABLE IF NOT EXISTS {} (
-                id             bigserial PRIMARY KEY,
-                pipeline       text NOT NULL,
-                interval_start timestamptz NOT NULL,
-                interval_end   timestamptz NOT NULL,
-                rows_loaded    bigint NOT NULL,
-                cutoff         timestamptz NOT NULL DEFAULT clock_timestamp(),
-                run_id         text,
-                kind           text NOT NULL DEFAULT 'load',
-                CHECK (interval_start < interval_end))"""
-        ).format(ident(table)),
-    )
+    """The processed-interval ledger: :data:`LEDGER` as infra/postgres/warehouse/V001__state.sql declares
+    it, or ``table`` created on first use like it (a run's or a test's own ledger)."""
+    like_declared(cur, table, LEDGER)
 
 
 def record_interval(

@@ -39,37 +39,11 @@ from psycopg2 import sql
 
 from cdclab.cdc import offsets, slots
 from cdclab.common.db import ident
-from cdclab.common.ddl import ensure as ensure_ddl
+from cdclab.common.ddl import require
 from cdclab.state import backup as statebackup
 from cdclab.state import watermarks as state
 
 Status = Literal["ok", "warn", "alert"]
-
-DDL = """
-CREATE SCHEMA IF NOT EXISTS marts;
-CREATE TABLE IF NOT EXISTS marts.pipeline_health (
-    id              bigserial PRIMARY KEY,
-    scope           text NOT NULL,
-    run_id          text,
-    measured_for    timestamptz NOT NULL,
-    metric          text NOT NULL,
-    subject         text NOT NULL,
-    value           double precision,
-    warn_threshold  double precision NOT NULL,
-    alert_threshold double precision NOT NULL,
-    status          text NOT NULL CHECK (status IN ('ok', 'warn', 'alert')),
-    detail          text NOT NULL,
-    checked_at      timestamptz NOT NULL DEFAULT clock_timestamp()
-);
-CREATE INDEX IF NOT EXISTS pipeline_health_latest_idx
-    ON marts.pipeline_health (scope, metric, subject, id DESC);
-CREATE OR REPLACE VIEW marts.pipeline_health_dashboard AS
-SELECT DISTINCT ON (scope, metric, subject)
-       scope, metric, subject, status, value, warn_threshold, alert_threshold, detail, measured_for,
-       checked_at, CASE status WHEN 'alert' THEN 2 WHEN 'warn' THEN 1 ELSE 0 END AS severity
-FROM marts.pipeline_health
-ORDER BY scope, metric, subject, id DESC;
-"""
 
 
 class HealthConfigError(ValueError):
@@ -100,14 +74,10 @@ def _check(metric: str, subject: str, value: float | None, warn: float, alert: f
 
 
 def ensure_schema(conn: Any) -> None:
-    with conn.cursor() as cur:
-        cur.execute(
-            "SELECT to_regclass('marts.pipeline_health') IS NOT NULL "
-            "AND to_regclass('marts.pipeline_health_dashboard') IS NOT NULL"
-        )
-        if not cur.fetchone()[0]:
-            ensure_ddl(cur, "marts.pipeline_health", DDL)
-    conn.commit()
+    """Check ``marts.pipeline_health`` and its view ``marts.pipeline_health_dashboard`` (declared by
+    infra/postgres/warehouse/V003__marts.sql); creates nothing."""
+    require(conn, "marts.pipeline_health")
+    conn.commit()  # as when it created them: callers may rely on it
 
 
 FUTURE_WATERMARK = "future_watermark"

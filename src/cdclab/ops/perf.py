@@ -32,7 +32,7 @@ from typing import Any
 from psycopg2 import sql
 
 from cdclab.common.db import ident
-from cdclab.common.ddl import ensure as ensure_ddl
+from cdclab.common.ddl import like_declared
 
 PERF_RUNS = "state.perf_runs"
 INDEX_SCANS: frozenset[str] = frozenset({"Index Scan", "Index Only Scan", "Bitmap Index Scan"})
@@ -47,35 +47,10 @@ class NotAPlanError(PerfError, ValueError):
 
 
 def ensure_schema(conn: Any, table: str = PERF_RUNS) -> None:
-    """Create ``state.perf_runs`` if missing; idempotent, commits on ``conn``."""
+    """``state.perf_runs`` as infra/postgres/warehouse/V001__state.sql declares it, or ``table`` created
+    on first use like it (a test's own table); commits on ``conn``."""
     with conn.cursor() as cur:
-        ensure_ddl(cur, table, "CREATE SCHEMA IF NOT EXISTS state")
-        ensure_ddl(
-            cur,
-            table,
-            sql.SQL(
-                """
-                CREATE TABLE IF NOT EXISTS {} (
-                    id           bigserial PRIMARY KEY,
-                    experiment   text NOT NULL,
-                    variant      text NOT NULL,
-                    dag_id       text,
-                    run_id       text,
-                    rows_read    bigint,
-                    rows_written bigint,
-                    duration_ms  double precision,
-                    details      jsonb NOT NULL DEFAULT '{{}}',
-                    recorded_at  timestamptz NOT NULL DEFAULT clock_timestamp()
-                )"""
-            ).format(ident(table)),
-        )
-        ensure_ddl(
-            cur,
-            table,
-            sql.SQL("CREATE INDEX IF NOT EXISTS perf_runs_experiment_idx ON {} (experiment, id)").format(
-                ident(table)
-            ),
-        )
+        like_declared(cur, table, PERF_RUNS)
     conn.commit()
 
 

@@ -35,6 +35,7 @@ from psycopg2.extras import Json
 
 from cdclab.common.db import ident
 from cdclab.common.ddl import ensure as ensure_ddl
+from cdclab.common.ddl import require
 
 T = TypeVar("T")
 
@@ -82,67 +83,11 @@ def retry(
 
 
 def ensure_schema(conn: Any, target: str | None = None) -> None:
-    """Create the ledger, the dead-letter and validation tables and (if given) the target; commits."""
-    with conn.cursor() as cur:
-        ensure_ddl(cur, "state.interval_ledger", "CREATE SCHEMA IF NOT EXISTS state")
-        ensure_ddl(cur, "state.interval_ledger", "CREATE SCHEMA IF NOT EXISTS dlq")
-        ensure_ddl(
-            cur,
-            "state.interval_ledger",
-            """
-            CREATE TABLE IF NOT EXISTS state.interval_ledger (
-                pipeline       text NOT NULL,
-                interval_start timestamptz NOT NULL,
-                interval_end   timestamptz NOT NULL,
-                status         text NOT NULL CHECK (status IN ('succeeded', 'failed')),
-                attempts       integer NOT NULL,
-                rows_loaded    integer,
-                rows_rejected  integer,
-                error          text,
-                run_id         text,
-                updated_at     timestamptz NOT NULL DEFAULT clock_timestamp(),
-                PRIMARY KEY (pipeline, interval_start)
-            )""",
-        )
-        ensure_ddl(
-            cur,
-            "state.interval_ledger",
-            """
-            CREATE TABLE IF NOT EXISTS dlq.rejected_rows (
-                id             bigserial PRIMARY KEY,
-                pipeline       text NOT NULL,
-                source_table   text NOT NULL,
-                row_key        text NOT NULL,
-                row_data       jsonb NOT NULL,
-                reason         text NOT NULL,
-                interval_start timestamptz NOT NULL,
-                rejected_at    timestamptz NOT NULL DEFAULT clock_timestamp(),
-                UNIQUE (pipeline, source_table, row_key)
-            )""",
-        )
-        ensure_ddl(
-            cur,
-            "state.interval_ledger",
-            "ALTER TABLE dlq.rejected_rows ADD COLUMN IF NOT EXISTS resolved_at timestamptz",
-        )
-        ensure_ddl(
-            cur,
-            "state.interval_ledger",
-            """
-            CREATE TABLE IF NOT EXISTS state.validation_results (
-                id              bigserial PRIMARY KEY,
-                pipeline        text NOT NULL,
-                interval_start  timestamptz NOT NULL,
-                source_rows     integer NOT NULL,
-                target_rows     integer NOT NULL,
-                rejected_rows   integer NOT NULL,
-                source_checksum text NOT NULL,
-                target_checksum text NOT NULL,
-                ok              boolean NOT NULL,
-                checked_at      timestamptz NOT NULL DEFAULT clock_timestamp()
-            )""",
-        )
-        if target is not None:
+    """Check the ledger, dead-letter and validation tables (declared by the versioned warehouse files,
+    :func:`cdclab.common.ddl.require`) and create the target if given; commits."""
+    require(conn, "state.interval_ledger")
+    if target is not None:
+        with conn.cursor() as cur:
             ensure_ddl(
                 cur,
                 target,

@@ -21,7 +21,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from cdclab.common.ddl import ensure as ensure_ddl
+from cdclab.common.ddl import require
 from cdclab.common.options import one_of
 from cdclab.files.store import ObjectStore
 
@@ -42,25 +42,9 @@ class CorruptBackupError(BackupError, ValueError):
 
 
 def ensure_schema(conn: Any) -> None:
-    with conn.cursor() as cur:
-        ensure_ddl(
-            cur,
-            "state.state_backups",
-            """
-            CREATE TABLE IF NOT EXISTS state.state_backups (
-                scope        text NOT NULL,
-                version      integer NOT NULL,
-                bucket       text NOT NULL,
-                object_key   text NOT NULL,
-                sha256       text NOT NULL,
-                watermarks   integer NOT NULL,
-                offsets      integer NOT NULL,
-                run_id       text,
-                taken_at     timestamptz NOT NULL DEFAULT clock_timestamp(),
-                PRIMARY KEY (scope, version)
-            )""",
-        )
-    conn.commit()
+    """Check ``state.state_backups`` (declared by infra/postgres/warehouse/V001__state.sql); creates nothing."""
+    require(conn, "state.state_backups")
+    conn.commit()  # as when it created them: callers may rely on it
 
 
 def _digest(rows: dict[str, Any]) -> str:

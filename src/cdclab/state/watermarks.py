@@ -55,7 +55,7 @@ from typing import Any, Literal, get_args
 from psycopg2 import sql
 
 from cdclab.common.db import ident
-from cdclab.common.ddl import ensure as ensure_ddl
+from cdclab.common.ddl import require
 
 ValueType = Literal["timestamptz", "bigint", "text", "json"]
 VALUE_TYPES: frozenset[str] = frozenset(get_args(ValueType))
@@ -226,67 +226,14 @@ def _regresses(old: Any, new: Any, value_type: str) -> bool:
 
 
 def ensure_schema(conn: Any) -> None:
-    """Create ``state.watermarks``, ``state.watermark_history`` and ``state.run_metrics`` if missing.
+    """Check that ``state.watermarks``, ``state.watermark_history`` and ``state.run_metrics`` exist.
 
-    Idempotent; commits on ``conn``. Safe when several runs call it at the same time (an advisory
-    lock serialises the DDL).
+    They are declared by ``infra/postgres/warehouse/V001__state.sql``, which the lab applies at start;
+    nothing is created here (raises :class:`cdclab.common.ddl.NotMigratedError` on a warehouse that was
+    not migrated). Runs no DDL, so any number of runs may call it at once.
     """
-    with conn.cursor() as cur:
-        ensure_ddl(cur, "state.watermarks", "CREATE SCHEMA IF NOT EXISTS state")
-        ensure_ddl(
-            cur,
-            "state.watermarks",
-            """
-            CREATE TABLE IF NOT EXISTS state.watermarks (
-                key                text PRIMARY KEY,
-                value              text NOT NULL,
-                value_type         text NOT NULL
-                    CHECK (value_type IN ('timestamptz', 'bigint', 'text', 'json')),
-                updated_at         timestamptz NOT NULL DEFAULT now(),
-                updated_by_dag_id  text,
-                updated_by_run_id  text
-            )""",
-        )
-        ensure_ddl(
-            cur,
-            "state.watermarks",
-            """
-            CREATE TABLE IF NOT EXISTS state.watermark_history (
-                id          bigserial PRIMARY KEY,
-                key         text NOT NULL,
-                old_value   text,
-                new_value   text NOT NULL,
-                value_type  text NOT NULL,
-                changed_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
-                dag_id      text,
-                run_id      text,
-                reason      text NOT NULL
-            )""",
-        )
-        ensure_ddl(
-            cur,
-            "state.watermarks",
-            "CREATE INDEX IF NOT EXISTS watermark_history_key_idx ON state.watermark_history (key, id)",
-        )
-        ensure_ddl(
-            cur,
-            "state.watermarks",
-            """
-            CREATE TABLE IF NOT EXISTS state.run_metrics (
-                id             bigserial PRIMARY KEY,
-                pipeline       text NOT NULL,
-                strategy       text NOT NULL,
-                dag_id         text,
-                run_id         text,
-                interval_start timestamptz,
-                interval_end   timestamptz,
-                rows_read      bigint NOT NULL,
-                rows_written   bigint NOT NULL,
-                duration_ms    double precision NOT NULL,
-                recorded_at    timestamptz NOT NULL DEFAULT clock_timestamp()
-            )""",
-        )
-    conn.commit()
+    require(conn, "state.watermarks")
+    conn.commit()  # as when it created them: callers may rely on it
 
 
 class TableWatermarkStore:

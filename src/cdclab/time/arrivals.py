@@ -34,7 +34,7 @@ from psycopg2 import sql
 from psycopg2.extras import execute_values
 
 from cdclab.common.db import SHOP, WAREHOUSE, ident, transaction
-from cdclab.common.ddl import ensure as ensure_ddl
+from cdclab.common.ddl import NotMigratedError, like_declared
 from cdclab.time.intervals import Arrival, Window, WindowSpec, classify_arrival
 
 ACCEPTED: tuple[Arrival, ...] = ("on_time", "late")
@@ -43,8 +43,7 @@ LATE_LOG = "dlq.orders_late_events"
 SCHEMA_FILE = "infra/postgres/warehouse/V007__arrivals_ledger.sql"
 
 
-class SchemaNotMigrated(RuntimeError):
-    """A table that the versioned warehouse schema declares is missing: the lab has not applied it."""
+SchemaNotMigrated = NotMigratedError  # what ensure_ledger/ensure_late_log raise when V007 is not applied
 
 
 @dataclass(frozen=True)
@@ -57,34 +56,16 @@ class FirstArrival:
     first_seen_by_run: str
 
 
-def _like_declared(cur: Any, name: str, declared: str) -> None:
-    """Check that ``declared`` exists (V007); create ``name`` like it when ``name`` is another table."""
-    cur.execute("SELECT to_regclass(%s)", (declared,))
-    if cur.fetchone()[0] is None:
-        raise SchemaNotMigrated(
-            f"{declared} does not exist: this warehouse has not applied {SCHEMA_FILE}; "
-            "`cdclab lab up` (make up) applies the versioned schema files"
-        )
-    if name != declared:
-        ensure_ddl(
-            cur,
-            name,
-            sql.SQL("CREATE TABLE IF NOT EXISTS {} (LIKE {} INCLUDING ALL)").format(
-                ident(name), ident(declared)
-            ),
-        )
-
-
 def ensure_ledger(cur: Any, ledger: str = LEDGER) -> None:
     """The arrivals ledger ``ledger``: :data:`LEDGER` as V007 declares it, or a table of the same shape
     created on first use (a ledger named by a run's params)."""
-    _like_declared(cur, ledger, LEDGER)
+    like_declared(cur, ledger, LEDGER)
 
 
 def ensure_late_log(cur: Any, late_log: str = LATE_LOG) -> None:
     """The late-events log ``late_log``: :data:`LATE_LOG` as V007 declares it, or a table of the same
     shape created on first use."""
-    _like_declared(cur, late_log, LATE_LOG)
+    like_declared(cur, late_log, LATE_LOG)
 
 
 def arrived_in(cur: Any, source: str, window: Window) -> list[tuple[int, dt.datetime, dt.datetime]]:
