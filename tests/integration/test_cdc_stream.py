@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from psycopg2 import errors as pg_errors
 from psycopg2 import sql
 
 from cdclab.cdc.consumer import watermarks
@@ -79,7 +80,10 @@ def wait_equal(
     deadline = time.monotonic() + timeout
     got: list[Any] = []
     while time.monotonic() < deadline and alive():
-        got = rows(warehouse_db, f"core.{table}")
+        try:
+            got = rows(warehouse_db, f"core.{table}")
+        except pg_errors.UndefinedTable:  # the follower has not made its target yet
+            got = []
         if got == want:
             return
         time.sleep(0.2)
