@@ -58,7 +58,6 @@ from airflow.sdk import Param, task
 from cdclab.dagkit import data_intervals, lesson_dag
 
 DAG_ID = "71_01_01_basics"
-TAGS = ["71.1", "basics", "reference", "core", "beginner", "success"]
 
 
 def _load_run(params: dict[str, Any], dag_run: Any) -> Any:
@@ -84,7 +83,13 @@ PARAMS = {
 }
 
 
-@lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)
+@lesson_dag(
+    DAG_ID,
+    __doc__,
+    schedule=data_intervals("@hourly"),
+    tags=["71.1", "basics", "reference", "core", "beginner", "success"],
+    params=PARAMS,
+)
 def basics() -> None:
     @task
     def prepare(params: dict[str, Any]) -> None:

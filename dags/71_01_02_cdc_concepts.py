@@ -44,7 +44,6 @@ from cdclab.cdc.heartbeat import HeartbeatSensor
 from cdclab.dagkit import data_intervals, lesson_dag
 
 DAG_ID = "71_01_02_cdc_concepts"
-TAGS = ["71.1", "cdc", "reference", "core", "intermediate", "success"]
 
 
 def _names(params: dict[str, Any]) -> dict[str, str]:
@@ -68,7 +67,13 @@ PARAMS = {
 }
 
 
-@lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)
+@lesson_dag(
+    DAG_ID,
+    __doc__,
+    schedule=data_intervals("@hourly"),
+    tags=["71.1", "cdc", "reference", "core", "intermediate", "success"],
+    params=PARAMS,
+)
 def cdc_concepts() -> None:
     @task
     def prepare(params: dict[str, Any]) -> None:

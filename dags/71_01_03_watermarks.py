@@ -38,7 +38,6 @@ from airflow.sdk import Param, task
 from cdclab.dagkit import data_intervals, from_params, lesson_dag
 
 DAG_ID = "71_01_03_watermarks"
-TAGS = ["71.1", "watermarks", "reference", "core", "intermediate", "success"]
 
 
 class SimulatedCrashAfterLoad(RuntimeError):
@@ -61,7 +60,13 @@ PARAMS = {
 }
 
 
-@lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)
+@lesson_dag(
+    DAG_ID,
+    __doc__,
+    schedule=data_intervals("@hourly"),
+    tags=["71.1", "watermarks", "reference", "core", "intermediate", "success"],
+    params=PARAMS,
+)
 def watermarks() -> None:
     @task
     def prepare(params: dict[str, Any]) -> None:

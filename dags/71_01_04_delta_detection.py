@@ -37,7 +37,6 @@ from airflow.sdk import Param, task
 from cdclab.dagkit import data_intervals, lesson_dag
 
 DAG_ID = "71_01_04_delta_detection"
-TAGS = ["71.1", "delta-detection", "reference", "core", "intermediate", "success"]
 
 
 def _key(params: dict[str, Any], method: str) -> str:
@@ -66,7 +65,13 @@ PARAMS = {
 }
 
 
-@lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)
+@lesson_dag(
+    DAG_ID,
+    __doc__,
+    schedule=data_intervals("@hourly"),
+    tags=["71.1", "delta-detection", "reference", "core", "intermediate", "success"],
+    params=PARAMS,
+)
 def delta_detection() -> None:
     @task
     def prepare(params: dict[str, Any]) -> None:

@@ -39,7 +39,6 @@ from airflow.sdk import Asset, Param, task
 from cdclab.dagkit import data_intervals, lesson_dag
 
 DAG_ID = "71_01_05_state_storage"
-TAGS = ["71.1", "state", "reference", "core", "intermediate", "success"]
 STORES = ("variable", "xcom", "table", "asset")
 STATE_ASSET = Asset(name="cdclab-71_01_05-state", uri="cdclab://state/71_01_05")
 
@@ -54,7 +53,13 @@ PARAMS = {
 }
 
 
-@lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)
+@lesson_dag(
+    DAG_ID,
+    __doc__,
+    schedule=data_intervals("@hourly"),
+    tags=["71.1", "state", "reference", "core", "intermediate", "success"],
+    params=PARAMS,
+)
 def state_storage() -> None:
     @task
     def prepare(params: dict[str, Any]) -> None:

@@ -45,8 +45,6 @@ from cdclab.dagkit import data_intervals, lesson_dag
 from cdclab.time import partitions as partitioning
 from cdclab.time.intervals import interval_for_run
 
-TAGS = ["71.2", "reference", "core", "intermediate", "success"]
-
 PARAMS = {"source": "public.orders", "target": "core.orders_by_day", "staging": "staging.orders_by_day"}
 
 
@@ -54,7 +52,7 @@ PARAMS = {"source": "public.orders", "target": "core.orders_by_day", "staging": 
     "71_02_01_execution_date",
     __doc__,
     schedule=data_intervals("0 0 * * *"),
-    tags=TAGS,
+    tags=["71.2", "reference", "core", "intermediate", "success"],
     params=PARAMS,
     user_defined_macros={
         "ident": partitioning.quoted_name,

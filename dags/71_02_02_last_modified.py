@@ -38,8 +38,6 @@ from airflow.sdk import get_current_context, task
 
 from cdclab.dagkit import data_intervals, lesson_dag
 
-TAGS = ["71.2", "reference", "patterns", "intermediate", "success"]
-
 
 def _read_window(params: dict):
     from datetime import timedelta
@@ -61,7 +59,13 @@ PARAMS = {
 }
 
 
-@lesson_dag("71_02_02_last_modified", __doc__, schedule=data_intervals("0 * * * *"), tags=TAGS, params=PARAMS)
+@lesson_dag(
+    "71_02_02_last_modified",
+    __doc__,
+    schedule=data_intervals("0 * * * *"),
+    tags=["71.2", "reference", "patterns", "intermediate", "success"],
+    params=PARAMS,
+)
 def _71_02_02_last_modified():
     @task
     def explain_cursor_query(params: dict | None = None) -> dict:

@@ -48,8 +48,6 @@ from airflow.sdk import get_current_context, task
 
 from cdclab.dagkit import data_intervals, lesson_dag
 
-TAGS = ["71.2", "reference", "patterns", "intermediate", "success"]
-
 PARAMS = {
     "source": "public.orders",
     "target": "marts.orders_hourly_event_time",
@@ -61,7 +59,13 @@ PARAMS = {
 }
 
 
-@lesson_dag("71_02_03_event_time", __doc__, schedule=data_intervals("0 * * * *"), tags=TAGS, params=PARAMS)
+@lesson_dag(
+    "71_02_03_event_time",
+    __doc__,
+    schedule=data_intervals("0 * * * *"),
+    tags=["71.2", "reference", "patterns", "intermediate", "success"],
+    params=PARAMS,
+)
 def _71_02_03_event_time():
     @task
     def classify_arrivals(params: dict | None = None) -> list[list[str]]:

@@ -41,8 +41,6 @@ from airflow.sdk import get_current_context, task
 
 from cdclab.dagkit import data_intervals, lesson_dag
 
-TAGS = ["71.2", "reference", "patterns", "intermediate", "success"]
-
 PARAMS = {
     "source": "public.orders",
     "target": "marts.orders_revenue_3h",
@@ -55,7 +53,11 @@ PARAMS = {
 
 
 @lesson_dag(
-    "71_02_04_sliding_window", __doc__, schedule=data_intervals("0 * * * *"), tags=TAGS, params=PARAMS
+    "71_02_04_sliding_window",
+    __doc__,
+    schedule=data_intervals("0 * * * *"),
+    tags=["71.2", "reference", "patterns", "intermediate", "success"],
+    params=PARAMS,
 )
 def _71_02_04_sliding_window():
     @task

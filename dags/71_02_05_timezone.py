@@ -34,8 +34,6 @@ from airflow.sdk import get_current_context, task
 
 from cdclab.dagkit import data_intervals, lesson_dag
 
-TAGS = ["71.2", "reference", "patterns", "intermediate", "success"]
-
 BUSINESS_TZ = "Europe/Berlin"
 
 PARAMS = {"orders": "public.orders", "customers": "public.customers", "target": "marts.daily_sales_local"}
@@ -45,7 +43,7 @@ PARAMS = {"orders": "public.orders", "customers": "public.customers", "target": 
     "71_02_05_timezone",
     __doc__,
     schedule=data_intervals("0 0 * * *", tz=BUSINESS_TZ),
-    tags=TAGS,
+    tags=["71.2", "reference", "patterns", "intermediate", "success"],
     params=PARAMS,
     start_date=pendulum.datetime(2026, 1, 1, tz=BUSINESS_TZ),
 )

@@ -46,8 +46,6 @@ from airflow.sdk import Param, get_current_context, task
 from cdclab.cdc.pipeline import replicate
 from cdclab.dagkit import from_params, lesson_dag
 
-TAGS = ["71.3", "cdc", "debezium", "success", "reference", "patterns", "advanced"]
-
 DEFAULT_TABLES = [
     "public.customers",
     "public.products",
@@ -72,7 +70,13 @@ PARAMS = {
 }
 
 
-@lesson_dag("71_03_01_database_cdc", __doc__, schedule="*/5 * * * *", tags=TAGS, params=PARAMS)
+@lesson_dag(
+    "71_03_01_database_cdc",
+    __doc__,
+    schedule="*/5 * * * *",
+    tags=["71.3", "cdc", "debezium", "success", "reference", "patterns", "advanced"],
+    params=PARAMS,
+)
 def database_cdc():
     @task
     def connector_running() -> str:

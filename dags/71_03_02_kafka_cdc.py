@@ -42,8 +42,6 @@ from airflow.sdk import Param, get_current_context, task
 
 from cdclab.dagkit import from_params, lesson_dag
 
-TAGS = ["71.3", "cdc", "kafka", "success", "reference", "patterns", "advanced"]
-
 LAG_TABLE = "state.kafka_lag"  # this DAG's own table, created by report_lag
 
 PARAMS = {
@@ -60,7 +58,13 @@ PARAMS = {
 }
 
 
-@lesson_dag("71_03_02_kafka_cdc", __doc__, schedule="*/10 * * * *", tags=TAGS, params=PARAMS)
+@lesson_dag(
+    "71_03_02_kafka_cdc",
+    __doc__,
+    schedule="*/10 * * * *",
+    tags=["71.3", "cdc", "kafka", "success", "reference", "patterns", "advanced"],
+    params=PARAMS,
+)
 def kafka_cdc():
     @task
     def describe_topics() -> dict:

@@ -36,8 +36,6 @@ from airflow.sdk import Param, get_current_context, task
 
 from cdclab.dagkit import from_params, lesson_dag
 
-TAGS = ["71.3", "merge", "reference", "patterns", "intermediate", "success"]
-
 DEFAULT_TABLES = ["public.customers", "public.products", "public.orders"]
 
 PARAMS = {
@@ -63,7 +61,13 @@ PARAMS = {
 }
 
 
-@lesson_dag("71_03_03_merge_upsert", __doc__, schedule="*/5 * * * *", tags=TAGS, params=PARAMS)
+@lesson_dag(
+    "71_03_03_merge_upsert",
+    __doc__,
+    schedule="*/5 * * * *",
+    tags=["71.3", "merge", "reference", "patterns", "intermediate", "success"],
+    params=PARAMS,
+)
 def merge_upsert():
     @task
     def apply() -> dict:

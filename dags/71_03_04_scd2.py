@@ -36,8 +36,6 @@ from airflow.sdk import Param, get_current_context, task
 
 from cdclab.dagkit import from_params, lesson_dag
 
-TAGS = ["71.3", "scd2", "reference", "patterns", "advanced", "success"]
-
 DEFAULT_TABLES = ["public.customers"]
 DEFAULT_TRACKED = {"public.customers": ["email", "full_name", "tier"]}
 
@@ -56,7 +54,13 @@ PARAMS = {
 }
 
 
-@lesson_dag("71_03_04_scd2", __doc__, schedule="*/5 * * * *", tags=TAGS, params=PARAMS)
+@lesson_dag(
+    "71_03_04_scd2",
+    __doc__,
+    schedule="*/5 * * * *",
+    tags=["71.3", "scd2", "reference", "patterns", "advanced", "success"],
+    params=PARAMS,
+)
 def scd2():
     @task
     def apply() -> dict:

@@ -41,8 +41,6 @@ from airflow.sdk import Param, get_current_context, task
 
 from cdclab.dagkit import data_intervals, from_params, lesson_dag
 
-TAGS = ["71.3", "soft-delete", "reference", "patterns", "intermediate", "success"]
-
 DEFAULT_TABLES = ["public.customers", "public.products"]
 
 PARAMS = {
@@ -58,7 +56,13 @@ PARAMS = {
 }
 
 
-@lesson_dag("71_03_05_soft_delete", __doc__, schedule=data_intervals("0 0 * * *"), tags=TAGS, params=PARAMS)
+@lesson_dag(
+    "71_03_05_soft_delete",
+    __doc__,
+    schedule=data_intervals("0 0 * * *"),
+    tags=["71.3", "soft-delete", "reference", "patterns", "intermediate", "success"],
+    params=PARAMS,
+)
 def soft_delete():
     @task
     def apply() -> dict:

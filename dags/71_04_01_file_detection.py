@@ -45,8 +45,6 @@ from airflow.sdk import task
 
 from cdclab.dagkit import landing_params, lesson_dag
 
-TAGS = ["71.4", "files", "reference", "patterns", "intermediate", "success"]
-
 PIPELINE = "71_04_01_file_detection"
 # Deferrable S3 sensors need aiobotocore (apache-airflow-providers-amazon[aiobotocore]); parse-time only
 # checks whether the package is importable, it opens nothing.
@@ -70,7 +68,13 @@ PARAMS = {
 }
 
 
-@lesson_dag("71_04_01_file_detection", __doc__, schedule="*/5 * * * *", tags=TAGS, params=PARAMS)
+@lesson_dag(
+    "71_04_01_file_detection",
+    __doc__,
+    schedule="*/5 * * * *",
+    tags=["71.4", "files", "reference", "patterns", "intermediate", "success"],
+    params=PARAMS,
+)
 def file_detection_71_04_01():
     wait = S3KeySensor(
         task_id="wait_for_new_files",

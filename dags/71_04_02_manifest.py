@@ -34,8 +34,6 @@ from airflow.sdk import task
 
 from cdclab.dagkit import landing_params, lesson_dag
 
-TAGS = ["71.4", "files", "reference", "patterns", "intermediate", "success"]
-
 PIPELINE = "71_04_02_manifest"
 DEFERRABLE = importlib.util.find_spec("aiobotocore") is not None
 
@@ -60,7 +58,13 @@ PARAMS = {
 }
 
 
-@lesson_dag("71_04_02_manifest", __doc__, schedule="*/5 * * * *", tags=TAGS, params=PARAMS)
+@lesson_dag(
+    "71_04_02_manifest",
+    __doc__,
+    schedule="*/5 * * * *",
+    tags=["71.4", "files", "reference", "patterns", "intermediate", "success"],
+    params=PARAMS,
+)
 def manifest_71_04_02():
     wait = S3KeySensor(
         task_id="wait_for_manifest",

@@ -45,8 +45,6 @@ from airflow.sdk import task
 
 from cdclab.dagkit import landing_params, lesson_dag
 
-TAGS = ["71.4", "files", "reference", "patterns", "advanced", "success"]
-
 PIPELINE = "71_04_03_streaming"
 
 PARAMS = {
@@ -65,7 +63,13 @@ PARAMS = {
 }
 
 
-@lesson_dag("71_04_03_streaming", __doc__, schedule="* * * * *", tags=TAGS, params=PARAMS)
+@lesson_dag(
+    "71_04_03_streaming",
+    __doc__,
+    schedule="* * * * *",
+    tags=["71.4", "files", "reference", "patterns", "advanced", "success"],
+    params=PARAMS,
+)
 def streaming_71_04_03():
     @task
     def ingest_continuously(**context: Any) -> dict[str, Any]:

@@ -33,8 +33,6 @@ from airflow.sdk import task
 
 from cdclab.dagkit import landing_params, lesson_dag
 
-TAGS = ["71.4", "files", "reference", "patterns", "intermediate", "success"]
-
 PIPELINE = "71_04_04_chunking"
 
 PARAMS = {
@@ -47,7 +45,13 @@ PARAMS = {
 }
 
 
-@lesson_dag("71_04_04_chunking", __doc__, schedule="*/15 * * * *", tags=TAGS, params=PARAMS)
+@lesson_dag(
+    "71_04_04_chunking",
+    __doc__,
+    schedule="*/15 * * * *",
+    tags=["71.4", "files", "reference", "patterns", "intermediate", "success"],
+    params=PARAMS,
+)
 def chunking_71_04_04():
     @task
     def plan(**context: Any) -> list[dict[str, Any]]:

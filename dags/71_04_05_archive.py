@@ -42,8 +42,6 @@ from airflow.sdk import task
 
 from cdclab.dagkit import landing_params, lesson_dag
 
-TAGS = ["71.4", "files", "reference", "patterns", "intermediate", "success"]
-
 PIPELINE = "71_04_05_archive"
 
 PARAMS = {
@@ -55,7 +53,13 @@ PARAMS = {
 }
 
 
-@lesson_dag("71_04_05_archive", __doc__, schedule="@hourly", tags=TAGS, params=PARAMS)
+@lesson_dag(
+    "71_04_05_archive",
+    __doc__,
+    schedule="@hourly",
+    tags=["71.4", "files", "reference", "patterns", "intermediate", "success"],
+    params=PARAMS,
+)
 def archive_71_04_05():
     @task
     def load_new_files(**context: Any) -> dict[str, Any]:

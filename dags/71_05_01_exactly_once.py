@@ -47,8 +47,6 @@ from airflow.sdk import Param, get_current_context, task
 from cdclab.dagkit import lesson_dag
 from cdclab.streams.exactly_once import MODES  # the mode param's choices
 
-TAGS = ["71.5", "exactly-once", "idempotency", "success", "reference", "patterns", "advanced"]
-
 
 def _wants_events(context: dict) -> bool:
     return int(context["params"]["produce_events"]) > 0
@@ -82,7 +80,13 @@ PARAMS = {
 }
 
 
-@lesson_dag("71_05_01_exactly_once", __doc__, schedule=None, tags=TAGS, params=PARAMS)
+@lesson_dag(
+    "71_05_01_exactly_once",
+    __doc__,
+    schedule=None,
+    tags=["71.5", "exactly-once", "idempotency", "success", "reference", "patterns", "advanced"],
+    params=PARAMS,
+)
 def exactly_once():
     @task.run_if(_wants_events, skip_message="produce_events is 0: nothing to produce")
     @task

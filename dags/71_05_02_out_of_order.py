@@ -38,7 +38,6 @@ from airflow.sdk import Param, task
 from cdclab.dagkit import data_intervals, lesson_dag
 
 DAG_ID = "71_05_02_out_of_order"
-TAGS = ["71.5", "out-of-order", "reference", "patterns", "advanced", "success"]
 
 
 def _tables(params: dict[str, Any]) -> Any:
@@ -58,7 +57,13 @@ PARAMS = {
 }
 
 
-@lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)
+@lesson_dag(
+    DAG_ID,
+    __doc__,
+    schedule=data_intervals("@hourly"),
+    tags=["71.5", "out-of-order", "reference", "patterns", "advanced", "success"],
+    params=PARAMS,
+)
 def out_of_order() -> None:
     @task
     def prepare(params: dict[str, Any]) -> None:

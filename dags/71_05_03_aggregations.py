@@ -42,7 +42,6 @@ from airflow.sdk import Param, task
 from cdclab.dagkit import data_intervals, lesson_dag
 
 DAG_ID = "71_05_03_aggregations"
-TAGS = ["71.5", "aggregations", "reference", "patterns", "advanced", "success"]
 
 PARAMS = {
     "orders_table": Param("public.orders", type="string"),
@@ -51,7 +50,13 @@ PARAMS = {
 }
 
 
-@lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)
+@lesson_dag(
+    DAG_ID,
+    __doc__,
+    schedule=data_intervals("@hourly"),
+    tags=["71.5", "aggregations", "reference", "patterns", "advanced", "success"],
+    params=PARAMS,
+)
 def aggregations() -> None:
     @task
     def prepare(params: dict[str, Any]) -> None:

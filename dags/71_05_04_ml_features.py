@@ -37,7 +37,6 @@ from airflow.sdk import Param, task
 from cdclab.dagkit import data_intervals, lesson_dag
 
 DAG_ID = "71_05_04_ml_features"
-TAGS = ["71.5", "features", "reference", "patterns", "advanced", "success"]
 
 PARAMS = {
     "orders_table": Param("public.orders", type="string"),
@@ -48,7 +47,13 @@ PARAMS = {
 }
 
 
-@lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)
+@lesson_dag(
+    DAG_ID,
+    __doc__,
+    schedule=data_intervals("@hourly"),
+    tags=["71.5", "features", "reference", "patterns", "advanced", "success"],
+    params=PARAMS,
+)
 def ml_features() -> None:
     @task
     def prepare(params: dict[str, Any]) -> None:

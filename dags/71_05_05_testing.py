@@ -46,7 +46,6 @@ from airflow.sdk import Param, task
 from cdclab.dagkit import data_intervals, lesson_dag
 
 DAG_ID = "71_05_05_testing"
-TAGS = ["71.5", "testing", "reference", "intermediate", "success"]
 CHECKS = [
     "logic_reload_is_idempotent",
     "state_preset_watermark",
@@ -69,7 +68,13 @@ PARAMS = {
 }
 
 
-@lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)
+@lesson_dag(
+    DAG_ID,
+    __doc__,
+    schedule=data_intervals("@hourly"),
+    tags=["71.5", "testing", "reference", "intermediate", "success"],
+    params=PARAMS,
+)
 def testing() -> None:
     @task
     def prepare(params: dict[str, Any]) -> None:

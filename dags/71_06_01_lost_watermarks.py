@@ -42,7 +42,6 @@ from airflow.sdk import Param, task
 from cdclab.dagkit import data_intervals, lesson_dag, variant_params
 
 DAG_ID = "71_06_01_lost_watermarks"
-TAGS = ["71.6", "anti-pattern", "reference", "intermediate", "failure"]
 
 PARAMS = {
     # variant, source_table, target_table:
@@ -52,7 +51,13 @@ PARAMS = {
 }
 
 
-@lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)
+@lesson_dag(
+    DAG_ID,
+    __doc__,
+    schedule=data_intervals("@hourly"),
+    tags=["71.6", "anti-pattern", "reference", "intermediate", "failure"],
+    params=PARAMS,
+)
 def lost_watermarks() -> None:
     @task
     def load(params: dict[str, Any], dag_run: Any = None) -> dict[str, Any]:

@@ -41,7 +41,6 @@ from airflow.sdk import Param, task
 from cdclab.dagkit import data_intervals, lesson_dag, variant_params
 
 DAG_ID = "71_06_02_ignoring_late"
-TAGS = ["71.6", "anti-pattern", "reference", "intermediate", "failure"]
 GRAIN = pendulum.duration(hours=1)
 
 PARAMS = {
@@ -51,7 +50,13 @@ PARAMS = {
 }
 
 
-@lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)
+@lesson_dag(
+    DAG_ID,
+    __doc__,
+    schedule=data_intervals("@hourly"),
+    tags=["71.6", "anti-pattern", "reference", "intermediate", "failure"],
+    params=PARAMS,
+)
 def ignoring_late() -> None:
     @task
     def aggregate(params: dict[str, Any]) -> dict[str, Any]:

@@ -38,7 +38,6 @@ from airflow.sdk import Param, task
 from cdclab.dagkit import data_intervals, lesson_dag, variant_params
 
 DAG_ID = "71_06_03_full_fallback"
-TAGS = ["71.6", "anti-pattern", "reference", "intermediate", "failure"]
 
 PARAMS = {
     # variant, source_table, target_table:
@@ -47,7 +46,13 @@ PARAMS = {
 }
 
 
-@lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)
+@lesson_dag(
+    DAG_ID,
+    __doc__,
+    schedule=data_intervals("@hourly"),
+    tags=["71.6", "anti-pattern", "reference", "intermediate", "failure"],
+    params=PARAMS,
+)
 def full_fallback() -> None:
     @task
     def load(params: dict[str, Any], dag_run: Any = None) -> dict[str, Any]:

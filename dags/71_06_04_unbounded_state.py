@@ -51,7 +51,6 @@ from airflow.sdk import Param, task
 from cdclab.dagkit import data_intervals, lesson_dag, per_variant_table, variant_params
 
 DAG_ID = "71_06_04_unbounded_state"
-TAGS = ["71.6", "anti-pattern", "reference", "advanced", "failure"]
 
 PARAMS = {
     # variant, source_table, target_table:
@@ -61,7 +60,13 @@ PARAMS = {
 }
 
 
-@lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)
+@lesson_dag(
+    DAG_ID,
+    __doc__,
+    schedule=data_intervals("@hourly"),
+    tags=["71.6", "anti-pattern", "reference", "advanced", "failure"],
+    params=PARAMS,
+)
 def unbounded_state() -> None:
     @task
     def deduplicate(

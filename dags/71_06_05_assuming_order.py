@@ -38,7 +38,6 @@ from airflow.sdk import task
 from cdclab.dagkit import data_intervals, lesson_dag, variant_params
 
 DAG_ID = "71_06_05_assuming_order"
-TAGS = ["71.6", "anti-pattern", "reference", "intermediate", "failure"]
 
 PARAMS = {
     # variant, source_table, target_table:
@@ -48,7 +47,13 @@ PARAMS = {
 }
 
 
-@lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)
+@lesson_dag(
+    DAG_ID,
+    __doc__,
+    schedule=data_intervals("@hourly"),
+    tags=["71.6", "anti-pattern", "reference", "intermediate", "failure"],
+    params=PARAMS,
+)
 def assuming_order() -> None:
     @task
     def apply(params: dict[str, Any]) -> dict[str, Any]:

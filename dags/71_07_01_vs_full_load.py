@@ -41,7 +41,6 @@ from airflow.sdk import Param, task
 from cdclab.dagkit import from_params, lesson_dag
 
 DAG_ID = "71_07_01_vs_full_load"
-TAGS = ["71.7", "performance", "reference", "intermediate", "success"]
 
 PARAMS = {
     "source_table": Param("public.perf_71_07_01", type="string", description="benchmark table in shop"),
@@ -53,7 +52,13 @@ PARAMS = {
 }
 
 
-@lesson_dag(DAG_ID, __doc__, schedule=None, tags=TAGS, params=PARAMS)
+@lesson_dag(
+    DAG_ID,
+    __doc__,
+    schedule=None,
+    tags=["71.7", "performance", "reference", "intermediate", "success"],
+    params=PARAMS,
+)
 def vs_full_load() -> None:
     @task
     def prepare(params: dict[str, Any]) -> dict[str, int]:

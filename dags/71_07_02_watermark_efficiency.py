@@ -46,7 +46,6 @@ from airflow.sdk import Param, task
 from cdclab.dagkit import data_intervals, lesson_dag
 
 DAG_ID = "71_07_02_watermark_efficiency"
-TAGS = ["71.7", "performance", "reference", "intermediate", "success"]
 
 
 def _window_run(params: dict[str, Any], dag_run: Any) -> dict[str, Any]:
@@ -74,7 +73,13 @@ PARAMS = {
 }
 
 
-@lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)
+@lesson_dag(
+    DAG_ID,
+    __doc__,
+    schedule=data_intervals("@hourly"),
+    tags=["71.7", "performance", "reference", "intermediate", "success"],
+    params=PARAMS,
+)
 def watermark_efficiency() -> None:
     @task
     def prepare(params: dict[str, Any], dag_run: Any = None) -> None:

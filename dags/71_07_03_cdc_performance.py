@@ -49,7 +49,6 @@ from airflow.sdk import Param, task
 from cdclab.dagkit import lesson_dag
 
 DAG_ID = "71_07_03_cdc_performance"
-TAGS = ["71.7", "performance", "reference", "advanced", "success"]
 
 PARAMS = {
     "tables": Param(["public.customers"], type="array", description="source tables (schema.table)"),
@@ -67,7 +66,13 @@ PARAMS = {
 }
 
 
-@lesson_dag(DAG_ID, __doc__, schedule=None, tags=TAGS, params=PARAMS)
+@lesson_dag(
+    DAG_ID,
+    __doc__,
+    schedule=None,
+    tags=["71.7", "performance", "reference", "advanced", "success"],
+    params=PARAMS,
+)
 def cdc_performance() -> None:
     @task
     def parse(params: dict[str, Any], dag_run: Any = None) -> dict[str, Any]:

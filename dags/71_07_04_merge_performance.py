@@ -48,7 +48,6 @@ from airflow.sdk import Param, task
 from cdclab.dagkit import lesson_dag
 
 DAG_ID = "71_07_04_merge_performance"
-TAGS = ["71.7", "performance", "reference", "intermediate", "success"]
 
 PARAMS = {
     "tables": Param(["public.customers"], type="array", description="source tables (schema.table)"),
@@ -62,7 +61,13 @@ PARAMS = {
 }
 
 
-@lesson_dag(DAG_ID, __doc__, schedule=None, tags=TAGS, params=PARAMS)
+@lesson_dag(
+    DAG_ID,
+    __doc__,
+    schedule=None,
+    tags=["71.7", "performance", "reference", "intermediate", "success"],
+    params=PARAMS,
+)
 def merge_performance() -> None:
     @task
     def prepare(params: dict[str, Any], dag_run: Any = None) -> list[int]:

@@ -51,7 +51,6 @@ from airflow.sdk import Param, task
 from cdclab.dagkit import data_intervals, lesson_dag
 
 DAG_ID = "71_07_05_state_performance"
-TAGS = ["71.7", "performance", "reference", "intermediate", "success"]
 
 
 def _measure_run(params: dict[str, Any], dag_run: Any) -> Any:
@@ -81,7 +80,13 @@ PARAMS = {
 }
 
 
-@lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)
+@lesson_dag(
+    DAG_ID,
+    __doc__,
+    schedule=data_intervals("@hourly"),
+    tags=["71.7", "performance", "reference", "intermediate", "success"],
+    params=PARAMS,
+)
 def state_performance() -> None:
     @task
     def prepare(params: dict[str, Any]) -> None:

@@ -46,7 +46,6 @@ from airflow.sdk import Param, task
 from cdclab.dagkit import data_intervals, lesson_dag
 
 DAG_ID = "71_08_01_gap_investigation"
-TAGS = ["71.8", "debugging", "reference", "intermediate", "success"]
 DEMO = {
     "source_table": "public.events_71_08_01",
     "target_table": "core.events_71_08_01",
@@ -74,7 +73,13 @@ PARAMS = {
 }
 
 
-@lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)
+@lesson_dag(
+    DAG_ID,
+    __doc__,
+    schedule=data_intervals("@hourly"),
+    tags=["71.8", "debugging", "reference", "intermediate", "success"],
+    params=PARAMS,
+)
 def gap_investigation() -> None:
     @task
     def setup(params: dict[str, Any]) -> bool:

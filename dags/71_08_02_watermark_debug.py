@@ -47,7 +47,6 @@ from airflow.sdk import Param, task
 from cdclab.dagkit import data_intervals, lesson_dag
 
 DAG_ID = "71_08_02_watermark_debug"
-TAGS = ["71.8", "debugging", "reference", "intermediate", "success"]
 DEMO = {"source_table": "public.customers", "target_table": "core.customers_71_08_02", "watermark_key": ""}
 
 
@@ -77,7 +76,13 @@ PARAMS = {
 }
 
 
-@lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)
+@lesson_dag(
+    DAG_ID,
+    __doc__,
+    schedule=data_intervals("@hourly"),
+    tags=["71.8", "debugging", "reference", "intermediate", "success"],
+    params=PARAMS,
+)
 def watermark_debug() -> None:
     @task
     def setup(params: dict[str, Any], dag_run: Any = None) -> bool:

@@ -37,7 +37,6 @@ from airflow.sdk import Param, task
 from cdclab.dagkit import data_intervals, from_params, lesson_dag
 
 DAG_ID = "71_08_03_cdc_debug"
-TAGS = ["71.8", "debugging", "reference", "advanced", "success"]
 
 
 def _debug_run(params: dict[str, Any], dag_run: Any) -> Any:
@@ -67,7 +66,13 @@ PARAMS = {
 }
 
 
-@lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)
+@lesson_dag(
+    DAG_ID,
+    __doc__,
+    schedule=data_intervals("@hourly"),
+    tags=["71.8", "debugging", "reference", "advanced", "success"],
+    params=PARAMS,
+)
 def cdc_debug() -> None:
     @task
     def offsets_before(params: dict[str, Any], dag_run: Any = None) -> int:

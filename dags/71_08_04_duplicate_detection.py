@@ -45,7 +45,6 @@ from airflow.sdk import Param, task
 from cdclab.dagkit import data_intervals, lesson_dag
 
 DAG_ID = "71_08_04_duplicate_detection"
-TAGS = ["71.8", "debugging", "reference", "intermediate", "success"]
 DEMO = {"target_table": "core.customers_71_08_04"}
 
 
@@ -64,7 +63,13 @@ PARAMS = {
 }
 
 
-@lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)
+@lesson_dag(
+    DAG_ID,
+    __doc__,
+    schedule=data_intervals("@hourly"),
+    tags=["71.8", "debugging", "reference", "intermediate", "success"],
+    params=PARAMS,
+)
 def duplicate_detection() -> None:
     @task
     def setup(params: dict[str, Any]) -> bool:

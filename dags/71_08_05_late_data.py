@@ -50,7 +50,6 @@ from airflow.sdk import Param, task
 from cdclab.dagkit import data_intervals, lesson_dag
 
 DAG_ID = "71_08_05_late_data"
-TAGS = ["71.8", "debugging", "reference", "intermediate", "success"]
 DEMO = {
     "events_table": "staging.events_71_08_05",
     "ledger_table": "state.processed_intervals",
@@ -81,7 +80,13 @@ PARAMS = {
 }
 
 
-@lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)
+@lesson_dag(
+    DAG_ID,
+    __doc__,
+    schedule=data_intervals("@hourly"),
+    tags=["71.8", "debugging", "reference", "intermediate", "success"],
+    params=PARAMS,
+)
 def late_data() -> None:
     @task
     def setup(params: dict[str, Any]) -> bool:

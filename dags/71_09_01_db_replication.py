@@ -41,8 +41,6 @@ from airflow.sdk import Param, get_current_context, task
 
 from cdclab.dagkit import from_params, lesson_dag
 
-TAGS = ["71.9", "replication", "cdc", "success", "reference", "example", "intermediate"]
-
 DEFAULT_TABLES = ["public.customers", "public.products"]
 
 PARAMS = {
@@ -57,7 +55,13 @@ PARAMS = {
 }
 
 
-@lesson_dag("71_09_01_db_replication", __doc__, schedule="*/15 * * * *", tags=TAGS, params=PARAMS)
+@lesson_dag(
+    "71_09_01_db_replication",
+    __doc__,
+    schedule="*/15 * * * *",
+    tags=["71.9", "replication", "cdc", "success", "reference", "example", "intermediate"],
+    params=PARAMS,
+)
 def db_replication():
     @task
     def check_connector() -> str:

@@ -29,8 +29,6 @@ from airflow.sdk import task
 
 from cdclab.dagkit import lesson_dag
 
-TAGS = ["71.9", "logs", "reference", "example", "intermediate", "success"]
-
 PIPELINE = "71_09_02_log_processing"
 
 PARAMS = {
@@ -41,7 +39,13 @@ PARAMS = {
 }
 
 
-@lesson_dag("71_09_02_log_processing", __doc__, schedule="*/5 * * * *", tags=TAGS, params=PARAMS)
+@lesson_dag(
+    "71_09_02_log_processing",
+    __doc__,
+    schedule="*/5 * * * *",
+    tags=["71.9", "logs", "reference", "example", "intermediate", "success"],
+    params=PARAMS,
+)
 def log_processing_71_09_02():
     @task
     def ingest_new_lines(**context: Any) -> dict[str, Any]:

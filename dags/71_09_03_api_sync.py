@@ -39,7 +39,6 @@ from airflow.sdk import Param, task
 from cdclab.dagkit import data_intervals, lesson_dag
 
 DAG_ID = "71_09_03_api_sync"
-TAGS = ["71.9", "api", "reference", "intermediate", "success", "example"]
 
 PARAMS = {
     "pipeline": Param("partner_accounts", type="string"),
@@ -54,7 +53,13 @@ PARAMS = {
 }
 
 
-@lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)
+@lesson_dag(
+    DAG_ID,
+    __doc__,
+    schedule=data_intervals("@hourly"),
+    tags=["71.9", "api", "reference", "intermediate", "success", "example"],
+    params=PARAMS,
+)
 def api_sync() -> None:
     @task
     def sync(

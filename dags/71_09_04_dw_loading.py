@@ -64,7 +64,6 @@ from airflow.sdk import Param, task
 from cdclab.dagkit import data_intervals, from_params, lesson_dag
 
 DAG_ID = "71_09_04_dw_loading"
-TAGS = ["71.9", "dw", "success", "reference", "example", "advanced"]
 
 
 def _star(params: dict[str, Any], dag_run: Any, context: dict[str, Any]) -> Any:
@@ -104,7 +103,13 @@ PARAMS = {
 }
 
 
-@lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)
+@lesson_dag(
+    DAG_ID,
+    __doc__,
+    schedule=data_intervals("@hourly"),
+    tags=["71.9", "dw", "success", "reference", "example", "advanced"],
+    params=PARAMS,
+)
 def dw_loading() -> None:
     @task
     def prepare(params: dict[str, Any]) -> None:

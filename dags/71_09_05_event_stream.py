@@ -68,8 +68,6 @@ from airflow.sdk import Param, get_current_context, task
 
 from cdclab.dagkit import lesson_dag
 
-TAGS = ["71.9", "streaming", "windowing", "exactly-once", "success", "reference", "example", "advanced"]
-
 
 def _wants_events(context: dict) -> bool:
     return int(context["params"]["produce_events"]) > 0
@@ -114,7 +112,13 @@ PARAMS = {
 }
 
 
-@lesson_dag("71_09_05_event_stream", __doc__, schedule="*/5 * * * *", tags=TAGS, params=PARAMS)
+@lesson_dag(
+    "71_09_05_event_stream",
+    __doc__,
+    schedule="*/5 * * * *",
+    tags=["71.9", "streaming", "windowing", "exactly-once", "success", "reference", "example", "advanced"],
+    params=PARAMS,
+)
 def event_stream():
     @task.run_if(_wants_events, skip_message="produce_events is 0: nothing to produce")
     @task

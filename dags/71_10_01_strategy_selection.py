@@ -39,7 +39,6 @@ from airflow.sdk import Param, task
 from cdclab.dagkit import data_intervals, from_params, lesson_dag
 
 DAG_ID = "71_10_01_strategy_selection"
-TAGS = ["71.10", "best-practice", "reference", "beginner", "success"]
 
 PARAMS = {
     "tables": Param(
@@ -56,7 +55,13 @@ PARAMS = {
 }
 
 
-@lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)
+@lesson_dag(
+    DAG_ID,
+    __doc__,
+    schedule=data_intervals("@hourly"),
+    tags=["71.10", "best-practice", "reference", "beginner", "success"],
+    params=PARAMS,
+)
 def strategy_selection() -> None:
     @task
     def recommend(params: dict[str, Any], dag_run: Any = None) -> dict[str, str]:

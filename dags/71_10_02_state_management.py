@@ -51,7 +51,6 @@ from airflow.sdk import Param, task
 from cdclab.dagkit import data_intervals, lesson_dag
 
 DAG_ID = "71_10_02_state_management"
-TAGS = ["71.10", "best-practice", "reference", "intermediate", "success"]
 
 
 def _wm_key(params: dict[str, Any]) -> str:
@@ -75,7 +74,13 @@ PARAMS = {
 }
 
 
-@lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)
+@lesson_dag(
+    DAG_ID,
+    __doc__,
+    schedule=data_intervals("@hourly"),
+    tags=["71.10", "best-practice", "reference", "intermediate", "success"],
+    params=PARAMS,
+)
 def state_management() -> None:
     @task
     def recover(params: dict[str, Any], dag_run: Any = None) -> dict[str, Any] | None:

@@ -49,7 +49,6 @@ from airflow.sdk import Param, task
 from cdclab.dagkit import data_intervals, lesson_dag
 
 DAG_ID = "71_10_03_error_recovery"
-TAGS = ["71.10", "best-practice", "reference", "intermediate", "success"]
 DEMO = {"source_table": "public.events_71_10_03"}
 
 PARAMS = {
@@ -63,7 +62,13 @@ PARAMS = {
 }
 
 
-@lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)
+@lesson_dag(
+    DAG_ID,
+    __doc__,
+    schedule=data_intervals("@hourly"),
+    tags=["71.10", "best-practice", "reference", "intermediate", "success"],
+    params=PARAMS,
+)
 def error_recovery() -> None:
     @task
     def setup(params: dict[str, Any]) -> bool:

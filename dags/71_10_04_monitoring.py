@@ -68,7 +68,6 @@ from cdclab.dagkit import data_intervals, lesson_dag
 from cdclab.ops.alerts import HealthAlertNotifier
 
 DAG_ID = "71_10_04_monitoring"
-TAGS = ["71.10", "best-practice", "reference", "intermediate", "success"]
 
 PARAMS = {
     "scope": Param("71_10_04", type="string"),
@@ -97,7 +96,13 @@ PARAMS = {
 }
 
 
-@lesson_dag(DAG_ID, __doc__, schedule=data_intervals("@hourly"), tags=TAGS, params=PARAMS)
+@lesson_dag(
+    DAG_ID,
+    __doc__,
+    schedule=data_intervals("@hourly"),
+    tags=["71.10", "best-practice", "reference", "intermediate", "success"],
+    params=PARAMS,
+)
 def monitoring() -> None:
     notifier = HealthAlertNotifier(scope="{{ params.scope }}")
 

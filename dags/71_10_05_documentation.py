@@ -33,7 +33,6 @@ from airflow.sdk import Param, task
 from cdclab.dagkit import from_params, lesson_dag
 
 DAG_ID = "71_10_05_documentation"
-TAGS = ["71.10", "best-practice", "reference", "beginner", "success"]
 DAGS_FOLDER = str(Path(__file__).parent)  # a path computation, no I/O
 
 PARAMS = {
@@ -44,7 +43,13 @@ PARAMS = {
 }
 
 
-@lesson_dag(DAG_ID, __doc__, schedule="@daily", tags=TAGS, params=PARAMS)
+@lesson_dag(
+    DAG_ID,
+    __doc__,
+    schedule="@daily",
+    tags=["71.10", "best-practice", "reference", "beginner", "success"],
+    params=PARAMS,
+)
 def documentation() -> None:
     @task
     def collect(params: dict[str, Any]) -> list[dict[str, Any]]:
