@@ -381,6 +381,11 @@ class LabConfig:
             # after 2 min without a heartbeat, not Airflow's 5 min (tasks heartbeat every few seconds; the
             # scheduler kill drill waits this out)
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "120",
+            # a scheduler restarted after a kill adopts or resets the queued tasks of the dead one only
+            # once that one's job has missed scheduler_health_check_threshold (30 s): at its start it
+            # still looks alive, and the next check came 5 min later (orphaned_tasks_check_interval's
+            # default; the compose scheduler drill waited 330 s for it); every minute here
+            "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "60",
             "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
             "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST": self.bind_host,
             "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(
