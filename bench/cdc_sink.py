@@ -269,6 +269,8 @@ def count_records(bootstrap: str, topic: str, expected: int, timeout: float) -> 
     """Read the topic (``read_committed``) from the start until it holds ``expected`` records."""
     from confluent_kafka import Consumer, TopicPartition
 
+    from cdclab.cdc.consumer import FETCH_KAFKA_CONFIG
+
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -276,6 +278,7 @@ def count_records(bootstrap: str, topic: str, expected: int, timeout: float) -> 
             "enable.auto.commit": False,
             "isolation.level": "read_committed",
             "auto.offset.reset": "earliest",
+            **FETCH_KAFKA_CONFIG,
         }
     )
     deadline = time.monotonic() + timeout

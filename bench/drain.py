@@ -37,6 +37,8 @@ def bare(args: argparse.Namespace) -> dict[str, object]:
     import orjson
     from confluent_kafka import Consumer, TopicPartition
 
+    from cdclab.cdc.consumer import FETCH_KAFKA_CONFIG
+
     consumer = Consumer(
         {
             "bootstrap.servers": args.bootstrap,
@@ -44,6 +46,7 @@ def bare(args: argparse.Namespace) -> dict[str, object]:
             "enable.auto.commit": False,
             "isolation.level": "read_committed",
             "auto.offset.reset": "earliest",
+            **FETCH_KAFKA_CONFIG,  # the same client settings as our sink's consumer
         }
     )
     low, high = consumer.get_watermark_offsets(TopicPartition(args.topic, 0), timeout=10)

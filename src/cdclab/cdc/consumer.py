@@ -84,6 +84,14 @@ log = logging.getLogger(__name__)
 DISCOVER_SECONDS = 2.0
 """How often a follow run looks for topics that did not exist yet."""
 
+FETCH_KAFKA_CONFIG: dict[str, Any] = {"fetch.queue.backoff.ms": 10}
+"""Every run's client settings (``kafka_config`` overrides them). librdkafka stops fetching a partition
+whose local queue holds ``queued.max.messages.kbytes`` (64 MiB) or ``queued.min.messages`` and then waits
+``fetch.queue.backoff.ms`` — 1 s by default — before it fetches again (librdkafka issue #2879). Debezium's
+JSON with schemas is ~3.4 kB a record, so 64 MiB is ~20,000 records, which a batch loop drains in well
+under a second and then waits for the rest of it: a read_committed consume + decode of 200,000 such
+records ran at 27,000 records/s with the default and 72,000 with 10 ms on the lab's 2 cores."""
+
 FOLLOW_KAFKA_CONFIG: dict[str, Any] = {"fetch.wait.max.ms": 100}
 """A follow run's client settings (``kafka_config`` overrides them): the broker answers an empty fetch
 after at most 100 ms instead of librdkafka's 500, so a record committed meanwhile is not held back."""
@@ -420,6 +428,7 @@ def consume_into_postgres(
             "isolation.level": "read_committed",
             # never jump silently: a position outside the log is an error, not "start somewhere else"
             "auto.offset.reset": "error",
+            **FETCH_KAFKA_CONFIG,
             **(FOLLOW_KAFKA_CONFIG if follow is not None else {}),
             **(kafka_config or {}),
         }

@@ -211,6 +211,7 @@ def consume_at_least_once(
             "enable.auto.offset.store": False,
             "isolation.level": "read_committed",
             "auto.offset.reset": "error",  # a checkpoint outside the log stops the run, see below
+            **kc.FETCH_KAFKA_CONFIG,  # no 1 s pause whenever the local queue was full
         }
     )
     conn = connect()
