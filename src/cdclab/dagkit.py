@@ -18,17 +18,22 @@ Vocabulary:
   drift apart. Each builder returns fresh ``Param`` objects: Airflow keeps the objects it is given.
 - **passing params through** — :func:`from_params` hands a task's params to a library step as keyword
   arguments of the same names, so a call lists the params it uses once.
+- **task pieces** — what several lessons' tasks do alike, written once: :func:`run_variant_load` (one run
+  of a 71.6 watermark lesson's load over the run's data interval), :func:`demo_setup` (the ``setup`` task
+  that builds a debugging lesson's demo situation) and :func:`landing_sensor` (the 71.4 sensor that waits
+  for files in the landing zone). The task ids, docstrings and wiring stay in the DAG file.
 
-Nothing here opens a connection; DAG files call it at parse time.
+Nothing here opens a connection at parse time; what a task runs is imported when it runs.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import pendulum
-from airflow.sdk import CronDataIntervalTimetable, Param, dag
+from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
 
 TIMEZONE = "UTC"
 START_DATE = pendulum.datetime(2026, 1, 1, tz=TIMEZONE)
@@ -115,3 +120,98 @@ def from_params(params: Mapping[str, Any], *names: str) -> dict[str, Any]:
     through with ``step(..., **from_params(params, "target_schema", "batch_size"))``. A name the DAG
     does not declare is a ``KeyError`` naming it, as ``params["..."]`` is."""
     return {name: params[name] for name in names}
+
+
+def run_variant_load(
+    load: Callable[..., Any], params: Mapping[str, Any], dag_id: str, run_id: str, **options: Any
+) -> dict[str, Any]:
+    """One run of a 71.6 watermark lesson's ``load`` (71.6.1, 71.6.3), from inside its task: the run's
+    ``source_table``, ``target_table`` and ``variant`` (:func:`variant_params`) over the run's data interval
+    (derived from the timetable when the run has none: :func:`cdclab.time.intervals.run_interval`), with
+    the lesson's own ``options``. Prints the run's notes, then its one-line summary; returns its XCom.
+
+    ``load`` is ``load(source, target_table, variant, *, interval_start, interval_end, dag_id, run_id,
+    **options)`` returning a :class:`cdclab.lessons.antipatterns.VariantRun` with ``notes``."""
+    from airflow.sdk import get_current_context
+
+    from cdclab.time.intervals import run_interval
+
+    iv = run_interval(get_current_context())
+    r = load(
+        params["source_table"],
+        params["target_table"],
+        params["variant"],
+        interval_start=iv.start,
+        interval_end=iv.end,
+        dag_id=dag_id,
+        run_id=run_id,
+        **options,
+    )
+    for note in r.notes:
+        print(note)
+    print(r.summary())
+    return dict(r.xcom())
+
+
+def demo_setup(demo: Mapping[str, Any]) -> Callable[[Callable[[dict[str, Any], Any], str]], Any]:
+    """The ``setup`` task of a debugging lesson (71.8, 71.10.3), made from the function that builds its demo.
+
+    ``demo`` holds the DAG's default values of the params that name its demo tables. With those defaults
+    (:func:`cdclab.lessons.demos.uses_demo_tables`) the task calls the decorated builder with the run's
+    ``params`` and ``dag_run``; the builder (re)builds the lesson's broken situation and returns a line
+    saying what it built, which is printed. With any other tables (a user's pipeline, a test's own tables)
+    the task leaves them as they are. The task returns whether it built. Its task id and documentation are
+    the builder's name and docstring::
+
+        @demo_setup(DEMO)
+        def setup(params: dict[str, Any], dag_run: Any = None) -> str:
+            lesson.build_gap_demo(...)
+            return "demo: the 11:00 interval was never run"
+    """
+    names = sorted(demo)
+
+    def decorate(build: Callable[[dict[str, Any], Any], str]) -> Any:
+        def setup(params: dict[str, Any], dag_run: Any = None) -> bool:
+            from cdclab.lessons import demos
+
+            if not demos.uses_demo_tables(params, demo, names):
+                print(f"custom tables (not the demo's {', '.join(names)}): setup leaves them as they are")
+                return False
+            print(build(params, dag_run))
+            return True
+
+        setup.__name__ = build.__name__
+        setup.__qualname__ = build.__qualname__
+        setup.__doc__ = build.__doc__
+        return task(setup)
+
+    return decorate
+
+
+def landing_sensor(
+    task_id: str, bucket_key: str, *, check_fn: Callable[..., bool], metadata_keys: list[str]
+) -> Any:
+    """The 71.4 file pipelines' wait: Amazon's ``S3KeySensor`` on the lab's MinIO (connection ``minio``)
+    for ``bucket_key`` (a wildcard, templated with the params), true when ``check_fn(files, **context)``
+    is, given the listed objects with ``metadata_keys``. It pokes every 10 s for at most 5 min and then
+    skips the run (``soft_fail``): no new files is not a failure.
+
+    Deferrable when ``aiobotocore`` (``apache-airflow-providers-amazon[aiobotocore]``) is installed (the
+    triggerer then waits, not a worker slot), otherwise in ``reschedule`` mode. The check at parse time only
+    asks whether the package is importable; it opens nothing."""
+    from airflow.providers.amazon.aws.sensors.s3 import S3KeySensor
+
+    deferrable = importlib.util.find_spec("aiobotocore") is not None
+    return S3KeySensor(
+        task_id=task_id,
+        aws_conn_id="minio",
+        bucket_key=bucket_key,
+        wildcard_match=True,
+        check_fn=check_fn,
+        metadata_keys=metadata_keys,
+        deferrable=deferrable,
+        mode="poke" if deferrable else "reschedule",
+        poke_interval=10,
+        timeout=300,
+        soft_fail=True,
+    )
