@@ -92,24 +92,20 @@ def exactly_once():
     @task
     def produce() -> dict:
         """Write generated events, some of them twice (producer retries), to the topic."""
-        from cdclab.streams.windows import ensure_topic, produce_events
+        from cdclab.streams.windows import produce_clickstream
         from cdclab.time.intervals import run_interval
-        from cdclab.workload import clickstream_events
 
         ctx = get_current_context()
         p = ctx["params"]
-        start = run_interval(ctx).logical_date  # run_after when the run has no logical date
-        seed = p["produce_seed"] if p["produce_seed"] is not None else int(start.timestamp())
-        events = clickstream_events(
-            seed,
+        return produce_clickstream(
+            p["topic"],
             int(p["produce_events"]),
+            start=run_interval(ctx).logical_date,  # run_after when the run has no logical date
+            seed=p["produce_seed"],  # None: from the start, the same events on a rerun
             duplicate_fraction=p["produce_duplicate_fraction"],
-            start=start,
             step=dt.timedelta(seconds=1),
+            kafka_conn_id="kafka_default",
         )
-        ensure_topic(p["topic"], kafka_conn_id="kafka_default")
-        sent = produce_events(p["topic"], events, kafka_conn_id="kafka_default")
-        return {"topic": p["topic"], "seed": seed, "sent": sent}
 
     @task(trigger_rule="none_failed")
     def consume() -> dict:

@@ -124,9 +124,8 @@ def event_stream():
     @task
     def produce() -> dict:
         """Write a deterministic clickstream (late, duplicate, out-of-order events) to the topic."""
-        from cdclab.streams.windows import ensure_topic, produce_events
+        from cdclab.streams.windows import produce_clickstream
         from cdclab.time.intervals import run_interval
-        from cdclab.workload import clickstream_events
 
         ctx = get_current_context()
         p = ctx["params"]
@@ -138,19 +137,17 @@ def event_stream():
                 )
         else:
             start = run_interval(ctx).logical_date  # run_after when the run has no logical date
-        seed = p["produce_seed"] if p["produce_seed"] is not None else int(start.timestamp())
-        events = clickstream_events(
-            seed,
+        return produce_clickstream(
+            p["topic"],
             int(p["produce_events"]),
+            start=start,
+            seed=p["produce_seed"],  # None: from the start, the same events on a rerun
             late_fraction=p["produce_late_fraction"],
             duplicate_fraction=p["produce_duplicate_fraction"],
             out_of_order_fraction=p["produce_out_of_order_fraction"],
-            start=start,
             lateness=dt.timedelta(seconds=p["produce_late_by_seconds"]),
+            kafka_conn_id="kafka_default",
         )
-        ensure_topic(p["topic"], kafka_conn_id="kafka_default")
-        sent = produce_events(p["topic"], events, kafka_conn_id="kafka_default")
-        return {"topic": p["topic"], "seed": seed, "start": start.isoformat(), "sent": sent}
 
     @task(trigger_rule="none_failed")
     def consume() -> dict:
