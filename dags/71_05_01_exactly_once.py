@@ -44,13 +44,8 @@ import datetime as dt
 
 from airflow.sdk import Param, get_current_context, task
 
-from cdclab.dagkit import lesson_dag
+from cdclab.dagkit import lesson_dag, run_if_positive
 from cdclab.streams.exactly_once import MODES  # the mode param's choices
-
-
-def _wants_events(context: dict) -> bool:
-    return int(context["params"]["produce_events"]) > 0
-
 
 PARAMS = {
     "mode": Param(
@@ -88,7 +83,7 @@ PARAMS = {
     params=PARAMS,
 )
 def exactly_once():
-    @task.run_if(_wants_events, skip_message="produce_events is 0: nothing to produce")
+    @run_if_positive("produce_events", "produce")
     @task
     def produce() -> dict:
         """Write generated events, some of them twice (producer retries), to the topic."""

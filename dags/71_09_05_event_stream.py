@@ -66,12 +66,7 @@ import datetime as dt
 import pendulum
 from airflow.sdk import Param, get_current_context, task
 
-from cdclab.dagkit import lesson_dag
-
-
-def _wants_events(context: dict) -> bool:
-    return int(context["params"]["produce_events"]) > 0
-
+from cdclab.dagkit import lesson_dag, run_if_positive
 
 PARAMS = {
     "topic": Param("clickstream.events", type="string", description="Kafka topic (one partition)"),
@@ -120,7 +115,7 @@ PARAMS = {
     params=PARAMS,
 )
 def event_stream():
-    @task.run_if(_wants_events, skip_message="produce_events is 0: nothing to produce")
+    @run_if_positive("produce_events", "produce")
     @task
     def produce() -> dict:
         """Write a deterministic clickstream (late, duplicate, out-of-order events) to the topic."""

@@ -21,7 +21,8 @@ Vocabulary:
 - **task pieces** — what several lessons' tasks do alike, written once: :func:`run_variant_load` (one run
   of a 71.6 watermark lesson's load over the run's data interval), :func:`demo_setup` (the ``setup`` task
   that builds a debugging lesson's demo situation) and :func:`landing_sensor` (the 71.4 sensor that waits
-  for files in the landing zone). The task ids, docstrings and wiring stay in the DAG file.
+  for files in the landing zone) and :func:`run_if_positive` (a task that runs only when a count param
+  asks for work). The task ids, docstrings and wiring stay in the DAG file.
 
 Nothing here opens a connection at parse time; what a task runs is imported when it runs.
 """
@@ -215,3 +216,14 @@ def landing_sensor(
         timeout=300,
         soft_fail=True,
     )
+
+
+def run_if_positive(param: str, what: str) -> Callable[[Any], Any]:
+    """``task.run_if`` on a count param: the task runs only when ``params[param]`` is above 0, otherwise it
+    is skipped with ``<param> is 0: nothing to <what>`` (and downstream tasks with ``trigger_rule=
+    "none_failed"`` still run). Stack it above ``@task``."""
+
+    def positive(context: Mapping[str, Any]) -> bool:
+        return int(context["params"][param]) > 0
+
+    return task.run_if(positive, skip_message=f"{param} is 0: nothing to {what}")
