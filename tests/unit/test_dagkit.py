@@ -169,3 +169,57 @@ def test_from_params_passes_the_named_params_through_as_keywords() -> None:
     }
     with pytest.raises(KeyError, match="tpyo"):
         dagkit.from_params(params, "tpyo")
+
+
+def test_demo_setup_builds_only_on_the_demo_tables_and_keeps_the_builders_name_and_doc(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    demo = {"source_table": "public.demo_src", "target_table": "core.demo_tgt"}
+    built: list[tuple[dict[str, Any], Any]] = []
+
+    @dagkit.demo_setup(demo)
+    def setup(params: dict[str, Any], dag_run: Any = None) -> str:
+        """Default params: build the demo."""
+        built.append((params, dag_run))
+        return "demo: built"
+
+    @dagkit.lesson_dag("t_dagkit_setup", "Doc.", tags=["x"], schedule=None)
+    def t_dagkit_setup() -> None:
+        setup()
+
+    dag = t_dagkit_setup()
+    (op,) = dag.tasks
+    assert (op.task_id, op.doc_md) == ("setup", "Default params: build the demo.")
+    assert setup.function(dict(demo, grain=1), "run") is True
+    assert built == [(dict(demo, grain=1), "run")] and "demo: built" in capsys.readouterr().out
+    assert setup.function(dict(demo, target_table="core.mine")) is False
+    assert len(built) == 1 and "setup leaves them as they are" in capsys.readouterr().out
+
+
+def test_landing_sensor_waits_on_minio_and_skips_the_run_when_nothing_comes() -> None:
+    def check(files: list[dict[str, Any]], **context: Any) -> bool:
+        return bool(files)
+
+    @dagkit.lesson_dag("t_dagkit_sensor", "Doc.", tags=["x"], schedule=None)
+    def t_dagkit_sensor() -> None:
+        dagkit.landing_sensor("wait", "s3://b/p/*", check_fn=check, metadata_keys=["Key"])
+
+    (s,) = t_dagkit_sensor().tasks
+    assert (s.task_id, s.aws_conn_id, s.bucket_key, s.wildcard_match) == ("wait", "minio", "s3://b/p/*", True)
+    assert (s.check_fn, s.metadata_keys, s.poke_interval, s.timeout, s.soft_fail) == (
+        check,
+        ["Key"],
+        10,
+        300,
+        True,
+    )
+    assert s.mode == ("poke" if s.deferrable else "reschedule")
+
+
+def test_the_watermark_lessons_summarise_a_run_in_one_line() -> None:
+    from cdclab.lessons import full_fallback, lost_watermarks
+
+    lost = lost_watermarks.Loaded("anti_pattern", "from_now", "t0", "t1", 2, [3, 4], ["state lost"])
+    assert lost.summary() == "anti_pattern/from_now: read 2 rows since t0; watermark now t1; gap: [3, 4]"
+    full = full_fallback.Loaded("fixed", "recovered", "t0", "t1", 5, 5)
+    assert full.summary() == "fixed/recovered: read 5 rows, wrote 5; watermark t0 -> t1"
