@@ -64,11 +64,7 @@ PARAMS = {
 
 
 @lesson_dag(
-    "71_04_01_file_detection",
-    __doc__,
-    schedule="*/5 * * * *",
-    tags=["71.4", "files", "reference", "patterns", "intermediate", "success"],
-    params=PARAMS,
+    schedule="*/5 * * * *", tags=["71.4", "files", "reference", "patterns", "intermediate", "success"]
 )
 def file_detection_71_04_01():
     wait = landing_sensor(  # S3KeySensor on MinIO: pokes until _has_new_files, skips the run after 5 min

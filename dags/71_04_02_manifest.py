@@ -56,11 +56,7 @@ PARAMS = {
 
 
 @lesson_dag(
-    "71_04_02_manifest",
-    __doc__,
-    schedule="*/5 * * * *",
-    tags=["71.4", "files", "reference", "patterns", "intermediate", "success"],
-    params=PARAMS,
+    schedule="*/5 * * * *", tags=["71.4", "files", "reference", "patterns", "intermediate", "success"]
 )
 def manifest_71_04_02():
     wait = landing_sensor(  # S3KeySensor on MinIO: pokes until _has_work, skips the run after 5 min

@@ -76,11 +76,8 @@ PARAMS = {
 
 
 @lesson_dag(
-    "71_05_01_exactly_once",
-    __doc__,
     schedule=None,
     tags=["71.5", "exactly-once", "idempotency", "success", "reference", "patterns", "advanced"],
-    params=PARAMS,
 )
 def exactly_once():
     @run_if_positive("produce_events", "produce")

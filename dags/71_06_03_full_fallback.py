@@ -47,11 +47,7 @@ PARAMS = {
 
 
 @lesson_dag(
-    DAG_ID,
-    __doc__,
-    schedule=data_intervals("@hourly"),
-    tags=["71.6", "anti-pattern", "reference", "intermediate", "failure"],
-    params=PARAMS,
+    schedule=data_intervals("@hourly"), tags=["71.6", "anti-pattern", "reference", "intermediate", "failure"]
 )
 def full_fallback() -> None:
     @task

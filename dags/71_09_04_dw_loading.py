@@ -114,11 +114,7 @@ PARAMS = {
 
 
 @lesson_dag(
-    DAG_ID,
-    __doc__,
-    schedule=data_intervals("@hourly"),
-    tags=["71.9", "dw", "success", "reference", "example", "advanced"],
-    params=PARAMS,
+    schedule=data_intervals("@hourly"), tags=["71.9", "dw", "success", "reference", "example", "advanced"]
 )
 def dw_loading() -> None:
     @task

@@ -108,11 +108,8 @@ PARAMS = {
 
 
 @lesson_dag(
-    "71_09_05_event_stream",
-    __doc__,
     schedule="*/5 * * * *",
     tags=["71.9", "streaming", "windowing", "exactly-once", "success", "reference", "example", "advanced"],
-    params=PARAMS,
 )
 def event_stream():
     @run_if_positive("produce_events", "produce")

@@ -2,9 +2,11 @@
 
 Vocabulary:
 
-- **lesson DAG** — one file in ``dags/``, one pattern. Its ``dag_id`` is the file stem, its tags are the
-  curriculum's, its documentation is the file's docstring. Both stay written out in the DAG file; this
-  module adds only what is the same for all fifty.
+- **lesson DAG** — one file in ``dags/``, one pattern, declared by ``@lesson_dag(schedule=..., tags=[...])``.
+  Its ``dag_id`` is the file stem, its tags are the curriculum's (written out at that call), its
+  documentation is the file's docstring and its params the file's ``PARAMS``: the decorator reads the
+  file's own name, docstring and constant instead of having them repeated; this module adds only what
+  is the same for all fifty.
 - **lab defaults** — every lesson starts on :data:`START_DATE` (2026-01-01 UTC), runs no catch-up
   (``catchup=False``: a lesson is triggered or scheduled from now on, never replayed for a year) and
   runs one at a time (``max_active_runs=1``: the state a lesson keeps — watermarks, offsets, ledgers —
@@ -30,6 +32,7 @@ Nothing here opens a connection at parse time; what a task runs is imported when
 from __future__ import annotations
 
 import importlib.util
+import pathlib
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
@@ -45,37 +48,47 @@ PER_VARIANT = "{variant} is replaced by the variant"
 
 
 def lesson_dag(
-    dag_id: str,
-    doc: str | None,
-    *,
-    tags: Collection[str],
-    schedule: Any,
-    params: Mapping[str, Any] | None = None,
-    **overrides: Any,
-) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    *, tags: Collection[str], schedule: Any, **overrides: Any
+) -> Callable[[Callable[..., Any]], Any]:
     """``airflow.sdk.dag`` with the lab's defaults: the decorator of a lesson DAG.
 
-    ``doc`` becomes ``doc_md`` (pass the file's ``__doc__``); ``overrides`` are any other ``dag()``
-    arguments and win over the defaults (``start_date=...``, ``user_defined_macros=...``).
+    What a lesson file already says is not said twice: the ``dag_id`` is the file's stem (the curriculum's
+    file name; a module constant ``DAG_ID``, which tasks use, must agree), ``doc_md`` is the file's
+    docstring and ``params`` its module constant ``PARAMS`` when it has one — read from the decorated
+    function's module when the DAG file is parsed. ``tags`` (the curriculum's, written out) and
+    ``schedule`` are given at the call; ``overrides`` are any other ``dag()`` arguments and win over the
+    defaults (``start_date=...``, ``user_defined_macros=...``, even ``dag_id=`` or ``params=``).
     """
-    if not dag_id:
-        raise ValueError("a lesson DAG needs its dag_id (the file stem)")
-    if not doc or not doc.strip():
-        raise ValueError(f"{dag_id}: a lesson DAG documents itself; pass the file's __doc__")
-    if not tags:
-        raise ValueError(f"{dag_id}: a lesson DAG carries the curriculum's tags")
-    kwargs: dict[str, Any] = {
-        "dag_id": dag_id,
-        "schedule": schedule,
-        "start_date": START_DATE,
-        **DEFAULTS,
-        "tags": list(tags),
-        "doc_md": doc,
-    }
-    if params is not None:
-        kwargs["params"] = dict(params)
-    kwargs.update(overrides)
-    return dag(**kwargs)
+
+    def declare(fn: Callable[..., Any]) -> Any:
+        module = fn.__globals__
+        file = module.get("__file__")
+        dag_id = overrides.pop("dag_id", None) or (pathlib.Path(file).stem if file else None)
+        if not dag_id:
+            raise ValueError(f"{fn.__name__}: a lesson DAG is a file in dags/; its stem is the dag_id")
+        declared = module.get("DAG_ID")
+        if declared is not None and declared != dag_id:
+            raise ValueError(f"{dag_id}: DAG_ID = {declared!r} differs from the file's name")
+        doc = overrides.pop("doc_md", None) or module.get("__doc__")
+        if not doc or not doc.strip():
+            raise ValueError(f"{dag_id}: a lesson DAG documents itself in its module docstring")
+        if not tags:
+            raise ValueError(f"{dag_id}: a lesson DAG carries the curriculum's tags")
+        kwargs: dict[str, Any] = {
+            "dag_id": dag_id,
+            "schedule": schedule,
+            "start_date": START_DATE,
+            **DEFAULTS,
+            "tags": list(tags),
+            "doc_md": doc,
+        }
+        params = module.get("PARAMS")
+        if params is not None:
+            kwargs["params"] = dict(params)
+        kwargs.update(overrides)
+        return dag(**kwargs)(fn)
+
+    return declare
 
 
 def data_intervals(cron: str, tz: str = TIMEZONE) -> CronDataIntervalTimetable:
