@@ -84,11 +84,7 @@ PARAMS = {
 
 
 @lesson_dag(
-    DAG_ID,
-    __doc__,
-    schedule=data_intervals("@hourly"),
-    tags=["71.1", "basics", "reference", "core", "beginner", "success"],
-    params=PARAMS,
+    schedule=data_intervals("@hourly"), tags=["71.1", "basics", "reference", "core", "beginner", "success"]
 )
 def basics() -> None:
     @task

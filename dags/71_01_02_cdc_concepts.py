@@ -68,11 +68,7 @@ PARAMS = {
 
 
 @lesson_dag(
-    DAG_ID,
-    __doc__,
-    schedule=data_intervals("@hourly"),
-    tags=["71.1", "cdc", "reference", "core", "intermediate", "success"],
-    params=PARAMS,
+    schedule=data_intervals("@hourly"), tags=["71.1", "cdc", "reference", "core", "intermediate", "success"]
 )
 def cdc_concepts() -> None:
     @task

@@ -61,11 +61,8 @@ PARAMS = {
 
 
 @lesson_dag(
-    DAG_ID,
-    __doc__,
     schedule=data_intervals("@hourly"),
     tags=["71.1", "watermarks", "reference", "core", "intermediate", "success"],
-    params=PARAMS,
 )
 def watermarks() -> None:
     @task

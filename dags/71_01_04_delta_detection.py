@@ -66,11 +66,8 @@ PARAMS = {
 
 
 @lesson_dag(
-    DAG_ID,
-    __doc__,
     schedule=data_intervals("@hourly"),
     tags=["71.1", "delta-detection", "reference", "core", "intermediate", "success"],
-    params=PARAMS,
 )
 def delta_detection() -> None:
     @task

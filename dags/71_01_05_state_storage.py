@@ -54,11 +54,7 @@ PARAMS = {
 
 
 @lesson_dag(
-    DAG_ID,
-    __doc__,
-    schedule=data_intervals("@hourly"),
-    tags=["71.1", "state", "reference", "core", "intermediate", "success"],
-    params=PARAMS,
+    schedule=data_intervals("@hourly"), tags=["71.1", "state", "reference", "core", "intermediate", "success"]
 )
 def state_storage() -> None:
     @task

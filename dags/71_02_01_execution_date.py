@@ -49,11 +49,8 @@ PARAMS = {"source": "public.orders", "target": "core.orders_by_day", "staging": 
 
 
 @lesson_dag(
-    "71_02_01_execution_date",
-    __doc__,
     schedule=data_intervals("0 0 * * *"),
     tags=["71.2", "reference", "core", "intermediate", "success"],
-    params=PARAMS,
     user_defined_macros={
         "ident": partitioning.quoted_name,
         "partition_table": partitioning.partition_table_at,

@@ -60,11 +60,7 @@ PARAMS = {
 
 
 @lesson_dag(
-    "71_02_03_event_time",
-    __doc__,
-    schedule=data_intervals("0 * * * *"),
-    tags=["71.2", "reference", "patterns", "intermediate", "success"],
-    params=PARAMS,
+    schedule=data_intervals("0 * * * *"), tags=["71.2", "reference", "patterns", "intermediate", "success"]
 )
 def _71_02_03_event_time():
     @task

@@ -53,11 +53,7 @@ PARAMS = {
 
 
 @lesson_dag(
-    "71_02_04_sliding_window",
-    __doc__,
-    schedule=data_intervals("0 * * * *"),
-    tags=["71.2", "reference", "patterns", "intermediate", "success"],
-    params=PARAMS,
+    schedule=data_intervals("0 * * * *"), tags=["71.2", "reference", "patterns", "intermediate", "success"]
 )
 def _71_02_04_sliding_window():
     @task

@@ -40,11 +40,8 @@ PARAMS = {"orders": "public.orders", "customers": "public.customers", "target": 
 
 
 @lesson_dag(
-    "71_02_05_timezone",
-    __doc__,
     schedule=data_intervals("0 0 * * *", tz=BUSINESS_TZ),
     tags=["71.2", "reference", "patterns", "intermediate", "success"],
-    params=PARAMS,
     start_date=pendulum.datetime(2026, 1, 1, tz=BUSINESS_TZ),
 )
 def _71_02_05_timezone():

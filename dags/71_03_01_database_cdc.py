@@ -71,11 +71,7 @@ PARAMS = {
 
 
 @lesson_dag(
-    "71_03_01_database_cdc",
-    __doc__,
-    schedule="*/5 * * * *",
-    tags=["71.3", "cdc", "debezium", "success", "reference", "patterns", "advanced"],
-    params=PARAMS,
+    schedule="*/5 * * * *", tags=["71.3", "cdc", "debezium", "success", "reference", "patterns", "advanced"]
 )
 def database_cdc():
     @task

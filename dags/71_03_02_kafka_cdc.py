@@ -59,11 +59,7 @@ PARAMS = {
 
 
 @lesson_dag(
-    "71_03_02_kafka_cdc",
-    __doc__,
-    schedule="*/10 * * * *",
-    tags=["71.3", "cdc", "kafka", "success", "reference", "patterns", "advanced"],
-    params=PARAMS,
+    schedule="*/10 * * * *", tags=["71.3", "cdc", "kafka", "success", "reference", "patterns", "advanced"]
 )
 def kafka_cdc():
     @task

@@ -62,11 +62,7 @@ PARAMS = {
 
 
 @lesson_dag(
-    "71_03_03_merge_upsert",
-    __doc__,
-    schedule="*/5 * * * *",
-    tags=["71.3", "merge", "reference", "patterns", "intermediate", "success"],
-    params=PARAMS,
+    schedule="*/5 * * * *", tags=["71.3", "merge", "reference", "patterns", "intermediate", "success"]
 )
 def merge_upsert():
     @task

@@ -54,13 +54,7 @@ PARAMS = {
 }
 
 
-@lesson_dag(
-    "71_03_04_scd2",
-    __doc__,
-    schedule="*/5 * * * *",
-    tags=["71.3", "scd2", "reference", "patterns", "advanced", "success"],
-    params=PARAMS,
-)
+@lesson_dag(schedule="*/5 * * * *", tags=["71.3", "scd2", "reference", "patterns", "advanced", "success"])
 def scd2():
     @task
     def apply() -> dict:

@@ -57,11 +57,8 @@ PARAMS = {
 
 
 @lesson_dag(
-    "71_03_05_soft_delete",
-    __doc__,
     schedule=data_intervals("0 0 * * *"),
     tags=["71.3", "soft-delete", "reference", "patterns", "intermediate", "success"],
-    params=PARAMS,
 )
 def soft_delete():
     @task

@@ -36,19 +36,14 @@ Observe in the running lab: drop files with the MinIO console (http://127.0.0.1:
 
 from __future__ import annotations
 
-import importlib.util
 from datetime import timedelta
 from typing import Any
 
-from airflow.providers.amazon.aws.sensors.s3 import S3KeySensor
 from airflow.sdk import task
 
-from cdclab.dagkit import landing_params, lesson_dag
+from cdclab.dagkit import landing_params, landing_sensor, lesson_dag
 
 PIPELINE = "71_04_01_file_detection"
-# Deferrable S3 sensors need aiobotocore (apache-airflow-providers-amazon[aiobotocore]); parse-time only
-# checks whether the package is importable, it opens nothing.
-DEFERRABLE = importlib.util.find_spec("aiobotocore") is not None
 
 
 def _has_new_files(files: list[dict[str, Any]], **context: Any) -> bool:
@@ -69,25 +64,14 @@ PARAMS = {
 
 
 @lesson_dag(
-    "71_04_01_file_detection",
-    __doc__,
-    schedule="*/5 * * * *",
-    tags=["71.4", "files", "reference", "patterns", "intermediate", "success"],
-    params=PARAMS,
+    schedule="*/5 * * * *", tags=["71.4", "files", "reference", "patterns", "intermediate", "success"]
 )
 def file_detection_71_04_01():
-    wait = S3KeySensor(
-        task_id="wait_for_new_files",
-        aws_conn_id="minio",
-        bucket_key="s3://{{ params.bucket }}/{{ params.prefix }}{{ params.pattern }}",
-        wildcard_match=True,
+    wait = landing_sensor(  # S3KeySensor on MinIO: pokes until _has_new_files, skips the run after 5 min
+        "wait_for_new_files",
+        "s3://{{ params.bucket }}/{{ params.prefix }}{{ params.pattern }}",
         check_fn=_has_new_files,
         metadata_keys=["Key", "Size", "ETag", "LastModified"],
-        deferrable=DEFERRABLE,
-        mode="poke" if DEFERRABLE else "reschedule",
-        poke_interval=10,
-        timeout=300,
-        soft_fail=True,
     )
 
     @task

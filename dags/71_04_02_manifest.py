@@ -26,16 +26,13 @@ FROM state.file_manifest WHERE pipeline = '71_04_02_manifest'``, ``state.file_au
 
 from __future__ import annotations
 
-import importlib.util
 from typing import Any
 
-from airflow.providers.amazon.aws.sensors.s3 import S3KeySensor
 from airflow.sdk import task
 
-from cdclab.dagkit import landing_params, lesson_dag
+from cdclab.dagkit import landing_params, landing_sensor, lesson_dag
 
 PIPELINE = "71_04_02_manifest"
-DEFERRABLE = importlib.util.find_spec("aiobotocore") is not None
 
 
 def _has_work(files: list[dict[str, Any]], **context: Any) -> bool:
@@ -59,25 +56,14 @@ PARAMS = {
 
 
 @lesson_dag(
-    "71_04_02_manifest",
-    __doc__,
-    schedule="*/5 * * * *",
-    tags=["71.4", "files", "reference", "patterns", "intermediate", "success"],
-    params=PARAMS,
+    schedule="*/5 * * * *", tags=["71.4", "files", "reference", "patterns", "intermediate", "success"]
 )
 def manifest_71_04_02():
-    wait = S3KeySensor(
-        task_id="wait_for_manifest",
-        aws_conn_id="minio",
-        bucket_key="s3://{{ params.bucket }}/{{ params.prefix }}*/_manifest.json",
-        wildcard_match=True,
+    wait = landing_sensor(  # S3KeySensor on MinIO: pokes until _has_work, skips the run after 5 min
+        "wait_for_manifest",
+        "s3://{{ params.bucket }}/{{ params.prefix }}*/_manifest.json",
         check_fn=_has_work,
         metadata_keys=["Key", "Size", "ETag"],
-        deferrable=DEFERRABLE,
-        mode="poke" if DEFERRABLE else "reschedule",
-        poke_interval=10,
-        timeout=300,
-        soft_fail=True,
     )
 
     @task

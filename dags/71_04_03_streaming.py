@@ -63,13 +63,7 @@ PARAMS = {
 }
 
 
-@lesson_dag(
-    "71_04_03_streaming",
-    __doc__,
-    schedule="* * * * *",
-    tags=["71.4", "files", "reference", "patterns", "advanced", "success"],
-    params=PARAMS,
-)
+@lesson_dag(schedule="* * * * *", tags=["71.4", "files", "reference", "patterns", "advanced", "success"])
 def streaming_71_04_03():
     @task
     def ingest_continuously(**context: Any) -> dict[str, Any]:

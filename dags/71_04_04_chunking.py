@@ -46,11 +46,7 @@ PARAMS = {
 
 
 @lesson_dag(
-    "71_04_04_chunking",
-    __doc__,
-    schedule="*/15 * * * *",
-    tags=["71.4", "files", "reference", "patterns", "intermediate", "success"],
-    params=PARAMS,
+    schedule="*/15 * * * *", tags=["71.4", "files", "reference", "patterns", "intermediate", "success"]
 )
 def chunking_71_04_04():
     @task

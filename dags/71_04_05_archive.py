@@ -53,13 +53,7 @@ PARAMS = {
 }
 
 
-@lesson_dag(
-    "71_04_05_archive",
-    __doc__,
-    schedule="@hourly",
-    tags=["71.4", "files", "reference", "patterns", "intermediate", "success"],
-    params=PARAMS,
-)
+@lesson_dag(schedule="@hourly", tags=["71.4", "files", "reference", "patterns", "intermediate", "success"])
 def archive_71_04_05():
     @task
     def load_new_files(**context: Any) -> dict[str, Any]:

@@ -44,13 +44,8 @@ import datetime as dt
 
 from airflow.sdk import Param, get_current_context, task
 
-from cdclab.dagkit import lesson_dag
+from cdclab.dagkit import lesson_dag, run_if_positive
 from cdclab.streams.exactly_once import MODES  # the mode param's choices
-
-
-def _wants_events(context: dict) -> bool:
-    return int(context["params"]["produce_events"]) > 0
-
 
 PARAMS = {
     "mode": Param(
@@ -81,35 +76,28 @@ PARAMS = {
 
 
 @lesson_dag(
-    "71_05_01_exactly_once",
-    __doc__,
     schedule=None,
     tags=["71.5", "exactly-once", "idempotency", "success", "reference", "patterns", "advanced"],
-    params=PARAMS,
 )
 def exactly_once():
-    @task.run_if(_wants_events, skip_message="produce_events is 0: nothing to produce")
+    @run_if_positive("produce_events", "produce")
     @task
     def produce() -> dict:
         """Write generated events, some of them twice (producer retries), to the topic."""
-        from cdclab.streams.windows import ensure_topic, produce_events
+        from cdclab.streams.windows import produce_clickstream
         from cdclab.time.intervals import run_interval
-        from cdclab.workload import clickstream_events
 
         ctx = get_current_context()
         p = ctx["params"]
-        start = run_interval(ctx).logical_date  # run_after when the run has no logical date
-        seed = p["produce_seed"] if p["produce_seed"] is not None else int(start.timestamp())
-        events = clickstream_events(
-            seed,
+        return produce_clickstream(
+            p["topic"],
             int(p["produce_events"]),
+            start=run_interval(ctx).logical_date,  # run_after when the run has no logical date
+            seed=p["produce_seed"],  # None: from the start, the same events on a rerun
             duplicate_fraction=p["produce_duplicate_fraction"],
-            start=start,
             step=dt.timedelta(seconds=1),
+            kafka_conn_id="kafka_default",
         )
-        ensure_topic(p["topic"], kafka_conn_id="kafka_default")
-        sent = produce_events(p["topic"], events, kafka_conn_id="kafka_default")
-        return {"topic": p["topic"], "seed": seed, "sent": sent}
 
     @task(trigger_rule="none_failed")
     def consume() -> dict:

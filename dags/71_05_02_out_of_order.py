@@ -58,11 +58,8 @@ PARAMS = {
 
 
 @lesson_dag(
-    DAG_ID,
-    __doc__,
     schedule=data_intervals("@hourly"),
     tags=["71.5", "out-of-order", "reference", "patterns", "advanced", "success"],
-    params=PARAMS,
 )
 def out_of_order() -> None:
     @task

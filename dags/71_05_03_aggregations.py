@@ -51,11 +51,8 @@ PARAMS = {
 
 
 @lesson_dag(
-    DAG_ID,
-    __doc__,
     schedule=data_intervals("@hourly"),
     tags=["71.5", "aggregations", "reference", "patterns", "advanced", "success"],
-    params=PARAMS,
 )
 def aggregations() -> None:
     @task

@@ -48,11 +48,8 @@ PARAMS = {
 
 
 @lesson_dag(
-    DAG_ID,
-    __doc__,
     schedule=data_intervals("@hourly"),
     tags=["71.5", "features", "reference", "patterns", "advanced", "success"],
-    params=PARAMS,
 )
 def ml_features() -> None:
     @task

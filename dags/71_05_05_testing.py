@@ -69,11 +69,7 @@ PARAMS = {
 
 
 @lesson_dag(
-    DAG_ID,
-    __doc__,
-    schedule=data_intervals("@hourly"),
-    tags=["71.5", "testing", "reference", "intermediate", "success"],
-    params=PARAMS,
+    schedule=data_intervals("@hourly"), tags=["71.5", "testing", "reference", "intermediate", "success"]
 )
 def testing() -> None:
     @task

@@ -51,11 +51,7 @@ PARAMS = {
 
 
 @lesson_dag(
-    DAG_ID,
-    __doc__,
-    schedule=data_intervals("@hourly"),
-    tags=["71.6", "anti-pattern", "reference", "intermediate", "failure"],
-    params=PARAMS,
+    schedule=data_intervals("@hourly"), tags=["71.6", "anti-pattern", "reference", "intermediate", "failure"]
 )
 def ignoring_late() -> None:
     @task

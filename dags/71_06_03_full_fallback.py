@@ -35,7 +35,7 @@ from typing import Any
 
 from airflow.sdk import Param, task
 
-from cdclab.dagkit import data_intervals, lesson_dag, variant_params
+from cdclab.dagkit import data_intervals, lesson_dag, run_variant_load, variant_params
 
 DAG_ID = "71_06_03_full_fallback"
 
@@ -47,38 +47,17 @@ PARAMS = {
 
 
 @lesson_dag(
-    DAG_ID,
-    __doc__,
-    schedule=data_intervals("@hourly"),
-    tags=["71.6", "anti-pattern", "reference", "intermediate", "failure"],
-    params=PARAMS,
+    schedule=data_intervals("@hourly"), tags=["71.6", "anti-pattern", "reference", "intermediate", "failure"]
 )
 def full_fallback() -> None:
     @task
     def load(params: dict[str, Any], dag_run: Any = None) -> dict[str, Any]:
-        from airflow.sdk import get_current_context
-
         from cdclab.lessons import full_fallback as lesson
-        from cdclab.time.intervals import run_interval
 
-        iv = run_interval(get_current_context())  # derived from the timetable if the run has none
-        r = lesson.load(
-            params["source_table"],
-            params["target_table"],
-            params["variant"],
-            corrupt_state=params["corrupt_state"],
-            interval_start=iv.start,
-            interval_end=iv.end,
-            dag_id=DAG_ID,
-            run_id=dag_run.run_id,
+        # the variant's load over this run's data interval; logs the fallback or the recovery, then the summary
+        return run_variant_load(
+            lesson.load, params, DAG_ID, dag_run.run_id, corrupt_state=params["corrupt_state"]
         )
-        for note in r.notes:
-            print(note)
-        print(
-            f"{r.variant}/{r.strategy}: read {r.rows_read} rows, wrote {r.rows_written}; "
-            f"watermark {r.since} -> {r.new}"
-        )
-        return r.xcom()
 
     load()
 

@@ -61,11 +61,7 @@ PARAMS = {
 
 
 @lesson_dag(
-    DAG_ID,
-    __doc__,
-    schedule=data_intervals("@hourly"),
-    tags=["71.6", "anti-pattern", "reference", "advanced", "failure"],
-    params=PARAMS,
+    schedule=data_intervals("@hourly"), tags=["71.6", "anti-pattern", "reference", "advanced", "failure"]
 )
 def unbounded_state() -> None:
     @task

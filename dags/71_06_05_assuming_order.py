@@ -48,11 +48,7 @@ PARAMS = {
 
 
 @lesson_dag(
-    DAG_ID,
-    __doc__,
-    schedule=data_intervals("@hourly"),
-    tags=["71.6", "anti-pattern", "reference", "intermediate", "failure"],
-    params=PARAMS,
+    schedule=data_intervals("@hourly"), tags=["71.6", "anti-pattern", "reference", "intermediate", "failure"]
 )
 def assuming_order() -> None:
     @task

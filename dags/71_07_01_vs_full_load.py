@@ -52,13 +52,7 @@ PARAMS = {
 }
 
 
-@lesson_dag(
-    DAG_ID,
-    __doc__,
-    schedule=None,
-    tags=["71.7", "performance", "reference", "intermediate", "success"],
-    params=PARAMS,
-)
+@lesson_dag(schedule=None, tags=["71.7", "performance", "reference", "intermediate", "success"])
 def vs_full_load() -> None:
     @task
     def prepare(params: dict[str, Any]) -> dict[str, int]:

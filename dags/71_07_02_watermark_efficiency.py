@@ -74,11 +74,7 @@ PARAMS = {
 
 
 @lesson_dag(
-    DAG_ID,
-    __doc__,
-    schedule=data_intervals("@hourly"),
-    tags=["71.7", "performance", "reference", "intermediate", "success"],
-    params=PARAMS,
+    schedule=data_intervals("@hourly"), tags=["71.7", "performance", "reference", "intermediate", "success"]
 )
 def watermark_efficiency() -> None:
     @task

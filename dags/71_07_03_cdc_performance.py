@@ -66,13 +66,7 @@ PARAMS = {
 }
 
 
-@lesson_dag(
-    DAG_ID,
-    __doc__,
-    schedule=None,
-    tags=["71.7", "performance", "reference", "advanced", "success"],
-    params=PARAMS,
-)
+@lesson_dag(schedule=None, tags=["71.7", "performance", "reference", "advanced", "success"])
 def cdc_performance() -> None:
     @task
     def parse(params: dict[str, Any], dag_run: Any = None) -> dict[str, Any]:

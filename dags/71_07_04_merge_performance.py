@@ -61,13 +61,7 @@ PARAMS = {
 }
 
 
-@lesson_dag(
-    DAG_ID,
-    __doc__,
-    schedule=None,
-    tags=["71.7", "performance", "reference", "intermediate", "success"],
-    params=PARAMS,
-)
+@lesson_dag(schedule=None, tags=["71.7", "performance", "reference", "intermediate", "success"])
 def merge_performance() -> None:
     @task
     def prepare(params: dict[str, Any], dag_run: Any = None) -> list[int]:

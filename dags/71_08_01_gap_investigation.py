@@ -43,7 +43,7 @@ from typing import Any
 
 from airflow.sdk import Param, task
 
-from cdclab.dagkit import data_intervals, lesson_dag
+from cdclab.dagkit import data_intervals, demo_setup, lesson_dag
 
 DAG_ID = "71_08_01_gap_investigation"
 DEMO = {
@@ -74,27 +74,18 @@ PARAMS = {
 
 
 @lesson_dag(
-    DAG_ID,
-    __doc__,
-    schedule=data_intervals("@hourly"),
-    tags=["71.8", "debugging", "reference", "intermediate", "success"],
-    params=PARAMS,
+    schedule=data_intervals("@hourly"), tags=["71.8", "debugging", "reference", "intermediate", "success"]
 )
 def gap_investigation() -> None:
-    @task
-    def setup(params: dict[str, Any]) -> bool:
+    @demo_setup(DEMO)
+    def setup(params: dict[str, Any], dag_run: Any = None) -> str:
         """Default params: (re)build the demo gap in the demo tables. Other tables: nothing to do."""
-        from cdclab.lessons import demos
         from cdclab.lessons import investigations as lesson
 
-        if not demos.uses_demo_tables(params, DEMO, DEMO):
-            print("custom tables: setup leaves them as they are")
-            return False
         lesson.build_gap_demo(
             DEMO["source_table"], DEMO["target_table"], DEMO["pipeline"], DEMO["ledger_table"]
         )
-        print("demo: the 11:00 interval of 2026-01-01 was never run; rows 3 and 4 are missing")
-        return True
+        return "demo: the 11:00 interval of 2026-01-01 was never run; rows 3 and 4 are missing"
 
     @task
     def detect(params: dict[str, Any], dag_run: Any = None) -> list[dict[str, Any]]:

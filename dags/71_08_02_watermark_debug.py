@@ -44,7 +44,7 @@ from typing import Any
 
 from airflow.sdk import Param, task
 
-from cdclab.dagkit import data_intervals, lesson_dag
+from cdclab.dagkit import data_intervals, demo_setup, lesson_dag
 
 DAG_ID = "71_08_02_watermark_debug"
 DEMO = {"source_table": "public.customers", "target_table": "core.customers_71_08_02", "watermark_key": ""}
@@ -77,25 +77,16 @@ PARAMS = {
 
 
 @lesson_dag(
-    DAG_ID,
-    __doc__,
-    schedule=data_intervals("@hourly"),
-    tags=["71.8", "debugging", "reference", "intermediate", "success"],
-    params=PARAMS,
+    schedule=data_intervals("@hourly"), tags=["71.8", "debugging", "reference", "intermediate", "success"]
 )
 def watermark_debug() -> None:
-    @task
-    def setup(params: dict[str, Any], dag_run: Any = None) -> bool:
+    @demo_setup(DEMO)
+    def setup(params: dict[str, Any], dag_run: Any = None) -> str:
         """Default params: break the demo watermark (wrong type, audited). Other tables: nothing to do."""
-        from cdclab.lessons import demos
         from cdclab.lessons import watermark_debug as lesson
 
-        if not demos.uses_demo_tables(params, DEMO, DEMO):
-            print("custom tables: setup leaves the watermark as it is")
-            return False
         lesson.break_demo_watermark(_debug_run(params, dag_run))
-        print(f"demo: watermark {_wm_key(params)!r} now holds a bigint")
-        return True
+        return f"demo: watermark {_wm_key(params)!r} now holds a bigint"
 
     @task
     def diagnose(params: dict[str, Any], dag_run: Any = None) -> dict[str, Any]:

@@ -67,11 +67,7 @@ PARAMS = {
 
 
 @lesson_dag(
-    DAG_ID,
-    __doc__,
-    schedule=data_intervals("@hourly"),
-    tags=["71.8", "debugging", "reference", "advanced", "success"],
-    params=PARAMS,
+    schedule=data_intervals("@hourly"), tags=["71.8", "debugging", "reference", "advanced", "success"]
 )
 def cdc_debug() -> None:
     @task

@@ -42,7 +42,7 @@ from typing import Any
 
 from airflow.sdk import Param, task
 
-from cdclab.dagkit import data_intervals, lesson_dag
+from cdclab.dagkit import data_intervals, demo_setup, lesson_dag
 
 DAG_ID = "71_08_04_duplicate_detection"
 DEMO = {"target_table": "core.customers_71_08_04"}
@@ -64,25 +64,16 @@ PARAMS = {
 
 
 @lesson_dag(
-    DAG_ID,
-    __doc__,
-    schedule=data_intervals("@hourly"),
-    tags=["71.8", "debugging", "reference", "intermediate", "success"],
-    params=PARAMS,
+    schedule=data_intervals("@hourly"), tags=["71.8", "debugging", "reference", "intermediate", "success"]
 )
 def duplicate_detection() -> None:
-    @task
-    def setup(params: dict[str, Any]) -> bool:
+    @demo_setup(DEMO)
+    def setup(params: dict[str, Any], dag_run: Any = None) -> str:
         """Default params: rebuild the demo target with its duplicates. Other tables: nothing to do."""
-        from cdclab.lessons import demos
         from cdclab.lessons import investigations as lesson
 
-        if not demos.uses_demo_tables(params, DEMO, DEMO):
-            print("custom table: setup leaves it as it is")
-            return False
         lesson.build_duplicates_demo(DEMO["target_table"])
-        print("demo: 9 rows, 3 keys duplicated by a retried append and an appended change")
-        return True
+        return "demo: 9 rows, 3 keys duplicated by a retried append and an appended change"
 
     @task
     def find(params: dict[str, Any], dag_run: Any = None) -> list[dict[str, Any]]:

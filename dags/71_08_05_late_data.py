@@ -47,7 +47,7 @@ from typing import Any
 
 from airflow.sdk import Param, task
 
-from cdclab.dagkit import data_intervals, lesson_dag
+from cdclab.dagkit import data_intervals, demo_setup, lesson_dag
 
 DAG_ID = "71_08_05_late_data"
 DEMO = {
@@ -81,26 +81,17 @@ PARAMS = {
 
 
 @lesson_dag(
-    DAG_ID,
-    __doc__,
-    schedule=data_intervals("@hourly"),
-    tags=["71.8", "debugging", "reference", "intermediate", "success"],
-    params=PARAMS,
+    schedule=data_intervals("@hourly"), tags=["71.8", "debugging", "reference", "intermediate", "success"]
 )
 def late_data() -> None:
-    @task
-    def setup(params: dict[str, Any]) -> bool:
+    @demo_setup(DEMO)
+    def setup(params: dict[str, Any], dag_run: Any = None) -> str:
         """Default params: the demo arrivals of this window (two of them late). Other tables: nothing."""
-        from cdclab.lessons import demos
         from cdclab.lessons import late_data as lesson
 
-        if not demos.uses_demo_tables(params, DEMO, DEMO):
-            print("custom tables: setup leaves them as they are")
-            return False
         start = _late_run(params).start
         lesson.build_late_demo(DEMO["events_table"], DEMO["ledger_table"], DEMO["pipeline"], start)
-        print(f"demo: arrivals for the window starting {start.isoformat()}, two of the previous window late")
-        return True
+        return f"demo: arrivals for the window starting {start.isoformat()}, two of the previous window late"
 
     @task
     def identify(params: dict[str, Any], dag_run: Any = None) -> list[dict[str, Any]]:

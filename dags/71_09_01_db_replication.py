@@ -56,11 +56,8 @@ PARAMS = {
 
 
 @lesson_dag(
-    "71_09_01_db_replication",
-    __doc__,
     schedule="*/15 * * * *",
     tags=["71.9", "replication", "cdc", "success", "reference", "example", "intermediate"],
-    params=PARAMS,
 )
 def db_replication():
     @task

@@ -39,13 +39,7 @@ PARAMS = {
 }
 
 
-@lesson_dag(
-    "71_09_02_log_processing",
-    __doc__,
-    schedule="*/5 * * * *",
-    tags=["71.9", "logs", "reference", "example", "intermediate", "success"],
-    params=PARAMS,
-)
+@lesson_dag(schedule="*/5 * * * *", tags=["71.9", "logs", "reference", "example", "intermediate", "success"])
 def log_processing_71_09_02():
     @task
     def ingest_new_lines(**context: Any) -> dict[str, Any]:

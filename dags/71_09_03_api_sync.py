@@ -54,11 +54,8 @@ PARAMS = {
 
 
 @lesson_dag(
-    DAG_ID,
-    __doc__,
     schedule=data_intervals("@hourly"),
     tags=["71.9", "api", "reference", "intermediate", "success", "example"],
-    params=PARAMS,
 )
 def api_sync() -> None:
     @task

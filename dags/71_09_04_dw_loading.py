@@ -57,6 +57,7 @@ complete interval before it (`cdclab.time.intervals.run_interval`, docs/runs_wit
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from airflow.sdk import Param, task
@@ -91,6 +92,15 @@ def _star(params: dict[str, Any], dag_run: Any, context: dict[str, Any]) -> Any:
     )
 
 
+def _load_dimension(what: str, load: Callable[[Any], tuple[Any, int, Any]], run: Any) -> dict[str, int]:
+    """One dimension step of this run (SCD2 customers, SCD1 products): load it, log its window and counts."""
+    from cdclab.merge import star_schema as dwload
+
+    old, read, res = load(run)
+    print(f"{what} {dwload.window_bounds(old, run.interval_end)}: read {read}, {res}")
+    return {"read": read, "written": res.written}
+
+
 PARAMS = {
     "customers_table": Param("public.customers", type="string"),
     "products_table": Param("public.products", type="string"),
@@ -104,11 +114,7 @@ PARAMS = {
 
 
 @lesson_dag(
-    DAG_ID,
-    __doc__,
-    schedule=data_intervals("@hourly"),
-    tags=["71.9", "dw", "success", "reference", "example", "advanced"],
-    params=PARAMS,
+    schedule=data_intervals("@hourly"), tags=["71.9", "dw", "success", "reference", "example", "advanced"]
 )
 def dw_loading() -> None:
     @task
@@ -120,22 +126,14 @@ def dw_loading() -> None:
     @task
     def load_dim_customer(params: dict[str, Any], dag_run: Any = None, **context: Any) -> dict[str, int]:
         from cdclab.lessons import dw_loading as lesson
-        from cdclab.merge import star_schema as dwload
 
-        run = _star(params, dag_run, context)
-        old, read, res = lesson.load_dim_customer(run)
-        print(f"customers {dwload.window_bounds(old, run.interval_end)}: read {read}, {res}")
-        return {"read": read, "written": res.written}
+        return _load_dimension("customers", lesson.load_dim_customer, _star(params, dag_run, context))
 
     @task
     def load_dim_product(params: dict[str, Any], dag_run: Any = None, **context: Any) -> dict[str, int]:
         from cdclab.lessons import dw_loading as lesson
-        from cdclab.merge import star_schema as dwload
 
-        run = _star(params, dag_run, context)
-        old, read, res = lesson.load_dim_product(run)
-        print(f"products {dwload.window_bounds(old, run.interval_end)}: read {read}, {res}")
-        return {"read": read, "written": res.written}
+        return _load_dimension("products", lesson.load_dim_product, _star(params, dag_run, context))
 
     @task
     def load_fact(params: dict[str, Any], dag_run: Any = None, **context: Any) -> dict[str, int]:

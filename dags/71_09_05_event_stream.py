@@ -66,12 +66,7 @@ import datetime as dt
 import pendulum
 from airflow.sdk import Param, get_current_context, task
 
-from cdclab.dagkit import lesson_dag
-
-
-def _wants_events(context: dict) -> bool:
-    return int(context["params"]["produce_events"]) > 0
-
+from cdclab.dagkit import lesson_dag, run_if_positive
 
 PARAMS = {
     "topic": Param("clickstream.events", type="string", description="Kafka topic (one partition)"),
@@ -113,20 +108,16 @@ PARAMS = {
 
 
 @lesson_dag(
-    "71_09_05_event_stream",
-    __doc__,
     schedule="*/5 * * * *",
     tags=["71.9", "streaming", "windowing", "exactly-once", "success", "reference", "example", "advanced"],
-    params=PARAMS,
 )
 def event_stream():
-    @task.run_if(_wants_events, skip_message="produce_events is 0: nothing to produce")
+    @run_if_positive("produce_events", "produce")
     @task
     def produce() -> dict:
         """Write a deterministic clickstream (late, duplicate, out-of-order events) to the topic."""
-        from cdclab.streams.windows import ensure_topic, produce_events
+        from cdclab.streams.windows import produce_clickstream
         from cdclab.time.intervals import run_interval
-        from cdclab.workload import clickstream_events
 
         ctx = get_current_context()
         p = ctx["params"]
@@ -138,19 +129,17 @@ def event_stream():
                 )
         else:
             start = run_interval(ctx).logical_date  # run_after when the run has no logical date
-        seed = p["produce_seed"] if p["produce_seed"] is not None else int(start.timestamp())
-        events = clickstream_events(
-            seed,
+        return produce_clickstream(
+            p["topic"],
             int(p["produce_events"]),
+            start=start,
+            seed=p["produce_seed"],  # None: from the start, the same events on a rerun
             late_fraction=p["produce_late_fraction"],
             duplicate_fraction=p["produce_duplicate_fraction"],
             out_of_order_fraction=p["produce_out_of_order_fraction"],
-            start=start,
             lateness=dt.timedelta(seconds=p["produce_late_by_seconds"]),
+            kafka_conn_id="kafka_default",
         )
-        ensure_topic(p["topic"], kafka_conn_id="kafka_default")
-        sent = produce_events(p["topic"], events, kafka_conn_id="kafka_default")
-        return {"topic": p["topic"], "seed": seed, "start": start.isoformat(), "sent": sent}
 
     @task(trigger_rule="none_failed")
     def consume() -> dict:

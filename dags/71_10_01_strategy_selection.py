@@ -56,11 +56,7 @@ PARAMS = {
 
 
 @lesson_dag(
-    DAG_ID,
-    __doc__,
-    schedule=data_intervals("@hourly"),
-    tags=["71.10", "best-practice", "reference", "beginner", "success"],
-    params=PARAMS,
+    schedule=data_intervals("@hourly"), tags=["71.10", "best-practice", "reference", "beginner", "success"]
 )
 def strategy_selection() -> None:
     @task

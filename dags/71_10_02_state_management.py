@@ -75,11 +75,8 @@ PARAMS = {
 
 
 @lesson_dag(
-    DAG_ID,
-    __doc__,
     schedule=data_intervals("@hourly"),
     tags=["71.10", "best-practice", "reference", "intermediate", "success"],
-    params=PARAMS,
 )
 def state_management() -> None:
     @task

@@ -46,7 +46,7 @@ from typing import Any
 
 from airflow.sdk import Param, task
 
-from cdclab.dagkit import data_intervals, lesson_dag
+from cdclab.dagkit import data_intervals, demo_setup, lesson_dag
 
 DAG_ID = "71_10_03_error_recovery"
 DEMO = {"source_table": "public.events_71_10_03"}
@@ -63,28 +63,21 @@ PARAMS = {
 
 
 @lesson_dag(
-    DAG_ID,
-    __doc__,
     schedule=data_intervals("@hourly"),
     tags=["71.10", "best-practice", "reference", "intermediate", "success"],
-    params=PARAMS,
 )
 def error_recovery() -> None:
-    @task
-    def setup(params: dict[str, Any]) -> bool:
+    @demo_setup(DEMO)
+    def setup(params: dict[str, Any], dag_run: Any = None) -> str:
         """Default params: the demo source rows of this interval (one poison row). Other tables: nothing."""
         from airflow.sdk import get_current_context
 
-        from cdclab.lessons import demos, operations
+        from cdclab.lessons import operations
         from cdclab.time.intervals import run_interval
 
-        if not demos.uses_demo_tables(params, DEMO, DEMO):
-            print("custom source: setup leaves it as it is")
-            return False
         start = run_interval(get_current_context()).start
         operations.build_recovery_demo(DEMO["source_table"], start)
-        print(f"demo: 4 source events in the interval starting {start.isoformat()}, one poison row")
-        return True
+        return f"demo: 4 source events in the interval starting {start.isoformat()}, one poison row"
 
     @task
     def load(

@@ -43,13 +43,7 @@ PARAMS = {
 }
 
 
-@lesson_dag(
-    DAG_ID,
-    __doc__,
-    schedule="@daily",
-    tags=["71.10", "best-practice", "reference", "beginner", "success"],
-    params=PARAMS,
-)
+@lesson_dag(schedule="@daily", tags=["71.10", "best-practice", "reference", "beginner", "success"])
 def documentation() -> None:
     @task
     def collect(params: dict[str, Any]) -> list[dict[str, Any]]:

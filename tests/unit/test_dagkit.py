@@ -96,7 +96,7 @@ def test_lesson_dags_carry_the_lab_defaults(dags: dict[str, Any]) -> None:
 
 
 def _declare(**kwargs: Any) -> Any:
-    @dagkit.lesson_dag("t_dagkit", "Doc of the test DAG.", **kwargs)
+    @dagkit.lesson_dag(dag_id="t_dagkit", doc_md="Doc of the test DAG.", **kwargs)
     def t_dagkit() -> None:
         pass
 
@@ -119,18 +119,35 @@ def test_lesson_dag_applies_the_defaults_and_lets_a_lesson_override_them() -> No
     assert (dag.start_date, dag.max_active_runs, type(dag.timetable).__name__) == (berlin, 3, "NullTimetable")
 
 
+def _from_module(module: dict[str, Any], tags: list[str]) -> Any:
+    """Declare a DAG whose function lives in a module with the given globals (a DAG file's)."""
+    namespace: dict[str, Any] = dict(module)
+    exec("def lesson() -> None:\n    pass\n", namespace)
+    return dagkit.lesson_dag(tags=tags, schedule=None)(namespace["lesson"])()
+
+
+def test_lesson_dag_reads_the_dag_id_doc_and_params_from_its_file() -> None:
+    file = {"__file__": "/somewhere/dags/71_99_01_example.py", "__doc__": "The lesson."}
+    dag = _from_module({**file, "PARAMS": {"n": 3}, "DAG_ID": "71_99_01_example"}, ["x"])
+    assert (dag.dag_id, dag.doc_md, dag.params.dump()) == ("71_99_01_example", "The lesson.", {"n": 3})
+    assert _from_module(file, ["x"]).params.dump() == {}
+
+
 @pytest.mark.parametrize(
-    ("args", "error"),
+    ("module", "tags", "error"),
     [
-        ({"dag_id": "", "doc": "d", "tags": ["x"]}, "dag_id"),
-        ({"dag_id": "t", "doc": "  ", "tags": ["x"]}, "__doc__"),
-        ({"dag_id": "t", "doc": None, "tags": ["x"]}, "__doc__"),
-        ({"dag_id": "t", "doc": "d", "tags": []}, "tags"),
+        ({"__doc__": "d"}, ["x"], "stem is the dag_id"),
+        ({"__file__": "dags/t.py", "__doc__": "d", "DAG_ID": "other"}, ["x"], "differs from the file"),
+        ({"__file__": "dags/t.py", "__doc__": "  "}, ["x"], "docstring"),
+        ({"__file__": "dags/t.py", "__doc__": None}, ["x"], "docstring"),
+        ({"__file__": "dags/t.py", "__doc__": "d"}, [], "tags"),
     ],
 )
-def test_lesson_dag_refuses_a_dag_without_id_doc_or_tags(args: dict[str, Any], error: str) -> None:
+def test_lesson_dag_refuses_a_dag_without_id_doc_or_tags(
+    module: dict[str, Any], tags: list[str], error: str
+) -> None:
     with pytest.raises(ValueError, match=error):
-        dagkit.lesson_dag(args["dag_id"], args["doc"], tags=args["tags"], schedule=None)
+        _from_module(module, tags)
 
 
 def test_param_groups_build_fresh_params_with_the_shared_names_and_defaults() -> None:
@@ -169,3 +186,57 @@ def test_from_params_passes_the_named_params_through_as_keywords() -> None:
     }
     with pytest.raises(KeyError, match="tpyo"):
         dagkit.from_params(params, "tpyo")
+
+
+def test_demo_setup_builds_only_on_the_demo_tables_and_keeps_the_builders_name_and_doc(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    demo = {"source_table": "public.demo_src", "target_table": "core.demo_tgt"}
+    built: list[tuple[dict[str, Any], Any]] = []
+
+    @dagkit.demo_setup(demo)
+    def setup(params: dict[str, Any], dag_run: Any = None) -> str:
+        """Default params: build the demo."""
+        built.append((params, dag_run))
+        return "demo: built"
+
+    @dagkit.lesson_dag(dag_id="t_dagkit_setup", doc_md="Doc.", tags=["x"], schedule=None)
+    def t_dagkit_setup() -> None:
+        setup()
+
+    dag = t_dagkit_setup()
+    (op,) = dag.tasks
+    assert (op.task_id, op.doc_md) == ("setup", "Default params: build the demo.")
+    assert setup.function(dict(demo, grain=1), "run") is True
+    assert built == [(dict(demo, grain=1), "run")] and "demo: built" in capsys.readouterr().out
+    assert setup.function(dict(demo, target_table="core.mine")) is False
+    assert len(built) == 1 and "setup leaves them as they are" in capsys.readouterr().out
+
+
+def test_landing_sensor_waits_on_minio_and_skips_the_run_when_nothing_comes() -> None:
+    def check(files: list[dict[str, Any]], **context: Any) -> bool:
+        return bool(files)
+
+    @dagkit.lesson_dag(dag_id="t_dagkit_sensor", doc_md="Doc.", tags=["x"], schedule=None)
+    def t_dagkit_sensor() -> None:
+        dagkit.landing_sensor("wait", "s3://b/p/*", check_fn=check, metadata_keys=["Key"])
+
+    (s,) = t_dagkit_sensor().tasks
+    assert (s.task_id, s.aws_conn_id, s.bucket_key, s.wildcard_match) == ("wait", "minio", "s3://b/p/*", True)
+    assert (s.check_fn, s.metadata_keys, s.poke_interval, s.timeout, s.soft_fail) == (
+        check,
+        ["Key"],
+        10,
+        300,
+        True,
+    )
+    assert s.mode == ("poke" if s.deferrable else "reschedule")
+
+
+def test_the_watermark_lessons_summarise_a_run_in_one_line() -> None:
+    from cdclab.lessons import full_fallback, lost_watermarks
+
+    lost = lost_watermarks.Loaded("anti_pattern", "from_now", "t0", "t1", 2, [3, 4], ["state lost"])
+    assert lost.summary() == "anti_pattern/from_now: read 2 rows since t0; watermark now t1; gap: [3, 4]"
+    full = full_fallback.Loaded("fixed", "recovered", "t0", "t1", 5, 5)
+    assert full.summary() == "fixed/recovered: read 5 rows, wrote 5; watermark t0 -> t1"

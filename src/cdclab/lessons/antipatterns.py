@@ -201,6 +201,10 @@ class VariantRun:
     def xcom(self) -> dict[str, Any]:
         return {"variant": self.variant, "strategy": self.strategy, "rows_read": self.rows_read}
 
+    def summary(self) -> str:
+        """The run in one log line; a lesson adds its own outcome."""
+        return f"{self.variant}/{self.strategy}: read {self.rows_read} rows; watermark {self.since} -> {self.new}"
+
 
 @dataclass(frozen=True)
 class RowsRun:

@@ -38,6 +38,12 @@ class Loaded(ap.VariantRun):
     def xcom(self) -> dict[str, Any]:
         return {**super().xcom(), "rows_written": self.rows_written}
 
+    def summary(self) -> str:
+        return (
+            f"{self.variant}/{self.strategy}: read {self.rows_read} rows, wrote {self.rows_written}; "
+            f"watermark {self.since} -> {self.new}"
+        )
+
 
 def load(
     source: str,

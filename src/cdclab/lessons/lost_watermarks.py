@@ -53,6 +53,12 @@ class Loaded(ap.VariantRun):
     def xcom(self) -> dict[str, Any]:
         return {**super().xcom(), "gap": self.gap}
 
+    def summary(self) -> str:
+        return (
+            f"{self.variant}/{self.strategy}: read {self.rows_read} rows since {self.since}; "
+            f"watermark now {self.new}; gap: {self.gap}"
+        )
+
 
 def load(
     source: str,

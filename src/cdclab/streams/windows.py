@@ -48,7 +48,7 @@ import datetime as dt
 import json
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -730,7 +730,7 @@ def ensure_topic(
 
 def produce_events(
     topic: str,
-    events: Iterable[dict[str, Any]],
+    events: Iterable[Mapping[str, Any]],
     *,
     kafka_conn_id: str | None = None,
     bootstrap: str | None = None,
@@ -764,6 +764,30 @@ def produce_events(
             f"{left} event(s) not delivered to {topic} within {timeout}s; errors: {errors[:3]}"
         )
     return sent
+
+
+def produce_clickstream(
+    topic: str,
+    n: int,
+    *,
+    start: dt.datetime,
+    seed: int | None = None,
+    kafka_conn_id: str | None = None,
+    bootstrap: str | None = None,
+    **shape: Any,
+) -> dict[str, Any]:
+    """The producer step of the streaming lessons (71.5.1, 71.9.5): ``n`` generated clickstream events
+    (:func:`cdclab.workload.clickstream_events`; ``shape``: its fractions, ``step`` and ``lateness``), the
+    first at ``start``, written to ``topic`` (created first if missing, :func:`ensure_topic`) with
+    :func:`produce_events`. ``seed`` defaults to ``start`` in whole seconds, so a rerun of the same run
+    produces the same events. Returns the topic, the seed, ``start`` (ISO 8601) and the events sent."""
+    from cdclab.workload import clickstream_events
+
+    seed = seed if seed is not None else int(start.timestamp())
+    events = clickstream_events(seed, n, start=start, **shape)
+    ensure_topic(topic, kafka_conn_id=kafka_conn_id, bootstrap=bootstrap)
+    sent = produce_events(topic, events, kafka_conn_id=kafka_conn_id, bootstrap=bootstrap)
+    return {"topic": topic, "seed": seed, "start": start.isoformat(), "sent": sent}
 
 
 def process_stream(
