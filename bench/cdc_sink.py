@@ -55,6 +55,7 @@ import psycopg2
 from psycopg2 import sql
 
 from cdclab.cdc.connect import ConnectClient, ConnectError
+from cdclab.cdc.slots import release_slot
 from cdclab.lab.config import LabConfig
 
 RESULTS = Path(__file__).parent / "results"
@@ -621,17 +622,7 @@ class Bench:
             delete_connector(self.cfg, name)
         time.sleep(1)
         with su.cursor() as cur:
-            for _ in range(20):
-                cur.execute("SELECT active FROM pg_replication_slots WHERE slot_name = %s", (self.slot,))
-                row = cur.fetchone()
-                if row is None or not row[0]:
-                    break
-                time.sleep(0.5)
-            cur.execute(
-                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-                "WHERE slot_name = %s AND NOT active",
-                (self.slot,),
-            )
+            release_slot(cur, self.slot)  # the deleted connector lets go of its slot
             cur.execute(sql.SQL("DROP PUBLICATION IF EXISTS {p}").format(p=sql.Identifier(self.slot)))
             cur.execute(sql.SQL("DROP SCHEMA IF EXISTS {s} CASCADE").format(s=sql.Identifier(self.schema)))
         with wh.cursor() as cur:

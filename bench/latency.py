@@ -550,6 +550,7 @@ class Bench:
         from confluent_kafka.admin import AdminClient
 
         from bench.cdc_sink import delete_connector, pause_workload
+        from cdclab.cdc.slots import release_slot
 
         cfg = self.cfg
         for name in self.connectors:
@@ -561,17 +562,7 @@ class Bench:
         su.autocommit = True
         try:
             with su.cursor() as cur:
-                for _ in range(20):  # the deleted connector lets go of its slot
-                    cur.execute("SELECT active FROM pg_replication_slots WHERE slot_name = %s", (self.slot,))
-                    row = cur.fetchone()
-                    if row is None or not row[0]:
-                        break
-                    time.sleep(0.5)
-                cur.execute(
-                    "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-                    "WHERE slot_name = %s AND NOT active",
-                    (self.slot,),
-                )
+                release_slot(cur, self.slot)  # the deleted connector lets go of its slot
                 cur.execute(sql.SQL("DROP PUBLICATION IF EXISTS {}").format(sql.Identifier(self.slot)))
                 cur.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(self.schema)))
         finally:
