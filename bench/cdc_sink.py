@@ -737,39 +737,34 @@ def write(result: dict[str, Any]) -> Path:
 
 def chart(result: dict[str, Any], path: Any) -> None:
     """Throughput bars: median events/s (min..max) of ours, the JDBC sink and the bare consume per batch size."""
-    import matplotlib.pyplot as plt
+    from bench.report import grouped_bars
 
     summary = result.get("summary") or {}
     sizes = list(summary)
     if not sizes:
         return
-    fig, ax = plt.subplots(figsize=(8, 4))
-    width = 0.27
-    for k, (sink, label, color) in enumerate(
-        (
-            ("ours", "ours", "#2a7"),
-            ("jdbc", "Debezium JDBC sink", "#c63"),
-            ("bare", "bare consume + decode", "#888"),
-        )
+    series = []
+    for sink, label, color in (
+        ("ours", "ours", "#2a7"),
+        ("jdbc", "Debezium JDBC sink", "#c63"),
+        ("bare", "bare consume + decode", "#888"),
     ):
         stats = [summary[s][sink]["events_per_s"] for s in sizes]
         med = [st["median"] if st else 0.0 for st in stats]
         err = [[m - st["min"] if st else 0.0 for m, st in zip(med, stats, strict=True)],
                [st["max"] - m if st else 0.0 for m, st in zip(med, stats, strict=True)]]  # fmt: skip
-        xs = [i + (k - 1) * width for i in range(len(sizes))]
-        ax.bar(xs, med, width, yerr=err, capsize=3, label=label, color=color)
-    ax.set_xticks(range(len(sizes)), [f"batch {s}" for s in sizes])
-    ax.set_ylabel("events/s (higher is better)")
+        series.append((label, color, med, err))
     events = (result.get("events") or {}).get("changes")
-    ax.set_title(
-        f"CDC sink throughput, {events:,} events ({result.get('measured_at', '')})"
+    grouped_bars(
+        path,
+        [f"batch {s}" for s in sizes],
+        series,
+        width=0.27,
+        ylabel="events/s (higher is better)",
+        title=f"CDC sink throughput, {events:,} events ({result.get('measured_at', '')})"
         if events
-        else "CDC sink throughput"
+        else "CDC sink throughput",
     )
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def print_table(result: dict[str, Any]) -> None:

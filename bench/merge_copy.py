@@ -330,31 +330,23 @@ def table(r: dict[str, Any]) -> str:
 
 def chart(r: dict[str, Any], path: Any) -> None:
     """Bars: rows/s of the merge and of COPY per batch size, insert and update cases."""
-    import matplotlib.pyplot as plt
+    from bench.report import grouped_bars
 
     sizes = list(r["batches"])
-    fig, ax = plt.subplots(figsize=(8, 4))
-    width = 0.2
-    for k, (case, side, color) in enumerate(
-        (
-            ("insert", "merge", "#2a7"),
-            ("insert", "copy", "#888"),
-            ("update", "merge", "#58c"),
-            ("update", "copy", "#bbb"),
-        )
-    ):
-        xs = [i + (k - 1.5) * width for i in range(len(sizes))]
-        ax.bar(
-            xs,
-            [r["batches"][s][case][f"{side}_rows_per_s"] for s in sizes],
-            width,
-            label=f"{case}: {side}",
-            color=color,
-        )
-    ax.set_xticks(range(len(sizes)), [f"batch {s}" for s in sizes])
-    ax.set_ylabel("rows/s (higher is better)")
-    ax.set_title(f"merge vs COPY, {r['rows']:,} rows ({r.get('measured_at', '')})")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    cases = (
+        ("insert", "merge", "#2a7"),
+        ("insert", "copy", "#888"),
+        ("update", "merge", "#58c"),
+        ("update", "copy", "#bbb"),
+    )
+    grouped_bars(
+        path,
+        [f"batch {s}" for s in sizes],
+        [
+            (f"{case}: {side}", color, [r["batches"][s][case][f"{side}_rows_per_s"] for s in sizes], None)
+            for case, side, color in cases
+        ],
+        width=0.2,
+        ylabel="rows/s (higher is better)",
+        title=f"merge vs COPY, {r['rows']:,} rows ({r.get('measured_at', '')})",
+    )
