@@ -30,7 +30,7 @@ import datetime as dt
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing, contextmanager
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from decimal import Decimal
 from typing import Any, Literal, get_args
 
@@ -566,18 +566,7 @@ def record_state_size(
                 "INSERT INTO {} (run_id, variant, interval_end, delivered, emitted, expired, state_rows, "
                 "state_bytes, live_bytes, memory_bytes) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
             ).format(ident(f"{seen}__size")),
-            (
-                run_id,
-                variant,
-                interval_end,
-                delivered,
-                emitted,
-                expired,
-                size.rows,
-                size.disk_bytes,
-                size.live_bytes,
-                size.memory_bytes,
-            ),
+            (run_id, variant, interval_end, delivered, emitted, expired, *astuple(size)),
         )
     return size
 
