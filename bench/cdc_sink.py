@@ -55,6 +55,7 @@ import psycopg2
 from psycopg2 import sql
 
 from cdclab.cdc.connect import ConnectClient, ConnectError
+from cdclab.cdc.slots import release_slot
 from cdclab.lab.config import LabConfig
 
 RESULTS = Path(__file__).parent / "results"
@@ -64,10 +65,10 @@ CLK = os.sysconf("SC_CLK_TCK")
 HOT_KEYS = 100
 SENTINEL = 0
 COLUMNS = ["id", "customer_id", "status", "total", "currency", "placed_on", "note", "updated_at", "version"]
-SOURCE_DDL = (
-    "CREATE TABLE {t} (id bigint PRIMARY KEY, customer_id bigint NOT NULL, status text NOT NULL, "
+SOURCE_COLUMNS = (
+    "id bigint PRIMARY KEY, customer_id bigint NOT NULL, status text NOT NULL, "
     "total numeric(12,2) NOT NULL, currency character(3) NOT NULL DEFAULT 'EUR', placed_on date NOT NULL, "
-    "note text, updated_at timestamptz NOT NULL DEFAULT clock_timestamp(), version integer NOT NULL DEFAULT 1)"
+    "note text, updated_at timestamptz NOT NULL DEFAULT clock_timestamp(), version integer NOT NULL DEFAULT 1"
 )
 
 
@@ -338,6 +339,54 @@ def jdbc_config(*, topic: str, target: str, batch: int) -> dict[str, str]:
     return config
 
 
+def create_source(su: Any, schema: str, table: str, columns: str, publication: str) -> None:
+    """A bench's own source: ``schema`` (owned by ``shop``, usable by the CDC user; the lab connector, schema
+    public, never sees it) with ``table`` of ``columns``, readable by the CDC user, in its own publication."""
+    s, t = sql.Identifier(schema), sql.Identifier(schema, table)
+    with su.cursor() as cur:
+        cur.execute(sql.SQL("CREATE SCHEMA {} AUTHORIZATION shop").format(s))
+        cur.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO cdc_replicator").format(s))
+        cur.execute(sql.SQL("CREATE TABLE {} ({})").format(t, sql.SQL(columns)))
+        cur.execute(sql.SQL("ALTER TABLE {} OWNER TO shop").format(t))
+        cur.execute(sql.SQL("GRANT SELECT ON {} TO cdc_replicator").format(t))
+        cur.execute(sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(sql.Identifier(publication), t))
+
+
+def create_twin_targets(wh: Any, route: Any, ours: str, jdbc: str) -> None:
+    """Both sinks' targets of ``route`` (a :class:`cdclab.cdc.pipeline.TableRoute`): ``ours`` as the library
+    creates it, ``jdbc`` the same table with defaults for the ledger columns the JDBC sink does not write."""
+    from cdclab.cdc.merge import ensure_target
+
+    o, j = sql.Identifier(*ours.split(".")), sql.Identifier(*jdbc.split("."))
+    with wh.cursor() as cur:
+        ensure_target(cur, ours, list(route.types.items()), route.key)
+        cur.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(j, o))
+        cur.execute(
+            sql.SQL(
+                "ALTER TABLE {} ALTER _source_position SET DEFAULT 0, ALTER _source_op SET DEFAULT 'c'"
+            ).format(j)
+        )
+
+
+def start_source(cfg: LabConfig, name: str, *, prefix: str, slot: str, table: str) -> None:
+    """Register the bench's Debezium source ``name`` (:func:`source_config`) and wait until it runs."""
+    from cdclab.lab.native import wait_connector_running
+
+    base = json.loads((ROOT / "connectors" / "shop-postgres-source.json").read_text())["config"]
+    put_connector(cfg, name, source_config(base, prefix=prefix, slot=slot, table=table))
+    time.sleep(2)
+    wait_connector_running(cfg, name, 120)
+
+
+def drop_source(su: Any, schema: str, publication: str, slot: str) -> None:
+    """Undo :func:`create_source` once the source connector is deleted: its slot (once the connector has
+    let go of it, :func:`cdclab.cdc.slots.release_slot`), the publication and the schema."""
+    with su.cursor() as cur:
+        release_slot(cur, slot)
+        cur.execute(sql.SQL("DROP PUBLICATION IF EXISTS {}").format(sql.Identifier(publication)))
+        cur.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
 def put_connector(cfg: LabConfig, name: str, config: dict[str, Any]) -> None:
     ConnectClient(cfg.connect_url).put_config(name, config)  # ConnectError (a RuntimeError) if refused
 
@@ -579,64 +628,24 @@ class Bench:
         return not result["failures"] and bool(result.get("summary"))
 
     def setup(self, su: Any, wh: Any) -> None:
-        from cdclab.cdc.merge import ensure_target
         from cdclab.cdc.pipeline import routes_for
 
-        s, t = sql.Identifier(self.schema), sql.Identifier(self.schema, self.table)
-        with su.cursor() as cur:
-            cur.execute(sql.SQL("CREATE SCHEMA {s} AUTHORIZATION shop").format(s=s))
-            cur.execute(sql.SQL("GRANT USAGE ON SCHEMA {s} TO cdc_replicator").format(s=s))
-            cur.execute(sql.SQL(SOURCE_DDL).format(t=t))
-            cur.execute(sql.SQL("ALTER TABLE {t} OWNER TO shop").format(t=t))
-            cur.execute(sql.SQL("GRANT SELECT ON {t} TO cdc_replicator").format(t=t))
-            cur.execute(
-                sql.SQL("CREATE PUBLICATION {p} FOR TABLE {t}").format(p=sql.Identifier(self.slot), t=t)
-            )
+        create_source(su, self.schema, self.table, SOURCE_COLUMNS, publication=self.slot)
         (route,) = routes_for(
             [self.source],
             topic_prefix=self.prefix,
             target_schema="core",
             target_prefix="bench_ours_",
         )
-        ours, jdbc = (sql.Identifier(*x.split(".")) for x in (self.ours, self.jdbc))
-        with wh.cursor() as cur:
-            ensure_target(cur, self.ours, list(route.types.items()), route.key)
-            cur.execute(sql.SQL("CREATE TABLE {j} (LIKE {o} INCLUDING ALL)").format(j=jdbc, o=ours))
-            cur.execute(
-                sql.SQL(
-                    "ALTER TABLE {j} ALTER _source_position SET DEFAULT 0, ALTER _source_op SET DEFAULT 'c'"
-                ).format(j=jdbc)
-            )
-        base = json.loads((ROOT / "connectors" / "shop-postgres-source.json").read_text())["config"]
+        create_twin_targets(wh, route, self.ours, self.jdbc)
         self.connectors.append(self.source_name)
-        put_connector(
-            self.cfg,
-            self.source_name,
-            source_config(base, prefix=self.prefix, slot=self.slot, table=self.source),
-        )
-        time.sleep(2)
-        from cdclab.lab.native import wait_connector_running
-
-        wait_connector_running(self.cfg, self.source_name, 120)
+        start_source(self.cfg, self.source_name, prefix=self.prefix, slot=self.slot, table=self.source)
 
     def cleanup(self, su: Any, wh: Any) -> None:
         for name in self.connectors:
             delete_connector(self.cfg, name)
         time.sleep(1)
-        with su.cursor() as cur:
-            for _ in range(20):
-                cur.execute("SELECT active FROM pg_replication_slots WHERE slot_name = %s", (self.slot,))
-                row = cur.fetchone()
-                if row is None or not row[0]:
-                    break
-                time.sleep(0.5)
-            cur.execute(
-                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-                "WHERE slot_name = %s AND NOT active",
-                (self.slot,),
-            )
-            cur.execute(sql.SQL("DROP PUBLICATION IF EXISTS {p}").format(p=sql.Identifier(self.slot)))
-            cur.execute(sql.SQL("DROP SCHEMA IF EXISTS {s} CASCADE").format(s=sql.Identifier(self.schema)))
+        drop_source(su, self.schema, publication=self.slot, slot=self.slot)
         with wh.cursor() as cur:
             for t in (self.jdbc, self.ours, self.ours + "__deleted"):
                 cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(*t.split("."))))
@@ -749,39 +758,34 @@ def write(result: dict[str, Any]) -> Path:
 
 def chart(result: dict[str, Any], path: Any) -> None:
     """Throughput bars: median events/s (min..max) of ours, the JDBC sink and the bare consume per batch size."""
-    import matplotlib.pyplot as plt
+    from bench.report import grouped_bars
 
     summary = result.get("summary") or {}
     sizes = list(summary)
     if not sizes:
         return
-    fig, ax = plt.subplots(figsize=(8, 4))
-    width = 0.27
-    for k, (sink, label, color) in enumerate(
-        (
-            ("ours", "ours", "#2a7"),
-            ("jdbc", "Debezium JDBC sink", "#c63"),
-            ("bare", "bare consume + decode", "#888"),
-        )
+    series = []
+    for sink, label, color in (
+        ("ours", "ours", "#2a7"),
+        ("jdbc", "Debezium JDBC sink", "#c63"),
+        ("bare", "bare consume + decode", "#888"),
     ):
         stats = [summary[s][sink]["events_per_s"] for s in sizes]
         med = [st["median"] if st else 0.0 for st in stats]
         err = [[m - st["min"] if st else 0.0 for m, st in zip(med, stats, strict=True)],
                [st["max"] - m if st else 0.0 for m, st in zip(med, stats, strict=True)]]  # fmt: skip
-        xs = [i + (k - 1) * width for i in range(len(sizes))]
-        ax.bar(xs, med, width, yerr=err, capsize=3, label=label, color=color)
-    ax.set_xticks(range(len(sizes)), [f"batch {s}" for s in sizes])
-    ax.set_ylabel("events/s (higher is better)")
+        series.append((label, color, med, err))
     events = (result.get("events") or {}).get("changes")
-    ax.set_title(
-        f"CDC sink throughput, {events:,} events ({result.get('measured_at', '')})"
+    grouped_bars(
+        path,
+        [f"batch {s}" for s in sizes],
+        series,
+        width=0.27,
+        ylabel="events/s (higher is better)",
+        title=f"CDC sink throughput, {events:,} events ({result.get('measured_at', '')})"
         if events
-        else "CDC sink throughput"
+        else "CDC sink throughput",
     )
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def print_table(result: dict[str, Any]) -> None:

@@ -53,14 +53,12 @@ The lab's machine is shared: a figure holds for the load it was taken under (rep
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import threading
 import time
 import uuid
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import psycopg2
@@ -68,9 +66,10 @@ from psycopg2 import sql
 
 from bench.report import run_then_clean_up
 
-ROOT = Path(__file__).resolve().parent.parent
-
 APP = "bench_latency"
+SOURCE_COLUMNS = (
+    "id bigint PRIMARY KEY, payload text NOT NULL, written_at timestamptz NOT NULL DEFAULT clock_timestamp()"
+)
 
 
 def say(msg: str) -> None:
@@ -332,40 +331,14 @@ class Bench:
         """The source table (owned by ``shop``, readable by the CDC user, its own publication), both
         identical targets, and the bench's Debezium source (the lab connector's settings on its own
         slot and prefix, JSON with schemas: the JDBC sink needs them)."""
-        from bench.cdc_sink import put_connector, source_config
-        from cdclab.cdc.merge import ensure_target
+        from bench.cdc_sink import create_source, create_twin_targets, start_source
         from cdclab.cdc.pipeline import routes_for
-        from cdclab.lab.native import wait_connector_running
 
-        s, t = sql.Identifier(self.schema), sql.Identifier(self.schema, self.table)
-        with su.cursor() as cur:
-            cur.execute(sql.SQL("CREATE SCHEMA {} AUTHORIZATION shop").format(s))
-            cur.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO cdc_replicator").format(s))
-            cur.execute(
-                sql.SQL(
-                    "CREATE TABLE {} (id bigint PRIMARY KEY, payload text NOT NULL, "
-                    "written_at timestamptz NOT NULL DEFAULT clock_timestamp())"
-                ).format(t)
-            )
-            cur.execute(sql.SQL("ALTER TABLE {} OWNER TO shop").format(t))
-            cur.execute(sql.SQL("GRANT SELECT ON {} TO cdc_replicator").format(t))
-            cur.execute(sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(sql.Identifier(self.slot), t))
+        create_source(su, self.schema, self.table, SOURCE_COLUMNS, publication=self.slot)
         (route,) = routes_for([self.source], topic_prefix=self.prefix, target_schema="core")
-        ours, jdbc = (sql.Identifier(*x.split(".")) for x in (self.target, self.jdbc_target))
-        with wh.cursor() as cur:
-            ensure_target(cur, self.target, list(route.types.items()), route.key)
-            cur.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(jdbc, ours))
-            cur.execute(
-                sql.SQL(
-                    "ALTER TABLE {} ALTER _source_position SET DEFAULT 0, ALTER _source_op SET DEFAULT 'c'"
-                ).format(jdbc)
-            )
-        base = json.loads((ROOT / "connectors" / "shop-postgres-source.json").read_text())["config"]
+        create_twin_targets(wh, route, self.target, self.jdbc_target)
         self.connectors.append(self.source_name)
-        config = source_config(base, prefix=self.prefix, slot=self.slot, table=self.source)
-        put_connector(self.cfg, self.source_name, config)
-        time.sleep(2)
-        wait_connector_running(self.cfg, self.source_name, 120)
+        start_source(self.cfg, self.source_name, prefix=self.prefix, slot=self.slot, table=self.source)
 
     # ------------------------------------------------------------------------- the run
 
@@ -549,7 +522,7 @@ class Bench:
     def cleanup(self) -> None:
         from confluent_kafka.admin import AdminClient
 
-        from bench.cdc_sink import delete_connector, pause_workload
+        from bench.cdc_sink import delete_connector, drop_source, pause_workload
 
         cfg = self.cfg
         for name in self.connectors:
@@ -560,20 +533,7 @@ class Bench:
         su = psycopg2.connect(cfg.pg_dsn("shop", "postgres"))
         su.autocommit = True
         try:
-            with su.cursor() as cur:
-                for _ in range(20):  # the deleted connector lets go of its slot
-                    cur.execute("SELECT active FROM pg_replication_slots WHERE slot_name = %s", (self.slot,))
-                    row = cur.fetchone()
-                    if row is None or not row[0]:
-                        break
-                    time.sleep(0.5)
-                cur.execute(
-                    "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-                    "WHERE slot_name = %s AND NOT active",
-                    (self.slot,),
-                )
-                cur.execute(sql.SQL("DROP PUBLICATION IF EXISTS {}").format(sql.Identifier(self.slot)))
-                cur.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(self.schema)))
+            drop_source(su, self.schema, publication=self.slot, slot=self.slot)
         finally:
             su.close()
         wh = psycopg2.connect(cfg.pg_dsn("warehouse"))

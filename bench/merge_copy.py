@@ -219,30 +219,23 @@ class Bench:
             for size in self.sizes:
                 texts = {k: ["\n".join(b) + "\n" for b in batches(v, size)] for k, v in lines.items()}
                 t = times[size]
-                # insert: both tables empty
-                self.empty(self.merge_t, self.merge_t + "__deleted", self.copy_t)
-                if rep % 2 == 0:
-                    t["insert"]["merge"].append(self.merge(inserts, size))
-                    t["insert"]["copy"].append(self.copy(texts["insert"]))
-                else:
-                    t["insert"]["copy"].append(self.copy(texts["insert"]))
-                    t["insert"]["merge"].append(self.merge(inserts, size))
-                checks.append(self.digest(self.merge_t) == self.digest(self.copy_t))
-                self.empty(self.copy_t)
-                t["insert"]["copy_rendered"].append(self.copy_rendered(inserts, size))
-                checks.append(self.digest(self.merge_t) == self.digest(self.copy_t))
-                # update: the merge target holds the inserted rows; the copy table starts empty
-                self.empty(self.copy_t)
-                if rep % 2 == 0:
-                    t["update"]["merge"].append(self.merge(updates, size))
-                    t["update"]["copy"].append(self.copy(texts["update"]))
-                else:
-                    t["update"]["copy"].append(self.copy(texts["update"]))
-                    t["update"]["merge"].append(self.merge(updates, size))
-                checks.append(self.digest(self.merge_t) == self.digest(self.copy_t))
-                self.empty(self.copy_t)
-                t["update"]["copy_rendered"].append(self.copy_rendered(updates, size))
-                checks.append(self.digest(self.merge_t) == self.digest(self.copy_t))
+                # insert: both tables empty; update: the merge target holds the inserted rows, the copy
+                # table starts empty
+                for case, rows, empty in (
+                    ("insert", inserts, (self.merge_t, self.merge_t + "__deleted", self.copy_t)),
+                    ("update", updates, (self.copy_t,)),
+                ):
+                    self.empty(*empty)
+                    if rep % 2 == 0:
+                        t[case]["merge"].append(self.merge(rows, size))
+                        t[case]["copy"].append(self.copy(texts[case]))
+                    else:
+                        t[case]["copy"].append(self.copy(texts[case]))
+                        t[case]["merge"].append(self.merge(rows, size))
+                    checks.append(self.digest(self.merge_t) == self.digest(self.copy_t))
+                    self.empty(self.copy_t)
+                    t[case]["copy_rendered"].append(self.copy_rendered(rows, size))
+                    checks.append(self.digest(self.merge_t) == self.digest(self.copy_t))
                 say(
                     f"repeat {rep + 1} batch {size}: "
                     + ", ".join(
@@ -330,31 +323,23 @@ def table(r: dict[str, Any]) -> str:
 
 def chart(r: dict[str, Any], path: Any) -> None:
     """Bars: rows/s of the merge and of COPY per batch size, insert and update cases."""
-    import matplotlib.pyplot as plt
+    from bench.report import grouped_bars
 
     sizes = list(r["batches"])
-    fig, ax = plt.subplots(figsize=(8, 4))
-    width = 0.2
-    for k, (case, side, color) in enumerate(
-        (
-            ("insert", "merge", "#2a7"),
-            ("insert", "copy", "#888"),
-            ("update", "merge", "#58c"),
-            ("update", "copy", "#bbb"),
-        )
-    ):
-        xs = [i + (k - 1.5) * width for i in range(len(sizes))]
-        ax.bar(
-            xs,
-            [r["batches"][s][case][f"{side}_rows_per_s"] for s in sizes],
-            width,
-            label=f"{case}: {side}",
-            color=color,
-        )
-    ax.set_xticks(range(len(sizes)), [f"batch {s}" for s in sizes])
-    ax.set_ylabel("rows/s (higher is better)")
-    ax.set_title(f"merge vs COPY, {r['rows']:,} rows ({r.get('measured_at', '')})")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    cases = (
+        ("insert", "merge", "#2a7"),
+        ("insert", "copy", "#888"),
+        ("update", "merge", "#58c"),
+        ("update", "copy", "#bbb"),
+    )
+    grouped_bars(
+        path,
+        [f"batch {s}" for s in sizes],
+        [
+            (f"{case}: {side}", color, [r["batches"][s][case][f"{side}_rows_per_s"] for s in sizes], None)
+            for case, side, color in cases
+        ],
+        width=0.2,
+        ylabel="rows/s (higher is better)",
+        title=f"merge vs COPY, {r['rows']:,} rows ({r.get('measured_at', '')})",
+    )

@@ -131,6 +131,32 @@ def run(name: str, quick: bool) -> bool:
     return bool(result["outputs_equal"])
 
 
+def grouped_bars(
+    path: Any,
+    groups: Sequence[str],
+    series: Sequence[tuple[str, str, Sequence[float], Sequence[Sequence[float]] | None]],
+    *,
+    width: float,
+    ylabel: str,
+    title: str,
+) -> None:
+    """A PNG of bars side by side per group (the x ticks), one bar of each series per group, centred on the
+    tick; ``series``: (label, colour, one height per group, error bars as [below, above] or None)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for k, (label, color, heights, err) in enumerate(series):
+        xs = [i + (k - (len(series) - 1) / 2) * width for i in range(len(groups))]
+        ax.bar(xs, heights, width, yerr=err, capsize=3, label=label, color=color)
+    ax.set_xticks(range(len(groups)), groups)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def write_outputs(
     name: str, doc: dict[str, Any], stamp: str | None = None, results: Path = RESULTS
 ) -> list[Path]:

@@ -10,6 +10,7 @@ slot ``cdclab_shop`` are not touched."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import psycopg2
@@ -215,6 +216,45 @@ def lose_the_slot_and_write_on(d, shop_db):
         assert slots.drop_slot(cur, slot)
     write(shop_db, schema, "items", inserts=range(71, 91), updates=(1, 61, 62), deletes=(6, 7, 63))
     write(shop_db, schema, "notes", inserts=range(31, 36), deletes=(9, 10))
+
+
+def test_release_slot_leaves_an_active_slot_and_drops_it_once_its_consumer_lets_go(lab, names):
+    """The cleanup helper of the benchmarks: a slot still streamed from is not dropped within the wait;
+    one whose consumer disconnects during the wait is; a missing slot is no error."""
+    from psycopg2.extras import LogicalReplicationConnection
+
+    slot = names("release")
+    admin = psycopg2.connect(lab.pg_dsn("shop", role="postgres"))
+    admin.autocommit = True
+    stream = None
+    try:
+        with admin.cursor() as cur:
+            cur.execute("SELECT pg_create_logical_replication_slot(%s, 'test_decoding')", (slot,))
+            stream = psycopg2.connect(
+                lab.pg_dsn("shop", role="postgres"), connection_factory=LogicalReplicationConnection
+            )
+            stream.cursor().start_replication(slot_name=slot, decode=True)
+            deadline = time.monotonic() + 30
+            while not slot_state(admin, slot).active and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert slot_state(admin, slot).active
+
+            assert slots.release_slot(cur, slot, timeout=1) is False
+            assert slot_state(admin, slot) is not None  # still streamed from: left alone
+
+            letting_go = threading.Timer(1.5, stream.close)
+            letting_go.start()
+            started = time.monotonic()
+            assert slots.release_slot(cur, slot, timeout=30) is True
+            letting_go.join()
+            assert time.monotonic() - started >= 1.0  # it waited for the consumer
+            assert slot_state(admin, slot) is None
+
+            assert slots.release_slot(cur, slot, timeout=1) is False  # missing: nothing to drop
+    finally:
+        if stream is not None and not stream.closed:
+            stream.close()
+        admin.close()  # an inactive slot left by a failure goes with the names teardown
 
 
 def test_a_dropped_slot_is_detected_loudly_and_recovered_by_a_resnapshot(

@@ -17,6 +17,8 @@ def text(composed: sql.Composable) -> str:
             return ".".join('"' + s.replace('"', '""') + '"' for s in part.strings)
         if isinstance(part, sql.Literal):
             return repr(part.wrapped)
+        if isinstance(part, sql.Placeholder):
+            return "%s" if part.name is None else f"%({part.name})s"
         raise TypeError(part)
 
     return render(composed)

@@ -61,3 +61,37 @@ def test_naive_bounds_are_refused_before_any_query() -> None:
         delta.read_timestamp_delta(
             None, "public.t", cursor_column="updated_at", key_columns=["id"], since=naive
         )
+
+
+def test_a_keyset_page_continues_after_the_last_cursor_and_key() -> None:
+    from psycopg2 import sql
+
+    from tests.unit._sql_text import text
+
+    statement, params = delta.build_keyset_page(
+        "public.orders",
+        cursor=sql.Identifier("updated_at"),
+        key_columns=["region", "id"],
+        lower=1,
+        after=(5, ("eu", 7)),
+        limit=100,
+    )
+    assert text(statement) == (
+        'SELECT *, "updated_at" AS "_cursor" FROM "public"."orders" WHERE "updated_at" IS NOT NULL '
+        'AND "updated_at" >= %s AND ("updated_at", "region", "id") > (%s, %s, %s) '
+        'ORDER BY "updated_at", "region", "id" LIMIT %s'
+    )
+    assert params == [1, 5, "eu", 7, 100]
+
+
+def test_the_keyset_bound_takes_one_value_per_column() -> None:
+    from psycopg2 import sql
+
+    from tests.unit._sql_text import text
+
+    ts, key = sql.Identifier("ts"), sql.Identifier("id")
+    assert text(delta.keyset_after(ts, [key], [sql.Placeholder("a"), sql.Placeholder("b")])) == (
+        '("ts", "id") > (%(a)s, %(b)s)'
+    )
+    with pytest.raises(delta.DeltaError, match="needs 2 values"):
+        delta.keyset_after(ts, [key], [sql.Placeholder("a")])

@@ -143,6 +143,26 @@ def drop_slot(cur: Any, slot: str) -> bool:
     return cur.rowcount == 1
 
 
+def release_slot(cur: Any, slot: str, timeout: float = 10.0, poll: float = 0.5) -> bool:
+    """Drop ``slot`` once it is inactive: wait up to ``timeout`` seconds for its consumer to let go (a
+    deleted or stopped connector's task releases its slot within seconds), then drop it if it is inactive.
+    True if it was dropped; False if it does not exist or is still active (then it is left alone). For
+    cleanups (benchmarks, tests) of a connector the caller has just deleted; see :func:`drop_slot` for
+    the drop that fails on an active slot."""
+    deadline = time.monotonic() + timeout
+    while True:
+        cur.execute("SELECT active FROM pg_replication_slots WHERE slot_name = %s", (slot,))
+        row = cur.fetchone()
+        if row is None or not row[0] or time.monotonic() >= deadline:
+            break
+        time.sleep(poll)
+    cur.execute(
+        "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %s AND NOT active",
+        (slot,),
+    )
+    return cur.rowcount == 1
+
+
 def topic_ends(bootstrap: str, topics: Sequence[str]) -> dict[str, dict[int, int]]:
     """topic -> partition -> end offset (0 for a partition of a topic that does not exist yet)."""
     from cdclab.cdc.offsets import end_offsets

@@ -126,6 +126,20 @@ def _row_tuple(exprs: Sequence[sql.Composable]) -> sql.Composable:
     return sql.SQL("({})").format(sql.SQL(", ").join(exprs))
 
 
+def keyset_after(
+    cursor: sql.Composable, keys: Sequence[sql.Composable], bound: Sequence[sql.Composable] | None = None
+) -> sql.Composed:
+    """The keyset continuation ``(cursor, key...) > (bound...)``: the rows after the last one read, in
+    ``(cursor, key)`` order (see *keyset pagination* above). ``bound`` defaults to one positional
+    placeholder per column; pass one ``sql.Placeholder(name)`` per column for named parameters."""
+    columns = [cursor, *keys]
+    if bound is None:
+        bound = [sql.Placeholder()] * len(columns)
+    if len(bound) != len(columns):
+        raise DeltaError(f"a keyset bound needs {len(columns)} values (cursor and keys), got {len(bound)}")
+    return sql.SQL("{} > {}").format(_row_tuple(columns), _row_tuple(bound))
+
+
 # ---------------------------------------------------------------------------------------------------
 # cursor (timestamp- or version-) based, keyset paginated
 
@@ -157,11 +171,7 @@ def build_keyset_page(
         params.append(upper)
     if after is not None:
         after_cursor, after_key = after
-        where.append(
-            sql.SQL("{} > {}").format(
-                _row_tuple([cursor, *keys]), _row_tuple([sql.Placeholder()] * (1 + len(keys)))
-            )
-        )
+        where.append(keyset_after(cursor, keys))
         params.extend([after_cursor, *after_key])
     statement = sql.SQL("SELECT {}, {} AS {} FROM {} WHERE {} ORDER BY {} LIMIT %s").format(
         _cols(columns),

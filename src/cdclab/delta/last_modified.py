@@ -29,6 +29,7 @@ from typing import Any, Literal
 from psycopg2 import sql
 
 from cdclab.common.db import SHOP, WAREHOUSE, ident, transaction
+from cdclab.delta.detection import keyset_after
 from cdclab.ops.perf import plan_nodes
 from cdclab.time.intervals import Window
 
@@ -60,20 +61,21 @@ def batch_sql(
     """
     if mode not in CURSOR_MODES:
         raise UnknownCursorModeError(mode)
-    after = _KEYSET_AFTER if mode == "keyset" else _TIMESTAMP_AFTER
+    ts, key = sql.Identifier(ts_col), sql.Identifier(key_col)
+    after = (
+        keyset_after(ts, [key], [sql.Placeholder("after_ts"), sql.Placeholder("after_key")])
+        if mode == "keyset"
+        else sql.SQL("{} > %(after_ts)s").format(ts)  # the anti-pattern
+    )
     return sql.SQL(
         "SELECT {cols} FROM {src} WHERE {ts} >= %(lo)s AND {ts} < %(hi)s AND {after} ORDER BY {ts}, {key} LIMIT %(limit)s"
     ).format(
         cols=sql.SQL(", ").join(map(sql.Identifier, columns)),
         src=ident(source),
-        ts=sql.Identifier(ts_col),
-        key=sql.Identifier(key_col),
-        after=after.format(ts=sql.Identifier(ts_col), key=sql.Identifier(key_col)),
+        ts=ts,
+        key=key,
+        after=after,
     )
-
-
-_KEYSET_AFTER = sql.SQL("({ts}, {key}) > (%(after_ts)s, %(after_key)s)")
-_TIMESTAMP_AFTER = sql.SQL("{ts} > %(after_ts)s")
 
 
 def first_params(window: Window, limit: int, mode: CursorMode = "keyset") -> dict[str, Any]:

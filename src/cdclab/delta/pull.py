@@ -8,15 +8,19 @@ Vocabulary:
   database (any table: :func:`cdclab.delta.detection.read_upper_bound`).
 - *commit*: :func:`advance` moves the watermark by compare-and-set on the caller's warehouse connection,
   inside the transaction that writes the pulled rows, so data and watermark commit together or not at all.
+  :func:`pull_upsert` is the whole step for a target upserted by ``version``.
 """
 
 from __future__ import annotations
 
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from cdclab.common.db import SHOP, WAREHOUSE, connect
 from cdclab.delta import detection as delta
+from cdclab.merge import upsert
 from cdclab.state import watermarks as state
 
 
@@ -69,3 +73,38 @@ def advance(wh: Any, p: Pull, *, dag_id: str, run_id: str | None) -> None:
         state.TableWatermarkStore(wh).advance(
             p.key, p.old, p.new, value_type="timestamptz", dag_id=dag_id, run_id=run_id
         )
+
+
+def pull_upsert(
+    source: str,
+    target: str,
+    key: str,
+    *,
+    key_columns: tuple[str, ...] = ("id",),
+    batch_size: int = 1000,
+    null_policy: delta.NullPolicy = "raise",
+    lookback: timedelta = timedelta(0),
+    advance_watermark: bool = True,
+    dag_id: str,
+    run_id: str | None,
+) -> tuple[Pull, upsert.UpsertResult]:
+    """:func:`pull` ``source`` (shop) since the watermark ``key`` (warehouse) and upsert the rows into
+    ``target`` guarded by ``version`` in one warehouse transaction that, with ``advance_watermark``, also
+    moves the watermark (:func:`advance`): rows and watermark commit together or not at all. Without it the
+    watermark stays for the caller to move after the commit. Returns the pull and the upsert's counts."""
+    with closing(connect(SHOP)) as shop, closing(connect(WAREHOUSE)) as wh:
+        p = pull(
+            shop,
+            wh,
+            source,
+            key,
+            key_columns=key_columns,
+            batch_size=batch_size,
+            null_policy=null_policy,
+            lookback=lookback,
+        )
+        with wh:
+            written = upsert.upsert_rows(wh, target, p.rows, list(key_columns), "version")
+            if advance_watermark:
+                advance(wh, p, dag_id=dag_id, run_id=run_id)
+    return p, written

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 
 from cdclab.common.db import SHOP, WAREHOUSE, connect
 from cdclab.lessons import antipatterns as ap
@@ -89,16 +89,7 @@ def deduplicate_deliveries(
                 emitted=emitted,
                 expired=expired,
             )
-    return DedupResult(
-        checked,
-        len(deliveries),
-        emitted,
-        expired,
-        size.rows,
-        size.disk_bytes,
-        size.live_bytes,
-        size.memory_bytes,
-    )
+    return DedupResult(checked, len(deliveries), emitted, expired, *astuple(size))
 
 
 # ----------------------------------------------------------------------------------- 71.6.5

@@ -30,7 +30,7 @@ import datetime as dt
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing, contextmanager
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from decimal import Decimal
 from typing import Any, Literal, get_args
 
@@ -169,24 +169,6 @@ def replace_all(wh: Any, target: str, rows: Sequence[dict[str, Any]]) -> int:
     return upsert.upsert_rows(wh, target, rows, ["id"]).written
 
 
-def recover_watermark(
-    wh: Any, store: state.TableWatermarkStore, key: str, target: str, *, dag_id: str, run_id: str
-) -> dt.datetime | None:
-    """Rebuild a lost or unreadable watermark from ``max(updated_at)`` of the target and store it with an
-    audited ``reset`` (``state.watermark_history`` says why). None when the target is empty too."""
-    value = max_updated_at(wh, target)
-    if value is not None:
-        store.reset(
-            key,
-            value,
-            "recovered from max(updated_at) of the target after the watermark was lost",
-            value_type="timestamptz",
-            dag_id=dag_id,
-            run_id=run_id,
-        )
-    return value
-
-
 @dataclass(frozen=True)
 class VariantRun:
     """What a run of a watermark lesson (71.6.1, 71.6.3) reports: the variant and strategy, the watermark
@@ -208,20 +190,30 @@ class VariantRun:
 
 @dataclass(frozen=True)
 class RowsRun:
-    """The opened run of a watermark lesson (71.6.1, 71.6.3): the checked variant, the target for it, the
-    watermark key, both connections and the run's start (``time.monotonic()``)."""
+    """The opened run of a watermark lesson (71.6.1, 71.6.3): the checked variant, the source and the
+    target for it, the watermark key, both connections, the run's start (``time.monotonic()``) and the
+    Airflow run it belongs to (for the audit of watermark changes and the run metrics)."""
 
     variant: Variant
+    source: str
     target: str
     key: str
     shop: Any
     wh: Any
     started: float
+    dag_id: str
+    run_id: str
 
 
 @contextmanager
 def rows_run(
-    source: str, target_table: str, variant_param: str, watermark_key: Callable[[str, str], str]
+    source: str,
+    target_table: str,
+    variant_param: str,
+    watermark_key: Callable[[str, str], str],
+    *,
+    dag_id: str,
+    run_id: str,
 ) -> Iterator[RowsRun]:
     """Check ``variant_param``, name the target (``target_table`` may hold ``{variant}``) and its watermark
     (``watermark_key(source, target)``), open the shop and the warehouse and create the state schema, the
@@ -234,7 +226,25 @@ def rows_run(
         state.ensure_schema(wh)
         ensure_source(shop, source, "rows")
         ensure_rows_target(wh, target)
-        yield RowsRun(variant, target, key, shop, wh, started)
+        yield RowsRun(variant, source, target, key, shop, wh, started, dag_id, run_id)
+
+
+def recover_watermark(run: RowsRun, store: state.TableWatermarkStore) -> dt.datetime | None:
+    """The fix's bounded recovery: rebuild the run's lost or unreadable watermark from ``max(updated_at)``
+    of its target and store it with an audited ``reset`` (``state.watermark_history`` says why), committed
+    on its own before the load. None when the target is empty too (nothing stored)."""
+    with run.wh:
+        value = max_updated_at(run.wh, run.target)
+        if value is not None:
+            store.reset(
+                run.key,
+                value,
+                "recovered from max(updated_at) of the target after the watermark was lost",
+                value_type="timestamptz",
+                dag_id=run.dag_id,
+                run_id=run.run_id,
+            )
+    return value
 
 
 @dataclass(frozen=True)
@@ -248,47 +258,43 @@ class DeltaLoad:
 
 
 def load_after(
-    shop: Any,
-    wh: Any,
-    *,
-    source: str,
-    target: str,
+    run: RowsRun,
     since: dt.datetime | None,
-    key: str,
+    *,
     strategy: str,
     store: state.TableWatermarkStore | None,
     full: bool = False,
-    started: float,
     interval_start: dt.datetime,
     interval_end: dt.datetime,
-    dag_id: str,
-    run_id: str,
 ) -> DeltaLoad:
-    """The one load step of the watermark lessons (71.6.1, 71.6.3): read the source rows after ``since``
-    up to ``interval_end``, write them to ``target`` — upserted by ``updated_at``, or with ``full`` the
-    whole target replaced (the full reload, which leaves the watermark as it is) — and, in the same
-    transaction, advance ``key`` in ``store`` (when given; compare-and-set from ``since``) to the newest
-    ``updated_at`` read and record the run's metrics (``state.run_metrics``, ``strategy`` as given,
-    duration since ``started`` by ``time.monotonic()``). Commits the warehouse, rolls the shop back."""
-    rows = read_rows_after(shop, source, since, interval_end)
+    """The one load step of the watermark lessons (71.6.1, 71.6.3): read the run's source rows after
+    ``since`` up to ``interval_end``, write them to its target — upserted by ``updated_at``, or with
+    ``full`` the whole target replaced (the full reload, which leaves the watermark as it is) — and, in
+    the same transaction, advance the run's key in ``store`` (when given; compare-and-set from ``since``)
+    to the newest ``updated_at`` read and record the run's metrics (``state.run_metrics``, strategy
+    ``<variant>:<strategy>``, duration since the run's start). Commits the warehouse, rolls the shop back."""
+    shop, wh = run.shop, run.wh
+    rows = read_rows_after(shop, run.source, since, interval_end)
     shop.rollback()
     new = max((r["updated_at"] for r in rows), default=since)
     with wh:
         if full:
-            written = replace_all(wh, target, rows)
+            written = replace_all(wh, run.target, rows)
         else:
-            written = upsert_by_updated_at(wh, target, rows)
+            written = upsert_by_updated_at(wh, run.target, rows)
             if store is not None and new is not None and new != since:
-                store.advance(key, since, new, value_type="timestamptz", dag_id=dag_id, run_id=run_id)
+                store.advance(
+                    run.key, since, new, value_type="timestamptz", dag_id=run.dag_id, run_id=run.run_id
+                )
         state.record_run_metrics(
             wh,
-            pipeline=key,
-            strategy=strategy,
+            pipeline=run.key,
+            strategy=f"{run.variant}:{strategy}",
             rows_read=len(rows),
             rows_written=written,
-            duration_ms=(time.monotonic() - started) * 1000,
-            dag_id=dag_id,
-            run_id=run_id,
+            duration_ms=(time.monotonic() - run.started) * 1000,
+            dag_id=run.dag_id,
+            run_id=run.run_id,
             interval_start=interval_start,
             interval_end=interval_end,
         )
@@ -564,18 +570,7 @@ def record_state_size(
                 "INSERT INTO {} (run_id, variant, interval_end, delivered, emitted, expired, state_rows, "
                 "state_bytes, live_bytes, memory_bytes) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
             ).format(ident(f"{seen}__size")),
-            (
-                run_id,
-                variant,
-                interval_end,
-                delivered,
-                emitted,
-                expired,
-                size.rows,
-                size.disk_bytes,
-                size.live_bytes,
-                size.memory_bytes,
-            ),
+            (run_id, variant, interval_end, delivered, emitted, expired, *astuple(size)),
         )
     return size
 

@@ -77,19 +77,16 @@ def timestamp_load(
     """Read ``[watermark - lookback, upper)`` on ``updated_at`` (:func:`cdclab.delta.pull.pull`), upsert guarded
     by ``version``, advance the watermark. Returns the counts (with ``null_cursor_rows``) and the old
     watermark."""
-    with closing(connect(SHOP)) as shop, closing(connect(WAREHOUSE)) as wh:
-        p = pull.pull(
-            shop,
-            wh,
-            source,
-            key,
-            key_columns=tuple(KEY_COLUMNS),
-            lookback=timedelta(seconds=lookback_seconds),
-            null_policy=null_policy,
-        )
-        with wh:
-            written = upsert.upsert_rows(wh, target, p.rows, KEY_COLUMNS, "version")
-            pull.advance(wh, p, dag_id=dag_id, run_id=run_id)
+    p, written = pull.pull_upsert(
+        source,
+        target,
+        key,
+        key_columns=tuple(KEY_COLUMNS),
+        lookback=timedelta(seconds=lookback_seconds),
+        null_policy=null_policy,
+        dag_id=dag_id,
+        run_id=run_id,
+    )
     return {**_counts(written, len(p.rows)), "null_cursor_rows": p.null_cursor_rows}, p.old
 
 

@@ -115,6 +115,21 @@ def _dicts(cur: Any) -> list[dict[str, Any]]:
     return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
 
 
+CUSTOMER_COLUMNS = "id, email, full_name, home_tz, tier, updated_at, version"
+PRODUCT_COLUMNS = "id, sku, name, price, version"
+
+
+def _changed(cur: Any, table: str, columns: str, window: tuple[datetime, datetime]) -> list[dict[str, Any]]:
+    """``columns`` of the rows of ``table`` with ``updated_at`` in ``window`` (``[start, end)``), by id."""
+    cur.execute(
+        sql.SQL("SELECT {} FROM {} WHERE updated_at >= %s AND updated_at < %s ORDER BY id").format(
+            sql.SQL(columns), ident(table)
+        ),
+        window,
+    )
+    return _dicts(cur)
+
+
 def read_batch(
     shop: Any, tables: Mapping[str, str], start: datetime, end: datetime, max_orders: int = MAX_ORDERS
 ) -> Batch:
@@ -122,21 +137,8 @@ def read_batch(
     ``[start, end)``, and every line of the orders changed in it (the first ``max_orders`` by id)."""
     window = (start, end)
     with shop.cursor() as cur:
-        cur.execute(
-            sql.SQL(
-                "SELECT id, email, full_name, home_tz, tier, updated_at, version FROM {} "
-                "WHERE updated_at >= %s AND updated_at < %s ORDER BY id"
-            ).format(ident(tables["customers"])),
-            window,
-        )
-        customers = _dicts(cur)
-        cur.execute(
-            sql.SQL(
-                "SELECT id, sku, name, price, version FROM {} WHERE updated_at >= %s AND updated_at < %s ORDER BY id"
-            ).format(ident(tables["products"])),
-            window,
-        )
-        products = _dicts(cur)
+        customers = _changed(cur, tables["customers"], CUSTOMER_COLUMNS, window)
+        products = _changed(cur, tables["products"], PRODUCT_COLUMNS, window)
         cur.execute(
             sql.SQL(
                 "SELECT id FROM {o} WHERE updated_at >= %s AND updated_at < %s UNION "

@@ -61,40 +61,30 @@ def load(
     the fix recovers it from the target — load the rows before ``interval_end`` and record the run's
     metrics (``state.run_metrics``) in the load's transaction."""
     notes: list[str] = []
-    with ap.rows_run(source, target_table, variant_param, watermark_key) as run:
-        variant, target, key, shop, wh = run.variant, run.target, run.key, run.shop, run.wh
-        store = state.TableWatermarkStore(wh)
+    with ap.rows_run(source, target_table, variant_param, watermark_key, dag_id=dag_id, run_id=run_id) as run:
+        store = state.TableWatermarkStore(run.wh)
         if corrupt_state:
-            with wh:
-                ap.corrupt_watermark(wh, key)
+            with run.wh:
+                ap.corrupt_watermark(run.wh, run.key)
         full = False
         try:
-            since = store.read(key, "timestamptz")
+            since = store.read(run.key, "timestamptz")
             strategy = "incremental" if since is not None else "initial"
         except RECOVERABLE as exc:
-            wh.rollback()
-            if variant == "anti_pattern":
+            run.wh.rollback()
+            if run.variant == "anti_pattern":
                 notes.append(f"watermark unreadable ({exc}); falling back to a full reload")
                 since, strategy, full = None, "full", True
             else:
                 notes.append(f"watermark unreadable ({exc}); recovering it from the target")
-                with wh:
-                    since = ap.recover_watermark(wh, store, key, target, dag_id=dag_id, run_id=run_id)
-                strategy = "recovered"
+                since, strategy = ap.recover_watermark(run, store), "recovered"
         done = ap.load_after(
-            shop,
-            wh,
-            source=source,
-            target=target,
-            since=since,
-            key=key,
-            strategy=f"{variant}:{strategy}",
+            run,
+            since,
+            strategy=strategy,
             store=store,
             full=full,  # the full reload leaves the watermark unreadable
-            started=run.started,
             interval_start=interval_start,
             interval_end=interval_end,
-            dag_id=dag_id,
-            run_id=run_id,
         )
-    return Loaded(variant, strategy, since, done.new, done.rows_read, done.rows_written, notes)
+    return Loaded(run.variant, strategy, since, done.new, done.rows_read, done.rows_written, notes)

@@ -76,8 +76,8 @@ def load(
     ``lose_state``, choose where to read from, load ``(since, interval_end)`` upserted by ``updated_at``,
     store the new watermark and the run's metrics (``state.run_metrics``), then measure the gap."""
     notes: list[str] = []
-    with ap.rows_run(source, target_table, variant_param, watermark_key) as run:
-        variant, target, key, shop, wh = run.variant, run.target, run.key, run.shop, run.wh
+    with ap.rows_run(source, target_table, variant_param, watermark_key, dag_id=dag_id, run_id=run_id) as run:
+        variant, shop, wh = run.variant, run.shop, run.wh
         table_store = state.TableWatermarkStore(wh)
         variable_store = state.VariableWatermarkStore(prefix=f"{source}__")
         if lose_state:
@@ -85,41 +85,33 @@ def load(
                 variable_store.delete(VARIABLE_KEY)
             else:
                 with wh:
-                    table_store.delete(key, "lose_state=true", dag_id=dag_id, run_id=run_id)
+                    table_store.delete(run.key, "lose_state=true", dag_id=dag_id, run_id=run_id)
             notes.append(f"state lost on purpose ({variant})")
 
         if variant == "anti_pattern":
             stored = variable_store.get(VARIABLE_KEY, "timestamptz")
             since, strategy = anti_pattern_since(stored, anti_cold_start, interval_start)
         else:
-            since = table_store.read(key, "timestamptz")
+            since = table_store.read(run.key, "timestamptz")
             strategy = "incremental"
             if since is None:
-                with wh:
-                    since = ap.recover_watermark(wh, table_store, key, target, dag_id=dag_id, run_id=run_id)
+                since = ap.recover_watermark(run, table_store)
                 strategy = "recovered" if since is not None else "initial"
 
         done = ap.load_after(
-            shop,
-            wh,
-            source=source,
-            target=target,
-            since=since,
-            key=key,
-            strategy=f"{variant}:{strategy}",
+            run,
+            since,
+            strategy=strategy,
             store=table_store if variant == "fixed" else None,
-            started=run.started,
             interval_start=interval_start,
             interval_end=interval_end,
-            dag_id=dag_id,
-            run_id=run_id,
         )
         new = done.new
         if variant == "anti_pattern" and new is not None:
             variable_store.set(VARIABLE_KEY, new, "timestamptz")
         source_keys = [r["id"] for r in ap.read_rows_after(shop, source, None, interval_end)]
         shop.rollback()
-        target_keys = ap.keys_of(wh, target)
+        target_keys = ap.keys_of(wh, run.target)
         wh.rollback()
     gap = ap.missing_keys(source_keys, target_keys)
     return Loaded(variant, strategy, since, new, done.rows_read, gap, notes)

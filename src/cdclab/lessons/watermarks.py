@@ -82,21 +82,19 @@ def load(
     :func:`advance_after_commit`."""
     if mode not in MODES:
         raise ValueError(f"watermark mode {mode!r} is not one of {MODES}")
-    with closing(connect(SHOP)) as shop, closing(connect(WAREHOUSE)) as wh:
-        p = pull.pull(
-            shop,
-            wh,
-            source,
-            key,
-            key_columns=tuple(KEY_COLUMNS),
-            batch_size=batch_size,
-            null_policy=null_policy,
-            lookback=timedelta(seconds=lookback_seconds),
-        )
-        with wh:  # commit the rows (and, in same_transaction mode, the watermark) or nothing
-            written = upsert.upsert_rows(wh, target, p.rows, KEY_COLUMNS, "version")
-            if mode == "same_transaction":
-                pull.advance(wh, p, dag_id=dag_id, run_id=run_id)
+    # commit the rows (and, in same_transaction mode, the watermark) or nothing
+    p, written = pull.pull_upsert(
+        source,
+        target,
+        key,
+        key_columns=tuple(KEY_COLUMNS),
+        batch_size=batch_size,
+        null_policy=null_policy,
+        lookback=timedelta(seconds=lookback_seconds),
+        advance_watermark=mode == "same_transaction",
+        dag_id=dag_id,
+        run_id=run_id,
+    )
     return Loaded(key, mode, p.old, p.new, p.upper, len(p.rows), p.null_cursor_rows, written)
 
 
