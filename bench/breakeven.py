@@ -73,6 +73,9 @@ class Bench:
         self.schema = f"bench_be_{self.run}"
         self.source = f"{self.schema}.accounts"
         self.targets = {k: f"staging.bench_be_{k}_{self.run}" for k in ("full", "incr", "incr_copy")}
+        self.fillfactor = int(os.environ.get("BENCH_BE_FILLFACTOR", 90))
+        if not 10 <= self.fillfactor <= 100:
+            raise ValueError(f"BENCH_BE_FILLFACTOR={self.fillfactor}: Postgres takes 10 .. 100")
         self.watermark: dict[str, datetime] = {}
 
     def shop(self) -> Any:
@@ -101,7 +104,7 @@ class Bench:
                 cur.execute(
                     f"CREATE TABLE {t} (id bigint PRIMARY KEY, email text NOT NULL, full_name text NOT NULL,"
                     " tier text NOT NULL, balance numeric(12,2) NOT NULL, updated_at timestamptz NOT NULL,"
-                    " version integer NOT NULL)"
+                    f" version integer NOT NULL) WITH (fillfactor = {self.fillfactor})"
                 )
         for key, t in self.targets.items():  # the first load of every target is a full one
             self.full(t)
@@ -188,7 +191,9 @@ class Bench:
             return all(self.digest(w, t) == want for t in self.targets.values())
 
     def main(self) -> dict[str, Any]:
-        say(f"{self.n:,} rows, fractions {self.fractions}, {self.repeats} repeats")
+        say(
+            f"{self.n:,} rows, fractions {self.fractions}, {self.repeats} repeats, targets fillfactor {self.fillfactor}"
+        )
         clock = Stopwatch()
         self.setup()
         say(f"setup {clock.s:.1f} s; targets equal source: {self.check()}")
@@ -219,7 +224,12 @@ class Bench:
             )
         return {
             "benchmark": "breakeven",
-            "settings": {"rows": self.n, "repeats": self.repeats, "fractions": self.fractions},
+            "settings": {
+                "rows": self.n,
+                "repeats": self.repeats,
+                "fractions": self.fractions,
+                "target_fillfactor": self.fillfactor,
+            },
             "rows": self.n,
             "repeats": self.repeats,
             "points": points,

@@ -298,45 +298,52 @@ def copy_upsert(
     if until is not None:
         bounds.append(sql.SQL("{} < %s").format(cursor))
         params.append(until)
-    where = sql.SQL(" AND ").join(bounds) if bounds else sql.SQL("true")
+    # the window plus the NULL-cursor rows, in one statement: the NULL check costs no round trip and no
+    # scan of its own (a source without an index on the cursor would otherwise be read twice)
+    where = (
+        sql.SQL("({}) OR {} IS NULL").format(sql.SQL(" AND ").join(bounds), cursor)
+        if bounds
+        else sql.SQL("true")
+    )
     col_list = sql.SQL(", ").join(sql.Identifier(c) for c in cols)
-    with source_conn.cursor() as cur:
-        cur.execute(sql.SQL("SELECT count(*) FROM {} WHERE {} IS NULL").format(ident(source), cursor))
-        nulls = cur.fetchone()[0]
-        if nulls:
-            from cdclab.delta.detection import NullCursorError
-
-            raise NullCursorError(
-                f"{nulls} row(s) of {source} have NULL {cursor_column}: no window ever reads them"
-                " (fix the source, or load them with the row-wise path and its null_policy)"
+    with source_conn.cursor() as cur, tempfile.SpooledTemporaryFile(max_size=spool_bytes) as spool:
+        copy_out = sql.SQL("COPY (SELECT {} FROM {} WHERE {}) TO STDOUT").format(
+            col_list, ident(source), where
+        )
+        cur.copy_expert(cur.mogrify(copy_out, params).decode(), spool)
+        spool.seek(0)
+        staging = sql.Identifier(f"_cdclab_copy_upsert_{id(spool):x}")
+        with target_conn.cursor() as tcur:
+            # no ON COMMIT DROP: in autocommit mode every statement commits; dropped below instead
+            tcur.execute(
+                sql.SQL("CREATE TEMPORARY TABLE {} AS SELECT {} FROM {} WITH NO DATA").format(
+                    staging, col_list, ident(target)
+                )
             )
-        with tempfile.SpooledTemporaryFile(max_size=spool_bytes) as spool:
-            copy_out = sql.SQL("COPY (SELECT {} FROM {} WHERE {}) TO STDOUT").format(
-                col_list, ident(source), where
-            )
-            cur.copy_expert(cur.mogrify(copy_out, params).decode(), spool)
-            spool.seek(0)
-            staging = sql.Identifier(f"_cdclab_copy_upsert_{id(spool):x}")
-            with target_conn.cursor() as tcur:
-                # no ON COMMIT DROP: in autocommit mode every statement commits; dropped below instead
+            try:
+                tcur.copy_expert(
+                    sql.SQL("COPY {} ({}) FROM STDIN").format(staging, col_list).as_string(tcur), spool
+                )
                 tcur.execute(
-                    sql.SQL("CREATE TEMPORARY TABLE {} AS SELECT {} FROM {} WITH NO DATA").format(
-                        staging, col_list, ident(target)
+                    sql.SQL("SELECT count({0}), max({0}), count(*) - count({0}) FROM {1}").format(
+                        cursor, staging
                     )
                 )
-                try:
-                    tcur.copy_expert(
-                        sql.SQL("COPY {} ({}) FROM STDIN").format(staging, col_list).as_string(tcur), spool
+                rows_read, max_cursor, nulls = tcur.fetchone()
+                if nulls:
+                    from cdclab.delta.detection import NullCursorError
+
+                    raise NullCursorError(
+                        f"{nulls} row(s) of {source} have NULL {cursor_column}: no window ever reads them"
+                        " (fix the source, or load them with the row-wise path and its null_policy)"
                     )
-                    tcur.execute(sql.SQL("SELECT count(*), max({}) FROM {}").format(cursor, staging))
-                    rows_read, max_cursor = tcur.fetchone()
-                    tcur.execute(
-                        _copy_upsert_apply(target, staging, cols, key_columns, cursor_column, guard_column)
-                    )
-                    written = int(tcur.rowcount)
-                finally:  # in a failed transaction the rollback removes it; otherwise drop it now
-                    if target_conn.get_transaction_status() != psycopg2.extensions.TRANSACTION_STATUS_INERROR:
-                        tcur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(staging))
+                tcur.execute(
+                    _copy_upsert_apply(target, staging, cols, key_columns, cursor_column, guard_column)
+                )
+                written = int(tcur.rowcount)
+            finally:  # in a failed transaction the rollback removes it; otherwise drop it now
+                if target_conn.get_transaction_status() != psycopg2.extensions.TRANSACTION_STATUS_INERROR:
+                    tcur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(staging))
     return CopyUpsertResult(int(rows_read), written, max_cursor)
 
 
