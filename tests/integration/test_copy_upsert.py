@@ -123,3 +123,38 @@ def test_in_a_transaction_nothing_is_visible_before_the_commit(shop_db, warehous
         assert rows(warehouse_db, target) == rows(shop_db, source)
     finally:
         conn.close()
+
+
+def test_a_null_cursor_outside_the_window_is_refused_too(shop_db, warehouse_db, tables) -> None:
+    source, target = tables  # the NULL check rides in the window's COPY: it must not depend on since/until
+    first = load(shop_db, warehouse_db, source, target, None)
+    with shop_db.cursor() as cur:
+        cur.execute(f"UPDATE {source} SET updated_at = NULL, version = 2 WHERE id IN (3, 4)")
+        cur.execute(f"UPDATE {source} SET name = 'late', version = 2 WHERE id = 99")
+    with pytest.raises(delta.NullCursorError, match="2 row"):
+        load(shop_db, warehouse_db, source, target, first.max_cursor - timedelta(minutes=2), first.max_cursor)
+    assert [r[1] for r in rows(warehouse_db, target)][98] == "n99"  # nothing written
+    with warehouse_db.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_tables WHERE tablename LIKE '_cdclab_copy_upsert_%%'")
+        assert cur.fetchone()[0] == 0
+
+
+def test_a_key_twice_in_the_window_keeps_its_newest_version_by_the_guard(
+    shop_db, warehouse_db, tables
+) -> None:
+    source, target = tables
+    log = source.replace(".src", ".changes")  # a change log: no unique key, a key may come twice
+    with shop_db.cursor() as cur:
+        cur.execute(f"CREATE TABLE {log} AS SELECT * FROM {source} WHERE id <= 3")
+        cur.execute(  # id 2 again, newer by version but with an older cursor; id 3 again, older by version
+            f"INSERT INTO {log} VALUES (2, 'v5', 2.00, DATE '2026-03-29', %s, 5),"
+            " (3, 'v0', 3.00, DATE '2026-03-29', %s, 0)",
+            (T0 + timedelta(seconds=30), T0 + timedelta(hours=1)),
+        )
+    result = load(shop_db, warehouse_db, log, target, None)
+    assert (result.rows_read, result.written) == (5, 3)
+    assert [(r[0], r[1], r[5]) for r in rows(warehouse_db, target)] == [
+        (1, "n1", 1),
+        (2, "v5", 5),
+        (3, "n3", 1),
+    ]
