@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal
 
+import orjson
 from psycopg2 import sql
 from psycopg2.extras import execute_values
 
@@ -138,10 +139,16 @@ def _check_drift(
     policy: SchemaPolicy,
     types: Mapping[str, str],
 ) -> list[str]:
+    """The target's columns after drift: ``known`` itself when no change carries a column the target
+    lacks; else a new list with the added columns (``evolve``), or :class:`SchemaDrift` (``fail``)."""
+    known_set = frozenset(known)
     seen: dict[str, None] = {}
     for change in changes:
-        for col in change.row:
-            if col not in known and not (policy == "evolve" and types and col not in types):
+        image = change.before if change.op == "d" else change.after
+        if not image or image.keys() <= known_set:
+            continue
+        for col in image:
+            if col not in known_set and not (policy == "evolve" and types and col not in types):
                 # (with evolve, a column the source catalog no longer has was dropped since: ignored)
                 seen[col] = None
     if not seen:
@@ -181,24 +188,33 @@ def apply_changes(
         )
     if not rows:
         return result
-    columns = _check_drift(cur, target, target_columns(cur, target), rows, schema_policy, source_types or {})
-    types = dict(source_columns(cur, target))
+    types = dict(source_columns(cur, target))  # one catalog read: the columns and their types
+    known = [n for n in types if n not in BOOKKEEPING]
+    columns = _check_drift(cur, target, known, rows, schema_policy, source_types or {})
+    if columns is not known:  # evolved: the added columns' types as the catalog now has them
+        types = dict(source_columns(cur, target))
     upserts = [c for c in rows if c.op != "d"]
     deletes = [c for c in rows if c.op == "d"]
     wanted = set(columns)
-    full = [c for c in upserts if not c.unavailable and c.row.keys() >= wanted]
-    partial = [c for c in upserts if c.unavailable or not c.row.keys() >= wanted]
-    staged = [*full, *deletes]
-    stage_name = stage(cur, target, key, columns, staged) if staged else None
-    if full and stage_name:
-        result += _upsert_staged(cur, target, key, columns, types, stage_name, len(full))
+    full: list[Change] = []
+    partial: list[Change] = []
+    for c in upserts:
+        (partial if c.unavailable or not (c.after or {}).keys() >= wanted else full).append(c)
+    upsert_src = _json_source(key, columns, full) if full else None
+    delete_src = _json_source(key, columns, deletes) if deletes else None
+    if (full and upsert_src is None) or (deletes and delete_src is None):
+        # a value JSON cannot carry exactly (NUL in a string, an integer past 64 bits...): COPY them
+        stage_name = stage(cur, target, key, columns, [*full, *deletes])
+        upsert_src = delete_src = _StagedRows(_table_rows(stage_name))
+    if full and upsert_src:
+        result += _upsert_staged(cur, target, key, columns, types, upsert_src, len(full))
     for change in partial:
         # an unchanged TOASTed column keeps the target's value; so does a column the change does not
         # carry because it was written before an ADD COLUMN in the source (a new row gets the default)
         keep = change.unavailable | (wanted - change.row.keys())
         result += _upsert(cur, target, key, [c for c in columns if c not in keep], [change], types)
-    if deletes and stage_name:
-        result += _delete_staged(cur, target, key, columns, types, stage_name, delete_mode)
+    if deletes and delete_src:
+        result += _delete_staged(cur, target, key, columns, types, delete_src, delete_mode)
     return result
 
 
@@ -315,6 +331,99 @@ def stage(
     return name
 
 
+@dataclass(frozen=True)
+class _StagedRows:
+    """Where the set-based statements read a batch's staged rows: ``rows``, a ``FROM`` item named ``s``
+    with every data column as text, ``_source_position`` (bigint), ``_source_op`` and ``_source_ts``
+    (text, or timestamptz: both read with ``::timestamptz``); ``key_rows``, when given, a smaller item
+    with only the key columns, ``_source_position`` and ``_source_op`` (the ledger's clean-up)."""
+
+    rows: sql.Composable
+    key_rows: sql.Composable | None = None
+
+    def keys(self) -> sql.Composable:
+        return self.key_rows if self.key_rows is not None else self.rows
+
+
+def _table_rows(stage_name: str) -> sql.Composable:
+    return sql.SQL("{} AS s").format(sql.Identifier(stage_name))
+
+
+_JSON_NATIVE = frozenset({str, int, bool, type(None)})
+# ms since 1970 below which _ts's float arithmetic is exact to the microsecond (2**32 s: year 2106), so
+# that 'epoch' + ms in SQL is the very timestamp _ts renders
+_TS_MS_EXACT = 2**32 * 1000
+
+
+def _json_source(key: Sequence[str], columns: Sequence[str], changes: Sequence[Change]) -> _StagedRows | None:
+    """``changes`` (at most one per key) as one ``jsonb`` literal read by ``jsonb_array_elements``: an
+    array per change of the data columns, then position, op and source time; or ``None`` when a value
+    cannot travel exactly that way (the caller COPYs the batch instead).
+
+    Exactness: the statements read every field as text (``e->>i``) and cast it to the target's type, as
+    they read the COPY staging table's text columns. A ``str`` travels as a JSON string and comes back as
+    the same text; an ``int`` (up to 64 bits) and a ``bool`` as a JSON number or boolean whose text is
+    ``str(int)`` or ``true``/``false``, what :func:`_plain_text` writes; ``None`` as null. Every other value
+    (float, Decimal, bytes, list, dict, subclasses) travels as the string :func:`_plain_text` makes of it,
+    the very text COPY would carry. Refused (``None``): an integer past 64 bits or a string that is not
+    valid Unicode (orjson raises), and a NUL character (``jsonb`` refuses ``\\u0000`` with another error
+    than COPY's). The source time travels as milliseconds (SQL adds them to the epoch) when every change's
+    ``ts_ms`` is an int in [0, 2**32 s); else as the text :func:`_ts` renders."""
+    key_set = set(key)
+    rows: list[list[Any]] = []
+    for c in changes:
+        if c.op == "d":
+            image = {**(c.before or {}), **{k: v for k, v in c.key.items() if k in key_set}}
+        else:
+            image = c.after or {}
+        rows.append([*map(image.get, columns), c.position, c.op, c.ts_ms])
+    n = len(columns)
+    ts_ms = all(r[n + 2] is None or (type(r[n + 2]) is int and 0 <= r[n + 2] < _TS_MS_EXACT) for r in rows)
+    if not ts_ms:
+        for r in rows:
+            r[n + 2] = _ts(r[n + 2])
+    if not {type(v) for r in rows for v in r} <= _JSON_NATIVE:
+        rows = [[v if type(v) in _JSON_NATIVE else _plain_text(v) for v in r] for r in rows]
+    try:
+        payload = orjson.dumps(rows)
+    except orjson.JSONEncodeError:
+        return None
+    if b"\\u0000" in payload:
+        return None
+    fields = sql.SQL(", ").join(
+        sql.SQL("e->>{} AS {}").format(sql.Literal(i), sql.Identifier(c)) for i, c in enumerate(columns)
+    )
+    ts = sql.SQL(
+        "'epoch'::timestamptz + (e->>{t})::bigint * interval '1 millisecond'" if ts_ms else "e->>{t}"
+    ).format(t=sql.Literal(n + 2))
+    item = sql.SQL(
+        "(SELECT {fields}, (e->>{p})::bigint AS _source_position, e->>{o} AS _source_op, "
+        "{ts} AS _source_ts FROM jsonb_array_elements({payload}::jsonb) AS e) AS s"
+    ).format(
+        fields=fields,
+        ts=ts,
+        p=sql.Literal(n),
+        o=sql.Literal(n + 1),
+        payload=sql.Literal(payload.decode()),
+    )
+    if len(key) == n:
+        return _StagedRows(item)
+    at = [columns.index(k) for k in key]
+    key_payload = orjson.dumps([[*(r[i] for i in at), r[n], r[n + 1]] for r in rows])
+    key_item = sql.SQL(
+        "(SELECT {fields}, (e->>{p})::bigint AS _source_position, e->>{o} AS _source_op "
+        "FROM jsonb_array_elements({payload}::jsonb) AS e) AS s"
+    ).format(
+        fields=sql.SQL(", ").join(
+            sql.SQL("e->>{} AS {}").format(sql.Literal(i), sql.Identifier(k)) for i, k in enumerate(key)
+        ),
+        p=sql.Literal(len(key)),
+        o=sql.Literal(len(key) + 1),
+        payload=sql.Literal(key_payload.decode()),
+    )
+    return _StagedRows(item, key_item)
+
+
 def _typed(columns: Sequence[str], types: Mapping[str, str]) -> sql.Composable:
     """``s.c::type AS c, ...``: each staged text column read as the target's type."""
     return sql.SQL(", ").join(
@@ -397,20 +506,20 @@ def _upsert_staged(
     key: Sequence[str],
     columns: Sequence[str],
     types: Mapping[str, str],
-    stage_name: str,
+    staged: _StagedRows,
     count: int,
 ) -> MergeResult:
     cols = _row_columns(columns)
     source = sql.SQL(
         "SELECT {typed}, s._source_position, s._source_op::char(1) AS _source_op, "
         "s._source_ts::timestamptz AS _source_ts, false AS _deleted, NULL::timestamptz AS _deleted_at "
-        "FROM {s} s WHERE s._source_op <> 'd'"
-    ).format(typed=_typed(columns, types), s=sql.Identifier(stage_name))
+        "FROM {s} WHERE s._source_op <> 'd'"
+    ).format(typed=_typed(columns, types), s=staged.rows)
     cur.execute(guarded_insert(target, key, cols, _selected(source)))
     written = cur.rowcount
     if written:
-        keys = sql.SQL("SELECT {typed}, s._source_position FROM {s} s WHERE s._source_op <> 'd'").format(
-            typed=_typed(key, types), s=sql.Identifier(stage_name)
+        keys = sql.SQL("SELECT {typed}, s._source_position FROM {s} WHERE s._source_op <> 'd'").format(
+            typed=_typed(key, types), s=staged.keys()
         )
         cur.execute(clear_ledger(target, key, _selected(keys)))
     return MergeResult(upserted=written, stale=max(count - written, 0))
@@ -434,12 +543,12 @@ def _delete_staged(
     key: Sequence[str],
     columns: Sequence[str],
     types: Mapping[str, str],
-    stage_name: str,
+    staged: _StagedRows,
     mode: DeleteMode,
 ) -> MergeResult:
-    s = sql.Identifier(stage_name)
+    s = staged.rows
     deletes = sql.SQL(
-        "(SELECT {typed}, s._source_position, s._source_ts::timestamptz AS _source_ts FROM {s} s "
+        "(SELECT {typed}, s._source_position, s._source_ts::timestamptz AS _source_ts FROM {s} "
         "WHERE s._source_op = 'd') AS v"
     ).format(typed=_typed(key, types), s=s)
     if mode == "hard":
@@ -459,7 +568,7 @@ def _delete_staged(
         tombstones = sql.SQL(
             "SELECT {typed}, s._source_position, "
             "'d'::char(1) AS _source_op, s._source_ts::timestamptz AS _source_ts, true AS _deleted, "
-            "coalesce(s._source_ts::timestamptz, now()) AS _deleted_at FROM {s} s "
+            "coalesce(s._source_ts::timestamptz, now()) AS _deleted_at FROM {s} "
             "WHERE s._source_op = 'd'"
         ).format(typed=_typed(columns, types), s=s)
         cur.execute(guarded_insert(target, key, _row_columns(columns), _selected(tombstones), "nothing"))
@@ -467,7 +576,7 @@ def _delete_staged(
     else:
         cur.execute(
             sql.SQL(
-                "INSERT INTO {ledger} AS l ({cols}) SELECT {typed}, s._source_position FROM {s} s "
+                "INSERT INTO {ledger} AS l ({cols}) SELECT {typed}, s._source_position FROM {s} "
                 "WHERE s._source_op = 'd' ON CONFLICT ({k}) DO UPDATE "
                 "SET _source_position = greatest(l._source_position, EXCLUDED._source_position), "
                 "_deleted_at = now()"
