@@ -14,14 +14,20 @@ Vocabulary:
   because ``ADD COLUMN ... DEFAULT`` in the source fills existing rows without any change event), ``fail`` raises
   :class:`SchemaDrift`.
 
-- *staging table*: a batch's rows (the last change per key, by position) are written with ``COPY`` into
-  a session-local temporary table of text columns (:func:`stage`), then applied by set-based
-  statements that cast each column to the target's type: one ``INSERT ... ON CONFLICT DO UPDATE ...
-  WHERE`` for the upserts, one ``DELETE``/``UPDATE`` for the deletes, one statement each for the delete
-  ledger. The casts are the ones the row-by-row ``VALUES`` statements used (text input of the target
-  type), so values, errors and their SQLSTATEs are the same; only the Python-side SQL text building is
-  gone. A change that lacks columns (an unchanged TOASTed value, a column added after it was written)
-  keeps its own statement over the columns it carries.
+- *staged rows*: a batch's rows (the last change per key, by position) travel to the server as one
+  ``jsonb`` literal, an array per change (:func:`_json_source`), read by ``jsonb_array_elements`` with
+  every field as text (``e->>i``) and applied by set-based statements that cast each column to the
+  target's type: one ``INSERT ... ON CONFLICT DO UPDATE ... WHERE`` for the upserts, one
+  ``DELETE``/``UPDATE`` for the deletes, one statement each for the delete ledger. The text of each value
+  is the one the staging ``COPY`` carried and the casts are the ones the row-by-row ``VALUES`` statements
+  used (text input of the target type), so values, errors and their SQLSTATEs are the same. A batch with
+  a value JSON cannot carry exactly (a NUL in a string, an integer past 64 bits, more than 64 MB) is
+  written with ``COPY`` into a session-local temporary table of text columns instead (:func:`stage`) and
+  read by the same statements. A change that lacks columns (an unchanged TOASTed value, a column added
+  after it was written) keeps its own statement over the columns it carries.
+- *round trips per batch*: one catalog read (the target's columns and types, and whether the ledger is
+  empty: then the ledger's clean-up after the upsert is skipped, it would find nothing), the upsert, the
+  clean-up, and for deletes two statements.
 
 The statements are built with ``psycopg2.sql``; :func:`cdclab.cdc.merge_variants.merge_statement` is
 the staged ``MERGE`` variant with the same guarantees (71_03_03 runs both and checks they agree).
