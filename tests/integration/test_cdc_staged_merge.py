@@ -1,5 +1,5 @@
-"""The staged merge (COPY into a temporary table + set-based statements) keeps every guarantee of the
-row-by-row one: the last change per key wins inside a batch, an older position never overwrites a newer
+"""The staged merge (a batch's rows as one jsonb literal, or COPY into a temporary table, + set-based
+statements) keeps every guarantee of the row-by-row one: the last change per key wins inside a batch, an older position never overwrites a newer
 row, a hard delete is remembered against older inserts, values of every kind land exactly as the
 ``VALUES`` statements wrote them, a poison record in a staged batch is dead-lettered with its SQLSTATE
 while the rest applies, and a replay from offset 0 changes nothing."""
