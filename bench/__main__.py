@@ -6,8 +6,8 @@
 - ``breakeven``: incremental load vs full reload over changed fractions 0.1% .. 50%.
 - ``latency``: source commit -> visible in the warehouse at a fixed rate, p50/p99 over 10,000 events, our
   follow run and Debezium's JDBC sink consuming the same topic in the same run (see :mod:`bench.latency`).
-- ``merge_copy``: our merge (staging COPY + set-based upsert with the LSN guard) vs a plain COPY of the
-  same rows into the same table and indexes, no Kafka (see :mod:`bench.merge_copy`).
+- ``merge_copy``: our merge (the batch as one jsonb literal + set-based upsert with the LSN guard) vs a
+  plain COPY of the same rows into the same table and indexes, no Kafka (see :mod:`bench.merge_copy`).
 Results go to ``bench/results/<name>-<UTC time>.json`` and ``<name>-latest.json``, with
 ``<name>-latest.md`` (the ratio table and a Mermaid chart, to paste into the README) and a PNG chart.
 ``python -m bench report`` writes the .md and .png files again from the latest JSONs, running nothing.

@@ -1,8 +1,9 @@
 """Merge ÷ COPY into the same table and indexes (issue 14, item 1, last sentence; goal >= 0.5).
 
 The component alone, without Kafka: our merge (:func:`cdclab.cdc.merge.apply_changes`, the function
-``replicate`` applies every batch with: COPY into the session's staging table, one set-based upsert with
-the LSN guard and the delete ledger, the ledger's clean-up) against a plain ``COPY ... FROM STDIN`` of the
+``replicate`` applies every batch with: the batch's rows as one jsonb literal (COPY into the session's
+staging table when a value JSON cannot carry exactly), one set-based upsert with the LSN guard and the
+delete ledger, the ledger's clean-up) against a plain ``COPY ... FROM STDIN`` of the
 same final rows into an identical empty table.
 
 - *rows*: N row images of the CDC sink benchmark's order-like shape (bigint key, text, numeric, char, date,
@@ -15,12 +16,12 @@ same final rows into an identical empty table.
 - *insert case*: both tables empty; the merge applies the N inserts in batches of B changes, one
   transaction per batch (as ``replicate``, minus the offsets row); the COPY sends the same N final rows
   (the data columns and ``_source_position``, ``_source_op``, ``_source_ts``) in batches of B rows, one
-  transaction per batch. The COPY text is rendered before the clock starts (with the merge's own
-  :func:`cdclab.cdc.merge.copy_text`; its time is reported as ``render_s``): the baseline is COPY
-  alone, while the merge's time includes rendering its staging COPY. Conservative for ours. A third side,
-  *copy_rendered*, renders each batch from the same row images inside the clock and COPYs it: the same
-  input and Python work as the merge, so merge ÷ (render + COPY) isolates what the upsert, the LSN guard
-  and the ledger cost.
+  transaction per batch. The COPY text is rendered before the clock starts (with the merge's COPY
+  renderer :func:`cdclab.cdc.merge.copy_text`; its time is reported as ``render_s``): the baseline is
+  COPY alone, while the merge's time includes making its batch (the JSON). Conservative for ours. A third
+  side, *copy_rendered*, renders each batch from the same row images inside the clock and COPYs it: the
+  same input as the merge and the Python work a COPY needs, so merge ÷ (render + COPY) shows what the
+  upsert, the LSN guard and the ledger cost beyond loading the same row images.
 - *update case*: the merge target holds the N inserted rows (the insert case just loaded it); the merge
   applies N updates (every key, a later position) in batches of B; the COPY sends the N updated final
   rows into the emptied copy table (the same number of rows, the same batches).
@@ -177,9 +178,8 @@ class Bench:
         return clock.s
 
     def copy_rendered(self, changes: Sequence[Change], size: int) -> float:
-        """COPY from the same row images the merge gets: each batch rendered (the merge's own renderer)
-        and copied inside the clock. The same input and the same Python work as the merge's staging COPY:
-        the difference is the merge's set-based upsert, guard and ledger."""
+        """COPY from the same row images the merge gets: each batch rendered (the merge's COPY renderer)
+        and copied inside the clock: the same input as the merge and the Python work a COPY needs."""
         stmt_text = self._copy_statement()
         clock = Stopwatch()
         for chunk in batches(changes, size):

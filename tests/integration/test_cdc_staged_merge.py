@@ -1,5 +1,5 @@
-"""The staged merge (COPY into a temporary table + set-based statements) keeps every guarantee of the
-row-by-row one: the last change per key wins inside a batch, an older position never overwrites a newer
+"""The staged merge (a batch's rows as one jsonb literal, or COPY into a temporary table, + set-based
+statements) keeps every guarantee of the row-by-row one: the last change per key wins inside a batch, an older position never overwrites a newer
 row, a hard delete is remembered against older inserts, values of every kind land exactly as the
 ``VALUES`` statements wrote them, a poison record in a staged batch is dead-lettered with its SQLSTATE
 while the rest applies, and a replay from offset 0 changes nothing."""
@@ -12,6 +12,8 @@ from decimal import Decimal
 from typing import Any
 
 import psycopg2
+import psycopg2.errors
+import pytest
 from psycopg2 import sql
 
 from cdclab.cdc.consumer import reset_offsets
@@ -324,3 +326,26 @@ def test_a_poison_record_in_a_staged_batch_is_dead_lettered_and_a_replay_changes
         cur.execute("SELECT count(*) FROM dlq.kafka_records WHERE consumer_group = %s", (group,))
         assert cur.fetchone()[0] == 1
     assert stored(warehouse_db, group) == offsets_after
+
+
+def test_values_json_cannot_carry_exactly_are_copied_with_copy_s_results_and_errors(lab, names, made):
+    """A batch normally travels as one jsonb literal; an integer past 64 bits (orjson refuses it) or a NUL
+    in a string (jsonb refuses it with another error) sends the batch through the staging COPY instead:
+    the integer lands exactly, the NUL fails with COPY's SQLSTATE 22021 as it always did."""
+    target = f"core.{names('stgcopy')}"
+    conn = make_targets(lab, made, target)
+    try:
+        result = apply(conn, target, [change("c", 10, 1, n=2**70, t="big"), change("c", 11, 2, t="plain")])
+        assert (result.upserted, result.stale) == (2, 0)
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                sql.SQL("SELECT id, n::text, t FROM {} ORDER BY id").format(
+                    sql.Identifier(*target.split("."))
+                )
+            )
+            assert cur.fetchall() == [(1, f"{2**70}.0000000000", "big"), (2, None, "plain")]
+        with pytest.raises(psycopg2.errors.CharacterNotInRepertoire):  # 22021, COPY's "0x00"
+            apply(conn, target, [change("c", 12, 3, t="nul\x00here")])
+        assert [r[0] for r in table_rows(conn, target)] == [1, 2]
+    finally:
+        conn.close()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, replace
+from operator import attrgetter
 from typing import Any, Literal
 
 import orjson
@@ -232,28 +233,33 @@ def parse_maxwell(
     )
 
 
+_position = attrgetter("position")
+
+
 def latest_per_key(changes: list[Change]) -> list[Change]:
     """Keep the change with the highest position per key (later arrival wins a tie).
 
     When the winner lacks a TOASTed column (:data:`UNAVAILABLE`) and an earlier change of the same
     key in this batch carried it, the value is taken from there, so the batch does not lose it.
     """
-    best: dict[tuple[str, tuple[tuple[str, Any], ...]], Change] = {}
-    for change in sorted(changes, key=lambda c: c.position):
-        items = change.key.items()
-        k = (change.table, tuple(items) if len(items) == 1 else tuple(sorted(items)))
-        current = best.get(k)
-        if current is not None and change.unavailable and current.after:
-            filled = {
-                c: current.after[c]
-                for c in change.unavailable
-                if c in current.after and current.after[c] != UNAVAILABLE
-            }
-            if filled:
-                change = replace(
-                    change,
-                    after={**(change.after or {}), **filled},
-                    unavailable=change.unavailable - frozenset(filled),
-                )
+    best: dict[tuple[Any, ...], Change] = {}
+    for change in sorted(changes, key=_position):
+        key = change.key
+        # (table, (column, value), ...): one tuple per key, built once (this runs for every change)
+        k = (change.table, *key.items()) if len(key) == 1 else (change.table, *sorted(key.items()))
+        if change.unavailable:
+            current = best.get(k)
+            if current is not None and current.after:
+                filled = {
+                    c: current.after[c]
+                    for c in change.unavailable
+                    if c in current.after and current.after[c] != UNAVAILABLE
+                }
+                if filled:
+                    change = replace(
+                        change,
+                        after={**(change.after or {}), **filled},
+                        unavailable=change.unavailable - frozenset(filled),
+                    )
         best[k] = change
     return list(best.values())

@@ -14,14 +14,20 @@ Vocabulary:
   because ``ADD COLUMN ... DEFAULT`` in the source fills existing rows without any change event), ``fail`` raises
   :class:`SchemaDrift`.
 
-- *staging table*: a batch's rows (the last change per key, by position) are written with ``COPY`` into
-  a session-local temporary table of text columns (:func:`stage`), then applied by set-based
-  statements that cast each column to the target's type: one ``INSERT ... ON CONFLICT DO UPDATE ...
-  WHERE`` for the upserts, one ``DELETE``/``UPDATE`` for the deletes, one statement each for the delete
-  ledger. The casts are the ones the row-by-row ``VALUES`` statements used (text input of the target
-  type), so values, errors and their SQLSTATEs are the same; only the Python-side SQL text building is
-  gone. A change that lacks columns (an unchanged TOASTed value, a column added after it was written)
-  keeps its own statement over the columns it carries.
+- *staged rows*: a batch's rows (the last change per key, by position) travel to the server as one
+  ``jsonb`` literal, an array per change (:func:`_json_source`), read by ``jsonb_array_elements`` with
+  every field as text (``e->>i``) and applied by set-based statements that cast each column to the
+  target's type: one ``INSERT ... ON CONFLICT DO UPDATE ... WHERE`` for the upserts, one
+  ``DELETE``/``UPDATE`` for the deletes, one statement each for the delete ledger. The text of each value
+  is the one the staging ``COPY`` carried and the casts are the ones the row-by-row ``VALUES`` statements
+  used (text input of the target type), so values, errors and their SQLSTATEs are the same. A batch with
+  a value JSON cannot carry exactly (a NUL in a string, an integer past 64 bits, more than 64 MB) is
+  written with ``COPY`` into a session-local temporary table of text columns instead (:func:`stage`) and
+  read by the same statements. A change that lacks columns (an unchanged TOASTed value, a column added
+  after it was written) keeps its own statement over the columns it carries.
+- *round trips per batch*: one catalog read (the target's columns and types, and whether the ledger is
+  empty: then the ledger's clean-up after the upsert is skipped, it would find nothing), the upsert, the
+  clean-up, and for deletes two statements.
 
 The statements are built with ``psycopg2.sql``; :func:`cdclab.cdc.merge_variants.merge_statement` is
 the staged ``MERGE`` variant with the same guarantees (71_03_03 runs both and checks they agree).
@@ -36,8 +42,11 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from itertools import chain
+from operator import itemgetter
 from typing import Any, Literal
 
+import orjson
 from psycopg2 import sql
 from psycopg2.extras import execute_values
 
@@ -138,10 +147,16 @@ def _check_drift(
     policy: SchemaPolicy,
     types: Mapping[str, str],
 ) -> list[str]:
+    """The target's columns after drift: ``known`` itself when no change carries a column the target
+    lacks; else a new list with the added columns (``evolve``), or :class:`SchemaDrift` (``fail``)."""
+    known_set = frozenset(known)
     seen: dict[str, None] = {}
     for change in changes:
-        for col in change.row:
-            if col not in known and not (policy == "evolve" and types and col not in types):
+        image = change.before if change.op == "d" else change.after
+        if not image or image.keys() <= known_set:
+            continue
+        for col in image:
+            if col not in known_set and not (policy == "evolve" and types and col not in types):
                 # (with evolve, a column the source catalog no longer has was dropped since: ignored)
                 seen[col] = None
     if not seen:
@@ -173,33 +188,61 @@ def apply_changes(
     one_of("delete_mode", delete_mode, DeleteMode)
     one_of("schema_policy", schema_policy, SchemaPolicy)
     result = MergeResult()
-    rows = [c for c in latest_per_key([c for c in changes if c.op != "t"])]
     if any(c.op == "t" for c in changes):
         raise SchemaDrift(
             f"{target}: a TRUNCATE arrived; truncate the target deliberately and reset "
             "its offsets, the merge will not guess"
         )
+    rows = latest_per_key(list(changes))
     if not rows:
         return result
-    columns = _check_drift(cur, target, target_columns(cur, target), rows, schema_policy, source_types or {})
-    types = dict(source_columns(cur, target))
-    upserts = [c for c in rows if c.op != "d"]
-    deletes = [c for c in rows if c.op == "d"]
+    types, ledger_empty = _target_facts(cur, target)  # one round trip: columns, types, the ledger
+    known = [n for n in types if n not in BOOKKEEPING]
+    columns = _check_drift(cur, target, known, rows, schema_policy, source_types or {})
+    if columns is not known:  # evolved: the added columns' types as the catalog now has them
+        types = dict(source_columns(cur, target))
     wanted = set(columns)
-    full = [c for c in upserts if not c.unavailable and c.row.keys() >= wanted]
-    partial = [c for c in upserts if c.unavailable or not c.row.keys() >= wanted]
-    staged = [*full, *deletes]
-    stage_name = stage(cur, target, key, columns, staged) if staged else None
-    if full and stage_name:
-        result += _upsert_staged(cur, target, key, columns, types, stage_name, len(full))
+    full: list[Change] = []
+    partial: list[Change] = []
+    deletes: list[Change] = []
+    for c in rows:
+        if c.op == "d":
+            deletes.append(c)
+        elif c.unavailable or not (c.after or {}).keys() >= wanted:
+            partial.append(c)
+        else:
+            full.append(c)
+    upsert_src = _json_source(key, columns, full) if full else None
+    delete_src = _json_source(key, columns, deletes) if deletes else None
+    if (full and upsert_src is None) or (deletes and delete_src is None):
+        # a value JSON cannot carry exactly (NUL in a string, an integer past 64 bits...): COPY them
+        stage_name = stage(cur, target, key, columns, [*full, *deletes])
+        upsert_src = delete_src = _StagedRows(_table_rows(stage_name))
+    if full and upsert_src:
+        result += _upsert_staged(cur, target, key, columns, types, upsert_src, len(full), ledger_empty)
     for change in partial:
         # an unchanged TOASTed column keeps the target's value; so does a column the change does not
         # carry because it was written before an ADD COLUMN in the source (a new row gets the default)
         keep = change.unavailable | (wanted - change.row.keys())
         result += _upsert(cur, target, key, [c for c in columns if c not in keep], [change], types)
-    if deletes and stage_name:
-        result += _delete_staged(cur, target, key, columns, types, stage_name, delete_mode)
+    if deletes and delete_src:
+        result += _delete_staged(cur, target, key, columns, types, delete_src, delete_mode)
     return result
+
+
+def _target_facts(cur: Any, target: str) -> tuple[dict[str, str], bool]:
+    """The target's columns with their SQL types (as :func:`source_columns`), and whether its delete
+    ledger is empty, in one round trip."""
+    cur.execute(
+        sql.SQL(
+            """SELECT a.attname, format_type(a.atttypid, a.atttypmod), NOT EXISTS (SELECT 1 FROM {ledger})
+               FROM pg_attribute a WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped
+               ORDER BY a.attnum"""
+        ).format(ledger=ident(target + "__deleted")),
+        (target,),
+    )
+    rows = cur.fetchall()
+    return {r[0]: r[1] for r in rows}, bool(rows and rows[0][2])
 
 
 # ----------------------------------------------------------------------------- staging (COPY) and set-based apply
@@ -315,6 +358,131 @@ def stage(
     return name
 
 
+class _Payload(sql.Composable):
+    """A batch's rows as JSON bytes, in a statement as a placeholder that :func:`_execute` replaces with
+    the string literal: the bytes are never decoded, re-encoded or quoted character by character."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.data = data
+        self.token = f"\x00cdclab-json-{id(self)}\x00"  # NUL: no SQL text or identifier holds one
+
+    def as_string(self, context: Any) -> str:
+        return self.token
+
+    def literal(self) -> bytes:
+        """The JSON as an escape string literal (``E'...'``: backslashes doubled, quotes doubled),
+        whatever ``standard_conforming_strings`` says; for a UTF8 client encoding."""
+        return b"E'" + self.data.replace(b"\\", b"\\\\").replace(b"'", b"''") + b"'"
+
+
+def _execute(cur: Any, stmt: sql.Composable, staged: _StagedRows | None = None) -> None:
+    """``cur.execute(stmt)`` with the JSON payloads of ``staged`` spliced in as literals."""
+    text = stmt.as_string(cur)
+    used = [p for p in (staged.payloads if staged else ()) if p.token in text]
+    if not used:
+        cur.execute(text)
+    elif cur.connection.encoding == "UTF8":
+        query = text.encode()
+        for p in used:
+            query = query.replace(p.token.encode(), p.literal(), 1)
+        cur.execute(query)
+    else:  # another client encoding: psycopg2 quotes and encodes the text
+        for p in used:
+            text = text.replace(p.token, sql.Literal(p.data.decode()).as_string(cur), 1)
+        cur.execute(text)
+
+
+@dataclass(frozen=True)
+class _StagedRows:
+    """Where the set-based statements read a batch's staged rows: ``rows``, a ``FROM`` item named ``s``
+    with every data column as text, ``_source_position`` (bigint), ``_source_op`` and ``_source_ts``
+    (text, or timestamptz: both read with ``::timestamptz``); ``key_rows``, when given, a smaller item
+    with only the key columns, ``_source_position`` and ``_source_op`` (the ledger's clean-up);
+    ``payloads``: the JSON they read (:func:`_execute`)."""
+
+    rows: sql.Composable
+    key_rows: sql.Composable | None = None
+    payloads: tuple[_Payload, ...] = ()
+
+    def keys(self) -> sql.Composable:
+        return self.key_rows if self.key_rows is not None else self.rows
+
+
+def _table_rows(stage_name: str) -> sql.Composable:
+    return sql.SQL("{} AS s").format(sql.Identifier(stage_name))
+
+
+_JSON_NATIVE = frozenset({str, int, bool, type(None)})
+# ms since 1970 below which _ts's float arithmetic is exact to the microsecond (2**32 s: year 2106), so
+# that 'epoch' + ms in SQL is the very timestamp _ts renders
+_TS_MS_EXACT = 2**32 * 1000
+# a bigger batch is COPYed: one statement stays far below PostgreSQL's 1 GB and jsonb's 256 MB limits
+_JSON_MAX_BYTES = 64 * 2**20
+
+
+def _json_items(columns: Sequence[str], payload: _Payload, ts_ms: bool | None) -> sql.Composable:
+    """``(SELECT e->>0 AS c0, ..., position, op[, source time] FROM jsonb_array_elements(...)) AS s``:
+    ``ts_ms`` True: the time is milliseconds added to the epoch; False: text; None: no time field."""
+    n = len(columns)
+    fields = [
+        *(sql.SQL("e->>{} AS {}").format(sql.Literal(i), sql.Identifier(c)) for i, c in enumerate(columns)),
+        sql.SQL("(e->>{})::bigint AS _source_position").format(sql.Literal(n)),
+        sql.SQL("e->>{} AS _source_op").format(sql.Literal(n + 1)),
+    ]
+    if ts_ms is not None:
+        ts = "'epoch'::timestamptz + (e->>{})::bigint * interval '1 millisecond'" if ts_ms else "e->>{}"
+        fields.append(sql.SQL(ts + " AS _source_ts").format(sql.Literal(n + 2)))
+    return sql.SQL("(SELECT {} FROM jsonb_array_elements({}::jsonb) AS e) AS s").format(
+        sql.SQL(", ").join(fields), payload
+    )
+
+
+def _json_source(key: Sequence[str], columns: Sequence[str], changes: Sequence[Change]) -> _StagedRows | None:
+    """``changes`` (at most one per key) as one ``jsonb`` literal read by ``jsonb_array_elements``: an
+    array per change of the data columns, then position, op and source time; or ``None`` when a value
+    cannot travel exactly that way (the caller COPYs the batch instead).
+
+    Exactness: the statements read every field as text (``e->>i``) and cast it to the target's type, as
+    they read the COPY staging table's text columns. A ``str`` travels as a JSON string and comes back as
+    the same text; an ``int`` (up to 64 bits) and a ``bool`` as a JSON number or boolean whose text is
+    ``str(int)`` or ``true``/``false``, what :func:`_plain_text` writes; ``None`` as null. Every other value
+    (float, Decimal, bytes, list, dict, subclasses) travels as the string :func:`_plain_text` makes of it,
+    the very text COPY would carry. Refused (``None``): an integer past 64 bits or a string that is not
+    valid Unicode (orjson raises), a NUL character (``jsonb`` refuses ``\\u0000`` with another error
+    than COPY's), and a batch of more than 64 MB of JSON (COPY streams it; one statement would not).
+    The source time travels as milliseconds (SQL adds them to the epoch) when every change's ``ts_ms``
+    is an int in [0, 2**32 s); else as the text :func:`_ts` renders."""
+    key_set = set(key)
+    rows: list[list[Any]] = []
+    for c in changes:
+        if c.op == "d":
+            image = {**(c.before or {}), **{k: v for k, v in c.key.items() if k in key_set}}
+        else:
+            image = c.after or {}
+        rows.append([*map(image.get, columns), c.position, c.op, c.ts_ms])
+    n = len(columns)
+    ts_ms = all(r[n + 2] is None or (type(r[n + 2]) is int and 0 <= r[n + 2] < _TS_MS_EXACT) for r in rows)
+    if not ts_ms:
+        for r in rows:
+            r[n + 2] = _ts(r[n + 2])
+    if not set(map(type, chain.from_iterable(rows))) <= _JSON_NATIVE:
+        rows = [[v if type(v) in _JSON_NATIVE else _plain_text(v) for v in r] for r in rows]
+    try:
+        data = orjson.dumps(rows)
+    except orjson.JSONEncodeError:
+        return None
+    if b"\\u0000" in data or len(data) > _JSON_MAX_BYTES:
+        return None
+    payload = _Payload(data)
+    item = _json_items(columns, payload, ts_ms)
+    if len(key) == n:
+        return _StagedRows(item, payloads=(payload,))
+    pick = itemgetter(*(columns.index(k) for k in key), n, n + 1)
+    key_payload = _Payload(orjson.dumps(list(map(pick, rows))))
+    return _StagedRows(item, _json_items(key, key_payload, None), (payload, key_payload))
+
+
 def _typed(columns: Sequence[str], types: Mapping[str, str]) -> sql.Composable:
     """``s.c::type AS c, ...``: each staged text column read as the target's type."""
     return sql.SQL(", ").join(
@@ -397,22 +565,26 @@ def _upsert_staged(
     key: Sequence[str],
     columns: Sequence[str],
     types: Mapping[str, str],
-    stage_name: str,
+    staged: _StagedRows,
     count: int,
+    ledger_empty: bool = False,
 ) -> MergeResult:
+    """The guarded upsert of the staged rows, then the ledger's clean-up: skipped when the ledger was
+    empty when the batch began (``ledger_empty``: nothing in this call writes it before the clean-up, so
+    the ``DELETE`` would find nothing)."""
     cols = _row_columns(columns)
     source = sql.SQL(
         "SELECT {typed}, s._source_position, s._source_op::char(1) AS _source_op, "
         "s._source_ts::timestamptz AS _source_ts, false AS _deleted, NULL::timestamptz AS _deleted_at "
-        "FROM {s} s WHERE s._source_op <> 'd'"
-    ).format(typed=_typed(columns, types), s=sql.Identifier(stage_name))
-    cur.execute(guarded_insert(target, key, cols, _selected(source)))
+        "FROM {s} WHERE s._source_op <> 'd'"
+    ).format(typed=_typed(columns, types), s=staged.rows)
+    _execute(cur, guarded_insert(target, key, cols, _selected(source)), staged)
     written = cur.rowcount
-    if written:
-        keys = sql.SQL("SELECT {typed}, s._source_position FROM {s} s WHERE s._source_op <> 'd'").format(
-            typed=_typed(key, types), s=sql.Identifier(stage_name)
+    if written and not ledger_empty:
+        keys = sql.SQL("SELECT {typed}, s._source_position FROM {s} WHERE s._source_op <> 'd'").format(
+            typed=_typed(key, types), s=staged.keys()
         )
-        cur.execute(clear_ledger(target, key, _selected(keys)))
+        _execute(cur, clear_ledger(target, key, _selected(keys)), staged)
     return MergeResult(upserted=written, stale=max(count - written, 0))
 
 
@@ -434,12 +606,12 @@ def _delete_staged(
     key: Sequence[str],
     columns: Sequence[str],
     types: Mapping[str, str],
-    stage_name: str,
+    staged: _StagedRows,
     mode: DeleteMode,
 ) -> MergeResult:
-    s = sql.Identifier(stage_name)
+    s = staged.rows
     deletes = sql.SQL(
-        "(SELECT {typed}, s._source_position, s._source_ts::timestamptz AS _source_ts FROM {s} s "
+        "(SELECT {typed}, s._source_position, s._source_ts::timestamptz AS _source_ts FROM {s} "
         "WHERE s._source_op = 'd') AS v"
     ).format(typed=_typed(key, types), s=s)
     if mode == "hard":
@@ -452,22 +624,25 @@ def _delete_staged(
             "_source_position = v._source_position, _source_op = 'd', _loaded_at = now() "
             "FROM {v} WHERE {match} AND t._source_position < v._source_position"
         ).format(t=ident(target), v=deletes, match=_match("t", key))
-    cur.execute(stmt)
+    _execute(cur, stmt, staged)
     deleted = int(cur.rowcount)
     if mode == "soft":
         # a delete of a key the target never held still leaves a flagged row (see flag_unseen_deletes)
         tombstones = sql.SQL(
             "SELECT {typed}, s._source_position, "
             "'d'::char(1) AS _source_op, s._source_ts::timestamptz AS _source_ts, true AS _deleted, "
-            "coalesce(s._source_ts::timestamptz, now()) AS _deleted_at FROM {s} s "
+            "coalesce(s._source_ts::timestamptz, now()) AS _deleted_at FROM {s} "
             "WHERE s._source_op = 'd'"
         ).format(typed=_typed(columns, types), s=s)
-        cur.execute(guarded_insert(target, key, _row_columns(columns), _selected(tombstones), "nothing"))
+        _execute(
+            cur, guarded_insert(target, key, _row_columns(columns), _selected(tombstones), "nothing"), staged
+        )
         deleted += int(cur.rowcount)
     else:
-        cur.execute(
+        _execute(
+            cur,
             sql.SQL(
-                "INSERT INTO {ledger} AS l ({cols}) SELECT {typed}, s._source_position FROM {s} s "
+                "INSERT INTO {ledger} AS l ({cols}) SELECT {typed}, s._source_position FROM {s} "
                 "WHERE s._source_op = 'd' ON CONFLICT ({k}) DO UPDATE "
                 "SET _source_position = greatest(l._source_position, EXCLUDED._source_position), "
                 "_deleted_at = now()"
@@ -477,7 +652,8 @@ def _delete_staged(
                 typed=_typed(key, types),
                 s=s,
                 k=sql.SQL(", ").join(map(sql.Identifier, key)),
-            )
+            ),
+            staged,
         )
     return MergeResult(deleted=deleted)
 
