@@ -27,6 +27,7 @@ Vocabulary:
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import math
 import re
@@ -142,7 +143,12 @@ def date_from_days(value: Any) -> Any:
     """io.debezium.time.Date (days since the epoch) -> 'YYYY-MM-DD[ BC]' or '[-]infinity'."""
     if value is None:
         return None
-    days = int(value)
+    return _date_text(int(value))
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _date_text(days: int) -> str:
+    """The text of a day number (cached: a date column repeats few distinct days across a batch)."""
     if days == DATE_POS_INFINITY:
         return "infinity"
     if days == DATE_NEG_INFINITY:
@@ -214,8 +220,10 @@ def zoned_timestamp(value: Any) -> Any:
     if m is None:
         return value  # 'infinity', '-infinity', or already PostgreSQL's own text
     sign, year, month, day, clock, zone = m.groups()
-    y = int(year) * (-1 if sign == "-" else 1)
-    text, era = _pg_date(y, int(month), int(day))
+    if not sign and len(year) == 4 and year != "0000":  # the common case: PostgreSQL reads the date as it is
+        text, era = f"{year}-{month}-{day}", ""
+    else:
+        text, era = _pg_date(int(year) * (-1 if sign == "-" else 1), int(month), int(day))
     zone = "+00" if zone in (None, "Z") else zone
     return f"{text} {clock}{zone}{era}"
 
@@ -332,19 +340,31 @@ def codec(name: str) -> Callable[[Any], Any]:
     return CODECS[name]
 
 
+RowDecoder = Callable[[Mapping[str, Any] | None], "dict[str, Any] | None"]
+
+
+def row_decoder(codecs: Mapping[str, str]) -> RowDecoder:
+    """:func:`decode_row` for many rows of one table: the codecs are looked up once, and the columns
+    whose codec is ``identity`` are not visited (the CDC sink decodes every image of every change)."""
+    plan = tuple((col, codec(name)) for col, name in codecs.items() if name != "identity")
+
+    def decode(row: Mapping[str, Any] | None) -> dict[str, Any] | None:
+        if row is None:
+            return None
+        out = dict(row)
+        for col, fn in plan:
+            value = out.get(col)
+            if value is None or value == UNAVAILABLE:  # absent, NULL, or the unchanged-TOAST placeholder
+                continue
+            out[col] = fn(value)
+        return out
+
+    return decode
+
+
 def decode_row(row: Mapping[str, Any] | None, codecs: Mapping[str, str]) -> dict[str, Any] | None:
     """Apply the columns' codecs to one row image; the unchanged-TOAST placeholder is left as it is."""
-    if row is None:
-        return None
-    out = dict(row)
-    for col, name in codecs.items():
-        if name == "identity" or col not in out:
-            continue
-        value = out[col]
-        if value is None or value == UNAVAILABLE:
-            continue
-        out[col] = codec(name)(value)
-    return out
+    return row_decoder(codecs)(row)
 
 
 # ----------------------------------------------------------------------------- the plan per column

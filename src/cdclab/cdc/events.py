@@ -20,6 +20,7 @@ turns that into a dead-letter row and goes on.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from operator import attrgetter
 from typing import Any, Literal
@@ -84,6 +85,16 @@ def _loads(raw: bytes | str | None, what: str) -> Any:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedEvent(f"{what} is not valid JSON: {exc}") from None
+
+
+def unavailable_columns(image: Mapping[str, Any] | None) -> frozenset[str]:
+    """The columns of a row image that hold Debezium's unchanged-TOAST placeholder."""
+    if not image or UNAVAILABLE not in image.values():  # one scan in C; nearly every image has none
+        return _NONE
+    return frozenset(k for k, v in image.items() if v == UNAVAILABLE)
+
+
+_NONE: frozenset[str] = frozenset()
 
 
 def _inexact(image: Any) -> bool:
@@ -155,7 +166,7 @@ def parse_debezium(
         key_obj = _unwrap(_exact_loads(key, "key")) or {}
     if op != "t" and not key_obj and require_key:
         raise MalformedEvent("record has no key: the source table needs a primary key")
-    unavailable = frozenset(k for k, v in (after or {}).items() if v == UNAVAILABLE)
+    unavailable = unavailable_columns(after)
     tx = source.get("txId")
     return Change(
         op=op,
