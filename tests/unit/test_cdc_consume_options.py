@@ -8,7 +8,7 @@ import typing
 from cdclab.cdc.append import replicate_append
 from cdclab.cdc.consumer import ConsumeResult
 from cdclab.cdc.merge_variants import replicate_with
-from cdclab.cdc.pipeline import ConsumeOptions, consume_routes, replicate, replicate_maxwell
+from cdclab.cdc.pipeline import ConsumeOptions, consume_routes, replicate, replicate_maxwell, route_names
 
 
 def test_a_run_summary_holds_the_counts_then_what_the_run_wrote() -> None:
@@ -50,3 +50,13 @@ def test_the_entry_points_take_the_consume_options_as_keywords() -> None:
         params = inspect.signature(entry).parameters
         assert params["consume"].kind is inspect.Parameter.VAR_KEYWORD, entry.__name__
         assert not set(typing.get_type_hints(ConsumeOptions)) & set(params), entry.__name__
+
+
+def test_route_names_default_to_the_public_schema_and_keep_the_source_schema_in_the_topic() -> None:
+    naming = {"topic_prefix": "shop", "target_schema": "core", "target_prefix": "soft_"}
+    assert route_names("customers", **naming) == (
+        "public.customers",
+        "shop.public.customers",
+        "core.soft_customers",
+    )
+    assert route_names("sales.orders", **naming) == ("sales.orders", "shop.sales.orders", "core.soft_orders")

@@ -32,7 +32,7 @@ from psycopg2.extras import execute_values
 from cdclab.cdc import coltypes
 from cdclab.cdc.events import UNAVAILABLE, MalformedEvent, Skipped, parse_debezium
 from cdclab.cdc.merge import SchemaDrift, _ts, source_columns
-from cdclab.cdc.pipeline import ConsumeOptions, consume_routes, decode_change
+from cdclab.cdc.pipeline import ConsumeOptions, consume_routes, decode_change, route_names
 from cdclab.common.db import SHOP, WAREHOUSE, ident, transaction
 from cdclab.common.ddl import ensure as ensure_ddl
 
@@ -69,14 +69,15 @@ def append_routes(
     routes = []
     with transaction(source_conn_id) as cur:
         for table in tables:
-            qualified = table if "." in table else f"public.{table}"
-            schema, name = qualified.split(".", 1)
+            qualified, topic, target = route_names(
+                table, topic_prefix=topic_prefix, target_schema=target_schema, target_prefix=target_prefix
+            )
             plans = coltypes.plan_table(qualified, coltypes.table_columns(cur, qualified))
             routes.append(
                 AppendRoute(
                     source=qualified,
-                    topic=f"{topic_prefix}.{schema}.{name}",
-                    target=f"{target_schema}.{target_prefix}{name}",
+                    topic=topic,
+                    target=target,
                     types={p.name: p.target_type for p in plans},
                     codecs={p.name: p.codec for p in plans if p.codec != "identity"},
                 )

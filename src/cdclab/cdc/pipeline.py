@@ -134,6 +134,15 @@ def consume_routes(
     )
 
 
+def route_names(
+    table: str, *, topic_prefix: str, target_schema: str, target_prefix: str
+) -> tuple[str, str, str]:
+    """The source (``public`` when ``table`` names no schema), Debezium topic and target of ``table``."""
+    source = table if "." in table else f"public.{table}"
+    schema, name = source.split(".", 1)
+    return source, f"{topic_prefix}.{schema}.{name}", f"{target_schema}.{target_prefix}{name}"
+
+
 def routes_for(
     tables: Sequence[str],
     *,
@@ -146,8 +155,9 @@ def routes_for(
     routes = []
     with transaction(source_conn_id) as cur:
         for table in tables:
-            qualified = table if "." in table else f"public.{table}"
-            schema, name = qualified.split(".", 1)
+            qualified, topic, target = route_names(
+                table, topic_prefix=topic_prefix, target_schema=target_schema, target_prefix=target_prefix
+            )
             # refuses a column whose type cannot be replicated losslessly, before anything is written
             columns = coltypes.table_columns(cur, qualified)
             plans = coltypes.plan_table(qualified, columns)
@@ -168,8 +178,8 @@ def routes_for(
             routes.append(
                 TableRoute(
                     source=qualified,
-                    topic=f"{topic_prefix}.{schema}.{name}",
-                    target=f"{target_schema}.{target_prefix}{name}",
+                    topic=topic,
+                    target=target,
                     key=tuple(key),
                     types={
                         p.name: p.target_type

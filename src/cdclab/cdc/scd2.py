@@ -40,7 +40,7 @@ from psycopg2 import sql
 from psycopg2.extras import execute_values
 
 from cdclab.cdc.events import UNAVAILABLE, Change
-from cdclab.cdc.merge import column_defs, keys_match, source_columns
+from cdclab.cdc.merge import column_defs, keys_match, source_columns, target_columns
 from cdclab.cdc.merge_variants import StreamSummary, replicate_with
 from cdclab.cdc.pipeline import TableRoute, routes_for
 from cdclab.common.db import WAREHOUSE, ident, transaction
@@ -396,7 +396,7 @@ def insert_sql(dimension: str, columns: Sequence[str]) -> sql.Composed:
 
 
 def dimension_columns(cur: Any, dimension: str) -> list[str]:
-    return [n for n, _ in source_columns(cur, dimension) if n not in SCD_COLUMNS]
+    return target_columns(cur, dimension, SCD_COLUMNS)
 
 
 def apply_scd2(
