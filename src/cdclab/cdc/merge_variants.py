@@ -57,6 +57,7 @@ from cdclab.cdc.pipeline import (
     TableRoute,
     consume_routes,
     debezium_parser,
+    keys_per_target,
     routes_for,
     sort_batch,
 )
@@ -556,14 +557,12 @@ def compare_variants(
     routes = routes_for(
         tables, topic_prefix=topic_prefix, target_schema=target_schema, target_prefix=target_prefix
     )
-    diverged: dict[str, list[tuple[Any, ...]]] = {}
-    with transaction(WAREHOUSE) as cur:
-        for r in routes:
-            diff = differing_keys(
-                cur, variant_target(r.target, "merge"), variant_target(r.target, "upsert"), r.key
-            )
-            if diff:
-                diverged[r.target] = diff[:20]
+    diverged = keys_per_target(
+        routes,
+        lambda cur, r: differing_keys(
+            cur, variant_target(r.target, "merge"), variant_target(r.target, "upsert"), r.key
+        ),
+    )
     if diverged:
         raise VariantsDiverged(f"MERGE and upsert targets differ for keys {diverged}")
     return len(routes)

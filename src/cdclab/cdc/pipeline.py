@@ -60,6 +60,24 @@ class TableRoute:
     attnums: dict[str, int] = field(default_factory=dict)
 
 
+def keys_per_target(
+    routes: Sequence[TableRoute],
+    find: Callable[[Any, TableRoute], Sequence[tuple[Any, ...]]],
+    *,
+    most: int = 20,
+    conn_id: str = WAREHOUSE,
+) -> dict[str, list[tuple[Any, ...]]]:
+    """``find(cur, route)`` for every route, all in one transaction of ``conn_id``: the targets for which
+    it found keys (e.g. keys that break a check), each with the first ``most`` of them."""
+    found: dict[str, list[tuple[Any, ...]]] = {}
+    with transaction(conn_id) as cur:
+        for r in routes:
+            keys = find(cur, r)
+            if keys:
+                found[r.target] = list(keys[:most])
+    return found
+
+
 def kafka_bootstrap(kafka_conn_id: str) -> str:
     extra = get_connection(kafka_conn_id).extra_dejson
     servers = extra.get("bootstrap.servers")
