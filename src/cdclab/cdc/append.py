@@ -24,7 +24,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Unpack
 
 from psycopg2 import sql
 from psycopg2.extras import execute_values
@@ -32,7 +32,7 @@ from psycopg2.extras import execute_values
 from cdclab.cdc import coltypes
 from cdclab.cdc.events import UNAVAILABLE, MalformedEvent, Skipped, parse_debezium
 from cdclab.cdc.merge import SchemaDrift, _ts, source_columns
-from cdclab.cdc.pipeline import consume_routes, decode_change
+from cdclab.cdc.pipeline import ConsumeOptions, consume_routes, decode_change, route_names
 from cdclab.common.db import SHOP, WAREHOUSE, ident, transaction
 from cdclab.common.ddl import ensure as ensure_ddl
 
@@ -69,14 +69,15 @@ def append_routes(
     routes = []
     with transaction(source_conn_id) as cur:
         for table in tables:
-            qualified = table if "." in table else f"public.{table}"
-            schema, name = qualified.split(".", 1)
+            qualified, topic, target = route_names(
+                table, topic_prefix=topic_prefix, target_schema=target_schema, target_prefix=target_prefix
+            )
             plans = coltypes.plan_table(qualified, coltypes.table_columns(cur, qualified))
             routes.append(
                 AppendRoute(
                     source=qualified,
-                    topic=f"{topic_prefix}.{schema}.{name}",
-                    target=f"{target_schema}.{target_prefix}{name}",
+                    topic=topic,
+                    target=target,
                     types={p.name: p.target_type for p in plans},
                     codecs={p.name: p.codec for p in plans if p.codec != "identity"},
                 )
@@ -152,14 +153,12 @@ def replicate_append(
     topic_prefix: str = "shop",
     target_schema: str = "core",
     target_prefix: str = "",
-    batch_size: int = 500,
-    max_seconds: float = 300.0,
     source_conn_id: str = SHOP,
     target_conn_id: str = WAREHOUSE,
-    kafka_conn_id: str = "kafka_default",
-    who: str = "",
+    **consume: Unpack[ConsumeOptions],
 ) -> dict[str, Any]:
-    """Catch the ledgers of ``tables`` up from their Debezium topics; returns counts for logs and XCom."""
+    """Catch the ledgers of ``tables`` up from their Debezium topics; returns counts for logs and XCom.
+    ``consume``: how to consume, as for :func:`cdclab.cdc.pipeline.replicate`."""
     routes = append_routes(
         tables,
         topic_prefix=topic_prefix,
@@ -199,23 +198,7 @@ def replicate_append(
             appended[route.target] += max(cur.rowcount, 0)
         return rejects
 
-    result = consume_routes(
-        routes,
-        handle,
-        group=group,
-        batch_size=batch_size,
-        max_seconds=max_seconds,
-        target_conn_id=target_conn_id,
-        kafka_conn_id=kafka_conn_id,
-        who=who,
-    )
-    summary = {
-        "records": result.records,
-        "batches": result.batches,
-        "dead_letters": result.dead_letters,
-        "skipped": dict(skipped),
-        "appended": dict(appended),
-        "seconds": round(result.seconds, 3),
-    }
+    result = consume_routes(routes, handle, group=group, target_conn_id=target_conn_id, **consume)
+    summary = result.summary(skipped, appended=dict(appended))
     log.info("appended %s", summary)
     return summary

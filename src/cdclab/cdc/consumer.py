@@ -132,6 +132,18 @@ class ConsumeResult:
     positions: dict[tuple[str, int], int] = field(default_factory=dict)  # (topic, partition) -> next offset
     seconds: float = 0.0
 
+    def summary(self, skipped: Mapping[str, int], **extra: Any) -> dict[str, Any]:
+        """The counts a replication run returns for logs and XCom: records, batches, dead letters, the
+        ``skipped`` counts and the seconds taken, then ``extra`` (what the run wrote)."""
+        return {
+            "records": self.records,
+            "batches": self.batches,
+            "dead_letters": self.dead_letters,
+            "skipped": dict(skipped),
+            "seconds": round(self.seconds, 3),
+            **extra,
+        }
+
 
 def watermarks(
     consumer: Any, topic: str, partition: int, timeout: float = 10.0, attempts: int = 20

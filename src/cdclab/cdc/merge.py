@@ -39,7 +39,7 @@ import hashlib
 import io
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from itertools import chain
@@ -135,8 +135,9 @@ def ensure_target(cur: Any, target: str, columns: Sequence[tuple[str, str]], key
     )
 
 
-def target_columns(cur: Any, target: str) -> list[str]:
-    return [n for n, _ in source_columns(cur, target) if n not in BOOKKEEPING]
+def target_columns(cur: Any, target: str, bookkeeping: Collection[str] = BOOKKEEPING) -> list[str]:
+    """The columns of ``target`` that carry source data: all but its ``bookkeeping`` columns."""
+    return [n for n, _ in source_columns(cur, target) if n not in bookkeeping]
 
 
 def _check_drift(

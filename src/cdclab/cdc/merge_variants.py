@@ -33,9 +33,9 @@ import datetime as dt
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Unpack
 
 import pendulum
 from psycopg2 import sql
@@ -52,7 +52,15 @@ from cdclab.cdc.merge import (
     keys_match,
     source_columns,
 )
-from cdclab.cdc.pipeline import TableRoute, consume_routes, debezium_parser, routes_for, sort_batch
+from cdclab.cdc.pipeline import (
+    ConsumeOptions,
+    TableRoute,
+    consume_routes,
+    debezium_parser,
+    keys_per_target,
+    routes_for,
+    sort_batch,
+)
 from cdclab.common.db import SHOP, WAREHOUSE, ident, transaction
 from cdclab.common.options import one_of
 
@@ -352,13 +360,9 @@ def replicate_with(
     target_prefix: str = "",
     prepare: Callable[[Any, TableRoute], None] | None = None,
     delivery: Delivery = "log",
-    batch_size: int = 500,
-    max_seconds: float = 300.0,
     source_conn_id: str = SHOP,
     target_conn_id: str = WAREHOUSE,
-    kafka_conn_id: str = "kafka_default",
-    who: str = "",
-    stop_at: Mapping[tuple[str, int], int] | None = None,
+    **consume: Unpack[ConsumeOptions],
 ) -> StreamSummary:
     """Like :func:`cdclab.cdc.pipeline.replicate`, with the per-table batch work given as ``apply``.
 
@@ -366,8 +370,9 @@ def replicate_with(
     heartbeats and transaction markers are counted in ``skipped``; malformed records and NULL keys are
     dead-lettered with the reason. ``delivery="reversed"`` hands each batch to ``apply`` in reverse
     arrival order (a demonstration that arrival order does not decide the result; positions do).
-    ``stop_at``: end offsets to stop at (:func:`cdclab.cdc.pipeline.end_offsets`), so that several
-    variants process exactly the same records while the source keeps changing.
+    ``consume``: how to consume, as for :func:`cdclab.cdc.pipeline.replicate`; e.g. ``stop_at``: end
+    offsets to stop at (:func:`cdclab.cdc.pipeline.end_offsets`), so that several variants process
+    exactly the same records while the source keeps changing.
     """
     routes = routes_for(
         tables,
@@ -393,17 +398,7 @@ def replicate_with(
         return rejects
 
     t0 = time.monotonic()
-    result = consume_routes(
-        routes,
-        handle,
-        group=group,
-        batch_size=batch_size,
-        max_seconds=max_seconds,
-        target_conn_id=target_conn_id,
-        kafka_conn_id=kafka_conn_id,
-        who=who,
-        stop_at=stop_at,
-    )
+    result = consume_routes(routes, handle, group=group, target_conn_id=target_conn_id, **consume)
     summary.records, summary.batches, summary.dead_letters = (
         result.records,
         result.batches,
@@ -562,14 +557,12 @@ def compare_variants(
     routes = routes_for(
         tables, topic_prefix=topic_prefix, target_schema=target_schema, target_prefix=target_prefix
     )
-    diverged: dict[str, list[tuple[Any, ...]]] = {}
-    with transaction(WAREHOUSE) as cur:
-        for r in routes:
-            diff = differing_keys(
-                cur, variant_target(r.target, "merge"), variant_target(r.target, "upsert"), r.key
-            )
-            if diff:
-                diverged[r.target] = diff[:20]
+    diverged = keys_per_target(
+        routes,
+        lambda cur, r: differing_keys(
+            cur, variant_target(r.target, "merge"), variant_target(r.target, "upsert"), r.key
+        ),
+    )
     if diverged:
         raise VariantsDiverged(f"MERGE and upsert targets differ for keys {diverged}")
     return len(routes)

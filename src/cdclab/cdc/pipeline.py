@@ -22,7 +22,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict, Unpack
 
 from cdclab.cdc import coltypes, ddl
 from cdclab.cdc import consumer as kc
@@ -67,6 +67,24 @@ class TableRoute:
     attnums: dict[str, int] = field(default_factory=dict)
 
 
+def keys_per_target(
+    routes: Sequence[TableRoute],
+    find: Callable[[Any, TableRoute], Sequence[tuple[Any, ...]]],
+    *,
+    most: int = 20,
+    conn_id: str = WAREHOUSE,
+) -> dict[str, list[tuple[Any, ...]]]:
+    """``find(cur, route)`` for every route, all in one transaction of ``conn_id``: the targets for which
+    it found keys (e.g. keys that break a check), each with the first ``most`` of them."""
+    found: dict[str, list[tuple[Any, ...]]] = {}
+    with transaction(conn_id) as cur:
+        for r in routes:
+            keys = find(cur, r)
+            if keys:
+                found[r.target] = list(keys[:most])
+    return found
+
+
 def kafka_bootstrap(kafka_conn_id: str) -> str:
     extra = get_connection(kafka_conn_id).extra_dejson
     servers = extra.get("bootstrap.servers")
@@ -88,16 +106,32 @@ class Routed(Protocol):
     def target(self) -> str: ...
 
 
+class ConsumeOptions(TypedDict, total=False):
+    """How a replication run consumes its topics: the keywords the entry points (:func:`replicate`,
+    :func:`replicate_maxwell`, :func:`cdclab.cdc.append.replicate_append`,
+    :func:`cdclab.cdc.merge_variants.replicate_with`) pass on unchanged to :func:`consume_routes`, whose
+    defaults apply to what a call leaves out."""
+
+    batch_size: int
+    max_seconds: float
+    kafka_conn_id: str
+    who: str
+    snapshotted: Collection[str]
+    stop_at: Mapping[tuple[str, int], int] | None
+    follow: threading.Event | None
+    poll_timeout: float
+
+
 def consume_routes(
     routes: Sequence[Routed],
     handler: kc.BatchHandler,
     *,
     group: str,
-    batch_size: int,
-    max_seconds: float,
-    target_conn_id: str,
-    kafka_conn_id: str,
-    who: str,
+    target_conn_id: str = WAREHOUSE,
+    batch_size: int = 500,
+    max_seconds: float = 300.0,
+    kafka_conn_id: str = "kafka_default",
+    who: str = "",
     snapshotted: Collection[str] = (),
     stop_at: Mapping[tuple[str, int], int] | None = None,
     follow: threading.Event | None = None,
@@ -125,6 +159,15 @@ def consume_routes(
     )
 
 
+def route_names(
+    table: str, *, topic_prefix: str, target_schema: str, target_prefix: str
+) -> tuple[str, str, str]:
+    """The source (``public`` when ``table`` names no schema), Debezium topic and target of ``table``."""
+    source = table if "." in table else f"public.{table}"
+    schema, name = source.split(".", 1)
+    return source, f"{topic_prefix}.{schema}.{name}", f"{target_schema}.{target_prefix}{name}"
+
+
 def routes_for(
     tables: Sequence[str],
     *,
@@ -137,8 +180,9 @@ def routes_for(
     routes = []
     with transaction(source_conn_id) as cur:
         for table in tables:
-            qualified = table if "." in table else f"public.{table}"
-            schema, name = qualified.split(".", 1)
+            qualified, topic, target = route_names(
+                table, topic_prefix=topic_prefix, target_schema=target_schema, target_prefix=target_prefix
+            )
             # refuses a column whose type cannot be replicated losslessly, before anything is written
             columns = coltypes.table_columns(cur, qualified)
             plans = coltypes.plan_table(qualified, columns)
@@ -159,8 +203,8 @@ def routes_for(
             routes.append(
                 TableRoute(
                     source=qualified,
-                    topic=f"{topic_prefix}.{schema}.{name}",
-                    target=f"{target_schema}.{target_prefix}{name}",
+                    topic=topic,
+                    target=target,
                     key=tuple(key),
                     types={
                         p.name: p.target_type
@@ -227,19 +271,14 @@ def replicate(
     target_prefix: str = "",
     delete_mode: DeleteMode = "hard",
     schema_policy: SchemaPolicy = "fail",
-    batch_size: int = 500,
-    max_seconds: float = 300.0,
     source_conn_id: str = SHOP,
     target_conn_id: str = WAREHOUSE,
-    kafka_conn_id: str = "kafka_default",
-    who: str = "",
-    snapshotted: Sequence[str] = (),
-    stop_at: Mapping[tuple[str, int], int] | None = None,
-    follow: threading.Event | None = None,
-    poll_timeout: float = 0.5,
+    **consume: Unpack[ConsumeOptions],
 ) -> dict[str, Any]:
     """Catch ``tables`` up from their Debezium topics into the warehouse; returns counts for logs and XCom.
 
+    ``consume``: how to consume (:class:`ConsumeOptions`: ``batch_size`` 500, ``max_seconds`` 300,
+    ``kafka_conn_id``, ``who``, ...; the defaults of :func:`consume_routes`).
     ``snapshotted``: tables whose snapshot has been requested (71_09_01's initial snapshot), for which a
     new consumer group may start at a log start above 0: the snapshot re-reads their rows.
     ``stop_at``: end offsets (:func:`end_offsets`) to stop at instead of the current end.
@@ -259,15 +298,8 @@ def replicate(
         group=group,
         delete_mode=delete_mode,
         schema_policy=schema_policy,
-        batch_size=batch_size,
-        max_seconds=max_seconds,
         target_conn_id=target_conn_id,
-        kafka_conn_id=kafka_conn_id,
-        who=who,
-        snapshotted=snapshotted,
-        stop_at=stop_at,
-        follow=follow,
-        poll_timeout=poll_timeout,
+        **consume,
     )
 
 
@@ -370,14 +402,12 @@ def replicate_maxwell(
     target_schema: str = "core",
     target_prefix: str = "mysql_",
     delete_mode: DeleteMode = "hard",
-    batch_size: int = 500,
-    max_seconds: float = 300.0,
     model_conn_id: str = SHOP,
     target_conn_id: str = WAREHOUSE,
-    kafka_conn_id: str = "kafka_default",
-    who: str = "",
+    **consume: Unpack[ConsumeOptions],
 ) -> dict[str, Any]:
     """Catch MariaDB tables (``database.table``) up from their Maxwell topics into the warehouse.
+    ``consume``: as for :func:`replicate`.
 
     The target takes the columns, types and key of ``model``, a table of the Postgres ``shop`` with the
     same logical shape, so both CDC paths land in the same warehouse model."""
@@ -401,11 +431,8 @@ def replicate_maxwell(
         group=group,
         delete_mode=delete_mode,
         schema_policy="fail",
-        batch_size=batch_size,
-        max_seconds=max_seconds,
         target_conn_id=target_conn_id,
-        kafka_conn_id=kafka_conn_id,
-        who=who,
+        **consume,
     )
 
 
@@ -465,15 +492,8 @@ def _run(
     group: str,
     delete_mode: DeleteMode,
     schema_policy: SchemaPolicy,
-    batch_size: int,
-    max_seconds: float,
     target_conn_id: str,
-    kafka_conn_id: str,
-    who: str,
-    snapshotted: Sequence[str] = (),
-    stop_at: Mapping[tuple[str, int], int] | None = None,
-    follow: threading.Event | None = None,
-    poll_timeout: float = 0.5,
+    **consume: Unpack[ConsumeOptions],
 ) -> dict[str, Any]:
     one_of("delete_mode", delete_mode, DeleteMode)  # before anything is read or written
     one_of("schema_policy", schema_policy, SchemaPolicy)
@@ -504,28 +524,11 @@ def _run(
             )
         return rejects
 
-    result = consume_routes(
-        routes,
-        handle,
-        group=group,
-        batch_size=batch_size,
-        max_seconds=max_seconds,
-        target_conn_id=target_conn_id,
-        kafka_conn_id=kafka_conn_id,
-        who=who,
-        snapshotted=snapshotted,
-        stop_at=stop_at,
-        follow=follow,
-        poll_timeout=poll_timeout,
+    result = consume_routes(routes, handle, group=group, target_conn_id=target_conn_id, **consume)
+    summary = result.summary(
+        skipped,
+        targets={t: vars(m) for t, m in totals.items()},
+        positions={f"{t}[{p}]": o for (t, p), o in result.positions.items()},
     )
-    summary = {
-        "records": result.records,
-        "batches": result.batches,
-        "dead_letters": result.dead_letters,
-        "skipped": dict(skipped),
-        "seconds": round(result.seconds, 3),
-        "targets": {t: vars(m) for t, m in totals.items()},
-        "positions": {f"{t}[{p}]": o for (t, p), o in result.positions.items()},
-    }
     log.info("replicated %s", summary)
     return summary

@@ -40,10 +40,10 @@ from psycopg2 import sql
 from psycopg2.extras import execute_values
 
 from cdclab.cdc.events import UNAVAILABLE, Change
-from cdclab.cdc.merge import column_defs, keys_match, source_columns
+from cdclab.cdc.merge import column_defs, keys_match, source_columns, target_columns
 from cdclab.cdc.merge_variants import StreamSummary, replicate_with
-from cdclab.cdc.pipeline import TableRoute, routes_for
-from cdclab.common.db import WAREHOUSE, ident, transaction
+from cdclab.cdc.pipeline import TableRoute, keys_per_target, routes_for
+from cdclab.common.db import ident
 from cdclab.common.ddl import ensure as ensure_ddl
 
 SCD_COLUMNS = (
@@ -396,7 +396,7 @@ def insert_sql(dimension: str, columns: Sequence[str]) -> sql.Composed:
 
 
 def dimension_columns(cur: Any, dimension: str) -> list[str]:
-    return [n for n, _ in source_columns(cur, dimension) if n not in SCD_COLUMNS]
+    return target_columns(cur, dimension, SCD_COLUMNS)
 
 
 def apply_scd2(
@@ -536,12 +536,7 @@ def verify_histories(
     routes = routes_for(
         tables, topic_prefix=topic_prefix, target_schema=target_schema, target_prefix=target_prefix
     )
-    broken: dict[str, list[tuple[Any, ...]]] = {}
-    with transaction(WAREHOUSE) as cur:
-        for r in routes:
-            bad = history_violations(cur, r.target, r.key)
-            if bad:
-                broken[r.target] = bad[:20]
+    broken = keys_per_target(routes, lambda cur, r: history_violations(cur, r.target, r.key))
     if broken:
         raise HistoryBroken(f"broken histories (overlap, open non-last version or unexplained gap): {broken}")
     return [r.target for r in routes]
