@@ -221,3 +221,29 @@ def test_negative_zero_float_is_sent_as_text():
     assert float_value(1.5) == 1.5
     assert float_value("NaN") == "NaN"
     assert plan_column("public.t", col("f", "float8")).codec == "float"
+
+
+def test_row_decoder_matches_decode_row_and_skips_identity_columns():
+    codecs = {"d": "date", "ts": "timestamptz", "i": "identity", "gone": "date"}
+    decode = coltypes.row_decoder(codecs)
+    row = {"d": 20000, "ts": "2026-03-01T10:00:00Z", "i": 7, "extra": UNAVAILABLE}
+    assert (
+        decode(row)
+        == decode_row(row, codecs)
+        == {
+            "d": "2024-10-04",
+            "ts": "2026-03-01 10:00:00+00",
+            "i": 7,
+            "extra": UNAVAILABLE,
+        }
+    )
+    assert decode(None) is None
+    assert row["d"] == 20000  # the image is copied, not changed
+
+
+def test_zoned_timestamp_fast_path_agrees_with_the_general_one():
+    # four-digit years take the short path; year 0000 and signed years take the general one
+    assert zoned_timestamp("0001-01-01T00:00:00Z") == "0001-01-01 00:00:00+00"
+    assert zoned_timestamp("0000-06-15T12:00:00+02:00") == "0001-06-15 12:00:00+02:00 BC"
+    assert zoned_timestamp("9999-12-31T23:59:59.999999-05:30") == "9999-12-31 23:59:59.999999-05:30"
+    assert zoned_timestamp("+2026-03-01T10:00:00Z") == "2026-03-01 10:00:00+00"

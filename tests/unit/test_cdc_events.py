@@ -151,3 +151,14 @@ def test_incremental_snapshot_reads_take_their_position_from_the_sequence():
         envelope("r", after={"id": 5}, lsn=None, snapshot="incremental", sequence='["96028064","96028064"]'),
     )
     assert isinstance(c, Change) and c.op == "r" and c.position == 96028064 and c.snapshot
+
+
+def test_built_change_equals_the_constructed_one_and_needs_every_field():
+    from cdclab.cdc.events import Change, built
+
+    fields = dict(op="u", table="public.t", key={"id": 1}, before=None, after={"id": 1}, position=5,
+                  tx_id="9", ts_ms=1, snapshot=False, source="debezium", unavailable=frozenset())  # fmt: skip
+    assert built(**fields) == Change(**fields)
+    del fields["tx_id"]
+    with pytest.raises(TypeError, match="tx_id"):
+        built(**fields)
