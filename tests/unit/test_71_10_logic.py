@@ -69,6 +69,39 @@ def test_alert_below_warn_is_a_configuration_error() -> None:
         health.grade(1, 5, 2)
 
 
+class _Conn:
+    """A connection whose cursor is a plain object; counts rollbacks."""
+
+    def __init__(self) -> None:
+        self.rollbacks = 0
+
+    def cursor(self) -> _Cursor:
+        return _Cursor()
+
+    def rollback(self) -> None:
+        self.rollbacks += 1
+
+
+class _Cursor:
+    def __enter__(self) -> _Cursor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def test_per_subject_checks_come_in_subject_order_from_one_cursor_then_the_read_is_rolled_back() -> None:
+    conn, cursors = _Conn(), set()
+
+    def measure(cur: object, subject: str) -> list[health.Check]:
+        cursors.add(id(cur))
+        return [health._check("m", f"{subject}/{n}", n, 2, 5, "") for n in range(len(subject))]
+
+    checks = health._per_subject(conn, ["ab", "", "c"], measure)
+    assert [(c.subject, c.status) for c in checks] == [("ab/0", "ok"), ("ab/1", "ok"), ("c/0", "ok")]
+    assert len(cursors) == 1 and conn.rollbacks == 1
+
+
 @pytest.mark.parametrize(
     ("amount", "parsed", "reason"),
     [

@@ -146,3 +146,23 @@ def test_local_day_totals_compare_utc_instants_with_the_day_bounds():
     )
     per_zone = text(day_totals_sql("public.orders", "public.customers"))
     assert 'JOIN "public"."customers" c ON c.id = o.customer_id WHERE c.home_tz = %(tz)s' in per_zone
+
+
+def test_write_window_upserts_the_window_row_and_returns_it() -> None:
+    calls: list[tuple[str, dict[str, object]]] = []
+
+    class Cursor:
+        def execute(self, statement: object, params: dict[str, object]) -> None:
+            calls.append((text(statement), params))  # type: ignore[arg-type]
+
+    w = Window(dt.datetime(2026, 3, 1, tzinfo=dt.UTC), dt.datetime(2026, 3, 2, tzinfo=dt.UTC))
+    row = windowagg.write_window(Cursor(), "marts.daily", w, 3, 12.5, 1, "r1")
+    assert row == {
+        "w_start": w.start,
+        "w_end": w.end,
+        "orders": 3,
+        "revenue": 12.5,
+        "late_orders": 1,
+        "run_id": "r1",
+    }
+    assert calls == [(text(windowagg.upsert_window_sql("marts.daily")), row)]

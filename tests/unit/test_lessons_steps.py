@@ -49,6 +49,41 @@ def test_a_cdc_bench_is_built_from_the_dag_params_and_the_run() -> None:
     assert (b.batch_sizes, b.experiment, b.dag_id, b.run_id) == ([20, 500], "x", "d", "run")
 
 
+def test_a_bench_replicates_under_its_group_schema_prefix_and_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[tuple[object, ...], dict[str, object]]] = []
+    monkeypatch.setattr(
+        cdc_performance, "replicate_with", lambda *a, **kw: calls.append((a, kw)) or "summary"
+    )
+    b = cdc_performance.CdcBench.from_params(PARAMS, "d", "run")
+    apply = object()
+    assert b.replicate(apply, "p1of2", who="/p1", batch_size=7) == "summary"  # type: ignore[arg-type]
+    b.replicate(apply, "t20", "perf_t20_", stop_at={})  # type: ignore[arg-type]
+    assert calls == [
+        (
+            (["public.customers"], apply),
+            {
+                "group": "g.p1of2",
+                "topic_prefix": cdc_performance.TOPIC_PREFIX,
+                "target_schema": "core",
+                "target_prefix": "perf_",
+                "who": "d/run/p1",
+                "batch_size": 7,
+            },
+        ),
+        (
+            (["public.customers"], apply),
+            {
+                "group": "g.t20",
+                "topic_prefix": cdc_performance.TOPIC_PREFIX,
+                "target_schema": "core",
+                "target_prefix": "perf_t20_",
+                "who": "d/run",
+                "stop_at": {},
+            },
+        ),
+    ]
+
+
 def test_each_batch_size_variant_writes_under_its_own_prefix() -> None:
     assert [cdc_performance.batch_prefix("perf_71_07_03_", s) for s in (10, 1000)] == [
         "perf_71_07_03_b10_",

@@ -75,3 +75,22 @@ def test_the_stream_and_sink_tables_are_identifiers_of_their_schema():
         sql.Identifier("marts", "eo_transactional_deliveries"),
         sql.Identifier("marts", "eo_transactional_events"),
     )
+
+
+def test_schema_tables_identifiers_name_the_schema_every_table_and_the_extras():
+    from cdclab.common.tablenames import tables_of
+
+    k = exactly_once.SinkTables("marts", "eo_", "at_least_once")
+    assert tables_of(k) == {
+        "deliveries": sql.Identifier("marts", "eo_at_least_once_deliveries"),
+        "events": sql.Identifier("marts", "eo_at_least_once_events"),
+    }
+    s = streams.StreamTables("m", "c_")
+    assert s.identifiers(extra=sql.Identifier("c_idx")) == {
+        "schema": sql.Identifier("m"),
+        "seen": sql.Identifier("m", "c_seen"),
+        "windows": sql.Identifier("m", "c_windows"),
+        "too_late": sql.Identifier("m", "c_too_late"),
+        "checkpoint": sql.Identifier("m", "c_checkpoint"),
+        "extra": sql.Identifier("c_idx"),
+    }

@@ -139,22 +139,29 @@ def _pg_date(year: int, month: int, day: int) -> tuple[str, str]:
     return f"{year:04d}-{month:02d}-{day:02d}", ""
 
 
-def date_from_days(value: Any) -> Any:
-    """io.debezium.time.Date (days since the epoch) -> 'YYYY-MM-DD[ BC]' or '[-]infinity'."""
+def _literal(value: Any, positive: int, negative: int, finite: Callable[[int], str]) -> Any:
+    """A Debezium integer temporal value as PostgreSQL text: ``None`` stays ``None``, the sentinels
+    ``positive`` / ``negative`` become 'infinity' / '-infinity', any other number ``finite(number)``."""
     if value is None:
         return None
-    return _date_text(int(value))
+    number = int(value)
+    if number == positive:
+        return "infinity"
+    if number == negative:
+        return "-infinity"
+    return finite(number)
 
 
 @functools.lru_cache(maxsize=1 << 16)
-def _date_text(days: int) -> str:
+def _date(days: int) -> str:
     """The text of a day number (cached: a date column repeats few distinct days across a batch)."""
-    if days == DATE_POS_INFINITY:
-        return "infinity"
-    if days == DATE_NEG_INFINITY:
-        return "-infinity"
     text, era = _pg_date(*civil_from_days(days))
     return text + era
+
+
+def date_from_days(value: Any) -> Any:
+    """io.debezium.time.Date (days since the epoch) -> 'YYYY-MM-DD[ BC]' or '[-]infinity'."""
+    return _literal(value, DATE_POS_INFINITY, DATE_NEG_INFINITY, _date)
 
 
 def _clock(micros_of_day: int) -> str:
@@ -184,26 +191,17 @@ def _timestamp(micros: int) -> str:
 
 def timestamp_from_micros(value: Any) -> Any:
     """io.debezium.time.MicroTimestamp (microseconds since the epoch, no zone) -> timestamp literal."""
-    if value is None:
-        return None
-    micros = int(value)
-    if micros == TS_POS_INFINITY_MICROS:
-        return "infinity"
-    if micros == TS_NEG_INFINITY_MICROS:
-        return "-infinity"
-    return _timestamp(micros)
+    return _literal(value, TS_POS_INFINITY_MICROS, TS_NEG_INFINITY_MICROS, _timestamp)
 
 
 def timestamp_from_millis(value: Any) -> Any:
     """io.debezium.time.Timestamp (milliseconds; columns declared timestamp(0..3)) -> timestamp literal."""
-    if value is None:
-        return None
-    millis = int(value)
-    if millis == TS_POS_INFINITY_MICROS // 1000:
-        return "infinity"
-    if millis == -(-TS_NEG_INFINITY_MICROS // 1000):
-        return "-infinity"
-    return _timestamp(millis * 1000)
+    return _literal(
+        value,
+        TS_POS_INFINITY_MICROS // 1000,
+        -(-TS_NEG_INFINITY_MICROS // 1000),
+        lambda millis: _timestamp(millis * 1000),
+    )
 
 
 _ISO = re.compile(

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -123,3 +123,18 @@ def transaction(conn_id: str) -> Iterator[Any]:
 def ident(name: str) -> sql.Composable:
     """Quote ``schema.table`` or ``table`` as SQL identifiers."""
     return sql.SQL(".").join(sql.Identifier(part) for part in name.split("."))
+
+
+def insert_row(cur: Any, table: str, row: Mapping[str, Any], returning: str | None = None) -> Any:
+    """``INSERT INTO table (<row's keys>) VALUES (<row's values>)``, the values bound as parameters;
+    with ``returning`` the value of that column of the new row (a generated id), else ``None``."""
+    statement = sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
+        ident(table),
+        sql.SQL(", ").join(map(sql.Identifier, row)),
+        sql.SQL(", ").join(sql.Placeholder() * len(row)),
+    )
+    if returning is None:
+        cur.execute(statement, list(row.values()))
+        return None
+    cur.execute(statement + sql.SQL(" RETURNING {}").format(sql.Identifier(returning)), list(row.values()))
+    return cur.fetchone()[0]

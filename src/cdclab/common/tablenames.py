@@ -6,6 +6,7 @@ Vocabulary:
 - *table*: a :class:`Table` attribute of the set's class; reading it gives ``name(<attribute name>)``.
 
 - :class:`PrefixedTables`: the usual set, its tables named ``<prefix>_<table>``.
+- :class:`SchemaTables`: a set in one schema, its tables ``psycopg2.sql.Identifier(schema, <prefix><table>)``.
 
 ::
 
@@ -22,6 +23,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, overload
+
+from psycopg2 import sql
 
 N = TypeVar("N", covariant=True)
 
@@ -50,6 +53,16 @@ class Table:
         return self if obj is None else obj.name(self.what)
 
 
+def tables_of(tables: Any) -> dict[str, Any]:
+    """Every :class:`Table` of the table set ``tables`` (of its class and its bases) -> its name."""
+    return {
+        what: tables.name(what)
+        for klass in type(tables).__mro__
+        for what, v in vars(klass).items()
+        if isinstance(v, Table)
+    }
+
+
 @dataclass(frozen=True)
 class PrefixedTables:
     """A table set whose tables are named ``<prefix>_<table>`` (``core.agg`` + ``orders``)."""
@@ -64,7 +77,21 @@ class PrefixedTables:
         attribute name: ``sql.SQL("CREATE TABLE {orders} ...").format(**t.identifiers())``."""
         from cdclab.common.db import ident
 
-        tables = {
-            what for klass in type(self).__mro__ for what, v in vars(klass).items() if isinstance(v, Table)
-        }
-        return {what: ident(name) for what, name in {**{w: self.name(w) for w in tables}, **more}.items()}
+        return {what: ident(name) for what, name in {**tables_of(self), **more}.items()}
+
+
+@dataclass(frozen=True)
+class SchemaTables:
+    """A table set in the schema ``schema`` whose tables are named ``<prefix><table>`` (the prefix brings
+    its own separator), as ``psycopg2.sql.Identifier`` ready for a statement."""
+
+    schema: str
+    prefix: str
+
+    def name(self, what: str) -> sql.Identifier:
+        return sql.Identifier(self.schema, f"{self.prefix}{what}")
+
+    def identifiers(self, **more: Any) -> dict[str, Any]:
+        """``schema`` (the schema's identifier), every table of the set and each of ``more`` (composables by
+        placeholder): ``sql.SQL("CREATE SCHEMA IF NOT EXISTS {schema}; ...").format(**t.identifiers())``."""
+        return {"schema": sql.Identifier(self.schema), **tables_of(self), **more}

@@ -43,6 +43,8 @@ from cdclab.cdc.events import MalformedEvent, parse_debezium
 from cdclab.cdc.inspect import read_topic
 from cdclab.cdc.merge import apply_changes, ensure_target
 from cdclab.cdc.merge_variants import (
+    ApplyBatch,
+    StreamSummary,
     VariantsDiverged,
     differing_keys,
     ensure_stage,
@@ -97,6 +99,23 @@ class CdcBench:
             topic_prefix=TOPIC_PREFIX,
             target_schema=self.target_schema,
             target_prefix=self.target_prefix if target_prefix is None else target_prefix,
+        )
+
+    def replicate(
+        self, apply: ApplyBatch, group: str, target_prefix: str | None = None, who: str = "", **more: Any
+    ) -> StreamSummary:
+        """:func:`replicate_with` of the tables' topics through ``apply``: consumer group
+        ``<consumer_group>.<group>``, into this bench's target schema with its or another target prefix,
+        ``who`` = ``<dag_id>/<run_id><who>``; ``more`` goes to :func:`replicate_with` as is."""
+        return replicate_with(
+            self.tables,
+            apply,
+            group=f"{self.consumer_group}.{group}",
+            topic_prefix=TOPIC_PREFIX,
+            target_schema=self.target_schema,
+            target_prefix=self.target_prefix if target_prefix is None else target_prefix,
+            who=f"{self.dag_id}/{self.run_id}{who}",
+            **more,
         )
 
     def record(self, wh: Any, m: perf.Measurement) -> None:
@@ -267,16 +286,12 @@ def tune_statement_sizes(
         perf.ensure_schema(wh)
         for size in statement_sizes:
             apply = ChunkedApply(size)
-            summary = replicate_with(
-                bench.tables,
+            summary = bench.replicate(
                 apply,
-                group=f"{bench.consumer_group}.t{size}",
-                topic_prefix=TOPIC_PREFIX,
-                target_schema=bench.target_schema,
-                target_prefix=tune_prefix(bench.target_prefix, size),
+                f"t{size}",
+                tune_prefix(bench.target_prefix, size),
                 prepare=_create_target,
                 batch_size=consumer_batch,
-                who=f"{bench.dag_id}/{bench.run_id}",
                 stop_at=stop_at,
             )
             changes = apply.changes
@@ -471,16 +486,7 @@ def apply_partition(bench: CdcBench, partition: int, partitions: int, consumer_b
             rows[variant] += len(mine)
         return {"changes": len(mine)}
 
-    summary = replicate_with(
-        bench.tables,
-        apply,
-        group=f"{bench.consumer_group}.p{partition}of{n}",
-        topic_prefix=TOPIC_PREFIX,
-        target_schema=bench.target_schema,
-        target_prefix=bench.target_prefix,
-        batch_size=consumer_batch,
-        who=f"{bench.dag_id}/{bench.run_id}/p{partition}",
-    )
+    summary = bench.replicate(apply, f"p{partition}of{n}", who=f"/p{partition}", batch_size=consumer_batch)
     ended_at = datetime.now(UTC)
     with closing(connect(WAREHOUSE)) as wh:
         with wh:

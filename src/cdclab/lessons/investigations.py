@@ -47,8 +47,20 @@ def window_subject(start: dt.datetime, end: dt.datetime) -> str:
     return f"[{start.isoformat()}, {end.isoformat()})"
 
 
+class _Investigation:
+    """A DAG run of an investigation lesson: it records its findings in ``findings_table``."""
+
+    findings_table: str
+    dag_id: str
+    run_id: str | None
+
+    def finding(self, cur: Any, **kw: Any) -> None:
+        """Append one finding of this run (no commit)."""
+        d.record_finding(cur, self.findings_table, dag_id=self.dag_id, run_id=self.run_id, **kw)
+
+
 @dataclass(frozen=True)
-class GapRun:
+class GapRun(_Investigation):
     source: str
     target: str
     key_column: str
@@ -77,10 +89,6 @@ class GapRun:
             dag_id,
             run_id,
         )
-
-    def finding(self, cur: Any, **kw: Any) -> None:
-        """Append one finding of this run (no commit)."""
-        d.record_finding(cur, self.findings_table, dag_id=self.dag_id, run_id=self.run_id, **kw)
 
     def gaps(self, scur: Any, cur: Any) -> list[d.Gap]:
         """The source keys missing from the target, by grid window (:func:`cdclab.ops.diagnostics.find_gaps`)."""
@@ -191,7 +199,7 @@ def verify_no_gaps(r: GapRun, repaired: int) -> None:
 
 
 @dataclass(frozen=True)
-class DuplicateRun:
+class DuplicateRun(_Investigation):
     target: str
     key_column: str
     order_columns: Sequence[str]
@@ -209,10 +217,6 @@ class DuplicateRun:
             dag_id,
             run_id,
         )
-
-    def finding(self, cur: Any, **kw: Any) -> None:
-        """Append one finding of this run (no commit)."""
-        d.record_finding(cur, self.findings_table, dag_id=self.dag_id, run_id=self.run_id, **kw)
 
     def duplicates(self, cur: Any) -> list[d.DuplicateRow]:
         """Every row of a key that occurs more than once (:func:`cdclab.ops.diagnostics.duplicate_rows`)."""

@@ -175,6 +175,23 @@ def stage(conn: Any, name: str, columns: Sequence[tuple[str, str]], rows: Sequen
     return len(rows)
 
 
+# the steps of apply_scd2_customers, in order: the Scd2Result count -> its statement ({dc} the dimension,
+# {d} / {s} the tracked attributes of the dimension row / of the staged row, {cols} their names, {newer}
+# a staged customer with a newer version than the dimension's current, non-inferred row)
+_SCD2_STEPS = {
+    "completed": "UPDATE {dc} d SET {set_attrs}, source_version = s.version, is_inferred = false "
+    "FROM _dw_stg_customer s WHERE d.customer_id = s.customer_id AND d.is_current AND d.is_inferred",
+    "touched": "UPDATE {dc} d SET source_version = s.version {newer} AND ROW({d}) IS NOT DISTINCT FROM ROW({s})",
+    "retired": "UPDATE {dc} d SET valid_to = s.updated_at, is_current = false {newer} "
+    "AND ROW({d}) IS DISTINCT FROM ROW({s})",
+    "inserted": "INSERT INTO {dc} (customer_id, {cols}, source_version, valid_from, valid_to, is_current, "
+    "is_inferred) SELECT s.customer_id, {s}, s.version, CASE WHEN EXISTS (SELECT 1 FROM {dc} o "
+    "WHERE o.customer_id = s.customer_id) THEN s.updated_at ELSE '-infinity' END, NULL, true, false "
+    "FROM _dw_stg_customer s WHERE NOT EXISTS (SELECT 1 FROM {dc} d "
+    "WHERE d.customer_id = s.customer_id AND d.is_current)",
+}
+
+
 def apply_scd2_customers(conn: Any, dim_customer: str, customers: Sequence[Mapping[str, Any]]) -> Scd2Result:
     """Apply changed source customers (``id`` or ``customer_id`` plus attributes, ``updated_at``,
     ``version``) to the SCD2 dimension: complete inferred members, retire changed versions, insert new."""
@@ -186,41 +203,17 @@ def apply_scd2_customers(conn: Any, dim_customer: str, customers: Sequence[Mappi
     s_attrs = sql.SQL(", ").join(sql.SQL("s.{}").format(_i(c)) for c in CUSTOMER_TRACKED)
     set_attrs = sql.SQL(", ").join(sql.SQL("{c} = s.{c}").format(c=_i(c)) for c in CUSTOMER_TRACKED)
     cols = sql.SQL(", ").join(_i(c) for c in CUSTOMER_TRACKED)
+    newer = sql.SQL(
+        "FROM _dw_stg_customer s WHERE d.customer_id = s.customer_id AND d.is_current AND NOT d.is_inferred "
+        "AND s.version > d.source_version"
+    )
+    parts = {"dc": dc, "set_attrs": set_attrs, "d": d_attrs, "s": s_attrs, "cols": cols, "newer": newer}
+    counts = {}
     with conn.cursor() as cur:
-        cur.execute(
-            sql.SQL(
-                "UPDATE {dc} d SET {set_attrs}, source_version = s.version, is_inferred = false "
-                "FROM _dw_stg_customer s WHERE d.customer_id = s.customer_id AND d.is_current AND d.is_inferred"
-            ).format(dc=dc, set_attrs=set_attrs)
-        )
-        completed = cur.rowcount
-        cur.execute(
-            sql.SQL(
-                "UPDATE {dc} d SET source_version = s.version FROM _dw_stg_customer s "
-                "WHERE d.customer_id = s.customer_id AND d.is_current AND NOT d.is_inferred "
-                "AND s.version > d.source_version AND ROW({d}) IS NOT DISTINCT FROM ROW({s})"
-            ).format(dc=dc, d=d_attrs, s=s_attrs)
-        )
-        touched = cur.rowcount
-        cur.execute(
-            sql.SQL(
-                "UPDATE {dc} d SET valid_to = s.updated_at, is_current = false FROM _dw_stg_customer s "
-                "WHERE d.customer_id = s.customer_id AND d.is_current AND NOT d.is_inferred "
-                "AND s.version > d.source_version AND ROW({d}) IS DISTINCT FROM ROW({s})"
-            ).format(dc=dc, d=d_attrs, s=s_attrs)
-        )
-        retired = cur.rowcount
-        cur.execute(
-            sql.SQL(
-                "INSERT INTO {dc} (customer_id, {cols}, source_version, valid_from, valid_to, is_current, "
-                "is_inferred) SELECT s.customer_id, {s}, s.version, CASE WHEN EXISTS (SELECT 1 FROM {dc} o "
-                "WHERE o.customer_id = s.customer_id) THEN s.updated_at ELSE '-infinity' END, NULL, true, false "
-                "FROM _dw_stg_customer s WHERE NOT EXISTS (SELECT 1 FROM {dc} d "
-                "WHERE d.customer_id = s.customer_id AND d.is_current)"
-            ).format(dc=dc, cols=cols, s=s_attrs)
-        )
-        inserted = cur.rowcount
-    return Scd2Result(completed=completed, retired=retired, inserted=inserted, touched=touched)
+        for step, statement in _SCD2_STEPS.items():
+            cur.execute(sql.SQL(statement).format(**parts))
+            counts[step] = cur.rowcount
+    return Scd2Result(**counts)
 
 
 def apply_scd1_products(

@@ -30,7 +30,7 @@ Vocabulary:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -71,6 +71,17 @@ def grade(value: float | None, warn: float, alert: float) -> Status:
 
 def _check(metric: str, subject: str, value: float | None, warn: float, alert: float, detail: str) -> Check:
     return Check(metric, subject, value, warn, alert, grade(value, warn, alert), detail)
+
+
+def _per_subject(
+    conn: Any, subjects: Sequence[str], measure: Callable[[Any, str], Iterable[Check]]
+) -> list[Check]:
+    """The checks ``measure(cur, subject)`` gives for each subject in turn, read with one cursor of
+    ``conn``; the reading transaction is rolled back afterwards."""
+    with conn.cursor() as cur:
+        out = [c for subject in subjects for c in measure(cur, subject)]
+    conn.rollback()
+    return out
 
 
 def ensure_schema(conn: Any) -> None:
@@ -128,53 +139,50 @@ def backup_age(conn: Any, scope: str, at: datetime, warn: float, alert: float) -
 
 
 def kafka_lags(conn: Any, bootstrap: str, groups: Sequence[str], warn: float, alert: float) -> list[Check]:
-    out = []
-    with conn.cursor() as cur:
-        for group in groups:
-            rows = offsets.report(cur, bootstrap, group)
-            if not rows:
-                out.append(_check("kafka_lag", group, None, warn, alert, "no offsets stored for the group"))
-            for r in rows:
-                subject = f"{group}/{r.topic}[{r.partition}]"
-                detail = f"next {r.next_offset}, end {r.end_offset}"
-                if r.end_offset is None:
-                    detail = f"topic {r.topic} partition {r.partition} not found in Kafka"
-                out.append(_check("kafka_lag", subject, r.lag, warn, alert, detail))
-    conn.rollback()
-    return out
+    def measure(cur: Any, group: str) -> list[Check]:
+        rows = offsets.report(cur, bootstrap, group)
+        if not rows:
+            return [_check("kafka_lag", group, None, warn, alert, "no offsets stored for the group")]
+        out = []
+        for r in rows:
+            subject = f"{group}/{r.topic}[{r.partition}]"
+            detail = f"next {r.next_offset}, end {r.end_offset}"
+            if r.end_offset is None:
+                detail = f"topic {r.topic} partition {r.partition} not found in Kafka"
+            out.append(_check("kafka_lag", subject, r.lag, warn, alert, detail))
+        return out
+
+    return _per_subject(conn, groups, measure)
 
 
 def missing_intervals(
     conn: Any, pipelines: Sequence[str], until: datetime, step: timedelta, warn: float, alert: float
 ) -> list[Check]:
-    out = []
-    with conn.cursor() as cur:
-        for pipeline in pipelines:
-            cur.execute(
-                "SELECT interval_start, status FROM state.interval_ledger WHERE pipeline = %s "
-                "AND interval_start < %s ORDER BY interval_start",
-                (pipeline, until),
-            )
-            ledger = dict(cur.fetchall())
-            if not ledger:
-                out.append(_check("missing_intervals", pipeline, None, warn, alert, "no ledger rows"))
-                continue
-            gaps, failed = [], []
-            at = min(ledger)
-            while at < until:
-                if at not in ledger:
-                    gaps.append(at)
-                elif ledger[at] == "failed":
-                    failed.append(at)
-                at += step
-            detail = (
-                f"missing {[g.isoformat() for g in gaps]}, failed {[f.isoformat() for f in failed]}"
-                if gaps or failed
-                else f"{len(ledger)} intervals, none missing"
-            )
-            out.append(_check("missing_intervals", pipeline, len(gaps) + len(failed), warn, alert, detail))
-    conn.rollback()
-    return out
+    def measure(cur: Any, pipeline: str) -> list[Check]:
+        cur.execute(
+            "SELECT interval_start, status FROM state.interval_ledger WHERE pipeline = %s "
+            "AND interval_start < %s ORDER BY interval_start",
+            (pipeline, until),
+        )
+        ledger = dict(cur.fetchall())
+        if not ledger:
+            return [_check("missing_intervals", pipeline, None, warn, alert, "no ledger rows")]
+        gaps, failed = [], []
+        at = min(ledger)
+        while at < until:
+            if at not in ledger:
+                gaps.append(at)
+            elif ledger[at] == "failed":
+                failed.append(at)
+            at += step
+        detail = (
+            f"missing {[g.isoformat() for g in gaps]}, failed {[f.isoformat() for f in failed]}"
+            if gaps or failed
+            else f"{len(ledger)} intervals, none missing"
+        )
+        return [_check("missing_intervals", pipeline, len(gaps) + len(failed), warn, alert, detail)]
+
+    return _per_subject(conn, pipelines, measure)
 
 
 def connector_states(client: Any, names: Sequence[str]) -> list[Check]:
@@ -258,24 +266,23 @@ def replication_slots(
 def files_exhausted(conn: Any, pipelines: Sequence[str], warn: float, alert: float) -> list[Check]:
     """Exhausted files per file pipeline (``state.file_manifest``, status ``exhausted``): each one is a
     file nobody loads any more until someone acts; the detail names them with their last error."""
-    out = []
-    with conn.cursor() as cur:
-        for pipeline in pipelines:
-            cur.execute(
-                "SELECT bucket, key, attempts, error FROM state.file_manifest "
-                "WHERE pipeline = %s AND status = 'exhausted' ORDER BY last_modified, key",
-                (pipeline,),
-            )
-            rows = cur.fetchall()
-            detail = (
-                "; ".join(f"s3://{b}/{k} after {a} attempt(s): {(e or '')[:200]}" for b, k, a, e in rows[:10])
-                + (f"; and {len(rows) - 10} more" if len(rows) > 10 else "")
-                if rows
-                else "no exhausted files"
-            )
-            out.append(_check("files_exhausted", pipeline, len(rows), warn, alert, detail))
-    conn.rollback()
-    return out
+
+    def measure(cur: Any, pipeline: str) -> list[Check]:
+        cur.execute(
+            "SELECT bucket, key, attempts, error FROM state.file_manifest "
+            "WHERE pipeline = %s AND status = 'exhausted' ORDER BY last_modified, key",
+            (pipeline,),
+        )
+        rows = cur.fetchall()
+        detail = (
+            "; ".join(f"s3://{b}/{k} after {a} attempt(s): {(e or '')[:200]}" for b, k, a, e in rows[:10])
+            + (f"; and {len(rows) - 10} more" if len(rows) > 10 else "")
+            if rows
+            else "no exhausted files"
+        )
+        return [_check("files_exhausted", pipeline, len(rows), warn, alert, detail)]
+
+    return _per_subject(conn, pipelines, measure)
 
 
 def record(

@@ -31,7 +31,7 @@ from typing import Any
 
 from psycopg2 import sql
 
-from cdclab.common.db import ident
+from cdclab.common.db import ident, insert_row
 from cdclab.common.ddl import like_declared
 
 PERF_RUNS = "state.perf_runs"
@@ -83,24 +83,18 @@ def record(
     conn: Any, m: Measurement, *, dag_id: str | None = None, run_id: str | None = None, table: str = PERF_RUNS
 ) -> int:
     """Append one measurement; returns its id (does not commit)."""
+    row = {
+        "experiment": m.experiment,
+        "variant": m.variant,
+        "dag_id": dag_id,
+        "run_id": run_id,
+        "rows_read": m.rows_read,
+        "rows_written": m.rows_written,
+        "duration_ms": m.duration_ms,
+        "details": json.dumps(m.details, default=str, sort_keys=True),
+    }
     with conn.cursor() as cur:
-        cur.execute(
-            sql.SQL(
-                "INSERT INTO {} (experiment, variant, dag_id, run_id, rows_read, rows_written, duration_ms, "
-                "details) VALUES (%s, %s, %s, %s, %s, %s, %s, %s::jsonb) RETURNING id"
-            ).format(ident(table)),
-            (
-                m.experiment,
-                m.variant,
-                dag_id,
-                run_id,
-                m.rows_read,
-                m.rows_written,
-                m.duration_ms,
-                json.dumps(m.details, default=str, sort_keys=True),
-            ),
-        )
-        return int(cur.fetchone()[0])
+        return int(insert_row(cur, table, row, returning="id"))
 
 
 def measurements(

@@ -54,7 +54,7 @@ from typing import Any, Literal, get_args
 
 from psycopg2 import sql
 
-from cdclab.common.db import ident
+from cdclab.common.db import ident, insert_row
 from cdclab.common.ddl import require
 
 ValueType = Literal["timestamptz", "bigint", "text", "json"]
@@ -585,21 +585,16 @@ def record_run_metrics(
     table: str = RUN_METRICS,
 ) -> None:
     """Append one row to ``state.run_metrics`` (does not commit)."""
+    row = {
+        "pipeline": pipeline,
+        "strategy": strategy,
+        "dag_id": dag_id,
+        "run_id": run_id,
+        "interval_start": interval_start,
+        "interval_end": interval_end,
+        "rows_read": rows_read,
+        "rows_written": rows_written,
+        "duration_ms": duration_ms,
+    }
     with conn.cursor() as cur:
-        cur.execute(
-            sql.SQL(
-                "INSERT INTO {} (pipeline, strategy, dag_id, run_id, interval_start, interval_end, "
-                "rows_read, rows_written, duration_ms) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
-            ).format(ident(table)),
-            (
-                pipeline,
-                strategy,
-                dag_id,
-                run_id,
-                interval_start,
-                interval_end,
-                rows_read,
-                rows_written,
-                duration_ms,
-            ),
-        )
+        insert_row(cur, table, row)

@@ -47,7 +47,7 @@ from cdclab.common import db
 from cdclab.common.db import WAREHOUSE
 from cdclab.common.ddl import ensure as ensure_ddl
 from cdclab.common.options import one_of
-from cdclab.common.tablenames import Table
+from cdclab.common.tablenames import SchemaTables, Table
 from cdclab.streams.windows import ClickEvent, MalformedClickEventError, parse_event
 
 log = logging.getLogger(__name__)
@@ -72,11 +72,9 @@ def check_mode(mode: str) -> Mode:
 
 
 @dataclass(frozen=True)
-class SinkTables:
+class SinkTables(SchemaTables):
     """``<schema>.<prefix><mode>_deliveries`` and ``..._events``: each mode has its own pair."""
 
-    schema: str
-    prefix: str
     mode: Mode
 
     def __post_init__(self) -> None:
@@ -116,9 +114,7 @@ def ensure_tables(cur: Any, tables: SinkTables) -> None:
     ensure_ddl(
         cur,
         f"{tables.schema}.sink",
-        sql.SQL(_DDL).format(
-            schema=sql.Identifier(tables.schema), deliveries=tables.deliveries, events=tables.events
-        ),
+        sql.SQL(_DDL).format(**tables.identifiers()),
     )
 
 

@@ -57,7 +57,7 @@ from psycopg2.extras import execute_values
 
 from cdclab.common import db
 from cdclab.common.ddl import ensure as ensure_ddl
-from cdclab.common.tablenames import Table
+from cdclab.common.tablenames import SchemaTables, Table
 from cdclab.time.intervals import Window, WindowSpec
 from cdclab.time.timezones import require_aware
 
@@ -304,14 +304,11 @@ def _py(value: dt.datetime) -> dt.datetime:
 
 
 @dataclass(frozen=True)
-class StreamTables:
+class StreamTables(SchemaTables):
     """``<schema>.<prefix>seen | windows | too_late | checkpoint``: one stream's state."""
 
     schema: str = "marts"
     prefix: str = "clickstream_"
-
-    def name(self, what: str) -> sql.Identifier:
-        return sql.Identifier(self.schema, f"{self.prefix}{what}")
 
     seen = Table()
     windows = Table()
@@ -380,12 +377,7 @@ def ensure_tables(cur: Any, tables: StreamTables) -> None:
         cur,
         f"{tables.schema}.stream",
         sql.SQL(_DDL).format(
-            schema=sql.Identifier(tables.schema),
-            seen=tables.seen,
-            seen_by_time=sql.Identifier(f"{tables.prefix}seen_event_time_idx"),
-            windows=tables.windows,
-            too_late=tables.too_late,
-            checkpoint=tables.checkpoint,
+            **tables.identifiers(seen_by_time=sql.Identifier(f"{tables.prefix}seen_event_time_idx"))
         ),
     )
 

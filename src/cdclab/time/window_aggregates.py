@@ -96,6 +96,23 @@ def upsert_window_sql(target: str) -> sql.Composed:
     ).format(t=ident(target))
 
 
+def write_window(
+    cur_dst: Any, target: str, window: Window, orders: Any, revenue: Any, late_orders: Any, run_id: str
+) -> dict[str, Any]:
+    """Upsert ``window``'s aggregate into ``target`` (:func:`upsert_window_sql`); returns the row written
+    (``w_start``, ``w_end``, ``orders``, ``revenue``, ``late_orders``, ``run_id``)."""
+    row = {
+        "w_start": window.start,
+        "w_end": window.end,
+        "orders": orders,
+        "revenue": revenue,
+        "late_orders": late_orders,
+        "run_id": run_id,
+    }
+    cur_dst.execute(upsert_window_sql(target), row)
+    return row
+
+
 def sliding_from_panes_sql(panes: str) -> sql.Composed:
     """A sliding window's aggregate as the sum of the panes inside it (parameters ``w_start``, ``w_end``)."""
     return sql.SQL(
@@ -122,16 +139,7 @@ def recompute(
         params = aggregate_params(w, lateness if accepted else None, skew if accepted else None)
         cur_src.execute(query, params)
         orders, revenue, late = cur_src.fetchone()
-        row = {
-            "w_start": w.start,
-            "w_end": w.end,
-            "orders": orders,
-            "revenue": revenue,
-            "late_orders": late,
-            "run_id": run_id,
-        }
-        cur_dst.execute(upsert_window_sql(target), row)
-        out.append(row)
+        out.append(write_window(cur_dst, target, w, orders, revenue, late, run_id))
     return out
 
 
@@ -163,16 +171,9 @@ def recompute_accepted(
         accepted = arrivals.accepted_in(cur_dst, ledger, w)
         cur_src.execute(query, {"keys": list(accepted), "w_start": w.start, "w_end": w.end})
         events = cur_src.fetchall()
-        row = {
-            "w_start": w.start,
-            "w_end": w.end,
-            "orders": len(events),
-            "revenue": sum((v for _, v in events), start=0),
-            "late_orders": sum(1 for k, _ in events if accepted[k]),
-            "run_id": run_id,
-        }
-        cur_dst.execute(upsert_window_sql(target), row)
-        out.append(row)
+        revenue = sum((v for _, v in events), start=0)
+        late = sum(1 for k, _ in events if accepted[k])
+        out.append(write_window(cur_dst, target, w, len(events), revenue, late, run_id))
     return out
 
 
@@ -231,8 +232,7 @@ def recompute_sliding(
     for w in windows:
         cur_dst.execute(combine, {"w_start": w.start, "w_end": w.end})
         orders, revenue, late = cur_dst.fetchone()
-        row = {"w_start": w.start, "w_end": w.end, "orders": orders, "revenue": revenue, "late_orders": late}
-        cur_dst.execute(upsert_window_sql(target), {**row, "run_id": run_id})
+        write_window(cur_dst, target, w, orders, revenue, late, run_id)
 
 
 # --------------------------------------------------------------------------- one run's recompute
