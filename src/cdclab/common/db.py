@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -138,3 +138,28 @@ def insert_row(cur: Any, table: str, row: Mapping[str, Any], returning: str | No
         return None
     cur.execute(statement + sql.SQL(" RETURNING {}").format(sql.Identifier(returning)), list(row.values()))
     return cur.fetchone()[0]
+
+
+def insert_rows(
+    cur: Any, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], *, on_conflict: str = ""
+) -> int:
+    """``INSERT INTO table (columns) VALUES (%s, ...)`` once per row (a tuple in ``columns``' order,
+    values bound), followed by ``on_conflict`` (SQL text such as ``ON CONFLICT (id) DO NOTHING``) when
+    given. Returns the number of rows sent."""
+    if not columns:
+        raise ValueError(f"insert_rows into {table}: no columns")
+    statement = sql.SQL("INSERT INTO {} ({}) VALUES ({}){}").format(
+        ident(table),
+        sql.SQL(", ").join(sql.Identifier(c) for c in columns),
+        sql.SQL(", ").join(sql.Placeholder() * len(columns)),
+        sql.SQL(" " + on_conflict if on_conflict else ""),
+    )
+    values = [tuple(r) for r in rows]
+    for row in values:
+        if len(row) != len(columns):
+            raise ValueError(
+                f"insert_rows into {table}: {len(row)} values for {len(columns)} columns {tuple(columns)}"
+            )
+    if values:
+        cur.executemany(statement, values)
+    return len(values)

@@ -182,22 +182,22 @@ class LabConfig:
         which must be able to reach its directory: it then lives under ``/var/lib/cdclab`` in a
         folder named after this checkout's state directory.
         """
-        if os.environ.get("CDCLAB_PG_DATA"):
-            return Path(os.environ["CDCLAB_PG_DATA"])
-        if os.geteuid() == 0:
-            digest = hashlib.sha256(str(self.state).encode()).hexdigest()[:12]
-            return Path("/var/lib/cdclab") / f"pg-{digest}"
-        return self.state / "postgres"
+        return self._data_dir("CDCLAB_PG_DATA", "pg", "postgres")
 
     @cached_property
     def mariadb_data(self) -> Path:
         """MariaDB's data directory (as root it runs as the ``mysql`` OS user, like Postgres above)."""
-        if os.environ.get("CDCLAB_MARIADB_DATA"):
-            return Path(os.environ["CDCLAB_MARIADB_DATA"])
+        return self._data_dir("CDCLAB_MARIADB_DATA", "mariadb", "mariadb")
+
+    def _data_dir(self, env_var: str, root_prefix: str, folder: str) -> Path:
+        """A database's data directory: ``$env_var`` when set; as root
+        ``/var/lib/cdclab/<root_prefix>-<digest of the state directory>``; else ``<state>/<folder>``."""
+        if os.environ.get(env_var):
+            return Path(os.environ[env_var])
         if os.geteuid() == 0:
             digest = hashlib.sha256(str(self.state).encode()).hexdigest()[:12]
-            return Path("/var/lib/cdclab") / f"mariadb-{digest}"
-        return self.state / "mariadb"
+            return Path("/var/lib/cdclab") / f"{root_prefix}-{digest}"
+        return self.state / folder
 
     @property
     def jars(self) -> Path:

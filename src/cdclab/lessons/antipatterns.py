@@ -37,7 +37,7 @@ from typing import Any, Literal, get_args
 from psycopg2 import sql
 from psycopg2.extras import execute_values
 
-from cdclab.common.db import SHOP, WAREHOUSE, connect, ident
+from cdclab.common.db import SHOP, WAREHOUSE, connect, ident, insert_rows
 from cdclab.common.ddl import ensure as ensure_ddl
 from cdclab.merge import upsert
 from cdclab.state import watermarks as state
@@ -602,15 +602,13 @@ def read_changes(conn: Any, source: str, start: dt.datetime, end: dt.datetime) -
 def apply_in_arrival_order(wh: Any, target: str, changes: Sequence[dict[str, Any]]) -> int:
     """The anti-pattern: every change overwrites the row, the last *arrival* wins; no commit."""
     with wh.cursor() as cur:
-        for c in changes:
-            cur.execute(
-                sql.SQL(
-                    "INSERT INTO {} (id, version, status) VALUES (%s, %s, %s) ON CONFLICT (id) DO UPDATE "
-                    "SET version = EXCLUDED.version, status = EXCLUDED.status"
-                ).format(ident(target)),
-                (c["id"], c["version"], c["status"]),
-            )
-    return len(changes)
+        return insert_rows(
+            cur,
+            target,
+            ("id", "version", "status"),
+            [(c["id"], c["version"], c["status"]) for c in changes],
+            on_conflict="ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version, status = EXCLUDED.status",
+        )
 
 
 def apply_version_guarded(wh: Any, target: str, changes: Sequence[dict[str, Any]]) -> upsert.UpsertResult:

@@ -27,7 +27,7 @@ from cdclab.cdc import offsets
 from cdclab.cdc.merge import primary_key, source_columns
 from cdclab.cdc.pipeline import kafka_bootstrap
 from cdclab.cdc.replication import checksum, request_incremental_snapshot
-from cdclab.common.db import SHOP, WAREHOUSE, ident, transaction
+from cdclab.common.db import SHOP, WAREHOUSE, ident, insert_rows, transaction
 from cdclab.common.ddl import ensure as ensure_ddl
 from cdclab.common.ddl import require
 
@@ -85,14 +85,12 @@ def record_lag(
     with transaction(WAREHOUSE) as cur:
         rows = offsets.report(cur, kafka_bootstrap(kafka_conn_id), group)
         ensure_ddl(cur, lag_table, lag_ddl(lag_table))
-        for r in rows:
-            cur.execute(
-                sql.SQL(
-                    "INSERT INTO {} (consumer_group, topic, kafka_partition, next_offset, end_offset, lag, "
-                    "dag_run) VALUES (%s, %s, %s, %s, %s, %s, %s)"
-                ).format(ident(lag_table)),
-                (r.group, r.topic, r.partition, r.next_offset, r.end_offset, r.lag, run_id),
-            )
+        insert_rows(
+            cur,
+            lag_table,
+            ("consumer_group", "topic", "kafka_partition", "next_offset", "end_offset", "lag", "dag_run"),
+            [(r.group, r.topic, r.partition, r.next_offset, r.end_offset, r.lag, run_id) for r in rows],
+        )
     return [{"topic": r.topic, "partition": r.partition, "lag": r.lag} for r in rows]
 
 

@@ -38,7 +38,7 @@ from typing import Any
 from psycopg2 import sql
 
 from cdclab.common import ddl
-from cdclab.common.db import WAREHOUSE, connect, ident, transaction
+from cdclab.common.db import WAREHOUSE, connect, ident, insert_rows, transaction
 from cdclab.files.store import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -233,14 +233,7 @@ def compare(
                 "max_delay_ticks": max_ticks,
                 "max_delay_s": None if max_s is None else float(max_s),
             }
-            cur.execute(
-                sql.SQL(
-                    "INSERT INTO {} (run_id, strategy, checks, worker_ticks, files, max_delay_ticks, max_delay_s) "
-                    "VALUES (%(run_id)s, %(strategy)s, %(checks)s, %(worker_ticks)s, %(files)s, "
-                    "%(max_delay_ticks)s, %(max_delay_s)s)"
-                ).format(ident(summary)),
-                {"run_id": run_id, **row},
-            )
+            insert_rows(cur, summary, ("run_id", *row), [(run_id, *row.values())])
             totals.append(row)
     log.info("trigger strategies over %d drops: %s", len(plan.drop_ticks), totals)
     return totals

@@ -30,7 +30,7 @@ from typing import Any
 from psycopg2 import sql
 
 from cdclab.common import ddl
-from cdclab.common.db import SHOP, WAREHOUSE, connect, ident, transaction
+from cdclab.common.db import SHOP, WAREHOUSE, connect, ident, insert_rows, transaction
 
 STRATEGIES = ("full", "incremental", "cdc")
 SCENARIOS = ("insert", "update", "hard_delete", "reverted", "no_updated_at")
@@ -237,19 +237,19 @@ def record(table: str, run_id: str, outcomes: Sequence[Outcome]) -> list[tuple[s
     with transaction(WAREHOUSE) as cur:
         for name in (table, table_decisions):
             cur.execute(sql.SQL("DELETE FROM {} WHERE run_id = %s").format(ident(name)), (run_id,))
-        for o in outcomes:
-            cur.execute(
-                sql.SQL(
-                    "INSERT INTO {} (run_id, strategy, rows_read, caught, missed, state_kept) "
-                    "VALUES (%s, %s, %s, %s, %s, %s)"
-                ).format(ident(table)),
-                (run_id, o.strategy, o.rows_read, list(o.caught), list(o.missed), STATE_KEPT[o.strategy]),
-            )
-        for need, strategies, evidence in derived:
-            cur.execute(
-                sql.SQL("INSERT INTO {} (run_id, need, strategies, evidence) VALUES (%s, %s, %s, %s)").format(
-                    ident(table_decisions)
-                ),
-                (run_id, need, strategies, evidence),
-            )
+        insert_rows(
+            cur,
+            table,
+            ("run_id", "strategy", "rows_read", "caught", "missed", "state_kept"),
+            [
+                (run_id, o.strategy, o.rows_read, list(o.caught), list(o.missed), STATE_KEPT[o.strategy])
+                for o in outcomes
+            ],
+        )
+        insert_rows(
+            cur,
+            table_decisions,
+            ("run_id", "need", "strategies", "evidence"),
+            [(run_id, need, strategies, evidence) for need, strategies, evidence in derived],
+        )
     return derived
