@@ -68,9 +68,11 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,6 +98,9 @@ FOLLOW_KAFKA_CONFIG: dict[str, Any] = {"fetch.wait.max.ms": 100}
 """A follow run's client settings (``kafka_config`` overrides them): the broker answers an empty fetch
 after at most 100 ms instead of librdkafka's 500, so a record committed meanwhile is not held back."""
 
+APPLY_SWITCH_INTERVAL = 0.0005
+"""Seconds: the interpreter's thread switch interval while a run overlaps decoding and applying."""
+
 TRANSIENT_CODES = frozenset({-195, -187, -185})  # _TRANSPORT, _ALL_BROKERS_DOWN, _TIMED_OUT
 """Client errors a follow run rides out (librdkafka reconnects by itself); a catch-up run stops on them."""
 
@@ -105,6 +110,14 @@ POISON_ERRORS: tuple[type[BaseException], ...] = (psycopg2.DataError, psycopg2.I
 Record = Any  # confluent_kafka.Message
 BatchHandler = Callable[[Any, list[Record]], list[tuple[Record, str]]]
 """Applies a batch inside the open transaction (given its cursor); returns (record, reason) rejects."""
+
+
+class PreparedBatch(list[Record]):
+    """A batch handed to the handler with what ``prepare`` made of it (``prepared``): see
+    :func:`consume_into_postgres`. A handler that finds no ``prepared`` (a plain list, as in the
+    record-by-record retry) does the work itself."""
+
+    prepared: Any = None
 
 
 class OffsetOutOfRange(RuntimeError):
@@ -405,9 +418,19 @@ def consume_into_postgres(
     snapshotted: Collection[str] = (),
     stop_at: Mapping[tuple[str, int], int] | None = None,
     follow: threading.Event | None = None,
+    prepare: Callable[[list[Record]], Any] | None = None,
 ) -> ConsumeResult:
     """Read ``topics`` from the offsets stored for ``group`` up to their current end, apply each batch
     with ``handler`` and store the next offsets in the same transaction. Returns what it did.
+
+    ``prepare``: the part of the work that needs no database (decoding records into rows). With it the
+    run overlaps two batches: while one batch's transaction runs on a second thread (the database
+    works, the thread waits on the socket without the GIL), this thread polls the next batch and
+    prepares it; the handler gets a :class:`PreparedBatch`. Transactions stay one at a time and in
+    order: a batch is applied only after the one before it committed, with the offsets it advanced as
+    the compare-and-set base, so exactly-once and every failure path are those of the serial run (a
+    failure surfaces when the next batch is ready or at the end; a batch already prepared is then
+    dropped unapplied, and the next run reads it again).
 
     ``follow``: run as a *follow run* (see the module doc) until the event is set (or ``max_seconds``
     pass); topics missing at the start are picked up when they appear. On a clean stop the stored
@@ -445,6 +468,15 @@ def consume_into_postgres(
             **(kafka_config or {}),
         }
     )
+    # prepare given: one thread applies batches while this one polls and prepares (see above). The apply
+    # thread mostly waits on the database; each time a statement returns it needs the GIL back, and with
+    # the default switch interval (5 ms) it waits that long behind the decoding thread, several times a
+    # batch: for the run the interval is APPLY_SWITCH_INTERVAL (the process's own is restored after).
+    workers = ThreadPoolExecutor(1, thread_name_prefix=f"apply-{group}"[:40]) if prepare is not None else None
+    switch_interval = sys.getswitchinterval()
+    if workers is not None:
+        sys.setswitchinterval(min(switch_interval, APPLY_SWITCH_INTERVAL))
+    inflight: tuple[list[Record], dict[tuple[str, int], int], Future[list[tuple[Record, str]]]] | None = None
     try:
         with conn, conn.cursor() as cur:
             ensure_schema(cur)
@@ -495,8 +527,55 @@ def consume_into_postgres(
         # a catch-up run ends when every partition reached its end offset; a follow run when told to
         pending: dict[tuple[str, int], int] = dict(ends) if follow is None else {}
         idle = 0
+        submitted = dict(result.positions)  # the positions of the last batch handed to apply
+
+        def apply(batch: list[Record], positions: dict[tuple[str, int], int]) -> list[tuple[Record, str]]:
+            """One batch, its dead letters and its offsets in one transaction; returns the rejects."""
+            try:
+                with conn, conn.cursor() as cur:
+                    rejects = handler(cur, batch)
+                    for record, reason in rejects:
+                        dead_letter(cur, group, record, reason)
+                    advance_offsets(cur, group, positions, expected, who)
+            except POISON_ERRORS as exc:
+                # the batch is rolled back; apply it again record by record to isolate the poison
+                log.warning(
+                    "%s: batch of %d failed to apply (%s); retrying record by record", group, len(batch), exc
+                )
+                with conn, conn.cursor() as cur:
+                    rejects = apply_one_by_one(cur, handler, list(batch))
+                    for record, reason in rejects:
+                        dead_letter(cur, group, record, reason)
+                    advance_offsets(cur, group, positions, expected, who)
+            return rejects
+
+        def book(batch: list[Record], positions: dict[tuple[str, int], int], rejects: list[Any]) -> None:
+            """Account for a committed batch (this thread only)."""
+            expected.update(positions)
+            result.positions = positions
+            result.records += len(batch)
+            result.batches += 1
+            result.dead_letters += len(rejects)
+            for key, end in list(pending.items()):
+                if positions.get(key, 0) >= end:
+                    del pending[key]
+            reached(consumer, pending)
+
+        def settle() -> None:
+            """Wait for the batch in flight, if any, and account for it (its error is raised here)."""
+            nonlocal inflight
+            if inflight is not None:
+                batch, positions, done = inflight
+                inflight = None
+                book(batch, positions, done.result())
+
         look_again = time.monotonic() + DISCOVER_SECONDS
         while time.monotonic() - t0 < max_seconds:
+            if follow is None and inflight is not None:
+                ahead = dict(pending)
+                reached(consumer, ahead)
+                if not ahead:  # the batch in flight is the last: no poll (and its wait) is due
+                    settle()
             if follow is None and not pending:
                 break
             if follow is not None:
@@ -539,6 +618,7 @@ def consume_into_postgres(
                     continue  # past this run's stop offset: left for the next run
                 batch.append(msg)
             if not batch:
+                settle()  # nothing new: account for the batch in flight before judging the end
                 if follow is not None:
                     continue  # a follow run waits for the next record, however long
                 # Transaction markers occupy offsets but are never delivered: the consumer's position
@@ -549,36 +629,23 @@ def consume_into_postgres(
                     break  # records are due but none came for idle_polls polls: stop, the next run resumes
                 continue
             idle = 0
-            if fail_after and result.batches >= fail_after:
-                os.kill(os.getpid(), signal.SIGKILL)
-            positions = dict(result.positions)
+            if fail_after:
+                settle()
+                if result.batches >= fail_after:
+                    os.kill(os.getpid(), signal.SIGKILL)
+            positions = dict(submitted)
             for msg in batch:
                 positions[(msg.topic(), msg.partition())] = msg.offset() + 1
-            try:
-                with conn, conn.cursor() as cur:
-                    rejects = handler(cur, batch)
-                    for record, reason in rejects:
-                        dead_letter(cur, group, record, reason)
-                    advance_offsets(cur, group, positions, expected, who)
-            except POISON_ERRORS as exc:
-                # the batch is rolled back; apply it again record by record to isolate the poison
-                log.warning(
-                    "%s: batch of %d failed to apply (%s); retrying record by record", group, len(batch), exc
-                )
-                with conn, conn.cursor() as cur:
-                    rejects = apply_one_by_one(cur, handler, batch)
-                    for record, reason in rejects:
-                        dead_letter(cur, group, record, reason)
-                    advance_offsets(cur, group, positions, expected, who)
-            expected.update(positions)
-            result.positions = positions
-            result.records += len(batch)
-            result.batches += 1
-            result.dead_letters += len(rejects)
-            for key, end in list(pending.items()):
-                if positions.get(key, 0) >= end:
-                    del pending[key]
-            reached(consumer, pending)
+            submitted = positions
+            if prepare is None:
+                book(batch, positions, apply(batch, positions))
+                continue
+            work = PreparedBatch(batch)
+            work.prepared = prepare(batch)  # this thread, while the batch before is being applied
+            settle()  # that batch committed (or its error is raised here): its offsets are the base
+            assert workers is not None
+            inflight = (batch, positions, workers.submit(apply, work, positions))
+        settle()
         # Past the last record there may only be transaction markers: move the stored offsets over them,
         # so the reported lag of a caught-up group is 0 (no data is involved, nothing can be lost).
         # (A follow run has no end offsets: every record before its position has been applied.)
@@ -601,6 +668,11 @@ def consume_into_postgres(
             except KafkaException:
                 pass
     finally:
+        if workers is not None:
+            if inflight is not None:  # an error on this thread: let the batch in flight finish first
+                wait([inflight[2]])
+            workers.shutdown()
+            sys.setswitchinterval(switch_interval)
         consumer.close()
         conn.close()  # also releases the group lock
     result.seconds = time.monotonic() - t0

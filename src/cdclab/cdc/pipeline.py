@@ -136,11 +136,13 @@ def consume_routes(
     stop_at: Mapping[tuple[str, int], int] | None = None,
     follow: threading.Event | None = None,
     poll_timeout: float = 0.5,
+    prepare: Callable[[list[Any]], Any] | None = None,
 ) -> kc.ConsumeResult:
     """Consume the topics of ``routes`` into the target database with ``handler``, each batch's offsets
     stored with its writes (:func:`cdclab.cdc.consumer.consume_into_postgres`); the group is bound to the
     routes' targets. ``snapshotted``: source tables whose snapshot has been requested; ``stop_at``: end
-    offsets to stop at (:func:`end_offsets`); ``follow``: a follow run until the event is set (:func:`stream`)."""
+    offsets to stop at (:func:`end_offsets`); ``follow``: a follow run until the event is set (:func:`stream`);
+    ``prepare``: the handler's database-free part, run while the batch before is applied."""
     topics = list(dict.fromkeys(r.topic for r in routes))
     return kc.consume_into_postgres(
         bootstrap=kafka_bootstrap(kafka_conn_id),
@@ -156,6 +158,7 @@ def consume_routes(
         stop_at=stop_at,
         follow=follow,
         poll_timeout=poll_timeout,
+        prepare=prepare,
     )
 
 
@@ -507,8 +510,13 @@ def _run(
     totals: dict[str, MergeResult] = defaultdict(MergeResult)
     skipped: dict[str, int] = defaultdict(int)
 
+    def prepare(batch: list[Any]) -> tuple[dict[str, list[Change]], list[tuple[Any, str]]]:
+        return sort_batch(batch, by_topic, parse, skipped)
+
     def handle(cur: Any, batch: list[Any]) -> list[tuple[Any, str]]:
-        per_topic, rejects = sort_batch(batch, by_topic, parse, skipped)
+        # decoded already (kc.PreparedBatch) while the batch before was applied, or here (a retry)
+        prepared = getattr(batch, "prepared", None)
+        per_topic, rejects = prepared if prepared is not None else prepare(batch)
         for topic, changes in per_topic.items():
             route = by_topic[topic]
             if renames.get(topic):
@@ -524,7 +532,9 @@ def _run(
             )
         return rejects
 
-    result = consume_routes(routes, handle, group=group, target_conn_id=target_conn_id, **consume)
+    result = consume_routes(
+        routes, handle, group=group, target_conn_id=target_conn_id, prepare=prepare, **consume
+    )
     summary = result.summary(
         skipped,
         targets={t: vars(m) for t, m in totals.items()},
