@@ -139,6 +139,18 @@ def _unwrap(doc: Any) -> Any:
     return doc
 
 
+def json_document(raw: bytes | str | None) -> Any:
+    """A record's key or value as JSON, the converter's schemas wrapper removed; ``None`` for a
+    tombstone or for bytes that are not JSON (for readers that skip what they do not understand:
+    the heartbeat sensor, the CDC debugging lesson; the sink's parser raises :class:`MalformedEvent`)."""
+    if raw is None:
+        return None
+    try:
+        return _unwrap(json.loads(raw))
+    except ValueError:
+        return None
+
+
 def parse_debezium(
     key: bytes | str | None, value: bytes | str | None, topic: str = "", require_key: bool = True
 ) -> Change | Skipped:

@@ -37,13 +37,14 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 from airflow.providers.apache.kafka.sensors.kafka import AwaitMessageSensor
 from airflow.providers.apache.kafka.triggers.await_message import AwaitMessageTrigger
 from airflow.triggers.base import TriggerEvent
+
+from cdclab.cdc.events import json_document
 
 APPLY_FUNCTION = "cdclab.cdc.heartbeat.heartbeat_reached"
 
@@ -57,15 +58,7 @@ def heartbeat_reached(message: Any, fence_lsn: int | str) -> int | None:
     """The apply function of :class:`HeartbeatSensor`: the heartbeat's LSN when it is at or past
     ``fence_lsn``, else ``None`` (keep waiting). A tombstone, a record that is not JSON or one without
     an integer ``source.lsn`` is not a heartbeat past the fence: ``None``."""
-    raw = message.value()
-    if raw is None:
-        return None
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        return None
-    if isinstance(value, dict) and "schema" in value and "payload" in value:  # JSON converter with schemas
-        value = value["payload"]
+    value = json_document(message.value())
     source = value.get("source") if isinstance(value, dict) else None
     lsn = source.get("lsn") if isinstance(source, dict) else None
     if isinstance(lsn, int) and not isinstance(lsn, bool) and lsn >= int(fence_lsn):

@@ -751,17 +751,9 @@ def process_late_window(
 
 def record_key(msg: Any) -> dict[str, Any] | None:
     """The decoded key of a Debezium record (schemas wrapper removed); None when it is not JSON."""
-    import json
+    from cdclab.cdc.events import json_document
 
-    raw = msg.key()
-    if raw is None:
-        return None
-    try:
-        doc = json.loads(raw)
-    except ValueError:
-        return None
-    if isinstance(doc, dict) and "payload" in doc and "schema" in doc:
-        doc = doc["payload"]
+    doc = json_document(msg.key())
     return doc if isinstance(doc, dict) else None
 
 
