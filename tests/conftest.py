@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,25 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.integration)
         elif not any(m.name == "integration" for m in item.iter_markers()):
             item.add_marker(pytest.mark.unit)
+
+
+@pytest.fixture
+def scratch_table(warehouse_db: Any, names: Any) -> Iterator[Callable[[str, str], str]]:
+    """``make(prefix, columns_sql)``: a table ``staging.<unique name>`` of those columns, created now in
+    the warehouse and dropped after the test."""
+    made: list[str] = []
+
+    def make(prefix: str, columns: str) -> str:
+        table = f"staging.{names(prefix)}"
+        with warehouse_db.cursor() as cur:
+            cur.execute(f"CREATE TABLE {table} ({columns})")
+        made.append(table)
+        return table
+
+    yield make
+    with warehouse_db.cursor() as cur:
+        for table in made:
+            cur.execute(f"DROP TABLE IF EXISTS {table}")
 
 
 @pytest.fixture

@@ -9,13 +9,8 @@ from cdclab.common.db import insert_rows
 
 
 @pytest.fixture
-def target(warehouse_db, names):
-    table = f"staging.{names('ins')}"
-    with warehouse_db.cursor() as cur:
-        cur.execute(f"CREATE TABLE {table} (id bigint PRIMARY KEY, tags text[], note text)")
-    yield table
-    with warehouse_db.cursor() as cur:
-        cur.execute(f"DROP TABLE IF EXISTS {table}")
+def target(scratch_table):
+    return scratch_table("ins", "id bigint PRIMARY KEY, tags text[], note text")
 
 
 def rows_of(conn, table):

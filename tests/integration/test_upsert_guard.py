@@ -8,13 +8,8 @@ from cdclab.merge import upsert
 
 
 @pytest.fixture
-def target(warehouse_db, names):
-    table = f"staging.{names('ups')}"
-    with warehouse_db.cursor() as cur:
-        cur.execute(f"CREATE TABLE {table} (id bigint PRIMARY KEY, name text, version int NOT NULL)")
-    yield table
-    with warehouse_db.cursor() as cur:
-        cur.execute(f"DROP TABLE IF EXISTS {table}")
+def target(scratch_table):
+    return scratch_table("ups", "id bigint PRIMARY KEY, name text, version int NOT NULL")
 
 
 def rows_of(conn, table):

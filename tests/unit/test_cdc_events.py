@@ -162,3 +162,13 @@ def test_built_change_equals_the_constructed_one_and_needs_every_field():
     del fields["tx_id"]
     with pytest.raises(TypeError, match="tx_id"):
         built(**fields)
+
+
+def test_json_document_unwraps_schemas_and_gives_none_for_what_is_not_json():
+    from cdclab.cdc.events import json_document
+
+    assert json_document(b'{"schema": {"type": "struct"}, "payload": {"id": 1}}') == {"id": 1}
+    assert json_document(b'{"id": 1}') == {"id": 1}
+    assert json_document(None) is None
+    assert json_document(b"\xff not json") is None
+    assert json_document("[1, 2]") == [1, 2]
