@@ -54,3 +54,18 @@ def test_overall_worker_and_wait_deleted_against_a_connect_that_does_not_answer(
         client.worker()
     with pytest.raises(ConnectError, match="still registered after 0s: HTTP 0"):
         client.wait_deleted("shop", timeout=0, poll=0)
+
+
+def test_wait_for_probes_until_done_and_reports_the_last_answer():
+    from cdclab.cdc.connect import wait_for
+
+    answers = iter([1, 2, 3, 4])
+    assert wait_for(lambda: next(answers), lambda a: a == 3, timeout=5, poll=0) == (True, 3)
+    assert wait_for(lambda: 7, lambda a: a == 3, timeout=0, poll=0) == (False, 7)  # probes once
+    answers = iter(["PENDING", "FAILED", "RUNNING"])
+    assert wait_for(
+        lambda: next(answers), lambda a: a == "RUNNING", 5, 0, give_up=lambda a: a == "FAILED"
+    ) == (
+        False,
+        "FAILED",
+    )

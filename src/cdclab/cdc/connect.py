@@ -17,9 +17,31 @@ import json
 import time
 import urllib.error
 import urllib.request
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 RUNNING = "RUNNING"
+
+T = TypeVar("T")
+
+
+def wait_for(
+    probe: Callable[[], T],
+    done: Callable[[T], bool],
+    timeout: float,
+    poll: float,
+    give_up: Callable[[T], bool] = lambda _: False,
+) -> tuple[bool, T]:
+    """Call ``probe`` every ``poll`` seconds until ``done`` holds for its answer (``(True, answer)``), or
+    until ``timeout`` seconds have passed or ``give_up`` holds (``(False, last answer)``). Probes at least once."""
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = probe()
+        if done(answer):
+            return True, answer
+        if give_up(answer) or time.monotonic() >= deadline:
+            return False, answer
+        time.sleep(poll)
 
 
 def http_json(method: str, url: str, body: object | None = None, timeout: float = 30.0) -> tuple[int, Any]:
@@ -128,16 +150,13 @@ class ConnectClient:
 
     def wait_deleted(self, name: str, timeout: float = 10, poll: float = 0.1) -> None:
         """Wait until Connect no longer knows the connector (its status answers 404)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            status, body = self.request("GET", f"/connectors/{name}/status")
-            if status == 404:
-                return
-            if time.monotonic() >= deadline:
-                raise ConnectError(
-                    f"connector {name} still registered after {timeout:.0f}s: HTTP {status}: {body}"
-                )
-            time.sleep(poll)
+        gone, (status, body) = wait_for(
+            lambda: self.request("GET", f"/connectors/{name}/status"), lambda r: r[0] == 404, timeout, poll
+        )
+        if not gone:
+            raise ConnectError(
+                f"connector {name} still registered after {timeout:.0f}s: HTTP {status}: {body}"
+            )
 
     def restart(self, name: str, include_tasks: bool = True, only_failed: bool = False) -> None:
         query = f"?includeTasks={str(include_tasks).lower()}&onlyFailed={str(only_failed).lower()}"
@@ -164,29 +183,23 @@ class ConnectClient:
 
     def wait_stopped(self, name: str, timeout: float = 60, poll: float = 1.0) -> None:
         """Wait until the connector reports ``STOPPED`` (its tasks are gone)."""
-        deadline = time.monotonic() + timeout
-        state, tasks = "MISSING", list[str]()
-        while time.monotonic() < deadline:
-            state, tasks, _ = self.state(name)
-            if state == "STOPPED" and not tasks:
-                return
-            time.sleep(poll)
-        raise ConnectError(f"connector {name} did not stop within {timeout:.0f}s: {state} (tasks: {tasks})")
+        stopped, (state, tasks, _) = wait_for(
+            lambda: self.state(name), lambda s: s[0] == "STOPPED" and not s[1], timeout, poll
+        )
+        if not stopped:
+            raise ConnectError(
+                f"connector {name} did not stop within {timeout:.0f}s: {state} (tasks: {tasks})"
+            )
 
     def wait_answering(self, timeout: float = 120, poll: float = 1.0) -> None:
         """Wait until the worker's herder answers (``GET /connectors``). Its REST server is up seconds
         before that: a worker restarted after a SIGKILL reads its config, offset and status topics
         first (48 s on a busy 2-core machine), and a request meanwhile hangs until it times out."""
-        deadline = time.monotonic() + timeout
-        while True:
-            status, answer = self.request("GET", "/connectors")
-            if status == 200:
-                return
-            if time.monotonic() >= deadline:
-                raise ConnectError(
-                    f"Kafka Connect at {self.url} did not answer within {timeout:.0f}s: {answer}"
-                )
-            time.sleep(poll)
+        answering, (_, answer) = wait_for(
+            lambda: self.request("GET", "/connectors"), lambda r: r[0] == 200, timeout, poll
+        )
+        if not answering:
+            raise ConnectError(f"Kafka Connect at {self.url} did not answer within {timeout:.0f}s: {answer}")
 
     def register(self, name: str, config: dict[str, Any], timeout: float = 120) -> bool:
         """PUT ``config`` unless the running one equals it, then wait for RUNNING; True if it was (re)written.
@@ -204,15 +217,15 @@ class ConnectClient:
 
     def wait_running(self, name: str, timeout: float = 120, poll: float = 1.0) -> dict[str, Any]:
         """Wait until the connector and every task are RUNNING; stop early on FAILED."""
-        deadline = time.monotonic() + timeout
-        state, tasks, trace = "MISSING", list[str](), ""
-        while True:
-            state, tasks, trace = self.state(name)
-            if state == RUNNING and tasks and all(t == RUNNING for t in tasks):
-                return self.status(name) or {}
-            if state == "FAILED" or "FAILED" in tasks or time.monotonic() >= deadline:
-                break
-            time.sleep(poll)
+        running, (state, tasks, trace) = wait_for(
+            lambda: self.state(name),
+            lambda s: s[0] == RUNNING and bool(s[1]) and all(t == RUNNING for t in s[1]),
+            timeout,
+            poll,
+            give_up=lambda s: s[0] == "FAILED" or "FAILED" in s[1],
+        )
+        if running:
+            return self.status(name) or {}
         first = trace.strip().splitlines()[0] if trace.strip() else ""
         raise ConnectorNotRunning(f"connector {name} is {state} (tasks: {tasks or 'none'}) {first}".rstrip())
 
