@@ -37,7 +37,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Any, Literal, cast, get_args
 
 from psycopg2 import sql
 from psycopg2.extras import execute_values
@@ -46,7 +46,7 @@ from cdclab.cdc import consumer as kc
 from cdclab.common import db
 from cdclab.common.db import WAREHOUSE
 from cdclab.common.ddl import ensure as ensure_ddl
-from cdclab.common.options import one_of
+from cdclab.common.options import InvalidOptionError, one_of
 from cdclab.common.tablenames import SchemaTables, Table
 from cdclab.streams.windows import ClickEvent, MalformedClickEventError, parse_event
 
@@ -57,18 +57,14 @@ MODES: tuple[Mode, ...] = get_args(Mode)
 Handler = Callable[[Any, list[Any]], list[tuple[Any, str]]]
 
 
-class UnknownModeError(ValueError):
-    def __init__(self, mode: str) -> None:
-        super().__init__(
-            f"mode {mode!r} is not one of {list(MODES)}; pick 'transactional' (offsets in the "
-            f"data transaction) or 'at_least_once' (offsets committed to Kafka after the write)"
-        )
+#: what :func:`check_mode` raises: the library's closed-option error, under the name this module had for it
+UnknownModeError = InvalidOptionError
 
 
 def check_mode(mode: str) -> Mode:
-    if mode not in MODES:
-        raise UnknownModeError(mode)
-    return mode
+    """``mode`` when it is one of :data:`Mode` (``transactional``: offsets in the data transaction;
+    ``at_least_once``: offsets committed to Kafka after the write), else :class:`UnknownModeError`."""
+    return cast(Mode, one_of("mode", mode, Mode))
 
 
 @dataclass(frozen=True)
