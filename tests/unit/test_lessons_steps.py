@@ -169,6 +169,20 @@ def test_a_gap_run_takes_its_grain_in_minutes_from_the_params() -> None:
         "state.l",
         "run",
     )
+    assert (r.findings_table, r.dag_id, r.key_column, r.cursor_column) == ("state.f", "d", "id", "event_at")
+
+
+def test_a_duplicate_run_takes_its_target_key_order_and_findings_from_the_params() -> None:
+    params = {
+        "target_table": "core.t",
+        "key_column": "id",
+        "order_columns": ("v",),
+        "findings_table": "state.f",
+    }
+    r = investigations.DuplicateRun.from_params(params, "d", None)
+    assert r == investigations.DuplicateRun(
+        "core.t", "id", ["v"], findings_table="state.f", dag_id="d", run_id=None
+    )
 
 
 def test_a_gap_is_named_by_its_half_open_window() -> None:

@@ -22,7 +22,7 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 from psycopg2 import sql
 
@@ -47,12 +47,26 @@ def window_subject(start: dt.datetime, end: dt.datetime) -> str:
     return f"[{start.isoformat()}, {end.isoformat()})"
 
 
+@dataclass(frozen=True, kw_only=True)
 class _Investigation:
     """A DAG run of an investigation lesson: it records its findings in ``findings_table``."""
 
     findings_table: str
     dag_id: str
     run_id: str | None
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any], dag_id: str, run_id: str | None) -> Self:
+        """The run of a DAG run from its params: the lesson's own fields (:meth:`fields_from`), then the
+        findings table and the run."""
+        return cls(
+            *cls.fields_from(params), findings_table=params["findings_table"], dag_id=dag_id, run_id=run_id
+        )
+
+    @staticmethod
+    def fields_from(params: Mapping[str, Any]) -> tuple[Any, ...]:
+        """The lesson's own fields, in order, from the DAG run's params."""
+        raise NotImplementedError
 
     def finding(self, cur: Any, **kw: Any) -> None:
         """Append one finding of this run (no commit)."""
@@ -68,26 +82,16 @@ class GapRun(_Investigation):
     pipeline: str
     watermark_key: str
     grain: dt.timedelta
-    findings_table: str
     ledger_table: str
-    dag_id: str
-    run_id: str | None
 
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any], dag_id: str, run_id: str | None) -> GapRun:
-        """The gap run of a DAG run from its params (``grain_minutes`` becomes the grain)."""
-        return cls(
-            params["source_table"],
-            params["target_table"],
-            params["key_column"],
-            params["cursor_column"],
-            params["pipeline"],
-            params["watermark_key"],
+    @staticmethod
+    def fields_from(params: Mapping[str, Any]) -> tuple[Any, ...]:
+        """``grain_minutes`` becomes the grain."""
+        names = ("source_table", "target_table", "key_column", "cursor_column", "pipeline", "watermark_key")
+        return (
+            *(params[n] for n in names),
             dt.timedelta(minutes=params["grain_minutes"]),
-            params["findings_table"],
             params["ledger_table"],
-            dag_id,
-            run_id,
         )
 
     def gaps(self, scur: Any, cur: Any) -> list[d.Gap]:
@@ -203,20 +207,10 @@ class DuplicateRun(_Investigation):
     target: str
     key_column: str
     order_columns: Sequence[str]
-    findings_table: str
-    dag_id: str
-    run_id: str | None
 
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any], dag_id: str, run_id: str | None) -> DuplicateRun:
-        return cls(
-            params["target_table"],
-            params["key_column"],
-            list(params["order_columns"]),
-            params["findings_table"],
-            dag_id,
-            run_id,
-        )
+    @staticmethod
+    def fields_from(params: Mapping[str, Any]) -> tuple[Any, ...]:
+        return params["target_table"], params["key_column"], list(params["order_columns"])
 
     def duplicates(self, cur: Any) -> list[d.DuplicateRow]:
         """Every row of a key that occurs more than once (:func:`cdclab.ops.diagnostics.duplicate_rows`)."""
