@@ -7,8 +7,9 @@ import typing
 
 from cdclab.cdc.append import replicate_append
 from cdclab.cdc.consumer import ConsumeResult
-from cdclab.cdc.merge_variants import replicate_with
+from cdclab.cdc.merge_variants import replicate_soft_deletes, replicate_variants, replicate_with
 from cdclab.cdc.pipeline import ConsumeOptions, consume_routes, replicate, replicate_maxwell, route_names
+from cdclab.cdc.scd2 import replicate_scd2
 
 
 def test_a_run_summary_holds_the_counts_then_what_the_run_wrote() -> None:
@@ -46,7 +47,15 @@ def test_every_consume_option_is_a_keyword_of_consume_routes_with_its_default() 
 
 
 def test_the_entry_points_take_the_consume_options_as_keywords() -> None:
-    for entry in (replicate, replicate_maxwell, replicate_append, replicate_with):
+    for entry in (
+        replicate,
+        replicate_maxwell,
+        replicate_append,
+        replicate_with,
+        replicate_variants,
+        replicate_soft_deletes,
+        replicate_scd2,
+    ):
         params = inspect.signature(entry).parameters
         assert params["consume"].kind is inspect.Parameter.VAR_KEYWORD, entry.__name__
         assert not set(typing.get_type_hints(ConsumeOptions)) & set(params), entry.__name__

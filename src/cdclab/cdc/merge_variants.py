@@ -515,12 +515,11 @@ def replicate_variants(
     target_schema: str = "core",
     target_prefix: str = "",
     delivery: Delivery = "log",
-    batch_size: int = 500,
-    who: str = "",
+    **consume: Unpack[ConsumeOptions],
 ) -> StreamSummary:
     """Create ``<target>__<variant>`` for each table and variant, then apply every batch to each chosen
     variant in the batch's transaction (:func:`apply_variants`), consuming as the group
-    :func:`variants_group` names for the variant set."""
+    :func:`variants_group` names for the variant set (``consume``: as for :func:`replicate_with`)."""
 
     def prepare(cur: Any, route: TableRoute) -> None:
         for variant in variants:
@@ -535,8 +534,7 @@ def replicate_variants(
         target_schema=target_schema,
         target_prefix=target_prefix,
         delivery=delivery,
-        batch_size=batch_size,
-        who=who,
+        **consume,
     )
 
 
@@ -577,11 +575,11 @@ def replicate_soft_deletes(
     topic_prefix: str = "shop",
     target_schema: str = "core",
     target_prefix: str = "soft_",
-    batch_size: int = 500,
-    who: str = "",
+    **consume: Unpack[ConsumeOptions],
 ) -> StreamSummary:
     """Create each table's target, then apply every batch with all deletes as soft deletes
-    (:func:`apply_soft_deletes`) in the transaction that also stores the Kafka offsets."""
+    (:func:`apply_soft_deletes`) in the transaction that also stores the Kafka offsets (``consume``: as
+    for :func:`replicate_with`)."""
 
     def prepare(cur: Any, route: TableRoute) -> None:
         ensure_target(cur, route.target, list(route.types.items()), route.key)
@@ -594,8 +592,7 @@ def replicate_soft_deletes(
         topic_prefix=topic_prefix,
         target_schema=target_schema,
         target_prefix=target_prefix,
-        batch_size=batch_size,
-        who=who,
+        **consume,
     )
 
 

@@ -34,7 +34,7 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Unpack
 
 from psycopg2 import sql
 from psycopg2.extras import execute_values
@@ -42,7 +42,7 @@ from psycopg2.extras import execute_values
 from cdclab.cdc.events import UNAVAILABLE, Change
 from cdclab.cdc.merge import column_defs, keys_match, source_columns, target_columns
 from cdclab.cdc.merge_variants import StreamSummary, replicate_with
-from cdclab.cdc.pipeline import TableRoute, keys_per_target, routes_for
+from cdclab.cdc.pipeline import ConsumeOptions, TableRoute, keys_per_target, routes_for
 from cdclab.common.db import ident
 from cdclab.common.ddl import ensure as ensure_ddl
 
@@ -496,13 +496,12 @@ def replicate_scd2(
     topic_prefix: str = "shop",
     target_schema: str = "marts",
     target_prefix: str = "dim_",
-    batch_size: int = 500,
-    who: str = "",
+    **consume: Unpack[ConsumeOptions],
 ) -> StreamSummary:
     """Create each table's dimension, then apply every batch of its changes (:func:`apply_scd2`) in the
     transaction that also stores the Kafka offsets. ``tracked_columns`` maps a source table
     (``schema.table``) to the columns whose change opens a new version; a table it does not name tracks
-    every non-key column."""
+    every non-key column. ``consume``: as for :func:`cdclab.cdc.merge_variants.replicate_with`."""
 
     def prepare(cur: Any, route: TableRoute) -> None:
         ensure_dimension(cur, route.target, list(route.types.items()), route.key)
@@ -518,8 +517,7 @@ def replicate_scd2(
         topic_prefix=topic_prefix,
         target_schema=target_schema,
         target_prefix=target_prefix,
-        batch_size=batch_size,
-        who=who,
+        **consume,
     )
 
 
