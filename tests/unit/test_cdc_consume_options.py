@@ -7,7 +7,12 @@ import typing
 
 from cdclab.cdc.append import replicate_append
 from cdclab.cdc.consumer import ConsumeResult
-from cdclab.cdc.merge_variants import replicate_soft_deletes, replicate_variants, replicate_with
+from cdclab.cdc.merge_variants import (
+    StreamSummary,
+    replicate_soft_deletes,
+    replicate_variants,
+    replicate_with,
+)
 from cdclab.cdc.pipeline import ConsumeOptions, consume_routes, replicate, replicate_maxwell, route_names
 from cdclab.cdc.scd2 import replicate_scd2
 
@@ -24,6 +29,21 @@ def test_a_run_summary_holds_the_counts_then_what_the_run_wrote() -> None:
         "appended": {"core.x": 6},
     }
     assert list(summary)[:5] == ["records", "batches", "dead_letters", "skipped", "seconds"]
+
+
+def test_a_stream_summary_is_the_run_summary_with_the_hook_counts_last() -> None:
+    summary = StreamSummary(records=5, batches=2, seconds=1.23456)
+    summary.skipped["tombstone"] += 2
+    summary.counts["core.x"]["inserted"] += 3
+    assert summary.as_dict() == {
+        "records": 5,
+        "batches": 2,
+        "dead_letters": 0,
+        "skipped": {"tombstone": 2},
+        "seconds": 1.235,
+        "counts": {"core.x": {"inserted": 3}},
+    }
+    assert list(summary.as_dict())[-1] == "counts"
 
 
 def test_the_summary_copies_the_skipped_counts() -> None:

@@ -41,6 +41,7 @@ import pendulum
 from psycopg2 import sql
 from psycopg2.extras import execute_values
 
+from cdclab.cdc.consumer import ConsumeResult
 from cdclab.cdc.events import UNAVAILABLE, Change, latest_per_key
 from cdclab.cdc.merge import (
     BOOKKEEPING,
@@ -331,23 +332,16 @@ def archive_deleted(cur: Any, target: str, key: Sequence[str], cutoff: dt.dateti
 
 
 @dataclass
-class StreamSummary:
-    records: int = 0
-    batches: int = 0
-    dead_letters: int = 0
+class StreamSummary(ConsumeResult):
+    """A :func:`replicate_with` run: the consumer's counts, the records skipped by kind and the batch
+    hook's counts per target."""
+
     skipped: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     counts: dict[str, dict[str, int]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(int)))
-    seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "records": self.records,
-            "batches": self.batches,
-            "dead_letters": self.dead_letters,
-            "skipped": dict(self.skipped),
-            "seconds": round(self.seconds, 3),
-            "counts": {t: dict(c) for t, c in self.counts.items()},
-        }
+        """:meth:`ConsumeResult.summary`, the hook's counts last."""
+        return self.summary(self.skipped, counts={t: dict(c) for t, c in self.counts.items()})
 
 
 def replicate_with(
