@@ -68,20 +68,30 @@ def test_a_keyset_page_continues_after_the_last_cursor_and_key() -> None:
 
     from tests.unit._sql_text import text
 
-    statement, params = delta.build_keyset_page(
-        "public.orders",
-        cursor=sql.Identifier("updated_at"),
-        key_columns=["region", "id"],
-        lower=1,
-        after=(5, ("eu", 7)),
-        limit=100,
-    )
+    scan = delta.KeysetScan("public.orders", sql.Identifier("updated_at"), ["region", "id"], lower=1)
+    statement, params = scan.page(after=(5, ("eu", 7)), limit=100)
     assert text(statement) == (
         'SELECT *, "updated_at" AS "_cursor" FROM "public"."orders" WHERE "updated_at" IS NOT NULL '
         'AND "updated_at" >= %s AND ("updated_at", "region", "id") > (%s, %s, %s) '
         'ORDER BY "updated_at", "region", "id" LIMIT %s'
     )
     assert params == [1, 5, "eu", 7, 100]
+
+
+def test_a_keyset_scan_with_an_exclusive_lower_bound_and_an_upper_bound_reads_only_its_columns() -> None:
+    from psycopg2 import sql
+
+    from tests.unit._sql_text import text
+
+    scan = delta.KeysetScan("public.orders", sql.Identifier("version"), ["id"], ["id", "total"], 3, False, 9)
+    statement, params = scan.page()
+    assert text(statement) == (
+        'SELECT "id", "total", "version" AS "_cursor" FROM "public"."orders" WHERE "version" IS NOT NULL '
+        'AND "version" > %s AND "version" < %s ORDER BY "version", "id" LIMIT %s'
+    )
+    assert params == [3, 9, 1000]
+    with pytest.raises(delta.DeltaError, match="key columns"):
+        delta.KeysetScan("public.orders", sql.Identifier("version"), []).page()
 
 
 def test_the_keyset_bound_takes_one_value_per_column() -> None:

@@ -46,7 +46,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any, Literal, get_args
@@ -144,45 +144,65 @@ def keyset_after(
 # cursor (timestamp- or version-) based, keyset paginated
 
 
-def build_keyset_page(
-    table: str,
-    *,
-    cursor: sql.Composable,
-    key_columns: Sequence[str],
-    columns: Sequence[str] | None = None,
-    lower: Any = None,
-    lower_inclusive: bool = True,
-    upper: Any = None,
-    after: tuple[Any, Key] | None = None,
-    limit: int = 1000,
-) -> tuple[sql.Composed, list[Any]]:
-    """One page: ``SELECT cols, cursor FROM table WHERE cursor >= lower AND cursor < upper
-    [AND (cursor, keys) > (after)] ORDER BY cursor, keys LIMIT n``; returns (statement, params)."""
-    if not key_columns:
-        raise DeltaError("keyset pagination needs the table's key columns")
-    keys = [sql.Identifier(k) for k in key_columns]
-    where: list[sql.Composable] = [sql.SQL("{} IS NOT NULL").format(cursor)]
-    params: list[Any] = []
-    if lower is not None:
-        where.append(sql.SQL("{} {} %s").format(cursor, sql.SQL(">=" if lower_inclusive else ">")))
-        params.append(lower)
-    if upper is not None:
-        where.append(sql.SQL("{} < %s").format(cursor))
-        params.append(upper)
-    if after is not None:
-        after_cursor, after_key = after
-        where.append(keyset_after(cursor, keys))
-        params.extend([after_cursor, *after_key])
-    statement = sql.SQL("SELECT {}, {} AS {} FROM {} WHERE {} ORDER BY {} LIMIT %s").format(
-        _cols(columns),
-        cursor,
-        sql.Identifier("_cursor"),
-        ident(table),
-        sql.SQL(" AND ").join(where),
-        sql.SQL(", ").join([cursor, *keys]),
-    )
-    params.append(limit)
-    return statement, params
+@dataclass(frozen=True)
+class KeysetScan:
+    """What a cursor read scans: the rows of ``table`` whose ``cursor`` is in ``[lower, upper)``
+    (``(lower, upper)`` when ``lower_inclusive`` is false; a ``None`` bound is open) and not NULL, in
+    keyset pages ordered by ``(cursor, key_columns...)``; ``columns`` (``None``: all) are read."""
+
+    table: str
+    cursor: sql.Composable
+    key_columns: Sequence[str]
+    columns: Sequence[str] | None = None
+    lower: Any = None
+    lower_inclusive: bool = True
+    upper: Any = None
+
+    def page(self, after: tuple[Any, Key] | None = None, limit: int = 1000) -> tuple[sql.Composed, list[Any]]:
+        """One page: ``SELECT cols, cursor FROM table WHERE cursor >= lower AND cursor < upper
+        [AND (cursor, keys) > (after)] ORDER BY cursor, keys LIMIT n``; returns (statement, params)."""
+        if not self.key_columns:
+            raise DeltaError("keyset pagination needs the table's key columns")
+        cursor = self.cursor
+        keys = [sql.Identifier(k) for k in self.key_columns]
+        where: list[sql.Composable] = [sql.SQL("{} IS NOT NULL").format(cursor)]
+        params: list[Any] = []
+        if self.lower is not None:
+            where.append(sql.SQL("{} {} %s").format(cursor, sql.SQL(">=" if self.lower_inclusive else ">")))
+            params.append(self.lower)
+        if self.upper is not None:
+            where.append(sql.SQL("{} < %s").format(cursor))
+            params.append(self.upper)
+        if after is not None:
+            after_cursor, after_key = after
+            where.append(keyset_after(cursor, keys))
+            params.extend([after_cursor, *after_key])
+        statement = sql.SQL("SELECT {}, {} AS {} FROM {} WHERE {} ORDER BY {} LIMIT %s").format(
+            _cols(self.columns),
+            cursor,
+            sql.Identifier("_cursor"),
+            ident(self.table),
+            sql.SQL(" AND ").join(where),
+            sql.SQL(", ").join([cursor, *keys]),
+        )
+        params.append(limit)
+        return statement, params
+
+    def pages(self, conn: Any, batch_size: int = 1000) -> Iterator[list[dict[str, Any]]]:
+        """Yield pages (lists of row dicts with an extra ``_cursor`` entry) in ``(cursor, key)`` order."""
+        after: tuple[Any, Key] | None = None
+        while True:
+            statement, params = self.page(after, batch_size)
+            with conn.cursor() as cur:
+                cur.execute(statement, params)
+                page = _fetch_dicts(cur)
+            if not page:
+                return
+            last = page[-1]
+            after = (last["_cursor"], tuple(last[k] for k in self.key_columns))
+            yield page
+            if len(page) < batch_size:
+                return
 
 
 def _fetch_dicts(cur: Any) -> list[dict[str, Any]]:
@@ -190,23 +210,16 @@ def _fetch_dicts(cur: Any) -> list[dict[str, Any]]:
     return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
 
-def _null_rows(
-    conn: Any,
-    table: str,
-    cursor: sql.Composable,
-    key_columns: Sequence[str],
-    columns: Sequence[str] | None,
-    policy: NullPolicy,
-    column_label: str,
-) -> tuple[int, list[dict]]:
+def _null_rows(conn: Any, scan: KeysetScan, policy: NullPolicy, column_label: str) -> tuple[int, list[dict]]:
+    table, cursor = scan.table, scan.cursor
     with conn.cursor() as cur:
         if policy == "include":
             cur.execute(
                 sql.SQL("SELECT {} FROM {} WHERE {} IS NULL ORDER BY {}").format(
-                    _cols(columns),
+                    _cols(scan.columns),
                     ident(table),
                     cursor,
-                    sql.SQL(", ").join(sql.Identifier(k) for k in key_columns),
+                    sql.SQL(", ").join(sql.Identifier(k) for k in scan.key_columns),
                 )
             )
             rows = _fetch_dicts(cur)
@@ -222,76 +235,22 @@ def _null_rows(
     return count, []
 
 
-def iter_keyset_pages(
-    conn: Any,
-    table: str,
-    *,
-    cursor: sql.Composable,
-    key_columns: Sequence[str],
-    columns: Sequence[str] | None = None,
-    lower: Any = None,
-    lower_inclusive: bool = True,
-    upper: Any = None,
-    batch_size: int = 1000,
-) -> Iterator[list[dict[str, Any]]]:
-    """Yield pages (lists of row dicts with an extra ``_cursor`` entry) in ``(cursor, key)`` order."""
-    after: tuple[Any, Key] | None = None
-    while True:
-        statement, params = build_keyset_page(
-            table,
-            cursor=cursor,
-            key_columns=key_columns,
-            columns=columns,
-            lower=lower,
-            lower_inclusive=lower_inclusive,
-            upper=upper,
-            after=after,
-            limit=batch_size,
-        )
-        with conn.cursor() as cur:
-            cur.execute(statement, params)
-            page = _fetch_dicts(cur)
-        if not page:
-            return
-        last = page[-1]
-        after = (last["_cursor"], tuple(last[k] for k in key_columns))
-        yield page
-        if len(page) < batch_size:
-            return
-
-
 def _read_cursor_delta(
     conn: Any,
-    table: str,
-    cursor: sql.Composable,
+    scan: KeysetScan,
     column_label: str,
-    key_columns: Sequence[str],
-    columns: Sequence[str] | None,
-    lower: Any,
-    lower_inclusive: bool,
-    upper: Any,
     batch_size: int,
     null_policy: str,
     nullable: bool = True,
 ) -> DeltaResult:
     policy = check_null_policy(null_policy)
-    if columns:
-        columns = list(dict.fromkeys([*columns, *key_columns]))
+    if scan.columns:
+        scan = replace(scan, columns=list(dict.fromkeys([*scan.columns, *scan.key_columns])))
     null_count, null_rows = 0, list[dict[str, Any]]()
     if nullable:
-        null_count, null_rows = _null_rows(conn, table, cursor, key_columns, columns, policy, column_label)
+        null_count, null_rows = _null_rows(conn, scan, policy, column_label)
     result = DeltaResult(null_cursor_rows=null_count)
-    for page in iter_keyset_pages(
-        conn,
-        table,
-        cursor=cursor,
-        key_columns=key_columns,
-        columns=columns,
-        lower=lower,
-        lower_inclusive=lower_inclusive,
-        upper=upper,
-        batch_size=batch_size,
-    ):
+    for page in scan.pages(conn, batch_size):
         result.pages += 1
         for row in page:
             value = row.pop("_cursor")
@@ -325,19 +284,8 @@ def read_timestamp_delta(
     if lookback < timedelta(0):
         raise DeltaError(f"lookback {lookback} is negative; use timedelta(0) for no overlap")
     lower = None if since is None else since - lookback
-    return _read_cursor_delta(
-        conn,
-        table,
-        sql.Identifier(cursor_column),
-        cursor_column,
-        key_columns,
-        columns,
-        lower,
-        True,
-        until,
-        batch_size,
-        null_policy,
-    )
+    scan = KeysetScan(table, sql.Identifier(cursor_column), key_columns, columns, lower, True, until)
+    return _read_cursor_delta(conn, scan, cursor_column, batch_size, null_policy)
 
 
 def read_committed_delta(
@@ -383,19 +331,8 @@ def read_version_delta(
 ) -> DeltaResult:
     """Rows with ``since < version < until`` for a globally monotonic version column (exclusive lower
     bound: a version number is never reused, unlike a timestamp)."""
-    return _read_cursor_delta(
-        conn,
-        table,
-        sql.Identifier(version_column),
-        version_column,
-        key_columns,
-        columns,
-        since,
-        False,
-        until,
-        batch_size,
-        null_policy,
-    )
+    scan = KeysetScan(table, sql.Identifier(version_column), key_columns, columns, since, False, until)
+    return _read_cursor_delta(conn, scan, version_column, batch_size, null_policy)
 
 
 # the row's inserting transaction id as a 64-bit "full" xid (epoch-adjusted against the snapshot)
@@ -425,20 +362,8 @@ def read_xmin_delta(
     """Rows written by transactions with full xid ``>= since``; ``max_cursor`` is the snapshot xmin
     taken before the read (the next watermark: nothing the read missed is below it)."""
     watermark = snapshot_xmin(conn)
-    result = _read_cursor_delta(
-        conn,
-        table,
-        FULL_XMIN,
-        "xmin",
-        key_columns,
-        columns,
-        since,
-        True,
-        None,
-        batch_size,
-        "exclude",
-        nullable=False,
-    )
+    scan = KeysetScan(table, FULL_XMIN, key_columns, columns, lower=since)
+    result = _read_cursor_delta(conn, scan, "xmin", batch_size, "exclude", nullable=False)
     result.max_cursor = watermark
     return result
 
