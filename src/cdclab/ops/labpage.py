@@ -26,12 +26,14 @@ is cheap: FastAPI, psycopg2 and confluent-kafka are imported when a request need
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import html
+import inspect
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Concatenate, ParamSpec
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +130,33 @@ def guarded(key: str, title: str, service: str, gather: Callable[[], Section]) -
         return _down(key, title, service, exc)
 
 
+#: what a ``gather_*`` function gets as its first argument: ``Section`` with the section's key and title
+#: already given, so that it builds its section as ``section(columns, rows, note=..., empty=...)``
+SectionOf = Callable[..., Section]
+P = ParamSpec("P")
+
+
+def section_of(
+    key: str, title: str, service: str
+) -> Callable[[Callable[Concatenate[SectionOf, P], Section]], Callable[P, Section]]:
+    """Make a ``gather_*`` function of the section ``key``, titled ``title``: called with its own arguments,
+    it gathers under :func:`guarded`, so a service that does not answer gives a down section naming
+    ``service`` (a template of the function's arguments: ``"Kafka at {bootstrap}"``)."""
+
+    def decorate(gather: Callable[Concatenate[SectionOf, P], Section]) -> Callable[P, Section]:
+        signature = inspect.signature(gather)
+
+        @functools.wraps(gather)
+        def gathered(*args: P.args, **kwargs: P.kwargs) -> Section:
+            arguments = signature.bind(None, *args, **kwargs).arguments
+            made = functools.partial(Section, key, title)
+            return guarded(key, title, service.format(**arguments), lambda: gather(made, *args, **kwargs))
+
+        return gathered
+
+    return decorate
+
+
 @contextmanager
 def _cursor(opener: Callable[[], Any]) -> Iterator[Any]:
     conn = opener()
@@ -154,33 +183,29 @@ def _table_exists(cur: Any, name: str) -> bool:
 
 # --------------------------------------------------------------------------------------------------
 # gathering: one function per section
-def gather_connectors(connect_url: str | None, timeout: float = SERVICE_TIMEOUT_S) -> Section:
+@section_of("connectors", "Kafka Connect: connectors and tasks", "Kafka Connect at {connect_url}")
+def gather_connectors(
+    section: SectionOf, connect_url: str | None, timeout: float = SERVICE_TIMEOUT_S
+) -> Section:
     from cdclab.cdc.connect import ConnectClient, state_of
 
-    key, title = "connectors", "Kafka Connect: connectors and tasks"
     if not connect_url:
-        return Section(key, title, error="no kafka_connect Airflow connection: the launcher sets it")
-
-    def gather() -> Section:
-        client = ConnectClient(connect_url, timeout=timeout)
-        rows: list[Row] = []
-        for name in sorted(client.connectors()):
-            body = client.status(name)
-            if body is None:  # deleted between the two calls
-                continue
-            state, tasks, trace = state_of(body)
-            first = trace.strip().splitlines()[0] if trace.strip() else ""
-            rows.append((name, state, " ".join(f"{i}:{t}" for i, t in enumerate(tasks)) or "no tasks", first))
-        return Section(
-            key,
-            title,
-            ("connector", "state", "tasks", "first trace line"),
-            rows,
-            note=f"Kafka Connect at {connect_url}",
-            empty="no connector registered — `make up` registers connectors/*.json",
-        )
-
-    return guarded(key, title, f"Kafka Connect at {connect_url}", gather)
+        return section(error="no kafka_connect Airflow connection: the launcher sets it")
+    client = ConnectClient(connect_url, timeout=timeout)
+    rows: list[Row] = []
+    for name in sorted(client.connectors()):
+        body = client.status(name)
+        if body is None:  # deleted between the two calls
+            continue
+        state, tasks, trace = state_of(body)
+        first = trace.strip().splitlines()[0] if trace.strip() else ""
+        rows.append((name, state, " ".join(f"{i}:{t}" for i, t in enumerate(tasks)) or "no tasks", first))
+    return section(
+        ("connector", "state", "tasks", "first trace line"),
+        rows,
+        note=f"Kafka Connect at {connect_url}",
+        empty="no connector registered — `make up` registers connectors/*.json",
+    )
 
 
 SLOTS_SQL = """
@@ -191,32 +216,26 @@ FROM pg_replication_slots ORDER BY slot_name
 """
 
 
-def gather_slots(shop: Callable[[], Any]) -> Section:
-    key, title = "slots", "Replication slots (shop) and retained WAL"
-
-    def gather() -> Section:
-        with _cursor(shop) as cur:
-            cur.execute(SLOTS_SQL)
-            raw = cur.fetchall()
-        rows = [(*r[:5], format_bytes(r[5]), r[6], r[7]) for r in raw]
-        return Section(
-            key,
-            title,
-            (
-                "slot",
-                "plugin",
-                "type",
-                "active",
-                "wal status",
-                "retained WAL",
-                "restart LSN",
-                "confirmed flush",
-            ),
-            rows,
-            empty="no replication slot — Debezium creates cdclab_shop when its connector starts",
-        )
-
-    return guarded(key, title, "Postgres (shop)", gather)
+@section_of("slots", "Replication slots (shop) and retained WAL", "Postgres (shop)")
+def gather_slots(section: SectionOf, shop: Callable[[], Any]) -> Section:
+    with _cursor(shop) as cur:
+        cur.execute(SLOTS_SQL)
+        raw = cur.fetchall()
+    rows = [(*r[:5], format_bytes(r[5]), r[6], r[7]) for r in raw]
+    return section(
+        (
+            "slot",
+            "plugin",
+            "type",
+            "active",
+            "wal status",
+            "retained WAL",
+            "restart LSN",
+            "confirmed flush",
+        ),
+        rows,
+        empty="no replication slot — Debezium creates cdclab_shop when its connector starts",
+    )
 
 
 def _end_offsets(
@@ -242,45 +261,41 @@ def _end_offsets(
     return out
 
 
-def gather_kafka_groups(bootstrap: str | None, timeout: float = SERVICE_TIMEOUT_S) -> Section:
-    key, title = "kafka-lag", "Kafka consumer groups: committed offsets and lag"
+@section_of("kafka-lag", "Kafka consumer groups: committed offsets and lag", "Kafka at {bootstrap}")
+def gather_kafka_groups(
+    section: SectionOf, bootstrap: str | None, timeout: float = SERVICE_TIMEOUT_S
+) -> Section:
     if not bootstrap:
-        return Section(key, title, error="no kafka_default Airflow connection with bootstrap.servers")
+        return section(error="no kafka_default Airflow connection with bootstrap.servers")
+    from confluent_kafka import ConsumerGroupTopicPartitions
+    from confluent_kafka.admin import AdminClient
 
-    def gather() -> Section:
-        from confluent_kafka import ConsumerGroupTopicPartitions
-        from confluent_kafka.admin import AdminClient
-
-        admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": int(timeout * 1000)})
-        admin.list_topics(timeout=timeout)  # raises when no broker answers
-        listed = admin.list_consumer_groups(request_timeout=timeout).result(timeout=timeout * 2)
-        if listed.errors and not listed.valid:
-            raise RuntimeError(f"listing consumer groups failed: {listed.errors[0]}")
-        groups = sorted((g.group_id, str(g.state).rsplit(".", 1)[-1]) for g in listed.valid)
-        committed: list[tuple[str, str, str, int, int]] = []
-        for group, state in groups:
-            fut = admin.list_consumer_group_offsets(
-                [ConsumerGroupTopicPartitions(group)], request_timeout=timeout
-            )[group]
-            for tp in fut.result(timeout=timeout * 2).topic_partitions or []:
-                if tp.offset >= 0:
-                    committed.append((group, state, tp.topic, tp.partition, tp.offset))
-        ends = _end_offsets(bootstrap, sorted({(c[2], c[3]) for c in committed}), timeout)
-        rows = group_lag_rows(committed, ends)
-        without = [g for g, _ in groups if g not in {c[0] for c in committed}]
-        note = f"Kafka at {bootstrap}; {len(groups)} group(s)"
-        if without:
-            note += f"; no committed offsets: {', '.join(without[:10])}" + (" …" if len(without) > 10 else "")
-        return Section(
-            key,
-            title,
-            ("group", "state", "topic", "partitions", "committed", "end", "lag"),
-            rows,
-            note=note,
-            empty="no consumer group has committed offsets in Kafka",
-        )
-
-    return guarded(key, title, f"Kafka at {bootstrap}", gather)
+    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": int(timeout * 1000)})
+    admin.list_topics(timeout=timeout)  # raises when no broker answers
+    listed = admin.list_consumer_groups(request_timeout=timeout).result(timeout=timeout * 2)
+    if listed.errors and not listed.valid:
+        raise RuntimeError(f"listing consumer groups failed: {listed.errors[0]}")
+    groups = sorted((g.group_id, str(g.state).rsplit(".", 1)[-1]) for g in listed.valid)
+    committed: list[tuple[str, str, str, int, int]] = []
+    for group, state in groups:
+        fut = admin.list_consumer_group_offsets(
+            [ConsumerGroupTopicPartitions(group)], request_timeout=timeout
+        )[group]
+        for tp in fut.result(timeout=timeout * 2).topic_partitions or []:
+            if tp.offset >= 0:
+                committed.append((group, state, tp.topic, tp.partition, tp.offset))
+    ends = _end_offsets(bootstrap, sorted({(c[2], c[3]) for c in committed}), timeout)
+    rows = group_lag_rows(committed, ends)
+    without = [g for g, _ in groups if g not in {c[0] for c in committed}]
+    note = f"Kafka at {bootstrap}; {len(groups)} group(s)"
+    if without:
+        note += f"; no committed offsets: {', '.join(without[:10])}" + (" …" if len(without) > 10 else "")
+    return section(
+        ("group", "state", "topic", "partitions", "committed", "end", "lag"),
+        rows,
+        note=note,
+        empty="no consumer group has committed offsets in Kafka",
+    )
 
 
 def group_lag_rows(
@@ -305,64 +320,53 @@ def group_lag_rows(
     ]
 
 
+@section_of("db-offsets", "Offsets stored with the data (state.kafka_offsets)", "Postgres (warehouse)")
 def gather_db_offsets(
-    warehouse: Callable[[], Any], bootstrap: str | None, timeout: float = SERVICE_TIMEOUT_S
+    section: SectionOf,
+    warehouse: Callable[[], Any],
+    bootstrap: str | None,
+    timeout: float = SERVICE_TIMEOUT_S,
 ) -> Section:
-    key, title = "db-offsets", "Offsets stored with the data (state.kafka_offsets)"
-
-    def gather() -> Section:
-        raw = _fetch(
-            warehouse,
-            "SELECT consumer_group, topic, kafka_partition, next_offset, updated_at, updated_by "
-            "FROM state.kafka_offsets ORDER BY consumer_group, topic, kafka_partition LIMIT 500",
-        )
-        note = ""
-        ends: dict[tuple[str, int], int] = {}
-        if raw and bootstrap:
-            try:
-                ends = _end_offsets(bootstrap, sorted({(r[1], r[2]) for r in raw}), timeout)
-            except Exception as exc:
-                note = f"Kafka at {bootstrap} does not answer ({exc}): end offsets and lag unknown"
-            if not ends and not note:
-                note = f"Kafka at {bootstrap} gave no end offset (down, or the topics are gone): lag unknown"
-        rows = []
-        for group, topic, partition, nxt, updated_at, updated_by in raw:
-            end = ends.get((topic, partition))
-            lag = "?" if end is None else max(end - nxt, 0)
-            rows.append(
-                (group, topic, partition, nxt, "?" if end is None else end, lag, updated_at, updated_by)
-            )
-        return Section(
-            key,
-            title,
-            ("group", "topic", "partition", "next offset", "end", "lag", "updated at", "updated by"),
-            rows,
-            note=note,
-            empty="no offsets stored — the exactly-once consumers (71_03_02, 71_05_01, ...) write them",
-        )
-
-    return guarded(key, title, "Postgres (warehouse)", gather)
+    raw = _fetch(
+        warehouse,
+        "SELECT consumer_group, topic, kafka_partition, next_offset, updated_at, updated_by "
+        "FROM state.kafka_offsets ORDER BY consumer_group, topic, kafka_partition LIMIT 500",
+    )
+    note = ""
+    ends: dict[tuple[str, int], int] = {}
+    if raw and bootstrap:
+        try:
+            ends = _end_offsets(bootstrap, sorted({(r[1], r[2]) for r in raw}), timeout)
+        except Exception as exc:
+            note = f"Kafka at {bootstrap} does not answer ({exc}): end offsets and lag unknown"
+        if not ends and not note:
+            note = f"Kafka at {bootstrap} gave no end offset (down, or the topics are gone): lag unknown"
+    rows = []
+    for group, topic, partition, nxt, updated_at, updated_by in raw:
+        end = ends.get((topic, partition))
+        lag = "?" if end is None else max(end - nxt, 0)
+        rows.append((group, topic, partition, nxt, "?" if end is None else end, lag, updated_at, updated_by))
+    return section(
+        ("group", "topic", "partition", "next offset", "end", "lag", "updated at", "updated by"),
+        rows,
+        note=note,
+        empty="no offsets stored — the exactly-once consumers (71_03_02, 71_05_01, ...) write them",
+    )
 
 
-def gather_watermarks(warehouse: Callable[[], Any], now: dt.datetime) -> Section:
-    key, title = "watermarks", "Watermarks and their age (state.watermarks)"
-
-    def gather() -> Section:
-        raw = _fetch(
-            warehouse,
-            "SELECT key, value, value_type, updated_at, updated_by_dag_id FROM state.watermarks "
-            "ORDER BY updated_at DESC LIMIT 200",
-        )
-        rows = [(k, v, t, u, format_age((now - u).total_seconds()), d) for k, v, t, u, d in raw]
-        return Section(
-            key,
-            title,
-            ("key", "value", "type", "updated at", "age", "by DAG"),
-            rows,
-            empty="no watermark yet — trigger 71_01_01 and it sets one",
-        )
-
-    return guarded(key, title, "Postgres (warehouse)", gather)
+@section_of("watermarks", "Watermarks and their age (state.watermarks)", "Postgres (warehouse)")
+def gather_watermarks(section: SectionOf, warehouse: Callable[[], Any], now: dt.datetime) -> Section:
+    raw = _fetch(
+        warehouse,
+        "SELECT key, value, value_type, updated_at, updated_by_dag_id FROM state.watermarks "
+        "ORDER BY updated_at DESC LIMIT 200",
+    )
+    rows = [(k, v, t, u, format_age((now - u).total_seconds()), d) for k, v, t, u, d in raw]
+    return section(
+        ("key", "value", "type", "updated at", "age", "by DAG"),
+        rows,
+        empty="no watermark yet — trigger 71_01_01 and it sets one",
+    )
 
 
 def interval_gaps(
@@ -405,39 +409,33 @@ def gap_rows(
     return rows
 
 
-def gather_gaps(warehouse: Callable[[], Any]) -> Section:
-    key, title = "gaps", "Processed intervals and their gaps"
-
-    def gather() -> Section:
-        processed: dict[str, list[tuple[dt.datetime, dt.datetime]]] = {}
-        ledger: dict[str, list[tuple[dt.datetime, dt.datetime]]] = {}
-        failed: dict[str, int] = {}
-        with _cursor(warehouse) as cur:
-            cur.execute(
-                "SELECT pipeline, interval_start, interval_end FROM state.processed_intervals "
-                "ORDER BY pipeline, interval_start LIMIT 20000"
-            )
-            for pipeline, s, e in cur.fetchall():
-                processed.setdefault(pipeline, []).append((s, e))
-            cur.execute(
-                "SELECT pipeline, interval_start, interval_end, status FROM state.interval_ledger "
-                "ORDER BY pipeline, interval_start LIMIT 20000"
-            )
-            for pipeline, s, e, status in cur.fetchall():
-                ledger.setdefault(pipeline, []).append((s, e))
-                failed[pipeline] = failed.get(pipeline, 0) + (status == "failed")
-        rows = gap_rows("state.processed_intervals", processed) + gap_rows(
-            "state.interval_ledger", ledger, failed
+@section_of("gaps", "Processed intervals and their gaps", "Postgres (warehouse)")
+def gather_gaps(section: SectionOf, warehouse: Callable[[], Any]) -> Section:
+    processed: dict[str, list[tuple[dt.datetime, dt.datetime]]] = {}
+    ledger: dict[str, list[tuple[dt.datetime, dt.datetime]]] = {}
+    failed: dict[str, int] = {}
+    with _cursor(warehouse) as cur:
+        cur.execute(
+            "SELECT pipeline, interval_start, interval_end FROM state.processed_intervals "
+            "ORDER BY pipeline, interval_start LIMIT 20000"
         )
-        return Section(
-            key,
-            title,
-            ("ledger", "pipeline", "intervals", "from", "to", "gaps", "failed", "gaps (first three)"),
-            rows,
-            empty="no processed interval recorded yet — 71_08_01 and 71_10_03 record them",
+        for pipeline, s, e in cur.fetchall():
+            processed.setdefault(pipeline, []).append((s, e))
+        cur.execute(
+            "SELECT pipeline, interval_start, interval_end, status FROM state.interval_ledger "
+            "ORDER BY pipeline, interval_start LIMIT 20000"
         )
-
-    return guarded(key, title, "Postgres (warehouse)", gather)
+        for pipeline, s, e, status in cur.fetchall():
+            ledger.setdefault(pipeline, []).append((s, e))
+            failed[pipeline] = failed.get(pipeline, 0) + (status == "failed")
+    rows = gap_rows("state.processed_intervals", processed) + gap_rows(
+        "state.interval_ledger", ledger, failed
+    )
+    return section(
+        ("ledger", "pipeline", "intervals", "from", "to", "gaps", "failed", "gaps (first three)"),
+        rows,
+        empty="no processed interval recorded yet — 71_08_01 and 71_10_03 record them",
+    )
 
 
 PERF_SQL = """
@@ -453,28 +451,22 @@ ORDER BY experiment, variant
 """
 
 
-def gather_perf(warehouse: Callable[[], Any]) -> Section:
-    key, title = "perf", "71.7 performance comparisons (state.perf_runs)"
-
-    def gather() -> Section:
-        raw = _fetch(warehouse, PERF_SQL)
-        rows = [
-            (e, v, n, _num(last), _num(med), lr, at)
-            for e, v, n, last, med, lr, at in raw  # durations rounded for the table
-        ]
-        bars = [(str(e), str(v), float(med or 0.0)) for e, v, _n, _l, med, _r, _a in raw]
-        return Section(
-            key,
-            title,
-            ("experiment", "variant", "runs", "last ms", "median ms", "last rows read", "last run"),
-            rows,
-            empty="no measurement yet — trigger the 71_07_* DAGs",
-            chart=bar_chart(bars, "median duration per variant (ms)", unit="ms"),
-            note="the 12 most recently measured experiments; durations are wall clock on a shared machine: "
-            "compare variants within one experiment",
-        )
-
-    return guarded(key, title, "Postgres (warehouse)", gather)
+@section_of("perf", "71.7 performance comparisons (state.perf_runs)", "Postgres (warehouse)")
+def gather_perf(section: SectionOf, warehouse: Callable[[], Any]) -> Section:
+    raw = _fetch(warehouse, PERF_SQL)
+    rows = [
+        (e, v, n, _num(last), _num(med), lr, at)
+        for e, v, n, last, med, lr, at in raw  # durations rounded for the table
+    ]
+    bars = [(str(e), str(v), float(med or 0.0)) for e, v, _n, _l, med, _r, _a in raw]
+    return section(
+        ("experiment", "variant", "runs", "last ms", "median ms", "last rows read", "last run"),
+        rows,
+        empty="no measurement yet — trigger the 71_07_* DAGs",
+        chart=bar_chart(bars, "median duration per variant (ms)", unit="ms"),
+        note="the 12 most recently measured experiments; durations are wall clock on a shared machine: "
+        "compare variants within one experiment",
+    )
 
 
 HEALTH_SQL = """
@@ -491,29 +483,23 @@ ORDER BY severity DESC, checked_at DESC LIMIT 50
 """
 
 
-def gather_health(warehouse: Callable[[], Any], days: int = HEALTH_DAYS) -> Section:
-    key, title = "health", "Pipeline health over time (marts.pipeline_health)"
-
-    def gather() -> Section:
-        with _cursor(warehouse) as cur:
-            if not _table_exists(cur, "marts.pipeline_health"):
-                return Section(key, title, empty="marts.pipeline_health does not exist (V003__marts.sql)")
-            cur.execute(HEALTH_SQL, (days,))
-            series = health_series(cur.fetchall())
-            cur.execute(HEALTH_NOW_SQL)
-            latest = cur.fetchall()
-        rows = [(sc, m, su, st, _num(v), d, at) for sc, m, su, st, v, d, at in latest]
-        return Section(
-            key,
-            title,
-            ("scope", "metric", "subject", "latest status", "value", "detail", "checked at"),
-            rows,
-            empty="no health check recorded yet — trigger 71_10_04 (monitoring) or 71_10_02",
-            chart=stacked_chart(series, f"checks per hour by status, last {days} days"),
-            note="the table lists each check's latest result, alerts first",
-        )
-
-    return guarded(key, title, "Postgres (warehouse)", gather)
+@section_of("health", "Pipeline health over time (marts.pipeline_health)", "Postgres (warehouse)")
+def gather_health(section: SectionOf, warehouse: Callable[[], Any], days: int = HEALTH_DAYS) -> Section:
+    with _cursor(warehouse) as cur:
+        if not _table_exists(cur, "marts.pipeline_health"):
+            return section(empty="marts.pipeline_health does not exist (V003__marts.sql)")
+        cur.execute(HEALTH_SQL, (days,))
+        series = health_series(cur.fetchall())
+        cur.execute(HEALTH_NOW_SQL)
+        latest = cur.fetchall()
+    rows = [(sc, m, su, st, _num(v), d, at) for sc, m, su, st, v, d, at in latest]
+    return section(
+        ("scope", "metric", "subject", "latest status", "value", "detail", "checked at"),
+        rows,
+        empty="no health check recorded yet — trigger 71_10_04 (monitoring) or 71_10_02",
+        chart=stacked_chart(series, f"checks per hour by status, last {days} days"),
+        note="the table lists each check's latest result, alerts first",
+    )
 
 
 def health_series(rows: Sequence[tuple[dt.datetime, str, int]]) -> list[tuple[str, dict[str, int]]]:
