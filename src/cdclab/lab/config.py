@@ -102,17 +102,25 @@ class LabConfig:
     def port(self, name: str) -> int:
         return int(self[f"{name.upper()}_PORT"])
 
+    def address(self, service: str) -> str:
+        """``host:port`` of ``service`` for a client (:meth:`host_of`, :meth:`port`)."""
+        return f"{self.host_of(service)}:{self.port(service)}"
+
+    def url(self, service: str) -> str:
+        """``http://host:port`` of ``service`` (:meth:`address`)."""
+        return f"http://{self.address(service)}"
+
     @property
     def kafka_bootstrap(self) -> str:
-        return f"{self.host_of('kafka')}:{self.port('kafka')}"
+        return self.address("kafka")
 
     @property
     def connect_url(self) -> str:
-        return f"http://{self.host_of('connect')}:{self.port('connect')}"
+        return self.url("connect")
 
     @property
     def minio_url(self) -> str:
-        return f"http://{self.host_of('minio')}:{self.port('minio')}"
+        return self.url("minio")
 
     def s3_client(self, config: Any = None) -> Any:
         """A boto3 S3 client for the lab's MinIO (its root login); ``config``: a ``botocore`` Config."""
@@ -130,7 +138,7 @@ class LabConfig:
     @property
     def airflow_url(self) -> str:
         """Where lab processes reach the api-server (inside compose: the service name)."""
-        return f"http://{self.host_of('airflow')}:{self.port('airflow')}"
+        return self.url("airflow")
 
     @property
     def airflow_public_url(self) -> str:
@@ -140,7 +148,7 @@ class LabConfig:
 
     @property
     def partner_api_url(self) -> str:
-        return f"http://{self.host_of('partner_api')}:{self.port('partner_api')}"
+        return self.url("partner_api")
 
     def pg_dsn(self, database: str, role: str | None = None) -> str:
         """A libpq DSN for ``database`` as ``role`` (default: the database's owner role)."""
@@ -153,7 +161,7 @@ class LabConfig:
 
     def pg_uri(self, database: str, role: str | None = None, scheme: str = "postgresql") -> str:
         user, password = self._pg_login(role or database)
-        return f"{scheme}://{quote(user)}:{quote(password, safe='')}@{self.host_of('postgres')}:{self.port('postgres')}/{database}"
+        return f"{scheme}://{quote(user)}:{quote(password, safe='')}@{self.address('postgres')}/{database}"
 
     def _pg_login(self, role: str) -> tuple[str, str]:
         logins = {
