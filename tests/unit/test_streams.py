@@ -206,3 +206,33 @@ def test_a_dedup_horizon_shorter_than_a_window_is_refused() -> None:
     with pytest.raises(ValueError, match="at least one window"):
         StreamConfig(window=dt.timedelta(seconds=60), dedup_horizon=dt.timedelta(seconds=59))
     assert StreamConfig(window=dt.timedelta(seconds=60), dedup_horizon=dt.timedelta(seconds=60))
+
+
+class _Record:
+    """A Kafka record as a consumer hands it over: value, partition, offset."""
+
+    def __init__(self, value: bytes | None, offset: int) -> None:
+        self._value, self._offset = value, offset
+
+    def value(self) -> bytes | None:
+        return self._value
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return self._offset
+
+
+def test_a_batch_parses_into_its_click_events_and_the_records_that_are_none_with_the_reason() -> None:
+    from cdclab.streams.windows import parse_records
+
+    good = json.dumps(
+        {"event_id": "e1", "user_id": 7, "event_type": "view", "event_time": "2026-01-01T00:00:00Z"}
+    ).encode()
+    tombstone, not_json = _Record(None, 1), _Record(b"{", 2)
+    events, rejects = parse_records([_Record(good, 0), tombstone, not_json], "malformed event")
+    assert [(e.event_id, e.user_id, e.offset) for e in events] == [("e1", 7, 0)]
+    assert [r for r, _ in rejects] == [tombstone, not_json]
+    assert rejects[0][1] == "malformed event: record has no value (a tombstone is not a click event)"
+    assert parse_records([not_json])[1][0][1].startswith("malformed click event: value is not JSON")

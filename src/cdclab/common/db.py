@@ -109,9 +109,10 @@ def connect(conn_id: str, application_name: str = "cdclab") -> Any:
 
 
 @contextmanager
-def transaction(conn_id: str) -> Iterator[Any]:
-    """``with transaction("warehouse") as cur:`` — commit on success, roll back on error, then close."""
-    conn = connect(conn_id)
+def transaction(conn_id: str, application_name: str = "cdclab") -> Iterator[Any]:
+    """``with transaction("warehouse") as cur:`` — commit on success, roll back on error, then close
+    (the connection of :func:`connect`)."""
+    conn = connect(conn_id, application_name)
     try:
         with conn:
             with conn.cursor() as cur:

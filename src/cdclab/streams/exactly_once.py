@@ -48,7 +48,7 @@ from cdclab.common.db import WAREHOUSE
 from cdclab.common.ddl import ensure as ensure_ddl
 from cdclab.common.options import InvalidOptionError, one_of
 from cdclab.common.tablenames import SchemaTables, Table
-from cdclab.streams.windows import ClickEvent, MalformedClickEventError, parse_event
+from cdclab.streams.windows import ClickEvent, parse_records
 
 log = logging.getLogger(__name__)
 
@@ -143,13 +143,7 @@ def batch_handler(tables: SinkTables, run: str = "") -> Handler:
 
     def handle(cur: Any, batch: list[Any]) -> list[tuple[Any, str]]:
         counter["batch"] += 1
-        rejects: list[tuple[Any, str]] = []
-        events: list[ClickEvent] = []
-        for msg in batch:
-            try:
-                events.append(parse_event(msg.value(), msg.partition(), msg.offset()))
-            except MalformedClickEventError as exc:
-                rejects.append((msg, f"malformed event: {exc}"))
+        events, rejects = parse_records(batch, "malformed event")
         new = upsert_events(cur, tables, events)
         firsts: set[str] = set()
         rows = []
@@ -380,12 +374,8 @@ def run(
         raise ValueError(
             f"tables are for mode {tables.mode!r}, the run is {checked!r}: use SinkTables(..., mode)"
         )
-    conn = connect()
-    try:
-        with conn, conn.cursor() as cur:
-            ensure_tables(cur, tables)
-    finally:
-        conn.close()
+    with db.transaction(conn_id, application_name) as cur:
+        ensure_tables(cur, tables)
     rewound = (
         rewind(checked, bootstrap=bootstrap, topic=topic, group=group, connect=connect) if replay else {}
     )
@@ -412,12 +402,8 @@ def run(
             batch_size=batch_size,
             max_seconds=max_seconds,
         )
-    conn = connect()
-    try:
-        with conn, conn.cursor() as cur:
-            report = layer_report(cur, tables)
-    finally:
-        conn.close()
+    with db.transaction(conn_id, application_name) as cur:
+        report = layer_report(cur, tables)
     summary = {
         "mode": checked,
         "records": result.records,

@@ -185,6 +185,21 @@ def parse_event(value: bytes | str | None, partition: int = 0, offset: int = -1)
     )
 
 
+def parse_records(
+    records: Iterable[Any], label: str = "malformed click event"
+) -> tuple[list[ClickEvent], list[tuple[Any, str]]]:
+    """The click events of a batch of Kafka records (:func:`parse_event`), in order, and the records that
+    are none, each with its reason ``<label>: <what is wrong>`` (a consumer's rejects: dead letters)."""
+    events: list[ClickEvent] = []
+    rejects: list[tuple[Any, str]] = []
+    for msg in records:
+        try:
+            events.append(parse_event(msg.value(), msg.partition(), msg.offset()))
+        except MalformedClickEventError as exc:
+            rejects.append((msg, f"{label}: {exc}"))
+    return events, rejects
+
+
 @dataclass(frozen=True)
 class Checkpoint:
     """The running state of one stream: max event time seen and what happened to every delivery."""
@@ -549,13 +564,7 @@ def batch_handler(
     tally: Counter[str] = totals if totals is not None else Counter()
 
     def handle(cur: Any, batch: list[Any]) -> list[tuple[Any, str]]:
-        rejects: list[tuple[Any, str]] = []
-        events: list[ClickEvent] = []
-        for msg in batch:
-            try:
-                events.append(parse_event(msg.value(), msg.partition(), msg.offset()))
-            except MalformedClickEventError as exc:
-                rejects.append((msg, f"malformed click event: {exc}"))
+        events, rejects = parse_records(batch)
         checkpoint = load_checkpoint(cur, tables, group, config)
         known = seen_ids(cur, tables, [e.event_id for e in events])
         outcome = assign(events, checkpoint, config, known)
@@ -807,12 +816,8 @@ def process_stream(
     partitions = topic_partitions(bootstrap, topic)
     if partitions is not None and partitions != 1:
         raise MultiPartitionTopicError(topic, partitions)
-    conn = connect()
-    try:
-        with conn, conn.cursor() as cur:
-            ensure_tables(cur, tables)
-    finally:
-        conn.close()
+    with db.transaction(conn_id, application_name) as cur:
+        ensure_tables(cur, tables)
     tally: Counter[str] = Counter()
     result = consume_into_postgres(
         bootstrap=bootstrap,
@@ -824,18 +829,14 @@ def process_stream(
         max_seconds=max_seconds,
         who=who,
     )
-    conn = connect()
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(
-                sql.SQL("SELECT max_event_time, watermark FROM {} WHERE consumer_group = %s").format(
-                    tables.checkpoint
-                ),
-                (group,),
-            )
-            row = cur.fetchone()
-    finally:
-        conn.close()
+    with db.transaction(conn_id, application_name) as cur:
+        cur.execute(
+            sql.SQL("SELECT max_event_time, watermark FROM {} WHERE consumer_group = %s").format(
+                tables.checkpoint
+            ),
+            (group,),
+        )
+        row = cur.fetchone()
     summary = {
         "records": result.records,
         "batches": result.batches,
