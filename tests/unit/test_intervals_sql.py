@@ -166,3 +166,11 @@ def test_write_window_upserts_the_window_row_and_returns_it() -> None:
         "run_id": "r1",
     }
     assert calls == [(text(windowagg.upsert_window_sql("marts.daily")), row)]
+
+
+def test_a_windows_source_events_are_the_half_open_event_time_range_with_its_parameters() -> None:
+    w = Window(utc(2026, 3, 1, 9), utc(2026, 3, 1, 10))
+    assert text(windowagg.window_rows("public.orders", "ordered_at")) == (
+        'FROM "public"."orders" WHERE "ordered_at" >= %(w_start)s AND "ordered_at" < %(w_end)s'
+    )
+    assert windowagg.window_params(w) == {"w_start": w.start, "w_end": w.end}

@@ -35,6 +35,19 @@ from cdclab.time import arrivals
 from cdclab.time.intervals import Window, WindowSpec
 
 
+def window_rows(source: str, event_col: str) -> sql.Composed:
+    """``FROM source WHERE event_col >= %(w_start)s AND event_col < %(w_end)s``: the source events of one
+    window, half-open (its parameters: :func:`window_params`)."""
+    return sql.SQL("FROM {src} WHERE {e} >= %(w_start)s AND {e} < %(w_end)s").format(
+        src=ident(source), e=sql.Identifier(event_col)
+    )
+
+
+def window_params(window: Window) -> dict[str, Any]:
+    """The parameters ``w_start`` and ``w_end`` of the statements here for ``window``."""
+    return {"w_start": window.start, "w_end": window.end}
+
+
 def aggregate_sql(
     source: str,
     event_col: str = "ordered_at",
@@ -52,13 +65,11 @@ def aggregate_sql(
         else sql.SQL("")
     )
     return sql.SQL(
-        "SELECT count(*), coalesce(sum({v}), 0), count(*) FILTER (WHERE {p} >= %(w_end)s) FROM {src} "
-        "WHERE {e} >= %(w_start)s AND {e} < %(w_end)s{accept}"
+        "SELECT count(*), coalesce(sum({v}), 0), count(*) FILTER (WHERE {p} >= %(w_end)s) {rows}{accept}"
     ).format(
         v=sql.Identifier(value_col),
         p=sql.Identifier(proc_col),
-        e=sql.Identifier(event_col),
-        src=ident(source),
+        rows=window_rows(source, event_col),
         accept=accept.format(p=sql.Identifier(proc_col), e=sql.Identifier(event_col)),
     )
 
@@ -68,7 +79,7 @@ def aggregate_params(
     lateness: dt.timedelta | None = None,
     skew: dt.timedelta | None = None,
 ) -> dict[str, Any]:
-    params: dict[str, Any] = {"w_start": window.start, "w_end": window.end}
+    params = window_params(window)
     if lateness is not None:
         params["lateness"] = lateness
     if skew is not None:
@@ -102,8 +113,7 @@ def write_window(
     """Upsert ``window``'s aggregate into ``target`` (:func:`upsert_window_sql`); returns the row written
     (``w_start``, ``w_end``, ``orders``, ``revenue``, ``late_orders``, ``run_id``)."""
     row = {
-        "w_start": window.start,
-        "w_end": window.end,
+        **window_params(window),
         "orders": orders,
         "revenue": revenue,
         "late_orders": late_orders,
@@ -158,18 +168,13 @@ def recompute_accepted(
     """Recompute ``windows`` into ``target`` from the source events that the arrivals ``ledger`` (in the
     ``cur_dst`` database) accepted for each window; ``late_orders`` counts those whose first arrival was late.
     The source gives the current values (a changed total is picked up), the ledger decides membership."""
-    query = sql.SQL(
-        "SELECT {k}, {v} FROM {src} WHERE {k} = ANY(%(keys)s) AND {e} >= %(w_start)s AND {e} < %(w_end)s"
-    ).format(
-        k=sql.Identifier(key_col),
-        v=sql.Identifier(value_col),
-        e=sql.Identifier(event_col),
-        src=ident(source),
+    query = sql.SQL("SELECT {k}, {v} {rows} AND {k} = ANY(%(keys)s)").format(
+        k=sql.Identifier(key_col), v=sql.Identifier(value_col), rows=window_rows(source, event_col)
     )
     out = []
     for w in windows:
         accepted = arrivals.accepted_in(cur_dst, ledger, w)
-        cur_src.execute(query, {"keys": list(accepted), "w_start": w.start, "w_end": w.end})
+        cur_src.execute(query, {**window_params(w), "keys": list(accepted)})
         events = cur_src.fetchall()
         revenue = sum((v for _, v in events), start=0)
         late = sum(1 for k, _ in events if accepted[k])
@@ -230,7 +235,7 @@ def recompute_sliding(
     recompute(cur_src, cur_dst, source, panes, pane_windows, run_id)
     combine = sliding_from_panes_sql(panes)
     for w in windows:
-        cur_dst.execute(combine, {"w_start": w.start, "w_end": w.end})
+        cur_dst.execute(combine, window_params(w))
         orders, revenue, late = cur_dst.fetchone()
         write_window(cur_dst, target, w, orders, revenue, late, run_id)
 
