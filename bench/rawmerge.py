@@ -1,8 +1,10 @@
-"""The CDC sink's fast path: a batch's Debezium records sent to PostgreSQL as they arrived, unpacked there.
+"""Issue 14's SQL-unpack idea for the CDC sink, as the feasibility probe (:mod:`bench.raw_probe`) runs it.
+Not part of the library: measured, it moves the sink's CPU to PostgreSQL instead of removing it (the
+figures are in :mod:`bench.raw_probe`), so :func:`cdclab.cdc.pipeline.replicate` does not use it.
 
-:func:`cdclab.cdc.pipeline.replicate` spends most of its single core building Python objects per record
-(parse, decode, sort, stage). For the common batch none of that is needed: the records' key and value
-bytes are joined into one JSON array (C-speed byte work, no parse) and one SQL statement reads it with
+The idea: :func:`cdclab.cdc.pipeline.replicate` spends most of its single core building Python objects
+per record (parse, decode, sort, stage). Here the records' key and value bytes are joined into one JSON
+array instead (C-speed byte work, no parse) and one SQL statement reads it with
 ``jsonb_array_elements``, checks every record as the Python path would, keeps the last change per key,
 decodes each column with an SQL expression equal to its :mod:`cdclab.cdc.coltypes` codec and runs the
 position-guarded upsert, the delete ledger's clean-up, the hard deletes and the ledger's inserts
@@ -12,17 +14,19 @@ Vocabulary:
 - *eligible route*: every column's codec has an SQL expression here (:data:`SQL_CODECS`: ``identity``
   of a scalar type, ``numeric``, ``date``, ``timestamptz``), hard deletes, no renamed columns.
 - *eligible batch* (:func:`raw_batch`, bytes only): every record of an eligible route, with a key, a
-  value that is Debezium JSON without the schemas wrapper (starts ``{"before":``) or a tombstone, and
-  no unchanged-TOAST placeholder anywhere in it.
+  value that is Debezium JSON without the schemas wrapper (starts ``{"before":``: the lab's connector
+  writes no schemas) or a tombstone, and no unchanged-TOAST placeholder anywhere in it.
 - *checks*: the statement counts the records the Python path would treat otherwise (malformed, a
   truncate, a snapshot read without an LSN, a NULL key column, an image whose columns are not exactly
   the target's, a value whose codec would refuse it or whose SQL expression is not proven equal, a
-  source time outside ``[0, 2**32 s)``); when any is found it writes nothing and the batch takes the
-  Python path. So does a batch whose statement fails (under a savepoint): the Python path then meets
-  the same error and handles it as it always did (one-by-one retry, dead letters).
+  source time outside ``[0, 2**32 s)``); when any is found it writes nothing and the batch is meant to
+  take the Python path. So is a batch whose statement fails (:func:`apply_batch`, under a savepoint):
+  the Python path then meets the same error and handles it as it always did.
 
-Whatever this path writes, the Python path would have written the same rows, counts and offsets; any
-batch it cannot prove that for is applied by the Python path unchanged.
+Known gaps, had it been built in: a ``source.lsn`` written in exponent notation (``1e3``) passes the
+checks (jsonb normalises it) where the Python path dead-letters it; two Kafka keys of different JSON
+types whose values cast to the same key (``{"id": 1}`` and ``{"id": "1"}``) land in separate
+partitions of ``DISTINCT ON`` (the upsert then fails: Python path). Debezium writes neither.
 """
 
 from __future__ import annotations
