@@ -30,6 +30,10 @@ from cdclab.lab.config import LabConfig
 Via = Literal["test", "scheduler"]
 VIA: tuple[Via, ...] = ("test", "scheduler")
 FINISHED = ("success", "failed")
+POLL_SECONDS = 0.5
+"""How often a wait on the api-server asks again (a DAG registered, a run's state): one small GET, so
+a short interval costs the lab little and a test learns of the end within half a second (it was 3 s,
+1.5 s of waiting per wait on average)."""
 
 
 class DagImportError(AssertionError):
@@ -271,7 +275,7 @@ class AirflowAPI:
                         f"the lab's Airflow does not know DAG {dag_id!r} after {timeout:.0f} s; is its file "
                         f"in the lab's DAG folder? Import errors the dag-processor reports: {detail}"
                     ) from None
-                time.sleep(3)
+                time.sleep(POLL_SECONDS)
 
     def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int) -> str:
         if try_number < 1:
@@ -330,7 +334,7 @@ def run_with_scheduler(
         deadline = time.monotonic() + timeout
         state = run["state"]
         while state not in FINISHED and time.monotonic() < deadline:
-            time.sleep(3)
+            time.sleep(POLL_SECONDS)
             state = api.call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{quoted}")["state"]
     finally:
         if was_paused:
