@@ -22,9 +22,9 @@ from psycopg2 import sql
 
 from cdclab.cdc.coltypes import UnsupportedColumnType, require_target_types
 from cdclab.cdc.consumer import end_offsets
-from cdclab.cdc.inspect import wait_for_records
 from cdclab.cdc.pipeline import replicate
 from cdclab.testing.fence import cdc_fence
+from tests.integration._cdc_helpers import published
 
 from ._cdc_types_helpers import (
     Group,
@@ -523,7 +523,7 @@ def test_a_type_that_cannot_be_replicated_is_refused_before_any_row_is_written(
     execute(shop_db, f"CREATE TABLE public.{{}} (id integer PRIMARY KEY, ok text, {ddl})", table)
     try:
         execute(shop_db, "INSERT INTO public.{} (id, ok) VALUES (1, 'a')", table)
-        wait_for_records(lab.kafka_bootstrap, f"shop.public.{table}", 1, timeout=120)
+        published(lab, f"shop.public.{table}", 1)
         with pytest.raises(UnsupportedColumnType) as err:
             replicate([f"public.{table}"], group=group, target_schema="core")
         message = str(err.value)
@@ -558,7 +558,7 @@ def test_a_value_debezium_cannot_carry_is_dead_lettered_not_written_wrong(lab, n
                     "294270-01-01",
                 ),
             )
-        wait_for_records(lab.kafka_bootstrap, f"shop.public.{table}", 3, timeout=120)
+        published(lab, f"shop.public.{table}", 3)
         summary = replicate([f"public.{table}"], group=group, target_schema="core")
         assert summary["dead_letters"] == 2, summary
         with warehouse_db.cursor() as cur:
