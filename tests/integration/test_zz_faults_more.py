@@ -25,6 +25,7 @@ from cdclab.files.store import ObjectStore
 from cdclab.lab.backend import all_healthy, backend, format_table
 from cdclab.testing.dags import AirflowAPI
 from tests.integration._71_01_helpers import create_customers_copy, drop, rows
+from tests.integration._cdc_helpers import published
 from tests.integration._drills import (
     Writer,
     count_rows,
@@ -190,7 +191,7 @@ def test_postgres_killed_during_a_cdc_merge_and_source_writes_the_rerun_ends_equ
     lab_backend = backend(lab)
     try:
         total = insert_batches(lab, table, 1, batches=80, per_batch=250)  # 20,000 rows, 80 transactions
-        wait_for_records(lab.kafka_bootstrap, topic, total, timeout=240)
+        published(lab, topic, total, timeout=240)
 
         writer = Writer(lab, table, total + 1, total + 1000)  # insert i + update i-1, one transaction each
         writer.start()
