@@ -11,6 +11,9 @@ import psycopg2
 import pytest
 from psycopg2 import sql
 
+from cdclab.cdc.consumer import end_offsets
+from cdclab.testing.fence import cdc_fence
+
 COLUMNS = [
     "id",
     "email",
@@ -23,6 +26,17 @@ COLUMNS = [
     "is_deleted",
     "deleted_at",
 ]
+
+
+def published(lab: Any, topic: str, count: int, timeout: float = 120) -> None:
+    """Every change committed in ``shop`` so far is on Kafka, ``topic``'s among them: one CDC fence (the
+    lab's connector publishes in commit order with one task, so once the fence row is on Kafka every
+    earlier change is), then ``topic``'s end offset must cover ``count`` records (a topic that lacks its
+    changes altogether fails here). For a ``shop.public`` table the lab's connector captures; what
+    ``wait_for_records`` waited for, without reading the topic (each read took ~1 s)."""
+    cdc_fence(lab, timeout=timeout)
+    end = sum(end_offsets(lab.kafka_bootstrap, [topic]).values())
+    assert end >= count, f"{topic}: end offset {end} after a CDC fence, {count} records expected"
 
 
 def make_source_table(shop_db, table: str) -> None:

@@ -237,5 +237,5 @@ def ensure_connector_running(lab) -> None:
                 ConnectClient(lab.connect_url).restart(
                     "shop-postgres-source", include_tasks=True, only_failed=True
                 )
-        time.sleep(2)
+        time.sleep(0.5)
     raise AssertionError(f"connector not RUNNING again: {connector_state(lab, 'shop-postgres-source')}")

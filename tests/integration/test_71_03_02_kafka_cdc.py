@@ -8,9 +8,8 @@ import sys
 import pendulum
 from psycopg2 import sql
 
-from cdclab.cdc.inspect import wait_for_records
 from tests.dagrun import run_dag
-from tests.integration._cdc_helpers import make_source_table, write_changes
+from tests.integration._cdc_helpers import make_source_table, published, write_changes
 
 DAG_ID = "71_03_02_kafka_cdc"
 COLUMNS = ["id", "email", "full_name", "home_tz", "tier", "version", "is_deleted"]
@@ -52,7 +51,7 @@ def test_three_intervals_of_changes_land_once_with_zero_lag_and_a_replay_changes
     plan = [(1, 15, [1, 2, 3], [4]), (16, 10, [1, 16, 17], [5, 16]), (26, 5, [2, 26], [1])]
     for i, (start, inserts, updates, deletes) in enumerate(plan):
         n += write_changes(shop_db, table, start, inserts, updates, deletes)
-        wait_for_records(lab.kafka_bootstrap, topic, n, timeout=120)
+        published(lab, topic, n)
         run_dag(DAG_ID, pendulum.datetime(2026, 4, 1, 10, 10 * i, tz="UTC"), conf)
         assert_tables_equal(f"shop:public.{table}", f"warehouse:core.kcdc_{table}", key="id", columns=COLUMNS)
         assert lag(warehouse_db, group) == 0

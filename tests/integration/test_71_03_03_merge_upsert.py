@@ -15,7 +15,7 @@ from cdclab.cdc.merge_variants import apply_variants, variants_group
 from cdclab.cdc.pipeline import TableRoute
 from cdclab.testing import read_table
 from tests.dagrun import run_dag
-from tests.integration._cdc_helpers import COLUMNS, make_source_table, write_changes
+from tests.integration._cdc_helpers import COLUMNS, make_source_table, published, write_changes
 
 LOG_SERVICES = ["connect", "kafka", "postgres"]
 DAG_ID = "71_03_03_merge_upsert"
@@ -63,7 +63,7 @@ def test_merge_and_upsert_targets_equal_the_source_through_three_intervals_and_a
     make_source_table(shop_db, table)
 
     n = write_changes(shop_db, table, 1, 30, update_ids=[2, 4, 6, 4], delete_ids=[7, 8])
-    wait_for_records(lab.kafka_bootstrap, topic, n, timeout=120)
+    published(lab, topic, n)
     run_dag(DAG_ID, T0, conf)
     assert len(assert_both_equal_source(assert_tables_equal, shop_db, table)) == 28
     assert (
@@ -79,7 +79,7 @@ def test_merge_and_upsert_targets_equal_the_source_through_three_intervals_and_a
             ).format(t=sql.Identifier(table))
         )
     n += 1
-    wait_for_records(lab.kafka_bootstrap, topic, n, timeout=120)
+    published(lab, topic, n)
     run_dag(DAG_ID, T0.add(minutes=5), {**conf, "delivery": "reversed", "batch_size": 4})
     second = assert_both_equal_source(assert_tables_equal, shop_db, table)
     assert 7 in second, "a newer re-insert must pass the delete ledger"
@@ -91,7 +91,7 @@ def test_merge_and_upsert_targets_equal_the_source_through_three_intervals_and_a
 
     # interval 3: a key inserted and deleted between runs, updates of re-inserted and old rows
     n += write_changes(shop_db, table, 36, 3, update_ids=[7, 36, 3], delete_ids=[37, 3])
-    wait_for_records(lab.kafka_bootstrap, topic, n, timeout=120)
+    published(lab, topic, n)
     run_dag(DAG_ID, T0.add(minutes=10), conf)
     third = assert_both_equal_source(assert_tables_equal, shop_db, table)
     assert len(third) == 28 + 5 - 2 + 1 + 3 - 2
@@ -126,7 +126,7 @@ def test_a_single_variant_run_uses_its_own_group_and_matches_the_source(
     }
     make_source_table(shop_db, table)
     n = write_changes(shop_db, table, 1, 8, update_ids=[1, 2], delete_ids=[3])
-    wait_for_records(lab.kafka_bootstrap, topic, n, timeout=120)
+    published(lab, topic, n)
     run_dag(DAG_ID, T0, conf)
     assert_tables_equal(f"shop:public.{table}", f"warehouse:core.{table}__merge", key="id", columns=COLUMNS)
     with warehouse_db.cursor() as cur:

@@ -13,7 +13,7 @@ from cdclab.cdc.consumer import reset_offsets
 from cdclab.cdc.events import Change, parse_debezium
 from cdclab.cdc.inspect import wait_for_records
 from tests.dagrun import run_dag
-from tests.integration._cdc_helpers import COLUMNS, make_source_table
+from tests.integration._cdc_helpers import COLUMNS, make_source_table, published
 
 LOG_SERVICES = ["connect", "kafka", "postgres"]
 DAG_ID = "71_03_04_scd2"
@@ -158,7 +158,7 @@ def test_the_dimension_holds_every_tracked_version_with_source_commit_times_thro
     src.update(3, full_name="Customer Three")
     src.update(4, home_tz="Asia/Tokyo")  # untracked: the current version changes in place
     src.delete(5)
-    wait_for_records(lab.kafka_bootstrap, f"shop.public.{table}", src.records, timeout=120)
+    published(lab, f"shop.public.{table}", src.records)
     run_dag(DAG_ID, T0, conf)
     assert_history(lab, warehouse_db, assert_tables_equal, src, dim)
 
@@ -172,7 +172,7 @@ def test_the_dimension_holds_every_tracked_version_with_source_commit_times_thro
     src.update(9, tier="gold")
     src.update(9, home_tz="America/New_York")
     src.delete(9)
-    wait_for_records(lab.kafka_bootstrap, f"shop.public.{table}", src.records, timeout=120)
+    published(lab, f"shop.public.{table}", src.records)
     run_dag(DAG_ID, T0.add(minutes=5), {**conf, "batch_size": 3})
     assert_history(lab, warehouse_db, assert_tables_equal, src, dim)
 
@@ -181,7 +181,7 @@ def test_the_dimension_holds_every_tracked_version_with_source_commit_times_thro
     src.update(5, tier="platinum")
     src.update(2, email="two@shop.test")
     src.update(4, tier="gold", home_tz="UTC")
-    wait_for_records(lab.kafka_bootstrap, f"shop.public.{table}", src.records, timeout=120)
+    published(lab, f"shop.public.{table}", src.records)
     run_dag(DAG_ID, T0.add(minutes=10), conf)
     assert_history(lab, warehouse_db, assert_tables_equal, src, dim)
     assert len(src.expected()) == 18
@@ -204,7 +204,7 @@ def test_a_tracked_column_that_the_source_lacks_fails_the_run(lab, names, shop_d
                 t=sql.Identifier(table)
             )
         )
-    wait_for_records(lab.kafka_bootstrap, f"shop.public.{table}", 1, timeout=120)
+    published(lab, f"shop.public.{table}", 1)
     conf = {
         "tables": [f"public.{table}"],
         "consumer_group": names("grp"),

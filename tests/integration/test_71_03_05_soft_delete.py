@@ -15,7 +15,7 @@ from cdclab.cdc.inspect import wait_for_records
 from tests.dagrun import run_dag
 from tests.integration._71_01_helpers import xcom
 from tests.integration._71_03_helpers import Source
-from tests.integration._cdc_helpers import COLUMNS, make_source_table
+from tests.integration._cdc_helpers import COLUMNS, make_source_table, published
 
 LOG_SERVICES = ["connect", "kafka", "postgres"]
 DAG_ID = "71_03_05_soft_delete"
@@ -91,7 +91,7 @@ def test_soft_and_hard_deletes_become_flags_old_ones_are_archived_and_undeletes_
     src.delete(4)
     src.insert(11)
     src.delete(11)
-    wait_for_records(lab.kafka_bootstrap, topic, src.records, timeout=120)
+    published(lab, topic, src.records)
     dr = run_dag(DAG_ID, base.add(days=1), conf)
     apply = xcom(dr, "apply")
     assert apply["skipped"] == {"tombstone": 2}
@@ -107,7 +107,7 @@ def test_soft_and_hard_deletes_become_flags_old_ones_are_archived_and_undeletes_
     src.insert(5, tag=".back")
     src.delete(6)
     src.soft_delete(8, base.subtract(days=1))
-    wait_for_records(lab.kafka_bootstrap, topic, src.records, timeout=120)
+    published(lab, topic, src.records)
     dr = run_dag(DAG_ID, base.add(days=2), conf)
     assert xcom(dr, "apply")["skipped"] == {"tombstone": 2}
     assert_state(lab, warehouse_db, src, archived={2})
@@ -122,7 +122,7 @@ def test_soft_and_hard_deletes_become_flags_old_ones_are_archived_and_undeletes_
     src.delete(7)
     src.soft_delete(9, base.add(days=2, hours=6))
     src.run("UPDATE public.{t} SET full_name = 'Ten' WHERE id = %s", 10)
-    wait_for_records(lab.kafka_bootstrap, topic, src.records, timeout=120)
+    published(lab, topic, src.records)
     dr = run_dag(DAG_ID, base.add(days=3), {**conf, "archive_after_days": 2})
     assert xcom(dr, "archive")["archived"] == {f"core.soft_{table}": 4}
     assert_state(lab, warehouse_db, src, archived={2, 6, 7, 8, 11})
@@ -130,7 +130,7 @@ def test_soft_and_hard_deletes_become_flags_old_ones_are_archived_and_undeletes_
     # interval 4: an archived key re-inserted by a newer change passes the delete ledger and is live again
     src.insert(7, tag=".recovered")
     src.run("UPDATE public.{t} SET tier = 'gold' WHERE id = %s", 1)
-    wait_for_records(lab.kafka_bootstrap, topic, src.records, timeout=120)
+    published(lab, topic, src.records)
     run_dag(DAG_ID, base.add(days=4), {**conf, "archive_after_days": 2})
     assert_state(lab, warehouse_db, src, archived={2, 6, 7, 8, 11})
     assert target(warehouse_db, f"soft_{table}", ["id", "email", "_deleted"], "id = 7") == [

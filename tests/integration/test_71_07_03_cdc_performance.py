@@ -11,10 +11,9 @@ import uuid
 
 import pendulum
 
-from cdclab.cdc.inspect import wait_for_records
 from cdclab.ops import perf
 from tests.dagrun import run_dag
-from tests.integration._cdc_helpers import COLUMNS, made, make_source_table, write_changes
+from tests.integration._cdc_helpers import COLUMNS, made, make_source_table, published, write_changes
 
 __all__ = ["made"]  # the fixture that drops what the test created
 
@@ -56,7 +55,7 @@ def test_every_batch_size_variant_ends_equal_to_the_source_and_its_metrics_are_r
     for run, step in enumerate(steps, start=1):
         n = write_changes(shop_db, table, **step)
         total += n
-        wait_for_records(lab.kafka_bootstrap, topic, total, timeout=120)
+        published(lab, topic, total)
         dr = run_dag(DAG_ID, pendulum.datetime(2026, 6, 1, run, tz="UTC"), conf)
 
         for target in [f"{prefix}b{s}_{table}" for s in SIZES] + [f"{prefix}t{s}_{table}" for s in TUNE]:

@@ -11,11 +11,10 @@ from datetime import datetime
 
 import pendulum
 
-from cdclab.cdc.inspect import wait_for_records
 from cdclab.lessons.cdc_performance import partition_of
 from cdclab.ops import perf
 from tests.dagrun import run_dag
-from tests.integration._cdc_helpers import COLUMNS, made, make_source_table, write_changes
+from tests.integration._cdc_helpers import COLUMNS, made, make_source_table, published, write_changes
 
 __all__ = ["made"]  # the fixture that drops what the test created
 
@@ -75,7 +74,7 @@ def test_all_strategies_and_partitions_end_equal_to_the_source_with_metrics(
         ]
         per_partition = [sum(1 for i in ids if partition_of({"id": i}, ["id"], 2) == p) for p in (0, 1)]
         assert len(ids) == changes and all(per_partition), per_partition
-        wait_for_records(lab.kafka_bootstrap, topic, total, timeout=120)
+        published(lab, topic, total)
         dr = run_dag(DAG_ID, pendulum.datetime(2026, 6, 2, run, tz="UTC"), conf)
 
         for strategy in STRATEGIES:

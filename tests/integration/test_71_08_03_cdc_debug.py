@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import pendulum
 
-from cdclab.cdc.inspect import wait_for_records
 from tests.dagrun import run_dag
-from tests.integration._cdc_helpers import COLUMNS, make_source_table, write_changes
+from tests.integration._cdc_helpers import COLUMNS, make_source_table, published, write_changes
 
 LOG_SERVICES = ["connect", "kafka", "postgres"]
 DAG_ID = "71_08_03_cdc_debug"
@@ -44,7 +43,7 @@ def test_a_key_is_traced_offsets_verified_messages_inspected_and_a_replay_matche
 
     # round 1: five inserts, one update of key 1
     n = write_changes(shop_db, table, 1, 5, [1], [])
-    wait_for_records(lab.kafka_bootstrap, topic, n, timeout=120)
+    published(lab, topic, n)
     dr = run_dag(DAG_ID, pendulum.datetime(2026, 4, 5, 1, tz="UTC"), conf)
     assert [(s, v) for s, v, _ in of(dr, "offsets_before")] == [(topic, "no_offsets")]
     trace = of(dr, "event_trace")
@@ -74,7 +73,7 @@ def test_a_key_is_traced_offsets_verified_messages_inspected_and_a_replay_matche
     )
     producer.flush(30)
     n += n2 + 1
-    wait_for_records(lab.kafka_bootstrap, topic, n, timeout=120)
+    published(lab, topic, n)
     dr = run_dag(DAG_ID, pendulum.datetime(2026, 4, 5, 2, tz="UTC"), conf)
     before = of(dr, "offsets_before")
     assert [(v, det["next_offset"]) for _, v, det in before] == [("lagging", position_1)]
@@ -98,7 +97,7 @@ def test_a_key_is_traced_offsets_verified_messages_inspected_and_a_replay_matche
     # round 3: key 1 is deleted; replay only the new offsets
     n3 = write_changes(shop_db, table, 8, 1, [], [1])
     n += n3
-    wait_for_records(lab.kafka_bootstrap, topic, n, timeout=120)
+    published(lab, topic, n)
     dr = run_dag(
         DAG_ID, pendulum.datetime(2026, 4, 5, 3, tz="UTC"), {**conf, "replay_from_offset": position_2}
     )

@@ -8,8 +8,8 @@ from psycopg2 import sql
 
 from cdclab.cdc import consumer as kc
 from cdclab.cdc.append import replicate_append
-from cdclab.cdc.inspect import wait_for_records
 from cdclab.cdc.pipeline import replicate
+from tests.integration._cdc_helpers import published
 
 LOG_SERVICES = ["connect"]
 
@@ -45,7 +45,7 @@ def test_keyless_table_is_refused_in_key_mode_and_kept_as_a_ledger_in_append_mod
     execute(shop_db, "UPDATE public.{} SET delta = 100 WHERE tid = 2", table)
     execute(shop_db, "DELETE FROM public.{} WHERE tid = 3", table)
     events = 5 + 2 + 1 + 1  # a key-less delete has no key, so no tombstone follows it
-    wait_for_records(lab.kafka_bootstrap, topic, events, timeout=120)
+    published(lab, topic, events)
 
     with pytest.raises(ValueError, match=rf"public\.{table} has no primary key: .*append mode"):
         replicate([f"public.{table}"], group=names("keyed"), target_schema="core")
@@ -92,7 +92,7 @@ def test_keyless_table_is_refused_in_key_mode_and_kept_as_a_ledger_in_append_mod
 
     # later changes are appended after the earlier ones
     execute(shop_db, "UPDATE public.{} SET filler = 'y' WHERE tid = 9", table)
-    wait_for_records(lab.kafka_bootstrap, topic, events + 2, timeout=120)
+    published(lab, topic, events + 2)
     replicate_append([f"public.{table}"], group=group, target_schema="core")
     assert ledger() == [*expected, ("u", 9, 9, 9, None, None), ("u", 9, 9, 9, None, None)]
 
@@ -113,7 +113,7 @@ def test_71_09_01_replicates_a_keyless_table_listed_in_keyless_tables_as_a_ledge
         table,
     )
     execute(shop_db, "DELETE FROM public.{} WHERE who = 'ann'", table)
-    wait_for_records(lab.kafka_bootstrap, f"shop.public.{table}", 4, timeout=120)
+    published(lab, f"shop.public.{table}", 4)
     conf = {
         "tables": [],
         "keyless_tables": [f"public.{table}"],

@@ -10,7 +10,7 @@ from psycopg2 import sql
 from cdclab.cdc.consumer import reset_offsets
 from cdclab.cdc.inspect import read_topic, wait_for_records
 from cdclab.cdc.pipeline import replicate
-from tests.integration._cdc_helpers import COLUMNS, make_source_table, write_changes
+from tests.integration._cdc_helpers import COLUMNS, make_source_table, published, write_changes
 
 LOG_SERVICES = ["connect", "kafka"]
 
@@ -22,7 +22,7 @@ def test_malformed_and_keyless_records_go_to_dead_letters_while_the_rest_flows_o
     topic = f"shop.public.{table}"
     make_source_table(shop_db, table)
     n = write_changes(shop_db, table, 1, 3, update_ids=[], delete_ids=[])
-    wait_for_records(lab.kafka_bootstrap, topic, n)
+    published(lab, topic, n)
     producer = Producer({"bootstrap.servers": lab.kafka_bootstrap})
     bad = [
         (b'{"id": 99}', b"this is not json"),
@@ -87,7 +87,7 @@ def test_a_large_toasted_value_survives_an_update_of_another_column(
                 "SELECT 1, 'sku-1', 'Big', 10, string_agg(md5(g::text), '') FROM generate_series(1, 4000) g"
             ).format(t=t)
         )
-    wait_for_records(lab.kafka_bootstrap, topic, 1)
+    published(lab, topic, 1)
     replicate([f"public.{table}"], group=group, target_schema="core")  # the insert lands first
     with shop_db.cursor() as cur:
         cur.execute(sql.SQL("UPDATE public.{t} SET price = 12.50 WHERE id = 1").format(t=t))
@@ -114,7 +114,7 @@ def test_replaying_a_topic_from_offset_zero_changes_no_row(
     topic = f"shop.public.{table}"
     make_source_table(shop_db, table)
     n = write_changes(shop_db, table, 1, 20, update_ids=[1, 2, 3, 1], delete_ids=[4, 5])
-    wait_for_records(lab.kafka_bootstrap, topic, n)
+    published(lab, topic, n)
     replicate([f"public.{table}"], group=group, target_schema="core")
     source, target = f"shop:public.{table}", f"warehouse:core.{table}"
     assert_tables_equal(source, target, key="id", columns=COLUMNS)
@@ -134,7 +134,7 @@ def test_soft_mode_flags_a_key_inserted_and_deleted_between_two_runs(lab, names,
     topic = f"shop.public.{table}"
     make_source_table(shop_db, table)
     n = write_changes(shop_db, table, 1, 3, update_ids=[], delete_ids=[2])
-    wait_for_records(lab.kafka_bootstrap, topic, n)
+    published(lab, topic, n)
 
     replicate([f"public.{table}"], group=group, target_schema="core", delete_mode="soft")
 

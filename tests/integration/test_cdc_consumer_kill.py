@@ -11,8 +11,8 @@ last committed offsets, and the end state equals the source, each row once."""
 
 from __future__ import annotations
 
-from cdclab.cdc.inspect import wait_for_records
 from cdclab.cdc.pipeline import replicate
+from tests.integration._cdc_helpers import published
 from tests.integration._drills import (
     count_rows,
     drop_tables,
@@ -32,7 +32,7 @@ def test_a_consumer_killed_inside_its_batch_transaction_loses_and_doubles_nothin
     make_source_table(shop_db, table)
     try:
         rows = insert_batches(lab, table, 1, batches=40, per_batch=250)  # 10,000 rows, 40 transactions
-        wait_for_records(lab.kafka_bootstrap, topic, rows, timeout=240)
+        published(lab, topic, rows, timeout=240)
 
         # about half the topic committed first, so the rerun must resume from stored offsets
         replicate(

@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 from psycopg2 import sql
 
-from cdclab.cdc.inspect import wait_for_records
 from cdclab.cdc.merge import SchemaDrift
 from cdclab.cdc.pipeline import replicate
+from tests.integration._cdc_helpers import published
 
 LOG_SERVICES = ["connect"]
 
@@ -60,7 +60,7 @@ def test_add_drop_widen_and_rename_in_flight_under_fail_and_evolve(lab, names, s
         execute(
             shop_db, "INSERT INTO public.{} VALUES (%s, %s, %s, %s, %s)", table, (i, i, f"b{i}", f"c{i}", i)
         )
-    wait_for_records(lab.kafka_bootstrap, topic, 5, timeout=120)
+    published(lab, topic, 5)
     replicate([source], group=g_fail, target_schema="core", target_prefix="ddlf_", schema_policy="fail")
     replicate([source], group=g_evolve, target_schema="core", target_prefix="ddle_", schema_policy="evolve")
 
@@ -79,7 +79,7 @@ def test_add_drop_widen_and_rename_in_flight_under_fail_and_evolve(lab, names, s
     execute(shop_db, "UPDATE public.{} SET d2 = 55 WHERE id = 5", table)
     execute(shop_db, "INSERT INTO public.{} (id, a, b, d2) VALUES (8, 8, 'b8', 8)", table)
     execute(shop_db, "DELETE FROM public.{} WHERE id = 7", table)
-    wait_for_records(lab.kafka_bootstrap, topic, 5 + 8 + 2, timeout=120)
+    published(lab, topic, 5 + 8 + 2)
 
     # fail: stops before writing, naming every change; offsets stay
     before_rows = rows_as_text(warehouse_db, failing, ["id", "a", "b", "c", "d"])
@@ -111,6 +111,6 @@ def test_add_drop_widen_and_rename_in_flight_under_fail_and_evolve(lab, names, s
 
     # and keeps replicating afterwards
     execute(shop_db, "UPDATE public.{} SET e = 70, d2 = 60 WHERE id = 6", table)
-    wait_for_records(lab.kafka_bootstrap, topic, 5 + 8 + 2 + 1, timeout=120)
+    published(lab, topic, 5 + 8 + 2 + 1)
     replicate([source], group=g_evolve, target_schema="core", target_prefix="ddle_", schema_policy="evolve")
     assert rows_as_text(warehouse_db, evolving, names_now) == rows_as_text(shop_db, source, names_now)

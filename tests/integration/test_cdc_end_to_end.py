@@ -10,9 +10,8 @@ import sys
 import pendulum
 from psycopg2 import sql
 
-from cdclab.cdc.inspect import wait_for_records
 from tests.dagrun import run_dag
-from tests.integration._cdc_helpers import COLUMNS, make_source_table, write_changes
+from tests.integration._cdc_helpers import COLUMNS, make_source_table, published, write_changes
 
 LOG_SERVICES = ["connect", "kafka", "postgres"]
 DAG_ID = "71_03_01_database_cdc"
@@ -30,7 +29,7 @@ def test_inserts_updates_and_deletes_reach_the_warehouse_row_by_row(
     make_source_table(shop_db, table)
 
     expected_records = write_changes(shop_db, table, 1, 40, update_ids=[2, 4, 6, 8, 4], delete_ids=[10, 11])
-    wait_for_records(lab.kafka_bootstrap, topic, expected_records)
+    published(lab, topic, expected_records)
     run_dag(DAG_ID, pendulum.datetime(2026, 3, 1, 10, tz="UTC"), conf(table, group))
     first = assert_tables_equal(f"shop:public.{table}", f"warehouse:core.{table}", key="id", columns=COLUMNS)
     assert first.source_count == 38
@@ -44,7 +43,7 @@ def test_inserts_updates_and_deletes_reach_the_warehouse_row_by_row(
             ).format(t=sql.Identifier(table))
         )
     expected_records += 1
-    wait_for_records(lab.kafka_bootstrap, topic, expected_records)
+    published(lab, topic, expected_records)
     run_dag(DAG_ID, pendulum.datetime(2026, 3, 1, 10, 5, tz="UTC"), conf(table, group))
     second = assert_tables_equal(f"shop:public.{table}", f"warehouse:core.{table}", key="id", columns=COLUMNS)
     assert second.source_count == 38 + 10 - 2 + 1
@@ -75,7 +74,7 @@ def test_a_consumer_killed_mid_stream_resumes_without_loss_or_duplicates(
     topic = f"shop.public.{table}"
     make_source_table(shop_db, table)
     n = write_changes(shop_db, table, 1, 60, update_ids=list(range(1, 60, 3)), delete_ids=[5, 6, 7])
-    wait_for_records(lab.kafka_bootstrap, topic, n)
+    published(lab, topic, n)
 
     env = {**os.environ, "CDCLAB_FAIL_AFTER_BATCHES": "3"}
     killed = subprocess.run(

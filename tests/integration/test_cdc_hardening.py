@@ -26,13 +26,13 @@ from psycopg2 import sql
 from cdclab.cdc import consumer as kc
 from cdclab.cdc import offsets
 from cdclab.cdc.connect import ConnectClient
-from cdclab.cdc.inspect import wait_for_records
 from cdclab.cdc.pipeline import TruncateArrived, replicate
 from tests.integration._cdc_helpers import (
     COLUMNS,
     Made,
     made,
     make_source_table,
+    published,
     stored,
     write_changes,
 )
@@ -100,7 +100,7 @@ def test_two_concurrent_runs_of_one_group_never_move_an_offset_backwards(
     ]
     replicate([f"public.{table}"], group=names("setup"), target_schema="core")  # creates the target
     n = write_changes(shop_db, table, 1, 150, update_ids=list(range(1, 150, 4)), delete_ids=[3, 9, 27])
-    wait_for_records(lab.kafka_bootstrap, topic, n)
+    published(lab, topic, n)
     # every change of this group's stored offset, as (old, new), recorded by a trigger on the offset store
     with warehouse_db.cursor() as cur:
         kc.ensure_schema(cur)
@@ -232,10 +232,10 @@ def test_a_group_bound_to_one_target_refuses_a_run_into_another(
     for t in (table, f"other_{table}"[:63]):
         made.warehouse += [f'DROP TABLE IF EXISTS core."{t}"', f'DROP TABLE IF EXISTS core."{t}__deleted"']
     n = write_changes(shop_db, table, 1, 5, update_ids=[], delete_ids=[])
-    wait_for_records(lab.kafka_bootstrap, topic, n)
+    published(lab, topic, n)
     replicate([f"public.{table}"], group=group, target_schema="core")
     n += write_changes(shop_db, table, 6, 5, update_ids=[], delete_ids=[])
-    wait_for_records(lab.kafka_bootstrap, topic, n)
+    published(lab, topic, n)
     before = stored(warehouse_db, group)
 
     with pytest.raises(kc.GroupTargetMismatch) as refused:
@@ -277,7 +277,7 @@ def test_a_record_that_fails_to_apply_is_dead_lettered_and_the_partition_moves_o
             ).format(sql.Identifier(table))
         )
     n += 1 + write_changes(shop_db, table, 6, 4, update_ids=[2], delete_ids=[])
-    wait_for_records(lab.kafka_bootstrap, topic, n)
+    published(lab, topic, n)
 
     summary = replicate([f"public.{table}"], group=group, target_schema="core")
 
@@ -416,13 +416,13 @@ def test_a_truncate_in_the_source_stops_the_merge_loudly(lab, names, made, shop_
         f'DROP TABLE IF EXISTS core."{table}__deleted"',
     ]
     n = write_changes(shop_db, table, 1, 5, update_ids=[], delete_ids=[])
-    wait_for_records(lab.kafka_bootstrap, topic, n)
+    published(lab, topic, n)
     replicate([f"public.{table}"], group=group, target_schema="core")
     before = stored(warehouse_db, group)
     with shop_db.cursor() as cur:
         cur.execute(sql.SQL("TRUNCATE public.{}").format(sql.Identifier(table)))
     n += 1 + write_changes(shop_db, table, 6, 2, update_ids=[], delete_ids=[])
-    wait_for_records(lab.kafka_bootstrap, topic, n)  # the connector emits the truncate event
+    published(lab, topic, n)  # the connector emits the truncate event
 
     with pytest.raises(TruncateArrived) as stop:
         replicate([f"public.{table}"], group=group, target_schema="core")

@@ -230,6 +230,20 @@ def test_from_start_reads_from_the_oldest_binlog_still_present(lab, names, own_t
         _delete_topics(lab, p.positions, p.topic)
 
 
+SENTINEL = 999_999
+
+
+def _wait_for_change(lab, topic, row_id, timeout):
+    """Every record of ``topic`` once the change of row ``row_id`` is among them."""
+    deadline = time.monotonic() + timeout
+    while True:
+        records = read_topic(lab.kafka_bootstrap, topic)
+        if any(r.value() and json.loads(r.value())["data"]["id"] == row_id for r in records):
+            return records
+        assert time.monotonic() < deadline, f"the change of row {row_id} is not on {topic} after {timeout}s"
+        time.sleep(0.2)
+
+
 def _write_phase1(conn, table, n):
     """n transactions, each inserting one row (ids 1..n)."""
     with conn.cursor() as cur:
@@ -290,9 +304,14 @@ def test_drill_sigkill_mid_stream_and_flush_binary_logs_lose_and_double_nothing(
 
         p.start("--from-gtid", start_gtid)  # has a checkpoint now: the start position is ignored
         expected = phase1 + phase2
-        records = wait_for_records(lab.kafka_bootstrap, p.topic, len(expected), timeout=240)
-        time.sleep(5)  # anything re-sent after the last expected record shows up as a duplicate
-        records = read_topic(lab.kafka_bootstrap, p.topic)
+        wait_for_records(lab.kafka_bootstrap, p.topic, len(expected), timeout=240)
+        # a sentinel change written now: the producer publishes in binlog order, so whatever it re-reads
+        # from its checkpoint (a re-sent change, a duplicate) is on the topic before the sentinel is
+        # (this was a fixed 5 s wait after the last expected record)
+        with conn.cursor() as cur:
+            cur.execute(f"INSERT INTO `{table}` (id, v) VALUES (%s, 0)", (SENTINEL,))
+        expected.append((SENTINEL, "insert"))
+        records = _wait_for_change(lab, p.topic, SENTINEL, timeout=120)
         assert p.proc is not None and p.proc.poll() is None, p.output()
         status = json.loads(p.status.read_text())
         assert status.get("resumed_from") == "checkpoint", status

@@ -18,11 +18,10 @@ from psycopg2 import sql
 
 from cdclab.cdc.consumer import reset_offsets
 from cdclab.cdc.events import Change
-from cdclab.cdc.inspect import wait_for_records
 from cdclab.cdc.merge import _upsert, apply_changes, ensure_target
 from cdclab.cdc.pipeline import replicate
 from tests.integration._cdc_helpers import COLUMNS as CUSTOMER_COLUMNS
-from tests.integration._cdc_helpers import Made, made, make_source_table, stored
+from tests.integration._cdc_helpers import Made, made, make_source_table, published, stored
 
 __all__ = ["made"]  # the fixture, imported for pytest
 
@@ -272,7 +271,7 @@ def test_a_poison_record_in_a_staged_batch_is_dead_lettered_and_a_replay_changes
         cur.execute(sql.SQL("DELETE FROM public.{} WHERE id = 99").format(t))
         cur.execute(sql.SQL("DELETE FROM public.{} WHERE id = 6").format(t))
     n = 40 + 1 + 2 + 1 + 2 * 2  # inserts, key 99's updates, key 5's update, two deletes + tombstones
-    wait_for_records(lab.kafka_bootstrap, topic, n)
+    published(lab, topic, n)
 
     with caplog.at_level(logging.WARNING, logger="cdclab.cdc.consumer"):
         summary = replicate([f"public.{table}"], group=group, target_schema="core", batch_size=5000)

@@ -21,8 +21,10 @@ import pytest
 from psycopg2 import sql
 
 from cdclab.cdc.coltypes import UnsupportedColumnType, require_target_types
-from cdclab.cdc.inspect import wait_for_records
+from cdclab.cdc.consumer import end_offsets
 from cdclab.cdc.pipeline import replicate
+from cdclab.testing.fence import cdc_fence
+from tests.integration._cdc_helpers import published
 
 from ._cdc_types_helpers import (
     Group,
@@ -343,8 +345,14 @@ def types_run(lab) -> Iterator[TypesRun]:
                     (_toast_script if interval == 1 else _toast_phase2)(shop, gt)
                 else:
                     (gt.phase1 if interval == 1 else gt.phase2)(shop)
+            # one CDC fence for all tables (it was a topic read per table, ~1 s each): the connector
+            # publishes in commit order with one task, so every change above is on Kafka once the fence
+            # row is; each topic's end offset (records + transaction markers) then covers its records
+            cdc_fence(lab, timeout=180)
+            ends = end_offsets(lab.kafka_bootstrap, [gt.topic for gt in run.tables.values()])
             for gt in run.tables.values():
-                wait_for_records(lab.kafka_bootstrap, gt.topic, gt.records, timeout=180)
+                end = sum(v for (topic, _), v in ends.items() if topic == gt.topic)
+                assert end >= gt.records, f"{gt.topic}: end offset {end}, {gt.records} records written"
             run.summaries.append(
                 replicate(
                     [f"public.{gt.table}" for gt in run.tables.values()],
@@ -515,7 +523,7 @@ def test_a_type_that_cannot_be_replicated_is_refused_before_any_row_is_written(
     execute(shop_db, f"CREATE TABLE public.{{}} (id integer PRIMARY KEY, ok text, {ddl})", table)
     try:
         execute(shop_db, "INSERT INTO public.{} (id, ok) VALUES (1, 'a')", table)
-        wait_for_records(lab.kafka_bootstrap, f"shop.public.{table}", 1, timeout=120)
+        published(lab, f"shop.public.{table}", 1)
         with pytest.raises(UnsupportedColumnType) as err:
             replicate([f"public.{table}"], group=group, target_schema="core")
         message = str(err.value)
@@ -550,7 +558,7 @@ def test_a_value_debezium_cannot_carry_is_dead_lettered_not_written_wrong(lab, n
                     "294270-01-01",
                 ),
             )
-        wait_for_records(lab.kafka_bootstrap, f"shop.public.{table}", 3, timeout=120)
+        published(lab, f"shop.public.{table}", 3)
         summary = replicate([f"public.{table}"], group=group, target_schema="core")
         assert summary["dead_letters"] == 2, summary
         with warehouse_db.cursor() as cur:

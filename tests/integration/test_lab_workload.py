@@ -356,7 +356,7 @@ def test_the_labs_own_workload_stamps_live_orders_and_drops_partner_files_at_the
         t_start = time.monotonic()
         found: dict[int, dt.datetime] = {}
         while not found and time.monotonic() - t_start < DEADLINE:
-            time.sleep(5)
+            time.sleep(1)
             found = new_orders()
         assert found, f"no 3 new orders in {DEADLINE}s"
         now = _db_now(conn)

@@ -58,7 +58,7 @@ def triggerer_job_since(lab: Any, since: datetime) -> tuple[Any, ...] | None:
         conn.close()
 
 
-def wait_until(what: str, check: Any, timeout: float = TIMEOUT, every: float = 2.0) -> Any:
+def wait_until(what: str, check: Any, timeout: float = TIMEOUT, every: float = 0.5) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = check()

@@ -14,7 +14,6 @@ import pendulum
 import pytest
 from psycopg2 import sql
 
-from cdclab.cdc.inspect import wait_for_records
 from cdclab.files import producer
 from cdclab.files.store import ObjectStore
 from tests.dagrun import run_dag_without_logical_date
@@ -23,7 +22,7 @@ from tests.integration._71_01_helpers import drop, execute, hour, rows, xcom
 from tests.integration._71_03_helpers import Source
 from tests.integration._71_05_helpers import add_orders, add_payments, make_copy
 from tests.integration._71_06_helpers import PER_HOUR, deliveries
-from tests.integration._cdc_helpers import make_source_table
+from tests.integration._cdc_helpers import make_source_table, published
 
 LOG_SERVICES = ["connect", "kafka", "minio", "postgres"]
 
@@ -212,7 +211,7 @@ def test_71_03_05_archive_cutoff_counts_from_the_derived_day(lab, shop_db, wareh
             src.insert(i)
         src.soft_delete(2, end.subtract(days=30, minutes=1))  # before the cutoff: archived
         src.soft_delete(3, end.subtract(days=29))  # after it: stays flagged
-        wait_for_records(lab.kafka_bootstrap, topic, src.records, timeout=120)
+        published(lab, topic, src.records)
         dr = run_dag_without_logical_date("71_03_05_soft_delete", end.add(hours=5, minutes=17), conf)
         archived = xcom(dr, "archive")
         assert archived["cutoff"] == end.subtract(days=30).isoformat()

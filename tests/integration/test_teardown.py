@@ -14,7 +14,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +70,7 @@ def relations(conn: Any, marker: str) -> list[str]:
 
 
 def test_names_teardown_drops_what_the_test_named_and_nothing_else(
-    lab: Any, names: Any, shop_db: Any, warehouse_db: Any, tmp_path: Path
+    lab: Any, names: Any, shop_db: Any, warehouse_db: Any, cdc_fence: Any, tmp_path: Path
 ) -> None:
     keep = names("keep")  # this test's own suffix: the inner session's teardown must not touch it
     with shop_db.cursor() as cur:
@@ -106,11 +105,12 @@ def test_names_teardown_drops_what_the_test_named_and_nothing_else(
     assert relations(shop_db, suffix) == []
     assert relations(warehouse_db, suffix) == []
     admin = AdminClient({"bootstrap.servers": lab.kafka_bootstrap})
-    deadline = time.monotonic() + 20  # a topic re-created by late change events would show up here
-    while time.monotonic() < deadline:
-        left = [t for t in admin.list_topics(timeout=15).topics if suffix in t]
-        assert left == [], f"topics named from the inner test survive its teardown: {left}"
-        time.sleep(2)
+    # a topic re-created by late change events: the connector publishes in commit order with one task,
+    # so once a fence row committed now is on Kafka, every change of the inner test's table is too, and
+    # a topic its late events re-created exists (this was a 20 s watch; the fence proves the same at once)
+    cdc_fence()
+    left = [t for t in admin.list_topics(timeout=15).topics if suffix in t]
+    assert left == [], f"topics named from the inner test survive its teardown: {left}"
     groups = admin.list_consumer_groups(request_timeout=15).result(30).valid
     assert [g.group_id for g in groups if suffix in g.group_id] == []
     # not named from the inner test's names: still there (this test's own teardown drops it)

@@ -35,7 +35,7 @@ def wait_until_gone(api: AirflowAPI, dag_id: str, timeout: float = 240) -> None:
     deadline = time.monotonic() + timeout
     while dag_listed(api, dag_id) is not None:
         assert time.monotonic() < deadline, f"{dag_id} is still active {timeout:.0f} s after its folder left"
-        time.sleep(5)
+        time.sleep(1)
 
 
 def test_a_users_dag_folder_joins_the_labs_airflow_and_its_dag_runs_on_the_scheduler(

@@ -25,6 +25,7 @@ from cdclab.files.store import ObjectStore
 from cdclab.lab.backend import all_healthy, backend, format_table
 from cdclab.testing.dags import AirflowAPI
 from tests.integration._71_01_helpers import create_customers_copy, drop, rows
+from tests.integration._cdc_helpers import published
 from tests.integration._drills import (
     Writer,
     count_rows,
@@ -50,7 +51,7 @@ def bring_back(lab: Any) -> None:
     deadline = time.monotonic() + 180
     status = lab_backend.status()
     while not all_healthy(status) and time.monotonic() < deadline:
-        time.sleep(3)
+        time.sleep(0.5)
         status = lab_backend.status()
     assert all_healthy(status), format_table(status)
 
@@ -190,7 +191,7 @@ def test_postgres_killed_during_a_cdc_merge_and_source_writes_the_rerun_ends_equ
     lab_backend = backend(lab)
     try:
         total = insert_batches(lab, table, 1, batches=80, per_batch=250)  # 20,000 rows, 80 transactions
-        wait_for_records(lab.kafka_bootstrap, topic, total, timeout=240)
+        published(lab, topic, total, timeout=240)
 
         writer = Writer(lab, table, total + 1, total + 1000)  # insert i + update i-1, one transaction each
         writer.start()
@@ -234,7 +235,7 @@ def test_postgres_killed_during_a_cdc_merge_and_source_writes_the_rerun_ends_equ
             target = table_rows(lab, "warehouse", "core", table)
             if target == source or time.monotonic() > deadline:
                 break
-            time.sleep(3)
+            time.sleep(0.5)
         assert target == source, f"{len(target)} target rows, {len(source)} source rows"
         n, distinct = count_rows(lab, "warehouse", f"core.{table}")
         assert n == distinct == total + 1000
@@ -273,7 +274,7 @@ def triggerer_runs_again(lab: Any, timeout: float = 240) -> None:
         finally:
             conn.close()
 
-    wait_until("the triggerer did not run again after the Postgres kill", heartbeating, timeout, every=3)
+    wait_until("the triggerer did not run again after the Postgres kill", heartbeating, timeout, every=1)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -299,7 +300,7 @@ def wait_finished(api: AirflowAPI, run_id: str, timeout: float) -> tuple[str, di
             seen = ("unknown", {})
         if seen[0] in FINISHED or time.monotonic() > deadline:
             return seen
-        time.sleep(5)
+        time.sleep(1)
 
 
 def test_the_scheduler_killed_during_a_dag_run_the_run_completes_and_the_targets_equal_the_source(

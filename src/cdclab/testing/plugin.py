@@ -145,7 +145,7 @@ def wait_for_dag_processor(cfg: LabConfig, timeout: float = 300) -> None:
             conn.close()
         if count >= expected:
             return
-        time.sleep(3)
+        time.sleep(1)
     print(f"\ncdclab: the dag-processor registered {count} of {expected} DAG files in {timeout:.0f} s")
 
 
