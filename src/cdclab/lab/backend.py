@@ -301,7 +301,13 @@ def reload_airflow(lab: NativeBackend | ComposeBackend) -> None:
     """Stop, then start, the lab's Airflow components, so that they take the DAG settings of this
     process's environment (``CDCLAB_USER_DAGS``, ``CDCLAB_USER_PYTHONPATH``, ``CDCLAB_BUNDLED_DAGS``):
     natively new processes get the new environment; under compose ``up`` recreates the containers
-    whose environment or mounts changed. The other services keep running (docs/harness.md)."""
+    whose environment or mounts changed. The other services keep running (docs/harness.md). Compose
+    stops the four in one command and starts them in one ``up --wait`` (their health checks are waited
+    for together, not one after another)."""
+    if isinstance(lab, ComposeBackend):
+        lab.run("stop", *reversed(AIRFLOW))
+        lab.run("up", "-d", "--no-deps", "--wait", *AIRFLOW)
+        return
     for service in reversed(AIRFLOW):
         lab.stop(service)
     for service in AIRFLOW:
