@@ -6,7 +6,8 @@ from the bench's column list. Kinds, each a fresh process into its own scratch t
 (``core.probe_<kind>_<id>``, dropped after) under a new consumer group (its offsets rows deleted after):
 
 - ``bare``: the bare consume + orjson loop (``bench.drain bare``);
-- ``python``: today's replicate (:func:`cdclab.cdc.pipeline._run` with the route);
+- ``python``: replicate's Python path (:func:`cdclab.cdc.pipeline._run` with the route, ``lean_path=False``);
+- ``lean``: replicate as it runs by default, plain batches by :mod:`cdclab.cdc.lean`;
 - ``sql``: the same consumer (offsets stored with the rows, the apply on a second thread) with
   :mod:`bench.rawmerge`'s one statement per batch: the raw key/value bytes as one jsonb array;
 - ``slim``: as ``sql``, each value cut to its images plus lsn/op/ts_ms by byte search (the idea's
@@ -75,8 +76,8 @@ CODECS = {"total": "numeric", "placed_on": "date", "updated_at": "timestamptz"}
 
 
 def drain(topic: str, target: str, group: str, batch: int, max_seconds: float, mode: str) -> dict[str, Any]:
-    """One catch-up run of ``topic`` into ``target`` (the child process). ``python``: the library's
-    replicate (:func:`cdclab.cdc.pipeline._run` with the bench route); ``sql`` / ``slim``: the same
+    """One catch-up run of ``topic`` into ``target`` (the child process). ``python`` / ``lean``: the
+    library's replicate (:func:`cdclab.cdc.pipeline._run` with the bench route) without / with the lean path; ``sql`` / ``slim``: the same
     consumer (:func:`cdclab.cdc.pipeline.consume_routes`, offsets stored with the rows, the apply on a
     second thread) with :mod:`bench.rawmerge`'s batch statement as the handler. A batch the fast path
     refuses stops the probe (the bench topic has none)."""
@@ -88,7 +89,7 @@ def drain(topic: str, target: str, group: str, batch: int, max_seconds: float, m
     route = pipeline.TableRoute(
         source=source, topic=topic, target=target, key=("id",), types=TYPES, codecs=CODECS
     )
-    if mode == "python":
+    if mode in ("python", "lean"):
         summary = pipeline._run(
             [route],
             pipeline.debezium_parser,
@@ -96,11 +97,12 @@ def drain(topic: str, target: str, group: str, batch: int, max_seconds: float, m
             delete_mode="hard",
             schema_policy="fail",
             target_conn_id="warehouse",
+            lean_path=mode == "lean",
             batch_size=batch,
             max_seconds=max_seconds,
             who="probe",
         )
-        return {k: summary[k] for k in ("records", "batches", "dead_letters", "skipped", "targets")}
+        return {k: summary[k] for k in ("records", "batches", "dead_letters", "skipped", "targets", "paths")}
     slim = mode == "slim"
     with transaction("warehouse") as cur:
         merge.ensure_target(cur, target, list(TYPES.items()), route.key)

@@ -202,6 +202,22 @@ def _topic(msgs: list[Any], route: Any) -> tuple[LeanTopic | None, int]:
     return LeanTopic(columns, winners), tombstones
 
 
+def rows(lean: LeanTopic, columns: Sequence[str]) -> tuple[list[list[Any]], list[list[Any]]] | None:
+    """The winners as the rows :func:`cdclab.cdc.merge.json_rows` takes (``[*values of columns,
+    position, op, ts_ms]``), upserts and deletes apart, each in the winners' order; ``None`` when the
+    images' columns are not exactly ``columns`` or a winner holds a float or a list."""
+    if lean.columns != frozenset(columns):
+        return None
+    upserts: list[list[Any]] = []
+    deletes: list[list[Any]] = []
+    for image, position, op, ts_ms in lean.winners:
+        (deletes if op == "d" else upserts).append([*map(image.get, columns), position, op, ts_ms])
+    kinds = set(map(type, chain.from_iterable(chain(upserts, deletes))))  # in C
+    if float in kinds or list in kinds:
+        return None
+    return upserts, deletes
+
+
 def apply(
     cur: Any,
     target: str,
@@ -213,15 +229,10 @@ def apply(
     or ``None``, having written nothing, when the Python path must decide (see the module's docstring)."""
     types, ledger_empty = merge._target_facts(cur, target)
     columns = [n for n in types if n not in BOOKKEEPING]
-    if lean.columns != frozenset(columns):
+    split = rows(lean, columns)
+    if split is None:
         return None
-    upserts: list[list[Any]] = []
-    deletes: list[list[Any]] = []
-    for image, position, op, ts_ms in lean.winners:
-        (deletes if op == "d" else upserts).append([*map(image.get, columns), position, op, ts_ms])
-    kinds = set(map(type, chain.from_iterable(chain(upserts, deletes))))  # in C
-    if float in kinds or list in kinds:
-        return None
+    upserts, deletes = split
     upsert_src = merge.json_rows(key, columns, upserts) if upserts else None
     delete_src = merge.json_rows(key, columns, deletes) if deletes else None
     if (upserts and upsert_src is None) or (deletes and delete_src is None):
