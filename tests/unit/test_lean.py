@@ -142,9 +142,13 @@ def test_positions_in_order_give_the_same_json_too() -> None:
 def test_a_composite_key_and_a_key_column_with_a_codec() -> None:
     types = {"day": "date", "shop": "text", "qty": "integer"}
     route = pipeline.TableRoute(
-        source="public.daily", topic=TOPIC, target="core.daily", key=("shop", "day"), types=types,
+        source="public.daily",
+        topic=TOPIC,
+        target="core.daily",
+        key=("shop", "day"),
+        types=types,
         codecs={"day": "date"},
-    )  # fmt: skip
+    )
 
     def rec(op: str, day: int, shop: str, qty: int, lsn: int) -> Msg:
         image = {"day": day, "shop": shop, "qty": qty}
@@ -188,7 +192,7 @@ def test_a_batch_of_tombstones_has_no_topic_and_counts_them() -> None:
                 json.dumps({"schema": {}, "payload": json.loads(record("c", row(9), 5).v or b"")}).encode(),
             ),
             id="schemas wrapper",
-        ),  # fmt: skip
+        ),
         pytest.param(
             record("u", row(9), 5, source={"schema": "public", "table": "other", "lsn": 5}),
             id="another source table",
