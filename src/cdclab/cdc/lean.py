@@ -35,6 +35,10 @@ goes to the Python path unchanged (:func:`cdclab.cdc.pipeline.sort_batch` and
   holds a float or a list (``orjson`` may have rounded an integer past 64 bits, which the Python path
   reads again exactly), or when the rows cannot travel as JSON (a NUL, more than 64 MB: the Python path
   COPYs them).
+
+It is on by default; ``CDCLAB_CDC_LEAN=0`` in the environment (or ``pipeline._run(lean_path=False)``)
+turns it off, for comparisons (``bench/raw_probe.py``'s kinds ``python`` and ``lean``). A run's summary
+counts the topic batches each path applied (``paths``).
 """
 
 from __future__ import annotations
