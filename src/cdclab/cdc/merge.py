@@ -462,6 +462,13 @@ def _json_source(key: Sequence[str], columns: Sequence[str], changes: Sequence[C
         else:
             image = c.after or {}
         rows.append([*map(image.get, columns), c.position, c.op, c.ts_ms])
+    return json_rows(key, columns, rows)
+
+
+def json_rows(key: Sequence[str], columns: Sequence[str], rows: list[list[Any]]) -> _StagedRows | None:
+    """:func:`_json_source` of rows already built (each ``[*values of columns, position, op, ts_ms]``,
+    at most one per key; the lists are changed in place): the CDC sink's lean path
+    (:mod:`cdclab.cdc.lean`) builds them without a :class:`Change`, and both paths encode them here."""
     n = len(columns)
     ts_ms = all(r[n + 2] is None or (type(r[n + 2]) is int and 0 <= r[n + 2] < _TS_MS_EXACT) for r in rows)
     if not ts_ms:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 import threading
 from collections import defaultdict
@@ -24,7 +25,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypedDict, Unpack
 
-from cdclab.cdc import coltypes, ddl
+from cdclab.cdc import coltypes, ddl, lean
 from cdclab.cdc import consumer as kc
 from cdclab.cdc.events import (
     Change,
@@ -498,8 +499,12 @@ def _run(
     delete_mode: DeleteMode,
     schema_policy: SchemaPolicy,
     target_conn_id: str,
+    lean_path: bool | None = None,
     **consume: Unpack[ConsumeOptions],
 ) -> dict[str, Any]:
+    """The run behind :func:`replicate` and :func:`replicate_maxwell`. ``lean_path``: take
+    :mod:`cdclab.cdc.lean` for plain batches of Debezium topics (default: on, unless the environment
+    sets ``CDCLAB_CDC_LEAN=0``); the summary's ``paths`` counts the topic batches applied by each path."""
     one_of("delete_mode", delete_mode, DeleteMode)  # before anything is read or written
     one_of("schema_policy", schema_policy, SchemaPolicy)
     by_topic = {r.topic: r for r in routes}
@@ -511,15 +516,46 @@ def _run(
         renames = {r.topic: ddl.reconcile(cur, r, schema_policy) for r in routes if r.attnums}
     totals: dict[str, MergeResult] = defaultdict(MergeResult)
     skipped: dict[str, int] = defaultdict(int)
+    paths: dict[str, int] = defaultdict(int)  # topic batches applied by each path (lean.py)
+    if lean_path is None:
+        lean_path = os.environ.get("CDCLAB_CDC_LEAN", "1") not in ("0", "off", "false")
+    # the lean path (cdclab.cdc.lean) for Debezium topics without a pending column rename
+    lean_ok = lean_path and parse is debezium_parser
+    lean_routes = {t: r for t, r in by_topic.items() if not renames.get(t)}
 
-    def prepare(batch: list[Any]) -> tuple[dict[str, list[Change]], list[tuple[Any, str]]]:
+    def prepare(batch: list[Any]) -> lean.LeanBatch | tuple[dict[str, list[Change]], list[tuple[Any, str]]]:
+        if lean_ok:
+            taken = lean.prepare(batch, lean_routes, skipped)
+            if taken is not None:
+                return taken
         return sort_batch(batch, by_topic, parse, skipped)
 
     def handle(cur: Any, batch: list[Any]) -> list[tuple[Any, str]]:
         # decoded already (kc.PreparedBatch) while the batch before was applied, or here (a retry)
         prepared = getattr(batch, "prepared", None)
-        per_topic, rejects = prepared if prepared is not None else prepare(batch)
+        if prepared is None:
+            prepared = prepare(batch)
+        if isinstance(prepared, lean.LeanBatch):
+            rejects: list[tuple[Any, str]] = []
+            for topic, taken in prepared.topics.items():
+                route = by_topic[topic]
+                done = lean.apply(cur, route.target, route.key, taken, delete_mode)
+                if done is None:  # the Python path decides (drift, a partial image, a value JSON cannot hold)
+                    own = [m for m in batch if m.topic() == topic]
+                    per_topic, own_rejects = sort_batch(own, by_topic, parse, defaultdict(int))  # counted
+                    python_path(cur, per_topic)
+                    rejects += own_rejects
+                else:
+                    paths["lean"] += 1
+                    totals[route.target] += done
+            return rejects
+        per_topic, rejects = prepared
+        python_path(cur, per_topic)
+        return rejects
+
+    def python_path(cur: Any, per_topic: dict[str, list[Change]]) -> None:
         for topic, changes in per_topic.items():
+            paths["python"] += 1
             route = by_topic[topic]
             if renames.get(topic):
                 changes = [ddl.rename_columns(c, renames[topic]) for c in changes]
@@ -532,7 +568,6 @@ def _run(
                 schema_policy=schema_policy,
                 source_types=route.types,
             )
-        return rejects
 
     result = consume_routes(
         routes, handle, group=group, target_conn_id=target_conn_id, prepare=prepare, **consume
@@ -541,6 +576,7 @@ def _run(
         skipped,
         targets={t: vars(m) for t, m in totals.items()},
         positions={f"{t}[{p}]": o for (t, p), o in result.positions.items()},
+        paths=dict(paths),
     )
     log.info("replicated %s", summary)
     return summary
