@@ -467,6 +467,7 @@ class Bench:
             "records": summary["records"],
             "batches": summary["batches"],
             "dead_letters": summary["dead_letters"],
+            "paths": summary.get("paths", {}),  # topic batches by path: lean (cdclab.cdc.lean) or python
         }
 
     def run_jdbc(self, wh: Any, meters: Meters, batch: int, n: int) -> dict[str, Any]:

@@ -30,7 +30,7 @@ def ours(args: argparse.Namespace) -> dict[str, object]:
         max_seconds=args.max_seconds,
         who="bench",
     )
-    return {k: summary[k] for k in ("records", "batches", "dead_letters", "seconds", "targets")}
+    return {k: summary[k] for k in ("records", "batches", "dead_letters", "seconds", "targets", "paths")}
 
 
 def bare(args: argparse.Namespace) -> dict[str, object]:

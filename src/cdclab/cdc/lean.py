@@ -22,7 +22,8 @@ goes to the Python path unchanged (:func:`cdclab.cdc.pipeline.sort_batch` and
 :class:`~cdclab.cdc.pipeline.TruncateArrived`, schema drift, partial images):
 
 - in :func:`prepare`, the whole batch, when any record of it is not plain: a value or key that is not a
-  JSON object orjson reads (malformed, NaN tokens, a schemas wrapper), an op outside c/r/u/d (a
+  JSON object orjson reads (malformed, NaN tokens; the converter's schemas wrapper is unwrapped as
+  :func:`cdclab.cdc.events.parse_debezium` does), an op outside c/r/u/d (a
   truncate), an image or ``source`` that is not an object, an ``lsn`` that is not an integer (an
   incremental-snapshot read), a Kafka key that is not exactly the image's key columns with the same
   values (a missing or NULL key column, a float or boolean key), a column set that differs from the
@@ -139,6 +140,8 @@ def _topic(msgs: list[Any], route: Any) -> tuple[LeanTopic | None, int]:
             tombstones += 1
             continue
         doc = loads(value)
+        if type(doc) is dict and "payload" in doc and "schema" in doc:
+            doc = doc["payload"]  # the JSON converter with schemas.enable=true (events._unwrap)
         if doc is None:
             tombstones += 1
             continue
@@ -175,6 +178,8 @@ def _topic(msgs: list[Any], route: Any) -> tuple[LeanTopic | None, int]:
             raise _NotPlain("TOAST placeholder")
         # the Kafka key: exactly the key columns, with the image's values (before decoding)
         key = loads(msg.key() or b"null")
+        if type(key) is dict and "payload" in key and "schema" in key:
+            key = key["payload"]
         if type(key) is not dict or len(key) != n_key:
             raise _NotPlain("key")
         for col in key_cols:
