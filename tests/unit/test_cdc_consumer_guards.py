@@ -9,30 +9,10 @@ import pytest
 
 from cdclab.cdc.consumer import OffsetOutOfRange, check_start
 from cdclab.cdc.pipeline import TableRoute, TruncateArrived, debezium_parser, sort_batch
+from tests.unit._kafka_records import Msg
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-class Msg:
-    def __init__(
-        self, key: bytes | None, value: bytes, offset: int, topic: str = "shop.public.items"
-    ) -> None:
-        self._key, self._value, self._offset, self._topic = key, value, offset, topic
-
-    def key(self) -> bytes | None:
-        return self._key
-
-    def value(self) -> bytes:
-        return self._value
-
-    def topic(self) -> str:
-        return self._topic
-
-    def partition(self) -> int:
-        return 0
-
-    def offset(self) -> int:
-        return self._offset
+ITEMS = "shop.public.items"
 
 
 def envelope(op: str, lsn: int, after: dict | None = None) -> bytes:
@@ -51,8 +31,8 @@ ROUTE = TableRoute(
 
 def test_a_truncate_event_stops_the_merge_naming_table_topic_offset_and_remedy():
     batch = [
-        Msg(b'{"id": 1}', envelope("c", 10, {"id": 1}), 41),
-        Msg(None, envelope("t", 11), 42),
+        Msg(b'{"id": 1}', envelope("c", 10, {"id": 1}), ITEMS, 41),
+        Msg(None, envelope("t", 11), ITEMS, 42),
     ]
     with pytest.raises(TruncateArrived) as stop:
         sort_batch(batch, {ROUTE.topic: ROUTE}, debezium_parser, {})

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
 from cdclab.cdc import events, lean, merge, pipeline
+from tests.unit._kafka_records import TOPIC, Msg
 
-TOPIC = "shop.public.orders"
 TYPES = {
     "id": "bigint",
     "status": "text",
@@ -28,29 +27,6 @@ ROUTE = pipeline.TableRoute(
     source="public.orders", topic=TOPIC, target="core.orders", key=("id",), types=TYPES, codecs=CODECS
 )
 COLUMNS = list(TYPES)
-
-
-@dataclass
-class Msg:
-    k: bytes | None
-    v: bytes | None
-    t: str = TOPIC
-    o: int = 0
-
-    def key(self) -> bytes | None:
-        return self.k
-
-    def value(self) -> bytes | None:
-        return self.v
-
-    def topic(self) -> str:
-        return self.t
-
-    def partition(self) -> int:
-        return 0
-
-    def offset(self) -> int:
-        return self.o
 
 
 def row(id_: Any, n: int = 0, **over: Any) -> dict[str, Any]:

@@ -4,28 +4,11 @@ one JSON array (or the Python path), and the SQL text of each column's decoder a
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
 import pytest
 from bench import rawmerge
 
-TOPIC = "shop.public.orders"
-
-
-@dataclass
-class Msg:
-    k: bytes | None
-    v: bytes | None
-    t: str = TOPIC
-
-    def key(self) -> bytes | None:
-        return self.k
-
-    def value(self) -> bytes | None:
-        return self.v
-
-    def topic(self) -> str:
-        return self.t
+from tests.unit._kafka_records import TOPIC, Msg
 
 
 def envelope(op: str = "c", after: dict[str, object] | None = None) -> bytes:
