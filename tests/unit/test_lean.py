@@ -220,3 +220,52 @@ def test_an_update_with_a_before_image_is_lean_and_a_before_image_a_codec_refuse
     assert lean_input([fine])[0] == python_input([fine])
     bad = record("u", row(9, 1), 5, before=row(9, 0, placed_on="soon"))
     assert lean.prepare([bad], {TOPIC: ROUTE}, {}) is None
+
+
+# ----------------------------------------------------------------------------- lean.payload: the wrapper's payload
+
+
+def _wrapped(schema: Any, payload: Any) -> bytes:
+    """What Kafka Connect's JSON converter writes with schemas.enable=true: no white space."""
+    return json.dumps({"schema": schema, "payload": payload}, separators=(",", ":")).encode()
+
+
+_SCHEMA = {"type": "struct", "fields": [{"type": "int64", "optional": False, "field": "id"}], "optional": False}
+
+
+@pytest.mark.parametrize(
+    "schema, body",
+    [
+        (_SCHEMA, {"op": "c", "after": {"id": 1, "note": "x"}}),
+        # a column named payload in the image, and the text ,"payload": inside a string value
+        (_SCHEMA, {"op": "u", "after": {"id": 2, "payload": {"a": 1}, "s": ',"payload":'}}),
+        # a structural ,"payload": key inside the schema (a map parameter): the slice is refused, parsed whole
+        ({**_SCHEMA, "parameters": {"a": "1", "payload": "2"}}, {"op": "d", "before": {"id": 3}}),
+        ({**_SCHEMA, "default": {"x": {"y": 1, "payload": {"z": [1, 2]}}}}, {"id": 4}),
+        (_SCHEMA, None),  # a tombstone's payload
+        (_SCHEMA, 7),
+    ],
+)
+def test_payload_is_the_wrappers_payload_whatever_the_schema_holds(schema: Any, body: Any) -> None:
+    raw = _wrapped(schema, body)
+    assert lean.payload(raw) == body == events.json_document(raw)
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        (b'{"op":"c","after":{"id":1}}', {"op": "c", "after": {"id": 1}}),  # no wrapper
+        (b'{"schema": {}, "payload": {"id": 1}}', {"id": 1}),  # other spacing
+        (b'{"payload":{"id":1},"schema":{}}', {"id": 1}),  # other key order
+        (b'{"schema":{},"payload":{"id":1},"extra":2}', {"id": 1}),  # a key after the payload
+        (b'{"schema":{"x":1}}', {"schema": {"x": 1}}),
+    ],
+)
+def test_payload_parses_anything_else_whole_as_the_python_path_does(raw: bytes, expected: Any) -> None:
+    assert lean.payload(raw) == expected == events.json_document(raw)
+
+
+@pytest.mark.parametrize("raw", [b'{"schema":{},"payload":{"id":1}', b'{"schema":{},"payload":}', b"nope"])
+def test_payload_refuses_bytes_that_are_not_json(raw: bytes) -> None:
+    with pytest.raises(ValueError):
+        lean.payload(raw)
