@@ -191,18 +191,18 @@ class CatalogTable:
         return {p.name: p.codec for p in self.plans if p.codec != "identity"}
 
 
-R = TypeVar("R")
+RouteT = TypeVar("RouteT")  # the kind of route a build makes: TableRoute, cdclab.cdc.append.AppendRoute
 
 
 def catalog_routes(
     tables: Sequence[str],
-    build: Callable[[Any, CatalogTable], R],
+    build: Callable[[Any, CatalogTable], RouteT],
     *,
     topic_prefix: str,
     target_schema: str,
     target_prefix: str = "",
     source_conn_id: str = SHOP,
-) -> list[R]:
+) -> list[RouteT]:
     """The routes of ``tables``, in one transaction of the source catalog: each table's names, columns and
     column plans, made a route by ``build(cur, table)`` (which may read more of the catalog with ``cur``).
     A column whose type cannot be replicated losslessly is refused here, before anything is written."""
