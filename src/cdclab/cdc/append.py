@@ -32,7 +32,7 @@ from psycopg2.extras import execute_values
 from cdclab.cdc import coltypes
 from cdclab.cdc.events import UNAVAILABLE, MalformedEvent, Skipped, parse_debezium
 from cdclab.cdc.merge import SchemaDrift, _ts, source_columns
-from cdclab.cdc.pipeline import ConsumeOptions, consume_routes, decode_change, route_names
+from cdclab.cdc.pipeline import CatalogTable, ConsumeOptions, catalog_routes, consume_routes, decode_change
 from cdclab.common.db import SHOP, WAREHOUSE, ident, transaction
 from cdclab.common.ddl import ensure as ensure_ddl
 
@@ -58,31 +58,15 @@ class AppendRoute:
     codecs: dict[str, str]
 
 
-def append_routes(
-    tables: Sequence[str],
-    *,
-    topic_prefix: str,
-    target_schema: str,
-    target_prefix: str = "",
-    source_conn_id: str = SHOP,
-) -> list[AppendRoute]:
-    routes = []
-    with transaction(source_conn_id) as cur:
-        for table in tables:
-            qualified, topic, target = route_names(
-                table, topic_prefix=topic_prefix, target_schema=target_schema, target_prefix=target_prefix
-            )
-            plans = coltypes.plan_table(qualified, coltypes.table_columns(cur, qualified))
-            routes.append(
-                AppendRoute(
-                    source=qualified,
-                    topic=topic,
-                    target=target,
-                    types={p.name: p.target_type for p in plans},
-                    codecs={p.name: p.codec for p in plans if p.codec != "identity"},
-                )
-            )
-    return routes
+def ledger_route(cur: Any, table: CatalogTable) -> AppendRoute:
+    """The append route of ``table`` (:func:`cdclab.cdc.pipeline.catalog_routes`): no key needed."""
+    return AppendRoute(
+        source=table.source,
+        topic=table.topic,
+        target=table.target,
+        types={p.name: p.target_type for p in table.plans},
+        codecs=table.codecs,
+    )
 
 
 def ensure_ledger(cur: Any, target: str, types: dict[str, str]) -> None:
@@ -159,8 +143,9 @@ def replicate_append(
 ) -> dict[str, Any]:
     """Catch the ledgers of ``tables`` up from their Debezium topics; returns counts for logs and XCom.
     ``consume``: how to consume, as for :func:`cdclab.cdc.pipeline.replicate`."""
-    routes = append_routes(
+    routes = catalog_routes(
         tables,
+        ledger_route,
         topic_prefix=topic_prefix,
         target_schema=target_schema,
         target_prefix=target_prefix,

@@ -98,6 +98,24 @@ FOLLOW_KAFKA_CONFIG: dict[str, Any] = {"fetch.wait.max.ms": 100}
 """A follow run's client settings (``kafka_config`` overrides them): the broker answers an empty fetch
 after at most 100 ms instead of librdkafka's 500, so a record committed meanwhile is not held back."""
 
+
+def run_kafka_config(bootstrap: str, group: str) -> dict[str, Any]:
+    """The client settings of a run that keeps its own checkpoint (:func:`consume_into_postgres`, and
+    :func:`cdclab.streams.exactly_once.consume_at_least_once`): the client neither commits nor stores
+    offsets by itself (the run commits once a batch is written), reads only committed records
+    (``read_committed``), never jumps silently (``auto.offset.reset`` ``error``: a position outside the
+    log is an error, not "start somewhere else"), and :data:`FETCH_KAFKA_CONFIG`."""
+    return {
+        "bootstrap.servers": bootstrap,
+        "group.id": group,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "isolation.level": "read_committed",
+        "auto.offset.reset": "error",
+        **FETCH_KAFKA_CONFIG,
+    }
+
+
 APPLY_SWITCH_INTERVAL = 0.0005
 """Seconds: the interpreter's thread switch interval while a run overlaps decoding and applying."""
 
@@ -456,14 +474,7 @@ def consume_into_postgres(
     result = ConsumeResult()
     consumer = Consumer(
         {
-            "bootstrap.servers": bootstrap,
-            "group.id": group,
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "isolation.level": "read_committed",
-            # never jump silently: a position outside the log is an error, not "start somewhere else"
-            "auto.offset.reset": "error",
-            **FETCH_KAFKA_CONFIG,
+            **run_kafka_config(bootstrap, group),
             **(FOLLOW_KAFKA_CONFIG if follow is not None else {}),
             **(kafka_config or {}),
         }

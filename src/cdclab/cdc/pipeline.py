@@ -23,7 +23,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypedDict, Unpack
+from typing import Any, Protocol, TypedDict, TypeVar, Unpack
 
 from cdclab.cdc import coltypes, ddl, lean
 from cdclab.cdc import consumer as kc
@@ -173,6 +173,51 @@ def route_names(
     return source, f"{topic_prefix}.{schema}.{name}", f"{target_schema}.{target_prefix}{name}"
 
 
+@dataclass(frozen=True)
+class CatalogTable:
+    """One source table as :func:`catalog_routes` finds it: its route names (:func:`route_names`), its
+    columns in the source catalog and how each is replicated (:func:`cdclab.cdc.coltypes.plan_table`)."""
+
+    source: str  # public.customers
+    topic: str  # shop.public.customers
+    target: str  # core.customers
+    columns: list[coltypes.SourceColumn]
+    plans: list[coltypes.ColumnPlan]
+
+    @property
+    def codecs(self) -> dict[str, str]:
+        """Column -> codec name (:data:`cdclab.cdc.coltypes.CODECS`) of the columns whose Debezium value
+        needs decoding (``TableRoute.codecs``)."""
+        return {p.name: p.codec for p in self.plans if p.codec != "identity"}
+
+
+RouteT = TypeVar("RouteT")  # the kind of route a build makes: TableRoute, cdclab.cdc.append.AppendRoute
+
+
+def catalog_routes(
+    tables: Sequence[str],
+    build: Callable[[Any, CatalogTable], RouteT],
+    *,
+    topic_prefix: str,
+    target_schema: str,
+    target_prefix: str = "",
+    source_conn_id: str = SHOP,
+) -> list[RouteT]:
+    """The routes of ``tables``, in one transaction of the source catalog: each table's names, columns and
+    column plans, made a route by ``build(cur, table)`` (which may read more of the catalog with ``cur``).
+    A column whose type cannot be replicated losslessly is refused here, before anything is written."""
+    routes = []
+    with transaction(source_conn_id) as cur:
+        for table in tables:
+            qualified, topic, target = route_names(
+                table, topic_prefix=topic_prefix, target_schema=target_schema, target_prefix=target_prefix
+            )
+            columns = coltypes.table_columns(cur, qualified)
+            plans = coltypes.plan_table(qualified, columns)
+            routes.append(build(cur, CatalogTable(qualified, topic, target, columns, plans)))
+    return routes
+
+
 def routes_for(
     tables: Sequence[str],
     *,
@@ -182,45 +227,45 @@ def routes_for(
     source_conn_id: str = SHOP,
 ) -> list[TableRoute]:
     """Look the source tables up in the source catalog (columns, types, primary key)."""
-    routes = []
-    with transaction(source_conn_id) as cur:
-        for table in tables:
-            qualified, topic, target = route_names(
-                table, topic_prefix=topic_prefix, target_schema=target_schema, target_prefix=target_prefix
-            )
-            # refuses a column whose type cannot be replicated losslessly, before anything is written
-            columns = coltypes.table_columns(cur, qualified)
-            plans = coltypes.plan_table(qualified, columns)
-            cur.execute(
-                """SELECT a.attname, pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d
-                           JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum
-                           WHERE d.adrelid = %s::regclass""",
-                (qualified,),
-            )
-            defaults = dict(cur.fetchall())
-            key = primary_key(cur, qualified)
-            if not key:
-                raise ValueError(
-                    f"source table {qualified} has no primary key: CDC merges need one; add a primary "
-                    "key, or replicate it as an insert-only ledger in append mode "
-                    "(cdclab.cdc.append.replicate_append)"
-                )
-            routes.append(
-                TableRoute(
-                    source=qualified,
-                    topic=topic,
-                    target=target,
-                    key=tuple(key),
-                    types={
-                        p.name: p.target_type
-                        + _default(defaults.get(p.name), p.target_type, p.target_type != c.sql_type)
-                        for p, c in zip(plans, columns, strict=True)
-                    },
-                    codecs={p.name: p.codec for p in plans if p.codec != "identity"},
-                    attnums={c.name: c.attnum for c in columns},
-                )
-            )
-    return routes
+    return catalog_routes(
+        tables,
+        _table_route,
+        topic_prefix=topic_prefix,
+        target_schema=target_schema,
+        target_prefix=target_prefix,
+        source_conn_id=source_conn_id,
+    )
+
+
+def _table_route(cur: Any, table: CatalogTable) -> TableRoute:
+    """The merge route of ``table``: its primary key, and target types with the source's defaults."""
+    qualified = table.source
+    cur.execute(
+        """SELECT a.attname, pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d
+                   JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum
+                   WHERE d.adrelid = %s::regclass""",
+        (qualified,),
+    )
+    defaults = dict(cur.fetchall())
+    key = primary_key(cur, qualified)
+    if not key:
+        raise ValueError(
+            f"source table {qualified} has no primary key: CDC merges need one; add a primary "
+            "key, or replicate it as an insert-only ledger in append mode "
+            "(cdclab.cdc.append.replicate_append)"
+        )
+    return TableRoute(
+        source=qualified,
+        topic=table.topic,
+        target=table.target,
+        key=tuple(key),
+        types={
+            p.name: p.target_type + _default(defaults.get(p.name), p.target_type, p.target_type != c.sql_type)
+            for p, c in zip(table.plans, table.columns, strict=True)
+        },
+        codecs=table.codecs,
+        attnums={c.name: c.attnum for c in table.columns},
+    )
 
 
 def _default(expr: str | None, target_type: str, mapped: bool) -> str:

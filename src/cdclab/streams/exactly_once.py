@@ -189,17 +189,9 @@ def consume_at_least_once(
     t0 = time.monotonic()
     fail_after = int(os.environ.get("CDCLAB_FAIL_AFTER_BATCHES", "0") or 0)
     result = kc.ConsumeResult()
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": group,
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "isolation.level": "read_committed",
-            "auto.offset.reset": "error",  # a checkpoint outside the log stops the run, see below
-            **kc.FETCH_KAFKA_CONFIG,  # no 1 s pause whenever the local queue was full
-        }
-    )
+    # the sink's client settings: a checkpoint outside the log stops the run (see below), no 1 s pause
+    # whenever the local queue was full
+    consumer = Consumer(kc.run_kafka_config(bootstrap, group))
     conn = connect()
     try:
         with conn, conn.cursor() as cur:
