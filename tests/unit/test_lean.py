@@ -8,6 +8,7 @@ import json
 from collections import defaultdict
 from typing import Any
 
+import orjson
 import pytest
 
 from cdclab.cdc import events, lean, merge, pipeline
@@ -230,11 +231,15 @@ def _wrapped(schema: Any, payload: Any) -> bytes:
     return json.dumps({"schema": schema, "payload": payload}, separators=(",", ":")).encode()
 
 
-_SCHEMA = {"type": "struct", "fields": [{"type": "int64", "optional": False, "field": "id"}], "optional": False}
+_SCHEMA = {
+    "type": "struct",
+    "fields": [{"type": "int64", "optional": False, "field": "id"}],
+    "optional": False,
+}
 
 
 @pytest.mark.parametrize(
-    "schema, body",
+    ("schema", "body"),
     [
         (_SCHEMA, {"op": "c", "after": {"id": 1, "note": "x"}}),
         # a column named payload in the image, and the text ,"payload": inside a string value
@@ -252,7 +257,7 @@ def test_payload_is_the_wrappers_payload_whatever_the_schema_holds(schema: Any, 
 
 
 @pytest.mark.parametrize(
-    "raw, expected",
+    ("raw", "expected"),
     [
         (b'{"op":"c","after":{"id":1}}', {"op": "c", "after": {"id": 1}}),  # no wrapper
         (b'{"schema": {}, "payload": {"id": 1}}', {"id": 1}),  # other spacing
@@ -267,5 +272,5 @@ def test_payload_parses_anything_else_whole_as_the_python_path_does(raw: bytes, 
 
 @pytest.mark.parametrize("raw", [b'{"schema":{},"payload":{"id":1}', b'{"schema":{},"payload":}', b"nope"])
 def test_payload_refuses_bytes_that_are_not_json(raw: bytes) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(orjson.JSONDecodeError):
         lean.payload(raw)
