@@ -258,10 +258,24 @@ def apply(
     key: Sequence[str],
     lean: LeanTopic,
     delete_mode: DeleteMode,
+    facts: dict[str, tuple[dict[str, str], bool]] | None = None,
 ) -> MergeResult | None:
     """Apply one topic's lean batch to ``target`` (:func:`cdclab.cdc.merge.apply_changes`'s statements),
-    or ``None``, having written nothing, when the Python path must decide (see the module's docstring)."""
-    types, ledger_empty = merge._target_facts(cur, target)
+    or ``None``, having written nothing, when the Python path must decide (see the module's docstring).
+
+    ``facts``, a run's cache (target -> its column types and whether its delete ledger is empty), saves
+    the catalog read per batch: the run's consumer group holds the target (``bind_targets`` and the
+    group lock), so only this run writes it, and only through the lean path (which keeps the cache
+    right: a delete it writes to the ledger marks it not empty; an empty-ledger hint that is stale the
+    safe way only costs a ``DELETE`` that finds nothing) or the Python path (which may change the table:
+    the caller drops the target's entry). Columns added or dropped behind the run's back make the
+    images differ from the cached columns, and the batch goes to the Python path."""
+    cached = facts.get(target) if facts is not None else None
+    if cached is None:
+        cached = merge._target_facts(cur, target)
+        if facts is not None:
+            facts[target] = cached
+    types, ledger_empty = cached
     columns = [n for n in types if n not in BOOKKEEPING]
     split = rows(lean, columns)
     if split is None:
@@ -278,4 +292,6 @@ def apply(
         )
     if delete_src is not None:
         result += merge._delete_staged(cur, target, key, columns, types, delete_src, delete_mode)
+        if facts is not None and delete_mode != "soft":
+            facts[target] = (types, False)  # the ledger now holds (or held) this batch's deletes
     return result

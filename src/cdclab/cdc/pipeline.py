@@ -567,6 +567,7 @@ def _run(
     # the lean path (cdclab.cdc.lean) for Debezium topics without a pending column rename
     lean_ok = lean_path and parse is debezium_parser
     lean_routes = {t: r for t, r in by_topic.items() if not renames.get(t)}
+    facts: dict[str, tuple[dict[str, str], bool]] = {}  # the lean path's catalog cache (lean.apply)
 
     def prepare(batch: list[Any]) -> lean.LeanBatch | tuple[dict[str, list[Change]], list[tuple[Any, str]]]:
         if lean_ok:
@@ -584,7 +585,7 @@ def _run(
             rejects: list[tuple[Any, str]] = []
             for topic, taken in prepared.topics.items():
                 route = by_topic[topic]
-                done = lean.apply(cur, route.target, route.key, taken, delete_mode)
+                done = lean.apply(cur, route.target, route.key, taken, delete_mode, facts)
                 if done is None:  # the Python path decides (drift, a partial image, a value JSON cannot hold)
                     own = [m for m in batch if m.topic() == topic]
                     per_topic, own_rejects = sort_batch(own, by_topic, parse, defaultdict(int))  # counted
@@ -602,6 +603,7 @@ def _run(
         for topic, changes in per_topic.items():
             paths["python"] += 1
             route = by_topic[topic]
+            facts.pop(route.target, None)  # it may alter the target or write its ledger
             if renames.get(topic):
                 changes = [ddl.rename_columns(c, renames[topic]) for c in changes]
             totals[route.target] += apply_changes(
