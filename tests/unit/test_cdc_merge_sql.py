@@ -25,8 +25,8 @@ COL_LIST = (
     '"id", "region", "total", "_source_position", "_source_op", "_source_ts", "_deleted", "_deleted_at"'
 )
 GUARD = (
-    'WHERE NOT EXISTS (SELECT 1 FROM "core"."orders__deleted" d WHERE "d"."id" = "v"."id" AND '
-    '"d"."region" = "v"."region" AND d._source_position >= v._source_position) ON CONFLICT ("id", "region") '
+    'WHERE ((SELECT d._source_position FROM "core"."orders__deleted" d WHERE "d"."id" = "v"."id" AND '
+    '"d"."region" = "v"."region") >= v._source_position) IS NOT TRUE ON CONFLICT ("id", "region") '
 )
 
 
@@ -62,8 +62,10 @@ def test_a_misspelt_conflict_action_is_refused():
 def test_rewritten_keys_leave_the_delete_ledger_only_when_written_later():
     stmt = text(clear_ledger("core.orders", KEY, _values([*KEY, "_source_position"])))
     assert stmt == (
-        'DELETE FROM "core"."orders__deleted" d USING (VALUES %s) AS v ("id", "region", "_source_position") '
-        'WHERE "d"."id" = "v"."id" AND "d"."region" = "v"."region" AND d._source_position < v._source_position'
+        'DELETE FROM "core"."orders__deleted" d WHERE d.ctid = ANY (ARRAY(SELECT x.ctid FROM '
+        '(VALUES %s) AS v ("id", "region", "_source_position") CROSS JOIN LATERAL '
+        '(SELECT l.ctid FROM "core"."orders__deleted" l WHERE "l"."id" = "v"."id" AND "l"."region" = "v"."region" '
+        "AND l._source_position < v._source_position OFFSET 0) x))"
     )
 
 

@@ -531,6 +531,13 @@ def guarded_insert(
     late, older insert cannot resurrect a deleted key). ``update``: a key the target holds is updated
     only when the row's position is greater than the target's ``_source_position`` (older changes are
     stale); ``nothing``: a key the target holds is left alone (a tombstone for a key never seen).
+
+    The ledger test is a scalar subquery, ``(ledger position of v's key) >= v's position IS NOT TRUE``,
+    the same rows as ``NOT EXISTS`` (the ledger's primary key is the key: at most one row; no row or a
+    NULL position is not TRUE), because Postgres runs it as one primary-key probe per row. For
+    ``NOT EXISTS`` it planned a hash anti join that read the whole ledger for every batch (its estimate
+    of a batch is 100 rows): 6 ms of a 9 ms upsert of 500 rows against a ledger of 16,700 keys, and
+    growing with the ledger; the probes took 1.5 ms.
     """
     one_of("on_conflict", on_conflict, OnConflict)
     if on_conflict == "update":
@@ -546,7 +553,7 @@ def guarded_insert(
         conflict = sql.SQL("DO NOTHING")
     return sql.SQL(
         "INSERT INTO {t} AS t ({cols}) SELECT {cols} FROM {rows} "
-        "WHERE NOT EXISTS (SELECT 1 FROM {ledger} d WHERE {ledger_match} AND d._source_position >= v._source_position) "
+        "WHERE ((SELECT d._source_position FROM {ledger} d WHERE {ledger_match}) >= v._source_position) IS NOT TRUE "
         "ON CONFLICT ({key}) {conflict}"
     ).format(
         t=ident(target),
@@ -561,10 +568,16 @@ def guarded_insert(
 
 def clear_ledger(target: str, key: Sequence[str], rows: sql.Composable) -> sql.Composed:
     """Forget deleted keys that ``rows`` (a ``FROM`` item named ``v``: the key and ``_source_position``)
-    wrote again at a later position."""
+    wrote again at a later position.
+
+    The ledger rows are found by one primary-key probe per row of ``rows`` (a ``LATERAL`` subquery that
+    ``OFFSET 0`` keeps from being flattened into a join) and deleted by their ``ctid``. The plain
+    ``DELETE ... USING rows`` was planned as a hash join over the whole ledger for every batch (4.6 ms
+    for 500 rows against 16,700 ledger keys, growing with the ledger; this form: 0.7 ms)."""
     return sql.SQL(
-        "DELETE FROM {ledger} d USING {rows} WHERE {match} AND d._source_position < v._source_position"
-    ).format(ledger=ident(target + "__deleted"), rows=rows, match=_match("d", key))
+        "DELETE FROM {ledger} d WHERE d.ctid = ANY (ARRAY(SELECT x.ctid FROM {rows} CROSS JOIN LATERAL "
+        "(SELECT l.ctid FROM {ledger} l WHERE {match} AND l._source_position < v._source_position OFFSET 0) x))"
+    ).format(ledger=ident(target + "__deleted"), rows=rows, match=_match("l", key))
 
 
 def _upsert_staged(
