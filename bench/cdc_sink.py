@@ -19,6 +19,8 @@ How a measurement is made (issue 14, item 1):
   and ``max.poll.records`` equal to ours) until the sentinel row is visible (polled every 0.1 s by
   key). Batch sizes are swept (500, 2000, 5000 by default), ``--runs`` runs each, the two sinks
   alternating which goes first.
+- *the same start for every run*: the source is vacuumed once after the pre-fill; each target is
+  emptied right after its run is checked; a ``CHECKPOINT`` precedes every timed run (:func:`quiesce`).
 - *correct or not a figure*: after every run the target's rows (the source columns, ordered by key)
   must have the source's count and md5 (:func:`cdclab.cdc.replication.checksum`); a run that fails this
   is a failure, listed as such, and the benchmark exits non-zero.
@@ -569,6 +571,8 @@ class Bench:
             self.connectors.remove(self.source_name)
             result["events"] = {"changes": events, "by_op": counts, "kafka_records": records}
             expected = self.checksum(self.source)
+            with su.cursor() as cur:  # its autovacuum would otherwise land in the first runs
+                cur.execute(sql.SQL("VACUUM ANALYZE {}").format(sql.Identifier(*self.source.split("."))))
             result["source_rows"] = expected[0]
             meters = Meters(cfg, wh)
             idle0 = meters.read()
@@ -579,6 +583,7 @@ class Bench:
                 for n in range(1, self.runs + 1):
                     order = ("ours", "jdbc") if n % 2 else ("jdbc", "ours")
                     for sink in order:
+                        quiesce(su)
                         try:
                             if sink == "ours":
                                 run = self.run_ours(wh, meters, batch, n)
@@ -593,6 +598,8 @@ class Bench:
                             say(f"FAILED {sink} batch={batch} run={n}: {exc}")
                             continue
                         got = self.checksum(target)
+                        # emptied now: its dead rows are not vacuumed during the next run
+                        self.empty(wh, *((target, target + "__deleted") if sink == "ours" else (target,)))
                         run.update(batch=batch, run=n, events=events, equal_to_source=got == expected)
                         run["events_per_s"] = round(events / run["seconds"], 1)
                         pg = run["postgres_sessions_cpu_s"]
@@ -616,6 +623,7 @@ class Bench:
                             )
                         result["runs"].append(run)
                     # the ceiling, measured as often as the sinks and between their runs (same conditions)
+                    quiesce(su)
                     bare = self.run_bare(meters, batch)
                     bare.update(
                         batch=batch, run=n, events=events, events_per_s=round(events / bare["seconds"], 1)
@@ -671,6 +679,14 @@ class Bench:
                 f.result(30)
             except Exception as exc:  # cleanup reports and goes on
                 say(f"cleanup: {exc}")
+
+
+def quiesce(su: Any) -> None:
+    """Before each timed run: a ``CHECKPOINT``, so that no run pays for the one the run before it started
+    (its I/O, and the full-page images every first change of a page writes to the WAL after it). The
+    run before has emptied its target already (no autovacuum of a million dead rows during this run)."""
+    with su.cursor() as cur:
+        cur.execute("CHECKPOINT")
 
 
 def pause_workload(cfg: LabConfig, paused: bool | None) -> bool | None:
