@@ -47,6 +47,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -242,10 +243,12 @@ def rows(lean: LeanTopic, columns: Sequence[str]) -> tuple[list[list[Any]], list
     images' columns are not exactly ``columns`` or a winner holds a float or a list."""
     if lean.columns != frozenset(columns):
         return None
+    # every image has exactly these keys (prepare checked each against the batch's first)
+    values = itemgetter(*columns) if len(columns) > 1 else lambda image: (image[columns[0]],)
     upserts: list[list[Any]] = []
     deletes: list[list[Any]] = []
     for image, position, op, ts_ms in lean.winners:
-        (deletes if op == "d" else upserts).append([*map(image.get, columns), position, op, ts_ms])
+        (deletes if op == "d" else upserts).append([*values(image), position, op, ts_ms])
     kinds = set(map(type, chain.from_iterable(chain(upserts, deletes))))  # in C
     if float in kinds or list in kinds:
         return None
