@@ -274,3 +274,11 @@ def test_payload_parses_anything_else_whole_as_the_python_path_does(raw: bytes, 
 def test_payload_refuses_bytes_that_are_not_json(raw: bytes) -> None:
     with pytest.raises(orjson.JSONDecodeError):
         lean.payload(raw)
+
+
+def test_rows_of_a_table_with_one_column_and_of_several() -> None:
+    one = lean.LeanTopic(frozenset({"id"}), [({"id": 1}, 10, "c", 5), ({"id": 2}, 11, "d", 6)])
+    assert lean.rows(one, ["id"]) == ([[1, 10, "c", 5]], [[2, 11, "d", 6]])
+    two = lean.LeanTopic(frozenset({"id", "n"}), [({"n": "x", "id": 1}, 10, "u", None)])
+    assert lean.rows(two, ["id", "n"]) == ([[1, "x", 10, "u", None]], [])
+    assert lean.rows(two, ["n", "id"]) == ([["x", 1, 10, "u", None]], [])
