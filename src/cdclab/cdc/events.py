@@ -133,7 +133,8 @@ def _exact_loads(raw: bytes | str | None, what: str) -> Any:
         raise MalformedEvent(f"{what} is not valid JSON: {exc}") from None
 
 
-def _unwrap(doc: Any) -> Any:
+def unwrap(doc: Any) -> Any:
+    """A parsed key or value without the JSON converter's schemas wrapper (``schemas.enable=true``)."""
     if isinstance(doc, dict) and "payload" in doc and "schema" in doc:
         return doc["payload"]  # schemas.enable=true wrapper
     return doc
@@ -146,7 +147,7 @@ def json_document(raw: bytes | str | None) -> Any:
     if raw is None:
         return None
     try:
-        return _unwrap(json.loads(raw))
+        return unwrap(json.loads(raw))
     except ValueError:
         return None
 
@@ -162,11 +163,11 @@ def parse_debezium(
         return Skipped("heartbeat")
     if topic.endswith(".transaction"):
         return Skipped("transaction")
-    payload = _unwrap(_loads(value, "value"))
+    payload = unwrap(_loads(value, "value"))
     if payload is None:
         return Skipped("tombstone")
     if isinstance(payload, dict) and (_inexact(payload.get("after")) or _inexact(payload.get("before"))):
-        payload = _unwrap(_exact_loads(value, "value"))
+        payload = unwrap(_exact_loads(value, "value"))
     if not isinstance(payload, dict):
         raise MalformedEvent(f"value is {type(payload).__name__}, expected a Debezium envelope object")
     op = payload.get("op")
@@ -188,9 +189,9 @@ def parse_debezium(
     if not isinstance(lsn, int):
         raise MalformedEvent(f"source.lsn is {lsn!r}, expected an integer")
     table = f"{source.get('schema', 'public')}.{source.get('table', '')}"
-    key_obj = _unwrap(_loads(key, "key")) or {}
+    key_obj = unwrap(_loads(key, "key")) or {}
     if _inexact(key_obj):
-        key_obj = _unwrap(_exact_loads(key, "key")) or {}
+        key_obj = unwrap(_exact_loads(key, "key")) or {}
     if op != "t" and not key_obj and require_key:
         raise MalformedEvent("record has no key: the source table needs a primary key")
     unavailable = unavailable_columns(after)

@@ -52,7 +52,7 @@ from typing import Any
 
 import orjson
 
-from cdclab.cdc import coltypes, merge
+from cdclab.cdc import coltypes, events, merge
 from cdclab.cdc.events import UNAVAILABLE
 from cdclab.cdc.merge import BOOKKEEPING, DeleteMode, MergeResult
 
@@ -106,10 +106,7 @@ def payload(raw: bytes) -> Any:
                 return orjson.loads(memoryview(raw)[at + len(_PAYLOAD) : -1])
             except orjson.JSONDecodeError:
                 pass
-    doc = orjson.loads(raw)
-    if type(doc) is dict and "payload" in doc and "schema" in doc:
-        return doc["payload"]
-    return doc
+    return events.unwrap(orjson.loads(raw))
 
 
 def _plan(codecs: Mapping[str, str]) -> tuple[tuple[str, Any], ...]:
